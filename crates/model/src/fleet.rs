@@ -1,0 +1,852 @@
+//! The fleet: a topology tree (root → cloud → region → zone → network levels → NVLink domain)
+//! with nodes (trays or hosts) at its leaves, and the capacity pool of every node.
+//!
+//! Layout is chosen for scale and for the engine: topology nodes are numbered in DFS
+//! pre-order and nodes are sorted by their place in the tree, so that *every subtree is a
+//! contiguous range of nodes and of NVLink domains*. Draining a spine, counting a zone or
+//! walking a domain is a slice, not a search.
+
+use crate::resources::{GpuModel, Resources};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+
+/// Index of a topology node (pre-order position in [`Fleet::topo`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopoId(pub u32);
+
+/// Index of a node in [`Fleet::nodes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u32);
+
+/// Index of a capacity pool in [`Fleet::pools`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PoolId(pub u32);
+
+/// What a topology node stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TopoKind {
+    /// The single root of the tree.
+    Root,
+    /// A provider (aws, gcp, azure, oci, onprem, ...).
+    Cloud,
+    /// A provider region.
+    Region,
+    /// An availability zone.
+    Zone,
+    /// A network node; `level` 0 is the top (e.g. spine), larger is closer to the nodes.
+    Network {
+        /// Depth below the zone, 0 = topmost network level.
+        level: u8,
+    },
+    /// An NVLink domain (UltraServer, capacity block, or a standalone multi-GPU host).
+    Domain,
+}
+
+impl TopoKind {
+    /// Short human name of the level.
+    pub fn label(&self) -> String {
+        match self {
+            TopoKind::Root => "fleet".into(),
+            TopoKind::Cloud => "cloud".into(),
+            TopoKind::Region => "region".into(),
+            TopoKind::Zone => "zone".into(),
+            TopoKind::Network { level } => format!("network level {level}"),
+            TopoKind::Domain => "NVLink domain".into(),
+        }
+    }
+}
+
+/// One node of the topology tree.
+#[derive(Clone, Debug)]
+pub struct TopoNode {
+    /// Name of this element (unique among its siblings).
+    pub name: Box<str>,
+    /// Level it stands for.
+    pub kind: TopoKind,
+    /// Parent, `None` for the root.
+    pub parent: Option<TopoId>,
+    /// Distance from the root.
+    pub depth: u8,
+    /// Children, in pre-order.
+    pub children: Vec<TopoId>,
+    /// Nodes in this subtree.
+    pub nodes: Range<u32>,
+    /// Indices into [`Fleet::domains`] of the domains in this subtree.
+    pub domains: Range<u32>,
+    /// A domain made up for a standalone GPU host (not written back to files).
+    pub implicit: bool,
+}
+
+/// Scheduling state of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Accepts new work.
+    #[default]
+    Ready,
+    /// Accepts no new work; running work stays.
+    Cordoned,
+    /// Accepts no new work; running work is to be moved off.
+    Draining,
+    /// Unreachable or broken; work on it is lost.
+    Down,
+}
+
+impl NodeState {
+    /// Whether new work may be placed on a node in this state.
+    pub fn schedulable(self) -> bool {
+        self == NodeState::Ready
+    }
+
+    /// The lowercase name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Ready => "ready",
+            NodeState::Cordoned => "cordoned",
+            NodeState::Draining => "draining",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+impl FromStr for NodeState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ready" => Ok(NodeState::Ready),
+            "cordoned" => Ok(NodeState::Cordoned),
+            "draining" => Ok(NodeState::Draining),
+            "down" => Ok(NodeState::Down),
+            _ => Err(format!(
+                "unknown node state '{s}' (expected ready, cordoned, draining or down)"
+            )),
+        }
+    }
+}
+
+/// How capacity in a pool is paid for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PricingKind {
+    /// Paid for under a commitment, whether used or not.
+    Committed,
+    /// Paid by the hour when used.
+    #[default]
+    OnDemand,
+    /// Cheap, may be reclaimed by the provider at short notice.
+    Spot,
+}
+
+impl fmt::Display for PricingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PricingKind::Committed => "committed",
+            PricingKind::OnDemand => "on-demand",
+            PricingKind::Spot => "spot",
+        })
+    }
+}
+
+/// Where capacity comes from and what it costs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityPool {
+    /// Unique pool name.
+    pub name: String,
+    /// Provider.
+    pub cloud: String,
+    /// Provider region.
+    pub region: String,
+    /// Instance type of every node in the pool.
+    pub instance_type: String,
+    /// How it is paid for.
+    #[serde(default)]
+    pub pricing: PricingKind,
+    /// Price per node-hour in USD.
+    #[serde(default)]
+    pub price_per_hour: f64,
+}
+
+/// One schedulable machine: a tray of an UltraServer or a host.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Unique host name.
+    pub name: Box<str>,
+    /// The lowest topology node above it: its NVLink domain for GPU nodes.
+    pub parent: TopoId,
+    /// Capacity pool it belongs to.
+    pub pool: PoolId,
+    /// What it offers when empty.
+    pub capacity: Resources,
+    /// Scheduling state.
+    pub state: NodeState,
+}
+
+/// A fleet that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    /// Two nodes with one name.
+    #[error("node '{0}' is declared twice")]
+    DuplicateNode(String),
+    /// Two pools with one name.
+    #[error("pool '{0}' is declared twice")]
+    DuplicatePool(String),
+    /// A name that cannot be used.
+    #[error("{field} '{name}': {reason}")]
+    BadName {
+        /// Which field held the name.
+        field: &'static str,
+        /// The name.
+        name: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A domain whose nodes carry different accelerators, or none.
+    #[error("NVLink domain '{domain}': {reason}")]
+    BadDomain {
+        /// Path of the domain.
+        domain: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A node's resources are out of range.
+    #[error("node '{node}': {reason}")]
+    BadNode {
+        /// Node name.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A reference to a pool that does not exist.
+    #[error("pool id {0} does not exist")]
+    UnknownPool(u32),
+}
+
+/// Checks a topology or node name: non-empty, printable, no path or hostlist syntax.
+pub fn check_name(field: &'static str, name: &str) -> Result<(), FleetError> {
+    let bad = |reason| FleetError::BadName {
+        field,
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if name.len() > 253 {
+        return Err(bad("longer than 253 bytes"));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '[' | ']' | ',' | '='))
+    {
+        return Err(bad("must not contain whitespace, '/', '[', ']', ',' or '='"));
+    }
+    Ok(())
+}
+
+/// The whole fleet: topology, nodes and pools. Built by [`FleetBuilder`].
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    topo: Vec<TopoNode>,
+    nodes: Vec<Node>,
+    pools: Vec<CapacityPool>,
+    domains: Vec<TopoId>,
+    node_by_name: FxHashMap<Box<str>, NodeId>,
+}
+
+/// Totals of a fleet, as `stargrid fleet show` prints them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FleetSummary {
+    /// Nodes (trays and hosts).
+    pub nodes: u64,
+    /// Accelerators.
+    pub gpus: u64,
+    /// Accelerators by model.
+    pub gpus_by_model: Vec<(String, u64)>,
+    /// CPU millicores.
+    pub cpu_millis: u64,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// NVLink domains, including standalone multi-GPU hosts.
+    pub nvlink_domains: u64,
+    /// NVLink domains spanning more than one node (UltraServers, capacity blocks).
+    pub multi_node_domains: u64,
+    /// Most network levels under any zone.
+    pub network_levels: u8,
+    /// Clouds.
+    pub clouds: u64,
+    /// Regions.
+    pub regions: u64,
+    /// Zones.
+    pub zones: u64,
+    /// Capacity pools.
+    pub pools: u64,
+    /// Nodes not in state ready.
+    pub unschedulable_nodes: u64,
+}
+
+impl Fleet {
+    /// All topology nodes, in pre-order; index 0 is the root.
+    pub fn topo(&self) -> &[TopoNode] {
+        &self.topo
+    }
+
+    /// One topology node.
+    pub fn topo_node(&self, id: TopoId) -> &TopoNode {
+        &self.topo[id.0 as usize]
+    }
+
+    /// All nodes, sorted by their place in the tree.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// One node.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0 as usize]
+    }
+
+    /// All capacity pools.
+    pub fn pools(&self) -> &[CapacityPool] {
+        &self.pools
+    }
+
+    /// One pool.
+    pub fn pool(&self, id: PoolId) -> &CapacityPool {
+        &self.pools[id.0 as usize]
+    }
+
+    /// NVLink domains, in pre-order.
+    pub fn domains(&self) -> &[TopoId] {
+        &self.domains
+    }
+
+    /// Looks a node up by name.
+    pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
+        self.node_by_name.get(name).copied()
+    }
+
+    /// Sets a node's state.
+    pub fn set_node_state(&mut self, id: NodeId, state: NodeState) {
+        self.nodes[id.0 as usize].state = state;
+    }
+
+    /// Full path of a topology node, e.g. `aws/us-east-1/use1-az1/sp0/blk3/nvl-0007`.
+    pub fn topo_path(&self, id: TopoId) -> String {
+        let mut parts = Vec::new();
+        let mut cur = Some(id);
+        while let Some(t) = cur {
+            let n = self.topo_node(t);
+            if n.kind != TopoKind::Root {
+                parts.push(&*n.name);
+            }
+            cur = n.parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Finds a topology node from its full path (as [`Fleet::topo_path`] prints it).
+    pub fn find_topo(&self, path: &str) -> Option<TopoId> {
+        let mut cur = TopoId(0);
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            cur = *self
+                .topo_node(cur)
+                .children
+                .iter()
+                .find(|c| &*self.topo_node(**c).name == part)?;
+        }
+        Some(cur)
+    }
+
+    /// Ancestors of a topology node from itself up to (excluding) the root.
+    pub fn ancestors(&self, id: TopoId) -> impl Iterator<Item = TopoId> + '_ {
+        std::iter::successors(Some(id), move |t| self.topo_node(*t).parent)
+            .take_while(move |t| self.topo_node(*t).kind != TopoKind::Root)
+    }
+
+    /// The zone (or higher) containing a topology node.
+    pub fn zone_of(&self, id: TopoId) -> Option<TopoId> {
+        self.ancestors(id)
+            .find(|t| self.topo_node(*t).kind == TopoKind::Zone)
+    }
+
+    /// Network path of a node's lowest topology element (names of network levels, top first).
+    pub fn network_path(&self, id: TopoId) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .ancestors(id)
+            .filter(|t| matches!(self.topo_node(*t).kind, TopoKind::Network { .. }))
+            .map(|t| &*self.topo_node(t).name)
+            .collect();
+        v.reverse();
+        v
+    }
+
+    /// The NVLink domain of a node, if it has one.
+    pub fn domain_of(&self, id: NodeId) -> Option<TopoId> {
+        let parent = self.node(id).parent;
+        (self.topo_node(parent).kind == TopoKind::Domain).then_some(parent)
+    }
+
+    /// Totals for `fleet show`.
+    pub fn summary(&self) -> FleetSummary {
+        let mut by_model = [0u64; GpuModel::ALL.len()];
+        let (mut gpus, mut cpu, mut mem, mut unsched) = (0u64, 0u64, 0u64, 0u64);
+        for n in &self.nodes {
+            gpus += u64::from(n.capacity.gpus);
+            if let Some(m) = n.capacity.gpu_model {
+                by_model[m.index()] += u64::from(n.capacity.gpus);
+            }
+            cpu += u64::from(n.capacity.cpu_millis);
+            mem += u64::from(n.capacity.memory_mib);
+            unsched += u64::from(!n.state.schedulable());
+        }
+        let count = |k: TopoKind| self.topo.iter().filter(|t| t.kind == k).count() as u64;
+        FleetSummary {
+            nodes: self.nodes.len() as u64,
+            gpus,
+            gpus_by_model: GpuModel::ALL
+                .iter()
+                .filter(|m| by_model[m.index()] > 0)
+                .map(|m| (m.name().to_string(), by_model[m.index()]))
+                .collect(),
+            cpu_millis: cpu,
+            memory_mib: mem,
+            nvlink_domains: self.domains.len() as u64,
+            multi_node_domains: self
+                .domains
+                .iter()
+                .filter(|d| self.topo_node(**d).nodes.len() > 1)
+                .count() as u64,
+            network_levels: self
+                .topo
+                .iter()
+                .filter_map(|t| match t.kind {
+                    TopoKind::Network { level } => Some(level + 1),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0),
+            clouds: count(TopoKind::Cloud),
+            regions: count(TopoKind::Region),
+            zones: count(TopoKind::Zone),
+            pools: self.pools.len() as u64,
+            unschedulable_nodes: unsched,
+        }
+    }
+
+    /// Approximate heap bytes held by the fleet (for memory reports).
+    pub fn heap_bytes(&self) -> usize {
+        let topo = self.topo.capacity() * std::mem::size_of::<TopoNode>()
+            + self
+                .topo
+                .iter()
+                .map(|t| t.name.len() + t.children.capacity() * 4)
+                .sum::<usize>();
+        let nodes = self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.nodes.iter().map(|n| n.name.len() * 2).sum::<usize>();
+        let index = self.node_by_name.capacity() * (std::mem::size_of::<(Box<str>, NodeId)>() + 1);
+        topo + nodes + index + self.domains.capacity() * 4
+    }
+}
+
+/// Where a node sits, below its pool's cloud and region.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Location {
+    /// Availability zone.
+    pub zone: String,
+    /// Network nodes, top first (e.g. `["spine-1", "block-07"]`).
+    pub network: Vec<String>,
+    /// NVLink domain, if the node is part of a multi-node one.
+    pub domain: Option<String>,
+}
+
+/// Builds a [`Fleet`], checking names and consistency as nodes come in.
+#[derive(Debug)]
+pub struct FleetBuilder {
+    topo: Vec<TopoNode>,
+    children_by_name: FxHashMap<(u32, u8, Box<str>), u32>,
+    pools: Vec<CapacityPool>,
+    pool_by_name: FxHashMap<String, PoolId>,
+    nodes: Vec<Node>,
+    node_by_name: FxHashMap<Box<str>, NodeId>,
+}
+
+impl Default for FleetBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn kind_tag(kind: TopoKind) -> u8 {
+    match kind {
+        TopoKind::Root => 0,
+        TopoKind::Cloud => 1,
+        TopoKind::Region => 2,
+        TopoKind::Zone => 3,
+        TopoKind::Network { level } => 10u8.saturating_add(level),
+        TopoKind::Domain => 255,
+    }
+}
+
+impl FleetBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        FleetBuilder {
+            topo: vec![TopoNode {
+                name: "fleet".into(),
+                kind: TopoKind::Root,
+                parent: None,
+                depth: 0,
+                children: Vec::new(),
+                nodes: 0..0,
+                domains: 0..0,
+                implicit: false,
+            }],
+            children_by_name: FxHashMap::default(),
+            pools: Vec::new(),
+            pool_by_name: FxHashMap::default(),
+            nodes: Vec::new(),
+            node_by_name: FxHashMap::default(),
+        }
+    }
+
+    /// Adds a capacity pool; its name must be new.
+    pub fn add_pool(&mut self, pool: CapacityPool) -> Result<PoolId, FleetError> {
+        check_name("pool", &pool.name)?;
+        check_name("cloud", &pool.cloud)?;
+        check_name("region", &pool.region)?;
+        if self.pool_by_name.contains_key(&pool.name) {
+            return Err(FleetError::DuplicatePool(pool.name));
+        }
+        if !(pool.price_per_hour.is_finite() && pool.price_per_hour >= 0.0) {
+            return Err(FleetError::BadName {
+                field: "price_per_hour",
+                name: pool.name,
+                reason: "must be a finite number >= 0",
+            });
+        }
+        let id = PoolId(self.pools.len() as u32);
+        self.pool_by_name.insert(pool.name.clone(), id);
+        self.pools.push(pool);
+        Ok(id)
+    }
+
+    /// Looks up a pool added earlier.
+    pub fn pool_id(&self, name: &str) -> Option<PoolId> {
+        self.pool_by_name.get(name).copied()
+    }
+
+    /// Pools added so far.
+    pub fn pools(&self) -> &[CapacityPool] {
+        &self.pools
+    }
+
+    /// Number of nodes added so far.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn child(&mut self, parent: u32, name: &str, kind: TopoKind, implicit: bool) -> u32 {
+        let key = (parent, kind_tag(kind), Box::<str>::from(name));
+        if let Some(&id) = self.children_by_name.get(&key) {
+            return id;
+        }
+        let id = self.topo.len() as u32;
+        let depth = self.topo[parent as usize].depth + 1;
+        self.topo.push(TopoNode {
+            name: name.into(),
+            kind,
+            parent: Some(TopoId(parent)),
+            depth,
+            children: Vec::new(),
+            nodes: 0..0,
+            domains: 0..0,
+            implicit,
+        });
+        self.topo[parent as usize].children.push(TopoId(id));
+        self.children_by_name.insert(key, id);
+        id
+    }
+
+    /// Adds one node at `location`, in `pool`, with `capacity` and `state`.
+    pub fn add_node(
+        &mut self,
+        name: &str,
+        pool: PoolId,
+        location: &Location,
+        capacity: Resources,
+        state: NodeState,
+    ) -> Result<NodeId, FleetError> {
+        check_name("node", name)?;
+        check_name("zone", &location.zone)?;
+        for n in &location.network {
+            check_name("network node", n)?;
+        }
+        if location.network.len() > 8 {
+            return Err(FleetError::BadNode {
+                node: name.into(),
+                reason: "more than 8 network levels".into(),
+            });
+        }
+        if let Some(d) = &location.domain {
+            check_name("domain", d)?;
+        }
+        if capacity.gpus > Resources::MAX_GPUS {
+            return Err(FleetError::BadNode {
+                node: name.into(),
+                reason: format!("{} GPUs; at most 32 per node", capacity.gpus),
+            });
+        }
+        if (capacity.gpus > 0) != capacity.gpu_model.is_some() {
+            return Err(FleetError::BadNode {
+                node: name.into(),
+                reason: "GPU count and GPU model must be given together".into(),
+            });
+        }
+        if location.domain.is_some() && capacity.gpus == 0 {
+            return Err(FleetError::BadNode {
+                node: name.into(),
+                reason: "a CPU-only node cannot be in an NVLink domain".into(),
+            });
+        }
+        if self.node_by_name.contains_key(name) {
+            return Err(FleetError::DuplicateNode(name.to_string()));
+        }
+        if self.nodes.len() >= u32::MAX as usize - 1 {
+            return Err(FleetError::BadNode {
+                node: name.into(),
+                reason: "too many nodes".into(),
+            });
+        }
+        let p = self
+            .pools
+            .get(pool.0 as usize)
+            .ok_or(FleetError::UnknownPool(pool.0))?;
+        let (cloud, region) = (p.cloud.clone(), p.region.clone());
+        let mut cur = self.child(0, &cloud, TopoKind::Cloud, false);
+        cur = self.child(cur, &region, TopoKind::Region, false);
+        cur = self.child(cur, &location.zone, TopoKind::Zone, false);
+        for (level, n) in location.network.iter().enumerate() {
+            cur = self.child(cur, n, TopoKind::Network { level: level as u8 }, false);
+        }
+        match (&location.domain, capacity.gpus > 0) {
+            (Some(d), _) => cur = self.child(cur, d, TopoKind::Domain, false),
+            (None, true) => cur = self.child(cur, name, TopoKind::Domain, true),
+            (None, false) => {}
+        }
+        let id = NodeId(self.nodes.len() as u32);
+        self.node_by_name.insert(name.into(), id);
+        self.nodes.push(Node {
+            name: name.into(),
+            parent: TopoId(cur),
+            pool,
+            capacity,
+            state,
+        });
+        Ok(id)
+    }
+
+    /// Finishes the fleet: orders the tree and nodes, checks domains are homogeneous.
+    pub fn build(self) -> Result<Fleet, FleetError> {
+        let FleetBuilder {
+            topo, mut nodes, pools, ..
+        } = self;
+        // Pre-order numbering of the topology.
+        let mut order = Vec::with_capacity(topo.len());
+        let mut stack = vec![0u32];
+        while let Some(t) = stack.pop() {
+            order.push(t);
+            stack.extend(topo[t as usize].children.iter().rev().map(|c| c.0));
+        }
+        let mut new_id = vec![0u32; topo.len()];
+        for (i, &old) in order.iter().enumerate() {
+            new_id[old as usize] = i as u32;
+        }
+        let mut new_topo: Vec<TopoNode> = order
+            .iter()
+            .map(|&old| {
+                let mut t = topo[old as usize].clone();
+                t.parent = t.parent.map(|p| TopoId(new_id[p.0 as usize]));
+                for c in &mut t.children {
+                    *c = TopoId(new_id[c.0 as usize]);
+                }
+                t
+            })
+            .collect();
+        drop(topo);
+        // Nodes sorted by the pre-order of their parent (stable: keeps insertion order).
+        for n in &mut nodes {
+            n.parent = TopoId(new_id[n.parent.0 as usize]);
+        }
+        nodes.sort_by_key(|n| n.parent.0);
+        // Subtree sizes, bottom-up (children come after parents in pre-order).
+        let count = new_topo.len();
+        let mut own_nodes = vec![0u32; count];
+        for n in &nodes {
+            own_nodes[n.parent.0 as usize] += 1;
+        }
+        let mut subtree_nodes = own_nodes.clone();
+        let mut subtree_domains: Vec<u32> = new_topo
+            .iter()
+            .map(|t| u32::from(t.kind == TopoKind::Domain))
+            .collect();
+        for i in (1..count).rev() {
+            if let Some(p) = new_topo[i].parent {
+                subtree_nodes[p.0 as usize] += subtree_nodes[i];
+                subtree_domains[p.0 as usize] += subtree_domains[i];
+            }
+        }
+        // In pre-order, a subtree starts where its root is: prefix sums give the ranges.
+        let (mut node_cursor, mut domain_cursor) = (0u32, 0u32);
+        let mut domains = Vec::new();
+        for (i, t) in new_topo.iter_mut().enumerate() {
+            t.nodes = node_cursor..node_cursor + subtree_nodes[i];
+            t.domains = domain_cursor..domain_cursor + subtree_domains[i];
+            node_cursor += own_nodes[i];
+            if t.kind == TopoKind::Domain {
+                domains.push(TopoId(i as u32));
+                domain_cursor += 1;
+            }
+        }
+        let fleet_tmp = Fleet {
+            topo: new_topo,
+            nodes,
+            pools,
+            domains,
+            node_by_name: FxHashMap::default(),
+        };
+        // Domains must be homogeneous: the engine counts a domain's free nodes as one number.
+        for &d in &fleet_tmp.domains {
+            let range = fleet_tmp.topo_node(d).nodes.clone();
+            let members = &fleet_tmp.nodes[range.start as usize..range.end as usize];
+            if let Some(first) = members.first() {
+                if let Some(n) = members.iter().find(|n| n.capacity != first.capacity) {
+                    return Err(FleetError::BadDomain {
+                        domain: fleet_tmp.topo_path(d),
+                        reason: format!(
+                            "node '{}' has resources {:?} but the domain's first node '{}' has {:?}; \
+                             all nodes of one NVLink domain must be alike",
+                            n.name, n.capacity, first.name, first.capacity
+                        ),
+                    });
+                }
+            }
+        }
+        let mut fleet = fleet_tmp;
+        fleet.node_by_name = fleet
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), NodeId(i as u32)))
+            .collect();
+        Ok(fleet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(b: &mut FleetBuilder, name: &str, cloud: &str) -> PoolId {
+        b.add_pool(CapacityPool {
+            name: name.into(),
+            cloud: cloud.into(),
+            region: "r1".into(),
+            instance_type: "t".into(),
+            pricing: PricingKind::Committed,
+            price_per_hour: 1.0,
+        })
+        .unwrap()
+    }
+
+    fn gpu4() -> Resources {
+        Resources {
+            gpu_model: Some(GpuModel::Gb200),
+            gpus: 4,
+            cpu_millis: 1000,
+            memory_mib: 1024,
+            disk_gib: 0,
+        }
+    }
+
+    #[test]
+    fn subtrees_are_contiguous_ranges() {
+        let mut b = FleetBuilder::new();
+        let p = pool(&mut b, "p", "aws");
+        let q = pool(&mut b, "q", "gcp");
+        // Interleave insertion across domains: the build must regroup them.
+        for i in 0..6 {
+            let loc = Location {
+                zone: "z".into(),
+                network: vec!["s0".into(), format!("b{}", i % 2)],
+                domain: Some(format!("d{}", i % 3)),
+            };
+            b.add_node(&format!("n{i}"), if i < 3 { p } else { q }, &loc, gpu4(), NodeState::Ready)
+                .unwrap();
+        }
+        let f = b.build().unwrap();
+        for (i, t) in f.topo().iter().enumerate() {
+            for n in t.nodes.clone() {
+                let node = &f.nodes()[n as usize];
+                assert!(
+                    f.ancestors(node.parent).any(|a| a.0 as usize == i) || i == 0,
+                    "node {} outside subtree {}",
+                    node.name,
+                    f.topo_path(TopoId(i as u32))
+                );
+            }
+        }
+        let total: u32 = f
+            .domains()
+            .iter()
+            .map(|d| f.topo_node(*d).nodes.len() as u32)
+            .sum();
+        assert_eq!(total, 6);
+        let d = f.find_topo("aws/r1/z/s0/b0/d0").unwrap();
+        assert_eq!(f.topo_node(d).kind, TopoKind::Domain);
+        assert_eq!(f.topo_path(d), "aws/r1/z/s0/b0/d0");
+        assert!(f.node_by_name("n4").is_some());
+    }
+
+    #[test]
+    fn rejects_mixed_domain_and_duplicates() {
+        let mut b = FleetBuilder::new();
+        let p = pool(&mut b, "p", "aws");
+        let loc = Location {
+            zone: "z".into(),
+            network: vec![],
+            domain: Some("d".into()),
+        };
+        b.add_node("a", p, &loc, gpu4(), NodeState::Ready).unwrap();
+        assert_eq!(
+            b.add_node("a", p, &loc, gpu4(), NodeState::Ready),
+            Err(FleetError::DuplicateNode("a".into()))
+        );
+        let mut other = gpu4();
+        other.gpus = 8;
+        b.add_node("b", p, &loc, other, NodeState::Ready).unwrap();
+        let e = b.build().unwrap_err();
+        assert!(e.to_string().contains("NVLink domain 'aws/r1/z/d'"), "{e}");
+    }
+
+    #[test]
+    fn standalone_gpu_host_gets_implicit_domain() {
+        let mut b = FleetBuilder::new();
+        let p = pool(&mut b, "p", "aws");
+        let loc = Location {
+            zone: "z".into(),
+            network: vec!["n1".into()],
+            domain: None,
+        };
+        b.add_node("h1", p, &loc, gpu4(), NodeState::Ready).unwrap();
+        let f = b.build().unwrap();
+        let d = f.domain_of(NodeId(0)).unwrap();
+        assert!(f.topo_node(d).implicit);
+        assert_eq!(f.summary().nvlink_domains, 1);
+        assert_eq!(f.summary().multi_node_domains, 0);
+    }
+}

@@ -1,0 +1,21 @@
+//! Domain types of Stargrid: resources and accelerator models, instance types, the fleet
+//! topology tree (cloud → region → zone → network levels → NVLink domain → node), capacity
+//! pools, and workload specs.
+//!
+//! Architecture invariant: this crate does no I/O, reads no clock and knows nothing about
+//! HTTP, JSON or SQL. Serde derives are format-agnostic and exist so that the edges can
+//! (de)serialise these types.
+
+pub mod fleet;
+pub mod hostlist;
+pub mod instance;
+pub mod resources;
+pub mod workload;
+
+pub use fleet::{
+    CapacityPool, Fleet, FleetBuilder, FleetError, Node, NodeId, NodeState, PoolId, PricingKind,
+    TopoId, TopoKind, TopoNode,
+};
+pub use instance::{InstanceCatalog, InstanceType};
+pub use resources::{GpuModel, Resources};
+pub use workload::{GangRequest, SandboxRequest, WorkloadClass, WorkloadId};
