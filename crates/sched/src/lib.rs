@@ -1,1 +1,24 @@
-//! placeholder
+//! The placement engine: decides where work runs, and nothing else.
+//!
+//! Architecture invariants (tested in `tests/invariants.rs`):
+//! - pure: the time is an argument, no clock, no I/O, no randomness; the same state and
+//!   the same input give the same decision;
+//! - all-or-nothing: a gang or a sandbox batch is placed whole or not at all, and a failed
+//!   attempt leaves the state untouched;
+//! - no node is ever over-committed; releasing work restores capacity exactly;
+//! - bad input never panics: it gets an [`Unplaceable`] with a reason.
+//!
+//! The engine owns the [`model::Fleet`] and, per node, what is free. Per NVLink domain it
+//! keeps two counters (free GPUs, wholly free nodes) indexed in ordered sets, so that a gang
+//! that fits one domain is a range query, and a gang spanning domains is one pass over the
+//! domains of its GPU model.
+
+mod engine;
+mod gang;
+mod sandbox;
+
+pub use engine::{
+    Allocation, Engine, EngineError, NodeSlot, Scope, StateChange, Time, Unplaceable,
+};
+pub use gang::{GangPlacement, Quality};
+pub use sandbox::{SandboxPlacement, SandboxRun};

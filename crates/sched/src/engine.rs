@@ -1,0 +1,680 @@
+//! Engine state: what is free on every node, per-domain counters and their indexes, live
+//! allocations, node states. Placement itself lives in `gang.rs` and `sandbox.rs`.
+
+use crate::gang::GangPlacement;
+use crate::sandbox::{SandboxPlacement, SandboxRun};
+use model::{
+    Fleet, GangRequest, GpuModel, NodeId, NodeState, Resources, SandboxRequest, TopoId, TopoKind,
+    WorkloadId,
+};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// Virtual or wall time in seconds, always given by the caller.
+pub type Time = u64;
+
+/// Marks "no domain" in per-node domain indexes.
+pub(crate) const NO_DOMAIN: u32 = u32::MAX;
+
+/// Free resources of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Free {
+    /// Bit i set: device i is free.
+    pub gpu_mask: u32,
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+}
+
+impl Free {
+    fn full(cap: &Resources) -> Free {
+        Free {
+            gpu_mask: mask_of(cap.gpus),
+            cpu_millis: cap.cpu_millis,
+            memory_mib: cap.memory_mib,
+        }
+    }
+
+    pub fn gpus(&self) -> u32 {
+        self.gpu_mask.count_ones()
+    }
+
+    pub fn holds(&self, ask: &Resources) -> bool {
+        self.gpus() >= u32::from(ask.gpus)
+            && self.cpu_millis >= ask.cpu_millis
+            && self.memory_mib >= ask.memory_mib
+    }
+}
+
+pub(crate) fn mask_of(gpus: u8) -> u32 {
+    if gpus >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << gpus) - 1
+    }
+}
+
+/// Counters of one NVLink domain, over its schedulable nodes.
+#[derive(Clone, Debug)]
+pub(crate) struct DomainState {
+    pub topo: TopoId,
+    pub model: GpuModel,
+    pub first_node: u32,
+    pub end_node: u32,
+    /// What one node of the domain offers (domains are homogeneous).
+    pub capacity: Resources,
+    pub free_gpus: u32,
+    pub whole_free: u32,
+    /// The keys under which the domain currently sits in the two indexes.
+    indexed_free_gpus: u32,
+    indexed_whole_free: u32,
+}
+
+impl DomainState {
+    pub fn node_count(&self) -> u32 {
+        self.end_node - self.first_node
+    }
+}
+
+/// One node's share of a gang: which node and which devices on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeSlot {
+    /// The node.
+    pub node: NodeId,
+    /// Devices taken (bit i = device i).
+    pub gpu_mask: u32,
+}
+
+/// What a live workload holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Allocation {
+    /// A gang: the same per-node ask on each node.
+    Gang {
+        /// What was asked.
+        request: GangRequest,
+        /// Where it runs.
+        slots: Vec<NodeSlot>,
+        /// CPU and memory taken per node.
+        per_node: Resources,
+        /// When it was placed.
+        placed_at: Time,
+    },
+    /// A sandbox batch: runs of consecutive sandbox indices per host.
+    Sandboxes {
+        /// What was asked.
+        request: SandboxRequest,
+        /// Where they run.
+        runs: Vec<SandboxRun>,
+        /// Bit i set: sandbox i is still live.
+        live: Vec<u64>,
+        /// Number of live sandboxes.
+        live_count: u32,
+        /// When it was placed.
+        placed_at: Time,
+    },
+}
+
+/// Why a workload cannot be placed now, in words a person can act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{reason}")]
+pub struct Unplaceable {
+    /// One sentence: the constraint, and the best candidate measured against it.
+    pub reason: String,
+    /// Further facts (nodes out of service, fleet-wide free capacity, ...).
+    pub details: Vec<String>,
+}
+
+impl Unplaceable {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
+        Unplaceable {
+            reason: reason.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+/// Errors of engine operations other than placement.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The id is not a live workload.
+    #[error("workload {0} is not placed")]
+    UnknownWorkload(WorkloadId),
+    /// The id is already live.
+    #[error("workload {0} is already placed")]
+    DuplicateWorkload(WorkloadId),
+    /// A sandbox index outside the batch, or a gang id given where a batch is expected.
+    #[error("workload {id}: {reason}")]
+    BadRelease {
+        /// The workload.
+        id: WorkloadId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A placement that could not be made.
+    #[error(transparent)]
+    Unplaceable(#[from] Unplaceable),
+}
+
+/// What a state change applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One node.
+    Node(NodeId),
+    /// Every node under a topology element (domain, block, spine, zone, region, cloud).
+    Subtree(TopoId),
+}
+
+/// Result of a cordon / drain / down / ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StateChange {
+    /// Nodes whose state changed.
+    pub nodes_changed: u32,
+    /// Live workloads with at least one node in the scope, sorted.
+    pub affected: Vec<WorkloadId>,
+}
+
+/// The placement engine. See the crate documentation for its invariants.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) fleet: Fleet,
+    pub(crate) free: Vec<Free>,
+    pub(crate) node_domain: Vec<u32>,
+    pub(crate) domains: Vec<DomainState>,
+    /// Per GPU model: domain indices of that model, in pre-order.
+    pub(crate) model_domains: Vec<Vec<u32>>,
+    /// Per GPU model: largest domain in nodes.
+    pub(crate) model_max_domain: Vec<u32>,
+    /// Per GPU model: devices per node when every node of that model has the same count.
+    pub(crate) model_node_gpus: Vec<Option<u8>>,
+    /// Per GPU model: (free GPUs on schedulable nodes, domain index).
+    pub(crate) by_free_gpus: Vec<BTreeSet<(u32, u32)>>,
+    /// Per GPU model: (wholly free schedulable nodes, domain index).
+    pub(crate) by_whole_free: Vec<BTreeSet<(u32, u32)>>,
+    /// Height of each topology node above the domains (domain = 0).
+    pub(crate) topo_height: Vec<u8>,
+    pub(crate) allocations: FxHashMap<WorkloadId, Allocation>,
+    /// Live workloads on each node (short lists).
+    pub(crate) node_work: Vec<Vec<WorkloadId>>,
+    /// CPU-only hosts that take sandboxes, in fleet order.
+    pub(crate) cpu_hosts: Vec<u32>,
+    /// Bit i: `cpu_hosts[i]` is schedulable and has some CPU and memory free.
+    pub(crate) host_room: Vec<u64>,
+    /// Where the next sandbox search starts (next-fit keeps batches cheap).
+    pub(crate) host_cursor: usize,
+}
+
+impl Engine {
+    /// Creates an engine over an empty fleet (nothing placed).
+    pub fn new(fleet: Fleet) -> Engine {
+        let nodes = fleet.nodes();
+        let free: Vec<Free> = nodes.iter().map(|n| Free::full(&n.capacity)).collect();
+        let mut node_domain = vec![NO_DOMAIN; nodes.len()];
+        let mut domains = Vec::with_capacity(fleet.domains().len());
+        let models = GpuModel::ALL.len();
+        let mut model_domains = vec![Vec::new(); models];
+        let mut model_max_domain = vec![0u32; models];
+        let mut model_node_gpus: Vec<Option<Option<u8>>> = vec![None; models];
+        for (i, &d) in fleet.domains().iter().enumerate() {
+            let t = fleet.topo_node(d);
+            let first = &nodes[t.nodes.start as usize];
+            let Some(model) = first.capacity.gpu_model else {
+                continue; // builder guarantees domains hold GPU nodes
+            };
+            for n in t.nodes.clone() {
+                node_domain[n as usize] = i as u32;
+            }
+            model_domains[model.index()].push(i as u32);
+            let uniform = &mut model_node_gpus[model.index()];
+            *uniform = match *uniform {
+                None => Some(Some(first.capacity.gpus)),
+                Some(Some(g)) if g == first.capacity.gpus => Some(Some(g)),
+                Some(_) => Some(None),
+            };
+            let count = t.nodes.end - t.nodes.start;
+            model_max_domain[model.index()] = model_max_domain[model.index()].max(count);
+            domains.push(DomainState {
+                topo: d,
+                model,
+                first_node: t.nodes.start,
+                end_node: t.nodes.end,
+                capacity: first.capacity,
+                free_gpus: 0,
+                whole_free: 0,
+                indexed_free_gpus: 0,
+                indexed_whole_free: 0,
+            });
+        }
+        // Heights: a parent is one above its highest child; pre-order lets us go backwards.
+        let topo = fleet.topo();
+        let mut topo_height = vec![0u8; topo.len()];
+        for i in (1..topo.len()).rev() {
+            if let Some(p) = topo[i].parent {
+                let h = topo_height[i].saturating_add(1);
+                let ph = &mut topo_height[p.0 as usize];
+                *ph = (*ph).max(h);
+            }
+        }
+        let cpu_hosts: Vec<u32> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.capacity.gpus == 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let mut engine = Engine {
+            node_work: vec![Vec::new(); nodes.len()],
+            host_room: vec![0; cpu_hosts.len().div_ceil(64)],
+            cpu_hosts,
+            host_cursor: 0,
+            free,
+            node_domain,
+            domains,
+            model_domains,
+            model_max_domain,
+            model_node_gpus: model_node_gpus.into_iter().map(Option::flatten).collect(),
+            by_free_gpus: vec![BTreeSet::new(); models],
+            by_whole_free: vec![BTreeSet::new(); models],
+            topo_height,
+            allocations: FxHashMap::default(),
+            fleet,
+        };
+        for d in 0..engine.domains.len() {
+            engine.recount_domain(d as u32);
+            let ds = &engine.domains[d];
+            let m = ds.model.index();
+            engine.by_free_gpus[m].insert((ds.free_gpus, d as u32));
+            engine.by_whole_free[m].insert((ds.whole_free, d as u32));
+            let ds = &mut engine.domains[d];
+            ds.indexed_free_gpus = ds.free_gpus;
+            ds.indexed_whole_free = ds.whole_free;
+        }
+        for i in 0..engine.cpu_hosts.len() {
+            engine.refresh_host_room(i);
+        }
+        engine
+    }
+
+    /// The fleet, with current node states.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Free resources of a node: (free GPU mask, free CPU millicores, free memory MiB).
+    pub fn node_free(&self, id: NodeId) -> (u32, u32, u32) {
+        let f = self.free[id.0 as usize];
+        (f.gpu_mask, f.cpu_millis, f.memory_mib)
+    }
+
+    /// A live workload's allocation.
+    pub fn allocation(&self, id: WorkloadId) -> Option<&Allocation> {
+        self.allocations.get(&id)
+    }
+
+    /// Number of live workloads.
+    pub fn live_workloads(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// Live workloads on a node, sorted.
+    pub fn workloads_on(&self, id: NodeId) -> Vec<WorkloadId> {
+        let mut v = self.node_work[id.0 as usize].clone();
+        v.sort_unstable();
+        v
+    }
+
+    /// Total and free GPUs on schedulable nodes, fleet-wide.
+    pub fn gpu_usage(&self) -> (u64, u64) {
+        let mut total = 0u64;
+        let mut free = 0u64;
+        for (n, f) in self.fleet.nodes().iter().zip(&self.free) {
+            total += u64::from(n.capacity.gpus);
+            if n.state.schedulable() {
+                free += u64::from(f.gpus());
+            }
+        }
+        (total, free)
+    }
+
+    /// Total and free CPU millicores on CPU hosts, fleet-wide.
+    pub fn cpu_host_usage(&self) -> (u64, u64) {
+        let mut total = 0u64;
+        let mut free = 0u64;
+        for &h in &self.cpu_hosts {
+            let n = &self.fleet.nodes()[h as usize];
+            total += u64::from(n.capacity.cpu_millis);
+            if n.state.schedulable() {
+                free += u64::from(self.free[h as usize].cpu_millis);
+            }
+        }
+        (total, free)
+    }
+
+    /// Number of NVLink domains whose every node is ready and wholly free.
+    pub fn whole_free_domains(&self) -> u64 {
+        self.domains
+            .iter()
+            .filter(|d| d.whole_free == d.node_count())
+            .count() as u64
+    }
+
+    /// Recomputes a domain's counters from its nodes (does not touch the indexes).
+    fn recount_domain(&mut self, d: u32) {
+        let ds = &self.domains[d as usize];
+        let full = mask_of(ds.capacity.gpus);
+        let (mut free_gpus, mut whole) = (0u32, 0u32);
+        for n in ds.first_node..ds.end_node {
+            if !self.fleet.nodes()[n as usize].state.schedulable() {
+                continue;
+            }
+            let f = &self.free[n as usize];
+            free_gpus += f.gpus();
+            whole += u32::from(f.gpu_mask == full);
+        }
+        let ds = &mut self.domains[d as usize];
+        ds.free_gpus = free_gpus;
+        ds.whole_free = whole;
+    }
+
+    /// Brings a domain's counters and its index entries up to date.
+    pub(crate) fn reindex_domain(&mut self, d: u32) {
+        self.recount_domain(d);
+        let ds = &mut self.domains[d as usize];
+        let m = ds.model.index();
+        if ds.indexed_free_gpus != ds.free_gpus {
+            self.by_free_gpus[m].remove(&(ds.indexed_free_gpus, d));
+            self.by_free_gpus[m].insert((ds.free_gpus, d));
+            ds.indexed_free_gpus = ds.free_gpus;
+        }
+        if ds.indexed_whole_free != ds.whole_free {
+            self.by_whole_free[m].remove(&(ds.indexed_whole_free, d));
+            self.by_whole_free[m].insert((ds.whole_free, d));
+            ds.indexed_whole_free = ds.whole_free;
+        }
+    }
+
+    /// Updates the "has room" bit of `cpu_hosts[i]`.
+    pub(crate) fn refresh_host_room(&mut self, i: usize) {
+        let node = self.cpu_hosts[i] as usize;
+        let f = &self.free[node];
+        let room = self.fleet.nodes()[node].state.schedulable()
+            && f.cpu_millis > 0
+            && f.memory_mib > 0;
+        let (word, bit) = (i / 64, i % 64);
+        if room {
+            self.host_room[word] |= 1 << bit;
+        } else {
+            self.host_room[word] &= !(1 << bit);
+        }
+    }
+
+    /// Index of a node in `cpu_hosts`, if it is a sandbox host.
+    pub(crate) fn host_index(&self, node: u32) -> Option<usize> {
+        self.cpu_hosts.binary_search(&node).ok()
+    }
+
+    pub(crate) fn ensure_new(&self, id: WorkloadId) -> Result<(), EngineError> {
+        if self.allocations.contains_key(&id) {
+            Err(EngineError::DuplicateWorkload(id))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Places a gang whole, or returns why not (and changes nothing).
+    pub fn place_gang(
+        &mut self,
+        id: WorkloadId,
+        request: &GangRequest,
+        now: Time,
+    ) -> Result<GangPlacement, EngineError> {
+        self.ensure_new(id)?;
+        let placement = self.plan_gang(request)?;
+        self.commit_gang(id, request, &placement, now);
+        Ok(placement)
+    }
+
+    /// Places a sandbox batch whole, or returns why not (and changes nothing).
+    pub fn place_sandboxes(
+        &mut self,
+        id: WorkloadId,
+        request: &SandboxRequest,
+        now: Time,
+    ) -> Result<SandboxPlacement, EngineError> {
+        self.ensure_new(id)?;
+        let placement = self.plan_sandboxes(request)?;
+        self.commit_sandboxes(id, request, &placement, now);
+        Ok(placement)
+    }
+
+    /// Releases everything a workload holds; capacity comes back exactly.
+    pub fn release(&mut self, id: WorkloadId) -> Result<Allocation, EngineError> {
+        let alloc = self
+            .allocations
+            .remove(&id)
+            .ok_or(EngineError::UnknownWorkload(id))?;
+        match &alloc {
+            Allocation::Gang {
+                slots, per_node, ..
+            } => {
+                let mut touched = Vec::new();
+                for s in slots {
+                    let n = s.node.0 as usize;
+                    let f = &mut self.free[n];
+                    f.gpu_mask |= s.gpu_mask;
+                    f.cpu_millis += per_node.cpu_millis;
+                    f.memory_mib += per_node.memory_mib;
+                    self.node_work[n].retain(|w| *w != id);
+                    let d = self.node_domain[n];
+                    if d != NO_DOMAIN && touched.last() != Some(&d) {
+                        touched.push(d);
+                    }
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                for d in touched {
+                    self.reindex_domain(d);
+                }
+            }
+            Allocation::Sandboxes {
+                request,
+                runs,
+                live,
+                ..
+            } => {
+                for run in runs {
+                    let alive = count_live(live, run.first, run.count);
+                    self.return_sandboxes(run.node, alive, request);
+                    if alive > 0 {
+                        self.node_work[run.node.0 as usize].retain(|w| *w != id);
+                    }
+                }
+            }
+        }
+        Ok(alloc)
+    }
+
+    pub(crate) fn return_sandboxes(&mut self, node: NodeId, n: u32, request: &SandboxRequest) {
+        let f = &mut self.free[node.0 as usize];
+        f.cpu_millis += n * request.cpu_millis;
+        f.memory_mib += n * request.memory_mib;
+        if let Some(i) = self.host_index(node.0) {
+            self.refresh_host_room(i);
+        }
+    }
+
+    /// Sets the state of a node or of every node in a subtree (cordon, drain, down, ready).
+    pub fn set_state(&mut self, scope: Scope, state: NodeState) -> StateChange {
+        let range = match scope {
+            Scope::Node(n) => n.0..n.0 + 1,
+            Scope::Subtree(t) => self.fleet.topo_node(t).nodes.clone(),
+        };
+        let mut changed = 0u32;
+        let mut affected = Vec::new();
+        let mut touched = Vec::new();
+        for n in range {
+            let id = NodeId(n);
+            if self.fleet.node(id).state != state {
+                self.fleet.set_node_state(id, state);
+                changed += 1;
+                let d = self.node_domain[n as usize];
+                if d != NO_DOMAIN && touched.last() != Some(&d) {
+                    touched.push(d);
+                }
+                if let Some(i) = self.host_index(n) {
+                    self.refresh_host_room(i);
+                }
+            }
+            affected.extend_from_slice(&self.node_work[n as usize]);
+        }
+        for d in touched {
+            self.reindex_domain(d);
+        }
+        affected.sort_unstable();
+        affected.dedup();
+        StateChange {
+            nodes_changed: changed,
+            affected,
+        }
+    }
+
+    /// Checks every internal invariant from scratch; returns the first violation.
+    ///
+    /// Used by tests after every operation: free = capacity − what allocations hold, on
+    /// every node; per-domain counters and indexes match the nodes; no over-commit.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let nodes = self.fleet.nodes();
+        let mut used_gpu = vec![0u32; nodes.len()];
+        let mut used_cpu = vec![0u64; nodes.len()];
+        let mut used_mem = vec![0u64; nodes.len()];
+        let mut ids: Vec<_> = self.allocations.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            match &self.allocations[&id] {
+                Allocation::Gang {
+                    request,
+                    slots,
+                    per_node,
+                    ..
+                } => {
+                    if slots.len() != request.nodes as usize {
+                        return Err(format!("{id}: {} slots for {} nodes", slots.len(), request.nodes));
+                    }
+                    for s in slots {
+                        let n = s.node.0 as usize;
+                        if s.gpu_mask.count_ones() != u32::from(request.gpus_per_node) {
+                            return Err(format!("{id}: wrong device count on {}", nodes[n].name));
+                        }
+                        if used_gpu[n] & s.gpu_mask != 0 {
+                            return Err(format!("{id}: device on {} given twice", nodes[n].name));
+                        }
+                        if nodes[n].capacity.gpu_model != Some(request.gpu) {
+                            return Err(format!("{id}: wrong GPU model on {}", nodes[n].name));
+                        }
+                        used_gpu[n] |= s.gpu_mask;
+                        used_cpu[n] += u64::from(per_node.cpu_millis);
+                        used_mem[n] += u64::from(per_node.memory_mib);
+                    }
+                }
+                Allocation::Sandboxes {
+                    request,
+                    runs,
+                    live,
+                    live_count,
+                    ..
+                } => {
+                    let mut total = 0;
+                    for r in runs {
+                        let alive = count_live(live, r.first, r.count);
+                        total += alive;
+                        let n = r.node.0 as usize;
+                        used_cpu[n] += u64::from(alive) * u64::from(request.cpu_millis);
+                        used_mem[n] += u64::from(alive) * u64::from(request.memory_mib);
+                    }
+                    if total != *live_count {
+                        return Err(format!("{id}: live count {live_count} but {total} live bits"));
+                    }
+                }
+            }
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let f = &self.free[i];
+            let cap = &n.capacity;
+            if used_gpu[i] & !mask_of(cap.gpus) != 0 {
+                return Err(format!("{}: device beyond capacity", n.name));
+            }
+            if used_cpu[i] > u64::from(cap.cpu_millis) || used_mem[i] > u64::from(cap.memory_mib) {
+                return Err(format!("{}: over-committed", n.name));
+            }
+            let expect = Free {
+                gpu_mask: mask_of(cap.gpus) & !used_gpu[i],
+                cpu_millis: cap.cpu_millis - used_cpu[i] as u32,
+                memory_mib: cap.memory_mib - used_mem[i] as u32,
+            };
+            if *f != expect {
+                return Err(format!("{}: free {:?} but allocations leave {:?}", n.name, f, expect));
+            }
+        }
+        let mut check = self.clone();
+        for d in 0..self.domains.len() {
+            check.recount_domain(d as u32);
+            let (a, b) = (&self.domains[d], &check.domains[d]);
+            if (a.free_gpus, a.whole_free) != (b.free_gpus, b.whole_free) {
+                return Err(format!("domain {d}: stale counters"));
+            }
+            let m = a.model.index();
+            if !self.by_free_gpus[m].contains(&(a.free_gpus, d as u32))
+                || !self.by_whole_free[m].contains(&(a.whole_free, d as u32))
+            {
+                return Err(format!("domain {d}: index out of date"));
+            }
+        }
+        for (i, _) in self.cpu_hosts.iter().enumerate() {
+            let before = self.host_room[i / 64] >> (i % 64) & 1;
+            check.refresh_host_room(i);
+            if check.host_room[i / 64] >> (i % 64) & 1 != before {
+                return Err(format!("host {i}: stale room bit"));
+            }
+        }
+        let idx_len: usize = self.by_free_gpus.iter().map(BTreeSet::len).sum();
+        if idx_len != self.domains.len() {
+            return Err("free-GPU index has stale entries".into());
+        }
+        Ok(())
+    }
+
+    /// Human name of a domain's kind, e.g. `NVL72` for 18 trays of 4 GPUs.
+    pub(crate) fn domain_label(&self, d: u32) -> String {
+        let ds = &self.domains[d as usize];
+        if ds.node_count() > 1 {
+            format!("NVL{}", ds.node_count() * u32::from(ds.capacity.gpus))
+        } else {
+            "single-host".into()
+        }
+    }
+
+    /// Path of a topology node (for explanations).
+    pub(crate) fn path(&self, t: TopoId) -> String {
+        self.fleet.topo_path(t)
+    }
+
+    /// Label of a topology level for explanations ("spine", "zone", ...).
+    pub(crate) fn level_label(&self, t: TopoId) -> String {
+        match self.fleet.topo_node(t).kind {
+            TopoKind::Network { level } => format!("network node (level {level})"),
+            k => k.label(),
+        }
+    }
+}
+
+/// Number of set bits in `bits[first .. first + count]`.
+pub(crate) fn count_live(bits: &[u64], first: u32, count: u32) -> u32 {
+    let (mut i, end) = (first as usize, (first + count) as usize);
+    let mut total = 0;
+    while i < end {
+        let (w, b) = (i / 64, i % 64);
+        let take = (64 - b).min(end - i);
+        let mask = if take == 64 { u64::MAX } else { ((1u64 << take) - 1) << b };
+        total += (bits[w] & mask).count_ones();
+        i += take;
+    }
+    total
+}

@@ -1,0 +1,520 @@
+//! Gang placement: all-or-nothing, topology-aware, best fit.
+//!
+//! A gang is cut into segments (Slurm's `--segment`): each segment lies inside one NVLink
+//! domain. A gang that fits one domain is one segment. Otherwise segments default to whole
+//! domains, and all segments go under the lowest network node that can hold them (never
+//! across zones). Among candidates, the one with the least room that still fits wins (best
+//! fit), so that whole free domains and whole free spines stay whole.
+
+use crate::engine::{mask_of, Allocation, Engine, NodeSlot, Time, Unplaceable, NO_DOMAIN};
+use model::{GangRequest, Resources, TopoId, TopoKind, WorkloadId};
+use serde::Serialize;
+
+/// How good a gang's placement is against the best possible on an empty fleet.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Quality {
+    /// NVLink domains the gang spans.
+    pub domains_spanned: u32,
+    /// Fewest domains it could span on an empty fleet.
+    pub min_domains: u32,
+    /// Height above the domains of the lowest element holding every node (0 = one domain).
+    pub levels_spanned: u8,
+    /// The same, at best, on an empty fleet.
+    pub min_levels: u8,
+    /// Path of the lowest element holding every node.
+    pub common_ancestor: String,
+    /// 1.0 = as compact as possible; lower is worse.
+    pub score: f64,
+}
+
+/// A placed gang: one slot per node, in segment order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GangPlacement {
+    /// Node and devices of each gang member.
+    pub slots: Vec<NodeSlot>,
+    /// Placement quality.
+    pub quality: Quality,
+}
+
+/// A gang request cut into segments.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// Nodes per segment.
+    seg: u32,
+    /// Number of full segments.
+    full: u32,
+    /// Nodes of the last, shorter segment (0: none).
+    rem: u32,
+}
+
+impl Shape {
+    fn segments(&self) -> u32 {
+        self.full + u32::from(self.rem > 0)
+    }
+}
+
+/// Per-domain room for a request: eligible nodes.
+struct Room {
+    domain: u32,
+    eligible: u32,
+}
+
+impl Engine {
+    fn per_node_ask(request: &GangRequest) -> Resources {
+        Resources {
+            gpu_model: Some(request.gpu),
+            gpus: request.gpus_per_node,
+            cpu_millis: request.cpu_millis_per_node,
+            memory_mib: request.memory_mib_per_node,
+            disk_gib: 0,
+        }
+    }
+
+    /// Nodes of domain `d` that can take `ask` now.
+    fn eligible_nodes(&self, d: u32, ask: &Resources) -> u32 {
+        let ds = &self.domains[d as usize];
+        if !ds.capacity.holds(ask) {
+            return 0;
+        }
+        if ask.gpus == ds.capacity.gpus {
+            // A node with all devices free has no allocation at all (every gang takes devices).
+            return ds.whole_free;
+        }
+        if ds.free_gpus < u32::from(ask.gpus) {
+            return 0;
+        }
+        (ds.first_node..ds.end_node)
+            .filter(|&n| self.fleet.nodes()[n as usize].state.schedulable() && self.free[n as usize].holds(ask))
+            .count() as u32
+    }
+
+    fn shape(&self, request: &GangRequest) -> Result<Shape, Unplaceable> {
+        let model = request.gpu;
+        let max_dom = self.model_max_domain[model.index()];
+        if request.nodes == 0 || request.gpus_per_node == 0 {
+            return Err(Unplaceable::new(
+                "a gang needs at least one node and at least one GPU per node",
+            ));
+        }
+        if max_dom == 0 {
+            return Err(Unplaceable::new(format!("the fleet has no {model} nodes")));
+        }
+        let seg = match request.segment {
+            Some(0) => return Err(Unplaceable::new("segment must be at least 1 node")),
+            Some(s) => s.min(request.nodes),
+            None if request.nodes <= max_dom => request.nodes,
+            None => max_dom,
+        };
+        if seg > max_dom {
+            return Err(Unplaceable::new(format!(
+                "segment of {seg} nodes is larger than the largest {model} NVLink domain ({max_dom} nodes)"
+            )));
+        }
+        Ok(Shape {
+            seg,
+            full: request.nodes / seg,
+            rem: request.nodes % seg,
+        })
+    }
+
+    /// Decides where a gang would go, without changing anything.
+    pub fn plan_gang(&self, request: &GangRequest) -> Result<GangPlacement, Unplaceable> {
+        let shape = self.shape(request)?;
+        let ask = Self::per_node_ask(request);
+        let biggest = self.domains_of(request).map(|d| self.domains[d as usize].capacity);
+        if !biggest.clone().any(|c| c.holds(&ask)) {
+            let cap = biggest.map(|c| c.gpus).max().unwrap_or(0);
+            return Err(Unplaceable::new(format!(
+                "asks {} GPUs, {} CPU millicores and {} MiB per node; no {} node is that large (at most {} GPUs)",
+                ask.gpus, ask.cpu_millis, ask.memory_mib, request.gpu, cap
+            )));
+        }
+        let segments = if shape.full == 1 && shape.rem == 0 {
+            vec![(self.best_single_domain(request, &ask)?, shape.seg)]
+        } else {
+            self.plan_segments(request, &ask, shape)?
+        };
+        let mut slots = Vec::with_capacity(request.nodes as usize);
+        for (d, count) in &segments {
+            self.pick_nodes(*d, &ask, *count, &mut slots);
+        }
+        let quality = self.quality(request, shape, &segments);
+        Ok(GangPlacement { slots, quality })
+    }
+
+    fn domains_of<'a>(&'a self, request: &GangRequest) -> impl Iterator<Item = u32> + Clone + 'a {
+        self.model_domains[request.gpu.index()].iter().copied()
+    }
+
+    /// The fullest domain that still holds the whole gang.
+    fn best_single_domain(&self, request: &GangRequest, ask: &Resources) -> Result<u32, Unplaceable> {
+        let m = request.gpu.index();
+        let n = request.nodes;
+        let whole_node = self.model_node_gpus[m] == Some(ask.gpus);
+        let found = if whole_node {
+            self.by_whole_free[m]
+                .range((n, 0)..)
+                .map(|&(_, d)| d)
+                .find(|&d| self.domains[d as usize].capacity.holds(ask))
+        } else {
+            let need_gpus = n.saturating_mul(u32::from(ask.gpus));
+            self.by_free_gpus[m]
+                .range((need_gpus, 0)..)
+                .map(|&(_, d)| d)
+                .find(|&d| self.eligible_nodes(d, ask) >= n)
+        };
+        found.ok_or_else(|| self.explain_single(request, ask))
+    }
+
+    fn explain_single(&self, request: &GangRequest, ask: &Resources) -> Unplaceable {
+        let mut best: Option<(u32, u32)> = None;
+        let mut total = 0u64;
+        for d in self.domains_of(request) {
+            let e = self.eligible_nodes(d, ask);
+            total += u64::from(e);
+            if best.is_none_or(|(_, b)| e > b) {
+                best = Some((d, e));
+            }
+        }
+        let label = best.map_or_else(|| "NVLink".into(), |(d, _)| self.domain_label(d));
+        let mut u = Unplaceable::new(match best {
+            Some((d, e)) => format!(
+                "needs {} {} nodes with {} free GPUs each in one {label} domain; best domain {} has {e}",
+                request.nodes,
+                request.gpu,
+                ask.gpus,
+                self.path(self.domains[d as usize].topo)
+            ),
+            None => format!("the fleet has no {} domains", request.gpu),
+        });
+        u.details.push(format!(
+            "{total} such nodes are free fleet-wide, spread over domains that each have fewer"
+        ));
+        self.add_unschedulable_detail(request, &mut u);
+        u.details.push(
+            "set a smaller `segment` to let the gang span several domains".into(),
+        );
+        u
+    }
+
+    fn add_unschedulable_detail(&self, request: &GangRequest, u: &mut Unplaceable) {
+        let mut out = 0u64;
+        for d in self.domains_of(request) {
+            let ds = &self.domains[d as usize];
+            out += (ds.first_node..ds.end_node)
+                .filter(|&n| !self.fleet.nodes()[n as usize].state.schedulable())
+                .count() as u64;
+        }
+        if out > 0 {
+            u.details.push(format!(
+                "{out} {} nodes are cordoned, draining or down",
+                request.gpu
+            ));
+        }
+    }
+
+    /// Segments under the lowest network node that holds them all; best fit at each step.
+    fn plan_segments(
+        &self,
+        request: &GangRequest,
+        ask: &Resources,
+        shape: Shape,
+    ) -> Result<Vec<(u32, u32)>, Unplaceable> {
+        let topo = self.fleet.topo();
+        let mut full_room = vec![0u32; topo.len()];
+        let mut rem_fits = vec![false; topo.len()];
+        let mut rooms = Vec::new();
+        for d in self.domains_of(request) {
+            let eligible = self.eligible_nodes(d, ask);
+            if eligible == 0 {
+                continue;
+            }
+            let full = eligible / shape.seg;
+            let rem_ok = shape.rem > 0 && eligible % shape.seg >= shape.rem;
+            rooms.push(Room { domain: d, eligible });
+            for t in self.up_to_zone(self.domains[d as usize].topo) {
+                full_room[t.0 as usize] += full;
+                rem_fits[t.0 as usize] |= rem_ok;
+            }
+        }
+        let fits = |t: usize| {
+            let f = full_room[t];
+            f >= shape.full + u32::from(shape.rem > 0) || (f >= shape.full && rem_fits[t])
+        };
+        // Lowest height first, then the least room (best fit), then tree order.
+        let mut best: Option<(u8, u32, usize)> = None;
+        for (t, node) in topo.iter().enumerate() {
+            if (full_room[t] == 0 && !rem_fits[t]) || !self.within_zone(node.kind) || !fits(t) {
+                continue;
+            }
+            let key = (self.topo_height[t], full_room[t], t);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        }
+        let Some((_, _, root)) = best else {
+            return Err(self.explain_segments(request, ask, shape, &full_room));
+        };
+        let range = topo[root].domains.clone();
+        let mut inside: Vec<&Room> = rooms
+            .iter()
+            .filter(|r| range.contains(&r.domain))
+            .collect();
+        inside.sort_by_key(|r| (r.eligible, r.domain));
+        let mut segments: Vec<(u32, u32)> = Vec::with_capacity(shape.segments() as usize);
+        let mut taken = vec![0u32; inside.len()];
+        let mut left = shape.full;
+        for (i, r) in inside.iter().enumerate() {
+            if left == 0 {
+                break;
+            }
+            let k = (r.eligible / shape.seg).min(left);
+            for _ in 0..k {
+                segments.push((r.domain, shape.seg));
+            }
+            taken[i] = k * shape.seg;
+            left -= k;
+        }
+        if shape.rem > 0 {
+            // The shorter segment goes where it leaves the least room unused.
+            let pick = inside
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| r.eligible - taken[*i] >= shape.rem)
+                .min_by_key(|(i, r)| (r.eligible - taken[*i], r.domain));
+            match pick {
+                Some((_, r)) => segments.push((r.domain, shape.rem)),
+                None => return Err(self.explain_segments(request, ask, shape, &full_room)),
+            }
+        }
+        if left > 0 {
+            return Err(self.explain_segments(request, ask, shape, &full_room));
+        }
+        // Several segments in one domain become one run of nodes.
+        segments.sort_by_key(|&(d, _)| d);
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(segments.len());
+        for (d, c) in segments {
+            match merged.last_mut() {
+                Some((ld, lc)) if *ld == d => *lc += c,
+                _ => merged.push((d, c)),
+            }
+        }
+        Ok(merged)
+    }
+
+    fn within_zone(&self, kind: TopoKind) -> bool {
+        matches!(kind, TopoKind::Zone | TopoKind::Network { .. } | TopoKind::Domain)
+    }
+
+    /// A topology node and its ancestors up to and including its zone.
+    fn up_to_zone(&self, t: TopoId) -> impl Iterator<Item = TopoId> + '_ {
+        self.fleet
+            .ancestors(t)
+            .take_while(|a| self.within_zone(self.fleet.topo_node(*a).kind))
+    }
+
+    fn explain_segments(
+        &self,
+        request: &GangRequest,
+        ask: &Resources,
+        shape: Shape,
+        full_room: &[u32],
+    ) -> Unplaceable {
+        let topo = self.fleet.topo();
+        let label = self
+            .domains_of(request)
+            .find(|&d| self.domains[d as usize].node_count() >= shape.seg)
+            .map_or_else(|| "NVLink".into(), |d| self.domain_label(d));
+        let whole = self
+            .domains_of(request)
+            .next()
+            .is_some_and(|d| self.domains[d as usize].node_count() == shape.seg);
+        let unit = if whole {
+            format!("whole {label} domains")
+        } else {
+            format!("segments of {} nodes, each inside one {label} domain", shape.seg)
+        };
+        let need = shape.segments();
+        let mut best_zone: Option<(u32, usize)> = None;
+        let mut best_net: Option<(u32, usize)> = None;
+        for (t, node) in topo.iter().enumerate() {
+            let slot = match node.kind {
+                TopoKind::Zone => &mut best_zone,
+                TopoKind::Network { .. } => &mut best_net,
+                _ => continue,
+            };
+            if slot.is_none_or(|(r, _)| full_room[t] > r) {
+                *slot = Some((full_room[t], t));
+            }
+        }
+        let rem_note = if shape.rem > 0 {
+            format!(" (the last one {} nodes)", shape.rem)
+        } else {
+            String::new()
+        };
+        let mut reason = format!(
+            "needs {need} {unit}{rem_note} of {} nodes with {} free GPUs, under one network node",
+            request.gpu, ask.gpus
+        );
+        match best_net.or(best_zone) {
+            Some((r, t)) => reason.push_str(&format!(
+                "; best {} {} has room for {r}",
+                self.level_label(TopoId(t as u32)),
+                self.path(TopoId(t as u32))
+            )),
+            None => reason.push_str("; no network node has any"),
+        }
+        let mut u = Unplaceable::new(reason);
+        if let Some((r, t)) = best_zone {
+            u.details.push(format!(
+                "gangs never span zones; best zone {} has room for {r}",
+                self.path(TopoId(t as u32))
+            ));
+        }
+        self.add_unschedulable_detail(request, &mut u);
+        u
+    }
+
+    /// Chooses `count` nodes in domain `d` for `ask`: wholly free nodes in order for
+    /// whole-node asks; otherwise the nodes with the fewest free devices that fit.
+    fn pick_nodes(&self, d: u32, ask: &Resources, count: u32, out: &mut Vec<NodeSlot>) {
+        let ds = &self.domains[d as usize];
+        let full = mask_of(ds.capacity.gpus);
+        let nodes = self.fleet.nodes();
+        let usable = |n: &u32| nodes[*n as usize].state.schedulable() && self.free[*n as usize].holds(ask);
+        if ask.gpus == ds.capacity.gpus {
+            out.extend(
+                (ds.first_node..ds.end_node)
+                    .filter(|n| usable(n) && self.free[*n as usize].gpu_mask == full)
+                    .take(count as usize)
+                    .map(|n| NodeSlot {
+                        node: model::NodeId(n),
+                        gpu_mask: full,
+                    }),
+            );
+            return;
+        }
+        let mut cands: Vec<u32> = (ds.first_node..ds.end_node).filter(usable).collect();
+        cands.sort_by_key(|&n| (self.free[n as usize].gpus(), n));
+        out.extend(cands.into_iter().take(count as usize).map(|n| NodeSlot {
+            node: model::NodeId(n),
+            gpu_mask: lowest_bits(self.free[n as usize].gpu_mask, ask.gpus),
+        }));
+    }
+
+    pub(crate) fn commit_gang(
+        &mut self,
+        id: WorkloadId,
+        request: &GangRequest,
+        placement: &GangPlacement,
+        now: Time,
+    ) {
+        let per_node = Self::per_node_ask(request);
+        let mut touched = Vec::new();
+        for s in &placement.slots {
+            let n = s.node.0 as usize;
+            let f = &mut self.free[n];
+            f.gpu_mask &= !s.gpu_mask;
+            f.cpu_millis -= per_node.cpu_millis;
+            f.memory_mib -= per_node.memory_mib;
+            self.node_work[n].push(id);
+            let d = self.node_domain[n];
+            if d != NO_DOMAIN && touched.last() != Some(&d) {
+                touched.push(d);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for d in touched {
+            self.reindex_domain(d);
+        }
+        self.allocations.insert(
+            id,
+            Allocation::Gang {
+                request: request.clone(),
+                slots: placement.slots.clone(),
+                per_node,
+                placed_at: now,
+            },
+        );
+    }
+
+    fn quality(&self, request: &GangRequest, shape: Shape, segments: &[(u32, u32)]) -> Quality {
+        let max_dom = self.model_max_domain[request.gpu.index()];
+        let per_domain = (max_dom / shape.seg).max(1);
+        let mut min_domains = shape.full.div_ceil(per_domain);
+        if shape.rem > 0 {
+            let used_last = shape.full % per_domain;
+            let leftover = if shape.full == 0 {
+                0
+            } else if used_last == 0 {
+                max_dom - per_domain * shape.seg
+            } else {
+                max_dom - used_last * shape.seg
+            };
+            if leftover < shape.rem {
+                min_domains += 1;
+            }
+        }
+        let used: Vec<u32> = segments.iter().map(|(d, _)| *d).collect();
+        let lca = self.common_ancestor(&used);
+        let levels = self.topo_height[lca.0 as usize];
+        let min_levels = self.min_levels(request, shape);
+        let domains_spanned = segments.len() as u32;
+        let score = f64::from(min_domains.min(domains_spanned)) / f64::from(domains_spanned.max(1))
+            / (1.0 + f64::from(levels.saturating_sub(min_levels)));
+        Quality {
+            domains_spanned,
+            min_domains,
+            levels_spanned: levels,
+            min_levels,
+            common_ancestor: self.path(lca),
+            score,
+        }
+    }
+
+    /// The lowest topology node whose subtree holds every one of `domains`.
+    fn common_ancestor(&self, domains: &[u32]) -> TopoId {
+        let (Some(&lo), Some(&hi)) = (domains.iter().min(), domains.iter().max()) else {
+            return TopoId(0);
+        };
+        self.fleet
+            .ancestors(self.domains[lo as usize].topo)
+            .find(|a| self.fleet.topo_node(*a).domains.contains(&hi))
+            .unwrap_or(TopoId(0))
+    }
+
+    /// Lowest height at which an empty fleet could hold the gang.
+    fn min_levels(&self, request: &GangRequest, shape: Shape) -> u8 {
+        let topo = self.fleet.topo();
+        let mut room = vec![0u32; topo.len()];
+        let mut rem_fits = vec![false; topo.len()];
+        for d in self.domains_of(request) {
+            let n = self.domains[d as usize].node_count();
+            for t in self.up_to_zone(self.domains[d as usize].topo) {
+                room[t.0 as usize] += n / shape.seg;
+                rem_fits[t.0 as usize] |= shape.rem > 0 && n % shape.seg >= shape.rem;
+            }
+        }
+        (0..topo.len())
+            .filter(|&t| {
+                room[t] >= shape.full + u32::from(shape.rem > 0)
+                    || (room[t] >= shape.full && rem_fits[t])
+            })
+            .map(|t| self.topo_height[t])
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// The `count` lowest set bits of `mask`.
+fn lowest_bits(mut mask: u32, count: u8) -> u32 {
+    let mut out = 0;
+    for _ in 0..count {
+        let bit = mask & mask.wrapping_neg();
+        out |= bit;
+        mask &= !bit;
+    }
+    out
+}
+
