@@ -332,7 +332,7 @@ impl Engine {
         let unit = if whole {
             format!("whole {label} domains")
         } else {
-            format!("segments of {} nodes, each inside one {label} domain", shape.seg)
+            format!("segments of {} nodes (each inside one {label} domain)", shape.seg)
         };
         let need = shape.segments();
         let mut best_zone: Option<(u32, usize)> = None;
@@ -347,13 +347,17 @@ impl Engine {
                 *slot = Some((full_room[t], t));
             }
         }
-        let rem_note = if shape.rem > 0 {
-            format!(" (the last one {} nodes)", shape.rem)
+        let what = if shape.rem > 0 {
+            format!(
+                "{} {unit} plus {} in one more domain",
+                shape.full,
+                plural(shape.rem, "node")
+            )
         } else {
-            String::new()
+            format!("{need} {unit}")
         };
         let mut reason = format!(
-            "needs {need} {unit}{rem_note} of {} nodes with {} free GPUs, under one network node",
+            "needs {what} ({} nodes with {} free GPUs each) under one network node",
             request.gpu, ask.gpus
         );
         match best_net.or(best_zone) {
@@ -518,3 +522,12 @@ fn lowest_bits(mut mask: u32, count: u8) -> u32 {
     out
 }
 
+
+/// "1 node", "2 nodes".
+pub(crate) fn plural(n: u32, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

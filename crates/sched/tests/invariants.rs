@@ -1,0 +1,230 @@
+//! Property tests of the engine's invariants over random fleets and random operation
+//! sequences: no over-commit, gangs whole or not at all, failed attempts change nothing,
+//! determinism, and release restoring capacity exactly.
+
+mod common;
+
+use common::{fleet, gang, Shape};
+use model::{NodeId, NodeState, SandboxRequest, TopoId, WorkloadId};
+use proptest::prelude::*;
+use sched::{Allocation, Engine, EngineError, Scope};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Gang { nodes: u32, gpn: u8, segment: Option<u32> },
+    Sandboxes { count: u32, cpu: u32, mem: u32 },
+    Release { pick: usize },
+    EndSandboxes { pick: usize, take: u32 },
+    State { node: bool, target: u32, state: NodeState },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u32..40, 1u8..=5, proptest::option::of(1u32..8))
+            .prop_map(|(nodes, gpn, segment)| Op::Gang { nodes, gpn, segment }),
+        2 => (1u32..200, 1u32..4000, 1u32..9000)
+            .prop_map(|(count, cpu, mem)| Op::Sandboxes { count, cpu, mem }),
+        3 => any::<usize>().prop_map(|pick| Op::Release { pick }),
+        1 => (any::<usize>(), 1u32..20).prop_map(|(pick, take)| Op::EndSandboxes { pick, take }),
+        1 => (any::<bool>(), any::<u32>(), prop_oneof![
+                Just(NodeState::Ready), Just(NodeState::Cordoned),
+                Just(NodeState::Draining), Just(NodeState::Down)])
+            .prop_map(|(node, target, state)| Op::State { node, target, state }),
+    ]
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (1u32..=2, 1u32..=2, 1u32..=2, 1u32..=3, 1u32..=5, 1u8..=4, 0u32..=4).prop_map(
+        |(zones, spines, blocks, domains, trays, gpus, cpu_hosts)| Shape {
+            zones,
+            spines,
+            blocks,
+            domains,
+            trays,
+            gpus,
+            cpu_hosts,
+        },
+    )
+}
+
+/// Everything observable about capacity: free resources of every node and live ids.
+fn snapshot(e: &Engine) -> (Vec<(u32, u32, u32)>, usize) {
+    let free = (0..e.fleet().nodes().len() as u32)
+        .map(|n| e.node_free(NodeId(n)))
+        .collect();
+    (free, e.live_workloads())
+}
+
+fn live_ids(e: &Engine, next: u64) -> Vec<WorkloadId> {
+    (0..next)
+        .map(WorkloadId)
+        .filter(|id| e.allocation(*id).is_some())
+        .collect()
+}
+
+/// Applies one op; returns a printable outcome (for determinism checks).
+fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
+    match op {
+        Op::Gang { nodes, gpn, segment } => {
+            let id = WorkloadId(*next);
+            *next += 1;
+            let req = gang(*nodes, *gpn, *segment);
+            let before = snapshot(e);
+            match e.place_gang(id, &req, 7) {
+                Ok(p) => {
+                    // Whole: one slot per node, no node twice, right device count.
+                    assert_eq!(p.slots.len() as u32, *nodes);
+                    let mut ns: Vec<u32> = p.slots.iter().map(|s| s.node.0).collect();
+                    ns.sort_unstable();
+                    ns.dedup();
+                    assert_eq!(ns.len() as u32, *nodes, "a node appears twice in a gang");
+                    for s in &p.slots {
+                        assert_eq!(s.gpu_mask.count_ones(), u32::from(*gpn));
+                    }
+                    // Topology: a gang that fits one domain is in one domain; never across zones.
+                    let f = e.fleet();
+                    let domains: Vec<TopoId> =
+                        p.slots.iter().filter_map(|s| f.domain_of(s.node)).collect();
+                    let zones: Vec<_> = domains.iter().map(|d| f.zone_of(*d)).collect();
+                    assert!(zones.windows(2).all(|w| w[0] == w[1]), "gang spans zones");
+                    let domain_size = f.topo_node(domains[0]).nodes.len() as u32;
+                    if segment.is_none() && *nodes <= domain_size {
+                        assert!(domains.windows(2).all(|w| w[0] == w[1]), "gang split");
+                    }
+                    // Each segment lies in one domain: per-domain counts can be cut into segments.
+                    let seg = segment.unwrap_or(if *nodes <= domain_size { *nodes } else { domain_size }).min(*nodes);
+                    let mut counts: Vec<u32> = Vec::new();
+                    let mut sorted = domains.clone();
+                    sorted.sort();
+                    for w in sorted.chunk_by(|a, b| a == b) {
+                        counts.push(w.len() as u32);
+                    }
+                    let full: u32 = counts.iter().map(|c| c / seg).sum();
+                    assert!(full >= nodes / seg, "segments broken: {counts:?} seg {seg}");
+                    assert!(p.quality.score > 0.0 && p.quality.score <= 1.0);
+                    format!("gang ok {:?}", p.slots)
+                }
+                Err(EngineError::Unplaceable(u)) => {
+                    assert!(!u.reason.is_empty());
+                    assert_eq!(snapshot(e), before, "failed gang changed state");
+                    format!("gang no {}", u.reason)
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        Op::Sandboxes { count, cpu, mem } => {
+            let id = WorkloadId(*next);
+            *next += 1;
+            let req = SandboxRequest { count: *count, cpu_millis: *cpu, memory_mib: *mem };
+            let before = snapshot(e);
+            match e.place_sandboxes(id, &req, 7) {
+                Ok(p) => {
+                    let placed: u32 = p.runs.iter().map(|r| r.count).sum();
+                    assert_eq!(placed, *count);
+                    format!("sb ok {:?}", p.runs)
+                }
+                Err(_) => {
+                    assert_eq!(snapshot(e), before, "failed batch changed state");
+                    "sb no".into()
+                }
+            }
+        }
+        Op::Release { pick } => {
+            let ids = live_ids(e, *next);
+            if ids.is_empty() {
+                return "nothing".into();
+            }
+            let id = ids[pick % ids.len()];
+            e.release(id).map(|_| format!("released {id}")).unwrap_or_else(|x| x.to_string())
+        }
+        Op::EndSandboxes { pick, take } => {
+            let batches: Vec<WorkloadId> = live_ids(e, *next)
+                .into_iter()
+                .filter(|id| matches!(e.allocation(*id), Some(Allocation::Sandboxes { .. })))
+                .collect();
+            if batches.is_empty() {
+                return "nothing".into();
+            }
+            let id = batches[pick % batches.len()];
+            let Some(Allocation::Sandboxes { live, request, .. }) = e.allocation(id) else {
+                unreachable!()
+            };
+            let idx: Vec<u32> = (0..request.count)
+                .filter(|i| live[*i as usize / 64] >> (i % 64) & 1 == 1)
+                .take(*take as usize)
+                .collect();
+            format!("{:?}", e.release_sandboxes(id, &idx))
+        }
+        Op::State { node, target, state } => {
+            let scope = if *node {
+                Scope::Node(NodeId(target % e.fleet().nodes().len() as u32))
+            } else {
+                Scope::Subtree(TopoId(target % e.fleet().topo().len() as u32))
+            };
+            format!("{:?}", e.set_state(scope, *state))
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_sequences_keep_every_invariant(shape in shape(), ops in proptest::collection::vec(op(), 1..60)) {
+        let mut e = Engine::new(fleet(shape));
+        let mut next = 0;
+        for op in &ops {
+            // Determinism: a clone given the same op decides the same.
+            let mut twin = e.clone();
+            let mut twin_next = next;
+            let a = apply(&mut e, op, &mut next);
+            let b = apply(&mut twin, op, &mut twin_next);
+            prop_assert_eq!(a, b);
+            if let Err(v) = e.check_invariants() {
+                return Err(TestCaseError::fail(format!("after {op:?}: {v}")));
+            }
+        }
+    }
+
+    #[test]
+    fn releasing_everything_restores_the_empty_fleet(shape in shape(), ops in proptest::collection::vec(op(), 1..40)) {
+        let mut e = Engine::new(fleet(shape));
+        let empty = snapshot(&e);
+        let mut next = 0;
+        for op in ops.iter().filter(|o| !matches!(o, Op::State { .. })) {
+            apply(&mut e, op, &mut next);
+        }
+        for id in live_ids(&e, next) {
+            e.release(id).expect("live id releases");
+        }
+        prop_assert_eq!(snapshot(&e), empty);
+        prop_assert!(e.check_invariants().is_ok());
+    }
+
+    #[test]
+    fn place_then_release_is_exact(shape in shape(), prefix in proptest::collection::vec(op(), 0..20), nodes in 1u32..20, gpn in 1u8..=4) {
+        let mut e = Engine::new(fleet(shape));
+        let mut next = 0;
+        for op in &prefix {
+            apply(&mut e, op, &mut next);
+        }
+        let before = snapshot(&e);
+        let id = WorkloadId(1_000_000);
+        if e.place_gang(id, &gang(nodes, gpn, None), 0).is_ok() {
+            e.release(id).expect("release");
+        }
+        prop_assert_eq!(snapshot(&e), before);
+    }
+}
+
+#[test]
+fn duplicate_ids_are_refused_without_change() {
+    let mut e = Engine::new(fleet(Shape { zones: 1, spines: 1, blocks: 1, domains: 2, trays: 2, gpus: 4, cpu_hosts: 1 }));
+    e.place_gang(WorkloadId(1), &gang(1, 4, None), 0).expect("first");
+    let before = snapshot(&e);
+    assert_eq!(
+        e.place_gang(WorkloadId(1), &gang(1, 4, None), 0).unwrap_err(),
+        EngineError::DuplicateWorkload(WorkloadId(1))
+    );
+    assert_eq!(snapshot(&e), before);
+}
