@@ -115,8 +115,8 @@ fn add_types(
     Ok(())
 }
 
-/// Line of `key = ...` inside a table's span, else the table's first line.
-fn field_line(text: &str, span: std::ops::Range<usize>, key: &str) -> usize {
+/// Line of `key = ...` inside a table's span, else the table's first line (1-based).
+pub fn field_line(text: &str, span: std::ops::Range<usize>, key: &str) -> usize {
     let start = span.start.min(text.len());
     let end = span.end.min(text.len());
     let mut offset = start;

@@ -63,7 +63,7 @@ impl Default for GenSpec {
             domains_per_block: 4,
             blocks_per_agg: 8,
             aggs_per_spine: 8,
-            zones_per_region: 2,
+            zones_per_region: 1,
             hosts_per_rack: 32,
             clouds: vec![
                 cloud("aws", &["us-east-1", "us-west-2"], 0.5, "p6e-gb200.36xlarge", "m7i.48xlarge"),

@@ -18,4 +18,4 @@ pub use fleet::{
 };
 pub use instance::{InstanceCatalog, InstanceType};
 pub use resources::{GpuModel, Resources};
-pub use workload::{GangRequest, SandboxRequest, WorkloadClass, WorkloadId};
+pub use workload::{FieldError, GangRequest, SandboxRequest, WorkloadClass, WorkloadId};

@@ -51,7 +51,41 @@ pub struct GangRequest {
     pub segment: Option<u32>,
 }
 
+/// A request field that is out of range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// The field, as written in request files.
+    pub field: &'static str,
+    /// Why it is refused.
+    pub reason: String,
+}
+
+fn field_error(field: &'static str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        reason: reason.into(),
+    }
+}
+
 impl GangRequest {
+    /// Most nodes one gang may ask for.
+    pub const MAX_NODES: u32 = 1_000_000;
+
+    /// Checks ranges a request must respect before it reaches the engine.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.nodes == 0 || self.nodes > Self::MAX_NODES {
+            return Err(field_error("nodes", format!("must be 1..={}", Self::MAX_NODES)));
+        }
+        if self.gpus_per_node == 0 || self.gpus_per_node > crate::Resources::MAX_GPUS {
+            return Err(field_error("gpus_per_node", "must be 1..=32"));
+        }
+        if self.segment == Some(0) {
+            return Err(field_error("segment", "must be at least 1 node"));
+        }
+        Ok(())
+    }
+
     /// Total accelerators asked for.
     pub fn total_gpus(&self) -> u64 {
         u64::from(self.nodes) * u64::from(self.gpus_per_node)
@@ -73,4 +107,18 @@ pub struct SandboxRequest {
 impl SandboxRequest {
     /// Largest batch one request may carry.
     pub const MAX_BATCH: u32 = 1_000_000;
+
+    /// Checks ranges a request must respect before it reaches the engine.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.count == 0 || self.count > Self::MAX_BATCH {
+            return Err(field_error("count", format!("must be 1..={}", Self::MAX_BATCH)));
+        }
+        if self.cpu_millis == 0 {
+            return Err(field_error("cpu_millis", "must be at least 1"));
+        }
+        if self.memory_mib == 0 {
+            return Err(field_error("memory_mib", "must be at least 1"));
+        }
+        Ok(())
+    }
 }

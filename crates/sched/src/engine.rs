@@ -659,7 +659,7 @@ impl Engine {
     /// Label of a topology level for explanations ("spine", "zone", ...).
     pub(crate) fn level_label(&self, t: TopoId) -> String {
         match self.fleet.topo_node(t).kind {
-            TopoKind::Network { level } => format!("network node (level {level})"),
+            TopoKind::Network { level } => format!("level-{level} network node"),
             k => k.label(),
         }
     }

@@ -329,11 +329,6 @@ impl Engine {
             .domains_of(request)
             .next()
             .is_some_and(|d| self.domains[d as usize].node_count() == shape.seg);
-        let unit = if whole {
-            format!("whole {label} domains")
-        } else {
-            format!("segments of {} nodes (each inside one {label} domain)", shape.seg)
-        };
         let need = shape.segments();
         let mut best_zone: Option<(u32, usize)> = None;
         let mut best_net: Option<(u32, usize)> = None;
@@ -347,18 +342,28 @@ impl Engine {
                 *slot = Some((full_room[t], t));
             }
         }
-        let what = if shape.rem > 0 {
-            format!(
-                "{} {unit} plus {} in one more domain",
+        let gpu = request.gpu;
+        let what = match (whole, shape.rem > 0) {
+            (true, false) => format!("{need} whole {label} domains of {gpu} nodes"),
+            (true, true) => format!(
+                "{} whole {label} domains of {gpu} nodes plus {} in one more domain",
                 shape.full,
                 plural(shape.rem, "node")
-            )
-        } else {
-            format!("{need} {unit}")
+            ),
+            (false, false) => format!(
+                "{need} segments of {} {gpu} nodes, each inside one {label} domain",
+                shape.seg
+            ),
+            (false, true) => format!(
+                "{} segments of {} {gpu} nodes plus one of {}, each inside one {label} domain",
+                shape.full,
+                shape.seg,
+                plural(shape.rem, "node")
+            ),
         };
         let mut reason = format!(
-            "needs {what} ({} nodes with {} free GPUs each) under one network node",
-            request.gpu, ask.gpus
+            "needs {what}, all under one network node, with {} free GPUs per node",
+            ask.gpus
         );
         match best_net.or(best_zone) {
             Some((r, t)) => reason.push_str(&format!(

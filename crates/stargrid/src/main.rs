@@ -1,1 +1,44 @@
-fn main() {}
+//! `stargrid`: the command-line entry point. Parses arguments and hands each subcommand to
+//! its module; no placement logic lives here (that is the `sched` crate's job).
+
+mod bench;
+mod demo;
+mod fleet_cmd;
+mod place;
+mod workload_file;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Stargrid: a control plane for frontier-AI compute.
+#[derive(Parser)]
+#[command(name = "stargrid", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a demo fleet, place a mix of training gangs, inference replicas and sandbox
+    /// batches through the engine, drain a spine, and print every decision.
+    Demo(demo::DemoArgs),
+    /// Generate, import, export or inspect fleets.
+    #[command(subcommand)]
+    Fleet(fleet_cmd::FleetCommand),
+    /// Place the workloads of a file on a fleet and print each decision or why it failed.
+    Place(place::PlaceArgs),
+    /// Measure the engine and print the figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(a) => demo::run(&a),
+        Command::Fleet(c) => fleet_cmd::run(c),
+        Command::Place(a) => place::run(&a),
+        Command::Bench(c) => bench::run(&c),
+    }
+}
