@@ -160,8 +160,8 @@ fn parse_set(set: &str) -> Result<Vec<String>, String> {
     Ok(nums)
 }
 
-/// Splits a name into (prefix, number, zero-pad width) when it ends in digits.
-fn split_number(name: &str) -> Option<(&str, u64, usize)> {
+/// Splits a name into (prefix, number, zero-pad width, digit count) when it ends in digits.
+fn split_number(name: &str) -> Option<(&str, u64, usize, usize)> {
     let digits = name.bytes().rev().take_while(u8::is_ascii_digit).count();
     if digits == 0 || digits > 18 {
         return None;
@@ -176,7 +176,7 @@ fn split_number(name: &str) -> Option<(&str, u64, usize)> {
     } else {
         0
     };
-    Some((prefix, num.parse().ok()?, width))
+    Some((prefix, num.parse().ok()?, width, num.len()))
 }
 
 /// Compresses names into a hostlist expression that expands back to exactly `names`, in order.
@@ -192,10 +192,10 @@ pub fn compress<S: AsRef<str>>(names: &[S]) -> String {
     for name in names {
         let name = name.as_ref();
         match split_number(name) {
-            Some((prefix, n, width)) => {
+            Some((prefix, n, width, digits)) => {
                 if let Some(Ok(run)) = runs.last_mut() {
                     let fits_width = if run.width > 0 {
-                        format!("{n:0w$}", w = run.width).len() == run.width
+                        digits == run.width
                     } else {
                         width == 0
                     };

@@ -62,7 +62,7 @@ fn large_gang_takes_whole_domains_under_lowest_network_node() {
             gang 3 nodes=16
               => placed z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3] under aws/r/z0/s1 (domains 4/4 min, levels 2/2 min, score 1.00) masks 1111,1111,1111,1111,1111,1111,1111,1111,1111,1111,1111,1111,1111,1111,1111,1111
             gang 4 nodes=12
-              => UNPLACEABLE: needs 3 whole NVL16 domains (GB200 nodes with 4 free GPUs each) under one network node; best network node (level 0) aws/r/z0/s0 has room for 1
+              => UNPLACEABLE: needs 3 whole NVL16 domains of GB200 nodes, all under one network node, with 4 free GPUs per node; best level-0 network node aws/r/z0/s0 has room for 1
                 - gangs never span zones; best zone aws/r/z0 has room for 1
         "#]],
     );
@@ -81,7 +81,7 @@ fn segments_and_remainder() {
             gang 2 nodes=9
               => placed z0s0b0d1t2,z0s0b1d0t[0-3],z0s0b1d1t[0-3] under aws/r/z0/s0 (domains 3/3 min, levels 2/2 min, score 1.00) masks 1111,1111,1111,1111,1111,1111,1111,1111,1111
             gang 3 nodes=30
-              => UNPLACEABLE: needs 7 whole NVL16 domains plus 2 nodes in one more domain (GB200 nodes with 4 free GPUs each) under one network node; best network node (level 0) aws/r/z0/s1 has room for 4
+              => UNPLACEABLE: needs 7 whole NVL16 domains of GB200 nodes plus 2 nodes in one more domain, all under one network node, with 4 free GPUs per node; best level-0 network node aws/r/z0/s1 has room for 4
                 - gangs never span zones; best zone aws/r/z0 has room for 4
         "#]],
     );
@@ -106,7 +106,7 @@ fn unplaceable_gangs_explain_themselves() {
             gang 3 nodes=4
               => placed z0s0b0d1t[0-3] under aws/r/z0/s0/b0/d1 (domains 1/1 min, levels 0/0 min, score 1.00) masks 1111,1111,1111,1111
             gang 4 nodes=28
-              => UNPLACEABLE: needs 7 whole NVL16 domains (GB200 nodes with 4 free GPUs each) under one network node; best network node (level 0) aws/r/z0/s1 has room for 4
+              => UNPLACEABLE: needs 7 whole NVL16 domains of GB200 nodes, all under one network node, with 4 free GPUs per node; best level-0 network node aws/r/z0/s1 has room for 4
                 - gangs never span zones; best zone aws/r/z0 has room for 6
             gang 5 nodes=5
               => placed z0s0b1d0t[0-3],z0s0b1d1t0 under aws/r/z0/s0/b1 (domains 2/2 min, levels 1/1 min, score 1.00) masks 1111,1111,1111,1111,1111
@@ -140,7 +140,7 @@ fn cordon_and_down_steer_placement_and_report_affected_work() {
             gang 2 nodes=8
               => placed z0s1b0d0t[0-3],z0s1b0d1t[0-3] under aws/r/z0/s1/b0 (domains 2/2 min, levels 1/1 min, score 1.00) masks 1111,1111,1111,1111,1111,1111,1111,1111
             gang 3 nodes=9
-              => UNPLACEABLE: needs 2 whole NVL16 domains plus 1 node in one more domain (GB200 nodes with 4 free GPUs each) under one network node; best network node (level 0) aws/r/z0/s1 has room for 2
+              => UNPLACEABLE: needs 2 whole NVL16 domains of GB200 nodes plus 1 node in one more domain, all under one network node, with 4 free GPUs per node; best level-0 network node aws/r/z0/s1 has room for 2
                 - gangs never span zones; best zone aws/r/z0 has room for 2
                 - 16 GB200 nodes are cordoned, draining or down
             down z0s1b0d0t0
