@@ -64,9 +64,8 @@ pub fn import(
 ) -> Result<Fleet, SourceError> {
     let mut rows = Vec::new();
     for (fi, (file, text)) in pages.iter().enumerate() {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            SourceError::new(file, Some(e.line()), "json", e.to_string())
-        })?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| SourceError::new(file, Some(e.line()), "json", e.to_string()))?;
         // A file holds one page, or a JSON array of pages.
         let page_values = match value {
             serde_json::Value::Array(items) => items,
@@ -74,13 +73,22 @@ pub fn import(
         };
         for (pi, pv) in page_values.into_iter().enumerate() {
             let page: Page = serde_json::from_value(pv).map_err(|e| {
-                SourceError::new(file, None, format!("page {pi}"), format!("{e} (expected an object with \"Instances\": [...])"))
+                SourceError::new(
+                    file,
+                    None,
+                    format!("page {pi}"),
+                    format!("{e} (expected an object with \"Instances\": [...])"),
+                )
             })?;
             for (i, v) in page.instances.into_iter().enumerate() {
                 let inst: Instance = serde_json::from_value(v).map_err(|e| {
                     SourceError::new(file, None, format!("Instances[{i}]"), e.to_string())
                 })?;
-                rows.push(Row { file: fi, index: i, inst });
+                rows.push(Row {
+                    file: fi,
+                    index: i,
+                    inst,
+                });
             }
         }
     }
@@ -143,7 +151,10 @@ pub fn import(
                 file,
                 None,
                 field(r, "AvailabilityZone"),
-                format!("'{}' is not an availability zone name", inst.availability_zone),
+                format!(
+                    "'{}' is not an availability zone name",
+                    inst.availability_zone
+                ),
             )
         })?;
         let in_block = inst.capacity_block_id.is_some();
@@ -151,7 +162,11 @@ pub fn import(
         let pool = match pools.get(&key) {
             Some(p) => *p,
             None => {
-                let pricing = if in_block { PricingKind::Committed } else { options.pricing };
+                let pricing = if in_block {
+                    PricingKind::Committed
+                } else {
+                    options.pricing
+                };
                 let p = b
                     .add_pool(CapacityPool {
                         name: format!("aws-{region}-{}-{pricing}", inst.instance_type),
@@ -161,7 +176,9 @@ pub fn import(
                         pricing,
                         price_per_hour: itype.example_price_per_hour,
                     })
-                    .map_err(|e| SourceError::new(file, None, field(r, "InstanceType"), e.to_string()))?;
+                    .map_err(|e| {
+                        SourceError::new(file, None, field(r, "InstanceType"), e.to_string())
+                    })?;
                 pools.insert(key, p);
                 p
             }
@@ -171,13 +188,22 @@ pub fn import(
             None => inst.network_nodes.clone(),
         };
         let location = Location {
-            zone: inst.zone_id.clone().unwrap_or_else(|| inst.availability_zone.clone()),
+            zone: inst
+                .zone_id
+                .clone()
+                .unwrap_or_else(|| inst.availability_zone.clone()),
             network,
             domain: inst.capacity_block_id.clone(),
         };
         let _ = &inst.group_name; // placement groups are not part of the topology tree
-        b.add_node(&inst.instance_id, pool, &location, itype.resources(), NodeState::Ready)
-            .map_err(|e| SourceError::new(file, None, field(r, "InstanceId"), e.to_string()))?;
+        b.add_node(
+            &inst.instance_id,
+            pool,
+            &location,
+            itype.resources(),
+            NodeState::Ready,
+        )
+        .map_err(|e| SourceError::new(file, None, field(r, "InstanceId"), e.to_string()))?;
     }
     if b.node_count() == 0 {
         return Err(SourceError::new(
@@ -222,12 +248,20 @@ mod tests {
 ]}"#;
 
     fn pages(p: &[&str]) -> Vec<(String, String)> {
-        p.iter().enumerate().map(|(i, t)| (format!("page{i}.json"), t.to_string())).collect()
+        p.iter()
+            .enumerate()
+            .map(|(i, t)| (format!("page{i}.json"), t.to_string()))
+            .collect()
     }
 
     #[test]
     fn imports_pages_with_blocks_and_levels() {
-        let f = import(&pages(&[PAGE1, PAGE2]), &InstanceCatalog::builtin(), &AwsImport::default()).unwrap();
+        let f = import(
+            &pages(&[PAGE1, PAGE2]),
+            &InstanceCatalog::builtin(),
+            &AwsImport::default(),
+        )
+        .unwrap();
         let s = f.summary();
         assert_eq!(s.nodes, 4);
         assert_eq!(s.gpus, 4 + 4 + 8 + 16);
@@ -242,25 +276,53 @@ mod tests {
         let p = f.pool(f.node(n1).pool);
         assert_eq!(p.pricing, PricingKind::Committed);
         let n3 = f.node_by_name("i-0003").unwrap();
-        assert_eq!(f.topo_path(f.node(n3).parent), "aws/us-east-1/us-east-1a/nn-a/nn-d/nn-e/nn-f/i-0003");
+        assert_eq!(
+            f.topo_path(f.node(n3).parent),
+            "aws/us-east-1/us-east-1a/nn-a/nn-d/nn-e/nn-f/i-0003"
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         let cat = InstanceCatalog::builtin();
         let opts = AwsImport::default();
-        let e = import(&pages(&[&PAGE1.replace("p5.48xlarge", "p4d.24xlarge")]), &cat, &opts).unwrap_err();
+        let e = import(
+            &pages(&[&PAGE1.replace("p5.48xlarge", "p4d.24xlarge")]),
+            &cat,
+            &opts,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "Instances[2] (i-0003).InstanceType");
         assert!(e.reason.contains("unknown instance type 'p4d.24xlarge'"));
-        let e = import(&pages(&[&PAGE1.replace("\"nn-a\", \"nn-b\", \"nn-c1\"", "\"nn-a\", \"nn-b\"")]), &cat, &opts).unwrap_err();
-        assert!(e.to_string().contains("NetworkNodes: expected 3 or 4 network levels, got 3") || e.to_string().contains("got"), "{e}");
+        let e = import(
+            &pages(&[&PAGE1.replace("\"nn-a\", \"nn-b\", \"nn-c1\"", "\"nn-a\", \"nn-b\"")]),
+            &cat,
+            &opts,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("NetworkNodes: expected 3 or 4 network levels, got 3")
+                || e.to_string().contains("got"),
+            "{e}"
+        );
         let e = import(&pages(&[PAGE1, PAGE1]), &cat, &opts).unwrap_err();
         assert!(e.reason.contains("also listed in page0.json"), "{e}");
         let e = import(&pages(&["{\"Instances\": [1,"]), &cat, &opts).unwrap_err();
         assert_eq!(e.line, Some(1));
-        let e = import(&pages(&[&PAGE1.replace("\"InstanceType\": \"p5.48xlarge\",", "")]), &cat, &opts).unwrap_err();
+        let e = import(
+            &pages(&[&PAGE1.replace("\"InstanceType\": \"p5.48xlarge\",", "")]),
+            &cat,
+            &opts,
+        )
+        .unwrap_err();
         assert!(e.reason.contains("InstanceType"), "{e}");
-        let e = import(&pages(&[&PAGE1.replace("us-east-1a\"}", "moon\"}")]), &cat, &opts).unwrap_err();
+        let e = import(
+            &pages(&[&PAGE1.replace("us-east-1a\"}", "moon\"}")]),
+            &cat,
+            &opts,
+        )
+        .unwrap_err();
         assert!(e.field.ends_with("AvailabilityZone"), "{e}");
     }
 

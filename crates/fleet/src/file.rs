@@ -108,9 +108,14 @@ fn add_types(
 ) -> Result<(), SourceError> {
     for (i, t) in types.into_iter().enumerate() {
         let line = line_of(text, t.span().start);
-        catalog
-            .insert(t.into_inner())
-            .map_err(|e| SourceError::new(file, Some(line), format!("instance_types[{i}]"), e.to_string()))?;
+        catalog.insert(t.into_inner()).map_err(|e| {
+            SourceError::new(
+                file,
+                Some(line),
+                format!("instance_types[{i}]"),
+                e.to_string(),
+            )
+        })?;
     }
     Ok(())
 }
@@ -122,7 +127,9 @@ pub fn field_line(text: &str, span: std::ops::Range<usize>, key: &str) -> usize 
     let mut offset = start;
     for l in text.get(start..end).unwrap_or("").split_inclusive('\n') {
         let t = l.trim_start();
-        if t.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) {
+        if t.strip_prefix(key)
+            .is_some_and(|r| r.trim_start().starts_with('='))
+        {
             return line_of(text, offset);
         }
         offset += l.len();
@@ -195,17 +202,18 @@ pub fn write(fleet: &Fleet, catalog: &InstanceCatalog) -> String {
     let mut out = FleetFile::default();
     for (i, pool) in fleet.pools().iter().enumerate() {
         out.pools.push(pool.clone());
-        let Some(node) = fleet
-            .nodes()
-            .iter()
-            .find(|n| n.pool.0 as usize == i)
-        else {
+        let Some(node) = fleet.nodes().iter().find(|n| n.pool.0 as usize == i) else {
             continue;
         };
         let known = catalog
             .get(&pool.instance_type)
             .is_some_and(|t| t.resources() == node.capacity);
-        if !known && !out.instance_types.iter().any(|t| t.name == pool.instance_type) {
+        if !known
+            && !out
+                .instance_types
+                .iter()
+                .any(|t| t.name == pool.instance_type)
+        {
             let c = node.capacity;
             out.instance_types.push(InstanceType {
                 name: pool.instance_type.clone(),
@@ -295,7 +303,10 @@ state = "cordoned"
     fn parses_sample_and_round_trips() {
         let fleet = parse("f.toml", SAMPLE, InstanceCatalog::builtin()).unwrap();
         let s = fleet.summary();
-        assert_eq!((s.nodes, s.gpus, s.nvlink_domains, s.network_levels), (22, 72, 1, 2));
+        assert_eq!(
+            (s.nodes, s.gpus, s.nvlink_domains, s.network_levels),
+            (22, 72, 1, 2)
+        );
         assert_eq!(s.unschedulable_nodes, 4);
         let text = write(&fleet, &InstanceCatalog::builtin());
         let again = parse("again.toml", &text, InstanceCatalog::builtin()).unwrap();
@@ -310,7 +321,10 @@ state = "cordoned"
         assert_eq!(e.field, "groups[1].nodes");
         assert_eq!(e.line, Some(27));
         assert!(e.reason.contains("backwards"), "{e}");
-        assert!(e.to_string().starts_with("f.toml:27: groups[1].nodes:"), "{e}");
+        assert!(
+            e.to_string().starts_with("f.toml:27: groups[1].nodes:"),
+            "{e}"
+        );
 
         let bad = SAMPLE.replace("m7i.48xlarge", "m9.huge");
         let e = parse("f.toml", &bad, InstanceCatalog::builtin()).unwrap_err();
@@ -321,7 +335,10 @@ state = "cordoned"
         let e = parse("f.toml", &bad, InstanceCatalog::builtin()).unwrap_err();
         assert!(e.to_string().contains("no pool named 'nope'"), "{e}");
 
-        let bad = SAMPLE.replace("zone = \"use1-az1\"\nnetwork = [\"cpu0\"]", "zone = \"use1-az1\"\nnetwork = [\"cpu0\"]\ncolour = 1");
+        let bad = SAMPLE.replace(
+            "zone = \"use1-az1\"\nnetwork = [\"cpu0\"]",
+            "zone = \"use1-az1\"\nnetwork = [\"cpu0\"]\ncolour = 1",
+        );
         let e = parse("f.toml", &bad, InstanceCatalog::builtin()).unwrap_err();
         assert!(e.reason.contains("colour"), "{e}");
         assert!(e.line.is_some());

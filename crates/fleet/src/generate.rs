@@ -66,10 +66,34 @@ impl Default for GenSpec {
             zones_per_region: 1,
             hosts_per_rack: 32,
             clouds: vec![
-                cloud("aws", &["us-east-1", "us-west-2"], 0.5, "p6e-gb200.36xlarge", "m7i.48xlarge"),
-                cloud("gcp", &["us-central1", "europe-west4"], 0.2, "a4x-highgpu-4g", "c4-standard-192"),
-                cloud("azure", &["eastus2", "westus3"], 0.2, "ND_GB200_v6", "Standard_D192s_v6"),
-                cloud("oci", &["us-chicago-1", "us-ashburn-1"], 0.1, "oci-bm.gpu.gb200.4", "oci-e5.standard.192"),
+                cloud(
+                    "aws",
+                    &["us-east-1", "us-west-2"],
+                    0.5,
+                    "p6e-gb200.36xlarge",
+                    "m7i.48xlarge",
+                ),
+                cloud(
+                    "gcp",
+                    &["us-central1", "europe-west4"],
+                    0.2,
+                    "a4x-highgpu-4g",
+                    "c4-standard-192",
+                ),
+                cloud(
+                    "azure",
+                    &["eastus2", "westus3"],
+                    0.2,
+                    "ND_GB200_v6",
+                    "Standard_D192s_v6",
+                ),
+                cloud(
+                    "oci",
+                    &["us-chicago-1", "us-ashburn-1"],
+                    0.1,
+                    "oci-bm.gpu.gb200.4",
+                    "oci-e5.standard.192",
+                ),
             ],
         }
     }
@@ -130,8 +154,15 @@ pub fn generate(spec: &GenSpec, catalog: &InstanceCatalog) -> Result<Fleet, GenE
     if spec.clouds.is_empty() {
         return Err(invalid("clouds", "at least one provider is needed"));
     }
-    if spec.clouds.iter().any(|c| c.regions.is_empty() || !(c.weight > 0.0 && c.weight.is_finite())) {
-        return Err(invalid("clouds", "each provider needs a region and a weight > 0"));
+    if spec
+        .clouds
+        .iter()
+        .any(|c| c.regions.is_empty() || !(c.weight > 0.0 && c.weight.is_finite()))
+    {
+        return Err(invalid(
+            "clouds",
+            "each provider needs a region and a weight > 0",
+        ));
     }
     for (field, v) in [
         ("trays_per_domain", spec.trays_per_domain),
@@ -146,7 +177,10 @@ pub fn generate(spec: &GenSpec, catalog: &InstanceCatalog) -> Result<Fleet, GenE
         }
     }
     if spec.gpus > 50_000_000 || spec.cpu_hosts > 10_000_000 {
-        return Err(invalid("gpus", "at most 50,000,000 GPUs and 10,000,000 CPU hosts"));
+        return Err(invalid(
+            "gpus",
+            "at most 50,000,000 GPUs and 10,000,000 CPU hosts",
+        ));
     }
     let mut b = FleetBuilder::new();
     let weights: Vec<f64> = spec.clouds.iter().map(|c| c.weight).collect();
@@ -173,8 +207,12 @@ pub fn generate(spec: &GenSpec, catalog: &InstanceCatalog) -> Result<Fleet, GenE
     let mut host_no = 0u64;
     let per_spine = u64::from(spec.domains_per_block * spec.blocks_per_agg * spec.aggs_per_spine);
     for (ci, c) in spec.clouds.iter().enumerate() {
-        let gpu_t = catalog.get(&c.gpu_type).map(|t| (t.resources(), t.example_price_per_hour));
-        let cpu_t = catalog.get(&c.cpu_type).map(|t| (t.resources(), t.example_price_per_hour));
+        let gpu_t = catalog
+            .get(&c.gpu_type)
+            .map(|t| (t.resources(), t.example_price_per_hour));
+        let cpu_t = catalog
+            .get(&c.cpu_type)
+            .map(|t| (t.resources(), t.example_price_per_hour));
         let (Some((gpu_res, gpu_price)), Some((cpu_res, cpu_price))) = (gpu_t, cpu_t) else {
             continue; // checked above
         };
@@ -209,11 +247,21 @@ pub fn generate(spec: &GenSpec, catalog: &InstanceCatalog) -> Result<Fleet, GenE
                 let dname = format!("nvl{domain_no:05}");
                 let loc = Location {
                     zone: zone.clone(),
-                    network: vec![format!("sp{spine}"), format!("agg{agg}"), format!("blk{block}")],
+                    network: vec![
+                        format!("sp{spine}"),
+                        format!("agg{agg}"),
+                        format!("blk{block}"),
+                    ],
                     domain: Some(dname.clone()),
                 };
                 for t in 0..spec.trays_per_domain {
-                    b.add_node(&format!("{dname}t{t:02}"), gpu_pool, &loc, gpu_res, NodeState::Ready)?;
+                    b.add_node(
+                        &format!("{dname}t{t:02}"),
+                        gpu_pool,
+                        &loc,
+                        gpu_res,
+                        NodeState::Ready,
+                    )?;
                 }
                 domain_no += 1;
             }
@@ -224,7 +272,13 @@ pub fn generate(spec: &GenSpec, catalog: &InstanceCatalog) -> Result<Fleet, GenE
                     network: vec![format!("cpusp{}", rack / 64), format!("rack{rack}")],
                     domain: None,
                 };
-                b.add_node(&format!("cpu{host_no:07}"), cpu_pool, &loc, cpu_res, NodeState::Ready)?;
+                b.add_node(
+                    &format!("cpu{host_no:07}"),
+                    cpu_pool,
+                    &loc,
+                    cpu_res,
+                    NodeState::Ready,
+                )?;
                 host_no += 1;
             }
         }

@@ -12,7 +12,9 @@
 use crate::SourceError;
 use model::fleet::Location;
 use model::hostlist;
-use model::{CapacityPool, Fleet, FleetBuilder, InstanceCatalog, NodeState, PricingKind, TopoId, TopoKind};
+use model::{
+    CapacityPool, Fleet, FleetBuilder, InstanceCatalog, NodeState, PricingKind, TopoId, TopoKind,
+};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::Write as _;
 
@@ -91,7 +93,9 @@ pub fn import(
         }
         let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
         let expand = |field: &str, v: Option<&str>| -> Result<Vec<String>, SourceError> {
-            v.map_or(Ok(Vec::new()), |v| hostlist::expand(v).map_err(|e| err(field, e.to_string())))
+            v.map_or(Ok(Vec::new()), |v| {
+                hostlist::expand(v).map_err(|e| err(field, e.to_string()))
+            })
         };
         for (k, _) in &pairs {
             if !matches!(
@@ -104,7 +108,8 @@ pub fn import(
         match pairs[0].0.as_str() {
             "switchname" => {
                 let name = pairs[0].1.to_string();
-                model::fleet::check_name("SwitchName", &name).map_err(|e| err("SwitchName", e.to_string()))?;
+                model::fleet::check_name("SwitchName", &name)
+                    .map_err(|e| err("SwitchName", e.to_string()))?;
                 let s = Switch {
                     name,
                     switches: expand("Switches", get("switches"))?,
@@ -112,13 +117,17 @@ pub fn import(
                     line,
                 };
                 if s.switches.is_empty() && s.nodes.is_empty() {
-                    return Err(err("SwitchName", format!("switch '{}' has neither Switches= nor Nodes=", s.name)));
+                    return Err(err(
+                        "SwitchName",
+                        format!("switch '{}' has neither Switches= nor Nodes=", s.name),
+                    ));
                 }
                 switches.push(s);
             }
             "blockname" => {
                 let name = pairs[0].1.to_string();
-                model::fleet::check_name("BlockName", &name).map_err(|e| err("BlockName", e.to_string()))?;
+                model::fleet::check_name("BlockName", &name)
+                    .map_err(|e| err("BlockName", e.to_string()))?;
                 let nodes = expand("Nodes", get("nodes"))?;
                 if nodes.is_empty() {
                     return Err(err("Nodes", format!("block '{name}' has no Nodes=")));
@@ -128,10 +137,9 @@ pub fn import(
             "blocksizes" => {
                 let mut v = Vec::new();
                 for part in pairs[0].1.split(',') {
-                    let n: u32 = part
-                        .trim()
-                        .parse()
-                        .map_err(|_| err("BlockSizes", format!("'{part}' is not a positive number")))?;
+                    let n: u32 = part.trim().parse().map_err(|_| {
+                        err("BlockSizes", format!("'{part}' is not a positive number"))
+                    })?;
                     if n == 0 {
                         return Err(err("BlockSizes", "sizes must be positive".into()));
                     }
@@ -140,20 +148,36 @@ pub fn import(
                 sizes = Some((v, line));
             }
             other => {
-                return Err(err(other, "a line must start with SwitchName=, BlockName= or BlockSizes=".into()));
+                return Err(err(
+                    other,
+                    "a line must start with SwitchName=, BlockName= or BlockSizes=".into(),
+                ));
             }
         }
     }
     if !switches.is_empty() && (!blocks.is_empty() || sizes.is_some()) {
-        return Err(SourceError::new(file, None, "topology", "mixes SwitchName (tree) and BlockName (block) lines; one file holds one plugin"));
+        return Err(SourceError::new(
+            file,
+            None,
+            "topology",
+            "mixes SwitchName (tree) and BlockName (block) lines; one file holds one plugin",
+        ));
     }
     let Some(itype) = catalog.get(&options.instance_type) else {
-        return Err(SourceError::new(file, None, "--instance-type", format!("unknown instance type '{}'", options.instance_type)));
+        return Err(SourceError::new(
+            file,
+            None,
+            "--instance-type",
+            format!("unknown instance type '{}'", options.instance_type),
+        ));
     };
     let mut b = FleetBuilder::new();
     let pool = b
         .add_pool(CapacityPool {
-            name: format!("{}-{}-{}", options.cloud, options.region, options.instance_type),
+            name: format!(
+                "{}-{}-{}",
+                options.cloud, options.region, options.instance_type
+            ),
             cloud: options.cloud.clone(),
             region: options.region.clone(),
             instance_type: options.instance_type.clone(),
@@ -168,20 +192,42 @@ pub fn import(
             .map_err(|e| SourceError::new(file, Some(line), "Nodes", e.to_string()))
     };
     if !switches.is_empty() {
-        let index: FxHashMap<&str, usize> = switches.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let index: FxHashMap<&str, usize> = switches
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         if index.len() != switches.len() {
-            let dup = switches.iter().find(|s| index[s.name.as_str()] != switches.iter().position(|x| x.name == s.name).unwrap_or(0));
+            let dup = switches.iter().find(|s| {
+                index[s.name.as_str()]
+                    != switches.iter().position(|x| x.name == s.name).unwrap_or(0)
+            });
             let (name, line) = dup.map_or(("?".into(), 0), |s| (s.name.clone(), s.line));
-            return Err(SourceError::new(file, Some(line), "SwitchName", format!("switch '{name}' is declared twice")));
+            return Err(SourceError::new(
+                file,
+                Some(line),
+                "SwitchName",
+                format!("switch '{name}' is declared twice"),
+            ));
         }
         let mut parent = vec![usize::MAX; switches.len()];
         for (i, s) in switches.iter().enumerate() {
             for c in &s.switches {
                 let Some(&ci) = index.get(c.as_str()) else {
-                    return Err(SourceError::new(file, Some(s.line), "Switches", format!("no switch named '{c}'")));
+                    return Err(SourceError::new(
+                        file,
+                        Some(s.line),
+                        "Switches",
+                        format!("no switch named '{c}'"),
+                    ));
                 };
                 if parent[ci] != usize::MAX || ci == i {
-                    return Err(SourceError::new(file, Some(s.line), "Switches", format!("switch '{c}' has more than one parent")));
+                    return Err(SourceError::new(
+                        file,
+                        Some(s.line),
+                        "Switches",
+                        format!("switch '{c}' has more than one parent"),
+                    ));
                 }
                 parent[ci] = i;
             }
@@ -192,14 +238,30 @@ pub fn import(
             while parent[*chain.last().unwrap_or(&i)] != usize::MAX {
                 let p = parent[*chain.last().unwrap_or(&i)];
                 if chain.len() > switches.len() {
-                    return Err(SourceError::new(file, Some(switches[i].line), "Switches", format!("switch '{}' is part of a cycle", switches[i].name)));
+                    return Err(SourceError::new(
+                        file,
+                        Some(switches[i].line),
+                        "Switches",
+                        format!("switch '{}' is part of a cycle", switches[i].name),
+                    ));
                 }
                 chain.push(p);
             }
             if chain.len() > 8 {
-                return Err(SourceError::new(file, Some(switches[i].line), "Switches", "more than 8 switch levels"));
+                return Err(SourceError::new(
+                    file,
+                    Some(switches[i].line),
+                    "Switches",
+                    "more than 8 switch levels",
+                ));
             }
-            paths[i] = Some(chain.iter().rev().map(|&k| switches[k].name.clone()).collect());
+            paths[i] = Some(
+                chain
+                    .iter()
+                    .rev()
+                    .map(|&k| switches[k].name.clone())
+                    .collect(),
+            );
         }
         let mut seen = FxHashSet::default();
         for (i, s) in switches.iter().enumerate() {
@@ -210,7 +272,12 @@ pub fn import(
             };
             for n in &s.nodes {
                 if !seen.insert(n.as_str()) {
-                    return Err(SourceError::new(file, Some(s.line), "Nodes", format!("node '{n}' is under more than one switch")));
+                    return Err(SourceError::new(
+                        file,
+                        Some(s.line),
+                        "Nodes",
+                        format!("node '{n}' is under more than one switch"),
+                    ));
                 }
                 add(&mut b, n, &loc, s.line)?;
             }
@@ -218,24 +285,45 @@ pub fn import(
     } else {
         let base = match &sizes {
             Some((v, _)) => v[0],
-            None => blocks.iter().map(|b| b.nodes.len() as u32).max().unwrap_or(1),
+            None => blocks
+                .iter()
+                .map(|b| b.nodes.len() as u32)
+                .max()
+                .unwrap_or(1),
         };
         let mut levels: Vec<u32> = Vec::new();
         if let Some((v, line)) = &sizes {
             for w in v.windows(2) {
                 if w[1] <= w[0] || w[1] % base != 0 {
-                    return Err(SourceError::new(file, Some(*line), "BlockSizes", "sizes must ascend and be multiples of the first (the base block)"));
+                    return Err(SourceError::new(
+                        file,
+                        Some(*line),
+                        "BlockSizes",
+                        "sizes must ascend and be multiples of the first (the base block)",
+                    ));
                 }
             }
             levels = v[1..].iter().rev().copied().collect();
         }
         for (j, blk) in blocks.iter().enumerate() {
             if blk.nodes.len() as u32 > base {
-                return Err(SourceError::new(file, Some(blk.line), "Nodes", format!("block '{}' has {} nodes, more than the base block size {base}", blk.name, blk.nodes.len())));
+                return Err(SourceError::new(
+                    file,
+                    Some(blk.line),
+                    "Nodes",
+                    format!(
+                        "block '{}' has {} nodes, more than the base block size {base}",
+                        blk.name,
+                        blk.nodes.len()
+                    ),
+                ));
             }
             let loc = Location {
                 zone: options.zone.clone(),
-                network: levels.iter().map(|s| format!("bs{s}-{}", j as u32 / (s / base))).collect(),
+                network: levels
+                    .iter()
+                    .map(|s| format!("bs{s}-{}", j as u32 / (s / base)))
+                    .collect(),
                 domain: Some(blk.name.clone()),
             };
             for n in &blk.nodes {
@@ -244,9 +332,15 @@ pub fn import(
         }
     }
     if b.node_count() == 0 {
-        return Err(SourceError::new(file, None, "topology", "no switches or blocks with nodes"));
+        return Err(SourceError::new(
+            file,
+            None,
+            "topology",
+            "no switches or blocks with nodes",
+        ));
     }
-    b.build().map_err(|e| SourceError::new(file, None, "topology", e.to_string()))
+    b.build()
+        .map_err(|e| SourceError::new(file, None, "topology", e.to_string()))
 }
 
 /// Names for topology nodes of one kind: the plain name when unique, else the path.
@@ -258,7 +352,11 @@ fn unique_names(fleet: &Fleet, ids: &[TopoId]) -> FxHashMap<TopoId, String> {
     ids.iter()
         .map(|&id| {
             let name = &*fleet.topo_node(id).name;
-            let s = if count[name] == 1 { name.to_string() } else { fleet.topo_path(id).replace('/', "_") };
+            let s = if count[name] == 1 {
+                name.to_string()
+            } else {
+                fleet.topo_path(id).replace('/', "_")
+            };
             (id, s)
         })
         .collect()
@@ -295,7 +393,8 @@ fn export_tree(fleet: &Fleet) -> String {
         .filter(|t| is_switch(fleet.topo_node(*t)) || zone_switch.contains(t))
         .collect();
     let names = unique_names(fleet, &switch_ids);
-    let mut out = String::from("# topology.conf (topology/tree) written by stargrid fleet export\n");
+    let mut out =
+        String::from("# topology.conf (topology/tree) written by stargrid fleet export\n");
     // Children before parents: post-order over the tree.
     fn visit(fleet: &Fleet, t: TopoId, emit: &mut dyn FnMut(TopoId)) {
         for c in &fleet.topo_node(t).children {
@@ -326,7 +425,10 @@ fn export_tree(fleet: &Fleet) -> String {
 fn export_block(fleet: &Fleet) -> String {
     let domains = fleet.domains();
     let names = unique_names(fleet, domains);
-    let sizes: Vec<u32> = domains.iter().map(|d| fleet.topo_node(*d).nodes.len() as u32).collect();
+    let sizes: Vec<u32> = domains
+        .iter()
+        .map(|d| fleet.topo_node(*d).nodes.len() as u32)
+        .collect();
     let base = sizes.iter().copied().max().unwrap_or(1);
     let mut block_sizes = vec![base];
     // Larger sizes: network levels, bottom up, while every node of the level holds the same
@@ -349,7 +451,9 @@ fn export_block(fleet: &Fleet) -> String {
                     .map(|t| t.domains.len() as u32)
                     .collect();
                 let uniform = domains.iter().all(|d| {
-                    fleet.ancestors(*d).any(|a| fleet.topo_node(a).kind == TopoKind::Network { level })
+                    fleet
+                        .ancestors(*d)
+                        .any(|a| fleet.topo_node(a).kind == TopoKind::Network { level })
                 });
                 match (counts.len(), counts.iter().next()) {
                     (1, Some(&c)) if uniform && c > 0 => {
@@ -363,14 +467,20 @@ fn export_block(fleet: &Fleet) -> String {
             }
         }
     }
-    let mut out = String::from("# topology.conf (topology/block) written by stargrid fleet export\n");
+    let mut out =
+        String::from("# topology.conf (topology/block) written by stargrid fleet export\n");
     for d in domains {
         let t = fleet.topo_node(*d);
         let nodes: Vec<&str> = fleet.nodes()[t.nodes.start as usize..t.nodes.end as usize]
             .iter()
             .map(|n| &*n.name)
             .collect();
-        let _ = writeln!(out, "BlockName={} Nodes={}", names[d], hostlist::compress(&nodes));
+        let _ = writeln!(
+            out,
+            "BlockName={} Nodes={}",
+            names[d],
+            hostlist::compress(&nodes)
+        );
     }
     let sizes: Vec<String> = block_sizes.iter().map(u32::to_string).collect();
     let _ = writeln!(out, "BlockSizes={}", sizes.join(","));
@@ -425,7 +535,11 @@ BlockSizes=4,8,16
 
     #[test]
     fn generated_fleet_keeps_its_grouping_through_both_formats() {
-        let spec = GenSpec { gpus: 72 * 40, cpu_hosts: 0, ..GenSpec::default() };
+        let spec = GenSpec {
+            gpus: 72 * 40,
+            cpu_hosts: 0,
+            ..GenSpec::default()
+        };
         let f = generate(&spec, &InstanceCatalog::builtin()).unwrap();
         // Block: every node keeps its domain-mates.
         let text = export(&f, SlurmFormat::Block);
@@ -433,7 +547,10 @@ BlockSizes=4,8,16
         let mates = |f: &Fleet, name: &str| -> Vec<String> {
             let n = f.node_by_name(name).unwrap();
             let d = f.topo_node(f.domain_of(n).unwrap());
-            f.nodes()[d.nodes.start as usize..d.nodes.end as usize].iter().map(|n| n.name.to_string()).collect()
+            f.nodes()[d.nodes.start as usize..d.nodes.end as usize]
+                .iter()
+                .map(|n| n.name.to_string())
+                .collect()
         };
         for n in f.nodes().iter().step_by(7) {
             assert_eq!(mates(&f, &n.name), mates(&g, &n.name));
@@ -444,9 +561,15 @@ BlockSizes=4,8,16
         let h = import("t.conf", &text, &InstanceCatalog::builtin(), &opts()).unwrap();
         let leaf = |f: &Fleet, name: &str| -> Vec<String> {
             let n = f.node_by_name(name).unwrap();
-            let sw = f.ancestors(f.node(n).parent).find(|a| matches!(f.topo_node(*a).kind, TopoKind::Network { .. })).unwrap();
+            let sw = f
+                .ancestors(f.node(n).parent)
+                .find(|a| matches!(f.topo_node(*a).kind, TopoKind::Network { .. }))
+                .unwrap();
             let t = f.topo_node(sw);
-            f.nodes()[t.nodes.start as usize..t.nodes.end as usize].iter().map(|n| n.name.to_string()).collect()
+            f.nodes()[t.nodes.start as usize..t.nodes.end as usize]
+                .iter()
+                .map(|n| n.name.to_string())
+                .collect()
         };
         for n in f.nodes().iter().step_by(11) {
             assert_eq!(leaf(&f, &n.name), leaf(&h, &n.name));
@@ -459,24 +582,62 @@ BlockSizes=4,8,16
         let cat = InstanceCatalog::builtin();
         let cases = [
             ("SwitchName=a Nodes=x[1-\n", 1, "Nodes", "never closed"),
-            ("SwitchName=a Nodes=x1\nSwitchName=b Switches=zz\n", 2, "Switches", "no switch named 'zz'"),
-            ("SwitchName=a Nodes=x1\nSwitchName=b Nodes=x1\n", 2, "Nodes", "more than one switch"),
-            ("SwitchName=a Switches=b\nSwitchName=b Switches=a\n", 1, "Switches", "cycle"),
+            (
+                "SwitchName=a Nodes=x1\nSwitchName=b Switches=zz\n",
+                2,
+                "Switches",
+                "no switch named 'zz'",
+            ),
+            (
+                "SwitchName=a Nodes=x1\nSwitchName=b Nodes=x1\n",
+                2,
+                "Nodes",
+                "more than one switch",
+            ),
+            (
+                "SwitchName=a Switches=b\nSwitchName=b Switches=a\n",
+                1,
+                "Switches",
+                "cycle",
+            ),
             ("SwitchName=a\n", 1, "SwitchName", "neither"),
             ("Colour=red\n", 1, "colour", "unknown key"),
-            ("BlockName=b Nodes=n[1-5]\nBlockSizes=4\n", 1, "Nodes", "more than the base"),
-            ("BlockName=b Nodes=n[1-4]\nBlockSizes=4,6\n", 2, "BlockSizes", "multiples"),
+            (
+                "BlockName=b Nodes=n[1-5]\nBlockSizes=4\n",
+                1,
+                "Nodes",
+                "more than the base",
+            ),
+            (
+                "BlockName=b Nodes=n[1-4]\nBlockSizes=4,6\n",
+                2,
+                "BlockSizes",
+                "multiples",
+            ),
             ("BlockSizes=x\n", 1, "BlockSizes", "not a positive number"),
             ("SwitchName=a Nodes=x1 garbage\n", 1, "garbage", "Key=Value"),
         ];
         for (text, line, field, why) in cases {
             let e = import("c.conf", text, &cat, &opts()).unwrap_err();
-            assert_eq!((e.line, e.field.as_str()), (Some(line), field), "{text}: {e}");
+            assert_eq!(
+                (e.line, e.field.as_str()),
+                (Some(line), field),
+                "{text}: {e}"
+            );
             assert!(e.reason.contains(why), "{text}: {e}");
         }
-        let e = import("c.conf", "SwitchName=a Nodes=x1\nBlockName=b Nodes=y1\n", &cat, &opts()).unwrap_err();
+        let e = import(
+            "c.conf",
+            "SwitchName=a Nodes=x1\nBlockName=b Nodes=y1\n",
+            &cat,
+            &opts(),
+        )
+        .unwrap_err();
         assert!(e.reason.contains("mixes"), "{e}");
-        let bad = SlurmImport { instance_type: "nope".into(), ..opts() };
+        let bad = SlurmImport {
+            instance_type: "nope".into(),
+            ..opts()
+        };
         let e = import("c.conf", TREE, &cat, &bad).unwrap_err();
         assert!(e.reason.contains("unknown instance type 'nope'"), "{e}");
     }

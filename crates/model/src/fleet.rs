@@ -242,7 +242,9 @@ pub fn check_name(field: &'static str, name: &str) -> Result<(), FleetError> {
         .chars()
         .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '[' | ']' | ',' | '='))
     {
-        return Err(bad("must not contain whitespace, '/', '[', ']', ',' or '='"));
+        return Err(bad(
+            "must not contain whitespace, '/', '[', ']', ',' or '='",
+        ));
     }
     Ok(())
 }
@@ -653,7 +655,10 @@ impl FleetBuilder {
     /// Finishes the fleet: orders the tree and nodes, checks domains are homogeneous.
     pub fn build(self) -> Result<Fleet, FleetError> {
         let FleetBuilder {
-            topo, mut nodes, pools, ..
+            topo,
+            mut nodes,
+            pools,
+            ..
         } = self;
         // Pre-order numbering of the topology.
         let mut order = Vec::with_capacity(topo.len());
@@ -785,8 +790,14 @@ mod tests {
                 network: vec!["s0".into(), format!("b{}", i % 2)],
                 domain: Some(format!("d{}", i % 3)),
             };
-            b.add_node(&format!("n{i}"), if i < 3 { p } else { q }, &loc, gpu4(), NodeState::Ready)
-                .unwrap();
+            b.add_node(
+                &format!("n{i}"),
+                if i < 3 { p } else { q },
+                &loc,
+                gpu4(),
+                NodeState::Ready,
+            )
+            .unwrap();
         }
         let f = b.build().unwrap();
         for (i, t) in f.topo().iter().enumerate() {

@@ -53,7 +53,10 @@ pub fn expand(expr: &str) -> Result<Vec<String>, HostlistError> {
                 Piece::Literal(s) => names.iter_mut().for_each(|n| n.push_str(s)),
                 Piece::Numbers(nums) => {
                     if names.len().saturating_mul(nums.len()) + out.len() > MAX_EXPANDED {
-                        return Err(err(expr, format!("expands to more than {MAX_EXPANDED} names")));
+                        return Err(err(
+                            expr,
+                            format!("expands to more than {MAX_EXPANDED} names"),
+                        ));
                     }
                     names = names
                         .iter()
@@ -64,7 +67,10 @@ pub fn expand(expr: &str) -> Result<Vec<String>, HostlistError> {
         }
         out.extend(names);
         if out.len() > MAX_EXPANDED {
-            return Err(err(expr, format!("expands to more than {MAX_EXPANDED} names")));
+            return Err(err(
+                expr,
+                format!("expands to more than {MAX_EXPANDED} names"),
+            ));
         }
     }
     Ok(out)
@@ -137,8 +143,7 @@ fn parse_set(set: &str) -> Result<Vec<String>, String> {
             None => (part, part),
         };
         for bound in [lo, hi] {
-            if bound.is_empty() || !bound.bytes().all(|b| b.is_ascii_digit()) || bound.len() > 18
-            {
+            if bound.is_empty() || !bound.bytes().all(|b| b.is_ascii_digit()) || bound.len() > 18 {
                 return Err(format!("'{part}' is not a number or a range of numbers"));
             }
         }
@@ -228,9 +233,7 @@ pub fn compress<S: AsRef<str>>(names: &[S]) -> String {
             }
             Ok(first) => {
                 let mut j = i + 1;
-                while j < runs.len()
-                    && matches!(&runs[j], Ok(r) if r.prefix == first.prefix)
-                {
+                while j < runs.len() && matches!(&runs[j], Ok(r) if r.prefix == first.prefix) {
                     j += 1;
                 }
                 let single = j == i + 1 && first.lo == first.hi;

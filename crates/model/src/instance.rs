@@ -96,11 +96,27 @@ impl InstanceCatalog {
         for t in [
             // AWS UltraServer trays: 18 trays of 4 GPUs form one NVL72 domain.
             builtin("p6e-gb200.36xlarge", Some(Gb200), 4, 144, 960, 22_500, 60.0),
-            builtin("p6e-gb300.36xlarge", Some(Gb300), 4, 144, 1_280, 22_500, 75.0),
+            builtin(
+                "p6e-gb300.36xlarge",
+                Some(Gb300),
+                4,
+                144,
+                1_280,
+                22_500,
+                75.0,
+            ),
             builtin("p6-b200.48xlarge", Some(B200), 8, 192, 2_048, 30_720, 113.9),
             builtin("p5.48xlarge", Some(H100), 8, 192, 2_048, 30_720, 55.0),
             builtin("p5en.48xlarge", Some(H200), 8, 192, 2_048, 30_720, 63.3),
-            builtin("trn2.48xlarge", Some(Trainium2), 16, 192, 2_048, 7_600, 44.7),
+            builtin(
+                "trn2.48xlarge",
+                Some(Trainium2),
+                16,
+                192,
+                2_048,
+                7_600,
+                44.7,
+            ),
             // Other clouds' GB200 trays (4 GPUs each, NVL72 racks).
             builtin("a4x-highgpu-4g", Some(Gb200), 4, 140, 884, 12_000, 58.0),
             builtin("ND_GB200_v6", Some(Gb200), 4, 128, 900, 16_000, 59.0),
@@ -153,7 +169,10 @@ impl InstanceCatalog {
             return Err(invalid("memory_mib", "must be > 0"));
         }
         if !(t.example_price_per_hour.is_finite() && t.example_price_per_hour >= 0.0) {
-            return Err(invalid("example_price_per_hour", "must be a finite number >= 0"));
+            return Err(invalid(
+                "example_price_per_hour",
+                "must be a finite number >= 0",
+            ));
         }
         self.insert_unchecked(t);
         Ok(())

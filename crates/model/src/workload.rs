@@ -75,7 +75,10 @@ impl GangRequest {
     /// Checks ranges a request must respect before it reaches the engine.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.nodes == 0 || self.nodes > Self::MAX_NODES {
-            return Err(field_error("nodes", format!("must be 1..={}", Self::MAX_NODES)));
+            return Err(field_error(
+                "nodes",
+                format!("must be 1..={}", Self::MAX_NODES),
+            ));
         }
         if self.gpus_per_node == 0 || self.gpus_per_node > crate::Resources::MAX_GPUS {
             return Err(field_error("gpus_per_node", "must be 1..=32"));
@@ -111,7 +114,10 @@ impl SandboxRequest {
     /// Checks ranges a request must respect before it reaches the engine.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.count == 0 || self.count > Self::MAX_BATCH {
-            return Err(field_error("count", format!("must be 1..={}", Self::MAX_BATCH)));
+            return Err(field_error(
+                "count",
+                format!("must be 1..={}", Self::MAX_BATCH),
+            ));
         }
         if self.cpu_millis == 0 {
             return Err(field_error("cpu_millis", "must be at least 1"));

@@ -395,9 +395,8 @@ impl Engine {
     pub(crate) fn refresh_host_room(&mut self, i: usize) {
         let node = self.cpu_hosts[i] as usize;
         let f = &self.free[node];
-        let room = self.fleet.nodes()[node].state.schedulable()
-            && f.cpu_millis > 0
-            && f.memory_mib > 0;
+        let room =
+            self.fleet.nodes()[node].state.schedulable() && f.cpu_millis > 0 && f.memory_mib > 0;
         let (word, bit) = (i / 64, i % 64);
         if room {
             self.host_room[word] |= 1 << bit;
@@ -556,7 +555,11 @@ impl Engine {
                     ..
                 } => {
                     if slots.len() != request.nodes as usize {
-                        return Err(format!("{id}: {} slots for {} nodes", slots.len(), request.nodes));
+                        return Err(format!(
+                            "{id}: {} slots for {} nodes",
+                            slots.len(),
+                            request.nodes
+                        ));
                     }
                     for s in slots {
                         let n = s.node.0 as usize;
@@ -590,7 +593,9 @@ impl Engine {
                         used_mem[n] += u64::from(alive) * u64::from(request.memory_mib);
                     }
                     if total != *live_count {
-                        return Err(format!("{id}: live count {live_count} but {total} live bits"));
+                        return Err(format!(
+                            "{id}: live count {live_count} but {total} live bits"
+                        ));
                     }
                 }
             }
@@ -610,7 +615,10 @@ impl Engine {
                 memory_mib: cap.memory_mib - used_mem[i] as u32,
             };
             if *f != expect {
-                return Err(format!("{}: free {:?} but allocations leave {:?}", n.name, f, expect));
+                return Err(format!(
+                    "{}: free {:?} but allocations leave {:?}",
+                    n.name, f, expect
+                ));
             }
         }
         let mut check = self.clone();
@@ -672,7 +680,11 @@ pub(crate) fn count_live(bits: &[u64], first: u32, count: u32) -> u32 {
     while i < end {
         let (w, b) = (i / 64, i % 64);
         let take = (64 - b).min(end - i);
-        let mask = if take == 64 { u64::MAX } else { ((1u64 << take) - 1) << b };
+        let mask = if take == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << take) - 1) << b
+        };
         total += (bits[w] & mask).count_ones();
         i += take;
     }

@@ -84,7 +84,10 @@ impl Engine {
             return 0;
         }
         (ds.first_node..ds.end_node)
-            .filter(|&n| self.fleet.nodes()[n as usize].state.schedulable() && self.free[n as usize].holds(ask))
+            .filter(|&n| {
+                self.fleet.nodes()[n as usize].state.schedulable()
+                    && self.free[n as usize].holds(ask)
+            })
             .count() as u32
     }
 
@@ -121,7 +124,9 @@ impl Engine {
     pub fn plan_gang(&self, request: &GangRequest) -> Result<GangPlacement, Unplaceable> {
         let shape = self.shape(request)?;
         let ask = Self::per_node_ask(request);
-        let biggest = self.domains_of(request).map(|d| self.domains[d as usize].capacity);
+        let biggest = self
+            .domains_of(request)
+            .map(|d| self.domains[d as usize].capacity);
         if !biggest.clone().any(|c| c.holds(&ask)) {
             let cap = biggest.map(|c| c.gpus).max().unwrap_or(0);
             return Err(Unplaceable::new(format!(
@@ -147,7 +152,11 @@ impl Engine {
     }
 
     /// The fullest domain that still holds the whole gang.
-    fn best_single_domain(&self, request: &GangRequest, ask: &Resources) -> Result<u32, Unplaceable> {
+    fn best_single_domain(
+        &self,
+        request: &GangRequest,
+        ask: &Resources,
+    ) -> Result<u32, Unplaceable> {
         let m = request.gpu.index();
         let n = request.nodes;
         let whole_node = self.model_node_gpus[m] == Some(ask.gpus);
@@ -191,9 +200,8 @@ impl Engine {
             "{total} such nodes are free fleet-wide, spread over domains that each have fewer"
         ));
         self.add_unschedulable_detail(request, &mut u);
-        u.details.push(
-            "set a smaller `segment` to let the gang span several domains".into(),
-        );
+        u.details
+            .push("set a smaller `segment` to let the gang span several domains".into());
         u
     }
 
@@ -231,7 +239,10 @@ impl Engine {
             }
             let full = eligible / shape.seg;
             let rem_ok = shape.rem > 0 && eligible % shape.seg >= shape.rem;
-            rooms.push(Room { domain: d, eligible });
+            rooms.push(Room {
+                domain: d,
+                eligible,
+            });
             for t in self.up_to_zone(self.domains[d as usize].topo) {
                 full_room[t.0 as usize] += full;
                 rem_fits[t.0 as usize] |= rem_ok;
@@ -256,10 +267,7 @@ impl Engine {
             return Err(self.explain_segments(request, ask, shape, &full_room));
         };
         let range = topo[root].domains.clone();
-        let mut inside: Vec<&Room> = rooms
-            .iter()
-            .filter(|r| range.contains(&r.domain))
-            .collect();
+        let mut inside: Vec<&Room> = rooms.iter().filter(|r| range.contains(&r.domain)).collect();
         inside.sort_by_key(|r| (r.eligible, r.domain));
         let mut segments: Vec<(u32, u32)> = Vec::with_capacity(shape.segments() as usize);
         let mut taken = vec![0u32; inside.len()];
@@ -303,7 +311,10 @@ impl Engine {
     }
 
     fn within_zone(&self, kind: TopoKind) -> bool {
-        matches!(kind, TopoKind::Zone | TopoKind::Network { .. } | TopoKind::Domain)
+        matches!(
+            kind,
+            TopoKind::Zone | TopoKind::Network { .. } | TopoKind::Domain
+        )
     }
 
     /// A topology node and its ancestors up to and including its zone.
@@ -390,7 +401,8 @@ impl Engine {
         let ds = &self.domains[d as usize];
         let full = mask_of(ds.capacity.gpus);
         let nodes = self.fleet.nodes();
-        let usable = |n: &u32| nodes[*n as usize].state.schedulable() && self.free[*n as usize].holds(ask);
+        let usable =
+            |n: &u32| nodes[*n as usize].state.schedulable() && self.free[*n as usize].holds(ask);
         if ask.gpus == ds.capacity.gpus {
             out.extend(
                 (ds.first_node..ds.end_node)
@@ -470,7 +482,8 @@ impl Engine {
         let levels = self.topo_height[lca.0 as usize];
         let min_levels = self.min_levels(request, shape);
         let domains_spanned = segments.len() as u32;
-        let score = f64::from(min_domains.min(domains_spanned)) / f64::from(domains_spanned.max(1))
+        let score = f64::from(min_domains.min(domains_spanned))
+            / f64::from(domains_spanned.max(1))
             / (1.0 + f64::from(levels.saturating_sub(min_levels)));
         Quality {
             domains_spanned,
@@ -495,6 +508,9 @@ impl Engine {
 
     /// Lowest height at which an empty fleet could hold the gang.
     fn min_levels(&self, request: &GangRequest, shape: Shape) -> u8 {
+        if shape.segments() == 1 {
+            return 0; // one segment always fits one domain of an empty fleet
+        }
         let topo = self.fleet.topo();
         let mut room = vec![0u32; topo.len()];
         let mut rem_fits = vec![false; topo.len()];
@@ -526,7 +542,6 @@ fn lowest_bits(mut mask: u32, count: u8) -> u32 {
     }
     out
 }
-
 
 /// "1 node", "2 nodes".
 pub(crate) fn plural(n: u32, noun: &str) -> String {

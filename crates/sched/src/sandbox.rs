@@ -61,7 +61,10 @@ impl Engine {
     }
 
     /// Decides where a batch would go, without changing anything.
-    pub fn plan_sandboxes(&self, request: &SandboxRequest) -> Result<SandboxPlacement, Unplaceable> {
+    pub fn plan_sandboxes(
+        &self,
+        request: &SandboxRequest,
+    ) -> Result<SandboxPlacement, Unplaceable> {
         Self::check_sandbox_request(request)?;
         let hosts = self.cpu_hosts.len();
         let mut runs = Vec::new();
@@ -175,7 +178,11 @@ impl Engine {
     /// Ends single sandboxes of a batch (by index); the batch goes when its last one does.
     /// Returns how many were released. Unknown or already-ended indices are an error and
     /// change nothing.
-    pub fn release_sandboxes(&mut self, id: WorkloadId, indices: &[u32]) -> Result<u32, EngineError> {
+    pub fn release_sandboxes(
+        &mut self,
+        id: WorkloadId,
+        indices: &[u32],
+    ) -> Result<u32, EngineError> {
         let Some(Allocation::Sandboxes {
             request,
             runs,

@@ -2,6 +2,8 @@
 //! sequences: no over-commit, gangs whole or not at all, failed attempts change nothing,
 //! determinism, and release restoring capacity exactly.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{fleet, gang, Shape};
@@ -11,11 +13,28 @@ use sched::{Allocation, Engine, EngineError, Scope};
 
 #[derive(Clone, Debug)]
 enum Op {
-    Gang { nodes: u32, gpn: u8, segment: Option<u32> },
-    Sandboxes { count: u32, cpu: u32, mem: u32 },
-    Release { pick: usize },
-    EndSandboxes { pick: usize, take: u32 },
-    State { node: bool, target: u32, state: NodeState },
+    Gang {
+        nodes: u32,
+        gpn: u8,
+        segment: Option<u32>,
+    },
+    Sandboxes {
+        count: u32,
+        cpu: u32,
+        mem: u32,
+    },
+    Release {
+        pick: usize,
+    },
+    EndSandboxes {
+        pick: usize,
+        take: u32,
+    },
+    State {
+        node: bool,
+        target: u32,
+        state: NodeState,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,17 +53,26 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
-    (1u32..=2, 1u32..=2, 1u32..=2, 1u32..=3, 1u32..=5, 1u8..=4, 0u32..=4).prop_map(
-        |(zones, spines, blocks, domains, trays, gpus, cpu_hosts)| Shape {
-            zones,
-            spines,
-            blocks,
-            domains,
-            trays,
-            gpus,
-            cpu_hosts,
-        },
+    (
+        1u32..=2,
+        1u32..=2,
+        1u32..=2,
+        1u32..=3,
+        1u32..=5,
+        1u8..=4,
+        0u32..=4,
     )
+        .prop_map(
+            |(zones, spines, blocks, domains, trays, gpus, cpu_hosts)| Shape {
+                zones,
+                spines,
+                blocks,
+                domains,
+                trays,
+                gpus,
+                cpu_hosts,
+            },
+        )
 }
 
 /// Everything observable about capacity: free resources of every node and live ids.
@@ -65,7 +93,11 @@ fn live_ids(e: &Engine, next: u64) -> Vec<WorkloadId> {
 /// Applies one op; returns a printable outcome (for determinism checks).
 fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
     match op {
-        Op::Gang { nodes, gpn, segment } => {
+        Op::Gang {
+            nodes,
+            gpn,
+            segment,
+        } => {
             let id = WorkloadId(*next);
             *next += 1;
             let req = gang(*nodes, *gpn, *segment);
@@ -92,7 +124,13 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
                         assert!(domains.windows(2).all(|w| w[0] == w[1]), "gang split");
                     }
                     // Each segment lies in one domain: per-domain counts can be cut into segments.
-                    let seg = segment.unwrap_or(if *nodes <= domain_size { *nodes } else { domain_size }).min(*nodes);
+                    let seg = segment
+                        .unwrap_or(if *nodes <= domain_size {
+                            *nodes
+                        } else {
+                            domain_size
+                        })
+                        .min(*nodes);
                     let mut counts: Vec<u32> = Vec::new();
                     let mut sorted = domains.clone();
                     sorted.sort();
@@ -115,7 +153,11 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
         Op::Sandboxes { count, cpu, mem } => {
             let id = WorkloadId(*next);
             *next += 1;
-            let req = SandboxRequest { count: *count, cpu_millis: *cpu, memory_mib: *mem };
+            let req = SandboxRequest {
+                count: *count,
+                cpu_millis: *cpu,
+                memory_mib: *mem,
+            };
             let before = snapshot(e);
             match e.place_sandboxes(id, &req, 7) {
                 Ok(p) => {
@@ -135,7 +177,9 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
                 return "nothing".into();
             }
             let id = ids[pick % ids.len()];
-            e.release(id).map(|_| format!("released {id}")).unwrap_or_else(|x| x.to_string())
+            e.release(id)
+                .map(|_| format!("released {id}"))
+                .unwrap_or_else(|x| x.to_string())
         }
         Op::EndSandboxes { pick, take } => {
             let batches: Vec<WorkloadId> = live_ids(e, *next)
@@ -155,7 +199,11 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
                 .collect();
             format!("{:?}", e.release_sandboxes(id, &idx))
         }
-        Op::State { node, target, state } => {
+        Op::State {
+            node,
+            target,
+            state,
+        } => {
             let scope = if *node {
                 Scope::Node(NodeId(target % e.fleet().nodes().len() as u32))
             } else {
@@ -167,7 +215,7 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
 
     #[test]
     fn random_sequences_keep_every_invariant(shape in shape(), ops in proptest::collection::vec(op(), 1..60)) {
@@ -219,11 +267,21 @@ proptest! {
 
 #[test]
 fn duplicate_ids_are_refused_without_change() {
-    let mut e = Engine::new(fleet(Shape { zones: 1, spines: 1, blocks: 1, domains: 2, trays: 2, gpus: 4, cpu_hosts: 1 }));
-    e.place_gang(WorkloadId(1), &gang(1, 4, None), 0).expect("first");
+    let mut e = Engine::new(fleet(Shape {
+        zones: 1,
+        spines: 1,
+        blocks: 1,
+        domains: 2,
+        trays: 2,
+        gpus: 4,
+        cpu_hosts: 1,
+    }));
+    e.place_gang(WorkloadId(1), &gang(1, 4, None), 0)
+        .expect("first");
     let before = snapshot(&e);
     assert_eq!(
-        e.place_gang(WorkloadId(1), &gang(1, 4, None), 0).unwrap_err(),
+        e.place_gang(WorkloadId(1), &gang(1, 4, None), 0)
+            .unwrap_err(),
         EngineError::DuplicateWorkload(WorkloadId(1))
     );
     assert_eq!(snapshot(&e), before);

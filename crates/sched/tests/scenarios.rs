@@ -1,6 +1,8 @@
 //! Data-driven placement scenarios: each script's decisions are snapshotted with
 //! `expect-test` (update with `UPDATE_EXPECT=1 cargo test`).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{fleet, run_script, Shape};

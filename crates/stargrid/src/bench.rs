@@ -145,9 +145,11 @@ fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map_or(0, |kb| kb * 1024)
 }
@@ -181,7 +183,8 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     let BenchCommand::Engine(a) = cmd;
     let quiet = a.json;
     let t0 = Instant::now();
-    let fleet = generate(&a.fleet.spec()?, &InstanceCatalog::builtin()).context("generating the fleet")?;
+    let fleet =
+        generate(&a.fleet.spec()?, &InstanceCatalog::builtin()).context("generating the fleet")?;
     let gen_s = t0.elapsed().as_secs_f64();
     let summary = fleet.summary();
     let fleet_heap = fleet.heap_bytes();
@@ -212,7 +215,12 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     }
     pb.finish_and_clear();
     // Fill CPU hosts with sandbox batches of mixed shapes.
-    let shapes = [(1u32, (500u32, 1024u32)), (4, (1000, 2048)), (2, (2000, 4096)), (1, (4000, 16384))];
+    let shapes = [
+        (1u32, (500u32, 1024u32)),
+        (4, (1000, 2048)),
+        (2, (2000, 4096)),
+        (1, (4000, 16384)),
+    ];
     let (cpu_total, _) = e.cpu_host_usage();
     let cpu_target = (cpu_total as f64 * a.fill) as u64;
     let pb = bar(cpu_target, "filling CPU hosts", quiet);
@@ -222,7 +230,17 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         let (cpu, mem) = *f.rng.pick(&shapes);
         let count = 1_000 + f.rng.below(99_000) as u32;
         let id = f.id();
-        if e.place_sandboxes(id, &SandboxRequest { count, cpu_millis: cpu, memory_mib: mem }, 0).is_err() {
+        if e.place_sandboxes(
+            id,
+            &SandboxRequest {
+                count,
+                cpu_millis: cpu,
+                memory_mib: mem,
+            },
+            0,
+        )
+        .is_err()
+        {
             break;
         }
         cpu_used += u64::from(count) * u64::from(cpu);
@@ -246,20 +264,30 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         let mut ok = 0;
         let mut score = 0.0;
         for _ in 0..iters {
-            let freed = f.release_random_gang(&mut e);
-            let mut refill = 0;
-            while refill < freed {
+            // Churn: one random gang ends, then the fill level is restored around the target.
+            used -= f.release_random_gang(&mut e);
+            let mut misses = 0;
+            while used < target && misses < 50 {
                 let before = f.live_gangs.len();
-                if !f.place_random_gang(&mut e) {
-                    break;
+                if f.place_random_gang(&mut e) {
+                    used += f.live_gangs[before].1;
+                } else {
+                    misses += 1;
                 }
-                refill += f.live_gangs[before].1;
+            }
+            while used > target + target / 50 {
+                used -= f.release_random_gang(&mut e);
             }
             let req = gang(gpus, 4, WorkloadClass::Training);
             let id = f.id();
             let start = Instant::now();
             let r = e.place_gang(id, &req, 0);
             ns.push(start.elapsed().as_nanos() as u64);
+            if let Err(err) = &r {
+                if std::env::var_os("STARGRID_BENCH_DEBUG").is_some() {
+                    eprintln!("{gpus}: {err}");
+                }
+            }
             if let Ok(p) = r {
                 ok += 1;
                 score += p.quality.score;
@@ -277,7 +305,11 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     }
 
     // Sandbox throughput: a batch of 1,000,000, placed and released several times.
-    let req = SandboxRequest { count: 1_000_000, cpu_millis: 1000, memory_mib: 2048 };
+    let req = SandboxRequest {
+        count: 1_000_000,
+        cpu_millis: 1000,
+        memory_mib: 2048,
+    };
     let mut rates = Vec::new();
     for round in 0..5 {
         let id = f.id();

@@ -6,7 +6,9 @@ use crate::workload_file::Entry;
 use anyhow::{Context, Result};
 use clap::Args;
 use fleet::generate::{generate, GenSpec};
-use model::{GangRequest, GpuModel, InstanceCatalog, NodeState, SandboxRequest, WorkloadClass, WorkloadId};
+use model::{
+    GangRequest, GpuModel, InstanceCatalog, NodeState, SandboxRequest, WorkloadClass, WorkloadId,
+};
 use sched::{Engine, Scope};
 
 #[derive(Args)]
@@ -39,7 +41,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     };
     // Two providers keep the demo's zones large enough for its 1,152-GPU gangs.
     spec.clouds.retain(|c| c.cloud == "aws" || c.cloud == "gcp");
-    let fleet = generate(&spec, &InstanceCatalog::builtin()).context("generating the demo fleet")?;
+    let fleet =
+        generate(&spec, &InstanceCatalog::builtin()).context("generating the demo fleet")?;
     let s = fleet.summary();
     println!(
         "fleet: {} GPUs in {} NVL72 domains, {} CPU hosts, {} clouds, {} zones, {} network levels\n",
@@ -62,7 +65,10 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     for r in 0..4 {
         plan.push(Entry::Gang(format!("chat-replica-{r}"), gang(Inf, 8, None)));
     }
-    plan.push(Entry::Gang("frontier-replica-nvl72".into(), gang(Inf, 72, None)));
+    plan.push(Entry::Gang(
+        "frontier-replica-nvl72".into(),
+        gang(Inf, 72, None),
+    ));
     plan.push(Entry::Sandboxes(
         "agent-sandboxes".into(),
         SandboxRequest {
@@ -107,7 +113,10 @@ pub fn run(a: &DemoArgs) -> Result<()> {
                 ids.join(", ")
             );
             println!("retrying a 1152-GPU gang with that spine out of service:");
-            place(&mut engine, &Entry::Gang("pretrain-retry".into(), gang(Tr, 1152, None)));
+            place(
+                &mut engine,
+                &Entry::Gang("pretrain-retry".into(), gang(Tr, 1152, None)),
+            );
         }
     }
     Ok(())

@@ -172,7 +172,11 @@ pub fn catalog(types: Option<&PathBuf>) -> Result<InstanceCatalog> {
 /// Loads a fleet file.
 pub fn load_fleet(path: &Path, catalog: InstanceCatalog) -> Result<Fleet> {
     let text = read(path)?;
-    Ok(fleet::file::parse(&path.display().to_string(), &text, catalog)?)
+    Ok(fleet::file::parse(
+        &path.display().to_string(),
+        &text,
+        catalog,
+    )?)
 }
 
 pub fn run(cmd: FleetCommand) -> Result<()> {
@@ -247,9 +251,15 @@ pub fn run(cmd: FleetCommand) -> Result<()> {
                 }
                 println!("CPU millicores      {}", s.cpu_millis);
                 println!("memory MiB          {}", s.memory_mib);
-                println!("NVLink domains      {} ({} multi-node)", s.nvlink_domains, s.multi_node_domains);
+                println!(
+                    "NVLink domains      {} ({} multi-node)",
+                    s.nvlink_domains, s.multi_node_domains
+                );
                 println!("network levels      {}", s.network_levels);
-                println!("clouds/regions/zones {}/{}/{}", s.clouds, s.regions, s.zones);
+                println!(
+                    "clouds/regions/zones {}/{}/{}",
+                    s.clouds, s.regions, s.zones
+                );
                 println!("pools               {}", s.pools);
                 println!("not ready           {}", s.unschedulable_nodes);
             }

@@ -66,7 +66,11 @@ impl Decision {
                 ),
             }
         } else {
-            println!("{}: NOT PLACED: {}", self.name, self.reason.as_deref().unwrap_or(""));
+            println!(
+                "{}: NOT PLACED: {}",
+                self.name,
+                self.reason.as_deref().unwrap_or("")
+            );
             for d in &self.details {
                 println!("    - {d}");
             }
@@ -77,7 +81,9 @@ impl Decision {
 /// Places one entry and describes the outcome.
 pub fn place_entry(engine: &mut Engine, id: WorkloadId, entry: &Entry, now: u64) -> Decision {
     let names = |engine: &Engine, ids: &mut dyn Iterator<Item = model::NodeId>| {
-        let mut v: Vec<String> = ids.map(|n| engine.fleet().node(n).name.to_string()).collect();
+        let mut v: Vec<String> = ids
+            .map(|n| engine.fleet().node(n).name.to_string())
+            .collect();
         v.sort_unstable();
         (hostlist::compress(&v), v.len())
     };

@@ -67,7 +67,9 @@ impl Entry {
 /// Parses a workload file; errors name the file, line, field and reason.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Entry>> {
     let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         anyhow!("{file}:{}: {}", line.unwrap_or(0), e.message())
     })?;
     let mut out = Vec::new();
@@ -80,7 +82,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Entry>> {
                 field_line(text, span.clone(), field)
             )
         };
-        let need = |v: Option<u32>, field: &'static str| v.ok_or_else(|| err(field, "is required".into()));
+        let need =
+            |v: Option<u32>, field: &'static str| v.ok_or_else(|| err(field, "is required".into()));
         let entry = match w.kind.as_str() {
             "training" | "inference-replica" => {
                 let gpu: GpuModel = w
@@ -160,12 +163,26 @@ memory_mib = 2048
     #[test]
     fn errors_name_line_field_and_reason() {
         let e = parse("w.toml", &SAMPLE.replace("nodes = 36", "nodes = 0")).unwrap_err();
-        assert_eq!(e.to_string(), "w.toml:6: workloads[0].nodes: must be 1..=1000000");
+        assert_eq!(
+            e.to_string(),
+            "w.toml:6: workloads[0].nodes: must be 1..=1000000"
+        );
         let e = parse("w.toml", &SAMPLE.replace("GB200", "A100")).unwrap_err();
-        assert!(e.to_string().starts_with("w.toml:5: workloads[0].gpu: unknown GPU model 'A100'"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("w.toml:5: workloads[0].gpu: unknown GPU model 'A100'"),
+            "{e}"
+        );
         let e = parse("w.toml", &SAMPLE.replace("count = 10\n", "")).unwrap_err();
-        assert!(e.to_string().contains("workloads[1].count: is required"), "{e}");
-        let e = parse("w.toml", &SAMPLE.replace("kind = \"sandboxes\"", "kind = \"vm\"")).unwrap_err();
+        assert!(
+            e.to_string().contains("workloads[1].count: is required"),
+            "{e}"
+        );
+        let e = parse(
+            "w.toml",
+            &SAMPLE.replace("kind = \"sandboxes\"", "kind = \"vm\""),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("workloads[1].kind"), "{e}");
         let e = parse("w.toml", &SAMPLE.replace("nodes = 36", "nodes = -1")).unwrap_err();
         assert!(e.to_string().starts_with("w.toml:6:"), "{e}");

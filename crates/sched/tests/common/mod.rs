@@ -84,8 +84,14 @@ pub fn fleet(shape: Shape) -> Fleet {
                 memory_mib: 16_384,
                 disk_gib: 0,
             };
-            b.add_node(&format!("z{z}cpu{h}"), cpu_pool, &loc, res, NodeState::Ready)
-                .expect("node");
+            b.add_node(
+                &format!("z{z}cpu{h}"),
+                cpu_pool,
+                &loc,
+                res,
+                NodeState::Ready,
+            )
+            .expect("node");
         }
     }
     b.build().expect("fleet")
@@ -164,7 +170,10 @@ pub fn run_script(engine: &mut Engine, script: &str) -> String {
             }
             "release" => engine.release(id()).map(|_| "released".to_string()),
             "end" => {
-                let idx: Vec<u32> = words[2..].iter().map(|w| w.parse().expect("index")).collect();
+                let idx: Vec<u32> = words[2..]
+                    .iter()
+                    .map(|w| w.parse().expect("index"))
+                    .collect();
                 engine
                     .release_sandboxes(id(), &idx)
                     .map(|n| format!("ended {n}"))
@@ -181,7 +190,11 @@ pub fn run_script(engine: &mut Engine, script: &str) -> String {
                 };
                 let c = engine.set_state(scope, state);
                 let ids: Vec<String> = c.affected.iter().map(|w| w.to_string()).collect();
-                Ok(format!("{} nodes changed; affected [{}]", c.nodes_changed, ids.join(" ")))
+                Ok(format!(
+                    "{} nodes changed; affected [{}]",
+                    c.nodes_changed,
+                    ids.join(" ")
+                ))
             }
             other => panic!("unknown scenario command {other}"),
         };
@@ -196,7 +209,9 @@ pub fn run_script(engine: &mut Engine, script: &str) -> String {
             }
             Err(e) => format!("ERROR: {e}"),
         };
-        engine.check_invariants().expect("invariants after a scenario step");
+        engine
+            .check_invariants()
+            .expect("invariants after a scenario step");
         let _ = writeln!(out, "{line}\n  => {text}");
     }
     out
