@@ -1,0 +1,282 @@
+//! End-to-end tests of the `stargrid` binary, run as a user would: files in a temporary
+//! directory, real processes, output parsed back.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn stargrid(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run stargrid")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+#[test]
+fn gen_then_show_reports_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&stargrid(
+        &[
+            "fleet",
+            "gen",
+            "--gpus",
+            "720",
+            "--cpu-hosts",
+            "64",
+            "-o",
+            "f.toml",
+        ],
+        dir.path(),
+    ));
+    let s = json(&stargrid(
+        &["fleet", "show", "f.toml", "--json"],
+        dir.path(),
+    ));
+    assert_eq!(s["gpus"], 720);
+    assert_eq!(s["nvlink_domains"], 10);
+    assert_eq!(s["network_levels"], 3);
+    assert_eq!(s["nodes"], 180 + 64);
+    assert!(s["cpu_millis"].as_u64().unwrap() > 64 * 192_000);
+    // The written file is a valid fleet file that writes back identically.
+    ok(&stargrid(
+        &[
+            "fleet", "export", "f.toml", "--format", "toml", "-o", "g.toml",
+        ],
+        dir.path(),
+    ));
+    let f = std::fs::read_to_string(dir.path().join("f.toml")).unwrap();
+    let g = std::fs::read_to_string(dir.path().join("g.toml")).unwrap();
+    assert_eq!(f, g);
+}
+
+const AWS_PAGE: &str = r#"{"Instances": [
+ {"InstanceId": "i-01", "InstanceType": "p6e-gb200.36xlarge", "NetworkNodes": ["a", "b", "c"],
+  "AvailabilityZone": "us-east-1a", "ZoneId": "use1-az1", "CapacityBlockId": "cb-1"},
+ {"InstanceId": "i-02", "InstanceType": "p6e-gb200.36xlarge", "NetworkNodes": ["a", "b", "c"],
+  "AvailabilityZone": "us-east-1a", "ZoneId": "use1-az1", "CapacityBlockId": "cb-1"}]}"#;
+
+#[test]
+fn aws_import_then_slurm_block_export() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p1.json"), AWS_PAGE).unwrap();
+    std::fs::write(
+        dir.path().join("p2.json"),
+        AWS_PAGE
+            .replace("i-01", "i-03")
+            .replace("i-02", "i-04")
+            .replace("cb-1", "cb-2"),
+    )
+    .unwrap();
+    ok(&stargrid(
+        &[
+            "fleet",
+            "import",
+            "--format",
+            "aws-topology",
+            "p1.json",
+            "p2.json",
+            "-o",
+            "f.toml",
+        ],
+        dir.path(),
+    ));
+    let s = json(&stargrid(
+        &["fleet", "show", "f.toml", "--json"],
+        dir.path(),
+    ));
+    assert_eq!(
+        (
+            s["nodes"].as_u64(),
+            s["gpus"].as_u64(),
+            s["nvlink_domains"].as_u64()
+        ),
+        (Some(4), Some(16), Some(2))
+    );
+    let conf = ok(&stargrid(
+        &["fleet", "export", "f.toml", "--format", "slurm-block"],
+        dir.path(),
+    ));
+    assert!(conf.contains("BlockName=cb-1 Nodes=i-[01-02]"), "{conf}");
+    assert!(conf.contains("BlockName=cb-2 Nodes=i-[03-04]"), "{conf}");
+}
+
+#[test]
+fn slurm_tree_import_export_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = "SwitchName=s0 Nodes=gpu[00-03]\nSwitchName=s1 Nodes=gpu[04-07]\nSwitchName=top Switches=s[0-1]\n";
+    std::fs::write(dir.path().join("topology.conf"), conf).unwrap();
+    ok(&stargrid(
+        &[
+            "fleet",
+            "import",
+            "--format",
+            "slurm-topology",
+            "topology.conf",
+            "--instance-type",
+            "p5.48xlarge",
+            "-o",
+            "f.toml",
+        ],
+        dir.path(),
+    ));
+    let s = json(&stargrid(
+        &["fleet", "show", "f.toml", "--json"],
+        dir.path(),
+    ));
+    assert_eq!(s["gpus"], 64);
+    assert_eq!(s["network_levels"], 2);
+    let back = ok(&stargrid(
+        &["fleet", "export", "f.toml", "--format", "slurm-tree"],
+        dir.path(),
+    ));
+    let body: Vec<&str> = back.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(body.join("\n") + "\n", conf);
+}
+
+#[test]
+fn place_prints_decisions_and_explanations() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&stargrid(
+        &[
+            "fleet",
+            "gen",
+            "--gpus",
+            "1440",
+            "--cpu-hosts",
+            "16",
+            "--clouds",
+            "aws",
+            "-o",
+            "f.toml",
+        ],
+        dir.path(),
+    ));
+    std::fs::write(
+        dir.path().join("w.toml"),
+        r#"
+[[workloads]]
+name = "train"
+kind = "training"
+gpu = "GB200"
+nodes = 36
+gpus_per_node = 4
+
+[[workloads]]
+name = "sandboxes"
+kind = "sandboxes"
+count = 500
+cpu_millis = 1000
+memory_mib = 2048
+
+[[workloads]]
+name = "too-big"
+kind = "training"
+gpu = "GB200"
+nodes = 400
+gpus_per_node = 4
+"#,
+    )
+    .unwrap();
+    let d = json(&stargrid(
+        &[
+            "place",
+            "--fleet",
+            "f.toml",
+            "--workload",
+            "w.toml",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(d[0]["placed"], true);
+    assert_eq!(d[0]["node_count"], 36);
+    assert_eq!(d[0]["quality"]["domains_spanned"], 2);
+    assert_eq!(d[1]["placed"], true);
+    assert_eq!(d[2]["placed"], false);
+    let reason = d[2]["reason"].as_str().unwrap();
+    assert!(reason.contains("needs 22 whole NVL72 domains"), "{reason}");
+    assert!(reason.contains("has room for"), "{reason}");
+    // Human output says the same.
+    let text = ok(&stargrid(
+        &["place", "--fleet", "f.toml", "--workload", "w.toml"],
+        dir.path(),
+    ));
+    assert!(text.contains("too-big: NOT PLACED: needs"), "{text}");
+}
+
+#[test]
+fn bad_input_names_file_line_field_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("f.toml"),
+        "[[pools]]\nname = \"p\"\ncloud = \"aws\"\nregion = \"r\"\ninstance_type = \"p5.48xlarge\"\n\n[[groups]]\npool = \"p\"\nzone = \"z\"\nnodes = \"h[3-1]\"\n",
+    )
+    .unwrap();
+    let out = stargrid(&["fleet", "show", "f.toml"], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("f.toml:10: groups[0].nodes: hostlist 'h[3-1]': range '3-1' runs backwards"),
+        "{err}"
+    );
+    let out = stargrid(&["fleet", "show", "missing.toml"], dir.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading missing.toml"));
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ok(&stargrid(&["demo"], dir.path()));
+    assert!(
+        text.contains("pretrain-1152gpu: placed on 288 nodes"),
+        "{text}"
+    );
+    assert!(text.contains("too-big-4608gpu: NOT PLACED"), "{text}");
+    assert!(text.contains("pretrain-retry: placed"), "{text}");
+}
+
+#[test]
+fn bench_engine_prints_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = json(&stargrid(
+        &[
+            "bench",
+            "engine",
+            "--json",
+            "--gpus",
+            "14400",
+            "--cpu-hosts",
+            "200",
+            "--iterations",
+            "0.01",
+        ],
+        dir.path(),
+    ));
+    for size in ["8", "72", "1152", "32768"] {
+        assert!(b["gang_p50_ms"][size].as_f64().is_some(), "{b}");
+        assert!(b["gang_p99_ms"][size].as_f64().is_some(), "{b}");
+    }
+    assert!(
+        b["gang_placed"]["8"].as_str().unwrap().starts_with("20/"),
+        "{b}"
+    );
+    assert!(b["peak_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(b["sandbox_placements_per_s"].as_f64().is_some());
+}
