@@ -328,7 +328,11 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     rates.sort_by(f64::total_cmp);
     let sandbox_rate = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
     // Small batches (100 sandboxes each) show the per-request cost, not only the bulk path.
-    let small = SandboxRequest { count: 100, cpu_millis: 1000, memory_mib: 2048 };
+    let small = SandboxRequest {
+        count: 100,
+        cpu_millis: 1000,
+        memory_mib: 2048,
+    };
     let mut small_ids = Vec::new();
     let start = Instant::now();
     for _ in 0..10_000 {
