@@ -201,6 +201,9 @@ pub struct Engine {
     pub(crate) host_room: Vec<u64>,
     /// Where the next sandbox search starts (next-fit keeps batches cheap).
     pub(crate) host_cursor: usize,
+    /// Holds on each node (reservations, preemption, spread rules): a held node takes no
+    /// new work until every hold is lifted.
+    pub(crate) holds: Vec<u16>,
 }
 
 impl Engine {
@@ -265,6 +268,7 @@ impl Engine {
             host_room: vec![0; cpu_hosts.len().div_ceil(64)],
             cpu_hosts,
             host_cursor: 0,
+            holds: vec![0; nodes.len()],
             free,
             node_domain,
             domains,
@@ -356,13 +360,131 @@ impl Engine {
             .count() as u64
     }
 
+    /// Whether node `n` may take new work now: ready and not held.
+    pub(crate) fn open(&self, n: u32) -> bool {
+        self.fleet.nodes()[n as usize].state.schedulable() && self.holds[n as usize] == 0
+    }
+
+    /// Whether node `n` is held (by a reservation, a preemption or a spread rule).
+    pub fn is_held(&self, n: NodeId) -> bool {
+        self.holds[n.0 as usize] > 0
+    }
+
+    /// Puts a hold on each node: it takes no new work until released. Holds nest.
+    pub fn hold(&mut self, nodes: &[NodeId]) {
+        self.change_holds(nodes, true);
+    }
+
+    /// Lifts one hold from each node (nodes without a hold are left alone).
+    pub fn unhold(&mut self, nodes: &[NodeId]) {
+        self.change_holds(nodes, false);
+    }
+
+    fn change_holds(&mut self, nodes: &[NodeId], add: bool) {
+        let mut touched = Vec::new();
+        for n in nodes {
+            let h = &mut self.holds[n.0 as usize];
+            *h = if add {
+                h.saturating_add(1)
+            } else {
+                h.saturating_sub(1)
+            };
+            let d = self.node_domain[n.0 as usize];
+            if d != NO_DOMAIN {
+                touched.push(d);
+            }
+            if let Some(i) = self.host_index(n.0) {
+                self.refresh_host_room(i);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for d in touched {
+            self.reindex_domain(d);
+        }
+    }
+
+    /// Puts back an allocation exactly as it was (after a tentative release). Fails, changing
+    /// nothing, if the id is live or any of its resources is no longer free.
+    pub fn reinstate(&mut self, id: WorkloadId, alloc: Allocation) -> Result<(), EngineError> {
+        self.ensure_new(id)?;
+        let busy = |what: String| EngineError::BadRelease {
+            id,
+            reason: format!("cannot reinstate: {what} is no longer free"),
+        };
+        match &alloc {
+            Allocation::Gang {
+                slots, per_node, ..
+            } => {
+                for s in slots {
+                    let f = &self.free[s.node.0 as usize];
+                    if f.gpu_mask & s.gpu_mask != s.gpu_mask
+                        || f.cpu_millis < per_node.cpu_millis
+                        || f.memory_mib < per_node.memory_mib
+                    {
+                        return Err(busy(self.fleet.node(s.node).name.to_string()));
+                    }
+                }
+                let mut touched = Vec::new();
+                for s in slots {
+                    let n = s.node.0 as usize;
+                    let f = &mut self.free[n];
+                    f.gpu_mask &= !s.gpu_mask;
+                    f.cpu_millis -= per_node.cpu_millis;
+                    f.memory_mib -= per_node.memory_mib;
+                    self.node_work[n].push(id);
+                    if self.node_domain[n] != NO_DOMAIN {
+                        touched.push(self.node_domain[n]);
+                    }
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                for d in touched {
+                    self.reindex_domain(d);
+                }
+            }
+            Allocation::Sandboxes {
+                request,
+                runs,
+                live,
+                ..
+            } => {
+                let need: Vec<(NodeId, u32)> = runs
+                    .iter()
+                    .map(|r| (r.node, count_live(live, r.first, r.count)))
+                    .collect();
+                for (node, n) in &need {
+                    let f = &self.free[node.0 as usize];
+                    if f.cpu_millis < n * request.cpu_millis
+                        || f.memory_mib < n * request.memory_mib
+                    {
+                        return Err(busy(self.fleet.node(*node).name.to_string()));
+                    }
+                }
+                for (node, n) in need {
+                    let f = &mut self.free[node.0 as usize];
+                    f.cpu_millis -= n * request.cpu_millis;
+                    f.memory_mib -= n * request.memory_mib;
+                    if n > 0 {
+                        self.node_work[node.0 as usize].push(id);
+                    }
+                    if let Some(i) = self.host_index(node.0) {
+                        self.refresh_host_room(i);
+                    }
+                }
+            }
+        }
+        self.allocations.insert(id, alloc);
+        Ok(())
+    }
+
     /// Recomputes a domain's counters from its nodes (does not touch the indexes).
     fn recount_domain(&mut self, d: u32) {
         let ds = &self.domains[d as usize];
         let full = mask_of(ds.capacity.gpus);
         let (mut free_gpus, mut whole) = (0u32, 0u32);
         for n in ds.first_node..ds.end_node {
-            if !self.fleet.nodes()[n as usize].state.schedulable() {
+            if !self.open(n) {
                 continue;
             }
             let f = &self.free[n as usize];

@@ -84,10 +84,7 @@ impl Engine {
             return 0;
         }
         (ds.first_node..ds.end_node)
-            .filter(|&n| {
-                self.fleet.nodes()[n as usize].state.schedulable()
-                    && self.free[n as usize].holds(ask)
-            })
+            .filter(|&n| self.open(n) && self.free[n as usize].holds(ask))
             .count() as u32
     }
 
@@ -210,12 +207,12 @@ impl Engine {
         for d in self.domains_of(request) {
             let ds = &self.domains[d as usize];
             out += (ds.first_node..ds.end_node)
-                .filter(|&n| !self.fleet.nodes()[n as usize].state.schedulable())
+                .filter(|&n| !self.open(n))
                 .count() as u64;
         }
         if out > 0 {
             u.details.push(format!(
-                "{out} {} nodes are cordoned, draining or down",
+                "{out} {} nodes are cordoned, draining, down or held",
                 request.gpu
             ));
         }
@@ -400,9 +397,7 @@ impl Engine {
     fn pick_nodes(&self, d: u32, ask: &Resources, count: u32, out: &mut Vec<NodeSlot>) {
         let ds = &self.domains[d as usize];
         let full = mask_of(ds.capacity.gpus);
-        let nodes = self.fleet.nodes();
-        let usable =
-            |n: &u32| nodes[*n as usize].state.schedulable() && self.free[*n as usize].holds(ask);
+        let usable = |n: &u32| self.open(*n) && self.free[*n as usize].holds(ask);
         if ask.gpus == ds.capacity.gpus {
             out.extend(
                 (ds.first_node..ds.end_node)

@@ -113,7 +113,7 @@ impl Engine {
     fn explain_sandboxes(&self, request: &SandboxRequest) -> Unplaceable {
         let (mut fit, mut by_cpu, mut by_mem, mut out) = (0u64, 0u64, 0u64, 0u64);
         for &h in &self.cpu_hosts {
-            if !self.fleet.nodes()[h as usize].state.schedulable() {
+            if !self.open(h) {
                 out += 1;
                 continue;
             }
@@ -130,8 +130,9 @@ impl Engine {
             "free CPU alone would allow {by_cpu}, free memory alone {by_mem}"
         ));
         if out > 0 {
-            u.details
-                .push(format!("{out} CPU hosts are cordoned, draining or down"));
+            u.details.push(format!(
+                "{out} CPU hosts are cordoned, draining, down or held"
+            ));
         }
         if self.cpu_hosts.is_empty() {
             u.details.push("the fleet has no CPU-only hosts".into());

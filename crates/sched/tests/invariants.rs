@@ -13,6 +13,14 @@ use sched::{Allocation, Engine, EngineError, Scope};
 
 #[derive(Clone, Debug)]
 enum Op {
+    Hold {
+        first: u32,
+        len: u32,
+        lift: bool,
+    },
+    ReleaseAndReinstate {
+        pick: usize,
+    },
     Gang {
         nodes: u32,
         gpn: u8,
@@ -49,6 +57,9 @@ fn op() -> impl Strategy<Value = Op> {
                 Just(NodeState::Ready), Just(NodeState::Cordoned),
                 Just(NodeState::Draining), Just(NodeState::Down)])
             .prop_map(|(node, target, state)| Op::State { node, target, state }),
+        1 => (any::<u32>(), 1u32..10, any::<bool>())
+            .prop_map(|(first, len, lift)| Op::Hold { first, len, lift }),
+        1 => any::<usize>().prop_map(|pick| Op::ReleaseAndReinstate { pick }),
     ]
 }
 
@@ -199,6 +210,31 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
                 .collect();
             format!("{:?}", e.release_sandboxes(id, &idx))
         }
+        Op::Hold { first, len, lift } => {
+            let n = e.fleet().nodes().len() as u32;
+            let nodes: Vec<NodeId> = (0..*len).map(|i| NodeId((first % n + i) % n)).collect();
+            if *lift {
+                e.unhold(&nodes);
+            } else {
+                e.hold(&nodes);
+            }
+            format!("hold {nodes:?} {lift}")
+        }
+        Op::ReleaseAndReinstate { pick } => {
+            let ids = live_ids(e, *next);
+            if ids.is_empty() {
+                return "nothing".into();
+            }
+            let id = ids[pick % ids.len()];
+            let before = snapshot(e);
+            let alloc = e.release(id).expect("live");
+            e.reinstate(id, alloc)
+                .expect("reinstate right after release");
+            assert_eq!(snapshot(e), before, "release + reinstate changed state");
+            let again = e.allocation(id).cloned().expect("live");
+            assert!(e.reinstate(id, again).is_err());
+            format!("reinstated {id}")
+        }
         Op::State {
             node,
             target,
@@ -239,7 +275,10 @@ proptest! {
         let mut e = Engine::new(fleet(shape));
         let empty = snapshot(&e);
         let mut next = 0;
-        for op in ops.iter().filter(|o| !matches!(o, Op::State { .. })) {
+        for op in ops
+            .iter()
+            .filter(|o| !matches!(o, Op::State { .. } | Op::Hold { .. }))
+        {
             apply(&mut e, op, &mut next);
         }
         for id in live_ids(&e, next) {

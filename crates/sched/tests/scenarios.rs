@@ -144,7 +144,7 @@ fn cordon_and_down_steer_placement_and_report_affected_work() {
             gang 3 nodes=9
               => UNPLACEABLE: needs 2 whole NVL16 domains of GB200 nodes plus 1 node in one more domain, all under one network node, with 4 free GPUs per node; best level-0 network node aws/r/z0/s1 has room for 2
                 - gangs never span zones; best zone aws/r/z0 has room for 2
-                - 16 GB200 nodes are cordoned, draining or down
+                - 16 GB200 nodes are cordoned, draining, down or held
             down z0s1b0d0t0
               => 1 nodes changed; affected [w2]
             gang 4 nodes=4
