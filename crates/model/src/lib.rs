@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod hostlist;
 pub mod instance;
 pub mod resources;
+pub mod tenancy;
 pub mod workload;
 
 pub use fleet::{
@@ -18,4 +19,5 @@ pub use fleet::{
 };
 pub use instance::{InstanceCatalog, InstanceType};
 pub use resources::{GpuModel, Resources};
+pub use tenancy::{JobSpec, PriorityClass, ResourceVec, TenantId, TenantSpec};
 pub use workload::{FieldError, GangRequest, SandboxRequest, WorkloadClass, WorkloadId};

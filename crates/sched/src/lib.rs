@@ -16,9 +16,11 @@
 mod engine;
 mod gang;
 mod sandbox;
+mod scheduler;
 
 pub use engine::{
     Allocation, Engine, EngineError, NodeSlot, Scope, StateChange, Time, Unplaceable,
 };
 pub use gang::{GangPlacement, Quality};
 pub use sandbox::{SandboxPlacement, SandboxRun};
+pub use scheduler::{Decision, Job, JobState, SchedConfig, SchedError, Scheduler, TenantReport};

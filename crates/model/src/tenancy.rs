@@ -1,0 +1,172 @@
+//! Tenants, priority classes, quotas and the jobs the scheduler queues.
+
+use crate::resources::GpuModel;
+use crate::workload::{FieldError, GangRequest};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Index of a tenant in the scheduler's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TenantId(pub u32);
+
+/// Priority classes, lowest first. Work of a higher class may preempt a lower one.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriorityClass {
+    /// Runs on idle capacity; first to go.
+    Preemptible,
+    /// Research and experiments.
+    #[default]
+    Research,
+    /// Production training runs.
+    Training,
+    /// Production inference: never preempted by the classes below.
+    ProductionInference,
+}
+
+impl fmt::Display for PriorityClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PriorityClass::Preemptible => "preemptible",
+            PriorityClass::Research => "research",
+            PriorityClass::Training => "training",
+            PriorityClass::ProductionInference => "production-inference",
+        })
+    }
+}
+
+/// An amount of every quota'd resource: GPUs per model, CPU and memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResourceVec {
+    /// GPUs per model, indexed by [`GpuModel::index`].
+    pub gpus: [u64; GpuModel::ALL.len()],
+    /// CPU millicores.
+    pub cpu_millis: u64,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+}
+
+impl ResourceVec {
+    /// What a gang uses.
+    pub fn of_gang(g: &GangRequest) -> ResourceVec {
+        let mut v = ResourceVec::default();
+        let n = u64::from(g.nodes);
+        v.gpus[g.gpu.index()] = n * u64::from(g.gpus_per_node);
+        v.cpu_millis = n * u64::from(g.cpu_millis_per_node);
+        v.memory_mib = n * u64::from(g.memory_mib_per_node);
+        v
+    }
+
+    /// Component-wise `self + other`.
+    pub fn plus(&self, o: &ResourceVec) -> ResourceVec {
+        let mut v = *self;
+        for (a, b) in v.gpus.iter_mut().zip(o.gpus) {
+            *a = a.saturating_add(b);
+        }
+        v.cpu_millis = v.cpu_millis.saturating_add(o.cpu_millis);
+        v.memory_mib = v.memory_mib.saturating_add(o.memory_mib);
+        v
+    }
+
+    /// Component-wise `self - other`, floored at zero.
+    pub fn minus(&self, o: &ResourceVec) -> ResourceVec {
+        let mut v = *self;
+        for (a, b) in v.gpus.iter_mut().zip(o.gpus) {
+            *a = a.saturating_sub(b);
+        }
+        v.cpu_millis = v.cpu_millis.saturating_sub(o.cpu_millis);
+        v.memory_mib = v.memory_mib.saturating_sub(o.memory_mib);
+        v
+    }
+
+    /// Whether every component of `self` is at most the one of `limit`.
+    pub fn fits_in(&self, limit: &ResourceVec) -> bool {
+        self.gpus.iter().zip(limit.gpus).all(|(a, b)| *a <= b)
+            && self.cpu_millis <= limit.cpu_millis
+            && self.memory_mib <= limit.memory_mib
+    }
+
+    /// The first component of `self` that exceeds `limit`, named, with both amounts.
+    pub fn first_excess(&self, limit: &ResourceVec) -> Option<(String, u64, u64)> {
+        for m in GpuModel::ALL {
+            let (a, b) = (self.gpus[m.index()], limit.gpus[m.index()]);
+            if a > b {
+                return Some((format!("{m} GPUs"), a, b));
+            }
+        }
+        if self.cpu_millis > limit.cpu_millis {
+            return Some(("CPU millicores".into(), self.cpu_millis, limit.cpu_millis));
+        }
+        if self.memory_mib > limit.memory_mib {
+            return Some(("memory MiB".into(), self.memory_mib, limit.memory_mib));
+        }
+        None
+    }
+
+    /// Largest share `self / total` over the components where `total` is non-zero.
+    pub fn dominant_share(&self, total: &ResourceVec) -> f64 {
+        let mut s: f64 = 0.0;
+        for (a, b) in self.gpus.iter().zip(total.gpus) {
+            if b > 0 {
+                s = s.max(*a as f64 / b as f64);
+            }
+        }
+        if total.cpu_millis > 0 {
+            s = s.max(self.cpu_millis as f64 / total.cpu_millis as f64);
+        }
+        if total.memory_mib > 0 {
+            s = s.max(self.memory_mib as f64 / total.memory_mib as f64);
+        }
+        s
+    }
+}
+
+/// A tenant: who it is, its weight in fair share, its guaranteed quota and its cohort.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    /// Unique name.
+    pub name: String,
+    /// Weight in dominant-resource fair share (> 0).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Tenants of one cohort lend each other idle quota.
+    #[serde(default)]
+    pub cohort: Option<String>,
+    /// Guaranteed quota.
+    #[serde(default)]
+    pub quota: ResourceVec,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A training job or other gang the scheduler queues.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Owner.
+    pub tenant: TenantId,
+    /// Priority class.
+    pub priority: PriorityClass,
+    /// Shape.
+    pub gang: GangRequest,
+    /// Declared time limit in seconds (used for backfill and reservations).
+    pub time_limit: u64,
+}
+
+impl JobSpec {
+    /// Checks the job's own ranges (the tenant is checked by the scheduler).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.gang.validate()?;
+        if self.time_limit == 0 {
+            return Err(FieldError {
+                field: "time_limit",
+                reason: "must be at least 1 second".into(),
+            });
+        }
+        Ok(())
+    }
+}

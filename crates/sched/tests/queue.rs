@@ -1,0 +1,407 @@
+//! Scenario tests of the queue's rules (quota, fair share, backfill with reservations,
+//! preemption, failures), snapshotted with `expect-test`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{fleet, gang, Shape};
+use expect_test::{expect, Expect};
+use model::{GpuModel, JobSpec, PriorityClass, ResourceVec, TenantId, TenantSpec, WorkloadId};
+use sched::{Decision, Engine, SchedConfig, Scheduler, Scope};
+use std::fmt::Write as _;
+
+/// 1 zone, 2 spines × 2 blocks × 2 domains of 4 trays (4 GPUs): 32 trays, 128 GPUs.
+const SMALL: Shape = Shape {
+    zones: 1,
+    spines: 2,
+    blocks: 2,
+    domains: 2,
+    trays: 4,
+    gpus: 4,
+    cpu_hosts: 0,
+};
+
+fn quota(gpus: u64) -> ResourceVec {
+    let mut q = ResourceVec {
+        cpu_millis: u64::MAX / 4,
+        memory_mib: u64::MAX / 4,
+        ..ResourceVec::default()
+    };
+    q.gpus[GpuModel::Gb200.index()] = gpus;
+    q
+}
+
+fn tenant(name: &str, weight: f64, gpus: u64, cohort: Option<&str>) -> TenantSpec {
+    TenantSpec {
+        name: name.into(),
+        weight,
+        cohort: cohort.map(str::to_string),
+        quota: quota(gpus),
+    }
+}
+
+fn prio(s: &str) -> PriorityClass {
+    match s {
+        "pre" => PriorityClass::Preemptible,
+        "research" => PriorityClass::Research,
+        "train" => PriorityClass::Training,
+        "inf" => PriorityClass::ProductionInference,
+        other => panic!("priority {other}"),
+    }
+}
+
+/// Script lines: `submit ID TENANT PRIO NODES LIMIT`, `pass T`, `finish ID T`,
+/// `checkpoint ID T`, `fail PATH T`, `cancel ID`, `why ID`.
+fn run(s: &mut Scheduler, script: &str) -> String {
+    let mut out = String::new();
+    for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| w[i].parse::<u64>().unwrap();
+        let _ = write!(out, "{line}\n  ");
+        match w[0] {
+            "submit" => {
+                let spec = JobSpec {
+                    tenant: TenantId(num(2) as u32),
+                    priority: prio(w[3]),
+                    gang: gang(num(4) as u32, 4, None),
+                    time_limit: num(5),
+                };
+                let r = s.submit(WorkloadId(num(1)), spec, 0);
+                let _ = writeln!(out, "{r:?}");
+            }
+            "pass" => {
+                let d = s.schedule(num(1));
+                let shown: Vec<String> = d.iter().map(|d| show(s, d)).collect();
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    if shown.is_empty() {
+                        "-".into()
+                    } else {
+                        shown.join("\n  ")
+                    }
+                );
+            }
+            "finish" => {
+                let _ = writeln!(out, "{:?}", s.finish(WorkloadId(num(1)), num(2)));
+            }
+            "checkpoint" => {
+                let _ = writeln!(out, "{:?}", s.checkpoint(WorkloadId(num(1)), num(2)));
+            }
+            "cancel" => {
+                let _ = writeln!(out, "{:?}", s.cancel(WorkloadId(num(1)), 0));
+            }
+            "fail" => {
+                let scope = match s.engine().fleet().node_by_name(w[1]) {
+                    Some(n) => Scope::Node(n),
+                    None => Scope::Subtree(s.engine().fleet().find_topo(w[1]).unwrap()),
+                };
+                let d = s.fail(scope, num(2));
+                let shown: Vec<String> = d.iter().map(|d| show(s, d)).collect();
+                let _ = writeln!(out, "{}", shown.join("\n  "));
+            }
+            "why" => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    s.pending_reason(WorkloadId(num(1)))
+                        .unwrap_or("(running or ended)")
+                );
+            }
+            other => panic!("unknown command {other}"),
+        }
+        s.engine().check_invariants().unwrap();
+    }
+    out
+}
+
+fn show(s: &Scheduler, d: &Decision) -> String {
+    match d {
+        Decision::Start { job, slots } => {
+            let mut names: Vec<&str> = slots
+                .iter()
+                .map(|x| &*s.engine().fleet().node(x.node).name)
+                .collect();
+            names.sort_unstable();
+            format!("start {job} on {}", model::hostlist::compress(&names))
+        }
+        Decision::Preempt { job, by, deadline } => {
+            format!("preempt {job} for {by} by t={deadline}")
+        }
+        Decision::Requeue {
+            job,
+            lost_gpu_hours,
+        } => format!("requeue {job} (lost {lost_gpu_hours:.2} GPU-h)"),
+        Decision::Reserve { job, start, nodes } => {
+            format!("reserve {nodes} nodes for {job} from t={start}")
+        }
+    }
+}
+
+fn check(tenants: Vec<TenantSpec>, script: &str, expect: Expect) {
+    let mut s = Scheduler::new(Engine::new(fleet(SMALL)), tenants, SchedConfig::default()).unwrap();
+    expect.assert_eq(&run(&mut s, script));
+}
+
+#[test]
+fn quota_refuses_and_cohort_lends_idle_quota() {
+    check(
+        vec![
+            tenant("a", 1.0, 32, Some("lab")),
+            tenant("b", 1.0, 32, Some("lab")),
+            tenant("c", 1.0, 16, None),
+        ],
+        "submit 1 0 research 8 3600
+         submit 2 0 research 8 3600
+         submit 3 2 research 8 3600
+         pass 0
+         why 3
+         finish 1 100
+         submit 4 1 research 8 3600
+         pass 100",
+        expect![[r#"
+            submit 1 0 research 8 3600
+              Ok(())
+            submit 2 0 research 8 3600
+              Ok(())
+            submit 3 2 research 8 3600
+              Ok(())
+            pass 0
+              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+              start w2 on z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+            why 3
+              tenant 'c' quota: would use 32 GB200 GPUs, quota is 16 (no cohort to borrow from)
+            finish 1 100
+              Ok(())
+            submit 4 1 research 8 3600
+              Ok(())
+            pass 100
+              start w4 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+        "#]],
+    );
+}
+
+#[test]
+fn weighted_dominant_share_orders_tenants_within_a_class() {
+    check(
+        vec![
+            tenant("heavy", 1.0, 128, None),
+            tenant("light", 1.0, 128, None),
+            tenant("vip", 4.0, 128, None),
+        ],
+        "submit 1 0 research 16 3600
+         pass 0
+         submit 2 0 research 8 3600
+         submit 3 1 research 8 3600
+         submit 4 2 research 8 3600
+         pass 1",
+        expect![[r#"
+            submit 1 0 research 16 3600
+              Ok(())
+            pass 0
+              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+            submit 2 0 research 8 3600
+              Ok(())
+            submit 3 1 research 8 3600
+              Ok(())
+            submit 4 2 research 8 3600
+              Ok(())
+            pass 1
+              start w3 on z0s1b0d0t[0-3],z0s1b0d1t[0-3]
+              start w4 on z0s1b1d0t[0-3],z0s1b1d1t[0-3]
+              reserve 8 nodes for w2 from t=3600
+        "#]],
+    );
+}
+
+#[test]
+fn backfill_uses_reserved_nodes_only_when_it_ends_first() {
+    check(
+        vec![tenant("a", 1.0, 1000, None)],
+        "submit 1 0 research 28 1000
+         pass 0
+         submit 2 0 research 8 5000
+         submit 3 0 research 4 500
+         submit 4 0 research 4 5000
+         pass 10
+         why 2
+         why 4
+         finish 1 600
+         pass 600
+         finish 3 600
+         pass 601",
+        expect![[r#"
+            submit 1 0 research 28 1000
+              Ok(())
+            pass 0
+              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3],z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3]
+            submit 2 0 research 8 5000
+              Ok(())
+            submit 3 0 research 4 500
+              Ok(())
+            submit 4 0 research 4 5000
+              Ok(())
+            pass 10
+              reserve 8 nodes for w2 from t=1000
+              start w3 on z0s1b1d1t[0-3]
+            why 2
+              reserved 8 nodes from t=1000 (when running jobs reach their time limits)
+            why 4
+              needs 4 GB200 nodes with 4 free GPUs each in one NVL16 domain; best domain aws/r/z0/s0/b0/d0 has 0; 8 nodes are held for w2's reservation until t=1000
+            finish 1 600
+              Ok(())
+            pass 600
+              start w2 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+              start w4 on z0s0b1d0t[0-3]
+            finish 3 600
+              Ok(())
+            pass 601
+              -
+        "#]],
+    );
+}
+
+#[test]
+fn preemption_evicts_cheapest_whole_gangs_after_grace() {
+    check(
+        vec![tenant("a", 1.0, 1000, None)],
+        "submit 1 0 research 16 100000
+         submit 2 0 research 16 100000
+         pass 0
+         checkpoint 1 900
+         submit 3 0 train 8 3600
+         pass 1000
+         why 3
+         pass 1100
+         pass 1120
+         pass 1121",
+        expect![[r#"
+            submit 1 0 research 16 100000
+              Ok(())
+            submit 2 0 research 16 100000
+              Ok(())
+            pass 0
+              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+              start w2 on z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3]
+            checkpoint 1 900
+              Ok(())
+            submit 3 0 train 8 3600
+              Ok(())
+            pass 1000
+              preempt w1 for w3 by t=1120
+            why 3
+              waiting for preemption grace of w1 until t=1120
+            pass 1100
+              -
+            pass 1120
+              requeue w1 (lost 3.91 GPU-h)
+              start w3 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+              reserve 16 nodes for w1 from t=4720
+            pass 1121
+              -
+        "#]],
+    );
+}
+
+#[test]
+fn preemption_never_happens_for_a_gang_that_would_still_not_fit() {
+    check(
+        vec![tenant("a", 1.0, 1000, None)],
+        "submit 1 0 research 16 100000
+         pass 0
+         submit 2 0 train 40 3600
+         pass 1000
+         why 2",
+        expect![[r#"
+            submit 1 0 research 16 100000
+              Ok(())
+            pass 0
+              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+            submit 2 0 train 40 3600
+              Ok(())
+            pass 1000
+              -
+            why 2
+              needs 10 whole NVL16 domains of GB200 nodes, all under one network node, with 4 free GPUs per node; best level-0 network node aws/r/z0/s1 has room for 4
+        "#]],
+    );
+}
+
+#[test]
+fn failure_requeues_from_last_checkpoint_and_counts_lost_hours() {
+    check(
+        vec![tenant("a", 1.0, 1000, None)],
+        "submit 1 0 train 8 100000
+         pass 0
+         checkpoint 1 3600
+         fail z0s0b0d0t0 5400
+         pass 5400
+         why 1",
+        expect![[r#"
+            submit 1 0 train 8 100000
+              Ok(())
+            pass 0
+              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+            checkpoint 1 3600
+              Ok(())
+            fail z0s0b0d0t0 5400
+              requeue w1 (lost 16.00 GPU-h)
+            pass 5400
+              start w1 on z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+            why 1
+              (running or ended)
+        "#]],
+    );
+}
+
+#[test]
+fn a_job_is_not_preempted_again_and_again() {
+    let mut s = Scheduler::new(
+        Engine::new(fleet(SMALL)),
+        vec![tenant("a", 1.0, 1000, None)],
+        SchedConfig {
+            max_preemptions: 2,
+            ..SchedConfig::default()
+        },
+    )
+    .unwrap();
+    s.submit(
+        WorkloadId(1),
+        JobSpec {
+            tenant: TenantId(0),
+            priority: PriorityClass::Preemptible,
+            gang: gang(32, 4, None),
+            time_limit: 1_000_000,
+        },
+        0,
+    )
+    .unwrap();
+    let mut t = 0;
+    s.schedule(t);
+    let mut next = 100;
+    // Training jobs keep arriving, each wanting the whole fleet briefly.
+    for _ in 0..6 {
+        t += 1000;
+        s.submit(
+            WorkloadId(next),
+            JobSpec {
+                tenant: TenantId(0),
+                priority: PriorityClass::Training,
+                gang: gang(32, 4, None),
+                time_limit: 100,
+            },
+            t,
+        )
+        .unwrap();
+        s.schedule(t);
+        s.schedule(t + 200);
+        let _ = s.finish(WorkloadId(next), t + 300);
+        s.schedule(t + 300);
+        next += 1;
+    }
+    let victim = s.job(WorkloadId(1)).unwrap();
+    assert_eq!(victim.preemptions, 2, "{victim:?}");
+    assert_eq!(victim.restarts, 2);
+    s.engine().check_invariants().unwrap();
+}
