@@ -442,6 +442,15 @@ impl Scheduler {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        // A victim that stops (for whatever reason) is no longer waited for.
+        if let JobState::Preempting { by, .. } = job.state {
+            if let Some(p) = self.jobs.get_mut(&by) {
+                p.waiting_for.retain(|v| *v != id);
+            }
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
         let usage = ResourceVec::of_gang(&job.spec.gang);
         let tenant = job.spec.tenant.0 as usize;
         let _ = self.engine.release(id);
@@ -775,14 +784,14 @@ impl Scheduler {
         order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
         let mut searches = 0;
         // Shapes that failed this pass: (gpu, gpus/node, cpu, mem, segment) → fewest nodes that failed.
-        let mut failed: FxHashMap<(usize, u8, u32, u32, Option<u32>), (u32, WorkloadId)> =
-            FxHashMap::default();
-        let mut backfill: Vec<(WorkloadId, bool)> = Vec::new();
+        let mut failed: FxHashMap<ShapeKey, (u32, WorkloadId)> = FxHashMap::default();
+        let mut backfill: Vec<WorkloadId> = Vec::new();
         for &(_, _, _, id) in &order {
             // The reserved job itself gets its nodes back to try them (and a fresh reservation).
             if self.reservation.as_ref().is_some_and(|r| r.job == id) {
                 if let Some(r) = self.reservation.take() {
                     self.engine.unhold(&r.nodes);
+                    failed.clear(); // capacity grew: earlier failures say nothing now
                 }
             }
             let Some(job) = self.jobs.get(&id) else {
@@ -795,14 +804,18 @@ impl Scheduler {
                     continue;
                 }
                 let hold = job.hold.clone();
-                let borrowed = self.admit(job).unwrap_or(false);
+                let admitted = self.admit(job);
                 self.engine.unhold(&hold);
+                failed.clear();
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.hold.clear();
                     j.waiting_for.clear();
                 }
-                if self.try_start(id, now, borrowed, &mut out).is_ok() {
-                    continue;
+                // Quota is checked again: other work of the tenant may have started meanwhile.
+                if let Ok(borrowed) = admitted {
+                    if self.try_start(id, now, borrowed, &mut out).is_ok() {
+                        continue;
+                    }
                 }
             }
             let Some(job) = self.jobs.get(&id) else {
@@ -870,6 +883,7 @@ impl Scheduler {
             if takes_over {
                 if let Some(r) = self.reservation.take() {
                     self.engine.unhold(&r.nodes);
+                    failed.clear();
                 }
                 if let Some((start, slots)) = self.earliest_start(&g, now) {
                     let mut nodes: Vec<NodeId> = slots.iter().map(|s| s.node).collect();
@@ -921,18 +935,20 @@ impl Scheduler {
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.reason = Some(reason);
             }
-            backfill.push((id, borrowed));
+            backfill.push(id);
         }
         // 6. Backfill onto reserved nodes: only jobs that end before the reservation starts.
         if let Some(r) = self.reservation.clone() {
             self.engine.unhold(&r.nodes);
-            for (id, borrowed) in backfill {
-                let fits_before = self.jobs.get(&id).is_some_and(|j| {
-                    j.state == JobState::Pending
-                        && j.hold.is_empty()
-                        && now + j.spec.time_limit <= r.start
-                });
-                if fits_before {
+            for id in backfill {
+                let Some(j) = self.jobs.get(&id) else {
+                    continue;
+                };
+                let fits_before = j.state == JobState::Pending
+                    && j.hold.is_empty()
+                    && now + j.spec.time_limit <= r.start;
+                // Quota again: work started since the main loop counts.
+                if let (true, Ok(borrowed)) = (fits_before, self.admit(j)) {
                     let _ = self.try_start(id, now, borrowed, &mut out);
                 }
             }
@@ -941,6 +957,103 @@ impl Scheduler {
         out
     }
 }
+
+impl Scheduler {
+    /// Checks the queue's invariants from scratch; returns the first violation.
+    ///
+    /// The engine's own invariants; every running job holds exactly its gang and every other
+    /// job holds nothing (so no two gangs can each hold part of what the other needs); tenant
+    /// usage is the sum of their running jobs; work admitted on a tenant's own quota fits it;
+    /// every hold on a node belongs to the reservation or to a preemptor waiting on victims.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.engine.check_invariants()?;
+        let mut ids: Vec<&WorkloadId> = self.jobs.keys().collect();
+        ids.sort_unstable();
+        let mut usage = vec![ResourceVec::default(); self.tenants.len()];
+        let mut own = vec![ResourceVec::default(); self.tenants.len()];
+        let mut holds = vec![0u32; self.engine.fleet().nodes().len()];
+        for id in ids {
+            let j = &self.jobs[id];
+            let alloc = self.engine.allocation(*id);
+            let running = j.running_since().is_some();
+            if running != self.running.contains(id) {
+                return Err(format!(
+                    "{id}: running set disagrees with state {:?}",
+                    j.state
+                ));
+            }
+            if (j.state == JobState::Pending) != self.pending.contains(&(j.seq, *id)) {
+                return Err(format!(
+                    "{id}: pending set disagrees with state {:?}",
+                    j.state
+                ));
+            }
+            match (running, alloc) {
+                (true, Some(Allocation::Gang { request, .. })) if *request == j.spec.gang => {}
+                (false, None) => {}
+                _ => {
+                    return Err(format!(
+                        "{id}: state {:?} but allocation {:?}",
+                        j.state,
+                        alloc.is_some()
+                    ))
+                }
+            }
+            if running {
+                let t = j.spec.tenant.0 as usize;
+                let u = ResourceVec::of_gang(&j.spec.gang);
+                usage[t] = usage[t].plus(&u);
+                if !j.borrowed {
+                    own[t] = own[t].plus(&u);
+                }
+            }
+            if !j.hold.is_empty() && j.state != JobState::Pending {
+                return Err(format!("{id}: holds nodes but is not pending"));
+            }
+            for n in &j.hold {
+                holds[n.0 as usize] += 1;
+            }
+            for v in &j.waiting_for {
+                let victim_ok = self.jobs.get(v).is_some_and(|x| match x.state {
+                    JobState::Preempting { by, .. } => by == *id,
+                    _ => true, // already stopped: the preemptor starts at its next turn
+                });
+                if !victim_ok {
+                    return Err(format!("{id}: waits for {v} which is not preempted for it"));
+                }
+            }
+        }
+        for (i, t) in self.tenants.iter().enumerate() {
+            if t.usage != usage[i] {
+                return Err(format!(
+                    "tenant {}: usage {:?} but jobs hold {:?}",
+                    t.spec.name, t.usage, usage[i]
+                ));
+            }
+            if !own[i].fits_in(&t.spec.quota) {
+                return Err(format!(
+                    "tenant {}: own-quota work exceeds its quota",
+                    t.spec.name
+                ));
+            }
+        }
+        if let Some(r) = &self.reservation {
+            for n in &r.nodes {
+                holds[n.0 as usize] += 1;
+            }
+        }
+        for (i, h) in holds.iter().enumerate() {
+            let actual = u32::from(self.engine.is_held(NodeId(i as u32)));
+            if actual != u32::from(*h > 0) {
+                return Err(format!("node {i}: held {actual} but {h} holders"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A gang's shape apart from its node count: (GPU model, GPUs/node, CPU, memory, segment).
+type ShapeKey = (usize, u8, u32, u32, Option<u32>);
 
 fn g_priority(jobs: &FxHashMap<WorkloadId, Job>, id: WorkloadId) -> PriorityClass {
     jobs.get(&id)

@@ -379,9 +379,8 @@ fn a_job_is_not_preempted_again_and_again() {
     .unwrap();
     let mut t = 0;
     s.schedule(t);
-    let mut next = 100;
     // Training jobs keep arriving, each wanting the whole fleet briefly.
-    for _ in 0..6 {
+    for next in 100..106 {
         t += 1000;
         s.submit(
             WorkloadId(next),
@@ -398,7 +397,6 @@ fn a_job_is_not_preempted_again_and_again() {
         s.schedule(t + 200);
         let _ = s.finish(WorkloadId(next), t + 300);
         s.schedule(t + 300);
-        next += 1;
     }
     let victim = s.job(WorkloadId(1)).unwrap();
     assert_eq!(victim.preemptions, 2, "{victim:?}");
