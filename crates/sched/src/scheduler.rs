@@ -101,6 +101,8 @@ pub struct Job {
     seq: u64,
     /// Nodes held for it while its victims finish their grace period.
     hold: Vec<NodeId>,
+    /// `Scheduler::changes` when a preemption search for it last found nothing.
+    no_victims_at: Option<u64>,
     /// Victims it waits for.
     waiting_for: Vec<WorkloadId>,
 }
@@ -213,6 +215,8 @@ struct Reservation {
     job: WorkloadId,
     start: Time,
     nodes: Vec<NodeId>,
+    /// `Scheduler::stops` when it was computed: it can only move earlier after a stop.
+    stops_at: u64,
 }
 
 /// Tenant figures for reports and tests.
@@ -242,6 +246,10 @@ pub struct Scheduler {
     reservation: Option<Reservation>,
     /// The last reservation announced, so that a pass only reports changes.
     last_reserved: Option<(WorkloadId, Time, Vec<NodeId>)>,
+    /// Counts jobs stopping and node state changes (what can make a reservation earlier).
+    stops: u64,
+    /// Counts every start and stop (what can change the set of preemption victims).
+    changes: u64,
 }
 
 impl Scheduler {
@@ -292,6 +300,8 @@ impl Scheduler {
             next_seq: 0,
             reservation: None,
             last_reserved: None,
+            stops: 0,
+            changes: 0,
         })
     }
 
@@ -372,6 +382,7 @@ impl Scheduler {
                 reason: Some("not yet considered by a scheduling pass".into()),
                 seq,
                 hold: Vec::new(),
+                no_victims_at: None,
                 waiting_for: Vec::new(),
             },
         );
@@ -455,6 +466,8 @@ impl Scheduler {
         let tenant = job.spec.tenant.0 as usize;
         let _ = self.engine.release(id);
         self.running.remove(&id);
+        self.stops += 1;
+        self.changes += 1;
         let t = &mut self.tenants[tenant];
         t.usage = t.usage.minus(&usage);
     }
@@ -485,6 +498,7 @@ impl Scheduler {
     /// Nodes of a scope go down: every job on them is requeued from its last checkpoint.
     pub fn fail(&mut self, scope: Scope, now: Time) -> Vec<Decision> {
         let change = self.engine.set_state(scope, NodeState::Down);
+        self.stops += 1;
         let mut out = Vec::new();
         for id in change.affected {
             if self.running.contains(&id) {
@@ -496,6 +510,7 @@ impl Scheduler {
 
     /// Nodes of a scope come back (or are cordoned, drained...): no job is moved by this.
     pub fn set_state(&mut self, scope: Scope, state: NodeState) -> Vec<WorkloadId> {
+        self.stops += 1;
         self.engine.set_state(scope, state).affected
     }
 
@@ -732,6 +747,7 @@ impl Scheduler {
             j.reason = None;
         }
         self.running.insert(id);
+        self.changes += 1;
         out.push(Decision::Start {
             job: id,
             slots: placement.slots,
@@ -788,10 +804,12 @@ impl Scheduler {
         let mut backfill: Vec<WorkloadId> = Vec::new();
         for &(_, _, _, id) in &order {
             // The reserved job itself gets its nodes back to try them (and a fresh reservation).
+            let mut previous: Option<Reservation> = None;
             if self.reservation.as_ref().is_some_and(|r| r.job == id) {
                 if let Some(r) = self.reservation.take() {
                     self.engine.unhold(&r.nodes);
                     failed.clear(); // capacity grew: earlier failures say nothing now
+                    previous = Some(r);
                 }
             }
             let Some(job) = self.jobs.get(&id) else {
@@ -866,13 +884,26 @@ impl Scheduler {
                     }
                 })
                 .or_insert((g.nodes, id));
-            // 4. Preemption.
-            if searches < self.config.preemption_searches_per_pass {
+            // 4. Preemption (not searched again while nothing started or stopped).
+            let searched_in_vain = job.no_victims_at == Some(self.changes);
+            if searches < self.config.preemption_searches_per_pass && !searched_in_vain {
                 searches += 1;
                 if let Some(decisions) = self.try_preempt(id, !borrowed, now) {
                     out.extend(decisions);
                     continue;
                 }
+                let changes = self.changes;
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.no_victims_at = Some(changes);
+                }
+            }
+            // A reservation nothing could have moved earlier is kept as it was.
+            if let Some(r) =
+                previous.filter(|r| r.stops_at == self.stops && self.reservation.is_none())
+            {
+                self.engine.hold(&r.nodes);
+                self.reservation = Some(r);
+                continue;
             }
             // 5. Reservation for the first job that could not be placed (or a more urgent one).
             let priority = g_priority(&self.jobs, id);
@@ -911,6 +942,7 @@ impl Scheduler {
                         job: id,
                         start,
                         nodes,
+                        stops_at: self.stops,
                     });
                     continue;
                 }
