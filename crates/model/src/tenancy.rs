@@ -37,6 +37,27 @@ impl fmt::Display for PriorityClass {
     }
 }
 
+/// One quota'd resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResourceKind {
+    /// GPUs of one model.
+    Gpus(GpuModel),
+    /// CPU millicores.
+    CpuMillis,
+    /// Memory in MiB.
+    MemoryMib,
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResourceKind::Gpus(m) => write!(f, "{m} GPUs"),
+            ResourceKind::CpuMillis => f.write_str("CPU millicores"),
+            ResourceKind::MemoryMib => f.write_str("memory MiB"),
+        }
+    }
+}
+
 /// An amount of every quota'd resource: GPUs per model, CPU and memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ResourceVec {
@@ -88,19 +109,19 @@ impl ResourceVec {
             && self.memory_mib <= limit.memory_mib
     }
 
-    /// The first component of `self` that exceeds `limit`, named, with both amounts.
-    pub fn first_excess(&self, limit: &ResourceVec) -> Option<(String, u64, u64)> {
+    /// The first component of `self` that exceeds `limit`, with both amounts.
+    pub fn first_excess(&self, limit: &ResourceVec) -> Option<(ResourceKind, u64, u64)> {
         for m in GpuModel::ALL {
             let (a, b) = (self.gpus[m.index()], limit.gpus[m.index()]);
             if a > b {
-                return Some((format!("{m} GPUs"), a, b));
+                return Some((ResourceKind::Gpus(m), a, b));
             }
         }
         if self.cpu_millis > limit.cpu_millis {
-            return Some(("CPU millicores".into(), self.cpu_millis, limit.cpu_millis));
+            return Some((ResourceKind::CpuMillis, self.cpu_millis, limit.cpu_millis));
         }
         if self.memory_mib > limit.memory_mib {
-            return Some(("memory MiB".into(), self.memory_mib, limit.memory_mib));
+            return Some((ResourceKind::MemoryMib, self.memory_mib, limit.memory_mib));
         }
         None
     }

@@ -65,6 +65,8 @@ pub(crate) struct DomainState {
     pub capacity: Resources,
     pub free_gpus: u32,
     pub whole_free: u32,
+    /// Nodes that take new work (ready and not held).
+    pub open_nodes: u32,
     /// The keys under which the domain currently sits in the two indexes.
     indexed_free_gpus: u32,
     indexed_whole_free: u32,
@@ -243,6 +245,7 @@ impl Engine {
                 capacity: first.capacity,
                 free_gpus: 0,
                 whole_free: 0,
+                open_nodes: 0,
                 indexed_free_gpus: 0,
                 indexed_whole_free: 0,
             });
@@ -482,11 +485,12 @@ impl Engine {
     fn recount_domain(&mut self, d: u32) {
         let ds = &self.domains[d as usize];
         let full = mask_of(ds.capacity.gpus);
-        let (mut free_gpus, mut whole) = (0u32, 0u32);
+        let (mut free_gpus, mut whole, mut open) = (0u32, 0u32, 0u32);
         for n in ds.first_node..ds.end_node {
             if !self.open(n) {
                 continue;
             }
+            open += 1;
             let f = &self.free[n as usize];
             free_gpus += f.gpus();
             whole += u32::from(f.gpu_mask == full);
@@ -494,6 +498,7 @@ impl Engine {
         let ds = &mut self.domains[d as usize];
         ds.free_gpus = free_gpus;
         ds.whole_free = whole;
+        ds.open_nodes = open;
     }
 
     /// Brings a domain's counters and its index entries up to date.

@@ -203,13 +203,13 @@ impl Engine {
     }
 
     fn add_unschedulable_detail(&self, request: &GangRequest, u: &mut Unplaceable) {
-        let mut out = 0u64;
-        for d in self.domains_of(request) {
-            let ds = &self.domains[d as usize];
-            out += (ds.first_node..ds.end_node)
-                .filter(|&n| !self.open(n))
-                .count() as u64;
-        }
+        let out: u64 = self
+            .domains_of(request)
+            .map(|d| {
+                let ds = &self.domains[d as usize];
+                u64::from(ds.node_count() - ds.open_nodes)
+            })
+            .sum();
         if out > 0 {
             u.details.push(format!(
                 "{out} {} nodes are cordoned, draining, down or held",

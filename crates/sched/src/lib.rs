@@ -23,4 +23,6 @@ pub use engine::{
 };
 pub use gang::{GangPlacement, Quality};
 pub use sandbox::{SandboxPlacement, SandboxRun};
-pub use scheduler::{Decision, Job, JobState, SchedConfig, SchedError, Scheduler, TenantReport};
+pub use scheduler::{
+    Decision, Job, JobState, Reason, SchedConfig, SchedError, Scheduler, TenantReport,
+};

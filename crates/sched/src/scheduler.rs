@@ -22,7 +22,8 @@ use model::{
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Tunables of the queue.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,8 +97,8 @@ pub struct Job {
     pub restarts: u32,
     /// GPU-hours of work lost to preemption and failures (since the last checkpoint).
     pub lost_gpu_hours: f64,
-    /// Why it is not running, when it is pending.
-    pub reason: Option<String>,
+    /// Why it is not running, when it is pending (rendered by [`Scheduler::pending_reason`]).
+    pub reason: Option<Reason>,
     seq: u64,
     /// Nodes held for it while its victims finish their grace period.
     hold: Vec<NodeId>,
@@ -133,6 +134,59 @@ impl Job {
         let from = self.last_checkpoint.map_or(since, |c| c.max(since));
         now.saturating_sub(from) as f64 * self.gpus() as f64 / 3600.0
     }
+}
+
+/// Why a job is pending. Kept compact (a pass may set 100,000 of them) and rendered into
+/// words only when asked, by [`Scheduler::pending_reason`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "reason")]
+pub enum Reason {
+    /// Submitted after the last pass.
+    NotConsidered,
+    /// Stopped (preemption or failure) and queued again.
+    Requeued,
+    /// Its tenant's quota (or its cohort's) does not cover it.
+    Quota {
+        /// The resource that runs out.
+        what: model::ResourceKind,
+        /// What usage would be with this job.
+        want: u64,
+        /// The quota (or the cohort's total).
+        have: u64,
+        /// Whether the limit is the cohort's.
+        cohort: bool,
+    },
+    /// The engine's explanation (shared by jobs of one shape in a pass).
+    Unplaceable {
+        /// The explanation.
+        #[serde(serialize_with = "serialize_arc")]
+        text: Arc<str>,
+        /// A reservation holding nodes for another job at the time, if any.
+        held_for: Option<(WorkloadId, Time, usize)>,
+    },
+    /// A job of the same shape but no more nodes could not be placed in the same pass.
+    SameShape {
+        /// That job.
+        like: WorkloadId,
+        /// A reservation holding nodes for another job at the time, if any.
+        held_for: Option<(WorkloadId, Time, usize)>,
+    },
+    /// It preempted work and waits for the victims' grace period.
+    WaitingForPreemption {
+        /// End of the grace period.
+        until: Time,
+    },
+    /// It holds a reservation.
+    Reserved {
+        /// Earliest start.
+        start: Time,
+        /// Nodes held.
+        nodes: usize,
+    },
+}
+
+fn serialize_arc<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
 }
 
 /// A decision of the queue, for the caller to act on.
@@ -207,6 +261,15 @@ struct TenantState {
     spec: TenantSpec,
     usage: ResourceVec,
     lost_gpu_hours: f64,
+    /// Index into `Scheduler::cohorts`.
+    cohort: Option<usize>,
+}
+
+/// Sums over the members of a cohort, kept up to date as jobs start and stop.
+#[derive(Clone)]
+struct CohortState {
+    quota: ResourceVec,
+    usage: ResourceVec,
 }
 
 /// The reservation of this pass: nodes held for one job from `start`.
@@ -217,6 +280,8 @@ struct Reservation {
     nodes: Vec<NodeId>,
     /// `Scheduler::stops` when it was computed: it can only move earlier after a stop.
     stops_at: u64,
+    /// Priority of its job (a higher one takes the reservation over).
+    priority: PriorityClass,
 }
 
 /// Tenant figures for reports and tests.
@@ -238,8 +303,10 @@ pub struct Scheduler {
     engine: Engine,
     config: SchedConfig,
     tenants: Vec<TenantState>,
+    cohorts: Vec<CohortState>,
     jobs: FxHashMap<WorkloadId, Job>,
-    pending: BTreeSet<(u64, WorkloadId)>,
+    /// Pending jobs by (submission, id), with what ordering needs (no job lookups to sort).
+    pending: BTreeMap<(u64, WorkloadId), (PriorityClass, TenantId)>,
     running: BTreeSet<WorkloadId>,
     fleet_total: ResourceVec,
     next_seq: u64,
@@ -274,6 +341,14 @@ impl Scheduler {
                 });
             }
         }
+        let mut cohorts: Vec<String> = Vec::new();
+        for t in &tenants {
+            if let Some(c) = &t.cohort {
+                if !cohorts.contains(c) {
+                    cohorts.push(c.clone());
+                }
+            }
+        }
         let mut fleet_total = ResourceVec::default();
         for n in engine.fleet().nodes() {
             if let Some(m) = n.capacity.gpu_model {
@@ -285,16 +360,30 @@ impl Scheduler {
         Ok(Scheduler {
             engine,
             config,
+            cohorts: cohorts
+                .iter()
+                .map(|name| CohortState {
+                    quota: tenants
+                        .iter()
+                        .filter(|t| t.cohort.as_ref() == Some(name))
+                        .fold(ResourceVec::default(), |acc, t| acc.plus(&t.quota)),
+                    usage: ResourceVec::default(),
+                })
+                .collect(),
             tenants: tenants
                 .into_iter()
                 .map(|spec| TenantState {
+                    cohort: spec
+                        .cohort
+                        .as_ref()
+                        .and_then(|c| cohorts.iter().position(|x| x == c)),
                     spec,
                     usage: ResourceVec::default(),
                     lost_gpu_hours: 0.0,
                 })
                 .collect(),
             jobs: FxHashMap::default(),
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
             running: BTreeSet::new(),
             fleet_total,
             next_seq: 0,
@@ -316,13 +405,43 @@ impl Scheduler {
     }
 
     /// Why a pending job is not running.
-    pub fn pending_reason(&self, id: WorkloadId) -> Option<&str> {
-        self.jobs.get(&id).and_then(|j| j.reason.as_deref())
+    pub fn pending_reason(&self, id: WorkloadId) -> Option<String> {
+        let job = self.jobs.get(&id)?;
+        let held = |h: &Option<(WorkloadId, Time, usize)>| match h {
+            Some((j, t, n)) => format!("; {n} nodes are held for {j}'s reservation until t={t}"),
+            None => String::new(),
+        };
+        let tenant = &self.tenants[job.spec.tenant.0 as usize];
+        Some(match job.reason.as_ref()? {
+            Reason::NotConsidered => "not yet considered by a scheduling pass".into(),
+            Reason::Requeued => "requeued; waiting for the next pass".into(),
+            Reason::Quota { what, want, have, cohort: false } => format!(
+                "tenant '{}' quota: would use {want} {what}, quota is {have} (no cohort to borrow from)",
+                tenant.spec.name
+            ),
+            Reason::Quota { what, want, have, cohort: true } => format!(
+                "tenant '{}' quota: cohort '{}' would use {want} {what}, its quotas total {have}",
+                tenant.spec.name,
+                tenant.spec.cohort.as_deref().unwrap_or("?")
+            ),
+            Reason::Unplaceable { text, held_for } => format!("{text}{}", held(held_for)),
+            Reason::SameShape { like, held_for } => format!(
+                "a job of the same shape ({like}) could not be placed in this pass{}",
+                held(held_for)
+            ),
+            Reason::WaitingForPreemption { until } => format!(
+                "waiting for preemption grace of {} until t={until}",
+                list(&job.waiting_for)
+            ),
+            Reason::Reserved { start, nodes } => format!(
+                "reserved {nodes} nodes from t={start} (when running jobs reach their time limits)"
+            ),
+        })
     }
 
     /// Pending jobs, in submission order.
     pub fn pending_jobs(&self) -> Vec<WorkloadId> {
-        self.pending.iter().map(|(_, id)| *id).collect()
+        self.pending.keys().map(|(_, id)| *id).collect()
     }
 
     /// Running (and preempting) jobs, by id.
@@ -379,14 +498,15 @@ impl Scheduler {
                 preemptions: 0,
                 restarts: 0,
                 lost_gpu_hours: 0.0,
-                reason: Some("not yet considered by a scheduling pass".into()),
+                reason: Some(Reason::NotConsidered),
                 seq,
                 hold: Vec::new(),
                 no_victims_at: None,
                 waiting_for: Vec::new(),
             },
         );
-        self.pending.insert((seq, id));
+        let meta = (self.jobs[&id].spec.priority, self.jobs[&id].spec.tenant);
+        self.pending.insert((seq, id), meta);
         Ok(())
     }
 
@@ -470,6 +590,10 @@ impl Scheduler {
         self.changes += 1;
         let t = &mut self.tenants[tenant];
         t.usage = t.usage.minus(&usage);
+        if let Some(c) = t.cohort {
+            let c = &mut self.cohorts[c];
+            c.usage = c.usage.minus(&usage);
+        }
     }
 
     /// Stops a running job and queues it again from its last checkpoint.
@@ -486,8 +610,9 @@ impl Scheduler {
             j.lost_gpu_hours += lost;
             j.restarts += 1;
             j.borrowed = false;
-            j.reason = Some("requeued; waiting for the next pass".into());
-            self.pending.insert((j.seq, id));
+            j.reason = Some(Reason::Requeued);
+            self.pending
+                .insert((j.seq, id), (j.spec.priority, j.spec.tenant));
         }
         out.push(Decision::Requeue {
             job: id,
@@ -520,39 +645,8 @@ impl Scheduler {
     }
 
     /// Quota check: Ok(borrowed?) or the reason it is refused.
-    fn admit(&self, job: &Job) -> Result<bool, String> {
-        let ask = ResourceVec::of_gang(&job.spec.gang);
-        let t = &self.tenants[job.spec.tenant.0 as usize];
-        let after = t.usage.plus(&ask);
-        if after.fits_in(&t.spec.quota) {
-            return Ok(false);
-        }
-        let Some(cohort) = &t.spec.cohort else {
-            let (what, want, have) = after.first_excess(&t.spec.quota).unwrap_or_default();
-            return Err(format!(
-                "tenant '{}' quota: would use {want} {what}, quota is {have} (no cohort to borrow from)",
-                t.spec.name
-            ));
-        };
-        // Idle quota of the cohort: the sum of members' quotas minus the sum of their usage.
-        let (mut quota, mut usage) = (ResourceVec::default(), ResourceVec::default());
-        for m in self
-            .tenants
-            .iter()
-            .filter(|m| m.spec.cohort.as_ref() == Some(cohort))
-        {
-            quota = quota.plus(&m.spec.quota);
-            usage = usage.plus(&m.usage);
-        }
-        let cohort_after = usage.plus(&ask);
-        if cohort_after.fits_in(&quota) {
-            return Ok(true);
-        }
-        let (what, want, have) = cohort_after.first_excess(&quota).unwrap_or_default();
-        Err(format!(
-            "tenant '{}' quota: cohort '{cohort}' would use {want} {what}, its quotas total {have}",
-            t.spec.name
-        ))
+    fn admit(&self, job: &Job) -> Result<bool, Reason> {
+        admit_with(&self.tenants, &self.cohorts, job)
     }
 
     /// Running jobs `job` may preempt, cheapest first.
@@ -696,10 +790,7 @@ impl Scheduler {
         if let Some(j) = self.jobs.get_mut(&id) {
             j.hold = hold;
             j.waiting_for = victims;
-            j.reason = Some(format!(
-                "waiting for preemption grace of {} until t={deadline}",
-                list(&j.waiting_for)
-            ));
+            j.reason = Some(Reason::WaitingForPreemption { until: deadline });
         }
         Some(out)
     }
@@ -738,8 +829,13 @@ impl Scheduler {
         let gang = job.spec.gang.clone();
         let tenant = job.spec.tenant.0 as usize;
         let placement = self.engine.place_gang(id, &gang, now)?;
+        let usage = ResourceVec::of_gang(&gang);
         let t = &mut self.tenants[tenant];
-        t.usage = t.usage.plus(&ResourceVec::of_gang(&gang));
+        t.usage = t.usage.plus(&usage);
+        if let Some(c) = t.cohort {
+            let c = &mut self.cohorts[c];
+            c.usage = c.usage.plus(&usage);
+        }
         if let Some(j) = self.jobs.get_mut(&id) {
             self.pending.remove(&(j.seq, id));
             j.state = JobState::Running { since: now };
@@ -781,27 +877,33 @@ impl Scheduler {
             }
         }
         // 2. Order: priority class, weighted dominant share, submission.
-        let shares: Vec<f64> = (0..self.tenants.len())
-            .map(|t| self.tenant_share(TenantId(t as u32)))
+        // Tenants ranked by weighted dominant share once per pass; jobs sort on integers.
+        let mut by_share: Vec<(f64, usize)> = (0..self.tenants.len())
+            .map(|t| (self.tenant_share(TenantId(t as u32)), t))
             .collect();
-        let mut order: Vec<(std::cmp::Reverse<PriorityClass>, f64, u64, WorkloadId)> = self
+        by_share.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut rank = vec![0u32; self.tenants.len()];
+        for (r, (_, t)) in by_share.iter().enumerate() {
+            rank[*t] = r as u32;
+        }
+        let mut order: Vec<(std::cmp::Reverse<PriorityClass>, u32, u64, WorkloadId)> = self
             .pending
             .iter()
-            .filter_map(|(_, id)| self.jobs.get(id))
-            .map(|j| {
+            .map(|(&(seq, id), &(priority, tenant))| {
                 (
-                    std::cmp::Reverse(j.spec.priority),
-                    shares[j.spec.tenant.0 as usize],
-                    j.seq,
-                    j.id,
+                    std::cmp::Reverse(priority),
+                    rank[tenant.0 as usize],
+                    seq,
+                    id,
                 )
             })
             .collect();
-        order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        order.sort_unstable();
         let mut searches = 0;
         // Shapes that failed this pass: (gpu, gpus/node, cpu, mem, segment) → fewest nodes that failed.
         let mut failed: FxHashMap<ShapeKey, (u32, WorkloadId)> = FxHashMap::default();
-        let mut backfill: Vec<WorkloadId> = Vec::new();
+        // Jobs that could not start, for the backfill step: (id, time limit, shape, nodes).
+        let mut backfill: Vec<(WorkloadId, Time, ShapeKey, u32)> = Vec::new();
         for &(_, _, _, id) in &order {
             // The reserved job itself gets its nodes back to try them (and a fresh reservation).
             let mut previous: Option<Reservation> = None;
@@ -810,6 +912,50 @@ impl Scheduler {
                     self.engine.unhold(&r.nodes);
                     failed.clear(); // capacity grew: earlier failures say nothing now
                     previous = Some(r);
+                }
+            }
+            // Fast path, one lookup: most of a long queue is refused by quota or spoken for by a
+            // shape that already failed in this pass.
+            if previous.is_none() {
+                let Some(job) = self.jobs.get_mut(&id) else {
+                    continue;
+                };
+                if job.hold.is_empty() {
+                    match admit_with(&self.tenants, &self.cohorts, job) {
+                        Err(reason) => {
+                            job.reason = Some(reason);
+                            continue;
+                        }
+                        Ok(_) => {
+                            let g = &job.spec.gang;
+                            let key: ShapeKey = (
+                                g.gpu.index(),
+                                g.gpus_per_node,
+                                g.cpu_millis_per_node,
+                                g.memory_mib_per_node,
+                                g.segment,
+                            );
+                            let like = failed
+                                .get(&key)
+                                .filter(|(n, _)| g.nodes >= *n)
+                                .map(|(_, by)| *by);
+                            let no_search = searches >= self.config.preemption_searches_per_pass
+                                || job.no_victims_at == Some(self.changes);
+                            let no_takeover = self
+                                .reservation
+                                .as_ref()
+                                .is_some_and(|r| r.priority >= job.spec.priority);
+                            if let (Some(like), true, true) = (like, no_search, no_takeover) {
+                                let held_for = self
+                                    .reservation
+                                    .as_ref()
+                                    .map(|r| (r.job, r.start, r.nodes.len()));
+                                job.reason = Some(Reason::SameShape { like, held_for });
+                                backfill.push((id, job.spec.time_limit, key, g.nodes));
+                                continue;
+                            }
+                        }
+                    }
                 }
             }
             let Some(job) = self.jobs.get(&id) else {
@@ -885,6 +1031,7 @@ impl Scheduler {
                 })
                 .or_insert((g.nodes, id));
             // 4. Preemption (not searched again while nothing started or stopped).
+            let priority = job.spec.priority;
             let searched_in_vain = job.no_victims_at == Some(self.changes);
             if searches < self.config.preemption_searches_per_pass && !searched_in_vain {
                 searches += 1;
@@ -906,10 +1053,9 @@ impl Scheduler {
                 continue;
             }
             // 5. Reservation for the first job that could not be placed (or a more urgent one).
-            let priority = g_priority(&self.jobs, id);
             let takes_over = match &self.reservation {
                 None => true,
-                Some(r) => g_priority(&self.jobs, r.job) < priority,
+                Some(r) => r.priority < priority,
             };
             if takes_over {
                 if let Some(r) = self.reservation.take() {
@@ -933,55 +1079,65 @@ impl Scheduler {
                         self.last_reserved = Some((id, start, nodes.clone()));
                     }
                     if let Some(j) = self.jobs.get_mut(&id) {
-                        j.reason = Some(format!(
-                            "reserved {} nodes from t={start} (when running jobs reach their time limits)",
-                            nodes.len()
-                        ));
+                        j.reason = Some(Reason::Reserved {
+                            start,
+                            nodes: nodes.len(),
+                        });
                     }
                     self.reservation = Some(Reservation {
                         job: id,
                         start,
                         nodes,
                         stops_at: self.stops,
+                        priority,
                     });
                     continue;
                 }
             }
+            let held_for = self
+                .reservation
+                .as_ref()
+                .map(|r| (r.job, r.start, r.nodes.len()));
             let reason = match (err, known_fail) {
-                (_, Some(by)) => {
-                    format!("a job of the same shape ({by}) could not be placed in this pass")
-                }
-                (Some(EngineError::Unplaceable(u)), _) => u.reason,
-                (Some(e), _) => e.to_string(),
-                (None, None) => "could not be placed".into(),
-            };
-            let reason = match &self.reservation {
-                Some(r) => format!(
-                    "{reason}; {} nodes are held for {}'s reservation until t={}",
-                    r.nodes.len(),
-                    r.job,
-                    r.start
-                ),
-                None => reason,
+                (_, Some(like)) => Reason::SameShape { like, held_for },
+                (Some(EngineError::Unplaceable(u)), _) => Reason::Unplaceable {
+                    text: u.reason.into(),
+                    held_for,
+                },
+                (Some(e), _) => Reason::Unplaceable {
+                    text: e.to_string().into(),
+                    held_for,
+                },
+                (None, None) => Reason::Unplaceable {
+                    text: "could not be placed".into(),
+                    held_for,
+                },
             };
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.reason = Some(reason);
+                backfill.push((id, j.spec.time_limit, shape, g.nodes));
             }
-            backfill.push(id);
         }
         // 6. Backfill onto reserved nodes: only jobs that end before the reservation starts.
         if let Some(r) = self.reservation.clone() {
             self.engine.unhold(&r.nodes);
-            for id in backfill {
+            let mut failed: FxHashMap<ShapeKey, u32> = FxHashMap::default();
+            for (id, limit, shape, nodes) in backfill {
+                if now + limit > r.start || failed.get(&shape).is_some_and(|n| nodes >= *n) {
+                    continue;
+                }
                 let Some(j) = self.jobs.get(&id) else {
                     continue;
                 };
-                let fits_before = j.state == JobState::Pending
-                    && j.hold.is_empty()
-                    && now + j.spec.time_limit <= r.start;
+                if j.state != JobState::Pending || !j.hold.is_empty() {
+                    continue;
+                }
                 // Quota again: work started since the main loop counts.
-                if let (true, Ok(borrowed)) = (fits_before, self.admit(j)) {
-                    let _ = self.try_start(id, now, borrowed, &mut out);
+                if let Ok(borrowed) = self.admit(j) {
+                    if self.try_start(id, now, borrowed, &mut out).is_err() {
+                        let n = failed.entry(shape).or_insert(nodes);
+                        *n = (*n).min(nodes);
+                    }
                 }
             }
             self.engine.hold(&r.nodes);
@@ -1014,7 +1170,7 @@ impl Scheduler {
                     j.state
                 ));
             }
-            if (j.state == JobState::Pending) != self.pending.contains(&(j.seq, *id)) {
+            if (j.state == JobState::Pending) != self.pending.contains_key(&(j.seq, *id)) {
                 return Err(format!(
                     "{id}: pending set disagrees with state {:?}",
                     j.state
@@ -1087,9 +1243,35 @@ impl Scheduler {
 /// A gang's shape apart from its node count: (GPU model, GPUs/node, CPU, memory, segment).
 type ShapeKey = (usize, u8, u32, u32, Option<u32>);
 
-fn g_priority(jobs: &FxHashMap<WorkloadId, Job>, id: WorkloadId) -> PriorityClass {
-    jobs.get(&id)
-        .map_or(PriorityClass::Preemptible, |j| j.spec.priority)
+/// Quota check against a tenant table: Ok(borrowed?) or the reason it is refused.
+fn admit_with(tenants: &[TenantState], cohorts: &[CohortState], job: &Job) -> Result<bool, Reason> {
+    let ask = ResourceVec::of_gang(&job.spec.gang);
+    let t = &tenants[job.spec.tenant.0 as usize];
+    let after = t.usage.plus(&ask);
+    if after.fits_in(&t.spec.quota) {
+        return Ok(false);
+    }
+    let shortfall = |v: &ResourceVec, limit: &ResourceVec, cohort: bool| {
+        let (what, want, have) =
+            v.first_excess(limit)
+                .unwrap_or((model::ResourceKind::CpuMillis, 0, 0));
+        Reason::Quota {
+            what,
+            want,
+            have,
+            cohort,
+        }
+    };
+    // Idle quota of the cohort: the sum of members' quotas minus the sum of their usage.
+    let Some(sums) = t.cohort.map(|c| &cohorts[c]) else {
+        return Err(shortfall(&after, &t.spec.quota, false));
+    };
+    let quota = sums.quota;
+    let cohort_after = sums.usage.plus(&ask);
+    if cohort_after.fits_in(&quota) {
+        return Ok(true);
+    }
+    Err(shortfall(&cohort_after, &quota, true))
 }
 
 fn list(ids: &[WorkloadId]) -> String {

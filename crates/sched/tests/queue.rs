@@ -106,7 +106,7 @@ fn run(s: &mut Scheduler, script: &str) -> String {
                     out,
                     "{}",
                     s.pending_reason(WorkloadId(num(1)))
-                        .unwrap_or("(running or ended)")
+                        .unwrap_or_else(|| "(running or ended)".into())
                 );
             }
             other => panic!("unknown command {other}"),

@@ -347,6 +347,14 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         let _ = e.release(id);
     }
     let rss = peak_rss_bytes();
+    let cpu_hosts = e
+        .fleet()
+        .nodes()
+        .iter()
+        .filter(|n| n.capacity.gpus == 0)
+        .count();
+    drop(e);
+    let queue = bench_queue(a, quiet)?;
 
     let out: Value = json!({
         "machine": machine(),
@@ -354,7 +362,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             "nodes": summary.nodes,
             "gpus": summary.gpus,
             "nvlink_domains": summary.nvlink_domains,
-            "cpu_hosts": e.fleet().nodes().iter().filter(|n| n.capacity.gpus == 0).count(),
+            "cpu_hosts": cpu_hosts,
             "generate_s": gen_s,
             "heap_bytes": fleet_heap,
         },
@@ -368,6 +376,10 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         "sandbox_placements_per_s": sandbox_rate,
         "sandbox_batch100_placements_per_s": small_rate,
         "peak_rss_bytes": rss,
+        "queue_pass_ms": queue.pass_ms,
+        "queue_first_pass_ms": queue.first_pass_ms,
+        "queue": queue.details,
+        "spine_failure_requeue_ms": queue.failure_ms,
     });
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -375,4 +387,143 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+struct QueueFigures {
+    pass_ms: f64,
+    first_pass_ms: f64,
+    failure_ms: f64,
+    details: Value,
+}
+
+/// The queue on the same reference fleet: filled to the target through the scheduler, then
+/// 100,000 more jobs queued; a pass is timed after 1% of running jobs end, five times.
+fn bench_queue(a: &EngineArgs, quiet: bool) -> Result<QueueFigures> {
+    use model::{JobSpec, PriorityClass, ResourceVec, TenantId, TenantSpec};
+    use sched::{SchedConfig, Scheduler, Scope};
+    let fleet =
+        generate(&a.fleet.spec()?, &InstanceCatalog::builtin()).context("generating the fleet")?;
+    let total_gpus: u64 = fleet
+        .nodes()
+        .iter()
+        .map(|n| u64::from(n.capacity.gpus))
+        .sum();
+    let tenants: Vec<TenantSpec> = (0..20)
+        .map(|i| {
+            let mut quota = ResourceVec {
+                cpu_millis: u64::MAX / 64,
+                memory_mib: u64::MAX / 64,
+                ..ResourceVec::default()
+            };
+            quota.gpus[GpuModel::Gb200.index()] = total_gpus / 10;
+            TenantSpec {
+                name: format!("team{i:02}"),
+                weight: f64::from(1 + i % 3),
+                cohort: Some(format!("org{}", i / 5)),
+                quota,
+            }
+        })
+        .collect();
+    let mut s = Scheduler::new(Engine::new(fleet), tenants, SchedConfig::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rng = Rng(a.seed ^ 0x5EED);
+    let mut next = 0u64;
+    let mut submit = |s: &mut Scheduler, rng: &mut Rng, now: u64| {
+        let (gpus, per_node, class) = *rng.pick(&MIX);
+        let priority = match class {
+            WorkloadClass::InferenceReplica => PriorityClass::ProductionInference,
+            WorkloadClass::Training => *rng.pick(&[
+                (1, PriorityClass::Preemptible),
+                (3, PriorityClass::Research),
+                (2, PriorityClass::Training),
+            ]),
+        };
+        next += 1;
+        let spec = JobSpec {
+            tenant: TenantId(rng.below(20) as u32),
+            priority,
+            gang: gang(gpus, per_node, class),
+            time_limit: 3600 * (1 + rng.below(48)),
+        };
+        let _ = s.submit(WorkloadId(next), spec, now);
+    };
+    // Fill to the target through the queue itself.
+    let target = (total_gpus as f64 * a.fill) as u64;
+    let mut now = 0u64;
+    let pb = bar(target, "filling through queue", quiet);
+    loop {
+        for _ in 0..500 {
+            submit(&mut s, &mut rng, now);
+        }
+        now += 60;
+        s.schedule(now);
+        let (_, free) = s.engine().gpu_usage();
+        let used = total_gpus - free;
+        pb.set_position(used.min(target));
+        if used >= target || now > 60 * 10_000 {
+            break;
+        }
+    }
+    pb.finish_and_clear();
+    // 100,000 more jobs wait in the queue.
+    for _ in 0..100_000 {
+        submit(&mut s, &mut rng, now);
+    }
+    now += 60;
+    let start = Instant::now();
+    s.schedule(now);
+    let first_pass_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut passes = Vec::new();
+    for _ in 0..5 {
+        let running = s.running_jobs();
+        for _ in 0..running.len() / 100 {
+            let id = running[rng.below(running.len() as u64) as usize];
+            let _ = s.finish(id, now);
+        }
+        now += 60;
+        let start = Instant::now();
+        s.schedule(now);
+        passes.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    passes.sort_by(f64::total_cmp);
+    let pending = s.pending_jobs().len();
+    let running = s.running_jobs().len();
+    // A failure of network nodes holding at least 1% of the GPUs.
+    let fleet = s.engine().fleet();
+    let mut doomed = Vec::new();
+    let mut doomed_gpus = 0u64;
+    for (i, t) in fleet.topo().iter().enumerate() {
+        if t.kind == (model::TopoKind::Network { level: 1 }) && !t.domains.is_empty() {
+            doomed.push(model::TopoId(i as u32));
+            doomed_gpus += fleet.nodes()[t.nodes.start as usize..t.nodes.end as usize]
+                .iter()
+                .map(|n| u64::from(n.capacity.gpus))
+                .sum::<u64>();
+            if doomed_gpus * 100 >= total_gpus {
+                break;
+            }
+        }
+    }
+    let start = Instant::now();
+    let mut requeued = 0;
+    for t in &doomed {
+        requeued += s.fail(Scope::Subtree(*t), now).len();
+    }
+    let failure_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    s.schedule(now + 1);
+    let after_failure_pass_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok(QueueFigures {
+        pass_ms: passes[passes.len() / 2],
+        first_pass_ms,
+        failure_ms,
+        details: json!({
+            "pending_after": pending,
+            "running": running,
+            "pass_ms_all": passes,
+            "failed_gpus": doomed_gpus,
+            "jobs_requeued": requeued,
+            "pass_after_failure_ms": after_failure_pass_ms,
+        }),
+    })
 }
