@@ -49,6 +49,10 @@ pub struct GangRequest {
     /// `None`: the whole gang in one domain when it fits one, else whole-domain segments.
     #[serde(default)]
     pub segment: Option<u32>,
+    /// Spare nodes kept idle inside the gang's own NVLink domains: a failed node is replaced
+    /// by a spare of its domain without moving the rest of the gang.
+    #[serde(default)]
+    pub spares: u32,
 }
 
 /// A request field that is out of range.
@@ -82,6 +86,9 @@ impl GangRequest {
         }
         if self.gpus_per_node == 0 || self.gpus_per_node > crate::Resources::MAX_GPUS {
             return Err(field_error("gpus_per_node", "must be 1..=32"));
+        }
+        if self.spares > 4096 {
+            return Err(field_error("spares", "at most 4096"));
         }
         if self.segment == Some(0) {
             return Err(field_error("segment", "must be at least 1 node"));

@@ -96,6 +96,8 @@ pub enum Allocation {
         request: GangRequest,
         /// Where it runs.
         slots: Vec<NodeSlot>,
+        /// Idle spares in its domains (reserved for it, replacing failed slots).
+        spares: Vec<NodeSlot>,
         /// CPU and memory taken per node.
         per_node: Resources,
         /// When it was placed.
@@ -407,6 +409,92 @@ impl Engine {
         }
     }
 
+    /// Replaces a gang's slot on `failed` by one of its spares in the same NVLink domain; the
+    /// rest of the gang does not move. The failed node's share is given back. Returns the new
+    /// slot, or an error (changing nothing) when the domain has no usable spare.
+    pub fn replace_with_spare(
+        &mut self,
+        id: WorkloadId,
+        failed: NodeId,
+    ) -> Result<NodeSlot, EngineError> {
+        let domain = self.node_domain[failed.0 as usize];
+        let nodes = self.fleet.nodes();
+        let Some(Allocation::Gang {
+            slots,
+            spares,
+            per_node,
+            ..
+        }) = self.allocations.get_mut(&id)
+        else {
+            return Err(EngineError::UnknownWorkload(id));
+        };
+        let Some(pos) = slots.iter().position(|s| s.node == failed) else {
+            return Err(EngineError::BadRelease {
+                id,
+                reason: format!(
+                    "node {} is not one of its active nodes",
+                    nodes[failed.0 as usize].name
+                ),
+            });
+        };
+        let Some(spare_pos) = spares.iter().position(|s| {
+            self.node_domain[s.node.0 as usize] == domain
+                && nodes[s.node.0 as usize].state.schedulable()
+        }) else {
+            return Err(EngineError::BadRelease {
+                id,
+                reason: format!(
+                    "no ready spare in the NVLink domain of {}",
+                    nodes[failed.0 as usize].name
+                ),
+            });
+        };
+        let spare = spares.remove(spare_pos);
+        let old = std::mem::replace(&mut slots[pos], spare);
+        let per_node = *per_node;
+        self.give_back(id, old, &per_node);
+        Ok(spare)
+    }
+
+    /// Drops a gang's spare on `node` (e.g. the node failed); its share is given back.
+    pub fn drop_spare(&mut self, id: WorkloadId, node: NodeId) -> bool {
+        let Some(Allocation::Gang {
+            spares, per_node, ..
+        }) = self.allocations.get_mut(&id)
+        else {
+            return false;
+        };
+        let Some(pos) = spares.iter().position(|s| s.node == node) else {
+            return false;
+        };
+        let slot = spares.remove(pos);
+        let per_node = *per_node;
+        self.give_back(id, slot, &per_node);
+        true
+    }
+
+    /// Returns one slot's resources to its node and drops the node from the workload's list
+    /// when the workload holds nothing else there.
+    fn give_back(&mut self, id: WorkloadId, slot: NodeSlot, per_node: &Resources) {
+        let n = slot.node.0 as usize;
+        let f = &mut self.free[n];
+        f.gpu_mask |= slot.gpu_mask;
+        f.cpu_millis += per_node.cpu_millis;
+        f.memory_mib += per_node.memory_mib;
+        let still_there = match self.allocations.get(&id) {
+            Some(Allocation::Gang { slots, spares, .. }) => {
+                slots.iter().chain(spares).any(|s| s.node == slot.node)
+            }
+            _ => false,
+        };
+        if !still_there {
+            self.node_work[n].retain(|w| *w != id);
+        }
+        if self.node_domain[n] != NO_DOMAIN {
+            self.reindex_domain(self.node_domain[n]);
+        }
+    }
+
     /// Puts back an allocation exactly as it was (after a tentative release). Fails, changing
     /// nothing, if the id is live or any of its resources is no longer free.
     pub fn reinstate(&mut self, id: WorkloadId, alloc: Allocation) -> Result<(), EngineError> {
@@ -417,9 +505,12 @@ impl Engine {
         };
         match &alloc {
             Allocation::Gang {
-                slots, per_node, ..
+                slots,
+                spares,
+                per_node,
+                ..
             } => {
-                for s in slots {
+                for s in slots.iter().chain(spares) {
                     let f = &self.free[s.node.0 as usize];
                     if f.gpu_mask & s.gpu_mask != s.gpu_mask
                         || f.cpu_millis < per_node.cpu_millis
@@ -429,7 +520,7 @@ impl Engine {
                     }
                 }
                 let mut touched = Vec::new();
-                for s in slots {
+                for s in slots.iter().chain(spares) {
                     let n = s.node.0 as usize;
                     let f = &mut self.free[n];
                     f.gpu_mask &= !s.gpu_mask;
@@ -579,10 +670,13 @@ impl Engine {
             .ok_or(EngineError::UnknownWorkload(id))?;
         match &alloc {
             Allocation::Gang {
-                slots, per_node, ..
+                slots,
+                spares,
+                per_node,
+                ..
             } => {
                 let mut touched = Vec::new();
-                for s in slots {
+                for s in slots.iter().chain(spares) {
                     let n = s.node.0 as usize;
                     let f = &mut self.free[n];
                     f.gpu_mask |= s.gpu_mask;
@@ -678,9 +772,17 @@ impl Engine {
                 Allocation::Gang {
                     request,
                     slots,
+                    spares,
                     per_node,
                     ..
                 } => {
+                    if spares.len() > request.spares as usize {
+                        return Err(format!(
+                            "{id}: {} spares for {} asked",
+                            spares.len(),
+                            request.spares
+                        ));
+                    }
                     if slots.len() != request.nodes as usize {
                         return Err(format!(
                             "{id}: {} slots for {} nodes",
@@ -688,7 +790,7 @@ impl Engine {
                             request.nodes
                         ));
                     }
-                    for s in slots {
+                    for s in slots.iter().chain(spares) {
                         let n = s.node.0 as usize;
                         if s.gpu_mask.count_ones() != u32::from(request.gpus_per_node) {
                             return Err(format!("{id}: wrong device count on {}", nodes[n].name));

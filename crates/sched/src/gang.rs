@@ -32,6 +32,8 @@ pub struct Quality {
 pub struct GangPlacement {
     /// Node and devices of each gang member.
     pub slots: Vec<NodeSlot>,
+    /// Idle spare nodes in the gang's domains.
+    pub spares: Vec<NodeSlot>,
     /// Placement quality.
     pub quality: Quality,
 }
@@ -102,7 +104,7 @@ impl Engine {
         let seg = match request.segment {
             Some(0) => return Err(Unplaceable::new("segment must be at least 1 node")),
             Some(s) => s.min(request.nodes),
-            None if request.nodes <= max_dom => request.nodes,
+            None if request.nodes.saturating_add(request.spares) <= max_dom => request.nodes,
             None => max_dom,
         };
         if seg > max_dom {
@@ -140,8 +142,13 @@ impl Engine {
         for (d, count) in &segments {
             self.pick_nodes(*d, &ask, *count, &mut slots);
         }
+        let spares = self.pick_spares(request, &ask, &segments, &slots)?;
         let quality = self.quality(request, shape, &segments);
-        Ok(GangPlacement { slots, quality })
+        Ok(GangPlacement {
+            slots,
+            spares,
+            quality,
+        })
     }
 
     fn domains_of<'a>(&'a self, request: &GangRequest) -> impl Iterator<Item = u32> + Clone + 'a {
@@ -155,7 +162,8 @@ impl Engine {
         ask: &Resources,
     ) -> Result<u32, Unplaceable> {
         let m = request.gpu.index();
-        let n = request.nodes;
+        // Spares live in the gang's own domain.
+        let n = request.nodes.saturating_add(request.spares);
         let whole_node = self.model_node_gpus[m] == Some(ask.gpus);
         let found = if whole_node {
             self.by_whole_free[m]
@@ -418,6 +426,63 @@ impl Engine {
         }));
     }
 
+    /// Spare nodes in the domains a gang uses, taken round-robin over those domains.
+    fn pick_spares(
+        &self,
+        request: &GangRequest,
+        ask: &Resources,
+        segments: &[(u32, u32)],
+        slots: &[NodeSlot],
+    ) -> Result<Vec<NodeSlot>, Unplaceable> {
+        if request.spares == 0 {
+            return Ok(Vec::new());
+        }
+        let taken: rustc_hash::FxHashSet<u32> = slots.iter().map(|s| s.node.0).collect();
+        let mut per_domain: Vec<Vec<NodeSlot>> = segments
+            .iter()
+            .map(|(d, _)| {
+                let ds = &self.domains[*d as usize];
+                let full = mask_of(ds.capacity.gpus);
+                let whole = ask.gpus == ds.capacity.gpus;
+                (ds.first_node..ds.end_node)
+                    .filter(|n| !taken.contains(n) && self.open(*n))
+                    .filter(|n| {
+                        let f = &self.free[*n as usize];
+                        f.holds(ask) && (!whole || f.gpu_mask == full)
+                    })
+                    .map(|n| NodeSlot {
+                        node: model::NodeId(n),
+                        gpu_mask: lowest_bits(self.free[n as usize].gpu_mask, ask.gpus),
+                    })
+                    .rev()
+                    .collect()
+            })
+            .collect();
+        let mut spares = Vec::with_capacity(request.spares as usize);
+        while spares.len() < request.spares as usize {
+            let before = spares.len();
+            for cands in per_domain.iter_mut() {
+                if spares.len() == request.spares as usize {
+                    break;
+                }
+                if let Some(s) = cands.pop() {
+                    spares.push(s);
+                }
+            }
+            if spares.len() == before {
+                let max_dom = self.model_max_domain[request.gpu.index()];
+                return Err(Unplaceable::new(format!(
+                    "needs {} spare nodes inside its NVLink domains; its best placement leaves room for {}; \
+                     a segment smaller than the domain (e.g. segment = {}) leaves room in each domain",
+                    request.spares,
+                    before,
+                    max_dom.saturating_sub(1).max(1)
+                )));
+            }
+        }
+        Ok(spares)
+    }
+
     pub(crate) fn commit_gang(
         &mut self,
         id: WorkloadId,
@@ -427,7 +492,7 @@ impl Engine {
     ) {
         let per_node = Self::per_node_ask(request);
         let mut touched = Vec::new();
-        for s in &placement.slots {
+        for s in placement.slots.iter().chain(&placement.spares) {
             let n = s.node.0 as usize;
             let f = &mut self.free[n];
             f.gpu_mask &= !s.gpu_mask;
@@ -449,6 +514,7 @@ impl Engine {
             Allocation::Gang {
                 request: request.clone(),
                 slots: placement.slots.clone(),
+                spares: placement.spares.clone(),
                 per_node,
                 placed_at: now,
             },

@@ -216,6 +216,18 @@ pub enum Decision {
         /// GPU-hours lost since its last checkpoint.
         lost_gpu_hours: f64,
     },
+    /// A failed node of the job was replaced by a spare of its domain; the rest of the gang
+    /// stays where it is and restarts from its last checkpoint.
+    Replace {
+        /// Job.
+        job: WorkloadId,
+        /// The failed node.
+        failed: NodeId,
+        /// The spare now in its place.
+        replacement: NodeId,
+        /// GPU-hours lost since the last checkpoint.
+        lost_gpu_hours: f64,
+    },
     /// Nodes are held for the job from `start` on.
     Reserve {
         /// Job.
@@ -620,14 +632,69 @@ impl Scheduler {
         });
     }
 
-    /// Nodes of a scope go down: every job on them is requeued from its last checkpoint.
+    /// Nodes of a scope go down. A job that lost only nodes its spares can cover has them
+    /// replaced in place (same NVLink domain; the rest does not move); any other job on them
+    /// is requeued from its last checkpoint. Lost GPU-hours are counted either way.
     pub fn fail(&mut self, scope: Scope, now: Time) -> Vec<Decision> {
         let change = self.engine.set_state(scope, NodeState::Down);
         self.stops += 1;
         let mut out = Vec::new();
         for id in change.affected {
-            if self.running.contains(&id) {
+            if !self.running.contains(&id) {
+                continue;
+            }
+            let down = |engine: &Engine, slots: &[NodeSlot]| -> Vec<NodeId> {
+                slots
+                    .iter()
+                    .map(|s| s.node)
+                    .filter(|n| engine.fleet().node(*n).state == NodeState::Down)
+                    .collect()
+            };
+            let (down_active, down_spares) = match self.engine.allocation(id) {
+                Some(Allocation::Gang { slots, spares, .. }) => {
+                    (down(&self.engine, slots), down(&self.engine, spares))
+                }
+                _ => continue,
+            };
+            for n in down_spares {
+                self.engine.drop_spare(id, n);
+            }
+            if down_active.is_empty() {
+                continue;
+            }
+            let mut replaced = Vec::new();
+            let mut all = true;
+            for n in &down_active {
+                match self.engine.replace_with_spare(id, *n) {
+                    Ok(slot) => replaced.push((*n, slot.node)),
+                    Err(_) => {
+                        all = false;
+                        break;
+                    }
+                }
+            }
+            if !all {
                 self.requeue(id, now, &mut out);
+                continue;
+            }
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            let lost = job.unsaved_gpu_hours(now);
+            job.lost_gpu_hours += lost;
+            job.restarts += 1;
+            if let JobState::Running { since } = &mut job.state {
+                *since = now; // restarted in place from its last checkpoint
+            }
+            let tenant = job.spec.tenant.0 as usize;
+            self.tenants[tenant].lost_gpu_hours += lost;
+            for (i, (failed, replacement)) in replaced.into_iter().enumerate() {
+                out.push(Decision::Replace {
+                    job: id,
+                    failed,
+                    replacement,
+                    lost_gpu_hours: if i == 0 { lost } else { 0.0 },
+                });
             }
         }
         out

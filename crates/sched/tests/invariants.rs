@@ -25,6 +25,11 @@ enum Op {
         nodes: u32,
         gpn: u8,
         segment: Option<u32>,
+        spares: u32,
+    },
+    FailAndReplace {
+        pick: usize,
+        slot: usize,
     },
     Sandboxes {
         count: u32,
@@ -47,8 +52,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1u32..40, 1u8..=5, proptest::option::of(1u32..8))
-            .prop_map(|(nodes, gpn, segment)| Op::Gang { nodes, gpn, segment }),
+        4 => (1u32..40, 1u8..=5, proptest::option::of(1u32..8), 0u32..3)
+            .prop_map(|(nodes, gpn, segment, spares)| Op::Gang { nodes, gpn, segment, spares }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(pick, slot)| Op::FailAndReplace { pick, slot }),
         2 => (1u32..200, 1u32..4000, 1u32..9000)
             .prop_map(|(count, cpu, mem)| Op::Sandboxes { count, cpu, mem }),
         3 => any::<usize>().prop_map(|pick| Op::Release { pick }),
@@ -104,19 +110,81 @@ fn live_ids(e: &Engine, next: u64) -> Vec<WorkloadId> {
 /// Applies one op; returns a printable outcome (for determinism checks).
 fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
     match op {
+        Op::FailAndReplace { pick, slot } => {
+            let gangs: Vec<WorkloadId> = live_ids(e, *next)
+                .into_iter()
+                .filter(|id| matches!(e.allocation(*id), Some(Allocation::Gang { .. })))
+                .collect();
+            if gangs.is_empty() {
+                return "nothing".into();
+            }
+            let id = gangs[pick % gangs.len()];
+            let Some(Allocation::Gang { slots, spares, .. }) = e.allocation(id).cloned() else {
+                unreachable!()
+            };
+            let failed = slots[slot % slots.len()].node;
+            e.set_state(Scope::Node(failed), NodeState::Down);
+            match e.replace_with_spare(id, failed) {
+                Ok(new) => {
+                    // Same domain, the rest of the gang unmoved, one spare fewer.
+                    let f = e.fleet();
+                    assert_eq!(f.domain_of(new.node), f.domain_of(failed));
+                    let Some(Allocation::Gang {
+                        slots: now_slots,
+                        spares: now_spares,
+                        ..
+                    }) = e.allocation(id)
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!(now_spares.len() + 1, spares.len());
+                    let moved = slots.iter().zip(now_slots).filter(|(a, b)| a != b).count();
+                    assert_eq!(moved, 1, "only the failed slot changes");
+                    format!("replaced {failed:?} by {new:?}")
+                }
+                Err(err) => {
+                    let Some(Allocation::Gang {
+                        slots: now_slots, ..
+                    }) = e.allocation(id)
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!(&slots, now_slots, "a refused replacement changes nothing");
+                    format!("{err}")
+                }
+            }
+        }
         Op::Gang {
             nodes,
             gpn,
             segment,
+            spares,
         } => {
             let id = WorkloadId(*next);
             *next += 1;
-            let req = gang(*nodes, *gpn, *segment);
+            let mut req = gang(*nodes, *gpn, *segment);
+            req.spares = *spares;
             let before = snapshot(e);
             match e.place_gang(id, &req, 7) {
                 Ok(p) => {
                     // Whole: one slot per node, no node twice, right device count.
                     assert_eq!(p.slots.len() as u32, *nodes);
+                    assert_eq!(p.spares.len() as u32, *spares);
+                    let used: Vec<_> = p
+                        .slots
+                        .iter()
+                        .map(|s| e.fleet().domain_of(s.node))
+                        .collect();
+                    for sp in &p.spares {
+                        assert!(
+                            used.contains(&e.fleet().domain_of(sp.node)),
+                            "spare outside the gang's domains"
+                        );
+                        assert!(
+                            p.slots.iter().all(|s| s.node != sp.node),
+                            "spare is also active"
+                        );
+                    }
                     let mut ns: Vec<u32> = p.slots.iter().map(|s| s.node.0).collect();
                     ns.sort_unstable();
                     ns.dedup();

@@ -61,10 +61,17 @@ fn run(s: &mut Scheduler, script: &str) -> String {
         let _ = write!(out, "{line}\n  ");
         match w[0] {
             "submit" => {
+                let opt = |key: &str| {
+                    w.iter()
+                        .find_map(|x| x.strip_prefix(&format!("{key}=")))
+                        .map(|v| v.parse::<u32>().unwrap())
+                };
+                let mut g = gang(num(4) as u32, 4, opt("segment"));
+                g.spares = opt("spares").unwrap_or(0);
                 let spec = JobSpec {
                     tenant: TenantId(num(2) as u32),
                     priority: prio(w[3]),
-                    gang: gang(num(4) as u32, 4, None),
+                    gang: g,
                     time_limit: num(5),
                 };
                 let r = s.submit(WorkloadId(num(1)), spec, 0);
@@ -136,6 +143,16 @@ fn show(s: &Scheduler, d: &Decision) -> String {
         Decision::Reserve { job, start, nodes } => {
             format!("reserve {nodes} nodes for {job} from t={start}")
         }
+        Decision::Replace {
+            job,
+            failed,
+            replacement,
+            lost_gpu_hours,
+        } => format!(
+            "replace {} by spare {} in {job} (lost {lost_gpu_hours:.2} GPU-h)",
+            s.engine().fleet().node(*failed).name,
+            s.engine().fleet().node(*replacement).name
+        ),
     }
 }
 
@@ -402,4 +419,43 @@ fn a_job_is_not_preempted_again_and_again() {
     assert_eq!(victim.preemptions, 2, "{victim:?}");
     assert_eq!(victim.restarts, 2);
     s.engine().check_invariants().unwrap();
+}
+
+#[test]
+fn spares_replace_failed_trays_in_place_and_requeue_when_exhausted() {
+    check(
+        vec![tenant("a", 1.0, 1000, None)],
+        "submit 1 0 train 6 100000 segment=3 spares=2
+         pass 0
+         checkpoint 1 1800
+         fail z0s0b0d0t0 3600
+         fail z0s0b0d1t0 3700
+         fail z0s0b0d0t1 3800
+         pass 3800
+         submit 2 0 train 3 100000 spares=2
+         pass 3900
+         why 2",
+        expect![[r#"
+            submit 1 0 train 6 100000 segment=3 spares=2
+              Ok(())
+            pass 0
+              start w1 on z0s0b0d0t[0-2],z0s0b0d1t[0-2]
+            checkpoint 1 1800
+              Ok(())
+            fail z0s0b0d0t0 3600
+              replace z0s0b0d0t0 by spare z0s0b0d0t3 in w1 (lost 12.00 GPU-h)
+            fail z0s0b0d1t0 3700
+              replace z0s0b0d1t0 by spare z0s0b0d1t3 in w1 (lost 0.67 GPU-h)
+            fail z0s0b0d0t1 3800
+              requeue w1 (lost 0.67 GPU-h)
+            pass 3800
+              start w1 on z0s0b1d0t[0-2],z0s0b1d1t[0-2]
+            submit 2 0 train 3 100000 spares=2
+              Ok(())
+            pass 3900
+              -
+            why 2
+              needs 2 spare nodes inside its NVLink domains; its best placement leaves room for 0; a segment smaller than the domain (e.g. segment = 3) leaves room in each domain
+        "#]],
+    );
 }

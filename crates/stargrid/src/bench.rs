@@ -94,6 +94,7 @@ fn gang(gpus: u32, per_node: u8, class: WorkloadClass) -> GangRequest {
         cpu_millis_per_node: 8_000 * u32::from(per_node),
         memory_mib_per_node: 64 * 1024 * u32::from(per_node),
         segment: None,
+        spares: 0,
     }
 }
 

@@ -30,6 +30,7 @@ fn gang(class: WorkloadClass, gpus: u32, segment: Option<u32>) -> GangRequest {
         cpu_millis_per_node: 32_000,
         memory_mib_per_node: 256 * 1024,
         segment,
+        spares: 0,
     }
 }
 

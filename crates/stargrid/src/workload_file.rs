@@ -42,6 +42,7 @@ struct RawWorkload {
     cpu_millis_per_node: Option<u32>,
     memory_mib_per_node: Option<u32>,
     segment: Option<u32>,
+    spares: Option<u32>,
     count: Option<u32>,
     cpu_millis: Option<u32>,
     memory_mib: Option<u32>,
@@ -106,6 +107,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Entry>> {
                     cpu_millis_per_node: w.cpu_millis_per_node.unwrap_or(0),
                     memory_mib_per_node: w.memory_mib_per_node.unwrap_or(0),
                     segment: w.segment,
+                    spares: w.spares.unwrap_or(0),
                 };
                 req.validate().map_err(|e| err(e.field, e.reason))?;
                 Entry::Gang(w.name, req)

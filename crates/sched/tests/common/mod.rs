@@ -106,6 +106,7 @@ pub fn gang(nodes: u32, gpus_per_node: u8, segment: Option<u32>) -> GangRequest 
         cpu_millis_per_node: 0,
         memory_mib_per_node: 0,
         segment,
+        spares: 0,
     }
 }
 
