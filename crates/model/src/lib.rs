@@ -19,5 +19,8 @@ pub use fleet::{
 };
 pub use instance::{InstanceCatalog, InstanceType};
 pub use resources::{GpuModel, Resources};
-pub use tenancy::{JobSpec, PriorityClass, ResourceKind, ResourceVec, TenantId, TenantSpec};
+pub use tenancy::{
+    JobSpec, PriorityClass, ResourceKind, ResourceVec, ServiceSpec, SpreadLevel, SpreadRule,
+    TenantId, TenantSpec,
+};
 pub use workload::{FieldError, GangRequest, SandboxRequest, WorkloadClass, WorkloadId};

@@ -179,13 +179,96 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// Longest time limit a job may declare: ten years.
+    pub const MAX_TIME_LIMIT: u64 = 10 * 365 * 24 * 3600;
+
     /// Checks the job's own ranges (the tenant is checked by the scheduler).
     pub fn validate(&self) -> Result<(), FieldError> {
         self.gang.validate()?;
-        if self.time_limit == 0 {
+        if self.time_limit == 0 || self.time_limit > Self::MAX_TIME_LIMIT {
             return Err(FieldError {
                 field: "time_limit",
-                reason: "must be at least 1 second".into(),
+                reason: format!("must be 1..={} seconds", Self::MAX_TIME_LIMIT),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The level of the fleet tree a spread rule counts replicas in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpreadLevel {
+    /// NVLink domain.
+    Domain,
+    /// Availability zone.
+    Zone,
+    /// Provider region.
+    Region,
+    /// Provider.
+    Cloud,
+}
+
+impl fmt::Display for SpreadLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SpreadLevel::Domain => "NVLink domain",
+            SpreadLevel::Zone => "zone",
+            SpreadLevel::Region => "region",
+            SpreadLevel::Cloud => "cloud",
+        })
+    }
+}
+
+/// At most `max_per` replicas of a service in any one element of `level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpreadRule {
+    /// Where replicas are counted.
+    pub level: SpreadLevel,
+    /// Most replicas per element.
+    pub max_per: u32,
+}
+
+/// An inference service: identical replicas, scaled between bounds, spread by a rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Owner.
+    pub tenant: TenantId,
+    /// Priority of its replicas (production inference by default).
+    pub priority: PriorityClass,
+    /// Shape of one replica (e.g. 2 trays in one domain, or a whole NVL72).
+    pub replica: GangRequest,
+    /// Fewest replicas.
+    pub min_replicas: u32,
+    /// Most replicas.
+    pub max_replicas: u32,
+    /// Spread rule, if any.
+    pub spread: Option<SpreadRule>,
+}
+
+impl ServiceSpec {
+    /// Most replicas a service may ask for.
+    pub const MAX_REPLICAS: u32 = 100_000;
+
+    /// Checks the spec's ranges.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.replica.validate()?;
+        if self.max_replicas > Self::MAX_REPLICAS {
+            return Err(FieldError {
+                field: "max_replicas",
+                reason: format!("at most {}", Self::MAX_REPLICAS),
+            });
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err(FieldError {
+                field: "min_replicas",
+                reason: "must not exceed max_replicas".into(),
+            });
+        }
+        if self.spread.is_some_and(|s| s.max_per == 0) {
+            return Err(FieldError {
+                field: "spread.max_per",
+                reason: "must be at least 1".into(),
             });
         }
         Ok(())

@@ -9,9 +9,30 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WorkloadId(pub u64);
 
+impl WorkloadId {
+    /// Ids from here up name replicas of inference services (`svc<S>-r<N>`).
+    pub const REPLICA_BASE: u64 = 1 << 62;
+
+    /// The id of replica `n` of service `service` (`service < 2^20`, `n < 2^32`).
+    pub fn replica(service: u64, n: u64) -> WorkloadId {
+        WorkloadId(Self::REPLICA_BASE + (service << 32) + (n & 0xFFFF_FFFF))
+    }
+
+    /// (service, replica number) when this id names a replica.
+    pub fn as_replica(&self) -> Option<(u64, u64)> {
+        (self.0 >= Self::REPLICA_BASE).then(|| {
+            let v = self.0 - Self::REPLICA_BASE;
+            (v >> 32, v & 0xFFFF_FFFF)
+        })
+    }
+}
+
 impl fmt::Display for WorkloadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "w{}", self.0)
+        match self.as_replica() {
+            Some((s, n)) => write!(f, "svc{s}-r{n}"),
+            None => write!(f, "w{}", self.0),
+        }
     }
 }
 

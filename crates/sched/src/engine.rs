@@ -649,6 +649,20 @@ impl Engine {
         Ok(placement)
     }
 
+    /// Places a gang whole using only domains for which `allowed` holds (spread rules).
+    pub fn place_gang_in(
+        &mut self,
+        id: WorkloadId,
+        request: &GangRequest,
+        now: Time,
+        allowed: &dyn Fn(TopoId) -> bool,
+    ) -> Result<GangPlacement, EngineError> {
+        self.ensure_new(id)?;
+        let placement = self.plan_gang_in(request, allowed)?;
+        self.commit_gang(id, request, &placement, now);
+        Ok(placement)
+    }
+
     /// Places a sandbox batch whole, or returns why not (and changes nothing).
     pub fn place_sandboxes(
         &mut self,

@@ -121,6 +121,16 @@ impl Engine {
 
     /// Decides where a gang would go, without changing anything.
     pub fn plan_gang(&self, request: &GangRequest) -> Result<GangPlacement, Unplaceable> {
+        self.plan_gang_in(request, &|_| true)
+    }
+
+    /// Like [`Engine::plan_gang`], using only NVLink domains for which `allowed` holds (spread
+    /// rules of inference services).
+    pub fn plan_gang_in(
+        &self,
+        request: &GangRequest,
+        allowed: &dyn Fn(TopoId) -> bool,
+    ) -> Result<GangPlacement, Unplaceable> {
         let shape = self.shape(request)?;
         let ask = Self::per_node_ask(request);
         let biggest = self
@@ -134,9 +144,9 @@ impl Engine {
             )));
         }
         let segments = if shape.full == 1 && shape.rem == 0 {
-            vec![(self.best_single_domain(request, &ask)?, shape.seg)]
+            vec![(self.best_single_domain(request, &ask, allowed)?, shape.seg)]
         } else {
-            self.plan_segments(request, &ask, shape)?
+            self.plan_segments(request, &ask, shape, allowed)?
         };
         let mut slots = Vec::with_capacity(request.nodes as usize);
         for (d, count) in &segments {
@@ -160,6 +170,7 @@ impl Engine {
         &self,
         request: &GangRequest,
         ask: &Resources,
+        allowed: &dyn Fn(TopoId) -> bool,
     ) -> Result<u32, Unplaceable> {
         let m = request.gpu.index();
         // Spares live in the gang's own domain.
@@ -169,13 +180,18 @@ impl Engine {
             self.by_whole_free[m]
                 .range((n, 0)..)
                 .map(|&(_, d)| d)
-                .find(|&d| self.domains[d as usize].capacity.holds(ask))
+                .find(|&d| {
+                    self.domains[d as usize].capacity.holds(ask)
+                        && allowed(self.domains[d as usize].topo)
+                })
         } else {
             let need_gpus = n.saturating_mul(u32::from(ask.gpus));
             self.by_free_gpus[m]
                 .range((need_gpus, 0)..)
                 .map(|&(_, d)| d)
-                .find(|&d| self.eligible_nodes(d, ask) >= n)
+                .find(|&d| {
+                    self.eligible_nodes(d, ask) >= n && allowed(self.domains[d as usize].topo)
+                })
         };
         found.ok_or_else(|| self.explain_single(request, ask))
     }
@@ -232,12 +248,16 @@ impl Engine {
         request: &GangRequest,
         ask: &Resources,
         shape: Shape,
+        allowed: &dyn Fn(TopoId) -> bool,
     ) -> Result<Vec<(u32, u32)>, Unplaceable> {
         let topo = self.fleet.topo();
         let mut full_room = vec![0u32; topo.len()];
         let mut rem_fits = vec![false; topo.len()];
         let mut rooms = Vec::new();
         for d in self.domains_of(request) {
+            if !allowed(self.domains[d as usize].topo) {
+                continue;
+            }
             let eligible = self.eligible_nodes(d, ask);
             if eligible == 0 {
                 continue;

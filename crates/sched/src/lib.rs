@@ -13,6 +13,7 @@
 //! that fits one domain is a range query, and a gang spanning domains is one pass over the
 //! domains of its GPU model.
 
+pub mod autoscale;
 mod engine;
 mod gang;
 mod sandbox;
@@ -24,5 +25,6 @@ pub use engine::{
 pub use gang::{GangPlacement, Quality};
 pub use sandbox::{SandboxPlacement, SandboxRun};
 pub use scheduler::{
-    Decision, Job, JobState, Reason, SchedConfig, SchedError, Scheduler, TenantReport,
+    Decision, Job, JobState, Reason, SchedConfig, SchedError, Scheduler, ServiceStatus,
+    TenantReport, MAX_SERVICES, REPLICA_IDS,
 };

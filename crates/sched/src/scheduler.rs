@@ -16,9 +16,13 @@
 //! Every pending job keeps a reason a person can read ([`Scheduler::pending_reason`]).
 
 use crate::engine::{Allocation, Engine, EngineError, NodeSlot, Scope, Time};
+mod services;
+
+pub use services::{ServiceStatus, MAX_SERVICES};
+
 use model::{
     GangRequest, JobSpec, NodeId, NodeState, PriorityClass, ResourceVec, TenantId, TenantSpec,
-    WorkloadId,
+    TopoId, WorkloadId,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
@@ -104,6 +108,8 @@ pub struct Job {
     hold: Vec<NodeId>,
     /// `Scheduler::changes` when a preemption search for it last found nothing.
     no_victims_at: Option<u64>,
+    /// The inference service it is a replica of.
+    pub service: Option<u64>,
     /// Victims it waits for.
     waiting_for: Vec<WorkloadId>,
 }
@@ -325,6 +331,8 @@ pub struct Scheduler {
     reservation: Option<Reservation>,
     /// The last reservation announced, so that a pass only reports changes.
     last_reserved: Option<(WorkloadId, Time, Vec<NodeId>)>,
+    /// Inference services by id.
+    services: BTreeMap<u64, services::ServiceState>,
     /// Counts jobs stopping and node state changes (what can make a reservation earlier).
     stops: u64,
     /// Counts every start and stop (what can change the set of preemption victims).
@@ -401,6 +409,7 @@ impl Scheduler {
             next_seq: 0,
             reservation: None,
             last_reserved: None,
+            services: BTreeMap::new(),
             stops: 0,
             changes: 0,
         })
@@ -493,6 +502,25 @@ impl Scheduler {
                 reason: format!("no tenant with id {}", spec.tenant.0),
             });
         }
+        if id.0 >= REPLICA_IDS {
+            return Err(SchedError::Invalid {
+                field: "id",
+                reason: format!(
+                    "job ids must be below {REPLICA_IDS} (the rest name service replicas)"
+                ),
+            });
+        }
+        self.enqueue(id, spec, now, None)
+    }
+
+    /// Adds a job to the queue (no validation: callers have done it).
+    fn enqueue(
+        &mut self,
+        id: WorkloadId,
+        spec: JobSpec,
+        now: Time,
+        service: Option<u64>,
+    ) -> Result<(), SchedError> {
         if self.jobs.contains_key(&id) {
             return Err(SchedError::DuplicateJob(id));
         }
@@ -514,9 +542,13 @@ impl Scheduler {
                 seq,
                 hold: Vec::new(),
                 no_victims_at: None,
+                service: None,
                 waiting_for: Vec::new(),
             },
         );
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.service = service;
+        }
         let meta = (self.jobs[&id].spec.priority, self.jobs[&id].spec.tenant);
         self.pending.insert((seq, id), meta);
         Ok(())
@@ -754,6 +786,7 @@ impl Scheduler {
         &mut self,
         order: &[WorkloadId],
         gang: &GangRequest,
+        spread: &SpreadFilter,
     ) -> Option<(usize, Vec<NodeSlot>)> {
         let mut released: Vec<(WorkloadId, Allocation)> = Vec::new();
         let probe =
@@ -771,7 +804,10 @@ impl Scheduler {
                         let _ = engine.reinstate(id, a);
                     }
                 }
-                engine.plan_gang(gang).ok().map(|p| p.slots)
+                engine
+                    .plan_gang_in(gang, &|t| spread.allows(t))
+                    .ok()
+                    .map(|p| p.slots)
             };
         // Exponential steps, then binary search between the last failure and the first success.
         let n = order.len();
@@ -817,8 +853,9 @@ impl Scheduler {
         if order.is_empty() {
             return None;
         }
+        let spread = self.spread_filter(id);
         // Never preempt for a gang that would still not fit.
-        let (k, slots) = self.shortest_release_prefix(&order, &gang)?;
+        let (k, slots) = self.shortest_release_prefix(&order, &gang, &spread)?;
         let plan_nodes: FxHashSet<NodeId> = slots.iter().map(|s| s.node).collect();
         let victims: Vec<WorkloadId> = order[..k]
             .iter()
@@ -863,12 +900,17 @@ impl Scheduler {
     }
 
     /// Earliest start of `gang` from running jobs' time limits, and the nodes it would get.
-    fn earliest_start(&mut self, gang: &GangRequest, now: Time) -> Option<(Time, Vec<NodeSlot>)> {
+    fn earliest_start(
+        &mut self,
+        gang: &GangRequest,
+        spread: &SpreadFilter,
+        now: Time,
+    ) -> Option<(Time, Vec<NodeSlot>)> {
         let mut order: Vec<(Time, WorkloadId)> = self
             .running
             .iter()
             .filter_map(|id| self.jobs.get(id))
-            .filter(|j| j.spec.gang.gpu == gang.gpu)
+            .filter(|j| j.spec.gang.gpu == gang.gpu && j.spec.time_limit < NO_LIMIT)
             .map(|j| {
                 let end = match j.state {
                     JobState::Preempting { deadline, .. } => deadline,
@@ -879,7 +921,7 @@ impl Scheduler {
             .collect();
         order.sort_unstable();
         let ids: Vec<WorkloadId> = order.iter().map(|o| o.1).collect();
-        let (k, slots) = self.shortest_release_prefix(&ids, gang)?;
+        let (k, slots) = self.shortest_release_prefix(&ids, gang, spread)?;
         Some((order[k - 1].0, slots))
     }
 
@@ -895,7 +937,22 @@ impl Scheduler {
         };
         let gang = job.spec.gang.clone();
         let tenant = job.spec.tenant.0 as usize;
-        let placement = self.engine.place_gang(id, &gang, now)?;
+        let spread = self.spread_filter(id);
+        let placement = self
+            .engine
+            .place_gang_in(id, &gang, now, &|t| spread.allows(t))
+            .map_err(|e| match e {
+                // Name the spread rule when it is what stands in the way.
+                EngineError::Unplaceable(_) if !spread.blocked.is_empty() => {
+                    match self.engine.plan_gang(&gang) {
+                        Ok(_) => EngineError::Unplaceable(crate::engine::Unplaceable::new(
+                            spread.explain.clone(),
+                        )),
+                        Err(_) => e,
+                    }
+                }
+                _ => e,
+            })?;
         let usage = ResourceVec::of_gang(&gang);
         let t = &mut self.tenants[tenant];
         t.usage = t.usage.plus(&usage);
@@ -1129,7 +1186,8 @@ impl Scheduler {
                     self.engine.unhold(&r.nodes);
                     failed.clear();
                 }
-                if let Some((start, slots)) = self.earliest_start(&g, now) {
+                let spread = self.spread_filter(id);
+                if let Some((start, slots)) = self.earliest_start(&g, &spread, now) {
                     let mut nodes: Vec<NodeId> = slots.iter().map(|s| s.node).collect();
                     nodes.sort_unstable();
                     self.engine.hold(&nodes);
@@ -1292,6 +1350,7 @@ impl Scheduler {
                 ));
             }
         }
+        self.check_services()?;
         if let Some(r) = &self.reservation {
             for n in &r.nodes {
                 holds[n.0 as usize] += 1;
@@ -1304,6 +1363,29 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+}
+
+/// Job ids from here up name inference-service replicas.
+pub const REPLICA_IDS: u64 = WorkloadId::REPLICA_BASE;
+
+/// Time limit of work that has none (service replicas): never counted on to end.
+pub const NO_LIMIT: Time = u64::MAX / 4;
+
+/// Where a service replica may go under its spread rule: domains outside `blocked` ranges
+/// (pre-order topology ids of subtrees that already hold as many replicas as allowed).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpreadFilter {
+    blocked: Vec<(TopoId, TopoId)>,
+    explain: String,
+}
+
+impl SpreadFilter {
+    fn allows(&self, domain: TopoId) -> bool {
+        !self
+            .blocked
+            .iter()
+            .any(|(lo, hi)| *lo <= domain && domain <= *hi)
     }
 }
 

@@ -7,7 +7,10 @@ mod common;
 
 use common::{fleet, gang, Shape};
 use expect_test::{expect, Expect};
-use model::{GpuModel, JobSpec, PriorityClass, ResourceVec, TenantId, TenantSpec, WorkloadId};
+use model::{
+    GpuModel, JobSpec, PriorityClass, ResourceVec, ServiceSpec, SpreadLevel, SpreadRule, TenantId,
+    TenantSpec, WorkloadId,
+};
 use sched::{Decision, Engine, SchedConfig, Scheduler, Scope};
 use std::fmt::Write as _;
 
@@ -107,6 +110,44 @@ fn run(s: &mut Scheduler, script: &str) -> String {
                 let d = s.fail(scope, num(2));
                 let shown: Vec<String> = d.iter().map(|d| show(s, d)).collect();
                 let _ = writeln!(out, "{}", shown.join("\n  "));
+            }
+            "service" => {
+                // service ID TENANT NODES MIN MAX [spread=LEVEL:K]
+                let spread = w.iter().find_map(|x| x.strip_prefix("spread=")).map(|v| {
+                    let (level, k) = v.split_once(':').unwrap();
+                    let level = match level {
+                        "domain" => SpreadLevel::Domain,
+                        "zone" => SpreadLevel::Zone,
+                        "region" => SpreadLevel::Region,
+                        _ => SpreadLevel::Cloud,
+                    };
+                    SpreadRule {
+                        level,
+                        max_per: k.parse().unwrap(),
+                    }
+                });
+                let spec = ServiceSpec {
+                    tenant: TenantId(num(2) as u32),
+                    priority: PriorityClass::ProductionInference,
+                    replica: gang(num(3) as u32, 4, None),
+                    min_replicas: num(4) as u32,
+                    max_replicas: num(5) as u32,
+                    spread,
+                };
+                let _ = writeln!(out, "{:?}", s.create_service(num(1), spec, 0));
+            }
+            "scale" => {
+                let _ = writeln!(out, "{:?}", s.scale_service(num(1), num(2) as u32, 0));
+            }
+            "status" => {
+                let st = s.service_status(num(1)).unwrap();
+                let mut why: Vec<String> = s
+                    .service_replicas(num(1))
+                    .into_iter()
+                    .filter_map(|r| s.pending_reason(r))
+                    .collect();
+                why.dedup();
+                let _ = writeln!(out, "{st:?} {why:?}");
             }
             "why" => {
                 let _ = writeln!(
@@ -456,6 +497,88 @@ fn spares_replace_failed_trays_in_place_and_requeue_when_exhausted() {
               -
             why 2
               needs 2 spare nodes inside its NVLink domains; its best placement leaves room for 0; a segment smaller than the domain (e.g. segment = 3) leaves room in each domain
+        "#]],
+    );
+}
+
+#[test]
+fn services_spread_scale_and_replace_replicas() {
+    check(
+        vec![tenant("a", 1.0, 1000, None)],
+        "service 7 0 2 2 20 spread=domain:1
+         pass 0
+         status 7
+         scale 7 10
+         pass 10
+         status 7
+         fail z0s0b0d0t0 20
+         pass 20
+         status 7
+         scale 7 3
+         pass 30
+         status 7
+         scale 7 100",
+        expect![[r#"
+            service 7 0 2 2 20 spread=domain:1
+              Ok(())
+            pass 0
+              start svc7-r0 on z0s0b0d0t[0-1]
+              start svc7-r1 on z0s0b0d1t[0-1]
+            status 7
+              ServiceStatus { desired: 2, running: 2, pending: 0 } []
+            scale 7 10
+              Ok(10)
+            pass 10
+              start svc7-r2 on z0s0b1d0t[0-1]
+              start svc7-r3 on z0s0b1d1t[0-1]
+              start svc7-r4 on z0s1b0d0t[0-1]
+              start svc7-r5 on z0s1b0d1t[0-1]
+              start svc7-r6 on z0s1b1d0t[0-1]
+              start svc7-r7 on z0s1b1d1t[0-1]
+            status 7
+              ServiceStatus { desired: 10, running: 8, pending: 2 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
+            fail z0s0b0d0t0 20
+              requeue svc7-r0 (lost 0.04 GPU-h)
+            pass 20
+              start svc7-r0 on z0s0b0d0t[1-2]
+            status 7
+              ServiceStatus { desired: 10, running: 8, pending: 2 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
+            scale 7 3
+              Ok(3)
+            pass 30
+              -
+            status 7
+              ServiceStatus { desired: 3, running: 3, pending: 0 } []
+            scale 7 100
+              Ok(20)
+        "#]],
+    );
+}
+
+#[test]
+fn replicas_preempt_lower_classes_but_not_each_other() {
+    check(
+        vec![tenant("a", 1.0, 1000, None)],
+        "submit 1 0 research 32 100000
+         pass 0
+         service 1 0 4 1 4 spread=domain:1
+         pass 1000
+         pass 1120
+         status 1",
+        expect![[r#"
+            submit 1 0 research 32 100000
+              Ok(())
+            pass 0
+              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3],z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3]
+            service 1 0 4 1 4 spread=domain:1
+              Ok(())
+            pass 1000
+              preempt w1 for svc1-r0 by t=1120
+            pass 1120
+              requeue w1 (lost 39.82 GPU-h)
+              start svc1-r0 on z0s0b0d0t[0-3]
+            status 1
+              ServiceStatus { desired: 1, running: 1, pending: 0 } []
         "#]],
     );
 }

@@ -8,8 +8,8 @@ mod common;
 
 use common::{fleet, gang, Shape};
 use model::{
-    GpuModel, JobSpec, NodeId, NodeState, PriorityClass, ResourceVec, TenantId, TenantSpec,
-    WorkloadId,
+    GpuModel, JobSpec, NodeId, NodeState, PriorityClass, ResourceVec, ServiceSpec, SpreadLevel,
+    SpreadRule, TenantId, TenantSpec, WorkloadId,
 };
 use proptest::prelude::*;
 use sched::{Decision, Engine, JobState, SchedConfig, Scheduler, Scope};
@@ -82,6 +82,10 @@ enum Ev {
     Repair {
         node: u32,
     },
+    Scale {
+        service: u64,
+        replicas: u32,
+    },
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -94,6 +98,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         1 => any::<usize>().prop_map(|pick| Ev::Cancel { pick }),
         1 => (0u32..32).prop_map(|node| Ev::Fail { node }),
         1 => (0u32..32).prop_map(|node| Ev::Repair { node }),
+        1 => (0u64..2, 0u32..9).prop_map(|(service, replicas)| Ev::Scale { service, replicas }),
     ]
 }
 
@@ -118,11 +123,24 @@ impl World {
             min_runtime: 0,
             ..SchedConfig::default()
         };
-        World {
-            s: Scheduler::new(Engine::new(fleet(SHAPE)), tenants(), config).unwrap(),
-            now: 0,
-            next: 0,
+        let mut s = Scheduler::new(Engine::new(fleet(SHAPE)), tenants(), config).unwrap();
+        // Two services: one spread at most one replica per NVLink domain, one free to pack.
+        let domain_spread = SpreadRule {
+            level: SpreadLevel::Domain,
+            max_per: 1,
+        };
+        for (id, spread) in [(0u64, Some(domain_spread)), (1, None)] {
+            let spec = ServiceSpec {
+                tenant: TenantId(id as u32),
+                priority: PriorityClass::ProductionInference,
+                replica: gang(2, 4, None),
+                min_replicas: 0,
+                max_replicas: 8,
+                spread,
+            };
+            s.create_service(id, spec, 0).unwrap();
         }
+        World { s, now: 0, next: 0 }
     }
 
     fn running(&self) -> Vec<WorkloadId> {
@@ -176,6 +194,9 @@ impl World {
                 self.s
                     .set_state(Scope::Node(NodeId(*node)), NodeState::Ready)
             ),
+            Ev::Scale { service, replicas } => {
+                format!("{:?}", self.s.scale_service(*service, *replicas, self.now))
+            }
         }
     }
 }

@@ -1,0 +1,302 @@
+//! Inference services on the queue: a service is a set of identical replica jobs, kept at a
+//! desired count between its bounds, placed under its spread rule, replaced when they fail
+//! (they are requeued like any job, and placed again under the rule), and preempting lower
+//! classes like any job of their priority.
+
+use super::{JobState, SchedError, Scheduler, SpreadFilter, NO_LIMIT};
+use crate::engine::{Allocation, Time};
+use model::{JobSpec, ServiceSpec, SpreadLevel, TopoId, TopoKind, WorkloadId};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+/// Most services one queue holds (ids are `0 .. MAX_SERVICES`).
+pub const MAX_SERVICES: u64 = 1 << 20;
+
+/// A service and its replicas.
+#[derive(Clone, Debug)]
+pub(crate) struct ServiceState {
+    spec: ServiceSpec,
+    desired: u32,
+    replicas: Vec<WorkloadId>,
+    next: u64,
+}
+
+/// Replica counts of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceStatus {
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Replicas running.
+    pub running: u32,
+    /// Replicas waiting to be placed.
+    pub pending: u32,
+}
+
+impl Scheduler {
+    /// Creates a service at its minimum replica count.
+    pub fn create_service(
+        &mut self,
+        id: u64,
+        spec: ServiceSpec,
+        now: Time,
+    ) -> Result<(), SchedError> {
+        spec.validate().map_err(|e| SchedError::Invalid {
+            field: e.field,
+            reason: e.reason,
+        })?;
+        if id >= MAX_SERVICES {
+            return Err(SchedError::Invalid {
+                field: "service",
+                reason: format!("service ids must be below {MAX_SERVICES}"),
+            });
+        }
+        if spec.tenant.0 as usize >= self.tenants.len() {
+            return Err(SchedError::Invalid {
+                field: "tenant",
+                reason: format!("no tenant with id {}", spec.tenant.0),
+            });
+        }
+        if self.services.contains_key(&id) {
+            return Err(SchedError::Invalid {
+                field: "service",
+                reason: format!("service {id} already exists"),
+            });
+        }
+        let desired = spec.min_replicas;
+        self.services.insert(
+            id,
+            ServiceState {
+                spec,
+                desired,
+                replicas: Vec::new(),
+                next: 0,
+            },
+        );
+        self.reconcile_service(id, now);
+        Ok(())
+    }
+
+    /// Sets a service's desired replica count, clamped to its bounds; returns the count set.
+    pub fn scale_service(&mut self, id: u64, desired: u32, now: Time) -> Result<u32, SchedError> {
+        let s = self.services.get_mut(&id).ok_or(SchedError::Invalid {
+            field: "service",
+            reason: format!("no service {id}"),
+        })?;
+        s.desired = desired.clamp(s.spec.min_replicas, s.spec.max_replicas);
+        let set = s.desired;
+        self.reconcile_service(id, now);
+        Ok(set)
+    }
+
+    /// Removes a service and all its replicas.
+    pub fn delete_service(&mut self, id: u64, now: Time) -> Result<(), SchedError> {
+        let s = self.services.remove(&id).ok_or(SchedError::Invalid {
+            field: "service",
+            reason: format!("no service {id}"),
+        })?;
+        for r in s.replicas {
+            let _ = self.cancel(r, now);
+        }
+        Ok(())
+    }
+
+    /// Replica counts of a service.
+    pub fn service_status(&self, id: u64) -> Option<ServiceStatus> {
+        let s = self.services.get(&id)?;
+        let (mut running, mut pending) = (0, 0);
+        for r in &s.replicas {
+            match self.jobs.get(r).map(|j| &j.state) {
+                Some(JobState::Pending) => pending += 1,
+                Some(JobState::Running { .. } | JobState::Preempting { .. }) => running += 1,
+                _ => {}
+            }
+        }
+        Some(ServiceStatus {
+            desired: s.desired,
+            running,
+            pending,
+        })
+    }
+
+    /// Replica jobs of a service that are alive (pending or running), oldest first.
+    pub fn service_replicas(&self, id: u64) -> Vec<WorkloadId> {
+        self.services
+            .get(&id)
+            .map(|s| s.replicas.clone())
+            .unwrap_or_default()
+    }
+
+    /// Adds or cancels replicas until the live count is the desired count. Scaling down
+    /// cancels pending replicas first, then the newest running ones.
+    fn reconcile_service(&mut self, id: u64, now: Time) {
+        let Some(s) = self.services.get(&id) else {
+            return;
+        };
+        let alive = |st: Option<&JobState>| {
+            matches!(
+                st,
+                Some(JobState::Pending | JobState::Running { .. } | JobState::Preempting { .. })
+            )
+        };
+        let live: Vec<WorkloadId> = s
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| alive(self.jobs.get(r).map(|j| &j.state)))
+            .collect();
+        let desired = s.desired as usize;
+        let spec = s.spec.clone();
+        let mut next = s.next;
+        let mut keep = live.clone();
+        if live.len() < desired {
+            for _ in live.len()..desired {
+                let rid = WorkloadId::replica(id, next);
+                next += 1;
+                let job = JobSpec {
+                    tenant: spec.tenant,
+                    priority: spec.priority,
+                    gang: spec.replica.clone(),
+                    time_limit: NO_LIMIT,
+                };
+                if self.enqueue(rid, job, now, Some(id)).is_ok() {
+                    keep.push(rid);
+                }
+            }
+        } else if live.len() > desired {
+            let mut extra = live.len() - desired;
+            let pending: Vec<WorkloadId> = live
+                .iter()
+                .rev()
+                .copied()
+                .filter(|r| {
+                    self.jobs
+                        .get(r)
+                        .is_some_and(|j| j.state == JobState::Pending)
+                })
+                .collect();
+            let running: Vec<WorkloadId> = live
+                .iter()
+                .rev()
+                .copied()
+                .filter(|r| {
+                    self.jobs
+                        .get(r)
+                        .is_some_and(|j| j.state != JobState::Pending)
+                })
+                .collect();
+            for r in pending.into_iter().chain(running) {
+                if extra == 0 {
+                    break;
+                }
+                if self.cancel(r, now).is_ok() {
+                    keep.retain(|k| *k != r);
+                    extra -= 1;
+                }
+            }
+        }
+        if let Some(s) = self.services.get_mut(&id) {
+            s.replicas = keep;
+            s.next = next;
+        }
+    }
+
+    /// Checks every service's spread rule and replica bookkeeping; the first violation.
+    pub(crate) fn check_services(&self) -> Result<(), String> {
+        let fleet = self.engine.fleet();
+        for (sid, s) in &self.services {
+            for r in &s.replicas {
+                if self.jobs.get(r).and_then(|j| j.service) != Some(*sid) {
+                    return Err(format!("service {sid}: replica {r} is not its job"));
+                }
+            }
+            let Some(rule) = s.spec.spread else { continue };
+            let kind = level_kind(rule.level);
+            let mut count: FxHashMap<TopoId, u32> = FxHashMap::default();
+            for r in &s.replicas {
+                if let Some(Allocation::Gang { slots, .. }) = self.engine.allocation(*r) {
+                    let Some(d) = slots.first().and_then(|x| fleet.domain_of(x.node)) else {
+                        continue;
+                    };
+                    if let Some(t) = fleet
+                        .ancestors(d)
+                        .find(|a| fleet.topo_node(*a).kind == kind)
+                    {
+                        let c = count.entry(t).or_default();
+                        *c += 1;
+                        if *c > rule.max_per {
+                            return Err(format!(
+                                "service {sid}: more than {} replicas in {}",
+                                rule.max_per,
+                                fleet.topo_path(t)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The spread filter for a job: empty unless it is a replica of a service with a rule.
+    pub(crate) fn spread_filter(&self, id: WorkloadId) -> SpreadFilter {
+        let Some(sid) = self.jobs.get(&id).and_then(|j| j.service) else {
+            return SpreadFilter::default();
+        };
+        let Some(s) = self.services.get(&sid) else {
+            return SpreadFilter::default();
+        };
+        let Some(rule) = s.spec.spread else {
+            return SpreadFilter::default();
+        };
+        let fleet = self.engine.fleet();
+        let kind = level_kind(rule.level);
+        let mut count: FxHashMap<TopoId, u32> = FxHashMap::default();
+        for r in s.replicas.iter().filter(|r| **r != id) {
+            if let Some(Allocation::Gang { slots, .. }) = self.engine.allocation(*r) {
+                let Some(first) = slots.first() else { continue };
+                let Some(domain) = fleet.domain_of(first.node) else {
+                    continue;
+                };
+                if let Some(t) = fleet
+                    .ancestors(domain)
+                    .find(|a| fleet.topo_node(*a).kind == kind)
+                {
+                    *count.entry(t).or_default() += 1;
+                }
+            }
+        }
+        let mut blocked: Vec<(TopoId, TopoId)> = count
+            .into_iter()
+            .filter(|(_, c)| *c >= rule.max_per)
+            .filter_map(|(t, _)| {
+                let d = &fleet.topo_node(t).domains;
+                (!d.is_empty()).then(|| {
+                    (
+                        fleet.domains()[d.start as usize],
+                        fleet.domains()[d.end as usize - 1],
+                    )
+                })
+            })
+            .collect();
+        blocked.sort_unstable();
+        SpreadFilter {
+            explain: format!(
+                "spread rule: at most {} replicas of service {sid} per {}; {} {}s with room already hold that many",
+                rule.max_per,
+                rule.level,
+                blocked.len(),
+                rule.level
+            ),
+            blocked,
+        }
+    }
+}
+
+fn level_kind(level: SpreadLevel) -> TopoKind {
+    match level {
+        SpreadLevel::Domain => TopoKind::Domain,
+        SpreadLevel::Zone => TopoKind::Zone,
+        SpreadLevel::Region => TopoKind::Region,
+        SpreadLevel::Cloud => TopoKind::Cloud,
+    }
+}
