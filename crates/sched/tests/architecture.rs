@@ -43,13 +43,19 @@ fn check_crate(dir: &Path) -> Vec<String> {
             problems.push(format!("{}: depends on {name}", dir.display()));
         }
     }
-    let src = dir.join("src");
-    for entry in std::fs::read_dir(&src).expect("src dir") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("source");
-        for bad in FORBIDDEN_CODE {
-            if text.contains(bad) {
-                problems.push(format!("{}: uses {bad}", path.display()));
+    let mut stack = vec![dir.join("src")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("src dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source");
+            for bad in FORBIDDEN_CODE {
+                if text.contains(bad) {
+                    problems.push(format!("{}: uses {bad}", path.display()));
+                }
             }
         }
     }
