@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod fleet_cmd;
 mod place;
+mod scenario;
 mod workload_file;
 
 use anyhow::Result;
@@ -26,7 +27,8 @@ enum Command {
     /// Generate, import, export or inspect fleets.
     #[command(subcommand)]
     Fleet(fleet_cmd::FleetCommand),
-    /// Place the workloads of a file on a fleet and print each decision or why it failed.
+    /// Place the workloads of a file on a fleet, or play a scenario (tenants + timed events)
+    /// through the queue, and print each decision or why it was not made.
     Place(place::PlaceArgs),
     /// Measure the engine and print the figures.
     #[command(subcommand)]

@@ -13,12 +13,19 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct PlaceArgs {
-    /// Fleet file.
+    /// Fleet file (a scenario may name or generate its own).
+    #[arg(long, required_unless_present = "scenario")]
+    pub fleet: Option<PathBuf>,
+    /// Workload file: workloads placed one after another, no queue.
+    #[arg(
+        long,
+        conflicts_with = "scenario",
+        required_unless_present = "scenario"
+    )]
+    pub workload: Option<PathBuf>,
+    /// Scenario file: tenants and timed events played through the queue.
     #[arg(long)]
-    pub fleet: PathBuf,
-    /// Workload file.
-    #[arg(long)]
-    pub workload: PathBuf,
+    pub scenario: Option<PathBuf>,
     /// Cordon these nodes or subtrees (path as `fleet show` prints it) before placing.
     #[arg(long)]
     pub cordon: Vec<String>,
@@ -143,10 +150,20 @@ pub fn cordon(engine: &mut Engine, targets: &[String]) -> Result<()> {
 }
 
 pub fn run(a: &PlaceArgs) -> Result<()> {
-    let fleet = load_fleet(&a.fleet, catalog(a.types.as_ref())?)?;
-    let text = std::fs::read_to_string(&a.workload)
-        .with_context(|| format!("reading {}", a.workload.display()))?;
-    let entries = workload_file::parse(&a.workload.display().to_string(), &text)?;
+    if let Some(scenario) = &a.scenario {
+        print!(
+            "{}",
+            crate::scenario::run(scenario, a.fleet.as_deref(), a.types.as_ref())?
+        );
+        return Ok(());
+    }
+    let (Some(fleet_path), Some(workload)) = (&a.fleet, &a.workload) else {
+        anyhow::bail!("--fleet and --workload are needed without --scenario");
+    };
+    let fleet = load_fleet(fleet_path, catalog(a.types.as_ref())?)?;
+    let text = std::fs::read_to_string(workload)
+        .with_context(|| format!("reading {}", workload.display()))?;
+    let entries = workload_file::parse(&workload.display().to_string(), &text)?;
     let mut engine = Engine::new(fleet);
     cordon(&mut engine, &a.cordon)?;
     let decisions: Vec<Decision> = entries

@@ -280,3 +280,66 @@ fn bench_engine_prints_every_key() {
     assert!(b["peak_rss_bytes"].as_u64().unwrap() > 0);
     assert!(b["sandbox_placements_per_s"].as_f64().is_some());
 }
+
+#[test]
+fn scenario_plays_queue_rules_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenario.toml");
+    let text = ok(&stargrid(
+        &["place", "--scenario", example.to_str().unwrap()],
+        dir.path(),
+    ));
+    for expected in [
+        "preempt w10 for svc1-r1; it stops at t=520",
+        "requeue w10 (lost 130.84 GPU-h)",
+        "replace nvl00008t00 by spare nvl00008t16 in w5 (lost 32.00 GPU-h)",
+        "requeue w1 (lost 864.00 GPU-h)",
+        "w10: needs 16 segments of 16 GB200 nodes",
+    ] {
+        assert!(text.contains(expected), "missing '{expected}' in:\n{text}");
+    }
+}
+
+#[test]
+fn scenario_errors_name_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |body: &str| {
+        std::fs::write(
+            dir.path().join("s.toml"),
+            format!("[generate]\ngpus = 720\n\n[[tenants]]\nname = \"t\"\n\n{body}"),
+        )
+        .unwrap()
+    };
+    write("[[events]]\nat = 0\nsubmit = { id = 1, tenant = \"nobody\", gpu = \"GB200\", nodes = 1, gpus_per_node = 4, time_limit = 10 }\n");
+    let out = stargrid(&["place", "--scenario", "s.toml"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s.toml:9: events[0].submit.tenant: no tenant named 'nobody'"),
+        "{err}"
+    );
+    write("[[events]]\nat = 5\npass = true\n[[events]]\nat = 1\npass = true\n");
+    let err =
+        String::from_utf8_lossy(&stargrid(&["place", "--scenario", "s.toml"], dir.path()).stderr)
+            .to_string();
+    assert!(
+        err.contains("s.toml:11: events[1].at: 1 is before the previous event (5)"),
+        "{err}"
+    );
+    write("[[events]]\nat = 0\npass = true\nfinish = 3\n");
+    let err =
+        String::from_utf8_lossy(&stargrid(&["place", "--scenario", "s.toml"], dir.path()).stderr)
+            .to_string();
+    assert!(
+        err.contains("events[0].at: each event needs exactly one action"),
+        "{err}"
+    );
+    write("[[events]]\nat = 0\nsubmit = { id = 1, tenant = \"t\", gpu = \"GB200\", nodes = 0, gpus_per_node = 4, time_limit = 10 }\n");
+    let err =
+        String::from_utf8_lossy(&stargrid(&["place", "--scenario", "s.toml"], dir.path()).stderr)
+            .to_string();
+    assert!(
+        err.contains("events[0].submit: nodes: must be 1..=1000000"),
+        "{err}"
+    );
+}
