@@ -559,7 +559,7 @@ impl Engine {
                     let f = &mut self.free[node.0 as usize];
                     f.cpu_millis -= n * request.cpu_millis;
                     f.memory_mib -= n * request.memory_mib;
-                    if n > 0 {
+                    if n > 0 && !self.node_work[node.0 as usize].contains(&id) {
                         self.node_work[node.0 as usize].push(id);
                     }
                     if let Some(i) = self.host_index(node.0) {
@@ -827,6 +827,20 @@ impl Engine {
                     live_count,
                     ..
                 } => {
+                    // Runs tile the batch's index range: sorted, disjoint, no holes.
+                    let mut expect_first = 0;
+                    for r in runs {
+                        if r.first != expect_first || r.count == 0 {
+                            return Err(format!("{id}: runs do not tile 0..{}", request.count));
+                        }
+                        expect_first = r.first + r.count;
+                    }
+                    if expect_first != request.count {
+                        return Err(format!(
+                            "{id}: runs cover {expect_first} of {}",
+                            request.count
+                        ));
+                    }
                     let mut total = 0;
                     for r in runs {
                         let alive = count_live(live, r.first, r.count);
@@ -841,6 +855,36 @@ impl Engine {
                         ));
                     }
                 }
+            }
+        }
+        // node → workloads agrees with what the allocations hold.
+        let mut expect_work: Vec<Vec<WorkloadId>> = vec![Vec::new(); nodes.len()];
+        for (id, alloc) in &self.allocations {
+            match alloc {
+                Allocation::Gang { slots, spares, .. } => {
+                    for s in slots.iter().chain(spares) {
+                        expect_work[s.node.0 as usize].push(*id);
+                    }
+                }
+                Allocation::Sandboxes { runs, live, .. } => {
+                    for r in runs {
+                        if count_live(live, r.first, r.count) > 0 {
+                            expect_work[r.node.0 as usize].push(*id);
+                        }
+                    }
+                }
+            }
+        }
+        for (i, want) in expect_work.iter_mut().enumerate() {
+            want.sort_unstable();
+            want.dedup();
+            let mut have = self.node_work[i].clone();
+            have.sort_unstable();
+            if *want != have {
+                return Err(format!(
+                    "{}: workload list {:?} but allocations say {:?}",
+                    nodes[i].name, have, want
+                ));
             }
         }
         for (i, n) in nodes.iter().enumerate() {

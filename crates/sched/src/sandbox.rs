@@ -232,7 +232,13 @@ impl Engine {
             }
         }
         for node in emptied {
-            self.node_work[node.0 as usize].retain(|w| *w != id);
+            // A batch may have several runs on one host (after a relocation).
+            let still = runs
+                .iter()
+                .any(|r| r.node == node && count_live(&seen, r.first, r.count) > 0);
+            if !still {
+                self.node_work[node.0 as usize].retain(|w| *w != id);
+            }
         }
         let released = indices.len() as u32;
         if let Some(Allocation::Sandboxes {
@@ -246,5 +252,112 @@ impl Engine {
             }
         }
         Ok(released)
+    }
+}
+
+impl Engine {
+    /// Moves a batch's live sandboxes off `from` (e.g. a failed host) onto other hosts with
+    /// room, keeping their indices. All or nothing: when they do not all fit, nothing changes.
+    /// Returns how many moved.
+    pub fn relocate_sandboxes(&mut self, id: WorkloadId, from: NodeId) -> Result<u32, EngineError> {
+        let Some(Allocation::Sandboxes {
+            request,
+            runs,
+            live,
+            ..
+        }) = self.allocations.get(&id)
+        else {
+            return Err(EngineError::UnknownWorkload(id));
+        };
+        let request = request.clone();
+        let moving: Vec<SandboxRun> = runs.iter().copied().filter(|r| r.node == from).collect();
+        // Live indices with the moving run each belongs to (new runs never cross runs, so
+        // that runs keep disjoint index ranges).
+        let live_idx: Vec<(u32, usize)> = moving
+            .iter()
+            .enumerate()
+            .flat_map(|(k, r)| (r.first..r.first + r.count).map(move |i| (i, k)))
+            .filter(|(i, _)| live[*i as usize / 64] >> (i % 64) & 1 == 1)
+            .collect();
+        if live_idx.is_empty() {
+            return Ok(0);
+        }
+        let count = live_idx.len() as u32;
+        // Plan as a batch of the moving count, never back onto `from`.
+        let ask = SandboxRequest {
+            count,
+            cpu_millis: request.cpu_millis,
+            memory_mib: request.memory_mib,
+        };
+        let blocked = self.open(from.0);
+        if blocked {
+            self.hold(&[from]);
+        }
+        let plan = self.plan_sandboxes(&ask);
+        if blocked {
+            self.unhold(&[from]);
+        }
+        let plan = plan?;
+        // New runs cover the moved live indices in order; each new host gets a contiguous
+        // index range holding exactly the live sandboxes it takes.
+        let mut new_runs: Vec<SandboxRun> = Vec::new();
+        let mut k = 0usize;
+        for p in &plan.runs {
+            let take = &live_idx[k..k + p.count as usize];
+            for group in take.chunk_by(|a, b| a.1 == b.1) {
+                let (start, end) = (group[0].0, group[group.len() - 1].0);
+                new_runs.push(SandboxRun {
+                    node: p.node,
+                    first: start,
+                    count: end - start + 1,
+                });
+            }
+            k += p.count as usize;
+        }
+        // Indices of the old runs that are not covered by a new run (dead ones in gaps
+        // between live ones are covered; dead ones before the first or after the last are not).
+        let mut gaps = Vec::new();
+        for r in &moving {
+            let mut i = r.first;
+            while i < r.first + r.count {
+                if !new_runs
+                    .iter()
+                    .any(|n| n.first <= i && i < n.first + n.count)
+                {
+                    gaps.push(i);
+                }
+                i += 1;
+            }
+        }
+        // Give back what the failed host held, charge the new hosts.
+        self.return_sandboxes(from, count, &request);
+        self.node_work[from.0 as usize].retain(|w| *w != id);
+        for p in &plan.runs {
+            let n = p.node.0 as usize;
+            let f = &mut self.free[n];
+            f.cpu_millis -= p.count * request.cpu_millis;
+            f.memory_mib -= p.count * request.memory_mib;
+            if !self.node_work[n].contains(&id) {
+                self.node_work[n].push(id);
+            }
+            if let Some(i) = self.host_index(p.node.0) {
+                self.refresh_host_room(i);
+            }
+        }
+        if let Some(Allocation::Sandboxes { runs, .. }) = self.allocations.get_mut(&id) {
+            runs.retain(|r| r.node != from);
+            runs.extend(new_runs);
+            // Dead indices outside the new runs keep a zero-cost run on `from` so that every
+            // index stays covered (release walks runs by index).
+            for g in gaps {
+                runs.push(SandboxRun {
+                    node: from,
+                    first: g,
+                    count: 1,
+                });
+            }
+            runs.sort_by_key(|r| r.first);
+        }
+        Ok(count)
     }
 }

@@ -16,6 +16,7 @@
 //! Every pending job keeps a reason a person can read ([`Scheduler::pending_reason`]).
 
 use crate::engine::{Allocation, Engine, EngineError, NodeSlot, Scope, Time};
+mod sandboxes;
 mod services;
 
 pub use services::{ServiceStatus, MAX_SERVICES};
@@ -234,6 +235,24 @@ pub enum Decision {
         /// GPU-hours lost since the last checkpoint.
         lost_gpu_hours: f64,
     },
+    /// Sandboxes of a batch were moved off a failed host.
+    SandboxesMoved {
+        /// Batch.
+        batch: WorkloadId,
+        /// The failed host.
+        from: NodeId,
+        /// Sandboxes moved.
+        count: u32,
+    },
+    /// Sandboxes of a batch on a failed host ended (retries spent or no room elsewhere).
+    SandboxesLost {
+        /// Batch.
+        batch: WorkloadId,
+        /// The failed host.
+        from: NodeId,
+        /// Sandboxes lost.
+        count: u32,
+    },
     /// Nodes are held for the job from `start` on.
     Reserve {
         /// Job.
@@ -333,6 +352,8 @@ pub struct Scheduler {
     last_reserved: Option<(WorkloadId, Time, Vec<NodeId>)>,
     /// Inference services by id.
     services: BTreeMap<u64, services::ServiceState>,
+    /// Live sandbox batches by id.
+    batches: BTreeMap<WorkloadId, sandboxes::Batch>,
     /// Counts jobs stopping and node state changes (what can make a reservation earlier).
     stops: u64,
     /// Counts every start and stop (what can change the set of preemption victims).
@@ -410,6 +431,7 @@ impl Scheduler {
             reservation: None,
             last_reserved: None,
             services: BTreeMap::new(),
+            batches: BTreeMap::new(),
             stops: 0,
             changes: 0,
         })
@@ -521,7 +543,7 @@ impl Scheduler {
         now: Time,
         service: Option<u64>,
     ) -> Result<(), SchedError> {
-        if self.jobs.contains_key(&id) {
+        if self.jobs.contains_key(&id) || self.batches.contains_key(&id) {
             return Err(SchedError::DuplicateJob(id));
         }
         let seq = self.next_seq;
@@ -672,6 +694,10 @@ impl Scheduler {
         self.stops += 1;
         let mut out = Vec::new();
         for id in change.affected {
+            if self.batches.contains_key(&id) {
+                self.recover_batch(id, &mut out);
+                continue;
+            }
             if !self.running.contains(&id) {
                 continue;
             }
@@ -1351,6 +1377,7 @@ impl Scheduler {
             }
         }
         self.check_services()?;
+        self.check_batches()?;
         if let Some(r) = &self.reservation {
             for n in &r.nodes {
                 holds[n.0 as usize] += 1;

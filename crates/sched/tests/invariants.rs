@@ -31,6 +31,10 @@ enum Op {
         pick: usize,
         slot: usize,
     },
+    FailAndRelocate {
+        pick: usize,
+        run: usize,
+    },
     Sandboxes {
         count: u32,
         cpu: u32,
@@ -55,6 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1u32..40, 1u8..=5, proptest::option::of(1u32..8), 0u32..3)
             .prop_map(|(nodes, gpn, segment, spares)| Op::Gang { nodes, gpn, segment, spares }),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(pick, slot)| Op::FailAndReplace { pick, slot }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(pick, run)| Op::FailAndRelocate { pick, run }),
         2 => (1u32..200, 1u32..4000, 1u32..9000)
             .prop_map(|(count, cpu, mem)| Op::Sandboxes { count, cpu, mem }),
         3 => any::<usize>().prop_map(|pick| Op::Release { pick }),
@@ -110,6 +115,53 @@ fn live_ids(e: &Engine, next: u64) -> Vec<WorkloadId> {
 /// Applies one op; returns a printable outcome (for determinism checks).
 fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
     match op {
+        Op::FailAndRelocate { pick, run } => {
+            let batches: Vec<WorkloadId> = live_ids(e, *next)
+                .into_iter()
+                .filter(|id| matches!(e.allocation(*id), Some(Allocation::Sandboxes { .. })))
+                .collect();
+            if batches.is_empty() {
+                return "nothing".into();
+            }
+            let id = batches[pick % batches.len()];
+            let Some(Allocation::Sandboxes {
+                runs, live_count, ..
+            }) = e.allocation(id).cloned()
+            else {
+                unreachable!()
+            };
+            let from = runs[run % runs.len()].node;
+            e.set_state(Scope::Node(from), NodeState::Down);
+            let before = snapshot(e);
+            match e.relocate_sandboxes(id, from) {
+                Ok(moved) => {
+                    let Some(Allocation::Sandboxes {
+                        runs,
+                        live,
+                        live_count: after,
+                        ..
+                    }) = e.allocation(id)
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!(*after, live_count, "relocation keeps every live sandbox");
+                    for r in runs.iter().filter(|r| r.node == from) {
+                        for i in r.first..r.first + r.count {
+                            assert_eq!(
+                                live[i as usize / 64] >> (i % 64) & 1,
+                                0,
+                                "a live sandbox stayed on the failed host"
+                            );
+                        }
+                    }
+                    format!("moved {moved}")
+                }
+                Err(err) => {
+                    assert_eq!(snapshot(e), before, "a refused relocation changes nothing");
+                    format!("{err}")
+                }
+            }
+        }
         Op::FailAndReplace { pick, slot } => {
             let gangs: Vec<WorkloadId> = live_ids(e, *next)
                 .into_iter()

@@ -149,6 +149,27 @@ fn run(s: &mut Scheduler, script: &str) -> String {
                 why.dedup();
                 let _ = writeln!(out, "{st:?} {why:?}");
             }
+            "sandboxes" => {
+                // sandboxes ID COUNT CPU MEM RETRIES
+                let req = model::SandboxRequest {
+                    count: num(2) as u32,
+                    cpu_millis: num(3) as u32,
+                    memory_mib: num(4) as u32,
+                };
+                let r = s
+                    .place_sandboxes(WorkloadId(num(1)), &req, num(5) as u32, 0)
+                    .map(|p| {
+                        let runs: Vec<String> = p
+                            .runs
+                            .iter()
+                            .map(|r| {
+                                format!("{}x{}", s.engine().fleet().node(r.node).name, r.count)
+                            })
+                            .collect();
+                        runs.join(" ")
+                    });
+                let _ = writeln!(out, "{r:?}");
+            }
             "why" => {
                 let _ = writeln!(
                     out,
@@ -183,6 +204,18 @@ fn show(s: &Scheduler, d: &Decision) -> String {
         } => format!("requeue {job} (lost {lost_gpu_hours:.2} GPU-h)"),
         Decision::Reserve { job, start, nodes } => {
             format!("reserve {nodes} nodes for {job} from t={start}")
+        }
+        Decision::SandboxesMoved { batch, from, count } => {
+            format!(
+                "moved {count} sandboxes of {batch} off {}",
+                s.engine().fleet().node(*from).name
+            )
+        }
+        Decision::SandboxesLost { batch, from, count } => {
+            format!(
+                "lost {count} sandboxes of {batch} on {}",
+                s.engine().fleet().node(*from).name
+            )
         }
         Decision::Replace {
             job,
@@ -581,4 +614,34 @@ fn replicas_preempt_lower_classes_but_not_each_other() {
               ServiceStatus { desired: 1, running: 1, pending: 0 } []
         "#]],
     );
+}
+
+#[test]
+fn sandboxes_move_off_failed_hosts_with_bounded_retries() {
+    let shape = Shape {
+        cpu_hosts: 3,
+        ..SMALL
+    };
+    let mut s = Scheduler::new(
+        Engine::new(fleet(shape)),
+        vec![tenant("a", 1.0, 1000, None)],
+        SchedConfig::default(),
+    )
+    .unwrap();
+    expect![[r#"
+        sandboxes 1 10 1000 1024 1
+          Ok("z0cpu0x8 z0cpu1x2")
+        fail z0cpu0 10
+          moved 8 sandboxes of w1 off z0cpu0
+        fail z0cpu1 20
+          lost 8 sandboxes of w1 on z0cpu1
+        sandboxes 2 20 1000 1024 5
+          Err(Invalid { field: "count", reason: "needs 20 sandboxes of 1000 CPU millicores and 1024 MiB; ready CPU hosts have room for 6" })
+    "#]].assert_eq(&run(
+        &mut s,
+        "sandboxes 1 10 1000 1024 1
+         fail z0cpu0 10
+         fail z0cpu1 20
+         sandboxes 2 20 1000 1024 5",
+    ));
 }

@@ -21,7 +21,7 @@ const SHAPE: Shape = Shape {
     domains: 2,
     trays: 4,
     gpus: 4,
-    cpu_hosts: 0,
+    cpu_hosts: 3,
 };
 
 fn tenants() -> Vec<TenantSpec> {
@@ -86,6 +86,13 @@ enum Ev {
         service: u64,
         replicas: u32,
     },
+    Sandboxes {
+        count: u32,
+        retries: u32,
+    },
+    EndBatch {
+        pick: usize,
+    },
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -96,8 +103,10 @@ fn ev() -> impl Strategy<Value = Ev> {
         2 => any::<usize>().prop_map(|pick| Ev::Finish { pick }),
         1 => any::<usize>().prop_map(|pick| Ev::Checkpoint { pick }),
         1 => any::<usize>().prop_map(|pick| Ev::Cancel { pick }),
-        1 => (0u32..32).prop_map(|node| Ev::Fail { node }),
-        1 => (0u32..32).prop_map(|node| Ev::Repair { node }),
+        1 => (0u32..35).prop_map(|node| Ev::Fail { node }),
+        1 => (0u32..35).prop_map(|node| Ev::Repair { node }),
+        1 => (1u32..20, 0u32..3).prop_map(|(count, retries)| Ev::Sandboxes { count, retries }),
+        1 => any::<usize>().prop_map(|pick| Ev::EndBatch { pick }),
         1 => (0u64..2, 0u32..9).prop_map(|(service, replicas)| Ev::Scale { service, replicas }),
     ]
 }
@@ -194,6 +203,34 @@ impl World {
                 self.s
                     .set_state(Scope::Node(NodeId(*node)), NodeState::Ready)
             ),
+            Ev::Sandboxes { count, retries } => {
+                self.next += 1;
+                let req = model::SandboxRequest {
+                    count: *count,
+                    cpu_millis: 1000,
+                    memory_mib: 2048,
+                };
+                format!(
+                    "{:?}",
+                    self.s
+                        .place_sandboxes(WorkloadId(self.next), &req, *retries, self.now)
+                )
+            }
+            Ev::EndBatch { pick } => {
+                let batches: Vec<WorkloadId> = (0..=self.next)
+                    .map(WorkloadId)
+                    .filter(|id| {
+                        matches!(
+                            self.s.engine().allocation(*id),
+                            Some(sched::Allocation::Sandboxes { .. })
+                        )
+                    })
+                    .collect();
+                if batches.is_empty() {
+                    return "none".into();
+                }
+                format!("{:?}", self.s.end_batch(batches[pick % batches.len()]))
+            }
             Ev::Scale { service, replicas } => {
                 format!("{:?}", self.s.scale_service(*service, *replicas, self.now))
             }

@@ -450,5 +450,15 @@ fn describe(s: &Scheduler, d: &Decision) -> String {
         Decision::Reserve { job, start, nodes } => {
             format!("reserve {nodes} nodes for {job} from t={start}")
         }
+        Decision::SandboxesMoved { batch, from, count } => {
+            format!(
+                "moved {count} sandboxes of {batch} off {}",
+                fleet.node(*from).name
+            )
+        }
+        Decision::SandboxesLost { batch, from, count } => format!(
+            "lost {count} sandboxes of {batch} on {} (retries spent or no room)",
+            fleet.node(*from).name
+        ),
     }
 }

@@ -1,0 +1,158 @@
+//! Sandbox batches on the queue: placed at once through the engine's fast path (no queueing:
+//! an agent platform wants an answer in milliseconds and retries itself), and, when a host
+//! fails, moved to other hosts up to a bounded number of times per batch.
+//!
+//! Not yet charged to tenant quotas (see the README's list of what is not built).
+
+use super::{Decision, SchedError, Scheduler};
+use crate::engine::{Allocation, EngineError, Time};
+use crate::sandbox::SandboxPlacement;
+use model::{NodeId, NodeState, SandboxRequest, WorkloadId};
+
+/// A live batch and its retry budget.
+#[derive(Clone, Debug)]
+pub(crate) struct Batch {
+    max_retries: u32,
+    retries: u32,
+}
+
+impl Scheduler {
+    /// Places a batch of sandboxes now, or says why not. `max_retries` bounds how many host
+    /// failures the batch survives by moving its sandboxes.
+    pub fn place_sandboxes(
+        &mut self,
+        id: WorkloadId,
+        request: &SandboxRequest,
+        max_retries: u32,
+        now: Time,
+    ) -> Result<SandboxPlacement, SchedError> {
+        request.validate().map_err(|e| SchedError::Invalid {
+            field: e.field,
+            reason: e.reason,
+        })?;
+        if self.jobs.contains_key(&id) || self.batches.contains_key(&id) {
+            return Err(SchedError::DuplicateJob(id));
+        }
+        let placement = self
+            .engine
+            .place_sandboxes(id, request, now)
+            .map_err(|e| match e {
+                EngineError::Unplaceable(u) => SchedError::Invalid {
+                    field: "count",
+                    reason: u.reason,
+                },
+                other => SchedError::Invalid {
+                    field: "id",
+                    reason: other.to_string(),
+                },
+            })?;
+        self.batches.insert(
+            id,
+            Batch {
+                max_retries,
+                retries: 0,
+            },
+        );
+        Ok(placement)
+    }
+
+    /// Ends single sandboxes of a batch; the batch goes when its last sandbox does.
+    pub fn end_sandboxes(&mut self, id: WorkloadId, indices: &[u32]) -> Result<u32, SchedError> {
+        let n = self
+            .engine
+            .release_sandboxes(id, indices)
+            .map_err(|e| SchedError::Invalid {
+                field: "indices",
+                reason: e.to_string(),
+            })?;
+        if self.engine.allocation(id).is_none() {
+            self.batches.remove(&id);
+        }
+        Ok(n)
+    }
+
+    /// Ends a whole batch.
+    pub fn end_batch(&mut self, id: WorkloadId) -> Result<(), SchedError> {
+        self.batches.remove(&id).ok_or(SchedError::UnknownJob(id))?;
+        let _ = self.engine.release(id);
+        Ok(())
+    }
+
+    /// After hosts went down: moves each affected batch's sandboxes off them while its retry
+    /// budget lasts; otherwise (or when they no longer fit) those sandboxes end.
+    pub(crate) fn recover_batch(&mut self, id: WorkloadId, out: &mut Vec<Decision>) {
+        let Some(Allocation::Sandboxes { runs, .. }) = self.engine.allocation(id) else {
+            return;
+        };
+        let mut down: Vec<NodeId> = runs
+            .iter()
+            .map(|r| r.node)
+            .filter(|n| self.engine.fleet().node(*n).state == NodeState::Down)
+            .collect();
+        down.sort_unstable();
+        down.dedup();
+        for from in down {
+            let Some(batch) = self.batches.get(&id).cloned() else {
+                return;
+            };
+            if batch.retries < batch.max_retries {
+                if let Ok(moved) = self.engine.relocate_sandboxes(id, from) {
+                    if moved > 0 {
+                        if let Some(b) = self.batches.get_mut(&id) {
+                            b.retries += 1;
+                        }
+                        out.push(Decision::SandboxesMoved {
+                            batch: id,
+                            from,
+                            count: moved,
+                        });
+                    }
+                    continue;
+                }
+            }
+            // Out of retries or of room: the sandboxes on that host end.
+            let Some(Allocation::Sandboxes { runs, live, .. }) = self.engine.allocation(id) else {
+                return;
+            };
+            let lost: Vec<u32> = runs
+                .iter()
+                .filter(|r| r.node == from)
+                .flat_map(|r| r.first..r.first + r.count)
+                .filter(|i| live[*i as usize / 64] >> (i % 64) & 1 == 1)
+                .collect();
+            if lost.is_empty() {
+                continue;
+            }
+            let count = lost.len() as u32;
+            let _ = self.end_sandboxes(id, &lost);
+            out.push(Decision::SandboxesLost {
+                batch: id,
+                from,
+                count,
+            });
+        }
+    }
+}
+
+impl Scheduler {
+    /// Every live batch has an engine allocation and the other way round.
+    pub(crate) fn check_batches(&self) -> Result<(), String> {
+        if self.engine.live_workloads() != self.running.len() + self.batches.len() {
+            return Err(format!(
+                "engine holds {} workloads, queue knows {} running jobs and {} batches",
+                self.engine.live_workloads(),
+                self.running.len(),
+                self.batches.len()
+            ));
+        }
+        for id in self.batches.keys() {
+            if !matches!(
+                self.engine.allocation(*id),
+                Some(Allocation::Sandboxes { .. })
+            ) {
+                return Err(format!("batch {id} has no sandboxes placed"));
+            }
+        }
+        Ok(())
+    }
+}
