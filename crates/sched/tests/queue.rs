@@ -645,3 +645,66 @@ fn sandboxes_move_off_failed_hosts_with_bounded_retries() {
          sandboxes 2 20 1000 1024 5",
     ));
 }
+
+/// A stream of small jobs, each placeable on its own, never delays a large gang past the
+/// reservation it got: small jobs only backfill when they end before it.
+#[test]
+fn a_large_gang_is_not_starved_by_a_stream_of_small_jobs() {
+    let mut s = Scheduler::new(
+        Engine::new(fleet(SMALL)),
+        vec![
+            tenant("a", 1.0, 10_000, None),
+            tenant("b", 1.0, 10_000, None),
+        ],
+        SchedConfig::default(),
+    )
+    .unwrap();
+    let spec = |tenant: u32, nodes: u32, limit: u64| JobSpec {
+        tenant: TenantId(tenant),
+        priority: PriorityClass::Research,
+        gang: gang(nodes, 4, None),
+        time_limit: limit,
+    };
+    // Half the fleet busy for an hour; the big gang wants all of it.
+    s.submit(WorkloadId(1), spec(1, 16, 3600), 0).unwrap();
+    s.schedule(0);
+    s.submit(WorkloadId(2), spec(0, 32, 3600), 0).unwrap();
+    let mut reserved_for = None;
+    let mut started = None;
+    let mut next = 100;
+    let mut now = 0;
+    while now <= 4 * 3600 && started.is_none() {
+        // Tenant b keeps sending small jobs, short and long.
+        for limit in [300, 7200] {
+            next += 1;
+            s.submit(WorkloadId(next), spec(1, 2, limit), now).unwrap();
+        }
+        // Jobs end at their time limit.
+        for id in s.running_jobs() {
+            let j = s.job(id).unwrap();
+            if let sched::JobState::Running { since } = j.state {
+                if since + j.spec.time_limit <= now {
+                    s.finish(id, now).unwrap();
+                }
+            }
+        }
+        for d in s.schedule(now) {
+            match d {
+                Decision::Reserve {
+                    job: WorkloadId(2),
+                    start,
+                    ..
+                } => reserved_for = reserved_for.or(Some(start)),
+                Decision::Start {
+                    job: WorkloadId(2), ..
+                } => started = Some(now),
+                _ => {}
+            }
+        }
+        s.check_invariants().unwrap();
+        now += 60;
+    }
+    let reserved_for = reserved_for.expect("the big gang got a reservation");
+    assert_eq!(reserved_for, 3600);
+    assert_eq!(started, Some(3600), "started at its reservation, not later");
+}
