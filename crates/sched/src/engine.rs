@@ -473,6 +473,41 @@ impl Engine {
         true
     }
 
+    /// Takes (`take`) or gives back the resources of gang slots, keeps each node's workload list
+    /// and the touched domains' counters up to date.
+    pub(crate) fn charge_slots(
+        &mut self,
+        id: WorkloadId,
+        slots: &[NodeSlot],
+        per_node: &Resources,
+        take: bool,
+    ) {
+        let mut touched = Vec::new();
+        for s in slots {
+            let n = s.node.0 as usize;
+            let f = &mut self.free[n];
+            if take {
+                f.gpu_mask &= !s.gpu_mask;
+                f.cpu_millis -= per_node.cpu_millis;
+                f.memory_mib -= per_node.memory_mib;
+                self.node_work[n].push(id);
+            } else {
+                f.gpu_mask |= s.gpu_mask;
+                f.cpu_millis += per_node.cpu_millis;
+                f.memory_mib += per_node.memory_mib;
+                self.node_work[n].retain(|w| *w != id);
+            }
+            if self.node_domain[n] != NO_DOMAIN {
+                touched.push(self.node_domain[n]);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for d in touched {
+            self.reindex_domain(d);
+        }
+    }
+
     /// Returns one slot's resources to its node and drops the node from the workload's list
     /// when the workload holds nothing else there.
     fn give_back(&mut self, id: WorkloadId, slot: NodeSlot, per_node: &Resources) {
@@ -519,23 +554,8 @@ impl Engine {
                         return Err(busy(self.fleet.node(s.node).name.to_string()));
                     }
                 }
-                let mut touched = Vec::new();
-                for s in slots.iter().chain(spares) {
-                    let n = s.node.0 as usize;
-                    let f = &mut self.free[n];
-                    f.gpu_mask &= !s.gpu_mask;
-                    f.cpu_millis -= per_node.cpu_millis;
-                    f.memory_mib -= per_node.memory_mib;
-                    self.node_work[n].push(id);
-                    if self.node_domain[n] != NO_DOMAIN {
-                        touched.push(self.node_domain[n]);
-                    }
-                }
-                touched.sort_unstable();
-                touched.dedup();
-                for d in touched {
-                    self.reindex_domain(d);
-                }
+                let all: Vec<NodeSlot> = slots.iter().chain(spares).copied().collect();
+                self.charge_slots(id, &all, per_node, true);
             }
             Allocation::Sandboxes {
                 request,
@@ -689,24 +709,8 @@ impl Engine {
                 per_node,
                 ..
             } => {
-                let mut touched = Vec::new();
-                for s in slots.iter().chain(spares) {
-                    let n = s.node.0 as usize;
-                    let f = &mut self.free[n];
-                    f.gpu_mask |= s.gpu_mask;
-                    f.cpu_millis += per_node.cpu_millis;
-                    f.memory_mib += per_node.memory_mib;
-                    self.node_work[n].retain(|w| *w != id);
-                    let d = self.node_domain[n];
-                    if d != NO_DOMAIN && touched.last() != Some(&d) {
-                        touched.push(d);
-                    }
-                }
-                touched.sort_unstable();
-                touched.dedup();
-                for d in touched {
-                    self.reindex_domain(d);
-                }
+                let all: Vec<NodeSlot> = slots.iter().chain(spares).copied().collect();
+                self.charge_slots(id, &all, per_node, false);
             }
             Allocation::Sandboxes {
                 request,

@@ -6,7 +6,7 @@
 //! across zones). Among candidates, the one with the least room that still fits wins (best
 //! fit), so that whole free domains and whole free spines stay whole.
 
-use crate::engine::{mask_of, Allocation, Engine, NodeSlot, Time, Unplaceable, NO_DOMAIN};
+use crate::engine::{mask_of, Allocation, Engine, NodeSlot, Time, Unplaceable};
 use model::{GangRequest, Resources, TopoId, TopoKind, WorkloadId};
 use serde::Serialize;
 
@@ -511,24 +511,13 @@ impl Engine {
         now: Time,
     ) {
         let per_node = Self::per_node_ask(request);
-        let mut touched = Vec::new();
-        for s in placement.slots.iter().chain(&placement.spares) {
-            let n = s.node.0 as usize;
-            let f = &mut self.free[n];
-            f.gpu_mask &= !s.gpu_mask;
-            f.cpu_millis -= per_node.cpu_millis;
-            f.memory_mib -= per_node.memory_mib;
-            self.node_work[n].push(id);
-            let d = self.node_domain[n];
-            if d != NO_DOMAIN && touched.last() != Some(&d) {
-                touched.push(d);
-            }
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for d in touched {
-            self.reindex_domain(d);
-        }
+        let all: Vec<NodeSlot> = placement
+            .slots
+            .iter()
+            .chain(&placement.spares)
+            .copied()
+            .collect();
+        self.charge_slots(id, &all, &per_node, true);
         self.allocations.insert(
             id,
             Allocation::Gang {

@@ -264,6 +264,54 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// One line a person can read, naming nodes by their host names.
+    pub fn describe(&self, fleet: &model::Fleet) -> String {
+        match self {
+            Decision::Start { job, slots } => {
+                let mut names: Vec<&str> =
+                    slots.iter().map(|x| &*fleet.node(x.node).name).collect();
+                names.sort_unstable();
+                format!(
+                    "start {job} on {} nodes: {}",
+                    slots.len(),
+                    model::hostlist::compress(&names)
+                )
+            }
+            Decision::Preempt { job, by, deadline } => {
+                format!("preempt {job} for {by}; it stops at t={deadline}")
+            }
+            Decision::Requeue {
+                job,
+                lost_gpu_hours,
+            } => format!("requeue {job} (lost {lost_gpu_hours:.2} GPU-h)"),
+            Decision::Replace {
+                job,
+                failed,
+                replacement,
+                lost_gpu_hours,
+            } => format!(
+                "replace {} by spare {} in {job} (lost {lost_gpu_hours:.2} GPU-h)",
+                fleet.node(*failed).name,
+                fleet.node(*replacement).name
+            ),
+            Decision::Reserve { job, start, nodes } => {
+                format!("reserve {nodes} nodes for {job} from t={start}")
+            }
+            Decision::SandboxesMoved { batch, from, count } => {
+                format!(
+                    "moved {count} sandboxes of {batch} off {}",
+                    fleet.node(*from).name
+                )
+            }
+            Decision::SandboxesLost { batch, from, count } => format!(
+                "lost {count} sandboxes of {batch} on {} (retries spent or no room)",
+                fleet.node(*from).name
+            ),
+        }
+    }
+}
+
 /// A request the queue refuses (bad input at its edge).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SchedError {

@@ -186,48 +186,7 @@ fn run(s: &mut Scheduler, script: &str) -> String {
 }
 
 fn show(s: &Scheduler, d: &Decision) -> String {
-    match d {
-        Decision::Start { job, slots } => {
-            let mut names: Vec<&str> = slots
-                .iter()
-                .map(|x| &*s.engine().fleet().node(x.node).name)
-                .collect();
-            names.sort_unstable();
-            format!("start {job} on {}", model::hostlist::compress(&names))
-        }
-        Decision::Preempt { job, by, deadline } => {
-            format!("preempt {job} for {by} by t={deadline}")
-        }
-        Decision::Requeue {
-            job,
-            lost_gpu_hours,
-        } => format!("requeue {job} (lost {lost_gpu_hours:.2} GPU-h)"),
-        Decision::Reserve { job, start, nodes } => {
-            format!("reserve {nodes} nodes for {job} from t={start}")
-        }
-        Decision::SandboxesMoved { batch, from, count } => {
-            format!(
-                "moved {count} sandboxes of {batch} off {}",
-                s.engine().fleet().node(*from).name
-            )
-        }
-        Decision::SandboxesLost { batch, from, count } => {
-            format!(
-                "lost {count} sandboxes of {batch} on {}",
-                s.engine().fleet().node(*from).name
-            )
-        }
-        Decision::Replace {
-            job,
-            failed,
-            replacement,
-            lost_gpu_hours,
-        } => format!(
-            "replace {} by spare {} in {job} (lost {lost_gpu_hours:.2} GPU-h)",
-            s.engine().fleet().node(*failed).name,
-            s.engine().fleet().node(*replacement).name
-        ),
-    }
+    d.describe(s.engine().fleet())
 }
 
 fn check(tenants: Vec<TenantSpec>, script: &str, expect: Expect) {
@@ -259,8 +218,8 @@ fn quota_refuses_and_cohort_lends_idle_quota() {
             submit 3 2 research 8 3600
               Ok(())
             pass 0
-              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
-              start w2 on z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+              start w1 on 8 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+              start w2 on 8 nodes: z0s0b1d0t[0-3],z0s0b1d1t[0-3]
             why 3
               tenant 'c' quota: would use 32 GB200 GPUs, quota is 16 (no cohort to borrow from)
             finish 1 100
@@ -268,7 +227,7 @@ fn quota_refuses_and_cohort_lends_idle_quota() {
             submit 4 1 research 8 3600
               Ok(())
             pass 100
-              start w4 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+              start w4 on 8 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3]
         "#]],
     );
 }
@@ -291,7 +250,7 @@ fn weighted_dominant_share_orders_tenants_within_a_class() {
             submit 1 0 research 16 3600
               Ok(())
             pass 0
-              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+              start w1 on 16 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
             submit 2 0 research 8 3600
               Ok(())
             submit 3 1 research 8 3600
@@ -299,8 +258,8 @@ fn weighted_dominant_share_orders_tenants_within_a_class() {
             submit 4 2 research 8 3600
               Ok(())
             pass 1
-              start w3 on z0s1b0d0t[0-3],z0s1b0d1t[0-3]
-              start w4 on z0s1b1d0t[0-3],z0s1b1d1t[0-3]
+              start w3 on 8 nodes: z0s1b0d0t[0-3],z0s1b0d1t[0-3]
+              start w4 on 8 nodes: z0s1b1d0t[0-3],z0s1b1d1t[0-3]
               reserve 8 nodes for w2 from t=3600
         "#]],
     );
@@ -326,7 +285,7 @@ fn backfill_uses_reserved_nodes_only_when_it_ends_first() {
             submit 1 0 research 28 1000
               Ok(())
             pass 0
-              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3],z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3]
+              start w1 on 28 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3],z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3]
             submit 2 0 research 8 5000
               Ok(())
             submit 3 0 research 4 500
@@ -335,7 +294,7 @@ fn backfill_uses_reserved_nodes_only_when_it_ends_first() {
               Ok(())
             pass 10
               reserve 8 nodes for w2 from t=1000
-              start w3 on z0s1b1d1t[0-3]
+              start w3 on 4 nodes: z0s1b1d1t[0-3]
             why 2
               reserved 8 nodes from t=1000 (when running jobs reach their time limits)
             why 4
@@ -343,8 +302,8 @@ fn backfill_uses_reserved_nodes_only_when_it_ends_first() {
             finish 1 600
               Ok(())
             pass 600
-              start w2 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
-              start w4 on z0s0b1d0t[0-3]
+              start w2 on 8 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+              start w4 on 4 nodes: z0s0b1d0t[0-3]
             finish 3 600
               Ok(())
             pass 601
@@ -373,21 +332,21 @@ fn preemption_evicts_cheapest_whole_gangs_after_grace() {
             submit 2 0 research 16 100000
               Ok(())
             pass 0
-              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
-              start w2 on z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3]
+              start w1 on 16 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+              start w2 on 16 nodes: z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3]
             checkpoint 1 900
               Ok(())
             submit 3 0 train 8 3600
               Ok(())
             pass 1000
-              preempt w1 for w3 by t=1120
+              preempt w1 for w3; it stops at t=1120
             why 3
               waiting for preemption grace of w1 until t=1120
             pass 1100
               -
             pass 1120
               requeue w1 (lost 3.91 GPU-h)
-              start w3 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+              start w3 on 8 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3]
               reserve 16 nodes for w1 from t=4720
             pass 1121
               -
@@ -408,7 +367,7 @@ fn preemption_never_happens_for_a_gang_that_would_still_not_fit() {
             submit 1 0 research 16 100000
               Ok(())
             pass 0
-              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+              start w1 on 16 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
             submit 2 0 train 40 3600
               Ok(())
             pass 1000
@@ -433,13 +392,13 @@ fn failure_requeues_from_last_checkpoint_and_counts_lost_hours() {
             submit 1 0 train 8 100000
               Ok(())
             pass 0
-              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3]
+              start w1 on 8 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3]
             checkpoint 1 3600
               Ok(())
             fail z0s0b0d0t0 5400
               requeue w1 (lost 16.00 GPU-h)
             pass 5400
-              start w1 on z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+              start w1 on 8 nodes: z0s0b1d0t[0-3],z0s0b1d1t[0-3]
             why 1
               (running or ended)
         "#]],
@@ -513,7 +472,7 @@ fn spares_replace_failed_trays_in_place_and_requeue_when_exhausted() {
             submit 1 0 train 6 100000 segment=3 spares=2
               Ok(())
             pass 0
-              start w1 on z0s0b0d0t[0-2],z0s0b0d1t[0-2]
+              start w1 on 6 nodes: z0s0b0d0t[0-2],z0s0b0d1t[0-2]
             checkpoint 1 1800
               Ok(())
             fail z0s0b0d0t0 3600
@@ -523,7 +482,7 @@ fn spares_replace_failed_trays_in_place_and_requeue_when_exhausted() {
             fail z0s0b0d0t1 3800
               requeue w1 (lost 0.67 GPU-h)
             pass 3800
-              start w1 on z0s0b1d0t[0-2],z0s0b1d1t[0-2]
+              start w1 on 6 nodes: z0s0b1d0t[0-2],z0s0b1d1t[0-2]
             submit 2 0 train 3 100000 spares=2
               Ok(())
             pass 3900
@@ -555,25 +514,25 @@ fn services_spread_scale_and_replace_replicas() {
             service 7 0 2 2 20 spread=domain:1
               Ok(())
             pass 0
-              start svc7-r0 on z0s0b0d0t[0-1]
-              start svc7-r1 on z0s0b0d1t[0-1]
+              start svc7-r0 on 2 nodes: z0s0b0d0t[0-1]
+              start svc7-r1 on 2 nodes: z0s0b0d1t[0-1]
             status 7
               ServiceStatus { desired: 2, running: 2, pending: 0 } []
             scale 7 10
               Ok(10)
             pass 10
-              start svc7-r2 on z0s0b1d0t[0-1]
-              start svc7-r3 on z0s0b1d1t[0-1]
-              start svc7-r4 on z0s1b0d0t[0-1]
-              start svc7-r5 on z0s1b0d1t[0-1]
-              start svc7-r6 on z0s1b1d0t[0-1]
-              start svc7-r7 on z0s1b1d1t[0-1]
+              start svc7-r2 on 2 nodes: z0s0b1d0t[0-1]
+              start svc7-r3 on 2 nodes: z0s0b1d1t[0-1]
+              start svc7-r4 on 2 nodes: z0s1b0d0t[0-1]
+              start svc7-r5 on 2 nodes: z0s1b0d1t[0-1]
+              start svc7-r6 on 2 nodes: z0s1b1d0t[0-1]
+              start svc7-r7 on 2 nodes: z0s1b1d1t[0-1]
             status 7
               ServiceStatus { desired: 10, running: 8, pending: 2 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
             fail z0s0b0d0t0 20
               requeue svc7-r0 (lost 0.04 GPU-h)
             pass 20
-              start svc7-r0 on z0s0b0d0t[1-2]
+              start svc7-r0 on 2 nodes: z0s0b0d0t[1-2]
             status 7
               ServiceStatus { desired: 10, running: 8, pending: 2 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
             scale 7 3
@@ -602,14 +561,14 @@ fn replicas_preempt_lower_classes_but_not_each_other() {
             submit 1 0 research 32 100000
               Ok(())
             pass 0
-              start w1 on z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3],z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3]
+              start w1 on 32 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3],z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3]
             service 1 0 4 1 4 spread=domain:1
               Ok(())
             pass 1000
-              preempt w1 for svc1-r0 by t=1120
+              preempt w1 for svc1-r0; it stops at t=1120
             pass 1120
               requeue w1 (lost 39.82 GPU-h)
-              start svc1-r0 on z0s0b0d0t[0-3]
+              start svc1-r0 on 4 nodes: z0s0b0d0t[0-3]
             status 1
               ServiceStatus { desired: 1, running: 1, pending: 0 } []
         "#]],
@@ -634,7 +593,7 @@ fn sandboxes_move_off_failed_hosts_with_bounded_retries() {
         fail z0cpu0 10
           moved 8 sandboxes of w1 off z0cpu0
         fail z0cpu1 20
-          lost 8 sandboxes of w1 on z0cpu1
+          lost 8 sandboxes of w1 on z0cpu1 (retries spent or no room)
         sandboxes 2 20 1000 1024 5
           Err(Invalid { field: "count", reason: "needs 20 sandboxes of 1000 CPU millicores and 1024 MiB; ready CPU hosts have room for 6" })
     "#]].assert_eq(&run(

@@ -377,7 +377,7 @@ pub fn run(
             return Err(anyhow!("{file}:{line}: events[{i}]: no action"));
         };
         for d in decisions {
-            let _ = writeln!(out, "    {}", describe(&s, &d));
+            let _ = writeln!(out, "    {}", d.describe(s.engine().fleet()));
         }
     }
     let _ = writeln!(out, "\ntenant               usage(GPUs)  share  lost GPU-h");
@@ -416,49 +416,4 @@ fn parse_spread(v: &str) -> Result<SpreadRule, String> {
     };
     let max_per = k.parse().map_err(|_| format!("'{k}' is not a number"))?;
     Ok(SpreadRule { level, max_per })
-}
-
-fn describe(s: &Scheduler, d: &Decision) -> String {
-    let fleet = s.engine().fleet();
-    match d {
-        Decision::Start { job, slots } => {
-            let mut names: Vec<&str> = slots.iter().map(|x| &*fleet.node(x.node).name).collect();
-            names.sort_unstable();
-            format!(
-                "start {job} on {} nodes: {}",
-                slots.len(),
-                model::hostlist::compress(&names)
-            )
-        }
-        Decision::Preempt { job, by, deadline } => {
-            format!("preempt {job} for {by}; it stops at t={deadline}")
-        }
-        Decision::Requeue {
-            job,
-            lost_gpu_hours,
-        } => format!("requeue {job} (lost {lost_gpu_hours:.2} GPU-h)"),
-        Decision::Replace {
-            job,
-            failed,
-            replacement,
-            lost_gpu_hours,
-        } => format!(
-            "replace {} by spare {} in {job} (lost {lost_gpu_hours:.2} GPU-h)",
-            fleet.node(*failed).name,
-            fleet.node(*replacement).name
-        ),
-        Decision::Reserve { job, start, nodes } => {
-            format!("reserve {nodes} nodes for {job} from t={start}")
-        }
-        Decision::SandboxesMoved { batch, from, count } => {
-            format!(
-                "moved {count} sandboxes of {batch} off {}",
-                fleet.node(*from).name
-            )
-        }
-        Decision::SandboxesLost { batch, from, count } => format!(
-            "lost {count} sandboxes of {batch} on {} (retries spent or no room)",
-            fleet.node(*from).name
-        ),
-    }
 }
