@@ -667,3 +667,38 @@ fn a_large_gang_is_not_starved_by_a_stream_of_small_jobs() {
     assert_eq!(reserved_for, 3600);
     assert_eq!(started, Some(3600), "started at its reservation, not later");
 }
+
+#[test]
+fn lender_reclaims_borrowed_quota_by_preemption() {
+    check(
+        vec![
+            tenant("a", 1.0, 64, Some("lab")),
+            tenant("b", 1.0, 64, Some("lab")),
+        ],
+        "submit 1 0 research 16 100000
+         submit 2 0 research 16 100000
+         pass 0
+         submit 3 1 research 16 3600
+         pass 1000
+         why 3
+         pass 1120",
+        expect![[r#"
+            submit 1 0 research 16 100000
+              Ok(())
+            submit 2 0 research 16 100000
+              Ok(())
+            pass 0
+              start w1 on 16 nodes: z0s0b0d0t[0-3],z0s0b0d1t[0-3],z0s0b1d0t[0-3],z0s0b1d1t[0-3]
+              start w2 on 16 nodes: z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3]
+            submit 3 1 research 16 3600
+              Ok(())
+            pass 1000
+              preempt w2 for w3; it stops at t=1120
+            why 3
+              waiting for preemption grace of w2 until t=1120
+            pass 1120
+              requeue w2 (lost 19.91 GPU-h)
+              start w3 on 16 nodes: z0s1b0d0t[0-3],z0s1b0d1t[0-3],z0s1b1d0t[0-3],z0s1b1d1t[0-3]
+        "#]],
+    );
+}
