@@ -41,6 +41,36 @@ pub struct SchedConfig {
     pub min_runtime: Time,
     /// Preemption searches per pass (each may release many victims tentatively).
     pub preemption_searches_per_pass: u32,
+    /// Order in which pending jobs are considered.
+    pub order: QueueOrder,
+    /// Reserve for the first blocked job and backfill around it.
+    pub backfill: bool,
+    /// Let blocked jobs preempt lower classes (and reclaim lent quota).
+    pub preemption: bool,
+    /// Stop a pass at the first job that cannot start (strict FIFO).
+    pub head_of_line_blocking: bool,
+    /// Keep gangs on NVLink domains and low network nodes; `false` lets them scatter node by
+    /// node (segment = 1).
+    pub topology: bool,
+}
+
+/// Orders the queue can use (the policies users know, for comparison in the simulator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueOrder {
+    /// Priority class, then weighted dominant-resource share, then submission (Stargrid).
+    PriorityFairShare,
+    /// Priority class, then submission (Slurm's multifactor without fair share).
+    PriorityFifo,
+    /// Submission only.
+    Fifo,
+    /// Shortest declared time limit first (an oracle when limits are the true durations).
+    ShortestLimitFirst,
+    /// Two queues by attained service (GPU-seconds so far), FIFO within each (Tiresias-style).
+    LeastAttained {
+        /// GPU-seconds after which a job moves to the second queue.
+        threshold_gpu_seconds: u64,
+    },
 }
 
 impl Default for SchedConfig {
@@ -50,7 +80,60 @@ impl Default for SchedConfig {
             max_preemptions: 3,
             min_runtime: 600,
             preemption_searches_per_pass: 8,
+            order: QueueOrder::PriorityFairShare,
+            backfill: true,
+            preemption: true,
+            head_of_line_blocking: false,
+            topology: true,
         }
+    }
+}
+
+impl SchedConfig {
+    /// Names of the built-in policies.
+    pub const POLICIES: [&'static str; 6] =
+        ["stargrid", "fifo", "first-fit", "slurm", "sjf", "las"];
+
+    /// A built-in policy by name: `stargrid` (the default), `fifo` (strict, head-of-line
+    /// blocking), `first-fit` (FIFO order, any job that fits starts, no topology), `slurm`
+    /// (priority + backfill), `sjf` (shortest time limit first), `las` (two-queue least
+    /// attained service).
+    pub fn policy(name: &str) -> Option<SchedConfig> {
+        let base = SchedConfig::default();
+        let plain = SchedConfig {
+            backfill: false,
+            preemption: false,
+            ..base.clone()
+        };
+        Some(match name {
+            "stargrid" => base,
+            "fifo" => SchedConfig {
+                order: QueueOrder::Fifo,
+                head_of_line_blocking: true,
+                ..plain
+            },
+            "first-fit" => SchedConfig {
+                order: QueueOrder::Fifo,
+                topology: false,
+                ..plain
+            },
+            "slurm" => SchedConfig {
+                order: QueueOrder::PriorityFifo,
+                backfill: true,
+                ..plain
+            },
+            "sjf" => SchedConfig {
+                order: QueueOrder::ShortestLimitFirst,
+                ..plain
+            },
+            "las" => SchedConfig {
+                order: QueueOrder::LeastAttained {
+                    threshold_gpu_seconds: 3600 * 8,
+                },
+                ..plain
+            },
+            _ => return None,
+        })
     }
 }
 
@@ -102,6 +185,8 @@ pub struct Job {
     pub restarts: u32,
     /// GPU-hours of work lost to preemption and failures (since the last checkpoint).
     pub lost_gpu_hours: f64,
+    /// GPU-seconds of service received over all its runs so far.
+    pub attained_gpu_seconds: u64,
     /// Why it is not running, when it is pending (rendered by [`Scheduler::pending_reason`]).
     pub reason: Option<Reason>,
     seq: u64,
@@ -182,6 +267,11 @@ pub enum Reason {
     WaitingForPreemption {
         /// End of the grace period.
         until: Time,
+    },
+    /// Strict FIFO: a job ahead of it cannot start.
+    BehindHead {
+        /// The job at the head of the queue.
+        head: WorkloadId,
     },
     /// It holds a reservation.
     Reserved {
@@ -524,6 +614,9 @@ impl Scheduler {
                 "waiting for preemption grace of {} until t={until}",
                 list(&job.waiting_for)
             ),
+            Reason::BehindHead { head } => {
+                format!("first in, first out: waiting behind {head}, which cannot start")
+            }
             Reason::Reserved { start, nodes } => format!(
                 "reserved {nodes} nodes from t={start} (when running jobs reach their time limits)"
             ),
@@ -594,6 +687,10 @@ impl Scheduler {
         if self.jobs.contains_key(&id) || self.batches.contains_key(&id) {
             return Err(SchedError::DuplicateJob(id));
         }
+        let mut spec = spec;
+        if !self.config.topology {
+            spec.gang.segment = Some(1);
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.jobs.insert(
@@ -608,6 +705,7 @@ impl Scheduler {
                 preemptions: 0,
                 restarts: 0,
                 lost_gpu_hours: 0.0,
+                attained_gpu_seconds: 0,
                 reason: Some(Reason::NotConsidered),
                 seq,
                 hold: Vec::new(),
@@ -639,7 +737,7 @@ impl Scheduler {
     }
 
     /// A running job ended by itself.
-    pub fn finish(&mut self, id: WorkloadId, _now: Time) -> Result<(), SchedError> {
+    pub fn finish(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
         let job = self.jobs.get(&id).ok_or(SchedError::UnknownJob(id))?;
         if job.running_since().is_none() {
             return Err(SchedError::WrongState {
@@ -648,7 +746,7 @@ impl Scheduler {
                 reason: "only a running job finishes",
             });
         }
-        self.stop(id);
+        self.stop(id, now);
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = JobState::Finished;
         }
@@ -656,7 +754,7 @@ impl Scheduler {
     }
 
     /// Cancels a job wherever it is.
-    pub fn cancel(&mut self, id: WorkloadId, _now: Time) -> Result<(), SchedError> {
+    pub fn cancel(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
         let job = self.jobs.get(&id).ok_or(SchedError::UnknownJob(id))?;
         match job.state {
             JobState::Finished | JobState::Cancelled => {
@@ -672,7 +770,7 @@ impl Scheduler {
                 self.pending.remove(&key);
                 self.engine.unhold(&hold);
             }
-            _ => self.stop(id),
+            _ => self.stop(id, now),
         }
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = JobState::Cancelled;
@@ -683,7 +781,7 @@ impl Scheduler {
     }
 
     /// Releases a running job's resources and usage (state is set by the caller).
-    fn stop(&mut self, id: WorkloadId) {
+    fn stop(&mut self, id: WorkloadId, now: Time) {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
@@ -698,6 +796,12 @@ impl Scheduler {
         };
         let usage = ResourceVec::of_gang(&job.spec.gang);
         let tenant = job.spec.tenant.0 as usize;
+        let served = job.running_since().map_or(0, |since| {
+            now.saturating_sub(since).saturating_mul(job.gpus())
+        });
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.attained_gpu_seconds = j.attained_gpu_seconds.saturating_add(served);
+        }
         let _ = self.engine.release(id);
         self.running.remove(&id);
         self.stops += 1;
@@ -717,7 +821,7 @@ impl Scheduler {
         };
         let lost = job.unsaved_gpu_hours(now);
         let tenant = job.spec.tenant.0 as usize;
-        self.stop(id);
+        self.stop(id, now);
         self.tenants[tenant].lost_gpu_hours += lost;
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = JobState::Pending;
@@ -789,7 +893,10 @@ impl Scheduler {
             let lost = job.unsaved_gpu_hours(now);
             job.lost_gpu_hours += lost;
             job.restarts += 1;
+            let gpus = job.gpus();
             if let JobState::Running { since } = &mut job.state {
+                let served = now.saturating_sub(*since).saturating_mul(gpus);
+                job.attained_gpu_seconds = job.attained_gpu_seconds.saturating_add(served);
                 *since = now; // restarted in place from its last checkpoint
             }
             let tenant = job.spec.tenant.0 as usize;
@@ -1084,25 +1191,45 @@ impl Scheduler {
         for (r, (_, t)) in by_share.iter().enumerate() {
             rank[*t] = r as u32;
         }
-        let mut order: Vec<(std::cmp::Reverse<PriorityClass>, u32, u64, WorkloadId)> = self
+        let class = |p: PriorityClass| 3 - p as u64;
+        let mut order: Vec<(u64, u64, u64, WorkloadId)> = self
             .pending
             .iter()
-            .map(|(&(seq, id), &(priority, tenant))| {
-                (
-                    std::cmp::Reverse(priority),
-                    rank[tenant.0 as usize],
-                    seq,
-                    id,
-                )
-            })
+            .map(
+                |(&(seq, id), &(priority, tenant))| match self.config.order {
+                    QueueOrder::PriorityFairShare => {
+                        (class(priority), u64::from(rank[tenant.0 as usize]), seq, id)
+                    }
+                    QueueOrder::PriorityFifo => (class(priority), 0, seq, id),
+                    QueueOrder::Fifo => (0, 0, seq, id),
+                    QueueOrder::ShortestLimitFirst => {
+                        let limit = self.jobs.get(&id).map_or(u64::MAX, |j| j.spec.time_limit);
+                        (0, limit, seq, id)
+                    }
+                    QueueOrder::LeastAttained {
+                        threshold_gpu_seconds,
+                    } => {
+                        let attained = self.jobs.get(&id).map_or(0, |j| j.attained_gpu_seconds);
+                        (u64::from(attained >= threshold_gpu_seconds), 0, seq, id)
+                    }
+                },
+            )
             .collect();
         order.sort_unstable();
+        let mut blocked_head: Option<WorkloadId> = None;
         let mut searches = 0;
         // Shapes that failed this pass: (gpu, gpus/node, cpu, mem, segment) → fewest nodes that failed.
         let mut failed: FxHashMap<ShapeKey, (u32, WorkloadId)> = FxHashMap::default();
         // Jobs that could not start, for the backfill step: (id, time limit, shape, nodes).
         let mut backfill: Vec<(WorkloadId, Time, ShapeKey, u32)> = Vec::new();
         for &(_, _, _, id) in &order {
+            // Strict FIFO: nothing passes a head that cannot start.
+            if let Some(head) = blocked_head {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.reason = Some(Reason::BehindHead { head });
+                }
+                continue;
+            }
             // The reserved job itself gets its nodes back to try them (and a fresh reservation).
             let mut previous: Option<Reservation> = None;
             if self.reservation.as_ref().is_some_and(|r| r.job == id) {
@@ -1150,6 +1277,9 @@ impl Scheduler {
                                     .map(|r| (r.job, r.start, r.nodes.len()));
                                 job.reason = Some(Reason::SameShape { like, held_for });
                                 backfill.push((id, job.spec.time_limit, key, g.nodes));
+                                if self.config.head_of_line_blocking {
+                                    blocked_head = Some(id);
+                                }
                                 continue;
                             }
                         }
@@ -1231,7 +1361,10 @@ impl Scheduler {
             // 4. Preemption (not searched again while nothing started or stopped).
             let priority = job.spec.priority;
             let searched_in_vain = job.no_victims_at == Some(self.changes);
-            if searches < self.config.preemption_searches_per_pass && !searched_in_vain {
+            if self.config.preemption
+                && searches < self.config.preemption_searches_per_pass
+                && !searched_in_vain
+            {
                 searches += 1;
                 if let Some(decisions) = self.try_preempt(id, !borrowed, now) {
                     out.extend(decisions);
@@ -1251,10 +1384,11 @@ impl Scheduler {
                 continue;
             }
             // 5. Reservation for the first job that could not be placed (or a more urgent one).
-            let takes_over = match &self.reservation {
-                None => true,
-                Some(r) => r.priority < priority,
-            };
+            let takes_over = self.config.backfill
+                && match &self.reservation {
+                    None => true,
+                    Some(r) => r.priority < priority,
+                };
             if takes_over {
                 if let Some(r) = self.reservation.take() {
                     self.engine.unhold(&r.nodes);
@@ -1315,6 +1449,9 @@ impl Scheduler {
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.reason = Some(reason);
                 backfill.push((id, j.spec.time_limit, shape, g.nodes));
+            }
+            if self.config.head_of_line_blocking {
+                blocked_head = Some(id);
             }
         }
         // 6. Backfill onto reserved nodes: only jobs that end before the reservation starts.

@@ -128,9 +128,13 @@ struct World {
 
 impl World {
     fn new() -> World {
+        Self::with_policy("stargrid")
+    }
+
+    fn with_policy(policy: &str) -> World {
         let config = SchedConfig {
             min_runtime: 0,
-            ..SchedConfig::default()
+            ..SchedConfig::policy(policy).unwrap()
         };
         let mut s = Scheduler::new(Engine::new(fleet(SHAPE)), tenants(), config).unwrap();
         // Two services: one spread at most one replica per NVLink domain, one free to pack.
@@ -242,8 +246,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_events_keep_queue_invariants_and_replay_identically(events in proptest::collection::vec(ev(), 1..80)) {
-        let mut w = World::new();
+    fn random_events_keep_queue_invariants_and_replay_identically(
+        events in proptest::collection::vec(ev(), 1..80),
+        policy in proptest::sample::select(SchedConfig::POLICIES.to_vec()),
+    ) {
+        let mut w = World::with_policy(policy);
         for e in &events {
             let mut twin = World { s: w.s.clone(), now: w.now, next: w.next };
             let a = w.apply(e);
