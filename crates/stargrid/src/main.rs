@@ -6,6 +6,7 @@ mod demo;
 mod fleet_cmd;
 mod place;
 mod scenario;
+mod sim_cmd;
 mod workload_file;
 
 use anyhow::Result;
@@ -30,6 +31,9 @@ enum Command {
     /// Place the workloads of a file on a fleet, or play a scenario (tenants + timed events)
     /// through the queue, and print each decision or why it was not made.
     Place(place::PlaceArgs),
+    /// Replay traces through the real queue and engine in virtual time.
+    #[command(subcommand)]
+    Sim(sim_cmd::SimCommand),
     /// Measure the engine and print the figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -41,6 +45,7 @@ fn main() -> Result<()> {
         Command::Demo(a) => demo::run(&a),
         Command::Fleet(c) => fleet_cmd::run(c),
         Command::Place(a) => place::run(&a),
+        Command::Sim(c) => sim_cmd::run(&c),
         Command::Bench(c) => bench::run(&c),
     }
 }

@@ -1,0 +1,409 @@
+//! Metrics out: JCT and queueing statistics, makespan, utilisation and fragmentation over
+//! time, placement quality, lost GPU-hours, per-tenant fair-share deviation; as JSON, CSV
+//! and PNG plots.
+
+use plotters::prelude::*;
+use sched::Time;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Counters the event loop keeps.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Jobs finished.
+    pub finished: u64,
+    /// Starts (first starts and restarts).
+    pub starts: u64,
+    /// Requeues and in-place restarts.
+    pub restarts: u64,
+    /// Node failures.
+    pub failures: u64,
+    /// Starts of gangs that fit one NVLink domain.
+    pub small_gangs: u64,
+    /// ... of which placed in one domain.
+    pub small_in_one_domain: u64,
+    /// Sum of levels spanned over all starts.
+    pub levels_sum: u64,
+}
+
+/// The fleet at one instant.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sample {
+    /// Time.
+    pub t: Time,
+    /// Busy share of the GPUs.
+    pub gpu_util: f64,
+    /// Busy share of CPU-host millicores.
+    pub cpu_util: f64,
+    /// Pending jobs.
+    pub queue_len: u64,
+    /// Running jobs.
+    pub running: u64,
+    /// NVLink domains wholly free.
+    pub whole_free_domains: u64,
+}
+
+/// Mean and percentiles, in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Stats {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Stats {
+    fn of(values: &mut [f64]) -> Stats {
+        values.sort_by(f64::total_cmp);
+        let pick = |p: f64| {
+            if values.is_empty() {
+                0.0
+            } else {
+                values[((values.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        let mean = if values.is_empty() {
+            0.0
+        } else {
+            values.iter().sum::<f64>() / values.len() as f64
+        };
+        Stats {
+            mean,
+            p50: pick(0.5),
+            p95: pick(0.95),
+            p99: pick(0.99),
+        }
+    }
+}
+
+/// A tenant's share of the GPU time used against an equal share.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantShare {
+    /// Tenant.
+    pub tenant: String,
+    /// GPU-hours of work it ran.
+    pub gpu_hours: f64,
+    /// Its share of all GPU-hours run.
+    pub share: f64,
+    /// `share` minus the equal share (1 / tenants).
+    pub deviation: f64,
+}
+
+/// The report of one simulation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// Policy name.
+    pub policy: String,
+    /// Jobs in the trace.
+    pub jobs: u64,
+    /// Job completion time (finish − submit), seconds.
+    pub jct: Stats,
+    /// Queueing delay (first start − submit), seconds.
+    pub queueing: Stats,
+    /// Last finish − first submit, seconds.
+    pub makespan: Time,
+    /// Mean busy share of the GPUs from the first submit to the last finish.
+    pub gpu_utilization: f64,
+    /// Share of gangs that fit one NVLink domain and were placed in one.
+    pub small_gangs_in_one_domain: f64,
+    /// Mean levels spanned per start (0 = one domain).
+    pub mean_levels_spanned: f64,
+    /// GPU-hours lost to failures and preemption.
+    pub gpu_hours_lost: f64,
+    /// Requeues and in-place restarts.
+    pub restarts: u64,
+    /// Node failures.
+    pub failures: u64,
+    /// Sandbox start latency: no sandbox workloads in these traces yet.
+    pub sandbox_start_latency: Option<Stats>,
+    /// Mean absolute fair-share deviation over tenants.
+    pub fair_share_deviation: f64,
+    /// Per tenant.
+    pub tenants: Vec<TenantShare>,
+    /// Samples over time.
+    pub samples: Vec<Sample>,
+    /// Every job's completion time, sorted (for CDFs).
+    #[serde(skip)]
+    pub jct_sorted: Vec<f64>,
+}
+
+impl Report {
+    /// Builds the report from per-job (submit, first start, finish, tenant, GPU-seconds).
+    pub fn build(
+        policy: &str,
+        per_job: &[(Time, Time, Time, String, u64)],
+        tally: &Tally,
+        samples: Vec<Sample>,
+        busy_gpu_seconds: f64,
+        total_gpus: u64,
+        gpu_hours_lost: f64,
+    ) -> Report {
+        let mut jct: Vec<f64> = per_job.iter().map(|j| (j.2 - j.0) as f64).collect();
+        let mut queueing: Vec<f64> = per_job.iter().map(|j| (j.1 - j.0) as f64).collect();
+        let first = per_job.iter().map(|j| j.0).min().unwrap_or(0);
+        let last = per_job.iter().map(|j| j.2).max().unwrap_or(0);
+        let makespan = last.saturating_sub(first);
+        let mut by_tenant: BTreeMap<&str, f64> = BTreeMap::new();
+        for j in per_job {
+            *by_tenant.entry(j.3.as_str()).or_default() += j.4 as f64 / 3600.0;
+        }
+        let all: f64 = by_tenant.values().sum();
+        let fair = 1.0 / by_tenant.len().max(1) as f64;
+        let tenants: Vec<TenantShare> = by_tenant
+            .iter()
+            .map(|(t, h)| {
+                let share = if all > 0.0 { h / all } else { 0.0 };
+                TenantShare {
+                    tenant: t.to_string(),
+                    gpu_hours: *h,
+                    share,
+                    deviation: share - fair,
+                }
+            })
+            .collect();
+        let fair_share_deviation =
+            tenants.iter().map(|t| t.deviation.abs()).sum::<f64>() / tenants.len().max(1) as f64;
+        let jct_stats = Stats::of(&mut jct);
+        Report {
+            policy: policy.to_string(),
+            jobs: per_job.len() as u64,
+            jct: jct_stats,
+            queueing: Stats::of(&mut queueing),
+            makespan,
+            gpu_utilization: if makespan > 0 && total_gpus > 0 {
+                busy_gpu_seconds / (makespan as f64 * total_gpus as f64)
+            } else {
+                0.0
+            },
+            small_gangs_in_one_domain: if tally.small_gangs > 0 {
+                tally.small_in_one_domain as f64 / tally.small_gangs as f64
+            } else {
+                1.0
+            },
+            mean_levels_spanned: if tally.starts > 0 {
+                tally.levels_sum as f64 / tally.starts as f64
+            } else {
+                0.0
+            },
+            gpu_hours_lost,
+            restarts: tally.restarts,
+            failures: tally.failures,
+            sandbox_start_latency: None,
+            fair_share_deviation,
+            tenants,
+            samples,
+            jct_sorted: jct,
+        }
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Samples over time as CSV.
+    pub fn samples_csv(&self) -> String {
+        let mut out = String::from("t,gpu_util,cpu_util,queue_len,running,whole_free_domains\n");
+        for s in &self.samples {
+            out.push_str(&format!(
+                "{},{:.6},{:.6},{},{},{}\n",
+                s.t, s.gpu_util, s.cpu_util, s.queue_len, s.running, s.whole_free_domains
+            ));
+        }
+        out
+    }
+
+    /// One CSV row of headline figures (with [`Report::summary_header`]).
+    pub fn summary_row(&self) -> String {
+        format!(
+            "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.4},{:.4},{:.3},{:.2},{},{:.4}\n",
+            self.policy,
+            self.jobs,
+            self.jct.mean,
+            self.jct.p50,
+            self.jct.p95,
+            self.jct.p99,
+            self.queueing.mean,
+            self.queueing.p99,
+            self.makespan,
+            self.gpu_utilization,
+            self.small_gangs_in_one_domain,
+            self.mean_levels_spanned,
+            self.gpu_hours_lost,
+            self.restarts,
+            self.fair_share_deviation
+        )
+    }
+
+    /// Header of [`Report::summary_row`].
+    pub fn summary_header() -> &'static str {
+        "policy,jobs,jct_mean_s,jct_p50_s,jct_p95_s,jct_p99_s,queue_mean_s,queue_p99_s,makespan_s,gpu_util,small_gangs_one_domain,mean_levels_spanned,gpu_hours_lost,restarts,fair_share_deviation\n"
+    }
+}
+
+/// Loads a TrueType font for plot text (DejaVu Sans from the system); without one, plots are
+/// drawn without text.
+fn font_ready() -> bool {
+    use std::sync::OnceLock;
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        for path in [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+        ] {
+            if let Ok(bytes) = std::fs::read(path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+type PlotResult = Result<(), Box<dyn std::error::Error>>;
+
+fn line_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    y_max: f64,
+) -> PlotResult {
+    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let x_max = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let text = font_ready();
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .margin(20)
+        .x_label_area_size(if text { 40 } else { 10 })
+        .y_label_area_size(if text { 60 } else { 10 });
+    if text {
+        builder.caption(title, ("sans-serif", 24));
+    }
+    let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max.max(1e-9))?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc("days")
+            .y_desc(y_label)
+            .draw()?;
+    } else {
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_y_mesh()
+            .x_labels(0)
+            .y_labels(0)
+            .draw()?;
+    }
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let drawn = chart.draw_series(LineSeries::new(
+            points.iter().copied(),
+            color.stroke_width(2),
+        ))?;
+        if text {
+            drawn
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Writes `utilisation.png`, `queue_length.png` and `jct_cdf.png` for one or more reports.
+pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String> {
+    let days = |t: Time| t as f64 / 86_400.0;
+    let util: Vec<(String, Vec<(f64, f64)>)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r.policy.clone(),
+                r.samples.iter().map(|s| (days(s.t), s.gpu_util)).collect(),
+            )
+        })
+        .collect();
+    let queue: Vec<(String, Vec<(f64, f64)>)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r.policy.clone(),
+                r.samples
+                    .iter()
+                    .map(|s| (days(s.t), s.queue_len as f64))
+                    .collect(),
+            )
+        })
+        .collect();
+    let q_max = queue
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.1))
+        .fold(1.0, f64::max);
+    // JCT CDF on a log10 x axis (hours).
+    let cdf: Vec<(String, Vec<(f64, f64)>)> = reports
+        .iter()
+        .map(|r| {
+            let n = r.jct_sorted.len().max(1) as f64;
+            let step = (r.jct_sorted.len() / 2000).max(1);
+            let pts = r
+                .jct_sorted
+                .iter()
+                .enumerate()
+                .step_by(step)
+                .map(|(i, v)| ((v / 3600.0).max(1e-3).log10() + 3.0, (i + 1) as f64 / n))
+                .collect();
+            (r.policy.clone(), pts)
+        })
+        .collect();
+    let files = [
+        (
+            "utilisation.png",
+            "GPU utilisation",
+            "busy share",
+            &util,
+            1.0,
+        ),
+        (
+            "queue_length.png",
+            "Queue length",
+            "pending jobs",
+            &queue,
+            q_max * 1.05,
+        ),
+        (
+            "jct_cdf.png",
+            "JCT CDF (x: log10 hours + 3)",
+            "fraction of jobs",
+            &cdf,
+            1.0,
+        ),
+    ];
+    let mut written = Vec::new();
+    for (name, title, y, series, y_max) in files {
+        let path = dir.join(name);
+        line_chart(&path, title, y, series, y_max)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
+}

@@ -1,0 +1,370 @@
+//! `stargrid sim run|compare|trace`: replay a trace (Philly CSV, Stargrid JSONL, or synthetic)
+//! through the real queue and engine in virtual time; reports as JSON, CSV and PNG plots.
+
+use crate::fleet_cmd::{catalog, load_fleet};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use fleet::generate::{generate, GenSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use model::{Fleet, InstanceCatalog};
+use sched::SchedConfig;
+use sim::synth::{self, SynthSpec};
+use sim::{FaultSpec, Report, SimConfig, TraceJob};
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum SimCommand {
+    /// Run one policy over a trace.
+    Run(SimArgs),
+    /// Run several policies over the same trace and print them side by side.
+    Compare(CompareArgs),
+    /// Write a synthetic frontier trace in Stargrid's JSONL format.
+    Trace(TraceArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TraceFormat {
+    /// The Philly CSV (`timestamp,duration,num_gpus,gpu_time,cluster`).
+    Philly,
+    /// Stargrid's JSONL trace.
+    Jsonl,
+}
+
+#[derive(Args, Clone)]
+pub struct Input {
+    /// Trace file (.csv: Philly, .jsonl: Stargrid's format).
+    #[arg(long, required_unless_present = "synthetic")]
+    pub trace: Option<PathBuf>,
+    /// Trace format (default: from the extension).
+    #[arg(long)]
+    pub format: Option<TraceFormat>,
+    /// Skip bad rows (counted in the output) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Instead of a trace: this many synthetic frontier jobs over `--days`.
+    #[arg(long, conflicts_with = "trace")]
+    pub synthetic: Option<usize>,
+    /// Horizon of the synthetic trace in days.
+    #[arg(long, default_value_t = 30)]
+    pub days: u64,
+    /// Fleet file (default: 8-GPU hosts for a Philly trace, GB200 NVL72 otherwise).
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
+    /// GPUs of the built-in fleet (8-GPU hosts for Philly; NVL72 domains otherwise).
+    #[arg(long)]
+    pub gpus: Option<u64>,
+    /// Node failures: mean time between failures of one node, in hours.
+    #[arg(long)]
+    pub node_mtbf_hours: Option<f64>,
+    /// Hours a failed node stays down.
+    #[arg(long, default_value_t = 4.0)]
+    pub repair_hours: f64,
+    /// Seed (faults and synthetic traces).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output folder for report JSON, CSV and PNG plots.
+    #[arg(long, default_value = "sim-out")]
+    pub out: PathBuf,
+    /// Print the report as JSON (run) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No plots.
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+#[derive(Args)]
+pub struct SimArgs {
+    #[command(flatten)]
+    pub input: Input,
+    /// Policy: stargrid, fifo, first-fit, slurm, sjf, las.
+    #[arg(long, default_value = "stargrid")]
+    pub policy: String,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub input: Input,
+    /// Policies to compare.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "stargrid,fifo,first-fit,slurm,sjf,las"
+    )]
+    pub policies: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct TraceArgs {
+    /// Jobs.
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: usize,
+    /// Horizon in days.
+    #[arg(long, default_value_t = 30)]
+    pub days: u64,
+    /// GPUs of the fleet it is scaled to.
+    #[arg(long, default_value_t = 499_968)]
+    pub gpus: u64,
+    /// Offered load (share of the fleet's GPU-seconds).
+    #[arg(long, default_value_t = 0.8)]
+    pub load: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output file (default: standard output).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// A loaded input: the trace and the fleet to run it on.
+pub struct Loaded {
+    pub jobs: Vec<TraceJob>,
+    pub skipped: usize,
+    pub fleet: Fleet,
+    pub label: String,
+}
+
+/// Reads the trace and builds (or loads) the fleet.
+pub fn load(input: &Input) -> Result<Loaded> {
+    let (jobs, skipped, philly, label) = match (&input.trace, input.synthetic) {
+        (Some(path), _) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+            let format = input.format.unwrap_or(if name.ends_with(".csv") {
+                TraceFormat::Philly
+            } else {
+                TraceFormat::Jsonl
+            });
+            let trace = match format {
+                TraceFormat::Philly => sim::trace::read_philly(&name, &text, input.skip_bad)?,
+                TraceFormat::Jsonl => sim::trace::read_jsonl(&name, &text, input.skip_bad)?,
+            };
+            (
+                trace.jobs,
+                trace.skipped,
+                matches!(format, TraceFormat::Philly),
+                name,
+            )
+        }
+        (None, Some(n)) => {
+            let gpus = input.gpus.unwrap_or(72 * 1024);
+            let spec = SynthSpec {
+                jobs: n,
+                fleet_gpus: gpus,
+                horizon: input.days * 86_400,
+                seed: input.seed,
+                ..SynthSpec::default()
+            };
+            (
+                synth::generate(&spec),
+                0,
+                false,
+                format!("synthetic {n} jobs over {} days", input.days),
+            )
+        }
+        (None, None) => bail!("give --trace FILE or --synthetic N"),
+    };
+    let fleet = match (&input.fleet, philly) {
+        (Some(f), _) => load_fleet(f, catalog(None)?)?,
+        (None, true) => sim::fleets::hosts_fleet(input.gpus.unwrap_or(2504))
+            .context("building the host fleet")?,
+        (None, false) => {
+            let spec = GenSpec {
+                gpus: input.gpus.unwrap_or(72 * 1024),
+                cpu_hosts: 0,
+                ..GenSpec::default()
+            };
+            generate(&spec, &InstanceCatalog::builtin()).context("generating the GB200 fleet")?
+        }
+    };
+    Ok(Loaded {
+        jobs,
+        skipped,
+        fleet,
+        label,
+    })
+}
+
+fn config(input: &Input, policy: &str) -> Result<SimConfig> {
+    let sched = SchedConfig::policy(policy).with_context(|| {
+        format!(
+            "--policy: unknown policy '{policy}' (known: {})",
+            SchedConfig::POLICIES.join(", ")
+        )
+    })?;
+    let faults = match input.node_mtbf_hours {
+        Some(h) if !(h.is_finite() && h > 0.0) => {
+            bail!("--node-mtbf-hours: must be a positive number")
+        }
+        Some(h) => Some(FaultSpec {
+            node_mtbf: h * 3600.0,
+            repair: (input.repair_hours.max(0.0) * 3600.0) as u64,
+        }),
+        None => None,
+    };
+    Ok(SimConfig {
+        policy: policy.to_string(),
+        sched,
+        faults,
+        seed: input.seed,
+        ..SimConfig::default()
+    })
+}
+
+/// Runs one policy over a loaded input, with a progress bar on a terminal.
+pub fn run_one(loaded: &Loaded, input: &Input, policy: &str, quiet: bool) -> Result<Report> {
+    let cfg = config(input, policy)?;
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(loaded.jobs.len() as u64)
+    };
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} jobs ({per_sec})")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(policy.to_string());
+    let report = sim::simulate(loaded.fleet.clone(), &loaded.jobs, &cfg, &mut |done, _| {
+        pb.set_position(done)
+    })
+    .map_err(|e| anyhow::anyhow!("simulating {policy}: {e}"))?;
+    pb.finish_and_clear();
+    Ok(report)
+}
+
+fn write_outputs(out: &Path, reports: &[Report], plots: bool) -> Result<Vec<String>> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = Vec::new();
+    let mut summary = String::from(Report::summary_header());
+    for r in reports {
+        let json = out.join(format!("report-{}.json", r.policy));
+        std::fs::write(&json, r.to_json())
+            .with_context(|| format!("writing {}", json.display()))?;
+        let csv = out.join(format!("samples-{}.csv", r.policy));
+        std::fs::write(&csv, r.samples_csv())
+            .with_context(|| format!("writing {}", csv.display()))?;
+        summary.push_str(&r.summary_row());
+        written.push(json.display().to_string());
+        written.push(csv.display().to_string());
+    }
+    let path = out.join("summary.csv");
+    std::fs::write(&path, summary).with_context(|| format!("writing {}", path.display()))?;
+    written.push(path.display().to_string());
+    if plots {
+        written.extend(sim::report::write_plots(out, reports).map_err(|e| anyhow::anyhow!(e))?);
+    }
+    Ok(written)
+}
+
+fn hours(s: f64) -> String {
+    format!("{:.2}", s / 3600.0)
+}
+
+/// The side-by-side table.
+pub fn table(reports: &[Report]) -> String {
+    let mut out = format!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7}\n",
+        "policy",
+        "JCT mean",
+        "p50",
+        "p95",
+        "p99",
+        "wait mean",
+        "makespan",
+        "GPU use",
+        "1-dom",
+        "levels",
+        "lost GPUh",
+        "fair dev"
+    );
+    out.push_str(&format!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7}\n",
+        "", "(hours)", "", "", "", "(hours)", "(days)", "", "", "", "", ""
+    ));
+    for r in reports {
+        out.push_str(&format!(
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>6.1}% {:>6.1}% {:>7.2} {:>9.1} {:>7.3}\n",
+            r.policy,
+            hours(r.jct.mean),
+            hours(r.jct.p50),
+            hours(r.jct.p95),
+            hours(r.jct.p99),
+            hours(r.queueing.mean),
+            r.makespan as f64 / 86_400.0,
+            r.gpu_utilization * 100.0,
+            r.small_gangs_in_one_domain * 100.0,
+            r.mean_levels_spanned,
+            r.gpu_hours_lost,
+            r.fair_share_deviation
+        ));
+    }
+    out
+}
+
+pub fn run(cmd: &SimCommand) -> Result<()> {
+    match cmd {
+        SimCommand::Run(a) => {
+            let loaded = load(&a.input)?;
+            eprintln!(
+                "{}: {} jobs ({} bad rows skipped), fleet of {} GPUs",
+                loaded.label,
+                loaded.jobs.len(),
+                loaded.skipped,
+                loaded.fleet.summary().gpus
+            );
+            let report = run_one(&loaded, &a.input, &a.policy, a.input.json)?;
+            let written = write_outputs(
+                &a.input.out,
+                std::slice::from_ref(&report),
+                !a.input.no_plots,
+            )?;
+            if a.input.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", table(std::slice::from_ref(&report)));
+                println!("wrote {}", written.join(", "));
+            }
+            Ok(())
+        }
+        SimCommand::Compare(a) => {
+            let loaded = load(&a.input)?;
+            eprintln!(
+                "{}: {} jobs ({} bad rows skipped), fleet of {} GPUs",
+                loaded.label,
+                loaded.jobs.len(),
+                loaded.skipped,
+                loaded.fleet.summary().gpus
+            );
+            let mut reports = Vec::new();
+            for p in &a.policies {
+                reports.push(run_one(&loaded, &a.input, p, false)?);
+            }
+            let written = write_outputs(&a.input.out, &reports, !a.input.no_plots)?;
+            print!("{}", table(&reports));
+            println!("wrote {}", written.join(", "));
+            Ok(())
+        }
+        SimCommand::Trace(a) => {
+            let spec = SynthSpec {
+                jobs: a.jobs,
+                fleet_gpus: a.gpus,
+                horizon: a.days * 86_400,
+                load: a.load,
+                seed: a.seed,
+                ..SynthSpec::default()
+            };
+            let text = sim::trace::write_jsonl(&synth::generate(&spec));
+            match &a.output {
+                Some(p) => {
+                    std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
+                }
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
