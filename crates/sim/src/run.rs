@@ -40,6 +40,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Seconds between utilisation samples.
     pub sample_interval: Time,
+    /// Check every invariant of the queue and engine after each instant (slow; for tests).
+    pub check_invariants: bool,
 }
 
 impl Default for SimConfig {
@@ -51,6 +53,7 @@ impl Default for SimConfig {
             faults: None,
             seed: 1,
             sample_interval: 3600,
+            check_invariants: false,
         }
     }
 }
@@ -371,6 +374,35 @@ pub fn simulate(
         }
         let (_, free) = s.engine().gpu_usage();
         last_busy = total_gpus - free;
+        if config.check_invariants {
+            s.check_invariants().map_err(|v| format!("t={now}: {v}"))?;
+            // Busy + free = total, from the runs' side: GPUs of running jobs match the engine.
+            let running_gpus: u64 = s
+                .running_jobs()
+                .iter()
+                .map(|id| gang_for(jobs[id.0 as usize].gpus, model, per_node).total_gpus())
+                .sum();
+            let ready_gpus: u64 = s
+                .engine()
+                .fleet()
+                .nodes()
+                .iter()
+                .filter(|n| n.state == NodeState::Ready)
+                .map(|n| u64::from(n.capacity.gpus))
+                .sum();
+            if running_gpus + free != ready_gpus {
+                return Err(format!(
+                    "t={now}: {running_gpus} busy + {free} free != {ready_gpus} on ready nodes"
+                ));
+            }
+            let running_runs = runs.iter().filter(|r| r.started.is_some()).count();
+            if running_runs != s.running_jobs().len() {
+                return Err(format!(
+                    "t={now}: {running_runs} runs in progress but the queue runs {}",
+                    s.running_jobs().len()
+                ));
+            }
+        }
     }
     if done < total {
         return Err(format!(
