@@ -628,6 +628,16 @@ impl Scheduler {
         self.pending.keys().map(|(_, id)| *id).collect()
     }
 
+    /// Number of pending jobs.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Number of running (and preempting) jobs.
+    pub fn running_count(&self) -> usize {
+        self.running.len()
+    }
+
     /// Running (and preempting) jobs, by id.
     pub fn running_jobs(&self) -> Vec<WorkloadId> {
         self.running.iter().copied().collect()

@@ -209,6 +209,8 @@ pub fn simulate(
     let mut done = 0u64;
     let mut busy_gpu_seconds = 0.0f64;
     let (total_gpus, _) = s.engine().gpu_usage();
+    // Busy GPUs, kept by the loop itself (the engine's totals walk every node).
+    let mut busy_gpus = 0u64;
     let mut last_t = 0;
     let mut last_busy = 0u64;
     while let Some(Reverse((now, first))) = heap.pop() {
@@ -247,6 +249,7 @@ pub fn simulate(
                     if r.epoch == epoch && r.finished.is_none() && r.started.is_some() {
                         s.finish(WorkloadId(i as u64), now)
                             .map_err(|e| e.to_string())?;
+                        busy_gpus -= gang_for(jobs[i as usize].gpus, model, per_node).total_gpus();
                         r.finished = Some(now);
                         r.started = None;
                         r.remaining = 0.0;
@@ -292,22 +295,17 @@ pub fn simulate(
                 }
                 Event::Wake => changed = true,
                 Event::Sample => {
-                    let (gtotal, gfree) = s.engine().gpu_usage();
-                    let (ctotal, cfree) = s.engine().cpu_host_usage();
                     samples.push(Sample {
                         t: now,
-                        gpu_util: if gtotal > 0 {
-                            (gtotal - gfree) as f64 / gtotal as f64
+                        gpu_util: if total_gpus > 0 {
+                            busy_gpus as f64 / total_gpus as f64
                         } else {
                             0.0
                         },
-                        cpu_util: if ctotal > 0 {
-                            (ctotal - cfree) as f64 / ctotal as f64
-                        } else {
-                            0.0
-                        },
-                        queue_len: s.pending_jobs().len() as u64,
-                        running: s.running_jobs().len() as u64,
+                        // No CPU workloads in these traces yet: CPU hosts stay idle.
+                        cpu_util: 0.0,
+                        queue_len: s.pending_count() as u64,
+                        running: s.running_count() as u64,
                         whole_free_domains: s.engine().whole_free_domains(),
                     });
                     if done < total {
@@ -336,6 +334,7 @@ pub fn simulate(
                     let end = now + (r.remaining / r.rate).ceil().max(1.0) as Time;
                     heap.push(Reverse((end, Event::Finish(i as u32, r.epoch))));
                     tally.starts += 1;
+                    busy_gpus += gang_for(jobs[i].gpus, model, per_node).total_gpus();
                     let gpus = u64::from(jobs[i].gpus);
                     if gpus <= domain_gpus {
                         tally.small_gangs += 1;
@@ -357,6 +356,9 @@ pub fn simulate(
                     }
                     r.epoch += 1;
                     tally.restarts += 1;
+                    if !restart_in_place && r.started.is_some() {
+                        busy_gpus -= gang_for(jobs[i].gpus, model, per_node).total_gpus();
+                    }
                     if restart_in_place {
                         r.started = Some(now);
                         let end = now + (r.remaining / r.rate).ceil().max(1.0) as Time;
@@ -372,9 +374,10 @@ pub fn simulate(
                 Decision::SandboxesMoved { .. } | Decision::SandboxesLost { .. } => {}
             }
         }
-        let (_, free) = s.engine().gpu_usage();
-        last_busy = total_gpus - free;
+        last_busy = busy_gpus;
+
         if config.check_invariants {
+            let (_, free) = s.engine().gpu_usage();
             s.check_invariants().map_err(|v| format!("t={now}: {v}"))?;
             // Busy + free = total, from the runs' side: GPUs of running jobs match the engine.
             let running_gpus: u64 = s
@@ -390,6 +393,11 @@ pub fn simulate(
                 .filter(|n| n.state == NodeState::Ready)
                 .map(|n| u64::from(n.capacity.gpus))
                 .sum();
+            if running_gpus != busy_gpus {
+                return Err(format!(
+                    "t={now}: loop counts {busy_gpus} busy GPUs, jobs hold {running_gpus}"
+                ));
+            }
             if running_gpus + free != ready_gpus {
                 return Err(format!(
                     "t={now}: {running_gpus} busy + {free} free != {ready_gpus} on ready nodes"
