@@ -11,12 +11,32 @@ use indicatif::{ProgressBar, ProgressStyle};
 use model::{GangRequest, GpuModel, InstanceCatalog, SandboxRequest, WorkloadClass, WorkloadId};
 use sched::Engine;
 use serde_json::{json, Map, Value};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Gang latency by size, sandbox throughput and peak memory.
     Engine(EngineArgs),
+    /// Simulator speed: the Philly trace at its own scale and a synthetic year on the
+    /// 500K-GPU fleet.
+    Sim(SimBenchArgs),
+}
+
+#[derive(Args)]
+pub struct SimBenchArgs {
+    /// Path of philly.csv.
+    #[arg(long)]
+    pub philly: PathBuf,
+    /// GPUs of the Philly-scale fleet (8-GPU hosts).
+    #[arg(long, default_value_t = 2504)]
+    pub philly_gpus: u64,
+    /// Jobs of the synthetic year on the reference fleet (0: skip it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub year_jobs: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -181,7 +201,10 @@ fn bar(len: u64, msg: &'static str, quiet: bool) -> ProgressBar {
 }
 
 pub fn run(cmd: &BenchCommand) -> Result<()> {
-    let BenchCommand::Engine(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Engine(a) => a,
+        BenchCommand::Sim(a) => return bench_sim(a),
+    };
     let quiet = a.json;
     let t0 = Instant::now();
     let fleet =
@@ -527,4 +550,68 @@ fn bench_queue(a: &EngineArgs, quiet: bool) -> Result<QueueFigures> {
             "pass_after_failure_ms": after_failure_pass_ms,
         }),
     })
+}
+
+/// `stargrid bench sim`.
+fn bench_sim(a: &SimBenchArgs) -> Result<()> {
+    use sim::synth::{generate as synth, SynthSpec};
+    use sim::{simulate, SimConfig};
+    let quiet = a.json;
+    let name = a.philly.display().to_string();
+    let t0 = Instant::now();
+    let text = std::fs::read_to_string(&a.philly).with_context(|| format!("reading {name}"))?;
+    let trace = sim::trace::read_philly(&name, &text, false)?;
+    let parse_s = t0.elapsed().as_secs_f64();
+    let fleet = sim::fleets::hosts_fleet(a.philly_gpus).context("building the Philly fleet")?;
+    let pb = bar(trace.jobs.len() as u64, "philly", quiet);
+    let t1 = Instant::now();
+    let philly = simulate(fleet, &trace.jobs, &SimConfig::default(), &mut |d, _| pb.set_position(d))
+        .map_err(|e| anyhow::anyhow!("simulating philly: {e}"))?;
+    let philly_s = t1.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let mut year = json!(null);
+    let mut year_seconds = json!(null);
+    if a.year_jobs > 0 {
+        let t2 = Instant::now();
+        let fleet = generate(&fleet::generate::GenSpec { cpu_hosts: 0, ..Default::default() }, &InstanceCatalog::builtin())
+            .context("generating the reference fleet")?;
+        let gpus = fleet.summary().gpus;
+        let jobs = synth(&SynthSpec { jobs: a.year_jobs, fleet_gpus: gpus, ..SynthSpec::default() });
+        let pb = bar(jobs.len() as u64, "synthetic year", quiet);
+        let r = simulate(fleet, &jobs, &SimConfig::default(), &mut |d, _| pb.set_position(d))
+            .map_err(|e| anyhow::anyhow!("simulating the year: {e}"))?;
+        pb.finish_and_clear();
+        let secs = t2.elapsed().as_secs_f64();
+        year_seconds = json!(secs);
+        year = json!({
+            "jobs": jobs.len(),
+            "fleet_gpus": gpus,
+            "gpu_utilization": r.gpu_utilization,
+            "jct_mean_h": r.jct.mean / 3600.0,
+            "queueing_mean_h": r.queueing.mean / 3600.0,
+            "makespan_days": r.makespan as f64 / 86_400.0,
+        });
+    }
+    let out = json!({
+        "machine": machine(),
+        "philly_jobs": trace.jobs.len(),
+        "philly_parse_s": parse_s,
+        "philly_simulate_s": philly_s,
+        "philly_jobs_per_s": trace.jobs.len() as f64 / (parse_s + philly_s),
+        "philly": {
+            "fleet_gpus": a.philly_gpus,
+            "gpu_utilization": philly.gpu_utilization,
+            "jct_mean_h": philly.jct.mean / 3600.0,
+            "makespan_days": philly.makespan as f64 / 86_400.0,
+        },
+        "year_500k_seconds": year_seconds,
+        "year": year,
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
 }
