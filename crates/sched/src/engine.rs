@@ -208,6 +208,9 @@ pub struct Engine {
     /// Holds on each node (reservations, preemption, spread rules): a held node takes no
     /// new work until every hold is lifted.
     pub(crate) holds: Vec<u16>,
+    /// Whether a failed plan writes its explanation (a queue pass turns this off and asks
+    /// later, only for the jobs someone asks about).
+    pub(crate) explain: bool,
 }
 
 impl Engine {
@@ -274,6 +277,7 @@ impl Engine {
             cpu_hosts,
             host_cursor: 0,
             holds: vec![0; nodes.len()],
+            explain: true,
             free,
             node_domain,
             domains,
@@ -681,6 +685,25 @@ impl Engine {
         let placement = self.plan_gang_in(request, allowed)?;
         self.commit_gang(id, request, &placement, now);
         Ok(placement)
+    }
+
+    /// Turns explanations of failed plans on or off (off: the error's reason is empty).
+    pub fn set_explanations(&mut self, on: bool) {
+        self.explain = on;
+    }
+
+    /// Why `request` cannot be placed now (None: it can), with explanations on.
+    pub fn explain_gang(
+        &self,
+        request: &GangRequest,
+        allowed: &dyn Fn(TopoId) -> bool,
+    ) -> Option<Unplaceable> {
+        if self.explain {
+            return self.plan_gang_in(request, allowed).err();
+        }
+        let mut me = self.clone();
+        me.explain = true;
+        me.plan_gang_in(request, allowed).err()
     }
 
     /// Places a sandbox batch whole, or returns why not (and changes nothing).

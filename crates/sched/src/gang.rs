@@ -197,6 +197,9 @@ impl Engine {
     }
 
     fn explain_single(&self, request: &GangRequest, ask: &Resources) -> Unplaceable {
+        if !self.explain {
+            return Unplaceable::new("");
+        }
         let mut best: Option<(u32, u32)> = None;
         let mut total = 0u64;
         for d in self.domains_of(request) {
@@ -356,6 +359,9 @@ impl Engine {
         shape: Shape,
         full_room: &[u32],
     ) -> Unplaceable {
+        if !self.explain {
+            return Unplaceable::new("");
+        }
         let topo = self.fleet.topo();
         let label = self
             .domains_of(request)

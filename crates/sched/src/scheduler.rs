@@ -52,6 +52,9 @@ pub struct SchedConfig {
     /// Keep gangs on NVLink domains and low network nodes; `false` lets them scatter node by
     /// node (segment = 1).
     pub topology: bool,
+    /// A reservation is recomputed (to move it earlier) at most this often, in seconds; in
+    /// between it is kept as it was, which never delays it.
+    pub reservation_refresh: Time,
 }
 
 /// Orders the queue can use (the policies users know, for comparison in the simulator).
@@ -85,6 +88,7 @@ impl Default for SchedConfig {
             preemption: true,
             head_of_line_blocking: false,
             topology: true,
+            reservation_refresh: 60,
         }
     }
 }
@@ -250,9 +254,10 @@ pub enum Reason {
     },
     /// The engine's explanation (shared by jobs of one shape in a pass).
     Unplaceable {
-        /// The explanation.
-        #[serde(serialize_with = "serialize_arc")]
-        text: Arc<str>,
+        /// The explanation; `None`: the engine's, worked out when asked (a pass does not
+        /// spend time writing explanations nobody may read).
+        #[serde(serialize_with = "serialize_opt_arc")]
+        text: Option<Arc<str>>,
         /// A reservation holding nodes for another job at the time, if any.
         held_for: Option<(WorkloadId, Time, usize)>,
     },
@@ -282,8 +287,11 @@ pub enum Reason {
     },
 }
 
-fn serialize_arc<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(v)
+fn serialize_opt_arc<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(t) => s.serialize_str(t),
+        None => s.serialize_str("see the engine's explanation"),
+    }
 }
 
 /// A decision of the queue, for the caller to act on.
@@ -457,6 +465,8 @@ struct Reservation {
     stops_at: u64,
     /// Priority of its job (a higher one takes the reservation over).
     priority: PriorityClass,
+    /// When it was computed.
+    computed_at: Time,
 }
 
 /// Tenant figures for reports and tests.
@@ -605,7 +615,19 @@ impl Scheduler {
                 tenant.spec.name,
                 tenant.spec.cohort.as_deref().unwrap_or("?")
             ),
-            Reason::Unplaceable { text, held_for } => format!("{text}{}", held(held_for)),
+            Reason::Unplaceable { text, held_for } => {
+                let text = match text {
+                    Some(t) => t.to_string(),
+                    None => {
+                        let spread = self.spread_filter(id);
+                        match self.engine.explain_gang(&job.spec.gang, &|t| spread.allows(t)) {
+                            Some(u) => u.reason,
+                            None => "it fits now; it starts at the next pass".into(),
+                        }
+                    }
+                };
+                format!("{text}{}", held(held_for))
+            }
             Reason::SameShape { like, held_for } => format!(
                 "a job of the same shape ({like}) could not be placed in this pass{}",
                 held(held_for)
@@ -1168,6 +1190,14 @@ impl Scheduler {
 
     /// One scheduling pass at time `now`.
     pub fn schedule(&mut self, now: Time) -> Vec<Decision> {
+        // Explanations are worked out when asked for, not for every job of every pass.
+        self.engine.set_explanations(false);
+        let out = self.pass(now);
+        self.engine.set_explanations(true);
+        out
+    }
+
+    fn pass(&mut self, now: Time) -> Vec<Decision> {
         let mut out = Vec::new();
         // 1. Preemptions whose grace has ended.
         let expired: Vec<WorkloadId> = self
@@ -1386,9 +1416,10 @@ impl Scheduler {
                 }
             }
             // A reservation nothing could have moved earlier is kept as it was.
-            if let Some(r) =
-                previous.filter(|r| r.stops_at == self.stops && self.reservation.is_none())
-            {
+            if let Some(r) = previous.filter(|r| {
+                (r.stops_at == self.stops || now < r.computed_at + self.config.reservation_refresh)
+                    && self.reservation.is_none()
+            }) {
                 self.engine.hold(&r.nodes);
                 self.reservation = Some(r);
                 continue;
@@ -1433,6 +1464,7 @@ impl Scheduler {
                         nodes,
                         stops_at: self.stops,
                         priority,
+                        computed_at: now,
                     });
                     continue;
                 }
@@ -1444,15 +1476,15 @@ impl Scheduler {
             let reason = match (err, known_fail) {
                 (_, Some(like)) => Reason::SameShape { like, held_for },
                 (Some(EngineError::Unplaceable(u)), _) => Reason::Unplaceable {
-                    text: u.reason.into(),
+                    text: (!u.reason.is_empty()).then(|| u.reason.into()),
                     held_for,
                 },
                 (Some(e), _) => Reason::Unplaceable {
-                    text: e.to_string().into(),
+                    text: Some(e.to_string().into()),
                     held_for,
                 },
                 (None, None) => Reason::Unplaceable {
-                    text: "could not be placed".into(),
+                    text: None,
                     held_for,
                 },
             };

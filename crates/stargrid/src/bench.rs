@@ -565,21 +565,35 @@ fn bench_sim(a: &SimBenchArgs) -> Result<()> {
     let fleet = sim::fleets::hosts_fleet(a.philly_gpus).context("building the Philly fleet")?;
     let pb = bar(trace.jobs.len() as u64, "philly", quiet);
     let t1 = Instant::now();
-    let philly = simulate(fleet, &trace.jobs, &SimConfig::default(), &mut |d, _| pb.set_position(d))
-        .map_err(|e| anyhow::anyhow!("simulating philly: {e}"))?;
+    let philly = simulate(fleet, &trace.jobs, &SimConfig::default(), &mut |d, _| {
+        pb.set_position(d)
+    })
+    .map_err(|e| anyhow::anyhow!("simulating philly: {e}"))?;
     let philly_s = t1.elapsed().as_secs_f64();
     pb.finish_and_clear();
     let mut year = json!(null);
     let mut year_seconds = json!(null);
     if a.year_jobs > 0 {
         let t2 = Instant::now();
-        let fleet = generate(&fleet::generate::GenSpec { cpu_hosts: 0, ..Default::default() }, &InstanceCatalog::builtin())
-            .context("generating the reference fleet")?;
+        let fleet = generate(
+            &fleet::generate::GenSpec {
+                cpu_hosts: 0,
+                ..Default::default()
+            },
+            &InstanceCatalog::builtin(),
+        )
+        .context("generating the reference fleet")?;
         let gpus = fleet.summary().gpus;
-        let jobs = synth(&SynthSpec { jobs: a.year_jobs, fleet_gpus: gpus, ..SynthSpec::default() });
+        let jobs = synth(&SynthSpec {
+            jobs: a.year_jobs,
+            fleet_gpus: gpus,
+            ..SynthSpec::default()
+        });
         let pb = bar(jobs.len() as u64, "synthetic year", quiet);
-        let r = simulate(fleet, &jobs, &SimConfig::default(), &mut |d, _| pb.set_position(d))
-            .map_err(|e| anyhow::anyhow!("simulating the year: {e}"))?;
+        let r = simulate(fleet, &jobs, &SimConfig::default(), &mut |d, _| {
+            pb.set_position(d)
+        })
+        .map_err(|e| anyhow::anyhow!("simulating the year: {e}"))?;
         pb.finish_and_clear();
         let secs = t2.elapsed().as_secs_f64();
         year_seconds = json!(secs);
