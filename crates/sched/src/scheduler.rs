@@ -69,7 +69,8 @@ pub enum QueueOrder {
     Fifo,
     /// Shortest declared time limit first (an oracle when limits are the true durations).
     ShortestLimitFirst,
-    /// Two queues by attained service (GPU-seconds so far), FIFO within each (Tiresias-style).
+    /// Two queues by attained service (GPU-seconds so far), FIFO within each; with preemption
+    /// on, a first-queue job preempts second-queue jobs of its class (Tiresias-style).
     LeastAttained {
         /// GPU-seconds after which a job moves to the second queue.
         threshold_gpu_seconds: u64,
@@ -134,6 +135,7 @@ impl SchedConfig {
                 order: QueueOrder::LeastAttained {
                     threshold_gpu_seconds: 3600 * 8,
                 },
+                preemption: true,
                 ..plain
             },
             _ => return None,
@@ -980,7 +982,23 @@ impl Scheduler {
                     && v.spec.tenant != job.spec.tenant
                     && cohort.is_some()
                     && self.tenants[v.spec.tenant.0 as usize].spec.cohort.as_ref() == cohort;
-                lower || reclaim
+                // Least attained service: a job of the first queue preempts one that has had
+                // more than the threshold, in the same class.
+                let las = match self.config.order {
+                    QueueOrder::LeastAttained {
+                        threshold_gpu_seconds: t,
+                    } => {
+                        let served = v.attained_gpu_seconds.saturating_add(
+                            v.running_since()
+                                .map_or(0, |s| now.saturating_sub(s).saturating_mul(v.gpus())),
+                        );
+                        v.spec.priority == job.spec.priority
+                            && job.attained_gpu_seconds < t
+                            && served >= t
+                    }
+                    _ => false,
+                };
+                lower || reclaim || las
             })
             .filter(|v| {
                 v.preemptions < self.config.max_preemptions
