@@ -42,6 +42,8 @@ pub struct Sample {
     pub running: u64,
     /// NVLink domains wholly free.
     pub whole_free_domains: u64,
+    /// Mean absolute deviation of active tenants' shares of the busy GPUs from an equal share.
+    pub fair_dev: f64,
 }
 
 /// Mean and percentiles, in seconds.
@@ -121,7 +123,8 @@ pub struct Report {
     pub failures: u64,
     /// Sandbox start latency: no sandbox workloads in these traces yet.
     pub sandbox_start_latency: Option<Stats>,
-    /// Mean absolute fair-share deviation over tenants.
+    /// Mean over time of the active tenants' deviation from an equal share of the busy GPUs
+    /// (it mixes unfairness with unequal demand: compare policies on one trace).
     pub fair_share_deviation: f64,
     /// Per tenant.
     pub tenants: Vec<TenantShare>,
@@ -166,8 +169,9 @@ impl Report {
                 }
             })
             .collect();
+        // Over time: the mean of the samples' deviations.
         let fair_share_deviation =
-            tenants.iter().map(|t| t.deviation.abs()).sum::<f64>() / tenants.len().max(1) as f64;
+            samples.iter().map(|s| s.fair_dev).sum::<f64>() / samples.len().max(1) as f64;
         let jct_stats = Stats::of(&mut jct);
         Report {
             policy: policy.to_string(),
@@ -208,11 +212,18 @@ impl Report {
 
     /// Samples over time as CSV.
     pub fn samples_csv(&self) -> String {
-        let mut out = String::from("t,gpu_util,cpu_util,queue_len,running,whole_free_domains\n");
+        let mut out =
+            String::from("t,gpu_util,cpu_util,queue_len,running,whole_free_domains,fair_dev\n");
         for s in &self.samples {
             out.push_str(&format!(
-                "{},{:.6},{:.6},{},{},{}\n",
-                s.t, s.gpu_util, s.cpu_util, s.queue_len, s.running, s.whole_free_domains
+                "{},{:.6},{:.6},{},{},{},{:.6}\n",
+                s.t,
+                s.gpu_util,
+                s.cpu_util,
+                s.queue_len,
+                s.running,
+                s.whole_free_domains,
+                s.fair_dev
             ));
         }
         out

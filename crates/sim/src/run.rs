@@ -137,6 +137,26 @@ fn levels_spanned(fleet: &Fleet, heights: &[u8], slots: &[NodeSlot]) -> (u8, usi
     (heights[lca.0 as usize], domains.len())
 }
 
+/// Mean absolute deviation of active tenants' shares of the busy GPUs from an equal share
+/// (a tenant is active with work running or waiting).
+fn fair_deviation(s: &Scheduler, pending_by_tenant: &[u64]) -> f64 {
+    let report = s.tenant_report();
+    let busy: Vec<u64> = report.iter().map(|t| t.usage.gpus.iter().sum()).collect();
+    let total: u64 = busy.iter().sum();
+    let active: Vec<usize> = (0..busy.len())
+        .filter(|i| busy[*i] > 0 || pending_by_tenant.get(*i).is_some_and(|p| *p > 0))
+        .collect();
+    if total == 0 || active.len() < 2 {
+        return 0.0;
+    }
+    let fair = 1.0 / active.len() as f64;
+    active
+        .iter()
+        .map(|i| (busy[*i] as f64 / total as f64 - fair).abs())
+        .sum::<f64>()
+        / active.len() as f64
+}
+
 /// Runs `jobs` on `fleet` under `config`; `progress(done, total)` is called now and then.
 pub fn simulate(
     fleet: Fleet,
@@ -204,6 +224,11 @@ pub fn simulate(
         })
         .collect();
     let mut tally = Tally::default();
+    let tenant_of: Vec<usize> = jobs
+        .iter()
+        .map(|j| tenant_ids[j.tenant.as_str()].0 as usize)
+        .collect();
+    let mut pending_by_tenant = vec![0u64; tenant_ids.len()];
     let mut samples = Vec::new();
     let total = jobs.len() as u64;
     let mut done = 0u64;
@@ -240,6 +265,7 @@ pub fn simulate(
                         gang: gang_for(j.gpus, model, per_node),
                         time_limit: j.time_limit.clamp(1, JobSpec::MAX_TIME_LIMIT),
                     };
+                    pending_by_tenant[tenant_of[i as usize]] += 1;
                     s.submit(WorkloadId(i as u64), spec, now)
                         .map_err(|e| format!("job {}: {e}", j.id))?;
                     changed = true;
@@ -307,6 +333,7 @@ pub fn simulate(
                         queue_len: s.pending_count() as u64,
                         running: s.running_count() as u64,
                         whole_free_domains: s.engine().whole_free_domains(),
+                        fair_dev: fair_deviation(&s, &pending_by_tenant),
                     });
                     if done < total {
                         heap.push(Reverse((
@@ -323,6 +350,7 @@ pub fn simulate(
         for d in decisions {
             match d {
                 Decision::Start { job, slots } => {
+                    pending_by_tenant[tenant_of[job.0 as usize]] -= 1;
                     let i = job.0 as usize;
                     let (levels, ndomains) = levels_spanned(s.engine().fleet(), &heights, &slots);
                     let r = &mut runs[i];
@@ -343,6 +371,9 @@ pub fn simulate(
                     tally.levels_sum += u64::from(levels);
                 }
                 Decision::Requeue { job, .. } | Decision::Replace { job, .. } => {
+                    if matches!(d, Decision::Requeue { .. }) {
+                        pending_by_tenant[tenant_of[job.0 as usize]] += 1;
+                    }
                     let i = job.0 as usize;
                     let restart_in_place = matches!(d, Decision::Replace { .. });
                     let r = &mut runs[i];
