@@ -284,6 +284,7 @@ type PlotResult = Result<(), Box<dyn std::error::Error>>;
 fn line_chart(
     path: &Path,
     title: &str,
+    x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
     y_max: f64,
@@ -307,7 +308,7 @@ fn line_chart(
     if text {
         chart
             .configure_mesh()
-            .x_desc("days")
+            .x_desc(x_label)
             .y_desc(y_label)
             .draw()?;
     } else {
@@ -376,13 +377,18 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String
         .map(|r| {
             let n = r.jct_sorted.len().max(1) as f64;
             let step = (r.jct_sorted.len() / 2000).max(1);
-            let pts = r
+            let point =
+                |i: usize, v: f64| ((v / 3600.0).max(1e-3).log10() + 3.0, (i + 1) as f64 / n);
+            let mut pts: Vec<(f64, f64)> = r
                 .jct_sorted
                 .iter()
                 .enumerate()
                 .step_by(step)
-                .map(|(i, v)| ((v / 3600.0).max(1e-3).log10() + 3.0, (i + 1) as f64 / n))
+                .map(|(i, v)| point(i, *v))
                 .collect();
+            if let Some(last) = r.jct_sorted.last() {
+                pts.push(point(r.jct_sorted.len() - 1, *last));
+            }
             (r.policy.clone(), pts)
         })
         .collect();
@@ -390,6 +396,7 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String
         (
             "utilisation.png",
             "GPU utilisation",
+            "days",
             "busy share",
             &util,
             1.0,
@@ -397,22 +404,24 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String
         (
             "queue_length.png",
             "Queue length",
+            "days",
             "pending jobs",
             &queue,
             q_max * 1.05,
         ),
         (
             "jct_cdf.png",
-            "JCT CDF (x: log10 hours + 3)",
+            "JCT CDF",
+            "log10(JCT in hours) + 3   (3 = 1 h, 4 = 10 h, 5 = 100 h)",
             "fraction of jobs",
             &cdf,
             1.0,
         ),
     ];
     let mut written = Vec::new();
-    for (name, title, y, series, y_max) in files {
+    for (name, title, x, y, series, y_max) in files {
         let path = dir.join(name);
-        line_chart(&path, title, y, series, y_max)
+        line_chart(&path, title, x, y, series, y_max)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         written.push(path.display().to_string());
     }
