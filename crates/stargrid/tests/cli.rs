@@ -343,3 +343,109 @@ fn scenario_errors_name_line_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn sim_trace_run_and_compare_write_reports_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&stargrid(
+        &[
+            "sim", "trace", "--jobs", "150", "--days", "1", "--gpus", "2304", "-o", "t.jsonl",
+        ],
+        dir.path(),
+    ));
+    let r = json(&stargrid(
+        &[
+            "sim",
+            "run",
+            "--trace",
+            "t.jsonl",
+            "--gpus",
+            "2304",
+            "--json",
+            "--out",
+            "run",
+            "--node-mtbf-hours",
+            "500",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(r["jobs"], 150);
+    assert!(r["jct"]["p99"].as_f64().unwrap() >= r["jct"]["p50"].as_f64().unwrap());
+    assert!(r["gpu_utilization"].as_f64().unwrap() > 0.0);
+    let text = ok(&stargrid(
+        &[
+            "sim",
+            "compare",
+            "--trace",
+            "t.jsonl",
+            "--gpus",
+            "2304",
+            "--policies",
+            "stargrid,fifo",
+            "--out",
+            "cmp",
+        ],
+        dir.path(),
+    ));
+    assert!(text.contains("stargrid") && text.contains("fifo"), "{text}");
+    for f in [
+        "report-stargrid.json",
+        "report-fifo.json",
+        "samples-fifo.csv",
+        "summary.csv",
+        "utilisation.png",
+        "queue_length.png",
+        "jct_cdf.png",
+    ] {
+        let meta = std::fs::metadata(dir.path().join("cmp").join(f)).unwrap();
+        assert!(meta.len() > 100, "{f} is empty");
+    }
+    let png = std::fs::read(dir.path().join("cmp/jct_cdf.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}
+
+#[test]
+fn sim_bad_rows_name_line_and_column_or_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.csv"),
+        "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-09 07:01:55,66.0,1,66.0,a\n2017-10-09 07:02:00,sixty,1,60,b\n",
+    )
+    .unwrap();
+    let out = stargrid(
+        &[
+            "sim",
+            "run",
+            "--trace",
+            "p.csv",
+            "--gpus",
+            "16",
+            "--no-plots",
+            "--out",
+            "o",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("p.csv:3: column 'duration': 'sixty' is not a number"),
+        "{err}"
+    );
+    let out = stargrid(
+        &[
+            "sim",
+            "run",
+            "--trace",
+            "p.csv",
+            "--gpus",
+            "16",
+            "--no-plots",
+            "--out",
+            "o",
+            "--skip-bad",
+        ],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 jobs (1 bad rows skipped)"));
+}
