@@ -256,13 +256,31 @@ impl Engine {
         let topo = self.fleet.topo();
         let mut full_room = vec![0u32; topo.len()];
         let mut rem_fits = vec![false; topo.len()];
+        let mut touched: Vec<usize> = Vec::new();
         let mut rooms = Vec::new();
-        for d in self.domains_of(request) {
+        // A domain helps only with room for a segment, or for the shorter last one.
+        let min_useful = if shape.rem > 0 {
+            shape.rem.min(shape.seg)
+        } else {
+            shape.seg
+        };
+        let m = request.gpu.index();
+        // Whole-node asks: the index of wholly free nodes lists exactly the useful domains
+        // (few on a busy fleet); otherwise every domain of the model is looked at.
+        let candidates: Vec<u32> = if self.model_node_gpus[m] == Some(ask.gpus) {
+            self.by_whole_free[m]
+                .range((min_useful, 0)..)
+                .map(|&(_, d)| d)
+                .collect()
+        } else {
+            self.domains_of(request).collect()
+        };
+        for d in candidates {
             if !allowed(self.domains[d as usize].topo) {
                 continue;
             }
             let eligible = self.eligible_nodes(d, ask);
-            if eligible == 0 {
+            if eligible < min_useful {
                 continue;
             }
             let full = eligible / shape.seg;
@@ -272,8 +290,12 @@ impl Engine {
                 eligible,
             });
             for t in self.up_to_zone(self.domains[d as usize].topo) {
-                full_room[t.0 as usize] += full;
-                rem_fits[t.0 as usize] |= rem_ok;
+                let t = t.0 as usize;
+                if full_room[t] == 0 && !rem_fits[t] {
+                    touched.push(t);
+                }
+                full_room[t] += full;
+                rem_fits[t] |= rem_ok;
             }
         }
         let fits = |t: usize| {
@@ -282,8 +304,8 @@ impl Engine {
         };
         // Lowest height first, then the least room (best fit), then tree order.
         let mut best: Option<(u8, u32, usize)> = None;
-        for (t, node) in topo.iter().enumerate() {
-            if (full_room[t] == 0 && !rem_fits[t]) || !self.within_zone(node.kind) || !fits(t) {
+        for &t in &touched {
+            if (full_room[t] == 0 && !rem_fits[t]) || !self.within_zone(topo[t].kind) || !fits(t) {
                 continue;
             }
             let key = (self.topo_height[t], full_room[t], t);
