@@ -55,6 +55,9 @@ pub struct SchedConfig {
     /// A reservation is recomputed (to move it earlier) at most this often, in seconds; in
     /// between it is kept as it was, which never delays it.
     pub reservation_refresh: Time,
+    /// A job whose preemption search found nothing searches again only after something
+    /// started or stopped *and* this many seconds passed.
+    pub preemption_retry: Time,
 }
 
 /// Orders the queue can use (the policies users know, for comparison in the simulator).
@@ -90,6 +93,7 @@ impl Default for SchedConfig {
             head_of_line_blocking: false,
             topology: true,
             reservation_refresh: 60,
+            preemption_retry: 60,
         }
     }
 }
@@ -198,8 +202,8 @@ pub struct Job {
     seq: u64,
     /// Nodes held for it while its victims finish their grace period.
     hold: Vec<NodeId>,
-    /// `Scheduler::changes` when a preemption search for it last found nothing.
-    no_victims_at: Option<u64>,
+    /// `Scheduler::changes` and the time when a preemption search for it last found nothing.
+    no_victims_at: Option<(u64, Time)>,
     /// The inference service it is a replica of.
     pub service: Option<u64>,
     /// Victims it waits for.
@@ -1323,7 +1327,12 @@ impl Scheduler {
                                 .filter(|(n, _)| g.nodes >= *n)
                                 .map(|(_, by)| *by);
                             let no_search = searches >= self.config.preemption_searches_per_pass
-                                || job.no_victims_at == Some(self.changes);
+                                || searched_recently(
+                                    job.no_victims_at,
+                                    self.changes,
+                                    now,
+                                    self.config.preemption_retry,
+                                );
                             let no_takeover = self
                                 .reservation
                                 .as_ref()
@@ -1418,7 +1427,12 @@ impl Scheduler {
                 .or_insert((g.nodes, id));
             // 4. Preemption (not searched again while nothing started or stopped).
             let priority = job.spec.priority;
-            let searched_in_vain = job.no_victims_at == Some(self.changes);
+            let searched_in_vain = searched_recently(
+                job.no_victims_at,
+                self.changes,
+                now,
+                self.config.preemption_retry,
+            );
             if self.config.preemption
                 && searches < self.config.preemption_searches_per_pass
                 && !searched_in_vain
@@ -1430,7 +1444,7 @@ impl Scheduler {
                 }
                 let changes = self.changes;
                 if let Some(j) = self.jobs.get_mut(&id) {
-                    j.no_victims_at = Some(changes);
+                    j.no_victims_at = Some((changes, now));
                 }
             }
             // A reservation nothing could have moved earlier is kept as it was.
@@ -1659,6 +1673,12 @@ impl SpreadFilter {
             .iter()
             .any(|(lo, hi)| *lo <= domain && domain <= *hi)
     }
+}
+
+/// Whether a fruitless preemption search is too recent to repeat: nothing changed since, or
+/// less than `retry` seconds passed.
+fn searched_recently(last: Option<(u64, Time)>, changes: u64, now: Time, retry: Time) -> bool {
+    last.is_some_and(|(c, at)| c == changes || now < at.saturating_add(retry))
 }
 
 /// A gang's shape apart from its node count: (GPU model, GPUs/node, CPU, memory, segment).
