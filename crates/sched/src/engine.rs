@@ -667,10 +667,7 @@ impl Engine {
         request: &GangRequest,
         now: Time,
     ) -> Result<GangPlacement, EngineError> {
-        self.ensure_new(id)?;
-        let placement = self.plan_gang(request)?;
-        self.commit_gang(id, request, &placement, now);
-        Ok(placement)
+        self.place_gang_in(id, request, now, &|_| true)
     }
 
     /// Places a gang whole using only domains for which `allowed` holds (spread rules).

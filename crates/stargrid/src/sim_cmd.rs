@@ -303,17 +303,21 @@ pub fn table(reports: &[Report]) -> String {
     out
 }
 
+fn announce(loaded: &Loaded) {
+    eprintln!(
+        "{}: {} jobs ({} bad rows skipped), fleet of {} GPUs",
+        loaded.label,
+        loaded.jobs.len(),
+        loaded.skipped,
+        loaded.fleet.summary().gpus
+    );
+}
+
 pub fn run(cmd: &SimCommand) -> Result<()> {
     match cmd {
         SimCommand::Run(a) => {
             let loaded = load(&a.input)?;
-            eprintln!(
-                "{}: {} jobs ({} bad rows skipped), fleet of {} GPUs",
-                loaded.label,
-                loaded.jobs.len(),
-                loaded.skipped,
-                loaded.fleet.summary().gpus
-            );
+            announce(&loaded);
             let report = run_one(&loaded, &a.input, &a.policy, a.input.json)?;
             let written = write_outputs(
                 &a.input.out,
@@ -330,13 +334,7 @@ pub fn run(cmd: &SimCommand) -> Result<()> {
         }
         SimCommand::Compare(a) => {
             let loaded = load(&a.input)?;
-            eprintln!(
-                "{}: {} jobs ({} bad rows skipped), fleet of {} GPUs",
-                loaded.label,
-                loaded.jobs.len(),
-                loaded.skipped,
-                loaded.fleet.summary().gpus
-            );
+            announce(&loaded);
             let mut reports = Vec::new();
             for p in &a.policies {
                 reports.push(run_one(&loaded, &a.input, p, false)?);
