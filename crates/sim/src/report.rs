@@ -324,7 +324,7 @@ fn line_chart(
         let color = Palette99::pick(i).to_rgba();
         let drawn = chart.draw_series(LineSeries::new(
             points.iter().copied(),
-            color.stroke_width(2),
+            color.stroke_width(1),
         ))?;
         if text {
             drawn
@@ -399,7 +399,7 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String
             "days",
             "busy share",
             &util,
-            1.0,
+            1.05,
         ),
         (
             "queue_length.png",
