@@ -731,6 +731,7 @@ impl Scheduler {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.pending.insert((seq, id), (spec.priority, spec.tenant));
         self.jobs.insert(
             id,
             Job {
@@ -748,42 +749,38 @@ impl Scheduler {
                 seq,
                 hold: Vec::new(),
                 no_victims_at: None,
-                service: None,
+                service,
                 waiting_for: Vec::new(),
             },
         );
-        if let Some(j) = self.jobs.get_mut(&id) {
-            j.service = service;
-        }
-        let meta = (self.jobs[&id].spec.priority, self.jobs[&id].spec.tenant);
-        self.pending.insert((seq, id), meta);
         Ok(())
     }
 
     /// Records a job's checkpoint: a restart resumes from here.
     pub fn checkpoint(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
-        let job = self.jobs.get_mut(&id).ok_or(SchedError::UnknownJob(id))?;
-        if job.running_since().is_none() {
-            return Err(SchedError::WrongState {
-                id,
-                state: format!("{:?}", job.state),
-                reason: "only a running job checkpoints",
-            });
+        self.ensure_running(id, "only a running job checkpoints")?;
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.last_checkpoint = Some(now);
         }
-        job.last_checkpoint = Some(now);
         Ok(())
     }
 
-    /// A running job ended by itself.
-    pub fn finish(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
+    /// Ok when `id` is running (or preempting), else why `reason` refuses the request.
+    fn ensure_running(&self, id: WorkloadId, reason: &'static str) -> Result<(), SchedError> {
         let job = self.jobs.get(&id).ok_or(SchedError::UnknownJob(id))?;
         if job.running_since().is_none() {
             return Err(SchedError::WrongState {
                 id,
                 state: format!("{:?}", job.state),
-                reason: "only a running job finishes",
+                reason,
             });
         }
+        Ok(())
+    }
+
+    /// A running job ended by itself.
+    pub fn finish(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
+        self.ensure_running(id, "only a running job finishes")?;
         self.stop(id, now);
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = JobState::Finished;
