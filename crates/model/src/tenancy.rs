@@ -222,6 +222,7 @@ impl fmt::Display for SpreadLevel {
 
 /// At most `max_per` replicas of a service in any one element of `level`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SpreadRule {
     /// Where replicas are counted.
     pub level: SpreadLevel,

@@ -5,6 +5,7 @@
 //! Modules: [`trace`] (workloads in), [`synth`] (synthetic frontier workloads), [`speed`] (how
 //! placement slows a gang), [`run`] (the event loop), [`report`] (metrics out: JSON, CSV, PNG).
 
+pub mod faults;
 pub mod fleets;
 pub mod report;
 pub mod rng;

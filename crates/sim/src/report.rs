@@ -1,6 +1,6 @@
-//! Metrics out: JCT and queueing statistics, makespan, utilisation and fragmentation over
-//! time, placement quality, lost GPU-hours, per-tenant fair-share deviation; as JSON, CSV
-//! and PNG plots.
+//! Metrics out: JCT and queueing statistics, makespan, GPU and CPU utilisation and
+//! fragmentation over time, placement quality, lost GPU-hours, sandbox start latency, service
+//! shortfall, demand-aware fair-share deviation; as JSON, CSV and PNG plots.
 
 use plotters::prelude::*;
 use sched::Time;
@@ -25,6 +25,14 @@ pub struct Tally {
     pub small_in_one_domain: u64,
     /// Sum of levels spanned over all starts.
     pub levels_sum: u64,
+    /// Starts of service replicas.
+    pub replica_starts: u64,
+    /// Sandboxes ended early by host failures.
+    pub sandboxes_lost: u64,
+    /// Sandboxes moved off failed hosts.
+    pub sandboxes_moved: u64,
+    /// Finished workloads last passed to the progress callback.
+    pub progress_reported: u64,
 }
 
 /// The fleet at one instant.
@@ -32,17 +40,22 @@ pub struct Tally {
 pub struct Sample {
     /// Time.
     pub t: Time,
-    /// Busy share of the GPUs.
+    /// Busy share of the GPUs in service.
     pub gpu_util: f64,
-    /// Busy share of CPU-host millicores.
+    /// Busy share of the CPU-host millicores in service.
     pub cpu_util: f64,
-    /// Pending jobs.
+    /// GPUs in service (not down, delivered).
+    pub gpus_up: u64,
+    /// Pending jobs and replicas.
     pub queue_len: u64,
-    /// Running jobs.
+    /// Running jobs and replicas.
     pub running: u64,
+    /// Sandboxes waiting for room.
+    pub sandboxes_waiting: u64,
     /// NVLink domains wholly free.
     pub whole_free_domains: u64,
-    /// Mean absolute deviation of active tenants' shares of the busy GPUs from an equal share.
+    /// Distance of the GPUs tenants hold from their max-min fair shares given their demand
+    /// (see [`crate::run::fair_deviation`]).
     pub fair_dev: f64,
 }
 
@@ -60,6 +73,39 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Statistics of `(value, weight)` pairs (e.g. a latency shared by a whole placed chunk).
+    pub fn weighted(values: &[(f64, u64)]) -> Stats {
+        let mut v: Vec<(f64, u64)> = values.iter().filter(|x| x.1 > 0).copied().collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: u64 = v.iter().map(|x| x.1).sum();
+        if total == 0 {
+            return Stats {
+                mean: 0.0,
+                p50: 0.0,
+                p95: 0.0,
+                p99: 0.0,
+            };
+        }
+        let pick = |p: f64| {
+            // The value at rank round((total - 1) * p), as `of` picks it.
+            let rank = ((total - 1) as f64 * p).round() as u64;
+            let mut seen = 0;
+            for (x, w) in &v {
+                seen += w;
+                if seen > rank {
+                    return *x;
+                }
+            }
+            v[v.len() - 1].0
+        };
+        Stats {
+            mean: v.iter().map(|(x, w)| x * *w as f64).sum::<f64>() / total as f64,
+            p50: pick(0.5),
+            p95: pick(0.95),
+            p99: pick(0.99),
+        }
+    }
+
     fn of(values: &mut [f64]) -> Stats {
         values.sort_by(f64::total_cmp);
         let pick = |p: f64| {
@@ -83,17 +129,15 @@ impl Stats {
     }
 }
 
-/// A tenant's share of the GPU time used against an equal share.
+/// A tenant's share of the training GPU time.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TenantShare {
     /// Tenant.
     pub tenant: String,
-    /// GPU-hours of work it ran.
+    /// GPU-hours of training work it ran.
     pub gpu_hours: f64,
-    /// Its share of all GPU-hours run.
+    /// Its share of all training GPU-hours run.
     pub share: f64,
-    /// `share` minus the equal share (1 / tenants).
-    pub deviation: f64,
 }
 
 /// The report of one simulation.
@@ -109,8 +153,10 @@ pub struct Report {
     pub queueing: Stats,
     /// Last finish − first submit, seconds.
     pub makespan: Time,
-    /// Mean busy share of the GPUs from the first submit to the last finish.
+    /// Busy GPU-seconds over in-service GPU-seconds, over the whole run.
     pub gpu_utilization: f64,
+    /// Busy CPU-host millicore-seconds over in-service ones, over the whole run.
+    pub cpu_utilization: f64,
     /// Share of gangs that fit one NVLink domain and were placed in one.
     pub small_gangs_in_one_domain: f64,
     /// Mean levels spanned per start (0 = one domain).
@@ -121,10 +167,21 @@ pub struct Report {
     pub restarts: u64,
     /// Node failures.
     pub failures: u64,
-    /// Sandbox start latency: no sandbox workloads in these traces yet.
+    /// Sandboxes in the trace.
+    pub sandboxes: u64,
+    /// Sandbox start latency (placement − submission), seconds; none without sandboxes.
     pub sandbox_start_latency: Option<Stats>,
-    /// Mean over time of the active tenants' deviation from an equal share of the busy GPUs
-    /// (it mixes unfairness with unequal demand: compare policies on one trace).
+    /// Sandboxes ended early by host failures (retries spent or no room to move).
+    pub sandboxes_lost: u64,
+    /// Inference services in the trace.
+    pub services: u64,
+    /// Replica starts (first starts, scale-ups and replacements).
+    pub replica_starts: u64,
+    /// Share of the wanted replica-seconds that were not running (0 = always at the
+    /// autoscaler's count).
+    pub service_shortfall: f64,
+    /// Mean over the samples of the tenants' distance from their max-min fair shares of the
+    /// GPUs given their demand (0 = fair).
     pub fair_share_deviation: f64,
     /// Per tenant.
     pub tenants: Vec<TenantShare>,
@@ -142,8 +199,7 @@ impl Report {
         per_job: &[(Time, Time, Time, String, u64)],
         tally: &Tally,
         samples: Vec<Sample>,
-        busy_gpu_seconds: f64,
-        total_gpus: u64,
+        gpu_utilization: f64,
         gpu_hours_lost: f64,
     ) -> Report {
         let mut jct: Vec<f64> = per_job.iter().map(|j| (j.2 - j.0) as f64).collect();
@@ -156,17 +212,12 @@ impl Report {
             *by_tenant.entry(j.3.as_str()).or_default() += j.4 as f64 / 3600.0;
         }
         let all: f64 = by_tenant.values().sum();
-        let fair = 1.0 / by_tenant.len().max(1) as f64;
         let tenants: Vec<TenantShare> = by_tenant
             .iter()
-            .map(|(t, h)| {
-                let share = if all > 0.0 { h / all } else { 0.0 };
-                TenantShare {
-                    tenant: t.to_string(),
-                    gpu_hours: *h,
-                    share,
-                    deviation: share - fair,
-                }
+            .map(|(t, h)| TenantShare {
+                tenant: t.to_string(),
+                gpu_hours: *h,
+                share: if all > 0.0 { h / all } else { 0.0 },
             })
             .collect();
         // Over time: the mean of the samples' deviations.
@@ -179,11 +230,8 @@ impl Report {
             jct: jct_stats,
             queueing: Stats::of(&mut queueing),
             makespan,
-            gpu_utilization: if makespan > 0 && total_gpus > 0 {
-                busy_gpu_seconds / (makespan as f64 * total_gpus as f64)
-            } else {
-                0.0
-            },
+            gpu_utilization,
+            cpu_utilization: 0.0,
             small_gangs_in_one_domain: if tally.small_gangs > 0 {
                 tally.small_in_one_domain as f64 / tally.small_gangs as f64
             } else {
@@ -197,7 +245,12 @@ impl Report {
             gpu_hours_lost,
             restarts: tally.restarts,
             failures: tally.failures,
+            sandboxes: 0,
             sandbox_start_latency: None,
+            sandboxes_lost: tally.sandboxes_lost,
+            services: 0,
+            replica_starts: tally.replica_starts,
+            service_shortfall: 0.0,
             fair_share_deviation,
             tenants,
             samples,
@@ -212,16 +265,19 @@ impl Report {
 
     /// Samples over time as CSV.
     pub fn samples_csv(&self) -> String {
-        let mut out =
-            String::from("t,gpu_util,cpu_util,queue_len,running,whole_free_domains,fair_dev\n");
+        let mut out = String::from(
+            "t,gpu_util,cpu_util,gpus_up,queue_len,running,sandboxes_waiting,whole_free_domains,fair_dev\n",
+        );
         for s in &self.samples {
             out.push_str(&format!(
-                "{},{:.6},{:.6},{},{},{},{:.6}\n",
+                "{},{:.6},{:.6},{},{},{},{},{},{:.6}\n",
                 s.t,
                 s.gpu_util,
                 s.cpu_util,
+                s.gpus_up,
                 s.queue_len,
                 s.running,
+                s.sandboxes_waiting,
                 s.whole_free_domains,
                 s.fair_dev
             ));
@@ -232,7 +288,7 @@ impl Report {
     /// One CSV row of headline figures (with [`Report::summary_header`]).
     pub fn summary_row(&self) -> String {
         format!(
-            "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.4},{:.4},{:.3},{:.2},{},{:.4}\n",
+            "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.4},{:.4},{:.4},{:.3},{:.2},{},{:.1},{:.1},{:.4},{:.4}\n",
             self.policy,
             self.jobs,
             self.jct.mean,
@@ -243,17 +299,21 @@ impl Report {
             self.queueing.p99,
             self.makespan,
             self.gpu_utilization,
+            self.cpu_utilization,
             self.small_gangs_in_one_domain,
             self.mean_levels_spanned,
             self.gpu_hours_lost,
             self.restarts,
+            self.sandbox_start_latency.as_ref().map_or(0.0, |s| s.p50),
+            self.sandbox_start_latency.as_ref().map_or(0.0, |s| s.p99),
+            self.service_shortfall,
             self.fair_share_deviation
         )
     }
 
     /// Header of [`Report::summary_row`].
     pub fn summary_header() -> &'static str {
-        "policy,jobs,jct_mean_s,jct_p50_s,jct_p95_s,jct_p99_s,queue_mean_s,queue_p99_s,makespan_s,gpu_util,small_gangs_one_domain,mean_levels_spanned,gpu_hours_lost,restarts,fair_share_deviation\n"
+        "policy,jobs,jct_mean_s,jct_p50_s,jct_p95_s,jct_p99_s,queue_mean_s,queue_p99_s,makespan_s,gpu_util,cpu_util,small_gangs_one_domain,mean_levels_spanned,gpu_hours_lost,restarts,sandbox_start_p50_s,sandbox_start_p99_s,service_shortfall,fair_share_deviation\n"
     }
 }
 

@@ -44,3 +44,12 @@ impl Rng {
         (lo.ln() + self.unit() * (hi.ln() - lo.ln())).exp()
     }
 }
+
+impl Rng {
+    /// Standard normal (Box–Muller; one draw per call keeps the stream simple).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.unit();
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}

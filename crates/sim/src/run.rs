@@ -1,19 +1,30 @@
-//! The event loop: trace arrivals, job ends, faults and repairs in virtual time; after the
+//! The event loop: trace arrivals (jobs, services, sandbox batches), job ends, sandbox ends,
+//! autoscaling ticks, faults, drains, repairs and deliveries in virtual time; after the
 //! events of each instant, one scheduling pass of the real queue; its decisions become new
 //! events (a start schedules an end at the speed its placement allows; a preemption or a
 //! reservation schedules a pass at its deadline).
+//!
+//! A node may be down for several reasons at once (a random failure inside a failed region,
+//! or not yet delivered): the loop counts the reasons per node and tells the queue only when
+//! a node's first reason comes or its last one goes.
 
+use crate::faults::{ChangeKind, FaultPlan, ResolvedPlan};
 use crate::report::{Report, Sample, Tally};
 use crate::rng::Rng;
 use crate::speed::SpeedModel;
-use crate::trace::TraceJob;
+use crate::trace::Trace;
 use model::{
-    Fleet, GangRequest, GpuModel, JobSpec, NodeId, NodeState, ResourceVec, TenantId, TenantSpec,
-    TopoId, WorkloadId,
+    Fleet, GangRequest, GpuModel, JobSpec, NodeId, NodeState, ResourceVec, SandboxRequest,
+    ServiceSpec, TenantId, TenantSpec, TopoId, WorkloadId,
 };
-use sched::{Decision, Engine, NodeSlot, SchedConfig, Scheduler, Scope, Time};
+use rustc_hash::FxHashMap;
+use sched::autoscale::{AutoscalePolicy, Autoscaler, Load};
+use sched::{
+    Allocation, Decision, Engine, JobState, NodeSlot, SchedConfig, Scheduler, Scope, Time,
+};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::ops::Range;
 
 /// Random node failures: each node fails after an exponential time with mean `node_mtbf`
 /// and comes back `repair` seconds later.
@@ -34,12 +45,17 @@ pub struct SimConfig {
     pub sched: SchedConfig,
     /// Placement-sensitive speed.
     pub speed: SpeedModel,
-    /// Random faults, if any.
-    pub faults: Option<FaultSpec>,
-    /// Seed of the faults.
+    /// Faults, drains and capacity ramps.
+    pub faults: FaultPlan,
+    /// Seed of the random faults and sandbox lifetimes.
     pub seed: u64,
     /// Seconds between utilisation samples.
     pub sample_interval: Time,
+    /// Seconds between autoscaling decisions of each service.
+    pub autoscale_interval: Time,
+    /// Sandbox ends are rounded up to a multiple of this many seconds (one event per tick
+    /// and chunk, not per sandbox).
+    pub sandbox_tick: Time,
     /// Check every invariant of the queue and engine after each instant (slow; for tests).
     pub check_invariants: bool,
 }
@@ -50,24 +66,45 @@ impl Default for SimConfig {
             policy: "stargrid".into(),
             sched: SchedConfig::default(),
             speed: SpeedModel::default(),
-            faults: None,
+            faults: FaultPlan::default(),
             seed: 1,
             sample_interval: 3600,
+            autoscale_interval: 300,
+            sandbox_tick: 60,
             check_invariants: false,
         }
     }
 }
 
+/// Workload ids from here up name sandbox chunks (below the replica ids).
+const SANDBOX_BASE: u64 = 1 << 61;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    /// A node comes back (first: repairs before failures at one instant).
+    /// Step `1` of ramp `0` arrives (first: capacity before work at one instant).
+    Deliver(u32, u32),
+    /// A node comes back from a random failure.
     Repair(u32),
-    /// A node fails.
+    /// Timed change `0` ends (repair or undrain).
+    ChangeEnds(u32),
+    /// A node fails at random.
     Fail(u32),
+    /// Timed change `0` begins.
+    ChangeBegins(u32),
     /// A job's current run ends (job index, run epoch).
     Finish(u32, u32),
+    /// Sandboxes of chunk `0` from position `1` of its end list end.
+    SandboxEnd(u32, u32),
+    /// A service is deleted.
+    ServiceEnd(u32),
     /// A trace job arrives.
     Submit(u32),
+    /// A service is created.
+    ServiceStart(u32),
+    /// A sandbox batch arrives.
+    SandboxSubmit(u32),
+    /// A service's autoscaler looks at its load.
+    Autoscale(u32),
     /// A pass is due (preemption deadline, reservation start).
     Wake,
     /// Take a sample.
@@ -85,7 +122,21 @@ struct JobRun {
     rate: f64,
     first_start: Option<Time>,
     finished: Option<Time>,
-    levels: u8,
+}
+
+/// A placed part of a sandbox batch.
+struct Chunk {
+    batch: u32,
+    /// `(end time, index in the chunk)`, sorted; emptied once all have ended.
+    ends: Vec<(Time, u32)>,
+}
+
+/// A service's scaler and counts.
+struct ServiceRun {
+    scaler: Autoscaler,
+    live: bool,
+    desired: u32,
+    gpus_per_replica: u64,
 }
 
 /// The gang a trace job becomes on a fleet whose nodes carry `per_node` GPUs of `model`.
@@ -137,339 +188,1031 @@ fn levels_spanned(fleet: &Fleet, heights: &[u8], slots: &[NodeSlot]) -> (u8, usi
     (heights[lca.0 as usize], domains.len())
 }
 
-/// Mean absolute deviation of active tenants' shares of the busy GPUs from an equal share
-/// (a tenant is active with work running or waiting).
-fn fair_deviation(s: &Scheduler, pending_by_tenant: &[u64]) -> f64 {
-    let report = s.tenant_report();
-    let busy: Vec<u64> = report.iter().map(|t| t.usage.gpus.iter().sum()).collect();
-    let total: u64 = busy.iter().sum();
-    let active: Vec<usize> = (0..busy.len())
-        .filter(|i| busy[*i] > 0 || pending_by_tenant.get(*i).is_some_and(|p| *p > 0))
-        .collect();
-    if total == 0 || active.len() < 2 {
-        return 0.0;
+/// Max-min fair shares (equal weights) of `capacity` among tenants asking for `demand`.
+pub fn max_min_fair(capacity: f64, demand: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..demand.len()).collect();
+    order.sort_by(|a, b| demand[*a].total_cmp(&demand[*b]));
+    let mut fair = vec![0.0; demand.len()];
+    let mut left = capacity.max(0.0);
+    for (k, &i) in order.iter().enumerate() {
+        let share = left / (order.len() - k) as f64;
+        fair[i] = demand[i].max(0.0).min(share);
+        left -= fair[i];
     }
-    let fair = 1.0 / active.len() as f64;
-    active
-        .iter()
-        .map(|i| (busy[*i] as f64 / total as f64 - fair).abs())
-        .sum::<f64>()
-        / active.len() as f64
+    fair
 }
 
-/// Runs `jobs` on `fleet` under `config`; `progress(done, total)` is called now and then.
+/// How far the busy GPUs are from a max-min fair split of them among the tenants, given what
+/// each asks for (running plus waiting): half the sum of the absolute differences over the
+/// busy GPUs (0: every tenant holds exactly its fair share; 1: nothing is where it should
+/// be). Unequal demand alone is not unfair, and neither is a queue that waits for room.
+pub fn fair_deviation(held: &[f64], demand: &[f64]) -> f64 {
+    let fair = max_min_fair(held.iter().sum(), demand);
+    let total: f64 = fair.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    held.iter()
+        .zip(&fair)
+        .map(|(h, f)| (h - f).abs())
+        .sum::<f64>()
+        / (2.0 * total)
+}
+
+/// Runs `trace` on `fleet` under `config`; `progress(done, total)` is called now and then
+/// with workloads (jobs, sandbox batches, services with an end) finished.
 pub fn simulate(
     fleet: Fleet,
-    jobs: &[TraceJob],
+    trace: &Trace,
     config: &SimConfig,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Report, String> {
-    // The fleet's GPU model and GPUs per node (a trace is one kind of gang).
-    let gpu_node = fleet
-        .nodes()
-        .iter()
-        .find(|n| n.capacity.gpus > 0)
-        .ok_or("the fleet has no GPU nodes")?;
-    let model = gpu_node
-        .capacity
-        .gpu_model
-        .ok_or("GPU node without a model")?;
-    let per_node = gpu_node.capacity.gpus;
-    let heights = heights(&fleet);
-    let domain_gpus = fleet
-        .domains()
-        .iter()
-        .map(|d| fleet.topo_node(*d).nodes.len() as u64 * u64::from(per_node))
-        .max()
-        .unwrap_or(0);
-    let node_count = fleet.nodes().len() as u32;
-    // Tenants from the trace, equal weights, quotas that never bind (the trace has none).
-    let mut tenant_ids: BTreeMap<&str, TenantId> = BTreeMap::new();
-    for j in jobs {
-        let next = TenantId(tenant_ids.len() as u32);
-        tenant_ids.entry(j.tenant.as_str()).or_insert(next);
-    }
-    let unlimited = ResourceVec {
-        gpus: [u64::MAX / 64; GpuModel::ALL.len()],
-        cpu_millis: u64::MAX / 64,
-        memory_mib: u64::MAX / 64,
-    };
-    let tenants: Vec<TenantSpec> = tenant_ids
-        .keys()
-        .map(|name| TenantSpec {
-            name: name.to_string(),
-            weight: 1.0,
-            cohort: None,
-            quota: unlimited,
-        })
-        .collect();
-    let mut s = Scheduler::new(Engine::new(fleet), tenants, config.sched.clone())
-        .map_err(|e| e.to_string())?;
-    let mut heap: BinaryHeap<Reverse<(Time, Event)>> = BinaryHeap::new();
-    for (i, j) in jobs.iter().enumerate() {
-        heap.push(Reverse((j.submit, Event::Submit(i as u32))));
-    }
-    let mut rng = Rng::new(config.seed);
-    if let Some(f) = &config.faults {
-        for n in 0..node_count {
-            heap.push(Reverse((rng.exp(f.node_mtbf) as Time, Event::Fail(n))));
-        }
-    }
-    heap.push(Reverse((0, Event::Sample)));
-    let mut runs: Vec<JobRun> = jobs
-        .iter()
-        .map(|j| JobRun {
-            remaining: j.duration as f64,
-            ..JobRun::default()
-        })
-        .collect();
-    let mut tally = Tally::default();
-    let tenant_of: Vec<usize> = jobs
-        .iter()
-        .map(|j| tenant_ids[j.tenant.as_str()].0 as usize)
-        .collect();
-    let mut pending_by_tenant = vec![0u64; tenant_ids.len()];
-    let mut samples = Vec::new();
-    let total = jobs.len() as u64;
-    let mut done = 0u64;
-    let mut busy_gpu_seconds = 0.0f64;
-    let (total_gpus, _) = s.engine().gpu_usage();
-    // Busy GPUs, kept by the loop itself (the engine's totals walk every node).
-    let mut busy_gpus = 0u64;
-    let mut last_t = 0;
-    let mut last_busy = 0u64;
-    while let Some(Reverse((now, first))) = heap.pop() {
-        if done == total && !matches!(first, Event::Finish(..)) {
-            break;
-        }
-        // Integrate busy GPUs over time for the utilisation mean.
-        busy_gpu_seconds += (now - last_t) as f64 * last_busy as f64;
-        last_t = now;
-        let mut events = vec![first];
-        while let Some(Reverse((t, e))) = heap.peek().copied() {
-            if t != now {
-                break;
-            }
-            heap.pop();
-            events.push(e);
-        }
-        let mut changed = false;
-        let mut decisions = Vec::new();
-        for e in events {
-            match e {
-                Event::Submit(i) => {
-                    let j = &jobs[i as usize];
-                    let spec = JobSpec {
-                        tenant: tenant_ids[j.tenant.as_str()],
-                        priority: j.priority,
-                        gang: gang_for(j.gpus, model, per_node),
-                        time_limit: j.time_limit.clamp(1, JobSpec::MAX_TIME_LIMIT),
-                    };
-                    pending_by_tenant[tenant_of[i as usize]] += 1;
-                    s.submit(WorkloadId(i as u64), spec, now)
-                        .map_err(|e| format!("job {}: {e}", j.id))?;
-                    changed = true;
-                }
-                Event::Finish(i, epoch) => {
-                    let r = &mut runs[i as usize];
-                    if r.epoch == epoch && r.finished.is_none() && r.started.is_some() {
-                        s.finish(WorkloadId(i as u64), now)
-                            .map_err(|e| e.to_string())?;
-                        busy_gpus -= gang_for(jobs[i as usize].gpus, model, per_node).total_gpus();
-                        r.finished = Some(now);
-                        r.started = None;
-                        r.remaining = 0.0;
-                        done += 1;
-                        tally.finished += 1;
-                        changed = true;
-                        if done.is_multiple_of(1024) || done == total {
-                            progress(done, total);
-                        }
-                    }
-                }
-                Event::Fail(n) => {
-                    // Report checkpoints of the jobs on the node, then fail it.
-                    for w in s.engine().workloads_on(NodeId(n)) {
-                        let i = w.0 as usize;
-                        if let (Some(start), Some(every)) = (
-                            runs.get(i).and_then(|r| r.started),
-                            jobs.get(i).and_then(|j| j.checkpoint_interval),
-                        ) {
-                            let r = &runs[i];
-                            let done_work = (now - start) as f64 * r.rate;
-                            let saved = (done_work / every as f64).floor() * every as f64;
-                            if saved > 0.0 {
-                                let at = start + (saved / r.rate).ceil() as Time;
-                                let _ = s.checkpoint(w, at.min(now));
-                            }
-                        }
-                    }
-                    tally.failures += 1;
-                    decisions.extend(s.fail(Scope::Node(NodeId(n)), now));
-                    if let Some(f) = &config.faults {
-                        heap.push(Reverse((now + f.repair, Event::Repair(n))));
-                    }
-                    changed = true;
-                }
-                Event::Repair(n) => {
-                    s.set_state(Scope::Node(NodeId(n)), NodeState::Ready);
-                    if let Some(f) = &config.faults {
-                        let next = now + f.repair.max(1) + rng.exp(f.node_mtbf) as Time;
-                        heap.push(Reverse((next, Event::Fail(n))));
-                    }
-                    changed = true;
-                }
-                Event::Wake => changed = true,
-                Event::Sample => {
-                    samples.push(Sample {
-                        t: now,
-                        gpu_util: if total_gpus > 0 {
-                            busy_gpus as f64 / total_gpus as f64
-                        } else {
-                            0.0
-                        },
-                        // No CPU workloads in these traces yet: CPU hosts stay idle.
-                        cpu_util: 0.0,
-                        queue_len: s.pending_count() as u64,
-                        running: s.running_count() as u64,
-                        whole_free_domains: s.engine().whole_free_domains(),
-                        fair_dev: fair_deviation(&s, &pending_by_tenant),
-                    });
-                    if done < total {
-                        heap.push(Reverse((
-                            now + config.sample_interval.max(1),
-                            Event::Sample,
-                        )));
-                    }
-                }
-            }
-        }
-        if changed {
-            decisions.extend(s.schedule(now));
-        }
-        for d in decisions {
-            match d {
-                Decision::Start { job, slots } => {
-                    pending_by_tenant[tenant_of[job.0 as usize]] -= 1;
-                    let i = job.0 as usize;
-                    let (levels, ndomains) = levels_spanned(s.engine().fleet(), &heights, &slots);
-                    let r = &mut runs[i];
-                    r.rate = config.speed.factor(levels);
-                    r.started = Some(now);
-                    r.first_start.get_or_insert(now);
-                    r.levels = levels;
-                    r.epoch += 1;
-                    let end = now + (r.remaining / r.rate).ceil().max(1.0) as Time;
-                    heap.push(Reverse((end, Event::Finish(i as u32, r.epoch))));
-                    tally.starts += 1;
-                    busy_gpus += gang_for(jobs[i].gpus, model, per_node).total_gpus();
-                    let gpus = u64::from(jobs[i].gpus);
-                    if gpus <= domain_gpus {
-                        tally.small_gangs += 1;
-                        tally.small_in_one_domain += u64::from(ndomains <= 1);
-                    }
-                    tally.levels_sum += u64::from(levels);
-                }
-                Decision::Requeue { job, .. } | Decision::Replace { job, .. } => {
-                    if matches!(d, Decision::Requeue { .. }) {
-                        pending_by_tenant[tenant_of[job.0 as usize]] += 1;
-                    }
-                    let i = job.0 as usize;
-                    let restart_in_place = matches!(d, Decision::Replace { .. });
-                    let r = &mut runs[i];
-                    if let Some(start) = r.started {
-                        let done_work = (now - start) as f64 * r.rate;
-                        let saved = match jobs[i].checkpoint_interval {
-                            Some(every) => (done_work / every as f64).floor() * every as f64,
-                            None => 0.0,
-                        };
-                        r.remaining = (r.remaining - saved).max(1.0);
-                    }
-                    r.epoch += 1;
-                    tally.restarts += 1;
-                    if !restart_in_place && r.started.is_some() {
-                        busy_gpus -= gang_for(jobs[i].gpus, model, per_node).total_gpus();
-                    }
-                    if restart_in_place {
-                        r.started = Some(now);
-                        let end = now + (r.remaining / r.rate).ceil().max(1.0) as Time;
-                        heap.push(Reverse((end, Event::Finish(i as u32, r.epoch))));
-                    } else {
-                        r.started = None;
-                    }
-                }
-                Decision::Preempt { deadline, .. } => heap.push(Reverse((deadline, Event::Wake))),
-                Decision::Reserve { start, .. } => {
-                    heap.push(Reverse((start.max(now + 1), Event::Wake)))
-                }
-                Decision::SandboxesMoved { .. } | Decision::SandboxesLost { .. } => {}
-            }
-        }
-        last_busy = busy_gpus;
+    let plan = config.faults.resolve(&fleet)?;
+    let mut sim = Sim::new(fleet, trace, config, plan)?;
+    sim.run(progress)?;
+    Ok(sim.report())
+}
 
-        if config.check_invariants {
-            let (_, free) = s.engine().gpu_usage();
-            s.check_invariants().map_err(|v| format!("t={now}: {v}"))?;
-            // Busy + free = total, from the runs' side: GPUs of running jobs match the engine.
-            let running_gpus: u64 = s
-                .running_jobs()
-                .iter()
-                .map(|id| gang_for(jobs[id.0 as usize].gpus, model, per_node).total_gpus())
-                .sum();
-            let ready_gpus: u64 = s
-                .engine()
-                .fleet()
+/// The state of one run.
+struct Sim<'a> {
+    trace: &'a Trace,
+    config: &'a SimConfig,
+    plan: ResolvedPlan,
+    s: Scheduler,
+    heap: BinaryHeap<Reverse<(Time, Event)>>,
+    fault_rng: Rng,
+    life_rng: Rng,
+    model: GpuModel,
+    per_node: u8,
+    heights: Vec<u8>,
+    domain_gpus: u64,
+    tenant_ids: BTreeMap<String, TenantId>,
+    tenant_of_job: Vec<usize>,
+    // Training jobs.
+    runs: Vec<JobRun>,
+    jobs_done: u64,
+    pending_gpus: Vec<u64>,
+    // Services.
+    services: Vec<ServiceRun>,
+    running_replicas: FxHashMap<WorkloadId, u64>,
+    services_to_end: u64,
+    services_ended: u64,
+    desired_replicas: u64,
+    replica_seconds_wanted: f64,
+    replica_seconds_short: f64,
+    // Sandboxes.
+    chunks: Vec<Chunk>,
+    backlog: VecDeque<(u32, u32)>,
+    sandboxes_total: u64,
+    sandboxes_ended: u64,
+    batch_left: Vec<u32>,
+    batches_done: u64,
+    latency: Vec<(f64, u64)>,
+    busy_cpu: u64,
+    cpu_room_changed: bool,
+    // Nodes.
+    down: Vec<u8>,
+    drained: Vec<u8>,
+    gpus_up: u64,
+    cpu_up: u64,
+    busy_gpus: u64,
+    // Metrics.
+    tally: Tally,
+    samples: Vec<Sample>,
+    busy_gpu_seconds: f64,
+    up_gpu_seconds: f64,
+    busy_cpu_seconds: f64,
+    up_cpu_seconds: f64,
+    last_t: Time,
+}
+
+impl<'a> Sim<'a> {
+    fn new(
+        fleet: Fleet,
+        trace: &'a Trace,
+        config: &'a SimConfig,
+        plan: ResolvedPlan,
+    ) -> Result<Sim<'a>, String> {
+        // The fleet's GPU model and GPUs per node (a trace is one kind of gang).
+        let (model, per_node) = match fleet.nodes().iter().find(|n| n.capacity.gpus > 0) {
+            Some(n) => (
+                n.capacity.gpu_model.ok_or("GPU node without a model")?,
+                n.capacity.gpus,
+            ),
+            None if trace.jobs.is_empty() && trace.services.is_empty() => (GpuModel::H100, 8),
+            None => return Err("the trace has GPU work but the fleet has no GPU nodes".into()),
+        };
+        if let Some(b) = trace.sandboxes.first() {
+            let biggest = fleet
                 .nodes()
                 .iter()
-                .filter(|n| n.state == NodeState::Ready)
-                .map(|n| u64::from(n.capacity.gpus))
-                .sum();
-            if running_gpus != busy_gpus {
+                .filter(|n| n.capacity.gpus == 0)
+                .map(|n| (n.capacity.cpu_millis, n.capacity.memory_mib))
+                .max();
+            let fits = |b: &crate::trace::TraceSandboxes| {
+                biggest.is_some_and(|(c, m)| b.cpu_millis <= c && b.memory_mib <= m)
+            };
+            if biggest.is_none() {
                 return Err(format!(
-                    "t={now}: loop counts {busy_gpus} busy GPUs, jobs hold {running_gpus}"
+                    "sandboxes {}: the fleet has no CPU hosts to run them",
+                    b.id
                 ));
             }
-            if running_gpus + free != ready_gpus {
+            if let Some(b) = trace.sandboxes.iter().find(|b| !fits(b)) {
                 return Err(format!(
-                    "t={now}: {running_gpus} busy + {free} free != {ready_gpus} on ready nodes"
-                ));
-            }
-            let running_runs = runs.iter().filter(|r| r.started.is_some()).count();
-            if running_runs != s.running_jobs().len() {
-                return Err(format!(
-                    "t={now}: {running_runs} runs in progress but the queue runs {}",
-                    s.running_jobs().len()
+                    "sandboxes {}: one sandbox is larger than any CPU host",
+                    b.id
                 ));
             }
         }
-    }
-    if done < total {
-        return Err(format!(
-            "{} of {total} jobs never finished (some ask for more than the fleet can ever give)",
-            total - done
-        ));
-    }
-    let lost: f64 = s.tenant_report().iter().map(|t| t.lost_gpu_hours).sum();
-    let per_job: Vec<(Time, Time, Time, String, u64)> = jobs
-        .iter()
-        .zip(&runs)
-        .map(|(j, r)| {
-            (
-                j.submit,
-                r.first_start.unwrap_or(j.submit),
-                r.finished.unwrap_or(j.submit),
-                j.tenant.clone(),
-                u64::from(j.gpus) * j.duration,
-            )
+        if trace.jobs.is_empty()
+            && trace.sandboxes.is_empty()
+            && trace.services.iter().all(|v| v.end.is_none())
+            && !trace.services.is_empty()
+        {
+            return Err("the trace has only services without an end: give them an end".into());
+        }
+        let heights = heights(&fleet);
+        let domain_gpus = fleet
+            .domains()
+            .iter()
+            .map(|d| fleet.topo_node(*d).nodes.len() as u64 * u64::from(per_node))
+            .max()
+            .unwrap_or(0);
+        // Tenants from the trace, equal weights, quotas that never bind (traces have none).
+        let mut tenant_ids: BTreeMap<String, TenantId> = BTreeMap::new();
+        let names = trace
+            .jobs
+            .iter()
+            .map(|j| &j.tenant)
+            .chain(trace.services.iter().map(|v| &v.tenant));
+        for name in names {
+            let next = TenantId(tenant_ids.len() as u32);
+            tenant_ids.entry(name.clone()).or_insert(next);
+        }
+        let unlimited = ResourceVec {
+            gpus: [u64::MAX / 64; GpuModel::ALL.len()],
+            cpu_millis: u64::MAX / 64,
+            memory_mib: u64::MAX / 64,
+        };
+        let tenants: Vec<TenantSpec> = tenant_ids
+            .keys()
+            .map(|name| TenantSpec {
+                name: name.clone(),
+                weight: 1.0,
+                cohort: None,
+                quota: unlimited,
+            })
+            .collect();
+        let (gpus_up, cpu_up) = fleet.nodes().iter().fold((0, 0), |(g, c), n| {
+            if n.capacity.gpus > 0 {
+                (g + u64::from(n.capacity.gpus), c)
+            } else {
+                (g, c + u64::from(n.capacity.cpu_millis))
+            }
+        });
+        let node_count = fleet.nodes().len();
+        let s = Scheduler::new(Engine::new(fleet), tenants, config.sched.clone())
+            .map_err(|e| e.to_string())?;
+        let tenant_of_job = trace
+            .jobs
+            .iter()
+            .map(|j| tenant_ids[&j.tenant].0 as usize)
+            .collect();
+        let services = trace
+            .services
+            .iter()
+            .map(|v| ServiceRun {
+                scaler: Autoscaler::new(AutoscalePolicy {
+                    min_replicas: v.min_replicas,
+                    max_replicas: v.max_replicas,
+                    target_inflight_per_replica: Some(v.inflight_per_replica),
+                    target_p95_ms: None,
+                    scale_up_window: 0,
+                    scale_down_window: 600,
+                }),
+                live: false,
+                desired: 0,
+                gpus_per_replica: gang_for(v.gpus_per_replica, model, per_node).total_gpus(),
+            })
+            .collect();
+        Ok(Sim {
+            trace,
+            config,
+            plan,
+            s,
+            heap: BinaryHeap::new(),
+            fault_rng: Rng::new(config.seed),
+            life_rng: Rng::new(config.seed ^ 0x5A4D_B0C5),
+            model,
+            per_node,
+            heights,
+            domain_gpus,
+            pending_gpus: vec![0; tenant_ids.len()],
+            tenant_ids,
+            tenant_of_job,
+            runs: trace
+                .jobs
+                .iter()
+                .map(|j| JobRun {
+                    remaining: j.duration as f64,
+                    ..JobRun::default()
+                })
+                .collect(),
+            jobs_done: 0,
+            services,
+            running_replicas: FxHashMap::default(),
+            services_to_end: trace.services.iter().filter(|v| v.end.is_some()).count() as u64,
+            services_ended: 0,
+            desired_replicas: 0,
+            replica_seconds_wanted: 0.0,
+            replica_seconds_short: 0.0,
+            chunks: Vec::new(),
+            backlog: VecDeque::new(),
+            sandboxes_total: trace.sandboxes.iter().map(|b| u64::from(b.count)).sum(),
+            sandboxes_ended: 0,
+            batch_left: trace.sandboxes.iter().map(|b| b.count).collect(),
+            batches_done: 0,
+            latency: Vec::new(),
+            busy_cpu: 0,
+            cpu_room_changed: false,
+            down: vec![0; node_count],
+            drained: vec![0; node_count],
+            gpus_up,
+            cpu_up,
+            busy_gpus: 0,
+            tally: Tally::default(),
+            samples: Vec::new(),
+            busy_gpu_seconds: 0.0,
+            up_gpu_seconds: 0.0,
+            busy_cpu_seconds: 0.0,
+            up_cpu_seconds: 0.0,
+            last_t: 0,
         })
-        .collect();
-    Ok(Report::build(
-        &config.policy,
-        &per_job,
-        &tally,
-        samples,
-        busy_gpu_seconds,
-        total_gpus,
-        lost,
-    ))
+    }
+
+    fn push(&mut self, t: Time, e: Event) {
+        self.heap.push(Reverse((t, e)));
+    }
+
+    fn units_total(&self) -> u64 {
+        self.trace.jobs.len() as u64 + self.trace.sandboxes.len() as u64 + self.services_to_end
+    }
+
+    fn units_done(&self) -> u64 {
+        self.jobs_done + self.batches_done + self.services_ended
+    }
+
+    fn all_done(&self) -> bool {
+        self.units_done() == self.units_total()
+    }
+
+    fn gang(&self, i: usize) -> GangRequest {
+        gang_for(self.trace.jobs[i].gpus, self.model, self.per_node)
+    }
+
+    fn run(&mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
+        let trace = self.trace;
+        for (i, j) in trace.jobs.iter().enumerate() {
+            self.push(j.submit, Event::Submit(i as u32));
+        }
+        for (i, v) in trace.services.iter().enumerate() {
+            self.push(v.submit, Event::ServiceStart(i as u32));
+            if let Some(end) = v.end {
+                self.push(end, Event::ServiceEnd(i as u32));
+            }
+        }
+        for (i, b) in trace.sandboxes.iter().enumerate() {
+            self.push(b.submit, Event::SandboxSubmit(i as u32));
+        }
+        if let Some(f) = &self.config.faults.random {
+            for n in 0..self.down.len() as u32 {
+                let at = self.fault_rng.exp(f.node_mtbf) as Time;
+                self.push(at, Event::Fail(n));
+            }
+        }
+        for (i, (c, _)) in self.plan.changes.iter().enumerate() {
+            self.heap
+                .push(Reverse((c.at, Event::ChangeBegins(i as u32))));
+        }
+        // Ramped capacity is out of service until its step arrives.
+        let ramps: Vec<(Time, Time, Vec<Range<u32>>)> = self
+            .plan
+            .ramps
+            .iter()
+            .map(|(r, steps)| (r.start, r.every, steps.clone()))
+            .collect();
+        let mut decisions = Vec::new();
+        for (r, (start, every, steps)) in ramps.into_iter().enumerate() {
+            for (k, nodes) in steps.into_iter().enumerate() {
+                self.take_down(nodes, 0, &mut decisions);
+                let at = start.saturating_add(every.saturating_mul(k as u64));
+                self.push(at, Event::Deliver(r as u32, k as u32));
+            }
+        }
+        self.push(0, Event::Sample);
+        let total = self.units_total();
+        while let Some(Reverse((now, first))) = self.heap.pop() {
+            if self.all_done() {
+                break;
+            }
+            self.advance(now);
+            let mut events = vec![first];
+            while let Some(Reverse((t, e))) = self.heap.peek().copied() {
+                if t != now {
+                    break;
+                }
+                self.heap.pop();
+                events.push(e);
+            }
+            let mut changed = false;
+            for e in events {
+                changed |= self.apply(e, now, &mut decisions)?;
+            }
+            if self.cpu_room_changed {
+                self.cpu_room_changed = false;
+                self.place_backlog(now);
+            }
+            if changed {
+                decisions.extend(self.s.schedule(now));
+            }
+            for d in decisions.drain(..) {
+                self.act(d, now);
+            }
+            let done = self.units_done();
+            if done != self.tally.progress_reported && (done.is_multiple_of(1024) || done == total)
+            {
+                self.tally.progress_reported = done;
+                progress(done, total);
+            }
+            if self.config.check_invariants {
+                self.check(now)?;
+            }
+        }
+        if !self.all_done() {
+            let jobs_left = self.trace.jobs.len() as u64 - self.jobs_done;
+            let sandboxes_left = self.sandboxes_total - self.sandboxes_ended;
+            return Err(format!(
+                "{jobs_left} jobs and {sandboxes_left} sandboxes never finished (some ask for more \
+                 than the fleet can ever give, or its capacity never came back)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Integrates busy and in-service capacity up to `now`.
+    fn advance(&mut self, now: Time) {
+        let dt = (now - self.last_t) as f64;
+        self.busy_gpu_seconds += dt * self.busy_gpus as f64;
+        self.up_gpu_seconds += dt * self.gpus_up as f64;
+        self.busy_cpu_seconds += dt * self.busy_cpu as f64;
+        self.up_cpu_seconds += dt * self.cpu_up as f64;
+        let running = self.running_replicas.len() as f64;
+        let wanted = self.desired_replicas as f64;
+        self.replica_seconds_wanted += dt * wanted;
+        self.replica_seconds_short += dt * (wanted - running).max(0.0);
+        self.last_t = now;
+    }
+
+    /// Applies one event; returns whether the queue should run a pass.
+    fn apply(&mut self, e: Event, now: Time, out: &mut Vec<Decision>) -> Result<bool, String> {
+        let trace = self.trace;
+        match e {
+            Event::Submit(i) => {
+                let j = &trace.jobs[i as usize];
+                let spec = JobSpec {
+                    tenant: self.tenant_ids[&j.tenant],
+                    priority: j.priority,
+                    gang: self.gang(i as usize),
+                    time_limit: j.time_limit.clamp(1, JobSpec::MAX_TIME_LIMIT),
+                };
+                self.pending_gpus[self.tenant_of_job[i as usize]] += spec.gang.total_gpus();
+                self.s
+                    .submit(WorkloadId(u64::from(i)), spec, now)
+                    .map_err(|e| format!("job {}: {e}", j.id))?;
+            }
+            Event::Finish(i, epoch) => {
+                let r = &self.runs[i as usize];
+                if r.epoch != epoch || r.finished.is_some() || r.started.is_none() {
+                    return Ok(false);
+                }
+                self.s
+                    .finish(WorkloadId(u64::from(i)), now)
+                    .map_err(|e| e.to_string())?;
+                self.busy_gpus -= self.gang(i as usize).total_gpus();
+                let r = &mut self.runs[i as usize];
+                r.finished = Some(now);
+                r.started = None;
+                r.remaining = 0.0;
+                self.jobs_done += 1;
+                self.tally.finished += 1;
+            }
+            Event::ServiceStart(k) => {
+                let v = &trace.services[k as usize];
+                let spec = ServiceSpec {
+                    tenant: self.tenant_ids[&v.tenant],
+                    priority: v.priority,
+                    replica: gang_for(v.gpus_per_replica, self.model, self.per_node),
+                    min_replicas: v.min_replicas,
+                    max_replicas: v.max_replicas,
+                    spread: v.spread,
+                };
+                self.s
+                    .create_service(u64::from(k), spec, now)
+                    .map_err(|e| format!("service {}: {e}", v.id))?;
+                let svc = &mut self.services[k as usize];
+                svc.live = true;
+                svc.desired = v.min_replicas;
+                self.desired_replicas += u64::from(v.min_replicas);
+                self.autoscale(k, now)?;
+            }
+            Event::Autoscale(k) => {
+                if !self.services[k as usize].live {
+                    return Ok(false);
+                }
+                return self.autoscale(k, now);
+            }
+            Event::ServiceEnd(k) => {
+                let svc = &mut self.services[k as usize];
+                if !svc.live {
+                    return Ok(false);
+                }
+                svc.live = false;
+                self.desired_replicas -= u64::from(svc.desired);
+                self.s
+                    .delete_service(u64::from(k), now)
+                    .map_err(|e| e.to_string())?;
+                self.forget_stopped_replicas(k);
+                self.services_ended += 1;
+            }
+            Event::SandboxSubmit(b) => {
+                self.backlog.push_back((b, 0));
+                self.cpu_room_changed = true;
+                return Ok(false);
+            }
+            Event::SandboxEnd(c, pos) => {
+                self.end_sandboxes(c, pos, now)?;
+                return Ok(false);
+            }
+            Event::Fail(n) => {
+                self.tally.failures += 1;
+                self.take_down(n..n + 1, now, out);
+                if let Some(f) = &self.config.faults.random {
+                    self.push(now + f.repair, Event::Repair(n));
+                }
+            }
+            Event::Repair(n) => {
+                self.bring_up(n..n + 1);
+                if let Some(f) = &self.config.faults.random {
+                    let next = now + f.repair.max(1) + self.fault_rng.exp(f.node_mtbf) as Time;
+                    self.push(next, Event::Fail(n));
+                }
+            }
+            Event::ChangeBegins(i) => {
+                let (c, nodes) = self.plan.changes[i as usize].clone();
+                match c.kind {
+                    ChangeKind::Fail => {
+                        self.tally.failures += 1;
+                        self.take_down(nodes, now, out);
+                    }
+                    ChangeKind::Drain => self.drain(nodes, true),
+                }
+                if let Some(lasts) = c.lasts {
+                    self.push(now.saturating_add(lasts), Event::ChangeEnds(i));
+                }
+            }
+            Event::ChangeEnds(i) => {
+                let (c, nodes) = self.plan.changes[i as usize].clone();
+                match c.kind {
+                    ChangeKind::Fail => self.bring_up(nodes),
+                    ChangeKind::Drain => self.drain(nodes, false),
+                }
+            }
+            Event::Deliver(r, k) => {
+                let nodes = self.plan.ramps[r as usize].1[k as usize].clone();
+                self.bring_up(nodes);
+            }
+            Event::Wake => {}
+            Event::Sample => {
+                self.sample(now);
+                if !self.all_done() {
+                    self.push(now + self.config.sample_interval.max(1), Event::Sample);
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One autoscaling decision for service `k`, and the next tick.
+    fn autoscale(&mut self, k: u32, now: Time) -> Result<bool, String> {
+        let v = &self.trace.services[k as usize];
+        let load = Load {
+            inflight: v.load.at(now),
+            p95_ms: None,
+        };
+        let svc = &mut self.services[k as usize];
+        let current = svc.desired;
+        let want = svc.scaler.observe(now, current, &load);
+        let mut changed = false;
+        if want != current {
+            let set = self
+                .s
+                .scale_service(u64::from(k), want, now)
+                .map_err(|e| e.to_string())?;
+            let svc = &mut self.services[k as usize];
+            self.desired_replicas = self.desired_replicas - u64::from(svc.desired) + u64::from(set);
+            svc.desired = set;
+            self.forget_stopped_replicas(k);
+            changed = true;
+        }
+        let next = now + self.config.autoscale_interval.max(1);
+        if v.end.is_none_or(|e| next < e) {
+            self.push(next, Event::Autoscale(k));
+        }
+        Ok(changed)
+    }
+
+    /// After a scale-down or deletion: running replicas of service `k` the queue stopped.
+    fn forget_stopped_replicas(&mut self, k: u32) {
+        let s = &self.s;
+        let stopped: Vec<WorkloadId> = self
+            .running_replicas
+            .keys()
+            .filter(|id| id.as_replica().is_some_and(|(svc, _)| svc == u64::from(k)))
+            .filter(|id| {
+                !matches!(
+                    s.job(**id).map(|j| &j.state),
+                    Some(JobState::Running { .. } | JobState::Preempting { .. })
+                )
+            })
+            .copied()
+            .collect();
+        for id in stopped {
+            if let Some(g) = self.running_replicas.remove(&id) {
+                self.busy_gpus -= g;
+            }
+        }
+    }
+
+    /// Nodes in `range` gain a reason to be down; those that had none fail now (their jobs
+    /// report their last checkpoint first).
+    fn take_down(&mut self, range: Range<u32>, now: Time, out: &mut Vec<Decision>) {
+        let mut newly = Vec::new();
+        for n in range.clone() {
+            self.down[n as usize] += 1;
+            if self.down[n as usize] == 1 {
+                newly.push(n);
+            }
+        }
+        if newly.is_empty() {
+            return;
+        }
+        for &n in &newly {
+            self.count_up(n, false);
+            for w in self.s.engine().workloads_on(NodeId(n)) {
+                self.report_checkpoint(w, now);
+            }
+        }
+        let scope = if newly.len() == range.len() && range.len() > 1 {
+            self.subtree_of(&range)
+        } else {
+            None
+        };
+        match scope {
+            Some(t) => out.extend(self.s.fail(Scope::Subtree(t), now)),
+            None => {
+                for n in newly {
+                    out.extend(self.s.fail(Scope::Node(NodeId(n)), now));
+                }
+            }
+        }
+    }
+
+    /// Nodes in `range` lose a reason to be down; those with none left come back (ready, or
+    /// draining if a drain covers them).
+    fn bring_up(&mut self, range: Range<u32>) {
+        for n in range {
+            let d = &mut self.down[n as usize];
+            *d = d.saturating_sub(1);
+            if *d == 0 {
+                self.count_up(n, true);
+                let state = if self.drained[n as usize] > 0 {
+                    NodeState::Draining
+                } else {
+                    NodeState::Ready
+                };
+                self.s.set_state(Scope::Node(NodeId(n)), state);
+                self.cpu_room_changed = true;
+            }
+        }
+    }
+
+    /// Starts (`on`) or ends a drain of `range`.
+    fn drain(&mut self, range: Range<u32>, on: bool) {
+        for n in range {
+            let i = n as usize;
+            if on {
+                self.drained[i] += 1;
+            } else {
+                self.drained[i] = self.drained[i].saturating_sub(1);
+            }
+            if self.down[i] == 0 && (self.drained[i] == 1 && on || self.drained[i] == 0 && !on) {
+                let state = if on {
+                    NodeState::Draining
+                } else {
+                    NodeState::Ready
+                };
+                self.s.set_state(Scope::Node(NodeId(n)), state);
+            }
+        }
+        self.cpu_room_changed |= !on;
+    }
+
+    /// The topology element whose nodes are exactly `range`, if any.
+    fn subtree_of(&self, range: &Range<u32>) -> Option<TopoId> {
+        let fleet = self.s.engine().fleet();
+        let node = fleet.node(NodeId(range.start));
+        let mut t = fleet.domain_of(NodeId(range.start)).or(Some(node.parent))?;
+        loop {
+            let nodes = &fleet.topo_node(t).nodes;
+            if nodes.start == range.start && nodes.end == range.end {
+                return Some(t);
+            }
+            if nodes.start < range.start || nodes.end > range.end {
+                return None;
+            }
+            t = fleet.topo_node(t).parent?;
+        }
+    }
+
+    fn count_up(&mut self, n: u32, up: bool) {
+        let cap = self.s.engine().fleet().node(NodeId(n)).capacity;
+        let (g, c) = if cap.gpus > 0 {
+            (u64::from(cap.gpus), 0)
+        } else {
+            (0, u64::from(cap.cpu_millis))
+        };
+        if up {
+            self.gpus_up += g;
+            self.cpu_up += c;
+        } else {
+            self.gpus_up -= g;
+            self.cpu_up -= c;
+        }
+    }
+
+    /// A training job about to lose a node reports the last checkpoint its progress reached.
+    fn report_checkpoint(&mut self, w: WorkloadId, now: Time) {
+        let i = w.0 as usize;
+        let (Some(run), Some(job)) = (self.runs.get(i), self.trace.jobs.get(i)) else {
+            return;
+        };
+        let (Some(start), Some(every)) = (run.started, job.checkpoint_interval) else {
+            return;
+        };
+        let done_work = (now - start) as f64 * run.rate;
+        let saved = (done_work / every as f64).floor() * every as f64;
+        if saved > 0.0 {
+            let at = start + (saved / run.rate).ceil() as Time;
+            let _ = self.s.checkpoint(w, at.min(now));
+        }
+    }
+
+    /// Places waiting sandboxes, oldest batch first, in the largest parts that fit.
+    fn place_backlog(&mut self, now: Time) {
+        let mut try_count = u32::MAX;
+        while let Some(&(b, placed)) = self.backlog.front() {
+            let batch = &self.trace.sandboxes[b as usize];
+            let left = batch.count - placed;
+            let mut k = left.min(try_count);
+            let id = WorkloadId(SANDBOX_BASE + self.chunks.len() as u64);
+            loop {
+                let request = SandboxRequest {
+                    count: k,
+                    cpu_millis: batch.cpu_millis,
+                    memory_mib: batch.memory_mib,
+                };
+                if self
+                    .s
+                    .place_sandboxes(id, &request, batch.max_retries, now)
+                    .is_ok()
+                {
+                    break;
+                }
+                if k == 1 {
+                    return; // no room for even one: wait for sandboxes to end
+                }
+                k /= 2;
+            }
+            try_count = k;
+            self.latency
+                .push(((now - batch.submit) as f64, u64::from(k)));
+            self.busy_cpu += u64::from(k) * u64::from(batch.cpu_millis);
+            let tick = self.config.sandbox_tick.max(1);
+            let mut ends: Vec<(Time, u32)> = (0..k)
+                .map(|i| {
+                    let end = now + batch.lifetime.draw(&mut self.life_rng);
+                    (end.div_ceil(tick) * tick, i)
+                })
+                .collect();
+            ends.sort_unstable();
+            let first = ends[0].0;
+            let c = self.chunks.len() as u32;
+            self.chunks.push(Chunk { batch: b, ends });
+            self.push(first, Event::SandboxEnd(c, 0));
+            if placed + k == batch.count {
+                self.backlog.pop_front();
+            } else if let Some(front) = self.backlog.front_mut() {
+                front.1 += k;
+            }
+        }
+    }
+
+    /// Ends the sandboxes of chunk `c` due now, from position `pos` of its end list.
+    fn end_sandboxes(&mut self, c: u32, pos: u32, now: Time) -> Result<(), String> {
+        let chunk = &self.chunks[c as usize];
+        let b = chunk.batch as usize;
+        let from = pos as usize;
+        let to = from + chunk.ends[from..].partition_point(|(t, _)| *t <= now);
+        let id = WorkloadId(SANDBOX_BASE + u64::from(c));
+        // Sandboxes lost to a failed host have already ended.
+        let live: Vec<u32> = match self.s.engine().allocation(id) {
+            Some(Allocation::Sandboxes { live, .. }) => chunk.ends[from..to]
+                .iter()
+                .map(|(_, i)| *i)
+                .filter(|i| live[*i as usize / 64] >> (i % 64) & 1 == 1)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let next = chunk.ends.get(to).map(|(t, _)| *t);
+        let ended = (to - from) as u32;
+        if !live.is_empty() {
+            self.s
+                .end_sandboxes(id, &live)
+                .map_err(|e| format!("sandbox chunk {c}: {e}"))?;
+            self.busy_cpu -= live.len() as u64 * u64::from(self.trace.sandboxes[b].cpu_millis);
+            self.cpu_room_changed = true;
+        }
+        self.sandboxes_ended += u64::from(ended);
+        self.batch_left[b] -= ended;
+        if self.batch_left[b] == 0 {
+            self.batches_done += 1;
+        }
+        match next {
+            Some(t) => self.push(t, Event::SandboxEnd(c, to as u32)),
+            None => self.chunks[c as usize].ends = Vec::new(),
+        }
+        Ok(())
+    }
+
+    /// Acts on one decision of the queue.
+    fn act(&mut self, d: Decision, now: Time) {
+        match d {
+            Decision::Start { job, slots } => {
+                if job.as_replica().is_some() {
+                    let gpus = self.s.job(job).map_or(0, |j| j.spec.gang.total_gpus());
+                    self.running_replicas.insert(job, gpus);
+                    self.busy_gpus += gpus;
+                    self.tally.replica_starts += 1;
+                    return;
+                }
+                let i = job.0 as usize;
+                let gpus = self.gang(i).total_gpus();
+                self.pending_gpus[self.tenant_of_job[i]] -= gpus;
+                let (levels, ndomains) =
+                    levels_spanned(self.s.engine().fleet(), &self.heights, &slots);
+                let r = &mut self.runs[i];
+                r.rate = self.config.speed.factor(levels);
+                r.started = Some(now);
+                r.first_start.get_or_insert(now);
+                r.epoch += 1;
+                let end = now + (r.remaining / r.rate).ceil().max(1.0) as Time;
+                let epoch = r.epoch;
+                self.push(end, Event::Finish(i as u32, epoch));
+                self.tally.starts += 1;
+                self.busy_gpus += gpus;
+                if u64::from(self.trace.jobs[i].gpus) <= self.domain_gpus {
+                    self.tally.small_gangs += 1;
+                    self.tally.small_in_one_domain += u64::from(ndomains <= 1);
+                }
+                self.tally.levels_sum += u64::from(levels);
+            }
+            Decision::Requeue { job, .. } | Decision::Replace { job, .. } => {
+                let in_place = matches!(d, Decision::Replace { .. });
+                if job.as_replica().is_some() {
+                    if !in_place {
+                        if let Some(g) = self.running_replicas.remove(&job) {
+                            self.busy_gpus -= g;
+                        }
+                    }
+                    self.tally.restarts += 1;
+                    return;
+                }
+                let i = job.0 as usize;
+                let gpus = self.gang(i).total_gpus();
+                if !in_place {
+                    self.pending_gpus[self.tenant_of_job[i]] += gpus;
+                }
+                let every = self.trace.jobs[i].checkpoint_interval;
+                let r = &mut self.runs[i];
+                let was_running = r.started.is_some();
+                if let Some(start) = r.started {
+                    let done_work = (now - start) as f64 * r.rate;
+                    let saved = match every {
+                        Some(every) => (done_work / every as f64).floor() * every as f64,
+                        None => 0.0,
+                    };
+                    r.remaining = (r.remaining - saved).max(1.0);
+                }
+                r.epoch += 1;
+                self.tally.restarts += 1;
+                if in_place {
+                    r.started = Some(now);
+                    let end = now + (r.remaining / r.rate).ceil().max(1.0) as Time;
+                    let epoch = r.epoch;
+                    self.push(end, Event::Finish(i as u32, epoch));
+                } else {
+                    r.started = None;
+                    if was_running {
+                        self.busy_gpus -= gpus;
+                    }
+                }
+            }
+            Decision::Preempt { deadline, .. } => self.push(deadline, Event::Wake),
+            Decision::Reserve { start, .. } => self.push(start.max(now + 1), Event::Wake),
+            Decision::SandboxesLost { batch, count, .. } => {
+                let c = (batch.0 - SANDBOX_BASE) as usize;
+                let b = self.chunks[c].batch as usize;
+                self.busy_cpu -= u64::from(count) * u64::from(self.trace.sandboxes[b].cpu_millis);
+                self.tally.sandboxes_lost += u64::from(count);
+            }
+            Decision::SandboxesMoved { count, .. } => {
+                self.tally.sandboxes_moved += u64::from(count);
+            }
+        }
+    }
+
+    fn sample(&mut self, now: Time) {
+        // What each tenant holds and asks for, in GPUs.
+        let report = self.s.tenant_report();
+        let held: Vec<f64> = report
+            .iter()
+            .map(|t| t.usage.gpus.iter().sum::<u64>() as f64)
+            .collect();
+        let mut demand: Vec<f64> = held
+            .iter()
+            .zip(&self.pending_gpus)
+            .map(|(h, p)| h + *p as f64)
+            .collect();
+        for (k, v) in self.trace.services.iter().enumerate() {
+            if let Some(st) = self.s.service_status(k as u64) {
+                let t = self.tenant_ids[&v.tenant].0 as usize;
+                demand[t] += f64::from(st.pending) * self.services[k].gpus_per_replica as f64;
+            }
+        }
+        let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+        self.samples.push(Sample {
+            t: now,
+            gpu_util: ratio(self.busy_gpus, self.gpus_up),
+            cpu_util: ratio(self.busy_cpu, self.cpu_up),
+            gpus_up: self.gpus_up,
+            queue_len: self.s.pending_count() as u64,
+            running: self.s.running_count() as u64,
+            sandboxes_waiting: self
+                .backlog
+                .iter()
+                .map(|(b, placed)| u64::from(self.trace.sandboxes[*b as usize].count - placed))
+                .sum(),
+            whole_free_domains: self.s.engine().whole_free_domains(),
+            fair_dev: fair_deviation(&held, &demand),
+        });
+    }
+
+    /// Every count the loop keeps, checked against the queue and the engine from scratch.
+    fn check(&self, now: Time) -> Result<(), String> {
+        let s = &self.s;
+        s.check_invariants().map_err(|v| format!("t={now}: {v}"))?;
+        let (_, free) = s.engine().gpu_usage();
+        let running_gpus: u64 = s
+            .running_jobs()
+            .iter()
+            .map(|id| s.job(*id).map_or(0, |j| j.spec.gang.total_gpus()))
+            .sum();
+        let fleet = s.engine().fleet();
+        let ready_gpus: u64 = fleet
+            .nodes()
+            .iter()
+            .filter(|n| n.state == NodeState::Ready)
+            .map(|n| u64::from(n.capacity.gpus))
+            .sum();
+        let up_gpus: u64 = fleet
+            .nodes()
+            .iter()
+            .filter(|n| n.state != NodeState::Down)
+            .map(|n| u64::from(n.capacity.gpus))
+            .sum();
+        let fail = |what: String| Err(format!("t={now}: {what}"));
+        if running_gpus != self.busy_gpus {
+            return fail(format!(
+                "loop counts {} busy GPUs, jobs hold {running_gpus}",
+                self.busy_gpus
+            ));
+        }
+        if up_gpus != self.gpus_up {
+            return fail(format!(
+                "loop counts {} GPUs in service, nodes say {up_gpus}",
+                self.gpus_up
+            ));
+        }
+        // Busy + free = in service, where nothing is drained.
+        if !self.drained.iter().any(|d| *d > 0) && running_gpus + free != ready_gpus {
+            return fail(format!(
+                "{running_gpus} busy + {free} free != {ready_gpus} on ready nodes"
+            ));
+        }
+        let running_runs = self.runs.iter().filter(|r| r.started.is_some()).count();
+        if running_runs + self.running_replicas.len() != s.running_jobs().len() {
+            return fail(format!(
+                "{running_runs} runs and {} replicas in progress but the queue runs {}",
+                self.running_replicas.len(),
+                s.running_jobs().len()
+            ));
+        }
+        let live_cpu: u64 = (0..self.chunks.len())
+            .filter_map(|c| {
+                let id = WorkloadId(SANDBOX_BASE + c as u64);
+                match s.engine().allocation(id) {
+                    Some(Allocation::Sandboxes {
+                        request,
+                        live_count,
+                        ..
+                    }) => Some(u64::from(*live_count) * u64::from(request.cpu_millis)),
+                    _ => None,
+                }
+            })
+            .sum();
+        if live_cpu != self.busy_cpu {
+            return fail(format!(
+                "loop counts {} busy millicores, live sandboxes hold {live_cpu}",
+                self.busy_cpu
+            ));
+        }
+        for (i, n) in fleet.nodes().iter().enumerate() {
+            let want = if self.down[i] > 0 {
+                NodeState::Down
+            } else if self.drained[i] > 0 {
+                NodeState::Draining
+            } else {
+                NodeState::Ready
+            };
+            if n.state != want {
+                return fail(format!(
+                    "node {} is {:?}, its reasons say {want:?}",
+                    n.name, n.state
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> Report {
+        let lost: f64 = self
+            .s
+            .tenant_report()
+            .iter()
+            .map(|t| t.lost_gpu_hours)
+            .sum();
+        let per_job: Vec<(Time, Time, Time, String, u64)> = self
+            .trace
+            .jobs
+            .iter()
+            .zip(&self.runs)
+            .map(|(j, r)| {
+                (
+                    j.submit,
+                    r.first_start.unwrap_or(j.submit),
+                    r.finished.unwrap_or(j.submit),
+                    j.tenant.clone(),
+                    u64::from(j.gpus) * j.duration,
+                )
+            })
+            .collect();
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let mut report = Report::build(
+            &self.config.policy,
+            &per_job,
+            &self.tally,
+            self.samples.clone(),
+            ratio(self.busy_gpu_seconds, self.up_gpu_seconds),
+            lost,
+        );
+        report.cpu_utilization = ratio(self.busy_cpu_seconds, self.up_cpu_seconds);
+        report.sandboxes = self.sandboxes_total;
+        report.sandbox_start_latency =
+            (!self.latency.is_empty()).then(|| crate::report::Stats::weighted(&self.latency));
+        report.services = self.trace.services.len() as u64;
+        report.service_shortfall = ratio(self.replica_seconds_short, self.replica_seconds_wanted);
+        report
+    }
 }

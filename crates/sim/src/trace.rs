@@ -1,21 +1,41 @@
 //! Workloads in: the Philly trace (CSV), Stargrid's own JSONL trace, and the rows they become.
 //!
-//! Stargrid's trace format is one JSON object per line:
+//! Stargrid's trace format is one JSON object per line, of three kinds (`kind` defaults to
+//! `job`); ids are unique over the whole file; all times are seconds from the trace's start.
 //!
 //! ```text
 //! {"id": 1, "submit": 0, "duration": 3600, "gpus": 64, "tenant": "pretrain", "priority": "training",
 //!  "time_limit": 7200, "checkpoint_interval": 600}
+//! {"kind": "service", "id": 2, "submit": 0, "end": 604800, "tenant": "chat", "gpus_per_replica": 8,
+//!  "min_replicas": 2, "max_replicas": 64, "inflight_per_replica": 32,
+//!  "load": {"daily": {"base": 200, "peak": 1500, "peak_hour": 14}},
+//!  "spread": {"level": "zone", "max_per": 32}}
+//! {"kind": "sandboxes", "id": 3, "submit": 7200, "tenant": "agents", "count": 100000,
+//!  "cpu_millis": 1000, "memory_mib": 2048, "lifetime": {"exp": {"mean": 900}}, "max_retries": 1}
 //! ```
 //!
-//! `submit`, `duration`, `time_limit` and `checkpoint_interval` are seconds; `duration` is the run
-//! time at full speed (a gang placed across network levels runs slower, see `speed`);
-//! `priority` is one of `preemptible`, `research`, `training`, `production-inference`
-//! (default `research`); `time_limit` defaults to `duration` rounded up to the hour;
-//! `checkpoint_interval` is optional (without it a requeued job restarts from scratch).
+//! - **job** (a training gang): `duration` is the run time at full speed (a gang placed across
+//!   network levels runs slower, see `speed`); `priority` is one of `preemptible`, `research`,
+//!   `training`, `production-inference` (default `research`); `time_limit` defaults to
+//!   `duration` rounded up to the hour; `checkpoint_interval` is optional (without it a
+//!   requeued job restarts from scratch).
+//! - **service** (inference): replicas of `gpus_per_replica` GPUs, scaled between
+//!   `min_replicas` and `max_replicas` by the queue's autoscaler so that each replica carries
+//!   `inflight_per_replica` requests of the `load` curve: `{"daily": {"base", "peak",
+//!   "peak_hour"}}` (a cosine day, highest at `peak_hour` of every day) or `{"points": [[t,
+//!   inflight], ...]}` (piecewise linear, flat after the last point). `end` is optional (the
+//!   service then lives until the rest of the trace is done); `priority` defaults to
+//!   `production-inference`; `spread` is an optional rule (`level`: `domain`, `zone`,
+//!   `region` or `cloud`; `max_per` replicas in one).
+//! - **sandboxes** (a batch on CPU hosts): `count` sandboxes of `cpu_millis` and `memory_mib`
+//!   each, living for a time drawn from `lifetime`: `{"fixed": s}`, `{"exp": {"mean": s}}` or
+//!   `{"lognormal": {"median": s, "sigma": x}}`; placed as soon as there is room (what does
+//!   not fit waits and starts as sandboxes end); `max_retries` (default 1) host failures the
+//!   batch survives by moving.
 
-use model::PriorityClass;
+use model::{PriorityClass, SpreadRule};
 use sched::Time;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One training job of a trace.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,11 +58,189 @@ pub struct TraceJob {
     pub checkpoint_interval: Option<Time>,
 }
 
+/// Requests in flight to a service over time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LoadCurve {
+    /// A cosine day: `base` at the quietest hour, `peak` at `peak_hour` (0 ≤ h < 24) of every day.
+    Daily {
+        /// Lowest in-flight requests.
+        base: f64,
+        /// Highest in-flight requests.
+        peak: f64,
+        /// Hour of the day of the peak.
+        peak_hour: f64,
+    },
+    /// Piecewise linear through `(time, in-flight)` points, flat before the first and after the
+    /// last.
+    Points(Vec<(Time, f64)>),
+}
+
+impl LoadCurve {
+    /// In-flight requests at `t`.
+    pub fn at(&self, t: Time) -> f64 {
+        match self {
+            LoadCurve::Daily {
+                base,
+                peak,
+                peak_hour,
+            } => {
+                let hour = (t % 86_400) as f64 / 3600.0;
+                let phase = std::f64::consts::TAU * (hour - peak_hour) / 24.0;
+                base + (peak - base) * (1.0 + phase.cos()) / 2.0
+            }
+            LoadCurve::Points(points) => {
+                let i = points.partition_point(|p| p.0 <= t);
+                match (i.checked_sub(1).map(|k| points[k]), points.get(i)) {
+                    (None, Some(first)) => first.1,
+                    (Some(last), None) => last.1,
+                    (Some(a), Some(b)) => {
+                        let f = (t - a.0) as f64 / (b.0 - a.0).max(1) as f64;
+                        a.1 + (b.1 - a.1) * f
+                    }
+                    (None, None) => 0.0,
+                }
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        match self {
+            LoadCurve::Daily {
+                base,
+                peak,
+                peak_hour,
+            } => {
+                if !ok(*base) || !ok(*peak) || peak < base {
+                    return Err(("load", "needs 0 <= base <= peak".into()));
+                }
+                if !(0.0..24.0).contains(peak_hour) {
+                    return Err(("load", "peak_hour must be in 0..24".into()));
+                }
+            }
+            LoadCurve::Points(points) => {
+                if points.is_empty() {
+                    return Err(("load", "needs at least one point".into()));
+                }
+                if points.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err(("load", "point times must increase".into()));
+                }
+                if points.iter().any(|p| !ok(p.1)) {
+                    return Err(("load", "in-flight values must be finite and >= 0".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One inference service of a trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceService {
+    /// Identity (unique within the trace).
+    pub id: u64,
+    /// Creation time.
+    pub submit: Time,
+    /// Deletion time, if any.
+    pub end: Option<Time>,
+    /// Owner.
+    pub tenant: String,
+    /// Priority of its replicas.
+    pub priority: PriorityClass,
+    /// GPUs of one replica.
+    pub gpus_per_replica: u32,
+    /// Fewest replicas.
+    pub min_replicas: u32,
+    /// Most replicas.
+    pub max_replicas: u32,
+    /// In-flight requests one replica should carry.
+    pub inflight_per_replica: f64,
+    /// Load over time.
+    pub load: LoadCurve,
+    /// Spread rule.
+    pub spread: Option<SpreadRule>,
+}
+
+/// How long a sandbox lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Lifetime {
+    /// Always this many seconds.
+    Fixed(Time),
+    /// Exponential.
+    Exp {
+        /// Mean seconds.
+        mean: f64,
+    },
+    /// Log-normal.
+    Lognormal {
+        /// Median seconds.
+        median: f64,
+        /// Standard deviation of the logarithm.
+        sigma: f64,
+    },
+}
+
+impl Lifetime {
+    /// One draw, in whole seconds (at least 1).
+    pub fn draw(&self, rng: &mut crate::rng::Rng) -> Time {
+        let secs = match self {
+            Lifetime::Fixed(s) => *s as f64,
+            Lifetime::Exp { mean } => rng.exp(*mean),
+            Lifetime::Lognormal { median, sigma } => median * (sigma * rng.normal()).exp(),
+        };
+        (secs.ceil() as Time).clamp(1, 100 * 365 * 86_400)
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let bad = match self {
+            Lifetime::Fixed(s) => *s == 0,
+            Lifetime::Exp { mean } => !(mean.is_finite() && *mean >= 1.0),
+            Lifetime::Lognormal { median, sigma } => {
+                !(median.is_finite() && *median >= 1.0 && sigma.is_finite() && *sigma >= 0.0)
+            }
+        };
+        if bad {
+            return Err((
+                "lifetime",
+                "needs at least 1 second (and sigma >= 0)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One batch of sandboxes of a trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceSandboxes {
+    /// Identity (unique within the trace).
+    pub id: u64,
+    /// Submission time.
+    pub submit: Time,
+    /// Owner.
+    pub tenant: String,
+    /// Sandboxes in the batch.
+    pub count: u32,
+    /// CPU of each, millicores.
+    pub cpu_millis: u32,
+    /// Memory of each, MiB.
+    pub memory_mib: u32,
+    /// How long each lives.
+    pub lifetime: Lifetime,
+    /// Host failures the batch survives by moving.
+    pub max_retries: u32,
+}
+
 /// A trace read from a file.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Trace {
     /// Jobs sorted by submission time.
     pub jobs: Vec<TraceJob>,
+    /// Inference services sorted by creation time.
+    pub services: Vec<TraceService>,
+    /// Sandbox batches sorted by submission time.
+    pub sandboxes: Vec<TraceSandboxes>,
     /// Rows skipped as bad (only with `skip_bad`).
     pub skipped: usize,
 }
@@ -202,12 +400,18 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
             j
         })
         .collect();
-    Ok(Trace { jobs, skipped })
+    Ok(Trace {
+        jobs,
+        skipped,
+        ..Trace::default()
+    })
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonJob {
+    #[allow(dead_code)]
+    kind: Option<String>,
     id: u64,
     submit: Time,
     duration: Time,
@@ -219,74 +423,243 @@ struct JsonJob {
     checkpoint_interval: Option<Time>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonService {
+    #[allow(dead_code)]
+    kind: String,
+    id: u64,
+    submit: Time,
+    end: Option<Time>,
+    tenant: String,
+    #[serde(default = "inference")]
+    priority: PriorityClass,
+    gpus_per_replica: u32,
+    min_replicas: u32,
+    max_replicas: u32,
+    inflight_per_replica: f64,
+    load: LoadCurve,
+    spread: Option<SpreadRule>,
+}
+
+fn inference() -> PriorityClass {
+    PriorityClass::ProductionInference
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonSandboxes {
+    #[allow(dead_code)]
+    kind: String,
+    id: u64,
+    submit: Time,
+    tenant: String,
+    count: u32,
+    cpu_millis: u32,
+    memory_mib: u32,
+    lifetime: Lifetime,
+    #[serde(default = "one")]
+    max_retries: u32,
+}
+
+/// One parsed line.
+enum Row {
+    Job(TraceJob),
+    Service(TraceService),
+    Sandboxes(TraceSandboxes),
+}
+
+/// Parses one line; errors name the field (or the character for malformed JSON).
+fn parse_row(raw: &str) -> Result<Row, (String, String)> {
+    let syntax = |e: serde_json::Error| (format!("char {}", e.column()), e.to_string());
+    let value: serde_json::Value = serde_json::from_str(raw).map_err(syntax)?;
+    let kind = match value.get("kind") {
+        None => "job".to_string(),
+        Some(serde_json::Value::String(k)) => k.clone(),
+        Some(_) => return Err(("kind".into(), "must be a string".into())),
+    };
+    // Name the field serde stopped at (a missing field is named in the reason).
+    let shape = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "line".to_string()
+        } else {
+            path
+        };
+        (field, e.into_inner().to_string())
+    };
+    let bad = |field: &str, reason: &str| (field.to_string(), reason.to_string());
+    let tenant_ok = |t: &str| {
+        if t.trim().is_empty() {
+            Err(bad("tenant", "is empty"))
+        } else {
+            Ok(())
+        }
+    };
+    match kind.as_str() {
+        "job" => {
+            let j: JsonJob = serde_path_to_error::deserialize(value).map_err(shape)?;
+            if j.duration == 0 {
+                return Err(bad("duration", "must be at least 1 second"));
+            }
+            if j.gpus == 0 || j.gpus > 1_000_000 {
+                return Err(bad("gpus", "must be 1..=1000000"));
+            }
+            if j.checkpoint_interval == Some(0) {
+                return Err(bad("checkpoint_interval", "must be at least 1 second"));
+            }
+            tenant_ok(&j.tenant)?;
+            Ok(Row::Job(TraceJob {
+                id: j.id,
+                submit: j.submit,
+                duration: j.duration,
+                gpus: j.gpus,
+                tenant: j.tenant,
+                priority: j.priority,
+                time_limit: j
+                    .time_limit
+                    .unwrap_or_else(|| limit_from(j.duration))
+                    .max(1),
+                checkpoint_interval: j.checkpoint_interval,
+            }))
+        }
+        "service" => {
+            let v: JsonService = serde_path_to_error::deserialize(value).map_err(shape)?;
+            if v.gpus_per_replica == 0 || v.gpus_per_replica > 100_000 {
+                return Err(bad("gpus_per_replica", "must be 1..=100000"));
+            }
+            if v.max_replicas == 0 || v.max_replicas > model::ServiceSpec::MAX_REPLICAS {
+                return Err(bad("max_replicas", "must be 1..=100000"));
+            }
+            if v.min_replicas > v.max_replicas {
+                return Err(bad("min_replicas", "is above max_replicas"));
+            }
+            if !(v.inflight_per_replica.is_finite() && v.inflight_per_replica > 0.0) {
+                return Err(bad("inflight_per_replica", "must be a positive number"));
+            }
+            if v.end.is_some_and(|e| e <= v.submit) {
+                return Err(bad("end", "must be after submit"));
+            }
+            if v.spread.is_some_and(|r| r.max_per == 0) {
+                return Err(bad("spread", "max_per must be at least 1"));
+            }
+            v.load.check().map_err(|(f, r)| (f.to_string(), r))?;
+            tenant_ok(&v.tenant)?;
+            Ok(Row::Service(TraceService {
+                id: v.id,
+                submit: v.submit,
+                end: v.end,
+                tenant: v.tenant,
+                priority: v.priority,
+                gpus_per_replica: v.gpus_per_replica,
+                min_replicas: v.min_replicas,
+                max_replicas: v.max_replicas,
+                inflight_per_replica: v.inflight_per_replica,
+                load: v.load,
+                spread: v.spread,
+            }))
+        }
+        "sandboxes" => {
+            let b: JsonSandboxes = serde_path_to_error::deserialize(value).map_err(shape)?;
+            if b.count == 0 || b.count > model::SandboxRequest::MAX_BATCH {
+                return Err(bad("count", "must be 1..=1000000"));
+            }
+            if b.cpu_millis == 0 {
+                return Err(bad("cpu_millis", "must be at least 1"));
+            }
+            b.lifetime.check().map_err(|(f, r)| (f.to_string(), r))?;
+            tenant_ok(&b.tenant)?;
+            Ok(Row::Sandboxes(TraceSandboxes {
+                id: b.id,
+                submit: b.submit,
+                tenant: b.tenant,
+                count: b.count,
+                cpu_millis: b.cpu_millis,
+                memory_mib: b.memory_mib,
+                lifetime: b.lifetime,
+                max_retries: b.max_retries,
+            }))
+        }
+        other => Err((
+            "kind".into(),
+            format!("'{other}' is not one of job, service, sandboxes"),
+        )),
+    }
+}
+
 /// Reads Stargrid's JSONL trace (see the module documentation).
 pub fn read_jsonl(file: &str, text: &str, skip_bad: bool) -> Result<Trace, TraceError> {
-    let mut jobs = Vec::new();
-    let mut skipped = 0;
+    let mut trace = Trace::default();
     let mut ids = std::collections::HashSet::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         if raw.trim().is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str::<JsonJob>(raw)
-            .map_err(|e| TraceError {
-                file: file.to_string(),
-                line,
-                column: format!("char {}", e.column()),
-                reason: e.to_string(),
-            })
-            .and_then(|j| {
-                let bad = |column: &str, reason: &str| TraceError {
+        let parsed = parse_row(raw).and_then(|row| {
+            let id = match &row {
+                Row::Job(j) => j.id,
+                Row::Service(v) => v.id,
+                Row::Sandboxes(b) => b.id,
+            };
+            if ids.insert(id) {
+                Ok(row)
+            } else {
+                Err(("id".into(), format!("{id} is used twice")))
+            }
+        });
+        match parsed {
+            Ok(Row::Job(j)) => trace.jobs.push(j),
+            Ok(Row::Service(v)) => trace.services.push(v),
+            Ok(Row::Sandboxes(b)) => trace.sandboxes.push(b),
+            Err(_) if skip_bad => trace.skipped += 1,
+            Err((column, reason)) => {
+                return Err(TraceError {
                     file: file.to_string(),
                     line,
-                    column: column.to_string(),
-                    reason: reason.to_string(),
-                };
-                if j.duration == 0 {
-                    return Err(bad("duration", "must be at least 1 second"));
-                }
-                if j.gpus == 0 || j.gpus > 1_000_000 {
-                    return Err(bad("gpus", "must be 1..=1000000"));
-                }
-                if j.checkpoint_interval == Some(0) {
-                    return Err(bad("checkpoint_interval", "must be at least 1 second"));
-                }
-                if !ids.insert(j.id) {
-                    return Err(bad("id", "is used twice"));
-                }
-                Ok(TraceJob {
-                    id: j.id,
-                    submit: j.submit,
-                    duration: j.duration,
-                    gpus: j.gpus,
-                    tenant: j.tenant,
-                    priority: j.priority,
-                    time_limit: j
-                        .time_limit
-                        .unwrap_or_else(|| limit_from(j.duration))
-                        .max(1),
-                    checkpoint_interval: j.checkpoint_interval,
+                    column,
+                    reason,
                 })
-            });
-        match parsed {
-            Ok(j) => jobs.push(j),
-            Err(_) if skip_bad => skipped += 1,
-            Err(e) => return Err(e),
+            }
         }
     }
-    jobs.sort_by_key(|j: &TraceJob| (j.submit, j.id));
-    Ok(Trace { jobs, skipped })
+    trace.jobs.sort_by_key(|j| (j.submit, j.id));
+    trace.services.sort_by_key(|v| (v.submit, v.id));
+    trace.sandboxes.sort_by_key(|b| (b.submit, b.id));
+    Ok(trace)
 }
 
-/// Writes jobs in Stargrid's JSONL format.
-pub fn write_jsonl(jobs: &[TraceJob]) -> String {
+/// Writes a trace in Stargrid's JSONL format (jobs, then services, then sandbox batches).
+pub fn write_jsonl(trace: &Trace) -> String {
     let mut out = String::new();
-    for j in jobs {
+    for j in &trace.jobs {
         let v = serde_json::json!({
             "id": j.id, "submit": j.submit, "duration": j.duration, "gpus": j.gpus,
             "tenant": j.tenant, "priority": j.priority, "time_limit": j.time_limit,
             "checkpoint_interval": j.checkpoint_interval,
+        });
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    for s in &trace.services {
+        let v = serde_json::json!({
+            "kind": "service", "id": s.id, "submit": s.submit, "end": s.end,
+            "tenant": s.tenant, "priority": s.priority, "gpus_per_replica": s.gpus_per_replica,
+            "min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
+            "inflight_per_replica": s.inflight_per_replica, "load": s.load, "spread": s.spread,
+        });
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    for b in &trace.sandboxes {
+        let v = serde_json::json!({
+            "kind": "sandboxes", "id": b.id, "submit": b.submit, "tenant": b.tenant,
+            "count": b.count, "cpu_millis": b.cpu_millis, "memory_mib": b.memory_mib,
+            "lifetime": b.lifetime, "max_retries": b.max_retries,
         });
         out.push_str(&v.to_string());
         out.push('\n');
@@ -346,7 +719,7 @@ mod tests {
     #[test]
     fn jsonl_round_trips_and_reports_lines() {
         let t = read_philly("p.csv", SAMPLE, false).unwrap();
-        let text = write_jsonl(&t.jobs);
+        let text = write_jsonl(&t);
         let back = read_jsonl("t.jsonl", &text, false).unwrap();
         assert_eq!(back.jobs, t.jobs);
         let e = read_jsonl("t.jsonl", &format!("{text}{{\"id\": 9}}\n"), false).unwrap_err();
@@ -356,12 +729,101 @@ mod tests {
         assert_eq!((e.line, e.column.as_str()), (1, "gpus"));
     }
 
+    const MIXED: &str = r#"{"id": 1, "submit": 5, "duration": 60, "gpus": 8, "tenant": "a"}
+{"kind": "service", "id": 2, "submit": 0, "tenant": "chat", "gpus_per_replica": 8, "min_replicas": 1, "max_replicas": 4, "inflight_per_replica": 10, "load": {"points": [[0, 5], [100, 25]]}, "spread": {"level": "zone", "max_per": 2}}
+{"kind": "sandboxes", "id": 3, "submit": 10, "tenant": "agents", "count": 1000, "cpu_millis": 500, "memory_mib": 1024, "lifetime": {"lognormal": {"median": 60, "sigma": 0.5}}}
+"#;
+
+    #[test]
+    fn three_kinds_parse_and_round_trip() {
+        let t = read_jsonl("m.jsonl", MIXED, false).unwrap();
+        assert_eq!(
+            (t.jobs.len(), t.services.len(), t.sandboxes.len()),
+            (1, 1, 1)
+        );
+        let v = &t.services[0];
+        assert_eq!(v.priority, PriorityClass::ProductionInference);
+        assert_eq!(
+            (v.load.at(0), v.load.at(50), v.load.at(1000)),
+            (5.0, 15.0, 25.0)
+        );
+        assert_eq!(t.sandboxes[0].max_retries, 1);
+        let back = read_jsonl("m.jsonl", &write_jsonl(&t), false).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn daily_curve_peaks_at_its_hour() {
+        let c = LoadCurve::Daily {
+            base: 100.0,
+            peak: 300.0,
+            peak_hour: 14.0,
+        };
+        assert!((c.at(14 * 3600) - 300.0).abs() < 1e-9);
+        assert!((c.at(86_400 + 2 * 3600) - 100.0).abs() < 1e-9);
+        assert!((c.at(8 * 3600) - 200.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bad_service_and_sandbox_rows_name_the_field() {
+        let cases = [
+            (
+                r#""max_replicas": 4"#,
+                r#""max_replicas": 0"#,
+                "max_replicas",
+            ),
+            (
+                r#""min_replicas": 1"#,
+                r#""min_replicas": 9"#,
+                "min_replicas",
+            ),
+            (r#"[[0, 5], [100, 25]]"#, r#"[[100, 5], [0, 25]]"#, "load"),
+            (r#""count": 1000"#, r#""count": 0"#, "count"),
+            (r#""median": 60"#, r#""median": 0"#, "lifetime"),
+            (r#""kind": "sandboxes""#, r#""kind": "pods""#, "kind"),
+            (r#""id": 3"#, r#""id": 2"#, "id"),
+            (
+                r#""cpu_millis": 500"#,
+                r#""cpu_millis": "lots""#,
+                "cpu_millis",
+            ),
+            (
+                r#""max_per": 2"#,
+                r#""max_per": 2, "colour": 1"#,
+                "spread.colour",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = MIXED.replace(from, to);
+            let e = read_jsonl("m.jsonl", &text, false).unwrap_err();
+            assert_eq!(e.column, field, "{from} -> {to}: {e}");
+            let skipped = read_jsonl("m.jsonl", &text, true).unwrap();
+            assert_eq!(skipped.skipped, 1);
+        }
+        let e = read_jsonl(
+            "m.jsonl",
+            &MIXED.replace("\"tenant\": \"chat\", ", ""),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("tenant"), "{e}");
+    }
+
     proptest! {
         #[test]
         fn garbage_never_panics(s in "\\PC{0,300}") {
             let _ = read_philly("g.csv", &s, false);
             let _ = read_philly("g.csv", &s, true);
             let _ = read_jsonl("g.jsonl", &s, false);
+        }
+
+        #[test]
+        fn mutated_rows_never_panic(at in 0usize..600, byte in any::<u8>()) {
+            let mut bytes = MIXED.as_bytes().to_vec();
+            let i = at % bytes.len();
+            bytes[i] = byte;
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = read_jsonl("m.jsonl", &text, false);
         }
     }
 }

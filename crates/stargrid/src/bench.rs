@@ -562,10 +562,10 @@ fn bench_sim(a: &SimBenchArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.philly).with_context(|| format!("reading {name}"))?;
     let trace = sim::trace::read_philly(&name, &text, false)?;
     let parse_s = t0.elapsed().as_secs_f64();
-    let fleet = sim::fleets::hosts_fleet(a.philly_gpus).context("building the Philly fleet")?;
+    let fleet = sim::fleets::hosts_fleet(a.philly_gpus, 0).context("building the Philly fleet")?;
     let pb = bar(trace.jobs.len() as u64, "philly", quiet);
     let t1 = Instant::now();
-    let philly = simulate(fleet, &trace.jobs, &SimConfig::default(), &mut |d, _| {
+    let philly = simulate(fleet, &trace, &SimConfig::default(), &mut |d, _| {
         pb.set_position(d)
     })
     .map_err(|e| anyhow::anyhow!("simulating philly: {e}"))?;
@@ -575,21 +575,18 @@ fn bench_sim(a: &SimBenchArgs) -> Result<()> {
     let mut year_seconds = json!(null);
     if a.year_jobs > 0 {
         let t2 = Instant::now();
-        let fleet = generate(
-            &fleet::generate::GenSpec {
-                cpu_hosts: 0,
-                ..Default::default()
-            },
-            &InstanceCatalog::builtin(),
-        )
-        .context("generating the reference fleet")?;
+        let spec = fleet::generate::GenSpec::default();
+        let fleet = generate(&spec, &InstanceCatalog::builtin())
+            .context("generating the reference fleet")?;
         let gpus = fleet.summary().gpus;
         let jobs = synth(&SynthSpec {
             jobs: a.year_jobs,
             fleet_gpus: gpus,
+            cpu_hosts: spec.cpu_hosts,
             ..SynthSpec::default()
         });
-        let pb = bar(jobs.len() as u64, "synthetic year", quiet);
+        let units = jobs.jobs.len() + jobs.sandboxes.len() + jobs.services.len();
+        let pb = bar(units as u64, "synthetic year", quiet);
         let r = simulate(fleet, &jobs, &SimConfig::default(), &mut |d, _| {
             pb.set_position(d)
         })
@@ -598,8 +595,15 @@ fn bench_sim(a: &SimBenchArgs) -> Result<()> {
         let secs = t2.elapsed().as_secs_f64();
         year_seconds = json!(secs);
         year = json!({
-            "jobs": jobs.len(),
+            "jobs": jobs.jobs.len(),
+            "services": jobs.services.len(),
+            "sandbox_batches": jobs.sandboxes.len(),
+            "sandboxes": r.sandboxes,
             "fleet_gpus": gpus,
+            "cpu_hosts": spec.cpu_hosts,
+            "cpu_utilization": r.cpu_utilization,
+            "sandbox_start_p99_s": r.sandbox_start_latency.as_ref().map(|s| s.p99),
+            "service_shortfall": r.service_shortfall,
             "gpu_utilization": r.gpu_utilization,
             "jct_mean_h": r.jct.mean / 3600.0,
             "queueing_mean_h": r.queueing.mean / 3600.0,

@@ -8,8 +8,9 @@ use fleet::generate::{generate, GenSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{Fleet, InstanceCatalog};
 use sched::SchedConfig;
+use sim::faults::FaultPlan;
 use sim::synth::{self, SynthSpec};
-use sim::{FaultSpec, Report, SimConfig, TraceJob};
+use sim::{FaultSpec, Report, SimConfig, Trace};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -53,6 +54,13 @@ pub struct Input {
     /// GPUs of the built-in fleet (8-GPU hosts for Philly; NVL72 domains otherwise).
     #[arg(long)]
     pub gpus: Option<u64>,
+    /// CPU hosts of the built-in fleet (default: none for Philly, one per 5 GPUs otherwise).
+    #[arg(long)]
+    pub cpu_hosts: Option<u64>,
+    /// Fault file (TOML): random failures, timed failures and drains of any scope, capacity
+    /// ramps. See `sim::faults` for the format.
+    #[arg(long)]
+    pub faults: Option<PathBuf>,
     /// Node failures: mean time between failures of one node, in hours.
     #[arg(long)]
     pub node_mtbf_hours: Option<f64>,
@@ -97,9 +105,15 @@ pub struct CompareArgs {
 
 #[derive(Args)]
 pub struct TraceArgs {
-    /// Jobs.
+    /// Training jobs.
     #[arg(long, default_value_t = 10_000)]
     pub jobs: usize,
+    /// CPU hosts the sandbox bursts are scaled to (default: one per 5 GPUs; 0: no sandboxes).
+    #[arg(long)]
+    pub cpu_hosts: Option<u64>,
+    /// Inference services per 500,000 GPUs (0: none).
+    #[arg(long, default_value_t = 8.0)]
+    pub services_per_500k: f64,
     /// Horizon in days.
     #[arg(long, default_value_t = 30)]
     pub days: u64,
@@ -119,15 +133,26 @@ pub struct TraceArgs {
 
 /// A loaded input: the trace and the fleet to run it on.
 pub struct Loaded {
-    pub jobs: Vec<TraceJob>,
-    pub skipped: usize,
+    pub trace: Trace,
     pub fleet: Fleet,
     pub label: String,
 }
 
+impl Loaded {
+    /// Workloads the progress bar counts: jobs, sandbox batches, services with an end.
+    fn units(&self) -> u64 {
+        let t = &self.trace;
+        (t.jobs.len() + t.sandboxes.len() + t.services.iter().filter(|v| v.end.is_some()).count())
+            as u64
+    }
+}
+
 /// Reads the trace and builds (or loads) the fleet.
 pub fn load(input: &Input) -> Result<Loaded> {
-    let (jobs, skipped, philly, label) = match (&input.trace, input.synthetic) {
+    let default_gpus = 72 * 1024;
+    let gpus = input.gpus.unwrap_or(default_gpus);
+    let cpu_hosts = input.cpu_hosts.unwrap_or(gpus / 5);
+    let (trace, philly, label) = match (&input.trace, input.synthetic) {
         (Some(path), _) => {
             let name = path.display().to_string();
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
@@ -140,25 +165,19 @@ pub fn load(input: &Input) -> Result<Loaded> {
                 TraceFormat::Philly => sim::trace::read_philly(&name, &text, input.skip_bad)?,
                 TraceFormat::Jsonl => sim::trace::read_jsonl(&name, &text, input.skip_bad)?,
             };
-            (
-                trace.jobs,
-                trace.skipped,
-                matches!(format, TraceFormat::Philly),
-                name,
-            )
+            (trace, matches!(format, TraceFormat::Philly), name)
         }
         (None, Some(n)) => {
-            let gpus = input.gpus.unwrap_or(72 * 1024);
             let spec = SynthSpec {
                 jobs: n,
                 fleet_gpus: gpus,
                 horizon: input.days * 86_400,
+                cpu_hosts,
                 seed: input.seed,
                 ..SynthSpec::default()
             };
             (
                 synth::generate(&spec),
-                0,
                 false,
                 format!("synthetic {n} jobs over {} days", input.days),
             )
@@ -167,20 +186,21 @@ pub fn load(input: &Input) -> Result<Loaded> {
     };
     let fleet = match (&input.fleet, philly) {
         (Some(f), _) => load_fleet(f, catalog(None)?)?,
-        (None, true) => sim::fleets::hosts_fleet(input.gpus.unwrap_or(2504))
-            .context("building the host fleet")?,
+        (None, true) => {
+            sim::fleets::hosts_fleet(input.gpus.unwrap_or(2504), input.cpu_hosts.unwrap_or(0))
+                .context("building the host fleet")?
+        }
         (None, false) => {
             let spec = GenSpec {
-                gpus: input.gpus.unwrap_or(72 * 1024),
-                cpu_hosts: 0,
+                gpus,
+                cpu_hosts,
                 ..GenSpec::default()
             };
             generate(&spec, &InstanceCatalog::builtin()).context("generating the GB200 fleet")?
         }
     };
     Ok(Loaded {
-        jobs,
-        skipped,
+        trace,
         fleet,
         label,
     })
@@ -193,16 +213,29 @@ fn config(input: &Input, policy: &str) -> Result<SimConfig> {
             SchedConfig::POLICIES.join(", ")
         )
     })?;
-    let faults = match input.node_mtbf_hours {
+    let mut faults = match &input.faults {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+            FaultPlan::parse(&name, &text)?
+        }
+        None => FaultPlan::default(),
+    };
+    match input.node_mtbf_hours {
         Some(h) if !(h.is_finite() && h > 0.0) => {
             bail!("--node-mtbf-hours: must be a positive number")
         }
-        Some(h) => Some(FaultSpec {
-            node_mtbf: h * 3600.0,
-            repair: (input.repair_hours.max(0.0) * 3600.0) as u64,
-        }),
-        None => None,
-    };
+        Some(_) if faults.random.is_some() => {
+            bail!("--node-mtbf-hours: the fault file already sets [random]")
+        }
+        Some(h) => {
+            faults.random = Some(FaultSpec {
+                node_mtbf: h * 3600.0,
+                repair: (input.repair_hours.max(0.0) * 3600.0) as u64,
+            })
+        }
+        None => {}
+    }
     Ok(SimConfig {
         policy: policy.to_string(),
         sched,
@@ -218,15 +251,15 @@ pub fn run_one(loaded: &Loaded, input: &Input, policy: &str, quiet: bool) -> Res
     let pb = if quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(loaded.jobs.len() as u64)
+        ProgressBar::new(loaded.units())
     };
     if let Ok(style) =
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} jobs ({per_sec})")
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} workloads ({per_sec})")
     {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(policy.to_string());
-    let report = sim::simulate(loaded.fleet.clone(), &loaded.jobs, &cfg, &mut |done, _| {
+    let report = sim::simulate(loaded.fleet.clone(), &loaded.trace, &cfg, &mut |done, _| {
         pb.set_position(done)
     })
     .map_err(|e| anyhow::anyhow!("simulating {policy}: {e}"))?;
@@ -265,7 +298,7 @@ fn hours(s: f64) -> String {
 /// The side-by-side table.
 pub fn table(reports: &[Report]) -> String {
     let mut out = format!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7}\n",
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7}\n",
         "policy",
         "JCT mean",
         "p50",
@@ -277,15 +310,22 @@ pub fn table(reports: &[Report]) -> String {
         "1-dom",
         "levels",
         "lost GPUh",
-        "fair dev"
+        "fair dev",
+        "CPU use",
+        "sbx p99",
+        "svc short"
     );
     out.push_str(&format!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7}\n",
-        "", "(hours)", "", "", "", "(hours)", "(days)", "", "", "", "", ""
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7}\n",
+        "", "(hours)", "", "", "", "(hours)", "(days)", "", "", "", "", "", "", "(s)", ""
     ));
     for r in reports {
+        let sandbox_p99 = r
+            .sandbox_start_latency
+            .as_ref()
+            .map_or("-".to_string(), |s| format!("{:.0}", s.p99));
         out.push_str(&format!(
-            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>6.1}% {:>6.1}% {:>7.2} {:>9.1} {:>7.3}\n",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>6.1}% {:>6.1}% {:>7.2} {:>9.1} {:>7.3} {:>6.2}% {:>9} {:>6.1}%\n",
             r.policy,
             hours(r.jct.mean),
             hours(r.jct.p50),
@@ -297,19 +337,27 @@ pub fn table(reports: &[Report]) -> String {
             r.small_gangs_in_one_domain * 100.0,
             r.mean_levels_spanned,
             r.gpu_hours_lost,
-            r.fair_share_deviation
+            r.fair_share_deviation,
+            r.cpu_utilization * 100.0,
+            sandbox_p99,
+            r.service_shortfall * 100.0
         ));
     }
     out
 }
 
 fn announce(loaded: &Loaded) {
+    let t = &loaded.trace;
+    let summary = loaded.fleet.summary();
     eprintln!(
-        "{}: {} jobs ({} bad rows skipped), fleet of {} GPUs",
+        "{}: {} jobs, {} services, {} sandbox batches ({} bad rows skipped); fleet of {} GPUs and {} nodes",
         loaded.label,
-        loaded.jobs.len(),
-        loaded.skipped,
-        loaded.fleet.summary().gpus
+        t.jobs.len(),
+        t.services.len(),
+        t.sandboxes.len(),
+        t.skipped,
+        summary.gpus,
+        loaded.fleet.nodes().len()
     );
 }
 
@@ -350,6 +398,8 @@ pub fn run(cmd: &SimCommand) -> Result<()> {
                 fleet_gpus: a.gpus,
                 horizon: a.days * 86_400,
                 load: a.load,
+                cpu_hosts: a.cpu_hosts.unwrap_or(a.gpus / 5),
+                services_per_500k: a.services_per_500k,
                 seed: a.seed,
                 ..SynthSpec::default()
             };

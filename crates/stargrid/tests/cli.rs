@@ -447,5 +447,67 @@ fn sim_bad_rows_name_line_and_column_or_are_skipped() {
         ],
         dir.path(),
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1 jobs (1 bad rows skipped)"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 jobs, 0 services, 0 sandbox batches (1 bad rows skipped)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sim_runs_a_mixed_trace_with_a_fault_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = r#"{"id": 1, "submit": 0, "duration": 3600, "gpus": 8, "tenant": "a"}
+{"kind": "service", "id": 2, "submit": 0, "end": 7200, "tenant": "chat", "gpus_per_replica": 8, "min_replicas": 1, "max_replicas": 2, "inflight_per_replica": 10, "load": {"points": [[0, 5], [3600, 20]]}}
+{"kind": "sandboxes", "id": 3, "submit": 60, "tenant": "agents", "count": 150, "cpu_millis": 1000, "memory_mib": 1024, "lifetime": {"fixed": 600}}
+"#;
+    std::fs::write(dir.path().join("t.jsonl"), trace).unwrap();
+    std::fs::write(
+        dir.path().join("f.toml"),
+        "[[fail]]\nat = \"30m\"\nscope = \"h00000\"\nfor = \"1h\"\n",
+    )
+    .unwrap();
+    let args = [
+        "sim",
+        "run",
+        "--trace",
+        "t.jsonl",
+        "--fleet",
+        "fleet.toml",
+        "--faults",
+        "f.toml",
+        "--json",
+        "--no-plots",
+        "--out",
+        "o",
+    ];
+    // A fleet of two 8-GPU hosts and a CPU host, written by the simulator's own builder.
+    let fleet = sim::fleets::hosts_fleet(16, 1).unwrap();
+    std::fs::write(
+        dir.path().join("fleet.toml"),
+        fleet::file::write(&fleet, &model::InstanceCatalog::builtin()),
+    )
+    .unwrap();
+    let out = stargrid(&args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["jobs"], 1);
+    assert_eq!(report["services"], 1);
+    assert_eq!(report["sandboxes"], 150);
+    assert_eq!(report["failures"], 1);
+    assert!(report["sandbox_start_latency"]["p99"].as_f64().unwrap() < 1.0);
+    // A fault file naming a scope the fleet does not have: the field and the reason.
+    std::fs::write(
+        dir.path().join("f.toml"),
+        "[[drain]]\nat = 0\nscope = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = stargrid(&args, dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("drain[0].scope: 'nowhere'"), "{err}");
 }
