@@ -196,6 +196,12 @@ pub struct Engine {
     pub(crate) by_whole_free: Vec<BTreeSet<(u32, u32)>>,
     /// Height of each topology node above the domains (domain = 0).
     pub(crate) topo_height: Vec<u8>,
+    /// Per domain index: the domain and its ancestors up to and including its zone (the
+    /// multi-domain search walks these for every candidate domain).
+    pub(crate) domain_chain: Vec<Box<[u32]>>,
+    /// Lowest height at which an empty fleet holds a shape: (model, segment, full segments,
+    /// last segment) → height. Depends only on the fleet's structure.
+    pub(crate) min_levels_cache: std::cell::RefCell<FxHashMap<(usize, u32, u32, u32), u8>>,
     pub(crate) allocations: FxHashMap<WorkloadId, Allocation>,
     /// Live workloads on each node (short lists).
     pub(crate) node_work: Vec<Vec<WorkloadId>>,
@@ -271,7 +277,25 @@ impl Engine {
             .filter(|(_, n)| n.capacity.gpus == 0)
             .map(|(i, _)| i as u32)
             .collect();
+        let within_zone = |k: TopoKind| {
+            matches!(
+                k,
+                TopoKind::Zone | TopoKind::Network { .. } | TopoKind::Domain
+            )
+        };
+        let domain_chain = domains
+            .iter()
+            .map(|d| {
+                fleet
+                    .ancestors(d.topo)
+                    .take_while(|a| within_zone(fleet.topo_node(*a).kind))
+                    .map(|a| a.0)
+                    .collect()
+            })
+            .collect();
         let mut engine = Engine {
+            domain_chain,
+            min_levels_cache: Default::default(),
             node_work: vec![Vec::new(); nodes.len()],
             host_room: vec![0; cpu_hosts.len().div_ceil(64)],
             cpu_hosts,

@@ -289,8 +289,8 @@ impl Engine {
                 domain: d,
                 eligible,
             });
-            for t in self.up_to_zone(self.domains[d as usize].topo) {
-                let t = t.0 as usize;
+            for &t in self.domain_chain[d as usize].iter() {
+                let t = t as usize;
                 if full_room[t] == 0 && !rem_fits[t] {
                     touched.push(t);
                 }
@@ -365,13 +365,6 @@ impl Engine {
             kind,
             TopoKind::Zone | TopoKind::Network { .. } | TopoKind::Domain
         )
-    }
-
-    /// A topology node and its ancestors up to and including its zone.
-    fn up_to_zone(&self, t: TopoId) -> impl Iterator<Item = TopoId> + '_ {
-        self.fleet
-            .ancestors(t)
-            .take_while(|a| self.within_zone(self.fleet.topo_node(*a).kind))
     }
 
     fn explain_segments(
@@ -609,24 +602,30 @@ impl Engine {
         if shape.segments() == 1 {
             return 0; // one segment always fits one domain of an empty fleet
         }
+        let key = (request.gpu.index(), shape.seg, shape.full, shape.rem);
+        if let Some(h) = self.min_levels_cache.borrow().get(&key) {
+            return *h;
+        }
         let topo = self.fleet.topo();
         let mut room = vec![0u32; topo.len()];
         let mut rem_fits = vec![false; topo.len()];
         for d in self.domains_of(request) {
             let n = self.domains[d as usize].node_count();
-            for t in self.up_to_zone(self.domains[d as usize].topo) {
-                room[t.0 as usize] += n / shape.seg;
-                rem_fits[t.0 as usize] |= shape.rem > 0 && n % shape.seg >= shape.rem;
+            for &t in self.domain_chain[d as usize].iter() {
+                room[t as usize] += n / shape.seg;
+                rem_fits[t as usize] |= shape.rem > 0 && n % shape.seg >= shape.rem;
             }
         }
-        (0..topo.len())
+        let h = (0..topo.len())
             .filter(|&t| {
                 room[t] >= shape.full + u32::from(shape.rem > 0)
                     || (room[t] >= shape.full && rem_fits[t])
             })
             .map(|t| self.topo_height[t])
             .min()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.min_levels_cache.borrow_mut().insert(key, h);
+        h
     }
 }
 

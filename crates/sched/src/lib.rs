@@ -25,6 +25,6 @@ pub use engine::{
 pub use gang::{GangPlacement, Quality};
 pub use sandbox::{SandboxPlacement, SandboxRun};
 pub use scheduler::{
-    Decision, Job, JobState, QueueOrder, Reason, SchedConfig, SchedError, Scheduler, ServiceStatus,
-    TenantReport, MAX_SERVICES, REPLICA_IDS,
+    Decision, Job, JobState, QueueOrder, Reason, Scaled, SchedConfig, SchedError, Scheduler,
+    ServiceStatus, TenantReport, MAX_SERVICES, REPLICA_IDS,
 };

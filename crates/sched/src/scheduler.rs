@@ -19,7 +19,7 @@ use crate::engine::{Allocation, Engine, EngineError, NodeSlot, Scope, Time};
 mod sandboxes;
 mod services;
 
-pub use services::{ServiceStatus, MAX_SERVICES};
+pub use services::{Scaled, ServiceStatus, MAX_SERVICES};
 
 use model::{
     GangRequest, JobSpec, NodeId, NodeState, PriorityClass, ResourceVec, TenantId, TenantSpec,
@@ -499,6 +499,10 @@ pub struct Scheduler {
     /// Pending jobs by (submission, id), with what ordering needs (no job lookups to sort).
     pending: BTreeMap<(u64, WorkloadId), (PriorityClass, TenantId)>,
     running: BTreeSet<WorkloadId>,
+    /// The running jobs again, by priority class (victim searches look only below their own).
+    running_by_class: [BTreeSet<WorkloadId>; 4],
+    /// Victims told to stop, by deadline (entries of jobs that ended earlier are skipped).
+    preempting: BTreeSet<(Time, WorkloadId)>,
     fleet_total: ResourceVec,
     next_seq: u64,
     reservation: Option<Reservation>,
@@ -580,6 +584,8 @@ impl Scheduler {
             jobs: FxHashMap::default(),
             pending: BTreeMap::new(),
             running: BTreeSet::new(),
+            running_by_class: Default::default(),
+            preempting: BTreeSet::new(),
             fleet_total,
             next_seq: 0,
             reservation: None,
@@ -831,6 +837,7 @@ impl Scheduler {
         };
         let usage = ResourceVec::of_gang(&job.spec.gang);
         let tenant = job.spec.tenant.0 as usize;
+        let class = job.spec.priority as usize;
         let served = job.running_since().map_or(0, |since| {
             now.saturating_sub(since).saturating_mul(job.gpus())
         });
@@ -839,6 +846,7 @@ impl Scheduler {
         }
         let _ = self.engine.release(id);
         self.running.remove(&id);
+        self.running_by_class[class].remove(&id);
         self.stops += 1;
         self.changes += 1;
         let t = &mut self.tenants[tenant];
@@ -970,9 +978,17 @@ impl Scheduler {
             .spec
             .cohort
             .as_ref();
-        let mut cands: Vec<(f64, PriorityClass, WorkloadId)> = self
-            .running
+        // Only lower classes can be victims, unless a cohort reclaim or least-attained
+        // service lets the job's own class be.
+        let own_class_too = !Self::monotone_search(&self.config.order, within_own_quota, cohort);
+        let classes = if own_class_too {
+            &self.running_by_class[..=job.spec.priority as usize]
+        } else {
+            &self.running_by_class[..job.spec.priority as usize]
+        };
+        let mut cands: Vec<(f64, PriorityClass, WorkloadId)> = classes
             .iter()
+            .flatten()
             .filter_map(|id| self.jobs.get(id))
             .filter(|v| matches!(v.state, JobState::Running { .. }))
             .filter(|v| v.spec.gang.gpu == job.spec.gang.gpu)
@@ -1010,6 +1026,18 @@ impl Scheduler {
             .collect();
         cands.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         cands.into_iter().map(|c| c.2).collect()
+    }
+
+    /// Whether a job's victims are exactly the running jobs of lower classes: then a search that
+    /// failed also fails, in the same pass, for any job of its shape with as many nodes or more
+    /// and no higher class.
+    fn monotone_search(
+        order: &QueueOrder,
+        within_own_quota: bool,
+        cohort: Option<&String>,
+    ) -> bool {
+        !matches!(order, QueueOrder::LeastAttained { .. })
+            && !(within_own_quota && cohort.is_some())
     }
 
     /// Finds the shortest prefix of `order` whose release lets `gang` be placed; returns its
@@ -1109,6 +1137,7 @@ impl Scheduler {
                     deadline,
                     by: id,
                 };
+                self.preempting.insert((deadline, *v));
                 j.preemptions += 1;
                 out.push(Decision::Preempt {
                     job: *v,
@@ -1197,6 +1226,7 @@ impl Scheduler {
             j.state = JobState::Running { since: now };
             j.borrowed = borrowed;
             j.reason = None;
+            self.running_by_class[j.spec.priority as usize].insert(id);
         }
         self.running.insert(id);
         self.changes += 1;
@@ -1219,12 +1249,21 @@ impl Scheduler {
     fn pass(&mut self, now: Time) -> Vec<Decision> {
         let mut out = Vec::new();
         // 1. Preemptions whose grace has ended.
-        let expired: Vec<WorkloadId> = self
-            .running
-            .iter()
-            .filter(|id| matches!(self.jobs.get(id).map(|j| &j.state), Some(JobState::Preempting { deadline, .. }) if *deadline <= now))
-            .copied()
-            .collect();
+        let mut expired = Vec::new();
+        while let Some(&(deadline, id)) = self.preempting.first() {
+            if deadline > now {
+                break;
+            }
+            self.preempting.pop_first();
+            let due = matches!(
+                self.jobs.get(&id).map(|j| &j.state),
+                Some(JobState::Preempting { deadline: d, .. }) if *d == deadline
+            );
+            if due {
+                expired.push(id);
+            }
+        }
+        expired.sort_unstable();
         for id in expired {
             self.requeue(id, now, &mut out);
         }
@@ -1279,6 +1318,8 @@ impl Scheduler {
         let mut searches = 0;
         // Shapes that failed this pass: (gpu, gpus/node, cpu, mem, segment) → fewest nodes that failed.
         let mut failed: FxHashMap<ShapeKey, (u32, WorkloadId)> = FxHashMap::default();
+        // Victim searches that found nothing this pass: (class, shape, nodes).
+        let mut vain: Vec<(PriorityClass, ShapeKey, u32)> = Vec::new();
         // Jobs that could not start, for the backfill step: (id, time limit, shape, nodes).
         let mut backfill: Vec<(WorkloadId, Time, ShapeKey, u32)> = Vec::new();
         for &(_, _, _, id) in &order {
@@ -1294,7 +1335,9 @@ impl Scheduler {
             if self.reservation.as_ref().is_some_and(|r| r.job == id) {
                 if let Some(r) = self.reservation.take() {
                     self.engine.unhold(&r.nodes);
-                    failed.clear(); // capacity grew: earlier failures say nothing now
+                    // Capacity grew: earlier failures say nothing now.
+                    failed.clear();
+                    vain.clear();
                     previous = Some(r);
                 }
             }
@@ -1363,6 +1406,7 @@ impl Scheduler {
                 let admitted = self.admit(job);
                 self.engine.unhold(&hold);
                 failed.clear();
+                vain.clear();
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.hold.clear();
                     j.waiting_for.clear();
@@ -1430,9 +1474,19 @@ impl Scheduler {
                 now,
                 self.config.preemption_retry,
             );
+            let cohort = self.tenants[job.spec.tenant.0 as usize]
+                .spec
+                .cohort
+                .as_ref();
+            let monotone = Self::monotone_search(&self.config.order, !borrowed, cohort);
+            let like_vain = monotone
+                && vain
+                    .iter()
+                    .any(|(p, k, n)| *p >= priority && *k == shape && *n <= g.nodes);
             if self.config.preemption
                 && searches < self.config.preemption_searches_per_pass
                 && !searched_in_vain
+                && !like_vain
             {
                 searches += 1;
                 if let Some(decisions) = self.try_preempt(id, !borrowed, now) {
@@ -1442,6 +1496,9 @@ impl Scheduler {
                 let changes = self.changes;
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.no_victims_at = Some((changes, now));
+                }
+                if monotone {
+                    vain.push((priority, shape, g.nodes));
                 }
             }
             // A reservation nothing could have moved earlier is kept as it was.
@@ -1463,6 +1520,7 @@ impl Scheduler {
                 if let Some(r) = self.reservation.take() {
                     self.engine.unhold(&r.nodes);
                     failed.clear();
+                    vain.clear();
                 }
                 let spread = self.spread_filter(id);
                 if let Some((start, slots)) = self.earliest_start(&g, &spread, now) {
@@ -1571,9 +1629,11 @@ impl Scheduler {
             let j = &self.jobs[id];
             let alloc = self.engine.allocation(*id);
             let running = j.running_since().is_some();
-            if running != self.running.contains(id) {
+            if running != self.running.contains(id)
+                || running != self.running_by_class[j.spec.priority as usize].contains(id)
+            {
                 return Err(format!(
-                    "{id}: running set disagrees with state {:?}",
+                    "{id}: running sets disagree with state {:?}",
                     j.state
                 ));
             }

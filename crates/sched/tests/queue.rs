@@ -137,7 +137,19 @@ fn run(s: &mut Scheduler, script: &str) -> String {
                 let _ = writeln!(out, "{:?}", s.create_service(num(1), spec, 0));
             }
             "scale" => {
-                let _ = writeln!(out, "{:?}", s.scale_service(num(1), num(2) as u32, 0));
+                let _ = match s.scale_service(num(1), num(2) as u32, 0) {
+                    Ok(sc) => {
+                        let stopped: Vec<String> =
+                            sc.stopped.iter().map(|r| r.to_string()).collect();
+                        writeln!(
+                            out,
+                            "  desired {}, stopped [{}]",
+                            sc.desired,
+                            stopped.join(" ")
+                        )
+                    }
+                    Err(e) => writeln!(out, "  {e}"),
+                };
             }
             "status" => {
                 let st = s.service_status(num(1)).unwrap();
@@ -519,7 +531,7 @@ fn services_spread_scale_and_replace_replicas() {
             status 7
               ServiceStatus { desired: 2, running: 2, pending: 0 } []
             scale 7 10
-              Ok(10)
+                desired 10, stopped []
             pass 10
               start svc7-r2 on 2 nodes: z0s0b1d0t[0-1]
               start svc7-r3 on 2 nodes: z0s0b1d1t[0-1]
@@ -536,13 +548,13 @@ fn services_spread_scale_and_replace_replicas() {
             status 7
               ServiceStatus { desired: 10, running: 8, pending: 2 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
             scale 7 3
-              Ok(3)
+                desired 3, stopped [svc7-r7 svc7-r6 svc7-r5 svc7-r4 svc7-r3]
             pass 30
               -
             status 7
               ServiceStatus { desired: 3, running: 3, pending: 0 } []
             scale 7 100
-              Ok(20)
+                desired 20, stopped []
         "#]],
     );
 }

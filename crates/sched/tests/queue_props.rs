@@ -236,7 +236,20 @@ impl World {
                 format!("{:?}", self.s.end_batch(batches[pick % batches.len()]))
             }
             Ev::Scale { service, replicas } => {
-                format!("{:?}", self.s.scale_service(*service, *replicas, self.now))
+                let before = self.running();
+                let result = self.s.scale_service(*service, *replicas, self.now);
+                // What a scale-down says it stopped was running and is not any more.
+                if let Ok(sc) = &result {
+                    let after = self.running();
+                    for r in &sc.stopped {
+                        assert!(
+                            before.contains(r) && !after.contains(r),
+                            "{r} reported stopped"
+                        );
+                    }
+                    assert_eq!(before.len() - after.len(), sc.stopped.len());
+                }
+                format!("{result:?}")
             }
         }
     }

@@ -19,9 +19,7 @@ use model::{
 };
 use rustc_hash::FxHashMap;
 use sched::autoscale::{AutoscalePolicy, Autoscaler, Load};
-use sched::{
-    Allocation, Decision, Engine, JobState, NodeSlot, SchedConfig, Scheduler, Scope, Time,
-};
+use sched::{Allocation, Decision, Engine, NodeSlot, SchedConfig, Scheduler, Scope, Time};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::ops::Range;
@@ -639,10 +637,11 @@ impl<'a> Sim<'a> {
                 }
                 svc.live = false;
                 self.desired_replicas -= u64::from(svc.desired);
-                self.s
+                let stopped = self
+                    .s
                     .delete_service(u64::from(k), now)
                     .map_err(|e| e.to_string())?;
-                self.forget_stopped_replicas(k);
+                self.forget_replicas(&stopped);
                 self.services_ended += 1;
             }
             Event::SandboxSubmit(b) => {
@@ -716,14 +715,15 @@ impl<'a> Sim<'a> {
         let want = svc.scaler.observe(now, current, &load);
         let mut changed = false;
         if want != current {
-            let set = self
+            let scaled = self
                 .s
                 .scale_service(u64::from(k), want, now)
                 .map_err(|e| e.to_string())?;
             let svc = &mut self.services[k as usize];
-            self.desired_replicas = self.desired_replicas - u64::from(svc.desired) + u64::from(set);
-            svc.desired = set;
-            self.forget_stopped_replicas(k);
+            self.desired_replicas =
+                self.desired_replicas - u64::from(svc.desired) + u64::from(scaled.desired);
+            svc.desired = scaled.desired;
+            self.forget_replicas(&scaled.stopped);
             changed = true;
         }
         let next = now + self.config.autoscale_interval.max(1);
@@ -733,23 +733,10 @@ impl<'a> Sim<'a> {
         Ok(changed)
     }
 
-    /// After a scale-down or deletion: running replicas of service `k` the queue stopped.
-    fn forget_stopped_replicas(&mut self, k: u32) {
-        let s = &self.s;
-        let stopped: Vec<WorkloadId> = self
-            .running_replicas
-            .keys()
-            .filter(|id| id.as_replica().is_some_and(|(svc, _)| svc == u64::from(k)))
-            .filter(|id| {
-                !matches!(
-                    s.job(**id).map(|j| &j.state),
-                    Some(JobState::Running { .. } | JobState::Preempting { .. })
-                )
-            })
-            .copied()
-            .collect();
+    /// Running replicas the queue stopped (a scale-down or a deletion).
+    fn forget_replicas(&mut self, stopped: &[WorkloadId]) {
         for id in stopped {
-            if let Some(g) = self.running_replicas.remove(&id) {
+            if let Some(g) = self.running_replicas.remove(id) {
                 self.busy_gpus -= g;
             }
         }

@@ -362,10 +362,13 @@ pub fn run(
             let _ = writeln!(out, "service {}", svc.id);
             Vec::new()
         } else if let Some(sc) = ev.scale {
-            let set = s
+            let scaled = s
                 .scale_service(sc.service, sc.replicas, now)
                 .map_err(|e| err("scale", e.to_string()))?;
-            let _ = writeln!(out, "scale service {} to {set}", sc.service);
+            let _ = writeln!(out, "scale service {} to {}", sc.service, scaled.desired);
+            for r in scaled.stopped {
+                let _ = writeln!(out, "stop {r} (scaled down)");
+            }
             Vec::new()
         } else if let Some(id) = ev.why {
             let why = s

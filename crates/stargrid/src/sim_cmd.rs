@@ -48,6 +48,12 @@ pub struct Input {
     /// Horizon of the synthetic trace in days.
     #[arg(long, default_value_t = 30)]
     pub days: u64,
+    /// Inference services per 500,000 GPUs in the synthetic trace (0: none).
+    #[arg(long, default_value_t = 8.0)]
+    pub services_per_500k: f64,
+    /// Sandbox bursts per day in the synthetic trace (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub sandbox_bursts_per_day: f64,
     /// Fleet file (default: 8-GPU hosts for a Philly trace, GB200 NVL72 otherwise).
     #[arg(long)]
     pub fleet: Option<PathBuf>,
@@ -173,6 +179,8 @@ pub fn load(input: &Input) -> Result<Loaded> {
                 fleet_gpus: gpus,
                 horizon: input.days * 86_400,
                 cpu_hosts,
+                services_per_500k: input.services_per_500k,
+                sandbox_bursts_per_day: input.sandbox_bursts_per_day,
                 seed: input.seed,
                 ..SynthSpec::default()
             };

@@ -21,6 +21,15 @@ pub(crate) struct ServiceState {
     next: u64,
 }
 
+/// What a scaling did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Scaled {
+    /// The desired count set (the ask clamped to the service's bounds).
+    pub desired: u32,
+    /// Running replicas stopped by a scale-down, newest first.
+    pub stopped: Vec<WorkloadId>,
+}
+
 /// Replica counts of a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServiceStatus {
@@ -76,28 +85,41 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Sets a service's desired replica count, clamped to its bounds; returns the count set.
-    pub fn scale_service(&mut self, id: u64, desired: u32, now: Time) -> Result<u32, SchedError> {
+    /// Sets a service's desired replica count, clamped to its bounds. Says the count set and
+    /// the running replicas it stopped (for the caller to stop their processes).
+    pub fn scale_service(
+        &mut self,
+        id: u64,
+        desired: u32,
+        now: Time,
+    ) -> Result<Scaled, SchedError> {
         let s = self.services.get_mut(&id).ok_or(SchedError::Invalid {
             field: "service",
             reason: format!("no service {id}"),
         })?;
         s.desired = desired.clamp(s.spec.min_replicas, s.spec.max_replicas);
         let set = s.desired;
-        self.reconcile_service(id, now);
-        Ok(set)
+        let stopped = self.reconcile_service(id, now);
+        Ok(Scaled {
+            desired: set,
+            stopped,
+        })
     }
 
-    /// Removes a service and all its replicas.
-    pub fn delete_service(&mut self, id: u64, now: Time) -> Result<(), SchedError> {
+    /// Removes a service and all its replicas; returns the running replicas it stopped.
+    pub fn delete_service(&mut self, id: u64, now: Time) -> Result<Vec<WorkloadId>, SchedError> {
         let s = self.services.remove(&id).ok_or(SchedError::Invalid {
             field: "service",
             reason: format!("no service {id}"),
         })?;
+        let mut stopped = Vec::new();
         for r in s.replicas {
-            let _ = self.cancel(r, now);
+            let was_running = self.running.contains(&r);
+            if self.cancel(r, now).is_ok() && was_running {
+                stopped.push(r);
+            }
         }
-        Ok(())
+        Ok(stopped)
     }
 
     /// Replica counts of a service.
@@ -127,10 +149,12 @@ impl Scheduler {
     }
 
     /// Adds or cancels replicas until the live count is the desired count. Scaling down
-    /// cancels pending replicas first, then the newest running ones.
-    fn reconcile_service(&mut self, id: u64, now: Time) {
+    /// cancels pending replicas first, then the newest running ones; returns the running ones
+    /// it stopped.
+    fn reconcile_service(&mut self, id: u64, now: Time) -> Vec<WorkloadId> {
+        let mut stopped = Vec::new();
         let Some(s) = self.services.get(&id) else {
-            return;
+            return stopped;
         };
         let alive = |st: Option<&JobState>| {
             matches!(
@@ -184,20 +208,27 @@ impl Scheduler {
                         .is_some_and(|j| j.state != JobState::Pending)
                 })
                 .collect();
-            for r in pending.into_iter().chain(running) {
+            let pending_count = pending.len();
+            let mut cancelled = rustc_hash::FxHashSet::default();
+            for (i, r) in pending.into_iter().chain(running).enumerate() {
                 if extra == 0 {
                     break;
                 }
                 if self.cancel(r, now).is_ok() {
-                    keep.retain(|k| *k != r);
+                    cancelled.insert(r);
+                    if i >= pending_count {
+                        stopped.push(r);
+                    }
                     extra -= 1;
                 }
             }
+            keep.retain(|k| !cancelled.contains(k));
         }
         if let Some(s) = self.services.get_mut(&id) {
             s.replicas = keep;
             s.next = next;
         }
+        stopped
     }
 
     /// Checks every service's spread rule and replica bookkeeping; the first violation.
