@@ -1036,8 +1036,9 @@ impl Scheduler {
         within_own_quota: bool,
         cohort: Option<&String>,
     ) -> bool {
-        !matches!(order, QueueOrder::LeastAttained { .. })
-            && !(within_own_quota && cohort.is_some())
+        let least_attained = matches!(order, QueueOrder::LeastAttained { .. });
+        let reclaim = within_own_quota && cohort.is_some();
+        !least_attained && !reclaim
     }
 
     /// Finds the shortest prefix of `order` whose release lets `gang` be placed; returns its
