@@ -30,6 +30,10 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// Place of a pending job in the queue order: two order-specific keys, the submission
+/// sequence, the id.
+type QueueKey = (u64, u64, u64, WorkloadId);
+
 /// Tunables of the queue.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedConfig {
@@ -58,6 +62,11 @@ pub struct SchedConfig {
     /// A job whose preemption search found nothing searches again only after something
     /// started or stopped *and* this many seconds passed.
     pub preemption_retry: Time,
+    /// A pass considers at most this many pending jobs, in queue order (a deep queue costs
+    /// a pass no more than this); the rest wait for the next full pass.
+    pub pass_depth: usize,
+    /// A pass is full (considers every pending job) at least this often, in seconds.
+    pub full_pass_interval: Time,
 }
 
 /// Orders the queue can use (the policies users know, for comparison in the simulator).
@@ -94,6 +103,8 @@ impl Default for SchedConfig {
             topology: true,
             reservation_refresh: 60,
             preemption_retry: 60,
+            pass_depth: 2_000,
+            full_pass_interval: 300,
         }
     }
 }
@@ -497,7 +508,12 @@ pub struct Scheduler {
     cohorts: Vec<CohortState>,
     jobs: FxHashMap<WorkloadId, Job>,
     /// Pending jobs by (submission, id), with what ordering needs (no job lookups to sort).
-    pending: BTreeMap<(u64, WorkloadId), (PriorityClass, TenantId)>,
+    /// Pending jobs by (submission sequence, id), with their place in `ordered`.
+    pending: BTreeMap<(u64, WorkloadId), QueueKey>,
+    /// Pending jobs in queue order (under fair share, tenants are ranked at each pass).
+    ordered: BTreeSet<QueueKey>,
+    /// When the next pass must consider every pending job.
+    next_full_pass: Time,
     running: BTreeSet<WorkloadId>,
     /// The running jobs again, by priority class (victim searches look only below their own).
     running_by_class: [BTreeSet<WorkloadId>; 4],
@@ -583,6 +599,8 @@ impl Scheduler {
                 .collect(),
             jobs: FxHashMap::default(),
             pending: BTreeMap::new(),
+            ordered: BTreeSet::new(),
+            next_full_pass: 0,
             running: BTreeSet::new(),
             running_by_class: Default::default(),
             preempting: BTreeSet::new(),
@@ -737,7 +755,6 @@ impl Scheduler {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.pending.insert((seq, id), (spec.priority, spec.tenant));
         self.jobs.insert(
             id,
             Job {
@@ -759,7 +776,40 @@ impl Scheduler {
                 waiting_for: Vec::new(),
             },
         );
+        self.queue_insert(id);
         Ok(())
+    }
+
+    /// Where a pending job sits in the persistent queue order.
+    fn queue_key(&self, j: &Job) -> QueueKey {
+        let class = 3 - j.spec.priority as u64;
+        let (first, second) = match self.config.order {
+            QueueOrder::PriorityFairShare => (class, u64::from(j.spec.tenant.0)),
+            QueueOrder::PriorityFifo => (class, 0),
+            QueueOrder::Fifo => (0, 0),
+            QueueOrder::ShortestLimitFirst => (0, j.spec.time_limit),
+            QueueOrder::LeastAttained {
+                threshold_gpu_seconds,
+            } => (u64::from(j.attained_gpu_seconds >= threshold_gpu_seconds), 0),
+        };
+        (first, second, j.seq, j.id)
+    }
+
+    /// Puts a job (now pending) into the queue.
+    fn queue_insert(&mut self, id: WorkloadId) {
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
+        let key = self.queue_key(j);
+        self.pending.insert((j.seq, id), key);
+        self.ordered.insert(key);
+    }
+
+    /// Takes a job out of the queue.
+    fn queue_remove(&mut self, seq: u64, id: WorkloadId) {
+        if let Some(key) = self.pending.remove(&(seq, id)) {
+            self.ordered.remove(&key);
+        }
     }
 
     /// Records a job's checkpoint: a restart resumes from here.
@@ -806,9 +856,9 @@ impl Scheduler {
                 })
             }
             JobState::Pending => {
-                let key = (job.seq, id);
+                let seq = job.seq;
                 let hold = job.hold.clone();
-                self.pending.remove(&key);
+                self.queue_remove(seq, id);
                 self.engine.unhold(&hold);
             }
             _ => self.stop(id, now),
@@ -872,9 +922,8 @@ impl Scheduler {
             j.restarts += 1;
             j.borrowed = false;
             j.reason = Some(Reason::Requeued);
-            self.pending
-                .insert((j.seq, id), (j.spec.priority, j.spec.tenant));
         }
+        self.queue_insert(id);
         out.push(Decision::Requeue {
             job: id,
             lost_gpu_hours: lost,
@@ -1222,8 +1271,10 @@ impl Scheduler {
             let c = &mut self.cohorts[c];
             c.usage = c.usage.plus(&usage);
         }
+        if let Some(seq) = self.jobs.get(&id).map(|j| j.seq) {
+            self.queue_remove(seq, id);
+        }
         if let Some(j) = self.jobs.get_mut(&id) {
-            self.pending.remove(&(j.seq, id));
             j.state = JobState::Running { since: now };
             j.borrowed = borrowed;
             j.reason = None;
@@ -1290,31 +1341,34 @@ impl Scheduler {
         for (r, (_, t)) in by_share.iter().enumerate() {
             rank[*t] = r as u32;
         }
-        let class = |p: PriorityClass| 3 - p as u64;
-        let mut order: Vec<(u64, u64, u64, WorkloadId)> = self
-            .pending
-            .iter()
-            .map(
-                |(&(seq, id), &(priority, tenant))| match self.config.order {
-                    QueueOrder::PriorityFairShare => {
-                        (class(priority), u64::from(rank[tenant.0 as usize]), seq, id)
+        // The queue in order, as deep as this pass goes.
+        let depth = if now >= self.next_full_pass {
+            self.next_full_pass = now.saturating_add(self.config.full_pass_interval);
+            usize::MAX
+        } else {
+            self.config.pass_depth
+        };
+        let order: Vec<WorkloadId> = match self.config.order {
+            QueueOrder::PriorityFairShare => {
+                let mut v = Vec::new();
+                'classes: for class in 0..4u64 {
+                    for &(_, t) in &by_share {
+                        let (lo, hi) = (
+                            (class, t as u64, 0, WorkloadId(0)),
+                            (class, t as u64, u64::MAX, WorkloadId(u64::MAX)),
+                        );
+                        for key in self.ordered.range(lo..=hi) {
+                            if v.len() >= depth {
+                                break 'classes;
+                            }
+                            v.push(key.3);
+                        }
                     }
-                    QueueOrder::PriorityFifo => (class(priority), 0, seq, id),
-                    QueueOrder::Fifo => (0, 0, seq, id),
-                    QueueOrder::ShortestLimitFirst => {
-                        let limit = self.jobs.get(&id).map_or(u64::MAX, |j| j.spec.time_limit);
-                        (0, limit, seq, id)
-                    }
-                    QueueOrder::LeastAttained {
-                        threshold_gpu_seconds,
-                    } => {
-                        let attained = self.jobs.get(&id).map_or(0, |j| j.attained_gpu_seconds);
-                        (u64::from(attained >= threshold_gpu_seconds), 0, seq, id)
-                    }
-                },
-            )
-            .collect();
-        order.sort_unstable();
+                }
+                v
+            }
+            _ => self.ordered.iter().take(depth).map(|k| k.3).collect(),
+        };
         let mut blocked_head: Option<WorkloadId> = None;
         let mut searches = 0;
         // Shapes that failed this pass: (gpu, gpus/node, cpu, mem, segment) → fewest nodes that failed.
@@ -1323,7 +1377,7 @@ impl Scheduler {
         let mut vain: Vec<(PriorityClass, ShapeKey, u32)> = Vec::new();
         // Jobs that could not start, for the backfill step: (id, time limit, shape, nodes).
         let mut backfill: Vec<(WorkloadId, Time, ShapeKey, u32)> = Vec::new();
-        for &(_, _, _, id) in &order {
+        for &id in &order {
             // Strict FIFO: nothing passes a head that cannot start.
             if let Some(head) = blocked_head {
                 if let Some(j) = self.jobs.get_mut(&id) {
@@ -1621,6 +1675,13 @@ impl Scheduler {
     /// every hold on a node belongs to the reservation or to a preemptor waiting on victims.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.engine.check_invariants()?;
+        if self.ordered.len() != self.pending.len() {
+            return Err(format!(
+                "{} jobs in queue order but {} pending",
+                self.ordered.len(),
+                self.pending.len()
+            ));
+        }
         let mut ids: Vec<&WorkloadId> = self.jobs.keys().collect();
         ids.sort_unstable();
         let mut usage = vec![ResourceVec::default(); self.tenants.len()];
@@ -1638,7 +1699,11 @@ impl Scheduler {
                     j.state
                 ));
             }
-            if (j.state == JobState::Pending) != self.pending.contains_key(&(j.seq, *id)) {
+            let queued = self
+                .pending
+                .get(&(j.seq, *id))
+                .is_some_and(|k| self.ordered.contains(k) && *k == self.queue_key(j));
+            if (j.state == JobState::Pending) != queued {
                 return Err(format!(
                     "{id}: pending set disagrees with state {:?}",
                     j.state
