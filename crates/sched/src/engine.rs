@@ -194,6 +194,8 @@ pub struct Engine {
     pub(crate) by_free_gpus: Vec<BTreeSet<(u32, u32)>>,
     /// Per GPU model: (wholly free schedulable nodes, domain index).
     pub(crate) by_whole_free: Vec<BTreeSet<(u32, u32)>>,
+    /// Per GPU model: free GPUs on nodes that take new work (the sum of the domains' counts).
+    pub(crate) open_free_gpus: Vec<u64>,
     /// Height of each topology node above the domains (domain = 0).
     pub(crate) topo_height: Vec<u8>,
     /// Per domain index: the domain and its ancestors up to and including its zone (the
@@ -310,6 +312,7 @@ impl Engine {
             model_node_gpus: model_node_gpus.into_iter().map(Option::flatten).collect(),
             by_free_gpus: vec![BTreeSet::new(); models],
             by_whole_free: vec![BTreeSet::new(); models],
+            open_free_gpus: vec![0; models],
             topo_height,
             allocations: FxHashMap::default(),
             fleet,
@@ -319,6 +322,7 @@ impl Engine {
             let ds = &engine.domains[d];
             let m = ds.model.index();
             engine.by_free_gpus[m].insert((ds.free_gpus, d as u32));
+            engine.open_free_gpus[m] += u64::from(ds.free_gpus);
             engine.by_whole_free[m].insert((ds.whole_free, d as u32));
             let ds = &mut engine.domains[d];
             ds.indexed_free_gpus = ds.free_gpus;
@@ -646,6 +650,8 @@ impl Engine {
         let ds = &mut self.domains[d as usize];
         let m = ds.model.index();
         if ds.indexed_free_gpus != ds.free_gpus {
+            self.open_free_gpus[m] =
+                self.open_free_gpus[m] + u64::from(ds.free_gpus) - u64::from(ds.indexed_free_gpus);
             self.by_free_gpus[m].remove(&(ds.indexed_free_gpus, d));
             self.by_free_gpus[m].insert((ds.free_gpus, d));
             ds.indexed_free_gpus = ds.free_gpus;
@@ -976,6 +982,16 @@ impl Engine {
             if check.host_room[i / 64] >> (i % 64) & 1 != before {
                 return Err(format!("host {i}: stale room bit"));
             }
+        }
+        let mut open_free = vec![0u64; self.open_free_gpus.len()];
+        for d in &self.domains {
+            open_free[d.model.index()] += u64::from(d.free_gpus);
+        }
+        if open_free != self.open_free_gpus {
+            return Err(format!(
+                "free GPUs per model {:?}, domains say {open_free:?}",
+                self.open_free_gpus
+            ));
         }
         let idx_len: usize = self.by_free_gpus.iter().map(BTreeSet::len).sum();
         if idx_len != self.domains.len() {

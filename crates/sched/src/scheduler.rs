@@ -103,7 +103,7 @@ impl Default for SchedConfig {
             topology: true,
             reservation_refresh: 60,
             preemption_retry: 60,
-            pass_depth: 2_000,
+            pass_depth: 500,
             full_pass_interval: 300,
         }
     }
@@ -231,12 +231,6 @@ impl Job {
             JobState::Running { since } | JobState::Preempting { since, .. } => Some(since),
             _ => None,
         }
-    }
-
-    /// End of the current run by its time limit.
-    fn limit_end(&self) -> Option<Time> {
-        self.running_since()
-            .map(|s| s.saturating_add(self.spec.time_limit))
     }
 
     /// GPU-hours of work done since its last checkpoint (lost if stopped now).
@@ -519,6 +513,9 @@ pub struct Scheduler {
     running_by_class: [BTreeSet<WorkloadId>; 4],
     /// Victims told to stop, by deadline (entries of jobs that ended earlier are skipped).
     preempting: BTreeSet<(Time, WorkloadId)>,
+    /// Per GPU model: running jobs with a time limit by the time they end at the latest (their
+    /// limit, or a preemption deadline); reservations read the earliest ends from here.
+    running_ends: Vec<BTreeSet<(Time, WorkloadId)>>,
     fleet_total: ResourceVec,
     next_seq: u64,
     reservation: Option<Reservation>,
@@ -604,6 +601,7 @@ impl Scheduler {
             running: BTreeSet::new(),
             running_by_class: Default::default(),
             preempting: BTreeSet::new(),
+            running_ends: vec![BTreeSet::new(); model::GpuModel::ALL.len()],
             fleet_total,
             next_seq: 0,
             reservation: None,
@@ -790,7 +788,10 @@ impl Scheduler {
             QueueOrder::ShortestLimitFirst => (0, j.spec.time_limit),
             QueueOrder::LeastAttained {
                 threshold_gpu_seconds,
-            } => (u64::from(j.attained_gpu_seconds >= threshold_gpu_seconds), 0),
+            } => (
+                u64::from(j.attained_gpu_seconds >= threshold_gpu_seconds),
+                0,
+            ),
         };
         (first, second, j.seq, j.id)
     }
@@ -809,6 +810,30 @@ impl Scheduler {
     fn queue_remove(&mut self, seq: u64, id: WorkloadId) {
         if let Some(key) = self.pending.remove(&(seq, id)) {
             self.ordered.remove(&key);
+        }
+    }
+
+    /// Where a running job sits in `running_ends`, if it has a time limit.
+    fn end_key(j: &Job) -> Option<(usize, (Time, WorkloadId))> {
+        if j.spec.time_limit >= NO_LIMIT {
+            return None;
+        }
+        let end = match j.state {
+            JobState::Preempting { deadline, .. } => deadline,
+            JobState::Running { since } => since.saturating_add(j.spec.time_limit),
+            _ => return None,
+        };
+        Some((j.spec.gang.gpu.index(), (end, j.id)))
+    }
+
+    /// Adds (`true`) or removes a running job's entry in `running_ends`.
+    fn index_end(&mut self, id: WorkloadId, add: bool) {
+        if let Some((m, key)) = self.jobs.get(&id).and_then(Self::end_key) {
+            if add {
+                self.running_ends[m].insert(key);
+            } else {
+                self.running_ends[m].remove(&key);
+            }
         }
     }
 
@@ -873,6 +898,7 @@ impl Scheduler {
 
     /// Releases a running job's resources and usage (state is set by the caller).
     fn stop(&mut self, id: WorkloadId, now: Time) {
+        self.index_end(id, false);
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
@@ -979,6 +1005,7 @@ impl Scheduler {
                 self.requeue(id, now, &mut out);
                 continue;
             }
+            self.index_end(id, false);
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
@@ -992,6 +1019,7 @@ impl Scheduler {
                 *since = now; // restarted in place from its last checkpoint
             }
             let tenant = job.spec.tenant.0 as usize;
+            self.index_end(id, true);
             self.tenants[tenant].lost_gpu_hours += lost;
             for (i, (failed, replacement)) in replaced.into_iter().enumerate() {
                 out.push(Decision::Replace {
@@ -1163,6 +1191,16 @@ impl Scheduler {
         if order.is_empty() {
             return None;
         }
+        // Even every victim gone would not free enough GPUs: no need to try.
+        let releasable: u64 = order
+            .iter()
+            .filter_map(|v| self.jobs.get(v))
+            .map(|v| v.gpus())
+            .sum();
+        let free = self.engine.open_free_gpus[gang.gpu.index()];
+        if free + releasable < gang.total_gpus() {
+            return None;
+        }
         let spread = self.spread_filter(id);
         // Never preempt for a gang that would still not fit.
         let (k, slots) = self.shortest_release_prefix(&order, &gang, &spread)?;
@@ -1180,6 +1218,7 @@ impl Scheduler {
         let deadline = now + self.config.grace_period;
         let mut out = Vec::new();
         for v in &victims {
+            self.index_end(*v, false);
             if let Some(j) = self.jobs.get_mut(v) {
                 let since = j.running_since().unwrap_or(now);
                 j.state = JobState::Preempting {
@@ -1188,6 +1227,9 @@ impl Scheduler {
                     by: id,
                 };
                 self.preempting.insert((deadline, *v));
+                if let Some((m, key)) = Self::end_key(j) {
+                    self.running_ends[m].insert(key);
+                }
                 j.preemptions += 1;
                 out.push(Decision::Preempt {
                     job: *v,
@@ -1217,20 +1259,10 @@ impl Scheduler {
         spread: &SpreadFilter,
         now: Time,
     ) -> Option<(Time, Vec<NodeSlot>)> {
-        let mut order: Vec<(Time, WorkloadId)> = self
-            .running
+        let order: Vec<(Time, WorkloadId)> = self.running_ends[gang.gpu.index()]
             .iter()
-            .filter_map(|id| self.jobs.get(id))
-            .filter(|j| j.spec.gang.gpu == gang.gpu && j.spec.time_limit < NO_LIMIT)
-            .map(|j| {
-                let end = match j.state {
-                    JobState::Preempting { deadline, .. } => deadline,
-                    _ => j.limit_end().unwrap_or(now),
-                };
-                (end.max(now), j.id)
-            })
+            .map(|&(end, id)| (end.max(now), id))
             .collect();
-        order.sort_unstable();
         let ids: Vec<WorkloadId> = order.iter().map(|o| o.1).collect();
         let (k, slots) = self.shortest_release_prefix(&ids, gang, spread)?;
         Some((order[k - 1].0, slots))
@@ -1280,6 +1312,7 @@ impl Scheduler {
             j.reason = None;
             self.running_by_class[j.spec.priority as usize].insert(id);
         }
+        self.index_end(id, true);
         self.running.insert(id);
         self.changes += 1;
         out.push(Decision::Start {
@@ -1675,6 +1708,15 @@ impl Scheduler {
     /// every hold on a node belongs to the reservation or to a preemptor waiting on victims.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.engine.check_invariants()?;
+        let mut ends = vec![BTreeSet::new(); self.running_ends.len()];
+        for j in self.jobs.values() {
+            if let Some((m, key)) = Self::end_key(j) {
+                ends[m].insert(key);
+            }
+        }
+        if ends != self.running_ends {
+            return Err("the index of running jobs' ends is out of date".into());
+        }
         if self.ordered.len() != self.pending.len() {
             return Err(format!(
                 "{} jobs in queue order but {} pending",

@@ -48,6 +48,9 @@ pub struct Input {
     /// Horizon of the synthetic trace in days.
     #[arg(long, default_value_t = 30)]
     pub days: u64,
+    /// Offered training load of the synthetic trace (share of the fleet's GPU-seconds).
+    #[arg(long, default_value_t = 0.7)]
+    pub load: f64,
     /// Inference services per 500,000 GPUs in the synthetic trace (0: none).
     #[arg(long, default_value_t = 8.0)]
     pub services_per_500k: f64,
@@ -126,8 +129,8 @@ pub struct TraceArgs {
     /// GPUs of the fleet it is scaled to.
     #[arg(long, default_value_t = 499_968)]
     pub gpus: u64,
-    /// Offered load (share of the fleet's GPU-seconds).
-    #[arg(long, default_value_t = 0.8)]
+    /// Offered training load (share of the fleet's GPU-seconds).
+    #[arg(long, default_value_t = 0.7)]
     pub load: f64,
     /// Seed.
     #[arg(long, default_value_t = 1)]
@@ -179,6 +182,7 @@ pub fn load(input: &Input) -> Result<Loaded> {
                 fleet_gpus: gpus,
                 horizon: input.days * 86_400,
                 cpu_hosts,
+                load: input.load,
                 services_per_500k: input.services_per_500k,
                 sandbox_bursts_per_day: input.sandbox_bursts_per_day,
                 seed: input.seed,
