@@ -511,6 +511,9 @@ pub struct Scheduler {
     running: BTreeSet<WorkloadId>,
     /// The running jobs again, by priority class (victim searches look only below their own).
     running_by_class: [BTreeSet<WorkloadId>; 4],
+    /// Jobs that ended (finished or cancelled): only their final state is kept, so that the
+    /// queue's memory follows the live jobs, not every job ever submitted.
+    ended: FxHashMap<WorkloadId, JobState>,
     /// Victims told to stop, by deadline (entries of jobs that ended earlier are skipped).
     preempting: BTreeSet<(Time, WorkloadId)>,
     /// Per GPU model: running jobs with a time limit by the time they end at the latest (their
@@ -601,6 +604,7 @@ impl Scheduler {
             running: BTreeSet::new(),
             running_by_class: Default::default(),
             preempting: BTreeSet::new(),
+            ended: FxHashMap::default(),
             running_ends: vec![BTreeSet::new(); model::GpuModel::ALL.len()],
             fleet_total,
             next_seq: 0,
@@ -618,9 +622,15 @@ impl Scheduler {
         &self.engine
     }
 
-    /// A job.
+    /// A live job (pending or running); ended jobs are forgotten but for their final state
+    /// ([`Scheduler::ended_state`]).
     pub fn job(&self, id: WorkloadId) -> Option<&Job> {
         self.jobs.get(&id)
+    }
+
+    /// `Finished` or `Cancelled` for a job that ended.
+    pub fn ended_state(&self, id: WorkloadId) -> Option<&JobState> {
+        self.ended.get(&id)
     }
 
     /// Why a pending job is not running.
@@ -744,7 +754,10 @@ impl Scheduler {
         now: Time,
         service: Option<u64>,
     ) -> Result<(), SchedError> {
-        if self.jobs.contains_key(&id) || self.batches.contains_key(&id) {
+        if self.jobs.contains_key(&id)
+            || self.batches.contains_key(&id)
+            || self.ended.contains_key(&id)
+        {
             return Err(SchedError::DuplicateJob(id));
         }
         let mut spec = spec;
@@ -848,6 +861,13 @@ impl Scheduler {
 
     /// Ok when `id` is running (or preempting), else why `reason` refuses the request.
     fn ensure_running(&self, id: WorkloadId, reason: &'static str) -> Result<(), SchedError> {
+        if let Some(state) = self.ended.get(&id) {
+            return Err(SchedError::WrongState {
+                id,
+                state: format!("{state:?}"),
+                reason,
+            });
+        }
         let job = self.jobs.get(&id).ok_or(SchedError::UnknownJob(id))?;
         if job.running_since().is_none() {
             return Err(SchedError::WrongState {
@@ -863,14 +883,20 @@ impl Scheduler {
     pub fn finish(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
         self.ensure_running(id, "only a running job finishes")?;
         self.stop(id, now);
-        if let Some(j) = self.jobs.get_mut(&id) {
-            j.state = JobState::Finished;
-        }
+        self.jobs.remove(&id);
+        self.ended.insert(id, JobState::Finished);
         Ok(())
     }
 
     /// Cancels a job wherever it is.
     pub fn cancel(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
+        if let Some(state) = self.ended.get(&id) {
+            return Err(SchedError::WrongState {
+                id,
+                state: format!("{state:?}"),
+                reason: "it has already ended",
+            });
+        }
         let job = self.jobs.get(&id).ok_or(SchedError::UnknownJob(id))?;
         match job.state {
             JobState::Finished | JobState::Cancelled => {
@@ -888,11 +914,8 @@ impl Scheduler {
             }
             _ => self.stop(id, now),
         }
-        if let Some(j) = self.jobs.get_mut(&id) {
-            j.state = JobState::Cancelled;
-            j.hold.clear();
-            j.reason = None;
-        }
+        self.jobs.remove(&id);
+        self.ended.insert(id, JobState::Cancelled);
         Ok(())
     }
 

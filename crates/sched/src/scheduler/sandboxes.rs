@@ -30,7 +30,10 @@ impl Scheduler {
             field: e.field,
             reason: e.reason,
         })?;
-        if self.jobs.contains_key(&id) || self.batches.contains_key(&id) {
+        if self.jobs.contains_key(&id)
+            || self.batches.contains_key(&id)
+            || self.ended.contains_key(&id)
+        {
             return Err(SchedError::DuplicateJob(id));
         }
         let placement = self

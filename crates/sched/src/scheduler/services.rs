@@ -236,7 +236,9 @@ impl Scheduler {
         let fleet = self.engine.fleet();
         for (sid, s) in &self.services {
             for r in &s.replicas {
-                if self.jobs.get(r).and_then(|j| j.service) != Some(*sid) {
+                // Ended replicas are forgotten by the queue and dropped at the next scaling.
+                let ended = !self.jobs.contains_key(r) && self.ended.contains_key(r);
+                if !ended && self.jobs.get(r).and_then(|j| j.service) != Some(*sid) {
                     return Err(format!("service {sid}: replica {r} is not its job"));
                 }
             }
