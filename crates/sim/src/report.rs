@@ -403,7 +403,8 @@ fn line_chart(
     Ok(())
 }
 
-/// Writes `utilisation.png`, `queue_length.png` and `jct_cdf.png` for one or more reports.
+/// Writes `utilisation.png`, `queue_length.png`, `gpus_in_service.png` and `jct_cdf.png` for
+/// one or more reports.
 pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String> {
     let days = |t: Time| t as f64 / 86_400.0;
     let util: Vec<(String, Vec<(f64, f64)>)> = reports
@@ -427,6 +428,22 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String
             )
         })
         .collect();
+    let up: Vec<(String, Vec<(f64, f64)>)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r.policy.clone(),
+                r.samples
+                    .iter()
+                    .map(|s| (days(s.t), s.gpus_up as f64))
+                    .collect(),
+            )
+        })
+        .collect();
+    let up_max = up
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.1))
+        .fold(1.0, f64::max);
     let q_max = queue
         .iter()
         .flat_map(|(_, v)| v.iter().map(|p| p.1))
@@ -468,6 +485,14 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String
             "pending jobs",
             &queue,
             q_max * 1.05,
+        ),
+        (
+            "gpus_in_service.png",
+            "GPUs in service (not down, delivered)",
+            "days",
+            "GPUs",
+            &up,
+            up_max * 1.05,
         ),
         (
             "jct_cdf.png",

@@ -511,3 +511,48 @@ fn sim_runs_a_mixed_trace_with_a_fault_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("drain[0].scope: 'nowhere'"), "{err}");
 }
+
+#[test]
+fn the_example_fault_file_runs_on_the_default_simulator_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/faults.toml");
+    let out = stargrid(
+        &[
+            "sim",
+            "run",
+            "--synthetic",
+            "300",
+            "--days",
+            "12",
+            "--faults",
+            faults,
+            "--json",
+            "--no-plots",
+            "--out",
+            "o",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The spine and the provider failures are counted; the ramp shows in GPUs in service.
+    assert!(
+        report["failures"].as_u64().unwrap() >= 2,
+        "{}",
+        report["failures"]
+    );
+    let up: Vec<u64> = report["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["gpus_up"].as_u64().unwrap())
+        .collect();
+    assert!(
+        up.iter().min() < up.iter().max(),
+        "capacity changes over time"
+    );
+}
