@@ -34,6 +34,17 @@ use std::sync::Arc;
 /// sequence, the id.
 type QueueKey = (u64, u64, u64, WorkloadId);
 
+/// What a pass needs to know of a pending job to pass it over: its shape, size, limit and class,
+/// and when its last preemption search found nothing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Brief {
+    shape: ShapeKey,
+    nodes: u32,
+    time_limit: Time,
+    priority: PriorityClass,
+    no_victims_at: Option<(u64, Time)>,
+}
+
 /// Tunables of the queue.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedConfig {
@@ -504,8 +515,13 @@ pub struct Scheduler {
     /// Pending jobs by (submission, id), with what ordering needs (no job lookups to sort).
     /// Pending jobs by (submission sequence, id), with their place in `ordered`.
     pending: BTreeMap<(u64, WorkloadId), QueueKey>,
-    /// Pending jobs in queue order (under fair share, tenants are ranked at each pass).
-    ordered: BTreeSet<QueueKey>,
+    /// Pending jobs in queue order (under fair share, tenants are ranked at each pass), each
+    /// with what a pass needs to pass it over without reading its record.
+    ordered: BTreeMap<QueueKey, Brief>,
+    /// Pending preemptors holding nodes while their victims stop.
+    holding: FxHashSet<WorkloadId>,
+    /// Shapes that failed in the last pass (renders the reason of jobs it passed over).
+    last_failed: FxHashMap<ShapeKey, (u32, WorkloadId)>,
     /// When the next pass must consider every pending job.
     next_full_pass: Time,
     running: BTreeSet<WorkloadId>,
@@ -599,7 +615,9 @@ impl Scheduler {
                 .collect(),
             jobs: FxHashMap::default(),
             pending: BTreeMap::new(),
-            ordered: BTreeSet::new(),
+            ordered: BTreeMap::new(),
+            holding: FxHashSet::default(),
+            last_failed: FxHashMap::default(),
             next_full_pass: 0,
             running: BTreeSet::new(),
             running_by_class: Default::default(),
@@ -641,7 +659,17 @@ impl Scheduler {
             None => String::new(),
         };
         let tenant = &self.tenants[job.spec.tenant.0 as usize];
+        // A job a pass passed over (its shape had already failed) has no fresh reason.
+        let like = self
+            .last_failed
+            .get(&shape_of(&job.spec.gang))
+            .filter(|(n, _)| job.spec.gang.nodes >= *n)
+            .map(|(_, like)| *like);
         Some(match job.reason.as_ref()? {
+            Reason::NotConsidered | Reason::Requeued if like.is_some() => format!(
+                "a job of the same shape ({}) could not be placed in the last pass",
+                like.map_or_else(String::new, |l| l.to_string())
+            ),
             Reason::NotConsidered => "not yet considered by a scheduling pass".into(),
             Reason::Requeued => "requeued; waiting for the next pass".into(),
             Reason::Quota { what, want, have, cohort: false } => format!(
@@ -815,8 +843,31 @@ impl Scheduler {
             return;
         };
         let key = self.queue_key(j);
+        let g = &j.spec.gang;
+        let brief = Brief {
+            shape: shape_of(g),
+            nodes: g.nodes,
+            time_limit: j.spec.time_limit,
+            priority: j.spec.priority,
+            no_victims_at: j.no_victims_at,
+        };
         self.pending.insert((j.seq, id), key);
-        self.ordered.insert(key);
+        self.ordered.insert(key, brief);
+    }
+
+    /// Records a fruitless preemption search on the job and beside its place in the queue.
+    fn note_no_victims(&mut self, id: WorkloadId, at: (u64, Time)) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.no_victims_at = Some(at);
+        if let Some(b) = self
+            .pending
+            .get(&(j.seq, id))
+            .and_then(|k| self.ordered.get_mut(k))
+        {
+            b.no_victims_at = Some(at);
+        }
     }
 
     /// Takes a job out of the queue.
@@ -915,6 +966,7 @@ impl Scheduler {
             _ => self.stop(id, now),
         }
         self.jobs.remove(&id);
+        self.holding.remove(&id);
         self.ended.insert(id, JobState::Cancelled);
         Ok(())
     }
@@ -1269,6 +1321,7 @@ impl Scheduler {
         self.engine.hold(&hold);
         if let Some(j) = self.jobs.get_mut(&id) {
             j.hold = hold;
+            self.holding.insert(id);
             j.waiting_for = victims;
             j.reason = Some(Reason::WaitingForPreemption { until: deadline });
         }
@@ -1404,7 +1457,7 @@ impl Scheduler {
         } else {
             self.config.pass_depth
         };
-        let order: Vec<WorkloadId> = match self.config.order {
+        let order: Vec<(WorkloadId, Brief)> = match self.config.order {
             QueueOrder::PriorityFairShare => {
                 let mut v = Vec::new();
                 'classes: for class in 0..4u64 {
@@ -1413,17 +1466,22 @@ impl Scheduler {
                             (class, t as u64, 0, WorkloadId(0)),
                             (class, t as u64, u64::MAX, WorkloadId(u64::MAX)),
                         );
-                        for key in self.ordered.range(lo..=hi) {
+                        for (key, brief) in self.ordered.range(lo..=hi) {
                             if v.len() >= depth {
                                 break 'classes;
                             }
-                            v.push(key.3);
+                            v.push((key.3, *brief));
                         }
                     }
                 }
                 v
             }
-            _ => self.ordered.iter().take(depth).map(|k| k.3).collect(),
+            _ => self
+                .ordered
+                .iter()
+                .take(depth)
+                .map(|(k, b)| (k.3, *b))
+                .collect(),
         };
         let mut blocked_head: Option<WorkloadId> = None;
         let mut searches = 0;
@@ -1433,13 +1491,46 @@ impl Scheduler {
         let mut vain: Vec<(PriorityClass, ShapeKey, u32)> = Vec::new();
         // Jobs that could not start, for the backfill step: (id, time limit, shape, nodes).
         let mut backfill: Vec<(WorkloadId, Time, ShapeKey, u32)> = Vec::new();
-        for &id in &order {
+        for &(id, brief) in &order {
             // Strict FIFO: nothing passes a head that cannot start.
             if let Some(head) = blocked_head {
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.reason = Some(Reason::BehindHead { head });
                 }
                 continue;
+            }
+            // Passed over without reading its record: its shape already failed in this pass, it
+            // may not search for victims, and it could not take the reservation over. (Its
+            // reason is rendered from this pass's failures when asked; quota is checked again
+            // by backfill.)
+            let reserved = self.reservation.as_ref().is_some_and(|r| r.job == id);
+            if !reserved && !self.holding.contains(&id) {
+                let like = failed
+                    .get(&brief.shape)
+                    .is_some_and(|(n, _)| brief.nodes >= *n);
+                let no_search = !self.config.preemption
+                    || searches >= self.config.preemption_searches_per_pass
+                    || searched_recently(
+                        brief.no_victims_at,
+                        self.changes,
+                        now,
+                        self.config.preemption_retry,
+                    )
+                    || (Self::monotone_search(&self.config.order, false, None)
+                        && vain.iter().any(|(p, k, n)| {
+                            *p >= brief.priority && *k == brief.shape && *n <= brief.nodes
+                        }));
+                let no_takeover = self
+                    .reservation
+                    .as_ref()
+                    .is_some_and(|r| r.priority >= brief.priority);
+                if like && no_search && no_takeover {
+                    backfill.push((id, brief.time_limit, brief.shape, brief.nodes));
+                    if self.config.head_of_line_blocking {
+                        blocked_head = Some(id);
+                    }
+                    continue;
+                }
             }
             // The reserved job itself gets its nodes back to try them (and a fresh reservation).
             let mut previous: Option<Reservation> = None;
@@ -1520,6 +1611,7 @@ impl Scheduler {
                 vain.clear();
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.hold.clear();
+                    self.holding.remove(&id);
                     j.waiting_for.clear();
                 }
                 // Quota is checked again: other work of the tenant may have started meanwhile.
@@ -1605,9 +1697,7 @@ impl Scheduler {
                     continue;
                 }
                 let changes = self.changes;
-                if let Some(j) = self.jobs.get_mut(&id) {
-                    j.no_victims_at = Some((changes, now));
-                }
+                self.note_no_victims(id, (changes, now));
                 if monotone {
                     vain.push((priority, shape, g.nodes));
                 }
@@ -1694,6 +1784,7 @@ impl Scheduler {
                 blocked_head = Some(id);
             }
         }
+        self.last_failed = failed;
         // 6. Backfill onto reserved nodes: only jobs that end before the reservation starts.
         if let Some(r) = self.reservation.clone() {
             self.engine.unhold(&r.nodes);
@@ -1764,10 +1855,17 @@ impl Scheduler {
                     j.state
                 ));
             }
-            let queued = self
-                .pending
-                .get(&(j.seq, *id))
-                .is_some_and(|k| self.ordered.contains(k) && *k == self.queue_key(j));
+            let queued = self.pending.get(&(j.seq, *id)).is_some_and(|k| {
+                *k == self.queue_key(j)
+                    && self.ordered.get(k).is_some_and(|b| {
+                        b.no_victims_at == j.no_victims_at
+                            && b.shape == shape_of(&j.spec.gang)
+                            && b.nodes == j.spec.gang.nodes
+                    })
+            });
+            if self.holding.contains(id) != !j.hold.is_empty() {
+                return Err(format!("{id}: holding set disagrees with its hold"));
+            }
             if (j.state == JobState::Pending) != queued {
                 return Err(format!(
                     "{id}: pending set disagrees with state {:?}",
@@ -1871,6 +1969,17 @@ fn searched_recently(last: Option<(u64, Time)>, changes: u64, now: Time, retry: 
 
 /// A gang's shape apart from its node count: (GPU model, GPUs/node, CPU, memory, segment).
 type ShapeKey = (usize, u8, u32, u32, Option<u32>);
+
+/// The shape of a gang: jobs of one shape fail and succeed together, the smaller first.
+fn shape_of(g: &GangRequest) -> ShapeKey {
+    (
+        g.gpu.index(),
+        g.gpus_per_node,
+        g.cpu_millis_per_node,
+        g.memory_mib_per_node,
+        g.segment,
+    )
+}
 
 /// Quota check against a tenant table: Ok(borrowed?) or the reason it is refused.
 fn admit_with(tenants: &[TenantState], cohorts: &[CohortState], job: &Job) -> Result<bool, Reason> {
