@@ -1863,7 +1863,7 @@ impl Scheduler {
                             && b.nodes == j.spec.gang.nodes
                     })
             });
-            if self.holding.contains(id) != !j.hold.is_empty() {
+            if self.holding.contains(id) == j.hold.is_empty() {
                 return Err(format!("{id}: holding set disagrees with its hold"));
             }
             if (j.state == JobState::Pending) != queued {
