@@ -1124,8 +1124,8 @@ impl Scheduler {
         admit_with(&self.tenants, &self.cohorts, job)
     }
 
-    /// Running jobs `job` may preempt, cheapest first.
-    fn victims_for(&self, job: &Job, within_own_quota: bool, now: Time) -> Vec<WorkloadId> {
+    /// Running jobs `job` may preempt, cheapest first, and the GPUs they hold together.
+    fn victims_for(&self, job: &Job, within_own_quota: bool, now: Time) -> (Vec<WorkloadId>, u64) {
         let cohort = self.tenants[job.spec.tenant.0 as usize]
             .spec
             .cohort
@@ -1138,7 +1138,7 @@ impl Scheduler {
         } else {
             &self.running_by_class[..job.spec.priority as usize]
         };
-        let mut cands: Vec<(f64, PriorityClass, WorkloadId)> = classes
+        let mut cands: Vec<(f64, PriorityClass, WorkloadId, u64)> = classes
             .iter()
             .flatten()
             .filter_map(|id| self.jobs.get(id))
@@ -1174,10 +1174,11 @@ impl Scheduler {
                     && v.running_since()
                         .is_some_and(|s| now.saturating_sub(s) >= self.config.min_runtime)
             })
-            .map(|v| (v.unsaved_gpu_hours(now), v.spec.priority, v.id))
+            .map(|v| (v.unsaved_gpu_hours(now), v.spec.priority, v.id, v.gpus()))
             .collect();
         cands.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        cands.into_iter().map(|c| c.2).collect()
+        let gpus = cands.iter().map(|c| c.3).sum();
+        (cands.into_iter().map(|c| c.2).collect(), gpus)
     }
 
     /// Whether a job's victims are exactly the running jobs of lower classes: then a search that
@@ -1262,16 +1263,11 @@ impl Scheduler {
     ) -> Option<Vec<Decision>> {
         let job = self.jobs.get(&id)?;
         let gang = job.spec.gang.clone();
-        let order = self.victims_for(job, within_own_quota, now);
+        let (order, releasable) = self.victims_for(job, within_own_quota, now);
         if order.is_empty() {
             return None;
         }
         // Even every victim gone would not free enough GPUs: no need to try.
-        let releasable: u64 = order
-            .iter()
-            .filter_map(|v| self.jobs.get(v))
-            .map(|v| v.gpus())
-            .sum();
         let free = self.engine.open_free_gpus[gang.gpu.index()];
         if free + releasable < gang.total_gpus() {
             return None;
@@ -1557,13 +1553,7 @@ impl Scheduler {
                         }
                         Ok(_) => {
                             let g = &job.spec.gang;
-                            let key: ShapeKey = (
-                                g.gpu.index(),
-                                g.gpus_per_node,
-                                g.cpu_millis_per_node,
-                                g.memory_mib_per_node,
-                                g.segment,
-                            );
+                            let key = shape_of(g);
                             let like = failed
                                 .get(&key)
                                 .filter(|(n, _)| g.nodes >= *n)
@@ -1634,13 +1624,7 @@ impl Scheduler {
                 }
             };
             let g = &job.spec.gang;
-            let shape = (
-                g.gpu.index(),
-                g.gpus_per_node,
-                g.cpu_millis_per_node,
-                g.memory_mib_per_node,
-                g.segment,
-            );
+            let shape = shape_of(g);
             let known_fail = failed
                 .get(&shape)
                 .filter(|(n, _)| g.nodes >= *n)
@@ -1654,13 +1638,7 @@ impl Scheduler {
                 continue;
             };
             let g = job.spec.gang.clone();
-            let shape = (
-                g.gpu.index(),
-                g.gpus_per_node,
-                g.cpu_millis_per_node,
-                g.memory_mib_per_node,
-                g.segment,
-            );
+            let shape = shape_of(&g);
             failed
                 .entry(shape)
                 .and_modify(|e| {

@@ -406,48 +406,31 @@ fn line_chart(
 /// Writes `utilisation.png`, `queue_length.png`, `gpus_in_service.png` and `jct_cdf.png` for
 /// one or more reports.
 pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String> {
-    let days = |t: Time| t as f64 / 86_400.0;
-    let util: Vec<(String, Vec<(f64, f64)>)> = reports
-        .iter()
-        .map(|r| {
-            (
-                r.policy.clone(),
-                r.samples.iter().map(|s| (days(s.t), s.gpu_util)).collect(),
-            )
-        })
-        .collect();
-    let queue: Vec<(String, Vec<(f64, f64)>)> = reports
-        .iter()
-        .map(|r| {
-            (
-                r.policy.clone(),
-                r.samples
+    // One line per policy of a sample field against days.
+    let over_time = |value: fn(&Sample) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+        reports
+            .iter()
+            .map(|r| {
+                let points = r
+                    .samples
                     .iter()
-                    .map(|s| (days(s.t), s.queue_len as f64))
-                    .collect(),
-            )
-        })
-        .collect();
-    let up: Vec<(String, Vec<(f64, f64)>)> = reports
-        .iter()
-        .map(|r| {
-            (
-                r.policy.clone(),
-                r.samples
-                    .iter()
-                    .map(|s| (days(s.t), s.gpus_up as f64))
-                    .collect(),
-            )
-        })
-        .collect();
-    let up_max = up
-        .iter()
-        .flat_map(|(_, v)| v.iter().map(|p| p.1))
-        .fold(1.0, f64::max);
-    let q_max = queue
-        .iter()
-        .flat_map(|(_, v)| v.iter().map(|p| p.1))
-        .fold(1.0, f64::max);
+                    .map(|s| (s.t as f64 / 86_400.0, value(s)))
+                    .collect();
+                (r.policy.clone(), points)
+            })
+            .collect()
+    };
+    let highest = |series: &[(String, Vec<(f64, f64)>)]| {
+        series
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|p| p.1))
+            .fold(1.0, f64::max)
+    };
+    let util = over_time(|s| s.gpu_util);
+    let queue = over_time(|s| s.queue_len as f64);
+    let up = over_time(|s| s.gpus_up as f64);
+    let up_max = highest(&up);
+    let q_max = highest(&queue);
     // JCT CDF on a log10 x axis (hours).
     let cdf: Vec<(String, Vec<(f64, f64)>)> = reports
         .iter()

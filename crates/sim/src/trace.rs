@@ -136,7 +136,8 @@ impl LoadCurve {
 }
 
 /// One inference service of a trace.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TraceService {
     /// Identity (unique within the trace).
     pub id: u64,
@@ -147,6 +148,7 @@ pub struct TraceService {
     /// Owner.
     pub tenant: String,
     /// Priority of its replicas.
+    #[serde(default = "inference")]
     pub priority: PriorityClass,
     /// GPUs of one replica.
     pub gpus_per_replica: u32,
@@ -212,7 +214,8 @@ impl Lifetime {
 }
 
 /// One batch of sandboxes of a trace.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TraceSandboxes {
     /// Identity (unique within the trace).
     pub id: u64,
@@ -229,6 +232,7 @@ pub struct TraceSandboxes {
     /// How long each lives.
     pub lifetime: Lifetime,
     /// Host failures the batch survives by moving.
+    #[serde(default = "one")]
     pub max_retries: u32,
 }
 
@@ -410,8 +414,6 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonJob {
-    #[allow(dead_code)]
-    kind: Option<String>,
     id: u64,
     submit: Time,
     duration: Time,
@@ -423,47 +425,12 @@ struct JsonJob {
     checkpoint_interval: Option<Time>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonService {
-    #[allow(dead_code)]
-    kind: String,
-    id: u64,
-    submit: Time,
-    end: Option<Time>,
-    tenant: String,
-    #[serde(default = "inference")]
-    priority: PriorityClass,
-    gpus_per_replica: u32,
-    min_replicas: u32,
-    max_replicas: u32,
-    inflight_per_replica: f64,
-    load: LoadCurve,
-    spread: Option<SpreadRule>,
-}
-
 fn inference() -> PriorityClass {
     PriorityClass::ProductionInference
 }
 
 fn one() -> u32 {
     1
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonSandboxes {
-    #[allow(dead_code)]
-    kind: String,
-    id: u64,
-    submit: Time,
-    tenant: String,
-    count: u32,
-    cpu_millis: u32,
-    memory_mib: u32,
-    lifetime: Lifetime,
-    #[serde(default = "one")]
-    max_retries: u32,
 }
 
 /// One parsed line.
@@ -476,10 +443,11 @@ enum Row {
 /// Parses one line; errors name the field (or the character for malformed JSON).
 fn parse_row(raw: &str) -> Result<Row, (String, String)> {
     let syntax = |e: serde_json::Error| (format!("char {}", e.column()), e.to_string());
-    let value: serde_json::Value = serde_json::from_str(raw).map_err(syntax)?;
-    let kind = match value.get("kind") {
+    let mut value: serde_json::Value = serde_json::from_str(raw).map_err(syntax)?;
+    // The kind picks the type; the other fields are that type's own.
+    let kind = match value.as_object_mut().and_then(|o| o.remove("kind")) {
         None => "job".to_string(),
-        Some(serde_json::Value::String(k)) => k.clone(),
+        Some(serde_json::Value::String(k)) => k,
         Some(_) => return Err(("kind".into(), "must be a string".into())),
     };
     // Name the field serde stopped at (a missing field is named in the reason).
@@ -528,7 +496,7 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
             }))
         }
         "service" => {
-            let v: JsonService = serde_path_to_error::deserialize(value).map_err(shape)?;
+            let v: TraceService = serde_path_to_error::deserialize(value).map_err(shape)?;
             if v.gpus_per_replica == 0 || v.gpus_per_replica > 100_000 {
                 return Err(bad("gpus_per_replica", "must be 1..=100000"));
             }
@@ -549,22 +517,10 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
             }
             v.load.check().map_err(|(f, r)| (f.to_string(), r))?;
             tenant_ok(&v.tenant)?;
-            Ok(Row::Service(TraceService {
-                id: v.id,
-                submit: v.submit,
-                end: v.end,
-                tenant: v.tenant,
-                priority: v.priority,
-                gpus_per_replica: v.gpus_per_replica,
-                min_replicas: v.min_replicas,
-                max_replicas: v.max_replicas,
-                inflight_per_replica: v.inflight_per_replica,
-                load: v.load,
-                spread: v.spread,
-            }))
+            Ok(Row::Service(v))
         }
         "sandboxes" => {
-            let b: JsonSandboxes = serde_path_to_error::deserialize(value).map_err(shape)?;
+            let b: TraceSandboxes = serde_path_to_error::deserialize(value).map_err(shape)?;
             if b.count == 0 || b.count > model::SandboxRequest::MAX_BATCH {
                 return Err(bad("count", "must be 1..=1000000"));
             }
@@ -573,16 +529,7 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
             }
             b.lifetime.check().map_err(|(f, r)| (f.to_string(), r))?;
             tenant_ok(&b.tenant)?;
-            Ok(Row::Sandboxes(TraceSandboxes {
-                id: b.id,
-                submit: b.submit,
-                tenant: b.tenant,
-                count: b.count,
-                cpu_millis: b.cpu_millis,
-                memory_mib: b.memory_mib,
-                lifetime: b.lifetime,
-                max_retries: b.max_retries,
-            }))
+            Ok(Row::Sandboxes(b))
         }
         other => Err((
             "kind".into(),
@@ -645,24 +592,18 @@ pub fn write_jsonl(trace: &Trace) -> String {
         out.push_str(&v.to_string());
         out.push('\n');
     }
-    for s in &trace.services {
-        let v = serde_json::json!({
-            "kind": "service", "id": s.id, "submit": s.submit, "end": s.end,
-            "tenant": s.tenant, "priority": s.priority, "gpus_per_replica": s.gpus_per_replica,
-            "min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-            "inflight_per_replica": s.inflight_per_replica, "load": s.load, "spread": s.spread,
-        });
+    let mut line = |kind: &str, mut v: serde_json::Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("kind".into(), kind.into());
+        }
         out.push_str(&v.to_string());
         out.push('\n');
+    };
+    for s in &trace.services {
+        line("service", serde_json::to_value(s).unwrap_or_default());
     }
     for b in &trace.sandboxes {
-        let v = serde_json::json!({
-            "kind": "sandboxes", "id": b.id, "submit": b.submit, "tenant": b.tenant,
-            "count": b.count, "cpu_millis": b.cpu_millis, "memory_mib": b.memory_mib,
-            "lifetime": b.lifetime, "max_retries": b.max_retries,
-        });
-        out.push_str(&v.to_string());
-        out.push('\n');
+        line("sandboxes", serde_json::to_value(b).unwrap_or_default());
     }
     out
 }
