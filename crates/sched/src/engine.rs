@@ -219,6 +219,10 @@ pub struct Engine {
     /// Whether a failed plan writes its explanation (a queue pass turns this off and asks
     /// later, only for the jobs someone asks about).
     pub(crate) explain: bool,
+    /// While tentative releases and reinstates are batched (preemption and reservation
+    /// probes): domains whose counters and index entries are not brought up to date until
+    /// [`Engine::settle`]. Many probe steps touch a domain and undo it again.
+    pub(crate) deferred: Option<Vec<u32>>,
 }
 
 impl Engine {
@@ -304,6 +308,7 @@ impl Engine {
             host_cursor: 0,
             holds: vec![0; nodes.len()],
             explain: true,
+            deferred: None,
             free,
             node_domain,
             domains,
@@ -533,10 +538,32 @@ impl Engine {
                 touched.push(self.node_domain[n]);
             }
         }
+        if let Some(deferred) = &mut self.deferred {
+            deferred.extend(touched);
+            return;
+        }
         touched.sort_unstable();
         touched.dedup();
         for d in touched {
             self.reindex_domain(d);
+        }
+    }
+
+    /// Batches the domain bookkeeping of the gang releases and reinstates that follow until
+    /// [`Engine::settle`]; nothing may be planned or placed in between.
+    pub(crate) fn defer_reindex(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// Brings every domain touched since [`Engine::defer_reindex`] up to date and ends the
+    /// batch. Counters and indexes come out exactly as if each change had been indexed at once.
+    pub(crate) fn settle(&mut self) {
+        if let Some(mut touched) = self.deferred.take() {
+            touched.sort_unstable();
+            touched.dedup();
+            for d in touched {
+                self.reindex_domain(d);
+            }
         }
     }
 
@@ -829,6 +856,9 @@ impl Engine {
     /// Used by tests after every operation: free = capacity − what allocations hold, on
     /// every node; per-domain counters and indexes match the nodes; no over-commit.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if self.deferred.is_some() {
+            return Err("a batch of deferred domain updates was left open".into());
+        }
         let nodes = self.fleet.nodes();
         let mut used_gpu = vec![0u32; nodes.len()];
         let mut used_cpu = vec![0u64; nodes.len()];

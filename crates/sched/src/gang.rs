@@ -131,6 +131,7 @@ impl Engine {
         request: &GangRequest,
         allowed: &dyn Fn(TopoId) -> bool,
     ) -> Result<GangPlacement, Unplaceable> {
+        debug_assert!(self.deferred.is_none(), "planning on unsettled domains");
         let shape = self.shape(request)?;
         let ask = Self::per_node_ask(request);
         let biggest = self

@@ -42,7 +42,19 @@ struct Brief {
     nodes: u32,
     time_limit: Time,
     priority: PriorityClass,
-    no_victims_at: Option<(u64, Time)>,
+    tenant: TenantId,
+    no_victims_at: Option<VainSearch>,
+}
+
+/// A preemption search that found nothing: the job searches again only after something started
+/// or stopped and `retry_at` has passed. Each fruitless search in a row doubles the wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+struct VainSearch {
+    /// `Scheduler::changes` at the search.
+    changes: u64,
+    retry_at: Time,
+    /// Fruitless searches in a row before this one.
+    streak: u8,
 }
 
 /// Tunables of the queue.
@@ -71,8 +83,11 @@ pub struct SchedConfig {
     /// between it is kept as it was, which never delays it.
     pub reservation_refresh: Time,
     /// A job whose preemption search found nothing searches again only after something
-    /// started or stopped *and* this many seconds passed.
+    /// started or stopped *and* this many seconds passed; the wait doubles with each fruitless
+    /// search in a row, up to `preemption_retry_max`.
     pub preemption_retry: Time,
+    /// The longest wait between two preemption searches of one job, in seconds.
+    pub preemption_retry_max: Time,
     /// A pass considers at most this many pending jobs, in queue order (a deep queue costs
     /// a pass no more than this); the rest wait for the next full pass.
     pub pass_depth: usize,
@@ -114,6 +129,7 @@ impl Default for SchedConfig {
             topology: true,
             reservation_refresh: 60,
             preemption_retry: 60,
+            preemption_retry_max: 960,
             pass_depth: 500,
             full_pass_interval: 300,
         }
@@ -224,8 +240,8 @@ pub struct Job {
     seq: u64,
     /// Nodes held for it while its victims finish their grace period.
     hold: Vec<NodeId>,
-    /// `Scheduler::changes` and the time when a preemption search for it last found nothing.
-    no_victims_at: Option<(u64, Time)>,
+    /// When a preemption search for it last found nothing, and when it may search again.
+    no_victims_at: Option<VainSearch>,
     /// The inference service it is a replica of.
     pub service: Option<u64>,
     /// Victims it waits for.
@@ -522,6 +538,11 @@ pub struct Scheduler {
     holding: FxHashSet<WorkloadId>,
     /// Shapes that failed in the last pass (renders the reason of jobs it passed over).
     last_failed: FxHashMap<ShapeKey, (u32, WorkloadId)>,
+    /// Preemption searches that found nothing, (class, shape, nodes, until): until then a job
+    /// of that shape with as many nodes or more and no higher class does not search (when its
+    /// victims are exactly the lower classes). Thousands of queued jobs of a few shapes would
+    /// otherwise each repeat the same fruitless search.
+    vain_searches: Vec<(PriorityClass, ShapeKey, u32, Time)>,
     /// When the next pass must consider every pending job.
     next_full_pass: Time,
     running: BTreeSet<WorkloadId>,
@@ -618,6 +639,7 @@ impl Scheduler {
             ordered: BTreeMap::new(),
             holding: FxHashSet::default(),
             last_failed: FxHashMap::default(),
+            vain_searches: Vec::new(),
             next_full_pass: 0,
             running: BTreeSet::new(),
             running_by_class: Default::default(),
@@ -849,6 +871,7 @@ impl Scheduler {
             nodes: g.nodes,
             time_limit: j.spec.time_limit,
             priority: j.spec.priority,
+            tenant: j.spec.tenant,
             no_victims_at: j.no_victims_at,
         };
         self.pending.insert((j.seq, id), key);
@@ -856,9 +879,25 @@ impl Scheduler {
     }
 
     /// Records a fruitless preemption search on the job and beside its place in the queue.
-    fn note_no_victims(&mut self, id: WorkloadId, at: (u64, Time)) {
+    fn note_no_victims(&mut self, id: WorkloadId, now: Time) {
+        let (changes, retry, max) = (
+            self.changes,
+            self.config.preemption_retry,
+            self.config
+                .preemption_retry_max
+                .max(self.config.preemption_retry),
+        );
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
+        };
+        let streak = j
+            .no_victims_at
+            .map_or(0, |v| v.streak.saturating_add(1).min(16));
+        let wait = retry.saturating_mul(1 << streak).min(max);
+        let at = VainSearch {
+            changes,
+            retry_at: now.saturating_add(wait),
+            streak,
         };
         j.no_victims_at = Some(at);
         if let Some(b) = self
@@ -1023,6 +1062,7 @@ impl Scheduler {
             j.restarts += 1;
             j.borrowed = false;
             j.reason = Some(Reason::Requeued);
+            j.no_victims_at = None;
         }
         self.queue_insert(id);
         out.push(Decision::Requeue {
@@ -1205,11 +1245,15 @@ impl Scheduler {
         let mut released: Vec<(WorkloadId, Allocation)> = Vec::new();
         let probe =
             |engine: &mut Engine, k: usize, released: &mut Vec<(WorkloadId, Allocation)>| {
+                engine.defer_reindex();
                 while released.len() < k {
                     let id = order[released.len()];
                     match engine.release(id) {
                         Ok(a) => released.push((id, a)),
-                        Err(_) => return None,
+                        Err(_) => {
+                            engine.settle();
+                            return None;
+                        }
                     }
                 }
                 while released.len() > k {
@@ -1218,6 +1262,7 @@ impl Scheduler {
                         let _ = engine.reinstate(id, a);
                     }
                 }
+                engine.settle();
                 engine
                     .plan_gang_in(gang, &|t| spread.allows(t))
                     .ok()
@@ -1483,11 +1528,21 @@ impl Scheduler {
         let mut searches = 0;
         // Shapes that failed this pass: (gpu, gpus/node, cpu, mem, segment) → fewest nodes that failed.
         let mut failed: FxHashMap<ShapeKey, (u32, WorkloadId)> = FxHashMap::default();
-        // Victim searches that found nothing this pass: (class, shape, nodes).
-        let mut vain: Vec<(PriorityClass, ShapeKey, u32)> = Vec::new();
+        // Victim searches that found nothing lately: (class, shape, nodes, until).
+        let mut vain = std::mem::take(&mut self.vain_searches);
+        vain.retain(|v| v.3 > now);
         // Jobs that could not start, for the backfill step: (id, time limit, shape, nodes).
         let mut backfill: Vec<(WorkloadId, Time, ShapeKey, u32)> = Vec::new();
+        // The reserved job's nodes, while it is tried with them unheld: unless it ends up holding
+        // exactly those again, capacity grew and earlier failures say nothing any more.
+        let mut unheld: Option<Vec<NodeId>> = None;
         for &(id, brief) in &order {
+            if let Some(nodes) = unheld.take() {
+                if self.reservation.as_ref().is_none_or(|r| r.nodes != nodes) {
+                    failed.clear();
+                    vain.clear();
+                }
+            }
             // Strict FIFO: nothing passes a head that cannot start.
             if let Some(head) = blocked_head {
                 if let Some(j) = self.jobs.get_mut(&id) {
@@ -1506,14 +1561,13 @@ impl Scheduler {
                     .is_some_and(|(n, _)| brief.nodes >= *n);
                 let no_search = !self.config.preemption
                     || searches >= self.config.preemption_searches_per_pass
-                    || searched_recently(
-                        brief.no_victims_at,
-                        self.changes,
-                        now,
-                        self.config.preemption_retry,
-                    )
-                    || (Self::monotone_search(&self.config.order, false, None)
-                        && vain.iter().any(|(p, k, n)| {
+                    || searched_recently(brief.no_victims_at, self.changes, now)
+                    // (Taken as within its quota: a job that may reclaim has more victims.)
+                    || (Self::monotone_search(
+                        &self.config.order,
+                        true,
+                        self.tenants[brief.tenant.0 as usize].spec.cohort.as_ref(),
+                    ) && vain.iter().any(|(p, k, n, _)| {
                             *p >= brief.priority && *k == brief.shape && *n <= brief.nodes
                         }));
                 let no_takeover = self
@@ -1533,9 +1587,7 @@ impl Scheduler {
             if self.reservation.as_ref().is_some_and(|r| r.job == id) {
                 if let Some(r) = self.reservation.take() {
                     self.engine.unhold(&r.nodes);
-                    // Capacity grew: earlier failures say nothing now.
-                    failed.clear();
-                    vain.clear();
+                    unheld = Some(r.nodes.clone());
                     previous = Some(r);
                 }
             }
@@ -1559,12 +1611,7 @@ impl Scheduler {
                                 .filter(|(n, _)| g.nodes >= *n)
                                 .map(|(_, by)| *by);
                             let no_search = searches >= self.config.preemption_searches_per_pass
-                                || searched_recently(
-                                    job.no_victims_at,
-                                    self.changes,
-                                    now,
-                                    self.config.preemption_retry,
-                                );
+                                || searched_recently(job.no_victims_at, self.changes, now);
                             let no_takeover = self
                                 .reservation
                                 .as_ref()
@@ -1625,9 +1672,10 @@ impl Scheduler {
             };
             let g = &job.spec.gang;
             let shape = shape_of(g);
+            // Failures of this pass were on less capacity than the reserved job has now.
             let known_fail = failed
                 .get(&shape)
-                .filter(|(n, _)| g.nodes >= *n)
+                .filter(|(n, _)| g.nodes >= *n && previous.is_none())
                 .map(|(_, by)| *by);
             let placed = match known_fail {
                 Some(_) => Err(None),
@@ -1649,21 +1697,17 @@ impl Scheduler {
                 .or_insert((g.nodes, id));
             // 4. Preemption (not searched again while nothing started or stopped).
             let priority = job.spec.priority;
-            let searched_in_vain = searched_recently(
-                job.no_victims_at,
-                self.changes,
-                now,
-                self.config.preemption_retry,
-            );
+            let searched_in_vain = searched_recently(job.no_victims_at, self.changes, now);
             let cohort = self.tenants[job.spec.tenant.0 as usize]
                 .spec
                 .cohort
                 .as_ref();
             let monotone = Self::monotone_search(&self.config.order, !borrowed, cohort);
             let like_vain = monotone
+                && previous.is_none()
                 && vain
                     .iter()
-                    .any(|(p, k, n)| *p >= priority && *k == shape && *n <= g.nodes);
+                    .any(|(p, k, n, _)| *p >= priority && *k == shape && *n <= g.nodes);
             if self.config.preemption
                 && searches < self.config.preemption_searches_per_pass
                 && !searched_in_vain
@@ -1674,10 +1718,10 @@ impl Scheduler {
                     out.extend(decisions);
                     continue;
                 }
-                let changes = self.changes;
-                self.note_no_victims(id, (changes, now));
+                self.note_no_victims(id, now);
                 if monotone {
-                    vain.push((priority, shape, g.nodes));
+                    let until = now.saturating_add(self.config.preemption_retry);
+                    vain.push((priority, shape, g.nodes, until));
                 }
             }
             // A reservation nothing could have moved earlier is kept as it was.
@@ -1762,7 +1806,14 @@ impl Scheduler {
                 blocked_head = Some(id);
             }
         }
+        if let Some(nodes) = unheld.take() {
+            if self.reservation.as_ref().is_none_or(|r| r.nodes != nodes) {
+                failed.clear();
+                vain.clear();
+            }
+        }
         self.last_failed = failed;
+        self.vain_searches = vain;
         // 6. Backfill onto reserved nodes: only jobs that end before the reservation starts.
         if let Some(r) = self.reservation.clone() {
             self.engine.unhold(&r.nodes);
@@ -1941,8 +1992,8 @@ impl SpreadFilter {
 
 /// Whether a fruitless preemption search is too recent to repeat: nothing changed since, or
 /// less than `retry` seconds passed.
-fn searched_recently(last: Option<(u64, Time)>, changes: u64, now: Time, retry: Time) -> bool {
-    last.is_some_and(|(c, at)| c == changes || now < at.saturating_add(retry))
+fn searched_recently(last: Option<VainSearch>, changes: u64, now: Time) -> bool {
+    last.is_some_and(|v| v.changes == changes || now < v.retry_at)
 }
 
 /// A gang's shape apart from its node count: (GPU model, GPUs/node, CPU, memory, segment).

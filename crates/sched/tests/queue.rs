@@ -466,6 +466,83 @@ fn a_job_is_not_preempted_again_and_again() {
     s.engine().check_invariants().unwrap();
 }
 
+/// The first preemption, (time, preemptor), by training jobs of 28 trays submitted at the given
+/// times, which wait for their victim to be old enough (`min_runtime` 600 s), while short jobs
+/// start and stop at every pass (every 10 s). No reservations: the first training job's would
+/// hold the victim's nodes against the second.
+fn first_preemption(preemption_retry_max: u64, training_submitted: &[u64]) -> (u64, WorkloadId) {
+    let mut s = Scheduler::new(
+        Engine::new(fleet(SMALL)),
+        vec![tenant("a", 1.0, 1000, None)],
+        SchedConfig {
+            preemption_retry_max,
+            backfill: false,
+            ..SchedConfig::default()
+        },
+    )
+    .unwrap();
+    let job = |priority, nodes, time_limit| JobSpec {
+        tenant: TenantId(0),
+        priority,
+        gang: gang(nodes, 4, None),
+        time_limit,
+    };
+    s.submit(
+        WorkloadId(1),
+        job(PriorityClass::Research, 28, 1_000_000),
+        0,
+    )
+    .unwrap();
+    s.schedule(0);
+    for (i, t) in (10..2000).step_by(10).enumerate() {
+        for (k, at) in training_submitted.iter().enumerate() {
+            if *at == t {
+                s.submit(
+                    WorkloadId(2 + k as u64),
+                    job(PriorityClass::Training, 28, 3600),
+                    t,
+                )
+                .unwrap();
+            }
+        }
+        let churn = WorkloadId(100 + i as u64);
+        s.submit(churn, job(PriorityClass::Preemptible, 4, 5), t)
+            .unwrap();
+        let decisions = s.schedule(t);
+        if let Some(by) = decisions.iter().find_map(|d| match d {
+            Decision::Preempt { by, .. } => Some(*by),
+            _ => None,
+        }) {
+            return (t, by);
+        }
+        assert!(
+            decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Start { job, .. } if *job == churn)),
+            "t={t}: {decisions:?}"
+        );
+        s.finish(churn, t + 5).unwrap();
+    }
+    panic!("no preemption");
+}
+
+#[test]
+fn fruitless_preemption_searches_back_off() {
+    // Searches at 10, 70, 130, ... 610: the victim is 600 s old at 610.
+    assert_eq!(first_preemption(60, &[10]), (610, WorkloadId(2)));
+    // Waits of 60, 120, 240, 480 s: searches at 10, 70, 190, 430, 910.
+    assert_eq!(first_preemption(960, &[10]), (910, WorkloadId(2)));
+    // The same, capped at 300 s: 10, 70, 190, 430, 730.
+    assert_eq!(first_preemption(300, &[10]), (730, WorkloadId(2)));
+}
+
+#[test]
+fn a_fruitless_search_holds_for_jobs_of_the_same_shape() {
+    // w2 searches at 10, 70, 190, 430 (in vain until 490) and 910. w3, of the same shape,
+    // arrives at 440 and first searches at 490, then at 550 and 670.
+    assert_eq!(first_preemption(960, &[10, 440]), (670, WorkloadId(3)));
+}
+
 #[test]
 fn spares_replace_failed_trays_in_place_and_requeue_when_exhausted() {
     check(
