@@ -1,0 +1,432 @@
+//! The HTTP API: routes, handlers, the pass loop and start-up (replay of the journal).
+//!
+//! A change is applied in memory and queued for the journal under one lock, so the journal's
+//! order is the order of application; the handler answers once the record is durable (group
+//! commit batches the concurrent ones). If the journal cannot commit, memory is ahead of the
+//! disk: the server stops at once (fail-stop), and a restart replays what is durable.
+
+use crate::api::{
+    ApiError, FieldProblem, JobList, JobView, NodeView, SubmitJob, Submitted, TenantView,
+};
+use crate::state::{default_fleet_toml, default_tenants, ControlPlane, Event, StateError};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::Journal;
+use utoipa::OpenApi;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most jobs on one page.
+pub const MAX_PAGE: usize = 1000;
+
+/// The OpenAPI document of `/v1`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Stargrid", description = "Stargrid control-plane API"),
+    paths(
+        submit_job,
+        list_jobs,
+        get_job,
+        cancel_job,
+        why_job,
+        list_nodes,
+        list_tenants
+    ),
+    components(schemas(
+        SubmitJob,
+        Submitted,
+        JobView,
+        JobList,
+        NodeView,
+        TenantView,
+        ApiError,
+        FieldProblem
+    ))
+)]
+pub struct ApiDoc;
+
+/// What the server was started with, for a journal that has no `Init` yet.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The journal's URL (see `store::parse_url`).
+    pub store_url: String,
+    /// A fleet file's text; `None`: the small default fleet.
+    pub fleet_toml: Option<String>,
+    /// Tenants; `None`: one tenant, `default`.
+    pub tenants: Option<Vec<model::TenantSpec>>,
+    /// The longest a quiet queue goes without a pass, in seconds.
+    pub idle_pass_interval: u64,
+}
+
+/// Shared server state.
+pub struct Server {
+    plane: Mutex<ControlPlane>,
+    journal: Journal,
+    idle_pass_interval: u64,
+}
+
+/// Errors of start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The journal cannot be opened or read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A journal record is not an event of this build.
+    #[error("journal record {seq}: {reason}")]
+    Decode {
+        /// The record.
+        seq: u64,
+        /// Why it does not decode.
+        reason: String,
+    },
+    /// The journal does not replay.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn encode(e: &Event) -> Vec<u8> {
+    // Events are plain data; encoding cannot fail.
+    serde_json::to_vec(e).unwrap_or_default()
+}
+
+/// The journal could not commit what memory already holds: stop, and let a restart replay.
+fn fail_stop(e: store::StoreError) -> ! {
+    tracing::error!("journal commit failed, stopping: {e}");
+    eprintln!("stargrid server: journal commit failed, stopping: {e}");
+    std::process::exit(70);
+}
+
+impl Server {
+    /// Opens the journal and rebuilds the state from it (or starts a new one).
+    pub fn start(config: &Config) -> Result<Arc<Server>, StartError> {
+        let journal = Journal::open(&config.store_url)?;
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let chunk = journal.read_after(after, 10_000)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for r in chunk {
+                let e: Event = serde_json::from_slice(&r.body).map_err(|e| StartError::Decode {
+                    seq: r.seq,
+                    reason: e.to_string(),
+                })?;
+                after = r.seq;
+                events.push((r.seq, e));
+            }
+        }
+        let replayed = events.len();
+        let plane = match ControlPlane::replay(events)? {
+            Some(p) => p,
+            None => {
+                let init = Event::Init {
+                    fleet_toml: match &config.fleet_toml {
+                        Some(t) => t.clone(),
+                        None => default_fleet_toml()?,
+                    },
+                    tenants: config.tenants.clone().unwrap_or_else(default_tenants),
+                    at: unix_now(),
+                };
+                let plane = ControlPlane::new(&init)?;
+                journal.append(vec![encode(&init)]).wait()?;
+                plane
+            }
+        };
+        tracing::info!(replayed, "journal replayed");
+        Ok(Arc::new(Server {
+            plane: Mutex::new(plane),
+            journal,
+            idle_pass_interval: config.idle_pass_interval.max(1),
+        }))
+    }
+
+    fn plane(&self) -> std::sync::MutexGuard<'_, ControlPlane> {
+        // A panic while holding the lock leaves a state no handler should trust.
+        match self.plane.lock() {
+            Ok(g) => g,
+            Err(_) => {
+                eprintln!("stargrid server: state lock poisoned, stopping");
+                std::process::exit(70);
+            }
+        }
+    }
+
+    /// Runs one pass now if anything changed or the queue was quiet for long enough; returns
+    /// whether it ran. The pass is durable when this returns.
+    pub async fn pass_if_due(&self, last_pass: &mut u64) -> bool {
+        let pending = {
+            let mut p = self.plane();
+            let at = p.stamp(unix_now());
+            if !p.dirty() && at < last_pass.saturating_add(self.idle_pass_interval) {
+                return false;
+            }
+            let e = Event::Pass { at };
+            if let Err(err) = p.apply(&e) {
+                tracing::error!("pass refused: {err}");
+                return false;
+            }
+            *last_pass = at;
+            self.journal.append(vec![encode(&e)])
+        };
+        if let Err(e) = pending.done().await {
+            fail_stop(e);
+        }
+        true
+    }
+
+    /// The state's fingerprint (tests compare it across restarts).
+    pub fn fingerprint(&self) -> String {
+        self.plane().fingerprint()
+    }
+
+    /// Stops the journal writer after it committed what it holds.
+    pub fn close(&self) {
+        self.journal.close();
+    }
+}
+
+/// The router over a started server.
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/jobs", post(submit_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/why", get(why_job))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/tenants", get(list_tenants))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(server)
+}
+
+/// Serves `router` on `listener` and runs passes every second until `shutdown` resolves.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let passes = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                server.pass_if_due(&mut last).await;
+            }
+        })
+    };
+    let result = axum::serve(listener, router(server.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    passes.abort();
+    server.close();
+    result
+}
+
+fn problem(status: StatusCode, field: &str, reason: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: FieldProblem {
+                field: field.to_string(),
+                reason: reason.into(),
+            },
+        }),
+    )
+        .into_response()
+}
+
+fn bad_id(raw: &str) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "id",
+        format!("'{raw}' is not a job id (a positive integer)"),
+    )
+}
+
+fn not_found(id: u64) -> Response {
+    problem(StatusCode::NOT_FOUND, "id", format!("no job {id}"))
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// Queue a training job.
+#[utoipa::path(post, path = "/v1/jobs", request_body = SubmitJob,
+    responses((status = 201, body = Submitted), (status = 400, body = ApiError), (status = 413, description = "body over 1 MiB")))]
+async fn submit_job(State(server): State<Arc<Server>>, body: Bytes) -> Response {
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: SubmitJob = match serde_path_to_error::deserialize(de) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            return problem(StatusCode::BAD_REQUEST, &field, e.inner().to_string());
+        }
+    };
+    let (pending, id) = {
+        let mut p = server.plane();
+        let at = p.stamp(unix_now());
+        let event = match p.submit_event(&req, at) {
+            Ok(e) => e,
+            Err(fp) => return problem(StatusCode::BAD_REQUEST, &fp.field, fp.reason),
+        };
+        let Event::Submit { id, .. } = &event else {
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "", "not a submission");
+        };
+        let id = *id;
+        if let Err(e) = p.apply(&event) {
+            return problem(StatusCode::BAD_REQUEST, "", e.to_string());
+        }
+        (server.journal.append(vec![encode(&event)]), id)
+    };
+    match pending.done().await {
+        Ok(seqs) => (
+            StatusCode::CREATED,
+            Json(Submitted {
+                id,
+                seq: seqs.start,
+            }),
+        )
+            .into_response(),
+        Err(e) => fail_stop(e),
+    }
+}
+
+/// Query of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only this tenant's jobs.
+    tenant: Option<String>,
+    /// Only jobs in this state.
+    state: Option<String>,
+    /// Jobs with a larger id (the previous page's `next_after`).
+    after: Option<u64>,
+    /// Page size, 1..=1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// List jobs, in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", params(ListQuery),
+    responses((status = 200, body = JobList), (status = 400, body = ApiError)))]
+async fn list_jobs(
+    State(server): State<Arc<Server>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, "query", e.body_text()),
+    };
+    const STATES: [&str; 5] = ["pending", "running", "preempting", "finished", "cancelled"];
+    if let Some(s) = &q.state {
+        if !STATES.contains(&s.as_str()) {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "state",
+                format!("unknown state '{s}' ({})", STATES.join(", ")),
+            );
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            format!("must be 1..={MAX_PAGE}"),
+        );
+    }
+    let jobs = server.plane().list(
+        q.tenant.as_deref(),
+        q.state.as_deref(),
+        q.after.unwrap_or(0),
+        limit + 1,
+    );
+    let more = jobs.len() > limit;
+    let jobs: Vec<JobView> = jobs.into_iter().take(limit).collect();
+    let next_after = if more {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Json(JobList { jobs, next_after }).into_response()
+}
+
+/// One job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = u64, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 404, body = ApiError)))]
+async fn get_job(State(server): State<Arc<Server>>, Path(raw): Path<String>) -> Response {
+    let Ok(id) = raw.parse::<u64>() else {
+        return bad_id(&raw);
+    };
+    match server.plane().job_view(id) {
+        Some(v) => Json(v).into_response(),
+        None => not_found(id),
+    }
+}
+
+/// Cancel a job (pending or running).
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = u64, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn cancel_job(State(server): State<Arc<Server>>, Path(raw): Path<String>) -> Response {
+    let Ok(id) = raw.parse::<u64>() else {
+        return bad_id(&raw);
+    };
+    let pending = {
+        let mut p = server.plane();
+        if p.job_view(id).is_none() {
+            return not_found(id);
+        }
+        let event = Event::Cancel {
+            id,
+            at: p.stamp(unix_now()),
+        };
+        if let Err(e) = p.apply(&event) {
+            return problem(StatusCode::CONFLICT, "id", e.to_string());
+        }
+        server.journal.append(vec![encode(&event)])
+    };
+    if let Err(e) = pending.done().await {
+        fail_stop(e);
+    }
+    match server.plane().job_view(id) {
+        Some(v) => Json(v).into_response(),
+        None => not_found(id),
+    }
+}
+
+/// Why a job is where it is.
+#[utoipa::path(get, path = "/v1/jobs/{id}/why", params(("id" = u64, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 404, body = ApiError)))]
+async fn why_job(State(server): State<Arc<Server>>, Path(raw): Path<String>) -> Response {
+    get_job(State(server), Path(raw)).await
+}
+
+/// Every node, with its state and free capacity.
+#[utoipa::path(get, path = "/v1/nodes", responses((status = 200, body = [NodeView])))]
+async fn list_nodes(State(server): State<Arc<Server>>) -> Response {
+    Json(server.plane().nodes()).into_response()
+}
+
+/// Tenants and their usage.
+#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
+async fn list_tenants(State(server): State<Arc<Server>>) -> Response {
+    Json(server.plane().tenants()).into_response()
+}
