@@ -61,16 +61,16 @@ pub struct JobView {
     pub id: u64,
     /// Name.
     pub name: String,
-    /// Owner (absent once the job ended).
-    pub tenant: Option<String>,
+    /// Owner.
+    pub tenant: String,
     /// pending, running, preempting, finished or cancelled.
     pub state: String,
-    /// When it entered its state (Unix seconds; absent while pending).
+    /// When it started running or ended (Unix seconds; absent while pending).
     pub since: Option<u64>,
     /// When it was accepted (Unix seconds).
     pub submitted_at: u64,
-    /// GPUs it asks for (absent once it ended).
-    pub gpus: Option<u64>,
+    /// GPUs it asks for.
+    pub gpus: u64,
     /// Nodes it runs on.
     pub nodes: Vec<String>,
     /// Why it is not running, while pending.

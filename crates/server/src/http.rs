@@ -110,7 +110,8 @@ fn fail_stop(e: store::StoreError) -> ! {
 }
 
 impl Server {
-    /// Opens the journal and rebuilds the state from it (or starts a new one).
+    /// Opens the journal and rebuilds the state from it (or starts a new one). Blocks: call it
+    /// outside the async runtime (or in `spawn_blocking`).
     pub fn start(config: &Config) -> Result<Arc<Server>, StartError> {
         let journal = Journal::open(&config.store_url)?;
         let mut events = Vec::new();

@@ -83,7 +83,11 @@ pub enum StateError {
 #[derive(Clone, Debug)]
 struct JobMeta {
     name: String,
+    tenant: TenantId,
+    gpus: u64,
     submitted_at: u64,
+    /// When it was cancelled.
+    ended_at: Option<u64>,
 }
 
 /// The queue, the engine and what the API shows of them.
@@ -214,7 +218,10 @@ impl ControlPlane {
                     *id,
                     JobMeta {
                         name: name.clone(),
+                        tenant: spec.tenant,
+                        gpus: spec.gang.total_gpus(),
                         submitted_at: *at,
+                        ended_at: None,
                     },
                 );
                 self.next_id = self.next_id.max(id + 1);
@@ -223,6 +230,9 @@ impl ControlPlane {
             }
             Event::Cancel { id, at } => {
                 self.sched.cancel(WorkloadId(*id), *at).map_err(refused)?;
+                if let Some(m) = self.jobs.get_mut(id) {
+                    m.ended_at = Some(*at);
+                }
                 self.dirty = true;
                 Vec::new()
             }
@@ -317,9 +327,9 @@ impl ControlPlane {
     pub fn job_view(&self, id: u64) -> Option<JobView> {
         let meta = self.jobs.get(&id)?;
         let wid = WorkloadId(id);
-        let (state, job) = match self.sched.job(wid) {
-            Some(j) => (j.state.clone(), Some(j)),
-            None => (self.sched.ended_state(wid)?.clone(), None),
+        let state = match self.sched.job(wid) {
+            Some(j) => j.state.clone(),
+            None => self.sched.ended_state(wid)?.clone(),
         };
         let nodes = match self.sched.engine().allocation(wid) {
             Some(sched::Allocation::Gang { slots, .. }) => slots
@@ -332,20 +342,26 @@ impl ControlPlane {
             JobState::Pending => ("pending", None),
             JobState::Running { since } => ("running", Some(*since)),
             JobState::Preempting { since, .. } => ("preempting", Some(*since)),
-            JobState::Finished => ("finished", None),
-            JobState::Cancelled => ("cancelled", None),
+            JobState::Finished | JobState::Cancelled => (
+                if state == JobState::Finished {
+                    "finished"
+                } else {
+                    "cancelled"
+                },
+                meta.ended_at,
+            ),
         };
-        let spec = job.map(|j| &j.spec);
         Some(JobView {
             id,
             name: meta.name.clone(),
-            tenant: spec
-                .and_then(|s| self.tenants.get(s.tenant.0 as usize))
-                .map(|t| t.name.clone()),
+            tenant: self
+                .tenants
+                .get(meta.tenant.0 as usize)
+                .map_or_else(String::new, |t| t.name.clone()),
             state: state_name.into(),
             since,
             submitted_at: meta.submitted_at,
-            gpus: spec.map(|s| s.gang.total_gpus()),
+            gpus: meta.gpus,
             nodes,
             reason: if state == JobState::Pending {
                 self.sched.pending_reason(wid)
@@ -366,15 +382,10 @@ impl ControlPlane {
         self.jobs
             .range(after.saturating_add(1)..)
             .filter_map(|(id, _)| self.job_view(*id))
-            .filter(|v| tenant.is_none_or(|t| v.tenant.as_deref() == Some(t)))
+            .filter(|v| tenant.is_none_or(|t| v.tenant == t))
             .filter(|v| state.is_none_or(|s| v.state == s))
             .take(limit)
             .collect()
-    }
-
-    /// The tenant that owns job `id`, if the job is live.
-    pub fn job_tenant(&self, id: u64) -> Option<String> {
-        self.job_view(id).and_then(|v| v.tenant)
     }
 
     /// Nodes with their state and free GPUs.
@@ -386,12 +397,12 @@ impl ControlPlane {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                let (free_gpus, free_cpu, _) = engine.node_free(model::NodeId(i as u32));
+                let (free_mask, free_cpu, _) = engine.node_free(model::NodeId(i as u32));
                 NodeView {
                     name: n.name.to_string(),
                     state: format!("{:?}", n.state).to_lowercase(),
                     gpus: u32::from(n.capacity.gpus),
-                    free_gpus,
+                    free_gpus: free_mask.count_ones(),
                     cpu_millis: n.capacity.cpu_millis,
                     free_cpu_millis: free_cpu,
                 }

@@ -2,10 +2,12 @@
 //! its module; no placement logic lives here (that is the `sched` crate's job).
 
 mod bench;
+mod client;
 mod demo;
 mod fleet_cmd;
 mod place;
 mod scenario;
+mod server_cmd;
 mod sim_cmd;
 mod workload_file;
 
@@ -16,6 +18,14 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "stargrid", version, about)]
 struct Cli {
+    /// The server's base URL (for submit, queue, get, cancel, why, nodes).
+    #[arg(
+        long,
+        global = true,
+        env = "STARGRID_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    server: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +47,10 @@ enum Command {
     /// Measure the engine and print the figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run the control plane: HTTP API, durable journal, the queue in real time.
+    Server(server_cmd::ServerArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 fn main() -> Result<()> {
@@ -47,5 +61,7 @@ fn main() -> Result<()> {
         Command::Place(a) => place::run(&a),
         Command::Sim(c) => sim_cmd::run(&c),
         Command::Bench(c) => bench::run(&c),
+        Command::Server(a) => server_cmd::run(&a),
+        Command::Client(c) => client::run(&cli.server, &c),
     }
 }

@@ -1,0 +1,131 @@
+//! `stargrid server`: the control plane on a data directory (SQLite journal inside), with the
+//! HTTP API on `--listen`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Directory of the embedded journal (created if missing).
+    #[arg(long, default_value = "stargrid-data")]
+    pub data_dir: PathBuf,
+    /// Journal URL instead of the data directory's file (sqlite:PATH).
+    #[arg(long, env = "STARGRID_STORE")]
+    pub store: Option<String>,
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Fleet file for a new journal (default: two NVL72 domains and four CPU hosts). An
+    /// existing journal keeps the fleet it started with.
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
+    /// Tenants file for a new journal (TOML, `[[tenants]]` with name, weight, cohort, gpus).
+    #[arg(long)]
+    pub tenants: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantsFile {
+    tenants: Vec<TenantEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantEntry {
+    name: String,
+    #[serde(default = "one")]
+    weight: f64,
+    cohort: Option<String>,
+    /// GPU quota, every model.
+    gpus: u64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn read_tenants(path: &PathBuf) -> Result<Vec<model::TenantSpec>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: TenantsFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if file.tenants.is_empty() {
+        bail!("{}: tenants: at least one tenant is needed", path.display());
+    }
+    Ok(file
+        .tenants
+        .into_iter()
+        .map(|t| {
+            let mut quota = model::ResourceVec {
+                cpu_millis: u64::MAX / 4,
+                memory_mib: u64::MAX / 4,
+                ..model::ResourceVec::default()
+            };
+            for g in quota.gpus.iter_mut() {
+                *g = t.gpus;
+            }
+            model::TenantSpec {
+                name: t.name,
+                weight: t.weight,
+                cohort: t.cohort,
+                quota,
+            }
+        })
+        .collect())
+}
+
+pub fn run(a: &ServerArgs) -> Result<()> {
+    let store_url = match &a.store {
+        Some(u) => u.clone(),
+        None => {
+            std::fs::create_dir_all(&a.data_dir)
+                .with_context(|| format!("creating {}", a.data_dir.display()))?;
+            format!("sqlite:{}", a.data_dir.join("journal.db").display())
+        }
+    };
+    let fleet_toml = match &a.fleet {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            // Checked here, so that an error names the file.
+            fleet::file::parse(
+                &p.display().to_string(),
+                &text,
+                model::InstanceCatalog::builtin(),
+            )?;
+            Some(text)
+        }
+        None => None,
+    };
+    let tenants = a.tenants.as_ref().map(read_tenants).transpose()?;
+    let config = server::Config {
+        store_url,
+        fleet_toml,
+        tenants,
+        idle_pass_interval: 60,
+    };
+    // Replay happens before the runtime starts: it blocks on the journal.
+    let srv = server::Server::start(&config).context("starting the server")?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        println!(
+            "stargrid server on http://{addr} (journal {})",
+            config.store_url
+        );
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        server::serve(srv, listener, shutdown)
+            .await
+            .context("serving the API")
+    })
+}

@@ -1,0 +1,231 @@
+//! End-to-end tests of `stargrid server` on loopback: a real server process, real HTTP, the
+//! journal on disk, and `kill -9` in the middle of work.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A server on a free port over `data`; returns the process and its base URL.
+fn start_server(data: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["server", "--data-dir"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+fn job(name: &str, nodes: u32) -> Value {
+    json!({"name": name, "tenant": "default", "nodes": nodes, "gpus_per_node": 4, "time_limit_s": 3600})
+}
+
+/// Every job the server lists, through the pages.
+fn all_jobs(url: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page: Value = ureq::get(&format!("{url}/v1/jobs?after={after}&limit=7"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        out.extend(page["jobs"].as_array().unwrap().iter().cloned());
+        match page["next_after"].as_u64() {
+            Some(n) => after = n,
+            None => return out,
+        }
+    }
+}
+
+#[test]
+fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Four clients submit as fast as they can and remember what was acknowledged.
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked: Vec<(u64, String)> = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let name = format!("c{c}-{i}");
+                    match ureq::post(&format!("{url}/v1/jobs")).send_json(job(&name, 1)) {
+                        Ok(r) => {
+                            let v: Value = r.into_json().unwrap();
+                            acked.push((v["id"].as_u64().unwrap(), name));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<(u64, String)> = clients
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert!(
+        acked.len() > 20,
+        "only {} submissions acknowledged",
+        acked.len()
+    );
+
+    let (mut server, url) = start_server(dir.path());
+    let jobs = all_jobs(&url);
+    let by_id: BTreeMap<u64, String> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j["id"].as_u64().unwrap(),
+                j["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(by_id.len(), jobs.len(), "a job id is listed twice");
+    for (id, name) in &acked {
+        assert_eq!(
+            by_id.get(id),
+            Some(name),
+            "acknowledged job {id} ({name}) lost"
+        );
+    }
+    let names: BTreeSet<&String> = by_id.values().collect();
+    assert_eq!(names.len(), by_id.len(), "a submission was journaled twice");
+    // The server goes on where it stopped: new ids follow the old ones.
+    let v: Value = ureq::post(&format!("{url}/v1/jobs"))
+        .send_json(job("after-restart", 1))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(v["id"].as_u64().unwrap() > *by_id.keys().last().unwrap());
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[test]
+fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(dir.path());
+    for (name, nodes) in [("a", 18), ("b", 9), ("c", 18), ("d", 18)] {
+        ureq::post(&format!("{url}/v1/jobs"))
+            .send_json(job(name, nodes))
+            .unwrap();
+    }
+    ureq::post(&format!("{url}/v1/jobs/2/cancel"))
+        .call()
+        .unwrap();
+    // Wait for a pass to place what fits.
+    let mut before = Vec::new();
+    for _ in 0..50 {
+        before = all_jobs(&url);
+        if before.iter().any(|j| j["state"] == "running") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let summary = |jobs: &[Value]| -> Vec<(u64, String, Value)> {
+        jobs.iter()
+            .map(|j| {
+                (
+                    j["id"].as_u64().unwrap(),
+                    j["state"].as_str().unwrap().to_string(),
+                    j["nodes"].clone(),
+                )
+            })
+            .collect()
+    };
+    let states: Vec<String> = summary(&before).into_iter().map(|s| s.1).collect();
+    assert_eq!(states, ["running", "cancelled", "running", "pending"]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let (mut server, url) = start_server(dir.path());
+    assert_eq!(summary(&all_jobs(&url)), summary(&before));
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[test]
+fn bad_requests_get_a_json_body_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(dir.path());
+    let refuse = |body: Value| -> (u16, Value) {
+        match ureq::post(&format!("{url}/v1/jobs")).send_json(body) {
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+            other => panic!("accepted: {other:?}"),
+        }
+    };
+    let (code, e) = refuse(
+        json!({"name": "x", "tenant": "default", "nodes": "many", "gpus_per_node": 4, "time_limit_s": 5}),
+    );
+    assert_eq!((code, e["error"]["field"].as_str()), (400, Some("nodes")));
+    let (code, e) = refuse(
+        json!({"name": "x", "tenant": "nobody", "nodes": 1, "gpus_per_node": 4, "time_limit_s": 5}),
+    );
+    assert_eq!((code, e["error"]["field"].as_str()), (400, Some("tenant")));
+    assert!(e["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unknown tenant 'nobody'"));
+    let (code, e) = refuse(
+        json!({"name": "x", "tenant": "default", "nodes": 1, "gpus_per_node": 4, "time_limit_s": 5, "colour": "red"}),
+    );
+    assert_eq!((code, e["error"]["field"].as_str()), (400, Some("colour")));
+    // Over the size limit.
+    let big = "x".repeat(2 << 20);
+    match ureq::post(&format!("{url}/v1/jobs")).send_string(&big) {
+        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 413),
+        other => panic!("accepted: {other:?}"),
+    }
+    match ureq::get(&format!("{url}/v1/jobs/99")).call() {
+        Err(ureq::Error::Status(code, r)) => {
+            assert_eq!(code, 404);
+            let e: Value = r.into_json().unwrap();
+            assert_eq!(e["error"]["field"], "id");
+        }
+        other => panic!("found: {other:?}"),
+    }
+    // Nothing refused was journaled: the next id is 1.
+    let v: Value = ureq::post(&format!("{url}/v1/jobs"))
+        .send_json(job("first", 1))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(v["id"], 1);
+    let doc: Value = ureq::get(&format!("{url}/openapi.json"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
