@@ -35,6 +35,16 @@ pub struct SubmitJob {
     pub spares: u32,
     /// Time limit in seconds (backfill and reservations trust it).
     pub time_limit_s: u64,
+    /// The program each node runs, and its arguments (empty: nothing to run; a hollow node
+    /// keeps such a task until it is stopped).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment of the task, added to what the agent sets (`STARGRID_*`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory of the task on the node (default: the agent's task directory).
+    #[serde(default)]
+    pub workdir: Option<String>,
 }
 
 fn research() -> String {
@@ -75,6 +85,10 @@ pub struct JobView {
     pub nodes: Vec<String>,
     /// Why it is not running, while pending.
     pub reason: Option<String>,
+    /// Times it was requeued (after a node failure or a preemption).
+    pub restarts: u32,
+    /// How it ended: the first non-zero exit code of a task, or 0 when every task exited 0.
+    pub exit_code: Option<i32>,
 }
 
 /// A page of jobs.
@@ -130,4 +144,64 @@ pub struct FieldProblem {
 pub struct ApiError {
     /// What went wrong.
     pub error: FieldProblem,
+}
+
+/// An agent announcing the node it runs on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The node's name in the fleet.
+    pub node: String,
+    /// What runs there now, and what ended since the last heartbeat.
+    #[serde(default)]
+    pub tasks: Vec<TaskReport>,
+}
+
+/// One task as its agent sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskReport {
+    /// The job.
+    pub job: u64,
+    /// Which run of the job (its restarts so far).
+    pub run: u32,
+    /// The task's rank in the gang.
+    pub rank: u32,
+    /// Exit code, once it exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Unix seconds of the task's last checkpoint, if it wrote one.
+    #[serde(default)]
+    pub checkpoint_at: Option<u64>,
+}
+
+/// A task the node must run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Assignment {
+    /// The job.
+    pub job: u64,
+    /// Which run of the job; a task of an older run is stale and must stop.
+    pub run: u32,
+    /// Rank of this node's task in the gang (0-based).
+    pub rank: u32,
+    /// Tasks in the gang.
+    pub world: u32,
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Environment.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// GPU indices on the node given to the task.
+    pub gpus: Vec<u32>,
+    /// The task must have stopped by then (Unix seconds), when it is being preempted.
+    pub stop_by: Option<u64>,
+}
+
+/// The server's answer to a heartbeat: every task the node must run now. Anything else
+/// running there is stale and must be stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatReply {
+    /// Tasks to run (already running ones included).
+    pub assignments: Vec<Assignment>,
 }

@@ -6,7 +6,8 @@
 //! disk: the server stops at once (fail-stop), and a restart replays what is durable.
 
 use crate::api::{
-    ApiError, FieldProblem, JobList, JobView, NodeView, SubmitJob, Submitted, TenantView,
+    ApiError, FieldProblem, Heartbeat, HeartbeatReply, JobList, JobView, NodeView, SubmitJob,
+    Submitted, TenantView,
 };
 use crate::state::{default_fleet_toml, default_tenants, ControlPlane, Event, StateError};
 use axum::body::Bytes;
@@ -16,8 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use store::Journal;
 use utoipa::OpenApi;
 
@@ -63,6 +65,8 @@ pub struct Config {
     pub tenants: Option<Vec<model::TenantSpec>>,
     /// The longest a quiet queue goes without a pass, in seconds.
     pub idle_pass_interval: u64,
+    /// A node whose agent has not been heard from for this long is down.
+    pub heartbeat_timeout: Duration,
 }
 
 /// Shared server state.
@@ -70,6 +74,12 @@ pub struct Server {
     plane: Mutex<ControlPlane>,
     journal: Journal,
     idle_pass_interval: u64,
+    heartbeat_timeout: Duration,
+    /// When each node's agent was last heard from (not journaled: after a restart every node
+    /// that was up gets a full timeout to check in again).
+    last_seen: Mutex<HashMap<String, Instant>>,
+    /// Wakes the pass loop when something was submitted or cancelled.
+    wake: tokio::sync::Notify,
 }
 
 /// Errors of start-up.
@@ -148,10 +158,15 @@ impl Server {
             }
         };
         tracing::info!(replayed, "journal replayed");
+        let now = Instant::now();
+        let last_seen = plane.up_nodes().into_iter().map(|n| (n, now)).collect();
         Ok(Arc::new(Server {
             plane: Mutex::new(plane),
             journal,
             idle_pass_interval: config.idle_pass_interval.max(1),
+            heartbeat_timeout: config.heartbeat_timeout,
+            last_seen: Mutex::new(last_seen),
+            wake: tokio::sync::Notify::new(),
         }))
     }
 
@@ -189,6 +204,47 @@ impl Server {
         true
     }
 
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        match self.last_seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Marks down every node whose agent went quiet for longer than the timeout; the failure
+    /// rules apply to its work. Durable when this returns.
+    pub async fn expire_silent_nodes(&self) {
+        let pending = {
+            let mut p = self.plane();
+            let silent: Vec<String> = {
+                let seen = self.seen();
+                p.up_nodes()
+                    .into_iter()
+                    .filter(|n| {
+                        seen.get(n)
+                            .is_none_or(|t| t.elapsed() > self.heartbeat_timeout)
+                    })
+                    .collect()
+            };
+            if silent.is_empty() {
+                return;
+            }
+            let at = p.stamp(unix_now());
+            let mut records = Vec::new();
+            for node in silent {
+                tracing::warn!(%node, "no heartbeat: node down");
+                let e = Event::NodeDown { node, at };
+                if p.apply(&e).is_ok() {
+                    records.push(encode(&e));
+                }
+            }
+            self.journal.append(records)
+        };
+        if let Err(e) = pending.done().await {
+            fail_stop(e);
+        }
+    }
+
     /// The state's fingerprint (tests compare it across restarts).
     pub fn fingerprint(&self) -> String {
         self.plane().fingerprint()
@@ -211,6 +267,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/jobs/{id}/why", get(why_job))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/tenants", get(list_tenants))
+        .route("/v1/agent/heartbeat", post(heartbeat))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(server)
 }
@@ -227,7 +284,11 @@ pub async fn serve(
             let mut last = 0u64;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = server.wake.notified() => {}
+                }
+                server.expire_silent_nodes().await;
                 server.pass_if_due(&mut last).await;
             }
         })
@@ -298,6 +359,7 @@ async fn submit_job(State(server): State<Arc<Server>>, body: Bytes) -> Response 
         }
         (server.journal.append(vec![encode(&event)]), id)
     };
+    server.wake.notify_one();
     match pending.done().await {
         Ok(seqs) => (
             StatusCode::CREATED,
@@ -404,6 +466,7 @@ async fn cancel_job(State(server): State<Arc<Server>>, Path(raw): Path<String>) 
         }
         server.journal.append(vec![encode(&event)])
     };
+    server.wake.notify_one();
     if let Err(e) = pending.done().await {
         fail_stop(e);
     }
@@ -430,4 +493,44 @@ async fn list_nodes(State(server): State<Arc<Server>>) -> Response {
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
 async fn list_tenants(State(server): State<Arc<Server>>) -> Response {
     Json(server.plane().tenants()).into_response()
+}
+
+/// An agent's heartbeat: it reports its tasks and gets back every task its node must run.
+/// The first heartbeat of a node brings it up.
+#[utoipa::path(post, path = "/v1/agent/heartbeat", request_body = Heartbeat,
+    responses((status = 200, body = HeartbeatReply), (status = 400, body = ApiError)))]
+async fn heartbeat(State(server): State<Arc<Server>>, body: Bytes) -> Response {
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let hb: Heartbeat = match serde_path_to_error::deserialize(de) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            return problem(StatusCode::BAD_REQUEST, &field, e.inner().to_string());
+        }
+    };
+    let pending = {
+        let mut p = server.plane();
+        let at = p.stamp(unix_now());
+        let events = match p.heartbeat_events(&hb, at) {
+            Ok(e) => e,
+            Err(fp) => return problem(StatusCode::BAD_REQUEST, &fp.field, fp.reason),
+        };
+        let mut records = Vec::new();
+        for e in &events {
+            if p.apply(e).is_ok() {
+                records.push(encode(e));
+            }
+        }
+        server.seen().insert(hb.node.clone(), Instant::now());
+        (!records.is_empty()).then(|| server.journal.append(records))
+    };
+    if let Some(pending) = pending {
+        server.wake.notify_one();
+        if let Err(e) = pending.done().await {
+            fail_stop(e);
+        }
+    }
+    let assignments = server.plane().assignments(&hb.node);
+    Json(HeartbeatReply { assignments }).into_response()
 }

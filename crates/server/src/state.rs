@@ -6,14 +6,14 @@
 //! event in memory and queues it for the journal in one critical section, so the journal's
 //! order is the order of application; it answers the client only once the event is durable.
 
-use crate::api::{FieldProblem, JobView, NodeView, SubmitJob, TenantView};
+use crate::api::{Assignment, FieldProblem, Heartbeat, JobView, NodeView, SubmitJob, TenantView};
 use model::{
-    Fleet, GangRequest, GpuModel, InstanceCatalog, JobSpec, PriorityClass, TenantId, TenantSpec,
-    WorkloadClass, WorkloadId,
+    Fleet, GangRequest, GpuModel, InstanceCatalog, JobSpec, NodeId, NodeState, PriorityClass,
+    TenantId, TenantSpec, TopoId, WorkloadClass, WorkloadId,
 };
-use sched::{Decision, Engine, JobState, SchedConfig, Scheduler};
+use sched::{Allocation, Decision, Engine, JobState, SchedConfig, Scheduler, Scope};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One accepted change. The journal holds these as JSON, one per record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,7 +36,46 @@ pub enum Event {
         name: String,
         /// What it asks for.
         spec: JobSpec,
+        /// What each of its nodes runs.
+        task: TaskSpec,
         /// Unix seconds.
+        at: u64,
+    },
+    /// An agent came up on a node: the node takes work.
+    NodeUp {
+        /// The node.
+        node: String,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A node's agent stopped heartbeating: the node is down and its work follows the failure
+    /// rules (spares, requeue from the last checkpoint).
+    NodeDown {
+        /// The node.
+        node: String,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A task of a job exited.
+    TaskExited {
+        /// The job.
+        job: u64,
+        /// The run of the job it belonged to.
+        run: u32,
+        /// Its rank.
+        rank: u32,
+        /// Exit code (-1: killed by a signal).
+        code: i32,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A job wrote a checkpoint.
+    Checkpoint {
+        /// The job.
+        job: u64,
+        /// Its run.
+        run: u32,
+        /// When the checkpoint was written (Unix seconds).
         at: u64,
     },
     /// A job was cancelled.
@@ -60,7 +99,11 @@ impl Event {
             Event::Init { at, .. }
             | Event::Submit { at, .. }
             | Event::Cancel { at, .. }
-            | Event::Pass { at } => *at,
+            | Event::Pass { at }
+            | Event::NodeUp { at, .. }
+            | Event::NodeDown { at, .. }
+            | Event::TaskExited { at, .. }
+            | Event::Checkpoint { at, .. } => *at,
         }
     }
 }
@@ -80,14 +123,33 @@ pub enum StateError {
     Refused(String),
 }
 
+/// What each node of a job runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 struct JobMeta {
     name: String,
     tenant: TenantId,
     gpus: u64,
     submitted_at: u64,
-    /// When it was cancelled.
+    task: TaskSpec,
+    /// When it ended.
     ended_at: Option<u64>,
+    exit_code: Option<i32>,
+    /// Ranks of the current run that exited 0.
+    done_ranks: BTreeSet<u32>,
+    /// The current run's last checkpoint.
+    checkpoint_at: Option<u64>,
+    /// Times it was requeued.
+    restarts: u32,
 }
 
 /// The queue, the engine and what the API shows of them.
@@ -155,8 +217,10 @@ impl ControlPlane {
             ));
         };
         let fleet = parse_fleet(fleet_toml)?;
-        let sched = Scheduler::new(Engine::new(fleet), tenants.clone(), SchedConfig::default())
+        let mut sched = Scheduler::new(Engine::new(fleet), tenants.clone(), SchedConfig::default())
             .map_err(|e| StateError::Refused(e.to_string()))?;
+        // A node takes work only once its agent has come up.
+        sched.set_state(Scope::Subtree(TopoId(0)), NodeState::Down);
         Ok(ControlPlane {
             sched,
             tenants: tenants.clone(),
@@ -210,7 +274,13 @@ impl ControlPlane {
             Event::Init { .. } => {
                 return Err(StateError::Refused("the journal already has Init".into()))
             }
-            Event::Submit { id, name, spec, at } => {
+            Event::Submit {
+                id,
+                name,
+                spec,
+                task,
+                at,
+            } => {
                 self.sched
                     .submit(WorkloadId(*id), spec.clone(), *at)
                     .map_err(refused)?;
@@ -221,7 +291,12 @@ impl ControlPlane {
                         tenant: spec.tenant,
                         gpus: spec.gang.total_gpus(),
                         submitted_at: *at,
+                        task: task.clone(),
                         ended_at: None,
+                        exit_code: None,
+                        done_ranks: BTreeSet::new(),
+                        checkpoint_at: None,
+                        restarts: 0,
                     },
                 );
                 self.next_id = self.next_id.max(id + 1);
@@ -238,11 +313,203 @@ impl ControlPlane {
             }
             Event::Pass { at } => {
                 self.dirty = false;
-                self.sched.schedule(*at)
+                let decisions = self.sched.schedule(*at);
+                self.forget_progress(&decisions);
+                decisions
+            }
+            Event::NodeUp { node, .. } => {
+                let n = self.node(node)?;
+                if self.sched.engine().fleet().node(n).state != NodeState::Down {
+                    return Err(StateError::Refused(format!("node {node} is already up")));
+                }
+                self.sched.set_state(Scope::Node(n), NodeState::Ready);
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::NodeDown { node, at } => {
+                let n = self.node(node)?;
+                if self.sched.engine().fleet().node(n).state == NodeState::Down {
+                    return Err(StateError::Refused(format!("node {node} is already down")));
+                }
+                let decisions = self.sched.fail(Scope::Node(n), *at);
+                self.forget_progress(&decisions);
+                self.dirty = true;
+                decisions
+            }
+            Event::TaskExited {
+                job,
+                run,
+                rank,
+                code,
+                at,
+            } => {
+                let world = self.current_world(*job, *run)?;
+                let meta = self
+                    .jobs
+                    .get_mut(job)
+                    .ok_or_else(|| StateError::Refused(format!("no job {job}")))?;
+                if *code == 0 {
+                    meta.done_ranks.insert(*rank);
+                }
+                if *code != 0 || meta.done_ranks.len() as u32 >= world {
+                    self.sched.finish(WorkloadId(*job), *at).map_err(refused)?;
+                    if let Some(m) = self.jobs.get_mut(job) {
+                        m.exit_code = Some(*code);
+                        m.ended_at = Some(*at);
+                    }
+                    self.dirty = true;
+                }
+                Vec::new()
+            }
+            Event::Checkpoint { job, run, at } => {
+                self.current_world(*job, *run)?;
+                self.sched
+                    .checkpoint(WorkloadId(*job), *at)
+                    .map_err(refused)?;
+                if let Some(m) = self.jobs.get_mut(job) {
+                    m.checkpoint_at = Some(*at);
+                }
+                Vec::new()
             }
         };
         self.now = self.now.max(e.at());
         Ok(decisions)
+    }
+
+    fn node(&self, name: &str) -> Result<NodeId, StateError> {
+        self.sched
+            .engine()
+            .fleet()
+            .node_by_name(name)
+            .ok_or_else(|| StateError::Refused(format!("no node '{name}' in the fleet")))
+    }
+
+    /// The gang size of `job`'s current run, if `run` is the current one and it is running.
+    fn current_world(&self, job: u64, run: u32) -> Result<u32, StateError> {
+        let j = self
+            .sched
+            .job(WorkloadId(job))
+            .ok_or_else(|| StateError::Refused(format!("job {job} is not live")))?;
+        if j.restarts != run
+            || !matches!(
+                j.state,
+                JobState::Running { .. } | JobState::Preempting { .. }
+            )
+        {
+            return Err(StateError::Refused(format!(
+                "job {job} run {run} is not the running one"
+            )));
+        }
+        Ok(j.spec.gang.nodes)
+    }
+
+    /// A requeued job starts its next run from scratch: its tasks' progress is forgotten.
+    fn forget_progress(&mut self, decisions: &[Decision]) {
+        for d in decisions {
+            if let Decision::Requeue { job, .. } = d {
+                if let Some(m) = self.jobs.get_mut(&job.0) {
+                    m.done_ranks.clear();
+                    m.checkpoint_at = None;
+                    m.restarts += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether the node exists and is up (its agent registered and still heartbeats).
+    pub fn node_is_up(&self, name: &str) -> Option<bool> {
+        let n = self.sched.engine().fleet().node_by_name(name)?;
+        Some(self.sched.engine().fleet().node(n).state != NodeState::Down)
+    }
+
+    /// Names of the nodes that are up.
+    pub fn up_nodes(&self) -> Vec<String> {
+        self.sched
+            .engine()
+            .fleet()
+            .nodes()
+            .iter()
+            .filter(|n| n.state != NodeState::Down)
+            .map(|n| n.name.to_string())
+            .collect()
+    }
+
+    /// Every task node `name` must run now.
+    pub fn assignments(&self, name: &str) -> Vec<Assignment> {
+        let engine = self.sched.engine();
+        let Some(n) = engine.fleet().node_by_name(name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for w in engine.workloads_on(n) {
+            let (Some(job), Some(meta)) = (self.sched.job(w), self.jobs.get(&w.0)) else {
+                continue;
+            };
+            let stop_by = match job.state {
+                JobState::Running { .. } => None,
+                JobState::Preempting { deadline, .. } => Some(deadline),
+                _ => continue,
+            };
+            let Some(Allocation::Gang { slots, .. }) = engine.allocation(w) else {
+                continue;
+            };
+            for (rank, slot) in slots.iter().enumerate().filter(|(_, s)| s.node == n) {
+                out.push(Assignment {
+                    job: w.0,
+                    run: job.restarts,
+                    rank: rank as u32,
+                    world: slots.len() as u32,
+                    command: meta.task.command.clone(),
+                    env: meta.task.env.clone(),
+                    workdir: meta.task.workdir.clone(),
+                    gpus: (0..32).filter(|b| slot.gpu_mask & (1 << b) != 0).collect(),
+                    stop_by,
+                });
+            }
+        }
+        out
+    }
+
+    /// The events a heartbeat brings: the node coming up, tasks that exited, new checkpoints.
+    /// Reports about stale runs are dropped (their tasks are told to stop by the reply).
+    pub fn heartbeat_events(&self, hb: &Heartbeat, at: u64) -> Result<Vec<Event>, FieldProblem> {
+        let up = self.node_is_up(&hb.node).ok_or_else(|| FieldProblem {
+            field: "node".into(),
+            reason: format!("no node '{}' in the fleet", hb.node),
+        })?;
+        let mut events = Vec::new();
+        if !up {
+            events.push(Event::NodeUp {
+                node: hb.node.clone(),
+                at,
+            });
+        }
+        for t in &hb.tasks {
+            if self.current_world(t.job, t.run).is_err() {
+                continue;
+            }
+            let meta = self.jobs.get(&t.job);
+            if let Some(c) = t.checkpoint_at {
+                let newer = meta.is_some_and(|m| m.checkpoint_at.is_none_or(|p| c > p));
+                if newer && t.exit_code.is_none() {
+                    events.push(Event::Checkpoint {
+                        job: t.job,
+                        run: t.run,
+                        at: c.min(at).max(self.now),
+                    });
+                }
+            }
+            if let Some(code) = t.exit_code {
+                events.push(Event::TaskExited {
+                    job: t.job,
+                    run: t.run,
+                    rank: t.rank,
+                    code,
+                    at,
+                });
+            }
+        }
+        Ok(events)
     }
 
     /// Turns a request into a `Submit` event, checking every field; changes nothing.
@@ -315,10 +582,18 @@ impl ControlPlane {
             };
             bad(field, e.reason)
         })?;
+        if req.command.first().is_some_and(|c| c.is_empty()) {
+            return Err(bad("command", "the program name is empty".into()));
+        }
         Ok(Event::Submit {
             id: self.next_id,
             name: req.name.clone(),
             spec,
+            task: TaskSpec {
+                command: req.command.clone(),
+                env: req.env.clone(),
+                workdir: req.workdir.clone(),
+            },
             at,
         })
     }
@@ -362,6 +637,8 @@ impl ControlPlane {
             since,
             submitted_at: meta.submitted_at,
             gpus: meta.gpus,
+            restarts: meta.restarts,
+            exit_code: meta.exit_code,
             nodes,
             reason: if state == JobState::Pending {
                 self.sched.pending_reason(wid)
@@ -471,13 +748,38 @@ mod tests {
             segment: None,
             spares: 0,
             time_limit_s: 3600,
+            command: vec!["true".into()],
+            env: BTreeMap::new(),
+            workdir: None,
         }
+    }
+
+    /// The state after Init with every node's agent up; the events that made it.
+    fn up() -> (ControlPlane, Vec<Event>) {
+        let mut p = ControlPlane::new(&init()).unwrap();
+        let mut journal = vec![init()];
+        for name in p
+            .sched
+            .engine()
+            .fleet()
+            .nodes()
+            .iter()
+            .map(|n| n.name.to_string())
+            .collect::<Vec<_>>()
+        {
+            let e = Event::NodeUp {
+                node: name,
+                at: 100,
+            };
+            p.apply(&e).unwrap();
+            journal.push(e);
+        }
+        (p, journal)
     }
 
     #[test]
     fn replay_rebuilds_the_same_state() {
-        let mut p = ControlPlane::new(&init()).unwrap();
-        let mut journal = vec![init()];
+        let (mut p, mut journal) = up();
         for (i, nodes) in [18, 18, 4, 30].into_iter().enumerate() {
             let e = p
                 .submit_event(&req(&format!("j{i}"), nodes), 100 + i as u64)
@@ -507,6 +809,97 @@ mod tests {
         assert_eq!(v.nodes.len(), 4);
         assert_eq!(again.job_view(2).unwrap().state, "cancelled");
         assert_eq!(again.job_view(4).unwrap().state, "pending");
+    }
+
+    #[test]
+    fn nothing_runs_on_a_node_without_an_agent() {
+        let mut p = ControlPlane::new(&init()).unwrap();
+        let e = p.submit_event(&req("j", 1), 100).unwrap();
+        p.apply(&e).unwrap();
+        p.apply(&Event::Pass { at: 101 }).unwrap();
+        assert_eq!(p.job_view(1).unwrap().state, "pending");
+        assert!(p.up_nodes().is_empty());
+    }
+
+    #[test]
+    fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
+        let (mut p, _) = up();
+        let apply_all = |p: &mut ControlPlane, events: Vec<Event>| {
+            for e in events {
+                p.apply(&e).unwrap();
+            }
+        };
+        let e = p.submit_event(&req("gang", 2), 100).unwrap();
+        p.apply(&e).unwrap();
+        p.apply(&Event::Pass { at: 101 }).unwrap();
+        let nodes = p.job_view(1).unwrap().nodes;
+        assert_eq!(nodes.len(), 2);
+        let a = p.assignments(&nodes[0]);
+        assert_eq!((a.len(), a[0].rank, a[0].world, a[0].run), (1, 0, 2, 0));
+        assert_eq!(a[0].gpus, vec![0, 1, 2, 3]);
+        // A checkpoint, then rank 0 exits 0: the job still runs (rank 1 has not exited).
+        let hb = |node: &str, exit: Option<i32>, rank, checkpoint| Heartbeat {
+            node: node.into(),
+            tasks: vec![crate::api::TaskReport {
+                job: 1,
+                run: 0,
+                rank,
+                exit_code: exit,
+                checkpoint_at: checkpoint,
+            }],
+        };
+        let ev = p
+            .heartbeat_events(&hb(&nodes[0], None, 0, Some(150)), 160)
+            .unwrap();
+        assert_eq!(
+            ev,
+            vec![Event::Checkpoint {
+                job: 1,
+                run: 0,
+                at: 150
+            }]
+        );
+        apply_all(&mut p, ev);
+        // The same checkpoint again is not news.
+        assert!(p
+            .heartbeat_events(&hb(&nodes[0], None, 0, Some(150)), 161)
+            .unwrap()
+            .is_empty());
+        // The node dies: the job is requeued (run 1) and its old run's reports are ignored.
+        p.apply(&Event::NodeDown {
+            node: nodes[1].clone(),
+            at: 200,
+        })
+        .unwrap();
+        let v = p.job_view(1).unwrap();
+        assert_eq!((v.state.as_str(), v.restarts), ("pending", 1));
+        assert!(p
+            .heartbeat_events(&hb(&nodes[0], Some(0), 0, None), 201)
+            .unwrap()
+            .is_empty());
+        assert!(p.assignments(&nodes[0]).is_empty());
+        // Run 1 goes elsewhere and ends when both ranks exit 0.
+        p.apply(&Event::Pass { at: 202 }).unwrap();
+        let v = p.job_view(1).unwrap();
+        assert_eq!(v.state, "running");
+        for (rank, node) in v.nodes.iter().enumerate() {
+            let mut h = hb(node, Some(0), rank as u32, None);
+            h.tasks[0].run = 1;
+            let ev = p.heartbeat_events(&h, 300).unwrap();
+            apply_all(&mut p, ev);
+        }
+        let v = p.job_view(1).unwrap();
+        assert_eq!(
+            (v.state.as_str(), v.exit_code, v.since),
+            ("finished", Some(0), Some(300))
+        );
+        // A heartbeat from a node the fleet does not have names the field.
+        assert_eq!(
+            p.heartbeat_events(&hb("nope", None, 0, None), 301)
+                .unwrap_err()
+                .field,
+            "node"
+        );
     }
 
     #[test]

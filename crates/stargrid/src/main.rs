@@ -1,6 +1,7 @@
 //! `stargrid`: the command-line entry point. Parses arguments and hands each subcommand to
 //! its module; no placement logic lives here (that is the `sched` crate's job).
 
+mod agent_cmd;
 mod bench;
 mod client;
 mod demo;
@@ -49,6 +50,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Run the control plane: HTTP API, durable journal, the queue in real time.
     Server(server_cmd::ServerArgs),
+    /// Run a node agent: heartbeats, runs the tasks the server assigns.
+    Agent(agent_cmd::AgentArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -62,6 +65,7 @@ fn main() -> Result<()> {
         Command::Sim(c) => sim_cmd::run(&c),
         Command::Bench(c) => bench::run(&c),
         Command::Server(a) => server_cmd::run(&a),
+        Command::Agent(a) => agent_cmd::run(&cli.server, &a),
         Command::Client(c) => client::run(&cli.server, &c),
     }
 }

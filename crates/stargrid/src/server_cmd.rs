@@ -24,6 +24,9 @@ pub struct ServerArgs {
     /// Tenants file for a new journal (TOML, `[[tenants]]` with name, weight, cohort, gpus).
     #[arg(long)]
     pub tenants: Option<PathBuf>,
+    /// A node whose agent is silent for this many seconds is down.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_timeout_s: u64,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +109,7 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         fleet_toml,
         tenants,
         idle_pass_interval: 60,
+        heartbeat_timeout: std::time::Duration::from_secs(a.heartbeat_timeout_s),
     };
     // Replay happens before the runtime starts: it blocks on the journal.
     let srv = server::Server::start(&config).context("starting the server")?;

@@ -12,12 +12,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A child process that is killed when the test ends, passing or not.
+struct Proc(Child);
+
+impl Proc {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A server on a free port over `data`; returns the process and its base URL.
-fn start_server(data: &Path) -> (Child, String) {
+fn start_server(data: &Path) -> (Proc, String) {
+    start_server_with(data, &[])
+}
+
+fn start_server_with(data: &Path, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
         .args(["server", "--data-dir"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -32,7 +57,79 @@ fn start_server(data: &Path) -> (Child, String) {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    (child, url)
+    (Proc(child), url)
+}
+
+/// An agent process: `--node NAME` or `--hollow N`, and more flags.
+fn start_agent(url: &str, work: &Path, args: &[&str]) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "agent",
+            "--server",
+            url,
+            "--interval-ms",
+            "200",
+            "--work-dir",
+        ])
+        .arg(work)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// Waits (up to 20 s) until `check` holds.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn nodes_up(url: &str) -> usize {
+    let nodes: Value = ureq::get(&format!("{url}/v1/nodes"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] != "down")
+        .count()
+}
+
+fn get_job(url: &str, id: u64) -> Value {
+    ureq::get(&format!("{url}/v1/jobs/{id}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn alive(pid: &str) -> bool {
+    Command::new("kill")
+        .args(["-0", pid])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 fn job(name: &str, nodes: u32) -> Value {
@@ -86,8 +183,7 @@ fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
+    server.kill(); // SIGKILL
     stop.store(true, Ordering::Relaxed);
     let acked: Vec<(u64, String)> = clients
         .into_iter()
@@ -127,14 +223,16 @@ fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
         .into_json()
         .unwrap();
     assert!(v["id"].as_u64().unwrap() > *by_id.keys().last().unwrap());
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }
 
 #[test]
 fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, url) = start_server(dir.path());
+    // Nodes take work once an agent plays them: hollow ones here, all 40 of the default fleet.
+    let mut agents = start_agent(&url, &dir.path().join("agents"), &["--hollow", "40"]);
+    wait_for("40 nodes up", || nodes_up(&url) == 40);
     for (name, nodes) in [("a", 18), ("b", 9), ("c", 18), ("d", 18)] {
         ureq::post(&format!("{url}/v1/jobs"))
             .send_json(job(name, nodes))
@@ -165,12 +263,71 @@ fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
     };
     let states: Vec<String> = summary(&before).into_iter().map(|s| s.1).collect();
     assert_eq!(states, ["running", "cancelled", "running", "pending"]);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let (mut server, url) = start_server(dir.path());
     assert_eq!(summary(&all_jobs(&url)), summary(&before));
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
+    agents.kill();
+}
+
+#[test]
+fn a_job_whose_agent_goes_silent_is_requeued_runs_elsewhere_and_the_old_task_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) =
+        start_server_with(&dir.path().join("data"), &["--heartbeat-timeout-s", "2"]);
+    let nodes = ["nvl00000t00", "nvl00000t01"];
+    let agents: Vec<Proc> = nodes
+        .iter()
+        .map(|n| {
+            start_agent(
+                &url,
+                &dir.path().join(n),
+                &["--node", n, "--grace-s", "1", "--fence-after-s", "60"],
+            )
+        })
+        .collect();
+    wait_for("both nodes up", || nodes_up(&url) == 2);
+    // The first run writes its pid and a checkpoint and would run for a minute; the second
+    // ends after a second.
+    let script = "echo $$ > $STARGRID_CHECKPOINT_FILE.pid; touch $STARGRID_CHECKPOINT_FILE; \
+                  if [ $STARGRID_RUN = 0 ]; then sleep 60; else sleep 1; fi";
+    let mut spec = job("survivor", 1);
+    spec["command"] = json!(["sh", "-c", script]);
+    ureq::post(&format!("{url}/v1/jobs"))
+        .send_json(spec)
+        .unwrap();
+    wait_for("the job running", || get_job(&url, 1)["state"] == "running");
+    let first = get_job(&url, 1)["nodes"][0].as_str().unwrap().to_string();
+    let which = nodes.iter().position(|n| *n == first).unwrap();
+    let pid_file = dir.path().join(&first).join("1-0-0/checkpoint.pid");
+    wait_for("the task's pid", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.trim().is_empty())
+    });
+    let task_pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    // The agent freezes (a partition): its task goes on, but the node stops heartbeating.
+    signal(agents[which].id(), "-STOP");
+    wait_for("the job requeued onto the other node", || {
+        let j = get_job(&url, 1);
+        j["restarts"] == 1 && j["state"] == "running" && j["nodes"][0] != first.as_str()
+    });
+    assert!(alive(&task_pid), "the first run's task died on its own");
+    // The agent comes back: its node is up again, and the stale task is stopped.
+    signal(agents[which].id(), "-CONT");
+    wait_for("the stale task stopped", || !alive(&task_pid));
+    wait_for("the job finished", || {
+        get_job(&url, 1)["state"] == "finished"
+    });
+    let j = get_job(&url, 1);
+    assert_eq!(
+        (j["exit_code"].as_i64(), j["restarts"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(nodes_up(&url), 2);
+    drop(agents);
+    server.kill();
 }
 
 #[test]
@@ -226,6 +383,5 @@ fn bad_requests_get_a_json_body_naming_the_field() {
         .into_json()
         .unwrap();
     assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }

@@ -1,0 +1,333 @@
+//! Stargrid's node agent.
+//!
+//! Every `interval` the agent reports each of its nodes' tasks to the server
+//! (`POST /v1/agent/heartbeat`) and gets back the full list of tasks the node must run. It then
+//! reconciles: a task in the list that is not running is started; a running task that is not in
+//! the list (cancelled, preempted, requeued after the node was declared down, or from an older
+//! run) is stopped: SIGTERM to its process group, SIGKILL after the grace period. A task never
+//! runs twice: tasks are keyed by (job, run, rank), and a node that comes back after being
+//! declared down finds its old tasks missing from the list and stops them.
+//!
+//! Each task is a real process in its own process group, with `STARGRID_*` variables, its
+//! output in `<work_dir>/<job>-<run>-<rank>/log`, and a checkpoint file whose modification time
+//! the agent reports as the task's last checkpoint.
+//!
+//! In hollow mode one agent plays many nodes and runs no processes: a task whose command is
+//! `sleep N` ends with code 0 after N seconds; any other task runs until it is stopped.
+//!
+//! Not built yet: cgroup v2 CPU and memory limits (tasks run without them), NVML discovery
+//! (the fleet file declares each node's GPUs), and checking the node's inventory against the
+//! fleet.
+
+use server::api::{Assignment, Heartbeat, HeartbeatReply, TaskReport};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// Errors at the agent's boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The task directory cannot be made.
+    #[error("agent work dir {path}: {reason}")]
+    WorkDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How an agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The server's base URL.
+    pub server: String,
+    /// The nodes this agent plays (one, unless hollow).
+    pub nodes: Vec<String>,
+    /// Run no processes (see the module documentation).
+    pub hollow: bool,
+    /// Where task directories go.
+    pub work_dir: PathBuf,
+    /// Between heartbeats.
+    pub interval: Duration,
+    /// Between SIGTERM and SIGKILL when a task is stopped.
+    pub grace: Duration,
+    /// A node that could not reach the server for this long stops its tasks (the server will
+    /// have declared it down and placed the work elsewhere): a task never runs in two places
+    /// for longer than this.
+    pub fence_after: Duration,
+}
+
+type TaskKey = (u64, u32, u32);
+
+enum Running {
+    Process {
+        child: Child,
+        dir: PathBuf,
+        stop_sent: Option<Instant>,
+    },
+    Hollow {
+        ends_at: Option<Instant>,
+    },
+}
+
+struct Task {
+    running: Running,
+    exit_code: Option<i32>,
+}
+
+/// One node's tasks.
+struct NodeTasks {
+    name: String,
+    tasks: BTreeMap<TaskKey, Task>,
+    /// The last heartbeat the server answered.
+    last_answer: Instant,
+}
+
+impl NodeTasks {
+    /// What the heartbeat reports: exits noticed now, checkpoint times.
+    fn reports(&mut self) -> Vec<TaskReport> {
+        let mut out = Vec::new();
+        for (&(job, run, rank), t) in self.tasks.iter_mut() {
+            let mut checkpoint_at = None;
+            match &mut t.running {
+                Running::Process { child, dir, .. } => {
+                    if t.exit_code.is_none() {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            t.exit_code = Some(status.code().unwrap_or(-1));
+                        }
+                    }
+                    checkpoint_at = std::fs::metadata(dir.join("checkpoint"))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs());
+                }
+                Running::Hollow { ends_at } => {
+                    if t.exit_code.is_none() && ends_at.is_some_and(|e| Instant::now() >= e) {
+                        t.exit_code = Some(0);
+                    }
+                }
+            }
+            out.push(TaskReport {
+                job,
+                run,
+                rank,
+                exit_code: t.exit_code,
+                checkpoint_at,
+            });
+        }
+        out
+    }
+
+    /// Starts what is assigned and not running; stops what runs and is not assigned.
+    fn reconcile(&mut self, config: &AgentConfig, assignments: &[Assignment]) {
+        let wanted: BTreeMap<TaskKey, &Assignment> = assignments
+            .iter()
+            .map(|a| ((a.job, a.run, a.rank), a))
+            .collect();
+        let stale: Vec<TaskKey> = self
+            .tasks
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in stale {
+            let done = match self.tasks.get_mut(&key) {
+                Some(t) => stop(t, config.grace),
+                None => true,
+            };
+            if done {
+                self.tasks.remove(&key);
+            }
+        }
+        for (key, a) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let task = if config.hollow {
+                Task {
+                    running: Running::Hollow {
+                        ends_at: hollow_runtime(&a.command).map(|d| Instant::now() + d),
+                    },
+                    exit_code: None,
+                }
+            } else {
+                match spawn(config, &self.name, a) {
+                    Ok(t) => t,
+                    Err(reason) => {
+                        eprintln!(
+                            "agent {}: job {} rank {}: cannot start: {reason}",
+                            self.name, a.job, a.rank
+                        );
+                        // Reported as a failed task: the job ends with code 127.
+                        Task {
+                            running: Running::Hollow { ends_at: None },
+                            exit_code: Some(127),
+                        }
+                    }
+                }
+            };
+            self.tasks.insert(key, task);
+        }
+    }
+}
+
+/// `sleep N` in hollow mode: the task ends after N seconds.
+fn hollow_runtime(command: &[String]) -> Option<Duration> {
+    match command {
+        [cmd, secs] if cmd == "sleep" => secs.parse::<f64>().ok().map(Duration::from_secs_f64),
+        _ => None,
+    }
+}
+
+fn spawn(config: &AgentConfig, node: &str, a: &Assignment) -> Result<Task, String> {
+    let Some((program, args)) = a.command.split_first() else {
+        // Nothing to run: the task holds its place until it is stopped.
+        return Ok(Task {
+            running: Running::Hollow { ends_at: None },
+            exit_code: None,
+        });
+    };
+    let dir = config
+        .work_dir
+        .join(format!("{}-{}-{}", a.job, a.run, a.rank));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
+    let err_log = log.try_clone().map_err(|e| e.to_string())?;
+    let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(a.workdir.as_deref().map_or(dir.clone(), PathBuf::from))
+        .envs(&a.env)
+        .env("STARGRID_JOB_ID", a.job.to_string())
+        .env("STARGRID_RUN", a.run.to_string())
+        .env("STARGRID_RANK", a.rank.to_string())
+        .env("STARGRID_WORLD_SIZE", a.world.to_string())
+        .env("STARGRID_NODE", node)
+        .env("STARGRID_CHECKPOINT_FILE", dir.join("checkpoint"))
+        .env("CUDA_VISIBLE_DEVICES", gpus.join(","))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+    Ok(Task {
+        running: Running::Process {
+            child,
+            dir,
+            stop_sent: None,
+        },
+        exit_code: None,
+    })
+}
+
+/// Moves a task towards stopped; returns true once it is gone.
+fn stop(t: &mut Task, grace: Duration) -> bool {
+    match &mut t.running {
+        Running::Hollow { .. } => true,
+        Running::Process {
+            child, stop_sent, ..
+        } => {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            match stop_sent {
+                None => {
+                    let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGTERM);
+                    *stop_sent = Some(Instant::now());
+                    false
+                }
+                Some(at) if at.elapsed() >= grace => {
+                    let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.wait();
+                    true
+                }
+                Some(_) => false,
+            }
+        }
+    }
+}
+
+/// Runs the agent until `stop` is set; then stops every task (grace, then kill) and returns.
+pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.work_dir).map_err(|e| AgentError::WorkDir {
+        path: config.work_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let http = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let url = format!("{}/v1/agent/heartbeat", config.server.trim_end_matches('/'));
+    let mut nodes: Vec<NodeTasks> = config
+        .nodes
+        .iter()
+        .map(|n| NodeTasks {
+            name: n.clone(),
+            tasks: BTreeMap::new(),
+            last_answer: Instant::now(),
+        })
+        .collect();
+    while !stop_flag.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        for node in nodes.iter_mut() {
+            let hb = Heartbeat {
+                node: node.name.clone(),
+                tasks: node.reports(),
+            };
+            match http.post(&url).send_json(&hb) {
+                Ok(r) => match r.into_json::<HeartbeatReply>() {
+                    Ok(reply) => {
+                        node.last_answer = Instant::now();
+                        node.reconcile(config, &reply.assignments);
+                    }
+                    Err(e) => eprintln!("agent {}: bad heartbeat reply: {e}", node.name),
+                },
+                // The server is away: keep running what runs (it comes back with the same
+                // intent), unless it has been away for so long that the node counts as down.
+                Err(e) => {
+                    eprintln!("agent {}: heartbeat: {e}", node.name);
+                    if node.last_answer.elapsed() > config.fence_after && !node.tasks.is_empty() {
+                        eprintln!(
+                            "agent {}: no answer for {:?}: stopping its tasks",
+                            node.name, config.fence_after
+                        );
+                        node.reconcile(config, &[]);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(config.interval.saturating_sub(started.elapsed()));
+    }
+    // Shutting down: stop every task, within the grace period.
+    let deadline = Instant::now() + config.grace + Duration::from_secs(1);
+    for node in nodes.iter_mut() {
+        loop {
+            node.tasks.retain(|_, t| !stop(t, config.grace));
+            if node.tasks.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hollow_sleep_is_the_only_command_with_an_end() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            hollow_runtime(&s(&["sleep", "2.5"])),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(hollow_runtime(&s(&["sleep", "x"])), None);
+        assert_eq!(hollow_runtime(&s(&["python", "train.py"])), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! `stargrid agent`: the node agent (see the `agent` crate), one real node or many hollow ones.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use server::api::NodeView;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The fleet node this agent runs (its name in the server's fleet).
+    #[arg(long, conflicts_with = "hollow")]
+    pub node: Option<String>,
+    /// Play this many nodes without running processes (for scale tests): the first nodes the
+    /// server lists as down.
+    #[arg(long)]
+    pub hollow: Option<usize>,
+    /// Where task directories and logs go.
+    #[arg(long, default_value = "stargrid-agent")]
+    pub work_dir: PathBuf,
+    /// Milliseconds between heartbeats.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Seconds between SIGTERM and SIGKILL when a task is stopped.
+    #[arg(long, default_value_t = 10)]
+    pub grace_s: u64,
+    /// Stop every task after this many seconds without an answer from the server (match the
+    /// server's --heartbeat-timeout-s).
+    #[arg(long, default_value_t = 10)]
+    pub fence_after_s: u64,
+}
+
+pub fn run(server: &str, a: &AgentArgs) -> Result<()> {
+    let nodes = match (&a.node, a.hollow) {
+        (Some(n), None) => vec![n.clone()],
+        (None, Some(count)) => {
+            let all: Vec<NodeView> =
+                ureq::get(&format!("{}/v1/nodes", server.trim_end_matches('/')))
+                    .call()
+                    .context("listing the server's nodes")?
+                    .into_json()
+                    .context("reading the node list")?;
+            let free: Vec<String> = all
+                .into_iter()
+                .filter(|n| n.state == "down")
+                .map(|n| n.name)
+                .take(count)
+                .collect();
+            if free.len() < count {
+                bail!(
+                    "--hollow {count}: the server has only {} nodes without an agent",
+                    free.len()
+                );
+            }
+            free
+        }
+        _ => bail!("give --node NAME, or --hollow N"),
+    };
+    let config = agent::AgentConfig {
+        server: server.to_string(),
+        nodes,
+        hollow: a.hollow.is_some(),
+        work_dir: a.work_dir.clone(),
+        interval: Duration::from_millis(a.interval_ms.max(10)),
+        grace: Duration::from_secs(a.grace_s),
+        fence_after: Duration::from_secs(a.fence_after_s),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("installing the Ctrl-C handler")?;
+    }
+    println!(
+        "stargrid agent: {} node(s){} reporting to {server}; cgroup limits are not applied (not built yet)",
+        config.nodes.len(),
+        if config.hollow { ", hollow" } else { "" }
+    );
+    agent::run(&config, &stop)?;
+    Ok(())
+}
