@@ -254,10 +254,16 @@ fn stop(t: &mut Task, grace: Duration) -> bool {
 
 /// Runs the agent until `stop` is set; then stops every task (grace, then kill) and returns.
 pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentError> {
-    std::fs::create_dir_all(&config.work_dir).map_err(|e| AgentError::WorkDir {
+    let work_dir_error = |e: std::io::Error| AgentError::WorkDir {
         path: config.work_dir.display().to_string(),
         reason: e.to_string(),
-    })?;
+    };
+    std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
+    // Tasks run in their own directories: every path handed to them must be absolute.
+    let config = &AgentConfig {
+        work_dir: std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?,
+        ..config.clone()
+    };
     let http = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();

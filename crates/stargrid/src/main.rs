@@ -10,6 +10,7 @@ mod place;
 mod scenario;
 mod server_cmd;
 mod sim_cmd;
+mod up;
 mod workload_file;
 
 use anyhow::Result;
@@ -52,6 +53,8 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run a node agent: heartbeats, runs the tasks the server assigns.
     Agent(agent_cmd::AgentArgs),
+    /// A local control plane in one command: server, agents for every node, a demo mix.
+    Up(up::UpArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -66,6 +69,7 @@ fn main() -> Result<()> {
         Command::Bench(c) => bench::run(&c),
         Command::Server(a) => server_cmd::run(&a),
         Command::Agent(a) => agent_cmd::run(&cli.server, &a),
+        Command::Up(a) => up::run(&a),
         Command::Client(c) => client::run(&cli.server, &c),
     }
 }

@@ -385,3 +385,42 @@ fn bad_requests_get_a_json_body_naming_the_field() {
     assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
     server.kill();
 }
+
+#[test]
+fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "up",
+            "--exit-when-done",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("up"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("agents for 40 nodes"), "{stdout}");
+    let last = stdout
+        .lines()
+        .filter(|l| l.contains("llm-train"))
+        .last()
+        .unwrap();
+    assert_eq!(last.matches("finished").count(), 5, "{last}");
+    // The training run's two ranks ran for real and checkpointed.
+    let tasks = dir.path().join("up/tasks");
+    for rank in 0..2 {
+        let log = std::fs::read_to_string(tasks.join(format!("1-0-{rank}/log"))).unwrap();
+        assert!(log.contains(&format!("rank {rank}/2 step 10")), "{log}");
+        let checkpoint =
+            std::fs::read_to_string(tasks.join(format!("1-0-{rank}/checkpoint"))).unwrap();
+        assert_eq!(checkpoint.trim(), "10");
+    }
+}

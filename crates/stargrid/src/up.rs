@@ -1,0 +1,192 @@
+//! `stargrid up`: a whole local control plane in one command. A server with the embedded
+//! journal, an agent for each node of the default fleet (two GB200 NVL72 domains and four CPU
+//! hosts) running real processes, and a small demo mix; Ctrl-C stops everything.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use server::api::{JobList, SubmitJob, Submitted};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Data directory (journal and task logs).
+    #[arg(long, default_value = "stargrid-up")]
+    pub data_dir: PathBuf,
+    /// Address of the API.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Stop once every demo job has ended (instead of waiting for Ctrl-C).
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// Submit no demo jobs.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+/// The demo mix: a two-node training run that checkpoints, a whole-domain training run, and
+/// research jobs that queue behind it.
+fn demo_jobs() -> Vec<SubmitJob> {
+    let job = |name: &str, priority: &str, nodes: u32, secs: u32, script: &str| SubmitJob {
+        name: name.into(),
+        tenant: "default".into(),
+        priority: priority.into(),
+        gpu: "GB200".into(),
+        nodes,
+        gpus_per_node: 4,
+        cpu_millis_per_node: 0,
+        memory_mib_per_node: 0,
+        segment: None,
+        spares: 0,
+        time_limit_s: u64::from(secs) * 3,
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        env: BTreeMap::new(),
+        workdir: None,
+    };
+    let train = "for step in 1 2 3 4 5 6 7 8 9 10; do \
+                 echo \"rank $STARGRID_RANK/$STARGRID_WORLD_SIZE step $step on GPUs $CUDA_VISIBLE_DEVICES\"; \
+                 echo $step > $STARGRID_CHECKPOINT_FILE; sleep 1; done";
+    vec![
+        job("llm-train", "training", 2, 10, train),
+        job(
+            "domain-run",
+            "training",
+            18,
+            15,
+            "echo start; sleep 15; echo done",
+        ),
+        job("sweep-a", "research", 18, 8, "sleep 8"),
+        job("sweep-b", "research", 9, 5, "sleep 5"),
+        job("sweep-c", "research", 9, 5, "sleep 5"),
+    ]
+}
+
+pub fn run(a: &UpArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("creating {}", a.data_dir.display()))?;
+    let store_url = format!("sqlite:{}", a.data_dir.join("journal.db").display());
+    let config = server::Config {
+        store_url: store_url.clone(),
+        fleet_toml: None,
+        tenants: None,
+        idle_pass_interval: 60,
+        heartbeat_timeout: Duration::from_secs(10),
+    };
+    let srv = server::Server::start(&config).context("starting the server")?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&a.listen))
+        .with_context(|| format!("listening on {}", a.listen))?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().context("reading the address")?
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let server_task = {
+        let stop = stop.clone();
+        let srv = srv.clone();
+        runtime.spawn(async move {
+            let shutdown = async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            server::serve(srv, listener, shutdown).await
+        })
+    };
+    let http = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let nodes: Vec<server::api::NodeView> = http
+        .get(&format!("{url}/v1/nodes"))
+        .call()
+        .context("listing nodes")?
+        .into_json()
+        .context("reading the node list")?;
+    let agent_config = agent::AgentConfig {
+        server: url.clone(),
+        nodes: nodes.iter().map(|n| n.name.clone()).collect(),
+        hollow: false,
+        work_dir: a.data_dir.join("tasks"),
+        interval: Duration::from_millis(500),
+        grace: Duration::from_secs(5),
+        fence_after: Duration::from_secs(10),
+    };
+    let agent_stop = Arc::new(AtomicBool::new(false));
+    let agents = {
+        let (config, stop) = (agent_config.clone(), agent_stop.clone());
+        std::thread::spawn(move || agent::run(&config, &stop))
+    };
+    println!(
+        "stargrid up: server on {url} (journal {store_url}), agents for {} nodes",
+        nodes.len()
+    );
+    let mut demo_ids = Vec::new();
+    if !a.no_demo {
+        for job in demo_jobs() {
+            let s: Submitted = http
+                .post(&format!("{url}/v1/jobs"))
+                .send_json(&job)
+                .with_context(|| format!("submitting {}", job.name))?
+                .into_json()
+                .context("reading the answer")?;
+            println!("  submitted {} as job {}", job.name, s.id);
+            demo_ids.push(s.id);
+        }
+    }
+    println!(
+        "look: STARGRID_SERVER={url} stargrid queue | nodes | why ID; \
+         task logs under {}; {url}/openapi.json; Ctrl-C stops everything",
+        agent_config.work_dir.display()
+    );
+    let mut last_table = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_secs(1));
+        let Ok(resp) = http.get(&format!("{url}/v1/jobs?limit=1000")).call() else {
+            continue;
+        };
+        let Ok(list) = resp.into_json::<JobList>() else {
+            continue;
+        };
+        let table: Vec<String> = list
+            .jobs
+            .iter()
+            .map(|j| format!("{} {}", j.name, j.state))
+            .collect();
+        let table = table.join(", ");
+        if table != last_table {
+            println!("  {table}");
+            last_table = table;
+        }
+        let ended = |s: &str| s == "finished" || s == "cancelled";
+        if a.exit_when_done
+            && list
+                .jobs
+                .iter()
+                .filter(|j| demo_ids.contains(&j.id))
+                .all(|j| ended(&j.state))
+        {
+            break;
+        }
+    }
+    println!("stopping: agents, then the server");
+    agent_stop.store(true, Ordering::Relaxed);
+    match agents.join() {
+        Ok(r) => r.context("running the agents")?,
+        Err(_) => anyhow::bail!("the agent thread panicked"),
+    }
+    stop.store(true, Ordering::Relaxed);
+    runtime
+        .block_on(server_task)
+        .context("joining the server")?
+        .context("serving the API")?;
+    Ok(())
+}
