@@ -408,11 +408,7 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("agents for 40 nodes"), "{stdout}");
-    let last = stdout
-        .lines()
-        .filter(|l| l.contains("llm-train"))
-        .last()
-        .unwrap();
+    let last = stdout.lines().rfind(|l| l.contains("llm-train")).unwrap();
     assert_eq!(last.matches("finished").count(), 5, "{last}");
     // The training run's two ranks ran for real and checkpointed.
     let tasks = dir.path().join("up/tasks");
