@@ -420,3 +420,53 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
         assert_eq!(checkpoint.trim(), "10");
     }
 }
+
+#[test]
+fn the_client_commands_submit_the_example_job_and_show_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(dir.path());
+    let _agents = start_agent(&url, &dir.path().join("agents"), &["--hollow", "40"]);
+    wait_for("40 nodes up", || nodes_up(&url) == 40);
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(args)
+            .env("STARGRID_SERVER", &url)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/job.toml");
+    let (ok, out) = cli(&["submit", example]);
+    assert!(ok, "{out}");
+    assert!(out.contains("submitted job 1"), "{out}");
+    wait_for("the example running", || {
+        get_job(&url, 1)["state"] == "running"
+    });
+    let (ok, out) = cli(&["queue"]);
+    assert!(
+        ok && out.contains("llm-train") && out.contains("running"),
+        "{out}"
+    );
+    let (ok, out) = cli(&["why", "1"]);
+    assert!(ok && out.contains("job 1 is running on"), "{out}");
+    let (ok, out) = cli(&["cancel", "1"]);
+    assert!(ok && out.contains("job 1 is cancelled"), "{out}");
+    // A refusal names the field and fails the command.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\ntenant = \"nobody\"\nnodes = 1\ngpus_per_node = 4\ntime_limit_s = 5\n",
+    )
+    .unwrap();
+    let (ok, out) = cli(&["submit", bad.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("tenant: unknown tenant 'nobody'"),
+        "{out}"
+    );
+    server.kill();
+}
