@@ -44,6 +44,8 @@ pub enum AgentError {
 pub struct AgentConfig {
     /// The server's base URL.
     pub server: String,
+    /// Bearer token (an agent or admin token).
+    pub token: String,
     /// The nodes this agent plays (one, unless hollow).
     pub nodes: Vec<String>,
     /// Run no processes (see the module documentation).
@@ -284,7 +286,8 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
                 node: node.name.clone(),
                 tasks: node.reports(),
             };
-            match http.post(&url).send_json(&hb) {
+            let auth = format!("Bearer {}", config.token);
+            match http.post(&url).set("Authorization", &auth).send_json(&hb) {
                 Ok(r) => match r.into_json::<HeartbeatReply>() {
                     Ok(reply) => {
                         node.last_answer = Instant::now();

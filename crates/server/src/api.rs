@@ -205,3 +205,22 @@ pub struct HeartbeatReply {
     /// Tasks to run (already running ones included).
     pub assignments: Vec<Assignment>,
 }
+
+/// A token to issue (admin only). The token itself is in the answer, once; the server keeps only
+/// its SHA-256.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueToken {
+    /// admin, tenant or agent.
+    pub role: String,
+    /// The tenant, for role tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// An issued token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+}

@@ -6,17 +6,19 @@
 //! disk: the server stops at once (fail-stop), and a restart replays what is durable.
 
 use crate::api::{
-    ApiError, FieldProblem, Heartbeat, HeartbeatReply, JobList, JobView, NodeView, SubmitJob,
-    Submitted, TenantView,
+    ApiError, FieldProblem, Heartbeat, HeartbeatReply, IssueToken, JobList, JobView, NodeView,
+    SubmitJob, Submitted, TenantView, Token,
 };
-use crate::state::{default_fleet_toml, default_tenants, ControlPlane, Event, StateError};
+use crate::state::{default_fleet_toml, default_tenants, ControlPlane, Event, Role, StateError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use sha2::Digest;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +41,9 @@ pub const MAX_PAGE: usize = 1000;
         cancel_job,
         why_job,
         list_nodes,
-        list_tenants
+        list_tenants,
+        heartbeat,
+        issue_token
     ),
     components(schemas(
         SubmitJob,
@@ -49,10 +53,49 @@ pub const MAX_PAGE: usize = 1000;
         NodeView,
         TenantView,
         ApiError,
-        FieldProblem
-    ))
+        FieldProblem,
+        Heartbeat,
+        crate::api::TaskReport,
+        HeartbeatReply,
+        crate::api::Assignment,
+        IssueToken,
+        Token
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer-token scheme in the OpenAPI document.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// A new random token (256 bits, hex).
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the journal keeps of a token.
+pub fn token_hash(token: &str) -> String {
+    hex(&sha2::Sha256::digest(token.as_bytes()))
+}
 
 /// What the server was started with, for a journal that has no `Init` yet.
 #[derive(Clone, Debug)]
@@ -67,6 +110,8 @@ pub struct Config {
     pub idle_pass_interval: u64,
     /// A node whose agent has not been heard from for this long is down.
     pub heartbeat_timeout: Duration,
+    /// Where the first admin token is written (mode 0600) when the journal has no token yet.
+    pub admin_token_file: std::path::PathBuf,
 }
 
 /// Shared server state.
@@ -99,6 +144,14 @@ pub enum StartError {
     /// The journal does not replay.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The first admin token cannot be made or saved.
+    #[error("admin token {path}: {reason}")]
+    Token {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 fn unix_now() -> u64 {
@@ -158,6 +211,10 @@ impl Server {
             }
         };
         tracing::info!(replayed, "journal replayed");
+        let mut plane = plane;
+        if !plane.has_tokens() {
+            issue_first_admin_token(&mut plane, &journal, &config.admin_token_file)?;
+        }
         let now = Instant::now();
         let last_seen = plane.up_nodes().into_iter().map(|n| (n, now)).collect();
         Ok(Arc::new(Server {
@@ -168,6 +225,25 @@ impl Server {
             last_seen: Mutex::new(last_seen),
             wake: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Who sent the request: the role of its bearer token.
+    fn principal(&self, headers: &HeaderMap) -> Result<Role, Refusal> {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "authorization",
+                    "send 'Authorization: Bearer <token>'",
+                )
+            })?;
+        self.plane()
+            .role_of(&token_hash(token.trim()))
+            .cloned()
+            .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "authorization", "unknown token"))
     }
 
     fn plane(&self) -> std::sync::MutexGuard<'_, ControlPlane> {
@@ -268,8 +344,31 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/agent/heartbeat", post(heartbeat))
+        .route("/v1/tokens", post(issue_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(server)
+}
+
+/// Refuses a request whose declared length is over the limit before reading its body (longer
+/// bodies without a declared length are cut off by `DefaultBodyLimit`).
+async fn refuse_large_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            format!("requests are limited to {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    next.run(request).await
 }
 
 /// Serves `router` on `listener` and runs passes every second until `shutdown` resolves.
@@ -299,6 +398,75 @@ pub async fn serve(
     passes.abort();
     server.close();
     result
+}
+
+/// A refused request: status, field and reason.
+struct Refusal {
+    status: StatusCode,
+    field: &'static str,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, field: &'static str, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    fn forbidden(reason: impl Into<String>) -> Refusal {
+        Refusal::new(StatusCode::FORBIDDEN, "authorization", reason)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        problem(self.status, self.field, self.reason)
+    }
+}
+
+/// Issues the first admin token and writes it where the operator can read it.
+fn issue_first_admin_token(
+    plane: &mut ControlPlane,
+    journal: &Journal,
+    path: &std::path::Path,
+) -> Result<(), StartError> {
+    let err = |reason: String| StartError::Token {
+        path: path.display().to_string(),
+        reason,
+    };
+    let token = new_token().map_err(|e| err(e.to_string()))?;
+    let event = Event::TokenIssued {
+        hash: token_hash(&token),
+        role: Role::Admin,
+        at: plane.now(),
+    };
+    plane.apply(&event)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| err(e.to_string()))?;
+        writeln!(f, "{token}").map_err(|e| err(e.to_string()))?;
+    }
+    journal.append(vec![encode(&event)]).wait()?;
+    Ok(())
+}
+
+/// Whether `role` may see or touch work of `tenant`.
+fn may_touch(role: &Role, tenant: &str) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::Tenant { tenant: t } => t == tenant,
+        Role::Agent => false,
+    }
 }
 
 fn problem(status: StatusCode, field: &str, reason: impl Into<String>) -> Response {
@@ -333,7 +501,18 @@ async fn openapi() -> impl IntoResponse {
 /// Queue a training job.
 #[utoipa::path(post, path = "/v1/jobs", request_body = SubmitJob,
     responses((status = 201, body = Submitted), (status = 400, body = ApiError), (status = 413, description = "body over 1 MiB")))]
-async fn submit_job(State(server): State<Arc<Server>>, body: Bytes) -> Response {
+async fn submit_job(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let role = match server.principal(&headers) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    if role == Role::Agent {
+        return Refusal::forbidden("an agent token cannot submit work").into_response();
+    }
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let req: SubmitJob = match serde_path_to_error::deserialize(de) {
         Ok(r) => r,
@@ -343,6 +522,14 @@ async fn submit_job(State(server): State<Arc<Server>>, body: Bytes) -> Response 
             return problem(StatusCode::BAD_REQUEST, &field, e.inner().to_string());
         }
     };
+    if !may_touch(&role, &req.tenant) {
+        return Refusal::new(
+            StatusCode::FORBIDDEN,
+            "tenant",
+            format!("this token may not submit for tenant '{}'", req.tenant),
+        )
+        .into_response();
+    }
     let (pending, id) = {
         let mut p = server.plane();
         let at = p.stamp(unix_now());
@@ -392,9 +579,14 @@ struct ListQuery {
     responses((status = 200, body = JobList), (status = 400, body = ApiError)))]
 async fn list_jobs(
     State(server): State<Arc<Server>>,
+    headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Query(q) = match query {
+    let role = match server.principal(&headers) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let Query(mut q) = match query {
         Ok(q) => q,
         Err(e) => return problem(StatusCode::BAD_REQUEST, "query", e.body_text()),
     };
@@ -406,6 +598,24 @@ async fn list_jobs(
                 "state",
                 format!("unknown state '{s}' ({})", STATES.join(", ")),
             );
+        }
+    }
+    match &role {
+        Role::Admin => {}
+        Role::Agent => {
+            return Refusal::forbidden("an agent token cannot list jobs").into_response()
+        }
+        // A tenant sees its own work only.
+        Role::Tenant { tenant } => {
+            if q.tenant.as_ref().is_some_and(|t| t != tenant) {
+                return Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant",
+                    format!("this token sees tenant '{tenant}' only"),
+                )
+                .into_response();
+            }
+            q.tenant = Some(tenant.clone());
         }
     }
     let limit = q.limit.unwrap_or(100);
@@ -435,26 +645,43 @@ async fn list_jobs(
 /// One job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = u64, Path, description = "job id")),
     responses((status = 200, body = JobView), (status = 404, body = ApiError)))]
-async fn get_job(State(server): State<Arc<Server>>, Path(raw): Path<String>) -> Response {
+async fn get_job(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let role = match server.principal(&headers) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
     let Ok(id) = raw.parse::<u64>() else {
         return bad_id(&raw);
     };
     match server.plane().job_view(id) {
-        Some(v) => Json(v).into_response(),
-        None => not_found(id),
+        // Another tenant's job does not exist, as far as this token can tell.
+        Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
+        _ => not_found(id),
     }
 }
 
 /// Cancel a job (pending or running).
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = u64, Path, description = "job id")),
     responses((status = 200, body = JobView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn cancel_job(State(server): State<Arc<Server>>, Path(raw): Path<String>) -> Response {
+async fn cancel_job(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let role = match server.principal(&headers) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
     let Ok(id) = raw.parse::<u64>() else {
         return bad_id(&raw);
     };
     let pending = {
         let mut p = server.plane();
-        if p.job_view(id).is_none() {
+        if !p.job_view(id).is_some_and(|v| may_touch(&role, &v.tenant)) {
             return not_found(id);
         }
         let event = Event::Cancel {
@@ -479,27 +706,52 @@ async fn cancel_job(State(server): State<Arc<Server>>, Path(raw): Path<String>) 
 /// Why a job is where it is.
 #[utoipa::path(get, path = "/v1/jobs/{id}/why", params(("id" = u64, Path, description = "job id")),
     responses((status = 200, body = JobView), (status = 404, body = ApiError)))]
-async fn why_job(State(server): State<Arc<Server>>, Path(raw): Path<String>) -> Response {
-    get_job(State(server), Path(raw)).await
+async fn why_job(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    get_job(State(server), headers, Path(raw)).await
 }
 
 /// Every node, with its state and free capacity.
 #[utoipa::path(get, path = "/v1/nodes", responses((status = 200, body = [NodeView])))]
-async fn list_nodes(State(server): State<Arc<Server>>) -> Response {
+async fn list_nodes(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    if let Err(r) = server.principal(&headers) {
+        return r.into_response();
+    }
     Json(server.plane().nodes()).into_response()
 }
 
 /// Tenants and their usage.
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
-async fn list_tenants(State(server): State<Arc<Server>>) -> Response {
-    Json(server.plane().tenants()).into_response()
+async fn list_tenants(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    match server.principal(&headers) {
+        Ok(Role::Agent) => Refusal::forbidden("an agent token cannot list tenants").into_response(),
+        Ok(role) => {
+            let all = server.plane().tenants();
+            let mine: Vec<TenantView> = all
+                .into_iter()
+                .filter(|t| may_touch(&role, &t.name))
+                .collect();
+            Json(mine).into_response()
+        }
+        Err(r) => r.into_response(),
+    }
 }
 
 /// An agent's heartbeat: it reports its tasks and gets back every task its node must run.
 /// The first heartbeat of a node brings it up.
 #[utoipa::path(post, path = "/v1/agent/heartbeat", request_body = Heartbeat,
     responses((status = 200, body = HeartbeatReply), (status = 400, body = ApiError)))]
-async fn heartbeat(State(server): State<Arc<Server>>, body: Bytes) -> Response {
+async fn heartbeat(State(server): State<Arc<Server>>, headers: HeaderMap, body: Bytes) -> Response {
+    match server.principal(&headers) {
+        Ok(Role::Agent | Role::Admin) => {}
+        Ok(Role::Tenant { .. }) => {
+            return Refusal::forbidden("only agent tokens report for nodes").into_response()
+        }
+        Err(r) => return r.into_response(),
+    }
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let hb: Heartbeat = match serde_path_to_error::deserialize(de) {
         Ok(r) => r,
@@ -533,4 +785,74 @@ async fn heartbeat(State(server): State<Arc<Server>>, body: Bytes) -> Response {
     }
     let assignments = server.plane().assignments(&hb.node);
     Json(HeartbeatReply { assignments }).into_response()
+}
+
+/// Issue a token (admin only): admin, tenant (with `tenant`) or agent.
+#[utoipa::path(post, path = "/v1/tokens", request_body = IssueToken,
+    responses((status = 201, body = Token), (status = 400, body = ApiError), (status = 403, body = ApiError)))]
+async fn issue_token(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match server.principal(&headers) {
+        Ok(Role::Admin) => {}
+        Ok(_) => return Refusal::forbidden("only an admin token issues tokens").into_response(),
+        Err(r) => return r.into_response(),
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: IssueToken = match serde_path_to_error::deserialize(de) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            return problem(StatusCode::BAD_REQUEST, &field, e.inner().to_string());
+        }
+    };
+    let role = match (req.role.as_str(), req.tenant) {
+        ("admin", None) => Role::Admin,
+        ("agent", None) => Role::Agent,
+        ("tenant", Some(tenant)) => Role::Tenant { tenant },
+        ("tenant", None) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "tenant",
+                "a tenant token names its tenant",
+            )
+        }
+        ("admin" | "agent", Some(_)) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "tenant",
+                "only tenant tokens name a tenant",
+            )
+        }
+        (other, _) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "role",
+                format!("unknown role '{other}' (admin, tenant, agent)"),
+            )
+        }
+    };
+    let token = match new_token() {
+        Ok(t) => t,
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "", e.to_string()),
+    };
+    let pending = {
+        let mut p = server.plane();
+        let event = Event::TokenIssued {
+            hash: token_hash(&token),
+            role,
+            at: p.stamp(unix_now()),
+        };
+        if let Err(e) = p.apply(&event) {
+            return problem(StatusCode::BAD_REQUEST, "tenant", e.to_string());
+        }
+        server.journal.append(vec![encode(&event)])
+    };
+    if let Err(e) = pending.done().await {
+        fail_stop(e);
+    }
+    (StatusCode::CREATED, Json(Token { token })).into_response()
 }

@@ -85,6 +85,15 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// An API token was issued (only its SHA-256 is kept).
+    TokenIssued {
+        /// Hex SHA-256 of the token.
+        hash: String,
+        /// What it may do.
+        role: Role,
+        /// Unix seconds.
+        at: u64,
+    },
     /// A scheduling pass ran.
     Pass {
         /// Unix seconds.
@@ -103,7 +112,8 @@ impl Event {
             | Event::NodeUp { at, .. }
             | Event::NodeDown { at, .. }
             | Event::TaskExited { at, .. }
-            | Event::Checkpoint { at, .. } => *at,
+            | Event::Checkpoint { at, .. }
+            | Event::TokenIssued { at, .. } => *at,
         }
     }
 }
@@ -121,6 +131,21 @@ pub enum StateError {
     /// The queue refused the change.
     #[error("{0}")]
     Refused(String),
+}
+
+/// What a token may do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Submit, see and cancel the work of one tenant.
+    Tenant {
+        /// The tenant's name.
+        tenant: String,
+    },
+    /// Register nodes and report (heartbeats) only.
+    Agent,
 }
 
 /// What each node of a job runs.
@@ -161,6 +186,8 @@ pub struct ControlPlane {
     now: u64,
     /// Something was submitted or cancelled since the last pass.
     dirty: bool,
+    /// Hex SHA-256 of each issued token → its role.
+    tokens: BTreeMap<String, Role>,
 }
 
 /// A small fleet for a local control plane: two GB200 NVL72 domains and four CPU hosts, as a
@@ -228,6 +255,7 @@ impl ControlPlane {
             next_id: 1,
             now: *at,
             dirty: false,
+            tokens: BTreeMap::new(),
         })
     }
 
@@ -311,6 +339,15 @@ impl ControlPlane {
                 self.dirty = true;
                 Vec::new()
             }
+            Event::TokenIssued { hash, role, .. } => {
+                if let Role::Tenant { tenant } = role {
+                    if !self.tenants.iter().any(|t| &t.name == tenant) {
+                        return Err(StateError::Refused(format!("unknown tenant '{tenant}'")));
+                    }
+                }
+                self.tokens.insert(hash.clone(), role.clone());
+                Vec::new()
+            }
             Event::Pass { at } => {
                 self.dirty = false;
                 let decisions = self.sched.schedule(*at);
@@ -374,6 +411,16 @@ impl ControlPlane {
         };
         self.now = self.now.max(e.at());
         Ok(decisions)
+    }
+
+    /// The role of the token whose SHA-256 is `hash`.
+    pub fn role_of(&self, hash: &str) -> Option<&Role> {
+        self.tokens.get(hash)
+    }
+
+    /// Whether any token was issued yet.
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty()
     }
 
     fn node(&self, name: &str) -> Result<NodeId, StateError> {

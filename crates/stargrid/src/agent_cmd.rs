@@ -32,12 +32,13 @@ pub struct AgentArgs {
     pub fence_after_s: u64,
 }
 
-pub fn run(server: &str, a: &AgentArgs) -> Result<()> {
+pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
     let nodes = match (&a.node, a.hollow) {
         (Some(n), None) => vec![n.clone()],
         (None, Some(count)) => {
             let all: Vec<NodeView> =
                 ureq::get(&format!("{}/v1/nodes", server.trim_end_matches('/')))
+                    .set("Authorization", &format!("Bearer {token}"))
                     .call()
                     .context("listing the server's nodes")?
                     .into_json()
@@ -60,6 +61,7 @@ pub fn run(server: &str, a: &AgentArgs) -> Result<()> {
     };
     let config = agent::AgentConfig {
         server: server.to_string(),
+        token: token.to_string(),
         nodes,
         hollow: a.hollow.is_some(),
         work_dir: a.work_dir.clone(),

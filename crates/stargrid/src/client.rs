@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use server::api::{ApiError, JobList, JobView, NodeView, SubmitJob, Submitted};
+use server::api::{ApiError, IssueToken, JobList, JobView, NodeView, SubmitJob, Submitted, Token};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -39,6 +39,16 @@ pub enum ClientCommand {
     },
     /// Nodes with their state and free capacity.
     Nodes,
+    /// Issue a token (needs an admin token): prints it once.
+    #[command(name = "token")]
+    Token {
+        /// admin, tenant or agent.
+        #[arg(long)]
+        role: String,
+        /// The tenant, for a tenant token.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// Turns a refused request into an error that names the field.
@@ -57,26 +67,31 @@ fn answer<T: serde::de::DeserializeOwned>(r: Result<ureq::Response, ureq::Error>
     }
 }
 
-pub fn run(server: &str, command: &ClientCommand) -> Result<()> {
+pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
     let base = server.trim_end_matches('/');
-    let agent = ureq::AgentBuilder::new()
+    if token.is_empty() {
+        bail!("no token: pass --token or set STARGRID_TOKEN (the server's first admin token is in its data dir, admin.token)");
+    }
+    let auth = format!("Bearer {token}");
+    let http = ureq::AgentBuilder::new()
         .timeout(std::time::Duration::from_secs(30))
         .build();
+    let get = |url: &str| http.get(url).set("Authorization", &auth);
+    let post = |url: &str| http.post(url).set("Authorization", &auth);
     match command {
         ClientCommand::Submit { file } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let job: SubmitJob =
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let s: Submitted = answer(agent.post(&format!("{base}/v1/jobs")).send_json(&job))?;
+            let s: Submitted = answer(post(&format!("{base}/v1/jobs")).send_json(&job))?;
             println!("submitted job {} (journal record {})", s.id, s.seq);
         }
         ClientCommand::Queue { tenant, state } => {
             let mut rows = Vec::new();
             let mut after = 0u64;
             loop {
-                let mut req = agent
-                    .get(&format!("{base}/v1/jobs"))
+                let mut req = get(&format!("{base}/v1/jobs"))
                     .query("after", &after.to_string())
                     .query("limit", "1000");
                 if let Some(t) = tenant {
@@ -110,15 +125,15 @@ pub fn run(server: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Get { id } => {
-            let v: JobView = answer(agent.get(&format!("{base}/v1/jobs/{id}")).call())?;
+            let v: JobView = answer(get(&format!("{base}/v1/jobs/{id}")).call())?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         ClientCommand::Cancel { id } => {
-            let v: JobView = answer(agent.post(&format!("{base}/v1/jobs/{id}/cancel")).call())?;
+            let v: JobView = answer(post(&format!("{base}/v1/jobs/{id}/cancel")).call())?;
             println!("job {} is {}", v.id, v.state);
         }
         ClientCommand::Why { id } => {
-            let v: JobView = answer(agent.get(&format!("{base}/v1/jobs/{id}/why")).call())?;
+            let v: JobView = answer(get(&format!("{base}/v1/jobs/{id}/why")).call())?;
             match (v.state.as_str(), v.reason) {
                 (_, Some(r)) => println!("job {} is {}: {r}", v.id, v.state),
                 ("running", None) => {
@@ -128,7 +143,7 @@ pub fn run(server: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Nodes => {
-            let nodes: Vec<NodeView> = answer(agent.get(&format!("{base}/v1/nodes")).call())?;
+            let nodes: Vec<NodeView> = answer(get(&format!("{base}/v1/nodes")).call())?;
             println!(
                 "{:<28} {:<9} {:>9} {:>12}",
                 "NODE", "STATE", "GPU FREE", "CPU FREE"
@@ -144,6 +159,13 @@ pub fn run(server: &str, command: &ClientCommand) -> Result<()> {
                     n.cpu_millis / 1000
                 );
             }
+        }
+        ClientCommand::Token { role, tenant } => {
+            let t: Token = answer(post(&format!("{base}/v1/tokens")).send_json(&IssueToken {
+                role: role.clone(),
+                tenant: tenant.clone(),
+            }))?;
+            println!("{}", t.token);
         }
     }
     Ok(())

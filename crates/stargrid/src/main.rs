@@ -28,6 +28,15 @@ struct Cli {
         default_value = "http://127.0.0.1:7070"
     )]
     server: String,
+    /// Bearer token for the server (see `<data-dir>/admin.token` and `stargrid token create`).
+    #[arg(
+        long,
+        global = true,
+        env = "STARGRID_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    token: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,8 +77,8 @@ fn main() -> Result<()> {
         Command::Sim(c) => sim_cmd::run(&c),
         Command::Bench(c) => bench::run(&c),
         Command::Server(a) => server_cmd::run(&a),
-        Command::Agent(a) => agent_cmd::run(&cli.server, &a),
+        Command::Agent(a) => agent_cmd::run(&cli.server, &cli.token, &a),
         Command::Up(a) => up::run(&a),
-        Command::Client(c) => client::run(&cli.server, &c),
+        Command::Client(c) => client::run(&cli.server, &cli.token, &c),
     }
 }

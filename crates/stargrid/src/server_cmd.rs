@@ -81,6 +81,9 @@ fn read_tenants(path: &PathBuf) -> Result<Vec<model::TenantSpec>> {
 }
 
 pub fn run(a: &ServerArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("creating {}", a.data_dir.display()))?;
+    let admin_token_file = a.data_dir.join("admin.token");
     let store_url = match &a.store {
         Some(u) => u.clone(),
         None => {
@@ -110,6 +113,7 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         tenants,
         idle_pass_interval: 60,
         heartbeat_timeout: std::time::Duration::from_secs(a.heartbeat_timeout_s),
+        admin_token_file: admin_token_file.clone(),
     };
     // Replay happens before the runtime starts: it blocks on the journal.
     let srv = server::Server::start(&config).context("starting the server")?;

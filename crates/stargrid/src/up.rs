@@ -74,6 +74,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         tenants: None,
         idle_pass_interval: 60,
         heartbeat_timeout: Duration::from_secs(10),
+        admin_token_file: a.data_dir.join("admin.token"),
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -105,14 +106,31 @@ pub fn run(a: &UpArgs) -> Result<()> {
     let http = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
+    let admin = std::fs::read_to_string(&config.admin_token_file)
+        .with_context(|| format!("reading {}", config.admin_token_file.display()))?
+        .trim()
+        .to_string();
+    let auth = format!("Bearer {admin}");
+    let agent_token: server::api::Token = http
+        .post(&format!("{url}/v1/tokens"))
+        .set("Authorization", &auth)
+        .send_json(server::api::IssueToken {
+            role: "agent".into(),
+            tenant: None,
+        })
+        .context("issuing the agents' token")?
+        .into_json()
+        .context("reading the token")?;
     let nodes: Vec<server::api::NodeView> = http
         .get(&format!("{url}/v1/nodes"))
+        .set("Authorization", &auth)
         .call()
         .context("listing nodes")?
         .into_json()
         .context("reading the node list")?;
     let agent_config = agent::AgentConfig {
         server: url.clone(),
+        token: agent_token.token,
         nodes: nodes.iter().map(|n| n.name.clone()).collect(),
         hollow: false,
         work_dir: a.data_dir.join("tasks"),
@@ -134,6 +152,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         for job in demo_jobs() {
             let s: Submitted = http
                 .post(&format!("{url}/v1/jobs"))
+                .set("Authorization", &auth)
                 .send_json(&job)
                 .with_context(|| format!("submitting {}", job.name))?
                 .into_json()
@@ -143,14 +162,19 @@ pub fn run(a: &UpArgs) -> Result<()> {
         }
     }
     println!(
-        "look: STARGRID_SERVER={url} stargrid queue | nodes | why ID; \
+        "look: export STARGRID_SERVER={url} STARGRID_TOKEN=$(cat {}); stargrid queue | nodes | why ID; \
          task logs under {}; {url}/openapi.json; Ctrl-C stops everything",
+        config.admin_token_file.display(),
         agent_config.work_dir.display()
     );
     let mut last_table = String::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_secs(1));
-        let Ok(resp) = http.get(&format!("{url}/v1/jobs?limit=1000")).call() else {
+        let Ok(resp) = http
+            .get(&format!("{url}/v1/jobs?limit=1000"))
+            .set("Authorization", &auth)
+            .call()
+        else {
             continue;
         };
         let Ok(list) = resp.into_json::<JobList>() else {

@@ -57,7 +57,33 @@ fn start_server_with(data: &Path, extra: &[&str]) -> (Proc, String) {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    tokens().insert(url.clone(), token.trim().to_string());
     (Proc(child), url)
+}
+
+/// Admin token of each test server, by base URL (tests run in parallel, one server each).
+fn tokens() -> std::sync::MutexGuard<'static, BTreeMap<String, String>> {
+    static TOKENS: std::sync::Mutex<BTreeMap<String, String>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    TOKENS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The admin token of the server `url` belongs to.
+fn admin_token(url: &str) -> String {
+    tokens()
+        .iter()
+        .find(|(base, _)| url == base.as_str() || url.starts_with(&format!("{base}/")))
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default()
+}
+
+fn get(url: &str) -> ureq::Request {
+    ureq::get(url).set("Authorization", &format!("Bearer {}", admin_token(url)))
+}
+
+fn post(url: &str) -> ureq::Request {
+    ureq::post(url).set("Authorization", &format!("Bearer {}", admin_token(url)))
 }
 
 /// An agent process: `--node NAME` or `--hollow N`, and more flags.
@@ -74,6 +100,7 @@ fn start_agent(url: &str, work: &Path, args: &[&str]) -> Proc {
         .arg(work)
         .args(args)
         .env("RUST_BACKTRACE", "0")
+        .env("STARGRID_TOKEN", admin_token(url))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -93,7 +120,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn nodes_up(url: &str) -> usize {
-    let nodes: Value = ureq::get(&format!("{url}/v1/nodes"))
+    let nodes: Value = get(&format!("{url}/v1/nodes"))
         .call()
         .unwrap()
         .into_json()
@@ -107,7 +134,7 @@ fn nodes_up(url: &str) -> usize {
 }
 
 fn get_job(url: &str, id: u64) -> Value {
-    ureq::get(&format!("{url}/v1/jobs/{id}"))
+    get(&format!("{url}/v1/jobs/{id}"))
         .call()
         .unwrap()
         .into_json()
@@ -141,7 +168,7 @@ fn all_jobs(url: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after = 0u64;
     loop {
-        let page: Value = ureq::get(&format!("{url}/v1/jobs?after={after}&limit=7"))
+        let page: Value = get(&format!("{url}/v1/jobs?after={after}&limit=7"))
             .call()
             .unwrap()
             .into_json()
@@ -170,7 +197,7 @@ fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
                         break;
                     }
                     let name = format!("c{c}-{i}");
-                    match ureq::post(&format!("{url}/v1/jobs")).send_json(job(&name, 1)) {
+                    match post(&format!("{url}/v1/jobs")).send_json(job(&name, 1)) {
                         Ok(r) => {
                             let v: Value = r.into_json().unwrap();
                             acked.push((v["id"].as_u64().unwrap(), name));
@@ -217,7 +244,7 @@ fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
     let names: BTreeSet<&String> = by_id.values().collect();
     assert_eq!(names.len(), by_id.len(), "a submission was journaled twice");
     // The server goes on where it stopped: new ids follow the old ones.
-    let v: Value = ureq::post(&format!("{url}/v1/jobs"))
+    let v: Value = post(&format!("{url}/v1/jobs"))
         .send_json(job("after-restart", 1))
         .unwrap()
         .into_json()
@@ -234,13 +261,11 @@ fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
     let mut agents = start_agent(&url, &dir.path().join("agents"), &["--hollow", "40"]);
     wait_for("40 nodes up", || nodes_up(&url) == 40);
     for (name, nodes) in [("a", 18), ("b", 9), ("c", 18), ("d", 18)] {
-        ureq::post(&format!("{url}/v1/jobs"))
+        post(&format!("{url}/v1/jobs"))
             .send_json(job(name, nodes))
             .unwrap();
     }
-    ureq::post(&format!("{url}/v1/jobs/2/cancel"))
-        .call()
-        .unwrap();
+    post(&format!("{url}/v1/jobs/2/cancel")).call().unwrap();
     // Wait for a pass to place what fits.
     let mut before = Vec::new();
     for _ in 0..50 {
@@ -293,9 +318,7 @@ fn a_job_whose_agent_goes_silent_is_requeued_runs_elsewhere_and_the_old_task_is_
                   if [ $STARGRID_RUN = 0 ]; then sleep 60; else sleep 1; fi";
     let mut spec = job("survivor", 1);
     spec["command"] = json!(["sh", "-c", script]);
-    ureq::post(&format!("{url}/v1/jobs"))
-        .send_json(spec)
-        .unwrap();
+    post(&format!("{url}/v1/jobs")).send_json(spec).unwrap();
     wait_for("the job running", || get_job(&url, 1)["state"] == "running");
     let first = get_job(&url, 1)["nodes"][0].as_str().unwrap().to_string();
     let which = nodes.iter().position(|n| *n == first).unwrap();
@@ -335,7 +358,7 @@ fn bad_requests_get_a_json_body_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, url) = start_server(dir.path());
     let refuse = |body: Value| -> (u16, Value) {
-        match ureq::post(&format!("{url}/v1/jobs")).send_json(body) {
+        match post(&format!("{url}/v1/jobs")).send_json(body) {
             Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
             other => panic!("accepted: {other:?}"),
         }
@@ -356,13 +379,23 @@ fn bad_requests_get_a_json_body_naming_the_field() {
         json!({"name": "x", "tenant": "default", "nodes": 1, "gpus_per_node": 4, "time_limit_s": 5, "colour": "red"}),
     );
     assert_eq!((code, e["error"]["field"].as_str()), (400, Some("colour")));
-    // Over the size limit.
-    let big = "x".repeat(2 << 20);
-    match ureq::post(&format!("{url}/v1/jobs")).send_string(&big) {
-        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 413),
-        other => panic!("accepted: {other:?}"),
+    // Over the size limit: refused from the declared length, before the body is read.
+    {
+        use std::io::{Read, Write};
+        let addr = url.trim_start_matches("http://");
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
+            admin_token(&url),
+            2 << 20
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = conn.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
-    match ureq::get(&format!("{url}/v1/jobs/99")).call() {
+    match get(&format!("{url}/v1/jobs/99")).call() {
         Err(ureq::Error::Status(code, r)) => {
             assert_eq!(code, 404);
             let e: Value = r.into_json().unwrap();
@@ -371,13 +404,13 @@ fn bad_requests_get_a_json_body_naming_the_field() {
         other => panic!("found: {other:?}"),
     }
     // Nothing refused was journaled: the next id is 1.
-    let v: Value = ureq::post(&format!("{url}/v1/jobs"))
+    let v: Value = post(&format!("{url}/v1/jobs"))
         .send_json(job("first", 1))
         .unwrap()
         .into_json()
         .unwrap();
     assert_eq!(v["id"], 1);
-    let doc: Value = ureq::get(&format!("{url}/openapi.json"))
+    let doc: Value = get(&format!("{url}/openapi.json"))
         .call()
         .unwrap()
         .into_json()
@@ -431,6 +464,7 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
         let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
             .args(args)
             .env("STARGRID_SERVER", &url)
+            .env("STARGRID_TOKEN", admin_token(&url))
             .env("RUST_BACKTRACE", "0")
             .output()
             .unwrap();
@@ -468,5 +502,114 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
         !ok && out.contains("tenant: unknown tenant 'nobody'"),
         "{out}"
     );
+    server.kill();
+}
+
+#[test]
+fn tokens_keep_tenants_apart_and_agents_to_reporting() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        "[[tenants]]\nname = \"vision\"\ngpus = 100\n\n[[tenants]]\nname = \"speech\"\ngpus = 100\n",
+    )
+    .unwrap();
+    let (mut server, url) = start_server_with(
+        &dir.path().join("data"),
+        &["--tenants", tenants.to_str().unwrap()],
+    );
+    let issue = |role: Value| -> String {
+        let t: Value = post(&format!("{url}/v1/tokens"))
+            .send_json(role)
+            .unwrap()
+            .into_json()
+            .unwrap();
+        t["token"].as_str().unwrap().to_string()
+    };
+    let vision = issue(json!({"role": "tenant", "tenant": "vision"}));
+    let speech = issue(json!({"role": "tenant", "tenant": "speech"}));
+    let agent = issue(json!({"role": "agent"}));
+    let status = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("{e}"),
+    };
+    let with =
+        |token: &str, req: ureq::Request| req.set("Authorization", &format!("Bearer {token}"));
+    let submit = |token: &str, tenant: &str| {
+        let mut body = job("j", 1);
+        body["tenant"] = json!(tenant);
+        status(with(token, ureq::post(&format!("{url}/v1/jobs"))).send_json(body))
+    };
+    // Each tenant submits its own work, and not the other's.
+    assert_eq!(submit(&vision, "vision"), 201);
+    assert_eq!(submit(&speech, "speech"), 201);
+    assert_eq!(submit(&vision, "speech"), 403);
+    // An agent token cannot submit; a tenant token cannot report for a node.
+    assert_eq!(submit(&agent, "vision"), 403);
+    let hb = json!({"node": "nvl00000t00", "tasks": []});
+    assert_eq!(
+        status(
+            with(&vision, ureq::post(&format!("{url}/v1/agent/heartbeat"))).send_json(hb.clone())
+        ),
+        403
+    );
+    assert_eq!(
+        status(with(&agent, ureq::post(&format!("{url}/v1/agent/heartbeat"))).send_json(hb)),
+        200
+    );
+    // Vision sees job 1 only; speech's job 2 does not exist for it, and cannot be cancelled.
+    let listed: Value = with(&vision, ureq::get(&format!("{url}/v1/jobs")))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let ids: Vec<u64> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1]);
+    assert_eq!(
+        status(with(&vision, ureq::get(&format!("{url}/v1/jobs/2"))).call()),
+        404
+    );
+    assert_eq!(
+        status(with(&vision, ureq::post(&format!("{url}/v1/jobs/2/cancel"))).call()),
+        404
+    );
+    assert_eq!(
+        status(with(&vision, ureq::get(&format!("{url}/v1/jobs?tenant=speech"))).call()),
+        403
+    );
+    assert_eq!(
+        get_job(&url, 2)["state"],
+        "pending",
+        "speech's job was touched"
+    );
+    // Only an admin issues tokens; no token or a wrong one is 401.
+    assert_eq!(
+        status(
+            with(&vision, ureq::post(&format!("{url}/v1/tokens")))
+                .send_json(json!({"role": "admin"}))
+        ),
+        403
+    );
+    assert_eq!(status(ureq::get(&format!("{url}/v1/jobs")).call()), 401);
+    assert_eq!(
+        status(with("not-a-token", ureq::get(&format!("{url}/v1/jobs"))).call()),
+        401
+    );
+    // Tokens are journaled: after a restart they still work.
+    server.kill();
+    let (mut server, url) = start_server_with(&dir.path().join("data"), &[]);
+    let listed: Value = ureq::get(&format!("{url}/v1/jobs"))
+        .set("Authorization", &format!("Bearer {speech}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
     server.kill();
 }
