@@ -21,6 +21,8 @@ pub enum BenchCommand {
     /// Simulator speed: the Philly trace at its own scale and a synthetic year on the
     /// 500K-GPU fleet.
     Sim(SimBenchArgs),
+    /// The control plane on loopback: durable submissions per second, submit-to-running latency.
+    Live(crate::bench_live::LiveBenchArgs),
 }
 
 #[derive(Args)]
@@ -175,7 +177,7 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -204,6 +206,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     let a = match cmd {
         BenchCommand::Engine(a) => a,
         BenchCommand::Sim(a) => return bench_sim(a),
+        BenchCommand::Live(a) => return crate::bench_live::run(a),
     };
     let quiet = a.json;
     let t0 = Instant::now();

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod bench;
+mod bench_live;
 mod client;
 mod demo;
 mod fleet_cmd;
