@@ -89,7 +89,9 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             }
         }))
     };
-    let admin = std::fs::read_to_string(&config.admin_token_file)?.trim().to_string();
+    let admin = std::fs::read_to_string(&config.admin_token_file)?
+        .trim()
+        .to_string();
     let auth = format!("Bearer {admin}");
     let http = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
@@ -154,7 +156,9 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         .collect();
     let mut accepted = 0;
     for c in clients {
-        accepted += c.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
+        accepted += c
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client panicked"))??;
     }
     let accepted_per_s = accepted as f64 / t0.elapsed().as_secs_f64();
     // Let the throughput jobs drain before timing single submissions.
@@ -176,7 +180,11 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             if v.state != "pending" {
                 break;
             }
-            anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "job {} never ran", s.id);
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "job {} never ran",
+                s.id
+            );
             std::thread::sleep(Duration::from_micros(500));
         }
         latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);

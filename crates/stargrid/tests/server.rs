@@ -266,15 +266,17 @@ fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
             .unwrap();
     }
     post(&format!("{url}/v1/jobs/2/cancel")).call().unwrap();
-    // Wait for a pass to place what fits.
-    let mut before = Vec::new();
-    for _ in 0..50 {
-        before = all_jobs(&url);
-        if before.iter().any(|j| j["state"] == "running") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Wait until the passes placed what fits (b may have started before it was cancelled,
+    // which delays c by a pass).
+    let states = |jobs: &[Value]| -> Vec<String> {
+        jobs.iter()
+            .map(|j| j["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for("a and c running, d pending", || {
+        states(&all_jobs(&url)) == ["running", "cancelled", "running", "pending"]
+    });
+    let before = all_jobs(&url);
     let summary = |jobs: &[Value]| -> Vec<(u64, String, Value)> {
         jobs.iter()
             .map(|j| {
@@ -286,8 +288,10 @@ fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
             })
             .collect()
     };
-    let states: Vec<String> = summary(&before).into_iter().map(|s| s.1).collect();
-    assert_eq!(states, ["running", "cancelled", "running", "pending"]);
+    assert_eq!(
+        states(&before),
+        ["running", "cancelled", "running", "pending"]
+    );
     server.kill();
     let (mut server, url) = start_server(dir.path());
     assert_eq!(summary(&all_jobs(&url)), summary(&before));
