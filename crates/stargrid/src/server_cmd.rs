@@ -11,7 +11,8 @@ pub struct ServerArgs {
     /// Directory of the embedded journal (created if missing).
     #[arg(long, default_value = "stargrid-data")]
     pub data_dir: PathBuf,
-    /// Journal URL instead of the data directory's file (sqlite:PATH).
+    /// Journal URL instead of the data directory's file: sqlite:PATH, or
+    /// postgres://USER:PASSWORD@HOST/DATABASE.
     #[arg(long, env = "STARGRID_STORE")]
     pub store: Option<String>,
     /// Address to serve the API on.

@@ -181,10 +181,33 @@ fn all_jobs(url: &str) -> Vec<Value> {
     }
 }
 
+/// Extra server flags for each journal backend this machine has: the SQLite default always,
+/// and a fresh PostgreSQL database when `STARGRID_TEST_POSTGRES` names a server (CI sets it).
+fn backends() -> Vec<Vec<String>> {
+    let mut all = vec![Vec::new()];
+    if let Ok(admin) = std::env::var("STARGRID_TEST_POSTGRES") {
+        all.push(vec![
+            "--store".into(),
+            store::fresh_database(&admin).unwrap(),
+        ]);
+    }
+    all
+}
+
+fn flags(extra: &[String]) -> Vec<&str> {
+    extra.iter().map(String::as_str).collect()
+}
+
 #[test]
 fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
+    for backend in backends() {
+        kill_9_under_submissions(&flags(&backend));
+    }
+}
+
+fn kill_9_under_submissions(store: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = start_server(dir.path());
+    let (mut server, url) = start_server_with(dir.path(), store);
     let stop = Arc::new(AtomicBool::new(false));
     // Four clients submit as fast as they can and remember what was acknowledged.
     let clients: Vec<_> = (0..4)
@@ -222,7 +245,7 @@ fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
         acked.len()
     );
 
-    let (mut server, url) = start_server(dir.path());
+    let (mut server, url) = start_server_with(dir.path(), store);
     let jobs = all_jobs(&url);
     let by_id: BTreeMap<u64, String> = jobs
         .iter()
@@ -238,7 +261,9 @@ fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
         assert_eq!(
             by_id.get(id),
             Some(name),
-            "acknowledged job {id} ({name}) lost"
+            "acknowledged job {id} ({name}) lost ({store:?}: {} acknowledged, {} listed)",
+            acked.len(),
+            by_id.len()
         );
     }
     let names: BTreeSet<&String> = by_id.values().collect();
@@ -255,8 +280,14 @@ fn kill_9_under_a_stream_of_submissions_loses_no_acknowledged_job() {
 
 #[test]
 fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
+    for backend in backends() {
+        restart_shows_the_same_jobs(&flags(&backend));
+    }
+}
+
+fn restart_shows_the_same_jobs(store: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = start_server(dir.path());
+    let (mut server, url) = start_server_with(dir.path(), store);
     // Nodes take work once an agent plays them: hollow ones here, all 40 of the default fleet.
     let mut agents = start_agent(&url, &dir.path().join("agents"), &["--hollow", "40"]);
     wait_for("40 nodes up", || nodes_up(&url) == 40);
@@ -293,7 +324,7 @@ fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
         ["running", "cancelled", "running", "pending"]
     );
     server.kill();
-    let (mut server, url) = start_server(dir.path());
+    let (mut server, url) = start_server_with(dir.path(), store);
     assert_eq!(summary(&all_jobs(&url)), summary(&before));
     server.kill();
     agents.kill();

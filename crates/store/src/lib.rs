@@ -12,10 +12,16 @@
 //! - **Group commit.** One writer thread takes every request waiting when it is free and commits
 //!   them in one transaction: a thousand concurrent appends cost a few fsyncs, not a thousand.
 //!
-//! SQLite (embedded, a file in the data directory) is the backend built today. A URL that names
-//! PostgreSQL is refused with a clear error: that backend is not built yet.
+//! Two backends, chosen by URL: SQLite (embedded, a file in the data directory; the default) and
+//! PostgreSQL (`postgres://…`, for a control plane whose state lives on a shared database server).
+//! Both pass the same tests. One server writes a journal at a time: a second writer's commits fail
+//! on the sequence numbers, and it stops (there is no leader election yet).
 
 use rusqlite::{params, Connection, OptionalExtension};
+
+mod pg;
+
+pub use pg::fresh_database;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -44,6 +50,9 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A PostgreSQL read or write failed.
+    #[error("store: {0}")]
+    Postgres(#[from] postgres::Error),
     /// The writer thread is gone (the journal was closed or a commit failed before).
     #[error("store: the journal is closed")]
     Closed,
@@ -101,7 +110,28 @@ pub struct Journal {
     path: PathBuf,
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    reader: Mutex<Connection>,
+    reader: Mutex<Reader>,
+}
+
+/// The connection replay and inspection read through.
+enum Reader {
+    Sqlite(Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+/// The writer thread's connection.
+enum Writer {
+    Sqlite(Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+impl Writer {
+    fn commit(&mut self, group: &[Request], last: u64) -> Result<u64, String> {
+        match self {
+            Writer::Sqlite(c) => commit(c, group, last).map_err(|e| e.to_string()),
+            Writer::Postgres(c) => pg::commit(c, group, last).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Where a store URL points.
@@ -109,19 +139,19 @@ pub struct Journal {
 pub enum Backend {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database (the URL as given).
+    Postgres(String),
 }
 
 /// Reads a store URL: `sqlite:PATH`, `sqlite://PATH` or a plain path are SQLite files;
-/// `postgres://…` and `postgresql://…` are recognised and refused (not built yet).
+/// `postgres://…` and `postgresql://…` are PostgreSQL databases.
 pub fn parse_url(url: &str) -> Result<Backend, StoreError> {
     let bad = |reason: &str| StoreError::BadUrl {
         url: url.to_string(),
         reason: reason.to_string(),
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(bad(
-            "the PostgreSQL backend is not built yet; use an SQLite file (sqlite:PATH)",
-        ));
+        return Ok(Backend::Postgres(url.to_string()));
     }
     let path = url
         .strip_prefix("sqlite://")
@@ -136,6 +166,14 @@ pub fn parse_url(url: &str) -> Result<Backend, StoreError> {
         )));
     }
     Ok(Backend::Sqlite(PathBuf::from(path)))
+}
+
+/// A store URL fit to print: a PostgreSQL password is masked.
+pub fn display_url(url: &str) -> String {
+    match parse_url(url) {
+        Ok(Backend::Postgres(u)) => pg::redact(&u),
+        _ => url.to_string(),
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -182,19 +220,35 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 impl Journal {
     /// Opens (creating and migrating as needed) the journal at `url` (see [`parse_url`]).
     pub fn open(url: &str) -> Result<Journal, StoreError> {
-        let Backend::Sqlite(path) = parse_url(url)?;
-        let mut conn = open_connection(&path)?;
-        migrate(&mut conn, &path)?;
-        let last: u64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|v| v as u64)?;
-        let reader = open_connection(&path)?;
+        let (path, writer, reader, last) = match parse_url(url)? {
+            Backend::Sqlite(path) => {
+                let mut conn = open_connection(&path)?;
+                migrate(&mut conn, &path)?;
+                let last: u64 = conn
+                    .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map(|v| v as u64)?;
+                let reader = open_connection(&path)?;
+                (path, Writer::Sqlite(conn), Reader::Sqlite(reader), last)
+            }
+            Backend::Postgres(url) => {
+                let mut conn = pg::connect(&url)?;
+                pg::migrate(&mut conn, &url)?;
+                let last = pg::last_seq(&mut conn)?;
+                let reader = pg::connect(&url)?;
+                (
+                    PathBuf::from(pg::redact(&url)),
+                    Writer::Postgres(Box::new(conn)),
+                    Reader::Postgres(Box::new(reader)),
+                    last,
+                )
+            }
+        };
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || write_loop(conn, rx, last))
+            .spawn(move || write_loop(writer, rx, last))
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 reason: format!("cannot start the writer thread: {e}"),
@@ -238,38 +292,51 @@ impl Journal {
 
     /// The latest snapshot: the sequence number it covers and its body.
     pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        Ok(conn
-            .query_row(
-                "SELECT seq, body FROM snapshots ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
-            )
-            .optional()?)
+        let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
+        match &mut *reader {
+            Reader::Sqlite(conn) => Ok(conn
+                .query_row(
+                    "SELECT seq, body FROM snapshots ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+                )
+                .optional()?),
+            Reader::Postgres(c) => pg::latest_snapshot(c),
+        }
     }
 
     /// Up to `limit` durable records after sequence number `after`, in order.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        let mut stmt = conn
-            .prepare_cached("SELECT seq, body FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-        let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
-            Ok(Record {
-                seq: r.get::<_, i64>(0)? as u64,
-                body: r.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        match &mut *reader {
+            Reader::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, body FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![after as i64, limit], |r| {
+                    Ok(Record {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        body: r.get(1)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            }
+            Reader::Postgres(c) => pg::read_after(c, after, limit),
+        }
     }
 
     /// The sequence number of the last durable record (0: none).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        Ok(
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64,
-        )
+        let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
+        match &mut *reader {
+            Reader::Sqlite(conn) => Ok(conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM journal",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64),
+            Reader::Postgres(c) => pg::last_seq(c),
+        }
     }
 
     /// Stops the writer after it has committed everything already appended.
@@ -291,7 +358,7 @@ impl Drop for Journal {
 }
 
 /// The writer thread: takes every waiting request and commits them together.
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, mut last: u64) {
+fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -300,7 +367,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, mut last: u64) 
                 Err(_) => break,
             }
         }
-        match commit(&mut conn, &group, last) {
+        match conn.commit(&group, last) {
             Ok(new_last) => {
                 let mut next = last + 1;
                 for r in group {
@@ -321,7 +388,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, mut last: u64) 
                 // Nothing of the group is on disk; every caller hears why. The journal stops:
                 // the caller's memory is now ahead of the disk, which only a restart (replay)
                 // makes whole again.
-                let reason = e.to_string();
+                let reason = e;
                 for r in group {
                     let err = || StoreError::Open {
                         path: "journal".into(),
@@ -373,8 +440,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn url(dir: &tempfile::TempDir) -> String {
-        format!("sqlite:{}", dir.path().join("journal.db").display())
+    /// A fresh journal URL on every backend this machine has: an SQLite file always, and a new
+    /// PostgreSQL database when `STARGRID_TEST_POSTGRES` names a server (CI sets it).
+    fn fresh_urls(dir: &tempfile::TempDir, tag: &str) -> Vec<String> {
+        let mut urls = vec![format!(
+            "sqlite:{}",
+            dir.path().join(format!("{tag}.db")).display()
+        )];
+        if let Ok(admin) = std::env::var("STARGRID_TEST_POSTGRES") {
+            urls.push(fresh_database(&admin).unwrap());
+        }
+        urls
     }
 
     #[test]
@@ -391,103 +467,134 @@ mod tests {
             parse_url("data/a.db").unwrap(),
             Backend::Sqlite("data/a.db".into())
         );
-        let e = parse_url("postgres://u@h/db").unwrap_err().to_string();
-        assert!(e.contains("PostgreSQL backend is not built yet"), "{e}");
+        assert_eq!(
+            parse_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres("postgres://u@h/db".into())
+        );
         let e = parse_url("mysql://x").unwrap_err().to_string();
         assert!(e.contains("unknown scheme 'mysql'"), "{e}");
         assert!(parse_url("sqlite:").is_err());
+        assert_eq!(
+            pg::redact("postgres://me:secret@db:5432/x"),
+            "postgres://me:***@db:5432/x"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_database_is_an_open_error_without_the_password() {
+        let e = Journal::open("postgres://me:secret@127.0.0.1:1/x")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("me:***@127.0.0.1:1/x") && !e.contains("secret"),
+            "{e}"
+        );
     }
 
     #[test]
     fn appends_survive_a_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let j = Journal::open(&url(&dir)).unwrap();
-            assert_eq!(
-                j.append(vec![b"a".to_vec(), b"b".to_vec()]).wait().unwrap(),
-                1..3
-            );
-            assert_eq!(j.append(vec![b"c".to_vec()]).wait().unwrap(), 3..4);
-            j.save_snapshot(2, b"snap".to_vec()).wait().unwrap();
+        for url in fresh_urls(&dir, "reopen") {
+            {
+                let j = Journal::open(&url).unwrap();
+                assert_eq!(
+                    j.append(vec![b"a".to_vec(), b"b".to_vec()]).wait().unwrap(),
+                    1..3
+                );
+                assert_eq!(j.append(vec![b"c".to_vec()]).wait().unwrap(), 3..4);
+                j.save_snapshot(2, b"snap".to_vec()).wait().unwrap();
+            }
+            let j = Journal::open(&url).unwrap();
+            assert_eq!(j.last_seq().unwrap(), 3, "{url}");
+            let all = j.read_after(0, 10).unwrap();
+            let bodies: Vec<&[u8]> = all.iter().map(|r| r.body.as_slice()).collect();
+            assert_eq!(bodies, vec![&b"a"[..], b"b", b"c"]);
+            assert_eq!(j.read_after(2, 10).unwrap()[0].seq, 3);
+            assert_eq!(j.latest_snapshot().unwrap(), Some((2, b"snap".to_vec())));
+            assert_eq!(j.append(vec![b"d".to_vec()]).wait().unwrap(), 4..5);
         }
-        let j = Journal::open(&url(&dir)).unwrap();
-        assert_eq!(j.last_seq().unwrap(), 3);
-        let all = j.read_after(0, 10).unwrap();
-        let bodies: Vec<&[u8]> = all.iter().map(|r| r.body.as_slice()).collect();
-        assert_eq!(bodies, vec![&b"a"[..], b"b", b"c"]);
-        assert_eq!(j.read_after(2, 10).unwrap()[0].seq, 3);
-        assert_eq!(j.latest_snapshot().unwrap(), Some((2, b"snap".to_vec())));
-        assert_eq!(j.append(vec![b"d".to_vec()]).wait().unwrap(), 4..5);
     }
 
     #[test]
     fn concurrent_appends_get_distinct_consecutive_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let j = std::sync::Arc::new(Journal::open(&url(&dir)).unwrap());
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let j = j.clone();
-                std::thread::spawn(move || {
-                    (0..50)
-                        .map(|i| {
-                            j.append(vec![format!("{t}-{i}").into_bytes()])
-                                .wait()
-                                .unwrap()
-                                .start
-                        })
-                        .collect::<Vec<u64>>()
+        for url in fresh_urls(&dir, "concurrent") {
+            let j = std::sync::Arc::new(Journal::open(&url).unwrap());
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let j = j.clone();
+                    std::thread::spawn(move || {
+                        (0..50)
+                            .map(|i| {
+                                j.append(vec![format!("{t}-{i}").into_bytes()])
+                                    .wait()
+                                    .unwrap()
+                                    .start
+                            })
+                            .collect::<Vec<u64>>()
+                    })
                 })
-            })
-            .collect();
-        let mut seqs: Vec<u64> = threads
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
-        seqs.sort_unstable();
-        assert_eq!(seqs, (1..=400).collect::<Vec<u64>>());
-        // Each thread's records are in its own order.
-        let all = j.read_after(0, 1000).unwrap();
-        for t in 0..8 {
-            let mine: Vec<String> = all
-                .iter()
-                .map(|r| String::from_utf8(r.body.clone()).unwrap())
-                .filter(|b| b.starts_with(&format!("{t}-")))
                 .collect();
-            let expect: Vec<String> = (0..50).map(|i| format!("{t}-{i}")).collect();
-            assert_eq!(mine, expect);
+            let mut seqs: Vec<u64> = threads
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            seqs.sort_unstable();
+            assert_eq!(seqs, (1..=400).collect::<Vec<u64>>(), "{url}");
+            // Each thread's records are in its own order.
+            let all = j.read_after(0, 1000).unwrap();
+            for t in 0..8 {
+                let mine: Vec<String> = all
+                    .iter()
+                    .map(|r| String::from_utf8(r.body.clone()).unwrap())
+                    .filter(|b| b.starts_with(&format!("{t}-")))
+                    .collect();
+                let expect: Vec<String> = (0..50).map(|i| format!("{t}-{i}")).collect();
+                assert_eq!(mine, expect);
+            }
         }
     }
 
     #[test]
     fn a_newer_schema_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.db");
-        {
-            let c = Connection::open(&path).unwrap();
-            c.pragma_update(None, "user_version", 99).unwrap();
+        for url in fresh_urls(&dir, "schema") {
+            // Create the schema, then pretend a newer build migrated it further.
+            Journal::open(&url).unwrap().close();
+            match parse_url(&url).unwrap() {
+                Backend::Sqlite(path) => {
+                    let c = Connection::open(&path).unwrap();
+                    c.pragma_update(None, "user_version", 99).unwrap();
+                }
+                Backend::Postgres(u) => {
+                    let mut c = pg::connect(&u).unwrap();
+                    c.execute("UPDATE stargrid_schema SET version = 99", &[])
+                        .unwrap();
+                }
+            }
+            let e = Journal::open(&url).err().unwrap().to_string();
+            assert!(e.contains("schema version 99 is newer"), "{e}");
         }
-        let e = Journal::open(&format!("sqlite:{}", path.display()))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("schema version 99 is newer"), "{e}");
     }
 
     #[test]
     fn a_closed_journal_answers_closed() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&url(&dir)).unwrap();
-        j.close();
-        assert!(matches!(
-            j.append(vec![b"x".to_vec()]).wait(),
-            Err(StoreError::Closed)
-        ));
+        for url in fresh_urls(&dir, "closed") {
+            let j = Journal::open(&url).unwrap();
+            j.close();
+            assert!(matches!(
+                j.append(vec![b"x".to_vec()]).wait(),
+                Err(StoreError::Closed)
+            ));
+        }
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(16))]
+        #![proptest_config(ProptestConfig::with_cases(12))]
         /// Whatever the batches, replay returns exactly the bodies appended, in order, numbered
-        /// from 1 without gaps.
+        /// from 1 without gaps, on every backend.
         #[test]
         fn replay_returns_what_was_appended(
             batches in prop::collection::vec(
@@ -495,19 +602,21 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let expect: Vec<Vec<u8>> = batches.iter().flatten().cloned().collect();
-            {
-                let j = Journal::open(&url(&dir)).unwrap();
-                let pending: Vec<_> = batches.iter().map(|b| j.append(b.clone())).collect();
-                for p in pending {
-                    p.wait().unwrap();
+            for url in fresh_urls(&dir, "prop") {
+                {
+                    let j = Journal::open(&url).unwrap();
+                    let pending: Vec<_> = batches.iter().map(|b| j.append(b.clone())).collect();
+                    for p in pending {
+                        p.wait().unwrap();
+                    }
                 }
-            }
-            let j = Journal::open(&url(&dir)).unwrap();
-            let got = j.read_after(0, usize::MAX >> 1).unwrap();
-            prop_assert_eq!(got.len(), expect.len());
-            for (i, (r, e)) in got.iter().zip(&expect).enumerate() {
-                prop_assert_eq!(r.seq, i as u64 + 1);
-                prop_assert_eq!(&r.body, e);
+                let j = Journal::open(&url).unwrap();
+                let got = j.read_after(0, usize::MAX >> 1).unwrap();
+                prop_assert_eq!(got.len(), expect.len());
+                for (i, (r, e)) in got.iter().zip(&expect).enumerate() {
+                    prop_assert_eq!(r.seq, i as u64 + 1);
+                    prop_assert_eq!(&r.body, e);
+                }
             }
         }
     }

@@ -1,0 +1,159 @@
+//! The PostgreSQL backend: the same tables as SQLite (`journal`, `snapshots`) and a
+//! `stargrid_schema` row counting the migrations applied. Commits use PostgreSQL's default
+//! `synchronous_commit = on`: durable when they return.
+
+use crate::{Record, Request, StoreError};
+use postgres::{Client, NoTls};
+
+/// Migrations, in order (the count applied is in `stargrid_schema`).
+const MIGRATIONS: &[&str] = &[
+    // 1: the journal and its snapshots.
+    "CREATE TABLE journal (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);
+     CREATE TABLE snapshots (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);",
+];
+
+/// The URL without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn open_error(url: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        path: redact(url),
+        reason: reason.to_string(),
+    }
+}
+
+pub(crate) fn connect(url: &str) -> Result<Client, StoreError> {
+    Client::connect(url, NoTls).map_err(|e| open_error(url, e))
+}
+
+pub(crate) fn migrate(c: &mut Client, url: &str) -> Result<(), StoreError> {
+    let err = |e: postgres::Error| open_error(url, e);
+    let mut tx = c.transaction().map_err(err)?;
+    // One migrator at a time: two servers starting together take turns.
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS stargrid_schema (version INT NOT NULL);
+         LOCK TABLE stargrid_schema IN EXCLUSIVE MODE;",
+    )
+    .map_err(err)?;
+    let version: i32 = match tx
+        .query_opt("SELECT version FROM stargrid_schema", &[])
+        .map_err(err)?
+    {
+        Some(row) => row.get(0),
+        None => {
+            tx.execute("INSERT INTO stargrid_schema (version) VALUES (0)", &[])
+                .map_err(err)?;
+            0
+        }
+    };
+    let known = MIGRATIONS.len() as i32;
+    if version > known {
+        return Err(open_error(
+            url,
+            format!(
+                "schema version {version} is newer than this build knows ({known}); use a newer stargrid"
+            ),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(sql)
+            .map_err(|e| open_error(url, format!("migration {}: {e}", i + 1)))?;
+        tx.execute(
+            "UPDATE stargrid_schema SET version = $1",
+            &[&((i + 1) as i32)],
+        )
+        .map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
+pub(crate) fn last_seq(c: &mut Client) -> Result<u64, StoreError> {
+    let row = c.query_one("SELECT COALESCE(MAX(seq), 0) FROM journal", &[])?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+pub(crate) fn read_after(
+    c: &mut Client,
+    after: u64,
+    limit: i64,
+) -> Result<Vec<Record>, StoreError> {
+    let rows = c.query(
+        "SELECT seq, body FROM journal WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &[&(after as i64), &limit],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| Record {
+            seq: r.get::<_, i64>(0) as u64,
+            body: r.get(1),
+        })
+        .collect())
+}
+
+pub(crate) fn latest_snapshot(c: &mut Client) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    Ok(c.query_opt(
+        "SELECT seq, body FROM snapshots ORDER BY seq DESC LIMIT 1",
+        &[],
+    )?
+    .map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+}
+
+pub(crate) fn commit(c: &mut Client, group: &[Request], last: u64) -> Result<u64, postgres::Error> {
+    let mut tx = c.transaction()?;
+    let insert = tx.prepare("INSERT INTO journal (seq, body) VALUES ($1, $2)")?;
+    let snap = tx.prepare(
+        "INSERT INTO snapshots (seq, body) VALUES ($1, $2)
+         ON CONFLICT (seq) DO UPDATE SET body = EXCLUDED.body",
+    )?;
+    let mut seq = last;
+    for r in group {
+        match r {
+            Request::Append { bodies, .. } => {
+                for b in bodies {
+                    seq += 1;
+                    tx.execute(&insert, &[&(seq as i64), b])?;
+                }
+            }
+            Request::Snapshot { seq: at, body, .. } => {
+                tx.execute(&snap, &[&(*at as i64), body])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(seq)
+}
+
+/// Makes a fresh, empty database on the server that `admin_url` reaches and returns a URL to it
+/// (for tests: every test gets its own journal).
+pub fn fresh_database(admin_url: &str) -> Result<String, StoreError> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "stargrid_test_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let mut admin = connect(admin_url)?;
+    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    let base = match admin_url.rfind('/') {
+        Some(i) if i > admin_url.find("://").map_or(0, |s| s + 2) => &admin_url[..i],
+        _ => admin_url,
+    };
+    let (base, query) = match admin_url.split_once('?') {
+        Some((_, q)) => (base.split('?').next().unwrap_or(base), format!("?{q}")),
+        None => (base, String::new()),
+    };
+    Ok(format!("{base}/{name}{query}"))
+}
