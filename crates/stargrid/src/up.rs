@@ -91,8 +91,10 @@ pub fn run(a: &UpArgs) -> Result<()> {
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
             .context("installing the Ctrl-C handler")?;
     }
+    // The server outlives the agents at shutdown, so that they can report their tasks' ends.
+    let server_stop = Arc::new(AtomicBool::new(false));
     let server_task = {
-        let stop = stop.clone();
+        let stop = server_stop.clone();
         let srv = srv.clone();
         runtime.spawn(async move {
             let shutdown = async move {
@@ -207,7 +209,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         Ok(r) => r.context("running the agents")?,
         Err(_) => anyhow::bail!("the agent thread panicked"),
     }
-    stop.store(true, Ordering::Relaxed);
+    server_stop.store(true, Ordering::Relaxed);
     runtime
         .block_on(server_task)
         .context("joining the server")?
