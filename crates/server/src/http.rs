@@ -403,15 +403,15 @@ pub async fn serve(
 /// A refused request: status, field and reason.
 struct Refusal {
     status: StatusCode,
-    field: &'static str,
+    field: String,
     reason: String,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, field: &'static str, reason: impl Into<String>) -> Refusal {
+    fn new(status: StatusCode, field: &str, reason: impl Into<String>) -> Refusal {
         Refusal {
             status,
-            field,
+            field: field.to_string(),
             reason: reason.into(),
         }
     }
@@ -423,7 +423,7 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        problem(self.status, self.field, self.reason)
+        problem(self.status, &self.field, self.reason)
     }
 }
 
@@ -458,6 +458,16 @@ fn issue_first_admin_token(
     }
     journal.append(vec![encode(&event)]).wait()?;
     Ok(())
+}
+
+/// Reads a JSON body; a refusal names the field (a path such as `env.X` for nested ones).
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "" } else { path.as_str() };
+        Refusal::new(StatusCode::BAD_REQUEST, field, e.inner().to_string())
+    })
 }
 
 /// Whether `role` may see or touch work of `tenant`.
@@ -513,14 +523,9 @@ async fn submit_job(
     if role == Role::Agent {
         return Refusal::forbidden("an agent token cannot submit work").into_response();
     }
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: SubmitJob = match serde_path_to_error::deserialize(de) {
+    let req: SubmitJob = match parse_json(&body) {
         Ok(r) => r,
-        Err(e) => {
-            let path = e.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            return problem(StatusCode::BAD_REQUEST, &field, e.inner().to_string());
-        }
+        Err(r) => return r.into_response(),
     };
     if !may_touch(&role, &req.tenant) {
         return Refusal::new(
@@ -752,14 +757,9 @@ async fn heartbeat(State(server): State<Arc<Server>>, headers: HeaderMap, body: 
         }
         Err(r) => return r.into_response(),
     }
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let hb: Heartbeat = match serde_path_to_error::deserialize(de) {
+    let hb: Heartbeat = match parse_json(&body) {
         Ok(r) => r,
-        Err(e) => {
-            let path = e.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            return problem(StatusCode::BAD_REQUEST, &field, e.inner().to_string());
-        }
+        Err(r) => return r.into_response(),
     };
     let pending = {
         let mut p = server.plane();
@@ -800,14 +800,9 @@ async fn issue_token(
         Ok(_) => return Refusal::forbidden("only an admin token issues tokens").into_response(),
         Err(r) => return r.into_response(),
     }
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: IssueToken = match serde_path_to_error::deserialize(de) {
+    let req: IssueToken = match parse_json(&body) {
         Ok(r) => r,
-        Err(e) => {
-            let path = e.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            return problem(StatusCode::BAD_REQUEST, &field, e.inner().to_string());
-        }
+        Err(r) => return r.into_response(),
     };
     let role = match (req.role.as_str(), req.tenant) {
         ("admin", None) => Role::Admin,
