@@ -246,6 +246,19 @@ impl Server {
             .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "authorization", "unknown token"))
     }
 
+    /// The caller's role and the job id of a `/v1/jobs/{id}` path.
+    fn caller_and_job(&self, headers: &HeaderMap, raw: &str) -> Result<(Role, u64), Refusal> {
+        let role = self.principal(headers)?;
+        let id = raw.parse::<u64>().map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "id",
+                format!("'{raw}' is not a job id (a positive integer)"),
+            )
+        })?;
+        Ok((role, id))
+    }
+
     fn plane(&self) -> std::sync::MutexGuard<'_, ControlPlane> {
         // A panic while holding the lock leaves a state no handler should trust.
         match self.plane.lock() {
@@ -492,14 +505,6 @@ fn problem(status: StatusCode, field: &str, reason: impl Into<String>) -> Respon
         .into_response()
 }
 
-fn bad_id(raw: &str) -> Response {
-    problem(
-        StatusCode::BAD_REQUEST,
-        "id",
-        format!("'{raw}' is not a job id (a positive integer)"),
-    )
-}
-
 fn not_found(id: u64) -> Response {
     problem(StatusCode::NOT_FOUND, "id", format!("no job {id}"))
 }
@@ -655,12 +660,9 @@ async fn get_job(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Response {
-    let role = match server.principal(&headers) {
-        Ok(r) => r,
+    let (role, id) = match server.caller_and_job(&headers, &raw) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
-    };
-    let Ok(id) = raw.parse::<u64>() else {
-        return bad_id(&raw);
     };
     match server.plane().job_view(id) {
         // Another tenant's job does not exist, as far as this token can tell.
@@ -677,16 +679,13 @@ async fn cancel_job(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Response {
-    let role = match server.principal(&headers) {
-        Ok(r) => r,
+    let (role, id) = match server.caller_and_job(&headers, &raw) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
-    };
-    let Ok(id) = raw.parse::<u64>() else {
-        return bad_id(&raw);
     };
     let pending = {
         let mut p = server.plane();
-        if !p.job_view(id).is_some_and(|v| may_touch(&role, &v.tenant)) {
+        if !p.job_tenant(id).is_some_and(|t| may_touch(&role, t)) {
             return not_found(id);
         }
         let event = Event::Cancel {

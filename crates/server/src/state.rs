@@ -190,6 +190,17 @@ pub struct ControlPlane {
     tokens: BTreeMap<String, Role>,
 }
 
+/// The API's name of a queue state.
+fn state_name(state: &JobState) -> &'static str {
+    match state {
+        JobState::Pending => "pending",
+        JobState::Running { .. } => "running",
+        JobState::Preempting { .. } => "preempting",
+        JobState::Finished => "finished",
+        JobState::Cancelled => "cancelled",
+    }
+}
+
 /// A small fleet for a local control plane: two GB200 NVL72 domains and four CPU hosts, as a
 /// fleet file's text.
 pub fn default_fleet_toml() -> Result<String, StateError> {
@@ -645,14 +656,28 @@ impl ControlPlane {
         })
     }
 
+    /// The job's queue state, live or ended.
+    fn job_state(&self, id: u64) -> Option<&JobState> {
+        let wid = WorkloadId(id);
+        match self.sched.job(wid) {
+            Some(j) => Some(&j.state),
+            None => self.sched.ended_state(wid),
+        }
+    }
+
+    /// The name of the tenant that owns job `id` (cheap: no view is built).
+    pub fn job_tenant(&self, id: u64) -> Option<&str> {
+        let meta = self.jobs.get(&id)?;
+        self.tenants
+            .get(meta.tenant.0 as usize)
+            .map(|t| t.name.as_str())
+    }
+
     /// The job as the API shows it.
     pub fn job_view(&self, id: u64) -> Option<JobView> {
         let meta = self.jobs.get(&id)?;
         let wid = WorkloadId(id);
-        let state = match self.sched.job(wid) {
-            Some(j) => j.state.clone(),
-            None => self.sched.ended_state(wid)?.clone(),
-        };
+        let state = self.job_state(id)?.clone();
         let nodes = match self.sched.engine().allocation(wid) {
             Some(sched::Allocation::Gang { slots, .. }) => slots
                 .iter()
@@ -660,19 +685,12 @@ impl ControlPlane {
                 .collect(),
             _ => Vec::new(),
         };
-        let (state_name, since) = match &state {
-            JobState::Pending => ("pending", None),
-            JobState::Running { since } => ("running", Some(*since)),
-            JobState::Preempting { since, .. } => ("preempting", Some(*since)),
-            JobState::Finished | JobState::Cancelled => (
-                if state == JobState::Finished {
-                    "finished"
-                } else {
-                    "cancelled"
-                },
-                meta.ended_at,
-            ),
+        let since = match &state {
+            JobState::Pending => None,
+            JobState::Running { since } | JobState::Preempting { since, .. } => Some(*since),
+            JobState::Finished | JobState::Cancelled => meta.ended_at,
         };
+        let state_name = state_name(&state);
         Some(JobView {
             id,
             name: meta.name.clone(),
@@ -703,12 +721,14 @@ impl ControlPlane {
         after: u64,
         limit: usize,
     ) -> Vec<JobView> {
+        // Filter on what is cheap; build views (which render pending reasons) for the page only.
         self.jobs
             .range(after.saturating_add(1)..)
-            .filter_map(|(id, _)| self.job_view(*id))
-            .filter(|v| tenant.is_none_or(|t| v.tenant == t))
-            .filter(|v| state.is_none_or(|s| v.state == s))
+            .map(|(id, _)| *id)
+            .filter(|id| tenant.is_none_or(|t| self.job_tenant(*id) == Some(t)))
+            .filter(|id| state.is_none_or(|s| self.job_state(*id).map(state_name) == Some(s)))
             .take(limit)
+            .filter_map(|id| self.job_view(id))
             .collect()
     }
 
