@@ -162,7 +162,7 @@ pub fn parse_url(url: &str) -> Result<Backend, StoreError> {
     }
     if let Some((scheme, _)) = path.split_once("://") {
         return Err(bad(&format!(
-            "unknown scheme '{scheme}' (sqlite:PATH or a plain path)"
+            "unknown scheme '{scheme}' (sqlite:PATH, a plain path, or postgres://USER:PASSWORD@HOST/DB)"
         )));
     }
     Ok(Backend::Sqlite(PathBuf::from(path)))
