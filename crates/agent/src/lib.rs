@@ -78,6 +78,8 @@ enum Running {
 struct Task {
     running: Running,
     exit_code: Option<i32>,
+    /// A sandbox (reported only once it exited; it writes no checkpoints).
+    sandbox: bool,
 }
 
 /// One node's tasks.
@@ -101,9 +103,10 @@ impl NodeTasks {
                             t.exit_code = Some(status.code().unwrap_or(-1));
                         }
                     }
-                    checkpoint_at = std::fs::metadata(dir.join("checkpoint"))
-                        .and_then(|m| m.modified())
-                        .ok()
+                    checkpoint_at = (!t.sandbox)
+                        .then(|| std::fs::metadata(dir.join("checkpoint")))
+                        .and_then(Result::ok)
+                        .and_then(|m| m.modified().ok())
                         .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
                         .map(|d| d.as_secs());
                 }
@@ -112,6 +115,9 @@ impl NodeTasks {
                         t.exit_code = Some(0);
                     }
                 }
+            }
+            if t.sandbox && t.exit_code.is_none() {
+                continue;
             }
             out.push(TaskReport {
                 job,
@@ -125,10 +131,35 @@ impl NodeTasks {
     }
 
     /// Starts what is assigned and not running; stops what runs and is not assigned.
-    fn reconcile(&mut self, config: &AgentConfig, assignments: &[Assignment]) {
-        let wanted: BTreeMap<TaskKey, &Assignment> = assignments
+    fn reconcile(&mut self, config: &AgentConfig, reply: &HeartbeatReply) {
+        // Each sandbox is a task keyed (batch, 0, index).
+        let sandboxes: Vec<Assignment> = reply
+            .sandboxes
             .iter()
-            .map(|a| ((a.job, a.run, a.rank), a))
+            .flat_map(|s| (s.first..s.first.saturating_add(s.count)).map(move |i| (s, i)))
+            .map(|(s, i)| {
+                let mut env = s.env.clone();
+                env.insert("STARGRID_BATCH_ID".into(), s.batch.to_string());
+                env.insert("STARGRID_SANDBOX_INDEX".into(), i.to_string());
+                Assignment {
+                    job: s.batch,
+                    run: 0,
+                    rank: i,
+                    world: 0,
+                    command: s.command.clone(),
+                    env,
+                    workdir: s.workdir.clone(),
+                    gpus: Vec::new(),
+                    stop_by: None,
+                }
+            })
+            .collect();
+        let wanted: BTreeMap<TaskKey, (&Assignment, bool)> = reply
+            .assignments
+            .iter()
+            .map(|a| (a, false))
+            .chain(sandboxes.iter().map(|a| (a, true)))
+            .map(|(a, sandbox)| ((a.job, a.run, a.rank), (a, sandbox)))
             .collect();
         let stale: Vec<TaskKey> = self
             .tasks
@@ -145,7 +176,7 @@ impl NodeTasks {
                 self.tasks.remove(&key);
             }
         }
-        for (key, a) in wanted {
+        for (key, (a, sandbox)) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
             }
@@ -155,9 +186,10 @@ impl NodeTasks {
                         ends_at: hollow_runtime(&a.command).map(|d| Instant::now() + d),
                     },
                     exit_code: None,
+                    sandbox,
                 }
             } else {
-                match spawn(config, &self.name, a) {
+                match spawn(config, &self.name, a, sandbox) {
                     Ok(t) => t,
                     Err(reason) => {
                         eprintln!(
@@ -168,6 +200,7 @@ impl NodeTasks {
                         Task {
                             running: Running::Hollow { ends_at: None },
                             exit_code: Some(127),
+                            sandbox,
                         }
                     }
                 }
@@ -185,17 +218,20 @@ fn hollow_runtime(command: &[String]) -> Option<Duration> {
     }
 }
 
-fn spawn(config: &AgentConfig, node: &str, a: &Assignment) -> Result<Task, String> {
+fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Result<Task, String> {
     let Some((program, args)) = a.command.split_first() else {
         // Nothing to run: the task holds its place until it is stopped.
         return Ok(Task {
             running: Running::Hollow { ends_at: None },
             exit_code: None,
+            sandbox,
         });
     };
-    let dir = config
-        .work_dir
-        .join(format!("{}-{}-{}", a.job, a.run, a.rank));
+    let dir = config.work_dir.join(if sandbox {
+        format!("{}-sandbox-{}", a.job, a.rank)
+    } else {
+        format!("{}-{}-{}", a.job, a.run, a.rank)
+    });
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
     let err_log = log.try_clone().map_err(|e| e.to_string())?;
@@ -223,6 +259,7 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment) -> Result<Task, Strin
             stop_sent: None,
         },
         exit_code: None,
+        sandbox,
     })
 }
 
@@ -291,7 +328,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
                 Ok(r) => match r.into_json::<HeartbeatReply>() {
                     Ok(reply) => {
                         node.last_answer = Instant::now();
-                        node.reconcile(config, &reply.assignments);
+                        node.reconcile(config, &reply);
                     }
                     Err(e) => eprintln!("agent {}: bad heartbeat reply: {e}", node.name),
                 },
@@ -304,7 +341,13 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
                             "agent {}: no answer for {:?}: stopping its tasks",
                             node.name, config.fence_after
                         );
-                        node.reconcile(config, &[]);
+                        node.reconcile(
+                            config,
+                            &HeartbeatReply {
+                                assignments: Vec::new(),
+                                sandboxes: Vec::new(),
+                            },
+                        );
                     }
                 }
             }

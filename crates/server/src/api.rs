@@ -100,6 +100,15 @@ pub struct JobList {
     pub next_after: Option<u64>,
 }
 
+/// A page of sandbox batches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchList {
+    /// Batches in id order.
+    pub batches: Vec<BatchView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
+}
+
 /// A node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
@@ -198,12 +207,199 @@ pub struct Assignment {
     pub stop_by: Option<u64>,
 }
 
-/// The server's answer to a heartbeat: every task the node must run now. Anything else
-/// running there is stale and must be stopped.
+/// Consecutive sandboxes of one batch that a node must run: one process per index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxAssignment {
+    /// The batch.
+    pub batch: u64,
+    /// First sandbox index.
+    pub first: u32,
+    /// Number of sandboxes (`first .. first + count`).
+    pub count: u32,
+    /// Program and arguments of each sandbox.
+    pub command: Vec<String>,
+    /// Environment.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+}
+
+/// The server's answer to a heartbeat: every task and sandbox the node must run now. Anything
+/// else running there is stale and must be stopped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatReply {
     /// Tasks to run (already running ones included).
     pub assignments: Vec<Assignment>,
+    /// Sandboxes to run, as ranges of indices. A sandbox is reported as a task with
+    /// `job` = its batch, `run` = 0 and `rank` = its index, once it exits.
+    #[serde(default)]
+    pub sandboxes: Vec<SandboxAssignment>,
+}
+
+/// An inference service to create: identical replicas kept between bounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitService {
+    /// Letters, digits, '-', '_' and '.'; 1 to 128 characters.
+    pub name: String,
+    /// The owning tenant's name.
+    pub tenant: String,
+    /// Priority class of its replicas (default production-inference).
+    #[serde(default = "production_inference")]
+    pub priority: String,
+    /// GPU model, e.g. GB200.
+    #[serde(default = "gb200")]
+    pub gpu: String,
+    /// Nodes per replica (all in one NVLink domain when they fit one).
+    #[serde(default = "one")]
+    pub nodes_per_replica: u32,
+    /// GPUs on each node of a replica.
+    pub gpus_per_node: u8,
+    /// CPU millicores on each node.
+    #[serde(default)]
+    pub cpu_millis_per_node: u32,
+    /// Memory on each node, MiB.
+    #[serde(default)]
+    pub memory_mib_per_node: u32,
+    /// Replicas to start with, and the fewest a scaling may leave.
+    pub min_replicas: u32,
+    /// Most replicas a scaling may ask for (default: `min_replicas`).
+    #[serde(default)]
+    pub max_replicas: Option<u32>,
+    /// At most `max_per` replicas per element of `level` (domain, zone, region, cloud).
+    #[serde(default)]
+    pub spread: Option<SpreadSpec>,
+    /// The program each replica node runs (a replica that exits is replaced).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default)]
+    pub workdir: Option<String>,
+}
+
+/// A spread rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadSpec {
+    /// domain, zone, region or cloud.
+    pub level: String,
+    /// Most replicas in one element of the level.
+    pub max_per: u32,
+}
+
+fn production_inference() -> String {
+    "production-inference".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A new desired replica count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleService {
+    /// Replicas wanted (clamped to the service's bounds).
+    pub replicas: u32,
+}
+
+/// A service as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceView {
+    /// Id (services are numbered apart from jobs).
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Owner.
+    pub tenant: String,
+    /// active or deleted.
+    pub state: String,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Replicas running.
+    pub running: u32,
+    /// Replicas waiting to be placed.
+    pub pending: u32,
+    /// Fewest and most replicas.
+    pub min_replicas: u32,
+    /// Most replicas.
+    pub max_replicas: u32,
+    /// GPUs per replica.
+    pub gpus_per_replica: u64,
+    /// Each running replica's nodes.
+    pub replicas: Vec<Vec<String>>,
+    /// Why replicas wait, when some do (the oldest pending replica's reason).
+    pub reason: Option<String>,
+    /// Replicas replaced after their process exited.
+    pub replaced: u32,
+    /// When it was created (Unix seconds).
+    pub created_at: u64,
+}
+
+/// A batch of CPU sandboxes to place now (all or none).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitSandboxes {
+    /// Letters, digits, '-', '_' and '.'; 1 to 128 characters.
+    pub name: String,
+    /// The owning tenant's name.
+    pub tenant: String,
+    /// Sandboxes in the batch, 1..=1,000,000.
+    pub count: u32,
+    /// CPU millicores of each sandbox.
+    pub cpu_millis: u32,
+    /// Memory of each sandbox, MiB.
+    pub memory_mib: u32,
+    /// Host failures the batch survives by moving its sandboxes elsewhere (default 3).
+    #[serde(default = "three")]
+    pub max_retries: u32,
+    /// The program each sandbox runs (`STARGRID_SANDBOX_INDEX` tells it which one it is).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default)]
+    pub workdir: Option<String>,
+}
+
+fn three() -> u32 {
+    3
+}
+
+/// A sandbox batch as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchView {
+    /// Id (from the same sequence as job ids).
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Owner.
+    pub tenant: String,
+    /// running, finished or cancelled.
+    pub state: String,
+    /// Sandboxes in the batch.
+    pub count: u32,
+    /// Sandboxes still live.
+    pub live: u32,
+    /// Sandboxes that exited 0.
+    pub succeeded: u32,
+    /// Sandboxes that exited with another code.
+    pub failed: u32,
+    /// Sandboxes lost with their host when the retry budget or the room ran out.
+    pub lost: u32,
+    /// Sandboxes moved off failed hosts.
+    pub moved: u32,
+    /// Hosts the live sandboxes run on.
+    pub hosts: u32,
+    /// When it was accepted (Unix seconds).
+    pub submitted_at: u64,
+    /// When its last sandbox ended or it was cancelled.
+    pub ended_at: Option<u64>,
 }
 
 /// A token to issue (admin only). The token itself is in the answer, once; the server keeps only

@@ -6,8 +6,9 @@
 //! disk: the server stops at once (fail-stop), and a restart replays what is durable.
 
 use crate::api::{
-    ApiError, FieldProblem, Heartbeat, HeartbeatReply, IssueToken, JobList, JobView, NodeView,
-    SubmitJob, Submitted, TenantView, Token,
+    ApiError, BatchList, BatchView, FieldProblem, Heartbeat, HeartbeatReply, IssueToken, JobList,
+    JobView, NodeView, ScaleService, ServiceView, SubmitJob, SubmitSandboxes, SubmitService,
+    Submitted, TenantView, Token,
 };
 use crate::state::{default_fleet_toml, default_tenants, ControlPlane, Event, Role, StateError};
 use axum::body::Bytes;
@@ -40,6 +41,15 @@ pub const MAX_PAGE: usize = 1000;
         get_job,
         cancel_job,
         why_job,
+        create_service,
+        list_services,
+        get_service,
+        scale_service,
+        delete_service,
+        submit_sandboxes,
+        list_batches,
+        get_batch,
+        cancel_batch,
         list_nodes,
         list_tenants,
         heartbeat,
@@ -58,6 +68,14 @@ pub const MAX_PAGE: usize = 1000;
         crate::api::TaskReport,
         HeartbeatReply,
         crate::api::Assignment,
+        crate::api::SandboxAssignment,
+        SubmitService,
+        crate::api::SpreadSpec,
+        ScaleService,
+        ServiceView,
+        SubmitSandboxes,
+        BatchView,
+        BatchList,
         IssueToken,
         Token
     )),
@@ -246,17 +264,52 @@ impl Server {
             .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "authorization", "unknown token"))
     }
 
-    /// The caller's role and the job id of a `/v1/jobs/{id}` path.
-    fn caller_and_job(&self, headers: &HeaderMap, raw: &str) -> Result<(Role, u64), Refusal> {
+    /// The caller's role and the id of a `/v1/<things>/{id}` path.
+    fn caller_and_id(&self, headers: &HeaderMap, raw: &str) -> Result<(Role, u64), Refusal> {
         let role = self.principal(headers)?;
         let id = raw.parse::<u64>().map_err(|_| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "id",
-                format!("'{raw}' is not a job id (a positive integer)"),
+                format!("'{raw}' is not an id (a positive integer)"),
             )
         })?;
         Ok((role, id))
+    }
+
+    /// The caller's role, refused when it is an agent's (agents only report).
+    fn submitter(&self, headers: &HeaderMap) -> Result<Role, Refusal> {
+        match self.principal(headers)? {
+            Role::Agent => Err(Refusal::forbidden(
+                "an agent token cannot submit or see work",
+            )),
+            role => Ok(role),
+        }
+    }
+
+    /// Builds an event from the state (under the lock, stamped with the time), applies it and
+    /// queues it for the journal; answers with the event and its record once it is durable.
+    /// A refusal by the state is answered with `refused` and `field`.
+    async fn commit(
+        &self,
+        make: impl FnOnce(&ControlPlane, u64) -> Result<Event, Refusal>,
+        refused: StatusCode,
+        field: &str,
+    ) -> Result<(Event, u64), Refusal> {
+        let (pending, event) = {
+            let mut p = self.plane();
+            let at = p.stamp(unix_now());
+            let event = make(&p, at)?;
+            if let Err(e) = p.apply(&event) {
+                return Err(Refusal::new(refused, field, e.to_string()));
+            }
+            (self.journal.append(vec![encode(&event)]), event)
+        };
+        self.wake.notify_one();
+        match pending.done().await {
+            Ok(seqs) => Ok((event, seqs.start)),
+            Err(e) => fail_stop(e),
+        }
     }
 
     fn plane(&self) -> std::sync::MutexGuard<'_, ControlPlane> {
@@ -354,6 +407,13 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/why", get(why_job))
+        .route("/v1/services", post(create_service).get(list_services))
+        .route("/v1/services/{id}", get(get_service))
+        .route("/v1/services/{id}/scale", post(scale_service))
+        .route("/v1/services/{id}/delete", post(delete_service))
+        .route("/v1/sandboxes", post(submit_sandboxes).get(list_batches))
+        .route("/v1/sandboxes/{id}", get(get_batch))
+        .route("/v1/sandboxes/{id}/cancel", post(cancel_batch))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/agent/heartbeat", post(heartbeat))
@@ -660,7 +720,7 @@ async fn get_job(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Response {
-    let (role, id) = match server.caller_and_job(&headers, &raw) {
+    let (role, id) = match server.caller_and_id(&headers, &raw) {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
@@ -679,7 +739,7 @@ async fn cancel_job(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Response {
-    let (role, id) = match server.caller_and_job(&headers, &raw) {
+    let (role, id) = match server.caller_and_id(&headers, &raw) {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
@@ -782,8 +842,12 @@ async fn heartbeat(State(server): State<Arc<Server>>, headers: HeaderMap, body: 
             fail_stop(e);
         }
     }
-    let assignments = server.plane().assignments(&hb.node);
-    Json(HeartbeatReply { assignments }).into_response()
+    let (assignments, sandboxes) = server.plane().assignments(&hb.node);
+    Json(HeartbeatReply {
+        assignments,
+        sandboxes,
+    })
+    .into_response()
 }
 
 /// Issue a token (admin only): admin, tenant (with `tenant`) or agent.
@@ -849,4 +913,324 @@ async fn issue_token(
         fail_stop(e);
     }
     (StatusCode::CREATED, Json(Token { token })).into_response()
+}
+
+fn bad_request(fp: FieldProblem) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, &fp.field, fp.reason)
+}
+
+/// Refuses a request for another tenant than the token's.
+fn check_tenant(role: &Role, tenant: &str) -> Result<(), Refusal> {
+    if may_touch(role, tenant) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "tenant",
+            format!("this token may not act for tenant '{tenant}'"),
+        ))
+    }
+}
+
+/// The tenant a listing may show: the token's own for a tenant token; refused when it asks
+/// for another.
+fn listing_tenant(role: &Role, asked: Option<String>) -> Result<Option<String>, Refusal> {
+    match role {
+        Role::Admin => Ok(asked),
+        Role::Agent => Err(Refusal::forbidden("an agent token cannot list work")),
+        Role::Tenant { tenant } => {
+            if asked.as_ref().is_some_and(|t| t != tenant) {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant",
+                    format!("this token sees tenant '{tenant}' only"),
+                ));
+            }
+            Ok(Some(tenant.clone()))
+        }
+    }
+}
+
+fn no_such(what: &str, id: u64) -> Response {
+    problem(StatusCode::NOT_FOUND, "id", format!("no {what} {id}"))
+}
+
+fn respond(r: Result<Response, Refusal>) -> Response {
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Create an inference service (it starts at its minimum replica count).
+#[utoipa::path(post, path = "/v1/services", request_body = SubmitService,
+    responses((status = 201, body = Submitted), (status = 400, body = ApiError)))]
+async fn create_service(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(
+        async {
+            let role = server.submitter(&headers)?;
+            let req: SubmitService = parse_json(&body)?;
+            check_tenant(&role, &req.tenant)?;
+            let (event, seq) = server
+                .commit(
+                    |p, at| p.service_event(&req, at).map_err(bad_request),
+                    StatusCode::BAD_REQUEST,
+                    "",
+                )
+                .await?;
+            let Event::ServiceCreate { id, .. } = event else {
+                return Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "",
+                    "not a service",
+                ));
+            };
+            Ok((StatusCode::CREATED, Json(Submitted { id, seq })).into_response())
+        }
+        .await,
+    )
+}
+
+/// Query of the service and batch listings.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct TenantQuery {
+    /// Only this tenant's.
+    tenant: Option<String>,
+    /// Ids above this one (the previous page's `next_after`; batches only).
+    after: Option<u64>,
+    /// Page size, 1..=1000 (default 100; batches only).
+    limit: Option<usize>,
+}
+
+/// Services, in id order.
+#[utoipa::path(get, path = "/v1/services", params(TenantQuery),
+    responses((status = 200, body = [ServiceView]), (status = 400, body = ApiError)))]
+async fn list_services(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    query: Result<Query<TenantQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    respond((|| {
+        let role = server.principal(&headers)?;
+        let Query(q) =
+            query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        let tenant = listing_tenant(&role, q.tenant)?;
+        Ok(Json(server.plane().list_services(tenant.as_deref())).into_response())
+    })())
+}
+
+/// One service.
+#[utoipa::path(get, path = "/v1/services/{id}", params(("id" = u64, Path, description = "service id")),
+    responses((status = 200, body = ServiceView), (status = 404, body = ApiError)))]
+async fn get_service(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    respond((|| {
+        let (role, id) = server.caller_and_id(&headers, &raw)?;
+        Ok(match server.plane().service_view(id) {
+            Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
+            _ => no_such("service", id),
+        })
+    })())
+}
+
+/// A service's owner check, then `make`'s event, applied and durable; answers the service.
+async fn change_service(
+    server: Arc<Server>,
+    headers: HeaderMap,
+    raw: String,
+    make: impl FnOnce(u64, u64) -> Event,
+) -> Response {
+    respond(
+        async {
+            let (role, id) = server.caller_and_id(&headers, &raw)?;
+            if role == Role::Agent {
+                return Err(Refusal::forbidden("an agent token cannot change services"));
+            }
+            server
+                .commit(
+                    |p, at| match p.service_tenant(id) {
+                        Some(t) if may_touch(&role, t) => Ok(make(id, at)),
+                        _ => Err(Refusal::new(
+                            StatusCode::NOT_FOUND,
+                            "id",
+                            format!("no service {id}"),
+                        )),
+                    },
+                    StatusCode::CONFLICT,
+                    "id",
+                )
+                .await?;
+            Ok(match server.plane().service_view(id) {
+                Some(v) => Json(v).into_response(),
+                None => no_such("service", id),
+            })
+        }
+        .await,
+    )
+}
+
+/// Set a service's desired replica count (clamped to its bounds).
+#[utoipa::path(post, path = "/v1/services/{id}/scale", request_body = ScaleService,
+    params(("id" = u64, Path, description = "service id")),
+    responses((status = 200, body = ServiceView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn scale_service(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: ScaleService = match parse_json(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    change_service(server, headers, raw, |id, at| Event::ServiceScale {
+        id,
+        replicas: req.replicas,
+        at,
+    })
+    .await
+}
+
+/// Delete a service: its replicas stop.
+#[utoipa::path(post, path = "/v1/services/{id}/delete", params(("id" = u64, Path, description = "service id")),
+    responses((status = 200, body = ServiceView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn delete_service(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    change_service(server, headers, raw, |id, at| Event::ServiceDelete {
+        id,
+        at,
+    })
+    .await
+}
+
+/// Place a batch of sandboxes now, all or none (409 with the reason when they do not fit).
+#[utoipa::path(post, path = "/v1/sandboxes", request_body = SubmitSandboxes,
+    responses((status = 201, body = Submitted), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn submit_sandboxes(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(
+        async {
+            let role = server.submitter(&headers)?;
+            let req: SubmitSandboxes = parse_json(&body)?;
+            check_tenant(&role, &req.tenant)?;
+            let (event, seq) = server
+                .commit(
+                    |p, at| p.sandbox_event(&req, at).map_err(bad_request),
+                    StatusCode::CONFLICT,
+                    "count",
+                )
+                .await?;
+            let Event::SandboxBatch { id, .. } = event else {
+                return Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "",
+                    "not a batch",
+                ));
+            };
+            Ok((StatusCode::CREATED, Json(Submitted { id, seq })).into_response())
+        }
+        .await,
+    )
+}
+
+/// Sandbox batches, in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/sandboxes", params(TenantQuery),
+    responses((status = 200, body = BatchList), (status = 400, body = ApiError)))]
+async fn list_batches(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    query: Result<Query<TenantQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    respond((|| {
+        let role = server.principal(&headers)?;
+        let Query(q) =
+            query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        let tenant = listing_tenant(&role, q.tenant)?;
+        let limit = q.limit.unwrap_or(100);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "limit",
+                format!("must be 1..={MAX_PAGE}"),
+            ));
+        }
+        let mut batches =
+            server
+                .plane()
+                .list_batches(tenant.as_deref(), q.after.unwrap_or(0), limit + 1);
+        let more = batches.len() > limit;
+        batches.truncate(limit);
+        let next_after = if more {
+            batches.last().map(|b| b.id)
+        } else {
+            None
+        };
+        Ok(Json(BatchList {
+            batches,
+            next_after,
+        })
+        .into_response())
+    })())
+}
+
+/// One sandbox batch.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", params(("id" = u64, Path, description = "batch id")),
+    responses((status = 200, body = BatchView), (status = 404, body = ApiError)))]
+async fn get_batch(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    respond((|| {
+        let (role, id) = server.caller_and_id(&headers, &raw)?;
+        Ok(match server.plane().batch_view(id) {
+            Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
+            _ => no_such("batch", id),
+        })
+    })())
+}
+
+/// Cancel a sandbox batch: every live sandbox stops.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/cancel", params(("id" = u64, Path, description = "batch id")),
+    responses((status = 200, body = BatchView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn cancel_batch(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let (role, id) = server.caller_and_id(&headers, &raw)?;
+            server
+                .commit(
+                    |p, at| match p.batch_tenant(id) {
+                        Some(t) if may_touch(&role, t) => Ok(Event::Cancel { id, at }),
+                        _ => Err(Refusal::new(
+                            StatusCode::NOT_FOUND,
+                            "id",
+                            format!("no batch {id}"),
+                        )),
+                    },
+                    StatusCode::CONFLICT,
+                    "id",
+                )
+                .await?;
+            Ok(match server.plane().batch_view(id) {
+                Some(v) => Json(v).into_response(),
+                None => no_such("batch", id),
+            })
+        }
+        .await,
+    )
 }

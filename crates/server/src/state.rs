@@ -6,10 +6,14 @@
 //! event in memory and queues it for the journal in one critical section, so the journal's
 //! order is the order of application; it answers the client only once the event is durable.
 
-use crate::api::{Assignment, FieldProblem, Heartbeat, JobView, NodeView, SubmitJob, TenantView};
+use crate::api::{
+    Assignment, BatchView, FieldProblem, Heartbeat, JobView, NodeView, SandboxAssignment,
+    ServiceView, SubmitJob, SubmitSandboxes, SubmitService, TenantView,
+};
 use model::{
     Fleet, GangRequest, GpuModel, InstanceCatalog, JobSpec, NodeId, NodeState, PriorityClass,
-    TenantId, TenantSpec, TopoId, WorkloadClass, WorkloadId,
+    SandboxRequest, ServiceSpec, SpreadLevel, SpreadRule, TenantId, TenantSpec, TopoId,
+    WorkloadClass, WorkloadId,
 };
 use sched::{Allocation, Decision, Engine, JobState, SchedConfig, Scheduler, Scope};
 use serde::{Deserialize, Serialize};
@@ -99,6 +103,62 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// An inference service was created (at its minimum replica count).
+    ServiceCreate {
+        /// Its id, assigned by the server (services are numbered apart from jobs).
+        id: u64,
+        /// Its name.
+        name: String,
+        /// Replica shape, bounds, spread rule.
+        spec: ServiceSpec,
+        /// What each replica node runs.
+        task: TaskSpec,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A service's desired replica count changed.
+    ServiceScale {
+        /// The service.
+        id: u64,
+        /// Replicas wanted (clamped to its bounds).
+        replicas: u32,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A service was deleted with all its replicas.
+    ServiceDelete {
+        /// The service.
+        id: u64,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A sandbox batch was accepted and placed (it is journaled only if it placed, so replay
+    /// places it the same way).
+    SandboxBatch {
+        /// Its id, from the job-id sequence.
+        id: u64,
+        /// Its name.
+        name: String,
+        /// Owner.
+        tenant: TenantId,
+        /// How many, how big.
+        request: SandboxRequest,
+        /// Host failures it survives by moving.
+        max_retries: u32,
+        /// What each sandbox runs.
+        task: TaskSpec,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// Sandboxes of a batch exited: (index, exit code).
+    SandboxesExited {
+        /// The batch.
+        batch: u64,
+        /// Each exited sandbox and its code.
+        exited: Vec<(u32, i32)>,
+        /// Unix seconds.
+        at: u64,
+    },
 }
 
 impl Event {
@@ -113,7 +173,12 @@ impl Event {
             | Event::NodeDown { at, .. }
             | Event::TaskExited { at, .. }
             | Event::Checkpoint { at, .. }
-            | Event::TokenIssued { at, .. } => *at,
+            | Event::TokenIssued { at, .. }
+            | Event::ServiceCreate { at, .. }
+            | Event::ServiceScale { at, .. }
+            | Event::ServiceDelete { at, .. }
+            | Event::SandboxBatch { at, .. }
+            | Event::SandboxesExited { at, .. } => *at,
         }
     }
 }
@@ -177,12 +242,43 @@ struct JobMeta {
     restarts: u32,
 }
 
+#[derive(Clone, Debug)]
+struct ServiceMeta {
+    name: String,
+    tenant: TenantId,
+    spec: ServiceSpec,
+    task: TaskSpec,
+    created_at: u64,
+    deleted_at: Option<u64>,
+    /// Replicas replaced after their process exited.
+    replaced: u32,
+}
+
+#[derive(Clone, Debug)]
+struct BatchMeta {
+    name: String,
+    tenant: TenantId,
+    count: u32,
+    task: TaskSpec,
+    submitted_at: u64,
+    ended_at: Option<u64>,
+    cancelled: bool,
+    succeeded: u32,
+    failed: u32,
+    lost: u32,
+    moved: u32,
+}
+
 /// The queue, the engine and what the API shows of them.
 pub struct ControlPlane {
     sched: Scheduler,
     tenants: Vec<TenantSpec>,
     jobs: BTreeMap<u64, JobMeta>,
+    services: BTreeMap<u64, ServiceMeta>,
+    batches: BTreeMap<u64, BatchMeta>,
+    /// The next job or batch id.
     next_id: u64,
+    next_service: u64,
     now: u64,
     /// Something was submitted or cancelled since the last pass.
     dirty: bool,
@@ -235,6 +331,48 @@ pub fn default_tenants() -> Vec<TenantSpec> {
     }]
 }
 
+fn bad(field: &str, reason: String) -> FieldProblem {
+    FieldProblem {
+        field: field.to_string(),
+        reason,
+    }
+}
+
+/// Names: 1 to 128 of letters, digits, '-', '_' and '.'.
+fn check_name(name: &str) -> Result<(), FieldProblem> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(bad("name", "must be 1 to 128 characters".into()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
+    {
+        return Err(bad(
+            "name",
+            format!("'{c}' is not allowed (letters, digits, '-', '_', '.')"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_command(command: &[String]) -> Result<(), FieldProblem> {
+    if command.first().is_some_and(|c| c.is_empty()) {
+        return Err(bad("command", "the program name is empty".into()));
+    }
+    Ok(())
+}
+
+fn parse_priority(name: &str) -> Result<PriorityClass, FieldProblem> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        bad(
+            "priority",
+            format!(
+                "unknown class '{name}' (preemptible, research, training, production-inference)"
+            ),
+        )
+    })
+}
+
 fn parse_fleet(text: &str) -> Result<Fleet, StateError> {
     fleet::file::parse("journal", text, InstanceCatalog::builtin())
         .map_err(|e| StateError::Fleet(e.to_string()))
@@ -263,7 +401,10 @@ impl ControlPlane {
             sched,
             tenants: tenants.clone(),
             jobs: BTreeMap::new(),
+            services: BTreeMap::new(),
+            batches: BTreeMap::new(),
             next_id: 1,
+            next_service: 1,
             now: *at,
             dirty: false,
             tokens: BTreeMap::new(),
@@ -343,10 +484,117 @@ impl ControlPlane {
                 Vec::new()
             }
             Event::Cancel { id, at } => {
-                self.sched.cancel(WorkloadId(*id), *at).map_err(refused)?;
-                if let Some(m) = self.jobs.get_mut(id) {
-                    m.ended_at = Some(*at);
+                if let Some(b) = self.batches.get_mut(id) {
+                    if b.ended_at.is_some() {
+                        return Err(StateError::Refused(format!("batch {id} already ended")));
+                    }
+                    self.sched.end_batch(WorkloadId(*id)).map_err(refused)?;
+                    b.ended_at = Some(*at);
+                    b.cancelled = true;
+                } else {
+                    self.sched.cancel(WorkloadId(*id), *at).map_err(refused)?;
+                    if let Some(m) = self.jobs.get_mut(id) {
+                        m.ended_at = Some(*at);
+                    }
                 }
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::ServiceCreate {
+                id,
+                name,
+                spec,
+                task,
+                at,
+            } => {
+                self.sched
+                    .create_service(*id, spec.clone(), *at)
+                    .map_err(refused)?;
+                self.services.insert(
+                    *id,
+                    ServiceMeta {
+                        name: name.clone(),
+                        tenant: spec.tenant,
+                        spec: spec.clone(),
+                        task: task.clone(),
+                        created_at: *at,
+                        deleted_at: None,
+                        replaced: 0,
+                    },
+                );
+                self.next_service = self.next_service.max(id + 1);
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::ServiceScale { id, replicas, at } => {
+                self.live_service(*id)?;
+                self.sched
+                    .scale_service(*id, *replicas, *at)
+                    .map_err(refused)?;
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::ServiceDelete { id, at } => {
+                self.live_service(*id)?;
+                self.sched.delete_service(*id, *at).map_err(refused)?;
+                if let Some(m) = self.services.get_mut(id) {
+                    m.deleted_at = Some(*at);
+                }
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::SandboxBatch {
+                id,
+                name,
+                tenant,
+                request,
+                max_retries,
+                task,
+                at,
+            } => {
+                if tenant.0 as usize >= self.tenants.len() {
+                    return Err(StateError::Refused(format!("no tenant {}", tenant.0)));
+                }
+                self.sched
+                    .place_sandboxes(WorkloadId(*id), request, *max_retries, *at)
+                    .map_err(refused)?;
+                self.batches.insert(
+                    *id,
+                    BatchMeta {
+                        name: name.clone(),
+                        tenant: *tenant,
+                        count: request.count,
+                        task: task.clone(),
+                        submitted_at: *at,
+                        ended_at: None,
+                        cancelled: false,
+                        succeeded: 0,
+                        failed: 0,
+                        lost: 0,
+                        moved: 0,
+                    },
+                );
+                self.next_id = self.next_id.max(id + 1);
+                Vec::new()
+            }
+            Event::SandboxesExited { batch, exited, at } => {
+                let meta = self
+                    .batches
+                    .get(batch)
+                    .ok_or_else(|| StateError::Refused(format!("no batch {batch}")))?;
+                if meta.ended_at.is_some() {
+                    return Err(StateError::Refused(format!("batch {batch} already ended")));
+                }
+                let indices: Vec<u32> = exited.iter().map(|(i, _)| *i).collect();
+                self.sched
+                    .end_sandboxes(WorkloadId(*batch), &indices)
+                    .map_err(refused)?;
+                let failed = exited.iter().filter(|(_, c)| *c != 0).count() as u32;
+                if let Some(m) = self.batches.get_mut(batch) {
+                    m.failed += failed;
+                    m.succeeded += exited.len() as u32 - failed;
+                }
+                self.end_batch_if_empty(*batch, *at);
                 self.dirty = true;
                 Vec::new()
             }
@@ -362,7 +610,7 @@ impl ControlPlane {
             Event::Pass { at } => {
                 self.dirty = false;
                 let decisions = self.sched.schedule(*at);
-                self.forget_progress(&decisions);
+                self.account(&decisions, *at);
                 decisions
             }
             Event::NodeUp { node, .. } => {
@@ -380,7 +628,7 @@ impl ControlPlane {
                     return Err(StateError::Refused(format!("node {node} is already down")));
                 }
                 let decisions = self.sched.fail(Scope::Node(n), *at);
-                self.forget_progress(&decisions);
+                self.account(&decisions, *at);
                 self.dirty = true;
                 decisions
             }
@@ -392,6 +640,21 @@ impl ControlPlane {
                 at,
             } => {
                 let world = self.current_world(*job, *run)?;
+                if let Some((service, _)) = WorkloadId(*job).as_replica() {
+                    // A replica whose process exited is replaced: services run until scaled
+                    // down or deleted.
+                    self.sched.finish(WorkloadId(*job), *at).map_err(refused)?;
+                    let desired = self.sched.service_status(service).map_or(0, |s| s.desired);
+                    self.sched
+                        .scale_service(service, desired, *at)
+                        .map_err(refused)?;
+                    if let Some(m) = self.services.get_mut(&service) {
+                        m.replaced += 1;
+                    }
+                    self.dirty = true;
+                    self.now = self.now.max(e.at());
+                    return Ok(Vec::new());
+                }
                 let meta = self
                     .jobs
                     .get_mut(job)
@@ -461,16 +724,57 @@ impl ControlPlane {
         Ok(j.spec.gang.nodes)
     }
 
-    /// A requeued job starts its next run from scratch: its tasks' progress is forgotten.
-    fn forget_progress(&mut self, decisions: &[Decision]) {
+    /// Follows the queue's decisions: a requeued job starts its next run from scratch (its
+    /// tasks' progress is forgotten); sandboxes moved or lost with their hosts are counted.
+    fn account(&mut self, decisions: &[Decision], at: u64) {
         for d in decisions {
-            if let Decision::Requeue { job, .. } = d {
-                if let Some(m) = self.jobs.get_mut(&job.0) {
-                    m.done_ranks.clear();
-                    m.checkpoint_at = None;
-                    m.restarts += 1;
+            match d {
+                Decision::Requeue { job, .. } => {
+                    if let Some(m) = self.jobs.get_mut(&job.0) {
+                        m.done_ranks.clear();
+                        m.checkpoint_at = None;
+                        m.restarts += 1;
+                    }
                 }
+                Decision::SandboxesMoved { batch, count, .. } => {
+                    if let Some(m) = self.batches.get_mut(&batch.0) {
+                        m.moved += count;
+                    }
+                }
+                Decision::SandboxesLost { batch, count, .. } => {
+                    if let Some(m) = self.batches.get_mut(&batch.0) {
+                        m.lost += count;
+                    }
+                    self.end_batch_if_empty(batch.0, at);
+                }
+                _ => {}
             }
+        }
+    }
+
+    /// A batch ends when its last sandbox does.
+    fn end_batch_if_empty(&mut self, batch: u64, at: u64) {
+        if self.sched.engine().allocation(WorkloadId(batch)).is_none() {
+            if let Some(m) = self.batches.get_mut(&batch) {
+                m.ended_at.get_or_insert(at);
+            }
+        }
+    }
+
+    /// The service, if it exists and was not deleted.
+    fn live_service(&self, id: u64) -> Result<&ServiceMeta, StateError> {
+        match self.services.get(&id) {
+            Some(m) if m.deleted_at.is_none() => Ok(m),
+            Some(_) => Err(StateError::Refused(format!("service {id} was deleted"))),
+            None => Err(StateError::Refused(format!("no service {id}"))),
+        }
+    }
+
+    /// What a workload's tasks run: a job's own task, or its service's for a replica.
+    fn task_of(&self, w: WorkloadId) -> Option<&TaskSpec> {
+        match w.as_replica() {
+            Some((service, _)) => self.services.get(&service).map(|m| &m.task),
+            None => self.jobs.get(&w.0).map(|m| &m.task),
         }
     }
 
@@ -492,40 +796,87 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Every task node `name` must run now.
-    pub fn assignments(&self, name: &str) -> Vec<Assignment> {
+    /// Every task and sandbox node `name` must run now.
+    pub fn assignments(&self, name: &str) -> (Vec<Assignment>, Vec<SandboxAssignment>) {
         let engine = self.sched.engine();
+        let (mut tasks, mut sandboxes) = (Vec::new(), Vec::new());
         let Some(n) = engine.fleet().node_by_name(name) else {
-            return Vec::new();
+            return (tasks, sandboxes);
         };
-        let mut out = Vec::new();
         for w in engine.workloads_on(n) {
-            let (Some(job), Some(meta)) = (self.sched.job(w), self.jobs.get(&w.0)) else {
-                continue;
-            };
-            let stop_by = match job.state {
-                JobState::Running { .. } => None,
-                JobState::Preempting { deadline, .. } => Some(deadline),
-                _ => continue,
-            };
-            let Some(Allocation::Gang { slots, .. }) = engine.allocation(w) else {
-                continue;
-            };
-            for (rank, slot) in slots.iter().enumerate().filter(|(_, s)| s.node == n) {
-                out.push(Assignment {
-                    job: w.0,
-                    run: job.restarts,
-                    rank: rank as u32,
-                    world: slots.len() as u32,
-                    command: meta.task.command.clone(),
-                    env: meta.task.env.clone(),
-                    workdir: meta.task.workdir.clone(),
-                    gpus: (0..32).filter(|b| slot.gpu_mask & (1 << b) != 0).collect(),
-                    stop_by,
-                });
+            match engine.allocation(w) {
+                Some(Allocation::Gang { slots, .. }) => {
+                    let (Some(job), Some(task)) = (self.sched.job(w), self.task_of(w)) else {
+                        continue;
+                    };
+                    let stop_by = match job.state {
+                        JobState::Running { .. } => None,
+                        JobState::Preempting { deadline, .. } => Some(deadline),
+                        _ => continue,
+                    };
+                    for (rank, slot) in slots.iter().enumerate().filter(|(_, s)| s.node == n) {
+                        tasks.push(Assignment {
+                            job: w.0,
+                            run: job.restarts,
+                            rank: rank as u32,
+                            world: slots.len() as u32,
+                            command: task.command.clone(),
+                            env: task.env.clone(),
+                            workdir: task.workdir.clone(),
+                            gpus: (0..32).filter(|b| slot.gpu_mask & (1 << b) != 0).collect(),
+                            stop_by,
+                        });
+                    }
+                }
+                Some(Allocation::Sandboxes { runs, live, .. }) => {
+                    let Some(meta) = self.batches.get(&w.0) else {
+                        continue;
+                    };
+                    let is_live = |i: u32| live[i as usize / 64] >> (i % 64) & 1 == 1;
+                    for run in runs.iter().filter(|r| r.node == n) {
+                        // Split the run into ranges of live sandboxes.
+                        let mut i = run.first;
+                        let end = run.first + run.count;
+                        while i < end {
+                            if !is_live(i) {
+                                i += 1;
+                                continue;
+                            }
+                            let first = i;
+                            while i < end && is_live(i) {
+                                i += 1;
+                            }
+                            sandboxes.push(SandboxAssignment {
+                                batch: w.0,
+                                first,
+                                count: i - first,
+                                command: meta.task.command.clone(),
+                                env: meta.task.env.clone(),
+                                workdir: meta.task.workdir.clone(),
+                            });
+                        }
+                    }
+                }
+                None => {}
             }
         }
-        out
+        (tasks, sandboxes)
+    }
+
+    /// Whether sandbox `index` of `batch` is live on node `n`.
+    fn sandbox_live_on(&self, batch: u64, index: u32, n: NodeId) -> bool {
+        let Some(Allocation::Sandboxes { runs, live, .. }) =
+            self.sched.engine().allocation(WorkloadId(batch))
+        else {
+            return false;
+        };
+        let k = runs.partition_point(|r| r.first <= index);
+        k > 0
+            && runs[k - 1].node == n
+            && index < runs[k - 1].first + runs[k - 1].count
+            && live
+                .get(index as usize / 64)
+                .is_some_and(|w| w >> (index % 64) & 1 == 1)
     }
 
     /// The events a heartbeat brings: the node coming up, tasks that exited, new checkpoints.
@@ -542,7 +893,21 @@ impl ControlPlane {
                 at,
             });
         }
+        let node = self.node(&hb.node).map_err(|e| FieldProblem {
+            field: "node".into(),
+            reason: e.to_string(),
+        })?;
+        // Exits of live sandboxes on this node, per batch (one event each).
+        let mut sandbox_exits: BTreeMap<u64, Vec<(u32, i32)>> = BTreeMap::new();
         for t in &hb.tasks {
+            if self.batches.contains_key(&t.job) {
+                if let Some(code) = t.exit_code {
+                    if self.sandbox_live_on(t.job, t.rank, node) {
+                        sandbox_exits.entry(t.job).or_default().push((t.rank, code));
+                    }
+                }
+                continue;
+            }
             if self.current_world(t.job, t.run).is_err() {
                 continue;
             }
@@ -567,58 +932,23 @@ impl ControlPlane {
                 });
             }
         }
+        for (batch, mut exited) in sandbox_exits {
+            exited.sort_unstable();
+            exited.dedup_by_key(|(i, _)| *i);
+            events.push(Event::SandboxesExited { batch, exited, at });
+        }
         Ok(events)
     }
 
     /// Turns a request into a `Submit` event, checking every field; changes nothing.
     pub fn submit_event(&self, req: &SubmitJob, at: u64) -> Result<Event, FieldProblem> {
-        let bad = |field: &str, reason: String| FieldProblem {
-            field: field.to_string(),
-            reason,
-        };
-        if req.name.is_empty() || req.name.len() > 128 {
-            return Err(bad("name", "must be 1 to 128 characters".into()));
-        }
-        if let Some(c) = req
-            .name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
-        {
-            return Err(bad(
-                "name",
-                format!("'{c}' is not allowed (letters, digits, '-', '_', '.')"),
-            ));
-        }
-        let tenant = self
-            .tenants
-            .iter()
-            .position(|t| t.name == req.tenant)
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
-                bad(
-                    "tenant",
-                    format!(
-                        "unknown tenant '{}' (known: {})",
-                        req.tenant,
-                        known.join(", ")
-                    ),
-                )
-            })?;
-        let priority: PriorityClass = serde_json::from_value(serde_json::Value::String(
-            req.priority.clone(),
-        ))
-        .map_err(|_| {
-            bad(
-                "priority",
-                format!(
-                    "unknown class '{}' (preemptible, research, training, production-inference)",
-                    req.priority
-                ),
-            )
-        })?;
+        check_name(&req.name)?;
+        check_command(&req.command)?;
+        let tenant = self.tenant_id(&req.tenant)?;
+        let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
         let spec = JobSpec {
-            tenant: TenantId(tenant as u32),
+            tenant,
             priority,
             gang: GangRequest {
                 class: WorkloadClass::Training,
@@ -640,9 +970,6 @@ impl ControlPlane {
             };
             bad(field, e.reason)
         })?;
-        if req.command.first().is_some_and(|c| c.is_empty()) {
-            return Err(bad("command", "the program name is empty".into()));
-        }
         Ok(Event::Submit {
             id: self.next_id,
             name: req.name.clone(),
@@ -654,6 +981,241 @@ impl ControlPlane {
             },
             at,
         })
+    }
+
+    /// The id of the tenant named `name`.
+    fn tenant_id(&self, name: &str) -> Result<TenantId, FieldProblem> {
+        self.tenants
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TenantId(i as u32))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
+                bad(
+                    "tenant",
+                    format!("unknown tenant '{name}' (known: {})", known.join(", ")),
+                )
+            })
+    }
+
+    fn tenant_name(&self, id: TenantId) -> &str {
+        self.tenants
+            .get(id.0 as usize)
+            .map_or("", |t| t.name.as_str())
+    }
+
+    /// Turns a request into a `ServiceCreate` event, checking every field; changes nothing.
+    pub fn service_event(&self, req: &SubmitService, at: u64) -> Result<Event, FieldProblem> {
+        check_name(&req.name)?;
+        check_command(&req.command)?;
+        let tenant = self.tenant_id(&req.tenant)?;
+        let priority = parse_priority(&req.priority)?;
+        let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
+        let spread = match &req.spread {
+            None => None,
+            Some(r) => Some(SpreadRule {
+                level: match r.level.as_str() {
+                    "domain" => SpreadLevel::Domain,
+                    "zone" => SpreadLevel::Zone,
+                    "region" => SpreadLevel::Region,
+                    "cloud" => SpreadLevel::Cloud,
+                    other => {
+                        return Err(bad(
+                            "spread.level",
+                            format!("unknown level '{other}' (domain, zone, region, cloud)"),
+                        ))
+                    }
+                },
+                max_per: r.max_per,
+            }),
+        };
+        let spec = ServiceSpec {
+            tenant,
+            priority,
+            replica: GangRequest {
+                class: WorkloadClass::InferenceReplica,
+                gpu,
+                nodes: req.nodes_per_replica,
+                gpus_per_node: req.gpus_per_node,
+                cpu_millis_per_node: req.cpu_millis_per_node,
+                memory_mib_per_node: req.memory_mib_per_node,
+                segment: None,
+                spares: 0,
+            },
+            min_replicas: req.min_replicas,
+            max_replicas: req.max_replicas.unwrap_or(req.min_replicas),
+            spread,
+        };
+        spec.validate().map_err(|e| {
+            let field = match e.field {
+                "nodes" => "nodes_per_replica",
+                other => other,
+            };
+            bad(field, e.reason)
+        })?;
+        if self.next_service >= sched::MAX_SERVICES {
+            return Err(bad("", "this control plane holds no more services".into()));
+        }
+        Ok(Event::ServiceCreate {
+            id: self.next_service,
+            name: req.name.clone(),
+            spec,
+            task: TaskSpec {
+                command: req.command.clone(),
+                env: req.env.clone(),
+                workdir: req.workdir.clone(),
+            },
+            at,
+        })
+    }
+
+    /// Turns a request into a `SandboxBatch` event, checking every field; changes nothing
+    /// (whether the batch fits is known when the event applies).
+    pub fn sandbox_event(&self, req: &SubmitSandboxes, at: u64) -> Result<Event, FieldProblem> {
+        check_name(&req.name)?;
+        check_command(&req.command)?;
+        let tenant = self.tenant_id(&req.tenant)?;
+        let request = SandboxRequest {
+            count: req.count,
+            cpu_millis: req.cpu_millis,
+            memory_mib: req.memory_mib,
+        };
+        request.validate().map_err(|e| bad(e.field, e.reason))?;
+        if req.max_retries > 1000 {
+            return Err(bad("max_retries", "must be at most 1000".into()));
+        }
+        Ok(Event::SandboxBatch {
+            id: self.next_id,
+            name: req.name.clone(),
+            tenant,
+            request,
+            max_retries: req.max_retries,
+            task: TaskSpec {
+                command: req.command.clone(),
+                env: req.env.clone(),
+                workdir: req.workdir.clone(),
+            },
+            at,
+        })
+    }
+
+    /// The name of the tenant that owns service `id`.
+    pub fn service_tenant(&self, id: u64) -> Option<&str> {
+        self.services.get(&id).map(|m| self.tenant_name(m.tenant))
+    }
+
+    /// The name of the tenant that owns batch `id`.
+    pub fn batch_tenant(&self, id: u64) -> Option<&str> {
+        self.batches.get(&id).map(|m| self.tenant_name(m.tenant))
+    }
+
+    /// Whether `id` names a sandbox batch.
+    pub fn is_batch(&self, id: u64) -> bool {
+        self.batches.contains_key(&id)
+    }
+
+    /// The service as the API shows it.
+    pub fn service_view(&self, id: u64) -> Option<ServiceView> {
+        let meta = self.services.get(&id)?;
+        let status = self.sched.service_status(id);
+        let engine = self.sched.engine();
+        let mut replicas = Vec::new();
+        let mut reason = None;
+        for r in self.sched.service_replicas(id) {
+            match self.sched.job(r).map(|j| &j.state) {
+                Some(JobState::Running { .. } | JobState::Preempting { .. }) => {
+                    if let Some(Allocation::Gang { slots, .. }) = engine.allocation(r) {
+                        replicas.push(
+                            slots
+                                .iter()
+                                .map(|s| engine.fleet().node(s.node).name.to_string())
+                                .collect(),
+                        );
+                    }
+                }
+                Some(JobState::Pending) if reason.is_none() => {
+                    reason = self.sched.pending_reason(r);
+                }
+                _ => {}
+            }
+        }
+        Some(ServiceView {
+            id,
+            name: meta.name.clone(),
+            tenant: self.tenant_name(meta.tenant).to_string(),
+            state: if meta.deleted_at.is_some() {
+                "deleted"
+            } else {
+                "active"
+            }
+            .into(),
+            desired: status.as_ref().map_or(0, |s| s.desired),
+            running: status.as_ref().map_or(0, |s| s.running),
+            pending: status.as_ref().map_or(0, |s| s.pending),
+            min_replicas: meta.spec.min_replicas,
+            max_replicas: meta.spec.max_replicas,
+            gpus_per_replica: meta.spec.replica.total_gpus(),
+            replicas,
+            reason,
+            replaced: meta.replaced,
+            created_at: meta.created_at,
+        })
+    }
+
+    /// Services (of one tenant, if given), in id order.
+    pub fn list_services(&self, tenant: Option<&str>) -> Vec<ServiceView> {
+        self.services
+            .keys()
+            .filter(|id| tenant.is_none_or(|t| self.service_tenant(**id) == Some(t)))
+            .filter_map(|id| self.service_view(*id))
+            .collect()
+    }
+
+    /// The sandbox batch as the API shows it.
+    pub fn batch_view(&self, id: u64) -> Option<BatchView> {
+        let meta = self.batches.get(&id)?;
+        let (live, hosts) = match self.sched.engine().allocation(WorkloadId(id)) {
+            Some(Allocation::Sandboxes {
+                runs, live_count, ..
+            }) => {
+                let mut nodes: Vec<NodeId> = runs.iter().map(|r| r.node).collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                (*live_count, nodes.len() as u32)
+            }
+            _ => (0, 0),
+        };
+        Some(BatchView {
+            id,
+            name: meta.name.clone(),
+            tenant: self.tenant_name(meta.tenant).to_string(),
+            state: match (meta.ended_at, meta.cancelled) {
+                (None, _) => "running",
+                (Some(_), true) => "cancelled",
+                (Some(_), false) => "finished",
+            }
+            .into(),
+            count: meta.count,
+            live,
+            succeeded: meta.succeeded,
+            failed: meta.failed,
+            lost: meta.lost,
+            moved: meta.moved,
+            hosts,
+            submitted_at: meta.submitted_at,
+            ended_at: meta.ended_at,
+        })
+    }
+
+    /// Batches after id `after` (ascending), at most `limit`, optionally of one tenant.
+    pub fn list_batches(&self, tenant: Option<&str>, after: u64, limit: usize) -> Vec<BatchView> {
+        self.batches
+            .range(after.saturating_add(1)..)
+            .map(|(id, _)| *id)
+            .filter(|id| tenant.is_none_or(|t| self.batch_tenant(*id) == Some(t)))
+            .take(limit)
+            .filter_map(|id| self.batch_view(id))
+            .collect()
     }
 
     /// The job's queue state, live or ended.
@@ -778,11 +1340,23 @@ impl ControlPlane {
             .filter_map(|id| self.job_view(*id))
             .collect();
         let mut out = serde_json::to_string(&views).unwrap_or_default();
+        let services = self.list_services(None);
+        let batches: Vec<BatchView> = self
+            .batches
+            .keys()
+            .filter_map(|id| self.batch_view(*id))
+            .collect();
+        out.push_str(&serde_json::to_string(&services).unwrap_or_default());
+        out.push_str(&serde_json::to_string(&batches).unwrap_or_default());
+        for name in self.up_nodes() {
+            out.push_str(&format!("\n{name}: {:?}", self.assignments(&name)));
+        }
         out.push_str(&format!(
-            "\nusage {:?} reservation {:?} next {} now {}",
+            "\nusage {:?} reservation {:?} next {} {} now {}",
             self.sched.engine().gpu_usage(),
             self.sched.reservation(),
             self.next_id,
+            self.next_service,
             self.now
         ));
         out
@@ -901,7 +1475,7 @@ mod tests {
         p.apply(&Event::Pass { at: 101 }).unwrap();
         let nodes = p.job_view(1).unwrap().nodes;
         assert_eq!(nodes.len(), 2);
-        let a = p.assignments(&nodes[0]);
+        let a = p.assignments(&nodes[0]).0;
         assert_eq!((a.len(), a[0].rank, a[0].world, a[0].run), (1, 0, 2, 0));
         assert_eq!(a[0].gpus, vec![0, 1, 2, 3]);
         // A checkpoint, then rank 0 exits 0: the job still runs (rank 1 has not exited).
@@ -944,7 +1518,7 @@ mod tests {
             .heartbeat_events(&hb(&nodes[0], Some(0), 0, None), 201)
             .unwrap()
             .is_empty());
-        assert!(p.assignments(&nodes[0]).is_empty());
+        assert!(p.assignments(&nodes[0]).0.is_empty());
         // Run 1 goes elsewhere and ends when both ranks exit 0.
         p.apply(&Event::Pass { at: 202 }).unwrap();
         let v = p.job_view(1).unwrap();
@@ -1022,6 +1596,291 @@ mod tests {
             assert_eq!(e.field, field, "{e:?}");
             assert!(!e.reason.is_empty());
         }
+    }
+
+    fn service(replicas: u32) -> SubmitService {
+        SubmitService {
+            name: "chat".into(),
+            tenant: "default".into(),
+            priority: "production-inference".into(),
+            gpu: "GB200".into(),
+            nodes_per_replica: 1,
+            gpus_per_node: 4,
+            cpu_millis_per_node: 0,
+            memory_mib_per_node: 0,
+            min_replicas: replicas,
+            max_replicas: Some(4),
+            spread: Some(crate::api::SpreadSpec {
+                level: "domain".into(),
+                max_per: 1,
+            }),
+            command: vec!["serve".into()],
+            env: BTreeMap::new(),
+            workdir: None,
+        }
+    }
+
+    fn sandboxes(count: u32) -> SubmitSandboxes {
+        SubmitSandboxes {
+            name: "rollouts".into(),
+            tenant: "default".into(),
+            count,
+            cpu_millis: 1000,
+            memory_mib: 1024,
+            max_retries: 3,
+            command: vec!["run".into()],
+            env: BTreeMap::new(),
+            workdir: None,
+        }
+    }
+
+    fn exit_report(job: u64, run: u32, rank: u32, code: i32) -> crate::api::TaskReport {
+        crate::api::TaskReport {
+            job,
+            run,
+            rank,
+            exit_code: Some(code),
+            checkpoint_at: None,
+        }
+    }
+
+    /// The domain part of a tray's name (`nvl00001t04` → `nvl00001`).
+    fn domain(node: &str) -> &str {
+        node.split('t').next().unwrap()
+    }
+
+    #[test]
+    fn services_keep_their_replicas_spread_and_replace_exited_ones() {
+        let (mut p, mut journal) = up();
+        let mut apply = |p: &mut ControlPlane, e: Event| {
+            p.apply(&e).unwrap();
+            journal.push(e);
+        };
+        let e = p.service_event(&service(2), 100).unwrap();
+        apply(&mut p, e);
+        apply(&mut p, Event::Pass { at: 101 });
+        let v = p.service_view(1).unwrap();
+        assert_eq!((v.desired, v.running, v.pending), (2, 2, 0));
+        assert_ne!(domain(&v.replicas[0][0]), domain(&v.replicas[1][0]));
+        // The replica's node is told to run the service's command.
+        let node = v.replicas[0][0].clone();
+        let (tasks, _) = p.assignments(&node);
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].command, vec!["serve".to_string()]);
+        // Its process exits: the replica is replaced, and the new one is placed by a pass.
+        let hb = Heartbeat {
+            node: node.clone(),
+            tasks: vec![exit_report(tasks[0].job, tasks[0].run, 0, 1)],
+        };
+        for e in p.heartbeat_events(&hb, 110).unwrap() {
+            apply(&mut p, e);
+        }
+        let v = p.service_view(1).unwrap();
+        assert_eq!((v.running, v.pending, v.replaced), (1, 1, 1));
+        apply(&mut p, Event::Pass { at: 111 });
+        assert_eq!(p.service_view(1).unwrap().running, 2);
+        assert!(p.assignments(&node).0.iter().all(|a| a.job != tasks[0].job));
+        // A third replica has no domain left under the spread rule: it waits, and says why.
+        apply(
+            &mut p,
+            Event::ServiceScale {
+                id: 1,
+                replicas: 3,
+                at: 120,
+            },
+        );
+        apply(&mut p, Event::Pass { at: 121 });
+        let v = p.service_view(1).unwrap();
+        assert_eq!((v.desired, v.running, v.pending), (3, 2, 1));
+        assert!(
+            v.reason.as_deref().unwrap_or("").contains("spread"),
+            "{v:?}"
+        );
+        // Scaling is clamped to the bounds; deleting stops every replica.
+        apply(
+            &mut p,
+            Event::ServiceScale {
+                id: 1,
+                replicas: 99,
+                at: 130,
+            },
+        );
+        assert_eq!(p.service_view(1).unwrap().desired, 4);
+        apply(&mut p, Event::ServiceDelete { id: 1, at: 140 });
+        let v = p.service_view(1).unwrap();
+        assert_eq!((v.state.as_str(), v.running, v.pending), ("deleted", 0, 0));
+        assert!(p
+            .apply(&Event::ServiceScale {
+                id: 1,
+                replicas: 2,
+                at: 141
+            })
+            .is_err());
+        let again = ControlPlane::replay(
+            journal
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (i as u64 + 1, e)),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.fingerprint(), again.fingerprint());
+    }
+
+    #[test]
+    fn sandboxes_run_exit_move_and_replay() {
+        let (mut p, mut journal) = up();
+        let mut apply = |p: &mut ControlPlane, e: Event| {
+            p.apply(&e).unwrap();
+            journal.push(e);
+        };
+        let e = p.sandbox_event(&sandboxes(10), 100).unwrap();
+        apply(&mut p, e);
+        let v = p.batch_view(1).unwrap();
+        assert_eq!((v.state.as_str(), v.count, v.live), ("running", 10, 10));
+        // Every sandbox is assigned to exactly one host.
+        let mut seen = Vec::new();
+        let mut host_of = BTreeMap::new();
+        for node in p.up_nodes() {
+            for r in p.assignments(&node).1 {
+                assert_eq!(r.batch, 1);
+                for i in r.first..r.first + r.count {
+                    seen.push(i);
+                    host_of.insert(i, node.clone());
+                }
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10).collect::<Vec<u32>>());
+        // Sandbox 0 exits 0, sandbox 1 exits 2; a report from the wrong host is ignored.
+        let host0 = host_of[&0].clone();
+        let wrong = p.up_nodes().into_iter().find(|n| *n != host0).unwrap();
+        let report = |node: &str, index: u32, code: i32| Heartbeat {
+            node: node.into(),
+            tasks: vec![exit_report(1, 0, index, code)],
+        };
+        if host_of[&1] != wrong {
+            assert!(p
+                .heartbeat_events(&report(&wrong, 0, 0), 101)
+                .unwrap()
+                .is_empty());
+        }
+        for (index, code) in [(0, 0), (1, 2)] {
+            for e in p
+                .heartbeat_events(&report(&host_of[&index].clone(), index, code), 102)
+                .unwrap()
+            {
+                apply(&mut p, e);
+            }
+        }
+        let v = p.batch_view(1).unwrap();
+        assert_eq!((v.live, v.succeeded, v.failed), (8, 1, 1));
+        // The same exit reported again is not news.
+        assert!(p
+            .heartbeat_events(&report(&host0, 0, 0), 103)
+            .unwrap()
+            .is_empty());
+        // A host with live sandboxes goes down: they move to other hosts.
+        let host2 = host_of[&2].clone();
+        apply(
+            &mut p,
+            Event::NodeDown {
+                node: host2.clone(),
+                at: 110,
+            },
+        );
+        let v = p.batch_view(1).unwrap();
+        assert_eq!(v.live, 8);
+        assert!(v.moved >= 1, "{v:?}");
+        assert!(p.assignments(&host2).1.is_empty());
+        // Cancelling stops the rest.
+        apply(&mut p, Event::Cancel { id: 1, at: 120 });
+        let v = p.batch_view(1).unwrap();
+        assert_eq!((v.state.as_str(), v.live), ("cancelled", 0));
+        assert!(p.up_nodes().iter().all(|n| p.assignments(n).1.is_empty()));
+        let again = ControlPlane::replay(
+            journal
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (i as u64 + 1, e)),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.fingerprint(), again.fingerprint());
+    }
+
+    #[test]
+    fn bad_services_and_sandboxes_name_the_field() {
+        let p = up().0;
+        let cases: Vec<(SubmitService, &str)> = vec![
+            (
+                SubmitService {
+                    min_replicas: 5,
+                    ..service(1)
+                },
+                "min_replicas",
+            ),
+            (
+                SubmitService {
+                    spread: Some(crate::api::SpreadSpec {
+                        level: "rack".into(),
+                        max_per: 1,
+                    }),
+                    ..service(1)
+                },
+                "spread.level",
+            ),
+            (
+                SubmitService {
+                    nodes_per_replica: 0,
+                    ..service(1)
+                },
+                "nodes_per_replica",
+            ),
+            (
+                SubmitService {
+                    priority: "vip".into(),
+                    ..service(1)
+                },
+                "priority",
+            ),
+        ];
+        for (r, field) in cases {
+            assert_eq!(p.service_event(&r, 1).unwrap_err().field, field);
+        }
+        let cases: Vec<(SubmitSandboxes, &str)> = vec![
+            (sandboxes(0), "count"),
+            (
+                SubmitSandboxes {
+                    cpu_millis: 0,
+                    ..sandboxes(1)
+                },
+                "cpu_millis",
+            ),
+            (
+                SubmitSandboxes {
+                    tenant: "x".into(),
+                    ..sandboxes(1)
+                },
+                "tenant",
+            ),
+            (
+                SubmitSandboxes {
+                    name: "a/b".into(),
+                    ..sandboxes(1)
+                },
+                "name",
+            ),
+        ];
+        for (r, field) in cases {
+            assert_eq!(p.sandbox_event(&r, 1).unwrap_err().field, field);
+        }
+        // Too many to fit: the event is refused when it applies, and nothing changes.
+        let mut p = p;
+        let before = p.fingerprint();
+        let e = p.sandbox_event(&sandboxes(1_000_000), 1).unwrap();
+        assert!(p.apply(&e).is_err());
+        assert_eq!(before, p.fingerprint());
     }
 
     #[test]

@@ -1,17 +1,47 @@
-//! The client commands: `submit`, `queue`, `get`, `cancel`, `why`, `nodes`, over the server's
-//! HTTP API (`--server`, or `STARGRID_SERVER`; default http://127.0.0.1:7070).
+//! The client commands: `submit`, `queue`, `services`, `sandboxes`, `get`, `cancel`, `scale`,
+//! `delete-service`, `why`, `nodes`, `token`, over the server's HTTP API (`--server`, or
+//! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use server::api::{ApiError, IssueToken, JobList, JobView, NodeView, SubmitJob, Submitted, Token};
+use server::api::{
+    ApiError, BatchList, BatchView, IssueToken, JobList, JobView, NodeView, ScaleService,
+    ServiceView, SubmitJob, SubmitSandboxes, SubmitService, Submitted, Token,
+};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
-    /// Submit a training job from a TOML file (the fields of `POST /v1/jobs`).
+    /// Submit work from a TOML file: `kind = "job"` (the default; the fields of
+    /// `POST /v1/jobs`), `kind = "service"` (`POST /v1/services`) or `kind = "sandboxes"`
+    /// (`POST /v1/sandboxes`).
     Submit {
-        /// The job file.
+        /// The file.
         file: PathBuf,
+    },
+    /// Inference services as a table.
+    Services {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Sandbox batches as a table.
+    Sandboxes {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Set an inference service's desired replica count (clamped to its bounds).
+    Scale {
+        /// Service id.
+        id: u64,
+        /// Replicas wanted.
+        replicas: u32,
+    },
+    /// Delete an inference service: its replicas stop.
+    DeleteService {
+        /// Service id.
+        id: u64,
     },
     /// The queue as a table (like `squeue`).
     Queue {
@@ -22,14 +52,14 @@ pub enum ClientCommand {
         #[arg(long)]
         state: Option<String>,
     },
-    /// One job, as JSON.
+    /// One job or sandbox batch, as JSON.
     Get {
-        /// Job id.
+        /// Job or batch id (they share one sequence).
         id: u64,
     },
-    /// Cancel a job.
+    /// Cancel a job or a sandbox batch.
     Cancel {
-        /// Job id.
+        /// Job or batch id.
         id: u64,
     },
     /// Why a job is pending (or where it runs).
@@ -52,7 +82,7 @@ pub enum ClientCommand {
 }
 
 /// Turns a refused request into an error that names the field.
-fn answer<T: serde::de::DeserializeOwned>(r: Result<ureq::Response, ureq::Error>) -> Result<T> {
+pub fn answer<T: serde::de::DeserializeOwned>(r: Result<ureq::Response, ureq::Error>) -> Result<T> {
     match r {
         Ok(resp) => resp.into_json::<T>().context("reading the server's answer"),
         Err(ureq::Error::Status(code, resp)) => {
@@ -65,6 +95,10 @@ fn answer<T: serde::de::DeserializeOwned>(r: Result<ureq::Response, ureq::Error>
         }
         Err(e) => Err(anyhow::Error::new(e).context("reaching the server")),
     }
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.to_string().starts_with("refused (404)")
 }
 
 pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
@@ -82,10 +116,121 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
         ClientCommand::Submit { file } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let job: SubmitJob =
+            let mut doc: toml::Table =
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let s: Submitted = answer(post(&format!("{base}/v1/jobs")).send_json(&job))?;
-            println!("submitted job {} (journal record {})", s.id, s.seq);
+            let kind = match doc.remove("kind") {
+                None => "job".to_string(),
+                Some(toml::Value::String(k)) => k,
+                Some(other) => bail!(
+                    "{}: kind: expected a string (job, service, sandboxes), found {}",
+                    file.display(),
+                    other.type_str()
+                ),
+            };
+            let bad_file = |e: toml::de::Error| anyhow::anyhow!("{}: {e}", file.display());
+            match kind.as_str() {
+                "job" => {
+                    let job: SubmitJob = doc.try_into().map_err(bad_file)?;
+                    let s: Submitted = answer(post(&format!("{base}/v1/jobs")).send_json(&job))?;
+                    println!("submitted job {} (journal record {})", s.id, s.seq);
+                }
+                "service" => {
+                    let svc: SubmitService = doc.try_into().map_err(bad_file)?;
+                    let s: Submitted =
+                        answer(post(&format!("{base}/v1/services")).send_json(&svc))?;
+                    println!("created service {} (journal record {})", s.id, s.seq);
+                }
+                "sandboxes" => {
+                    let batch: SubmitSandboxes = doc.try_into().map_err(bad_file)?;
+                    let s: Submitted =
+                        answer(post(&format!("{base}/v1/sandboxes")).send_json(&batch))?;
+                    println!(
+                        "placed sandbox batch {} of {} (journal record {})",
+                        s.id, batch.count, s.seq
+                    );
+                }
+                other => bail!(
+                    "{}: kind: unknown kind '{other}' (job, service, sandboxes)",
+                    file.display()
+                ),
+            }
+        }
+        ClientCommand::Services { tenant } => {
+            let mut req = get(&format!("{base}/v1/services"));
+            if let Some(t) = tenant {
+                req = req.query("tenant", t);
+            }
+            let services: Vec<ServiceView> = answer(req.call())?;
+            println!(
+                "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>7} {:>8}  REASON",
+                "ID", "NAME", "TENANT", "STATE", "DESIRED", "RUNNING", "PENDING", "REPLACED"
+            );
+            for v in services {
+                println!(
+                    "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>7} {:>8}  {}",
+                    v.id,
+                    v.name,
+                    v.tenant,
+                    v.state,
+                    v.desired,
+                    v.running,
+                    v.pending,
+                    v.replaced,
+                    v.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+        ClientCommand::Sandboxes { tenant } => {
+            let mut rows = Vec::new();
+            let mut after = 0u64;
+            loop {
+                let mut req = get(&format!("{base}/v1/sandboxes"))
+                    .query("after", &after.to_string())
+                    .query("limit", "1000");
+                if let Some(t) = tenant {
+                    req = req.query("tenant", t);
+                }
+                let page: BatchList = answer(req.call())?;
+                rows.extend(page.batches);
+                match page.next_after {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
+            println!(
+                "{:>8} {:<24} {:<12} {:<10} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
+                "ID", "NAME", "TENANT", "STATE", "COUNT", "LIVE", "OK", "FAILED", "LOST", "HOSTS"
+            );
+            for b in rows {
+                println!(
+                    "{:>8} {:<24} {:<12} {:<10} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
+                    b.id,
+                    b.name,
+                    b.tenant,
+                    b.state,
+                    b.count,
+                    b.live,
+                    b.succeeded,
+                    b.failed,
+                    b.lost,
+                    b.hosts
+                );
+            }
+        }
+        ClientCommand::Scale { id, replicas } => {
+            let v: ServiceView = answer(
+                post(&format!("{base}/v1/services/{id}/scale")).send_json(&ScaleService {
+                    replicas: *replicas,
+                }),
+            )?;
+            println!(
+                "service {}: {} replicas wanted, {} running, {} pending",
+                v.id, v.desired, v.running, v.pending
+            );
+        }
+        ClientCommand::DeleteService { id } => {
+            let v: ServiceView = answer(post(&format!("{base}/v1/services/{id}/delete")).call())?;
+            println!("service {} is {}", v.id, v.state);
         }
         ClientCommand::Queue { tenant, state } => {
             let mut rows = Vec::new();
@@ -124,13 +269,29 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
                 );
             }
         }
+        // Jobs and batches share one id sequence: an id that is no job may be a batch.
         ClientCommand::Get { id } => {
-            let v: JobView = answer(get(&format!("{base}/v1/jobs/{id}")).call())?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            match answer::<JobView>(get(&format!("{base}/v1/jobs/{id}")).call()) {
+                Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+                Err(e) if is_not_found(&e) => {
+                    let v: BatchView =
+                        answer(get(&format!("{base}/v1/sandboxes/{id}")).call()).map_err(|_| e)?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                Err(e) => return Err(e),
+            }
         }
         ClientCommand::Cancel { id } => {
-            let v: JobView = answer(post(&format!("{base}/v1/jobs/{id}/cancel")).call())?;
-            println!("job {} is {}", v.id, v.state);
+            match answer::<JobView>(post(&format!("{base}/v1/jobs/{id}/cancel")).call()) {
+                Ok(v) => println!("job {} is {}", v.id, v.state),
+                Err(e) if is_not_found(&e) => {
+                    let v: BatchView =
+                        answer(post(&format!("{base}/v1/sandboxes/{id}/cancel")).call())
+                            .map_err(|_| e)?;
+                    println!("sandbox batch {} is {}", v.id, v.state);
+                }
+                Err(e) => return Err(e),
+            }
         }
         ClientCommand::Why { id } => {
             let v: JobView = answer(get(&format!("{base}/v1/jobs/{id}/why")).call())?;

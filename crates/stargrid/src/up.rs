@@ -1,10 +1,14 @@
 //! `stargrid up`: a whole local control plane in one command. A server with the embedded
 //! journal, an agent for each node of the default fleet (two GB200 NVL72 domains and four CPU
-//! hosts) running real processes, and a small demo mix; Ctrl-C stops everything.
+//! hosts) running real processes, and a small demo mix (training jobs, an inference service
+//! spread over both domains, a batch of sandboxes on the CPU hosts); Ctrl-C stops everything.
 
 use anyhow::{Context, Result};
 use clap::Args;
-use server::api::{JobList, SubmitJob, Submitted};
+use server::api::{
+    BatchView, JobList, ServiceView, SpreadSpec, SubmitJob, SubmitSandboxes, SubmitService,
+    Submitted,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,10 +62,57 @@ fn demo_jobs() -> Vec<SubmitJob> {
             15,
             "echo start; sleep 15; echo done",
         ),
-        job("sweep-a", "research", 18, 8, "sleep 8"),
+        job("sweep-a", "research", 16, 8, "sleep 8"),
         job("sweep-b", "research", 9, 5, "sleep 5"),
         job("sweep-c", "research", 9, 5, "sleep 5"),
     ]
+}
+
+/// The demo's inference service: two one-tray replicas, at most one per NVLink domain.
+fn demo_service() -> SubmitService {
+    SubmitService {
+        name: "chat".into(),
+        tenant: "default".into(),
+        priority: "production-inference".into(),
+        gpu: "GB200".into(),
+        nodes_per_replica: 1,
+        gpus_per_node: 4,
+        cpu_millis_per_node: 0,
+        memory_mib_per_node: 0,
+        min_replicas: 2,
+        max_replicas: Some(4),
+        spread: Some(SpreadSpec {
+            level: "domain".into(),
+            max_per: 1,
+        }),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo serving on $STARGRID_NODE GPUs $CUDA_VISIBLE_DEVICES; while true; do sleep 1; done"
+                .into(),
+        ],
+        env: BTreeMap::new(),
+        workdir: None,
+    }
+}
+
+/// The demo's sandbox batch: short agent sandboxes on the CPU hosts.
+fn demo_sandboxes() -> SubmitSandboxes {
+    SubmitSandboxes {
+        name: "agent-rollouts".into(),
+        tenant: "default".into(),
+        count: 24,
+        cpu_millis: 500,
+        memory_mib: 512,
+        max_retries: 3,
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo sandbox $STARGRID_SANDBOX_INDEX of batch $STARGRID_BATCH_ID; sleep 3".into(),
+        ],
+        env: BTreeMap::new(),
+        workdir: None,
+    }
 }
 
 pub fn run(a: &UpArgs) -> Result<()> {
@@ -149,22 +200,68 @@ pub fn run(a: &UpArgs) -> Result<()> {
         "stargrid up: server on {url} (journal {store_url}), agents for {} nodes",
         nodes.len()
     );
-    let mut demo_ids = Vec::new();
-    if !a.no_demo {
-        for job in demo_jobs() {
-            let s: Submitted = http
-                .post(&format!("{url}/v1/jobs"))
-                .set("Authorization", &auth)
-                .send_json(&job)
-                .with_context(|| format!("submitting {}", job.name))?
-                .into_json()
-                .context("reading the answer")?;
-            println!("  submitted {} as job {}", job.name, s.id);
-            demo_ids.push(s.id);
+    // Nodes take work once their agents have checked in; sandboxes are placed at once or
+    // refused, so the demo waits for the agents first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes: Vec<server::api::NodeView> = http
+            .get(&format!("{url}/v1/nodes"))
+            .set("Authorization", &auth)
+            .call()
+            .context("listing nodes")?
+            .into_json()
+            .context("reading the node list")?;
+        let down = nodes.iter().filter(|n| n.state == "down").count();
+        if down == 0 {
+            break;
         }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{down} nodes' agents did not check in within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut demo_ids = Vec::new();
+    let (mut service_id, mut batch_id) = (None, None);
+    if !a.no_demo {
+        let submit = |path: &str, body: serde_json::Value, what: &str| -> Result<u64> {
+            let s: Submitted = crate::client::answer(
+                http.post(&format!("{url}{path}"))
+                    .set("Authorization", &auth)
+                    .send_json(body),
+            )
+            .with_context(|| format!("submitting {what}"))?;
+            Ok(s.id)
+        };
+        for job in demo_jobs() {
+            let id = submit("/v1/jobs", serde_json::to_value(&job)?, &job.name)?;
+            println!("  submitted {} as job {id}", job.name);
+            demo_ids.push(id);
+        }
+        let service = demo_service();
+        let id = submit(
+            "/v1/services",
+            serde_json::to_value(&service)?,
+            "the service",
+        )?;
+        println!(
+            "  created service {} as service {id} ({} replicas, one per NVLink domain)",
+            service.name, service.min_replicas
+        );
+        service_id = Some(id);
+        let batch = demo_sandboxes();
+        let id = submit(
+            "/v1/sandboxes",
+            serde_json::to_value(&batch)?,
+            "the sandboxes",
+        )?;
+        println!(
+            "  placed {} sandboxes of {} as batch {id}",
+            batch.count, batch.name
+        );
+        batch_id = Some(id);
     }
     println!(
-        "look: export STARGRID_SERVER={url} STARGRID_TOKEN=$(cat {}); stargrid queue | nodes | why ID; \
+        "look: export STARGRID_SERVER={url} STARGRID_TOKEN=$(cat {}); stargrid queue | services | sandboxes | nodes | why ID; \
          task logs under {}; {url}/openapi.json; Ctrl-C stops everything",
         config.admin_token_file.display(),
         agent_config.work_dir.display()
@@ -182,18 +279,43 @@ pub fn run(a: &UpArgs) -> Result<()> {
         let Ok(list) = resp.into_json::<JobList>() else {
             continue;
         };
-        let table: Vec<String> = list
+        let get = |path: String| {
+            http.get(&format!("{url}{path}"))
+                .set("Authorization", &auth)
+                .call()
+                .ok()
+        };
+        let service = service_id
+            .and_then(|id| get(format!("/v1/services/{id}")))
+            .and_then(|r| r.into_json::<ServiceView>().ok());
+        let batch = batch_id
+            .and_then(|id| get(format!("/v1/sandboxes/{id}")))
+            .and_then(|r| r.into_json::<BatchView>().ok());
+        let mut table: Vec<String> = list
             .jobs
             .iter()
             .map(|j| format!("{} {}", j.name, j.state))
             .collect();
+        if let Some(v) = &service {
+            table.push(format!("{} {}/{} replicas", v.name, v.running, v.desired));
+        }
+        if let Some(b) = &batch {
+            table.push(format!(
+                "{} {} ({} live, {} ok)",
+                b.name, b.state, b.live, b.succeeded
+            ));
+        }
         let table = table.join(", ");
         if table != last_table {
             println!("  {table}");
             last_table = table;
         }
         let ended = |s: &str| s == "finished" || s == "cancelled";
+        let service_up = service_id.is_none() || service.is_some_and(|v| v.running == v.desired);
+        let batch_done = batch_id.is_none() || batch.is_some_and(|b| b.state != "running");
         if a.exit_when_done
+            && service_up
+            && batch_done
             && list
                 .jobs
                 .iter()

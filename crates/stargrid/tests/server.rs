@@ -477,7 +477,13 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
     );
     assert!(stdout.contains("agents for 40 nodes"), "{stdout}");
     let last = stdout.lines().rfind(|l| l.contains("llm-train")).unwrap();
-    assert_eq!(last.matches("finished").count(), 5, "{last}");
+    // Five jobs and the sandbox batch ended; the service has both replicas up.
+    assert_eq!(last.matches("finished").count(), 6, "{last}");
+    assert!(last.contains("chat 2/2 replicas"), "{last}");
+    assert!(
+        last.contains("agent-rollouts finished (0 live, 24 ok)"),
+        "{last}"
+    );
     // The training run's two ranks ran for real and checkpointed.
     let tasks = dir.path().join("up/tasks");
     for rank in 0..2 {
@@ -487,6 +493,28 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
             std::fs::read_to_string(tasks.join(format!("1-0-{rank}/checkpoint"))).unwrap();
         assert_eq!(checkpoint.trim(), "10");
     }
+    // Each sandbox ran as its own process, knowing its index; each replica ran on its node.
+    let logs: Vec<String> = std::fs::read_dir(&tasks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("-sandbox-"))
+        .map(|p| std::fs::read_to_string(p.join("log")).unwrap())
+        .collect();
+    assert_eq!(logs.len(), 24);
+    for i in 0..24 {
+        assert!(
+            logs.iter()
+                .any(|l| l.starts_with(&format!("sandbox {i} of batch 6"))),
+            "{logs:?}"
+        );
+    }
+    let serving = std::fs::read_dir(&tasks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| std::fs::read_to_string(p.join("log")).ok())
+        .filter(|l| l.starts_with("serving on nvl"))
+        .count();
+    assert!(serving >= 2, "{serving} replica processes");
 }
 
 #[test]
