@@ -134,7 +134,11 @@ fn nodes_up(url: &str) -> usize {
 }
 
 fn get_job(url: &str, id: u64) -> Value {
-    get(&format!("{url}/v1/jobs/{id}"))
+    get_path(url, &format!("/v1/jobs/{id}"))
+}
+
+fn get_path(url: &str, path: &str) -> Value {
+    get(&format!("{url}{path}"))
         .call()
         .unwrap()
         .into_json()
@@ -565,6 +569,35 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
         !ok && out.contains("tenant: unknown tenant 'nobody'"),
         "{out}"
     );
+    std::fs::write(&bad, "kind = \"cronjob\"\nname = \"x\"\n").unwrap();
+    let (ok, out) = cli(&["submit", bad.to_str().unwrap()]);
+    assert!(!ok && out.contains("kind: unknown kind 'cronjob'"), "{out}");
+    // The example service: two replicas, scaled to three, then deleted.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/service.toml");
+    let (ok, out) = cli(&["submit", example]);
+    assert!(ok && out.contains("created service 1"), "{out}");
+    wait_for("both replicas running", || {
+        cli(&["services"]).1.contains("chat")
+            && get_path(&url, "/v1/services/1")["running"] == 2
+    });
+    let (ok, out) = cli(&["scale", "1", "3"]);
+    assert!(ok && out.contains("service 1: 3 replicas wanted"), "{out}");
+    let (ok, out) = cli(&["services"]);
+    assert!(ok && out.contains("spread rule"), "{out}");
+    let (ok, out) = cli(&["delete-service", "1"]);
+    assert!(ok && out.contains("service 1 is deleted"), "{out}");
+    // The example batch: placed at once, listed, cancelled (hollow sandboxes run until stopped).
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/sandboxes.toml");
+    let (ok, out) = cli(&["submit", example]);
+    assert!(ok && out.contains("placed sandbox batch 2 of 100"), "{out}");
+    let (ok, out) = cli(&["sandboxes"]);
+    assert!(ok && out.contains("rollouts") && out.contains("running"), "{out}");
+    let (ok, out) = cli(&["get", "2"]);
+    assert!(ok && out.contains("\"live\": 100"), "{out}");
+    let (ok, out) = cli(&["cancel", "2"]);
+    assert!(ok && out.contains("sandbox batch 2 is cancelled"), "{out}");
+    let (ok, out) = cli(&["cancel", "99"]);
+    assert!(!ok && out.contains("404"), "{out}");
     server.kill();
 }
 
@@ -651,6 +684,50 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
         "pending",
         "speech's job was touched"
     );
+    // The same for services and sandbox batches.
+    let service = json!({"name": "s", "tenant": "speech", "gpus_per_node": 4, "min_replicas": 1});
+    assert_eq!(
+        status(with(&speech, ureq::post(&format!("{url}/v1/services"))).send_json(service)),
+        201
+    );
+    let hb = json!({"node": "cpu0000000", "tasks": []});
+    assert_eq!(
+        status(with(&agent, ureq::post(&format!("{url}/v1/agent/heartbeat"))).send_json(hb)),
+        200
+    );
+    let batch = json!({"name": "b", "tenant": "speech", "count": 2, "cpu_millis": 100, "memory_mib": 64});
+    assert_eq!(
+        status(with(&agent, ureq::post(&format!("{url}/v1/sandboxes"))).send_json(batch.clone())),
+        403
+    );
+    assert_eq!(
+        status(with(&speech, ureq::post(&format!("{url}/v1/sandboxes"))).send_json(batch)),
+        201
+    );
+    for (method, path) in [
+        ("GET", "/v1/services/1"),
+        ("POST", "/v1/services/1/delete"),
+        ("GET", "/v1/sandboxes/3"),
+        ("POST", "/v1/sandboxes/3/cancel"),
+    ] {
+        let req = with(&vision, ureq::request(method, &format!("{url}{path}")));
+        assert_eq!(status(req.call()), 404, "{method} {path}");
+    }
+    assert_eq!(
+        status(
+            with(&vision, ureq::post(&format!("{url}/v1/services/1/scale")))
+                .send_json(json!({"replicas": 0}))
+        ),
+        404
+    );
+    let listed: Value = with(&vision, ureq::get(&format!("{url}/v1/services")))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(listed, json!([]));
+    assert_eq!(get_path(&url, "/v1/services/1")["state"], "active");
+    assert_eq!(get_path(&url, "/v1/sandboxes/3")["state"], "running");
     // Only an admin issues tokens; no token or a wrong one is 401.
     assert_eq!(
         status(
