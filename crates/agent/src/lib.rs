@@ -19,11 +19,14 @@
 //! (the fleet file declares each node's GPUs), and checking the node's inventory against the
 //! fleet.
 
-use server::api::{Assignment, Heartbeat, HeartbeatReply, TaskReport};
-use std::collections::BTreeMap;
+use server::api::{
+    Assignment, Changes, Heartbeat, HeartbeatReply, SandboxAssignment, TaskReport, WaitForChanges,
+};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Errors at the agent's boundary.
@@ -60,6 +63,8 @@ pub struct AgentConfig {
     /// have declared it down and placed the work elsewhere): a task never runs in two places
     /// for longer than this.
     pub fence_after: Duration,
+    /// Told (job or batch id, when) each time a task or sandbox starts; for measurements.
+    pub started: Option<std::sync::mpsc::Sender<(u64, Instant)>>,
 }
 
 type TaskKey = (u64, u32, u32);
@@ -132,35 +137,18 @@ impl NodeTasks {
 
     /// Starts what is assigned and not running; stops what runs and is not assigned.
     fn reconcile(&mut self, config: &AgentConfig, reply: &HeartbeatReply) {
-        // Each sandbox is a task keyed (batch, 0, index).
-        let sandboxes: Vec<Assignment> = reply
-            .sandboxes
-            .iter()
-            .flat_map(|s| (s.first..s.first.saturating_add(s.count)).map(move |i| (s, i)))
-            .map(|(s, i)| {
-                let mut env = s.env.clone();
-                env.insert("STARGRID_BATCH_ID".into(), s.batch.to_string());
-                env.insert("STARGRID_SANDBOX_INDEX".into(), i.to_string());
-                Assignment {
-                    job: s.batch,
-                    run: 0,
-                    rank: i,
-                    world: 0,
-                    command: s.command.clone(),
-                    env,
-                    workdir: s.workdir.clone(),
-                    gpus: Vec::new(),
-                    stop_by: None,
-                }
-            })
-            .collect();
-        let wanted: BTreeMap<TaskKey, (&Assignment, bool)> = reply
+        // Each sandbox is a task keyed (batch, 0, index); its assignment is built only when it
+        // starts (a host may hold thousands).
+        let mut wanted: BTreeMap<TaskKey, Wanted<'_>> = reply
             .assignments
             .iter()
-            .map(|a| (a, false))
-            .chain(sandboxes.iter().map(|a| (a, true)))
-            .map(|(a, sandbox)| ((a.job, a.run, a.rank), (a, sandbox)))
+            .map(|a| ((a.job, a.run, a.rank), Wanted::Task(a)))
             .collect();
+        for s in &reply.sandboxes {
+            for i in s.first..s.first.saturating_add(s.count) {
+                wanted.insert((s.batch, 0, i), Wanted::Sandbox(s, i));
+            }
+        }
         let stale: Vec<TaskKey> = self
             .tasks
             .keys()
@@ -176,10 +164,14 @@ impl NodeTasks {
                 self.tasks.remove(&key);
             }
         }
-        for (key, (a, sandbox)) in wanted {
+        for (key, want) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
             }
+            let (a, sandbox) = match want {
+                Wanted::Task(a) => (a.clone(), false),
+                Wanted::Sandbox(s, i) => (sandbox_task(s, i), true),
+            };
             let task = if config.hollow {
                 Task {
                     running: Running::Hollow {
@@ -189,7 +181,7 @@ impl NodeTasks {
                     sandbox,
                 }
             } else {
-                match spawn(config, &self.name, a, sandbox) {
+                match spawn(config, &self.name, &a, sandbox) {
                     Ok(t) => t,
                     Err(reason) => {
                         eprintln!(
@@ -206,7 +198,34 @@ impl NodeTasks {
                 }
             };
             self.tasks.insert(key, task);
+            if let Some(tx) = &config.started {
+                let _ = tx.send((a.job, Instant::now()));
+            }
         }
+    }
+}
+
+/// What the server wants a node to run.
+enum Wanted<'a> {
+    Task(&'a Assignment),
+    Sandbox(&'a SandboxAssignment, u32),
+}
+
+/// Sandbox `index` of a run as a task: its batch in place of the job, its index as the rank.
+fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
+    let mut env = s.env.clone();
+    env.insert("STARGRID_BATCH_ID".into(), s.batch.to_string());
+    env.insert("STARGRID_SANDBOX_INDEX".into(), index.to_string());
+    Assignment {
+        job: s.batch,
+        run: 0,
+        rank: index,
+        world: 0,
+        command: s.command.clone(),
+        env,
+        workdir: s.workdir.clone(),
+        gpus: Vec::new(),
+        stop_by: None,
     }
 }
 
@@ -291,6 +310,118 @@ fn stop(t: &mut Task, grace: Duration) -> bool {
     }
 }
 
+/// One heartbeat of one node: report, then reconcile with the answer. Without an answer for
+/// longer than `fence_after`, the node stops its tasks.
+fn beat(config: &AgentConfig, http: &ureq::Agent, url: &str, node: &mut NodeTasks) {
+    let hb = Heartbeat {
+        node: node.name.clone(),
+        tasks: node.reports(),
+    };
+    let auth = format!("Bearer {}", config.token);
+    match http.post(url).set("Authorization", &auth).send_json(&hb) {
+        Ok(r) => match r.into_json::<HeartbeatReply>() {
+            Ok(reply) => {
+                node.last_answer = Instant::now();
+                node.reconcile(config, &reply);
+            }
+            Err(e) => eprintln!("agent {}: bad heartbeat reply: {e}", node.name),
+        },
+        // The server is away: keep running what runs (it comes back with the same intent),
+        // unless it has been away for so long that the node counts as down.
+        Err(e) => {
+            eprintln!("agent {}: heartbeat: {e}", node.name);
+            if node.last_answer.elapsed() > config.fence_after && !node.tasks.is_empty() {
+                eprintln!(
+                    "agent {}: no answer for {:?}: stopping its tasks",
+                    node.name, config.fence_after
+                );
+                node.reconcile(
+                    config,
+                    &HeartbeatReply {
+                        assignments: Vec::new(),
+                        sandboxes: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Heartbeats the nodes the server said have new work (`None`: every node).
+fn beat_changed(
+    config: &AgentConfig,
+    http: &ureq::Agent,
+    url: &str,
+    nodes: &mut [NodeTasks],
+    index: &HashMap<String, usize>,
+    changed: Option<Vec<String>>,
+) {
+    match changed {
+        None => {
+            for node in nodes.iter_mut() {
+                beat(config, http, url, node);
+            }
+        }
+        Some(names) => {
+            for name in names {
+                if let Some(&i) = index.get(&name) {
+                    beat(config, http, url, &mut nodes[i]);
+                }
+            }
+        }
+    }
+}
+
+/// A thread that long-polls the server for nodes with new assignments and passes them on
+/// (`None`: every node). It ends when the receiver is dropped.
+fn watch_for_changes(
+    config: &AgentConfig,
+    alive: Arc<AtomicBool>,
+) -> std::sync::mpsc::Receiver<Option<Vec<String>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = format!("{}/v1/agent/wait", config.server.trim_end_matches('/'));
+    let auth = format!("Bearer {}", config.token);
+    let nodes = config.nodes.clone();
+    std::thread::spawn(move || {
+        let http = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(40))
+            .build();
+        let mut after = 0;
+        while alive.load(Ordering::Relaxed) {
+            let asked = WaitForChanges {
+                nodes: nodes.clone(),
+                after,
+                timeout_ms: 10_000,
+            };
+            let reply = http
+                .post(&url)
+                .set("Authorization", &auth)
+                .send_json(&asked)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.into_json::<Changes>().map_err(|e| e.to_string()));
+            let sent = match reply {
+                Ok(c) => {
+                    after = c.version;
+                    match (c.all, c.changed.is_empty()) {
+                        (true, _) => tx.send(None),
+                        (false, false) => tx.send(Some(c.changed)),
+                        (false, true) => Ok(()),
+                    }
+                }
+                // The server is away or older: heartbeats alone carry on.
+                Err(_) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    Ok(())
+                }
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Runs the agent until `stop` is set; then stops every task (grace, then kill) and returns.
 pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentError> {
     let work_dir_error = |e: std::io::Error| AgentError::WorkDir {
@@ -316,44 +447,40 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
             last_answer: Instant::now(),
         })
         .collect();
+    let index: HashMap<String, usize> = config
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
+    let watching = Arc::new(AtomicBool::new(true));
+    let changes = watch_for_changes(config, watching.clone());
     while !stop_flag.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        for node in nodes.iter_mut() {
-            let hb = Heartbeat {
-                node: node.name.clone(),
-                tasks: node.reports(),
-            };
-            let auth = format!("Bearer {}", config.token);
-            match http.post(&url).set("Authorization", &auth).send_json(&hb) {
-                Ok(r) => match r.into_json::<HeartbeatReply>() {
-                    Ok(reply) => {
-                        node.last_answer = Instant::now();
-                        node.reconcile(config, &reply);
-                    }
-                    Err(e) => eprintln!("agent {}: bad heartbeat reply: {e}", node.name),
-                },
-                // The server is away: keep running what runs (it comes back with the same
-                // intent), unless it has been away for so long that the node counts as down.
-                Err(e) => {
-                    eprintln!("agent {}: heartbeat: {e}", node.name);
-                    if node.last_answer.elapsed() > config.fence_after && !node.tasks.is_empty() {
-                        eprintln!(
-                            "agent {}: no answer for {:?}: stopping its tasks",
-                            node.name, config.fence_after
-                        );
-                        node.reconcile(
-                            config,
-                            &HeartbeatReply {
-                                assignments: Vec::new(),
-                                sandboxes: Vec::new(),
-                            },
-                        );
-                    }
+        let next_round = Instant::now() + config.interval;
+        for i in 0..nodes.len() {
+            beat(config, &http, &url, &mut nodes[i]);
+            // A round over many nodes takes a while: new work goes first.
+            while let Ok(changed) = changes.try_recv() {
+                beat_changed(config, &http, &url, &mut nodes, &index, changed);
+            }
+        }
+        // Until the next round, heartbeat at once the nodes the server says have new work.
+        loop {
+            let now = Instant::now();
+            if now >= next_round || stop_flag.load(Ordering::Relaxed) {
+                break;
+            }
+            match changes.recv_timeout(next_round - now) {
+                Ok(changed) => beat_changed(config, &http, &url, &mut nodes, &index, changed),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(next_round.saturating_duration_since(now));
+                    break;
                 }
             }
         }
-        std::thread::sleep(config.interval.saturating_sub(started.elapsed()));
     }
+    watching.store(false, Ordering::Relaxed);
     // Shutting down: stop every task, within the grace period.
     let deadline = Instant::now() + config.grace + Duration::from_secs(1);
     for node in nodes.iter_mut() {

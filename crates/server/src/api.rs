@@ -420,3 +420,27 @@ pub struct Token {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
 }
+
+/// An agent waiting to hear that some of its nodes' assignments changed (a long poll).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitForChanges {
+    /// The nodes the agent plays (1 to 100,000).
+    pub nodes: Vec<String>,
+    /// The `version` of the previous answer (0 at first).
+    #[serde(default)]
+    pub after: u64,
+    /// How long to wait for a change, in milliseconds (at most 30,000).
+    pub timeout_ms: u64,
+}
+
+/// Which of the agent's nodes have new assignments: heartbeat them now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Changes {
+    /// Pass as `after` next time.
+    pub version: u64,
+    /// Nodes (of those asked about) whose assignments changed after `after`.
+    pub changed: Vec<String>,
+    /// The server cannot tell (it restarted, or `after` is too old): heartbeat every node.
+    pub all: bool,
+}

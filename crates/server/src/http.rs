@@ -53,6 +53,7 @@ pub const MAX_PAGE: usize = 1000;
         list_nodes,
         list_tenants,
         heartbeat,
+        wait_for_changes,
         issue_token
     ),
     components(schemas(
@@ -69,6 +70,8 @@ pub const MAX_PAGE: usize = 1000;
         HeartbeatReply,
         crate::api::Assignment,
         crate::api::SandboxAssignment,
+        crate::api::WaitForChanges,
+        crate::api::Changes,
         SubmitService,
         crate::api::SpreadSpec,
         ScaleService,
@@ -143,6 +146,86 @@ pub struct Server {
     last_seen: Mutex<HashMap<String, Instant>>,
     /// Wakes the pass loop when something was submitted or cancelled.
     wake: tokio::sync::Notify,
+    /// Recent changes to nodes' assignments, for agents waiting on them.
+    changes: Mutex<ChangeLog>,
+}
+
+/// Most node changes remembered for waiting agents; one that asks about older ones is told to
+/// heartbeat every node.
+const CHANGE_LOG_LEN: usize = 100_000;
+/// Longest wait an agent may ask for.
+const MAX_WAIT_MS: u64 = 30_000;
+
+/// Nodes whose assignments changed, numbered by version, and the agents waiting on them.
+#[derive(Default)]
+struct ChangeLog {
+    version: u64,
+    /// (version, node), oldest first.
+    log: std::collections::VecDeque<(u64, String)>,
+    /// Versions up to this one were dropped from the log.
+    dropped_through: u64,
+    /// Waiting requests, by the nodes they wait on.
+    waiters: HashMap<String, Vec<Arc<tokio::sync::Notify>>>,
+}
+
+impl ChangeLog {
+    fn publish(&mut self, nodes: Vec<String>) {
+        if nodes.is_empty() {
+            return;
+        }
+        self.version += 1;
+        for n in nodes {
+            if let Some(waiting) = self.waiters.remove(&n) {
+                for w in waiting {
+                    w.notify_one();
+                }
+            }
+            self.log.push_back((self.version, n));
+        }
+        while self.log.len() > CHANGE_LOG_LEN {
+            if let Some((v, _)) = self.log.pop_front() {
+                self.dropped_through = v;
+            }
+        }
+    }
+
+    /// The asked-about nodes changed after `after`; `None`: cannot tell (all of them).
+    fn since(&self, after: u64, asked: &std::collections::HashSet<&str>) -> Option<Vec<String>> {
+        if after > self.version || after < self.dropped_through {
+            return None;
+        }
+        let mut changed: Vec<String> = self
+            .log
+            .iter()
+            .rev()
+            .take_while(|(v, _)| *v > after)
+            .filter(|(_, n)| asked.contains(n.as_str()))
+            .map(|(_, n)| n.clone())
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        Some(changed)
+    }
+
+    fn register(&mut self, nodes: &[String], waiter: &Arc<tokio::sync::Notify>) {
+        for n in nodes {
+            self.waiters
+                .entry(n.clone())
+                .or_default()
+                .push(waiter.clone());
+        }
+    }
+
+    fn unregister(&mut self, nodes: &[String], waiter: &Arc<tokio::sync::Notify>) {
+        for n in nodes {
+            if let Some(v) = self.waiters.get_mut(n) {
+                v.retain(|w| !Arc::ptr_eq(w, waiter));
+                if v.is_empty() {
+                    self.waiters.remove(n);
+                }
+            }
+        }
+    }
 }
 
 /// Errors of start-up.
@@ -242,6 +325,7 @@ impl Server {
             heartbeat_timeout: config.heartbeat_timeout,
             last_seen: Mutex::new(last_seen),
             wake: tokio::sync::Notify::new(),
+            changes: Mutex::new(ChangeLog::default()),
         }))
     }
 
@@ -307,7 +391,10 @@ impl Server {
         };
         self.wake.notify_one();
         match pending.done().await {
-            Ok(seqs) => Ok((event, seqs.start)),
+            Ok(seqs) => {
+                self.publish_changes();
+                Ok((event, seqs.start))
+            }
             Err(e) => fail_stop(e),
         }
     }
@@ -343,7 +430,22 @@ impl Server {
         if let Err(e) = pending.done().await {
             fail_stop(e);
         }
+        self.publish_changes();
         true
+    }
+
+    fn change_log(&self) -> std::sync::MutexGuard<'_, ChangeLog> {
+        match self.changes.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Tells waiting agents which nodes' assignments changed. Called once a change is durable,
+    /// so that no agent starts work the journal does not hold.
+    fn publish_changes(&self) {
+        let nodes = self.plane().take_changed_nodes();
+        self.change_log().publish(nodes);
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -385,6 +487,7 @@ impl Server {
         if let Err(e) = pending.done().await {
             fail_stop(e);
         }
+        self.publish_changes();
     }
 
     /// The state's fingerprint (tests compare it across restarts).
@@ -417,6 +520,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/agent/heartbeat", post(heartbeat))
+        .route("/v1/agent/wait", post(wait_for_changes))
         .route("/v1/tokens", post(issue_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
@@ -761,6 +865,7 @@ async fn cancel_job(
     if let Err(e) = pending.done().await {
         fail_stop(e);
     }
+    server.publish_changes();
     match server.plane().job_view(id) {
         Some(v) => Json(v).into_response(),
         None => not_found(id),
@@ -841,6 +946,7 @@ async fn heartbeat(State(server): State<Arc<Server>>, headers: HeaderMap, body: 
         if let Err(e) = pending.done().await {
             fail_stop(e);
         }
+        server.publish_changes();
     }
     let (assignments, sandboxes) = server.plane().assignments(&hb.node);
     Json(HeartbeatReply {
@@ -1233,4 +1339,101 @@ async fn cancel_batch(
         }
         .await,
     )
+}
+
+/// Waits until some of the agent's nodes have new assignments (or the timeout passes), and
+/// says which: the agent heartbeats those at once, so work starts without waiting for the
+/// next heartbeat.
+#[utoipa::path(post, path = "/v1/agent/wait", request_body = crate::api::WaitForChanges,
+    responses((status = 200, body = crate::api::Changes), (status = 400, body = ApiError)))]
+async fn wait_for_changes(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(
+        async {
+            match server.principal(&headers)? {
+                Role::Agent | Role::Admin => {}
+                Role::Tenant { .. } => {
+                    return Err(Refusal::forbidden("only agent tokens wait for assignments"))
+                }
+            }
+            let req: crate::api::WaitForChanges = parse_json(&body)?;
+            if req.nodes.is_empty() || req.nodes.len() > 100_000 {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "nodes",
+                    "must name 1 to 100000 nodes",
+                ));
+            }
+            if req.timeout_ms > MAX_WAIT_MS {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "timeout_ms",
+                    format!("must be at most {MAX_WAIT_MS}"),
+                ));
+            }
+            let asked: std::collections::HashSet<&str> =
+                req.nodes.iter().map(String::as_str).collect();
+            let waiter = Arc::new(tokio::sync::Notify::new());
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms);
+            loop {
+                {
+                    let mut log = server.change_log();
+                    // Registered again below if it still waits, so never twice on a node.
+                    log.unregister(&req.nodes, &waiter);
+                    let found = log.since(req.after, &asked);
+                    let timed_out = tokio::time::Instant::now() >= deadline;
+                    if timed_out || found.as_ref().is_none_or(|c| !c.is_empty()) {
+                        let version = log.version;
+                        return Ok(Json(crate::api::Changes {
+                            version,
+                            all: found.is_none(),
+                            changed: found.unwrap_or_default(),
+                        })
+                        .into_response());
+                    }
+                    log.register(&req.nodes, &waiter);
+                }
+                let _ = tokio::time::timeout_at(deadline, waiter.notified()).await;
+            }
+        }
+        .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_change_log_answers_by_node_and_says_when_it_cannot_tell() {
+        let mut log = ChangeLog::default();
+        let asked: std::collections::HashSet<&str> = ["a", "b"].into_iter().collect();
+        assert_eq!(log.since(0, &asked), Some(vec![]));
+        log.publish(vec!["a".into(), "c".into()]);
+        log.publish(vec!["b".into()]);
+        assert_eq!(log.since(0, &asked), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(log.since(1, &asked), Some(vec!["b".into()]));
+        assert_eq!(log.since(2, &asked), Some(vec![]));
+        // A version from before a restart: every node.
+        assert_eq!(log.since(9, &asked), None);
+        // A waiter is woken by a change to one of its nodes, and only then.
+        let waiter = Arc::new(tokio::sync::Notify::new());
+        log.register(&["a".into(), "b".into()], &waiter);
+        log.publish(vec!["c".into()]);
+        assert_eq!(log.waiters.len(), 2);
+        log.publish(vec!["b".into()]);
+        assert!(!log.waiters.contains_key("b"));
+        log.unregister(&["a".into(), "b".into()], &waiter);
+        assert!(log.waiters.is_empty());
+        // Old entries are dropped; asking about them gets every node.
+        for _ in 0..CHANGE_LOG_LEN {
+            log.publish(vec!["c".into()]);
+        }
+        assert_eq!(log.since(1, &asked), None);
+        assert_eq!(log.since(log.version, &asked), Some(vec![]));
+    }
 }

@@ -17,7 +17,7 @@ use model::{
 };
 use sched::{Allocation, Decision, Engine, JobState, SchedConfig, Scheduler, Scope};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One accepted change. The journal holds these as JSON, one per record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -284,6 +284,11 @@ pub struct ControlPlane {
     dirty: bool,
     /// Hex SHA-256 of each issued token → its role.
     tokens: BTreeMap<String, Role>,
+    /// The nodes of each placed workload, as of the last change to it: a workload's old and new
+    /// nodes are the nodes whose assignments a change touches.
+    placed: HashMap<u64, Vec<NodeId>>,
+    /// Nodes whose assignments changed since the last `take_changed_nodes`.
+    changed: Vec<NodeId>,
 }
 
 /// The API's name of a queue state.
@@ -408,6 +413,8 @@ impl ControlPlane {
             now: *at,
             dirty: false,
             tokens: BTreeMap::new(),
+            placed: HashMap::new(),
+            changed: Vec::new(),
         })
     }
 
@@ -426,6 +433,8 @@ impl ControlPlane {
                     p.apply(&e).map_err(|err| {
                         StateError::Sequence(seq, format!("does not apply: {err}"))
                     })?;
+                    // Agents hear of changes made while the server runs, not of history.
+                    p.changed.clear();
                 }
             }
         }
@@ -447,8 +456,85 @@ impl ControlPlane {
         self.now
     }
 
-    /// Applies one event. On error nothing changed.
+    /// Applies one event. On error nothing changed. Notes the nodes whose assignments it
+    /// changed (see `take_changed_nodes`).
     pub fn apply(&mut self, e: &Event) -> Result<Vec<Decision>, StateError> {
+        let service = match e {
+            Event::ServiceScale { id, .. } | Event::ServiceDelete { id, .. } => Some(*id),
+            Event::TaskExited { job, .. } => WorkloadId(*job).as_replica().map(|(s, _)| s),
+            _ => None,
+        };
+        let mut touched: Vec<WorkloadId> = service
+            .map(|s| self.sched.service_replicas(s))
+            .unwrap_or_default();
+        let decisions = self.apply_event(e)?;
+        touched.extend(decisions.iter().filter_map(|d| match d {
+            Decision::Start { job, .. }
+            | Decision::Preempt { job, .. }
+            | Decision::Requeue { job, .. }
+            | Decision::Replace { job, .. } => Some(*job),
+            Decision::SandboxesMoved { batch, .. } | Decision::SandboxesLost { batch, .. } => {
+                Some(*batch)
+            }
+            Decision::Reserve { .. } => None,
+        }));
+        match e {
+            Event::Cancel { id, .. } | Event::SandboxBatch { id, .. } => {
+                touched.push(WorkloadId(*id))
+            }
+            Event::TaskExited { job, .. } => touched.push(WorkloadId(*job)),
+            // Only the reporting node's sandboxes changed, and its heartbeat's answer says so.
+            Event::SandboxesExited { batch, .. }
+                if self.sched.engine().allocation(WorkloadId(*batch)).is_none() =>
+            {
+                self.placed.remove(batch);
+            }
+            _ => {}
+        }
+        if let Some(s) = service {
+            touched.extend(self.sched.service_replicas(s));
+        }
+        self.note_changes(touched);
+        Ok(decisions)
+    }
+
+    /// Marks the old and new nodes of each touched workload as changed.
+    fn note_changes(&mut self, mut touched: Vec<WorkloadId>) {
+        touched.sort_unstable();
+        touched.dedup();
+        let engine = self.sched.engine();
+        for w in touched {
+            let mut now: Vec<NodeId> = match engine.allocation(w) {
+                Some(Allocation::Gang { slots, .. }) => slots.iter().map(|s| s.node).collect(),
+                Some(Allocation::Sandboxes { runs, .. }) => runs.iter().map(|r| r.node).collect(),
+                None => Vec::new(),
+            };
+            now.sort_unstable();
+            now.dedup();
+            if let Some(before) = self.placed.remove(&w.0) {
+                self.changed.extend(before);
+            }
+            self.changed.extend(now.iter().copied());
+            if !now.is_empty() {
+                self.placed.insert(w.0, now);
+            }
+        }
+    }
+
+    /// Names of the nodes whose assignments changed since the last call (an agent that learns
+    /// of them asks for its assignments at once instead of at its next heartbeat).
+    pub fn take_changed_nodes(&mut self) -> Vec<String> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        let fleet = self.sched.engine().fleet();
+        changed
+            .into_iter()
+            .map(|n| fleet.node(n).name.to_string())
+            .collect()
+    }
+
+    fn apply_event(&mut self, e: &Event) -> Result<Vec<Decision>, StateError> {
         let refused = |e: sched::SchedError| StateError::Refused(e.to_string());
         let decisions = match e {
             Event::Init { .. } => {
@@ -1881,6 +1967,35 @@ mod tests {
         let e = p.sandbox_event(&sandboxes(1_000_000), 1).unwrap();
         assert!(p.apply(&e).is_err());
         assert_eq!(before, p.fingerprint());
+    }
+
+    #[test]
+    fn changes_name_the_old_and_new_nodes_of_what_moved() {
+        let (mut p, _) = up();
+        p.take_changed_nodes();
+        let e = p.submit_event(&req("j", 2), 100).unwrap();
+        p.apply(&e).unwrap();
+        assert!(
+            p.take_changed_nodes().is_empty(),
+            "a pending job is nowhere yet"
+        );
+        p.apply(&Event::Pass { at: 101 }).unwrap();
+        let nodes = p.job_view(1).unwrap().nodes;
+        assert_eq!(p.take_changed_nodes(), nodes);
+        // A node of the job dies: the job leaves both nodes (the survivor must stop its task).
+        p.apply(&Event::NodeDown {
+            node: nodes[1].clone(),
+            at: 102,
+        })
+        .unwrap();
+        assert_eq!(p.take_changed_nodes(), nodes);
+        // Placed again elsewhere: the new nodes change.
+        p.apply(&Event::Pass { at: 103 }).unwrap();
+        let again = p.job_view(1).unwrap().nodes;
+        assert_eq!(p.take_changed_nodes(), again);
+        p.apply(&Event::Cancel { id: 1, at: 104 }).unwrap();
+        assert_eq!(p.take_changed_nodes(), again);
+        assert!(p.take_changed_nodes().is_empty());
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
         interval: Duration::from_millis(a.interval_ms.max(10)),
         grace: Duration::from_secs(a.grace_s),
         fence_after: Duration::from_secs(a.fence_after_s),
+        started: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -190,6 +190,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         interval: Duration::from_millis(500),
         grace: Duration::from_secs(5),
         fence_after: Duration::from_secs(10),
+        started: None,
     };
     let agent_stop = Arc::new(AtomicBool::new(false));
     let agents = {

@@ -577,8 +577,7 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
     let (ok, out) = cli(&["submit", example]);
     assert!(ok && out.contains("created service 1"), "{out}");
     wait_for("both replicas running", || {
-        cli(&["services"]).1.contains("chat")
-            && get_path(&url, "/v1/services/1")["running"] == 2
+        cli(&["services"]).1.contains("chat") && get_path(&url, "/v1/services/1")["running"] == 2
     });
     let (ok, out) = cli(&["scale", "1", "3"]);
     assert!(ok && out.contains("service 1: 3 replicas wanted"), "{out}");
@@ -591,7 +590,10 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
     let (ok, out) = cli(&["submit", example]);
     assert!(ok && out.contains("placed sandbox batch 2 of 100"), "{out}");
     let (ok, out) = cli(&["sandboxes"]);
-    assert!(ok && out.contains("rollouts") && out.contains("running"), "{out}");
+    assert!(
+        ok && out.contains("rollouts") && out.contains("running"),
+        "{out}"
+    );
     let (ok, out) = cli(&["get", "2"]);
     assert!(ok && out.contains("\"live\": 100"), "{out}");
     let (ok, out) = cli(&["cancel", "2"]);
@@ -695,7 +697,8 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
         status(with(&agent, ureq::post(&format!("{url}/v1/agent/heartbeat"))).send_json(hb)),
         200
     );
-    let batch = json!({"name": "b", "tenant": "speech", "count": 2, "cpu_millis": 100, "memory_mib": 64});
+    let batch =
+        json!({"name": "b", "tenant": "speech", "count": 2, "cpu_millis": 100, "memory_mib": 64});
     assert_eq!(
         status(with(&agent, ureq::post(&format!("{url}/v1/sandboxes"))).send_json(batch.clone())),
         403
@@ -751,5 +754,45 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
         .into_json()
         .unwrap();
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
+    server.kill();
+}
+
+#[test]
+fn an_agent_starts_new_work_at_once_not_at_its_next_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(dir.path());
+    // Heartbeats 60 s apart: only the server's word through /v1/agent/wait can start the task
+    // within the test's wait.
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "agent",
+            "--server",
+            &url,
+            "--interval-ms",
+            "60000",
+            "--node",
+            "nvl00000t00",
+        ])
+        .arg("--work-dir")
+        .arg(dir.path().join("agent"))
+        .env("RUST_BACKTRACE", "0")
+        .env("STARGRID_TOKEN", admin_token(&url))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the node up", || nodes_up(&url) == 1);
+    let marker = dir.path().join("started");
+    let mut body = job("now", 1);
+    body["command"] = json!(["touch", marker.to_str().unwrap()]);
+    let v: Value = post(&format!("{url}/v1/jobs"))
+        .send_json(body)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(v["id"], 1);
+    wait_for("the task started by the agent", || marker.exists());
+    let _ = agent.kill();
+    let _ = agent.wait();
     server.kill();
 }
