@@ -6,7 +6,13 @@
 //! the list (cancelled, preempted, requeued after the node was declared down, or from an older
 //! run) is stopped: SIGTERM to its process group, SIGKILL after the grace period. A task never
 //! runs twice: tasks are keyed by (job, run, rank), and a node that comes back after being
-//! declared down finds its old tasks missing from the list and stops them.
+//! declared down finds its old tasks missing from the list and stops them. Between rounds a
+//! thread long-polls `POST /v1/agent/wait`; the nodes it names have new work and are
+//! heartbeated at once.
+//!
+//! Sandboxes come as ranges of indices of a batch; each is a task keyed (batch, 0, index), run
+//! in `<work_dir>/<batch>-sandbox-<index>/` with `STARGRID_BATCH_ID` and
+//! `STARGRID_SANDBOX_INDEX`, and reported only once it exited.
 //!
 //! Each task is a real process in its own process group, with `STARGRID_*` variables, its
 //! output in `<work_dir>/<job>-<run>-<rank>/log`, and a checkpoint file whose modification time
