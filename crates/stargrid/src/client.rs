@@ -12,9 +12,10 @@ use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
-    /// Submit work from a TOML file: `kind = "job"` (the default; the fields of
+    /// Submit work from a TOML file — `kind = "job"` (the default; the fields of
     /// `POST /v1/jobs`), `kind = "service"` (`POST /v1/services`) or `kind = "sandboxes"`
-    /// (`POST /v1/sandboxes`).
+    /// (`POST /v1/sandboxes`) — or from a batch script with `#SBATCH` directives (one job, or
+    /// one per `--array` index; the script is what each node runs).
     Submit {
         /// The file.
         file: PathBuf,
@@ -116,6 +117,45 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
         ClientCommand::Submit { file } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
+            if crate::sbatch::looks_like_sbatch(&text) {
+                let script = crate::sbatch::parse(&text, "default")
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                for w in &script.warnings {
+                    eprintln!("{}: {w}", file.display());
+                }
+                let bar = indicatif::ProgressBar::new(script.jobs.len() as u64);
+                if script.jobs.len() > 1 {
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "submitting the array {bar:30} {pos}/{len}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                } else {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+                }
+                let mut ids = Vec::with_capacity(script.jobs.len());
+                for job in &script.jobs {
+                    let s: Submitted = answer(post(&format!("{base}/v1/jobs")).send_json(job))
+                        .with_context(|| match job.env.get("SLURM_ARRAY_TASK_ID") {
+                            Some(i) => format!("array index {i} (jobs {ids:?} were submitted)"),
+                            None => "the script's job".to_string(),
+                        })?;
+                    ids.push(s.id);
+                    bar.inc(1);
+                }
+                bar.finish_and_clear();
+                match ids.as_slice() {
+                    [one] => println!("submitted job {one}"),
+                    many => println!(
+                        "submitted {} jobs, {} to {}",
+                        many.len(),
+                        many.first().copied().unwrap_or(0),
+                        many.last().copied().unwrap_or(0)
+                    ),
+                }
+                return Ok(());
+            }
             let mut doc: toml::Table =
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let kind = match doc.remove("kind") {

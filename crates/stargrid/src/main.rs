@@ -8,6 +8,7 @@ mod client;
 mod demo;
 mod fleet_cmd;
 mod place;
+mod sbatch;
 mod scenario;
 mod server_cmd;
 mod sim_cmd;

@@ -600,6 +600,21 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
     assert!(ok && out.contains("sandbox batch 2 is cancelled"), "{out}");
     let (ok, out) = cli(&["cancel", "99"]);
     assert!(!ok && out.contains("404"), "{out}");
+    // A Slurm batch script with an array: one job per index, the ignored directive named.
+    let script = dir.path().join("train.sbatch");
+    std::fs::write(
+        &script,
+        "#!/bin/bash\n#SBATCH -J sweep -N 2 --gpus-per-node=4 -t 30:00\n#SBATCH --array=0-2 --partition=gpu\nsleep 1\n",
+    )
+    .unwrap();
+    let (ok, out) = cli(&["submit", script.to_str().unwrap()]);
+    assert!(ok && out.contains("submitted 3 jobs, 3 to 5"), "{out}");
+    assert!(out.contains("line 3: --partition is not used"), "{out}");
+    let v = get_job(&url, 5);
+    assert_eq!(
+        (v["name"].as_str(), v["gpus"].as_u64()),
+        (Some("sweep"), Some(8))
+    );
     server.kill();
 }
 
