@@ -51,6 +51,8 @@ pub const MAX_PAGE: usize = 1000;
         get_batch,
         cancel_batch,
         list_nodes,
+        drain_node,
+        resume_node,
         list_tenants,
         heartbeat,
         wait_for_changes,
@@ -518,6 +520,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/sandboxes/{id}", get(get_batch))
         .route("/v1/sandboxes/{id}/cancel", post(cancel_batch))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{name}/drain", post(drain_node))
+        .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/agent/heartbeat", post(heartbeat))
         .route("/v1/agent/wait", post(wait_for_changes))
@@ -1436,4 +1440,63 @@ mod tests {
         assert_eq!(log.since(1, &asked), None);
         assert_eq!(log.since(log.version, &asked), Some(vec![]));
     }
+}
+
+/// Drain or resume a node (admin only); answers the node.
+async fn set_drain(server: Arc<Server>, headers: HeaderMap, name: String, drain: bool) -> Response {
+    respond(
+        async {
+            match server.principal(&headers)? {
+                Role::Admin => {}
+                _ => return Err(Refusal::forbidden("only an admin token drains nodes")),
+            }
+            server
+                .commit(
+                    |p, at| match p.node_is_up(&name) {
+                        Some(_) => Ok(Event::NodeDrain {
+                            node: name.clone(),
+                            drain,
+                            at,
+                        }),
+                        None => Err(Refusal::new(
+                            StatusCode::NOT_FOUND,
+                            "name",
+                            format!("no node '{name}' in the fleet"),
+                        )),
+                    },
+                    StatusCode::CONFLICT,
+                    "name",
+                )
+                .await?;
+            let view = server.plane().nodes().into_iter().find(|n| n.name == name);
+            Ok(match view {
+                Some(v) => Json(v).into_response(),
+                None => problem(StatusCode::NOT_FOUND, "name", format!("no node '{name}'")),
+            })
+        }
+        .await,
+    )
+}
+
+/// Drain a node: it takes no new work, and what runs there finishes (admin only). It stays
+/// drained when its agent restarts, until it is resumed.
+#[utoipa::path(post, path = "/v1/nodes/{name}/drain", params(("name" = String, Path, description = "node name")),
+    responses((status = 200, body = NodeView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn drain_node(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_drain(server, headers, name, true).await
+}
+
+/// Resume a drained node: it takes work again (admin only).
+#[utoipa::path(post, path = "/v1/nodes/{name}/resume", params(("name" = String, Path, description = "node name")),
+    responses((status = 200, body = NodeView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn resume_node(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_drain(server, headers, name, false).await
 }

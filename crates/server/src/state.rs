@@ -150,6 +150,16 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// An operator drained a node (it takes no new work; what runs there finishes) or made it
+    /// take work again.
+    NodeDrain {
+        /// The node.
+        node: String,
+        /// `true`: drain; `false`: resume.
+        drain: bool,
+        /// Unix seconds.
+        at: u64,
+    },
     /// Sandboxes of a batch exited: (index, exit code).
     SandboxesExited {
         /// The batch.
@@ -178,6 +188,7 @@ impl Event {
             | Event::ServiceScale { at, .. }
             | Event::ServiceDelete { at, .. }
             | Event::SandboxBatch { at, .. }
+            | Event::NodeDrain { at, .. }
             | Event::SandboxesExited { at, .. } => *at,
         }
     }
@@ -289,6 +300,8 @@ pub struct ControlPlane {
     placed: HashMap<u64, Vec<NodeId>>,
     /// Nodes whose assignments changed since the last `take_changed_nodes`.
     changed: Vec<NodeId>,
+    /// Nodes an operator drained (they stay drained when their agent comes back).
+    drained: BTreeSet<NodeId>,
 }
 
 /// The API's name of a queue state.
@@ -415,6 +428,7 @@ impl ControlPlane {
             tokens: BTreeMap::new(),
             placed: HashMap::new(),
             changed: Vec::new(),
+            drained: BTreeSet::new(),
         })
     }
 
@@ -704,7 +718,36 @@ impl ControlPlane {
                 if self.sched.engine().fleet().node(n).state != NodeState::Down {
                     return Err(StateError::Refused(format!("node {node} is already up")));
                 }
-                self.sched.set_state(Scope::Node(n), NodeState::Ready);
+                let state = if self.drained.contains(&n) {
+                    NodeState::Draining
+                } else {
+                    NodeState::Ready
+                };
+                self.sched.set_state(Scope::Node(n), state);
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::NodeDrain { node, drain, .. } => {
+                let n = self.node(node)?;
+                let changed = if *drain {
+                    self.drained.insert(n)
+                } else {
+                    self.drained.remove(&n)
+                };
+                if !changed {
+                    return Err(StateError::Refused(format!(
+                        "node {node} is {} drained",
+                        if *drain { "already" } else { "not" }
+                    )));
+                }
+                if self.sched.engine().fleet().node(n).state != NodeState::Down {
+                    let state = if *drain {
+                        NodeState::Draining
+                    } else {
+                        NodeState::Ready
+                    };
+                    self.sched.set_state(Scope::Node(n), state);
+                }
                 self.dirty = true;
                 Vec::new()
             }
@@ -1996,6 +2039,58 @@ mod tests {
         p.apply(&Event::Cancel { id: 1, at: 104 }).unwrap();
         assert_eq!(p.take_changed_nodes(), again);
         assert!(p.take_changed_nodes().is_empty());
+    }
+
+    #[test]
+    fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
+        let (mut p, _) = up();
+        let names = p.up_nodes();
+        // Drain every node but the first tray (and one CPU host).
+        let keep = [names[0].clone(), names[18].clone()];
+        for n in names.iter().filter(|n| !keep.contains(n)) {
+            p.apply(&Event::NodeDrain {
+                node: n.clone(),
+                drain: true,
+                at: 100,
+            })
+            .unwrap();
+        }
+        let state =
+            |p: &ControlPlane, n: &str| p.nodes().into_iter().find(|v| v.name == n).unwrap().state;
+        assert_eq!(state(&p, &names[1]), "draining");
+        // The node's agent goes away and comes back: still draining.
+        for e in [
+            Event::NodeDown {
+                node: names[1].clone(),
+                at: 101,
+            },
+            Event::NodeUp {
+                node: names[1].clone(),
+                at: 102,
+            },
+        ] {
+            p.apply(&e).unwrap();
+        }
+        assert_eq!(state(&p, &names[1]), "draining");
+        let e = p.submit_event(&req("j", 1), 103).unwrap();
+        p.apply(&e).unwrap();
+        p.apply(&Event::Pass { at: 104 }).unwrap();
+        let on = p.job_view(1).unwrap().nodes;
+        assert!(keep.contains(&on[0]), "{on:?}");
+        // Draining twice is refused; resuming makes it take work again.
+        let again = Event::NodeDrain {
+            node: names[1].clone(),
+            drain: true,
+            at: 105,
+        };
+        assert!(p.apply(&again).is_err());
+        p.apply(&Event::NodeDrain {
+            node: names[1].clone(),
+            drain: false,
+            at: 106,
+        })
+        .unwrap();
+        assert_eq!(state(&p, &names[1]), "ready");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The client commands: `submit`, `queue`, `services`, `sandboxes`, `get`, `cancel`, `scale`,
-//! `delete-service`, `why`, `nodes`, `token`, over the server's HTTP API (`--server`, or
+//! `delete-service`, `why`, `nodes`, `drain`, `resume`, `token`, over the server's HTTP API (`--server`, or
 //! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
 use anyhow::{bail, Context, Result};
@@ -70,6 +70,16 @@ pub enum ClientCommand {
     },
     /// Nodes with their state and free capacity.
     Nodes,
+    /// Drain a node: it takes no new work; what runs there finishes (admin).
+    Drain {
+        /// Node name.
+        node: String,
+    },
+    /// Resume a drained node (admin).
+    Resume {
+        /// Node name.
+        node: String,
+    },
     /// Issue a token (needs an admin token): prints it once.
     #[command(name = "token")]
     Token {
@@ -360,6 +370,15 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
                     n.cpu_millis / 1000
                 );
             }
+        }
+        ClientCommand::Drain { node } | ClientCommand::Resume { node } => {
+            let action = if matches!(command, ClientCommand::Drain { .. }) {
+                "drain"
+            } else {
+                "resume"
+            };
+            let v: NodeView = answer(post(&format!("{base}/v1/nodes/{node}/{action}")).call())?;
+            println!("node {} is {}", v.name, v.state);
         }
         ClientCommand::Token { role, tenant } => {
             let t: Token = answer(post(&format!("{base}/v1/tokens")).send_json(&IssueToken {

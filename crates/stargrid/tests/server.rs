@@ -600,6 +600,18 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
     assert!(ok && out.contains("sandbox batch 2 is cancelled"), "{out}");
     let (ok, out) = cli(&["cancel", "99"]);
     assert!(!ok && out.contains("404"), "{out}");
+    // Drain and resume a node.
+    let (ok, out) = cli(&["drain", "nvl00000t00"]);
+    assert!(ok && out.contains("node nvl00000t00 is draining"), "{out}");
+    let (ok, out) = cli(&["drain", "nvl00000t00"]);
+    assert!(
+        !ok && out.contains("409") && out.contains("already drained"),
+        "{out}"
+    );
+    let (ok, out) = cli(&["resume", "nvl00000t00"]);
+    assert!(ok && out.contains("node nvl00000t00 is ready"), "{out}");
+    let (ok, out) = cli(&["drain", "nope"]);
+    assert!(!ok && out.contains("404"), "{out}");
     // A Slurm batch script with an array: one job per index, the ignored directive named.
     let script = dir.path().join("train.sbatch");
     std::fs::write(
