@@ -279,7 +279,13 @@ impl Server {
     /// Opens the journal and rebuilds the state from it (or starts a new one). Blocks: call it
     /// outside the async runtime (or in `spawn_blocking`).
     pub fn start(config: &Config) -> Result<Arc<Server>, StartError> {
-        let journal = Journal::open(&config.store_url)?;
+        let shown = store::display_url(&config.store_url);
+        let journal = Journal::open_as_writer(&config.store_url, &mut || {
+            tracing::warn!("another server writes {shown}: standing by");
+            eprintln!(
+                "stargrid server: another server writes the journal {shown}; standing by until it stops"
+            );
+        })?;
         let mut events = Vec::new();
         let mut after = 0;
         loop {

@@ -823,3 +823,75 @@ fn an_agent_starts_new_work_at_once_not_at_its_next_heartbeat() {
     let _ = agent.wait();
     server.kill();
 }
+
+#[test]
+fn a_standby_server_takes_over_the_journal_when_the_leader_dies() {
+    for extra in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        // Both servers name the same journal.
+        let store = match extra.as_slice() {
+            [_, url] => url.clone(),
+            _ => format!("sqlite:{}", dir.path().join("a/journal.db").display()),
+        };
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        let (mut leader, leader_url) =
+            start_server_with(&dir.path().join("a"), &["--store", &store]);
+        for i in 0..5 {
+            post(&format!("{leader_url}/v1/jobs"))
+                .send_json(job(&format!("j{i}"), 1))
+                .unwrap();
+        }
+        let mut standby = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(["server", "--data-dir"])
+            .arg(dir.path().join("b"))
+            .args(["--listen", "127.0.0.1:0", "--store", &store])
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut waiting = String::new();
+        BufReader::new(standby.stderr.take().unwrap())
+            .read_line(&mut waiting)
+            .unwrap();
+        assert!(waiting.contains("standing by"), "{waiting}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = standby.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        // The standby serves nothing while the leader lives, and the leader still takes work.
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+        let v: Value = post(&format!("{leader_url}/v1/jobs"))
+            .send_json(job("j5", 1))
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert_eq!(v["id"], 6);
+        signal(leader.id(), "-KILL");
+        leader.kill();
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let _standby = Proc(standby);
+        // Tokens are in the journal: the leader's admin token works on the new leader.
+        let token = admin_token(&leader_url);
+        tokens().insert(url.clone(), token);
+        let names: Vec<String> = all_jobs(&url)
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["j0", "j1", "j2", "j3", "j4", "j5"], "{extra:?}");
+        let v: Value = post(&format!("{url}/v1/jobs"))
+            .send_json(job("j6", 1))
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert_eq!(v["id"], 7, "{extra:?}");
+    }
+}

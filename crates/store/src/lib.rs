@@ -121,14 +121,18 @@ enum Reader {
 
 /// The writer thread's connection.
 enum Writer {
-    Sqlite(Connection),
+    /// The connection, and the lock file held while it writes.
+    Sqlite {
+        conn: Connection,
+        _lock: std::fs::File,
+    },
     Postgres(Box<postgres::Client>),
 }
 
 impl Writer {
     fn commit(&mut self, group: &[Request], last: u64) -> Result<u64, String> {
         match self {
-            Writer::Sqlite(c) => commit(c, group, last).map_err(|e| e.to_string()),
+            Writer::Sqlite { conn, .. } => commit(conn, group, last).map_err(|e| e.to_string()),
             Writer::Postgres(c) => pg::commit(c, group, last).map_err(|e| e.to_string()),
         }
     }
@@ -220,8 +224,44 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 impl Journal {
     /// Opens (creating and migrating as needed) the journal at `url` (see [`parse_url`]).
     pub fn open(url: &str) -> Result<Journal, StoreError> {
+        Journal::open_as_writer(url, &mut || {})
+    }
+
+    /// Opens the journal as its only writer: while another process writes it (another server
+    /// on the same SQLite file or PostgreSQL database), waits for that one to stop, calling
+    /// `on_wait` once. The claim holds as long as the journal is open: for SQLite an exclusive
+    /// lock on `<file>.lock`, for PostgreSQL an advisory lock held by the writer's own
+    /// connection, so that no record is ever written by a server that lost its claim (a lost
+    /// connection fails the next commit, and the server stops).
+    pub fn open_as_writer(url: &str, on_wait: &mut dyn FnMut()) -> Result<Journal, StoreError> {
+        let mut waited = false;
+        let mut wait = || {
+            if !waited {
+                on_wait();
+                waited = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
         let (path, writer, reader, last) = match parse_url(url)? {
             Backend::Sqlite(path) => {
+                let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+                let lock_error = |e: std::io::Error| StoreError::Open {
+                    path: lock_path.display().to_string(),
+                    reason: e.to_string(),
+                };
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(lock_error)?;
+                loop {
+                    match lock.try_lock() {
+                        Ok(()) => break,
+                        Err(std::fs::TryLockError::WouldBlock) => wait(),
+                        Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(e)),
+                    }
+                }
                 let mut conn = open_connection(&path)?;
                 migrate(&mut conn, &path)?;
                 let last: u64 = conn
@@ -230,10 +270,18 @@ impl Journal {
                     })
                     .map(|v| v as u64)?;
                 let reader = open_connection(&path)?;
-                (path, Writer::Sqlite(conn), Reader::Sqlite(reader), last)
+                (
+                    path,
+                    Writer::Sqlite { conn, _lock: lock },
+                    Reader::Sqlite(reader),
+                    last,
+                )
             }
             Backend::Postgres(url) => {
                 let mut conn = pg::connect(&url)?;
+                while !pg::try_claim(&mut conn, &url)? {
+                    wait();
+                }
                 pg::migrate(&mut conn, &url)?;
                 let last = pg::last_seq(&mut conn)?;
                 let reader = pg::connect(&url)?;
@@ -553,6 +601,38 @@ mod tests {
                 let expect: Vec<String> = (0..50).map(|i| format!("{t}-{i}")).collect();
                 assert_eq!(mine, expect);
             }
+        }
+    }
+
+    #[test]
+    fn a_second_writer_waits_until_the_first_one_closes_then_continues_its_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in fresh_urls(&dir, "writers") {
+            let first = Journal::open(&url).unwrap();
+            assert_eq!(first.append(vec![b"a".to_vec()]).wait().unwrap(), 1..2);
+            let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
+            let second = {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let j = Journal::open_as_writer(&url, &mut || {
+                        let _ = waiting_tx.send(());
+                    })
+                    .unwrap();
+                    j.append(vec![b"b".to_vec()]).wait().unwrap()
+                })
+            };
+            // The second one says it waits, and does not write while the first one is open.
+            waiting_rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap();
+            assert_eq!(first.append(vec![b"c".to_vec()]).wait().unwrap(), 2..3);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(
+                !second.is_finished(),
+                "{url}: wrote while another writer held the journal"
+            );
+            drop(first);
+            assert_eq!(second.join().unwrap(), 3..4, "{url}");
         }
     }
 

@@ -35,6 +35,17 @@ pub(crate) fn connect(url: &str) -> Result<Client, StoreError> {
     Client::connect(url, NoTls).map_err(|e| open_error(url, e))
 }
 
+/// The advisory lock that marks a database's journal writer ("STAR").
+const WRITER_LOCK: i64 = 0x5354_4152;
+
+/// Claims the journal for this connection's session; false while another session holds it.
+pub(crate) fn try_claim(c: &mut Client, url: &str) -> Result<bool, StoreError> {
+    let row = c
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+        .map_err(|e| open_error(url, e))?;
+    Ok(row.get(0))
+}
+
 pub(crate) fn migrate(c: &mut Client, url: &str) -> Result<(), StoreError> {
     let err = |e: postgres::Error| open_error(url, e);
     let mut tx = c.transaction().map_err(err)?;
