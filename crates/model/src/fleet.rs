@@ -60,7 +60,7 @@ impl TopoKind {
 }
 
 /// One node of the topology tree.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TopoNode {
     /// Name of this element (unique among its siblings).
     pub name: Box<str>,
@@ -171,7 +171,7 @@ pub struct CapacityPool {
 }
 
 /// One schedulable machine: a tray of an UltraServer or a host.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Node {
     /// Unique host name.
     pub name: Box<str>,
@@ -250,7 +250,7 @@ pub fn check_name(field: &'static str, name: &str) -> Result<(), FleetError> {
 }
 
 /// The whole fleet: topology, nodes and pools. Built by [`FleetBuilder`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Fleet {
     topo: Vec<TopoNode>,
     nodes: Vec<Node>,

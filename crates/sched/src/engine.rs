@@ -8,7 +8,7 @@ use model::{
     WorkloadId,
 };
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// Virtual or wall time in seconds, always given by the caller.
@@ -18,7 +18,7 @@ pub type Time = u64;
 pub(crate) const NO_DOMAIN: u32 = u32::MAX;
 
 /// Free resources of one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Free {
     /// Bit i set: device i is free.
     pub gpu_mask: u32,
@@ -55,7 +55,7 @@ pub(crate) fn mask_of(gpus: u8) -> u32 {
 }
 
 /// Counters of one NVLink domain, over its schedulable nodes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct DomainState {
     pub topo: TopoId,
     pub model: GpuModel,
@@ -79,7 +79,7 @@ impl DomainState {
 }
 
 /// One node's share of a gang: which node and which devices on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeSlot {
     /// The node.
     pub node: NodeId,
@@ -88,7 +88,7 @@ pub struct NodeSlot {
 }
 
 /// What a live workload holds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Allocation {
     /// A gang: the same per-node ask on each node.
     Gang {
@@ -178,7 +178,7 @@ pub struct StateChange {
 }
 
 /// The placement engine. See the crate documentation for its invariants.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Engine {
     pub(crate) fleet: Fleet,
     pub(crate) free: Vec<Free>,
@@ -203,6 +203,7 @@ pub struct Engine {
     pub(crate) domain_chain: Vec<Box<[u32]>>,
     /// Lowest height at which an empty fleet holds a shape: (model, segment, full segments,
     /// last segment) → height. Depends only on the fleet's structure.
+    #[serde(skip)]
     pub(crate) min_levels_cache: std::cell::RefCell<FxHashMap<(usize, u32, u32, u32), u8>>,
     pub(crate) allocations: FxHashMap<WorkloadId, Allocation>,
     /// Live workloads on each node (short lists).

@@ -7,10 +7,10 @@
 
 use crate::engine::{count_live, Allocation, Engine, EngineError, Time, Unplaceable};
 use model::{NodeId, SandboxRequest, WorkloadId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Sandboxes `first .. first + count` of a batch run on `node`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxRun {
     /// Host.
     pub node: NodeId,

@@ -26,7 +26,7 @@ use model::{
     TopoId, WorkloadId,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ type QueueKey = (u64, u64, u64, WorkloadId);
 
 /// What a pass needs to know of a pending job to pass it over: its shape, size, limit and class,
 /// and when its last preemption search found nothing.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Brief {
     shape: ShapeKey,
     nodes: u32,
@@ -48,7 +48,7 @@ struct Brief {
 
 /// A preemption search that found nothing: the job searches again only after something started
 /// or stopped and `retry_at` has passed. Each fruitless search in a row doubles the wait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct VainSearch {
     /// `Scheduler::changes` at the search.
     changes: u64,
@@ -58,7 +58,7 @@ struct VainSearch {
 }
 
 /// Tunables of the queue.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchedConfig {
     /// Seconds a preempted job gets to checkpoint before it is stopped.
     pub grace_period: Time,
@@ -96,7 +96,7 @@ pub struct SchedConfig {
 }
 
 /// Orders the queue can use (the policies users know, for comparison in the simulator).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum QueueOrder {
     /// Priority class, then weighted dominant-resource share, then submission (Stargrid).
@@ -186,7 +186,7 @@ impl SchedConfig {
 }
 
 /// Where a job is in its life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum JobState {
     /// Waiting to be placed.
@@ -212,12 +212,11 @@ pub enum JobState {
 }
 
 /// A job and its accounting.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
     /// Identity.
     pub id: WorkloadId,
     /// What was asked.
-    #[serde(skip)]
     pub spec: JobSpec,
     /// Submission time.
     pub submitted: Time,
@@ -272,7 +271,7 @@ impl Job {
 
 /// Why a job is pending. Kept compact (a pass may set 100,000 of them) and rendered into
 /// words only when asked, by [`Scheduler::pending_reason`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "reason")]
 pub enum Reason {
     /// Submitted after the last pass.
@@ -294,7 +293,6 @@ pub enum Reason {
     Unplaceable {
         /// The explanation; `None`: the engine's, worked out when asked (a pass does not
         /// spend time writing explanations nobody may read).
-        #[serde(serialize_with = "serialize_opt_arc")]
         text: Option<Arc<str>>,
         /// A reservation holding nodes for another job at the time, if any.
         held_for: Option<(WorkloadId, Time, usize)>,
@@ -323,13 +321,6 @@ pub enum Reason {
         /// Nodes held.
         nodes: usize,
     },
-}
-
-fn serialize_opt_arc<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(t) => s.serialize_str(t),
-        None => s.serialize_str("see the engine's explanation"),
-    }
 }
 
 /// A decision of the queue, for the caller to act on.
@@ -477,7 +468,7 @@ pub enum SchedError {
     },
 }
 
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 struct TenantState {
     spec: TenantSpec,
     usage: ResourceVec,
@@ -487,14 +478,14 @@ struct TenantState {
 }
 
 /// Sums over the members of a cohort, kept up to date as jobs start and stop.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 struct CohortState {
     quota: ResourceVec,
     usage: ResourceVec,
 }
 
 /// The reservation of this pass: nodes held for one job from `start`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Reservation {
     job: WorkloadId,
     start: Time,
@@ -521,7 +512,7 @@ pub struct TenantReport {
 }
 
 /// The queue over an [`Engine`].
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Scheduler {
     engine: Engine,
     config: SchedConfig,

@@ -135,6 +135,9 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Where the first admin token is written (mode 0600) when the journal has no token yet.
     pub admin_token_file: std::path::PathBuf,
+    /// A snapshot is saved once this many records were journaled after the last one (0:
+    /// never); a restart loads it and replays only what follows.
+    pub snapshot_every: u64,
 }
 
 /// Shared server state.
@@ -150,6 +153,11 @@ pub struct Server {
     wake: tokio::sync::Notify,
     /// Recent changes to nodes' assignments, for agents waiting on them.
     changes: Mutex<ChangeLog>,
+    snapshot_every: u64,
+    /// The record the latest snapshot holds.
+    last_snapshot: std::sync::atomic::AtomicU64,
+    /// How start-up went, in words.
+    replay_summary: String,
 }
 
 /// Most node changes remembered for waiting agents; one that asks about older ones is told to
@@ -286,8 +294,24 @@ impl Server {
                 "stargrid server: another server writes the journal {shown}; standing by until it stops"
             );
         })?;
-        let mut events = Vec::new();
-        let mut after = 0;
+        // Start from the latest snapshot, if this build reads it, then replay what follows.
+        let mut plane = None;
+        let mut from_snapshot = None;
+        if let Some((seq, body)) = journal.latest_snapshot()? {
+            match ControlPlane::from_snapshot(&body) {
+                Ok(p) if p.seq() == seq => {
+                    plane = Some(p);
+                    from_snapshot = Some(seq);
+                }
+                Ok(p) => tracing::warn!(
+                    "snapshot at record {seq} holds record {}: replaying the whole journal",
+                    p.seq()
+                ),
+                Err(e) => tracing::warn!("{e}: replaying the whole journal"),
+            }
+        }
+        let mut after = from_snapshot.unwrap_or(0);
+        let mut replayed = 0u64;
         loop {
             let chunk = journal.read_after(after, 10_000)?;
             if chunk.is_empty() {
@@ -298,12 +322,12 @@ impl Server {
                     seq: r.seq,
                     reason: e.to_string(),
                 })?;
+                ControlPlane::replay_one(&mut plane, r.seq, &e)?;
                 after = r.seq;
-                events.push((r.seq, e));
+                replayed += 1;
             }
         }
-        let replayed = events.len();
-        let plane = match ControlPlane::replay(events)? {
+        let plane = match plane {
             Some(p) => p,
             None => {
                 let init = Event::Init {
@@ -319,7 +343,11 @@ impl Server {
                 plane
             }
         };
-        tracing::info!(replayed, "journal replayed");
+        let replay_summary = match from_snapshot {
+            Some(at) => format!("replayed {replayed} records after the snapshot at record {at}"),
+            None => format!("replayed {replayed} records"),
+        };
+        tracing::info!("{replay_summary}");
         let mut plane = plane;
         if !plane.has_tokens() {
             issue_first_admin_token(&mut plane, &journal, &config.admin_token_file)?;
@@ -334,6 +362,9 @@ impl Server {
             last_seen: Mutex::new(last_seen),
             wake: tokio::sync::Notify::new(),
             changes: Mutex::new(ChangeLog::default()),
+            snapshot_every: config.snapshot_every,
+            last_snapshot: std::sync::atomic::AtomicU64::new(from_snapshot.unwrap_or(0)),
+            replay_summary,
         }))
     }
 
@@ -498,6 +529,40 @@ impl Server {
         self.publish_changes();
     }
 
+    /// How start-up went: records replayed, and the snapshot they followed.
+    pub fn replay_summary(&self) -> &str {
+        &self.replay_summary
+    }
+
+    /// Saves a snapshot when enough records were journaled since the last one. The state is
+    /// copied under the lock and encoded outside it; the snapshot is queued behind the records
+    /// it holds, so it is never durable before them.
+    pub async fn snapshot_if_due(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let last = self.last_snapshot.load(Ordering::Relaxed);
+        let copy = {
+            let p = self.plane();
+            if self.snapshot_every == 0 || p.seq() < last.saturating_add(self.snapshot_every) {
+                return;
+            }
+            p.clone()
+        };
+        let seq = copy.seq();
+        let body = match tokio::task::spawn_blocking(move || copy.snapshot()).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return tracing::error!("{e}"),
+            Err(e) => return tracing::error!("snapshot: {e}"),
+        };
+        let bytes = body.len();
+        match self.journal.save_snapshot(seq, body).done().await {
+            Ok(()) => {
+                self.last_snapshot.store(seq, Ordering::Relaxed);
+                tracing::info!(seq, bytes, "snapshot saved");
+            }
+            Err(e) => fail_stop(e),
+        }
+    }
+
     /// The state's fingerprint (tests compare it across restarts).
     pub fn fingerprint(&self) -> String {
         self.plane().fingerprint()
@@ -576,6 +641,7 @@ pub async fn serve(
                 }
                 server.expire_silent_nodes().await;
                 server.pass_if_due(&mut last).await;
+                server.snapshot_if_due().await;
             }
         })
     };

@@ -207,7 +207,13 @@ pub enum StateError {
     /// The queue refused the change.
     #[error("{0}")]
     Refused(String),
+    /// A snapshot cannot be written or read.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
+
+/// The snapshot encoding's version; a build reads only its own (and replays otherwise).
+const SNAPSHOT_FORMAT: u32 = 1;
 
 /// What a token may do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,7 +241,7 @@ pub struct TaskSpec {
     pub workdir: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct JobMeta {
     name: String,
     tenant: TenantId,
@@ -253,7 +259,7 @@ struct JobMeta {
     restarts: u32,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct ServiceMeta {
     name: String,
     tenant: TenantId,
@@ -265,7 +271,7 @@ struct ServiceMeta {
     replaced: u32,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct BatchMeta {
     name: String,
     tenant: TenantId,
@@ -280,8 +286,12 @@ struct BatchMeta {
     moved: u32,
 }
 
-/// The queue, the engine and what the API shows of them.
+/// The queue, the engine and what the API shows of them. A snapshot is this whole value
+/// (see [`ControlPlane::snapshot`]).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ControlPlane {
+    /// The journal record of the last event applied (`Init` is record 1).
+    seq: u64,
     sched: Scheduler,
     tenants: Vec<TenantSpec>,
     jobs: BTreeMap<u64, JobMeta>,
@@ -299,6 +309,7 @@ pub struct ControlPlane {
     /// nodes are the nodes whose assignments a change touches.
     placed: HashMap<u64, Vec<NodeId>>,
     /// Nodes whose assignments changed since the last `take_changed_nodes`.
+    #[serde(skip)]
     changed: Vec<NodeId>,
     /// Nodes an operator drained (they stay drained when their agent comes back).
     drained: BTreeSet<NodeId>,
@@ -416,6 +427,7 @@ impl ControlPlane {
         // A node takes work only once its agent has come up.
         sched.set_state(Scope::Subtree(TopoId(0)), NodeState::Down);
         Ok(ControlPlane {
+            seq: 1,
             sched,
             tenants: tenants.clone(),
             jobs: BTreeMap::new(),
@@ -436,21 +448,71 @@ impl ControlPlane {
     pub fn replay(
         events: impl IntoIterator<Item = (u64, Event)>,
     ) -> Result<Option<ControlPlane>, StateError> {
-        let mut plane: Option<ControlPlane> = None;
+        let mut plane = None;
         for (seq, e) in events {
-            match &mut plane {
-                None => plane = Some(ControlPlane::new(&e)?),
-                Some(p) => {
-                    if matches!(e, Event::Init { .. }) {
-                        return Err(StateError::Sequence(seq, "a second Init".into()));
-                    }
-                    p.apply(&e).map_err(|err| {
-                        StateError::Sequence(seq, format!("does not apply: {err}"))
-                    })?;
-                    // Agents hear of changes made while the server runs, not of history.
-                    p.changed.clear();
+            ControlPlane::replay_one(&mut plane, seq, &e)?;
+        }
+        Ok(plane)
+    }
+
+    /// Applies journal record `seq` during replay: `Init` makes the state; every other record
+    /// must be the next one after the state's (after a snapshot, replay starts there).
+    pub fn replay_one(
+        plane: &mut Option<ControlPlane>,
+        seq: u64,
+        e: &Event,
+    ) -> Result<(), StateError> {
+        match plane {
+            None => {
+                if seq != 1 {
+                    return Err(StateError::Sequence(
+                        seq,
+                        "the journal does not start at record 1".into(),
+                    ));
                 }
+                *plane = Some(ControlPlane::new(e)?);
             }
+            Some(p) => {
+                if matches!(e, Event::Init { .. }) {
+                    return Err(StateError::Sequence(seq, "a second Init".into()));
+                }
+                if seq != p.seq + 1 {
+                    return Err(StateError::Sequence(
+                        seq,
+                        format!("expected record {} next", p.seq + 1),
+                    ));
+                }
+                p.apply(e)
+                    .map_err(|err| StateError::Sequence(seq, format!("does not apply: {err}")))?;
+                // Agents hear of changes made while the server runs, not of history.
+                p.changed.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// The journal record of the last event applied.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The whole state as bytes, for the journal's snapshot table.
+    pub fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        let mut out = Vec::new();
+        ciborium::into_writer(&(SNAPSHOT_FORMAT, self), &mut out)
+            .map_err(|e| StateError::Snapshot(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// The state a snapshot holds. A snapshot of another format is refused (the caller
+    /// replays the whole journal instead).
+    pub fn from_snapshot(bytes: &[u8]) -> Result<ControlPlane, StateError> {
+        let (format, plane): (u32, ControlPlane) =
+            ciborium::from_reader(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
+        if format != SNAPSHOT_FORMAT {
+            return Err(StateError::Snapshot(format!(
+                "format {format}, this build reads {SNAPSHOT_FORMAT}"
+            )));
         }
         Ok(plane)
     }
@@ -509,6 +571,8 @@ impl ControlPlane {
             touched.extend(self.sched.service_replicas(s));
         }
         self.note_changes(touched);
+        // Every applied event is the next journal record.
+        self.seq += 1;
         Ok(decisions)
     }
 
@@ -2091,6 +2155,116 @@ mod tests {
         })
         .unwrap();
         assert_eq!(state(&p, &names[1]), "ready");
+    }
+
+    /// A journal with a bit of everything: jobs, a service, sandboxes, checkpoints, exits, a
+    /// failure, a drain, preemption pressure.
+    fn busy_journal() -> Vec<Event> {
+        let (mut p, mut journal) = up();
+        let mut apply = |p: &mut ControlPlane, e: Event| {
+            p.apply(&e).unwrap();
+            journal.push(e);
+        };
+        for (i, nodes) in [18, 4, 2, 30, 9].into_iter().enumerate() {
+            let e = p
+                .submit_event(&req(&format!("j{i}"), nodes), 100 + i as u64)
+                .unwrap();
+            apply(&mut p, e);
+        }
+        let e = p.service_event(&service(2), 106).unwrap();
+        apply(&mut p, e);
+        let e = p.sandbox_event(&sandboxes(40), 107).unwrap();
+        apply(&mut p, e);
+        apply(&mut p, Event::Pass { at: 110 });
+        let on = p.job_view(2).unwrap().nodes;
+        apply(
+            &mut p,
+            Event::Checkpoint {
+                job: 2,
+                run: 0,
+                at: 115,
+            },
+        );
+        apply(
+            &mut p,
+            Event::NodeDrain {
+                node: on[1].clone(),
+                drain: true,
+                at: 118,
+            },
+        );
+        apply(
+            &mut p,
+            Event::NodeDown {
+                node: on[0].clone(),
+                at: 120,
+            },
+        );
+        apply(&mut p, Event::Pass { at: 121 });
+        apply(&mut p, Event::Cancel { id: 1, at: 125 });
+        apply(
+            &mut p,
+            Event::SandboxesExited {
+                batch: 6,
+                exited: vec![(0, 0), (1, 3)],
+                at: 126,
+            },
+        );
+        apply(&mut p, Event::Pass { at: 130 });
+        journal
+    }
+
+    #[test]
+    fn a_snapshot_anywhere_then_the_rest_of_the_journal_is_the_same_state() {
+        let journal = busy_journal();
+        let numbered = || {
+            journal
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, e)| (i as u64 + 1, e))
+        };
+        let whole = ControlPlane::replay(numbered()).unwrap().unwrap();
+        // What comes next must be decided the same way too: more work and more passes.
+        let more = |p: &mut ControlPlane| {
+            let mut decisions = Vec::new();
+            for (i, at) in [(0, 200), (1, 201)] {
+                let e = p.submit_event(&req(&format!("late{i}"), 3), at).unwrap();
+                p.apply(&e).unwrap();
+                let e = p.sandbox_event(&sandboxes(5), at).unwrap();
+                p.apply(&e).unwrap();
+                decisions.extend(p.apply(&Event::Pass { at: at + 1 }).unwrap());
+            }
+            format!("{decisions:?}")
+        };
+        let mut after_whole = ControlPlane::replay(numbered()).unwrap().unwrap();
+        let decided = more(&mut after_whole);
+        assert!(decided.contains("Start"), "{decided}");
+        for cut in 1..=journal.len() as u64 {
+            let head = ControlPlane::replay(numbered().take(cut as usize))
+                .unwrap()
+                .unwrap();
+            assert_eq!(head.seq(), cut);
+            let mut plane = Some(ControlPlane::from_snapshot(&head.snapshot().unwrap()).unwrap());
+            for (seq, e) in numbered().skip(cut as usize) {
+                ControlPlane::replay_one(&mut plane, seq, &e).unwrap();
+            }
+            let mut p = plane.unwrap();
+            assert_eq!(p.fingerprint(), whole.fingerprint(), "snapshot at {cut}");
+            assert!(p.sched.check_invariants().is_ok());
+            assert_eq!(more(&mut p), decided, "snapshot at {cut}");
+            assert_eq!(
+                p.fingerprint(),
+                after_whole.fingerprint(),
+                "snapshot at {cut}"
+            );
+        }
+        // A record out of sequence after a snapshot is refused by number.
+        let mut plane = Some(whole);
+        let e = ControlPlane::replay_one(&mut plane, 999, &Event::Pass { at: 300 }).unwrap_err();
+        assert!(e.to_string().contains("expected record"), "{e}");
+        // Garbage is not a snapshot.
+        assert!(ControlPlane::from_snapshot(b"garbage").is_err());
     }
 
     #[test]

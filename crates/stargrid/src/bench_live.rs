@@ -82,6 +82,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         idle_pass_interval: 60,
         heartbeat_timeout: Duration::from_secs(30),
         admin_token_file: dir.path().join("admin.token"),
+        snapshot_every: 10_000,
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

@@ -28,6 +28,10 @@ pub struct ServerArgs {
     /// A node whose agent is silent for this many seconds is down.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_timeout_s: u64,
+    /// Save a snapshot of the state every this many journal records (0: never); a restart
+    /// loads the latest and replays only what follows it.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +119,7 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         idle_pass_interval: 60,
         heartbeat_timeout: std::time::Duration::from_secs(a.heartbeat_timeout_s),
         admin_token_file: admin_token_file.clone(),
+        snapshot_every: a.snapshot_every,
     };
     // Replay happens before the runtime starts: it blocks on the journal.
     let srv = server::Server::start(&config).context("starting the server")?;
@@ -127,8 +132,9 @@ pub fn run(a: &ServerArgs) -> Result<()> {
             .local_addr()
             .context("reading the listening address")?;
         println!(
-            "stargrid server on http://{addr} (journal {})",
-            config.store_url
+            "stargrid server on http://{addr} (journal {}; {})",
+            store::display_url(&config.store_url),
+            srv.replay_summary()
         );
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;

@@ -126,6 +126,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         idle_pass_interval: 60,
         heartbeat_timeout: Duration::from_secs(10),
         admin_token_file: a.data_dir.join("admin.token"),
+        snapshot_every: 10_000,
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -38,6 +38,12 @@ fn start_server(data: &Path) -> (Proc, String) {
 }
 
 fn start_server_with(data: &Path, extra: &[&str]) -> (Proc, String) {
+    let (server, url, _) = start_server_saying(data, extra);
+    (server, url)
+}
+
+/// A server as `start_server_with`, and the line it printed when it started listening.
+fn start_server_saying(data: &Path, extra: &[&str]) -> (Proc, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
         .args(["server", "--data-dir"])
         .arg(data)
@@ -59,7 +65,7 @@ fn start_server_with(data: &Path, extra: &[&str]) -> (Proc, String) {
         .to_string();
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     tokens().insert(url.clone(), token.trim().to_string());
-    (Proc(child), url)
+    (Proc(child), url, line)
 }
 
 /// Admin token of each test server, by base URL (tests run in parallel, one server each).
@@ -284,13 +290,24 @@ fn kill_9_under_submissions(store: &[&str]) {
 
 #[test]
 fn a_restart_shows_the_same_jobs_on_the_same_nodes() {
-    for backend in backends() {
-        restart_shows_the_same_jobs(&flags(&backend));
+    for snapshot in [false, true] {
+        // A fresh journal on each backend for each run.
+        for backend in backends() {
+            restart_shows_the_same_jobs(&flags(&backend), snapshot);
+        }
     }
 }
 
-fn restart_shows_the_same_jobs(store: &[&str]) {
+/// With `snapshot`, the server saves snapshots every 10 records and the restart loads one.
+fn restart_shows_the_same_jobs(store: &[&str], snapshot: bool) {
     let dir = tempfile::tempdir().unwrap();
+    let every = if snapshot { "10" } else { "0" };
+    let flags: Vec<&str> = store
+        .iter()
+        .copied()
+        .chain(["--snapshot-every", every])
+        .collect();
+    let store = flags.as_slice();
     let (mut server, url) = start_server_with(dir.path(), store);
     // Nodes take work once an agent plays them: hollow ones here, all 40 of the default fleet.
     let mut agents = start_agent(&url, &dir.path().join("agents"), &["--hollow", "40"]);
@@ -327,9 +344,19 @@ fn restart_shows_the_same_jobs(store: &[&str]) {
         states(&before),
         ["running", "cancelled", "running", "pending"]
     );
+    if snapshot {
+        // The pass loop saves a due snapshot within a second.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    signal(server.id(), "-KILL");
     server.kill();
-    let (mut server, url) = start_server_with(dir.path(), store);
-    assert_eq!(summary(&all_jobs(&url)), summary(&before));
+    let (mut server, url, said) = start_server_saying(dir.path(), store);
+    assert_eq!(
+        said.contains("after the snapshot at record"),
+        snapshot,
+        "{said}"
+    );
+    assert_eq!(summary(&all_jobs(&url)), summary(&before), "{said}");
     server.kill();
     agents.kill();
 }

@@ -464,6 +464,8 @@ fn commit(conn: &mut Connection, group: &[Request], last: u64) -> Result<u64, ru
         let mut insert = tx.prepare_cached("INSERT INTO journal (seq, body) VALUES (?1, ?2)")?;
         let mut snap =
             tx.prepare_cached("INSERT OR REPLACE INTO snapshots (seq, body) VALUES (?1, ?2)")?;
+        // Only the latest snapshot is read; older ones go.
+        let mut prune = tx.prepare_cached("DELETE FROM snapshots WHERE seq < ?1")?;
         for r in group {
             match r {
                 Request::Append { bodies, .. } => {
@@ -474,6 +476,7 @@ fn commit(conn: &mut Connection, group: &[Request], last: u64) -> Result<u64, ru
                 }
                 Request::Snapshot { seq: at, body, .. } => {
                     snap.execute(params![*at as i64, body])?;
+                    prune.execute(params![*at as i64])?;
                 }
             }
         }

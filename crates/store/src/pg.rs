@@ -136,6 +136,8 @@ pub(crate) fn commit(c: &mut Client, group: &[Request], last: u64) -> Result<u64
             }
             Request::Snapshot { seq: at, body, .. } => {
                 tx.execute(&snap, &[&(*at as i64), body])?;
+                // Only the latest snapshot is read; older ones go.
+                tx.execute("DELETE FROM snapshots WHERE seq < $1", &[&(*at as i64)])?;
             }
         }
     }

@@ -8,9 +8,10 @@ use super::{Decision, SchedError, Scheduler};
 use crate::engine::{Allocation, EngineError, Time};
 use crate::sandbox::SandboxPlacement;
 use model::{NodeId, NodeState, SandboxRequest, WorkloadId};
+use serde::{Deserialize, Serialize};
 
 /// A live batch and its retry budget.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Batch {
     max_retries: u32,
     retries: u32,

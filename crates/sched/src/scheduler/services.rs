@@ -7,13 +7,13 @@ use super::{JobState, SchedError, Scheduler, SpreadFilter, NO_LIMIT};
 use crate::engine::{Allocation, Time};
 use model::{JobSpec, ServiceSpec, SpreadLevel, TopoId, TopoKind, WorkloadId};
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most services one queue holds (ids are `0 .. MAX_SERVICES`).
 pub const MAX_SERVICES: u64 = 1 << 20;
 
 /// A service and its replicas.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ServiceState {
     spec: ServiceSpec,
     desired: u32,
