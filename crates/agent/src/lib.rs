@@ -21,9 +21,13 @@
 //! In hollow mode one agent plays many nodes and runs no processes: a task whose command is
 //! `sleep N` ends with code 0 after N seconds; any other task runs until it is stopped.
 //!
-//! Not built yet: cgroup v2 CPU and memory limits (tasks run without them), NVML discovery
-//! (the fleet file declares each node's GPUs), and checking the node's inventory against the
-//! fleet.
+//! Where the host's cgroup v2 hierarchy offers the `cpu` and `memory` controllers, each task
+//! runs in its own group limited to what it was given (see [`cgroup`]).
+//!
+//! Not built yet: NVML discovery (the fleet file declares each node's GPUs), and checking the
+//! node's inventory against the fleet.
+
+pub mod cgroup;
 
 use server::api::{
     Assignment, Changes, Heartbeat, HeartbeatReply, SandboxAssignment, TaskReport, WaitForChanges,
@@ -71,6 +75,8 @@ pub struct AgentConfig {
     pub fence_after: Duration,
     /// Told (job or batch id, when) each time a task or sandbox starts; for measurements.
     pub started: Option<std::sync::mpsc::Sender<(u64, Instant)>>,
+    /// Where task groups go, when limits can be applied.
+    pub cgroups: Option<cgroup::Cgroups>,
 }
 
 type TaskKey = (u64, u32, u32);
@@ -80,6 +86,8 @@ enum Running {
         child: Child,
         dir: PathBuf,
         stop_sent: Option<Instant>,
+        /// Its cgroup, removed with the task.
+        group: Option<PathBuf>,
     },
     Hollow {
         ends_at: Option<Instant>,
@@ -91,6 +99,14 @@ struct Task {
     exit_code: Option<i32>,
     /// A sandbox (reported only once it exited; it writes no checkpoints).
     sandbox: bool,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Running::Process { group: Some(g), .. } = &self.running {
+            cgroup::remove(g);
+        }
+    }
 }
 
 /// One node's tasks.
@@ -232,6 +248,8 @@ fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         workdir: s.workdir.clone(),
         gpus: Vec::new(),
         stop_by: None,
+        cpu_millis: s.cpu_millis,
+        memory_mib: s.memory_mib,
     }
 }
 
@@ -252,17 +270,32 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Res
             sandbox,
         });
     };
-    let dir = config.work_dir.join(if sandbox {
+    let name = if sandbox {
         format!("{}-sandbox-{}", a.job, a.rank)
     } else {
         format!("{}-{}-{}", a.job, a.run, a.rank)
-    });
+    };
+    let dir = config.work_dir.join(&name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
     let err_log = log.try_clone().map_err(|e| e.to_string())?;
     let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
-    let mut cmd = Command::new(program);
-    cmd.args(args)
+    let group = match &config.cgroups {
+        Some(cg) => Some(cg.create(
+            &format!("{node}-{name}"),
+            cgroup::Limits {
+                cpu_millis: a.cpu_millis,
+                memory_mib: a.memory_mib,
+            },
+        )?),
+        None => None,
+    };
+    let (program, args) = match &group {
+        Some(g) => cgroup::wrap(g, program, args),
+        None => (program.clone(), args.to_vec()),
+    };
+    let mut cmd = Command::new(&program);
+    cmd.args(&args)
         .current_dir(a.workdir.as_deref().map_or(dir.clone(), PathBuf::from))
         .envs(&a.env)
         .env("STARGRID_JOB_ID", a.job.to_string())
@@ -282,6 +315,7 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Res
             child,
             dir,
             stop_sent: None,
+            group,
         },
         exit_code: None,
         sandbox,
@@ -504,6 +538,66 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_runs_in_a_cgroup_with_the_limits_it_was_given() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let config = AgentConfig {
+            server: String::new(),
+            token: String::new(),
+            nodes: vec!["n0".into()],
+            hollow: false,
+            work_dir: work.path().to_path_buf(),
+            interval: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+            fence_after: Duration::from_secs(10),
+            started: None,
+            cgroups: Some(cgroup::Cgroups::detect(root.path()).unwrap()),
+        };
+        let mut node = NodeTasks {
+            name: "n0".into(),
+            tasks: BTreeMap::new(),
+            last_answer: Instant::now(),
+        };
+        let task = Assignment {
+            job: 7,
+            run: 0,
+            rank: 0,
+            world: 1,
+            command: vec!["sh".into(), "-c".into(), "echo $$ > pid".into()],
+            env: BTreeMap::new(),
+            workdir: None,
+            gpus: vec![0],
+            stop_by: None,
+            cpu_millis: 2000,
+            memory_mib: 1024,
+        };
+        let reply = HeartbeatReply {
+            assignments: vec![task],
+            sandboxes: Vec::new(),
+        };
+        node.reconcile(&config, &reply);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.reports()[0].exit_code.is_none() {
+            assert!(Instant::now() < deadline, "the task did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(node.reports()[0].exit_code, Some(0));
+        let group = root.path().join("stargrid/n0-7-0-0");
+        assert_eq!(
+            std::fs::read_to_string(group.join("cpu.max")).unwrap(),
+            "200000 100000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(group.join("memory.max")).unwrap(),
+            (1024u64 << 20).to_string()
+        );
+        let pid = std::fs::read_to_string(work.path().join("7-0-0/pid")).unwrap();
+        let entered = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
+        assert_eq!(entered.trim(), pid.trim());
+    }
 
     #[test]
     fn hollow_sleep_is_the_only_command_with_an_end() {

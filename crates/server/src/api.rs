@@ -205,6 +205,12 @@ pub struct Assignment {
     pub gpus: Vec<u32>,
     /// The task must have stopped by then (Unix seconds), when it is being preempted.
     pub stop_by: Option<u64>,
+    /// CPU millicores the task was given (its cgroup's limit; 0: no limit).
+    #[serde(default)]
+    pub cpu_millis: u32,
+    /// Memory the task was given, MiB (its cgroup's limit; 0: no limit).
+    #[serde(default)]
+    pub memory_mib: u32,
 }
 
 /// Consecutive sandboxes of one batch that a node must run: one process per index.
@@ -222,6 +228,12 @@ pub struct SandboxAssignment {
     pub env: std::collections::BTreeMap<String, String>,
     /// Working directory.
     pub workdir: Option<String>,
+    /// CPU millicores of each sandbox (its cgroup's limit).
+    #[serde(default)]
+    pub cpu_millis: u32,
+    /// Memory of each sandbox, MiB (its cgroup's limit).
+    #[serde(default)]
+    pub memory_mib: u32,
 }
 
 /// The server's answer to a heartbeat: every task and sandbox the node must run now. Anything

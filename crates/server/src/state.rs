@@ -998,7 +998,9 @@ impl ControlPlane {
         };
         for w in engine.workloads_on(n) {
             match engine.allocation(w) {
-                Some(Allocation::Gang { slots, .. }) => {
+                Some(Allocation::Gang {
+                    slots, per_node, ..
+                }) => {
                     let (Some(job), Some(task)) = (self.sched.job(w), self.task_of(w)) else {
                         continue;
                     };
@@ -1018,10 +1020,17 @@ impl ControlPlane {
                             workdir: task.workdir.clone(),
                             gpus: (0..32).filter(|b| slot.gpu_mask & (1 << b) != 0).collect(),
                             stop_by,
+                            cpu_millis: per_node.cpu_millis,
+                            memory_mib: per_node.memory_mib,
                         });
                     }
                 }
-                Some(Allocation::Sandboxes { runs, live, .. }) => {
+                Some(Allocation::Sandboxes {
+                    runs,
+                    live,
+                    request,
+                    ..
+                }) => {
                     let Some(meta) = self.batches.get(&w.0) else {
                         continue;
                     };
@@ -1046,6 +1055,8 @@ impl ControlPlane {
                                 command: meta.task.command.clone(),
                                 env: meta.task.env.clone(),
                                 workdir: meta.task.workdir.clone(),
+                                cpu_millis: request.cpu_millis,
+                                memory_mib: request.memory_mib,
                             });
                         }
                     }

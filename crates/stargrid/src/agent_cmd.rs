@@ -30,6 +30,12 @@ pub struct AgentArgs {
     /// server's --heartbeat-timeout-s).
     #[arg(long, default_value_t = 10)]
     pub fence_after_s: u64,
+    /// The cgroup v2 hierarchy where task groups (CPU and memory limits) are made.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// Run tasks without cgroup limits even where they could be applied.
+    #[arg(long)]
+    pub no_cgroups: bool,
 }
 
 pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
@@ -69,7 +75,23 @@ pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
         grace: Duration::from_secs(a.grace_s),
         fence_after: Duration::from_secs(a.fence_after_s),
         started: None,
+        cgroups: None,
     };
+    let (cgroups, limits) = if a.no_cgroups || config.hollow {
+        (None, "without cgroup limits".to_string())
+    } else {
+        match agent::cgroup::Cgroups::detect(&a.cgroup_root) {
+            Ok(cg) => (
+                Some(cg),
+                "tasks limited by cgroup v2 (cpu.max, memory.max)".into(),
+            ),
+            Err(why) => (
+                None,
+                format!("tasks run WITHOUT CPU and memory limits: {why}"),
+            ),
+        }
+    };
+    let config = agent::AgentConfig { cgroups, ..config };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -77,7 +99,7 @@ pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
             .context("installing the Ctrl-C handler")?;
     }
     println!(
-        "stargrid agent: {} node(s){} reporting to {server}; cgroup limits are not applied (not built yet)",
+        "stargrid agent: {} node(s){} reporting to {server}; {limits}",
         config.nodes.len(),
         if config.hollow { ", hollow" } else { "" }
     );

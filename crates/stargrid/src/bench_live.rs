@@ -129,6 +129,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             grace: Duration::from_secs(1),
             fence_after: Duration::from_secs(60),
             started: Some(started_tx),
+            cgroups: None,
         };
         let stop = agent_stop.clone();
         std::thread::spawn(move || agent::run(&config, &stop))

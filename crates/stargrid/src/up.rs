@@ -192,6 +192,19 @@ pub fn run(a: &UpArgs) -> Result<()> {
         grace: Duration::from_secs(5),
         fence_after: Duration::from_secs(10),
         started: None,
+        cgroups: None,
+    };
+    let (cgroups, limits) =
+        match agent::cgroup::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup")) {
+            Ok(cg) => (Some(cg), "tasks limited by cgroup v2".to_string()),
+            Err(why) => (
+                None,
+                format!("tasks run without CPU and memory limits: {why}"),
+            ),
+        };
+    let agent_config = agent::AgentConfig {
+        cgroups,
+        ..agent_config
     };
     let agent_stop = Arc::new(AtomicBool::new(false));
     let agents = {
@@ -199,7 +212,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         std::thread::spawn(move || agent::run(&config, &stop))
     };
     println!(
-        "stargrid up: server on {url} (journal {store_url}), agents for {} nodes",
+        "stargrid up: server on {url} (journal {store_url}), agents for {} nodes; {limits}",
         nodes.len()
     );
     // Nodes take work once their agents have checked in; sandboxes are placed at once or
