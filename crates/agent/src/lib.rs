@@ -24,10 +24,11 @@
 //! Where the host's cgroup v2 hierarchy offers the `cpu` and `memory` controllers, each task
 //! runs in its own group limited to what it was given (see [`cgroup`]).
 //!
-//! Not built yet: NVML discovery (the fleet file declares each node's GPUs), and checking the
-//! node's inventory against the fleet.
+//! A single-node agent reports the node's GPUs ([`inventory`]: NVML, or declared), and the
+//! server refuses the heartbeats of a node that does not match the fleet.
 
 pub mod cgroup;
+pub mod inventory;
 
 use server::api::{
     Assignment, Changes, Heartbeat, HeartbeatReply, SandboxAssignment, TaskReport, WaitForChanges,
@@ -77,6 +78,9 @@ pub struct AgentConfig {
     pub started: Option<std::sync::mpsc::Sender<(u64, Instant)>>,
     /// Where task groups go, when limits can be applied.
     pub cgroups: Option<cgroup::Cgroups>,
+    /// What the node has (NVML or declared), reported with every heartbeat; `None`: the fleet
+    /// file is trusted.
+    pub inventory: Option<server::api::Inventory>,
 }
 
 type TaskKey = (u64, u32, u32);
@@ -355,6 +359,7 @@ fn stop(t: &mut Task, grace: Duration) -> bool {
 fn beat(config: &AgentConfig, http: &ureq::Agent, url: &str, node: &mut NodeTasks) {
     let hb = Heartbeat {
         node: node.name.clone(),
+        inventory: config.inventory.clone(),
         tasks: node.reports(),
     };
     let auth = format!("Bearer {}", config.token);
@@ -369,7 +374,7 @@ fn beat(config: &AgentConfig, http: &ureq::Agent, url: &str, node: &mut NodeTask
         // The server is away: keep running what runs (it comes back with the same intent),
         // unless it has been away for so long that the node counts as down.
         Err(e) => {
-            eprintln!("agent {}: heartbeat: {e}", node.name);
+            eprintln!("agent {}: heartbeat: {}", node.name, explain(e));
             if node.last_answer.elapsed() > config.fence_after && !node.tasks.is_empty() {
                 eprintln!(
                     "agent {}: no answer for {:?}: stopping its tasks",
@@ -409,6 +414,20 @@ fn beat_changed(
                 }
             }
         }
+    }
+}
+
+/// An HTTP failure in words: a refusal's field and reason, or the transport error.
+fn explain(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(code, resp) => {
+            let body = resp.into_string().unwrap_or_default();
+            match serde_json::from_str::<server::api::ApiError>(&body) {
+                Ok(a) => format!("refused ({code}): {}: {}", a.error.field, a.error.reason),
+                Err(_) => format!("refused ({code}): {body}"),
+            }
+        }
+        other => other.to_string(),
     }
 }
 
@@ -555,6 +574,7 @@ mod tests {
             fence_after: Duration::from_secs(10),
             started: None,
             cgroups: Some(cgroup::Cgroups::detect(root.path()).unwrap()),
+            inventory: None,
         };
         let mut node = NodeTasks {
             name: "n0".into(),

@@ -164,6 +164,23 @@ pub struct Heartbeat {
     /// What runs there now, and what ended since the last heartbeat.
     #[serde(default)]
     pub tasks: Vec<TaskReport>,
+    /// The node's GPUs as its agent finds them (NVML) or declares them; checked against the
+    /// fleet. Absent: the fleet is trusted.
+    #[serde(default)]
+    pub inventory: Option<Inventory>,
+}
+
+/// A node's GPUs as its agent sees them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// GPUs found.
+    pub gpus: u32,
+    /// Their model (e.g. GB200), when known.
+    #[serde(default)]
+    pub gpu_model: Option<String>,
+    /// nvml or declared.
+    pub source: String,
 }
 
 /// One task as its agent sees it.

@@ -1101,6 +1101,9 @@ impl ControlPlane {
             field: "node".into(),
             reason: e.to_string(),
         })?;
+        if let Some(inv) = &hb.inventory {
+            self.check_inventory(node, inv)?;
+        }
         // Exits of live sandboxes on this node, per batch (one event each).
         let mut sandbox_exits: BTreeMap<u64, Vec<(u32, i32)>> = BTreeMap::new();
         for t in &hb.tasks {
@@ -1142,6 +1145,39 @@ impl ControlPlane {
             events.push(Event::SandboxesExited { batch, exited, at });
         }
         Ok(events)
+    }
+
+    /// Whether what a node's agent found matches the fleet; a node that does not match takes
+    /// no work (its heartbeats are refused, so it stays or goes down).
+    fn check_inventory(
+        &self,
+        node: NodeId,
+        inv: &crate::api::Inventory,
+    ) -> Result<(), FieldProblem> {
+        let n = self.sched.engine().fleet().node(node);
+        let want = u32::from(n.capacity.gpus);
+        if inv.gpus != want {
+            return Err(bad(
+                "inventory.gpus",
+                format!(
+                    "node {} has {want} GPUs in the fleet; its agent found {} ({}): fix the fleet file or the node",
+                    n.name, inv.gpus, inv.source
+                ),
+            ));
+        }
+        if let (Some(found), Some(model)) = (&inv.gpu_model, n.capacity.gpu_model) {
+            let fleet_model = model.name();
+            if !found.eq_ignore_ascii_case(fleet_model) {
+                return Err(bad(
+                    "inventory.gpu_model",
+                    format!(
+                        "node {} has {fleet_model} GPUs in the fleet; its agent found {found} ({})",
+                        n.name, inv.source
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Turns a request into a `Submit` event, checking every field; changes nothing.
@@ -1685,6 +1721,7 @@ mod tests {
         // A checkpoint, then rank 0 exits 0: the job still runs (rank 1 has not exited).
         let hb = |node: &str, exit: Option<i32>, rank, checkpoint| Heartbeat {
             node: node.into(),
+            inventory: None,
             tasks: vec![crate::api::TaskReport {
                 job: 1,
                 run: 0,
@@ -1874,6 +1911,7 @@ mod tests {
         // Its process exits: the replica is replaced, and the new one is placed by a pass.
         let hb = Heartbeat {
             node: node.clone(),
+            inventory: None,
             tasks: vec![exit_report(tasks[0].job, tasks[0].run, 0, 1)],
         };
         for e in p.heartbeat_events(&hb, 110).unwrap() {
@@ -1961,6 +1999,7 @@ mod tests {
         let wrong = p.up_nodes().into_iter().find(|n| *n != host0).unwrap();
         let report = |node: &str, index: u32, code: i32| Heartbeat {
             node: node.into(),
+            inventory: None,
             tasks: vec![exit_report(1, 0, index, code)],
         };
         if host_of[&1] != wrong {

@@ -36,6 +36,13 @@ pub struct AgentArgs {
     /// Run tasks without cgroup limits even where they could be applied.
     #[arg(long)]
     pub no_cgroups: bool,
+    /// Declare the node's GPU count instead of asking NVML (tests, hosts without the driver);
+    /// the server checks it against the fleet.
+    #[arg(long, conflicts_with = "hollow")]
+    pub fake_gpus: Option<u32>,
+    /// The declared GPUs' model (with --fake-gpus), e.g. GB200.
+    #[arg(long, requires = "fake_gpus")]
+    pub gpu_model: Option<String>,
 }
 
 pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
@@ -76,6 +83,7 @@ pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
         fence_after: Duration::from_secs(a.fence_after_s),
         started: None,
         cgroups: None,
+        inventory: None,
     };
     let (cgroups, limits) = if a.no_cgroups || config.hollow {
         (None, "without cgroup limits".to_string())
@@ -91,7 +99,29 @@ pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
             ),
         }
     };
-    let config = agent::AgentConfig { cgroups, ..config };
+    let (inventory, found) = match (a.fake_gpus, config.hollow) {
+        (_, true) => (None, String::new()),
+        (Some(n), false) => (
+            Some(agent::inventory::declared(n, a.gpu_model.clone())),
+            format!("; {n} GPUs declared"),
+        ),
+        (None, false) => match agent::inventory::discover() {
+            Ok(inv) => {
+                let what = format!(
+                    "; {} {} GPUs found through NVML",
+                    inv.gpus,
+                    inv.gpu_model.as_deref().unwrap_or("")
+                );
+                (Some(inv), what)
+            }
+            Err(why) => (None, format!("; GPUs as the fleet declares them ({why})")),
+        },
+    };
+    let config = agent::AgentConfig {
+        cgroups,
+        inventory,
+        ..config
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -99,7 +129,7 @@ pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
             .context("installing the Ctrl-C handler")?;
     }
     println!(
-        "stargrid agent: {} node(s){} reporting to {server}; {limits}",
+        "stargrid agent: {} node(s){} reporting to {server}; {limits}{found}",
         config.nodes.len(),
         if config.hollow { ", hollow" } else { "" }
     );

@@ -130,6 +130,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             fence_after: Duration::from_secs(60),
             started: Some(started_tx),
             cgroups: None,
+            inventory: None,
         };
         let stop = agent_stop.clone();
         std::thread::spawn(move || agent::run(&config, &stop))

@@ -193,6 +193,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         fence_after: Duration::from_secs(10),
         started: None,
         cgroups: None,
+        inventory: None,
     };
     let (cgroups, limits) =
         match agent::cgroup::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup")) {

@@ -922,3 +922,57 @@ fn a_standby_server_takes_over_the_journal_when_the_leader_dies() {
         assert_eq!(v["id"], 7, "{extra:?}");
     }
 }
+
+#[test]
+fn a_node_whose_agent_finds_other_gpus_than_the_fleet_takes_no_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(dir.path());
+    let agent = |gpus: &str, model: &str, work: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args([
+                "agent",
+                "--server",
+                &url,
+                "--interval-ms",
+                "100",
+                "--node",
+                "nvl00000t00",
+            ])
+            .args(["--fake-gpus", gpus, "--gpu-model", model, "--work-dir"])
+            .arg(dir.path().join(work))
+            .env("RUST_BACKTRACE", "0")
+            .env("STARGRID_TOKEN", admin_token(&url))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The fleet's trays have 4 GB200s: an agent that finds 8 is refused, and says why.
+    let mut wrong = agent("8", "GB200", "a");
+    let mut said = String::new();
+    BufReader::new(wrong.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(
+        said.contains("inventory.gpus")
+            && said.contains("has 4 GPUs in the fleet; its agent found 8"),
+        "{said}"
+    );
+    assert_eq!(nodes_up(&url), 0);
+    let _ = wrong.kill();
+    let _ = wrong.wait();
+    let mut wrong = agent("4", "H100", "b");
+    let mut said = String::new();
+    BufReader::new(wrong.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(said.contains("inventory.gpu_model"), "{said}");
+    let _ = wrong.kill();
+    let _ = wrong.wait();
+    // The right inventory brings the node up.
+    let mut right = agent("4", "GB200", "c");
+    wait_for("the node up", || nodes_up(&url) == 1);
+    let _ = right.kill();
+    let _ = right.wait();
+    server.kill();
+}
