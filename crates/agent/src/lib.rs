@@ -31,7 +31,8 @@ pub mod cgroup;
 pub mod inventory;
 
 use server::api::{
-    Assignment, Changes, Heartbeat, HeartbeatReply, SandboxAssignment, TaskReport, WaitForChanges,
+    Assignment, Changes, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport,
+    WaitForChanges,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -119,6 +120,8 @@ struct NodeTasks {
     tasks: BTreeMap<TaskKey, Task>,
     /// The last heartbeat the server answered.
     last_answer: Instant,
+    /// Logs the server asked for in its last answer.
+    logs_wanted: Vec<server::api::LogWanted>,
 }
 
 impl NodeTasks {
@@ -357,9 +360,46 @@ fn stop(t: &mut Task, grace: Duration) -> bool {
 /// One heartbeat of one node: report, then reconcile with the answer. Without an answer for
 /// longer than `fence_after`, the node stops its tasks.
 fn beat(config: &AgentConfig, http: &ureq::Agent, url: &str, node: &mut NodeTasks) {
+    beat_once(config, http, url, node, true);
+}
+
+/// Most of a log sent with one heartbeat.
+const LOG_CHUNK_BYTES: u64 = 64 << 10;
+
+/// What follows `from` in a task's log file, up to a chunk.
+fn read_log(work_dir: &std::path::Path, want: &server::api::LogWanted) -> Option<LogChunk> {
+    use std::io::{Read, Seek};
+    let path = work_dir.join(format!("{}-{}-{}/log", want.job, want.run, want.rank));
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(std::io::SeekFrom::Start(want.from)).ok()?;
+    let mut buf = Vec::new();
+    f.take(LOG_CHUNK_BYTES).read_to_end(&mut buf).ok()?;
+    (!buf.is_empty()).then(|| LogChunk {
+        job: want.job,
+        run: want.run,
+        rank: want.rank,
+        offset: want.from,
+        len: buf.len() as u64,
+        data: String::from_utf8_lossy(&buf).into_owned(),
+    })
+}
+
+fn beat_once(
+    config: &AgentConfig,
+    http: &ureq::Agent,
+    url: &str,
+    node: &mut NodeTasks,
+    may_repeat: bool,
+) {
+    let logs: Vec<LogChunk> = node
+        .logs_wanted
+        .iter()
+        .filter_map(|w| read_log(&config.work_dir, w))
+        .collect();
     let hb = Heartbeat {
         node: node.name.clone(),
         inventory: config.inventory.clone(),
+        logs,
         tasks: node.reports(),
     };
     let auth = format!("Bearer {}", config.token);
@@ -368,6 +408,17 @@ fn beat(config: &AgentConfig, http: &ureq::Agent, url: &str, node: &mut NodeTask
             Ok(reply) => {
                 node.last_answer = Instant::now();
                 node.reconcile(config, &reply);
+                // Someone started reading a log: send it now, not at the next heartbeat.
+                let new_wants = reply.logs_wanted.iter().any(|w| {
+                    !node
+                        .logs_wanted
+                        .iter()
+                        .any(|o| o.job == w.job && o.run == w.run && o.rank == w.rank)
+                });
+                node.logs_wanted = reply.logs_wanted;
+                if new_wants && may_repeat {
+                    beat_once(config, http, url, node, false);
+                }
             }
             Err(e) => eprintln!("agent {}: bad heartbeat reply: {e}", node.name),
         },
@@ -385,6 +436,7 @@ fn beat(config: &AgentConfig, http: &ureq::Agent, url: &str, node: &mut NodeTask
                     &HeartbeatReply {
                         assignments: Vec::new(),
                         sandboxes: Vec::new(),
+                        logs_wanted: Vec::new(),
                     },
                 );
             }
@@ -504,6 +556,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
             name: n.clone(),
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
+            logs_wanted: Vec::new(),
         })
         .collect();
     let index: HashMap<String, usize> = config
@@ -580,6 +633,7 @@ mod tests {
             name: "n0".into(),
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
+            logs_wanted: Vec::new(),
         };
         let task = Assignment {
             job: 7,
@@ -597,6 +651,7 @@ mod tests {
         let reply = HeartbeatReply {
             assignments: vec![task],
             sandboxes: Vec::new(),
+            logs_wanted: Vec::new(),
         };
         node.reconcile(&config, &reply);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -168,6 +168,58 @@ pub struct Heartbeat {
     /// fleet. Absent: the fleet is trusted.
     #[serde(default)]
     pub inventory: Option<Inventory>,
+    /// Pieces of task logs the server asked for.
+    #[serde(default)]
+    pub logs: Vec<LogChunk>,
+}
+
+/// Which task's log, and from which byte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogWanted {
+    /// The job.
+    pub job: u64,
+    /// Its run.
+    pub run: u32,
+    /// The task's rank.
+    pub rank: u32,
+    /// First byte wanted.
+    pub from: u64,
+}
+
+/// A piece of a task's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogChunk {
+    /// The job.
+    pub job: u64,
+    /// Its run.
+    pub run: u32,
+    /// The task's rank.
+    pub rank: u32,
+    /// Byte offset of `data` in the log.
+    pub offset: u64,
+    /// The bytes, as text (invalid UTF-8 replaced).
+    pub data: String,
+    /// Bytes read from the file (`offset + len` is where the next piece starts).
+    pub len: u64,
+}
+
+/// A task's log as far as the server has it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogView {
+    /// The job.
+    pub job: u64,
+    /// The run shown (the latest).
+    pub run: u32,
+    /// The rank shown.
+    pub rank: u32,
+    /// Byte offset of `data`.
+    pub from: u64,
+    /// Pass as `from` to get what follows.
+    pub next: u64,
+    /// The text.
+    pub data: String,
 }
 
 /// A node's GPUs as its agent sees them.
@@ -263,6 +315,9 @@ pub struct HeartbeatReply {
     /// `job` = its batch, `run` = 0 and `rank` = its index, once it exits.
     #[serde(default)]
     pub sandboxes: Vec<SandboxAssignment>,
+    /// Logs someone is reading: send what follows `from` with the next heartbeat.
+    #[serde(default)]
+    pub logs_wanted: Vec<LogWanted>,
 }
 
 /// An inference service to create: identical replicas kept between bounds.

@@ -41,6 +41,7 @@ pub const MAX_PAGE: usize = 1000;
         get_job,
         cancel_job,
         why_job,
+        job_logs,
         create_service,
         list_services,
         get_service,
@@ -73,6 +74,10 @@ pub const MAX_PAGE: usize = 1000;
         crate::api::Assignment,
         crate::api::SandboxAssignment,
         crate::api::WaitForChanges,
+        crate::api::LogView,
+        crate::api::LogChunk,
+        crate::api::LogWanted,
+        crate::api::Inventory,
         crate::api::Changes,
         SubmitService,
         crate::api::SpreadSpec,
@@ -158,6 +163,56 @@ pub struct Server {
     last_snapshot: std::sync::atomic::AtomicU64,
     /// How start-up went, in words.
     replay_summary: String,
+    /// Task logs being read.
+    logs: Mutex<Logs>,
+}
+
+/// How long agents keep sending a job's log after someone last asked for it.
+const LOG_INTEREST: Duration = Duration::from_secs(30);
+/// The most of a task's log the server keeps (its tail).
+const LOG_TAIL_BYTES: usize = 1 << 20;
+
+/// Task logs being read. They stay on the nodes; the server asks agents for what follows what
+/// it has (in heartbeat answers) and keeps each task's tail in memory, not in the journal.
+#[derive(Default)]
+struct Logs {
+    /// Jobs whose logs someone read lately, and until when agents are asked for more.
+    wanted: HashMap<u64, Instant>,
+    /// (job, run, rank) → the tail received.
+    tails: HashMap<(u64, u32, u32), Tail>,
+}
+
+/// The received end of one task's log.
+#[derive(Default)]
+struct Tail {
+    /// Offset of `text`'s first byte in the log.
+    start: u64,
+    /// Offset of the next byte wanted.
+    next: u64,
+    text: String,
+}
+
+impl Logs {
+    fn ingest(&mut self, chunk: crate::api::LogChunk) {
+        let tail = self
+            .tails
+            .entry((chunk.job, chunk.run, chunk.rank))
+            .or_default();
+        if chunk.offset != tail.next {
+            // Stale or out of order: the next answer asks again from `next`.
+            return;
+        }
+        tail.text.push_str(&chunk.data);
+        tail.next += chunk.len;
+        if tail.text.len() > LOG_TAIL_BYTES {
+            let mut cut = tail.text.len() - LOG_TAIL_BYTES;
+            while !tail.text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            tail.text.drain(..cut);
+            tail.start = tail.next - tail.text.len() as u64;
+        }
+    }
 }
 
 /// Most node changes remembered for waiting agents; one that asks about older ones is told to
@@ -365,6 +420,7 @@ impl Server {
             snapshot_every: config.snapshot_every,
             last_snapshot: std::sync::atomic::AtomicU64::new(from_snapshot.unwrap_or(0)),
             replay_summary,
+            logs: Mutex::new(Logs::default()),
         }))
     }
 
@@ -471,6 +527,13 @@ impl Server {
         }
         self.publish_changes();
         true
+    }
+
+    fn logs(&self) -> std::sync::MutexGuard<'_, Logs> {
+        match self.logs.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 
     fn change_log(&self) -> std::sync::MutexGuard<'_, ChangeLog> {
@@ -583,6 +646,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/why", get(why_job))
+        .route("/v1/jobs/{id}/logs", get(job_logs))
         .route("/v1/services", post(create_service).get(list_services))
         .route("/v1/services/{id}", get(get_service))
         .route("/v1/services/{id}/scale", post(scale_service))
@@ -1025,9 +1089,34 @@ async fn heartbeat(State(server): State<Arc<Server>>, headers: HeaderMap, body: 
         server.publish_changes();
     }
     let (assignments, sandboxes) = server.plane().assignments(&hb.node);
+    let logs_wanted = {
+        let mut logs = server.logs();
+        for chunk in hb.logs {
+            logs.ingest(chunk);
+        }
+        let now = Instant::now();
+        logs.wanted.retain(|_, until| *until > now);
+        let jobs: Vec<u64> = logs.wanted.keys().copied().collect();
+        let plane = server.plane();
+        jobs.into_iter()
+            .flat_map(|job| {
+                plane
+                    .log_tasks_on(job, &hb.node)
+                    .into_iter()
+                    .map(move |(run, rank)| (job, run, rank))
+            })
+            .map(|(job, run, rank)| crate::api::LogWanted {
+                job,
+                run,
+                rank,
+                from: logs.tails.get(&(job, run, rank)).map_or(0, |t| t.next),
+            })
+            .collect()
+    };
     Json(HeartbeatReply {
         assignments,
         sandboxes,
+        logs_wanted,
     })
     .into_response()
 }
@@ -1571,4 +1660,86 @@ async fn resume_node(
     Path(name): Path<String>,
 ) -> Response {
     set_drain(server, headers, name, false).await
+}
+
+/// Query of `GET /v1/jobs/{id}/logs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// The task's rank (default 0).
+    rank: Option<u32>,
+    /// The first byte wanted (the previous answer's `next`; default 0).
+    from: Option<u64>,
+}
+
+/// A task's log (its latest run), as far as the server has it. Logs stay on the nodes: asking
+/// makes the agents send what follows, within a heartbeat; ask again with `from = next`.
+#[utoipa::path(get, path = "/v1/jobs/{id}/logs", params(("id" = u64, Path, description = "job id"), LogQuery),
+    responses((status = 200, body = crate::api::LogView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn job_logs(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    respond((|| {
+        let (role, id) = server.caller_and_id(&headers, &raw)?;
+        let Query(q) =
+            query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        let (run, nodes) = {
+            let p = server.plane();
+            if !p.job_tenant(id).is_some_and(|t| may_touch(&role, t)) {
+                return Ok(not_found(id));
+            }
+            p.log_nodes(id).unwrap_or_default()
+        };
+        if nodes.is_empty() {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "id",
+                format!("job {id} has not run yet: it has no logs"),
+            ));
+        }
+        let rank = q.rank.unwrap_or(0);
+        if rank as usize >= nodes.len() {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "rank",
+                format!("job {id} has ranks 0..{}", nodes.len()),
+            ));
+        }
+        let newly = server
+            .logs()
+            .wanted
+            .insert(id, Instant::now() + LOG_INTEREST)
+            .is_none();
+        if newly {
+            // Wake the job's agents: they heartbeat, hear what is wanted, and send it.
+            server.change_log().publish(nodes);
+        }
+        let logs = server.logs();
+        let view = match logs.tails.get(&(id, run, rank)) {
+            Some(t) => {
+                let from = q.from.unwrap_or(0).clamp(t.start, t.next);
+                let skip = (from - t.start) as usize;
+                crate::api::LogView {
+                    job: id,
+                    run,
+                    rank,
+                    from,
+                    next: t.next,
+                    data: t.text.get(skip..).unwrap_or(&t.text).to_string(),
+                }
+            }
+            None => crate::api::LogView {
+                job: id,
+                run,
+                rank,
+                from: 0,
+                next: 0,
+                data: String::new(),
+            },
+        };
+        Ok(Json(view).into_response())
+    })())
 }

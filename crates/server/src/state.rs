@@ -257,6 +257,9 @@ struct JobMeta {
     checkpoint_at: Option<u64>,
     /// Times it was requeued.
     restarts: u32,
+    /// The nodes of its latest run, by rank (where its logs are).
+    #[serde(default)]
+    ran_on: Vec<NodeId>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -641,6 +644,7 @@ impl ControlPlane {
                         done_ranks: BTreeSet::new(),
                         checkpoint_at: None,
                         restarts: 0,
+                        ran_on: Vec::new(),
                     },
                 );
                 self.next_id = self.next_id.max(id + 1);
@@ -929,6 +933,11 @@ impl ControlPlane {
                         m.restarts += 1;
                     }
                 }
+                Decision::Start { job, slots } => {
+                    if let Some(m) = self.jobs.get_mut(&job.0) {
+                        m.ran_on = slots.iter().map(|s| s.node).collect();
+                    }
+                }
                 Decision::SandboxesMoved { batch, count, .. } => {
                     if let Some(m) = self.batches.get_mut(&batch.0) {
                         m.moved += count;
@@ -1145,6 +1154,36 @@ impl ControlPlane {
             events.push(Event::SandboxesExited { batch, exited, at });
         }
         Ok(events)
+    }
+
+    /// The tasks of job `id` on node `name` whose logs live there: (run, rank) of its latest
+    /// run.
+    pub fn log_tasks_on(&self, id: u64, name: &str) -> Vec<(u32, u32)> {
+        let (Some(meta), Some(node)) = (
+            self.jobs.get(&id),
+            self.sched.engine().fleet().node_by_name(name),
+        ) else {
+            return Vec::new();
+        };
+        meta.ran_on
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n == node)
+            .map(|(rank, _)| (meta.restarts, rank as u32))
+            .collect()
+    }
+
+    /// The latest run of job `id` and the nodes of its ranks.
+    pub fn log_nodes(&self, id: u64) -> Option<(u32, Vec<String>)> {
+        let meta = self.jobs.get(&id)?;
+        let fleet = self.sched.engine().fleet();
+        Some((
+            meta.restarts,
+            meta.ran_on
+                .iter()
+                .map(|n| fleet.node(*n).name.to_string())
+                .collect(),
+        ))
     }
 
     /// Whether what a node's agent found matches the fleet; a node that does not match takes
@@ -1722,6 +1761,7 @@ mod tests {
         let hb = |node: &str, exit: Option<i32>, rank, checkpoint| Heartbeat {
             node: node.into(),
             inventory: None,
+            logs: Vec::new(),
             tasks: vec![crate::api::TaskReport {
                 job: 1,
                 run: 0,
@@ -1912,6 +1952,7 @@ mod tests {
         let hb = Heartbeat {
             node: node.clone(),
             inventory: None,
+            logs: Vec::new(),
             tasks: vec![exit_report(tasks[0].job, tasks[0].run, 0, 1)],
         };
         for e in p.heartbeat_events(&hb, 110).unwrap() {
@@ -2000,6 +2041,7 @@ mod tests {
         let report = |node: &str, index: u32, code: i32| Heartbeat {
             node: node.into(),
             inventory: None,
+            logs: Vec::new(),
             tasks: vec![exit_report(1, 0, index, code)],
         };
         if host_of[&1] != wrong {

@@ -1,5 +1,5 @@
 //! The client commands: `submit`, `queue`, `services`, `sandboxes`, `get`, `cancel`, `scale`,
-//! `delete-service`, `why`, `nodes`, `drain`, `resume`, `token`, over the server's HTTP API (`--server`, or
+//! `delete-service`, `logs`, `why`, `nodes`, `drain`, `resume`, `token`, over the server's HTTP API (`--server`, or
 //! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
 use anyhow::{bail, Context, Result};
@@ -62,6 +62,17 @@ pub enum ClientCommand {
     Cancel {
         /// Job or batch id.
         id: u64,
+    },
+    /// A job's task log (rank 0 unless --rank), fetched from its node through the server.
+    Logs {
+        /// Job id.
+        id: u64,
+        /// The task's rank.
+        #[arg(long, default_value_t = 0)]
+        rank: u32,
+        /// Keep printing what the task writes until the job ends (Ctrl-C stops).
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Why a job is pending (or where it runs).
     Why {
@@ -341,6 +352,41 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
                     println!("sandbox batch {} is {}", v.id, v.state);
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        ClientCommand::Logs { id, rank, follow } => {
+            use std::io::Write;
+            let mut from = 0u64;
+            let started = std::time::Instant::now();
+            let mut quiet_polls = 0;
+            loop {
+                let v: server::api::LogView = answer(
+                    get(&format!("{base}/v1/jobs/{id}/logs"))
+                        .query("rank", &rank.to_string())
+                        .query("from", &from.to_string())
+                        .call(),
+                )?;
+                if v.data.is_empty() {
+                    quiet_polls += 1;
+                } else {
+                    quiet_polls = 0;
+                    print!("{}", v.data);
+                    let _ = std::io::stdout().flush();
+                }
+                from = v.next;
+                // The agents send within a heartbeat of being asked: wait a little for the first
+                // piece, then stop once nothing more comes (unless following a running job).
+                let waited = started.elapsed() > std::time::Duration::from_secs(3);
+                if !follow && waited && quiet_polls >= 3 {
+                    break;
+                }
+                if *follow && quiet_polls >= 3 {
+                    let j: JobView = answer(get(&format!("{base}/v1/jobs/{id}")).call())?;
+                    if matches!(j.state.as_str(), "finished" | "cancelled") && waited {
+                        break;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
             }
         }
         ClientCommand::Why { id } => {

@@ -976,3 +976,49 @@ fn a_node_whose_agent_finds_other_gpus_than_the_fleet_takes_no_work() {
     let _ = right.wait();
     server.kill();
 }
+
+#[test]
+fn logs_come_from_the_node_while_a_job_runs_and_after_it_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(dir.path());
+    let _agent = start_agent(&url, &dir.path().join("agent"), &["--node", "nvl00000t00"]);
+    wait_for("the node up", || nodes_up(&url) == 1);
+    let submit = |name: &str, script: &str| {
+        let mut body = job(name, 1);
+        body["command"] = json!(["sh", "-c", script]);
+        post(&format!("{url}/v1/jobs")).send_json(body).unwrap();
+    };
+    submit("short", "echo first line; echo second line");
+    wait_for("the short job finished", || {
+        get_job(&url, 1)["state"] == "finished"
+    });
+    submit("long", "for i in 1 2 3; do echo step $i; done; sleep 60");
+    wait_for("the long job running", || {
+        get_job(&url, 2)["state"] == "running"
+    });
+    let logs = |id: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(["logs", id])
+            .env("STARGRID_SERVER", &url)
+            .env("STARGRID_TOKEN", admin_token(&url))
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = logs("1");
+    assert!(ok && out == "first line\nsecond line\n", "{out:?}");
+    let (ok, out) = logs("2");
+    assert!(ok && out == "step 1\nstep 2\nstep 3\n", "{out:?}");
+    // A job that has not run has no logs, and says so.
+    let mut body = job("never", 40);
+    body["command"] = json!(["true"]);
+    post(&format!("{url}/v1/jobs")).send_json(body).unwrap();
+    let (ok, out) = logs("3");
+    assert!(!ok && out.contains("has not run yet"), "{out}");
+    server.kill();
+}
