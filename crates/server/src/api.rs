@@ -496,6 +496,9 @@ pub struct IssueToken {
     /// The tenant, for role tenant.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Seconds until it stops working (default: until revoked).
+    #[serde(default)]
+    pub expires_in_s: Option<u64>,
 }
 
 /// An issued token.
@@ -503,6 +506,29 @@ pub struct IssueToken {
 pub struct Token {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
+    /// Its id, to list or revoke it (not a secret).
+    #[serde(default)]
+    pub id: String,
+    /// When it stops working (Unix seconds).
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+/// A token as the admin sees it (never the token itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// Its id.
+    pub id: String,
+    /// admin, tenant or agent.
+    pub role: String,
+    /// The tenant, for a tenant token.
+    pub tenant: Option<String>,
+    /// When it was issued (Unix seconds).
+    pub issued_at: u64,
+    /// When it stops working.
+    pub expires_at: Option<u64>,
+    /// Whether it already stopped working.
+    pub expired: bool,
 }
 
 /// An agent waiting to hear that some of its nodes' assignments changed (a long poll).

@@ -10,7 +10,9 @@ use crate::api::{
     JobView, NodeView, ScaleService, ServiceView, SubmitJob, SubmitSandboxes, SubmitService,
     Submitted, TenantView, Token,
 };
-use crate::state::{default_fleet_toml, default_tenants, ControlPlane, Event, Role, StateError};
+use crate::state::{
+    default_fleet_toml, default_tenants, ControlPlane, Event, Role, StateError, TokenProblem,
+};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::HeaderMap;
@@ -57,7 +59,9 @@ pub const MAX_PAGE: usize = 1000;
         list_tenants,
         heartbeat,
         wait_for_changes,
-        issue_token
+        issue_token,
+        list_tokens,
+        revoke_token
     ),
     components(schemas(
         SubmitJob,
@@ -75,6 +79,7 @@ pub const MAX_PAGE: usize = 1000;
         crate::api::SandboxAssignment,
         crate::api::WaitForChanges,
         crate::api::LogView,
+        crate::api::TokenView,
         crate::api::LogChunk,
         crate::api::LogWanted,
         crate::api::Inventory,
@@ -437,10 +442,21 @@ impl Server {
                     "send 'Authorization: Bearer <token>'",
                 )
             })?;
-        self.plane()
-            .role_of(&token_hash(token.trim()))
-            .cloned()
-            .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "authorization", "unknown token"))
+        let hash = token_hash(token.trim());
+        let p = self.plane();
+        match p.role_of(&hash, unix_now()) {
+            Ok(role) => Ok(role.clone()),
+            Err(TokenProblem::Unknown) => Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "authorization",
+                "unknown or revoked token",
+            )),
+            Err(TokenProblem::Expired(at)) => Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "authorization",
+                format!("the token expired at {at} (Unix seconds)"),
+            )),
+        }
     }
 
     /// The caller's role and the id of a `/v1/<things>/{id}` path.
@@ -660,7 +676,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/agent/heartbeat", post(heartbeat))
         .route("/v1/agent/wait", post(wait_for_changes))
-        .route("/v1/tokens", post(issue_token))
+        .route("/v1/tokens", post(issue_token).get(list_tokens))
+        .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(server)
@@ -759,6 +776,7 @@ fn issue_first_admin_token(
         hash: token_hash(&token),
         role: Role::Admin,
         at: plane.now(),
+        expires_at: None,
     };
     plane.apply(&event)?;
     {
@@ -1164,26 +1182,129 @@ async fn issue_token(
             )
         }
     };
+    if req.expires_in_s == Some(0) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "expires_in_s",
+            "must be at least 1",
+        );
+    }
     let token = match new_token() {
         Ok(t) => t,
         Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "", e.to_string()),
     };
-    let pending = {
-        let mut p = server.plane();
-        let event = Event::TokenIssued {
-            hash: token_hash(&token),
-            role,
-            at: p.stamp(unix_now()),
-        };
-        if let Err(e) = p.apply(&event) {
-            return problem(StatusCode::BAD_REQUEST, "tenant", e.to_string());
-        }
-        server.journal.append(vec![encode(&event)])
-    };
-    if let Err(e) = pending.done().await {
-        fail_stop(e);
+    let hash = token_hash(&token);
+    let made = server
+        .commit(
+            |_, at| {
+                Ok(Event::TokenIssued {
+                    hash: hash.clone(),
+                    role,
+                    at,
+                    expires_at: req.expires_in_s.map(|s| at.saturating_add(s)),
+                })
+            },
+            StatusCode::BAD_REQUEST,
+            "tenant",
+        )
+        .await;
+    match made {
+        Ok((Event::TokenIssued { expires_at, .. }, _)) => (
+            StatusCode::CREATED,
+            Json(Token {
+                id: crate::state::token_id(&hash).to_string(),
+                token,
+                expires_at,
+            }),
+        )
+            .into_response(),
+        Ok(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "", "not a token"),
+        Err(r) => r.into_response(),
     }
-    (StatusCode::CREATED, Json(Token { token })).into_response()
+}
+
+/// Every token that was not revoked: ids, roles, expiry (admin only; never the tokens).
+#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [crate::api::TokenView]), (status = 403, body = ApiError)))]
+async fn list_tokens(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    respond((|| {
+        if server.principal(&headers)? != Role::Admin {
+            return Err(Refusal::forbidden("only an admin token lists tokens"));
+        }
+        let now = unix_now();
+        let list: Vec<crate::api::TokenView> = server
+            .plane()
+            .token_list()
+            .into_iter()
+            .map(|(id, t)| {
+                let (role, tenant) = match t.role {
+                    Role::Admin => ("admin", None),
+                    Role::Agent => ("agent", None),
+                    Role::Tenant { tenant } => ("tenant", Some(tenant)),
+                };
+                crate::api::TokenView {
+                    id,
+                    role: role.into(),
+                    tenant,
+                    issued_at: t.issued_at,
+                    expires_at: t.expires_at,
+                    expired: t.expires_at.is_some_and(|e| e <= now),
+                }
+            })
+            .collect();
+        Ok(Json(list).into_response())
+    })())
+}
+
+/// Revoke a token by its id (admin only): it stops working at once. A token cannot revoke
+/// itself.
+#[utoipa::path(post, path = "/v1/tokens/{id}/revoke", params(("id" = String, Path, description = "token id")),
+    responses((status = 200, description = "revoked"), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn revoke_token(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            if server.principal(&headers)? != Role::Admin {
+                return Err(Refusal::forbidden("only an admin token revokes tokens"));
+            }
+            let own = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| token_hash(t.trim()));
+            if own
+                .as_deref()
+                .is_some_and(|h| crate::state::token_id(h) == id)
+            {
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "id",
+                    "a token cannot revoke itself (use another admin token)",
+                ));
+            }
+            server
+                .commit(
+                    |p, at| {
+                        if p.token_list().iter().any(|(t, _)| *t == id) {
+                            Ok(Event::TokenRevoked { id: id.clone(), at })
+                        } else {
+                            Err(Refusal::new(
+                                StatusCode::NOT_FOUND,
+                                "id",
+                                format!("no token {id}"),
+                            ))
+                        }
+                    },
+                    StatusCode::CONFLICT,
+                    "id",
+                )
+                .await?;
+            Ok(Json(serde_json::json!({ "revoked": id })).into_response())
+        }
+        .await,
+    )
 }
 
 fn bad_request(fp: FieldProblem) -> Refusal {

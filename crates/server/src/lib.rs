@@ -14,4 +14,4 @@ pub mod api;
 pub mod http;
 pub mod state;
 
-pub use http::{router, serve, ApiDoc, Config, Server, StartError};
+pub use http::{router, serve, token_hash, ApiDoc, Config, Server, StartError};

@@ -97,6 +97,16 @@ pub enum Event {
         role: Role,
         /// Unix seconds.
         at: u64,
+        /// When it stops working (Unix seconds); `None`: until revoked.
+        #[serde(default)]
+        expires_at: Option<u64>,
+    },
+    /// A token was revoked: it no longer works.
+    TokenRevoked {
+        /// The token's id (the first 16 hex digits of its SHA-256).
+        id: String,
+        /// Unix seconds.
+        at: u64,
     },
     /// A scheduling pass ran.
     Pass {
@@ -184,6 +194,7 @@ impl Event {
             | Event::TaskExited { at, .. }
             | Event::Checkpoint { at, .. }
             | Event::TokenIssued { at, .. }
+            | Event::TokenRevoked { at, .. }
             | Event::ServiceCreate { at, .. }
             | Event::ServiceScale { at, .. }
             | Event::ServiceDelete { at, .. }
@@ -214,6 +225,31 @@ pub enum StateError {
 
 /// The snapshot encoding's version; a build reads only its own (and replays otherwise).
 const SNAPSHOT_FORMAT: u32 = 1;
+
+/// An issued token, as the journal keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// What it may do.
+    pub role: Role,
+    /// When it was issued (Unix seconds).
+    pub issued_at: u64,
+    /// When it stops working.
+    pub expires_at: Option<u64>,
+}
+
+/// A token's public id: the first 16 hex digits of its SHA-256.
+pub fn token_id(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}
+
+/// Why a token does not work.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// Never issued, or revoked.
+    Unknown,
+    /// Past its expiry.
+    Expired(u64),
+}
 
 /// What a token may do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,8 +342,8 @@ pub struct ControlPlane {
     now: u64,
     /// Something was submitted or cancelled since the last pass.
     dirty: bool,
-    /// Hex SHA-256 of each issued token → its role.
-    tokens: BTreeMap<String, Role>,
+    /// Hex SHA-256 of each issued token → what it may do and until when.
+    tokens: BTreeMap<String, TokenRecord>,
     /// The nodes of each placed workload, as of the last change to it: a workload's old and new
     /// nodes are the nodes whose assignments a change touches.
     placed: HashMap<u64, Vec<NodeId>>,
@@ -766,13 +802,35 @@ impl ControlPlane {
                 self.dirty = true;
                 Vec::new()
             }
-            Event::TokenIssued { hash, role, .. } => {
+            Event::TokenIssued {
+                hash,
+                role,
+                at,
+                expires_at,
+            } => {
                 if let Role::Tenant { tenant } = role {
                     if !self.tenants.iter().any(|t| &t.name == tenant) {
                         return Err(StateError::Refused(format!("unknown tenant '{tenant}'")));
                     }
                 }
-                self.tokens.insert(hash.clone(), role.clone());
+                self.tokens.insert(
+                    hash.clone(),
+                    TokenRecord {
+                        role: role.clone(),
+                        issued_at: *at,
+                        expires_at: *expires_at,
+                    },
+                );
+                Vec::new()
+            }
+            Event::TokenRevoked { id, .. } => {
+                let hash = self
+                    .tokens
+                    .keys()
+                    .find(|h| token_id(h) == id)
+                    .cloned()
+                    .ok_or_else(|| StateError::Refused(format!("no token {id}")))?;
+                self.tokens.remove(&hash);
                 Vec::new()
             }
             Event::Pass { at } => {
@@ -885,8 +943,20 @@ impl ControlPlane {
     }
 
     /// The role of the token whose SHA-256 is `hash`.
-    pub fn role_of(&self, hash: &str) -> Option<&Role> {
-        self.tokens.get(hash)
+    pub fn role_of(&self, hash: &str, now: u64) -> Result<&Role, TokenProblem> {
+        let t = self.tokens.get(hash).ok_or(TokenProblem::Unknown)?;
+        match t.expires_at {
+            Some(end) if end <= now => Err(TokenProblem::Expired(end)),
+            _ => Ok(&t.role),
+        }
+    }
+
+    /// Every token that works or expired (revoked ones are gone), by id.
+    pub fn token_list(&self) -> Vec<(String, TokenRecord)> {
+        self.tokens
+            .iter()
+            .map(|(h, t)| (token_id(h).to_string(), t.clone()))
+            .collect()
     }
 
     /// Whether any token was issued yet.

@@ -112,6 +112,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         .send_json(IssueToken {
             role: "agent".into(),
             tenant: None,
+            expires_in_s: None,
         })?
         .into_json()?;
     let names: Vec<String> = fleet.nodes().iter().map(|n| n.name.to_string()).collect();

@@ -100,6 +100,16 @@ pub enum ClientCommand {
         /// The tenant, for a tenant token.
         #[arg(long)]
         tenant: Option<String>,
+        /// Seconds until it stops working (default: until revoked).
+        #[arg(long)]
+        expires_in_s: Option<u64>,
+    },
+    /// Tokens that were not revoked: ids, roles, expiry (admin; never the tokens themselves).
+    Tokens,
+    /// Revoke a token by its id (admin): it stops working at once.
+    RevokeToken {
+        /// The token's id (from `stargrid tokens`).
+        id: String,
     },
 }
 
@@ -426,12 +436,48 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             let v: NodeView = answer(post(&format!("{base}/v1/nodes/{node}/{action}")).call())?;
             println!("node {} is {}", v.name, v.state);
         }
-        ClientCommand::Token { role, tenant } => {
+        ClientCommand::Token {
+            role,
+            tenant,
+            expires_in_s,
+        } => {
             let t: Token = answer(post(&format!("{base}/v1/tokens")).send_json(&IssueToken {
                 role: role.clone(),
                 tenant: tenant.clone(),
+                expires_in_s: *expires_in_s,
             }))?;
             println!("{}", t.token);
+            eprintln!(
+                "token id {}{}",
+                t.id,
+                t.expires_at
+                    .map_or_else(String::new, |e| format!(", expires at {e} (Unix seconds)"))
+            );
+        }
+        ClientCommand::Tokens => {
+            let list: Vec<server::api::TokenView> =
+                answer(get(&format!("{base}/v1/tokens")).call())?;
+            println!(
+                "{:<18} {:<8} {:<16} {:>12} {:>12}",
+                "ID", "ROLE", "TENANT", "ISSUED", "EXPIRES"
+            );
+            for t in list {
+                println!(
+                    "{:<18} {:<8} {:<16} {:>12} {:>12}{}",
+                    t.id,
+                    t.role,
+                    t.tenant.as_deref().unwrap_or("-"),
+                    t.issued_at,
+                    t.expires_at
+                        .map_or_else(|| "never".to_string(), |e| e.to_string()),
+                    if t.expired { "  (expired)" } else { "" }
+                );
+            }
+        }
+        ClientCommand::RevokeToken { id } => {
+            let _: serde_json::Value =
+                answer(post(&format!("{base}/v1/tokens/{id}/revoke")).call())?;
+            println!("token {id} is revoked");
         }
     }
     Ok(())

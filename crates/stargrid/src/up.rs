@@ -171,6 +171,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         .send_json(server::api::IssueToken {
             role: "agent".into(),
             tenant: None,
+            expires_in_s: None,
         })
         .context("issuing the agents' token")?
         .into_json()

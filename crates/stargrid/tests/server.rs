@@ -798,7 +798,69 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
         status(with("not-a-token", ureq::get(&format!("{url}/v1/jobs"))).call()),
         401
     );
-    // Tokens are journaled: after a restart they still work.
+    // A token that expires works until then; a revoked one stops at once.
+    let short: Value = post(&format!("{url}/v1/tokens"))
+        .send_json(json!({"role": "tenant", "tenant": "vision", "expires_in_s": 1}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let short = short["token"].as_str().unwrap().to_string();
+    let jobs_with = |token: &str| status(with(token, ureq::get(&format!("{url}/v1/jobs"))).call());
+    assert_eq!(jobs_with(&short), 200);
+    let revoked: Value = post(&format!("{url}/v1/tokens"))
+        .send_json(json!({"role": "agent"}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let revoked_id = revoked["id"].as_str().unwrap().to_string();
+    let listed: Value = get(&format!("{url}/v1/tokens"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == revoked_id.as_str()));
+    post(&format!("{url}/v1/tokens/{revoked_id}/revoke"))
+        .call()
+        .unwrap();
+    let hb = json!({"node": "nvl00000t01", "tasks": []});
+    assert_eq!(
+        status(
+            with(
+                revoked["token"].as_str().unwrap(),
+                ureq::post(&format!("{url}/v1/agent/heartbeat"))
+            )
+            .send_json(hb)
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            with(
+                &vision,
+                ureq::post(&format!("{url}/v1/tokens/{revoked_id}/revoke"))
+            )
+            .call()
+        ),
+        403
+    );
+    let admin_id = &sha256_hex(&admin_token(&url))[..16];
+    assert_eq!(
+        status(post(&format!("{url}/v1/tokens/{admin_id}/revoke")).call()),
+        409,
+        "a token cannot revoke itself"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    match with(&short, ureq::get(&format!("{url}/v1/jobs"))).call() {
+        Err(ureq::Error::Status(401, r)) => {
+            assert!(r.into_string().unwrap().contains("expired"));
+        }
+        other => panic!("an expired token answered {other:?}"),
+    }
+    // Tokens and revocations are journaled: after a restart they hold.
     server.kill();
     let (mut server, url) = start_server_with(&dir.path().join("data"), &[]);
     let listed: Value = ureq::get(&format!("{url}/v1/jobs"))
@@ -808,7 +870,21 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
         .into_json()
         .unwrap();
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        status(
+            with(
+                revoked["token"].as_str().unwrap(),
+                ureq::get(&format!("{url}/v1/jobs"))
+            )
+            .call()
+        ),
+        401
+    );
     server.kill();
+}
+
+fn sha256_hex(text: &str) -> String {
+    server::token_hash(text)
 }
 
 #[test]
