@@ -527,7 +527,7 @@ impl Server {
         let pending = {
             let mut p = self.plane();
             let at = p.stamp(unix_now());
-            if !p.dirty() && at < last_pass.saturating_add(self.idle_pass_interval) {
+            if !p.dirty() && !p.due(at) && at < last_pass.saturating_add(self.idle_pass_interval) {
                 return false;
             }
             let e = Event::Pass { at };

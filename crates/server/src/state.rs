@@ -308,6 +308,29 @@ struct ServiceMeta {
     deleted_at: Option<u64>,
     /// Replicas replaced after their process exited.
     replaced: u32,
+    /// Replicas in a row that exited within `QUICK_EXIT` of starting.
+    #[serde(default)]
+    quick_exits: u32,
+    /// While replicas crash as they start, the next replacement waits until then.
+    #[serde(default)]
+    replace_at: Option<u64>,
+}
+
+/// A replica that exits sooner than this after starting counts as crashing.
+const QUICK_EXIT: u64 = 60;
+/// The first wait before replacing a crashing replica; it doubles with each crash in a row.
+const FIRST_BACKOFF: u64 = 10;
+/// The longest wait before replacing a crashing replica.
+const MAX_BACKOFF: u64 = 300;
+
+/// How long to wait before replacing a replica after `quick_exits` crashes in a row.
+fn backoff(quick_exits: u32) -> u64 {
+    match quick_exits {
+        0 => 0,
+        n => FIRST_BACKOFF
+            .saturating_mul(1u64 << (n - 1).min(16))
+            .min(MAX_BACKOFF),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -724,6 +747,8 @@ impl ControlPlane {
                         created_at: *at,
                         deleted_at: None,
                         replaced: 0,
+                        quick_exits: 0,
+                        replace_at: None,
                     },
                 );
                 self.next_service = self.next_service.max(id + 1);
@@ -732,6 +757,10 @@ impl ControlPlane {
             }
             Event::ServiceScale { id, replicas, at } => {
                 self.live_service(*id)?;
+                // An operator's scaling acts now, whatever a crashing replica's wait.
+                if let Some(m) = self.services.get_mut(id) {
+                    m.replace_at = None;
+                }
                 self.sched
                     .scale_service(*id, *replicas, *at)
                     .map_err(refused)?;
@@ -835,6 +864,21 @@ impl ControlPlane {
             }
             Event::Pass { at } => {
                 self.dirty = false;
+                // Crashed replicas whose wait is over are replaced before the pass places them.
+                let due: Vec<u64> = self
+                    .services
+                    .iter()
+                    .filter(|(_, m)| {
+                        m.deleted_at.is_none() && m.replace_at.is_some_and(|t| t <= *at)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    if let Some(m) = self.services.get_mut(&id) {
+                        m.replace_at = None;
+                    }
+                    self.replace_replicas(id, *at)?;
+                }
                 let decisions = self.sched.schedule(*at);
                 self.account(&decisions, *at);
                 decisions
@@ -897,14 +941,30 @@ impl ControlPlane {
                 let world = self.current_world(*job, *run)?;
                 if let Some((service, _)) = WorkloadId(*job).as_replica() {
                     // A replica whose process exited is replaced: services run until scaled
-                    // down or deleted.
+                    // down or deleted. One that keeps crashing as it starts is replaced later
+                    // and later (10 s, doubling, up to 5 min), not in a hot loop.
+                    let since = match self.sched.job(WorkloadId(*job)).map(|j| &j.state) {
+                        Some(JobState::Running { since } | JobState::Preempting { since, .. }) => {
+                            *since
+                        }
+                        _ => *at,
+                    };
                     self.sched.finish(WorkloadId(*job), *at).map_err(refused)?;
-                    let desired = self.sched.service_status(service).map_or(0, |s| s.desired);
-                    self.sched
-                        .scale_service(service, desired, *at)
-                        .map_err(refused)?;
-                    if let Some(m) = self.services.get_mut(&service) {
-                        m.replaced += 1;
+                    let Some(m) = self.services.get_mut(&service) else {
+                        return Err(StateError::Refused(format!("no service {service}")));
+                    };
+                    m.replaced += 1;
+                    m.quick_exits = if at.saturating_sub(since) < QUICK_EXIT {
+                        m.quick_exits + 1
+                    } else {
+                        0
+                    };
+                    let wait = backoff(m.quick_exits);
+                    if wait == 0 {
+                        m.replace_at = None;
+                        self.replace_replicas(service, *at)?;
+                    } else {
+                        m.replace_at = Some(at + wait);
                     }
                     self.dirty = true;
                     self.now = self.now.max(e.at());
@@ -1031,6 +1091,22 @@ impl ControlPlane {
                 m.ended_at.get_or_insert(at);
             }
         }
+    }
+
+    /// Brings a service back to its desired replica count.
+    fn replace_replicas(&mut self, service: u64, at: u64) -> Result<(), StateError> {
+        let desired = self.sched.service_status(service).map_or(0, |s| s.desired);
+        self.sched
+            .scale_service(service, desired, at)
+            .map_err(|e| StateError::Refused(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Whether a pass is due for a reason other than news: a crashed replica's wait is over.
+    pub fn due(&self, now: u64) -> bool {
+        self.services
+            .values()
+            .any(|m| m.deleted_at.is_none() && m.replace_at.is_some_and(|t| t <= now))
     }
 
     /// The service, if it exists and was not deleted.
@@ -1505,7 +1581,13 @@ impl ControlPlane {
             max_replicas: meta.spec.max_replicas,
             gpus_per_replica: meta.spec.replica.total_gpus(),
             replicas,
-            reason,
+            reason: match meta.replace_at {
+                Some(t) if meta.deleted_at.is_none() => Some(format!(
+                    "{} replicas in a row exited within {QUICK_EXIT} s of starting: the next replacement waits until t={t}",
+                    meta.quick_exits
+                )),
+                _ => reason,
+            },
             replaced: meta.replaced,
             created_at: meta.created_at,
         })
@@ -2028,21 +2110,65 @@ mod tests {
         for e in p.heartbeat_events(&hb, 110).unwrap() {
             apply(&mut p, e);
         }
+        // It ran 9 s: a crash as it started, so its replacement waits 10 s, and says so.
         let v = p.service_view(1).unwrap();
-        assert_eq!((v.running, v.pending, v.replaced), (1, 1, 1));
-        apply(&mut p, Event::Pass { at: 111 });
-        assert_eq!(p.service_view(1).unwrap().running, 2);
+        assert_eq!((v.running, v.pending, v.replaced), (1, 0, 1));
+        assert!(
+            v.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("waits until t=120"),
+            "{v:?}"
+        );
         assert!(p.assignments(&node).0.iter().all(|a| a.job != tasks[0].job));
+        assert!(!p.due(119) && p.due(120));
+        apply(&mut p, Event::Pass { at: 111 });
+        assert_eq!(p.service_view(1).unwrap().running, 1);
+        apply(&mut p, Event::Pass { at: 120 });
+        let v = p.service_view(1).unwrap();
+        assert_eq!((v.running, v.reason), (2, None));
+        // The new replica crashes as well: the next wait is twice as long.
+        let again = v
+            .replicas
+            .iter()
+            .map(|r| r[0].clone())
+            .find_map(|n| {
+                p.assignments(&n)
+                    .0
+                    .into_iter()
+                    .find(|a| a.job != tasks[0].job && a.job > tasks[0].job)
+                    .map(|a| (n, a))
+            })
+            .unwrap();
+        let hb = Heartbeat {
+            node: again.0.clone(),
+            inventory: None,
+            logs: Vec::new(),
+            tasks: vec![exit_report(again.1.job, again.1.run, 0, 1)],
+        };
+        for e in p.heartbeat_events(&hb, 125).unwrap() {
+            apply(&mut p, e);
+        }
+        let v = p.service_view(1).unwrap();
+        assert!(
+            v.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("waits until t=145"),
+            "{v:?}"
+        );
+        apply(&mut p, Event::Pass { at: 145 });
+        assert_eq!(p.service_view(1).unwrap().running, 2);
         // A third replica has no domain left under the spread rule: it waits, and says why.
         apply(
             &mut p,
             Event::ServiceScale {
                 id: 1,
                 replicas: 3,
-                at: 120,
+                at: 150,
             },
         );
-        apply(&mut p, Event::Pass { at: 121 });
+        apply(&mut p, Event::Pass { at: 151 });
         let v = p.service_view(1).unwrap();
         assert_eq!((v.desired, v.running, v.pending), (3, 2, 1));
         assert!(
@@ -2055,18 +2181,18 @@ mod tests {
             Event::ServiceScale {
                 id: 1,
                 replicas: 99,
-                at: 130,
+                at: 160,
             },
         );
         assert_eq!(p.service_view(1).unwrap().desired, 4);
-        apply(&mut p, Event::ServiceDelete { id: 1, at: 140 });
+        apply(&mut p, Event::ServiceDelete { id: 1, at: 170 });
         let v = p.service_view(1).unwrap();
         assert_eq!((v.state.as_str(), v.running, v.pending), ("deleted", 0, 0));
         assert!(p
             .apply(&Event::ServiceScale {
                 id: 1,
                 replicas: 2,
-                at: 141
+                at: 171
             })
             .is_err());
         let again = ControlPlane::replay(
@@ -2427,6 +2553,13 @@ mod tests {
         assert!(e.to_string().contains("expected record"), "{e}");
         // Garbage is not a snapshot.
         assert!(ControlPlane::from_snapshot(b"garbage").is_err());
+    }
+
+    #[test]
+    fn crash_backoff_doubles_up_to_five_minutes() {
+        let waits: Vec<u64> = (0..8).map(backoff).collect();
+        assert_eq!(waits, [0, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(backoff(u32::MAX), 300);
     }
 
     #[test]
