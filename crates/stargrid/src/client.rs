@@ -136,7 +136,7 @@ fn is_not_found(e: &anyhow::Error) -> bool {
 pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
     let base = server.trim_end_matches('/');
     if token.is_empty() {
-        bail!("no token: pass --token or set STARGRID_TOKEN (the server's first admin token is in its data dir, admin.token)");
+        bail!("no token: pass --token, set STARGRID_TOKEN, or put token_file = \"…/admin.token\" in ~/.config/stargrid/config.toml (the server's first admin token is in its data dir, admin.token)");
     }
     let auth = format!("Bearer {token}");
     let http = ureq::AgentBuilder::new()

@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod bench_live;
 mod client;
+mod config;
 mod demo;
 mod fleet_cmd;
 mod place;
@@ -22,23 +23,18 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "stargrid", version, about)]
 struct Cli {
-    /// The server's base URL (for submit, queue, get, cancel, why, nodes).
-    #[arg(
-        long,
-        global = true,
-        env = "STARGRID_SERVER",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    server: String,
-    /// Bearer token for the server (see `<data-dir>/admin.token` and `stargrid token create`).
-    #[arg(
-        long,
-        global = true,
-        env = "STARGRID_TOKEN",
-        default_value = "",
-        hide_env_values = true
-    )]
-    token: String,
+    /// The server's base URL for the client commands and agents (default
+    /// http://127.0.0.1:7070, or the config file's `server`).
+    #[arg(long, global = true, env = "STARGRID_SERVER")]
+    server: Option<String>,
+    /// Bearer token for the server (see `<data-dir>/admin.token` and `stargrid token`), or the
+    /// config file's `token` / `token_file`.
+    #[arg(long, global = true, env = "STARGRID_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A config file with `server` and `token` or `token_file` (default:
+    /// ~/.config/stargrid/config.toml when it exists).
+    #[arg(long, global = true, env = "STARGRID_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,8 +75,14 @@ fn main() -> Result<()> {
         Command::Sim(c) => sim_cmd::run(&c),
         Command::Bench(c) => bench::run(&c),
         Command::Server(a) => server_cmd::run(&a),
-        Command::Agent(a) => agent_cmd::run(&cli.server, &cli.token, &a),
+        Command::Agent(a) => {
+            let (server, token) = config::resolve(cli.server, cli.token, cli.config.as_deref())?;
+            agent_cmd::run(&server, &token, &a)
+        }
         Command::Up(a) => up::run(&a),
-        Command::Client(c) => client::run(&cli.server, &cli.token, &c),
+        Command::Client(c) => {
+            let (server, token) = config::resolve(cli.server, cli.token, cli.config.as_deref())?;
+            client::run(&server, &token, &c)
+        }
     }
 }
