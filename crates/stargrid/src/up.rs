@@ -31,8 +31,9 @@ pub struct UpArgs {
     pub no_demo: bool,
 }
 
-/// The demo mix: a two-node training run that checkpoints, a whole-domain training run, and
-/// research jobs that queue behind it.
+/// The demo mix: a two-node training run that checkpoints, a 16-tray training run (one NVL72
+/// domain less the two trays the service's replica and a spare can use), and research jobs
+/// that queue behind it.
 fn demo_jobs() -> Vec<SubmitJob> {
     let job = |name: &str, priority: &str, nodes: u32, secs: u32, script: &str| SubmitJob {
         name: name.into(),
@@ -58,7 +59,7 @@ fn demo_jobs() -> Vec<SubmitJob> {
         job(
             "domain-run",
             "training",
-            18,
+            16,
             15,
             "echo start; sleep 15; echo done",
         ),
@@ -113,6 +114,16 @@ fn demo_sandboxes() -> SubmitSandboxes {
         env: BTreeMap::new(),
         workdir: None,
     }
+}
+
+fn delete_service(http: &ureq::Agent, url: &str, auth: &str, id: u64) -> Result<()> {
+    let _: ServiceView = crate::client::answer(
+        http.post(&format!("{url}/v1/services/{id}/delete"))
+            .set("Authorization", auth)
+            .call(),
+    )
+    .with_context(|| format!("deleting the demo service {id}"))?;
+    Ok(())
 }
 
 pub fn run(a: &UpArgs) -> Result<()> {
@@ -239,6 +250,22 @@ pub fn run(a: &UpArgs) -> Result<()> {
     }
     let mut demo_ids = Vec::new();
     let (mut service_id, mut batch_id) = (None, None);
+    // The demo's service lives as long as one `up`: a service left by a run that was killed
+    // would keep its replicas (and block whole-domain jobs) in the next.
+    let services: Vec<ServiceView> = crate::client::answer(
+        http.get(&format!("{url}/v1/services"))
+            .set("Authorization", &auth)
+            .call(),
+    )
+    .context("listing services")?;
+    let demo_name = demo_service().name;
+    for old in services
+        .iter()
+        .filter(|v| v.name == demo_name && v.state == "active")
+    {
+        delete_service(&http, &url, &auth, old.id)?;
+        println!("  deleted service {} left by an earlier run", old.id);
+    }
     if !a.no_demo {
         let submit = |path: &str, body: serde_json::Value, what: &str| -> Result<u64> {
             let s: Submitted = crate::client::answer(
@@ -341,6 +368,9 @@ pub fn run(a: &UpArgs) -> Result<()> {
         {
             break;
         }
+    }
+    if let Some(id) = service_id {
+        delete_service(&http, &url, &auth, id)?;
     }
     println!("stopping: agents, then the server");
     agent_stop.store(true, Ordering::Relaxed);
