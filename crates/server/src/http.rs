@@ -148,6 +148,9 @@ pub struct Config {
     /// A snapshot is saved once this many records were journaled after the last one (0:
     /// never); a restart loads it and replays only what follows.
     pub snapshot_every: u64,
+    /// Replay the whole journal at start even when a snapshot exists (to recover from a
+    /// snapshot suspected bad, or to compare).
+    pub replay_all: bool,
 }
 
 /// Shared server state.
@@ -357,7 +360,12 @@ impl Server {
         // Start from the latest snapshot, if this build reads it, then replay what follows.
         let mut plane = None;
         let mut from_snapshot = None;
-        if let Some((seq, body)) = journal.latest_snapshot()? {
+        let latest = if config.replay_all {
+            None
+        } else {
+            journal.latest_snapshot()?
+        };
+        if let Some((seq, body)) = latest {
             match ControlPlane::from_snapshot(&body) {
                 Ok(p) if p.seq() == seq => {
                     plane = Some(p);

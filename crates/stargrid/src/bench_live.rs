@@ -82,7 +82,8 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         idle_pass_interval: 60,
         heartbeat_timeout: Duration::from_secs(30),
         admin_token_file: dir.path().join("admin.token"),
-        snapshot_every: 10_000,
+        snapshot_every: 5_000,
+        replay_all: false,
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -252,6 +253,25 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     let _ = agent.join();
     stop.store(true, Ordering::Relaxed);
     let _ = runtime.block_on(server_task);
+    // Restart on the journal just written: from its latest snapshot, then from record 1.
+    let restart = |replay_all: bool| -> Result<(f64, String, String)> {
+        let t = Instant::now();
+        let srv = server::Server::start(&server::Config {
+            replay_all,
+            ..config.clone()
+        })
+        .context("restarting the server")?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let out = (ms, srv.replay_summary().to_string(), srv.fingerprint());
+        srv.close();
+        Ok(out)
+    };
+    let (snapshot_ms, snapshot_summary, snapshot_state) = restart(false)?;
+    let (full_ms, full_summary, full_state) = restart(true)?;
+    anyhow::ensure!(
+        snapshot_state == full_state,
+        "a restart from the snapshot and a full replay disagree"
+    );
     let report = serde_json::json!({
         "machine": crate::bench::machine(),
         "nodes": node_count,
@@ -263,6 +283,10 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         "sandboxes_accepted_per_s": sandboxes_per_s,
         "submit_to_running_p50_ms": percentile(&latencies_ms, 0.5),
         "submit_to_running_p99_ms": percentile(&latencies_ms, 0.99),
+        "restart_from_snapshot_ms": snapshot_ms,
+        "restart_from_snapshot": snapshot_summary,
+        "restart_full_replay_ms": full_ms,
+        "restart_full_replay": full_summary,
         "note": "submit_to_running: from the POST until the hollow agent starts the task (it long-polls /v1/agent/wait and heartbeats the node at once). Every acceptance is durable (SQLite, synchronous=FULL) before it is answered.",
     });
     if a.json {

@@ -32,6 +32,10 @@ pub struct ServerArgs {
     /// loads the latest and replays only what follows it.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// Replay the whole journal at start, ignoring snapshots (recovery from a snapshot
+    /// suspected bad).
+    #[arg(long)]
+    pub replay_all: bool,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +124,7 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         heartbeat_timeout: std::time::Duration::from_secs(a.heartbeat_timeout_s),
         admin_token_file: admin_token_file.clone(),
         snapshot_every: a.snapshot_every,
+        replay_all: a.replay_all,
     };
     // Replay happens before the runtime starts: it blocks on the journal.
     let srv = server::Server::start(&config).context("starting the server")?;

@@ -138,6 +138,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         heartbeat_timeout: Duration::from_secs(10),
         admin_token_file: a.data_dir.join("admin.token"),
         snapshot_every: 10_000,
+        replay_all: false,
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
