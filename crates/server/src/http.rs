@@ -1742,36 +1742,43 @@ async fn set_drain(server: Arc<Server>, headers: HeaderMap, name: String, drain:
             }
             server
                 .commit(
-                    |p, at| match p.node_is_up(&name) {
-                        Some(_) => Ok(Event::NodeDrain {
+                    |p, at| match p.target_nodes(&name) {
+                        Ok(_) => Ok(Event::NodeDrain {
                             node: name.clone(),
                             drain,
                             at,
                         }),
-                        None => Err(Refusal::new(
-                            StatusCode::NOT_FOUND,
-                            "name",
-                            format!("no node '{name}' in the fleet"),
-                        )),
+                        Err(e) => Err(Refusal::new(StatusCode::NOT_FOUND, "name", e.to_string())),
                     },
                     StatusCode::CONFLICT,
                     "name",
                 )
                 .await?;
-            let view = server.plane().nodes().into_iter().find(|n| n.name == name);
-            Ok(match view {
-                Some(v) => Json(v).into_response(),
-                None => problem(StatusCode::NOT_FOUND, "name", format!("no node '{name}'")),
-            })
+            // The node, or for a topology path every node under it.
+            let views: Vec<NodeView> = {
+                let p = server.plane();
+                let names: std::collections::HashSet<String> = p
+                    .target_nodes(&name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|n| p.node_name(n))
+                    .collect();
+                p.nodes()
+                    .into_iter()
+                    .filter(|v| names.contains(&v.name))
+                    .collect()
+            };
+            Ok(Json(views).into_response())
         }
         .await,
     )
 }
 
-/// Drain a node: it takes no new work, and what runs there finishes (admin only). It stays
-/// drained when its agent restarts, until it is resumed.
-#[utoipa::path(post, path = "/v1/nodes/{name}/drain", params(("name" = String, Path, description = "node name")),
-    responses((status = 200, body = NodeView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+/// Drain a node, or every node under a topology path (with `/` sent as `%2F`): they take no new
+/// work, and what runs there finishes (admin only). They stay drained when their agents
+/// restart, until resumed. Answers the nodes.
+#[utoipa::path(post, path = "/v1/nodes/{name}/drain", params(("name" = String, Path, description = "node name or topology path")),
+    responses((status = 200, body = [NodeView]), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn drain_node(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
@@ -1780,9 +1787,10 @@ async fn drain_node(
     set_drain(server, headers, name, true).await
 }
 
-/// Resume a drained node: it takes work again (admin only).
-#[utoipa::path(post, path = "/v1/nodes/{name}/resume", params(("name" = String, Path, description = "node name")),
-    responses((status = 200, body = NodeView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+/// Resume a drained node, or the drained nodes under a topology path: they take work again
+/// (admin only). Answers the nodes.
+#[utoipa::path(post, path = "/v1/nodes/{name}/resume", params(("name" = String, Path, description = "node name or topology path")),
+    responses((status = 200, body = [NodeView]), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn resume_node(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,

@@ -160,10 +160,10 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
-    /// An operator drained a node (it takes no new work; what runs there finishes) or made it
-    /// take work again.
+    /// An operator drained a node or every node under a topology path (they take no new
+    /// work; what runs there finishes) or made them take work again.
     NodeDrain {
-        /// The node.
+        /// A node's name or a topology path.
         node: String,
         /// `true`: drain; `false`: resume.
         drain: bool,
@@ -898,25 +898,33 @@ impl ControlPlane {
                 Vec::new()
             }
             Event::NodeDrain { node, drain, .. } => {
-                let n = self.node(node)?;
-                let changed = if *drain {
-                    self.drained.insert(n)
-                } else {
-                    self.drained.remove(&n)
-                };
-                if !changed {
+                let nodes = self.target_nodes(node)?;
+                let changed: Vec<NodeId> = nodes
+                    .into_iter()
+                    .filter(|n| {
+                        if *drain {
+                            self.drained.insert(*n)
+                        } else {
+                            self.drained.remove(n)
+                        }
+                    })
+                    .collect();
+                if changed.is_empty() {
                     return Err(StateError::Refused(format!(
-                        "node {node} is {} drained",
+                        "{node} is {} drained",
                         if *drain { "already" } else { "not" }
                     )));
                 }
-                if self.sched.engine().fleet().node(n).state != NodeState::Down {
-                    let state = if *drain {
-                        NodeState::Draining
-                    } else {
-                        NodeState::Ready
-                    };
-                    self.sched.set_state(Scope::Node(n), state);
+                let state = if *drain {
+                    NodeState::Draining
+                } else {
+                    NodeState::Ready
+                };
+                for n in changed {
+                    // A node without its agent stays down; it comes back drained or ready.
+                    if self.sched.engine().fleet().node(n).state != NodeState::Down {
+                        self.sched.set_state(Scope::Node(n), state);
+                    }
                 }
                 self.dirty = true;
                 Vec::new()
@@ -1032,6 +1040,23 @@ impl ControlPlane {
             .ok_or_else(|| StateError::Refused(format!("no node '{name}' in the fleet")))
     }
 
+    /// The nodes a drain names: one node by its name, or every node under a topology path
+    /// (`aws/us-east-1/us-east-1-z1/sp0`).
+    pub fn target_nodes(&self, target: &str) -> Result<Vec<NodeId>, StateError> {
+        let fleet = self.sched.engine().fleet();
+        if let Some(n) = fleet.node_by_name(target) {
+            return Ok(vec![n]);
+        }
+        match fleet.find_topo(target) {
+            Some(t) if !target.trim_matches('/').is_empty() => {
+                Ok(fleet.topo_node(t).nodes.clone().map(NodeId).collect())
+            }
+            _ => Err(StateError::Refused(format!(
+                "no node or topology path '{target}' in the fleet"
+            ))),
+        }
+    }
+
     /// The gang size of `job`'s current run, if `run` is the current one and it is running.
     fn current_world(&self, job: u64, run: u32) -> Result<u32, StateError> {
         let j = self
@@ -1130,6 +1155,12 @@ impl ControlPlane {
     pub fn node_is_up(&self, name: &str) -> Option<bool> {
         let n = self.sched.engine().fleet().node_by_name(name)?;
         Some(self.sched.engine().fleet().node(n).state != NodeState::Down)
+    }
+
+    /// A node's name.
+    pub fn node_name(&self, n: NodeId) -> Option<String> {
+        let fleet = self.sched.engine().fleet();
+        ((n.0 as usize) < fleet.nodes().len()).then(|| fleet.node(n).name.to_string())
     }
 
     /// Names of the nodes that are up.

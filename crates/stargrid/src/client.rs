@@ -81,14 +81,15 @@ pub enum ClientCommand {
     },
     /// Nodes with their state and free capacity.
     Nodes,
-    /// Drain a node: it takes no new work; what runs there finishes (admin).
+    /// Drain a node or every node under a topology path (a domain, a spine, a zone): no new
+    /// work goes there; what runs there finishes (admin).
     Drain {
-        /// Node name.
+        /// Node name or topology path (as `stargrid fleet show` prints them).
         node: String,
     },
-    /// Resume a drained node (admin).
+    /// Resume a drained node or the drained nodes under a topology path (admin).
     Resume {
-        /// Node name.
+        /// Node name or topology path.
         node: String,
     },
     /// Issue a token (needs an admin token): prints it once.
@@ -433,8 +434,22 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             } else {
                 "resume"
             };
-            let v: NodeView = answer(post(&format!("{base}/v1/nodes/{node}/{action}")).call())?;
-            println!("node {} is {}", v.name, v.state);
+            // A topology path travels as one path segment.
+            let target = node.replace('%', "%25").replace('/', "%2F");
+            let views: Vec<NodeView> =
+                answer(post(&format!("{base}/v1/nodes/{target}/{action}")).call())?;
+            match views.as_slice() {
+                [v] if v.name == *node => println!("node {} is {}", v.name, v.state),
+                many => {
+                    let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+                    for v in many {
+                        *states.entry(v.state.as_str()).or_default() += 1;
+                    }
+                    let summary: Vec<String> =
+                        states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+                    println!("{node}: {} nodes: {}", many.len(), summary.join(", "));
+                }
+            }
         }
         ClientCommand::Token {
             role,

@@ -639,6 +639,22 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
     assert!(ok && out.contains("node nvl00000t00 is ready"), "{out}");
     let (ok, out) = cli(&["drain", "nope"]);
     assert!(!ok && out.contains("404"), "{out}");
+    // A whole NVL72 domain, by its topology path.
+    let fleet = fleet::file::parse(
+        "default",
+        &server::state::default_fleet_toml().unwrap(),
+        model::InstanceCatalog::builtin(),
+    )
+    .unwrap();
+    let first = fleet.node_by_name("nvl00000t00").unwrap();
+    let domain = fleet.topo_path(fleet.domain_of(first).unwrap());
+    let (ok, out) = cli(&["drain", &domain]);
+    assert!(
+        ok && out.contains(&format!("{domain}: 18 nodes: 18 draining")),
+        "{out}"
+    );
+    let (ok, out) = cli(&["resume", &domain]);
+    assert!(ok && out.contains("18 nodes: 18 ready"), "{out}");
     // A Slurm batch script with an array: one job per index, the ignored directive named.
     let script = dir.path().join("train.sbatch");
     std::fs::write(
