@@ -363,9 +363,16 @@ fn restart_shows_the_same_jobs(store: &[&str], snapshot: bool) {
 
 #[test]
 fn a_job_whose_agent_goes_silent_is_requeued_runs_elsewhere_and_the_old_task_is_stopped() {
+    for backend in backends() {
+        silent_agent(&flags(&backend));
+    }
+}
+
+fn silent_agent(store: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) =
-        start_server_with(&dir.path().join("data"), &["--heartbeat-timeout-s", "2"]);
+    let mut args = vec!["--heartbeat-timeout-s", "2"];
+    args.extend_from_slice(store);
+    let (mut server, url) = start_server_with(&dir.path().join("data"), &args);
     let nodes = ["nvl00000t00", "nvl00000t01"];
     let agents: Vec<Proc> = nodes
         .iter()
