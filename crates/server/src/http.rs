@@ -851,53 +851,55 @@ async fn submit_job(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let role = match server.principal(&headers) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    if role == Role::Agent {
-        return Refusal::forbidden("an agent token cannot submit work").into_response();
-    }
-    let req: SubmitJob = match parse_json(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    if !may_touch(&role, &req.tenant) {
-        return Refusal::new(
-            StatusCode::FORBIDDEN,
-            "tenant",
-            format!("this token may not submit for tenant '{}'", req.tenant),
+    respond(
+        submit_work(
+            &server,
+            &headers,
+            &body,
+            |r: &SubmitJob| r.tenant.clone(),
+            ControlPlane::submit_event,
+            StatusCode::BAD_REQUEST,
+            "",
         )
-        .into_response();
-    }
-    let (pending, id) = {
-        let mut p = server.plane();
-        let at = p.stamp(unix_now());
-        let event = match p.submit_event(&req, at) {
-            Ok(e) => e,
-            Err(fp) => return problem(StatusCode::BAD_REQUEST, &fp.field, fp.reason),
-        };
-        let Event::Submit { id, .. } = &event else {
-            return problem(StatusCode::INTERNAL_SERVER_ERROR, "", "not a submission");
-        };
-        let id = *id;
-        if let Err(e) = p.apply(&event) {
-            return problem(StatusCode::BAD_REQUEST, "", e.to_string());
+        .await,
+    )
+}
+
+/// What every submission route does: read the body, check the token's tenant, turn the
+/// request into its event, apply and journal it, and answer the new id once it is durable.
+/// The state's refusal is answered with `refused` and `field`.
+async fn submit_work<T: serde::de::DeserializeOwned>(
+    server: &Server,
+    headers: &HeaderMap,
+    body: &[u8],
+    tenant_of: impl FnOnce(&T) -> String,
+    make: impl FnOnce(&ControlPlane, &T, u64) -> Result<Event, FieldProblem>,
+    refused: StatusCode,
+    field: &str,
+) -> Result<Response, Refusal> {
+    let role = server.submitter(headers)?;
+    let req: T = parse_json(body)?;
+    check_tenant(&role, &tenant_of(&req))?;
+    let (event, seq) = server
+        .commit(
+            |p, at| make(p, &req, at).map_err(bad_request),
+            refused,
+            field,
+        )
+        .await?;
+    let id = match event {
+        Event::Submit { id, .. }
+        | Event::ServiceCreate { id, .. }
+        | Event::SandboxBatch { id, .. } => id,
+        _ => {
+            return Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "",
+                "not a submission",
+            ))
         }
-        (server.journal.append(vec![encode(&event)]), id)
     };
-    server.wake.notify_one();
-    match pending.done().await {
-        Ok(seqs) => (
-            StatusCode::CREATED,
-            Json(Submitted {
-                id,
-                seq: seqs.start,
-            }),
-        )
-            .into_response(),
-        Err(e) => fail_stop(e),
-    }
+    Ok((StatusCode::CREATED, Json(Submitted { id, seq })).into_response())
 }
 
 /// Query of `GET /v1/jobs`.
@@ -1368,26 +1370,15 @@ async fn create_service(
     body: Bytes,
 ) -> Response {
     respond(
-        async {
-            let role = server.submitter(&headers)?;
-            let req: SubmitService = parse_json(&body)?;
-            check_tenant(&role, &req.tenant)?;
-            let (event, seq) = server
-                .commit(
-                    |p, at| p.service_event(&req, at).map_err(bad_request),
-                    StatusCode::BAD_REQUEST,
-                    "",
-                )
-                .await?;
-            let Event::ServiceCreate { id, .. } = event else {
-                return Err(Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "",
-                    "not a service",
-                ));
-            };
-            Ok((StatusCode::CREATED, Json(Submitted { id, seq })).into_response())
-        }
+        submit_work(
+            &server,
+            &headers,
+            &body,
+            |r: &SubmitService| r.tenant.clone(),
+            ControlPlane::service_event,
+            StatusCode::BAD_REQUEST,
+            "",
+        )
         .await,
     )
 }
@@ -1520,26 +1511,15 @@ async fn submit_sandboxes(
     body: Bytes,
 ) -> Response {
     respond(
-        async {
-            let role = server.submitter(&headers)?;
-            let req: SubmitSandboxes = parse_json(&body)?;
-            check_tenant(&role, &req.tenant)?;
-            let (event, seq) = server
-                .commit(
-                    |p, at| p.sandbox_event(&req, at).map_err(bad_request),
-                    StatusCode::CONFLICT,
-                    "count",
-                )
-                .await?;
-            let Event::SandboxBatch { id, .. } = event else {
-                return Err(Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "",
-                    "not a batch",
-                ));
-            };
-            Ok((StatusCode::CREATED, Json(Submitted { id, seq })).into_response())
-        }
+        submit_work(
+            &server,
+            &headers,
+            &body,
+            |r: &SubmitSandboxes| r.tenant.clone(),
+            ControlPlane::sandbox_event,
+            StatusCode::CONFLICT,
+            "count",
+        )
         .await,
     )
 }
