@@ -6,6 +6,7 @@
 //! HTTP, JSON or SQL. Serde derives are format-agnostic and exist so that the edges can
 //! (de)serialise these types.
 
+pub mod commitment;
 pub mod fleet;
 pub mod hostlist;
 pub mod instance;
