@@ -499,19 +499,21 @@ impl Server {
         refused: StatusCode,
         field: &str,
     ) -> Result<(Event, u64), Refusal> {
-        let (pending, event) = {
+        let (pending, event, changed) = {
             let mut p = self.plane();
             let at = p.stamp(unix_now());
             let event = make(&p, at)?;
             if let Err(e) = p.apply(&event) {
                 return Err(Refusal::new(refused, field, e.to_string()));
             }
-            (self.journal.append(vec![encode(&event)]), event)
+            // Taken with the event, so that publishing needs no second turn at the lock.
+            let changed = p.take_changed_nodes();
+            (self.journal.append(vec![encode(&event)]), event, changed)
         };
         self.wake.notify_one();
         match pending.done().await {
             Ok(seqs) => {
-                self.publish_changes();
+                self.change_log().publish(changed);
                 Ok((event, seqs.start))
             }
             Err(e) => fail_stop(e),

@@ -1857,6 +1857,19 @@ mod tests {
         }
     }
 
+    /// Replaying `journal` from record 1 gives a state equal to `p`.
+    fn assert_replays_to(p: &ControlPlane, journal: Vec<Event>) {
+        let again = ControlPlane::replay(
+            journal
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (i as u64 + 1, e)),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.fingerprint(), again.fingerprint());
+    }
+
     /// The state after Init with every node's agent up; the events that made it.
     fn up() -> (ControlPlane, Vec<Event>) {
         let mut p = ControlPlane::new(&init()).unwrap();
@@ -2226,15 +2239,7 @@ mod tests {
                 at: 171
             })
             .is_err());
-        let again = ControlPlane::replay(
-            journal
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| (i as u64 + 1, e)),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(p.fingerprint(), again.fingerprint());
+        assert_replays_to(&p, journal);
     }
 
     #[test]
@@ -2310,15 +2315,7 @@ mod tests {
         let v = p.batch_view(1).unwrap();
         assert_eq!((v.state.as_str(), v.live), ("cancelled", 0));
         assert!(p.up_nodes().iter().all(|n| p.assignments(n).1.is_empty()));
-        let again = ControlPlane::replay(
-            journal
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| (i as u64 + 1, e)),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(p.fingerprint(), again.fingerprint());
+        assert_replays_to(&p, journal);
     }
 
     #[test]

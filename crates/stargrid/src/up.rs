@@ -116,6 +116,15 @@ fn demo_sandboxes() -> SubmitSandboxes {
     }
 }
 
+fn list_nodes(http: &ureq::Agent, url: &str, auth: &str) -> Result<Vec<server::api::NodeView>> {
+    http.get(&format!("{url}/v1/nodes"))
+        .set("Authorization", auth)
+        .call()
+        .context("listing nodes")?
+        .into_json()
+        .context("reading the node list")
+}
+
 fn delete_service(http: &ureq::Agent, url: &str, auth: &str, id: u64) -> Result<()> {
     let _: ServiceView = crate::client::answer(
         http.post(&format!("{url}/v1/services/{id}/delete"))
@@ -188,13 +197,15 @@ pub fn run(a: &UpArgs) -> Result<()> {
         .context("issuing the agents' token")?
         .into_json()
         .context("reading the token")?;
-    let nodes: Vec<server::api::NodeView> = http
-        .get(&format!("{url}/v1/nodes"))
-        .set("Authorization", &auth)
-        .call()
-        .context("listing nodes")?
-        .into_json()
-        .context("reading the node list")?;
+    let nodes = list_nodes(&http, &url, &auth)?;
+    let (cgroups, limits) =
+        match agent::cgroup::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup")) {
+            Ok(cg) => (Some(cg), "tasks limited by cgroup v2".to_string()),
+            Err(why) => (
+                None,
+                format!("tasks run without CPU and memory limits: {why}"),
+            ),
+        };
     let agent_config = agent::AgentConfig {
         server: url.clone(),
         token: agent_token.token,
@@ -205,20 +216,8 @@ pub fn run(a: &UpArgs) -> Result<()> {
         grace: Duration::from_secs(5),
         fence_after: Duration::from_secs(10),
         started: None,
-        cgroups: None,
-        inventory: None,
-    };
-    let (cgroups, limits) =
-        match agent::cgroup::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup")) {
-            Ok(cg) => (Some(cg), "tasks limited by cgroup v2".to_string()),
-            Err(why) => (
-                None,
-                format!("tasks run without CPU and memory limits: {why}"),
-            ),
-        };
-    let agent_config = agent::AgentConfig {
         cgroups,
-        ..agent_config
+        inventory: None,
     };
     let agent_stop = Arc::new(AtomicBool::new(false));
     let agents = {
@@ -233,13 +232,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
     // refused, so the demo waits for the agents first.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let nodes: Vec<server::api::NodeView> = http
-            .get(&format!("{url}/v1/nodes"))
-            .set("Authorization", &auth)
-            .call()
-            .context("listing nodes")?
-            .into_json()
-            .context("reading the node list")?;
+        let nodes = list_nodes(&http, &url, &auth)?;
         let down = nodes.iter().filter(|n| n.state == "down").count();
         if down == 0 {
             break;
