@@ -1,11 +1,13 @@
 //! Where fleets come from and go to: Stargrid's own TOML fleet file, a generator of
 //! synthetic fleets of any size, AWS `describe-instance-topology` JSON, and Slurm
-//! `topology.conf` (tree and block), which can also be written back.
+//! `topology.conf` (tree and block), which can also be written back; and the cost catalogue
+//! (prices and commitments).
 //!
 //! Every parser takes text (the caller reads files) and returns a [`SourceError`] that names
 //! the file, the line where known, the field and the reason. Parsers never panic on input.
 
 pub mod aws;
+pub mod catalogue;
 pub mod file;
 pub mod generate;
 pub mod slurm;

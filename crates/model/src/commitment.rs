@@ -5,6 +5,46 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Days from 1970-01-01 to a proleptic Gregorian date (month and day from 1).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date (year, month, day) of a day counted from 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Unix seconds as a date, `YYYY-MM-DD` (UTC).
+pub fn date_of(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The same day and time `years` later (29 February becomes 28 February).
+pub fn add_years(secs: u64, years: u32) -> u64 {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let y = y + i64::from(years);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let d = if m == 2 && d == 29 && !leap { 28 } else { d };
+    let days = days_from_civil(y, m, d);
+    (days.max(0) as u64) * 86_400 + secs % 86_400
+}
+
 /// Capacity delivered under a commitment from `at` on (a ramp is a list of these).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +70,26 @@ pub struct Commitment {
     /// Capacity delivered over the term; empty: all of it from the start.
     #[serde(default)]
     pub ramp: Vec<RampStep>,
+    /// Least spend in each year of the term (year 1 first); may be shorter than the term.
+    #[serde(default)]
+    pub yearly_minimum_usd: Vec<f64>,
+}
+
+/// One contract year against its minimum.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct YearStatus {
+    /// Year of the term, from 1.
+    pub year: u32,
+    /// Start of the year (Unix seconds).
+    pub start: u64,
+    /// End of the year (Unix seconds, exclusive; the term's end for a short last year).
+    pub end: u64,
+    /// The year's minimum (0 when none is set).
+    pub minimum_usd: f64,
+    /// Spent in the year so far.
+    pub spent_usd: f64,
+    /// The minimum not reached: owed at the year's end if the spend stays as it is.
+    pub short_usd: f64,
 }
 
 /// Where a commitment stands at a date.
@@ -64,6 +124,36 @@ impl Commitment {
                 return Err(bad("ramp", format!("step {} is not after step {i}", i + 1)));
             }
         }
+        if let Some(m) = self
+            .yearly_minimum_usd
+            .iter()
+            .find(|m| !(m.is_finite() && **m >= 0.0))
+        {
+            return Err(bad(
+                "yearly_minimum_usd",
+                format!("{m} is not a sum of 0 or more"),
+            ));
+        }
+        if self.yearly_minimum_usd.len() > self.years().len() {
+            return Err(bad(
+                "yearly_minimum_usd",
+                format!(
+                    "{} minimums for a term of {} years",
+                    self.yearly_minimum_usd.len(),
+                    self.years().len()
+                ),
+            ));
+        }
+        let minimums: f64 = self.yearly_minimum_usd.iter().sum();
+        if minimums > self.total_usd * (1.0 + 1e-9) {
+            return Err(bad(
+                "yearly_minimum_usd",
+                format!(
+                    "the minimums add up to {minimums}, more than total_usd {}",
+                    self.total_usd
+                ),
+            ));
+        }
         if let Some(s) = self
             .ramp
             .iter()
@@ -75,6 +165,42 @@ impl Commitment {
             ));
         }
         Ok(())
+    }
+
+    /// The contract years: from the start to each anniversary of it, the last one cut at
+    /// the end.
+    pub fn years(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = self.start;
+        let mut n = 1;
+        while at < self.end {
+            let end = add_years(self.start, n).min(self.end);
+            out.push((at, end));
+            at = end;
+            n += 1;
+        }
+        out
+    }
+
+    /// Each contract year against its minimum, given what was spent in each (missing years:
+    /// nothing spent).
+    pub fn yearly(&self, spent_by_year: &[f64]) -> Vec<YearStatus> {
+        self.years()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start, end))| {
+                let minimum_usd = self.yearly_minimum_usd.get(i).copied().unwrap_or(0.0);
+                let spent_usd = spent_by_year.get(i).copied().unwrap_or(0.0);
+                YearStatus {
+                    year: i as u32 + 1,
+                    start,
+                    end,
+                    minimum_usd,
+                    spent_usd,
+                    short_usd: (minimum_usd - spent_usd).max(0.0),
+                }
+            })
+            .collect()
     }
 
     /// Node-seconds of capacity delivered between the start and `t` (clamped to the term).
@@ -138,6 +264,7 @@ mod tests {
             start: 1000 * DAY,
             end: 1365 * DAY,
             ramp: Vec::new(),
+            yearly_minimum_usd: Vec::new(),
         }
     }
 
@@ -236,7 +363,59 @@ mod tests {
         assert!(e.reason.contains("outside the term"));
     }
 
+    #[test]
+    fn years_cut_at_the_end_and_minimums_are_checked() {
+        // A term of two years and a half: two whole years and a short one.
+        let c = Commitment {
+            end: add_years(1000 * DAY, 2) + 180 * DAY,
+            yearly_minimum_usd: vec![1_000_000.0, 1_000_000.0, 500_000.0],
+            ..year()
+        };
+        c.validate().unwrap();
+        let y = c.yearly(&[1_200_000.0, 400_000.0]);
+        assert_eq!(y.len(), 3);
+        assert_eq!(
+            (y[0].start, y[0].end),
+            (1000 * DAY, add_years(1000 * DAY, 1))
+        );
+        assert_eq!(date_of(1000 * DAY), "1972-09-27");
+        assert_eq!(date_of(y[1].start), "1973-09-27");
+        // A leap day's anniversary falls on 28 February.
+        assert_eq!(date_of(add_years(11_016 * DAY, 1)), "2001-02-28");
+        assert_eq!(date_of(11_016 * DAY), "2000-02-29");
+        assert_eq!(y[2].end, c.end, "the last year ends with the term");
+        assert_eq!(y[0].short_usd, 0.0);
+        assert_eq!(y[1].short_usd, 600_000.0);
+        assert_eq!((y[2].spent_usd, y[2].short_usd), (0.0, 500_000.0));
+        let too_many = Commitment {
+            yearly_minimum_usd: vec![1.0, 1.0],
+            ..year()
+        };
+        assert!(too_many
+            .validate()
+            .unwrap_err()
+            .reason
+            .contains("2 minimums for a term of 1 years"));
+        let too_big = Commitment {
+            yearly_minimum_usd: vec![c.total_usd * 2.0],
+            ..year()
+        };
+        assert_eq!(too_big.validate().unwrap_err().field, "yearly_minimum_usd");
+    }
+
     proptest! {
+        /// Dates and day numbers convert both ways; an anniversary is a year later.
+        #[test]
+        fn civil_dates_round_trip(days in 0i64..200_000, years in 0u32..10) {
+            let (y, m, d) = civil_from_days(days);
+            prop_assert_eq!(days_from_civil(y, m, d), days);
+            let later = add_years(days as u64 * DAY, years);
+            let (y2, m2, d2) = civil_from_days((later / DAY) as i64);
+            prop_assert_eq!(y2, y + i64::from(years));
+            prop_assert_eq!(m2, m);
+            prop_assert!(d2 == d || (m == 2 && d == 29 && d2 == 28));
+        }
+
         /// The lines never go down over time, stay within the commitment, and reach it at the
         /// end; the forecast is exact when spending follows the straight line.
         #[test]

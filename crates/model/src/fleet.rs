@@ -321,6 +321,16 @@ impl Fleet {
         &self.pools[id.0 as usize]
     }
 
+    /// Sets a pool's price per node-hour (prices come from a catalogue; the tree is
+    /// unchanged). A price that is not a finite number of 0 or more is ignored.
+    pub fn set_pool_price(&mut self, id: PoolId, price_per_hour: f64) {
+        if price_per_hour.is_finite() && price_per_hour >= 0.0 {
+            if let Some(p) = self.pools.get_mut(id.0 as usize) {
+                p.price_per_hour = price_per_hour;
+            }
+        }
+    }
+
     /// NVLink domains, in pre-order.
     pub fn domains(&self) -> &[TopoId] {
         &self.domains

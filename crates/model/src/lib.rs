@@ -1,12 +1,13 @@
 //! Domain types of Stargrid: resources and accelerator models, instance types, the fleet
 //! topology tree (cloud → region → zone → network levels → NVLink domain → node), capacity
-//! pools, and workload specs.
+//! pools, prices and commitments, and workload specs.
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and knows nothing about
 //! HTTP, JSON or SQL. Serde derives are format-agnostic and exist so that the edges can
 //! (de)serialise these types.
 
 pub mod commitment;
+pub mod cost;
 pub mod fleet;
 pub mod hostlist;
 pub mod instance;
@@ -14,6 +15,7 @@ pub mod resources;
 pub mod tenancy;
 pub mod workload;
 
+pub use cost::{CostCatalogue, PlacementRule};
 pub use fleet::{
     CapacityPool, Fleet, FleetBuilder, FleetError, Node, NodeId, NodeState, PoolId, PricingKind,
     TopoId, TopoKind, TopoNode,
