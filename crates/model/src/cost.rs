@@ -197,7 +197,7 @@ impl CostCatalogue {
 }
 
 /// Where a workload may run. Empty lists allow everything; an exclusion wins over a pin.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlacementRule {
     /// Only these providers (data residency, contracts).

@@ -176,6 +176,9 @@ pub struct JobSpec {
     pub gang: GangRequest,
     /// Declared time limit in seconds (used for backfill and reservations).
     pub time_limit: u64,
+    /// Providers and regions it may use, and whether it may run on spot capacity.
+    #[serde(default)]
+    pub placement: crate::PlacementRule,
 }
 
 impl JobSpec {
@@ -185,6 +188,7 @@ impl JobSpec {
     /// Checks the job's own ranges (the tenant is checked by the scheduler).
     pub fn validate(&self) -> Result<(), FieldError> {
         self.gang.validate()?;
+        self.placement.validate()?;
         if self.time_limit == 0 || self.time_limit > Self::MAX_TIME_LIMIT {
             return Err(FieldError {
                 field: "time_limit",
@@ -245,6 +249,9 @@ pub struct ServiceSpec {
     pub max_replicas: u32,
     /// Spread rule, if any.
     pub spread: Option<SpreadRule>,
+    /// Providers and regions its replicas may use, and whether they may run on spot.
+    #[serde(default)]
+    pub placement: crate::PlacementRule,
 }
 
 impl ServiceSpec {
@@ -254,6 +261,7 @@ impl ServiceSpec {
     /// Checks the spec's ranges.
     pub fn validate(&self) -> Result<(), FieldError> {
         self.replica.validate()?;
+        self.placement.validate()?;
         if self.max_replicas > Self::MAX_REPLICAS {
             return Err(FieldError {
                 field: "max_replicas",

@@ -4,8 +4,8 @@
 use crate::gang::GangPlacement;
 use crate::sandbox::{SandboxPlacement, SandboxRun};
 use model::{
-    Fleet, GangRequest, GpuModel, NodeId, NodeState, Resources, SandboxRequest, TopoId, TopoKind,
-    WorkloadId,
+    Fleet, GangRequest, GpuModel, NodeId, NodeState, PricingKind, Resources, SandboxRequest,
+    TopoId, TopoKind, WorkloadId,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,9 @@ pub(crate) struct DomainState {
     pub whole_free: u32,
     /// Nodes that take new work (ready and not held).
     pub open_nodes: u32,
+    /// Cost tier of its capacity pool: 0 committed (already paid for), then on-demand and
+    /// spot pools from the cheapest GPU-hour up. Placement tries lower tiers first.
+    pub tier: u8,
     /// The keys under which the domain currently sits in the two indexes.
     indexed_free_gpus: u32,
     indexed_whole_free: u32,
@@ -177,6 +180,35 @@ pub struct StateChange {
     pub affected: Vec<WorkloadId>,
 }
 
+/// Most cost tiers placement tells apart (pricier pools share the last one).
+pub(crate) const MAX_TIERS: u8 = 8;
+
+/// Each pool's cost tier: committed capacity (already paid for) is tier 0; on-demand and spot
+/// pools follow from the cheapest price per GPU-hour (per node-hour for CPU hosts) up.
+pub(crate) fn cost_tiers(fleet: &Fleet) -> Vec<u8> {
+    let mut units = vec![0u64; fleet.pools().len()];
+    for n in fleet.nodes() {
+        let u = &mut units[n.pool.0 as usize];
+        *u = (*u).max(u64::from(n.capacity.gpus).max(1));
+    }
+    let unit_price = |i: usize| fleet.pools()[i].price_per_hour / units[i].max(1) as f64;
+    let mut paid: Vec<f64> = (0..fleet.pools().len())
+        .filter(|&i| fleet.pools()[i].pricing != PricingKind::Committed)
+        .map(unit_price)
+        .collect();
+    paid.sort_by(f64::total_cmp);
+    paid.dedup();
+    (0..fleet.pools().len())
+        .map(|i| {
+            if fleet.pools()[i].pricing == PricingKind::Committed {
+                return 0;
+            }
+            let rank = paid.partition_point(|p| *p < unit_price(i));
+            (rank + 1).min(usize::from(MAX_TIERS - 1)) as u8
+        })
+        .collect()
+}
+
 /// The placement engine. See the crate documentation for its invariants.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Engine {
@@ -190,10 +222,12 @@ pub struct Engine {
     pub(crate) model_max_domain: Vec<u32>,
     /// Per GPU model: devices per node when every node of that model has the same count.
     pub(crate) model_node_gpus: Vec<Option<u8>>,
-    /// Per GPU model: (free GPUs on schedulable nodes, domain index).
-    pub(crate) by_free_gpus: Vec<BTreeSet<(u32, u32)>>,
-    /// Per GPU model: (wholly free schedulable nodes, domain index).
-    pub(crate) by_whole_free: Vec<BTreeSet<(u32, u32)>>,
+    /// Per GPU model: (cost tier, free GPUs on schedulable nodes, domain index).
+    pub(crate) by_free_gpus: Vec<BTreeSet<(u8, u32, u32)>>,
+    /// Per GPU model: (cost tier, wholly free schedulable nodes, domain index).
+    pub(crate) by_whole_free: Vec<BTreeSet<(u8, u32, u32)>>,
+    /// Per GPU model: cost tiers in use (highest tier + 1).
+    pub(crate) model_tiers: Vec<u8>,
     /// Per GPU model: free GPUs on nodes that take new work (the sum of the domains' counts).
     pub(crate) open_free_gpus: Vec<u64>,
     /// Height of each topology node above the domains (domain = 0).
@@ -237,6 +271,8 @@ impl Engine {
         let mut model_domains = vec![Vec::new(); models];
         let mut model_max_domain = vec![0u32; models];
         let mut model_node_gpus: Vec<Option<Option<u8>>> = vec![None; models];
+        let pool_tier = cost_tiers(&fleet);
+        let mut model_tiers = vec![1u8; models];
         for (i, &d) in fleet.domains().iter().enumerate() {
             let t = fleet.topo_node(d);
             let first = &nodes[t.nodes.start as usize];
@@ -255,8 +291,11 @@ impl Engine {
             };
             let count = t.nodes.end - t.nodes.start;
             model_max_domain[model.index()] = model_max_domain[model.index()].max(count);
+            let tier = pool_tier[first.pool.0 as usize];
+            model_tiers[model.index()] = model_tiers[model.index()].max(tier + 1);
             domains.push(DomainState {
                 topo: d,
+                tier,
                 model,
                 first_node: t.nodes.start,
                 end_node: t.nodes.end,
@@ -318,6 +357,7 @@ impl Engine {
             model_node_gpus: model_node_gpus.into_iter().map(Option::flatten).collect(),
             by_free_gpus: vec![BTreeSet::new(); models],
             by_whole_free: vec![BTreeSet::new(); models],
+            model_tiers,
             open_free_gpus: vec![0; models],
             topo_height,
             allocations: FxHashMap::default(),
@@ -327,9 +367,9 @@ impl Engine {
             engine.recount_domain(d as u32);
             let ds = &engine.domains[d];
             let m = ds.model.index();
-            engine.by_free_gpus[m].insert((ds.free_gpus, d as u32));
+            engine.by_free_gpus[m].insert((ds.tier, ds.free_gpus, d as u32));
             engine.open_free_gpus[m] += u64::from(ds.free_gpus);
-            engine.by_whole_free[m].insert((ds.whole_free, d as u32));
+            engine.by_whole_free[m].insert((ds.tier, ds.whole_free, d as u32));
             let ds = &mut engine.domains[d];
             ds.indexed_free_gpus = ds.free_gpus;
             ds.indexed_whole_free = ds.whole_free;
@@ -680,13 +720,13 @@ impl Engine {
         if ds.indexed_free_gpus != ds.free_gpus {
             self.open_free_gpus[m] =
                 self.open_free_gpus[m] + u64::from(ds.free_gpus) - u64::from(ds.indexed_free_gpus);
-            self.by_free_gpus[m].remove(&(ds.indexed_free_gpus, d));
-            self.by_free_gpus[m].insert((ds.free_gpus, d));
+            self.by_free_gpus[m].remove(&(ds.tier, ds.indexed_free_gpus, d));
+            self.by_free_gpus[m].insert((ds.tier, ds.free_gpus, d));
             ds.indexed_free_gpus = ds.free_gpus;
         }
         if ds.indexed_whole_free != ds.whole_free {
-            self.by_whole_free[m].remove(&(ds.indexed_whole_free, d));
-            self.by_whole_free[m].insert((ds.whole_free, d));
+            self.by_whole_free[m].remove(&(ds.tier, ds.indexed_whole_free, d));
+            self.by_whole_free[m].insert((ds.tier, ds.whole_free, d));
             ds.indexed_whole_free = ds.whole_free;
         }
     }
@@ -1001,8 +1041,8 @@ impl Engine {
                 return Err(format!("domain {d}: stale counters"));
             }
             let m = a.model.index();
-            if !self.by_free_gpus[m].contains(&(a.free_gpus, d as u32))
-                || !self.by_whole_free[m].contains(&(a.whole_free, d as u32))
+            if !self.by_free_gpus[m].contains(&(a.tier, a.free_gpus, d as u32))
+                || !self.by_whole_free[m].contains(&(a.tier, a.whole_free, d as u32))
             {
                 return Err(format!("domain {d}: index out of date"));
             }

@@ -59,6 +59,7 @@ impl Shape {
 struct Room {
     domain: u32,
     eligible: u32,
+    tier: u8,
 }
 
 impl Engine {
@@ -177,23 +178,26 @@ impl Engine {
         // Spares live in the gang's own domain.
         let n = request.nodes.saturating_add(request.spares);
         let whole_node = self.model_node_gpus[m] == Some(ask.gpus);
-        let found = if whole_node {
-            self.by_whole_free[m]
-                .range((n, 0)..)
-                .map(|&(_, d)| d)
-                .find(|&d| {
-                    self.domains[d as usize].capacity.holds(ask)
-                        && allowed(self.domains[d as usize].topo)
-                })
-        } else {
-            let need_gpus = n.saturating_mul(u32::from(ask.gpus));
-            self.by_free_gpus[m]
-                .range((need_gpus, 0)..)
-                .map(|&(_, d)| d)
-                .find(|&d| {
-                    self.eligible_nodes(d, ask) >= n && allowed(self.domains[d as usize].topo)
-                })
-        };
+        // Cheapest tier first; within a tier, the fullest domain that holds the gang.
+        let found = (0..self.model_tiers[m]).find_map(|tier| {
+            if whole_node {
+                self.by_whole_free[m]
+                    .range((tier, n, 0)..=(tier, u32::MAX, u32::MAX))
+                    .map(|&(_, _, d)| d)
+                    .find(|&d| {
+                        self.domains[d as usize].capacity.holds(ask)
+                            && allowed(self.domains[d as usize].topo)
+                    })
+            } else {
+                let need_gpus = n.saturating_mul(u32::from(ask.gpus));
+                self.by_free_gpus[m]
+                    .range((tier, need_gpus, 0)..=(tier, u32::MAX, u32::MAX))
+                    .map(|&(_, _, d)| d)
+                    .find(|&d| {
+                        self.eligible_nodes(d, ask) >= n && allowed(self.domains[d as usize].topo)
+                    })
+            }
+        });
         found.ok_or_else(|| self.explain_single(request, ask))
     }
 
@@ -259,6 +263,14 @@ impl Engine {
         let mut rem_fits = vec![false; topo.len()];
         let mut touched: Vec<usize> = Vec::new();
         let mut rooms = Vec::new();
+        // Per (topology node, cost tier): room for whole segments and for the shorter one.
+        let tiers = usize::from(self.model_tiers[request.gpu.index()]);
+        let mut tier_full = if tiers > 1 {
+            vec![0u32; topo.len() * tiers]
+        } else {
+            Vec::new()
+        };
+        let mut tier_rem = vec![false; tier_full.len()];
         // A domain helps only with room for a segment, or for the shorter last one.
         let min_useful = if shape.rem > 0 {
             shape.rem.min(shape.seg)
@@ -269,9 +281,12 @@ impl Engine {
         // Whole-node asks: the index of wholly free nodes lists exactly the useful domains
         // (few on a busy fleet); otherwise every domain of the model is looked at.
         let candidates: Vec<u32> = if self.model_node_gpus[m] == Some(ask.gpus) {
-            self.by_whole_free[m]
-                .range((min_useful, 0)..)
-                .map(|&(_, d)| d)
+            (0..self.model_tiers[m])
+                .flat_map(|tier| {
+                    self.by_whole_free[m]
+                        .range((tier, min_useful, 0)..=(tier, u32::MAX, u32::MAX))
+                        .map(|&(_, _, d)| d)
+                })
                 .collect()
         } else {
             self.domains_of(request).collect()
@@ -286,9 +301,11 @@ impl Engine {
             }
             let full = eligible / shape.seg;
             let rem_ok = shape.rem > 0 && eligible % shape.seg >= shape.rem;
+            let tier = self.domains[d as usize].tier;
             rooms.push(Room {
                 domain: d,
                 eligible,
+                tier,
             });
             for &t in self.domain_chain[d as usize].iter() {
                 let t = t as usize;
@@ -297,29 +314,55 @@ impl Engine {
                 }
                 full_room[t] += full;
                 rem_fits[t] |= rem_ok;
+                if tiers > 1 {
+                    tier_full[t * tiers + usize::from(tier)] += full;
+                    tier_rem[t * tiers + usize::from(tier)] |= rem_ok;
+                }
             }
         }
-        let fits = |t: usize| {
-            let f = full_room[t];
-            f >= shape.full + u32::from(shape.rem > 0) || (f >= shape.full && rem_fits[t])
+        let fits = |f: u32, rem: bool| {
+            f >= shape.full + u32::from(shape.rem > 0) || (f >= shape.full && rem)
         };
-        // Lowest height first, then the least room (best fit), then tree order.
-        let mut best: Option<(u8, u32, usize)> = None;
+        // The cheapest tiers (0..=k) whose capacity alone holds the gang under `t`, and the
+        // room they leave.
+        let cheapest = |t: usize| -> Option<(u8, u32)> {
+            if tiers <= 1 {
+                return fits(full_room[t], rem_fits[t]).then_some((0, full_room[t]));
+            }
+            let (mut f, mut rem) = (0u32, false);
+            for k in 0..tiers {
+                f += tier_full[t * tiers + k];
+                rem |= tier_rem[t * tiers + k];
+                if fits(f, rem) {
+                    return Some((k as u8, f));
+                }
+            }
+            None
+        };
+        // Lowest height first (topology), then the cheapest tiers (cost), then the least room
+        // (best fit), then tree order.
+        let mut best: Option<(u8, u8, u32, usize)> = None;
         for &t in &touched {
-            if (full_room[t] == 0 && !rem_fits[t]) || !self.within_zone(topo[t].kind) || !fits(t) {
+            if (full_room[t] == 0 && !rem_fits[t]) || !self.within_zone(topo[t].kind) {
                 continue;
             }
-            let key = (self.topo_height[t], full_room[t], t);
+            let Some((tier, room)) = cheapest(t) else {
+                continue;
+            };
+            let key = (self.topo_height[t], tier, room, t);
             if best.is_none_or(|b| key < b) {
                 best = Some(key);
             }
         }
-        let Some((_, _, root)) = best else {
+        let Some((_, max_tier, _, root)) = best else {
             return Err(self.explain_segments(request, ask, shape, &full_room));
         };
         let range = topo[root].domains.clone();
-        let mut inside: Vec<&Room> = rooms.iter().filter(|r| range.contains(&r.domain)).collect();
-        inside.sort_by_key(|r| (r.eligible, r.domain));
+        let mut inside: Vec<&Room> = rooms
+            .iter()
+            .filter(|r| range.contains(&r.domain) && r.tier <= max_tier)
+            .collect();
+        inside.sort_by_key(|r| (r.tier, r.eligible, r.domain));
         let mut segments: Vec<(u32, u32)> = Vec::with_capacity(shape.segments() as usize);
         let mut taken = vec![0u32; inside.len()];
         let mut left = shape.full;
@@ -340,7 +383,7 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .filter(|(i, r)| r.eligible - taken[*i] >= shape.rem)
-                .min_by_key(|(i, r)| (r.eligible - taken[*i], r.domain));
+                .min_by_key(|(i, r)| (r.tier, r.eligible - taken[*i], r.domain));
             match pick {
                 Some((_, r)) => segments.push((r.domain, shape.rem)),
                 None => return Err(self.explain_segments(request, ask, shape, &full_room)),

@@ -14,6 +14,7 @@
 //! domains of its GPU model.
 
 pub mod autoscale;
+pub mod cost;
 mod engine;
 mod gang;
 mod sandbox;

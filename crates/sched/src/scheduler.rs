@@ -15,6 +15,7 @@
 //!
 //! Every pending job keeps a reason a person can read ([`Scheduler::pending_reason`]).
 
+use crate::cost::{allocation_units, Ledger, Owner, SpendClass, SpendReport};
 use crate::engine::{Allocation, Engine, EngineError, NodeSlot, Scope, Time};
 mod sandboxes;
 mod services;
@@ -560,6 +561,11 @@ pub struct Scheduler {
     stops: u64,
     /// Counts every start and stop (what can change the set of preemption victims).
     changes: u64,
+    /// What the capacity handed out costs, per pool and owner, over time.
+    ledger: Ledger,
+    /// Domains each placement rule in use keeps jobs off (a memo, rebuilt as rules arrive).
+    #[serde(skip)]
+    rule_ranges: FxHashMap<model::PlacementRule, Arc<[(TopoId, TopoId)]>>,
 }
 
 impl Scheduler {
@@ -600,6 +606,7 @@ impl Scheduler {
             fleet_total.cpu_millis += u64::from(n.capacity.cpu_millis);
             fleet_total.memory_mib += u64::from(n.capacity.memory_mib);
         }
+        let ledger = Ledger::new(engine.fleet(), Ledger::DAY);
         Ok(Scheduler {
             engine,
             config,
@@ -645,6 +652,8 @@ impl Scheduler {
             batches: BTreeMap::new(),
             stops: 0,
             changes: 0,
+            ledger,
+            rule_ranges: FxHashMap::default(),
         })
     }
 
@@ -675,7 +684,7 @@ impl Scheduler {
         // A job a pass passed over (its shape had already failed) has no fresh reason.
         let like = self
             .last_failed
-            .get(&shape_of(&job.spec.gang))
+            .get(&shape_of(&job.spec))
             .filter(|(n, _)| job.spec.gang.nodes >= *n)
             .map(|(_, like)| *like);
         Some(match job.reason.as_ref()? {
@@ -801,6 +810,7 @@ impl Scheduler {
         {
             return Err(SchedError::DuplicateJob(id));
         }
+        self.prepare_rule(&spec.placement);
         let mut spec = spec;
         if !self.config.topology {
             spec.gang.segment = Some(1);
@@ -858,7 +868,7 @@ impl Scheduler {
         let key = self.queue_key(j);
         let g = &j.spec.gang;
         let brief = Brief {
-            shape: shape_of(g),
+            shape: shape_of(&j.spec),
             nodes: g.nodes,
             time_limit: j.spec.time_limit,
             priority: j.spec.priority,
@@ -1026,6 +1036,7 @@ impl Scheduler {
             j.attained_gpu_seconds = j.attained_gpu_seconds.saturating_add(served);
         }
         let _ = self.engine.release(id);
+        self.ledger.release(id, now);
         self.running.remove(&id);
         self.running_by_class[class].remove(&id);
         self.stops += 1;
@@ -1071,7 +1082,7 @@ impl Scheduler {
         let mut out = Vec::new();
         for id in change.affected {
             if self.batches.contains_key(&id) {
-                self.recover_batch(id, &mut out);
+                self.recover_batch(id, now, &mut out);
                 continue;
             }
             if !self.running.contains(&id) {
@@ -1093,6 +1104,7 @@ impl Scheduler {
             for n in down_spares {
                 self.engine.drop_spare(id, n);
             }
+            self.charge(id, now);
             if down_active.is_empty() {
                 continue;
             }
@@ -1111,6 +1123,7 @@ impl Scheduler {
                 self.requeue(id, now, &mut out);
                 continue;
             }
+            self.charge(id, now);
             self.index_end(id, false);
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
@@ -1143,6 +1156,49 @@ impl Scheduler {
     pub fn set_state(&mut self, scope: Scope, state: NodeState) -> Vec<WorkloadId> {
         self.stops += 1;
         self.engine.set_state(scope, state).affected
+    }
+
+    /// Charges workload `id` for what the engine gives it now (a gang's slots and spares, a
+    /// batch's live sandboxes), replacing what it was charged for.
+    pub(crate) fn charge(&mut self, id: WorkloadId, now: Time) {
+        let units = allocation_units(self.engine.fleet(), self.engine.allocation(id));
+        let owner = match self.jobs.get(&id) {
+            Some(j) => Owner {
+                tenant: Some(j.spec.tenant),
+                class: if j.service.is_some() {
+                    SpendClass::Inference
+                } else {
+                    SpendClass::Training
+                },
+            },
+            None => Owner {
+                tenant: None,
+                class: SpendClass::Sandboxes,
+            },
+        };
+        self.ledger.hold(id, owner, units, now);
+    }
+
+    /// What was spent from time 0 to `now`: per pool and owner, and committed capacity left
+    /// idle, in total and per day.
+    pub fn spend(&self, now: Time) -> SpendReport {
+        self.ledger.report(self.engine.fleet(), now, &|t| {
+            self.tenants
+                .get(t.0 as usize)
+                .map_or_else(|| format!("tenant {}", t.0), |s| s.spec.name.clone())
+        })
+    }
+
+    /// Marks a node delivered (its committed capacity is paid for) or not yet delivered from
+    /// `now`. Every node counts as delivered until told otherwise.
+    pub fn set_delivered(&mut self, node: model::NodeId, delivered: bool, now: Time) {
+        self.ledger
+            .set_delivered(self.engine.fleet(), node, delivered, now);
+    }
+
+    /// The spend ledger (read-only).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     fn tenant_share(&self, t: TenantId) -> f64 {
@@ -1394,10 +1450,10 @@ impl Scheduler {
             .place_gang_in(id, &gang, now, &|t| spread.allows(t))
             .map_err(|e| match e {
                 // Name the spread rule when it is what stands in the way.
-                EngineError::Unplaceable(_) if !spread.blocked.is_empty() => {
+                EngineError::Unplaceable(_) if spread.restricts() => {
                     match self.engine.plan_gang(&gang) {
                         Ok(_) => EngineError::Unplaceable(crate::engine::Unplaceable::new(
-                            spread.explain.clone(),
+                            spread.explanation(),
                         )),
                         Err(_) => e,
                     }
@@ -1423,6 +1479,7 @@ impl Scheduler {
         self.index_end(id, true);
         self.running.insert(id);
         self.changes += 1;
+        self.charge(id, now);
         out.push(Decision::Start {
             job: id,
             slots: placement.slots,
@@ -1596,7 +1653,7 @@ impl Scheduler {
                         }
                         Ok(_) => {
                             let g = &job.spec.gang;
-                            let key = shape_of(g);
+                            let key = shape_of(&job.spec);
                             let like = failed
                                 .get(&key)
                                 .filter(|(n, _)| g.nodes >= *n)
@@ -1662,7 +1719,7 @@ impl Scheduler {
                 }
             };
             let g = &job.spec.gang;
-            let shape = shape_of(g);
+            let shape = shape_of(&job.spec);
             // Failures of this pass were on less capacity than the reserved job has now.
             let known_fail = failed
                 .get(&shape)
@@ -1677,7 +1734,7 @@ impl Scheduler {
                 continue;
             };
             let g = job.spec.gang.clone();
-            let shape = shape_of(&g);
+            let shape = shape_of(&job.spec);
             failed
                 .entry(shape)
                 .and_modify(|e| {
@@ -1842,6 +1899,18 @@ impl Scheduler {
     /// every hold on a node belongs to the reservation or to a preemptor waiting on victims.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.engine.check_invariants()?;
+        self.ledger.check(&self.engine)?;
+        for id in self.running.iter().chain(self.batches.keys()) {
+            let want = allocation_units(self.engine.fleet(), self.engine.allocation(*id));
+            let have = self
+                .ledger
+                .held(*id)
+                .map(|h| h.1.clone())
+                .unwrap_or_default();
+            if !want.is_empty() && have.is_empty() {
+                return Err(format!("{id} holds {want:?} but is not charged for it"));
+            }
+        }
         let mut ends = vec![BTreeSet::new(); self.running_ends.len()];
         for j in self.jobs.values() {
             if let Some((m, key)) = Self::end_key(j) {
@@ -1879,7 +1948,7 @@ impl Scheduler {
                 *k == self.queue_key(j)
                     && self.ordered.get(k).is_some_and(|b| {
                         b.no_victims_at == j.no_victims_at
-                            && b.shape == shape_of(&j.spec.gang)
+                            && b.shape == shape_of(&j.spec)
                             && b.nodes == j.spec.gang.nodes
                     })
             });
@@ -1966,18 +2035,51 @@ pub const NO_LIMIT: Time = u64::MAX / 4;
 
 /// Where a service replica may go under its spread rule: domains outside `blocked` ranges
 /// (pre-order topology ids of subtrees that already hold as many replicas as allowed).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct SpreadFilter {
     blocked: Vec<(TopoId, TopoId)>,
     explain: String,
+    /// Domains the job's placement rule refuses (sorted disjoint ranges).
+    excluded: Arc<[(TopoId, TopoId)]>,
+    /// The placement rule in words, when it excludes anything.
+    rule: String,
+}
+
+impl Default for SpreadFilter {
+    fn default() -> Self {
+        SpreadFilter {
+            blocked: Vec::new(),
+            explain: String::new(),
+            excluded: Arc::from(Vec::new()),
+            rule: String::new(),
+        }
+    }
 }
 
 impl SpreadFilter {
     fn allows(&self, domain: TopoId) -> bool {
+        let i = self.excluded.partition_point(|r| r.1 < domain);
+        if self.excluded.get(i).is_some_and(|r| r.0 <= domain) {
+            return false;
+        }
         !self
             .blocked
             .iter()
             .any(|(lo, hi)| *lo <= domain && domain <= *hi)
+    }
+
+    /// Whether it refuses anything.
+    fn restricts(&self) -> bool {
+        !(self.blocked.is_empty() && self.excluded.is_empty())
+    }
+
+    /// Why it stood in the way, when the fleet would hold the job without it.
+    fn explanation(&self) -> String {
+        match (self.rule.is_empty(), self.blocked.is_empty()) {
+            (false, true) => format!("placement rule ({}) leaves no room", self.rule),
+            (false, false) => format!("placement rule ({}) and {}", self.rule, self.explain),
+            _ => self.explain.clone(),
+        }
     }
 }
 
@@ -1987,17 +2089,29 @@ fn searched_recently(last: Option<VainSearch>, changes: u64, now: Time) -> bool 
     last.is_some_and(|v| v.changes == changes || now < v.retry_at)
 }
 
-/// A gang's shape apart from its node count: (GPU model, GPUs/node, CPU, memory, segment).
-type ShapeKey = (usize, u8, u32, u32, Option<u32>);
+/// A gang's shape apart from its node count: (GPU model, GPUs/node, CPU, memory, segment,
+/// a fingerprint of its placement rule).
+type ShapeKey = (usize, u8, u32, u32, Option<u32>, u64);
 
-/// The shape of a gang: jobs of one shape fail and succeed together, the smaller first.
-fn shape_of(g: &GangRequest) -> ShapeKey {
+/// The shape of a job: jobs of one shape (and one placement rule) fail and succeed together,
+/// the smaller first.
+fn shape_of(spec: &JobSpec) -> ShapeKey {
+    let g = &spec.gang;
+    let rule = if spec.placement == model::PlacementRule::default() {
+        0
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        spec.placement.hash(&mut h);
+        h.finish() | 1
+    };
     (
         g.gpu.index(),
         g.gpus_per_node,
         g.cpu_millis_per_node,
         g.memory_mib_per_node,
         g.segment,
+        rule,
     )
 }
 

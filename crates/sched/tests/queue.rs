@@ -76,6 +76,7 @@ fn run(s: &mut Scheduler, script: &str) -> String {
                     priority: prio(w[3]),
                     gang: g,
                     time_limit: num(5),
+                    placement: Default::default(),
                 };
                 let r = s.submit(WorkloadId(num(1)), spec, 0);
                 let _ = writeln!(out, "{r:?}");
@@ -133,6 +134,7 @@ fn run(s: &mut Scheduler, script: &str) -> String {
                     min_replicas: num(4) as u32,
                     max_replicas: num(5) as u32,
                     spread,
+                    placement: Default::default(),
                 };
                 let _ = writeln!(out, "{:?}", s.create_service(num(1), spec, 0));
             }
@@ -435,6 +437,7 @@ fn a_job_is_not_preempted_again_and_again() {
             priority: PriorityClass::Preemptible,
             gang: gang(32, 4, None),
             time_limit: 1_000_000,
+            placement: Default::default(),
         },
         0,
     )
@@ -451,6 +454,7 @@ fn a_job_is_not_preempted_again_and_again() {
                 priority: PriorityClass::Training,
                 gang: gang(32, 4, None),
                 time_limit: 100,
+                placement: Default::default(),
             },
             t,
         )
@@ -486,6 +490,7 @@ fn first_preemption(preemption_retry_max: u64, training_submitted: &[u64]) -> (u
         priority,
         gang: gang(nodes, 4, None),
         time_limit,
+        placement: Default::default(),
     };
     s.submit(
         WorkloadId(1),
@@ -712,6 +717,7 @@ fn a_large_gang_is_not_starved_by_a_stream_of_small_jobs() {
         priority: PriorityClass::Research,
         gang: gang(nodes, 4, None),
         time_limit: limit,
+        placement: Default::default(),
     };
     // Half the fleet busy for an hour; the big gang wants all of it.
     s.submit(WorkloadId(1), spec(1, 16, 3600), 0).unwrap();
@@ -808,6 +814,7 @@ fn policies_order_and_block_as_named() {
             priority: PriorityClass::Research,
             gang: gang(nodes, 4, None),
             time_limit: limit,
+            placement: Default::default(),
         };
         s.submit(WorkloadId(1), spec(24, 1000), 0).unwrap();
         s.schedule(0);

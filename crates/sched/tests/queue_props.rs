@@ -150,6 +150,7 @@ impl World {
                 min_replicas: 0,
                 max_replicas: 8,
                 spread,
+                placement: Default::default(),
             };
             s.create_service(id, spec, 0).unwrap();
         }
@@ -174,6 +175,7 @@ impl World {
                     priority: priority(*prio),
                     gang: gang(*nodes, 4, None),
                     time_limit: *limit,
+                    placement: Default::default(),
                 };
                 format!("{:?}", self.s.submit(WorkloadId(self.next), spec, self.now))
             }
@@ -233,7 +235,10 @@ impl World {
                 if batches.is_empty() {
                     return "none".into();
                 }
-                format!("{:?}", self.s.end_batch(batches[pick % batches.len()]))
+                format!(
+                    "{:?}",
+                    self.s.end_batch(batches[pick % batches.len()], self.now)
+                )
             }
             Ev::Scale { service, replicas } => {
                 let before = self.running();
@@ -289,7 +294,7 @@ proptest! {
         let mut reserved: std::collections::BTreeMap<WorkloadId, u64> = Default::default();
         for (tenant, nodes, limit, dt) in jobs {
             w.next += 1;
-            let spec = JobSpec { tenant: TenantId(tenant), priority: PriorityClass::Research, gang: gang(nodes, 4, None), time_limit: limit };
+            let spec = JobSpec { tenant: TenantId(tenant), priority: PriorityClass::Research, gang: gang(nodes, 4, None), time_limit: limit, placement: Default::default() };
             let _ = w.s.submit(WorkloadId(w.next), spec, w.now);
             w.now += dt;
             // The time-limit killer: nothing runs past its limit.
@@ -357,6 +362,7 @@ fn reserved_job_starts_at_its_reservation_after_a_same_shape_failure() {
             priority: PriorityClass::Research,
             gang: gang(nodes, 4, None),
             time_limit: limit,
+            placement: Default::default(),
         };
         w.s.submit(WorkloadId(w.next), spec, w.now).unwrap();
         w.now += dt;

@@ -45,6 +45,37 @@ pub struct SubmitJob {
     /// Working directory of the task on the node (default: the agent's task directory).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Providers and regions it may use, and whether it may run on spot capacity.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Where work may run. Empty lists allow everything; an exclusion wins over a pin.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Placement {
+    /// Only these providers (data residency, contracts).
+    pub providers: Vec<String>,
+    /// Never these providers.
+    pub exclude_providers: Vec<String>,
+    /// Only these regions.
+    pub regions: Vec<String>,
+    /// Never these regions.
+    pub exclude_regions: Vec<String>,
+    /// The work survives being stopped at short notice, so it may run on spot capacity.
+    pub preemptible: bool,
+}
+
+impl From<&Placement> for model::PlacementRule {
+    fn from(p: &Placement) -> Self {
+        model::PlacementRule {
+            providers: p.providers.clone(),
+            exclude_providers: p.exclude_providers.clone(),
+            regions: p.regions.clone(),
+            exclude_regions: p.exclude_regions.clone(),
+            preemptible: p.preemptible,
+        }
+    }
 }
 
 fn research() -> String {
@@ -362,6 +393,9 @@ pub struct SubmitService {
     /// Working directory.
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Providers and regions its replicas may use, and whether they may run on spot.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 /// A spread rule.

@@ -715,7 +715,9 @@ impl ControlPlane {
                     if b.ended_at.is_some() {
                         return Err(StateError::Refused(format!("batch {id} already ended")));
                     }
-                    self.sched.end_batch(WorkloadId(*id)).map_err(refused)?;
+                    self.sched
+                        .end_batch(WorkloadId(*id), *at)
+                        .map_err(refused)?;
                     b.ended_at = Some(*at);
                     b.cancelled = true;
                 } else {
@@ -820,7 +822,7 @@ impl ControlPlane {
                 }
                 let indices: Vec<u32> = exited.iter().map(|(i, _)| *i).collect();
                 self.sched
-                    .end_sandboxes(WorkloadId(*batch), &indices)
+                    .end_sandboxes(WorkloadId(*batch), &indices, *at)
                     .map_err(refused)?;
                 let failed = exited.iter().filter(|(_, c)| *c != 0).count() as u32;
                 if let Some(m) = self.batches.get_mut(batch) {
@@ -1417,6 +1419,7 @@ impl ControlPlane {
                 spares: req.spares,
             },
             time_limit: req.time_limit_s,
+            placement: (&req.placement).into(),
         };
         spec.validate().map_err(|e| {
             let field = if e.field == "time_limit" {
@@ -1501,6 +1504,7 @@ impl ControlPlane {
             min_replicas: req.min_replicas,
             max_replicas: req.max_replicas.unwrap_or(req.min_replicas),
             spread,
+            placement: (&req.placement).into(),
         };
         spec.validate().map_err(|e| {
             let field = match e.field {
@@ -1854,6 +1858,7 @@ mod tests {
             command: vec!["true".into()],
             env: BTreeMap::new(),
             workdir: None,
+            placement: Default::default(),
         }
     }
 
@@ -2094,6 +2099,7 @@ mod tests {
             command: vec!["serve".into()],
             env: BTreeMap::new(),
             workdir: None,
+            placement: Default::default(),
         }
     }
 

@@ -583,6 +583,7 @@ impl<'a> Sim<'a> {
                     priority: j.priority,
                     gang: self.gang(i as usize),
                     time_limit: j.time_limit.clamp(1, JobSpec::MAX_TIME_LIMIT),
+                    placement: j.placement.clone(),
                 };
                 self.pending_gpus[self.tenant_of_job[i as usize]] += spec.gang.total_gpus();
                 self.s
@@ -614,6 +615,7 @@ impl<'a> Sim<'a> {
                     min_replicas: v.min_replicas,
                     max_replicas: v.max_replicas,
                     spread: v.spread,
+                    placement: v.placement.clone(),
                 };
                 self.s
                     .create_service(u64::from(k), spec, now)
@@ -936,7 +938,7 @@ impl<'a> Sim<'a> {
         let ended = (to - from) as u32;
         if !live.is_empty() {
             self.s
-                .end_sandboxes(id, &live)
+                .end_sandboxes(id, &live, now)
                 .map_err(|e| format!("sandbox chunk {c}: {e}"))?;
             self.busy_cpu -= live.len() as u64 * u64::from(self.trace.sandboxes[b].cpu_millis);
             self.cpu_room_changed = true;

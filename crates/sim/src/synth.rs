@@ -24,7 +24,7 @@
 
 use crate::rng::Rng;
 use crate::trace::{Lifetime, LoadCurve, Trace, TraceJob, TraceSandboxes, TraceService};
-use model::PriorityClass;
+use model::{PlacementRule, PriorityClass};
 use sched::Time;
 
 /// What to generate.
@@ -111,6 +111,7 @@ pub fn generate(spec: &SynthSpec) -> Trace {
                 peak_hour: 12.0 + 8.0 * rng.unit(),
             },
             spread: None,
+            placement: PlacementRule::default(),
         });
         next_id += 1;
     }
@@ -218,6 +219,7 @@ pub fn generate_jobs(spec: &SynthSpec) -> Vec<TraceJob> {
                 priority,
                 time_limit: (duration.div_ceil(3600) * 3600).saturating_mul(6) / 5,
                 checkpoint_interval,
+                placement: PlacementRule::default(),
             }
         })
         .collect();

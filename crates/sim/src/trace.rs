@@ -18,7 +18,9 @@
 //!   network levels runs slower, see `speed`); `priority` is one of `preemptible`, `research`,
 //!   `training`, `production-inference` (default `research`); `time_limit` defaults to
 //!   `duration` rounded up to the hour; `checkpoint_interval` is optional (without it a
-//!   requeued job restarts from scratch).
+//!   requeued job restarts from scratch); `placement` is optional: `{"providers": [...],
+//!   "exclude_providers": [...], "regions": [...], "exclude_regions": [...], "preemptible":
+//!   bool}` (only preemptible work runs on spot capacity). Services take `placement` too.
 //! - **service** (inference): replicas of `gpus_per_replica` GPUs, scaled between
 //!   `min_replicas` and `max_replicas` by the queue's autoscaler so that each replica carries
 //!   `inflight_per_replica` requests of the `load` curve: `{"daily": {"base", "peak",
@@ -33,7 +35,7 @@
 //!   not fit waits and starts as sandboxes end); `max_retries` (default 1) host failures the
 //!   batch survives by moving.
 
-use model::{PriorityClass, SpreadRule};
+use model::{PlacementRule, PriorityClass, SpreadRule};
 use sched::Time;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,12 @@ pub struct TraceJob {
     pub time_limit: Time,
     /// Seconds of work between checkpoints, if the job checkpoints.
     pub checkpoint_interval: Option<Time>,
+    /// Providers and regions it may use, and whether it may run on spot capacity.
+    pub placement: PlacementRule,
+}
+
+fn is_open(rule: &PlacementRule) -> bool {
+    *rule == PlacementRule::default()
 }
 
 /// Requests in flight to a service over time.
@@ -162,6 +170,9 @@ pub struct TraceService {
     pub load: LoadCurve,
     /// Spread rule.
     pub spread: Option<SpreadRule>,
+    /// Providers and regions its replicas may use.
+    #[serde(default, skip_serializing_if = "is_open")]
+    pub placement: PlacementRule,
 }
 
 /// How long a sandbox lives.
@@ -383,6 +394,7 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
                     priority: PriorityClass::Research,
                     time_limit: limit_from(duration),
                     checkpoint_interval: None,
+                    placement: PlacementRule::default(),
                 },
             ))
         })();
@@ -423,6 +435,8 @@ struct JsonJob {
     priority: PriorityClass,
     time_limit: Option<Time>,
     checkpoint_interval: Option<Time>,
+    #[serde(default)]
+    placement: PlacementRule,
 }
 
 fn inference() -> PriorityClass {
@@ -493,6 +507,7 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
                     .unwrap_or_else(|| limit_from(j.duration))
                     .max(1),
                 checkpoint_interval: j.checkpoint_interval,
+                placement: j.placement,
             }))
         }
         "service" => {
@@ -589,6 +604,15 @@ pub fn write_jsonl(trace: &Trace) -> String {
             "tenant": j.tenant, "priority": j.priority, "time_limit": j.time_limit,
             "checkpoint_interval": j.checkpoint_interval,
         });
+        let mut v = v;
+        if !is_open(&j.placement) {
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "placement".into(),
+                    serde_json::to_value(&j.placement).unwrap_or_default(),
+                );
+            }
+        }
         out.push_str(&v.to_string());
         out.push('\n');
     }

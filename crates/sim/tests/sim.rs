@@ -42,6 +42,7 @@ fn job(id: u64, submit: u64, duration: u64, gpus: u32, limit: u64) -> TraceJob {
         priority: PriorityClass::Research,
         time_limit: limit,
         checkpoint_interval: None,
+        placement: model::PlacementRule::default(),
     }
 }
 
@@ -354,6 +355,7 @@ fn service(id: u64, load: LoadCurve, max: u32) -> TraceService {
         inflight_per_replica: 10.0,
         load,
         spread: None,
+        placement: model::PlacementRule::default(),
     }
 }
 

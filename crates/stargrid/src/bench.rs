@@ -473,6 +473,7 @@ fn bench_queue(a: &EngineArgs, quiet: bool) -> Result<QueueFigures> {
             priority,
             gang: gang(gpus, per_node, class),
             time_limit: 3600 * (1 + rng.below(48)),
+            placement: Default::default(),
         };
         let _ = s.submit(WorkloadId(next), spec, now);
     };

@@ -54,6 +54,7 @@ fn job(name: String, secs: &str) -> server::api::SubmitJob {
         command: vec!["sleep".into(), secs.into()],
         env: Default::default(),
         workdir: None,
+        placement: Default::default(),
     }
 }
 

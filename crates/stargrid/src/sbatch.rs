@@ -327,6 +327,7 @@ pub fn parse(text: &str, default_tenant: &str) -> Result<Script, SbatchError> {
             command,
             env,
             workdir: None,
+            placement: Default::default(),
         }
     };
     let jobs = match array {

@@ -306,6 +306,7 @@ pub fn run(
                     ..gang(sub.gpu, sub.nodes, sub.gpus_per_node)
                 },
                 time_limit: sub.time_limit,
+                placement: Default::default(),
             };
             s.submit(WorkloadId(sub.id), spec, now)
                 .map_err(|e| err("submit", e.to_string()))?;
@@ -356,6 +357,7 @@ pub fn run(
                 min_replicas: svc.min,
                 max_replicas: svc.max,
                 spread,
+                placement: Default::default(),
             };
             s.create_service(svc.id, spec, now)
                 .map_err(|e| err("service", e.to_string()))?;

@@ -50,6 +50,7 @@ fn demo_jobs() -> Vec<SubmitJob> {
         command: vec!["sh".into(), "-c".into(), script.into()],
         env: BTreeMap::new(),
         workdir: None,
+        placement: Default::default(),
     };
     let train = "for step in 1 2 3 4 5 6 7 8 9 10; do \
                  echo \"rank $STARGRID_RANK/$STARGRID_WORLD_SIZE step $step on GPUs $CUDA_VISIBLE_DEVICES\"; \
@@ -94,6 +95,7 @@ fn demo_service() -> SubmitService {
         ],
         env: BTreeMap::new(),
         workdir: None,
+        placement: Default::default(),
     }
 }
 

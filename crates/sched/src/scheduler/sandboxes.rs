@@ -57,11 +57,18 @@ impl Scheduler {
                 retries: 0,
             },
         );
+        self.charge(id, now);
         Ok(placement)
     }
 
     /// Ends single sandboxes of a batch; the batch goes when its last sandbox does.
-    pub fn end_sandboxes(&mut self, id: WorkloadId, indices: &[u32]) -> Result<u32, SchedError> {
+    pub fn end_sandboxes(
+        &mut self,
+        id: WorkloadId,
+        indices: &[u32],
+        now: Time,
+    ) -> Result<u32, SchedError> {
+        let given_back = self.units_of(id, indices);
         let n = self
             .engine
             .release_sandboxes(id, indices)
@@ -69,22 +76,65 @@ impl Scheduler {
                 field: "indices",
                 reason: e.to_string(),
             })?;
+        for (pool, units) in given_back {
+            self.ledger.give_back(id, pool, units, now);
+        }
         if self.engine.allocation(id).is_none() {
             self.batches.remove(&id);
+            self.ledger.release(id, now);
         }
         Ok(n)
     }
 
     /// Ends a whole batch.
-    pub fn end_batch(&mut self, id: WorkloadId) -> Result<(), SchedError> {
+    pub fn end_batch(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
         self.batches.remove(&id).ok_or(SchedError::UnknownJob(id))?;
         let _ = self.engine.release(id);
+        self.ledger.release(id, now);
         Ok(())
     }
 
     /// After hosts went down: moves each affected batch's sandboxes off them while its retry
     /// budget lasts; otherwise (or when they no longer fit) those sandboxes end.
-    pub(crate) fn recover_batch(&mut self, id: WorkloadId, out: &mut Vec<Decision>) {
+    pub(crate) fn recover_batch(&mut self, id: WorkloadId, now: Time, out: &mut Vec<Decision>) {
+        self.recover_batch_hosts(id, now, out);
+        self.charge(id, now);
+        if self.engine.allocation(id).is_none() {
+            self.ledger.release(id, now);
+        }
+    }
+
+    /// Units per pool of the live sandboxes among `indices` (what ending them gives back);
+    /// indices that are not live are left to the engine to refuse.
+    fn units_of(&self, id: WorkloadId, indices: &[u32]) -> Vec<(model::PoolId, u64)> {
+        let Some(Allocation::Sandboxes {
+            request,
+            runs,
+            live,
+            ..
+        }) = self.engine.allocation(id)
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<(model::PoolId, u64)> = Vec::new();
+        for &i in indices {
+            if i >= request.count || live[i as usize / 64] >> (i % 64) & 1 == 0 {
+                continue;
+            }
+            let r = runs.partition_point(|run| run.first <= i);
+            let Some(run) = r.checked_sub(1).and_then(|r| runs.get(r)) else {
+                continue;
+            };
+            let pool = self.engine.fleet().node(run.node).pool;
+            match out.iter_mut().find(|e| e.0 == pool) {
+                Some(e) => e.1 += u64::from(request.cpu_millis),
+                None => out.push((pool, u64::from(request.cpu_millis))),
+            }
+        }
+        out
+    }
+
+    fn recover_batch_hosts(&mut self, id: WorkloadId, now: Time, out: &mut Vec<Decision>) {
         let Some(Allocation::Sandboxes { runs, .. }) = self.engine.allocation(id) else {
             return;
         };
@@ -128,7 +178,7 @@ impl Scheduler {
                 continue;
             }
             let count = lost.len() as u32;
-            let _ = self.end_sandboxes(id, &lost);
+            let _ = self.end_sandboxes(id, &lost, now);
             out.push(Decision::SandboxesLost {
                 batch: id,
                 from,

@@ -5,9 +5,10 @@
 
 use super::{JobState, SchedError, Scheduler, SpreadFilter, NO_LIMIT};
 use crate::engine::{Allocation, Time};
-use model::{JobSpec, ServiceSpec, SpreadLevel, TopoId, TopoKind, WorkloadId};
+use model::{JobSpec, PlacementRule, ServiceSpec, SpreadLevel, TopoId, TopoKind, WorkloadId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Most services one queue holds (ids are `0 .. MAX_SERVICES`).
 pub const MAX_SERVICES: u64 = 1 << 20;
@@ -181,6 +182,7 @@ impl Scheduler {
                     priority: spec.priority,
                     gang: spec.replica.clone(),
                     time_limit: NO_LIMIT,
+                    placement: spec.placement.clone(),
                 };
                 if self.enqueue(rid, job, now, Some(id)).is_ok() {
                     keep.push(rid);
@@ -270,16 +272,30 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The spread filter for a job: empty unless it is a replica of a service with a rule.
+    /// Where a job may go: its placement rule (providers, regions, spot), and for a replica
+    /// of a service with a spread rule, the subtrees that already hold enough replicas.
     pub(crate) fn spread_filter(&self, id: WorkloadId) -> SpreadFilter {
-        let Some(sid) = self.jobs.get(&id).and_then(|j| j.service) else {
+        let Some(job) = self.jobs.get(&id) else {
             return SpreadFilter::default();
+        };
+        let excluded = self.excluded_domains(&job.spec.placement);
+        let base = SpreadFilter {
+            rule: if excluded.is_empty() {
+                String::new()
+            } else {
+                job.spec.placement.describe()
+            },
+            excluded,
+            ..SpreadFilter::default()
+        };
+        let Some(sid) = job.service else {
+            return base;
         };
         let Some(s) = self.services.get(&sid) else {
-            return SpreadFilter::default();
+            return base;
         };
         let Some(rule) = s.spec.spread else {
-            return SpreadFilter::default();
+            return base;
         };
         let fleet = self.engine.fleet();
         let kind = level_kind(rule.level);
@@ -313,6 +329,8 @@ impl Scheduler {
             .collect();
         blocked.sort_unstable();
         SpreadFilter {
+            excluded: base.excluded,
+            rule: base.rule,
             explain: format!(
                 "spread rule: at most {} replicas of service {sid} per {}; {} {}s with room already hold that many",
                 rule.max_per,
@@ -323,6 +341,49 @@ impl Scheduler {
             blocked,
         }
     }
+}
+
+impl Scheduler {
+    /// Remembers the domains a placement rule keeps a job off (a rule is worked out once per
+    /// distinct rule, not per placement attempt).
+    pub(crate) fn prepare_rule(&mut self, rule: &PlacementRule) {
+        if !self.rule_ranges.contains_key(rule) {
+            let ranges = excluded_ranges(self.engine.fleet(), rule);
+            self.rule_ranges.insert(rule.clone(), ranges);
+        }
+    }
+
+    /// The domains `rule` keeps a job off, as sorted disjoint ranges of topology ids.
+    pub(crate) fn excluded_domains(&self, rule: &PlacementRule) -> Arc<[(TopoId, TopoId)]> {
+        match self.rule_ranges.get(rule) {
+            Some(r) => r.clone(),
+            // After a snapshot is loaded the memo is empty: work it out (not kept).
+            None => excluded_ranges(self.engine.fleet(), rule),
+        }
+    }
+}
+
+/// Domains whose pool `rule` refuses, merged into runs of consecutive domains.
+fn excluded_ranges(fleet: &model::Fleet, rule: &PlacementRule) -> Arc<[(TopoId, TopoId)]> {
+    let ok: Vec<bool> = fleet.pools().iter().map(|p| rule.allows(p)).collect();
+    if ok.iter().all(|x| *x) {
+        return Arc::from(Vec::new());
+    }
+    let mut out: Vec<(TopoId, TopoId)> = Vec::new();
+    let mut last_excluded = false;
+    for &d in fleet.domains() {
+        let first = fleet.topo_node(d).nodes.start;
+        let pool = fleet.node(model::NodeId(first)).pool;
+        let excluded = !ok[pool.0 as usize];
+        if excluded {
+            match out.last_mut() {
+                Some(r) if last_excluded => r.1 = d,
+                _ => out.push((d, d)),
+            }
+        }
+        last_excluded = excluded;
+    }
+    Arc::from(out)
 }
 
 fn level_kind(level: SpreadLevel) -> TopoKind {
