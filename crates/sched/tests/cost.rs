@@ -97,7 +97,7 @@ fn tenants() -> Vec<TenantSpec> {
             name: n.to_string(),
             weight: 1.0,
             cohort: None,
-            quota: quota.clone(),
+            quota,
         })
         .collect()
 }
