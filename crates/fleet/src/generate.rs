@@ -43,6 +43,10 @@ pub struct GenSpec {
     pub hosts_per_rack: u32,
     /// Providers.
     pub clouds: Vec<CloudShare>,
+    /// Share of each zone's GPU domains bought on demand (the rest is committed).
+    pub on_demand_share: f64,
+    /// Share of each zone's GPU domains bought as spot capacity.
+    pub spot_share: f64,
 }
 
 impl Default for GenSpec {
@@ -95,6 +99,8 @@ impl Default for GenSpec {
                     "oci-e5.standard.192",
                 ),
             ],
+            on_demand_share: 0.0,
+            spot_share: 0.0,
         }
     }
 }
@@ -176,6 +182,20 @@ pub fn generate(spec: &GenSpec, catalog: &InstanceCatalog) -> Result<Fleet, GenE
             return Err(invalid(field, "must be at least 1"));
         }
     }
+    for (field, v) in [
+        ("on_demand_share", spec.on_demand_share),
+        ("spot_share", spec.spot_share),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(invalid(field, "must be between 0 and 1"));
+        }
+    }
+    if spec.on_demand_share + spec.spot_share > 1.0 {
+        return Err(invalid(
+            "spot_share",
+            "on_demand_share and spot_share add up to more than 1",
+        ));
+    }
     if spec.gpus > 50_000_000 || spec.cpu_hosts > 10_000_000 {
         return Err(invalid(
             "gpus",
@@ -232,6 +252,39 @@ pub fn generate(spec: &GenSpec, catalog: &InstanceCatalog) -> Result<Fleet, GenE
                 pricing: PricingKind::Committed,
                 price_per_hour: gpu_price,
             })?;
+            // The zone's last domains are bought on demand, then as spot (example prices:
+            // spot at 45% of on-demand; a cost catalogue sets real ones).
+            let n = zone_domains[zi];
+            let spot_n = (n as f64 * spec.spot_share).round() as u64;
+            let od_n = ((n as f64 * spec.on_demand_share).round() as u64).min(n - spot_n);
+            let mut extra_pool = |suffix: &str, pricing, price| {
+                b.add_pool(CapacityPool {
+                    name: format!("{}-{zone}-gb200-{suffix}", c.cloud),
+                    cloud: c.cloud.clone(),
+                    region: region.clone(),
+                    instance_type: c.gpu_type.clone(),
+                    pricing,
+                    price_per_hour: price,
+                })
+            };
+            // Pools without nodes are not made.
+            let od_pool = match od_n {
+                0 => gpu_pool,
+                _ => extra_pool("od", PricingKind::OnDemand, gpu_price)?,
+            };
+            let spot_pool = match spot_n {
+                0 => gpu_pool,
+                _ => extra_pool("spot", PricingKind::Spot, gpu_price * 0.45)?,
+            };
+            let pool_of = |k: u64| {
+                if k >= n - spot_n {
+                    spot_pool
+                } else if k >= n - spot_n - od_n {
+                    od_pool
+                } else {
+                    gpu_pool
+                }
+            };
             let cpu_pool = b.add_pool(CapacityPool {
                 name: format!("{}-{zone}-cpu", c.cloud),
                 cloud: c.cloud.clone(),
@@ -257,7 +310,7 @@ pub fn generate(spec: &GenSpec, catalog: &InstanceCatalog) -> Result<Fleet, GenE
                 for t in 0..spec.trays_per_domain {
                     b.add_node(
                         &format!("{dname}t{t:02}"),
-                        gpu_pool,
+                        pool_of(k),
                         &loc,
                         gpu_res,
                         NodeState::Ready,
@@ -312,6 +365,39 @@ mod tests {
             .map(|n| u64::from(n.capacity.cpu_millis))
             .sum();
         assert_eq!(cpu_hosts, 100 * 192_000);
+    }
+
+    #[test]
+    fn shares_of_on_demand_and_spot_domains() {
+        let spec = GenSpec {
+            gpus: 72 * 40,
+            cpu_hosts: 0,
+            on_demand_share: 0.25,
+            spot_share: 0.25,
+            ..GenSpec::default()
+        };
+        let f = generate(&spec, &InstanceCatalog::builtin()).unwrap();
+        let count = |kind: PricingKind| {
+            f.nodes()
+                .iter()
+                .filter(|n| n.capacity.gpus > 0 && f.pool(n.pool).pricing == kind)
+                .count()
+                / 18
+        };
+        // 40 domains: 10 per aws zone, 4 per gcp and azure zone, 2 per oci zone; a quarter of
+        // each zone's, rounded, is on demand and as many are spot.
+        assert_eq!(count(PricingKind::OnDemand), 2 * 3 + 2 + 2 + 2);
+        assert_eq!(count(PricingKind::Spot), 12);
+        assert_eq!(count(PricingKind::Committed), 16);
+        let bad = GenSpec {
+            on_demand_share: 0.7,
+            spot_share: 0.7,
+            ..spec
+        };
+        assert!(generate(&bad, &InstanceCatalog::builtin())
+            .unwrap_err()
+            .to_string()
+            .starts_with("spot_share"));
     }
 
     #[test]

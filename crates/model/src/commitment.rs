@@ -88,7 +88,10 @@ pub struct YearStatus {
     pub minimum_usd: f64,
     /// Spent in the year so far.
     pub spent_usd: f64,
-    /// The minimum not reached: owed at the year's end if the spend stays as it is.
+    /// The year's spend at its end: what was spent, plus the term's rate so far over the
+    /// rest of the year.
+    pub forecast_usd: f64,
+    /// The minimum the forecast does not reach (owed at the year's end).
     pub short_usd: f64,
 }
 
@@ -182,22 +185,32 @@ impl Commitment {
         out
     }
 
-    /// Each contract year against its minimum, given what was spent in each (missing years:
-    /// nothing spent).
-    pub fn yearly(&self, spent_by_year: &[f64]) -> Vec<YearStatus> {
+    /// Each contract year against its minimum at `now`, given what was spent in each
+    /// (missing years: nothing spent). Years not over are forecast at the term's rate so far.
+    pub fn yearly(&self, spent_by_year: &[f64], now: u64) -> Vec<YearStatus> {
+        let elapsed = now.clamp(self.start, self.end) - self.start;
+        let spent: f64 = spent_by_year.iter().sum();
+        let rate = if elapsed > 0 {
+            spent / elapsed as f64
+        } else {
+            0.0
+        };
         self.years()
             .into_iter()
             .enumerate()
             .map(|(i, (start, end))| {
                 let minimum_usd = self.yearly_minimum_usd.get(i).copied().unwrap_or(0.0);
                 let spent_usd = spent_by_year.get(i).copied().unwrap_or(0.0);
+                let rest = end.saturating_sub(now.max(start));
+                let forecast_usd = spent_usd + rate * rest as f64;
                 YearStatus {
                     year: i as u32 + 1,
                     start,
                     end,
                     minimum_usd,
                     spent_usd,
-                    short_usd: (minimum_usd - spent_usd).max(0.0),
+                    forecast_usd,
+                    short_usd: (minimum_usd - forecast_usd).max(0.0),
                 }
             })
             .collect()
@@ -372,7 +385,8 @@ mod tests {
             ..year()
         };
         c.validate().unwrap();
-        let y = c.yearly(&[1_200_000.0, 400_000.0]);
+        // At the end of the term every year is final.
+        let y = c.yearly(&[1_200_000.0, 400_000.0], c.end);
         assert_eq!(y.len(), 3);
         assert_eq!(
             (y[0].start, y[0].end),
@@ -387,6 +401,22 @@ mod tests {
         assert_eq!(y[0].short_usd, 0.0);
         assert_eq!(y[1].short_usd, 600_000.0);
         assert_eq!((y[2].spent_usd, y[2].short_usd), (0.0, 500_000.0));
+        // A quarter into year 2 at 1,000 a day: year 1 is final, the rest at that rate.
+        let day = 86_400;
+        let now = y[1].start + 91 * day;
+        let elapsed = (now - c.start) / day;
+        let spent = elapsed as f64 * 1_000.0;
+        let year1 = 365.0 * 1_000.0;
+        let y = c.yearly(&[year1, spent - year1], now);
+        assert_eq!(y[0].forecast_usd, year1);
+        assert!(
+            (y[1].forecast_usd - 365_000.0).abs() < 1e-6,
+            "{}",
+            y[1].forecast_usd
+        );
+        assert!((y[1].short_usd - 635_000.0).abs() < 1e-6);
+        let third = ((y[2].end - y[2].start) / day) as f64 * 1_000.0;
+        assert!((y[2].forecast_usd - third).abs() < 1e-6);
         let too_many = Commitment {
             yearly_minimum_usd: vec![1.0, 1.0],
             ..year()

@@ -9,6 +9,7 @@
 //! work holds (the instances are taken to be launched for the work).
 
 use crate::engine::{Allocation, Engine, Time};
+use model::commitment::{date_of, BurnDown, Commitment, YearStatus};
 use model::{Fleet, NodeId, PoolId, PricingKind, TenantId, WorkloadId};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -435,6 +436,155 @@ impl Ledger {
             ));
         }
         Ok(())
+    }
+}
+
+/// Spend under one name (a provider, a region, ...), in total and per day of the run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SpendRow {
+    /// The provider, region, tenant, class or kind of capacity.
+    pub name: String,
+    /// USD over the run.
+    pub usd: f64,
+    /// USD per day of the run.
+    pub usd_by_day: Vec<f64>,
+}
+
+/// A commitment at the end of the run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CommitmentStatus {
+    /// Provider.
+    pub provider: String,
+    /// The committed amount.
+    pub total_usd: f64,
+    /// Term, as dates.
+    pub start: String,
+    /// End of the term (exclusive).
+    pub end: String,
+    /// The date the status is for (the run's end).
+    pub at: String,
+    /// Spent, due by the lines, forecast, shortfall or overrun.
+    pub burn_down: BurnDown,
+    /// Each contract year against its minimum.
+    pub years: Vec<YearStatus>,
+    /// At the end of each day from time 0: the spend so far over what the straight line asks
+    /// by then (1 = on the line; days before the term are left out).
+    pub pace_by_day: Vec<f64>,
+}
+
+/// The money side of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CostSummary {
+    /// Date of the run's time 0.
+    pub start_date: String,
+    /// Everything spent.
+    pub total_usd: f64,
+    /// Committed capacity paid for while no work held it.
+    pub idle_committed_usd: f64,
+    /// Per provider.
+    pub by_provider: Vec<SpendRow>,
+    /// Per provider/region.
+    pub by_region: Vec<SpendRow>,
+    /// Per tenant (`-` for sandboxes and idle capacity).
+    pub by_tenant: Vec<SpendRow>,
+    /// Per kind of work (`idle` for committed capacity nobody held).
+    pub by_class: Vec<SpendRow>,
+    /// Per kind of capacity (committed, on-demand, spot).
+    pub by_pricing: Vec<SpendRow>,
+    /// Idle committed capacity per provider.
+    pub idle_by_provider: Vec<SpendRow>,
+    /// Commitments at the end of the run.
+    pub commitments: Vec<CommitmentStatus>,
+}
+
+fn rows(report: &SpendReport, key: impl Fn(&SpendLine) -> String) -> Vec<SpendRow> {
+    report
+        .by(key)
+        .into_iter()
+        .map(|(name, usd, usd_by_day)| SpendRow {
+            name,
+            usd,
+            usd_by_day,
+        })
+        .collect()
+}
+
+/// Summarises a spend report whose time 0 is Unix second `epoch` (a simulated run's start, or
+/// a live plane's first record). Spend before time 0 is taken to be nothing.
+pub fn summarise(report: &SpendReport, commitments: &[Commitment], epoch: u64) -> CostSummary {
+    let by_provider = rows(report, |l| l.provider.clone());
+    let day = report.period_s;
+    let at = epoch + report.at;
+    let commitments = commitments
+        .iter()
+        .map(|c| {
+            let row = by_provider.iter().find(|r| r.name == c.provider);
+            let spent = row.map_or(0.0, |r| r.usd);
+            // Each day's spend goes to the contract year its start falls in.
+            let years = c.years();
+            let mut by_year = vec![0.0; years.len()];
+            for (d, usd) in row.map_or(&[][..], |r| &r.usd_by_day).iter().enumerate() {
+                let t = epoch + d as u64 * day;
+                if let Some(y) = years.iter().position(|(s, e)| *s <= t && t < *e) {
+                    by_year[y] += usd;
+                }
+            }
+            let mut pace_by_day = Vec::new();
+            let mut cumulative = 0.0;
+            for (d, usd) in row.map_or(&[][..], |r| &r.usd_by_day).iter().enumerate() {
+                cumulative += usd;
+                // The last day may be a part of one.
+                let end = (epoch + (d as u64 + 1) * day).min(at);
+                let due = c.burn_down(0.0, end).straight_line_usd;
+                if due > 0.0 {
+                    pace_by_day.push(cumulative / due);
+                }
+            }
+            CommitmentStatus {
+                pace_by_day,
+                provider: c.provider.clone(),
+                total_usd: c.total_usd,
+                start: date_of(c.start),
+                end: date_of(c.end),
+                at: date_of(at),
+                burn_down: c.burn_down(spent, at),
+                years: c.yearly(&by_year, at),
+            }
+        })
+        .collect();
+    CostSummary {
+        start_date: date_of(epoch),
+        total_usd: report.total_usd(),
+        idle_committed_usd: report.idle_committed_usd(),
+        by_region: rows(report, |l| format!("{}/{}", l.provider, l.region)),
+        by_tenant: rows(report, |l| l.tenant.clone().unwrap_or_else(|| "-".into())),
+        by_class: rows(report, |l| {
+            l.class.map_or("idle".into(), |c| c.name().to_string())
+        }),
+        by_pricing: rows(report, |l| l.pricing.to_string()),
+        idle_by_provider: by_provider
+            .iter()
+            .map(|r| {
+                let idle: Vec<&SpendLine> = report
+                    .lines
+                    .iter()
+                    .filter(|l| l.class.is_none() && l.provider == r.name)
+                    .collect();
+                let mut by_day = vec![0.0; r.usd_by_day.len()];
+                for l in &idle {
+                    for (a, b) in by_day.iter_mut().zip(l.usd_by_period.iter()) {
+                        *a += b;
+                    }
+                }
+                SpendRow {
+                    name: r.name.clone(),
+                    usd: idle.iter().map(|l| l.usd).sum(),
+                    usd_by_day: by_day,
+                }
+            })
+            .collect(),
+        by_provider,
+        commitments,
     }
 }
 

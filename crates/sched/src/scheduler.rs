@@ -733,6 +733,34 @@ impl Scheduler {
         })
     }
 
+    /// Like [`Scheduler::pending_reason`], but a job passed over because a job of its shape
+    /// failed gets that job's reason (followed a few steps), naming it.
+    pub fn pending_root_reason(&self, id: WorkloadId) -> Option<String> {
+        let mut at = id;
+        for _ in 0..4 {
+            let job = self.jobs.get(&at)?;
+            let like = match job.reason.as_ref()? {
+                Reason::SameShape { like, .. } => Some(*like),
+                Reason::NotConsidered | Reason::Requeued => self
+                    .last_failed
+                    .get(&shape_of(&job.spec))
+                    .filter(|(n, _)| job.spec.gang.nodes >= *n)
+                    .map(|(_, like)| *like),
+                _ => None,
+            };
+            match like {
+                Some(l) if l != at && self.jobs.contains_key(&l) => at = l,
+                _ => break,
+            }
+        }
+        let reason = self.pending_reason(at)?;
+        Some(if at == id {
+            reason
+        } else {
+            format!("as for {at}, a job of its shape: {reason}")
+        })
+    }
+
     /// Pending jobs, in submission order.
     pub fn pending_jobs(&self) -> Vec<WorkloadId> {
         self.pending.keys().map(|(_, id)| *id).collect()
@@ -2041,7 +2069,7 @@ pub(crate) struct SpreadFilter {
     explain: String,
     /// Domains the job's placement rule refuses (sorted disjoint ranges).
     excluded: Arc<[(TopoId, TopoId)]>,
-    /// The placement rule in words, when it excludes anything.
+    /// Why the placement rule stands in the way, when it excludes anything.
     rule: String,
 }
 
@@ -2076,8 +2104,8 @@ impl SpreadFilter {
     /// Why it stood in the way, when the fleet would hold the job without it.
     fn explanation(&self) -> String {
         match (self.rule.is_empty(), self.blocked.is_empty()) {
-            (false, true) => format!("placement rule ({}) leaves no room", self.rule),
-            (false, false) => format!("placement rule ({}) and {}", self.rule, self.explain),
+            (false, true) => self.rule.clone(),
+            (false, false) => format!("{}, or {}", self.rule, self.explain),
             _ => self.explain.clone(),
         }
     }

@@ -3,8 +3,10 @@
 //! seed give a byte-identical report.
 //!
 //! Modules: [`trace`] (workloads in), [`synth`] (synthetic frontier workloads), [`speed`] (how
-//! placement slows a gang), [`run`] (the event loop), [`report`] (metrics out: JSON, CSV, PNG).
+//! placement slows a gang), [`run`] (the event loop), [`report`] (metrics out: JSON, CSV, PNG),
+//! [`cost`] (spend, commitments, failovers and the provider-outage what-if).
 
+pub mod cost;
 pub mod faults;
 pub mod fleets;
 pub mod report;

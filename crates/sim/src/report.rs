@@ -190,6 +190,12 @@ pub struct Report {
     /// Every job's completion time, sorted (for CDFs).
     #[serde(skip)]
     pub jct_sorted: Vec<f64>,
+    /// Spend, idle committed capacity and commitments.
+    pub cost: crate::cost::CostSummary,
+    /// What each failure of a scope displaced and what was re-placed at once.
+    pub failovers: Vec<crate::cost::Failover>,
+    /// The what-if of losing each provider (filled by the caller, which runs them).
+    pub outages: Vec<crate::cost::OutageImpact>,
 }
 
 impl Report {
@@ -254,6 +260,9 @@ impl Report {
             fair_share_deviation,
             tenants,
             samples,
+            cost: Default::default(),
+            failovers: Vec::new(),
+            outages: Vec::new(),
             jct_sorted: jct,
         }
     }
@@ -488,6 +497,84 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String
     ];
     let mut written = Vec::new();
     for (name, title, x, y, series, y_max) in files {
+        let path = dir.join(name);
+        line_chart(&path, title, x, y, series, y_max)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
+}
+
+/// Writes the cost charts of one run: daily spend per provider, idle committed capacity per
+/// provider, and each commitment's pace against its straight line.
+pub fn write_cost_plots(dir: &Path, report: &Report) -> Result<Vec<String>, String> {
+    let c = &report.cost;
+    let per_day = |rows: &[sched::cost::SpendRow]| -> Vec<(String, Vec<(f64, f64)>)> {
+        rows.iter()
+            .map(|r| {
+                let pts = r
+                    .usd_by_day
+                    .iter()
+                    .enumerate()
+                    .map(|(d, usd)| (d as f64 + 0.5, usd / 1e6))
+                    .collect();
+                (r.name.clone(), pts)
+            })
+            .collect()
+    };
+    let top = |series: &[(String, Vec<(f64, f64)>)]| {
+        series
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|p| p.1))
+            .fold(1e-6, f64::max)
+            * 1.1
+    };
+    let spend = per_day(&c.by_provider);
+    let idle = per_day(&c.idle_by_provider);
+    let pace: Vec<(String, Vec<(f64, f64)>)> = c
+        .commitments
+        .iter()
+        .map(|s| {
+            let pts = s
+                .pace_by_day
+                .iter()
+                .enumerate()
+                .map(|(d, p)| (d as f64 + 1.0, p * 100.0))
+                .collect();
+            (s.provider.clone(), pts)
+        })
+        .collect();
+    let files = [
+        (
+            "spend_by_provider.png",
+            "Spend per day by provider",
+            "days",
+            "million USD",
+            &spend,
+            top(&spend),
+        ),
+        (
+            "idle_committed.png",
+            "Committed capacity paid for and idle, per day",
+            "days",
+            "million USD",
+            &idle,
+            top(&idle),
+        ),
+        (
+            "commitment_pace.png",
+            "Spend so far against each commitment's straight line (100 = on the line)",
+            "days",
+            "percent of the line",
+            &pace,
+            top(&pace).max(110.0),
+        ),
+    ];
+    let mut written = Vec::new();
+    for (name, title, x, y, series, y_max) in files {
+        if series.iter().all(|(_, v)| v.is_empty()) {
+            continue;
+        }
         let path = dir.join(name);
         line_chart(&path, title, x, y, series, y_max)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;

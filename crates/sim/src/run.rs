@@ -56,6 +56,10 @@ pub struct SimConfig {
     pub sandbox_tick: Time,
     /// Check every invariant of the queue and engine after each instant (slow; for tests).
     pub check_invariants: bool,
+    /// Commitments the report measures the run's spend against.
+    pub commitments: Vec<model::commitment::Commitment>,
+    /// The date of time 0, as Unix seconds (commitments are dated).
+    pub epoch: u64,
 }
 
 impl Default for SimConfig {
@@ -70,6 +74,8 @@ impl Default for SimConfig {
             autoscale_interval: 300,
             sandbox_tick: 60,
             check_invariants: false,
+            commitments: Vec::new(),
+            epoch: 0,
         }
     }
 }
@@ -282,6 +288,9 @@ struct Sim<'a> {
     busy_cpu_seconds: f64,
     up_cpu_seconds: f64,
     last_t: Time,
+    // Failovers: scopes that failed at this instant, and what each failure displaced.
+    failing_now: Vec<String>,
+    failovers: Vec<crate::cost::Failover>,
 }
 
 impl<'a> Sim<'a> {
@@ -446,6 +455,8 @@ impl<'a> Sim<'a> {
             busy_cpu_seconds: 0.0,
             up_cpu_seconds: 0.0,
             last_t: 0,
+            failing_now: Vec::new(),
+            failovers: Vec::new(),
         })
     }
 
@@ -503,6 +514,9 @@ impl<'a> Sim<'a> {
         let mut decisions = Vec::new();
         for (r, (start, every, steps)) in ramps.into_iter().enumerate() {
             for (k, nodes) in steps.into_iter().enumerate() {
+                for n in nodes.clone() {
+                    self.s.set_delivered(NodeId(n), false, 0);
+                }
                 self.take_down(nodes, 0, &mut decisions);
                 let at = start.saturating_add(every.saturating_mul(k as u64));
                 self.push(at, Event::Deliver(r as u32, k as u32));
@@ -534,6 +548,9 @@ impl<'a> Sim<'a> {
             if changed {
                 decisions.extend(self.s.schedule(now));
             }
+            if !self.failing_now.is_empty() {
+                self.record_failover(now, &decisions);
+            }
             for d in decisions.drain(..) {
                 self.act(d, now);
             }
@@ -556,6 +573,66 @@ impl<'a> Sim<'a> {
             ));
         }
         Ok(())
+    }
+
+    /// What the scopes that failed at `now` displaced, and which of it the same instant's
+    /// pass started elsewhere.
+    fn record_failover(&mut self, now: Time, decisions: &[Decision]) {
+        let scopes = std::mem::take(&mut self.failing_now);
+        let displaced: Vec<WorkloadId> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Requeue { job, .. } => Some(*job),
+                _ => None,
+            })
+            .collect();
+        let started: Vec<WorkloadId> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Start { job, .. } if displaced.contains(job) => Some(*job),
+                _ => None,
+            })
+            .collect();
+        let is_replica = |w: &WorkloadId| w.as_replica().is_some();
+        let first_training = started.iter().position(|w| !is_replica(w));
+        let last_replica = started.iter().rposition(is_replica);
+        let mut groups: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+        for w in displaced.iter().filter(|w| !started.contains(w)) {
+            let reason = match self.s.pending_root_reason(*w) {
+                Some(r) => r,
+                None if w.as_replica().is_some() => {
+                    "no longer wanted (its service scaled down at that instant)".into()
+                }
+                None => "ended at that instant".into(),
+            };
+            let g = groups.entry(reason).or_default();
+            g.0 += 1;
+            if g.1.len() < 3 {
+                g.1.push(w.to_string());
+            }
+        }
+        let mut not_replaced: Vec<crate::cost::NotReplaced> = groups
+            .into_iter()
+            .map(|(reason, (count, examples))| crate::cost::NotReplaced {
+                reason,
+                count,
+                examples,
+            })
+            .collect();
+        not_replaced.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+        self.failovers.push(crate::cost::Failover {
+            scope: scopes.join(", "),
+            at: now,
+            replicas_displaced: displaced.iter().filter(|w| is_replica(w)).count() as u64,
+            replicas_replaced: started.iter().filter(|w| is_replica(w)).count() as u64,
+            jobs_displaced: displaced.iter().filter(|w| !is_replica(w)).count() as u64,
+            jobs_replaced: started.iter().filter(|w| !is_replica(w)).count() as u64,
+            in_priority_order: match (first_training, last_replica) {
+                (Some(t), Some(r)) => r < t,
+                _ => true,
+            },
+            not_replaced,
+        });
     }
 
     /// Integrates busy and in-service capacity up to `now`.
@@ -674,6 +751,7 @@ impl<'a> Sim<'a> {
                 match c.kind {
                     ChangeKind::Fail => {
                         self.tally.failures += 1;
+                        self.failing_now.push(c.scope.clone());
                         self.take_down(nodes, now, out);
                     }
                     ChangeKind::Drain => self.drain(nodes, true),
@@ -691,6 +769,9 @@ impl<'a> Sim<'a> {
             }
             Event::Deliver(r, k) => {
                 let nodes = self.plan.ramps[r as usize].1[k as usize].clone();
+                for n in nodes.clone() {
+                    self.s.set_delivered(NodeId(n), true, now);
+                }
                 self.bring_up(nodes);
             }
             Event::Wake => {}
@@ -1202,6 +1283,12 @@ impl<'a> Sim<'a> {
             (!self.latency.is_empty()).then(|| crate::report::Stats::weighted(&self.latency));
         report.services = self.trace.services.len() as u64;
         report.service_shortfall = ratio(self.replica_seconds_short, self.replica_seconds_wanted);
+        report.cost = crate::cost::summarise(
+            &self.s.spend(self.last_t),
+            &self.config.commitments,
+            self.config.epoch,
+        );
+        report.failovers = self.failovers.clone();
         report
     }
 }

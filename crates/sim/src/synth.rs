@@ -219,7 +219,11 @@ pub fn generate_jobs(spec: &SynthSpec) -> Vec<TraceJob> {
                 priority,
                 time_limit: (duration.div_ceil(3600) * 3600).saturating_mul(6) / 5,
                 checkpoint_interval,
-                placement: PlacementRule::default(),
+                // Work that may be preempted may as well run on spot capacity.
+                placement: PlacementRule {
+                    preemptible: priority == PriorityClass::Preemptible,
+                    ..PlacementRule::default()
+                },
             }
         })
         .collect();

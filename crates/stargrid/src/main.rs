@@ -6,6 +6,7 @@ mod bench;
 mod bench_live;
 mod client;
 mod config;
+mod cost_view;
 mod demo;
 mod fleet_cmd;
 mod place;
@@ -53,6 +54,13 @@ enum Command {
     /// Replay traces through the real queue and engine in virtual time.
     #[command(subcommand)]
     Sim(sim_cmd::SimCommand),
+    /// Print the built-in cost catalogue (example prices and commitments; edit a copy and
+    /// pass it with `--catalogue`), or check a catalogue file.
+    Catalogue {
+        /// A catalogue file to check instead (prints its providers, prices and commitments).
+        #[arg(long)]
+        check: Option<std::path::PathBuf>,
+    },
     /// Measure the engine and print the figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -73,6 +81,7 @@ fn main() -> Result<()> {
         Command::Fleet(c) => fleet_cmd::run(c),
         Command::Place(a) => place::run(&a),
         Command::Sim(c) => sim_cmd::run(&c),
+        Command::Catalogue { check } => cost_view::catalogue_cmd(check.as_deref()),
         Command::Bench(c) => bench::run(&c),
         Command::Server(a) => server_cmd::run(&a),
         Command::Agent(a) => {

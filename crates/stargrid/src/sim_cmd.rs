@@ -85,6 +85,19 @@ pub struct Input {
     /// Print the report as JSON (run) instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Cost catalogue (TOML: prices and commitments; default: the built-in example
+    /// catalogue, which `stargrid catalogue` prints). Prices a `--fleet` file only when given.
+    #[arg(long)]
+    pub catalogue: Option<PathBuf>,
+    /// Date of the run's start, YYYY-MM-DD (default: the earliest commitment's start).
+    #[arg(long)]
+    pub start_date: Option<String>,
+    /// Share of the built-in GB200 fleet's NVLink domains bought on demand.
+    #[arg(long, default_value_t = 0.1)]
+    pub on_demand_share: f64,
+    /// Share of the built-in GB200 fleet's NVLink domains bought as spot capacity.
+    #[arg(long, default_value_t = 0.05)]
+    pub spot_share: f64,
     /// No plots.
     #[arg(long)]
     pub no_plots: bool,
@@ -97,6 +110,16 @@ pub struct SimArgs {
     /// Policy: stargrid, fifo, first-fit, slurm, sjf, las.
     #[arg(long, default_value = "stargrid")]
     pub policy: String,
+    /// Skip the what-if (one more run per provider, with that provider dark).
+    #[arg(long)]
+    pub no_what_if: bool,
+    /// When the provider goes dark in the what-if, in days from the start (default: a third
+    /// of the way through the trace's submissions).
+    #[arg(long)]
+    pub outage_at_days: Option<f64>,
+    /// How long it stays dark, in hours.
+    #[arg(long, default_value_t = 24.0)]
+    pub outage_hours: f64,
 }
 
 #[derive(Args)]
@@ -140,11 +163,15 @@ pub struct TraceArgs {
     pub output: Option<PathBuf>,
 }
 
-/// A loaded input: the trace and the fleet to run it on.
+/// A loaded input: the trace and the fleet to run it on, priced.
 pub struct Loaded {
     pub trace: Trace,
     pub fleet: Fleet,
     pub label: String,
+    /// Commitments the spend is measured against.
+    pub commitments: Vec<model::commitment::Commitment>,
+    /// Unix seconds of the run's time 0.
+    pub epoch: u64,
 }
 
 impl Loaded {
@@ -196,7 +223,7 @@ pub fn load(input: &Input) -> Result<Loaded> {
         }
         (None, None) => bail!("give --trace FILE or --synthetic N"),
     };
-    let fleet = match (&input.fleet, philly) {
+    let mut fleet = match (&input.fleet, philly) {
         (Some(f), _) => load_fleet(f, catalog(None)?)?,
         (None, true) => {
             sim::fleets::hosts_fleet(input.gpus.unwrap_or(2504), input.cpu_hosts.unwrap_or(0))
@@ -206,19 +233,52 @@ pub fn load(input: &Input) -> Result<Loaded> {
             let spec = GenSpec {
                 gpus,
                 cpu_hosts,
+                on_demand_share: input.on_demand_share,
+                spot_share: input.spot_share,
                 ..GenSpec::default()
             };
             generate(&spec, &InstanceCatalog::builtin()).context("generating the GB200 fleet")?
         }
     };
+    let catalogue = crate::cost_view::load_catalogue(input.catalogue.as_deref())?;
+    if input.catalogue.is_some() || input.fleet.is_none() {
+        let unpriced = catalogue.apply(&mut fleet);
+        if !unpriced.is_empty() && input.catalogue.is_some() {
+            eprintln!(
+                "note: the catalogue has no rate for {} of the fleet's {} pools (e.g. {}); they keep the fleet's prices",
+                unpriced.len(),
+                fleet.pools().len(),
+                fleet.pool(unpriced[0]).name
+            );
+        }
+    }
+    let epoch = match &input.start_date {
+        Some(d) => {
+            let at: toml::value::Datetime = d
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--start-date: '{d}' is not a date (YYYY-MM-DD)"))?;
+            fleet::catalogue::unix_seconds(&at).map_err(|e| anyhow::anyhow!("--start-date: {e}"))?
+        }
+        None => catalogue
+            .commitments
+            .iter()
+            .map(|c| c.start)
+            .min()
+            .unwrap_or(DEFAULT_EPOCH),
+    };
     Ok(Loaded {
         trace,
         fleet,
         label,
+        commitments: catalogue.commitments,
+        epoch,
     })
 }
 
-fn config(input: &Input, policy: &str) -> Result<SimConfig> {
+/// 2027-01-01, the start of a run when no commitment dates it.
+const DEFAULT_EPOCH: u64 = 1_798_761_600;
+
+fn config(input: &Input, loaded: &Loaded, policy: &str) -> Result<SimConfig> {
     let sched = SchedConfig::policy(policy).with_context(|| {
         format!(
             "--policy: unknown policy '{policy}' (known: {})",
@@ -253,13 +313,15 @@ fn config(input: &Input, policy: &str) -> Result<SimConfig> {
         sched,
         faults,
         seed: input.seed,
+        commitments: loaded.commitments.clone(),
+        epoch: loaded.epoch,
         ..SimConfig::default()
     })
 }
 
 /// Runs one policy over a loaded input, with a progress bar on a terminal.
 pub fn run_one(loaded: &Loaded, input: &Input, policy: &str, quiet: bool) -> Result<Report> {
-    let cfg = config(input, policy)?;
+    let cfg = config(input, loaded, policy)?;
     let pb = if quiet {
         ProgressBar::hidden()
     } else {
@@ -277,6 +339,57 @@ pub fn run_one(loaded: &Loaded, input: &Input, policy: &str, quiet: bool) -> Res
     .map_err(|e| anyhow::anyhow!("simulating {policy}: {e}"))?;
     pb.finish_and_clear();
     Ok(report)
+}
+
+/// Runs the what-if: the baseline's config once more per provider, that provider dark.
+fn what_if(
+    loaded: &Loaded,
+    a: &SimArgs,
+    baseline: &Report,
+) -> Result<Vec<sim::cost::OutageImpact>> {
+    if !(a.outage_hours.is_finite() && a.outage_hours > 0.0) {
+        bail!("--outage-hours: must be a positive number");
+    }
+    let at = match a.outage_at_days {
+        Some(d) if !(d.is_finite() && d >= 0.0) => bail!("--outage-at-days: must be 0 or more"),
+        Some(d) => (d * 86_400.0) as u64,
+        None => {
+            let last = loaded
+                .trace
+                .jobs
+                .iter()
+                .map(|j| j.submit)
+                .max()
+                .unwrap_or(0);
+            (last / 3).div_ceil(86_400) * 86_400
+        }
+    };
+    let cfg = config(&a.input, loaded, &a.policy)?;
+    let providers = {
+        let mut v: Vec<&str> = loaded
+            .fleet
+            .pools()
+            .iter()
+            .map(|p| p.cloud.as_str())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    };
+    if !a.input.json {
+        eprintln!("what-if: {providers} more runs, each with one provider dark");
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    sim::cost::provider_outages(
+        &loaded.fleet,
+        &loaded.trace,
+        &cfg,
+        baseline,
+        at,
+        (a.outage_hours * 3600.0) as u64,
+        threads,
+    )
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 fn write_outputs(out: &Path, reports: &[Report], plots: bool) -> Result<Vec<String>> {
@@ -299,6 +412,10 @@ fn write_outputs(out: &Path, reports: &[Report], plots: bool) -> Result<Vec<Stri
     written.push(path.display().to_string());
     if plots {
         written.extend(sim::report::write_plots(out, reports).map_err(|e| anyhow::anyhow!(e))?);
+        if let [one] = reports {
+            written
+                .extend(sim::report::write_cost_plots(out, one).map_err(|e| anyhow::anyhow!(e))?);
+        }
     }
     Ok(written)
 }
@@ -310,7 +427,7 @@ fn hours(s: f64) -> String {
 /// The side-by-side table.
 pub fn table(reports: &[Report]) -> String {
     let mut out = format!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7}\n",
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7} {:>9} {:>6}\n",
         "policy",
         "JCT mean",
         "p50",
@@ -325,11 +442,13 @@ pub fn table(reports: &[Report]) -> String {
         "fair dev",
         "CPU use",
         "sbx p99",
-        "svc short"
+        "svc short",
+        "spend",
+        "idle"
     );
     out.push_str(&format!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7}\n",
-        "", "(hours)", "", "", "", "(hours)", "(days)", "", "", "", "", "", "", "(s)", ""
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7} {:>9} {:>6}\n",
+        "", "(hours)", "", "", "", "(hours)", "(days)", "", "", "", "", "", "", "(s)", "", "(USD)", ""
     ));
     for r in reports {
         let sandbox_p99 = r
@@ -337,7 +456,7 @@ pub fn table(reports: &[Report]) -> String {
             .as_ref()
             .map_or("-".to_string(), |s| format!("{:.0}", s.p99));
         out.push_str(&format!(
-            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>6.1}% {:>6.1}% {:>7.2} {:>9.1} {:>7.3} {:>6.2}% {:>9} {:>6.1}%\n",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>6.1}% {:>6.1}% {:>7.2} {:>9.1} {:>7.3} {:>6.2}% {:>9} {:>6.1}% {:>9} {:>5.1}%\n",
             r.policy,
             hours(r.jct.mean),
             hours(r.jct.p50),
@@ -352,7 +471,13 @@ pub fn table(reports: &[Report]) -> String {
             r.fair_share_deviation,
             r.cpu_utilization * 100.0,
             sandbox_p99,
-            r.service_shortfall * 100.0
+            r.service_shortfall * 100.0,
+            crate::cost_view::usd(r.cost.total_usd),
+            if r.cost.total_usd > 0.0 {
+                r.cost.idle_committed_usd / r.cost.total_usd * 100.0
+            } else {
+                0.0
+            }
         ));
     }
     out
@@ -378,7 +503,10 @@ pub fn run(cmd: &SimCommand) -> Result<()> {
         SimCommand::Run(a) => {
             let loaded = load(&a.input)?;
             announce(&loaded);
-            let report = run_one(&loaded, &a.input, &a.policy, a.input.json)?;
+            let mut report = run_one(&loaded, &a.input, &a.policy, a.input.json)?;
+            if !a.no_what_if {
+                report.outages = what_if(&loaded, a, &report)?;
+            }
             let written = write_outputs(
                 &a.input.out,
                 std::slice::from_ref(&report),
@@ -388,6 +516,12 @@ pub fn run(cmd: &SimCommand) -> Result<()> {
                 println!("{}", report.to_json());
             } else {
                 print!("{}", table(std::slice::from_ref(&report)));
+                let days = report.samples.last().map_or(0.0, |s| s.t as f64 / 86_400.0);
+                print!(
+                    "{}",
+                    crate::cost_view::summary(&report.cost, &format!("over {days:.1} days"))
+                );
+                print!("{}", crate::cost_view::outages(&report.outages));
                 println!("wrote {}", written.join(", "));
             }
             Ok(())

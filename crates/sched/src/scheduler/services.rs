@@ -282,8 +282,13 @@ impl Scheduler {
         let base = SpreadFilter {
             rule: if excluded.is_empty() {
                 String::new()
+            } else if job.spec.placement.pins() {
+                format!(
+                    "placement rule ({}) leaves no room",
+                    job.spec.placement.describe()
+                )
             } else {
-                job.spec.placement.describe()
+                "only spot capacity has room, and the job is not preemptible (placement.preemptible lets it use spot)".into()
             },
             excluded,
             ..SpreadFilter::default()
