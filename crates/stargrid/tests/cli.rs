@@ -405,6 +405,92 @@ fn sim_trace_run_and_compare_write_reports_and_plots() {
 }
 
 #[test]
+fn sim_prints_spend_burn_down_and_the_provider_what_if() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ok(&stargrid(
+        &[
+            "sim",
+            "run",
+            "--synthetic",
+            "200",
+            "--days",
+            "3",
+            "--gpus",
+            "5760",
+            "--out",
+            "o",
+        ],
+        dir.path(),
+    ));
+    for want in [
+        "spend over",
+        "by provider:",
+        "by capacity:",
+        "committed capacity paid for and idle",
+        "commitments at 2027-",
+        "year 1 minimum",
+        "what if a provider goes dark for 24 h",
+    ] {
+        assert!(text.contains(want), "missing '{want}' in:\n{text}");
+    }
+    // One what-if row per provider of the generated fleet.
+    for p in ["aws", "gcp", "azure", "oci"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(p) && l.contains('$')),
+            "{p}: {text}"
+        );
+    }
+    for f in [
+        "spend_by_provider.png",
+        "idle_committed.png",
+        "commitment_pace.png",
+    ] {
+        let png = std::fs::read(dir.path().join("o").join(f)).unwrap();
+        assert_eq!(&png[1..4], b"PNG", "{f}");
+    }
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("o/report-stargrid.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["outages"].as_array().unwrap().len(), 4);
+    assert_eq!(r["cost"]["commitments"].as_array().unwrap().len(), 4);
+    let total = r["cost"]["total_usd"].as_f64().unwrap();
+    let by_provider: f64 = r["cost"]["by_provider"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["usd"].as_f64().unwrap())
+        .sum();
+    assert!(total > 0.0 && (total - by_provider).abs() < 1e-6 * total);
+}
+
+#[test]
+fn catalogue_prints_and_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ok(&stargrid(&["catalogue"], dir.path()));
+    assert!(text.contains("EXAMPLE PRICES, NOT QUOTES"));
+    std::fs::write(dir.path().join("c.toml"), &text).unwrap();
+    let checked = ok(&stargrid(&["catalogue", "--check", "c.toml"], dir.path()));
+    assert!(
+        checked.contains("4 providers, 9 prices, 4 commitments"),
+        "{checked}"
+    );
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        text.replacen("committed = 38.0", "committed = -1.0", 1),
+    )
+    .unwrap();
+    let out = stargrid(&["catalogue", "--check", "bad.toml"], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:") && err.contains("prices[0].committed"),
+        "{err}"
+    );
+}
+
+#[test]
 fn sim_bad_rows_name_line_and_column_or_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
