@@ -76,7 +76,7 @@ pub struct Commitment {
 }
 
 /// One contract year against its minimum.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct YearStatus {
     /// Year of the term, from 1.
     pub year: u32,
@@ -96,7 +96,7 @@ pub struct YearStatus {
 }
 
 /// Where a commitment stands at a date.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BurnDown {
     /// Spent so far.
     pub spent_usd: f64,

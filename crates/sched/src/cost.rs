@@ -57,16 +57,17 @@ struct Meter {
 }
 
 impl Meter {
-    /// Integrates the current units up to `now`, split at period boundaries.
-    fn advance(&mut self, now: Time, period: u64) {
+    /// Integrates the current units up to `now`, split at period boundaries (periods count
+    /// from `origin`).
+    fn advance(&mut self, now: Time, origin: Time, period: u64) {
         if now <= self.since {
             return;
         }
         if self.units > 0 {
-            let mut t = self.since;
+            let mut t = self.since.max(origin);
             while t < now {
-                let p = t / period;
-                let until = ((p + 1) * period).min(now);
+                let p = (t - origin) / period;
+                let until = (origin + (p + 1) * period).min(now);
                 let add = u128::from(self.units) * u128::from(until - t);
                 let p = p as usize;
                 if self.by_period.len() <= p {
@@ -80,15 +81,15 @@ impl Meter {
         self.since = now;
     }
 
-    fn set(&mut self, units: u64, now: Time, period: u64) {
-        self.advance(now, period);
+    fn set(&mut self, units: u64, now: Time, origin: Time, period: u64) {
+        self.advance(now, origin, period);
         self.units = units;
     }
 
     /// A copy advanced to `now` (reports do not change the ledger).
-    fn at(&self, now: Time, period: u64) -> Meter {
+    fn at(&self, now: Time, origin: Time, period: u64) -> Meter {
         let mut m = self.clone();
-        m.advance(now, period);
+        m.advance(now, origin, period);
         m
     }
 }
@@ -109,6 +110,9 @@ struct PoolCost {
 pub struct Ledger {
     /// Length of a report period, seconds.
     period: u64,
+    /// When accounting began (the first time the ledger was told): committed capacity is
+    /// paid for from then, and periods count from then.
+    origin: Option<Time>,
     pools: Vec<PoolCost>,
     /// Meters per (pool, owner).
     accounts: Vec<(PoolId, Owner, Meter)>,
@@ -147,6 +151,8 @@ pub struct SpendLine {
 /// Spend up to a time.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SpendReport {
+    /// When the books opened (period 0 starts here).
+    pub origin: Time,
     /// The time the report runs to.
     pub at: Time,
     /// Length of a period, seconds.
@@ -191,8 +197,8 @@ impl Ledger {
     /// Report periods of a day.
     pub const DAY: u64 = 86_400;
 
-    /// A ledger for `fleet`'s pools at their current prices, all capacity delivered, from
-    /// time 0.
+    /// A ledger for `fleet`'s pools at their current prices, all capacity delivered; the books
+    /// open at the first time the ledger is told.
     pub fn new(fleet: &Fleet, period: u64) -> Ledger {
         let mut pools: Vec<PoolCost> = fleet
             .pools()
@@ -212,6 +218,7 @@ impl Ledger {
         }
         Ledger {
             period: period.max(1),
+            origin: None,
             pools,
             accounts: Vec::new(),
             index: FxHashMap::default(),
@@ -241,11 +248,25 @@ impl Ledger {
         &mut self.accounts[i as usize].2
     }
 
+    /// Starts the books at `at` unless they are open: committed capacity is paid for from
+    /// the first time the ledger is told anything.
+    pub fn open(&mut self, at: Time) -> Time {
+        if let Some(o) = self.origin {
+            return o;
+        }
+        self.origin = Some(at);
+        for p in &mut self.pools {
+            p.capacity.since = at;
+        }
+        at
+    }
+
     fn add(&mut self, pool: PoolId, owner: Owner, delta: i128, now: Time) {
+        let origin = self.open(now);
         let period = self.period;
         let m = self.account(pool, owner);
         let units = (i128::from(m.units) + delta).max(0) as u64;
-        m.set(units, now, period);
+        m.set(units, now, origin, period);
     }
 
     /// Sets what workload `id` holds (units per pool) from `now`, replacing what it held.
@@ -295,6 +316,7 @@ impl Ledger {
         if !changed {
             return;
         }
+        let origin = self.open(now);
         let n = fleet.node(node);
         let units = node_units(n.capacity.gpus, n.capacity.cpu_millis);
         let period = self.period;
@@ -304,7 +326,7 @@ impl Ledger {
         } else {
             cap.units.saturating_sub(units)
         };
-        cap.set(next, now, period);
+        cap.set(next, now, origin, period);
     }
 
     /// What each live workload holds, per pool (for invariant checks and views).
@@ -320,7 +342,10 @@ impl Ledger {
         tenant_name: &dyn Fn(TenantId) -> String,
     ) -> SpendReport {
         let period = self.period;
-        let periods = (now.saturating_sub(1) / period + 1) as usize;
+        // Books never opened: nothing was spent.
+        let origin = self.origin.unwrap_or(now);
+        let now = now.max(origin);
+        let periods = ((now - origin).saturating_sub(1) / period + 1) as usize;
         let money = |pool: &PoolCost, unit_seconds: u128| -> f64 {
             if pool.units_per_node == 0 {
                 return 0.0;
@@ -355,7 +380,7 @@ impl Ledger {
         let mut order: Vec<&(PoolId, Owner, Meter)> = self.accounts.iter().collect();
         order.sort_by_key(|(p, o, _)| (*p, *o));
         for (pid, owner, m) in order {
-            let m = m.at(now, period);
+            let m = m.at(now, origin, period);
             let u = &mut used[pid.0 as usize];
             u.total += m.total;
             if u.by_period.len() < m.by_period.len() {
@@ -377,7 +402,10 @@ impl Ledger {
             if pool.pricing != PricingKind::Committed {
                 continue;
             }
-            let cap = pool.capacity.at(now, period);
+            if self.origin.is_none() {
+                continue;
+            }
+            let cap = pool.capacity.at(now, origin, period);
             let u = &used[i];
             let idle = Meter {
                 units: 0,
@@ -395,6 +423,7 @@ impl Ledger {
             }
         }
         SpendReport {
+            origin,
             at: now,
             period_s: period,
             lines,
@@ -440,7 +469,7 @@ impl Ledger {
 }
 
 /// Spend under one name (a provider, a region, ...), in total and per day of the run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpendRow {
     /// The provider, region, tenant, class or kind of capacity.
     pub name: String,
@@ -451,7 +480,7 @@ pub struct SpendRow {
 }
 
 /// A commitment at the end of the run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommitmentStatus {
     /// Provider.
     pub provider: String,
@@ -473,7 +502,7 @@ pub struct CommitmentStatus {
 }
 
 /// The money side of a run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CostSummary {
     /// Date of the run's time 0.
     pub start_date: String,
@@ -515,6 +544,7 @@ pub fn summarise(report: &SpendReport, commitments: &[Commitment], epoch: u64) -
     let by_provider = rows(report, |l| l.provider.clone());
     let day = report.period_s;
     let at = epoch + report.at;
+    let first = epoch + report.origin;
     let commitments = commitments
         .iter()
         .map(|c| {
@@ -524,7 +554,7 @@ pub fn summarise(report: &SpendReport, commitments: &[Commitment], epoch: u64) -
             let years = c.years();
             let mut by_year = vec![0.0; years.len()];
             for (d, usd) in row.map_or(&[][..], |r| &r.usd_by_day).iter().enumerate() {
-                let t = epoch + d as u64 * day;
+                let t = first + d as u64 * day;
                 if let Some(y) = years.iter().position(|(s, e)| *s <= t && t < *e) {
                     by_year[y] += usd;
                 }
@@ -534,7 +564,7 @@ pub fn summarise(report: &SpendReport, commitments: &[Commitment], epoch: u64) -
             for (d, usd) in row.map_or(&[][..], |r| &r.usd_by_day).iter().enumerate() {
                 cumulative += usd;
                 // The last day may be a part of one.
-                let end = (epoch + (d as u64 + 1) * day).min(at);
+                let end = (first + (d as u64 + 1) * day).min(at);
                 let due = c.burn_down(0.0, end).straight_line_usd;
                 if due > 0.0 {
                     pace_by_day.push(cumulative / due);
@@ -553,7 +583,7 @@ pub fn summarise(report: &SpendReport, commitments: &[Commitment], epoch: u64) -
         })
         .collect();
     CostSummary {
-        start_date: date_of(epoch),
+        start_date: date_of(first),
         total_usd: report.total_usd(),
         idle_committed_usd: report.idle_committed_usd(),
         by_region: rows(report, |l| format!("{}/{}", l.provider, l.region)),

@@ -1224,6 +1224,12 @@ impl Scheduler {
             .set_delivered(self.engine.fleet(), node, delivered, now);
     }
 
+    /// Opens the spend books at `at` (committed capacity is paid for from then) unless they
+    /// are open already; otherwise they open at the first start, stop or delivery.
+    pub fn open_books(&mut self, at: Time) {
+        self.ledger.open(at);
+    }
+
     /// The spend ledger (read-only).
     pub fn ledger(&self) -> &Ledger {
         &self.ledger

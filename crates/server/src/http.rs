@@ -57,6 +57,7 @@ pub const MAX_PAGE: usize = 1000;
         drain_node,
         resume_node,
         list_tenants,
+        cost,
         heartbeat,
         wait_for_changes,
         issue_token,
@@ -151,6 +152,9 @@ pub struct Config {
     /// Replay the whole journal at start even when a snapshot exists (to recover from a
     /// snapshot suspected bad, or to compare).
     pub replay_all: bool,
+    /// Prices and commitments for a new journal: the catalogue's rates are written into the
+    /// fleet's pools, and its commitments into `Init` (a journal keeps the ones it began with).
+    pub catalogue: Option<model::cost::CostCatalogue>,
 }
 
 /// Shared server state.
@@ -398,13 +402,22 @@ impl Server {
         let plane = match plane {
             Some(p) => p,
             None => {
+                let fleet_toml = match &config.fleet_toml {
+                    Some(t) => t.clone(),
+                    None => default_fleet_toml()?,
+                };
+                let (fleet_toml, commitments) = match &config.catalogue {
+                    Some(c) => (
+                        crate::state::price_fleet(&fleet_toml, c)?,
+                        c.commitments.clone(),
+                    ),
+                    None => (fleet_toml, Vec::new()),
+                };
                 let init = Event::Init {
-                    fleet_toml: match &config.fleet_toml {
-                        Some(t) => t.clone(),
-                        None => default_fleet_toml()?,
-                    },
+                    fleet_toml,
                     tenants: config.tenants.clone().unwrap_or_else(default_tenants),
                     at: unix_now(),
+                    commitments,
                 };
                 let plane = ControlPlane::new(&init)?;
                 journal.append(vec![encode(&init)]).wait()?;
@@ -684,6 +697,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/nodes/{name}/drain", post(drain_node))
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/tenants", get(list_tenants))
+        .route("/v1/cost", get(cost))
         .route("/v1/agent/heartbeat", post(heartbeat))
         .route("/v1/agent/wait", post(wait_for_changes))
         .route("/v1/tokens", post(issue_token).get(list_tokens))
@@ -1063,6 +1077,24 @@ async fn list_nodes(State(server): State<Arc<Server>>, headers: HeaderMap) -> Re
 }
 
 /// Tenants and their usage.
+/// What the fleet has cost since the journal began, by provider, region, tenant, class and
+/// kind of capacity, per day; committed capacity left idle; each commitment's burn-down.
+/// Admin tokens only (it shows every tenant's spend).
+#[utoipa::path(get, path = "/v1/cost",
+    responses((status = 200, description = "the spend summary (JSON: total_usd, idle_committed_usd, by_provider, by_region, by_tenant, by_class, by_pricing, idle_by_provider, commitments)"),
+        (status = 403, body = ApiError)))]
+async fn cost(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    match server.principal(&headers) {
+        Ok(Role::Admin) => {
+            let plane = server.plane();
+            let now = plane.stamp(unix_now());
+            Json(plane.spend(now)).into_response()
+        }
+        Ok(_) => Refusal::forbidden("spend reports are for admin tokens").into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
 async fn list_tenants(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
     match server.principal(&headers) {

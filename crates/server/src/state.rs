@@ -25,12 +25,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub enum Event {
     /// The first record of a journal: the fleet (a fleet file's text) and the tenants.
     Init {
-        /// The fleet, in the TOML fleet-file format.
+        /// The fleet, in the TOML fleet-file format (pool prices included).
         fleet_toml: String,
         /// Tenants; a tenant's id is its index.
         tenants: Vec<TenantSpec>,
         /// Unix seconds.
         at: u64,
+        /// Commitments the spend is measured against.
+        #[serde(default)]
+        commitments: Vec<model::commitment::Commitment>,
     },
     /// A training job was accepted.
     Submit {
@@ -224,7 +227,7 @@ pub enum StateError {
 }
 
 /// The snapshot encoding's version; a build reads only its own (and replays otherwise).
-const SNAPSHOT_FORMAT: u32 = 1;
+const SNAPSHOT_FORMAT: u32 = 2;
 
 /// An issued token, as the journal keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +378,8 @@ pub struct ControlPlane {
     changed: Vec<NodeId>,
     /// Nodes an operator drained (they stay drained when their agent comes back).
     drained: BTreeSet<NodeId>,
+    /// Commitments the spend is measured against (from `Init`).
+    commitments: Vec<model::commitment::Commitment>,
 }
 
 /// The API's name of a queue state.
@@ -464,6 +469,17 @@ fn parse_priority(name: &str) -> Result<PriorityClass, FieldProblem> {
     })
 }
 
+/// A fleet file's text with its pools priced from `catalogue` (pools it has no rate for keep
+/// their own).
+pub fn price_fleet(
+    fleet_toml: &str,
+    catalogue: &model::cost::CostCatalogue,
+) -> Result<String, StateError> {
+    let mut fleet = parse_fleet(fleet_toml)?;
+    catalogue.apply(&mut fleet);
+    Ok(fleet::file::write(&fleet, &InstanceCatalog::builtin()))
+}
+
 fn parse_fleet(text: &str) -> Result<Fleet, StateError> {
     fleet::file::parse("journal", text, InstanceCatalog::builtin())
         .map_err(|e| StateError::Fleet(e.to_string()))
@@ -476,6 +492,7 @@ impl ControlPlane {
             fleet_toml,
             tenants,
             at,
+            commitments,
         } = init
         else {
             return Err(StateError::Sequence(
@@ -488,7 +505,10 @@ impl ControlPlane {
             .map_err(|e| StateError::Refused(e.to_string()))?;
         // A node takes work only once its agent has come up.
         sched.set_state(Scope::Subtree(TopoId(0)), NodeState::Down);
+        // Committed capacity is paid for from the start, agents or not.
+        sched.open_books(*at);
         Ok(ControlPlane {
+            commitments: commitments.clone(),
             seq: 1,
             sched,
             tenants: tenants.clone(),
@@ -577,6 +597,11 @@ impl ControlPlane {
             )));
         }
         Ok(plane)
+    }
+
+    /// What was spent from `Init` to `now`, with the commitments' burn-down.
+    pub fn spend(&self, now: u64) -> sched::cost::CostSummary {
+        sched::cost::summarise(&self.sched.spend(now), &self.commitments, 0)
     }
 
     /// The time to stamp a new event with: the wall clock, never before the last event.
@@ -1839,6 +1864,7 @@ mod tests {
             fleet_toml: default_fleet_toml().unwrap(),
             tenants: default_tenants(),
             at: 100,
+            commitments: Default::default(),
         }
     }
 

@@ -504,6 +504,8 @@ impl<'a> Sim<'a> {
             self.heap
                 .push(Reverse((c.at, Event::ChangeBegins(i as u32))));
         }
+        // Committed capacity is paid for from the start of the run.
+        self.s.open_books(0);
         // Ramped capacity is out of service until its step arrives.
         let ramps: Vec<(Time, Time, Vec<Range<u32>>)> = self
             .plan

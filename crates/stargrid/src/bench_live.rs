@@ -85,6 +85,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         admin_token_file: dir.path().join("admin.token"),
         snapshot_every: 5_000,
         replay_all: false,
+        catalogue: Default::default(),
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

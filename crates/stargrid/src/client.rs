@@ -20,6 +20,14 @@ pub enum ClientCommand {
         /// The file.
         file: PathBuf,
     },
+    /// What the fleet has cost since the control plane began: by provider, region, kind of
+    /// capacity, class and tenant; idle committed capacity; each commitment's burn-down
+    /// (admin token).
+    Cost {
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inference services as a table.
     Services {
         /// Only this tenant's.
@@ -408,6 +416,14 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
                     println!("job {} is running on {}", v.id, v.nodes.join(","))
                 }
                 (s, None) => println!("job {} is {s}", v.id),
+            }
+        }
+        ClientCommand::Cost { json } => {
+            let summary: sched::cost::CostSummary = answer(get(&format!("{base}/v1/cost")).call())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", crate::cost_view::summary(&summary, "so far"));
             }
         }
         ClientCommand::Nodes => {

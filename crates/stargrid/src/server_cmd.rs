@@ -36,6 +36,11 @@ pub struct ServerArgs {
     /// suspected bad).
     #[arg(long)]
     pub replay_all: bool,
+    /// Cost catalogue for a new journal: its rates price the fleet's pools and its
+    /// commitments are what `stargrid cost` measures spend against (`stargrid catalogue`
+    /// prints the built-in example). An existing journal keeps what it started with.
+    #[arg(long)]
+    pub catalogue: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +130,11 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         admin_token_file: admin_token_file.clone(),
         snapshot_every: a.snapshot_every,
         replay_all: a.replay_all,
+        catalogue: a
+            .catalogue
+            .as_deref()
+            .map(|p| crate::cost_view::load_catalogue(Some(p)))
+            .transpose()?,
     };
     // Replay happens before the runtime starts: it blocks on the journal.
     let srv = server::Server::start(&config).context("starting the server")?;

@@ -150,6 +150,12 @@ pub fn run(a: &UpArgs) -> Result<()> {
         admin_token_file: a.data_dir.join("admin.token"),
         snapshot_every: 10_000,
         replay_all: false,
+        // Example prices for the demo fleet; the example commitments are sized for a far
+        // larger fleet, so none are measured here.
+        catalogue: Some(model::cost::CostCatalogue {
+            commitments: Vec::new(),
+            ..crate::cost_view::load_catalogue(None)?
+        }),
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -1121,3 +1121,73 @@ fn logs_come_from_the_node_while_a_job_runs_and_after_it_ended() {
     assert!(!ok && out.contains("has not run yet"), "{out}");
     server.kill();
 }
+
+#[test]
+fn the_server_reports_spend_for_what_its_agents_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalogue = concat!(env!("CARGO_MANIFEST_DIR"), "/../fleet/data/catalogue.toml");
+    let (mut server, url) = start_server_with(dir.path(), &["--catalogue", catalogue]);
+    let mut agent = start_agent(&url, &dir.path().join("agent"), &["--node", "nvl00000t00"]);
+    wait_for("the node up", || nodes_up(&url) == 1);
+    let mut body = job("paid", 1);
+    body["command"] = json!(["sleep", "2"]);
+    post(&format!("{url}/v1/jobs")).send_json(body).unwrap();
+    wait_for("the job to finish", || {
+        get_job(&url, 1)["state"] == "finished"
+    });
+    let cost = get_path(&url, "/v1/cost");
+    // The tenant paid for the GPUs it held (a whole 4-GPU tray) at the catalogue's committed
+    // aws rate, for whole seconds, as long as the job ran.
+    let lines = cost["by_tenant"].as_array().unwrap();
+    let mine = lines.iter().find(|r| r["name"] == "default").unwrap();
+    let usd = mine["usd"].as_f64().unwrap();
+    let gpus = get_job(&url, 1)["gpus"].as_f64().unwrap();
+    let seconds = usd / (38.0 * gpus / 4.0) * 3600.0;
+    assert!(
+        (2.0..15.0).contains(&seconds) && (seconds - seconds.round()).abs() < 1e-6,
+        "{usd} USD is {seconds} s of {gpus} GPUs"
+    );
+    // Committed capacity is paid for whether used or not: the rest of the fleet is idle.
+    assert!(cost["idle_committed_usd"].as_f64().unwrap() > usd);
+    let total = cost["total_usd"].as_f64().unwrap();
+    let by_provider: f64 = cost["by_provider"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["usd"].as_f64().unwrap())
+        .sum();
+    assert!((total - by_provider).abs() < 1e-6 * total.max(1.0));
+    assert_eq!(cost["commitments"].as_array().unwrap().len(), 4);
+    // The CLI prints the same summary; a tenant token is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["cost", "--server", &url])
+        .env("STARGRID_TOKEN", admin_token(&url))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("by tenant:") && text.contains("default"),
+        "{text}"
+    );
+    assert!(text.contains("commitments at"), "{text}");
+    let tenant: Value = post(&format!("{url}/v1/tokens"))
+        .send_json(json!({"role": "tenant", "tenant": "default"}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let refused = ureq::get(&format!("{url}/v1/cost"))
+        .set(
+            "Authorization",
+            &format!("Bearer {}", tenant["token"].as_str().unwrap()),
+        )
+        .call();
+    assert!(matches!(refused, Err(ureq::Error::Status(403, _))));
+    agent.kill();
+    server.kill();
+}
