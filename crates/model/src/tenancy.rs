@@ -252,6 +252,10 @@ pub struct ServiceSpec {
     /// Providers and regions its replicas may use, and whether they may run on spot.
     #[serde(default)]
     pub placement: crate::PlacementRule,
+    /// Its replicas span at least this many providers (0 or 1: no rule): until they do, a
+    /// new or replacement replica goes to a provider that holds none.
+    #[serde(default)]
+    pub min_providers: u32,
 }
 
 impl ServiceSpec {
@@ -272,6 +276,21 @@ impl ServiceSpec {
             return Err(FieldError {
                 field: "min_replicas",
                 reason: "must not exceed max_replicas".into(),
+            });
+        }
+        if self.min_providers > 64 {
+            return Err(FieldError {
+                field: "min_providers",
+                reason: "at most 64".into(),
+            });
+        }
+        if self.min_providers > self.max_replicas.max(1) {
+            return Err(FieldError {
+                field: "min_providers",
+                reason: format!(
+                    "{} providers need at least as many replicas; max_replicas is {}",
+                    self.min_providers, self.max_replicas
+                ),
             });
         }
         if self.spread.is_some_and(|s| s.max_per == 0) {

@@ -440,3 +440,114 @@ proptest! {
         }
     }
 }
+
+fn three_providers() -> Vec<PoolDef> {
+    ["aws", "gcp", "oci"]
+        .into_iter()
+        .map(|cloud| PoolDef {
+            cloud,
+            region: "r1",
+            pricing: PricingKind::Committed,
+            price: 40.0,
+            domains: 2,
+            trays: 2,
+            hosts: 0,
+        })
+        .collect()
+}
+
+/// The providers the service's running replicas are on, sorted.
+fn replica_providers(s: &Scheduler) -> Vec<String> {
+    let fleet = s.engine().fleet();
+    let mut out: Vec<String> = s
+        .running_jobs()
+        .into_iter()
+        .filter(|j| j.as_replica().is_some())
+        .filter_map(|j| match s.engine().allocation(j) {
+            Some(sched::Allocation::Gang { slots, .. }) => {
+                Some(fleet.pool(fleet.node(slots[0].node).pool).cloud.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn cloud(s: &Scheduler, name: &str) -> model::TopoId {
+    let fleet = s.engine().fleet();
+    (0..fleet.topo().len() as u32)
+        .map(model::TopoId)
+        .find(|t| {
+            let n = fleet.topo_node(*t);
+            n.kind == model::TopoKind::Cloud && &*n.name == name
+        })
+        .unwrap()
+}
+
+fn replicas(n: u32, min_providers: u32) -> model::ServiceSpec {
+    model::ServiceSpec {
+        tenant: TenantId(0),
+        priority: PriorityClass::ProductionInference,
+        replica: gang(2, 4, None),
+        min_replicas: n,
+        max_replicas: n,
+        spread: None,
+        placement: PlacementRule::default(),
+        min_providers,
+    }
+}
+
+#[test]
+fn services_span_their_providers_and_fail_over_within_the_rule() {
+    // Three replicas over three providers of two domains each.
+    let mut s = Scheduler::new(
+        Engine::new(fleet(&three_providers())),
+        tenants(),
+        SchedConfig::default(),
+    )
+    .unwrap();
+    s.create_service(0, replicas(3, 3), 0).unwrap();
+    s.schedule(0);
+    assert_eq!(replica_providers(&s), ["aws", "gcp", "oci"]);
+    // aws goes dark: its replica cannot go to gcp or oci (they hold one each and the rule
+    // still wants three providers), so it waits and says why.
+    let aws = cloud(&s, "aws");
+    s.fail(sched::Scope::Subtree(aws), 60);
+    s.schedule(60);
+    s.check_invariants().unwrap();
+    assert_eq!(replica_providers(&s), ["gcp", "oci"]);
+    let waiting = s
+        .pending_jobs()
+        .into_iter()
+        .find(|j| j.as_replica().is_some())
+        .unwrap();
+    let why = s.pending_reason(waiting).unwrap();
+    assert!(
+        why.contains("spans at least 3 providers; its replicas are on gcp, oci only"),
+        "{why}"
+    );
+
+    // With two providers wanted, the lost replica moves at once to a provider's second
+    // domain.
+    let mut s = Scheduler::new(
+        Engine::new(fleet(&three_providers())),
+        tenants(),
+        SchedConfig::default(),
+    )
+    .unwrap();
+    s.create_service(0, replicas(2, 2), 0).unwrap();
+    s.schedule(0);
+    let before = replica_providers(&s);
+    assert_eq!(before.len(), 2);
+    assert_ne!(before[0], before[1], "two replicas, two providers");
+    let lost = before[0].clone();
+    let t = cloud(&s, &lost);
+    s.fail(sched::Scope::Subtree(t), 60);
+    s.schedule(60);
+    s.check_invariants().unwrap();
+    let after = replica_providers(&s);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_ne!(after[0], after[1], "still two providers: {after:?}");
+    assert!(!after.contains(&lost));
+}

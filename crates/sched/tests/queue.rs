@@ -135,6 +135,7 @@ fn run(s: &mut Scheduler, script: &str) -> String {
                     max_replicas: num(5) as u32,
                     spread,
                     placement: Default::default(),
+                    min_providers: Default::default(),
                 };
                 let _ = writeln!(out, "{:?}", s.create_service(num(1), spec, 0));
             }

@@ -151,6 +151,7 @@ impl World {
                 max_replicas: 8,
                 spread,
                 placement: Default::default(),
+                min_providers: Default::default(),
             };
             s.create_service(id, spec, 0).unwrap();
         }

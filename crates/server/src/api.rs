@@ -396,6 +396,9 @@ pub struct SubmitService {
     /// Providers and regions its replicas may use, and whether they may run on spot.
     #[serde(default)]
     pub placement: Placement,
+    /// Its replicas span at least this many providers (0 or 1: no rule).
+    #[serde(default)]
+    pub min_providers: u32,
 }
 
 /// A spread rule.

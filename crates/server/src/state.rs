@@ -1530,6 +1530,7 @@ impl ControlPlane {
             max_replicas: req.max_replicas.unwrap_or(req.min_replicas),
             spread,
             placement: (&req.placement).into(),
+            min_providers: req.min_providers,
         };
         spec.validate().map_err(|e| {
             let field = match e.field {
@@ -2126,6 +2127,7 @@ mod tests {
             env: BTreeMap::new(),
             workdir: None,
             placement: Default::default(),
+            min_providers: Default::default(),
         }
     }
 

@@ -695,6 +695,7 @@ impl<'a> Sim<'a> {
                     max_replicas: v.max_replicas,
                     spread: v.spread,
                     placement: v.placement.clone(),
+                    min_providers: v.min_providers,
                 };
                 self.s
                     .create_service(u64::from(k), spec, now)

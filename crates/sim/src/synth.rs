@@ -95,6 +95,7 @@ pub fn generate(spec: &SynthSpec) -> Trace {
     let inflight = 32.0;
     for k in 0..n_services {
         let peak = peak_replicas_each * inflight;
+        let max_replicas = (peak_replicas_each * 1.2).ceil() as u32;
         services.push(TraceService {
             id: next_id,
             submit: 0,
@@ -103,7 +104,7 @@ pub fn generate(spec: &SynthSpec) -> Trace {
             priority: PriorityClass::ProductionInference,
             gpus_per_replica: replica_gpus,
             min_replicas: 1,
-            max_replicas: (peak_replicas_each * 1.2).ceil() as u32,
+            max_replicas,
             inflight_per_replica: inflight,
             load: LoadCurve::Daily {
                 base: 0.3 * peak,
@@ -112,6 +113,8 @@ pub fn generate(spec: &SynthSpec) -> Trace {
             },
             spread: None,
             placement: PlacementRule::default(),
+            // Production inference survives the loss of a provider.
+            min_providers: if max_replicas >= 2 { 2 } else { 0 },
         });
         next_id += 1;
     }

@@ -20,7 +20,8 @@
 //!   `duration` rounded up to the hour; `checkpoint_interval` is optional (without it a
 //!   requeued job restarts from scratch); `placement` is optional: `{"providers": [...],
 //!   "exclude_providers": [...], "regions": [...], "exclude_regions": [...], "preemptible":
-//!   bool}` (only preemptible work runs on spot capacity). Services take `placement` too.
+//!   bool}` (only preemptible work runs on spot capacity). Services take `placement` too,
+//!   and `min_providers` (their replicas span at least that many providers).
 //! - **service** (inference): replicas of `gpus_per_replica` GPUs, scaled between
 //!   `min_replicas` and `max_replicas` by the queue's autoscaler so that each replica carries
 //!   `inflight_per_replica` requests of the `load` curve: `{"daily": {"base", "peak",
@@ -173,6 +174,13 @@ pub struct TraceService {
     /// Providers and regions its replicas may use.
     #[serde(default, skip_serializing_if = "is_open")]
     pub placement: PlacementRule,
+    /// Its replicas span at least this many providers (0 or 1: no rule).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_providers: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How long a sandbox lives.

@@ -148,6 +148,7 @@ fn service(id: u64, replicas: u32, spread_max: u32) -> TraceService {
             max_per: spread_max,
         }),
         placement: PlacementRule::default(),
+        min_providers: Default::default(),
     }
 }
 

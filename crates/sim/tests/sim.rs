@@ -356,6 +356,7 @@ fn service(id: u64, load: LoadCurve, max: u32) -> TraceService {
         load,
         spread: None,
         placement: model::PlacementRule::default(),
+        min_providers: Default::default(),
     }
 }
 

@@ -358,6 +358,7 @@ pub fn run(
                 max_replicas: svc.max,
                 spread,
                 placement: Default::default(),
+                min_providers: Default::default(),
             };
             s.create_service(svc.id, spec, now)
                 .map_err(|e| err("service", e.to_string()))?;

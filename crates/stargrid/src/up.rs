@@ -96,6 +96,7 @@ fn demo_service() -> SubmitService {
         env: BTreeMap::new(),
         workdir: None,
         placement: Default::default(),
+        min_providers: Default::default(),
     }
 }
 

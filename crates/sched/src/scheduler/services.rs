@@ -299,50 +299,75 @@ impl Scheduler {
         let Some(s) = self.services.get(&sid) else {
             return base;
         };
-        let Some(rule) = s.spec.spread else {
-            return base;
-        };
         let fleet = self.engine.fleet();
-        let kind = level_kind(rule.level);
-        let mut count: FxHashMap<TopoId, u32> = FxHashMap::default();
-        for r in s.replicas.iter().filter(|r| **r != id) {
-            if let Some(Allocation::Gang { slots, .. }) = self.engine.allocation(*r) {
-                let Some(first) = slots.first() else { continue };
-                let Some(domain) = fleet.domain_of(first.node) else {
-                    continue;
-                };
-                if let Some(t) = fleet
-                    .ancestors(domain)
-                    .find(|a| fleet.topo_node(*a).kind == kind)
-                {
-                    *count.entry(t).or_default() += 1;
+        // Where the service's other replicas run: their ancestor of `kind`.
+        let holders = |kind: TopoKind| -> FxHashMap<TopoId, u32> {
+            let mut count: FxHashMap<TopoId, u32> = FxHashMap::default();
+            for r in s.replicas.iter().filter(|r| **r != id) {
+                if let Some(Allocation::Gang { slots, .. }) = self.engine.allocation(*r) {
+                    let Some(first) = slots.first() else { continue };
+                    let Some(domain) = fleet.domain_of(first.node) else {
+                        continue;
+                    };
+                    if let Some(t) = fleet
+                        .ancestors(domain)
+                        .find(|a| fleet.topo_node(*a).kind == kind)
+                    {
+                        *count.entry(t).or_default() += 1;
+                    }
                 }
             }
-        }
-        let mut blocked: Vec<(TopoId, TopoId)> = count
-            .into_iter()
-            .filter(|(_, c)| *c >= rule.max_per)
-            .filter_map(|(t, _)| {
-                let d = &fleet.topo_node(t).domains;
-                (!d.is_empty()).then(|| {
-                    (
-                        fleet.domains()[d.start as usize],
-                        fleet.domains()[d.end as usize - 1],
-                    )
-                })
+            count
+        };
+        let range_of = |t: TopoId| {
+            let d = &fleet.topo_node(t).domains;
+            (!d.is_empty()).then(|| {
+                (
+                    fleet.domains()[d.start as usize],
+                    fleet.domains()[d.end as usize - 1],
+                )
             })
-            .collect();
+        };
+        let mut blocked: Vec<(TopoId, TopoId)> = Vec::new();
+        let mut explain: Vec<String> = Vec::new();
+        if let Some(rule) = s.spec.spread {
+            let full: Vec<(TopoId, TopoId)> = holders(level_kind(rule.level))
+                .into_iter()
+                .filter(|(_, c)| *c >= rule.max_per)
+                .filter_map(|(t, _)| range_of(t))
+                .collect();
+            explain.push(format!(
+                "spread rule: at most {} replicas of service {sid} per {}; {} {}s with room already hold that many",
+                rule.max_per,
+                rule.level,
+                full.len(),
+                rule.level
+            ));
+            blocked.extend(full);
+        }
+        let want = s.spec.min_providers;
+        if want > 1 {
+            // Until the replicas span `want` providers, a new one goes to another provider.
+            let used = holders(TopoKind::Cloud);
+            if (used.len() as u32) < want {
+                let mut names: Vec<&str> =
+                    used.keys().map(|t| &*fleet.topo_node(*t).name).collect();
+                names.sort_unstable();
+                explain.push(format!(
+                    "spread rule: service {sid} spans at least {want} providers; its replicas are on {} only, and no other provider has room",
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                ));
+                blocked.extend(used.keys().filter_map(|t| range_of(*t)));
+            }
+        }
+        if explain.is_empty() {
+            return base;
+        }
         blocked.sort_unstable();
         SpreadFilter {
             excluded: base.excluded,
             rule: base.rule,
-            explain: format!(
-                "spread rule: at most {} replicas of service {sid} per {}; {} {}s with room already hold that many",
-                rule.max_per,
-                rule.level,
-                blocked.len(),
-                rule.level
-            ),
+            explain: explain.join("; "),
             blocked,
         }
     }
