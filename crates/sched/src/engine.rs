@@ -183,6 +183,11 @@ pub struct StateChange {
 /// Most cost tiers placement tells apart (pricier pools share the last one).
 pub(crate) const MAX_TIERS: u8 = 8;
 
+/// The position of a (GPU model, cost tier) pair's index.
+pub(crate) fn index_of(model: GpuModel, tier: u8) -> usize {
+    model.index() * usize::from(MAX_TIERS) + usize::from(tier)
+}
+
 /// Each pool's cost tier: committed capacity (already paid for) is tier 0; on-demand and spot
 /// pools follow from the cheapest price per GPU-hour (per node-hour for CPU hosts) up.
 pub(crate) fn cost_tiers(fleet: &Fleet) -> Vec<u8> {
@@ -222,10 +227,10 @@ pub struct Engine {
     pub(crate) model_max_domain: Vec<u32>,
     /// Per GPU model: devices per node when every node of that model has the same count.
     pub(crate) model_node_gpus: Vec<Option<u8>>,
-    /// Per GPU model: (cost tier, free GPUs on schedulable nodes, domain index).
-    pub(crate) by_free_gpus: Vec<BTreeSet<(u8, u32, u32)>>,
-    /// Per GPU model: (cost tier, wholly free schedulable nodes, domain index).
-    pub(crate) by_whole_free: Vec<BTreeSet<(u8, u32, u32)>>,
+    /// Per GPU model and cost tier (`index_of`): (free GPUs on schedulable nodes, domain).
+    pub(crate) by_free_gpus: Vec<BTreeSet<(u32, u32)>>,
+    /// Per GPU model and cost tier (`index_of`): (wholly free schedulable nodes, domain).
+    pub(crate) by_whole_free: Vec<BTreeSet<(u32, u32)>>,
     /// Per GPU model: cost tiers in use (highest tier + 1).
     pub(crate) model_tiers: Vec<u8>,
     /// Per GPU model: free GPUs on nodes that take new work (the sum of the domains' counts).
@@ -355,8 +360,8 @@ impl Engine {
             model_domains,
             model_max_domain,
             model_node_gpus: model_node_gpus.into_iter().map(Option::flatten).collect(),
-            by_free_gpus: vec![BTreeSet::new(); models],
-            by_whole_free: vec![BTreeSet::new(); models],
+            by_free_gpus: vec![BTreeSet::new(); models * usize::from(MAX_TIERS)],
+            by_whole_free: vec![BTreeSet::new(); models * usize::from(MAX_TIERS)],
             model_tiers,
             open_free_gpus: vec![0; models],
             topo_height,
@@ -367,9 +372,10 @@ impl Engine {
             engine.recount_domain(d as u32);
             let ds = &engine.domains[d];
             let m = ds.model.index();
-            engine.by_free_gpus[m].insert((ds.tier, ds.free_gpus, d as u32));
+            let i = index_of(ds.model, ds.tier);
+            engine.by_free_gpus[i].insert((ds.free_gpus, d as u32));
             engine.open_free_gpus[m] += u64::from(ds.free_gpus);
-            engine.by_whole_free[m].insert((ds.tier, ds.whole_free, d as u32));
+            engine.by_whole_free[i].insert((ds.whole_free, d as u32));
             let ds = &mut engine.domains[d];
             ds.indexed_free_gpus = ds.free_gpus;
             ds.indexed_whole_free = ds.whole_free;
@@ -720,13 +726,15 @@ impl Engine {
         if ds.indexed_free_gpus != ds.free_gpus {
             self.open_free_gpus[m] =
                 self.open_free_gpus[m] + u64::from(ds.free_gpus) - u64::from(ds.indexed_free_gpus);
-            self.by_free_gpus[m].remove(&(ds.tier, ds.indexed_free_gpus, d));
-            self.by_free_gpus[m].insert((ds.tier, ds.free_gpus, d));
+            let i = index_of(ds.model, ds.tier);
+            self.by_free_gpus[i].remove(&(ds.indexed_free_gpus, d));
+            self.by_free_gpus[i].insert((ds.free_gpus, d));
             ds.indexed_free_gpus = ds.free_gpus;
         }
         if ds.indexed_whole_free != ds.whole_free {
-            self.by_whole_free[m].remove(&(ds.tier, ds.indexed_whole_free, d));
-            self.by_whole_free[m].insert((ds.tier, ds.whole_free, d));
+            let i = index_of(ds.model, ds.tier);
+            self.by_whole_free[i].remove(&(ds.indexed_whole_free, d));
+            self.by_whole_free[i].insert((ds.whole_free, d));
             ds.indexed_whole_free = ds.whole_free;
         }
     }
@@ -1040,9 +1048,9 @@ impl Engine {
             if (a.free_gpus, a.whole_free) != (b.free_gpus, b.whole_free) {
                 return Err(format!("domain {d}: stale counters"));
             }
-            let m = a.model.index();
-            if !self.by_free_gpus[m].contains(&(a.tier, a.free_gpus, d as u32))
-                || !self.by_whole_free[m].contains(&(a.tier, a.whole_free, d as u32))
+            let i = index_of(a.model, a.tier);
+            if !self.by_free_gpus[i].contains(&(a.free_gpus, d as u32))
+                || !self.by_whole_free[i].contains(&(a.whole_free, d as u32))
             {
                 return Err(format!("domain {d}: index out of date"));
             }

@@ -6,7 +6,7 @@
 //! across zones). Among candidates, the one with the least room that still fits wins (best
 //! fit), so that whole free domains and whole free spines stay whole.
 
-use crate::engine::{mask_of, Allocation, Engine, NodeSlot, Time, Unplaceable};
+use crate::engine::{index_of, mask_of, Allocation, Engine, NodeSlot, Time, Unplaceable};
 use model::{GangRequest, Resources, TopoId, TopoKind, WorkloadId};
 use serde::Serialize;
 
@@ -181,18 +181,18 @@ impl Engine {
         // Cheapest tier first; within a tier, the fullest domain that holds the gang.
         let found = (0..self.model_tiers[m]).find_map(|tier| {
             if whole_node {
-                self.by_whole_free[m]
-                    .range((tier, n, 0)..=(tier, u32::MAX, u32::MAX))
-                    .map(|&(_, _, d)| d)
+                self.by_whole_free[index_of(request.gpu, tier)]
+                    .range((n, 0)..)
+                    .map(|&(_, d)| d)
                     .find(|&d| {
                         self.domains[d as usize].capacity.holds(ask)
                             && allowed(self.domains[d as usize].topo)
                     })
             } else {
                 let need_gpus = n.saturating_mul(u32::from(ask.gpus));
-                self.by_free_gpus[m]
-                    .range((tier, need_gpus, 0)..=(tier, u32::MAX, u32::MAX))
-                    .map(|&(_, _, d)| d)
+                self.by_free_gpus[index_of(request.gpu, tier)]
+                    .range((need_gpus, 0)..)
+                    .map(|&(_, d)| d)
                     .find(|&d| {
                         self.eligible_nodes(d, ask) >= n && allowed(self.domains[d as usize].topo)
                     })
@@ -283,9 +283,9 @@ impl Engine {
         let candidates: Vec<u32> = if self.model_node_gpus[m] == Some(ask.gpus) {
             (0..self.model_tiers[m])
                 .flat_map(|tier| {
-                    self.by_whole_free[m]
-                        .range((tier, min_useful, 0)..=(tier, u32::MAX, u32::MAX))
-                        .map(|&(_, _, d)| d)
+                    self.by_whole_free[index_of(request.gpu, tier)]
+                        .range((min_useful, 0)..)
+                        .map(|&(_, d)| d)
                 })
                 .collect()
         } else {
@@ -301,7 +301,11 @@ impl Engine {
             }
             let full = eligible / shape.seg;
             let rem_ok = shape.rem > 0 && eligible % shape.seg >= shape.rem;
-            let tier = self.domains[d as usize].tier;
+            let tier = if tiers > 1 {
+                self.domains[d as usize].tier
+            } else {
+                0
+            };
             rooms.push(Room {
                 domain: d,
                 eligible,

@@ -30,6 +30,12 @@ pub struct GenArgs {
     /// Providers to spread over, from aws, gcp, azure, oci (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "aws,gcp,azure,oci")]
     pub clouds: Vec<String>,
+    /// Share of each zone's NVLink domains bought on demand (the rest is committed).
+    #[arg(long, default_value_t = 0.0)]
+    pub on_demand_share: f64,
+    /// Share of each zone's NVLink domains bought as spot capacity.
+    #[arg(long, default_value_t = 0.0)]
+    pub spot_share: f64,
     /// Output fleet file (default: standard output).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -40,6 +46,8 @@ impl GenArgs {
         let mut spec = GenSpec {
             gpus: self.gpus,
             cpu_hosts: self.cpu_hosts,
+            on_demand_share: self.on_demand_share,
+            spot_share: self.spot_share,
             ..GenSpec::default()
         };
         for c in &self.clouds {
