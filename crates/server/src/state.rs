@@ -1454,6 +1454,7 @@ impl ControlPlane {
             };
             bad(field, e.reason)
         })?;
+        self.check_placement(&spec.placement)?;
         Ok(Event::Submit {
             id: self.next_id,
             name: req.name.clone(),
@@ -1465,6 +1466,44 @@ impl ControlPlane {
             },
             at,
         })
+    }
+
+    /// A placement rule may name only providers and regions the fleet has (a typo would leave
+    /// the work waiting for capacity that does not exist).
+    fn check_placement(&self, rule: &model::PlacementRule) -> Result<(), FieldProblem> {
+        let pools = self.sched.engine().fleet().pools();
+        for (field, names, of_pool) in [
+            ("placement.providers", &rule.providers, true),
+            ("placement.exclude_providers", &rule.exclude_providers, true),
+            ("placement.regions", &rule.regions, false),
+            ("placement.exclude_regions", &rule.exclude_regions, false),
+        ] {
+            for n in names {
+                let known = pools.iter().any(|p| {
+                    let have = if of_pool { &p.cloud } else { &p.region };
+                    have == n
+                });
+                if !known {
+                    let mut have: Vec<&str> = pools
+                        .iter()
+                        .map(|p| {
+                            if of_pool {
+                                p.cloud.as_str()
+                            } else {
+                                p.region.as_str()
+                            }
+                        })
+                        .collect();
+                    have.sort_unstable();
+                    have.dedup();
+                    return Err(bad(
+                        field,
+                        format!("'{n}' is not in this fleet (it has {})", have.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The id of the tenant named `name`.
@@ -1539,6 +1578,7 @@ impl ControlPlane {
             };
             bad(field, e.reason)
         })?;
+        self.check_placement(&spec.placement)?;
         if self.next_service >= sched::MAX_SERVICES {
             return Err(bad("", "this control plane holds no more services".into()));
         }

@@ -452,6 +452,27 @@ fn bad_requests_get_a_json_body_naming_the_field() {
         json!({"name": "x", "tenant": "default", "nodes": 1, "gpus_per_node": 4, "time_limit_s": 5, "colour": "red"}),
     );
     assert_eq!((code, e["error"]["field"].as_str()), (400, Some("colour")));
+    // Placement rules: a provider the fleet lacks, or one both pinned and excluded.
+    let (code, e) = refuse(
+        json!({"name": "x", "tenant": "default", "nodes": 1, "gpus_per_node": 4, "time_limit_s": 5,
+               "placement": {"providers": ["ibm"]}}),
+    );
+    assert_eq!(
+        (code, e["error"]["field"].as_str()),
+        (400, Some("placement.providers"))
+    );
+    assert!(e["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("'ibm' is not in this fleet (it has aws)"));
+    let (code, e) = refuse(
+        json!({"name": "x", "tenant": "default", "nodes": 1, "gpus_per_node": 4, "time_limit_s": 5,
+               "placement": {"providers": ["aws"], "exclude_providers": ["aws"]}}),
+    );
+    assert_eq!(
+        (code, e["error"]["field"].as_str()),
+        (400, Some("placement.exclude_providers"))
+    );
     // Over the size limit: refused from the declared length, before the body is read.
     {
         use std::io::{Read, Write};
