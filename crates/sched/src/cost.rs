@@ -37,7 +37,7 @@ impl SpendClass {
     }
 }
 
-/// Who holds capacity: a tenant (none for sandboxes, which carry no tenant) and the class.
+/// Who holds capacity: a tenant (none for a sandbox batch placed without one) and the class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Owner {
     /// The tenant.
@@ -136,7 +136,7 @@ pub struct SpendLine {
     pub pool: String,
     /// How the pool is paid for.
     pub pricing: PricingKind,
-    /// Tenant name; `None` for sandboxes and idle capacity.
+    /// Tenant name; `None` for idle capacity and sandbox batches without a tenant.
     pub tenant: Option<String>,
     /// Kind of work; `None`: committed capacity no work held.
     pub class: Option<SpendClass>,
@@ -514,7 +514,7 @@ pub struct CostSummary {
     pub by_provider: Vec<SpendRow>,
     /// Per provider/region.
     pub by_region: Vec<SpendRow>,
-    /// Per tenant (`-` for sandboxes and idle capacity).
+    /// Per tenant (`-` for idle capacity and sandbox batches without a tenant).
     pub by_tenant: Vec<SpendRow>,
     /// Per kind of work (`idle` for committed capacity nobody held).
     pub by_class: Vec<SpendRow>,

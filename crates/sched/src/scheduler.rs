@@ -1200,7 +1200,7 @@ impl Scheduler {
                 },
             },
             None => Owner {
-                tenant: None,
+                tenant: self.batches.get(&id).and_then(|b| b.tenant),
                 class: SpendClass::Sandboxes,
             },
         };

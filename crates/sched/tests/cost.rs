@@ -186,13 +186,14 @@ fn committed_first_then_cheapest_allowed_and_spend_is_exact() {
     let d = s.schedule(0);
     assert_eq!(pools_of(&s, &d, WorkloadId(2)), ["p1"]);
     assert_eq!(pools_of(&s, &d, WorkloadId(3)), ["p2"]);
-    // Four sandboxes of 1,000 millicores on the CPU host; two end at 30 min, two at 1 h.
+    // Four sandboxes of 1,000 millicores on the CPU host for b; two end at 30 min, two at 1 h.
     let req = SandboxRequest {
         count: 4,
         cpu_millis: 1_000,
         memory_mib: 1_024,
     };
-    s.place_sandboxes(WorkloadId(9), &req, 0, 0).unwrap();
+    s.place_sandboxes(WorkloadId(9), Some(TenantId(1)), &req, 0, 0)
+        .unwrap();
     s.end_sandboxes(WorkloadId(9), &[0, 1], 1_800).unwrap();
     s.end_sandboxes(WorkloadId(9), &[2, 3], 3_600).unwrap();
     s.finish(WorkloadId(1), 3_600).unwrap();
@@ -213,9 +214,9 @@ fn committed_first_then_cheapest_allowed_and_spend_is_exact() {
             .map(|(t, usd, _)| (t.clone(), *usd))
             .collect::<Vec<_>>(),
         [
-            (None, 80.0 + 3.0),
+            (None, 80.0),
             (Some("a".into()), 80.0),
-            (Some("b".into()), 160.0)
+            (Some("b".into()), 160.0 + 3.0)
         ]
     );
     let by_provider = r.by(|l| l.provider.clone());

@@ -172,7 +172,7 @@ fn run(s: &mut Scheduler, script: &str) -> String {
                     memory_mib: num(4) as u32,
                 };
                 let r = s
-                    .place_sandboxes(WorkloadId(num(1)), &req, num(5) as u32, 0)
+                    .place_sandboxes(WorkloadId(num(1)), None, &req, num(5) as u32, 0)
                     .map(|p| {
                         let runs: Vec<String> = p
                             .runs

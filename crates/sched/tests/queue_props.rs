@@ -220,7 +220,7 @@ impl World {
                 format!(
                     "{:?}",
                     self.s
-                        .place_sandboxes(WorkloadId(self.next), &req, *retries, self.now)
+                        .place_sandboxes(WorkloadId(self.next), None, &req, *retries, self.now)
                 )
             }
             Ev::EndBatch { pick } => {

@@ -816,7 +816,7 @@ impl ControlPlane {
                     return Err(StateError::Refused(format!("no tenant {}", tenant.0)));
                 }
                 self.sched
-                    .place_sandboxes(WorkloadId(*id), request, *max_retries, *at)
+                    .place_sandboxes(WorkloadId(*id), Some(*tenant), request, *max_retries, *at)
                     .map_err(refused)?;
                 self.batches.insert(
                     *id,

@@ -505,10 +505,10 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<Vec<String>, String
     Ok(written)
 }
 
-/// Writes the cost charts of one run: daily spend per provider, idle committed capacity per
-/// provider, and each commitment's pace against its straight line.
-pub fn write_cost_plots(dir: &Path, report: &Report) -> Result<Vec<String>, String> {
-    let c = &report.cost;
+/// Writes the cost charts of a spend summary (a run's, or the live plane's): daily spend per
+/// provider, idle committed capacity per provider, and each commitment's pace against its
+/// straight line.
+pub fn write_cost_plots(dir: &Path, c: &sched::cost::CostSummary) -> Result<Vec<String>, String> {
     let per_day = |rows: &[sched::cost::SpendRow]| -> Vec<(String, Vec<(f64, f64)>)> {
         rows.iter()
             .map(|r| {

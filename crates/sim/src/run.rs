@@ -352,7 +352,8 @@ impl<'a> Sim<'a> {
             .jobs
             .iter()
             .map(|j| &j.tenant)
-            .chain(trace.services.iter().map(|v| &v.tenant));
+            .chain(trace.services.iter().map(|v| &v.tenant))
+            .chain(trace.sandboxes.iter().map(|b| &b.tenant));
         for name in names {
             let next = TenantId(tenant_ids.len() as u32);
             tenant_ids.entry(name.clone()).or_insert(next);
@@ -968,7 +969,13 @@ impl<'a> Sim<'a> {
                 };
                 if self
                     .s
-                    .place_sandboxes(id, &request, batch.max_retries, now)
+                    .place_sandboxes(
+                        id,
+                        self.tenant_ids.get(&batch.tenant).copied(),
+                        &request,
+                        batch.max_retries,
+                        now,
+                    )
                     .is_ok()
                 {
                     break;

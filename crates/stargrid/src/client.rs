@@ -27,6 +27,10 @@ pub enum ClientCommand {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Also write the charts (spend per provider per day, idle committed capacity,
+        /// commitment pace) as PNG files into this folder.
+        #[arg(long)]
+        plots: Option<PathBuf>,
     },
     /// Inference services as a table.
     Services {
@@ -418,12 +422,19 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
                 (s, None) => println!("job {} is {s}", v.id),
             }
         }
-        ClientCommand::Cost { json } => {
+        ClientCommand::Cost { json, plots } => {
             let summary: sched::cost::CostSummary = answer(get(&format!("{base}/v1/cost")).call())?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{}", crate::cost_view::summary(&summary, "so far"));
+            }
+            if let Some(dir) = plots {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let written =
+                    sim::report::write_cost_plots(dir, &summary).map_err(|e| anyhow::anyhow!(e))?;
+                eprintln!("wrote {}", written.join(", "));
             }
         }
         ClientCommand::Nodes => {

@@ -413,8 +413,9 @@ fn write_outputs(out: &Path, reports: &[Report], plots: bool) -> Result<Vec<Stri
     if plots {
         written.extend(sim::report::write_plots(out, reports).map_err(|e| anyhow::anyhow!(e))?);
         if let [one] = reports {
-            written
-                .extend(sim::report::write_cost_plots(out, one).map_err(|e| anyhow::anyhow!(e))?);
+            written.extend(
+                sim::report::write_cost_plots(out, &one.cost).map_err(|e| anyhow::anyhow!(e))?,
+            );
         }
     }
     Ok(written)

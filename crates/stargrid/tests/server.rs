@@ -1180,8 +1180,10 @@ fn the_server_reports_spend_for_what_its_agents_ran() {
     assert!((total - by_provider).abs() < 1e-6 * total.max(1.0));
     assert_eq!(cost["commitments"].as_array().unwrap().len(), 4);
     // The CLI prints the same summary; a tenant token is refused.
+    let plots = dir.path().join("plots");
     let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(["cost", "--server", &url])
+        .args(["cost", "--server", &url, "--plots"])
+        .arg(&plots)
         .env("STARGRID_TOKEN", admin_token(&url))
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -1197,6 +1199,10 @@ fn the_server_reports_spend_for_what_its_agents_ran() {
         "{text}"
     );
     assert!(text.contains("commitments at"), "{text}");
+    for f in ["spend_by_provider.png", "idle_committed.png"] {
+        let png = std::fs::read(plots.join(f)).unwrap();
+        assert_eq!(&png[1..4], b"PNG", "{f}");
+    }
     let tenant: Value = post(&format!("{url}/v1/tokens"))
         .send_json(json!({"role": "tenant", "tenant": "default"}))
         .unwrap()

@@ -7,7 +7,7 @@
 use super::{Decision, SchedError, Scheduler};
 use crate::engine::{Allocation, EngineError, Time};
 use crate::sandbox::SandboxPlacement;
-use model::{NodeId, NodeState, SandboxRequest, WorkloadId};
+use model::{NodeId, NodeState, SandboxRequest, TenantId, WorkloadId};
 use serde::{Deserialize, Serialize};
 
 /// A live batch and its retry budget.
@@ -15,18 +15,28 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct Batch {
     max_retries: u32,
     retries: u32,
+    /// Whose it is (its spend is charged to it).
+    #[serde(default)]
+    pub(crate) tenant: Option<TenantId>,
 }
 
 impl Scheduler {
     /// Places a batch of sandboxes now, or says why not. `max_retries` bounds how many host
-    /// failures the batch survives by moving its sandboxes.
+    /// failures the batch survives by moving its sandboxes; `tenant`, when known, pays for it.
     pub fn place_sandboxes(
         &mut self,
         id: WorkloadId,
+        tenant: Option<TenantId>,
         request: &SandboxRequest,
         max_retries: u32,
         now: Time,
     ) -> Result<SandboxPlacement, SchedError> {
+        if let Some(t) = tenant.filter(|t| t.0 as usize >= self.tenants.len()) {
+            return Err(SchedError::Invalid {
+                field: "tenant",
+                reason: format!("no tenant with id {}", t.0),
+            });
+        }
         request.validate().map_err(|e| SchedError::Invalid {
             field: e.field,
             reason: e.reason,
@@ -55,6 +65,7 @@ impl Scheduler {
             Batch {
                 max_retries,
                 retries: 0,
+                tenant,
             },
         );
         self.charge(id, now);
