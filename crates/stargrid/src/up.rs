@@ -375,6 +375,22 @@ pub fn run(a: &UpArgs) -> Result<()> {
     if let Some(id) = service_id {
         delete_service(&http, &url, &auth, id)?;
     }
+    // What the demo cost at the example prices (`stargrid cost` shows it all).
+    if let Some(c) = http
+        .get(&format!("{url}/v1/cost"))
+        .set("Authorization", &auth)
+        .call()
+        .ok()
+        .and_then(|r| r.into_json::<sched::cost::CostSummary>().ok())
+    {
+        let used = c.total_usd - c.idle_committed_usd;
+        println!(
+            "  spend at example prices since the journal began: {} ({} of it work, {} idle committed capacity)",
+            crate::cost_view::usd(c.total_usd),
+            crate::cost_view::usd(used),
+            crate::cost_view::usd(c.idle_committed_usd)
+        );
+    }
     println!("stopping: agents, then the server");
     agent_stop.store(true, Ordering::Relaxed);
     match agents.join() {
