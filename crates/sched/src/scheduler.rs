@@ -1063,8 +1063,16 @@ impl Scheduler {
         if let Some(j) = self.jobs.get_mut(&id) {
             j.attained_gpu_seconds = j.attained_gpu_seconds.saturating_add(served);
         }
-        let _ = self.engine.release(id);
+        let released = self.engine.release(id).ok();
         self.ledger.release(id, now);
+        if let (Some(sid), Some(Allocation::Gang { slots, .. })) = (
+            self.jobs.get(&id).and_then(|j| j.service),
+            released.as_ref(),
+        ) {
+            if let Some(first) = slots.first() {
+                self.count_replica(sid, first.node, false);
+            }
+        }
         self.running.remove(&id);
         self.running_by_class[class].remove(&id);
         self.stops += 1;
@@ -1514,6 +1522,12 @@ impl Scheduler {
         self.running.insert(id);
         self.changes += 1;
         self.charge(id, now);
+        if let (Some(sid), Some(first)) = (
+            self.jobs.get(&id).and_then(|j| j.service),
+            placement.slots.first(),
+        ) {
+            self.count_replica(sid, first.node, true);
+        }
         out.push(Decision::Start {
             job: id,
             slots: placement.slots,

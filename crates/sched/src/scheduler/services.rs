@@ -8,6 +8,7 @@ use crate::engine::{Allocation, Time};
 use model::{JobSpec, PlacementRule, ServiceSpec, SpreadLevel, TopoId, TopoKind, WorkloadId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Most services one queue holds (ids are `0 .. MAX_SERVICES`).
@@ -20,6 +21,10 @@ pub(crate) struct ServiceState {
     desired: u32,
     replicas: Vec<WorkloadId>,
     next: u64,
+    /// Running replicas per provider (cloud topology node): kept as replicas start and stop,
+    /// so that the provider-span rule costs no walk over the replicas.
+    #[serde(default)]
+    clouds: BTreeMap<TopoId, u32>,
 }
 
 /// What a scaling did.
@@ -80,6 +85,7 @@ impl Scheduler {
                 desired,
                 replicas: Vec::new(),
                 next: 0,
+                clouds: BTreeMap::new(),
             },
         );
         self.reconcile_service(id, now);
@@ -244,6 +250,20 @@ impl Scheduler {
                     return Err(format!("service {sid}: replica {r} is not its job"));
                 }
             }
+            let mut clouds: BTreeMap<TopoId, u32> = BTreeMap::new();
+            for r in &s.replicas {
+                if let Some(Allocation::Gang { slots, .. }) = self.engine.allocation(*r) {
+                    if let Some(c) = slots.first().and_then(|x| self.cloud_of(x.node)) {
+                        *clouds.entry(c).or_default() += 1;
+                    }
+                }
+            }
+            if clouds != s.clouds {
+                return Err(format!(
+                    "service {sid}: replicas per provider {:?}, counted {:?}",
+                    clouds, s.clouds
+                ));
+            }
             let Some(rule) = s.spec.spread else { continue };
             let kind = level_kind(rule.level);
             let mut count: FxHashMap<TopoId, u32> = FxHashMap::default();
@@ -270,6 +290,33 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// The provider (cloud topology node) a node belongs to.
+    pub(crate) fn cloud_of(&self, node: model::NodeId) -> Option<TopoId> {
+        let fleet = self.engine.fleet();
+        let d = fleet.domain_of(node)?;
+        fleet
+            .ancestors(d)
+            .find(|a| fleet.topo_node(*a).kind == TopoKind::Cloud)
+    }
+
+    /// Counts a replica of service `sid` starting (`+1`) or stopping (`-1`) on `node`'s
+    /// provider.
+    pub(crate) fn count_replica(&mut self, sid: u64, node: model::NodeId, starting: bool) {
+        let Some(c) = self.cloud_of(node) else { return };
+        let Some(s) = self.services.get_mut(&sid) else {
+            return;
+        };
+        let n = s.clouds.entry(c).or_default();
+        if starting {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.clouds.remove(&c);
+            }
+        }
     }
 
     /// Where a job may go: its placement rule (providers, regions, spot), and for a replica
@@ -348,7 +395,16 @@ impl Scheduler {
         let want = s.spec.min_providers;
         if want > 1 {
             // Until the replicas span `want` providers, a new one goes to another provider.
-            let used = holders(TopoKind::Cloud);
+            let mut used = s.clouds.clone();
+            if let Some(Allocation::Gang { slots, .. }) = self.engine.allocation(id) {
+                // A running replica asking again (a preemption search) does not count itself.
+                if let Some(c) = slots.first().and_then(|x| self.cloud_of(x.node)) {
+                    if let Some(n) = used.get_mut(&c) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+            }
+            used.retain(|_, n| *n > 0);
             if (used.len() as u32) < want {
                 let mut names: Vec<&str> =
                     used.keys().map(|t| &*fleet.topo_node(*t).name).collect();
