@@ -663,7 +663,7 @@ impl<'a> Sim<'a> {
                     priority: j.priority,
                     gang: self.gang(i as usize),
                     time_limit: j.time_limit.clamp(1, JobSpec::MAX_TIME_LIMIT),
-                    placement: j.placement.clone(),
+                    placement: j.placement.as_deref().cloned().unwrap_or_default(),
                 };
                 self.pending_gpus[self.tenant_of_job[i as usize]] += spec.gang.total_gpus();
                 self.s

@@ -223,10 +223,12 @@ pub fn generate_jobs(spec: &SynthSpec) -> Vec<TraceJob> {
                 time_limit: (duration.div_ceil(3600) * 3600).saturating_mul(6) / 5,
                 checkpoint_interval,
                 // Work that may be preempted may as well run on spot capacity.
-                placement: PlacementRule {
-                    preemptible: priority == PriorityClass::Preemptible,
-                    ..PlacementRule::default()
-                },
+                placement: (priority == PriorityClass::Preemptible).then(|| {
+                    Box::new(PlacementRule {
+                        preemptible: true,
+                        ..PlacementRule::default()
+                    })
+                }),
             }
         })
         .collect();

@@ -59,8 +59,9 @@ pub struct TraceJob {
     pub time_limit: Time,
     /// Seconds of work between checkpoints, if the job checkpoints.
     pub checkpoint_interval: Option<Time>,
-    /// Providers and regions it may use, and whether it may run on spot capacity.
-    pub placement: PlacementRule,
+    /// Providers and regions it may use, and whether it may run on spot capacity (`None`:
+    /// anywhere but spot; boxed, since a trace holds a million jobs and most have no rule).
+    pub placement: Option<Box<PlacementRule>>,
 }
 
 fn is_open(rule: &PlacementRule) -> bool {
@@ -402,7 +403,7 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
                     priority: PriorityClass::Research,
                     time_limit: limit_from(duration),
                     checkpoint_interval: None,
-                    placement: PlacementRule::default(),
+                    placement: None,
                 },
             ))
         })();
@@ -515,7 +516,7 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
                     .unwrap_or_else(|| limit_from(j.duration))
                     .max(1),
                 checkpoint_interval: j.checkpoint_interval,
-                placement: j.placement,
+                placement: (!is_open(&j.placement)).then(|| Box::new(j.placement)),
             }))
         }
         "service" => {
@@ -613,11 +614,11 @@ pub fn write_jsonl(trace: &Trace) -> String {
             "checkpoint_interval": j.checkpoint_interval,
         });
         let mut v = v;
-        if !is_open(&j.placement) {
+        if let Some(rule) = &j.placement {
             if let Some(o) = v.as_object_mut() {
                 o.insert(
                     "placement".into(),
-                    serde_json::to_value(&j.placement).unwrap_or_default(),
+                    serde_json::to_value(rule).unwrap_or_default(),
                 );
             }
         }

@@ -67,7 +67,7 @@ fn job(id: u64, submit: u64, duration: u64, gpus: u32, priority: PriorityClass) 
         priority,
         time_limit: duration * 2,
         checkpoint_interval: Some(600),
-        placement: PlacementRule::default(),
+        placement: None,
     }
 }
 
@@ -173,7 +173,10 @@ fn failover_keeps_the_spread_rule_and_says_what_could_not_move() {
         ("gcp", PricingKind::Committed, 40.0, 2),
     ]);
     let mut pinned = job(10, 0, 4 * 3600, 8, PriorityClass::Training);
-    pinned.placement.providers = vec!["aws".into()];
+    pinned.placement = Some(Box::new(PlacementRule {
+        providers: vec!["aws".into()],
+        ..PlacementRule::default()
+    }));
     let trace = Trace {
         jobs: vec![pinned],
         services: vec![service(1, 2, 1)],

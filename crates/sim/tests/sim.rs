@@ -42,7 +42,7 @@ fn job(id: u64, submit: u64, duration: u64, gpus: u32, limit: u64) -> TraceJob {
         priority: PriorityClass::Research,
         time_limit: limit,
         checkpoint_interval: None,
-        placement: model::PlacementRule::default(),
+        placement: None,
     }
 }
 
