@@ -134,12 +134,6 @@ pub fn parse(file: &str, text: &str) -> Result<CostCatalogue, SourceError> {
     Ok(catalogue)
 }
 
-/// The default catalogue, parsed.
-pub fn default_catalogue() -> CostCatalogue {
-    // The embedded file is checked by a test; an error here would be a build defect.
-    parse("default catalogue", DEFAULT).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -448,8 +448,7 @@ impl Ledger {
                 *per_pool.entry(*p).or_default() += u;
             }
         }
-        for (pool, owner, m) in &self.accounts {
-            let _ = owner;
+        for (pool, _, m) in &self.accounts {
             let left = per_pool.entry(*pool).or_default();
             *left = left.checked_sub(m.units).ok_or_else(|| {
                 format!(
