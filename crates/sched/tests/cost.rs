@@ -102,6 +102,11 @@ fn tenants() -> Vec<TenantSpec> {
         .collect()
 }
 
+/// A queue over a fleet of these pools, with tenants a and b.
+fn queue(pools: &[PoolDef]) -> Scheduler {
+    Scheduler::new(Engine::new(fleet(pools)), tenants(), SchedConfig::default()).unwrap()
+}
+
 fn job(tenant: u32, nodes: u32, placement: PlacementRule) -> JobSpec {
     JobSpec {
         tenant: TenantId(tenant),
@@ -167,12 +172,7 @@ fn standard() -> Vec<PoolDef> {
 
 #[test]
 fn committed_first_then_cheapest_allowed_and_spend_is_exact() {
-    let mut s = Scheduler::new(
-        Engine::new(fleet(&standard())),
-        tenants(),
-        SchedConfig::default(),
-    )
-    .unwrap();
+    let mut s = queue(&standard());
     // Tenant a fills the committed domain; b's ordinary job must pay on-demand (spot is
     // cheaper but it is not preemptible); b's preemptible job takes the spot trays.
     s.submit(WorkloadId(1), job(0, 2, PlacementRule::default()), 0)
@@ -244,12 +244,7 @@ fn committed_first_then_cheapest_allowed_and_spend_is_exact() {
 
 #[test]
 fn spend_is_split_at_midnight_and_undelivered_capacity_is_not_paid_for() {
-    let mut s = Scheduler::new(
-        Engine::new(fleet(&standard())),
-        tenants(),
-        SchedConfig::default(),
-    )
-    .unwrap();
+    let mut s = queue(&standard());
     // The committed trays arrive only at 22:00 on day 0 (a capacity ramp).
     let committed: Vec<model::NodeId> = (0..s.engine().fleet().nodes().len() as u32)
         .map(model::NodeId)
@@ -295,12 +290,7 @@ fn spend_is_split_at_midnight_and_undelivered_capacity_is_not_paid_for() {
 
 #[test]
 fn a_rule_that_leaves_no_room_says_so() {
-    let mut s = Scheduler::new(
-        Engine::new(fleet(&standard())),
-        tenants(),
-        SchedConfig::default(),
-    )
-    .unwrap();
+    let mut s = queue(&standard());
     let rule = PlacementRule {
         exclude_providers: vec!["aws".into(), "gcp".into()],
         ..PlacementRule::default()
@@ -502,12 +492,7 @@ fn replicas(n: u32, min_providers: u32) -> model::ServiceSpec {
 #[test]
 fn services_span_their_providers_and_fail_over_within_the_rule() {
     // Three replicas over three providers of two domains each.
-    let mut s = Scheduler::new(
-        Engine::new(fleet(&three_providers())),
-        tenants(),
-        SchedConfig::default(),
-    )
-    .unwrap();
+    let mut s = queue(&three_providers());
     s.create_service(0, replicas(3, 3), 0).unwrap();
     s.schedule(0);
     assert_eq!(replica_providers(&s), ["aws", "gcp", "oci"]);
@@ -531,12 +516,7 @@ fn services_span_their_providers_and_fail_over_within_the_rule() {
 
     // With two providers wanted, the lost replica moves at once to a provider's second
     // domain.
-    let mut s = Scheduler::new(
-        Engine::new(fleet(&three_providers())),
-        tenants(),
-        SchedConfig::default(),
-    )
-    .unwrap();
+    let mut s = queue(&three_providers());
     s.create_service(0, replicas(2, 2), 0).unwrap();
     s.schedule(0);
     let before = replica_providers(&s);
