@@ -681,12 +681,7 @@ impl Scheduler {
             None => String::new(),
         };
         let tenant = &self.tenants[job.spec.tenant.0 as usize];
-        // A job a pass passed over (its shape had already failed) has no fresh reason.
-        let like = self
-            .last_failed
-            .get(&shape_of(&job.spec))
-            .filter(|(n, _)| job.spec.gang.nodes >= *n)
-            .map(|(_, like)| *like);
+        let like = self.failed_like(job);
         Some(match job.reason.as_ref()? {
             Reason::NotConsidered | Reason::Requeued if like.is_some() => format!(
                 "a job of the same shape ({}) could not be placed in the last pass",
@@ -733,6 +728,15 @@ impl Scheduler {
         })
     }
 
+    /// A job a pass passed over (its shape had already failed) has no fresh reason: the job of
+    /// its shape, no larger, that failed in the last pass.
+    fn failed_like(&self, job: &Job) -> Option<WorkloadId> {
+        self.last_failed
+            .get(&shape_of(&job.spec))
+            .filter(|(n, _)| job.spec.gang.nodes >= *n)
+            .map(|(_, like)| *like)
+    }
+
     /// Like [`Scheduler::pending_reason`], but a job passed over because a job of its shape
     /// failed gets that job's reason (followed a few steps), naming it.
     pub fn pending_root_reason(&self, id: WorkloadId) -> Option<String> {
@@ -741,11 +745,7 @@ impl Scheduler {
             let job = self.jobs.get(&at)?;
             let like = match job.reason.as_ref()? {
                 Reason::SameShape { like, .. } => Some(*like),
-                Reason::NotConsidered | Reason::Requeued => self
-                    .last_failed
-                    .get(&shape_of(&job.spec))
-                    .filter(|(n, _)| job.spec.gang.nodes >= *n)
-                    .map(|(_, like)| *like),
+                Reason::NotConsidered | Reason::Requeued => self.failed_like(job),
                 _ => None,
             };
             match like {
@@ -1140,8 +1140,9 @@ impl Scheduler {
             for n in down_spares {
                 self.engine.drop_spare(id, n);
             }
-            self.charge(id, now);
             if down_active.is_empty() {
+                // Only spares went: it is charged for what it still holds.
+                self.charge(id, now);
                 continue;
             }
             let mut replaced = Vec::new();
