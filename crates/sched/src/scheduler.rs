@@ -17,8 +17,14 @@
 
 use crate::cost::{allocation_units, Ledger, Owner, SpendClass, SpendReport};
 use crate::engine::{Allocation, Engine, EngineError, NodeSlot, Scope, Time};
+mod outcome;
 mod sandboxes;
 mod services;
+
+pub use outcome::{
+    BatchRecord, GangSlots, JobRecord, LiveBatch, LiveJob, Outcome, ReservationChange,
+    ReservationRecord, RestoreError, ServiceRecord,
+};
 
 pub use services::{Scaled, ServiceStatus, MAX_SERVICES};
 
@@ -325,7 +331,7 @@ pub enum Reason {
 }
 
 /// A decision of the queue, for the caller to act on.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "decision")]
 pub enum Decision {
     /// Start the job on these nodes.
@@ -566,6 +572,15 @@ pub struct Scheduler {
     /// Domains each placement rule in use keeps jobs off (a memo, rebuilt as rules arrive).
     #[serde(skip)]
     rule_ranges: FxHashMap<model::PlacementRule, Arc<[(TopoId, TopoId)]>>,
+    /// Workloads a change touched since the last `take_outcome`.
+    #[serde(skip)]
+    touched: BTreeSet<WorkloadId>,
+    /// Services a change touched since the last `take_outcome`.
+    #[serde(skip)]
+    touched_services: BTreeSet<u64>,
+    /// The reservation as the last outcome reported it.
+    #[serde(default)]
+    journaled_reservation: Option<ReservationRecord>,
 }
 
 impl Scheduler {
@@ -654,6 +669,9 @@ impl Scheduler {
             changes: 0,
             ledger,
             rule_ranges: FxHashMap::default(),
+            touched: BTreeSet::new(),
+            touched_services: BTreeSet::new(),
+            journaled_reservation: None,
         })
     }
 
@@ -845,6 +863,7 @@ impl Scheduler {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.touch(id);
         self.jobs.insert(
             id,
             Job {
@@ -975,6 +994,7 @@ impl Scheduler {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.last_checkpoint = Some(now);
         }
+        self.touch(id);
         Ok(())
     }
 
@@ -1004,6 +1024,7 @@ impl Scheduler {
         self.stop(id, now);
         self.jobs.remove(&id);
         self.ended.insert(id, JobState::Finished);
+        self.touch(id);
         Ok(())
     }
 
@@ -1036,6 +1057,7 @@ impl Scheduler {
         self.jobs.remove(&id);
         self.holding.remove(&id);
         self.ended.insert(id, JobState::Cancelled);
+        self.touch(id);
         Ok(())
     }
 
@@ -1045,8 +1067,11 @@ impl Scheduler {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        let state = job.state.clone();
+        self.touch(id);
         // A victim that stops (for whatever reason) is no longer waited for.
-        if let JobState::Preempting { by, .. } = job.state {
+        if let JobState::Preempting { by, .. } = state {
+            self.touch(by);
             if let Some(p) = self.jobs.get_mut(&by) {
                 p.waiting_for.retain(|v| *v != id);
             }
@@ -1077,11 +1102,18 @@ impl Scheduler {
         self.running_by_class[class].remove(&id);
         self.stops += 1;
         self.changes += 1;
-        let t = &mut self.tenants[tenant];
-        t.usage = t.usage.minus(&usage);
+        self.add_usage(tenant, &usage, false);
+    }
+
+    /// Adds (`true`) or takes away a running gang's usage from its tenant and cohort.
+    fn add_usage(&mut self, tenant: usize, usage: &ResourceVec, add: bool) {
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return;
+        };
+        t.usage = if add { t.usage.plus(usage) } else { t.usage.minus(usage) };
         if let Some(c) = t.cohort {
             let c = &mut self.cohorts[c];
-            c.usage = c.usage.minus(&usage);
+            c.usage = if add { c.usage.plus(usage) } else { c.usage.minus(usage) };
         }
     }
 
@@ -1117,6 +1149,7 @@ impl Scheduler {
         self.stops += 1;
         let mut out = Vec::new();
         for id in change.affected {
+            self.touch(id);
             if self.batches.contains_key(&id) {
                 self.recover_batch(id, now, &mut out);
                 continue;
@@ -1423,7 +1456,9 @@ impl Scheduler {
             .collect();
         let deadline = now + self.config.grace_period;
         let mut out = Vec::new();
+        self.touch(id);
         for v in &victims {
+            self.touch(*v);
             self.index_end(*v, false);
             if let Some(j) = self.jobs.get_mut(v) {
                 let since = j.running_since().unwrap_or(now);
@@ -1504,12 +1539,8 @@ impl Scheduler {
                 _ => e,
             })?;
         let usage = ResourceVec::of_gang(&gang);
-        let t = &mut self.tenants[tenant];
-        t.usage = t.usage.plus(&usage);
-        if let Some(c) = t.cohort {
-            let c = &mut self.cohorts[c];
-            c.usage = c.usage.plus(&usage);
-        }
+        self.add_usage(tenant, &usage, true);
+        self.touch(id);
         if let Some(seq) = self.jobs.get(&id).map(|j| j.seq) {
             self.queue_remove(seq, id);
         }
@@ -1741,6 +1772,7 @@ impl Scheduler {
                 let hold = job.hold.clone();
                 let admitted = self.admit(job);
                 self.engine.unhold(&hold);
+                self.touch(id);
                 failed.clear();
                 vain.clear();
                 if let Some(j) = self.jobs.get_mut(&id) {

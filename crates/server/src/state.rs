@@ -1202,6 +1202,37 @@ impl ControlPlane {
             .collect()
     }
 
+    /// What the agents are told to run, node by node, with each job's state: the part of the
+    /// state an upgrade must never change. One line per node with work, then one per job.
+    pub fn placements(&self) -> String {
+        let mut out = String::new();
+        for name in self.up_nodes() {
+            let (tasks, sandboxes) = self.assignments(&name);
+            if tasks.is_empty() && sandboxes.is_empty() {
+                continue;
+            }
+            out.push_str(&name);
+            for t in &tasks {
+                out.push_str(&format!(
+                    " job{}/run{}/rank{} gpus{:?} stop_by{:?};",
+                    t.job, t.run, t.rank, t.gpus, t.stop_by
+                ));
+            }
+            for s in &sandboxes {
+                out.push_str(&format!(" batch{}[{}+{}];", s.batch, s.first, s.count));
+            }
+            out.push('\n');
+        }
+        for (id, m) in &self.jobs {
+            let state = self.job_state(*id).map_or("unknown", state_name);
+            out.push_str(&format!(
+                "job {id} {} {state} restarts {}\n",
+                m.name, m.restarts
+            ));
+        }
+        out
+    }
+
     /// Every task and sandbox node `name` must run now.
     pub fn assignments(&self, name: &str) -> (Vec<Assignment>, Vec<SandboxAssignment>) {
         let engine = self.sched.engine();
@@ -2602,6 +2633,131 @@ mod tests {
         );
         apply(&mut p, Event::Pass { at: 130 });
         journal
+    }
+
+    /// A busier journal for the upgrade fixtures: gangs with spares, a reservation, preemption
+    /// through its grace period, a failed tray replaced by a spare and one requeued, a service
+    /// whose replica exits and is replaced, scaling, sandboxes moved off a failed host, drains,
+    /// checkpoints, cancels and exits.
+    fn upgrade_scenario() -> Vec<Event> {
+        let (mut p, mut journal) = up();
+        let mut apply = |p: &mut ControlPlane, e: Event| {
+            p.apply(&e).unwrap_or_else(|err| panic!("{e:?}: {err}"));
+            journal.push(e);
+        };
+        let job = |name: &str, nodes: u32, priority: &str, spares: u32| SubmitJob {
+            priority: priority.into(),
+            spares,
+            ..req(name, nodes)
+        };
+        for (i, (nodes, priority, spares)) in [
+            (8, "research", 1),
+            (4, "preemptible", 0),
+            (6, "preemptible", 0),
+            (2, "research", 0),
+            (30, "research", 0),
+            (3, "research", 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = p
+                .submit_event(&job(&format!("j{i}"), nodes, priority, spares), 101)
+                .unwrap();
+            apply(&mut p, e);
+        }
+        let e = p.service_event(&service(2), 102).unwrap();
+        apply(&mut p, e);
+        let e = p.sandbox_event(&sandboxes(40), 103).unwrap();
+        apply(&mut p, e);
+        apply(&mut p, Event::Pass { at: 110 });
+        let on = p.job_view(1).unwrap().nodes;
+        apply(&mut p, Event::Checkpoint { job: 1, run: 0, at: 300 });
+        // A tray of the gang with a spare fails: the spare takes its place.
+        apply(&mut p, Event::NodeDown { node: on[2].clone(), at: 400 });
+        apply(&mut p, Event::Pass { at: 401 });
+        // A tray of a gang without spares fails: it is requeued.
+        let on = p.job_view(4).unwrap().nodes;
+        apply(&mut p, Event::NodeDown { node: on[0].clone(), at: 402 });
+        apply(&mut p, Event::Pass { at: 403 });
+        // A host with sandboxes fails: they move.
+        let host = p
+            .up_nodes()
+            .into_iter()
+            .find(|n| !p.assignments(n).1.is_empty())
+            .unwrap();
+        apply(&mut p, Event::NodeDown { node: host, at: 404 });
+        apply(
+            &mut p,
+            Event::SandboxesExited {
+                batch: 7,
+                exited: vec![(0, 0), (1, 3)],
+                at: 405,
+            },
+        );
+        // A replica exits and is replaced; the service is scaled up.
+        let replica = p
+            .up_nodes()
+            .into_iter()
+            .flat_map(|n| p.assignments(&n).0)
+            .find(|t| t.job >= sched::REPLICA_IDS)
+            .unwrap();
+        apply(
+            &mut p,
+            Event::TaskExited {
+                job: replica.job,
+                run: replica.run,
+                rank: 0,
+                code: 1,
+                at: 405,
+            },
+        );
+        apply(&mut p, Event::ServiceScale { id: 1, replicas: 3, at: 406 });
+        apply(&mut p, Event::Pass { at: 407 });
+        // Training work that only preemption makes room for (victims ran past min_runtime).
+        for (i, nodes) in [(0, 12), (1, 4)] {
+            let e = p
+                .submit_event(&job(&format!("t{i}"), nodes, "training", 0), 800)
+                .unwrap();
+            apply(&mut p, e);
+        }
+        apply(&mut p, Event::Pass { at: 801 });
+        apply(&mut p, Event::Cancel { id: 6, at: 850 });
+        let on = p.job_view(1).unwrap().nodes;
+        apply(&mut p, Event::NodeDrain { node: on[0].clone(), drain: true, at: 860 });
+        apply(&mut p, Event::Pass { at: 930 });
+        apply(&mut p, Event::Pass { at: 1000 });
+        // Every rank of a running job exits 0: it finishes.
+        let done = (1..=8)
+            .find(|id| p.job_view(*id).is_some_and(|v| v.state == "running"))
+            .unwrap();
+        let run = p.sched.job(WorkloadId(done)).unwrap().restarts;
+        for rank in 0..p.job_view(done).unwrap().nodes.len() as u32 {
+            apply(
+                &mut p,
+                Event::TaskExited { job: done, run, rank, code: 0, at: 1100 },
+            );
+        }
+        apply(&mut p, Event::Pass { at: 1101 });
+        journal
+    }
+
+    /// Writes the upgrade fixtures when `STARGRID_WRITE_FIXTURES` names a directory.
+    #[test]
+    fn write_upgrade_fixtures() {
+        let Ok(dir) = std::env::var("STARGRID_WRITE_FIXTURES") else {
+            return;
+        };
+        let journal = upgrade_scenario();
+        let numbered = journal.iter().cloned().enumerate().map(|(i, e)| (i as u64 + 1, e));
+        let p = ControlPlane::replay(numbered).unwrap().unwrap();
+        let lines: Vec<String> = journal
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        std::fs::write(format!("{dir}/journal.jsonl"), lines.join("\n") + "\n").unwrap();
+        std::fs::write(format!("{dir}/placements.txt"), p.placements()).unwrap();
+        eprintln!("{}", p.placements());
     }
 
     #[test]

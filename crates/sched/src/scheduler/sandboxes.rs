@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 /// A live batch and its retry budget.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Batch {
-    max_retries: u32,
-    retries: u32,
+    pub(crate) max_retries: u32,
+    pub(crate) retries: u32,
     /// Whose it is (its spend is charged to it).
     #[serde(default)]
     pub(crate) tenant: Option<TenantId>,
@@ -69,6 +69,7 @@ impl Scheduler {
             },
         );
         self.charge(id, now);
+        self.touch(id);
         Ok(placement)
     }
 
@@ -87,6 +88,7 @@ impl Scheduler {
                 field: "indices",
                 reason: e.to_string(),
             })?;
+        self.touch(id);
         for (pool, units) in given_back {
             self.ledger.give_back(id, pool, units, now);
         }
@@ -100,6 +102,7 @@ impl Scheduler {
     /// Ends a whole batch.
     pub fn end_batch(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
         self.batches.remove(&id).ok_or(SchedError::UnknownJob(id))?;
+        self.touch(id);
         let _ = self.engine.release(id);
         self.ledger.release(id, now);
         Ok(())

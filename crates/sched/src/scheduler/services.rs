@@ -17,14 +17,51 @@ pub const MAX_SERVICES: u64 = 1 << 20;
 /// A service and its replicas.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ServiceState {
-    spec: ServiceSpec,
-    desired: u32,
-    replicas: Vec<WorkloadId>,
-    next: u64,
+    pub(crate) spec: ServiceSpec,
+    pub(crate) desired: u32,
+    pub(crate) replicas: Vec<WorkloadId>,
+    pub(crate) next: u64,
     /// Running replicas per provider (cloud topology node): kept as replicas start and stop,
     /// so that the provider-span rule costs no walk over the replicas.
     #[serde(default)]
     clouds: BTreeMap<TopoId, u32>,
+}
+
+impl ServiceState {
+    /// A new service with no replicas yet (wanting its minimum).
+    pub(crate) fn new(spec: ServiceSpec) -> ServiceState {
+        ServiceState {
+            desired: spec.min_replicas,
+            spec,
+            replicas: Vec::new(),
+            next: 0,
+            clouds: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the replica bookkeeping a journal recorded (the per-provider counts follow the
+    /// replicas as they start and stop).
+    pub(crate) fn set_replicas(&mut self, desired: u32, replicas: Vec<WorkloadId>, next: u64) {
+        self.desired = desired;
+        self.replicas = replicas;
+        self.next = next;
+    }
+
+    /// The job each of its replicas is.
+    pub(crate) fn replica_job(&self) -> JobSpec {
+        replica_job(&self.spec)
+    }
+}
+
+/// The job a replica of a service with `spec` is: its shape and rule, no time limit.
+fn replica_job(spec: &ServiceSpec) -> JobSpec {
+    JobSpec {
+        tenant: spec.tenant,
+        priority: spec.priority,
+        gang: spec.replica.clone(),
+        time_limit: NO_LIMIT,
+        placement: spec.placement.clone(),
+    }
 }
 
 /// What a scaling did.
@@ -77,17 +114,7 @@ impl Scheduler {
                 reason: format!("service {id} already exists"),
             });
         }
-        let desired = spec.min_replicas;
-        self.services.insert(
-            id,
-            ServiceState {
-                spec,
-                desired,
-                replicas: Vec::new(),
-                next: 0,
-                clouds: BTreeMap::new(),
-            },
-        );
+        self.services.insert(id, ServiceState::new(spec));
         self.reconcile_service(id, now);
         Ok(())
     }
@@ -107,6 +134,7 @@ impl Scheduler {
         s.desired = desired.clamp(s.spec.min_replicas, s.spec.max_replicas);
         let set = s.desired;
         let stopped = self.reconcile_service(id, now);
+        self.touch_service(id);
         Ok(Scaled {
             desired: set,
             stopped,
@@ -119,6 +147,7 @@ impl Scheduler {
             field: "service",
             reason: format!("no service {id}"),
         })?;
+        self.touch_service(id);
         let mut stopped = Vec::new();
         for r in s.replicas {
             let was_running = self.running.contains(&r);
@@ -159,6 +188,7 @@ impl Scheduler {
     /// cancels pending replicas first, then the newest running ones; returns the running ones
     /// it stopped.
     fn reconcile_service(&mut self, id: u64, now: Time) -> Vec<WorkloadId> {
+        self.touch_service(id);
         let mut stopped = Vec::new();
         let Some(s) = self.services.get(&id) else {
             return stopped;
@@ -183,13 +213,7 @@ impl Scheduler {
             for _ in live.len()..desired {
                 let rid = WorkloadId::replica(id, next);
                 next += 1;
-                let job = JobSpec {
-                    tenant: spec.tenant,
-                    priority: spec.priority,
-                    gang: spec.replica.clone(),
-                    time_limit: NO_LIMIT,
-                    placement: spec.placement.clone(),
-                };
+                let job = replica_job(&spec);
                 if self.enqueue(rid, job, now, Some(id)).is_ok() {
                     keep.push(rid);
                 }

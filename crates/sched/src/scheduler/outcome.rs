@@ -1,0 +1,642 @@
+//! What a change did to the queue, recorded so that it can be done again without deciding.
+//!
+//! A live change runs the queue's policy (a pass, a failure, a scaling, a sandbox placement);
+//! [`Scheduler::take_outcome`] then reports the final state of every workload it touched: each
+//! job's state, nodes and counters, each sandbox batch's sandboxes, each service's replicas,
+//! and the reservation if it moved. Replaying a journal hands that record to
+//! [`Scheduler::restore`] instead of running the policy again, so that the placements after a
+//! restart are the ones the agents were told, whatever rules the running build has.
+//!
+//! What an outcome leaves out is advice, not state: pending reasons, the memory of fruitless
+//! preemption searches, when the next full pass is due. A restored queue rebuilds them at its
+//! next pass.
+
+use super::{sandboxes::Batch, services::ServiceState, JobState, Reason, Reservation, Scheduler};
+use crate::engine::{Allocation, NodeSlot, Time};
+use crate::sandbox::SandboxRun;
+use serde::{Deserialize, Serialize};
+use model::{NodeId, PriorityClass, Resources, SandboxRequest, ServiceSpec, TenantId, WorkloadId};
+
+/// The final state of everything one change touched.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Jobs (service replicas included), by id.
+    pub jobs: Vec<JobRecord>,
+    /// Sandbox batches, by id.
+    pub batches: Vec<BatchRecord>,
+    /// Services, by id.
+    pub services: Vec<ServiceRecord>,
+    /// The reservation, when it changed.
+    pub reservation: Option<ReservationChange>,
+}
+
+impl Outcome {
+    /// Whether the change touched nothing the queue keeps.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+            && self.batches.is_empty()
+            && self.services.is_empty()
+            && self.reservation.is_none()
+    }
+}
+
+/// A job after the change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum JobRecord {
+    /// Pending, running or being preempted.
+    Live(LiveJob),
+    /// Finished or cancelled: it leaves the queue.
+    Ended {
+        /// The job.
+        id: WorkloadId,
+        /// `Finished` or `Cancelled`.
+        state: JobState,
+    },
+}
+
+impl JobRecord {
+    /// The job's id.
+    pub fn id(&self) -> WorkloadId {
+        match self {
+            JobRecord::Live(j) => j.id,
+            JobRecord::Ended { id, .. } => *id,
+        }
+    }
+}
+
+/// A live job's state, nodes and counters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveJob {
+    /// The job.
+    pub id: WorkloadId,
+    /// Pending, running (since when) or preempting (until when, for whom).
+    pub state: JobState,
+    /// Its nodes, while it runs.
+    pub gang: Option<GangSlots>,
+    /// Times it was requeued or restarted in place.
+    pub restarts: u32,
+    /// Times it was preempted.
+    pub preemptions: u32,
+    /// Admitted on quota borrowed from its cohort.
+    pub borrowed: bool,
+    /// GPU-hours of its work lost to preemption and failures.
+    pub lost_gpu_hours: f64,
+    /// GPU-seconds of service it received in runs that ended.
+    pub attained_gpu_seconds: u64,
+    /// Its last checkpoint.
+    pub last_checkpoint: Option<Time>,
+    /// Nodes held for it while its victims stop.
+    pub hold: Vec<NodeId>,
+    /// Victims it waits for.
+    pub waiting_for: Vec<WorkloadId>,
+    /// The service it is a replica of.
+    pub service: Option<u64>,
+}
+
+/// Where a running gang is: exactly what the engine handed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GangSlots {
+    /// One slot per rank.
+    pub slots: Vec<NodeSlot>,
+    /// Idle spares held in its domains.
+    pub spares: Vec<NodeSlot>,
+    /// CPU and memory taken on each node (the devices follow from the request).
+    pub per_node: Resources,
+    /// When it was placed.
+    pub placed_at: Time,
+}
+
+/// A sandbox batch after the change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BatchRecord {
+    /// Some of its sandboxes live.
+    Live(LiveBatch),
+    /// Its last sandbox ended, or it was cancelled.
+    Ended {
+        /// The batch.
+        id: WorkloadId,
+    },
+}
+
+impl BatchRecord {
+    /// The batch's id.
+    pub fn id(&self) -> WorkloadId {
+        match self {
+            BatchRecord::Live(b) => b.id,
+            BatchRecord::Ended { id } => *id,
+        }
+    }
+}
+
+/// A live batch: its sandboxes, hosts and retry budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveBatch {
+    /// The batch.
+    pub id: WorkloadId,
+    /// Who pays for it.
+    pub tenant: Option<TenantId>,
+    /// How many sandboxes, how big.
+    pub request: SandboxRequest,
+    /// Host failures it may survive by moving.
+    pub max_retries: u32,
+    /// Host failures it survived so far.
+    pub retries: u32,
+    /// Consecutive sandbox indices per host.
+    pub runs: Vec<SandboxRun>,
+    /// Bit i set: sandbox i is live.
+    pub live: Vec<u64>,
+    /// When it was placed.
+    pub placed_at: Time,
+}
+
+/// A service after the change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ServiceRecord {
+    /// It exists with these replicas.
+    Live {
+        /// The service.
+        id: u64,
+        /// Its spec (replica shape, bounds, spread).
+        spec: ServiceSpec,
+        /// Replicas wanted.
+        desired: u32,
+        /// Its replica jobs, oldest first.
+        replicas: Vec<WorkloadId>,
+        /// Index of its next new replica.
+        next: u64,
+    },
+    /// It was deleted.
+    Deleted {
+        /// The service.
+        id: u64,
+    },
+}
+
+/// A change of the reservation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReservationChange {
+    /// Nodes are held for a job from its earliest start.
+    Set(ReservationRecord),
+    /// No job holds a reservation.
+    Cleared,
+}
+
+/// The reservation: nodes held for one job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    /// The job.
+    pub job: WorkloadId,
+    /// Its earliest start.
+    pub start: Time,
+    /// The nodes held.
+    pub nodes: Vec<NodeId>,
+    /// The job's class (a higher one takes the reservation over).
+    pub priority: PriorityClass,
+    /// When it was worked out.
+    pub computed_at: Time,
+}
+
+/// Why an outcome cannot be restored: the journal does not fit the state it is replayed onto.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot restore {what}: {reason}")]
+pub struct RestoreError {
+    /// The workload or service.
+    pub what: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn restore_error(what: impl std::fmt::Display, reason: impl Into<String>) -> RestoreError {
+    RestoreError {
+        what: what.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Scheduler {
+    /// Notes that a change touched workload `id` (its record goes into the next outcome).
+    pub(crate) fn touch(&mut self, id: WorkloadId) {
+        self.touched.insert(id);
+    }
+
+    /// Notes that a change touched service `id`.
+    pub(crate) fn touch_service(&mut self, id: u64) {
+        self.touched_services.insert(id);
+    }
+
+    /// The final state of everything touched since the last call, and the reservation if it
+    /// changed since then.
+    pub fn take_outcome(&mut self) -> Outcome {
+        let mut out = Outcome::default();
+        for id in std::mem::take(&mut self.touched) {
+            if let Some(j) = self.jobs.get(&id) {
+                let gang = match self.engine.allocation(id) {
+                    Some(Allocation::Gang {
+                        slots,
+                        spares,
+                        per_node,
+                        placed_at,
+                        ..
+                    }) if j.running_since().is_some() => Some(GangSlots {
+                        slots: slots.clone(),
+                        spares: spares.clone(),
+                        per_node: *per_node,
+                        placed_at: *placed_at,
+                    }),
+                    _ => None,
+                };
+                out.jobs.push(JobRecord::Live(LiveJob {
+                    id,
+                    state: j.state.clone(),
+                    gang,
+                    restarts: j.restarts,
+                    preemptions: j.preemptions,
+                    borrowed: j.borrowed,
+                    lost_gpu_hours: j.lost_gpu_hours,
+                    attained_gpu_seconds: j.attained_gpu_seconds,
+                    last_checkpoint: j.last_checkpoint,
+                    hold: j.hold.clone(),
+                    waiting_for: j.waiting_for.clone(),
+                    service: j.service,
+                }));
+            } else if let Some(state) = self.ended.get(&id) {
+                out.jobs.push(JobRecord::Ended {
+                    id,
+                    state: state.clone(),
+                });
+            } else if let Some(b) = self.batches.get(&id) {
+                if let Some(Allocation::Sandboxes {
+                    request,
+                    runs,
+                    live,
+                    placed_at,
+                    ..
+                }) = self.engine.allocation(id)
+                {
+                    out.batches.push(BatchRecord::Live(LiveBatch {
+                        id,
+                        tenant: b.tenant,
+                        request: request.clone(),
+                        max_retries: b.max_retries,
+                        retries: b.retries,
+                        runs: runs.clone(),
+                        live: live.clone(),
+                        placed_at: *placed_at,
+                    }));
+                }
+            } else {
+                out.batches.push(BatchRecord::Ended { id });
+            }
+        }
+        for id in std::mem::take(&mut self.touched_services) {
+            out.services.push(match self.services.get(&id) {
+                Some(s) => ServiceRecord::Live {
+                    id,
+                    spec: s.spec.clone(),
+                    desired: s.desired,
+                    replicas: s.replicas.clone(),
+                    next: s.next,
+                },
+                None => ServiceRecord::Deleted { id },
+            });
+        }
+        let now = self.reservation.as_ref().map(|r| ReservationRecord {
+            job: r.job,
+            start: r.start,
+            nodes: r.nodes.clone(),
+            priority: r.priority,
+            computed_at: r.computed_at,
+        });
+        if now != self.journaled_reservation {
+            out.reservation = Some(match &now {
+                Some(r) => ReservationChange::Set(r.clone()),
+                None => ReservationChange::Cleared,
+            });
+            self.journaled_reservation = now;
+        }
+        out
+    }
+
+    /// Brings every workload an outcome names to the state it records, without deciding
+    /// anything: releases first, then placements, so the engine is never over-committed. On
+    /// error the queue may be half-restored; the caller stops (the journal does not fit).
+    pub fn restore(&mut self, o: &Outcome, now: Time) -> Result<(), RestoreError> {
+        // Releases: what runs elsewhere or no longer runs, holds that change, the reservation.
+        for rec in &o.jobs {
+            let id = rec.id();
+            let Some(j) = self.jobs.get(&id) else {
+                continue;
+            };
+            let keep_gang = match (rec, self.engine.allocation(id)) {
+                (JobRecord::Live(l), Some(a)) => {
+                    l.gang.as_ref().is_some_and(|g| g.same_as(a)) && j.running_since().is_some()
+                }
+                _ => false,
+            };
+            let pending = j.state == JobState::Pending;
+            let (seq, hold) = (j.seq, j.hold.clone());
+            self.index_end(id, false);
+            if self.running.contains(&id) && !keep_gang {
+                self.release_gang(id, now);
+            }
+            let stays_pending =
+                matches!(rec, JobRecord::Live(l) if l.state == JobState::Pending);
+            if pending && !stays_pending {
+                self.queue_remove(seq, id);
+            }
+            let new_hold = match rec {
+                JobRecord::Live(l) => l.hold.as_slice(),
+                JobRecord::Ended { .. } => &[],
+            };
+            if hold.as_slice() != new_hold {
+                self.engine.unhold(&hold);
+                self.holding.remove(&id);
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.hold.clear();
+                }
+            }
+        }
+        for rec in &o.batches {
+            let id = rec.id();
+            let keep = match (rec, self.engine.allocation(id)) {
+                (BatchRecord::Live(b), Some(a)) => b.same_as(a),
+                _ => false,
+            };
+            if !keep && self.engine.allocation(id).is_some() {
+                let _ = self.engine.release(id);
+            }
+        }
+        if o.reservation.is_some() {
+            if let Some(r) = self.reservation.take() {
+                self.engine.unhold(&r.nodes);
+            }
+        }
+        // Services first: new replicas take their shape from their service.
+        for rec in &o.services {
+            self.restore_service(rec, now);
+        }
+        for rec in &o.jobs {
+            self.restore_job(rec, now)?;
+        }
+        for rec in &o.batches {
+            self.restore_batch(rec, now)?;
+        }
+        if let Some(change) = &o.reservation {
+            let set = match change {
+                ReservationChange::Set(r) => Some(r.clone()),
+                ReservationChange::Cleared => None,
+            };
+            if let Some(r) = &set {
+                self.engine.hold(&r.nodes);
+                self.reservation = Some(Reservation {
+                    job: r.job,
+                    start: r.start,
+                    nodes: r.nodes.clone(),
+                    stops_at: self.stops,
+                    priority: r.priority,
+                    computed_at: r.computed_at,
+                });
+                self.last_reserved = Some((r.job, r.start, r.nodes.clone()));
+            }
+            self.journaled_reservation = set;
+        }
+        if !o.is_empty() {
+            self.stops += 1;
+            self.changes += 1;
+        }
+        // Restoring is not a change of its own.
+        self.touched.clear();
+        self.touched_services.clear();
+        Ok(())
+    }
+
+    fn restore_service(&mut self, rec: &ServiceRecord, _now: Time) {
+        match rec {
+            ServiceRecord::Live {
+                id,
+                spec,
+                desired,
+                replicas,
+                next,
+            } => {
+                self.prepare_rule(&spec.placement);
+                let s = self
+                    .services
+                    .entry(*id)
+                    .or_insert_with(|| ServiceState::new(spec.clone()));
+                s.set_replicas(*desired, replicas.clone(), *next);
+            }
+            ServiceRecord::Deleted { id } => {
+                self.services.remove(id);
+            }
+        }
+    }
+
+    fn restore_job(&mut self, rec: &JobRecord, now: Time) -> Result<(), RestoreError> {
+        let l = match rec {
+            JobRecord::Ended { id, state } => {
+                self.jobs.remove(id);
+                self.holding.remove(id);
+                self.ended.insert(*id, state.clone());
+                return Ok(());
+            }
+            JobRecord::Live(l) => l,
+        };
+        let id = l.id;
+        if !self.jobs.contains_key(&id) {
+            // A replica the record's change created.
+            let spec = l
+                .service
+                .and_then(|s| self.services.get(&s))
+                .map(|s| s.replica_job())
+                .ok_or_else(|| restore_error(id, "no such job, and no service it belongs to"))?;
+            self.enqueue(id, spec, now, l.service)
+                .map_err(|e| restore_error(id, e.to_string()))?;
+            if l.state != JobState::Pending {
+                if let Some(seq) = self.jobs.get(&id).map(|j| j.seq) {
+                    self.queue_remove(seq, id);
+                }
+            }
+        }
+        let was_pending_in_queue = self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| self.pending.contains_key(&(j.seq, id)));
+        let tenant = {
+            let Some(j) = self.jobs.get_mut(&id) else {
+                return Err(restore_error(id, "vanished while restored"));
+            };
+            let lost_before = j.lost_gpu_hours;
+            if j.state != JobState::Pending && l.state == JobState::Pending {
+                j.reason = Some(Reason::Requeued);
+            }
+            j.state = l.state.clone();
+            j.restarts = l.restarts;
+            j.preemptions = l.preemptions;
+            j.borrowed = l.borrowed;
+            j.lost_gpu_hours = l.lost_gpu_hours;
+            j.attained_gpu_seconds = l.attained_gpu_seconds;
+            j.last_checkpoint = l.last_checkpoint;
+            j.waiting_for = l.waiting_for.clone();
+            j.service = l.service;
+            (j.spec.tenant.0 as usize, l.lost_gpu_hours - lost_before)
+        };
+        if let Some(t) = self.tenants.get_mut(tenant.0) {
+            t.lost_gpu_hours += tenant.1;
+        }
+        let held = self.jobs.get(&id).is_some_and(|j| !j.hold.is_empty());
+        if !held && !l.hold.is_empty() {
+            self.engine.hold(&l.hold);
+            self.holding.insert(id);
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.hold = l.hold.clone();
+            }
+        }
+        match (&l.state, &l.gang) {
+            (JobState::Pending, _) => {
+                if !was_pending_in_queue {
+                    self.queue_insert(id);
+                }
+            }
+            (JobState::Running { .. } | JobState::Preempting { .. }, Some(g)) => {
+                if !self.running.contains(&id) {
+                    self.take_gang(id, g, now)?;
+                }
+                if let JobState::Preempting { deadline, .. } = l.state {
+                    self.preempting.insert((deadline, id));
+                }
+                self.index_end(id, true);
+            }
+            (state, _) => {
+                return Err(restore_error(
+                    id,
+                    format!("state {state:?} without the nodes it runs on"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_batch(&mut self, rec: &BatchRecord, now: Time) -> Result<(), RestoreError> {
+        match rec {
+            BatchRecord::Ended { id } => {
+                if self.batches.remove(id).is_some() {
+                    let _ = self.engine.release(*id);
+                    self.ledger.release(*id, now);
+                }
+            }
+            BatchRecord::Live(b) => {
+                if self.engine.allocation(b.id).is_none() {
+                    let live_count = b.live.iter().map(|w| w.count_ones()).sum();
+                    self.engine
+                        .reinstate(
+                            b.id,
+                            Allocation::Sandboxes {
+                                request: b.request.clone(),
+                                runs: b.runs.clone(),
+                                live: b.live.clone(),
+                                live_count,
+                                placed_at: b.placed_at,
+                            },
+                        )
+                        .map_err(|e| restore_error(b.id, e.to_string()))?;
+                }
+                self.batches.insert(
+                    b.id,
+                    Batch {
+                        max_retries: b.max_retries,
+                        retries: b.retries,
+                        tenant: b.tenant,
+                    },
+                );
+                self.charge(b.id, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back a running job's nodes and usage (its state is set by the caller).
+    fn release_gang(&mut self, id: WorkloadId, now: Time) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let usage = model::ResourceVec::of_gang(&job.spec.gang);
+        let (tenant, class, service) = (
+            job.spec.tenant.0 as usize,
+            job.spec.priority as usize,
+            job.service,
+        );
+        let released = self.engine.release(id).ok();
+        self.ledger.release(id, now);
+        if let (Some(sid), Some(Allocation::Gang { slots, .. })) = (service, released.as_ref()) {
+            if let Some(first) = slots.first() {
+                self.count_replica(sid, first.node, false);
+            }
+        }
+        self.running.remove(&id);
+        self.running_by_class[class].remove(&id);
+        self.add_usage(tenant, &usage, false);
+    }
+
+    /// Gives a job the nodes a record names, with its usage and charge.
+    fn take_gang(&mut self, id: WorkloadId, g: &GangSlots, now: Time) -> Result<(), RestoreError> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Err(restore_error(id, "no such job"));
+        };
+        let request = job.spec.gang.clone();
+        let usage = model::ResourceVec::of_gang(&request);
+        let (tenant, class, service) = (
+            job.spec.tenant.0 as usize,
+            job.spec.priority as usize,
+            job.service,
+        );
+        // The devices per node follow from the request; the record says the CPU and memory.
+        let per_node = Resources {
+            gpu_model: Some(request.gpu),
+            gpus: request.gpus_per_node,
+            cpu_millis: g.per_node.cpu_millis,
+            memory_mib: g.per_node.memory_mib,
+            disk_gib: 0,
+        };
+        self.engine
+            .reinstate(
+                id,
+                Allocation::Gang {
+                    request,
+                    slots: g.slots.clone(),
+                    spares: g.spares.clone(),
+                    per_node,
+                    placed_at: g.placed_at,
+                },
+            )
+            .map_err(|e| restore_error(id, e.to_string()))?;
+        self.running.insert(id);
+        self.running_by_class[class].insert(id);
+        self.add_usage(tenant, &usage, true);
+        self.charge(id, now);
+        if let (Some(sid), Some(first)) = (service, g.slots.first()) {
+            self.count_replica(sid, first.node, true);
+        }
+        Ok(())
+    }
+}
+
+impl GangSlots {
+    /// Whether the engine's allocation is exactly this one.
+    fn same_as(&self, a: &Allocation) -> bool {
+        matches!(a, Allocation::Gang { slots, spares, per_node, placed_at, .. }
+            if *slots == self.slots && *spares == self.spares
+                && per_node.cpu_millis == self.per_node.cpu_millis
+                && per_node.memory_mib == self.per_node.memory_mib
+                && *placed_at == self.placed_at)
+    }
+}
+
+impl LiveBatch {
+    /// Whether the engine's allocation is exactly this one.
+    fn same_as(&self, a: &Allocation) -> bool {
+        matches!(a, Allocation::Sandboxes { request, runs, live, placed_at, .. }
+            if *request == self.request && *runs == self.runs
+                && *live == self.live && *placed_at == self.placed_at)
+    }
+}
