@@ -338,11 +338,6 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn encode(e: &Event) -> Vec<u8> {
-    // Events are plain data; encoding cannot fail.
-    serde_json::to_vec(e).unwrap_or_default()
-}
-
 /// The journal could not commit what memory already holds: stop, and let a restart replay.
 fn fail_stop(e: store::StoreError) -> ! {
     tracing::error!("journal commit failed, stopping: {e}");
@@ -384,20 +379,39 @@ impl Server {
         }
         let mut after = from_snapshot.unwrap_or(0);
         let mut replayed = 0u64;
+        let mut migrated = Vec::new();
         loop {
             let chunk = journal.read_after(after, 10_000)?;
             if chunk.is_empty() {
                 break;
             }
             for r in chunk {
-                let e: Event = serde_json::from_slice(&r.body).map_err(|e| StartError::Decode {
+                let stored = crate::journal::decode(&r.body).map_err(|e| StartError::Decode {
                     seq: r.seq,
                     reason: e.to_string(),
                 })?;
-                ControlPlane::replay_one(&mut plane, r.seq, &e)?;
+                let inputs_only = matches!(stored, crate::journal::Stored::Inputs(_));
+                let record = ControlPlane::replay_one(&mut plane, r.seq, stored)?;
+                // A record of format 0 is rewritten in the current format, with the decisions
+                // this build made for it.
+                if let (true, Some(record), Some(p)) = (inputs_only, record, plane.as_ref()) {
+                    migrated.push(store::Record {
+                        seq: r.seq,
+                        body: p.encode(&record),
+                    });
+                }
                 after = r.seq;
                 replayed += 1;
             }
+        }
+        if !migrated.is_empty() {
+            let count = migrated.len();
+            journal.rewrite(migrated).wait()?;
+            tracing::warn!(count, "journal records of format 0 rewritten in format 1");
+            eprintln!(
+                "stargrid server: {count} journal records written by an older build were upgraded to format {}",
+                crate::journal::FORMAT
+            );
         }
         let plane = match plane {
             Some(p) => p,
@@ -420,7 +434,12 @@ impl Server {
                     commitments,
                 };
                 let plane = ControlPlane::new(&init)?;
-                journal.append(vec![encode(&init)]).wait()?;
+                let record = crate::journal::Record {
+                    event: init,
+                    decisions: Vec::new(),
+                    outcome: Default::default(),
+                };
+                journal.append(vec![plane.encode(&record)]).wait()?;
                 plane
             }
         };
@@ -516,12 +535,13 @@ impl Server {
             let mut p = self.plane();
             let at = p.stamp(unix_now());
             let event = make(&p, at)?;
-            if let Err(e) = p.apply(&event) {
-                return Err(Refusal::new(refused, field, e.to_string()));
-            }
+            let record = match p.apply(&event) {
+                Ok(r) => r,
+                Err(e) => return Err(Refusal::new(refused, field, e.to_string())),
+            };
             // Taken with the event, so that publishing needs no second turn at the lock.
             let changed = p.take_changed_nodes();
-            (self.journal.append(vec![encode(&event)]), event, changed)
+            (self.journal.append(vec![p.encode(&record)]), event, changed)
         };
         self.wake.notify_one();
         match pending.done().await {
@@ -554,12 +574,15 @@ impl Server {
                 return false;
             }
             let e = Event::Pass { at };
-            if let Err(err) = p.apply(&e) {
-                tracing::error!("pass refused: {err}");
-                return false;
-            }
+            let record = match p.apply(&e) {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::error!("pass refused: {err}");
+                    return false;
+                }
+            };
             *last_pass = at;
-            self.journal.append(vec![encode(&e)])
+            self.journal.append(vec![p.encode(&record)])
         };
         if let Err(e) = pending.done().await {
             fail_stop(e);
@@ -619,8 +642,8 @@ impl Server {
             for node in silent {
                 tracing::warn!(%node, "no heartbeat: node down");
                 let e = Event::NodeDown { node, at };
-                if p.apply(&e).is_ok() {
-                    records.push(encode(&e));
+                if let Ok(record) = p.apply(&e) {
+                    records.push(p.encode(&record));
                 }
             }
             self.journal.append(records)
@@ -802,7 +825,7 @@ fn issue_first_admin_token(
         at: plane.now(),
         expires_at: None,
     };
-    plane.apply(&event)?;
+    let record = plane.apply(&event)?;
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -815,7 +838,7 @@ fn issue_first_admin_token(
             .map_err(|e| err(e.to_string()))?;
         writeln!(f, "{token}").map_err(|e| err(e.to_string()))?;
     }
-    journal.append(vec![encode(&event)]).wait()?;
+    journal.append(vec![plane.encode(&record)]).wait()?;
     Ok(())
 }
 
@@ -1040,10 +1063,11 @@ async fn cancel_job(
             id,
             at: p.stamp(unix_now()),
         };
-        if let Err(e) = p.apply(&event) {
-            return problem(StatusCode::CONFLICT, "id", e.to_string());
-        }
-        server.journal.append(vec![encode(&event)])
+        let record = match p.apply(&event) {
+            Ok(r) => r,
+            Err(e) => return problem(StatusCode::CONFLICT, "id", e.to_string()),
+        };
+        server.journal.append(vec![p.encode(&record)])
     };
     server.wake.notify_one();
     if let Err(e) = pending.done().await {
@@ -1136,8 +1160,8 @@ async fn heartbeat(State(server): State<Arc<Server>>, headers: HeaderMap, body: 
         };
         let mut records = Vec::new();
         for e in &events {
-            if p.apply(e).is_ok() {
-                records.push(encode(e));
+            if let Ok(record) = p.apply(e) {
+                records.push(p.encode(&record));
             }
         }
         server.seen().insert(hb.node.clone(), Instant::now());

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod http;
+pub mod journal;
 pub mod state;
 
 pub use http::{router, serve, token_hash, ApiDoc, Config, Server, StartError};

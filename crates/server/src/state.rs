@@ -16,6 +16,7 @@ use model::{
     WorkloadClass, WorkloadId,
 };
 use sched::{Allocation, Decision, Engine, JobState, SchedConfig, Scheduler, Scope};
+use crate::journal::{Record, Stored};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -227,7 +228,7 @@ pub enum StateError {
 }
 
 /// The snapshot encoding's version; a build reads only its own (and replays otherwise).
-const SNAPSHOT_FORMAT: u32 = 2;
+const SNAPSHOT_FORMAT: u32 = 3;
 
 /// An issued token, as the journal keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,6 +381,17 @@ pub struct ControlPlane {
     drained: BTreeSet<NodeId>,
     /// Commitments the spend is measured against (from `Init`).
     commitments: Vec<model::commitment::Commitment>,
+    /// The record being replayed, while one is.
+    #[serde(skip)]
+    replaying: Option<Replaying>,
+}
+
+/// A journal record being replayed: its outcome is restored at the first step of the event
+/// that would decide something.
+#[derive(Clone)]
+struct Replaying {
+    record: Record,
+    restored: bool,
 }
 
 /// The API's name of a queue state.
@@ -523,28 +535,32 @@ impl ControlPlane {
             placed: HashMap::new(),
             changed: Vec::new(),
             drained: BTreeSet::new(),
+            replaying: None,
         })
     }
 
     /// Rebuilds the state from a whole journal (`Init` first).
     pub fn replay(
-        events: impl IntoIterator<Item = (u64, Event)>,
+        records: impl IntoIterator<Item = (u64, Stored)>,
     ) -> Result<Option<ControlPlane>, StateError> {
         let mut plane = None;
-        for (seq, e) in events {
-            ControlPlane::replay_one(&mut plane, seq, &e)?;
+        for (seq, r) in records {
+            ControlPlane::replay_one(&mut plane, seq, r)?;
         }
         Ok(plane)
     }
 
     /// Applies journal record `seq` during replay: `Init` makes the state; every other record
-    /// must be the next one after the state's (after a snapshot, replay starts there).
+    /// must be the next one after the state's (after a snapshot, replay starts there). A record
+    /// of the current format is restored as recorded, never decided again; a version-0 record
+    /// (an input alone) is decided with this build's rules, and the record that makes is
+    /// returned so that the caller can rewrite the journal (see [`crate::journal`]).
     pub fn replay_one(
         plane: &mut Option<ControlPlane>,
         seq: u64,
-        e: &Event,
-    ) -> Result<(), StateError> {
-        match plane {
+        stored: Stored,
+    ) -> Result<Option<Record>, StateError> {
+        let record = match plane {
             None => {
                 if seq != 1 {
                     return Err(StateError::Sequence(
@@ -552,10 +568,24 @@ impl ControlPlane {
                         "the journal does not start at record 1".into(),
                     ));
                 }
-                *plane = Some(ControlPlane::new(e)?);
+                let event = match stored {
+                    Stored::Inputs(e) => e,
+                    Stored::V1(r) => r.event,
+                };
+                *plane = Some(ControlPlane::new(&event)?);
+                Some(Record {
+                    event,
+                    decisions: Vec::new(),
+                    outcome: sched::Outcome::default(),
+                })
             }
             Some(p) => {
-                if matches!(e, Event::Init { .. }) {
+                let at = |err: StateError| StateError::Sequence(seq, format!("does not apply: {err}"));
+                let event = match &stored {
+                    Stored::Inputs(e) => e,
+                    Stored::V1(r) => &r.event,
+                };
+                if matches!(event, Event::Init { .. }) {
                     return Err(StateError::Sequence(seq, "a second Init".into()));
                 }
                 if seq != p.seq + 1 {
@@ -564,13 +594,27 @@ impl ControlPlane {
                         format!("expected record {} next", p.seq + 1),
                     ));
                 }
-                p.apply(e)
-                    .map_err(|err| StateError::Sequence(seq, format!("does not apply: {err}")))?;
+                let migrated = match stored {
+                    Stored::Inputs(e) => Some(p.apply(&e).map_err(at)?),
+                    Stored::V1(r) => {
+                        let record = crate::journal::Codec::new(p.sched.engine().fleet())
+                            .load(r)
+                            .map_err(|e| StateError::Sequence(seq, e.to_string()))?;
+                        p.apply_recorded(&record).map_err(at)?;
+                        None
+                    }
+                };
                 // Agents hear of changes made while the server runs, not of history.
                 p.changed.clear();
+                migrated
             }
-        }
-        Ok(())
+        };
+        Ok(record)
+    }
+
+    /// The bytes of a record, in the journal's current format.
+    pub fn encode(&self, record: &Record) -> Vec<u8> {
+        crate::journal::encode(&crate::journal::Codec::new(self.sched.engine().fleet()).store(record))
     }
 
     /// The journal record of the last event applied.
@@ -619,9 +663,79 @@ impl ControlPlane {
         self.now
     }
 
-    /// Applies one event. On error nothing changed. Notes the nodes whose assignments it
-    /// changed (see `take_changed_nodes`).
-    pub fn apply(&mut self, e: &Event) -> Result<Vec<Decision>, StateError> {
+    /// Applies one new event, deciding what it leads to with this build's rules; returns the
+    /// journal record (the event, the decisions, their outcome). On error nothing changed.
+    /// Notes the nodes whose assignments it changed (see `take_changed_nodes`).
+    pub fn apply(&mut self, e: &Event) -> Result<Record, StateError> {
+        self.replaying = None;
+        let decisions = self.apply_noting_changes(e)?;
+        Ok(Record {
+            event: e.clone(),
+            decisions,
+            outcome: self.sched.take_outcome(),
+        })
+    }
+
+    /// Applies a journaled record: the queue is brought to its recorded outcome, nothing is
+    /// decided again.
+    pub fn apply_recorded(&mut self, r: &Record) -> Result<(), StateError> {
+        self.replaying = Some(Replaying {
+            record: r.clone(),
+            restored: false,
+        });
+        let result = self.apply_noting_changes(&r.event).and_then(|_| self.restore_once());
+        self.replaying = None;
+        // Whatever the replay's own steps touched is in the record already.
+        let _ = self.sched.take_outcome();
+        result
+    }
+
+    /// During replay, brings the queue to the recorded outcome (once per record); live, does
+    /// nothing.
+    fn restore_once(&mut self) -> Result<(), StateError> {
+        let Some(r) = self.replaying.as_mut() else {
+            return Ok(());
+        };
+        if r.restored {
+            return Ok(());
+        }
+        r.restored = true;
+        let at = r.record.event.at();
+        self.sched
+            .restore(&r.record.outcome, at)
+            .map_err(|e| StateError::Refused(e.to_string()))
+    }
+
+    /// Runs the queue's policy (`live`) on a new event; during replay restores the recorded
+    /// outcome instead.
+    fn decide<T: Default>(
+        &mut self,
+        live: impl FnOnce(&mut Scheduler) -> Result<T, sched::SchedError>,
+    ) -> Result<T, StateError> {
+        if self.replaying.is_some() {
+            self.restore_once()?;
+            return Ok(T::default());
+        }
+        live(&mut self.sched).map_err(|e| StateError::Refused(e.to_string()))
+    }
+
+    /// [`Self::decide`] for policies that return decisions: during replay, the recorded ones.
+    fn decisions(
+        &mut self,
+        live: impl FnOnce(&mut Scheduler) -> Vec<Decision>,
+    ) -> Result<Vec<Decision>, StateError> {
+        if self.replaying.is_some() {
+            self.restore_once()?;
+            return Ok(self
+                .replaying
+                .as_ref()
+                .map(|r| r.record.decisions.clone())
+                .unwrap_or_default());
+        }
+        Ok(live(&mut self.sched))
+    }
+
+    fn apply_noting_changes(&mut self, e: &Event) -> Result<Vec<Decision>, StateError> {
         let service = match e {
             Event::ServiceScale { id, .. } | Event::ServiceDelete { id, .. } => Some(*id),
             Event::TaskExited { job, .. } => WorkloadId(*job).as_replica().map(|(s, _)| s),
@@ -712,9 +826,16 @@ impl ControlPlane {
                 task,
                 at,
             } => {
-                self.sched
-                    .submit(WorkloadId(*id), spec.clone(), *at)
-                    .map_err(refused)?;
+                if self.replaying.is_some() {
+                    // Accepted once: a later build's stricter checks do not refuse history.
+                    self.sched
+                        .submit_recorded(WorkloadId(*id), spec.clone(), *at)
+                        .map_err(refused)?;
+                } else {
+                    self.sched
+                        .submit(WorkloadId(*id), spec.clone(), *at)
+                        .map_err(refused)?;
+                }
                 self.jobs.insert(
                     *id,
                     JobMeta {
@@ -736,17 +857,17 @@ impl ControlPlane {
                 Vec::new()
             }
             Event::Cancel { id, at } => {
-                if let Some(b) = self.batches.get_mut(id) {
+                if let Some(b) = self.batches.get(id) {
                     if b.ended_at.is_some() {
                         return Err(StateError::Refused(format!("batch {id} already ended")));
                     }
-                    self.sched
-                        .end_batch(WorkloadId(*id), *at)
-                        .map_err(refused)?;
-                    b.ended_at = Some(*at);
-                    b.cancelled = true;
+                    self.decide(|s| s.end_batch(WorkloadId(*id), *at))?;
+                    if let Some(b) = self.batches.get_mut(id) {
+                        b.ended_at = Some(*at);
+                        b.cancelled = true;
+                    }
                 } else {
-                    self.sched.cancel(WorkloadId(*id), *at).map_err(refused)?;
+                    self.decide(|s| s.cancel(WorkloadId(*id), *at))?;
                     if let Some(m) = self.jobs.get_mut(id) {
                         m.ended_at = Some(*at);
                     }
@@ -761,9 +882,7 @@ impl ControlPlane {
                 task,
                 at,
             } => {
-                self.sched
-                    .create_service(*id, spec.clone(), *at)
-                    .map_err(refused)?;
+                self.decide(|s| s.create_service(*id, spec.clone(), *at))?;
                 self.services.insert(
                     *id,
                     ServiceMeta {
@@ -788,15 +907,13 @@ impl ControlPlane {
                 if let Some(m) = self.services.get_mut(id) {
                     m.replace_at = None;
                 }
-                self.sched
-                    .scale_service(*id, *replicas, *at)
-                    .map_err(refused)?;
+                self.decide(|s| s.scale_service(*id, *replicas, *at).map(|_| ()))?;
                 self.dirty = true;
                 Vec::new()
             }
             Event::ServiceDelete { id, at } => {
                 self.live_service(*id)?;
-                self.sched.delete_service(*id, *at).map_err(refused)?;
+                self.decide(|s| s.delete_service(*id, *at).map(|_| ()))?;
                 if let Some(m) = self.services.get_mut(id) {
                     m.deleted_at = Some(*at);
                 }
@@ -815,9 +932,10 @@ impl ControlPlane {
                 if tenant.0 as usize >= self.tenants.len() {
                     return Err(StateError::Refused(format!("no tenant {}", tenant.0)));
                 }
-                self.sched
-                    .place_sandboxes(WorkloadId(*id), Some(*tenant), request, *max_retries, *at)
-                    .map_err(refused)?;
+                self.decide(|s| {
+                    s.place_sandboxes(WorkloadId(*id), Some(*tenant), request, *max_retries, *at)
+                        .map(|_| ())
+                })?;
                 self.batches.insert(
                     *id,
                     BatchMeta {
@@ -846,9 +964,7 @@ impl ControlPlane {
                     return Err(StateError::Refused(format!("batch {batch} already ended")));
                 }
                 let indices: Vec<u32> = exited.iter().map(|(i, _)| *i).collect();
-                self.sched
-                    .end_sandboxes(WorkloadId(*batch), &indices, *at)
-                    .map_err(refused)?;
+                self.decide(|s| s.end_sandboxes(WorkloadId(*batch), &indices, *at).map(|_| ()))?;
                 let failed = exited.iter().filter(|(_, c)| *c != 0).count() as u32;
                 if let Some(m) = self.batches.get_mut(batch) {
                     m.failed += failed;
@@ -906,7 +1022,7 @@ impl ControlPlane {
                     }
                     self.replace_replicas(id, *at)?;
                 }
-                let decisions = self.sched.schedule(*at);
+                let decisions = self.decisions(|s| s.schedule(*at))?;
                 self.account(&decisions, *at);
                 decisions
             }
@@ -961,7 +1077,13 @@ impl ControlPlane {
                 if self.sched.engine().fleet().node(n).state == NodeState::Down {
                     return Err(StateError::Refused(format!("node {node} is already down")));
                 }
-                let decisions = self.sched.fail(Scope::Node(n), *at);
+                let decisions = if self.replaying.is_some() {
+                    // The node's state is an input; what its failure did is recorded.
+                    self.sched.set_state(Scope::Node(n), NodeState::Down);
+                    self.decisions(|_| Vec::new())?
+                } else {
+                    self.sched.fail(Scope::Node(n), *at)
+                };
                 self.account(&decisions, *at);
                 self.dirty = true;
                 decisions
@@ -984,7 +1106,7 @@ impl ControlPlane {
                         }
                         _ => *at,
                     };
-                    self.sched.finish(WorkloadId(*job), *at).map_err(refused)?;
+                    self.decide(|s| s.finish(WorkloadId(*job), *at))?;
                     let Some(m) = self.services.get_mut(&service) else {
                         return Err(StateError::Refused(format!("no service {service}")));
                     };
@@ -1013,7 +1135,7 @@ impl ControlPlane {
                     meta.done_ranks.insert(*rank);
                 }
                 if *code != 0 || meta.done_ranks.len() as u32 >= world {
-                    self.sched.finish(WorkloadId(*job), *at).map_err(refused)?;
+                    self.decide(|s| s.finish(WorkloadId(*job), *at))?;
                     if let Some(m) = self.jobs.get_mut(job) {
                         m.exit_code = Some(*code);
                         m.ended_at = Some(*at);
@@ -1024,9 +1146,7 @@ impl ControlPlane {
             }
             Event::Checkpoint { job, run, at } => {
                 self.current_world(*job, *run)?;
-                self.sched
-                    .checkpoint(WorkloadId(*job), *at)
-                    .map_err(refused)?;
+                self.decide(|s| s.checkpoint(WorkloadId(*job), *at))?;
                 if let Some(m) = self.jobs.get_mut(job) {
                     m.checkpoint_at = Some(*at);
                 }
@@ -1148,10 +1268,7 @@ impl ControlPlane {
     /// Brings a service back to its desired replica count.
     fn replace_replicas(&mut self, service: u64, at: u64) -> Result<(), StateError> {
         let desired = self.sched.service_status(service).map_or(0, |s| s.desired);
-        self.sched
-            .scale_service(service, desired, at)
-            .map_err(|e| StateError::Refused(e.to_string()))?;
-        Ok(())
+        self.decide(|s| s.scale_service(service, desired, at).map(|_| ()))
     }
 
     /// Whether a pass is due for a reason other than news: a crashed replica's wait is over.
@@ -1893,14 +2010,17 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Everything a restart must reproduce, as text: every job's view and placement, the
-    /// engine's usage and the reservation. Two planes with equal fingerprints are the same to
-    /// every client.
+    /// Everything a restart must reproduce, as text: every job's view (but its pending
+    /// reason) and placement, the engine's usage and the reservation. Two planes with equal
+    /// fingerprints are the same to every client once a pass has run.
     pub fn fingerprint(&self) -> String {
+        // Pending reasons are advice the next pass rewrites, not state: a replayed queue has
+        // not run the passes that wrote them.
         let views: Vec<JobView> = self
             .jobs
             .keys()
             .filter_map(|id| self.job_view(*id))
+            .map(|v| JobView { reason: None, ..v })
             .collect();
         let mut out = serde_json::to_string(&views).unwrap_or_default();
         let services = self.list_services(None);
@@ -1960,23 +2080,35 @@ mod tests {
         }
     }
 
+    /// A journal's records, numbered from 1, as replay reads them back.
+    fn numbered(journal: &[Vec<u8>]) -> impl Iterator<Item = (u64, Stored)> + '_ {
+        journal
+            .iter()
+            .enumerate()
+            .map(|(i, body)| (i as u64 + 1, crate::journal::decode(body).unwrap()))
+    }
+
     /// Replaying `journal` from record 1 gives a state equal to `p`.
-    fn assert_replays_to(p: &ControlPlane, journal: Vec<Event>) {
-        let again = ControlPlane::replay(
-            journal
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| (i as u64 + 1, e)),
-        )
-        .unwrap()
-        .unwrap();
+    fn assert_replays_to(p: &ControlPlane, journal: Vec<Vec<u8>>) {
+        let again = ControlPlane::replay(numbered(&journal)).unwrap().unwrap();
         assert_eq!(p.fingerprint(), again.fingerprint());
+        assert_eq!(p.placements(), again.placements());
+        again.sched.check_invariants().unwrap();
+    }
+
+    /// The journal record of `Init`.
+    fn init_record(p: &ControlPlane) -> Vec<u8> {
+        p.encode(&Record {
+            event: init(),
+            decisions: Vec::new(),
+            outcome: Default::default(),
+        })
     }
 
     /// The state after Init with every node's agent up; the events that made it.
-    fn up() -> (ControlPlane, Vec<Event>) {
+    fn up() -> (ControlPlane, Vec<Vec<u8>>) {
         let mut p = ControlPlane::new(&init()).unwrap();
-        let mut journal = vec![init()];
+        let mut journal = vec![init_record(&p)];
         for name in p
             .sched
             .engine()
@@ -1990,8 +2122,8 @@ mod tests {
                 node: name,
                 at: 100,
             };
-            p.apply(&e).unwrap();
-            journal.push(e);
+            let r = p.apply(&e).unwrap();
+            journal.push(p.encode(&r));
         }
         (p, journal)
     }
@@ -2003,25 +2135,18 @@ mod tests {
             let e = p
                 .submit_event(&req(&format!("j{i}"), nodes), 100 + i as u64)
                 .unwrap();
-            p.apply(&e).unwrap();
-            journal.push(e);
+            let r = p.apply(&e).unwrap();
+            journal.push(p.encode(&r));
         }
         for e in [
             Event::Pass { at: 110 },
             Event::Cancel { id: 2, at: 120 },
             Event::Pass { at: 121 },
         ] {
-            p.apply(&e).unwrap();
-            journal.push(e);
+            let r = p.apply(&e).unwrap();
+            journal.push(p.encode(&r));
         }
-        let again = ControlPlane::replay(
-            journal
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| (i as u64 + 1, e)),
-        )
-        .unwrap()
-        .unwrap();
+        let again = ControlPlane::replay(numbered(&journal)).unwrap().unwrap();
         assert_eq!(p.fingerprint(), again.fingerprint());
         let v = again.job_view(3).unwrap();
         assert_eq!(v.state, "running");
@@ -2235,8 +2360,8 @@ mod tests {
     fn services_keep_their_replicas_spread_and_replace_exited_ones() {
         let (mut p, mut journal) = up();
         let mut apply = |p: &mut ControlPlane, e: Event| {
-            p.apply(&e).unwrap();
-            journal.push(e);
+            let r = p.apply(&e).unwrap();
+            journal.push(p.encode(&r));
         };
         let e = p.service_event(&service(2), 100).unwrap();
         apply(&mut p, e);
@@ -2351,8 +2476,8 @@ mod tests {
     fn sandboxes_run_exit_move_and_replay() {
         let (mut p, mut journal) = up();
         let mut apply = |p: &mut ControlPlane, e: Event| {
-            p.apply(&e).unwrap();
-            journal.push(e);
+            let r = p.apply(&e).unwrap();
+            journal.push(p.encode(&r));
         };
         let e = p.sandbox_event(&sandboxes(10), 100).unwrap();
         apply(&mut p, e);
@@ -2580,11 +2705,11 @@ mod tests {
 
     /// A journal with a bit of everything: jobs, a service, sandboxes, checkpoints, exits, a
     /// failure, a drain, preemption pressure.
-    fn busy_journal() -> Vec<Event> {
+    fn busy_journal() -> Vec<Vec<u8>> {
         let (mut p, mut journal) = up();
         let mut apply = |p: &mut ControlPlane, e: Event| {
-            p.apply(&e).unwrap();
-            journal.push(e);
+            let r = p.apply(&e).unwrap();
+            journal.push(p.encode(&r));
         };
         for (i, nodes) in [18, 4, 2, 30, 9].into_iter().enumerate() {
             let e = p
@@ -2639,11 +2764,11 @@ mod tests {
     /// through its grace period, a failed tray replaced by a spare and one requeued, a service
     /// whose replica exits and is replaced, scaling, sandboxes moved off a failed host, drains,
     /// checkpoints, cancels and exits.
-    fn upgrade_scenario() -> Vec<Event> {
+    fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
         let (mut p, mut journal) = up();
         let mut apply = |p: &mut ControlPlane, e: Event| {
-            p.apply(&e).unwrap_or_else(|err| panic!("{e:?}: {err}"));
-            journal.push(e);
+            let r = p.apply(&e).unwrap_or_else(|err| panic!("{e:?}: {err}"));
+            journal.push(p.encode(&r));
         };
         let job = |name: &str, nodes: u32, priority: &str, spares: u32| SubmitJob {
             priority: priority.into(),
@@ -2739,7 +2864,7 @@ mod tests {
             );
         }
         apply(&mut p, Event::Pass { at: 1101 });
-        journal
+        (p, journal)
     }
 
     /// Writes the upgrade fixtures when `STARGRID_WRITE_FIXTURES` names a directory.
@@ -2748,28 +2873,19 @@ mod tests {
         let Ok(dir) = std::env::var("STARGRID_WRITE_FIXTURES") else {
             return;
         };
-        let journal = upgrade_scenario();
-        let numbered = journal.iter().cloned().enumerate().map(|(i, e)| (i as u64 + 1, e));
-        let p = ControlPlane::replay(numbered).unwrap().unwrap();
-        let lines: Vec<String> = journal
+        let (p, journal) = upgrade_scenario();
+        let lines: Vec<&str> = journal
             .iter()
-            .map(|e| serde_json::to_string(e).unwrap())
+            .map(|r| std::str::from_utf8(r).unwrap())
             .collect();
         std::fs::write(format!("{dir}/journal.jsonl"), lines.join("\n") + "\n").unwrap();
         std::fs::write(format!("{dir}/placements.txt"), p.placements()).unwrap();
-        eprintln!("{}", p.placements());
     }
 
     #[test]
     fn a_snapshot_anywhere_then_the_rest_of_the_journal_is_the_same_state() {
         let journal = busy_journal();
-        let numbered = || {
-            journal
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(i, e)| (i as u64 + 1, e))
-        };
+        let numbered = || numbered(&journal);
         let whole = ControlPlane::replay(numbered()).unwrap().unwrap();
         // What comes next must be decided the same way too: more work and more passes.
         let more = |p: &mut ControlPlane| {
@@ -2779,7 +2895,7 @@ mod tests {
                 p.apply(&e).unwrap();
                 let e = p.sandbox_event(&sandboxes(5), at).unwrap();
                 p.apply(&e).unwrap();
-                decisions.extend(p.apply(&Event::Pass { at: at + 1 }).unwrap());
+                decisions.extend(p.apply(&Event::Pass { at: at + 1 }).unwrap().decisions);
             }
             format!("{decisions:?}")
         };
@@ -2793,7 +2909,7 @@ mod tests {
             assert_eq!(head.seq(), cut);
             let mut plane = Some(ControlPlane::from_snapshot(&head.snapshot().unwrap()).unwrap());
             for (seq, e) in numbered().skip(cut as usize) {
-                ControlPlane::replay_one(&mut plane, seq, &e).unwrap();
+                ControlPlane::replay_one(&mut plane, seq, e).unwrap();
             }
             let mut p = plane.unwrap();
             assert_eq!(p.fingerprint(), whole.fingerprint(), "snapshot at {cut}");
@@ -2807,7 +2923,8 @@ mod tests {
         }
         // A record out of sequence after a snapshot is refused by number.
         let mut plane = Some(whole);
-        let e = ControlPlane::replay_one(&mut plane, 999, &Event::Pass { at: 300 }).unwrap_err();
+        let e = ControlPlane::replay_one(&mut plane, 999, Stored::Inputs(Event::Pass { at: 300 }))
+            .unwrap_err();
         assert!(e.to_string().contains("expected record"), "{e}");
         // Garbage is not a snapshot.
         assert!(ControlPlane::from_snapshot(b"garbage").is_err());
@@ -2822,11 +2939,14 @@ mod tests {
 
     #[test]
     fn a_journal_must_start_with_init() {
-        let e = ControlPlane::replay(vec![(1, Event::Pass { at: 1 })])
+        let e = ControlPlane::replay(vec![(1, Stored::Inputs(Event::Pass { at: 1 }))])
             .err()
             .unwrap();
         assert!(e.to_string().contains("first record must be Init"), "{e}");
-        let e = ControlPlane::replay(vec![(1, init()), (2, init())])
+        let e = ControlPlane::replay(vec![
+            (1, Stored::Inputs(init())),
+            (2, Stored::Inputs(init())),
+        ])
             .err()
             .unwrap();
         assert!(e.to_string().contains("record 2: a second Init"), "{e}");

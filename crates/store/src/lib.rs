@@ -87,6 +87,10 @@ enum Request {
         body: Vec<u8>,
         done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     },
+    Rewrite {
+        records: Vec<Record>,
+        done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// An append on its way to disk: wait for it (blocking) or await it.
@@ -338,6 +342,15 @@ impl Journal {
         Pending(rx)
     }
 
+    /// Replaces the bodies of existing records, all in one transaction, and drops every
+    /// snapshot (they were taken of the old records). For a format upgrade: the records must
+    /// mean what they meant before.
+    pub fn rewrite(&self, records: Vec<Record>) -> Pending<()> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.send(Request::Rewrite { records, done });
+        Pending(rx)
+    }
+
     /// The latest snapshot: the sequence number it covers and its body.
     pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
@@ -425,7 +438,7 @@ fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64) {
                             let _ = done.send(Ok(next..end));
                             next = end;
                         }
-                        Request::Snapshot { done, .. } => {
+                        Request::Snapshot { done, .. } | Request::Rewrite { done, .. } => {
                             let _ = done.send(Ok(()));
                         }
                     }
@@ -446,7 +459,7 @@ fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64) {
                         Request::Append { done, .. } => {
                             let _ = done.send(Err(err()));
                         }
-                        Request::Snapshot { done, .. } => {
+                        Request::Snapshot { done, .. } | Request::Rewrite { done, .. } => {
                             let _ = done.send(Err(err()));
                         }
                     }
@@ -477,6 +490,14 @@ fn commit(conn: &mut Connection, group: &[Request], last: u64) -> Result<u64, ru
                 Request::Snapshot { seq: at, body, .. } => {
                     snap.execute(params![*at as i64, body])?;
                     prune.execute(params![*at as i64])?;
+                }
+                Request::Rewrite { records, .. } => {
+                    let mut update =
+                        tx.prepare_cached("UPDATE journal SET body = ?2 WHERE seq = ?1")?;
+                    for r in records {
+                        update.execute(params![r.seq as i64, r.body])?;
+                    }
+                    tx.execute("DELETE FROM snapshots", [])?;
                 }
             }
         }

@@ -139,6 +139,15 @@ pub(crate) fn commit(c: &mut Client, group: &[Request], last: u64) -> Result<u64
                 // Only the latest snapshot is read; older ones go.
                 tx.execute("DELETE FROM snapshots WHERE seq < $1", &[&(*at as i64)])?;
             }
+            Request::Rewrite { records, .. } => {
+                for r in records {
+                    tx.execute(
+                        "UPDATE journal SET body = $2 WHERE seq = $1",
+                        &[&(r.seq as i64), &r.body],
+                    )?;
+                }
+                tx.execute("DELETE FROM snapshots", &[])?;
+            }
         }
     }
     tx.commit()?;
