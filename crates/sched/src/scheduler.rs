@@ -675,6 +675,23 @@ impl Scheduler {
         })
     }
 
+    /// The rules in force.
+    pub fn config(&self) -> &SchedConfig {
+        &self.config
+    }
+
+    /// Changes the rules from now on (a new build's defaults, an operator's choice): what was
+    /// decided stands; pending jobs are put in the new queue order.
+    pub fn set_config(&mut self, config: SchedConfig) {
+        self.config = config;
+        let pending: Vec<WorkloadId> = self.pending.keys().map(|(_, id)| *id).collect();
+        self.pending.clear();
+        self.ordered.clear();
+        for id in pending {
+            self.queue_insert(id);
+        }
+    }
+
     /// The engine (read-only: every change goes through the queue).
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -1121,10 +1138,18 @@ impl Scheduler {
         let Some(t) = self.tenants.get_mut(tenant) else {
             return;
         };
-        t.usage = if add { t.usage.plus(usage) } else { t.usage.minus(usage) };
+        t.usage = if add {
+            t.usage.plus(usage)
+        } else {
+            t.usage.minus(usage)
+        };
         if let Some(c) = t.cohort {
             let c = &mut self.cohorts[c];
-            c.usage = if add { c.usage.plus(usage) } else { c.usage.minus(usage) };
+            c.usage = if add {
+                c.usage.plus(usage)
+            } else {
+                c.usage.minus(usage)
+            };
         }
     }
 

@@ -10,13 +10,13 @@ use crate::api::{
     Assignment, BatchView, FieldProblem, Heartbeat, JobView, NodeView, SandboxAssignment,
     ServiceView, SubmitJob, SubmitSandboxes, SubmitService, TenantView,
 };
+use crate::journal::{Record, Stored};
 use model::{
     Fleet, GangRequest, GpuModel, InstanceCatalog, JobSpec, NodeId, NodeState, PriorityClass,
     SandboxRequest, ServiceSpec, SpreadLevel, SpreadRule, TenantId, TenantSpec, TopoId,
     WorkloadClass, WorkloadId,
 };
 use sched::{Allocation, Decision, Engine, JobState, SchedConfig, Scheduler, Scope};
-use crate::journal::{Record, Stored};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -580,7 +580,8 @@ impl ControlPlane {
                 })
             }
             Some(p) => {
-                let at = |err: StateError| StateError::Sequence(seq, format!("does not apply: {err}"));
+                let at =
+                    |err: StateError| StateError::Sequence(seq, format!("does not apply: {err}"));
                 let event = match &stored {
                     Stored::Inputs(e) => e,
                     Stored::V1(r) => &r.event,
@@ -614,7 +615,20 @@ impl ControlPlane {
 
     /// The bytes of a record, in the journal's current format.
     pub fn encode(&self, record: &Record) -> Vec<u8> {
-        crate::journal::encode(&crate::journal::Codec::new(self.sched.engine().fleet()).store(record))
+        crate::journal::encode(
+            &crate::journal::Codec::new(self.sched.engine().fleet()).store(record),
+        )
+    }
+
+    /// Changes the queue's rules for what it decides from now on (replayed history keeps what
+    /// was decided under the old ones).
+    pub fn set_rules(&mut self, config: SchedConfig) {
+        self.sched.set_config(config);
+    }
+
+    /// Checks the queue's and the engine's invariants from scratch; the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.sched.check_invariants()
     }
 
     /// The journal record of the last event applied.
@@ -683,7 +697,9 @@ impl ControlPlane {
             record: r.clone(),
             restored: false,
         });
-        let result = self.apply_noting_changes(&r.event).and_then(|_| self.restore_once());
+        let result = self
+            .apply_noting_changes(&r.event)
+            .and_then(|_| self.restore_once());
         self.replaying = None;
         // Whatever the replay's own steps touched is in the record already.
         let _ = self.sched.take_outcome();
@@ -964,7 +980,10 @@ impl ControlPlane {
                     return Err(StateError::Refused(format!("batch {batch} already ended")));
                 }
                 let indices: Vec<u32> = exited.iter().map(|(i, _)| *i).collect();
-                self.decide(|s| s.end_sandboxes(WorkloadId(*batch), &indices, *at).map(|_| ()))?;
+                self.decide(|s| {
+                    s.end_sandboxes(WorkloadId(*batch), &indices, *at)
+                        .map(|_| ())
+                })?;
                 let failed = exited.iter().filter(|(_, c)| *c != 0).count() as u32;
                 if let Some(m) = self.batches.get_mut(batch) {
                     m.failed += failed;
@@ -2023,7 +2042,11 @@ impl ControlPlane {
             .map(|v| JobView { reason: None, ..v })
             .collect();
         let mut out = serde_json::to_string(&views).unwrap_or_default();
-        let services = self.list_services(None);
+        let services: Vec<ServiceView> = self
+            .list_services(None)
+            .into_iter()
+            .map(|v| ServiceView { reason: None, ..v })
+            .collect();
         let batches: Vec<BatchView> = self
             .batches
             .keys()
@@ -2797,13 +2820,32 @@ mod tests {
         apply(&mut p, e);
         apply(&mut p, Event::Pass { at: 110 });
         let on = p.job_view(1).unwrap().nodes;
-        apply(&mut p, Event::Checkpoint { job: 1, run: 0, at: 300 });
+        apply(
+            &mut p,
+            Event::Checkpoint {
+                job: 1,
+                run: 0,
+                at: 300,
+            },
+        );
         // A tray of the gang with a spare fails: the spare takes its place.
-        apply(&mut p, Event::NodeDown { node: on[2].clone(), at: 400 });
+        apply(
+            &mut p,
+            Event::NodeDown {
+                node: on[2].clone(),
+                at: 400,
+            },
+        );
         apply(&mut p, Event::Pass { at: 401 });
         // A tray of a gang without spares fails: it is requeued.
         let on = p.job_view(4).unwrap().nodes;
-        apply(&mut p, Event::NodeDown { node: on[0].clone(), at: 402 });
+        apply(
+            &mut p,
+            Event::NodeDown {
+                node: on[0].clone(),
+                at: 402,
+            },
+        );
         apply(&mut p, Event::Pass { at: 403 });
         // A host with sandboxes fails: they move.
         let host = p
@@ -2811,7 +2853,13 @@ mod tests {
             .into_iter()
             .find(|n| !p.assignments(n).1.is_empty())
             .unwrap();
-        apply(&mut p, Event::NodeDown { node: host, at: 404 });
+        apply(
+            &mut p,
+            Event::NodeDown {
+                node: host,
+                at: 404,
+            },
+        );
         apply(
             &mut p,
             Event::SandboxesExited {
@@ -2837,7 +2885,14 @@ mod tests {
                 at: 405,
             },
         );
-        apply(&mut p, Event::ServiceScale { id: 1, replicas: 3, at: 406 });
+        apply(
+            &mut p,
+            Event::ServiceScale {
+                id: 1,
+                replicas: 3,
+                at: 406,
+            },
+        );
         apply(&mut p, Event::Pass { at: 407 });
         // Training work that only preemption makes room for (victims ran past min_runtime).
         for (i, nodes) in [(0, 12), (1, 4)] {
@@ -2849,7 +2904,14 @@ mod tests {
         apply(&mut p, Event::Pass { at: 801 });
         apply(&mut p, Event::Cancel { id: 6, at: 850 });
         let on = p.job_view(1).unwrap().nodes;
-        apply(&mut p, Event::NodeDrain { node: on[0].clone(), drain: true, at: 860 });
+        apply(
+            &mut p,
+            Event::NodeDrain {
+                node: on[0].clone(),
+                drain: true,
+                at: 860,
+            },
+        );
         apply(&mut p, Event::Pass { at: 930 });
         apply(&mut p, Event::Pass { at: 1000 });
         // Every rank of a running job exits 0: it finishes.
@@ -2860,7 +2922,13 @@ mod tests {
         for rank in 0..p.job_view(done).unwrap().nodes.len() as u32 {
             apply(
                 &mut p,
-                Event::TaskExited { job: done, run, rank, code: 0, at: 1100 },
+                Event::TaskExited {
+                    job: done,
+                    run,
+                    rank,
+                    code: 0,
+                    at: 1100,
+                },
             );
         }
         apply(&mut p, Event::Pass { at: 1101 });
@@ -2947,8 +3015,8 @@ mod tests {
             (1, Stored::Inputs(init())),
             (2, Stored::Inputs(init())),
         ])
-            .err()
-            .unwrap();
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("record 2: a second Init"), "{e}");
     }
 }

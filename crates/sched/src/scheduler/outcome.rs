@@ -14,8 +14,8 @@
 use super::{sandboxes::Batch, services::ServiceState, JobState, Reason, Reservation, Scheduler};
 use crate::engine::{Allocation, NodeSlot, Time};
 use crate::sandbox::SandboxRun;
-use serde::{Deserialize, Serialize};
 use model::{NodeId, PriorityClass, Resources, SandboxRequest, ServiceSpec, TenantId, WorkloadId};
+use serde::{Deserialize, Serialize};
 
 /// The final state of everything one change touched.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -339,8 +339,7 @@ impl Scheduler {
             if self.running.contains(&id) && !keep_gang {
                 self.release_gang(id, now);
             }
-            let stays_pending =
-                matches!(rec, JobRecord::Live(l) if l.state == JobState::Pending);
+            let stays_pending = matches!(rec, JobRecord::Live(l) if l.state == JobState::Pending);
             if pending && !stays_pending {
                 self.queue_remove(seq, id);
             }
