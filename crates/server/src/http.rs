@@ -155,6 +155,9 @@ pub struct Config {
     /// Prices and commitments for a new journal: the catalogue's rates are written into the
     /// fleet's pools, and its commitments into `Init` (a journal keeps the ones it began with).
     pub catalogue: Option<model::cost::CostCatalogue>,
+    /// The queue's rules for what this server decides. Replayed history keeps what was decided
+    /// under the rules of the build that wrote it.
+    pub rules: sched::SchedConfig,
 }
 
 /// Shared server state.
@@ -449,6 +452,8 @@ impl Server {
         };
         tracing::info!("{replay_summary}");
         let mut plane = plane;
+        // This build's rules (or the operator's) decide from now on, whatever a snapshot carried.
+        plane.set_rules(config.rules.clone());
         if !plane.has_tokens() {
             issue_first_admin_token(&mut plane, &journal, &config.admin_token_file)?;
         }

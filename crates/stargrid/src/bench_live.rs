@@ -86,6 +86,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         snapshot_every: 5_000,
         replay_all: false,
         catalogue: Default::default(),
+        rules: sched::SchedConfig::default(),
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// prints the built-in example). An existing journal keeps what it started with.
     #[arg(long)]
     pub catalogue: Option<PathBuf>,
+    /// The queue's rules for new decisions: stargrid (the default), fifo, first-fit, slurm,
+    /// sjf, las. What the journal already decided stands.
+    #[arg(long, default_value = "stargrid")]
+    pub policy: String,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +125,12 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         None => None,
     };
     let tenants = a.tenants.as_ref().map(read_tenants).transpose()?;
+    let Some(rules) = sched::SchedConfig::policy(&a.policy) else {
+        bail!(
+            "--policy: unknown policy '{}' (stargrid, fifo, first-fit, slurm, sjf, las)",
+            a.policy
+        );
+    };
     let config = server::Config {
         store_url,
         fleet_toml,
@@ -130,6 +140,7 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         admin_token_file: admin_token_file.clone(),
         snapshot_every: a.snapshot_every,
         replay_all: a.replay_all,
+        rules,
         catalogue: a
             .catalogue
             .as_deref()

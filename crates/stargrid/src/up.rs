@@ -151,6 +151,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         admin_token_file: a.data_dir.join("admin.token"),
         snapshot_every: 10_000,
         replay_all: false,
+        rules: sched::SchedConfig::default(),
         // Example prices for the demo fleet; the example commitments are sized for a far
         // larger fleet, so none are measured here.
         catalogue: Some(model::cost::CostCatalogue {

@@ -1218,3 +1218,130 @@ fn the_server_reports_spend_for_what_its_agents_ran() {
     agent.kill();
     server.kill();
 }
+
+/// A server started on a given `--listen` address over a store, with more flags; it may stand
+/// by first. Returns the process and a receiver of its first stdout line (said once it serves).
+fn spawn_server_on(
+    data: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> (Proc, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["server", "--data-dir"])
+        .arg(data)
+        .args(["--listen", listen])
+        .args(extra)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    (Proc(child), rx)
+}
+
+#[test]
+fn a_rolling_upgrade_keeps_every_task_running_where_it_runs() {
+    for extra in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = match extra.as_slice() {
+            [_, url] => url.clone(),
+            _ => format!("sqlite:{}", dir.path().join("journal.db").display()),
+        };
+        // Agents know one address; the new server binds it once it leads.
+        let listen = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        };
+        let url = format!("http://{listen}");
+        let (old, said) = spawn_server_on(&dir.path().join("old"), &listen, &["--store", &store]);
+        let mut old = old;
+        said.recv_timeout(Duration::from_secs(30)).unwrap();
+        let token = std::fs::read_to_string(dir.path().join("old/admin.token")).unwrap();
+        tokens().insert(url.clone(), token.trim().to_string());
+        let nodes = ["nvl00000t00", "nvl00000t01"];
+        let _agents: Vec<Proc> = nodes
+            .iter()
+            .map(|n| {
+                start_agent(
+                    &url,
+                    &dir.path().join(n),
+                    &["--node", n, "--grace-s", "1", "--fence-after-s", "60"],
+                )
+            })
+            .collect();
+        wait_for("both nodes up", || nodes_up(&url) == 2);
+        let script = "echo $$ > $STARGRID_CHECKPOINT_FILE.pid; exec sleep 300";
+        for name in ["a", "b"] {
+            let mut spec = job(name, 1);
+            spec["command"] = json!(["sh", "-c", script]);
+            post(&format!("{url}/v1/jobs")).send_json(spec).unwrap();
+        }
+        wait_for("both jobs running", || {
+            all_jobs(&url).iter().all(|j| j["state"] == "running")
+        });
+        let before = all_jobs(&url);
+        let pids: Vec<String> = before
+            .iter()
+            .map(|j| {
+                let node = j["nodes"][0].as_str().unwrap();
+                let file = dir
+                    .path()
+                    .join(node)
+                    .join(format!("{}-0-0/checkpoint.pid", j["id"]));
+                wait_for("the task's pid", || {
+                    std::fs::read_to_string(&file).is_ok_and(|s| !s.trim().is_empty())
+                });
+                std::fs::read_to_string(&file).unwrap().trim().to_string()
+            })
+            .collect();
+        // The new build stands by on the same journal and address, with other rules.
+        let (_new, serving) = spawn_server_on(
+            &dir.path().join("new"),
+            &listen,
+            &["--store", &store, "--policy", "first-fit"],
+        );
+        assert!(serving.recv_timeout(Duration::from_millis(500)).is_err());
+        // The operator stops the old one; the new one takes over the journal and the address.
+        signal(old.id(), "-INT");
+        old.kill();
+        let line = serving.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(line.contains(&listen), "{line}");
+        // Agents keep reporting to the same address; nothing they run is stopped or moved.
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(nodes_up(&url), 2, "{extra:?}");
+        let after = all_jobs(&url);
+        let placed = |jobs: &[Value]| -> Vec<(Value, Value, Value, Value)> {
+            jobs.iter()
+                .map(|j| {
+                    (
+                        j["id"].clone(),
+                        j["state"].clone(),
+                        j["nodes"].clone(),
+                        j["restarts"].clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(placed(&after), placed(&before), "{extra:?}");
+        for pid in &pids {
+            assert!(alive(pid), "task {pid} was stopped by the upgrade");
+        }
+        // The new build decides new work.
+        post(&format!("{url}/v1/jobs/1/cancel")).call().unwrap();
+        post(&format!("{url}/v1/jobs"))
+            .send_json(job("c", 1))
+            .unwrap();
+        wait_for("the new job running", || {
+            get_job(&url, 3)["state"] == "running"
+        });
+        wait_for("the cancelled task stopped", || !alive(&pids[0]));
+        assert!(alive(&pids[1]));
+    }
+}
