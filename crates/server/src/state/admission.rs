@@ -1,0 +1,347 @@
+//! Requests checked into events: every field of a submission, a service, a sandbox batch or a
+//! heartbeat is validated against the state here, and a refusal names the field.
+
+use super::*;
+
+pub(super) fn bad(field: &str, reason: String) -> FieldProblem {
+    FieldProblem {
+        field: field.to_string(),
+        reason,
+    }
+}
+
+/// Names: 1 to 128 of letters, digits, '-', '_' and '.'.
+pub(super) fn check_name(name: &str) -> Result<(), FieldProblem> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(bad("name", "must be 1 to 128 characters".into()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
+    {
+        return Err(bad(
+            "name",
+            format!("'{c}' is not allowed (letters, digits, '-', '_', '.')"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_command(command: &[String]) -> Result<(), FieldProblem> {
+    if command.first().is_some_and(|c| c.is_empty()) {
+        return Err(bad("command", "the program name is empty".into()));
+    }
+    Ok(())
+}
+
+pub(super) fn parse_priority(name: &str) -> Result<PriorityClass, FieldProblem> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        bad(
+            "priority",
+            format!(
+                "unknown class '{name}' (preemptible, research, training, production-inference)"
+            ),
+        )
+    })
+}
+
+impl ControlPlane {
+    /// The events a heartbeat brings: the node coming up, tasks that exited, new checkpoints.
+    /// Reports about stale runs are dropped (their tasks are told to stop by the reply).
+    pub fn heartbeat_events(&self, hb: &Heartbeat, at: u64) -> Result<Vec<Event>, FieldProblem> {
+        let up = self.node_is_up(&hb.node).ok_or_else(|| FieldProblem {
+            field: "node".into(),
+            reason: format!("no node '{}' in the fleet", hb.node),
+        })?;
+        let mut events = Vec::new();
+        if !up {
+            events.push(Event::NodeUp {
+                node: hb.node.clone(),
+                at,
+            });
+        }
+        let node = self.node(&hb.node).map_err(|e| FieldProblem {
+            field: "node".into(),
+            reason: e.to_string(),
+        })?;
+        if let Some(inv) = &hb.inventory {
+            self.check_inventory(node, inv)?;
+        }
+        // Exits of live sandboxes on this node, per batch (one event each).
+        let mut sandbox_exits: BTreeMap<u64, Vec<(u32, i32)>> = BTreeMap::new();
+        for t in &hb.tasks {
+            if self.batches.contains_key(&t.job) {
+                if let Some(code) = t.exit_code {
+                    if self.sandbox_live_on(t.job, t.rank, node) {
+                        sandbox_exits.entry(t.job).or_default().push((t.rank, code));
+                    }
+                }
+                continue;
+            }
+            if self.current_world(t.job, t.run).is_err() {
+                continue;
+            }
+            let meta = self.jobs.get(&t.job);
+            if let Some(c) = t.checkpoint_at {
+                let newer = meta.is_some_and(|m| m.checkpoint_at.is_none_or(|p| c > p));
+                if newer && t.exit_code.is_none() {
+                    events.push(Event::Checkpoint {
+                        job: t.job,
+                        run: t.run,
+                        at: c.min(at).max(self.now),
+                    });
+                }
+            }
+            if let Some(code) = t.exit_code {
+                events.push(Event::TaskExited {
+                    job: t.job,
+                    run: t.run,
+                    rank: t.rank,
+                    code,
+                    at,
+                });
+            }
+        }
+        for (batch, mut exited) in sandbox_exits {
+            exited.sort_unstable();
+            exited.dedup_by_key(|(i, _)| *i);
+            events.push(Event::SandboxesExited { batch, exited, at });
+        }
+        Ok(events)
+    }
+
+    /// Whether what a node's agent found matches the fleet; a node that does not match takes
+    /// no work (its heartbeats are refused, so it stays or goes down).
+    pub(super) fn check_inventory(
+        &self,
+        node: NodeId,
+        inv: &crate::api::Inventory,
+    ) -> Result<(), FieldProblem> {
+        let n = self.sched.engine().fleet().node(node);
+        let want = u32::from(n.capacity.gpus);
+        if inv.gpus != want {
+            return Err(bad(
+                "inventory.gpus",
+                format!(
+                    "node {} has {want} GPUs in the fleet; its agent found {} ({}): fix the fleet file or the node",
+                    n.name, inv.gpus, inv.source
+                ),
+            ));
+        }
+        if let (Some(found), Some(model)) = (&inv.gpu_model, n.capacity.gpu_model) {
+            let fleet_model = model.name();
+            if !found.eq_ignore_ascii_case(fleet_model) {
+                return Err(bad(
+                    "inventory.gpu_model",
+                    format!(
+                        "node {} has {fleet_model} GPUs in the fleet; its agent found {found} ({})",
+                        n.name, inv.source
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a request into a `Submit` event, checking every field; changes nothing.
+    pub fn submit_event(&self, req: &SubmitJob, at: u64) -> Result<Event, FieldProblem> {
+        check_name(&req.name)?;
+        check_command(&req.command)?;
+        let tenant = self.tenant_id(&req.tenant)?;
+        let priority = parse_priority(&req.priority)?;
+        let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
+        let spec = JobSpec {
+            tenant,
+            priority,
+            gang: GangRequest {
+                class: WorkloadClass::Training,
+                gpu,
+                nodes: req.nodes,
+                gpus_per_node: req.gpus_per_node,
+                cpu_millis_per_node: req.cpu_millis_per_node,
+                memory_mib_per_node: req.memory_mib_per_node,
+                segment: req.segment,
+                spares: req.spares,
+            },
+            time_limit: req.time_limit_s,
+            placement: (&req.placement).into(),
+        };
+        spec.validate().map_err(|e| {
+            let field = if e.field == "time_limit" {
+                "time_limit_s"
+            } else {
+                e.field
+            };
+            bad(field, e.reason)
+        })?;
+        self.check_placement(&spec.placement)?;
+        Ok(Event::Submit {
+            id: self.next_id,
+            name: req.name.clone(),
+            spec,
+            task: TaskSpec {
+                command: req.command.clone(),
+                env: req.env.clone(),
+                workdir: req.workdir.clone(),
+            },
+            at,
+        })
+    }
+
+    /// A placement rule may name only providers and regions the fleet has (a typo would leave
+    /// the work waiting for capacity that does not exist).
+    pub(super) fn check_placement(&self, rule: &model::PlacementRule) -> Result<(), FieldProblem> {
+        let pools = self.sched.engine().fleet().pools();
+        for (field, names, of_pool) in [
+            ("placement.providers", &rule.providers, true),
+            ("placement.exclude_providers", &rule.exclude_providers, true),
+            ("placement.regions", &rule.regions, false),
+            ("placement.exclude_regions", &rule.exclude_regions, false),
+        ] {
+            for n in names {
+                let known = pools.iter().any(|p| {
+                    let have = if of_pool { &p.cloud } else { &p.region };
+                    have == n
+                });
+                if !known {
+                    let mut have: Vec<&str> = pools
+                        .iter()
+                        .map(|p| {
+                            if of_pool {
+                                p.cloud.as_str()
+                            } else {
+                                p.region.as_str()
+                            }
+                        })
+                        .collect();
+                    have.sort_unstable();
+                    have.dedup();
+                    return Err(bad(
+                        field,
+                        format!("'{n}' is not in this fleet (it has {})", have.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The id of the tenant named `name`.
+    pub(super) fn tenant_id(&self, name: &str) -> Result<TenantId, FieldProblem> {
+        self.tenants
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TenantId(i as u32))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
+                bad(
+                    "tenant",
+                    format!("unknown tenant '{name}' (known: {})", known.join(", ")),
+                )
+            })
+    }
+
+    pub(super) fn tenant_name(&self, id: TenantId) -> &str {
+        self.tenants
+            .get(id.0 as usize)
+            .map_or("", |t| t.name.as_str())
+    }
+
+    /// Turns a request into a `ServiceCreate` event, checking every field; changes nothing.
+    pub fn service_event(&self, req: &SubmitService, at: u64) -> Result<Event, FieldProblem> {
+        check_name(&req.name)?;
+        check_command(&req.command)?;
+        let tenant = self.tenant_id(&req.tenant)?;
+        let priority = parse_priority(&req.priority)?;
+        let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
+        let spread = match &req.spread {
+            None => None,
+            Some(r) => Some(SpreadRule {
+                level: match r.level.as_str() {
+                    "domain" => SpreadLevel::Domain,
+                    "zone" => SpreadLevel::Zone,
+                    "region" => SpreadLevel::Region,
+                    "cloud" => SpreadLevel::Cloud,
+                    other => {
+                        return Err(bad(
+                            "spread.level",
+                            format!("unknown level '{other}' (domain, zone, region, cloud)"),
+                        ))
+                    }
+                },
+                max_per: r.max_per,
+            }),
+        };
+        let spec = ServiceSpec {
+            tenant,
+            priority,
+            replica: GangRequest {
+                class: WorkloadClass::InferenceReplica,
+                gpu,
+                nodes: req.nodes_per_replica,
+                gpus_per_node: req.gpus_per_node,
+                cpu_millis_per_node: req.cpu_millis_per_node,
+                memory_mib_per_node: req.memory_mib_per_node,
+                segment: None,
+                spares: 0,
+            },
+            min_replicas: req.min_replicas,
+            max_replicas: req.max_replicas.unwrap_or(req.min_replicas),
+            spread,
+            placement: (&req.placement).into(),
+            min_providers: req.min_providers,
+        };
+        spec.validate().map_err(|e| {
+            let field = match e.field {
+                "nodes" => "nodes_per_replica",
+                other => other,
+            };
+            bad(field, e.reason)
+        })?;
+        self.check_placement(&spec.placement)?;
+        if self.next_service >= sched::MAX_SERVICES {
+            return Err(bad("", "this control plane holds no more services".into()));
+        }
+        Ok(Event::ServiceCreate {
+            id: self.next_service,
+            name: req.name.clone(),
+            spec,
+            task: TaskSpec {
+                command: req.command.clone(),
+                env: req.env.clone(),
+                workdir: req.workdir.clone(),
+            },
+            at,
+        })
+    }
+
+    /// Turns a request into a `SandboxBatch` event, checking every field; changes nothing
+    /// (whether the batch fits is known when the event applies).
+    pub fn sandbox_event(&self, req: &SubmitSandboxes, at: u64) -> Result<Event, FieldProblem> {
+        check_name(&req.name)?;
+        check_command(&req.command)?;
+        let tenant = self.tenant_id(&req.tenant)?;
+        let request = SandboxRequest {
+            count: req.count,
+            cpu_millis: req.cpu_millis,
+            memory_mib: req.memory_mib,
+        };
+        request.validate().map_err(|e| bad(e.field, e.reason))?;
+        if req.max_retries > 1000 {
+            return Err(bad("max_retries", "must be at most 1000".into()));
+        }
+        Ok(Event::SandboxBatch {
+            id: self.next_id,
+            name: req.name.clone(),
+            tenant,
+            request,
+            max_retries: req.max_retries,
+            task: TaskSpec {
+                command: req.command.clone(),
+                env: req.env.clone(),
+                workdir: req.workdir.clone(),
+            },
+            at,
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! What each node must run (tasks and sandbox ranges), as agents are told in heartbeat
+//! answers, and where a job's logs are.
+
+use super::*;
+
+impl ControlPlane {
+    /// What a workload's tasks run: a job's own task, or its service's for a replica.
+    pub(super) fn task_of(&self, w: WorkloadId) -> Option<&TaskSpec> {
+        match w.as_replica() {
+            Some((service, _)) => self.services.get(&service).map(|m| &m.task),
+            None => self.jobs.get(&w.0).map(|m| &m.task),
+        }
+    }
+
+    /// Whether the node exists and is up (its agent registered and still heartbeats).
+    pub fn node_is_up(&self, name: &str) -> Option<bool> {
+        let n = self.sched.engine().fleet().node_by_name(name)?;
+        Some(self.sched.engine().fleet().node(n).state != NodeState::Down)
+    }
+
+    /// A node's name.
+    pub fn node_name(&self, n: NodeId) -> Option<String> {
+        let fleet = self.sched.engine().fleet();
+        ((n.0 as usize) < fleet.nodes().len()).then(|| fleet.node(n).name.to_string())
+    }
+
+    /// Names of the nodes that are up.
+    pub fn up_nodes(&self) -> Vec<String> {
+        self.sched
+            .engine()
+            .fleet()
+            .nodes()
+            .iter()
+            .filter(|n| n.state != NodeState::Down)
+            .map(|n| n.name.to_string())
+            .collect()
+    }
+
+    /// Every task and sandbox node `name` must run now.
+    pub fn assignments(&self, name: &str) -> (Vec<Assignment>, Vec<SandboxAssignment>) {
+        let engine = self.sched.engine();
+        let (mut tasks, mut sandboxes) = (Vec::new(), Vec::new());
+        let Some(n) = engine.fleet().node_by_name(name) else {
+            return (tasks, sandboxes);
+        };
+        for w in engine.workloads_on(n) {
+            match engine.allocation(w) {
+                Some(Allocation::Gang {
+                    slots, per_node, ..
+                }) => {
+                    let (Some(job), Some(task)) = (self.sched.job(w), self.task_of(w)) else {
+                        continue;
+                    };
+                    let stop_by = match job.state {
+                        JobState::Running { .. } => None,
+                        JobState::Preempting { deadline, .. } => Some(deadline),
+                        _ => continue,
+                    };
+                    for (rank, slot) in slots.iter().enumerate().filter(|(_, s)| s.node == n) {
+                        tasks.push(Assignment {
+                            job: w.0,
+                            run: job.restarts,
+                            rank: rank as u32,
+                            world: slots.len() as u32,
+                            command: task.command.clone(),
+                            env: task.env.clone(),
+                            workdir: task.workdir.clone(),
+                            gpus: (0..32).filter(|b| slot.gpu_mask & (1 << b) != 0).collect(),
+                            stop_by,
+                            cpu_millis: per_node.cpu_millis,
+                            memory_mib: per_node.memory_mib,
+                        });
+                    }
+                }
+                Some(Allocation::Sandboxes {
+                    runs,
+                    live,
+                    request,
+                    ..
+                }) => {
+                    let Some(meta) = self.batches.get(&w.0) else {
+                        continue;
+                    };
+                    let is_live = |i: u32| live[i as usize / 64] >> (i % 64) & 1 == 1;
+                    for run in runs.iter().filter(|r| r.node == n) {
+                        // Split the run into ranges of live sandboxes.
+                        let mut i = run.first;
+                        let end = run.first + run.count;
+                        while i < end {
+                            if !is_live(i) {
+                                i += 1;
+                                continue;
+                            }
+                            let first = i;
+                            while i < end && is_live(i) {
+                                i += 1;
+                            }
+                            sandboxes.push(SandboxAssignment {
+                                batch: w.0,
+                                first,
+                                count: i - first,
+                                command: meta.task.command.clone(),
+                                env: meta.task.env.clone(),
+                                workdir: meta.task.workdir.clone(),
+                                cpu_millis: request.cpu_millis,
+                                memory_mib: request.memory_mib,
+                            });
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        (tasks, sandboxes)
+    }
+
+    /// Whether sandbox `index` of `batch` is live on node `n`.
+    pub(super) fn sandbox_live_on(&self, batch: u64, index: u32, n: NodeId) -> bool {
+        let Some(Allocation::Sandboxes { runs, live, .. }) =
+            self.sched.engine().allocation(WorkloadId(batch))
+        else {
+            return false;
+        };
+        let k = runs.partition_point(|r| r.first <= index);
+        k > 0
+            && runs[k - 1].node == n
+            && index < runs[k - 1].first + runs[k - 1].count
+            && live
+                .get(index as usize / 64)
+                .is_some_and(|w| w >> (index % 64) & 1 == 1)
+    }
+
+    /// The tasks of job `id` on node `name` whose logs live there: (run, rank) of its latest
+    /// run.
+    pub fn log_tasks_on(&self, id: u64, name: &str) -> Vec<(u32, u32)> {
+        let (Some(meta), Some(node)) = (
+            self.jobs.get(&id),
+            self.sched.engine().fleet().node_by_name(name),
+        ) else {
+            return Vec::new();
+        };
+        meta.ran_on
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n == node)
+            .map(|(rank, _)| (meta.restarts, rank as u32))
+            .collect()
+    }
+
+    /// The latest run of job `id` and the nodes of its ranks.
+    pub fn log_nodes(&self, id: u64) -> Option<(u32, Vec<String>)> {
+        let meta = self.jobs.get(&id)?;
+        let fleet = self.sched.engine().fleet();
+        Some((
+            meta.restarts,
+            meta.ran_on
+                .iter()
+                .map(|n| fleet.node(*n).name.to_string())
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,204 @@
+//! The journal's inputs: every change the control plane accepts is an [`Event`], with the
+//! time in it, so that applying it again gives the same state.
+
+use super::*;
+
+/// One accepted change. The journal holds these as JSON, one per record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The first record of a journal: the fleet (a fleet file's text) and the tenants.
+    Init {
+        /// The fleet, in the TOML fleet-file format (pool prices included).
+        fleet_toml: String,
+        /// Tenants; a tenant's id is its index.
+        tenants: Vec<TenantSpec>,
+        /// Unix seconds.
+        at: u64,
+        /// Commitments the spend is measured against.
+        #[serde(default)]
+        commitments: Vec<model::commitment::Commitment>,
+    },
+    /// A training job was accepted.
+    Submit {
+        /// Its id, assigned by the server.
+        id: u64,
+        /// Its name (not unique).
+        name: String,
+        /// What it asks for.
+        spec: JobSpec,
+        /// What each of its nodes runs.
+        task: TaskSpec,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// An agent came up on a node: the node takes work.
+    NodeUp {
+        /// The node.
+        node: String,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A node's agent stopped heartbeating: the node is down and its work follows the failure
+    /// rules (spares, requeue from the last checkpoint).
+    NodeDown {
+        /// The node.
+        node: String,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A task of a job exited.
+    TaskExited {
+        /// The job.
+        job: u64,
+        /// The run of the job it belonged to.
+        run: u32,
+        /// Its rank.
+        rank: u32,
+        /// Exit code (-1: killed by a signal).
+        code: i32,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A job wrote a checkpoint.
+    Checkpoint {
+        /// The job.
+        job: u64,
+        /// Its run.
+        run: u32,
+        /// When the checkpoint was written (Unix seconds).
+        at: u64,
+    },
+    /// A job was cancelled.
+    Cancel {
+        /// The job.
+        id: u64,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// An API token was issued (only its SHA-256 is kept).
+    TokenIssued {
+        /// Hex SHA-256 of the token.
+        hash: String,
+        /// What it may do.
+        role: Role,
+        /// Unix seconds.
+        at: u64,
+        /// When it stops working (Unix seconds); `None`: until revoked.
+        #[serde(default)]
+        expires_at: Option<u64>,
+    },
+    /// A token was revoked: it no longer works.
+    TokenRevoked {
+        /// The token's id (the first 16 hex digits of its SHA-256).
+        id: String,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A scheduling pass ran.
+    Pass {
+        /// Unix seconds.
+        at: u64,
+    },
+    /// An inference service was created (at its minimum replica count).
+    ServiceCreate {
+        /// Its id, assigned by the server (services are numbered apart from jobs).
+        id: u64,
+        /// Its name.
+        name: String,
+        /// Replica shape, bounds, spread rule.
+        spec: ServiceSpec,
+        /// What each replica node runs.
+        task: TaskSpec,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A service's desired replica count changed.
+    ServiceScale {
+        /// The service.
+        id: u64,
+        /// Replicas wanted (clamped to its bounds).
+        replicas: u32,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A service was deleted with all its replicas.
+    ServiceDelete {
+        /// The service.
+        id: u64,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A sandbox batch was accepted and placed (it is journaled only if it placed, so replay
+    /// places it the same way).
+    SandboxBatch {
+        /// Its id, from the job-id sequence.
+        id: u64,
+        /// Its name.
+        name: String,
+        /// Owner.
+        tenant: TenantId,
+        /// How many, how big.
+        request: SandboxRequest,
+        /// Host failures it survives by moving.
+        max_retries: u32,
+        /// What each sandbox runs.
+        task: TaskSpec,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// An operator drained a node or every node under a topology path (they take no new
+    /// work; what runs there finishes) or made them take work again.
+    NodeDrain {
+        /// A node's name or a topology path.
+        node: String,
+        /// `true`: drain; `false`: resume.
+        drain: bool,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// Sandboxes of a batch exited: (index, exit code).
+    SandboxesExited {
+        /// The batch.
+        batch: u64,
+        /// Each exited sandbox and its code.
+        exited: Vec<(u32, i32)>,
+        /// Unix seconds.
+        at: u64,
+    },
+}
+
+impl Event {
+    /// The event's time.
+    pub fn at(&self) -> u64 {
+        match self {
+            Event::Init { at, .. }
+            | Event::Submit { at, .. }
+            | Event::Cancel { at, .. }
+            | Event::Pass { at }
+            | Event::NodeUp { at, .. }
+            | Event::NodeDown { at, .. }
+            | Event::TaskExited { at, .. }
+            | Event::Checkpoint { at, .. }
+            | Event::TokenIssued { at, .. }
+            | Event::TokenRevoked { at, .. }
+            | Event::ServiceCreate { at, .. }
+            | Event::ServiceScale { at, .. }
+            | Event::ServiceDelete { at, .. }
+            | Event::SandboxBatch { at, .. }
+            | Event::NodeDrain { at, .. }
+            | Event::SandboxesExited { at, .. } => *at,
+        }
+    }
+}
+
+/// What each node of a job runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+}

@@ -1,0 +1,360 @@
+//! The control plane's state as a function of its journal.
+//!
+//! Every accepted change is an [`Event`]. Live, [`ControlPlane::apply`] lets the queue decide
+//! what the event leads to and returns the journal record: the event, the decisions and the
+//! outcome of everything it touched ([`crate::journal::Record`]). Replay hands each record to
+//! [`ControlPlane::apply_recorded`], which restores the recorded outcome and decides nothing, so
+//! a restart (or a new build with other rules) rebuilds the very placements the agents were
+//! told. The server applies an event and queues its record for the journal in one critical
+//! section, so the journal's order is the order of application; it answers the client only once
+//! the record is durable.
+//!
+//! - `event`: the inputs; `tokens`: tokens and roles; `bootstrap`: the default fleet and tenant;
+//! - `admission`: requests checked into events, refusals naming the field;
+//! - `apply`: applying events live or from the journal, and the nodes each change touched;
+//! - `assign`: what each node runs; `views`: what the API shows, fingerprints for tests.
+
+use crate::api::{
+    Assignment, BatchView, FieldProblem, Heartbeat, JobView, NodeView, SandboxAssignment,
+    ServiceView, SubmitJob, SubmitSandboxes, SubmitService, TenantView,
+};
+use crate::journal::{Record, Stored};
+use model::{
+    Fleet, GangRequest, GpuModel, InstanceCatalog, JobSpec, NodeId, NodeState, PriorityClass,
+    SandboxRequest, ServiceSpec, SpreadLevel, SpreadRule, TenantId, TenantSpec, TopoId,
+    WorkloadClass, WorkloadId,
+};
+use sched::{Allocation, Decision, Engine, JobState, SchedConfig, Scheduler, Scope};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+mod admission;
+mod apply;
+mod assign;
+mod bootstrap;
+mod event;
+mod tokens;
+mod views;
+
+use bootstrap::*;
+pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
+pub use event::{Event, TaskSpec};
+pub use tokens::{token_id, Role, TokenProblem, TokenRecord};
+
+/// Why an event cannot be applied. For a new request this is the client's error; during replay
+/// it means the journal does not belong to this build or was damaged.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The journal does not start with `Init`, or has a second one.
+    #[error("journal record {0}: {1}")]
+    Sequence(u64, String),
+    /// The fleet text in `Init` does not parse.
+    #[error("fleet in the journal: {0}")]
+    Fleet(String),
+    /// The queue refused the change.
+    #[error("{0}")]
+    Refused(String),
+    /// A snapshot cannot be written or read.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// The snapshot encoding's version; a build reads only its own (and replays otherwise).
+const SNAPSHOT_FORMAT: u32 = 3;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct JobMeta {
+    name: String,
+    tenant: TenantId,
+    gpus: u64,
+    submitted_at: u64,
+    task: TaskSpec,
+    /// When it ended.
+    ended_at: Option<u64>,
+    exit_code: Option<i32>,
+    /// Ranks of the current run that exited 0.
+    done_ranks: BTreeSet<u32>,
+    /// The current run's last checkpoint.
+    checkpoint_at: Option<u64>,
+    /// Times it was requeued.
+    restarts: u32,
+    /// The nodes of its latest run, by rank (where its logs are).
+    #[serde(default)]
+    ran_on: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ServiceMeta {
+    name: String,
+    tenant: TenantId,
+    spec: ServiceSpec,
+    task: TaskSpec,
+    created_at: u64,
+    deleted_at: Option<u64>,
+    /// Replicas replaced after their process exited.
+    replaced: u32,
+    /// Replicas in a row that exited within `QUICK_EXIT` of starting.
+    #[serde(default)]
+    quick_exits: u32,
+    /// While replicas crash as they start, the next replacement waits until then.
+    #[serde(default)]
+    replace_at: Option<u64>,
+}
+
+/// A replica that exits sooner than this after starting counts as crashing.
+const QUICK_EXIT: u64 = 60;
+/// The first wait before replacing a crashing replica; it doubles with each crash in a row.
+const FIRST_BACKOFF: u64 = 10;
+/// The longest wait before replacing a crashing replica.
+const MAX_BACKOFF: u64 = 300;
+
+/// How long to wait before replacing a replica after `quick_exits` crashes in a row.
+fn backoff(quick_exits: u32) -> u64 {
+    match quick_exits {
+        0 => 0,
+        n => FIRST_BACKOFF
+            .saturating_mul(1u64 << (n - 1).min(16))
+            .min(MAX_BACKOFF),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BatchMeta {
+    name: String,
+    tenant: TenantId,
+    count: u32,
+    task: TaskSpec,
+    submitted_at: u64,
+    ended_at: Option<u64>,
+    cancelled: bool,
+    succeeded: u32,
+    failed: u32,
+    lost: u32,
+    moved: u32,
+}
+
+/// The queue, the engine and what the API shows of them. A snapshot is this whole value
+/// (see [`ControlPlane::snapshot`]).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ControlPlane {
+    /// The journal record of the last event applied (`Init` is record 1).
+    seq: u64,
+    sched: Scheduler,
+    tenants: Vec<TenantSpec>,
+    jobs: BTreeMap<u64, JobMeta>,
+    services: BTreeMap<u64, ServiceMeta>,
+    batches: BTreeMap<u64, BatchMeta>,
+    /// The next job or batch id.
+    next_id: u64,
+    next_service: u64,
+    now: u64,
+    /// Something was submitted or cancelled since the last pass.
+    dirty: bool,
+    /// Hex SHA-256 of each issued token → what it may do and until when.
+    tokens: BTreeMap<String, TokenRecord>,
+    /// The nodes of each placed workload, as of the last change to it: a workload's old and new
+    /// nodes are the nodes whose assignments a change touches.
+    placed: HashMap<u64, Vec<NodeId>>,
+    /// Nodes whose assignments changed since the last `take_changed_nodes`.
+    #[serde(skip)]
+    changed: Vec<NodeId>,
+    /// Nodes an operator drained (they stay drained when their agent comes back).
+    drained: BTreeSet<NodeId>,
+    /// Commitments the spend is measured against (from `Init`).
+    commitments: Vec<model::commitment::Commitment>,
+    /// The record being replayed, while one is.
+    #[serde(skip)]
+    replaying: Option<Replaying>,
+}
+
+/// A journal record being replayed: its outcome is restored at the first step of the event
+/// that would decide something.
+#[derive(Clone)]
+struct Replaying {
+    record: Record,
+    restored: bool,
+}
+
+impl ControlPlane {
+    /// The state right after `Init`.
+    pub fn new(init: &Event) -> Result<ControlPlane, StateError> {
+        let Event::Init {
+            fleet_toml,
+            tenants,
+            at,
+            commitments,
+        } = init
+        else {
+            return Err(StateError::Sequence(
+                1,
+                "the first record must be Init".into(),
+            ));
+        };
+        let fleet = parse_fleet(fleet_toml)?;
+        let mut sched = Scheduler::new(Engine::new(fleet), tenants.clone(), SchedConfig::default())
+            .map_err(|e| StateError::Refused(e.to_string()))?;
+        // A node takes work only once its agent has come up.
+        sched.set_state(Scope::Subtree(TopoId(0)), NodeState::Down);
+        // Committed capacity is paid for from the start, agents or not.
+        sched.open_books(*at);
+        Ok(ControlPlane {
+            commitments: commitments.clone(),
+            seq: 1,
+            sched,
+            tenants: tenants.clone(),
+            jobs: BTreeMap::new(),
+            services: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            next_id: 1,
+            next_service: 1,
+            now: *at,
+            dirty: false,
+            tokens: BTreeMap::new(),
+            placed: HashMap::new(),
+            changed: Vec::new(),
+            drained: BTreeSet::new(),
+            replaying: None,
+        })
+    }
+
+    /// Rebuilds the state from a whole journal (`Init` first).
+    pub fn replay(
+        records: impl IntoIterator<Item = (u64, Stored)>,
+    ) -> Result<Option<ControlPlane>, StateError> {
+        let mut plane = None;
+        for (seq, r) in records {
+            ControlPlane::replay_one(&mut plane, seq, r)?;
+        }
+        Ok(plane)
+    }
+
+    /// Applies journal record `seq` during replay: `Init` makes the state; every other record
+    /// must be the next one after the state's (after a snapshot, replay starts there). A record
+    /// of the current format is restored as recorded, never decided again; a version-0 record
+    /// (an input alone) is decided with this build's rules, and the record that makes is
+    /// returned so that the caller can rewrite the journal (see [`crate::journal`]).
+    pub fn replay_one(
+        plane: &mut Option<ControlPlane>,
+        seq: u64,
+        stored: Stored,
+    ) -> Result<Option<Record>, StateError> {
+        let record = match plane {
+            None => {
+                if seq != 1 {
+                    return Err(StateError::Sequence(
+                        seq,
+                        "the journal does not start at record 1".into(),
+                    ));
+                }
+                let event = match stored {
+                    Stored::Inputs(e) => e,
+                    Stored::V1(r) => r.event,
+                };
+                *plane = Some(ControlPlane::new(&event)?);
+                Some(Record {
+                    event,
+                    decisions: Vec::new(),
+                    outcome: sched::Outcome::default(),
+                })
+            }
+            Some(p) => {
+                let at =
+                    |err: StateError| StateError::Sequence(seq, format!("does not apply: {err}"));
+                let event = match &stored {
+                    Stored::Inputs(e) => e,
+                    Stored::V1(r) => &r.event,
+                };
+                if matches!(event, Event::Init { .. }) {
+                    return Err(StateError::Sequence(seq, "a second Init".into()));
+                }
+                if seq != p.seq + 1 {
+                    return Err(StateError::Sequence(
+                        seq,
+                        format!("expected record {} next", p.seq + 1),
+                    ));
+                }
+                let migrated = match stored {
+                    Stored::Inputs(e) => Some(p.apply(&e).map_err(at)?),
+                    Stored::V1(r) => {
+                        let record = crate::journal::Codec::new(p.sched.engine().fleet())
+                            .load(r)
+                            .map_err(|e| StateError::Sequence(seq, e.to_string()))?;
+                        p.apply_recorded(&record).map_err(at)?;
+                        None
+                    }
+                };
+                // Agents hear of changes made while the server runs, not of history.
+                p.changed.clear();
+                migrated
+            }
+        };
+        Ok(record)
+    }
+
+    /// The bytes of a record, in the journal's current format.
+    pub fn encode(&self, record: &Record) -> Vec<u8> {
+        crate::journal::encode(
+            &crate::journal::Codec::new(self.sched.engine().fleet()).store(record),
+        )
+    }
+
+    /// Changes the queue's rules for what it decides from now on (replayed history keeps what
+    /// was decided under the old ones).
+    pub fn set_rules(&mut self, config: SchedConfig) {
+        self.sched.set_config(config);
+    }
+
+    /// Checks the queue's and the engine's invariants from scratch; the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.sched.check_invariants()
+    }
+
+    /// The journal record of the last event applied.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The whole state as bytes, for the journal's snapshot table.
+    pub fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        let mut out = Vec::new();
+        ciborium::into_writer(&(SNAPSHOT_FORMAT, self), &mut out)
+            .map_err(|e| StateError::Snapshot(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// The state a snapshot holds. A snapshot of another format is refused (the caller
+    /// replays the whole journal instead).
+    pub fn from_snapshot(bytes: &[u8]) -> Result<ControlPlane, StateError> {
+        let (format, plane): (u32, ControlPlane) =
+            ciborium::from_reader(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
+        if format != SNAPSHOT_FORMAT {
+            return Err(StateError::Snapshot(format!(
+                "format {format}, this build reads {SNAPSHOT_FORMAT}"
+            )));
+        }
+        Ok(plane)
+    }
+
+    /// What was spent from `Init` to `now`, with the commitments' burn-down.
+    pub fn spend(&self, now: u64) -> sched::cost::CostSummary {
+        sched::cost::summarise(&self.sched.spend(now), &self.commitments, 0)
+    }
+
+    /// The time to stamp a new event with: the wall clock, never before the last event.
+    pub fn stamp(&self, wall: u64) -> u64 {
+        wall.max(self.now)
+    }
+
+    /// Whether a pass has anything new to look at.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The time of the last applied event.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! What the API shows of the state: job, service, batch, node and tenant views, and the
+//! fingerprint and placements that restarts and upgrades are checked against.
+
+use super::*;
+
+/// The API's name of a queue state.
+pub(super) fn state_name(state: &JobState) -> &'static str {
+    match state {
+        JobState::Pending => "pending",
+        JobState::Running { .. } => "running",
+        JobState::Preempting { .. } => "preempting",
+        JobState::Finished => "finished",
+        JobState::Cancelled => "cancelled",
+    }
+}
+
+impl ControlPlane {
+    /// What the agents are told to run, node by node, with each job's state: the part of the
+    /// state an upgrade must never change. One line per node with work, then one per job.
+    pub fn placements(&self) -> String {
+        let mut out = String::new();
+        for name in self.up_nodes() {
+            let (tasks, sandboxes) = self.assignments(&name);
+            if tasks.is_empty() && sandboxes.is_empty() {
+                continue;
+            }
+            out.push_str(&name);
+            for t in &tasks {
+                out.push_str(&format!(
+                    " job{}/run{}/rank{} gpus{:?} stop_by{:?};",
+                    t.job, t.run, t.rank, t.gpus, t.stop_by
+                ));
+            }
+            for s in &sandboxes {
+                out.push_str(&format!(" batch{}[{}+{}];", s.batch, s.first, s.count));
+            }
+            out.push('\n');
+        }
+        for (id, m) in &self.jobs {
+            let state = self.job_state(*id).map_or("unknown", state_name);
+            out.push_str(&format!(
+                "job {id} {} {state} restarts {}\n",
+                m.name, m.restarts
+            ));
+        }
+        out
+    }
+
+    /// The name of the tenant that owns service `id`.
+    pub fn service_tenant(&self, id: u64) -> Option<&str> {
+        self.services.get(&id).map(|m| self.tenant_name(m.tenant))
+    }
+
+    /// The name of the tenant that owns batch `id`.
+    pub fn batch_tenant(&self, id: u64) -> Option<&str> {
+        self.batches.get(&id).map(|m| self.tenant_name(m.tenant))
+    }
+
+    /// Whether `id` names a sandbox batch.
+    pub fn is_batch(&self, id: u64) -> bool {
+        self.batches.contains_key(&id)
+    }
+
+    /// The service as the API shows it.
+    pub fn service_view(&self, id: u64) -> Option<ServiceView> {
+        let meta = self.services.get(&id)?;
+        let status = self.sched.service_status(id);
+        let engine = self.sched.engine();
+        let mut replicas = Vec::new();
+        let mut reason = None;
+        for r in self.sched.service_replicas(id) {
+            match self.sched.job(r).map(|j| &j.state) {
+                Some(JobState::Running { .. } | JobState::Preempting { .. }) => {
+                    if let Some(Allocation::Gang { slots, .. }) = engine.allocation(r) {
+                        replicas.push(
+                            slots
+                                .iter()
+                                .map(|s| engine.fleet().node(s.node).name.to_string())
+                                .collect(),
+                        );
+                    }
+                }
+                Some(JobState::Pending) if reason.is_none() => {
+                    reason = self.sched.pending_reason(r);
+                }
+                _ => {}
+            }
+        }
+        Some(ServiceView {
+            id,
+            name: meta.name.clone(),
+            tenant: self.tenant_name(meta.tenant).to_string(),
+            state: if meta.deleted_at.is_some() {
+                "deleted"
+            } else {
+                "active"
+            }
+            .into(),
+            desired: status.as_ref().map_or(0, |s| s.desired),
+            running: status.as_ref().map_or(0, |s| s.running),
+            pending: status.as_ref().map_or(0, |s| s.pending),
+            min_replicas: meta.spec.min_replicas,
+            max_replicas: meta.spec.max_replicas,
+            gpus_per_replica: meta.spec.replica.total_gpus(),
+            replicas,
+            reason: match meta.replace_at {
+                Some(t) if meta.deleted_at.is_none() => Some(format!(
+                    "{} replicas in a row exited within {QUICK_EXIT} s of starting: the next replacement waits until t={t}",
+                    meta.quick_exits
+                )),
+                _ => reason,
+            },
+            replaced: meta.replaced,
+            created_at: meta.created_at,
+        })
+    }
+
+    /// Services (of one tenant, if given), in id order.
+    pub fn list_services(&self, tenant: Option<&str>) -> Vec<ServiceView> {
+        self.services
+            .keys()
+            .filter(|id| tenant.is_none_or(|t| self.service_tenant(**id) == Some(t)))
+            .filter_map(|id| self.service_view(*id))
+            .collect()
+    }
+
+    /// The sandbox batch as the API shows it.
+    pub fn batch_view(&self, id: u64) -> Option<BatchView> {
+        let meta = self.batches.get(&id)?;
+        let (live, hosts) = match self.sched.engine().allocation(WorkloadId(id)) {
+            Some(Allocation::Sandboxes {
+                runs, live_count, ..
+            }) => {
+                let mut nodes: Vec<NodeId> = runs.iter().map(|r| r.node).collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                (*live_count, nodes.len() as u32)
+            }
+            _ => (0, 0),
+        };
+        Some(BatchView {
+            id,
+            name: meta.name.clone(),
+            tenant: self.tenant_name(meta.tenant).to_string(),
+            state: match (meta.ended_at, meta.cancelled) {
+                (None, _) => "running",
+                (Some(_), true) => "cancelled",
+                (Some(_), false) => "finished",
+            }
+            .into(),
+            count: meta.count,
+            live,
+            succeeded: meta.succeeded,
+            failed: meta.failed,
+            lost: meta.lost,
+            moved: meta.moved,
+            hosts,
+            submitted_at: meta.submitted_at,
+            ended_at: meta.ended_at,
+        })
+    }
+
+    /// Batches after id `after` (ascending), at most `limit`, optionally of one tenant.
+    pub fn list_batches(&self, tenant: Option<&str>, after: u64, limit: usize) -> Vec<BatchView> {
+        self.batches
+            .range(after.saturating_add(1)..)
+            .map(|(id, _)| *id)
+            .filter(|id| tenant.is_none_or(|t| self.batch_tenant(*id) == Some(t)))
+            .take(limit)
+            .filter_map(|id| self.batch_view(id))
+            .collect()
+    }
+
+    /// The job's queue state, live or ended.
+    pub(super) fn job_state(&self, id: u64) -> Option<&JobState> {
+        let wid = WorkloadId(id);
+        match self.sched.job(wid) {
+            Some(j) => Some(&j.state),
+            None => self.sched.ended_state(wid),
+        }
+    }
+
+    /// The name of the tenant that owns job `id` (cheap: no view is built).
+    pub fn job_tenant(&self, id: u64) -> Option<&str> {
+        let meta = self.jobs.get(&id)?;
+        self.tenants
+            .get(meta.tenant.0 as usize)
+            .map(|t| t.name.as_str())
+    }
+
+    /// The job as the API shows it.
+    pub fn job_view(&self, id: u64) -> Option<JobView> {
+        let meta = self.jobs.get(&id)?;
+        let wid = WorkloadId(id);
+        let state = self.job_state(id)?.clone();
+        let nodes = match self.sched.engine().allocation(wid) {
+            Some(sched::Allocation::Gang { slots, .. }) => slots
+                .iter()
+                .map(|s| self.sched.engine().fleet().node(s.node).name.to_string())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let since = match &state {
+            JobState::Pending => None,
+            JobState::Running { since } | JobState::Preempting { since, .. } => Some(*since),
+            JobState::Finished | JobState::Cancelled => meta.ended_at,
+        };
+        let state_name = state_name(&state);
+        Some(JobView {
+            id,
+            name: meta.name.clone(),
+            tenant: self
+                .tenants
+                .get(meta.tenant.0 as usize)
+                .map_or_else(String::new, |t| t.name.clone()),
+            state: state_name.into(),
+            since,
+            submitted_at: meta.submitted_at,
+            gpus: meta.gpus,
+            restarts: meta.restarts,
+            exit_code: meta.exit_code,
+            nodes,
+            reason: if state == JobState::Pending {
+                self.sched.pending_reason(wid)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Jobs after id `after` (ascending), at most `limit`, optionally of one tenant and state.
+    pub fn list(
+        &self,
+        tenant: Option<&str>,
+        state: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Vec<JobView> {
+        // Filter on what is cheap; build views (which render pending reasons) for the page only.
+        self.jobs
+            .range(after.saturating_add(1)..)
+            .map(|(id, _)| *id)
+            .filter(|id| tenant.is_none_or(|t| self.job_tenant(*id) == Some(t)))
+            .filter(|id| state.is_none_or(|s| self.job_state(*id).map(state_name) == Some(s)))
+            .take(limit)
+            .filter_map(|id| self.job_view(id))
+            .collect()
+    }
+
+    /// Nodes with their state and free GPUs.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let engine = self.sched.engine();
+        engine
+            .fleet()
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let (free_mask, free_cpu, _) = engine.node_free(model::NodeId(i as u32));
+                NodeView {
+                    name: n.name.to_string(),
+                    state: format!("{:?}", n.state).to_lowercase(),
+                    gpus: u32::from(n.capacity.gpus),
+                    free_gpus: free_mask.count_ones(),
+                    cpu_millis: n.capacity.cpu_millis,
+                    free_cpu_millis: free_cpu,
+                }
+            })
+            .collect()
+    }
+
+    /// Tenants with their usage.
+    pub fn tenants(&self) -> Vec<TenantView> {
+        self.sched
+            .tenant_report()
+            .into_iter()
+            .map(|t| TenantView {
+                name: t.name,
+                gpus_in_use: t.usage.gpus.iter().sum(),
+                dominant_share: t.dominant_share,
+                lost_gpu_hours: t.lost_gpu_hours,
+            })
+            .collect()
+    }
+
+    /// Everything a restart must reproduce, as text: every job's view (but its pending
+    /// reason) and placement, the engine's usage and the reservation. Two planes with equal
+    /// fingerprints are the same to every client once a pass has run.
+    pub fn fingerprint(&self) -> String {
+        // Pending reasons are advice the next pass rewrites, not state: a replayed queue has
+        // not run the passes that wrote them.
+        let views: Vec<JobView> = self
+            .jobs
+            .keys()
+            .filter_map(|id| self.job_view(*id))
+            .map(|v| JobView { reason: None, ..v })
+            .collect();
+        let mut out = serde_json::to_string(&views).unwrap_or_default();
+        let services: Vec<ServiceView> = self
+            .list_services(None)
+            .into_iter()
+            .map(|v| ServiceView { reason: None, ..v })
+            .collect();
+        let batches: Vec<BatchView> = self
+            .batches
+            .keys()
+            .filter_map(|id| self.batch_view(*id))
+            .collect();
+        out.push_str(&serde_json::to_string(&services).unwrap_or_default());
+        out.push_str(&serde_json::to_string(&batches).unwrap_or_default());
+        for name in self.up_nodes() {
+            out.push_str(&format!("\n{name}: {:?}", self.assignments(&name)));
+        }
+        out.push_str(&format!(
+            "\nusage {:?} reservation {:?} next {} {} now {}",
+            self.sched.engine().gpu_usage(),
+            self.sched.reservation(),
+            self.next_id,
+            self.next_service,
+            self.now
+        ));
+        out
+    }
+}
