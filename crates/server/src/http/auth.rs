@@ -1,0 +1,123 @@
+//! Who is asking: bearer tokens (only their SHA-256 is kept), the request's role, and which
+//! tenants' work a role may see or touch.
+
+use super::*;
+
+/// A new random token (256 bits, hex).
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the journal keeps of a token.
+pub fn token_hash(token: &str) -> String {
+    hex(&sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Whether `role` may see or touch work of `tenant`.
+pub(super) fn may_touch(role: &Role, tenant: &str) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::Tenant { tenant: t } => t == tenant,
+        Role::Agent => false,
+    }
+}
+
+/// Refuses a request for another tenant than the token's.
+pub(super) fn check_tenant(role: &Role, tenant: &str) -> Result<(), Refusal> {
+    if may_touch(role, tenant) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "tenant",
+            format!("this token may not act for tenant '{tenant}'"),
+        ))
+    }
+}
+
+/// The tenant a listing may show: the token's own for a tenant token; refused when it asks
+/// for another.
+pub(super) fn listing_tenant(
+    role: &Role,
+    asked: Option<String>,
+) -> Result<Option<String>, Refusal> {
+    match role {
+        Role::Admin => Ok(asked),
+        Role::Agent => Err(Refusal::forbidden("an agent token cannot list work")),
+        Role::Tenant { tenant } => {
+            if asked.as_ref().is_some_and(|t| t != tenant) {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant",
+                    format!("this token sees tenant '{tenant}' only"),
+                ));
+            }
+            Ok(Some(tenant.clone()))
+        }
+    }
+}
+
+impl Server {
+    /// Who sent the request: the role of its bearer token.
+    pub(super) fn principal(&self, headers: &HeaderMap) -> Result<Role, Refusal> {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "authorization",
+                    "send 'Authorization: Bearer <token>'",
+                )
+            })?;
+        let hash = token_hash(token.trim());
+        let p = self.plane();
+        match p.role_of(&hash, unix_now()) {
+            Ok(role) => Ok(role.clone()),
+            Err(TokenProblem::Unknown) => Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "authorization",
+                "unknown or revoked token",
+            )),
+            Err(TokenProblem::Expired(at)) => Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "authorization",
+                format!("the token expired at {at} (Unix seconds)"),
+            )),
+        }
+    }
+
+    /// The caller's role and the id of a `/v1/<things>/{id}` path.
+    pub(super) fn caller_and_id(
+        &self,
+        headers: &HeaderMap,
+        raw: &str,
+    ) -> Result<(Role, u64), Refusal> {
+        let role = self.principal(headers)?;
+        let id = raw.parse::<u64>().map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "id",
+                format!("'{raw}' is not an id (a positive integer)"),
+            )
+        })?;
+        Ok((role, id))
+    }
+
+    /// The caller's role, refused when it is an agent's (agents only report).
+    pub(super) fn submitter(&self, headers: &HeaderMap) -> Result<Role, Refusal> {
+        match self.principal(headers)? {
+            Role::Agent => Err(Refusal::forbidden(
+                "an agent token cannot submit or see work",
+            )),
+            role => Ok(role),
+        }
+    }
+}

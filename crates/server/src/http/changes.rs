@@ -1,0 +1,184 @@
+//! The agents' long poll: nodes whose assignments changed, numbered by version, published only
+//! once the change is durable, and the waiters woken by them.
+
+use super::*;
+
+/// Most node changes remembered for waiting agents; one that asks about older ones is told to
+/// heartbeat every node.
+pub(super) const CHANGE_LOG_LEN: usize = 100_000;
+
+/// Longest wait an agent may ask for.
+pub(super) const MAX_WAIT_MS: u64 = 30_000;
+
+/// Nodes whose assignments changed, numbered by version, and the agents waiting on them.
+#[derive(Default)]
+pub(super) struct ChangeLog {
+    version: u64,
+    /// (version, node), oldest first.
+    log: std::collections::VecDeque<(u64, String)>,
+    /// Versions up to this one were dropped from the log.
+    dropped_through: u64,
+    /// Waiting requests, by the nodes they wait on.
+    waiters: HashMap<String, Vec<Arc<tokio::sync::Notify>>>,
+}
+
+impl ChangeLog {
+    pub(super) fn publish(&mut self, nodes: Vec<String>) {
+        if nodes.is_empty() {
+            return;
+        }
+        self.version += 1;
+        for n in nodes {
+            if let Some(waiting) = self.waiters.remove(&n) {
+                for w in waiting {
+                    w.notify_one();
+                }
+            }
+            self.log.push_back((self.version, n));
+        }
+        while self.log.len() > CHANGE_LOG_LEN {
+            if let Some((v, _)) = self.log.pop_front() {
+                self.dropped_through = v;
+            }
+        }
+    }
+
+    /// The asked-about nodes changed after `after`; `None`: cannot tell (all of them).
+    pub(super) fn since(
+        &self,
+        after: u64,
+        asked: &std::collections::HashSet<&str>,
+    ) -> Option<Vec<String>> {
+        if after > self.version || after < self.dropped_through {
+            return None;
+        }
+        let mut changed: Vec<String> = self
+            .log
+            .iter()
+            .rev()
+            .take_while(|(v, _)| *v > after)
+            .filter(|(_, n)| asked.contains(n.as_str()))
+            .map(|(_, n)| n.clone())
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        Some(changed)
+    }
+
+    pub(super) fn register(&mut self, nodes: &[String], waiter: &Arc<tokio::sync::Notify>) {
+        for n in nodes {
+            self.waiters
+                .entry(n.clone())
+                .or_default()
+                .push(waiter.clone());
+        }
+    }
+
+    pub(super) fn unregister(&mut self, nodes: &[String], waiter: &Arc<tokio::sync::Notify>) {
+        for n in nodes {
+            if let Some(v) = self.waiters.get_mut(n) {
+                v.retain(|w| !Arc::ptr_eq(w, waiter));
+                if v.is_empty() {
+                    self.waiters.remove(n);
+                }
+            }
+        }
+    }
+}
+
+/// Waits until some of the agent's nodes have new assignments (or the timeout passes), and
+/// says which: the agent heartbeats those at once, so work starts without waiting for the
+/// next heartbeat.
+#[utoipa::path(post, path = "/v1/agent/wait", request_body = crate::api::WaitForChanges,
+    responses((status = 200, body = crate::api::Changes), (status = 400, body = ApiError)))]
+pub(super) async fn wait_for_changes(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(
+        async {
+            match server.principal(&headers)? {
+                Role::Agent | Role::Admin => {}
+                Role::Tenant { .. } => {
+                    return Err(Refusal::forbidden("only agent tokens wait for assignments"))
+                }
+            }
+            let req: crate::api::WaitForChanges = parse_json(&body)?;
+            if req.nodes.is_empty() || req.nodes.len() > 100_000 {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "nodes",
+                    "must name 1 to 100000 nodes",
+                ));
+            }
+            if req.timeout_ms > MAX_WAIT_MS {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "timeout_ms",
+                    format!("must be at most {MAX_WAIT_MS}"),
+                ));
+            }
+            let asked: std::collections::HashSet<&str> =
+                req.nodes.iter().map(String::as_str).collect();
+            let waiter = Arc::new(tokio::sync::Notify::new());
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms);
+            loop {
+                {
+                    let mut log = server.change_log();
+                    // Registered again below if it still waits, so never twice on a node.
+                    log.unregister(&req.nodes, &waiter);
+                    let found = log.since(req.after, &asked);
+                    let timed_out = tokio::time::Instant::now() >= deadline;
+                    if timed_out || found.as_ref().is_none_or(|c| !c.is_empty()) {
+                        let version = log.version;
+                        return Ok(Json(crate::api::Changes {
+                            version,
+                            all: found.is_none(),
+                            changed: found.unwrap_or_default(),
+                        })
+                        .into_response());
+                    }
+                    log.register(&req.nodes, &waiter);
+                }
+                let _ = tokio::time::timeout_at(deadline, waiter.notified()).await;
+            }
+        }
+        .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    pub(super) fn the_change_log_answers_by_node_and_says_when_it_cannot_tell() {
+        let mut log = ChangeLog::default();
+        let asked: std::collections::HashSet<&str> = ["a", "b"].into_iter().collect();
+        assert_eq!(log.since(0, &asked), Some(vec![]));
+        log.publish(vec!["a".into(), "c".into()]);
+        log.publish(vec!["b".into()]);
+        assert_eq!(log.since(0, &asked), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(log.since(1, &asked), Some(vec!["b".into()]));
+        assert_eq!(log.since(2, &asked), Some(vec![]));
+        // A version from before a restart: every node.
+        assert_eq!(log.since(9, &asked), None);
+        // A waiter is woken by a change to one of its nodes, and only then.
+        let waiter = Arc::new(tokio::sync::Notify::new());
+        log.register(&["a".into(), "b".into()], &waiter);
+        log.publish(vec!["c".into()]);
+        assert_eq!(log.waiters.len(), 2);
+        log.publish(vec!["b".into()]);
+        assert!(!log.waiters.contains_key("b"));
+        log.unregister(&["a".into(), "b".into()], &waiter);
+        assert!(log.waiters.is_empty());
+        // Old entries are dropped; asking about them gets every node.
+        for _ in 0..CHANGE_LOG_LEN {
+            log.publish(vec!["c".into()]);
+        }
+        assert_eq!(log.since(1, &asked), None);
+        assert_eq!(log.since(log.version, &asked), Some(vec![]));
+    }
+}

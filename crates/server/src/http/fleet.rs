@@ -1,0 +1,123 @@
+//! `/v1/nodes`, `/v1/tenants`, `/v1/cost`: the fleet's nodes (drain and resume by node or
+//! topology path), tenants and their usage, and what the fleet has cost.
+
+use super::*;
+
+/// Every node, with its state and free capacity.
+#[utoipa::path(get, path = "/v1/nodes", responses((status = 200, body = [NodeView])))]
+pub(super) async fn list_nodes(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    if let Err(r) = server.principal(&headers) {
+        return r.into_response();
+    }
+    Json(server.plane().nodes()).into_response()
+}
+
+/// Tenants and their usage.
+/// What the fleet has cost since the journal began, by provider, region, tenant, class and
+/// kind of capacity, per day; committed capacity left idle; each commitment's burn-down.
+/// Admin tokens only (it shows every tenant's spend).
+#[utoipa::path(get, path = "/v1/cost",
+    responses((status = 200, description = "the spend summary (JSON: total_usd, idle_committed_usd, by_provider, by_region, by_tenant, by_class, by_pricing, idle_by_provider, commitments)"),
+        (status = 403, body = ApiError)))]
+pub(super) async fn cost(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    match server.principal(&headers) {
+        Ok(Role::Admin) => {
+            let plane = server.plane();
+            let now = plane.stamp(unix_now());
+            Json(plane.spend(now)).into_response()
+        }
+        Ok(_) => Refusal::forbidden("spend reports are for admin tokens").into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
+pub(super) async fn list_tenants(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Response {
+    match server.principal(&headers) {
+        Ok(Role::Agent) => Refusal::forbidden("an agent token cannot list tenants").into_response(),
+        Ok(role) => {
+            let all = server.plane().tenants();
+            let mine: Vec<TenantView> = all
+                .into_iter()
+                .filter(|t| may_touch(&role, &t.name))
+                .collect();
+            Json(mine).into_response()
+        }
+        Err(r) => r.into_response(),
+    }
+}
+
+/// Drain or resume a node (admin only); answers the node.
+pub(super) async fn set_drain(
+    server: Arc<Server>,
+    headers: HeaderMap,
+    name: String,
+    drain: bool,
+) -> Response {
+    respond(
+        async {
+            match server.principal(&headers)? {
+                Role::Admin => {}
+                _ => return Err(Refusal::forbidden("only an admin token drains nodes")),
+            }
+            server
+                .commit(
+                    |p, at| match p.target_nodes(&name) {
+                        Ok(_) => Ok(Event::NodeDrain {
+                            node: name.clone(),
+                            drain,
+                            at,
+                        }),
+                        Err(e) => Err(Refusal::new(StatusCode::NOT_FOUND, "name", e.to_string())),
+                    },
+                    StatusCode::CONFLICT,
+                    "name",
+                )
+                .await?;
+            // The node, or for a topology path every node under it.
+            let views: Vec<NodeView> = {
+                let p = server.plane();
+                let names: std::collections::HashSet<String> = p
+                    .target_nodes(&name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|n| p.node_name(n))
+                    .collect();
+                p.nodes()
+                    .into_iter()
+                    .filter(|v| names.contains(&v.name))
+                    .collect()
+            };
+            Ok(Json(views).into_response())
+        }
+        .await,
+    )
+}
+
+/// Drain a node, or every node under a topology path (with `/` sent as `%2F`): they take no new
+/// work, and what runs there finishes (admin only). They stay drained when their agents
+/// restart, until resumed. Answers the nodes.
+#[utoipa::path(post, path = "/v1/nodes/{name}/drain", params(("name" = String, Path, description = "node name or topology path")),
+    responses((status = 200, body = [NodeView]), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn drain_node(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_drain(server, headers, name, true).await
+}
+
+/// Resume a drained node, or the drained nodes under a topology path: they take work again
+/// (admin only). Answers the nodes.
+#[utoipa::path(post, path = "/v1/nodes/{name}/resume", params(("name" = String, Path, description = "node name or topology path")),
+    responses((status = 200, body = [NodeView]), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn resume_node(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_drain(server, headers, name, false).await
+}

@@ -1,0 +1,212 @@
+//! `/v1/jobs`: submit, list (paginated), get, cancel, and why a job is where it is.
+
+use super::*;
+
+/// Queue a training job.
+#[utoipa::path(post, path = "/v1/jobs", request_body = SubmitJob,
+    responses((status = 201, body = Submitted), (status = 400, body = ApiError), (status = 413, description = "body over 1 MiB")))]
+pub(super) async fn submit_job(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(
+        submit_work(
+            &server,
+            &headers,
+            &body,
+            |r: &SubmitJob| r.tenant.clone(),
+            ControlPlane::submit_event,
+            StatusCode::BAD_REQUEST,
+            "",
+        )
+        .await,
+    )
+}
+
+/// What every submission route does: read the body, check the token's tenant, turn the
+/// request into its event, apply and journal it, and answer the new id once it is durable.
+/// The state's refusal is answered with `refused` and `field`.
+pub(super) async fn submit_work<T: serde::de::DeserializeOwned>(
+    server: &Server,
+    headers: &HeaderMap,
+    body: &[u8],
+    tenant_of: impl FnOnce(&T) -> String,
+    make: impl FnOnce(&ControlPlane, &T, u64) -> Result<Event, FieldProblem>,
+    refused: StatusCode,
+    field: &str,
+) -> Result<Response, Refusal> {
+    let role = server.submitter(headers)?;
+    let req: T = parse_json(body)?;
+    check_tenant(&role, &tenant_of(&req))?;
+    let (event, seq) = server
+        .commit(
+            |p, at| make(p, &req, at).map_err(bad_request),
+            refused,
+            field,
+        )
+        .await?;
+    let id = match event {
+        Event::Submit { id, .. }
+        | Event::ServiceCreate { id, .. }
+        | Event::SandboxBatch { id, .. } => id,
+        _ => {
+            return Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "",
+                "not a submission",
+            ))
+        }
+    };
+    Ok((StatusCode::CREATED, Json(Submitted { id, seq })).into_response())
+}
+
+/// Query of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// Only this tenant's jobs.
+    tenant: Option<String>,
+    /// Only jobs in this state.
+    state: Option<String>,
+    /// Jobs with a larger id (the previous page's `next_after`).
+    after: Option<u64>,
+    /// Page size, 1..=1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// List jobs, in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", params(ListQuery),
+    responses((status = 200, body = JobList), (status = 400, body = ApiError)))]
+pub(super) async fn list_jobs(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let role = match server.principal(&headers) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let Query(mut q) = match query {
+        Ok(q) => q,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, "query", e.body_text()),
+    };
+    const STATES: [&str; 5] = ["pending", "running", "preempting", "finished", "cancelled"];
+    if let Some(s) = &q.state {
+        if !STATES.contains(&s.as_str()) {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "state",
+                format!("unknown state '{s}' ({})", STATES.join(", ")),
+            );
+        }
+    }
+    match &role {
+        Role::Admin => {}
+        Role::Agent => {
+            return Refusal::forbidden("an agent token cannot list jobs").into_response()
+        }
+        // A tenant sees its own work only.
+        Role::Tenant { tenant } => {
+            if q.tenant.as_ref().is_some_and(|t| t != tenant) {
+                return Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant",
+                    format!("this token sees tenant '{tenant}' only"),
+                )
+                .into_response();
+            }
+            q.tenant = Some(tenant.clone());
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            format!("must be 1..={MAX_PAGE}"),
+        );
+    }
+    let jobs = server.plane().list(
+        q.tenant.as_deref(),
+        q.state.as_deref(),
+        q.after.unwrap_or(0),
+        limit + 1,
+    );
+    let more = jobs.len() > limit;
+    let jobs: Vec<JobView> = jobs.into_iter().take(limit).collect();
+    let next_after = if more {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Json(JobList { jobs, next_after }).into_response()
+}
+
+/// One job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = u64, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 404, body = ApiError)))]
+pub(super) async fn get_job(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let (role, id) = match server.caller_and_id(&headers, &raw) {
+        Ok(x) => x,
+        Err(r) => return r.into_response(),
+    };
+    match server.plane().job_view(id) {
+        // Another tenant's job does not exist, as far as this token can tell.
+        Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
+        _ => not_found(id),
+    }
+}
+
+/// Cancel a job (pending or running).
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = u64, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn cancel_job(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let (role, id) = match server.caller_and_id(&headers, &raw) {
+        Ok(x) => x,
+        Err(r) => return r.into_response(),
+    };
+    let pending = {
+        let mut p = server.plane();
+        if !p.job_tenant(id).is_some_and(|t| may_touch(&role, t)) {
+            return not_found(id);
+        }
+        let event = Event::Cancel {
+            id,
+            at: p.stamp(unix_now()),
+        };
+        let record = match p.apply(&event) {
+            Ok(r) => r,
+            Err(e) => return problem(StatusCode::CONFLICT, "id", e.to_string()),
+        };
+        server.journal.append(vec![p.encode(&record)])
+    };
+    server.wake.notify_one();
+    if let Err(e) = pending.done().await {
+        fail_stop(e);
+    }
+    server.publish_changes();
+    match server.plane().job_view(id) {
+        Some(v) => Json(v).into_response(),
+        None => not_found(id),
+    }
+}
+
+/// Why a job is where it is.
+#[utoipa::path(get, path = "/v1/jobs/{id}/why", params(("id" = u64, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 404, body = ApiError)))]
+pub(super) async fn why_job(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    get_job(State(server), headers, Path(raw)).await
+}

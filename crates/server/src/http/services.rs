@@ -1,0 +1,144 @@
+//! `/v1/services`: create, list, get, scale and delete inference services.
+
+use super::*;
+
+/// Create an inference service (it starts at its minimum replica count).
+#[utoipa::path(post, path = "/v1/services", request_body = SubmitService,
+    responses((status = 201, body = Submitted), (status = 400, body = ApiError)))]
+pub(super) async fn create_service(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(
+        submit_work(
+            &server,
+            &headers,
+            &body,
+            |r: &SubmitService| r.tenant.clone(),
+            ControlPlane::service_event,
+            StatusCode::BAD_REQUEST,
+            "",
+        )
+        .await,
+    )
+}
+
+/// Query of the service and batch listings.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TenantQuery {
+    /// Only this tenant's.
+    pub(super) tenant: Option<String>,
+    /// Ids above this one (the previous page's `next_after`; batches only).
+    pub(super) after: Option<u64>,
+    /// Page size, 1..=1000 (default 100; batches only).
+    pub(super) limit: Option<usize>,
+}
+
+/// Services, in id order.
+#[utoipa::path(get, path = "/v1/services", params(TenantQuery),
+    responses((status = 200, body = [ServiceView]), (status = 400, body = ApiError)))]
+pub(super) async fn list_services(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    query: Result<Query<TenantQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    respond((|| {
+        let role = server.principal(&headers)?;
+        let Query(q) =
+            query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        let tenant = listing_tenant(&role, q.tenant)?;
+        Ok(Json(server.plane().list_services(tenant.as_deref())).into_response())
+    })())
+}
+
+/// One service.
+#[utoipa::path(get, path = "/v1/services/{id}", params(("id" = u64, Path, description = "service id")),
+    responses((status = 200, body = ServiceView), (status = 404, body = ApiError)))]
+pub(super) async fn get_service(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    respond((|| {
+        let (role, id) = server.caller_and_id(&headers, &raw)?;
+        Ok(match server.plane().service_view(id) {
+            Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
+            _ => no_such("service", id),
+        })
+    })())
+}
+
+/// A service's owner check, then `make`'s event, applied and durable; answers the service.
+pub(super) async fn change_service(
+    server: Arc<Server>,
+    headers: HeaderMap,
+    raw: String,
+    make: impl FnOnce(u64, u64) -> Event,
+) -> Response {
+    respond(
+        async {
+            let (role, id) = server.caller_and_id(&headers, &raw)?;
+            if role == Role::Agent {
+                return Err(Refusal::forbidden("an agent token cannot change services"));
+            }
+            server
+                .commit(
+                    |p, at| match p.service_tenant(id) {
+                        Some(t) if may_touch(&role, t) => Ok(make(id, at)),
+                        _ => Err(Refusal::new(
+                            StatusCode::NOT_FOUND,
+                            "id",
+                            format!("no service {id}"),
+                        )),
+                    },
+                    StatusCode::CONFLICT,
+                    "id",
+                )
+                .await?;
+            Ok(match server.plane().service_view(id) {
+                Some(v) => Json(v).into_response(),
+                None => no_such("service", id),
+            })
+        }
+        .await,
+    )
+}
+
+/// Set a service's desired replica count (clamped to its bounds).
+#[utoipa::path(post, path = "/v1/services/{id}/scale", request_body = ScaleService,
+    params(("id" = u64, Path, description = "service id")),
+    responses((status = 200, body = ServiceView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn scale_service(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: ScaleService = match parse_json(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    change_service(server, headers, raw, |id, at| Event::ServiceScale {
+        id,
+        replicas: req.replicas,
+        at,
+    })
+    .await
+}
+
+/// Delete a service: its replicas stop.
+#[utoipa::path(post, path = "/v1/services/{id}/delete", params(("id" = u64, Path, description = "service id")),
+    responses((status = 200, body = ServiceView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn delete_service(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    change_service(server, headers, raw, |id, at| Event::ServiceDelete {
+        id,
+        at,
+    })
+    .await
+}

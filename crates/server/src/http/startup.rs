@@ -1,0 +1,222 @@
+//! Start-up: the server's configuration, the journal opened as its only writer, the latest
+//! snapshot loaded and the records after it replayed (records of an older format upgraded
+//! once), and the first admin token issued.
+
+use super::*;
+
+/// What the server was started with, for a journal that has no `Init` yet.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The journal's URL (see `store::parse_url`).
+    pub store_url: String,
+    /// A fleet file's text; `None`: the small default fleet.
+    pub fleet_toml: Option<String>,
+    /// Tenants; `None`: one tenant, `default`.
+    pub tenants: Option<Vec<model::TenantSpec>>,
+    /// The longest a quiet queue goes without a pass, in seconds.
+    pub idle_pass_interval: u64,
+    /// A node whose agent has not been heard from for this long is down.
+    pub heartbeat_timeout: Duration,
+    /// Where the first admin token is written (mode 0600) when the journal has no token yet.
+    pub admin_token_file: std::path::PathBuf,
+    /// A snapshot is saved once this many records were journaled after the last one (0:
+    /// never); a restart loads it and replays only what follows.
+    pub snapshot_every: u64,
+    /// Replay the whole journal at start even when a snapshot exists (to recover from a
+    /// snapshot suspected bad, or to compare).
+    pub replay_all: bool,
+    /// Prices and commitments for a new journal: the catalogue's rates are written into the
+    /// fleet's pools, and its commitments into `Init` (a journal keeps the ones it began with).
+    pub catalogue: Option<model::cost::CostCatalogue>,
+    /// The queue's rules for what this server decides. Replayed history keeps what was decided
+    /// under the rules of the build that wrote it.
+    pub rules: sched::SchedConfig,
+}
+
+/// Errors of start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The journal cannot be opened or read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A journal record is not an event of this build.
+    #[error("journal record {seq}: {reason}")]
+    Decode {
+        /// The record.
+        seq: u64,
+        /// Why it does not decode.
+        reason: String,
+    },
+    /// The journal does not replay.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The first admin token cannot be made or saved.
+    #[error("admin token {path}: {reason}")]
+    Token {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Issues the first admin token and writes it where the operator can read it.
+pub(super) fn issue_first_admin_token(
+    plane: &mut ControlPlane,
+    journal: &Journal,
+    path: &std::path::Path,
+) -> Result<(), StartError> {
+    let err = |reason: String| StartError::Token {
+        path: path.display().to_string(),
+        reason,
+    };
+    let token = new_token().map_err(|e| err(e.to_string()))?;
+    let event = Event::TokenIssued {
+        hash: token_hash(&token),
+        role: Role::Admin,
+        at: plane.now(),
+        expires_at: None,
+    };
+    let record = plane.apply(&event)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| err(e.to_string()))?;
+        writeln!(f, "{token}").map_err(|e| err(e.to_string()))?;
+    }
+    journal.append(vec![plane.encode(&record)]).wait()?;
+    Ok(())
+}
+
+impl Server {
+    /// Opens the journal and rebuilds the state from it (or starts a new one). Blocks: call it
+    /// outside the async runtime (or in `spawn_blocking`).
+    pub fn start(config: &Config) -> Result<Arc<Server>, StartError> {
+        let shown = store::display_url(&config.store_url);
+        let journal = Journal::open_as_writer(&config.store_url, &mut || {
+            tracing::warn!("another server writes {shown}: standing by");
+            eprintln!(
+                "stargrid server: another server writes the journal {shown}; standing by until it stops"
+            );
+        })?;
+        // Start from the latest snapshot, if this build reads it, then replay what follows.
+        let mut plane = None;
+        let mut from_snapshot = None;
+        let latest = if config.replay_all {
+            None
+        } else {
+            journal.latest_snapshot()?
+        };
+        if let Some((seq, body)) = latest {
+            match ControlPlane::from_snapshot(&body) {
+                Ok(p) if p.seq() == seq => {
+                    plane = Some(p);
+                    from_snapshot = Some(seq);
+                }
+                Ok(p) => tracing::warn!(
+                    "snapshot at record {seq} holds record {}: replaying the whole journal",
+                    p.seq()
+                ),
+                Err(e) => tracing::warn!("{e}: replaying the whole journal"),
+            }
+        }
+        let mut after = from_snapshot.unwrap_or(0);
+        let mut replayed = 0u64;
+        let mut migrated = Vec::new();
+        loop {
+            let chunk = journal.read_after(after, 10_000)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for r in chunk {
+                let stored = crate::journal::decode(&r.body).map_err(|e| StartError::Decode {
+                    seq: r.seq,
+                    reason: e.to_string(),
+                })?;
+                let inputs_only = matches!(stored, crate::journal::Stored::Inputs(_));
+                let record = ControlPlane::replay_one(&mut plane, r.seq, stored)?;
+                // A record of format 0 is rewritten in the current format, with the decisions
+                // this build made for it.
+                if let (true, Some(record), Some(p)) = (inputs_only, record, plane.as_ref()) {
+                    migrated.push(store::Record {
+                        seq: r.seq,
+                        body: p.encode(&record),
+                    });
+                }
+                after = r.seq;
+                replayed += 1;
+            }
+        }
+        if !migrated.is_empty() {
+            let count = migrated.len();
+            journal.rewrite(migrated).wait()?;
+            tracing::warn!(count, "journal records of format 0 rewritten in format 1");
+            eprintln!(
+                "stargrid server: {count} journal records written by an older build were upgraded to format {}",
+                crate::journal::FORMAT
+            );
+        }
+        let plane = match plane {
+            Some(p) => p,
+            None => {
+                let fleet_toml = match &config.fleet_toml {
+                    Some(t) => t.clone(),
+                    None => default_fleet_toml()?,
+                };
+                let (fleet_toml, commitments) = match &config.catalogue {
+                    Some(c) => (
+                        crate::state::price_fleet(&fleet_toml, c)?,
+                        c.commitments.clone(),
+                    ),
+                    None => (fleet_toml, Vec::new()),
+                };
+                let init = Event::Init {
+                    fleet_toml,
+                    tenants: config.tenants.clone().unwrap_or_else(default_tenants),
+                    at: unix_now(),
+                    commitments,
+                };
+                let plane = ControlPlane::new(&init)?;
+                let record = crate::journal::Record {
+                    event: init,
+                    decisions: Vec::new(),
+                    outcome: Default::default(),
+                };
+                journal.append(vec![plane.encode(&record)]).wait()?;
+                plane
+            }
+        };
+        let replay_summary = match from_snapshot {
+            Some(at) => format!("replayed {replayed} records after the snapshot at record {at}"),
+            None => format!("replayed {replayed} records"),
+        };
+        tracing::info!("{replay_summary}");
+        let mut plane = plane;
+        // This build's rules (or the operator's) decide from now on, whatever a snapshot carried.
+        plane.set_rules(config.rules.clone());
+        if !plane.has_tokens() {
+            issue_first_admin_token(&mut plane, &journal, &config.admin_token_file)?;
+        }
+        let now = Instant::now();
+        let last_seen = plane.up_nodes().into_iter().map(|n| (n, now)).collect();
+        Ok(Arc::new(Server {
+            plane: Mutex::new(plane),
+            journal,
+            idle_pass_interval: config.idle_pass_interval.max(1),
+            heartbeat_timeout: config.heartbeat_timeout,
+            last_seen: Mutex::new(last_seen),
+            wake: tokio::sync::Notify::new(),
+            changes: Mutex::new(ChangeLog::default()),
+            snapshot_every: config.snapshot_every,
+            last_snapshot: std::sync::atomic::AtomicU64::new(from_snapshot.unwrap_or(0)),
+            replay_summary,
+            logs: Mutex::new(Logs::default()),
+        }))
+    }
+}
