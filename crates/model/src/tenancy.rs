@@ -70,6 +70,17 @@ pub struct ResourceVec {
 }
 
 impl ResourceVec {
+    /// An amount that never binds as a quota: a quarter of the range, so that the sum of a few
+    /// (a cohort's total) cannot overflow.
+    pub const UNLIMITED_AMOUNT: u64 = u64::MAX / 4;
+
+    /// A quota that never binds, on every resource.
+    pub const UNLIMITED: ResourceVec = ResourceVec {
+        gpus: [Self::UNLIMITED_AMOUNT; GpuModel::ALL.len()],
+        cpu_millis: Self::UNLIMITED_AMOUNT,
+        memory_mib: Self::UNLIMITED_AMOUNT,
+    };
+
     /// What a gang uses.
     pub fn of_gang(g: &GangRequest) -> ResourceVec {
         let mut v = ResourceVec::default();

@@ -457,6 +457,14 @@ pub enum SchedError {
         /// Reason.
         reason: String,
     },
+    /// The fleet has no room for it now (for requests that are placed at once or refused).
+    #[error("{field}: {reason}")]
+    NoRoom {
+        /// Field.
+        field: &'static str,
+        /// Reason.
+        reason: String,
+    },
     /// No such job.
     #[error("job {0} is not known")]
     UnknownJob(WorkloadId),

@@ -85,12 +85,7 @@ fn fleet(pools: &[PoolDef]) -> Fleet {
 }
 
 fn tenants() -> Vec<TenantSpec> {
-    let mut quota = ResourceVec {
-        cpu_millis: u64::MAX / 4,
-        memory_mib: u64::MAX / 4,
-        ..ResourceVec::default()
-    };
-    quota.gpus = [u64::MAX / 4; model::GpuModel::ALL.len()];
+    let quota = ResourceVec::UNLIMITED;
     ["a", "b"]
         .iter()
         .map(|n| TenantSpec {

@@ -27,8 +27,8 @@ const SMALL: Shape = Shape {
 
 fn quota(gpus: u64) -> ResourceVec {
     let mut q = ResourceVec {
-        cpu_millis: u64::MAX / 4,
-        memory_mib: u64::MAX / 4,
+        cpu_millis: model::ResourceVec::UNLIMITED_AMOUNT,
+        memory_mib: model::ResourceVec::UNLIMITED_AMOUNT,
         ..ResourceVec::default()
     };
     q.gpus[GpuModel::Gb200.index()] = gpus;

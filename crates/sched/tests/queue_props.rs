@@ -27,8 +27,8 @@ const SHAPE: Shape = Shape {
 fn tenants() -> Vec<TenantSpec> {
     let q = |gpus: u64| {
         let mut v = ResourceVec {
-            cpu_millis: u64::MAX / 4,
-            memory_mib: u64::MAX / 4,
+            cpu_millis: model::ResourceVec::UNLIMITED_AMOUNT,
+            memory_mib: model::ResourceVec::UNLIMITED_AMOUNT,
             ..ResourceVec::default()
         };
         v.gpus[GpuModel::Gb200.index()] = gpus;

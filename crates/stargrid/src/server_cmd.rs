@@ -80,11 +80,8 @@ fn read_tenants(path: &PathBuf) -> Result<Vec<model::TenantSpec>> {
         .tenants
         .into_iter()
         .map(|t| {
-            let mut quota = model::ResourceVec {
-                cpu_millis: u64::MAX / 4,
-                memory_mib: u64::MAX / 4,
-                ..model::ResourceVec::default()
-            };
+            // GPUs are what tenants are held to; CPU and memory do not bind.
+            let mut quota = model::ResourceVec::UNLIMITED;
             for g in quota.gpus.iter_mut() {
                 *g = t.gpus;
             }

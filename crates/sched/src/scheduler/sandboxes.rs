@@ -51,7 +51,7 @@ impl Scheduler {
             .engine
             .place_sandboxes(id, request, now)
             .map_err(|e| match e {
-                EngineError::Unplaceable(u) => SchedError::Invalid {
+                EngineError::Unplaceable(u) => SchedError::NoRoom {
                     field: "count",
                     reason: u.reason,
                 },

@@ -22,28 +22,16 @@ pub(super) async fn heartbeat(
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
-    let pending = {
-        let mut p = server.plane();
-        let at = p.stamp(unix_now());
-        let events = match p.heartbeat_events(&hb, at) {
-            Ok(e) => e,
-            Err(fp) => return problem(StatusCode::BAD_REQUEST, &fp.field, fp.reason),
-        };
-        let mut records = Vec::new();
-        for e in &events {
-            if let Ok(record) = p.apply(e) {
-                records.push(p.encode(&record));
-            }
-        }
-        server.seen().insert(hb.node.clone(), Instant::now());
-        (!records.is_empty()).then(|| server.journal.append(records))
-    };
-    if let Some(pending) = pending {
-        server.wake.notify_one();
-        if let Err(e) = pending.done().await {
-            fail_stop(e);
-        }
-        server.publish_changes();
+    server.seen().insert(hb.node.clone(), Instant::now());
+    let reported = server
+        .commit(
+            |p, at| p.heartbeat_events(&hb, at).map_err(bad_request),
+            // A report that raced with the state (a task already requeued) is left out.
+            OnRefusal::Skip,
+        )
+        .await;
+    if let Err(r) = reported {
+        return r.into_response();
     }
     let (assignments, sandboxes) = server.plane().assignments(&hb.node);
     let logs_wanted = {

@@ -22,6 +22,27 @@ impl Refusal {
     pub(super) fn forbidden(reason: impl Into<String>) -> Refusal {
         Refusal::new(StatusCode::FORBIDDEN, "authorization", reason)
     }
+
+    /// The answer to a change the state refused: the status follows the error's kind (the
+    /// queue's own field when it names one); `field` names what the request was about
+    /// otherwise.
+    pub(super) fn from_state(e: StateError, field: &str) -> Refusal {
+        use sched::SchedError as Queue;
+        match e {
+            StateError::Queue(Queue::Invalid { field, reason }) => {
+                Refusal::new(StatusCode::BAD_REQUEST, field, reason)
+            }
+            StateError::Queue(Queue::NoRoom { field, reason }) => {
+                Refusal::new(StatusCode::CONFLICT, field, reason)
+            }
+            e @ (StateError::Queue(Queue::UnknownJob(_)) | StateError::NotFound(_)) => {
+                Refusal::new(StatusCode::NOT_FOUND, field, e.to_string())
+            }
+            e @ (StateError::Queue(Queue::DuplicateJob(_) | Queue::WrongState { .. })
+            | StateError::Conflict(_)) => Refusal::new(StatusCode::CONFLICT, field, e.to_string()),
+            e => Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, field, e.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for Refusal {

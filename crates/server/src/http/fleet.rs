@@ -66,15 +66,14 @@ pub(super) async fn set_drain(
             server
                 .commit(
                     |p, at| match p.target_nodes(&name) {
-                        Ok(_) => Ok(Event::NodeDrain {
+                        Ok(_) => Ok(vec![Event::NodeDrain {
                             node: name.clone(),
                             drain,
                             at,
-                        }),
+                        }]),
                         Err(e) => Err(Refusal::new(StatusCode::NOT_FOUND, "name", e.to_string())),
                     },
-                    StatusCode::CONFLICT,
-                    "name",
+                    OnRefusal::Answer("name"),
                 )
                 .await?;
             // The node, or for a topology path every node under it.

@@ -17,7 +17,6 @@ pub(super) async fn submit_job(
             &body,
             |r: &SubmitJob| r.tenant.clone(),
             ControlPlane::submit_event,
-            StatusCode::BAD_REQUEST,
             "",
         )
         .await,
@@ -26,30 +25,31 @@ pub(super) async fn submit_job(
 
 /// What every submission route does: read the body, check the token's tenant, turn the
 /// request into its event, apply and journal it, and answer the new id once it is durable.
-/// The state's refusal is answered with `refused` and `field`.
+/// A refusal by the state is answered by its kind, naming `field` when it names none.
 pub(super) async fn submit_work<T: serde::de::DeserializeOwned>(
     server: &Server,
     headers: &HeaderMap,
     body: &[u8],
     tenant_of: impl FnOnce(&T) -> String,
     make: impl FnOnce(&ControlPlane, &T, u64) -> Result<Event, FieldProblem>,
-    refused: StatusCode,
-    field: &str,
+    field: &'static str,
 ) -> Result<Response, Refusal> {
     let role = server.submitter(headers)?;
     let req: T = parse_json(body)?;
     check_tenant(&role, &tenant_of(&req))?;
-    let (event, seq) = server
+    let committed = server
         .commit(
-            |p, at| make(p, &req, at).map_err(bad_request),
-            refused,
-            field,
+            |p, at| Ok(vec![make(p, &req, at).map_err(bad_request)?]),
+            OnRefusal::Answer(field),
         )
         .await?;
-    let id = match event {
-        Event::Submit { id, .. }
-        | Event::ServiceCreate { id, .. }
-        | Event::SandboxBatch { id, .. } => id,
+    let seq = committed.first_seq;
+    let id = match committed.events.first() {
+        Some(
+            Event::Submit { id, .. }
+            | Event::ServiceCreate { id, .. }
+            | Event::SandboxBatch { id, .. },
+        ) => *id,
         _ => {
             return Err(Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -174,26 +174,24 @@ pub(super) async fn cancel_job(
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
-    let pending = {
-        let mut p = server.plane();
-        if !p.job_tenant(id).is_some_and(|t| may_touch(&role, t)) {
-            return not_found(id);
-        }
-        let event = Event::Cancel {
-            id,
-            at: p.stamp(unix_now()),
-        };
-        let record = match p.apply(&event) {
-            Ok(r) => r,
-            Err(e) => return problem(StatusCode::CONFLICT, "id", e.to_string()),
-        };
-        server.journal.append(vec![p.encode(&record)])
-    };
-    server.wake.notify_one();
-    if let Err(e) = pending.done().await {
-        fail_stop(e);
+    let cancelled = server
+        .commit(
+            |p, at| {
+                if !p.job_tenant(id).is_some_and(|t| may_touch(&role, t)) {
+                    return Err(Refusal::new(
+                        StatusCode::NOT_FOUND,
+                        "id",
+                        format!("no job {id}"),
+                    ));
+                }
+                Ok(vec![Event::Cancel { id, at }])
+            },
+            OnRefusal::Answer("id"),
+        )
+        .await;
+    if let Err(r) = cancelled {
+        return r.into_response();
     }
-    server.publish_changes();
     match server.plane().job_view(id) {
         Some(v) => Json(v).into_response(),
         None => not_found(id),

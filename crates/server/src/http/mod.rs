@@ -83,6 +83,25 @@ pub struct Server {
     logs: Mutex<Logs>,
 }
 
+/// What to do with an event of a commit that the state refuses.
+#[derive(Clone, Copy, Debug)]
+enum OnRefusal {
+    /// Refuse the request: the status follows the error's kind, and the answer names this field
+    /// when the error names none.
+    Answer(&'static str),
+    /// Leave the event out and go on (reports that raced with the state, failure detection).
+    Skip,
+}
+
+/// What a commit made durable.
+#[derive(Debug, Default)]
+struct Committed {
+    /// The events applied, in journal order.
+    events: Vec<Event>,
+    /// The record number of the first (0: nothing was journaled).
+    first_seq: u64,
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -97,34 +116,65 @@ fn fail_stop(e: store::StoreError) -> ! {
 }
 
 impl Server {
-    /// Builds an event from the state (under the lock, stamped with the time), applies it and
-    /// queues it for the journal; answers with the event and its record once it is durable.
-    /// A refusal by the state is answered with `refused` and `field`.
+    /// The one way the state changes. Under the state's lock, `make` turns the state and the
+    /// time into events; each is applied and its record queued for the journal, so the
+    /// journal's order is the order of application. Outside the lock, the pass loop is woken
+    /// when there is news for it, the records are awaited until durable (a journal that cannot
+    /// commit stops the server: memory would be ahead of the disk), and only then do waiting
+    /// agents hear which nodes' assignments changed. A refused event ends the request or is
+    /// left out, as `on_refusal` says; what applied before it is journaled either way.
     async fn commit(
         &self,
-        make: impl FnOnce(&ControlPlane, u64) -> Result<Event, Refusal>,
-        refused: StatusCode,
-        field: &str,
-    ) -> Result<(Event, u64), Refusal> {
-        let (pending, event, changed) = {
+        make: impl FnOnce(&ControlPlane, u64) -> Result<Vec<Event>, Refusal>,
+        on_refusal: OnRefusal,
+    ) -> Result<Committed, Refusal> {
+        let mut refusal = None;
+        let (pending, events, changed, news) = {
             let mut p = self.plane();
             let at = p.stamp(unix_now());
-            let event = make(&p, at)?;
-            let record = match p.apply(&event) {
-                Ok(r) => r,
-                Err(e) => return Err(Refusal::new(refused, field, e.to_string())),
-            };
-            // Taken with the event, so that publishing needs no second turn at the lock.
-            let changed = p.take_changed_nodes();
-            (self.journal.append(vec![p.encode(&record)]), event, changed)
-        };
-        self.wake.notify_one();
-        match pending.done().await {
-            Ok(seqs) => {
-                self.change_log().publish(changed);
-                Ok((event, seqs.start))
+            let events = make(&p, at)?;
+            let mut applied = Vec::with_capacity(events.len());
+            let mut records = Vec::with_capacity(events.len());
+            for e in events {
+                match p.apply(&e) {
+                    Ok(record) => {
+                        records.push(p.encode(&record));
+                        applied.push(e);
+                    }
+                    Err(err) => match on_refusal {
+                        OnRefusal::Answer(field) => {
+                            refusal = Some(Refusal::from_state(err, field));
+                            break;
+                        }
+                        OnRefusal::Skip => tracing::warn!("{} refused: {err}", e.kind()),
+                    },
+                }
             }
+            if records.is_empty() {
+                return match refusal {
+                    Some(r) => Err(r),
+                    None => Ok(Committed::default()),
+                };
+            }
+            // Taken with the records, so that publishing needs no second turn at the lock.
+            let changed = p.take_changed_nodes();
+            let news = p.dirty();
+            (self.journal.append(records), applied, changed, news)
+        };
+        if news {
+            self.wake.notify_one();
+        }
+        let seqs = match pending.done().await {
+            Ok(seqs) => seqs,
             Err(e) => fail_stop(e),
+        };
+        self.change_log().publish(changed);
+        match refusal {
+            Some(r) => Err(r),
+            None => Ok(Committed {
+                events,
+                first_seq: seqs.start,
+            }),
         }
     }
 
@@ -142,28 +192,23 @@ impl Server {
     /// Runs one pass now if anything changed or the queue was quiet for long enough; returns
     /// whether it ran. The pass is durable when this returns.
     pub async fn pass_if_due(&self, last_pass: &mut u64) -> bool {
-        let pending = {
-            let mut p = self.plane();
-            let at = p.stamp(unix_now());
-            if !p.dirty() && !p.due(at) && at < last_pass.saturating_add(self.idle_pass_interval) {
-                return false;
-            }
-            let e = Event::Pass { at };
-            let record = match p.apply(&e) {
-                Ok(r) => r,
-                Err(err) => {
-                    tracing::error!("pass refused: {err}");
-                    return false;
-                }
-            };
-            *last_pass = at;
-            self.journal.append(vec![p.encode(&record)])
+        let (last, idle) = (*last_pass, self.idle_pass_interval);
+        let due = |p: &ControlPlane, at: u64| {
+            Ok(
+                if p.dirty() || p.due(at) || at >= last.saturating_add(idle) {
+                    vec![Event::Pass { at }]
+                } else {
+                    Vec::new()
+                },
+            )
         };
-        if let Err(e) = pending.done().await {
-            fail_stop(e);
+        match self.commit(due, OnRefusal::Skip).await {
+            Ok(Committed { events, .. }) if !events.is_empty() => {
+                *last_pass = events[0].at();
+                true
+            }
+            _ => false,
         }
-        self.publish_changes();
-        true
     }
 
     fn logs(&self) -> std::sync::MutexGuard<'_, Logs> {
@@ -180,13 +225,6 @@ impl Server {
         }
     }
 
-    /// Tells waiting agents which nodes' assignments changed. Called once a change is durable,
-    /// so that no agent starts work the journal does not hold.
-    fn publish_changes(&self) {
-        let nodes = self.plane().take_changed_nodes();
-        self.change_log().publish(nodes);
-    }
-
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         match self.last_seen.lock() {
             Ok(g) => g,
@@ -197,36 +235,21 @@ impl Server {
     /// Marks down every node whose agent went quiet for longer than the timeout; the failure
     /// rules apply to its work. Durable when this returns.
     pub async fn expire_silent_nodes(&self) {
-        let pending = {
-            let mut p = self.plane();
-            let silent: Vec<String> = {
-                let seen = self.seen();
-                p.up_nodes()
-                    .into_iter()
-                    .filter(|n| {
-                        seen.get(n)
-                            .is_none_or(|t| t.elapsed() > self.heartbeat_timeout)
-                    })
-                    .collect()
-            };
-            if silent.is_empty() {
-                return;
-            }
-            let at = p.stamp(unix_now());
-            let mut records = Vec::new();
-            for node in silent {
-                tracing::warn!(%node, "no heartbeat: node down");
-                let e = Event::NodeDown { node, at };
-                if let Ok(record) = p.apply(&e) {
-                    records.push(p.encode(&record));
-                }
-            }
-            self.journal.append(records)
+        let silent = |p: &ControlPlane, at: u64| {
+            let seen = self.seen();
+            Ok(p.up_nodes()
+                .into_iter()
+                .filter(|n| {
+                    seen.get(n)
+                        .is_none_or(|t| t.elapsed() > self.heartbeat_timeout)
+                })
+                .map(|node| {
+                    tracing::warn!(%node, "no heartbeat: node down");
+                    Event::NodeDown { node, at }
+                })
+                .collect())
         };
-        if let Err(e) = pending.done().await {
-            fail_stop(e);
-        }
-        self.publish_changes();
+        let _ = self.commit(silent, OnRefusal::Skip).await;
     }
 
     /// How start-up went: records replayed, and the snapshot they followed.

@@ -17,7 +17,6 @@ pub(super) async fn submit_sandboxes(
             &body,
             |r: &SubmitSandboxes| r.tenant.clone(),
             ControlPlane::sandbox_event,
-            StatusCode::CONFLICT,
             "count",
         )
         .await,
@@ -95,15 +94,14 @@ pub(super) async fn cancel_batch(
             server
                 .commit(
                     |p, at| match p.batch_tenant(id) {
-                        Some(t) if may_touch(&role, t) => Ok(Event::Cancel { id, at }),
+                        Some(t) if may_touch(&role, t) => Ok(vec![Event::Cancel { id, at }]),
                         _ => Err(Refusal::new(
                             StatusCode::NOT_FOUND,
                             "id",
                             format!("no batch {id}"),
                         )),
                     },
-                    StatusCode::CONFLICT,
-                    "id",
+                    OnRefusal::Answer("id"),
                 )
                 .await?;
             Ok(match server.plane().batch_view(id) {

@@ -17,7 +17,6 @@ pub(super) async fn create_service(
             &body,
             |r: &SubmitService| r.tenant.clone(),
             ControlPlane::service_event,
-            StatusCode::BAD_REQUEST,
             "",
         )
         .await,
@@ -86,15 +85,14 @@ pub(super) async fn change_service(
             server
                 .commit(
                     |p, at| match p.service_tenant(id) {
-                        Some(t) if may_touch(&role, t) => Ok(make(id, at)),
+                        Some(t) if may_touch(&role, t) => Ok(vec![make(id, at)]),
                         _ => Err(Refusal::new(
                             StatusCode::NOT_FOUND,
                             "id",
                             format!("no service {id}"),
                         )),
                     },
-                    StatusCode::CONFLICT,
-                    "id",
+                    OnRefusal::Answer("id"),
                 )
                 .await?;
             Ok(match server.plane().service_view(id) {

@@ -59,20 +59,28 @@ pub(super) async fn issue_token(
     let hash = token_hash(&token);
     let made = server
         .commit(
-            |_, at| {
-                Ok(Event::TokenIssued {
+            |p, at| {
+                if let Role::Tenant { tenant } = &role {
+                    if !p.has_tenant(tenant) {
+                        return Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            "tenant",
+                            format!("unknown tenant '{tenant}'"),
+                        ));
+                    }
+                }
+                Ok(vec![Event::TokenIssued {
                     hash: hash.clone(),
                     role,
                     at,
                     expires_at: req.expires_in_s.map(|s| at.saturating_add(s)),
-                })
+                }])
             },
-            StatusCode::BAD_REQUEST,
-            "tenant",
+            OnRefusal::Answer("tenant"),
         )
         .await;
-    match made {
-        Ok((Event::TokenIssued { expires_at, .. }, _)) => (
+    match made.map(|c| c.events.into_iter().next()) {
+        Ok(Some(Event::TokenIssued { expires_at, .. })) => (
             StatusCode::CREATED,
             Json(Token {
                 id: crate::state::token_id(&hash).to_string(),
@@ -151,7 +159,7 @@ pub(super) async fn revoke_token(
                 .commit(
                     |p, at| {
                         if p.token_list().iter().any(|(t, _)| *t == id) {
-                            Ok(Event::TokenRevoked { id: id.clone(), at })
+                            Ok(vec![Event::TokenRevoked { id: id.clone(), at }])
                         } else {
                             Err(Refusal::new(
                                 StatusCode::NOT_FOUND,
@@ -160,8 +168,7 @@ pub(super) async fn revoke_token(
                             ))
                         }
                     },
-                    StatusCode::CONFLICT,
-                    "id",
+                    OnRefusal::Answer("id"),
                 )
                 .await?;
             Ok(Json(serde_json::json!({ "revoked": id })).into_response())

@@ -46,6 +46,11 @@ pub(super) fn parse_priority(name: &str) -> Result<PriorityClass, FieldProblem> 
 }
 
 impl ControlPlane {
+    /// Whether a tenant of this name exists.
+    pub fn has_tenant(&self, name: &str) -> bool {
+        self.tenants.iter().any(|t| t.name == name)
+    }
+
     /// The events a heartbeat brings: the node coming up, tasks that exited, new checkpoints.
     /// Reports about stale runs are dropped (their tasks are told to stop by the reply).
     pub fn heartbeat_events(&self, hb: &Heartbeat, at: u64) -> Result<Vec<Event>, FieldProblem> {

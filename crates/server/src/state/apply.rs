@@ -47,7 +47,7 @@ impl ControlPlane {
         let at = r.record.event.at();
         self.sched
             .restore(&r.record.outcome, at)
-            .map_err(|e| StateError::Refused(e.to_string()))
+            .map_err(StateError::Restore)
     }
 
     /// Runs the queue's policy (`live`) on a new event; during replay restores the recorded
@@ -60,7 +60,7 @@ impl ControlPlane {
             self.restore_once()?;
             return Ok(T::default());
         }
-        live(&mut self.sched).map_err(|e| StateError::Refused(e.to_string()))
+        live(&mut self.sched).map_err(StateError::Queue)
     }
 
     /// [`Self::decide`] for policies that return decisions: during replay, the recorded ones.
@@ -158,10 +158,10 @@ impl ControlPlane {
     }
 
     pub(super) fn apply_event(&mut self, e: &Event) -> Result<Vec<Decision>, StateError> {
-        let refused = |e: sched::SchedError| StateError::Refused(e.to_string());
+        let refused = StateError::Queue;
         let decisions = match e {
             Event::Init { .. } => {
-                return Err(StateError::Refused("the journal already has Init".into()))
+                return Err(StateError::Conflict("the journal already has Init".into()))
             }
             Event::Submit {
                 id,
@@ -203,7 +203,7 @@ impl ControlPlane {
             Event::Cancel { id, at } => {
                 if let Some(b) = self.batches.get(id) {
                     if b.ended_at.is_some() {
-                        return Err(StateError::Refused(format!("batch {id} already ended")));
+                        return Err(StateError::Conflict(format!("batch {id} already ended")));
                     }
                     self.decide(|s| s.end_batch(WorkloadId(*id), *at))?;
                     if let Some(b) = self.batches.get_mut(id) {
@@ -274,7 +274,7 @@ impl ControlPlane {
                 at,
             } => {
                 if tenant.0 as usize >= self.tenants.len() {
-                    return Err(StateError::Refused(format!("no tenant {}", tenant.0)));
+                    return Err(StateError::NotFound(format!("no tenant {}", tenant.0)));
                 }
                 self.decide(|s| {
                     s.place_sandboxes(WorkloadId(*id), Some(*tenant), request, *max_retries, *at)
@@ -303,9 +303,9 @@ impl ControlPlane {
                 let meta = self
                     .batches
                     .get(batch)
-                    .ok_or_else(|| StateError::Refused(format!("no batch {batch}")))?;
+                    .ok_or_else(|| StateError::NotFound(format!("no batch {batch}")))?;
                 if meta.ended_at.is_some() {
-                    return Err(StateError::Refused(format!("batch {batch} already ended")));
+                    return Err(StateError::Conflict(format!("batch {batch} already ended")));
                 }
                 let indices: Vec<u32> = exited.iter().map(|(i, _)| *i).collect();
                 self.decide(|s| {
@@ -329,7 +329,7 @@ impl ControlPlane {
             } => {
                 if let Role::Tenant { tenant } = role {
                     if !self.tenants.iter().any(|t| &t.name == tenant) {
-                        return Err(StateError::Refused(format!("unknown tenant '{tenant}'")));
+                        return Err(StateError::NotFound(format!("unknown tenant '{tenant}'")));
                     }
                 }
                 self.tokens.insert(
@@ -348,7 +348,7 @@ impl ControlPlane {
                     .keys()
                     .find(|h| token_id(h) == id)
                     .cloned()
-                    .ok_or_else(|| StateError::Refused(format!("no token {id}")))?;
+                    .ok_or_else(|| StateError::NotFound(format!("no token {id}")))?;
                 self.tokens.remove(&hash);
                 Vec::new()
             }
@@ -376,7 +376,7 @@ impl ControlPlane {
             Event::NodeUp { node, .. } => {
                 let n = self.node(node)?;
                 if self.sched.engine().fleet().node(n).state != NodeState::Down {
-                    return Err(StateError::Refused(format!("node {node} is already up")));
+                    return Err(StateError::Conflict(format!("node {node} is already up")));
                 }
                 let state = if self.drained.contains(&n) {
                     NodeState::Draining
@@ -400,7 +400,7 @@ impl ControlPlane {
                     })
                     .collect();
                 if changed.is_empty() {
-                    return Err(StateError::Refused(format!(
+                    return Err(StateError::Conflict(format!(
                         "{node} is {} drained",
                         if *drain { "already" } else { "not" }
                     )));
@@ -422,7 +422,7 @@ impl ControlPlane {
             Event::NodeDown { node, at } => {
                 let n = self.node(node)?;
                 if self.sched.engine().fleet().node(n).state == NodeState::Down {
-                    return Err(StateError::Refused(format!("node {node} is already down")));
+                    return Err(StateError::Conflict(format!("node {node} is already down")));
                 }
                 let decisions = if self.replaying.is_some() {
                     // The node's state is an input; what its failure did is recorded.
@@ -455,7 +455,7 @@ impl ControlPlane {
                     };
                     self.decide(|s| s.finish(WorkloadId(*job), *at))?;
                     let Some(m) = self.services.get_mut(&service) else {
-                        return Err(StateError::Refused(format!("no service {service}")));
+                        return Err(StateError::NotFound(format!("no service {service}")));
                     };
                     m.replaced += 1;
                     m.quick_exits = if at.saturating_sub(since) < QUICK_EXIT {
@@ -477,7 +477,7 @@ impl ControlPlane {
                 let meta = self
                     .jobs
                     .get_mut(job)
-                    .ok_or_else(|| StateError::Refused(format!("no job {job}")))?;
+                    .ok_or_else(|| StateError::NotFound(format!("no job {job}")))?;
                 if *code == 0 {
                     meta.done_ranks.insert(*rank);
                 }
@@ -509,7 +509,7 @@ impl ControlPlane {
             .engine()
             .fleet()
             .node_by_name(name)
-            .ok_or_else(|| StateError::Refused(format!("no node '{name}' in the fleet")))
+            .ok_or_else(|| StateError::NotFound(format!("no node '{name}' in the fleet")))
     }
 
     /// The nodes a drain names: one node by its name, or every node under a topology path
@@ -523,7 +523,7 @@ impl ControlPlane {
             Some(t) if !target.trim_matches('/').is_empty() => {
                 Ok(fleet.topo_node(t).nodes.clone().map(NodeId).collect())
             }
-            _ => Err(StateError::Refused(format!(
+            _ => Err(StateError::Conflict(format!(
                 "no node or topology path '{target}' in the fleet"
             ))),
         }
@@ -534,14 +534,14 @@ impl ControlPlane {
         let j = self
             .sched
             .job(WorkloadId(job))
-            .ok_or_else(|| StateError::Refused(format!("job {job} is not live")))?;
+            .ok_or_else(|| StateError::NotFound(format!("job {job} is not live")))?;
         if j.restarts != run
             || !matches!(
                 j.state,
                 JobState::Running { .. } | JobState::Preempting { .. }
             )
         {
-            return Err(StateError::Refused(format!(
+            return Err(StateError::Conflict(format!(
                 "job {job} run {run} is not the running one"
             )));
         }
@@ -607,8 +607,8 @@ impl ControlPlane {
     pub(super) fn live_service(&self, id: u64) -> Result<&ServiceMeta, StateError> {
         match self.services.get(&id) {
             Some(m) if m.deleted_at.is_none() => Ok(m),
-            Some(_) => Err(StateError::Refused(format!("service {id} was deleted"))),
-            None => Err(StateError::Refused(format!("no service {id}"))),
+            Some(_) => Err(StateError::Conflict(format!("service {id} was deleted"))),
+            None => Err(StateError::NotFound(format!("no service {id}"))),
         }
     }
 }

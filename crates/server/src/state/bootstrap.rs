@@ -21,14 +21,7 @@ pub fn default_fleet_toml() -> Result<String, StateError> {
 
 /// One tenant, `default`, with the whole fleet as quota.
 pub fn default_tenants() -> Vec<TenantSpec> {
-    let mut quota = model::ResourceVec {
-        cpu_millis: u64::MAX / 4,
-        memory_mib: u64::MAX / 4,
-        ..model::ResourceVec::default()
-    };
-    for g in quota.gpus.iter_mut() {
-        *g = u64::MAX / 4;
-    }
+    let quota = model::ResourceVec::UNLIMITED;
     vec![TenantSpec {
         name: "default".into(),
         weight: 1.0,

@@ -169,6 +169,28 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's name, as the journal spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Init { .. } => "init",
+            Event::Submit { .. } => "submit",
+            Event::Cancel { .. } => "cancel",
+            Event::Pass { .. } => "pass",
+            Event::NodeUp { .. } => "node_up",
+            Event::NodeDown { .. } => "node_down",
+            Event::TaskExited { .. } => "task_exited",
+            Event::Checkpoint { .. } => "checkpoint",
+            Event::TokenIssued { .. } => "token_issued",
+            Event::TokenRevoked { .. } => "token_revoked",
+            Event::ServiceCreate { .. } => "service_create",
+            Event::ServiceScale { .. } => "service_scale",
+            Event::ServiceDelete { .. } => "service_delete",
+            Event::SandboxBatch { .. } => "sandbox_batch",
+            Event::NodeDrain { .. } => "node_drain",
+            Event::SandboxesExited { .. } => "sandboxes_exited",
+        }
+    }
+
     /// The event's time.
     pub fn at(&self) -> u64 {
         match self {

@@ -41,19 +41,34 @@ pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
 pub use event::{Event, TaskSpec};
 pub use tokens::{token_id, Role, TokenProblem, TokenRecord};
 
-/// Why an event cannot be applied. For a new request this is the client's error; during replay
-/// it means the journal does not belong to this build or was damaged.
+/// Why an event cannot be applied. For a new request this is the client's error, of a kind
+/// the API answers by (not found, conflict, the queue's own refusals); during replay it means
+/// the journal does not belong to this build or was damaged.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// The journal does not start with `Init`, or has a second one.
-    #[error("journal record {0}: {1}")]
-    Sequence(u64, String),
+    /// The journal does not start with `Init`, has a second one, or a record does not apply.
+    #[error("journal record {record}: {reason}")]
+    Sequence {
+        /// The record.
+        record: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The fleet text in `Init` does not parse.
     #[error("fleet in the journal: {0}")]
     Fleet(String),
-    /// The queue refused the change.
+    /// The queue refused the change (its error keeps its kind and field).
+    #[error(transparent)]
+    Queue(#[from] sched::SchedError),
+    /// A recorded outcome does not fit the state it is replayed onto.
+    #[error(transparent)]
+    Restore(#[from] sched::RestoreError),
+    /// The event names a node, job, service, batch, tenant or token that does not exist.
     #[error("{0}")]
-    Refused(String),
+    NotFound(String),
+    /// The change is not possible in the current state (already ended, already up, ...).
+    #[error("{0}")]
+    Conflict(String),
     /// A snapshot cannot be written or read.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -185,14 +200,14 @@ impl ControlPlane {
             commitments,
         } = init
         else {
-            return Err(StateError::Sequence(
-                1,
-                "the first record must be Init".into(),
-            ));
+            return Err(StateError::Sequence {
+                record: 1,
+                reason: "the first record must be Init".into(),
+            });
         };
         let fleet = parse_fleet(fleet_toml)?;
         let mut sched = Scheduler::new(Engine::new(fleet), tenants.clone(), SchedConfig::default())
-            .map_err(|e| StateError::Refused(e.to_string()))?;
+            .map_err(StateError::Queue)?;
         // A node takes work only once its agent has come up.
         sched.set_state(Scope::Subtree(TopoId(0)), NodeState::Down);
         // Committed capacity is paid for from the start, agents or not.
@@ -241,10 +256,10 @@ impl ControlPlane {
         let record = match plane {
             None => {
                 if seq != 1 {
-                    return Err(StateError::Sequence(
-                        seq,
-                        "the journal does not start at record 1".into(),
-                    ));
+                    return Err(StateError::Sequence {
+                        record: seq,
+                        reason: "the journal does not start at record 1".into(),
+                    });
                 }
                 let event = match stored {
                     Stored::Inputs(e) => e,
@@ -258,27 +273,35 @@ impl ControlPlane {
                 })
             }
             Some(p) => {
-                let at =
-                    |err: StateError| StateError::Sequence(seq, format!("does not apply: {err}"));
+                let at = |err: StateError| StateError::Sequence {
+                    record: seq,
+                    reason: format!("does not apply: {err}"),
+                };
                 let event = match &stored {
                     Stored::Inputs(e) => e,
                     Stored::V1(r) => &r.event,
                 };
                 if matches!(event, Event::Init { .. }) {
-                    return Err(StateError::Sequence(seq, "a second Init".into()));
+                    return Err(StateError::Sequence {
+                        record: seq,
+                        reason: "a second Init".into(),
+                    });
                 }
                 if seq != p.seq + 1 {
-                    return Err(StateError::Sequence(
-                        seq,
-                        format!("expected record {} next", p.seq + 1),
-                    ));
+                    return Err(StateError::Sequence {
+                        record: seq,
+                        reason: format!("expected record {} next", p.seq + 1),
+                    });
                 }
                 let migrated = match stored {
                     Stored::Inputs(e) => Some(p.apply(&e).map_err(at)?),
                     Stored::V1(r) => {
                         let record = crate::journal::Codec::new(p.sched.engine().fleet())
                             .load(r)
-                            .map_err(|e| StateError::Sequence(seq, e.to_string()))?;
+                            .map_err(|e| StateError::Sequence {
+                                record: seq,
+                                reason: e.to_string(),
+                            })?;
                         p.apply_recorded(&record).map_err(at)?;
                         None
                     }
