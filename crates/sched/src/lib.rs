@@ -26,7 +26,8 @@ pub use engine::{
 pub use gang::{GangPlacement, Quality};
 pub use sandbox::{SandboxPlacement, SandboxRun};
 pub use scheduler::{
-    BatchRecord, Decision, GangSlots, Job, JobRecord, JobState, LiveBatch, LiveJob, Outcome,
-    QueueOrder, Reason, ReservationChange, ReservationRecord, RestoreError, Scaled, SchedConfig,
-    SchedError, Scheduler, ServiceRecord, ServiceStatus, TenantReport, MAX_SERVICES, REPLICA_IDS,
+    BatchRecord, Decision, GangSlots, HeldFor, Job, JobRecord, JobState, LiveBatch, LiveJob,
+    Outcome, QueueOrder, Reason, ReservationChange, ReservationRecord, RestoreError, Scaled,
+    SchedConfig, SchedError, Scheduler, ServiceRecord, ServiceStatus, TenantReport, MAX_SERVICES,
+    REPLICA_IDS,
 };

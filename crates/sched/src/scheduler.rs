@@ -18,6 +18,7 @@
 use crate::cost::{allocation_units, Ledger, Owner, SpendClass, SpendReport};
 use crate::engine::{Allocation, Engine, EngineError, NodeSlot, Scope, Time};
 mod outcome;
+mod pass;
 mod sandboxes;
 mod services;
 
@@ -302,14 +303,14 @@ pub enum Reason {
         /// spend time writing explanations nobody may read).
         text: Option<Arc<str>>,
         /// A reservation holding nodes for another job at the time, if any.
-        held_for: Option<(WorkloadId, Time, usize)>,
+        held_for: Option<HeldFor>,
     },
     /// A job of the same shape but no more nodes could not be placed in the same pass.
     SameShape {
         /// That job.
         like: WorkloadId,
         /// A reservation holding nodes for another job at the time, if any.
-        held_for: Option<(WorkloadId, Time, usize)>,
+        held_for: Option<HeldFor>,
     },
     /// It preempted work and waits for the victims' grace period.
     WaitingForPreemption {
@@ -513,6 +514,36 @@ struct Reservation {
     computed_at: Time,
 }
 
+impl Reservation {
+    /// What a pending job's reason says of this reservation.
+    fn held_for(&self) -> HeldFor {
+        HeldFor {
+            job: self.job,
+            start: self.start,
+            nodes: self.nodes.len(),
+        }
+    }
+}
+
+/// A reservation as a pending job's reason mentions it: nodes held for another job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldFor {
+    /// The job the nodes are held for.
+    pub job: WorkloadId,
+    /// From when.
+    pub start: Time,
+    /// How many nodes.
+    pub nodes: usize,
+}
+
+/// The last reservation a pass announced (a pass reports only changes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Announced {
+    job: WorkloadId,
+    start: Time,
+    nodes: Vec<NodeId>,
+}
+
 /// Tenant figures for reports and tests.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TenantReport {
@@ -543,12 +574,12 @@ pub struct Scheduler {
     /// Pending preemptors holding nodes while their victims stop.
     holding: FxHashSet<WorkloadId>,
     /// Shapes that failed in the last pass (renders the reason of jobs it passed over).
-    last_failed: FxHashMap<ShapeKey, (u32, WorkloadId)>,
-    /// Preemption searches that found nothing, (class, shape, nodes, until): until then a job
-    /// of that shape with as many nodes or more and no higher class does not search (when its
-    /// victims are exactly the lower classes). Thousands of queued jobs of a few shapes would
-    /// otherwise each repeat the same fruitless search.
-    vain_searches: Vec<(PriorityClass, ShapeKey, u32, Time)>,
+    last_failed: FxHashMap<ShapeKey, pass::ShapeFailure>,
+    /// Preemption searches that found nothing lately: a job of that shape with as many nodes
+    /// or more and no higher class does not search until then (when its victims are exactly
+    /// the lower classes). Thousands of queued jobs of a few shapes would otherwise each repeat
+    /// the same fruitless search.
+    vain_searches: Vec<pass::VainShape>,
     /// When the next pass must consider every pending job.
     next_full_pass: Time,
     running: BTreeSet<WorkloadId>,
@@ -566,7 +597,7 @@ pub struct Scheduler {
     next_seq: u64,
     reservation: Option<Reservation>,
     /// The last reservation announced, so that a pass only reports changes.
-    last_reserved: Option<(WorkloadId, Time, Vec<NodeId>)>,
+    last_reserved: Option<Announced>,
     /// Inference services by id.
     services: BTreeMap<u64, services::ServiceState>,
     /// Live sandbox batches by id.
@@ -719,8 +750,11 @@ impl Scheduler {
     /// Why a pending job is not running.
     pub fn pending_reason(&self, id: WorkloadId) -> Option<String> {
         let job = self.jobs.get(&id)?;
-        let held = |h: &Option<(WorkloadId, Time, usize)>| match h {
-            Some((j, t, n)) => format!("; {n} nodes are held for {j}'s reservation until t={t}"),
+        let held = |h: &Option<HeldFor>| match h {
+            Some(h) => format!(
+                "; {} nodes are held for {}'s reservation until t={}",
+                h.nodes, h.job, h.start
+            ),
             None => String::new(),
         };
         let tenant = &self.tenants[job.spec.tenant.0 as usize];
@@ -776,8 +810,8 @@ impl Scheduler {
     fn failed_like(&self, job: &Job) -> Option<WorkloadId> {
         self.last_failed
             .get(&shape_of(&job.spec))
-            .filter(|(n, _)| job.spec.gang.nodes >= *n)
-            .map(|(_, like)| *like)
+            .filter(|f| job.spec.gang.nodes >= f.nodes)
+            .map(|f| f.job)
     }
 
     /// Like [`Scheduler::pending_reason`], but a job passed over because a job of its shape
@@ -1619,400 +1653,6 @@ impl Scheduler {
         self.engine.set_explanations(true);
         out
     }
-
-    fn pass(&mut self, now: Time) -> Vec<Decision> {
-        let mut out = Vec::new();
-        // 1. Preemptions whose grace has ended.
-        let mut expired = Vec::new();
-        while let Some(&(deadline, id)) = self.preempting.first() {
-            if deadline > now {
-                break;
-            }
-            self.preempting.pop_first();
-            let due = matches!(
-                self.jobs.get(&id).map(|j| &j.state),
-                Some(JobState::Preempting { deadline: d, .. }) if *d == deadline
-            );
-            if due {
-                expired.push(id);
-            }
-        }
-        expired.sort_unstable();
-        for id in expired {
-            self.requeue(id, now, &mut out);
-        }
-        // A reservation outlives passes (so that nothing queued ahead can take its nodes) until
-        // its job starts, leaves the queue, or a higher-priority job needs it.
-        let stale = self.reservation.as_ref().is_some_and(|r| {
-            self.jobs
-                .get(&r.job)
-                .is_none_or(|j| j.state != JobState::Pending)
-        });
-        if stale {
-            if let Some(r) = self.reservation.take() {
-                self.engine.unhold(&r.nodes);
-            }
-        }
-        // 2. Order: priority class, weighted dominant share, submission.
-        // Tenants ranked by weighted dominant share once per pass; jobs sort on integers.
-        let mut by_share: Vec<(f64, usize)> = (0..self.tenants.len())
-            .map(|t| (self.tenant_share(TenantId(t as u32)), t))
-            .collect();
-        by_share.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut rank = vec![0u32; self.tenants.len()];
-        for (r, (_, t)) in by_share.iter().enumerate() {
-            rank[*t] = r as u32;
-        }
-        // The queue in order, as deep as this pass goes.
-        let depth = if now >= self.next_full_pass {
-            self.next_full_pass = now.saturating_add(self.config.full_pass_interval);
-            usize::MAX
-        } else {
-            self.config.pass_depth
-        };
-        let order: Vec<(WorkloadId, Brief)> = match self.config.order {
-            QueueOrder::PriorityFairShare => {
-                let mut v = Vec::new();
-                'classes: for class in 0..4u64 {
-                    for &(_, t) in &by_share {
-                        let (lo, hi) = (
-                            (class, t as u64, 0, WorkloadId(0)),
-                            (class, t as u64, u64::MAX, WorkloadId(u64::MAX)),
-                        );
-                        for (key, brief) in self.ordered.range(lo..=hi) {
-                            if v.len() >= depth {
-                                break 'classes;
-                            }
-                            v.push((key.3, *brief));
-                        }
-                    }
-                }
-                v
-            }
-            _ => self
-                .ordered
-                .iter()
-                .take(depth)
-                .map(|(k, b)| (k.3, *b))
-                .collect(),
-        };
-        let mut blocked_head: Option<WorkloadId> = None;
-        let mut searches = 0;
-        // Shapes that failed this pass: (gpu, gpus/node, cpu, mem, segment) → fewest nodes that failed.
-        let mut failed: FxHashMap<ShapeKey, (u32, WorkloadId)> = FxHashMap::default();
-        // Victim searches that found nothing lately: (class, shape, nodes, until).
-        let mut vain = std::mem::take(&mut self.vain_searches);
-        vain.retain(|v| v.3 > now);
-        // Jobs that could not start, for the backfill step: (id, time limit, shape, nodes).
-        let mut backfill: Vec<(WorkloadId, Time, ShapeKey, u32)> = Vec::new();
-        // The reserved job's nodes, while it is tried with them unheld: unless it ends up holding
-        // exactly those again, capacity grew and earlier failures say nothing any more.
-        let mut unheld: Option<Vec<NodeId>> = None;
-        for &(id, brief) in &order {
-            if let Some(nodes) = unheld.take() {
-                if self.reservation.as_ref().is_none_or(|r| r.nodes != nodes) {
-                    failed.clear();
-                    vain.clear();
-                }
-            }
-            // Strict FIFO: nothing passes a head that cannot start.
-            if let Some(head) = blocked_head {
-                if let Some(j) = self.jobs.get_mut(&id) {
-                    j.reason = Some(Reason::BehindHead { head });
-                }
-                continue;
-            }
-            // Passed over without reading its record: its shape already failed in this pass, it
-            // may not search for victims, and it could not take the reservation over. (Its
-            // reason is rendered from this pass's failures when asked; quota is checked again
-            // by backfill.)
-            let reserved = self.reservation.as_ref().is_some_and(|r| r.job == id);
-            if !reserved && !self.holding.contains(&id) {
-                let like = failed
-                    .get(&brief.shape)
-                    .is_some_and(|(n, _)| brief.nodes >= *n);
-                let no_search = !self.config.preemption
-                    || searches >= self.config.preemption_searches_per_pass
-                    || searched_recently(brief.no_victims_at, self.changes, now)
-                    // (Taken as within its quota: a job that may reclaim has more victims.)
-                    || (Self::monotone_search(
-                        &self.config.order,
-                        true,
-                        self.tenants[brief.tenant.0 as usize].spec.cohort.as_ref(),
-                    ) && vain.iter().any(|(p, k, n, _)| {
-                            *p >= brief.priority && *k == brief.shape && *n <= brief.nodes
-                        }));
-                let no_takeover = self
-                    .reservation
-                    .as_ref()
-                    .is_some_and(|r| r.priority >= brief.priority);
-                if like && no_search && no_takeover {
-                    backfill.push((id, brief.time_limit, brief.shape, brief.nodes));
-                    if self.config.head_of_line_blocking {
-                        blocked_head = Some(id);
-                    }
-                    continue;
-                }
-            }
-            // The reserved job itself gets its nodes back to try them (and a fresh reservation).
-            let mut previous: Option<Reservation> = None;
-            if self.reservation.as_ref().is_some_and(|r| r.job == id) {
-                if let Some(r) = self.reservation.take() {
-                    self.engine.unhold(&r.nodes);
-                    unheld = Some(r.nodes.clone());
-                    previous = Some(r);
-                }
-            }
-            // Fast path, one lookup: most of a long queue is refused by quota or spoken for by a
-            // shape that already failed in this pass.
-            if previous.is_none() {
-                let Some(job) = self.jobs.get_mut(&id) else {
-                    continue;
-                };
-                if job.hold.is_empty() {
-                    match admit_with(&self.tenants, &self.cohorts, job) {
-                        Err(reason) => {
-                            job.reason = Some(reason);
-                            continue;
-                        }
-                        Ok(_) => {
-                            let g = &job.spec.gang;
-                            let key = shape_of(&job.spec);
-                            let like = failed
-                                .get(&key)
-                                .filter(|(n, _)| g.nodes >= *n)
-                                .map(|(_, by)| *by);
-                            let no_search = searches >= self.config.preemption_searches_per_pass
-                                || searched_recently(job.no_victims_at, self.changes, now);
-                            let no_takeover = self
-                                .reservation
-                                .as_ref()
-                                .is_some_and(|r| r.priority >= job.spec.priority);
-                            if let (Some(like), true, true) = (like, no_search, no_takeover) {
-                                let held_for = self
-                                    .reservation
-                                    .as_ref()
-                                    .map(|r| (r.job, r.start, r.nodes.len()));
-                                job.reason = Some(Reason::SameShape { like, held_for });
-                                backfill.push((id, job.spec.time_limit, key, g.nodes));
-                                if self.config.head_of_line_blocking {
-                                    blocked_head = Some(id);
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                }
-            }
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
-            // A preemptor whose victims are gone starts on the capacity held for it.
-            if !job.hold.is_empty() {
-                let waiting = job.waiting_for.iter().any(|v| self.running.contains(v));
-                if waiting {
-                    continue;
-                }
-                let hold = job.hold.clone();
-                let admitted = self.admit(job);
-                self.engine.unhold(&hold);
-                self.touch(id);
-                failed.clear();
-                vain.clear();
-                if let Some(j) = self.jobs.get_mut(&id) {
-                    j.hold.clear();
-                    self.holding.remove(&id);
-                    j.waiting_for.clear();
-                }
-                // Quota is checked again: other work of the tenant may have started meanwhile.
-                if let Ok(borrowed) = admitted {
-                    if self.try_start(id, now, borrowed, &mut out).is_ok() {
-                        continue;
-                    }
-                }
-            }
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
-            let borrowed = match self.admit(job) {
-                Ok(b) => b,
-                Err(reason) => {
-                    if let Some(j) = self.jobs.get_mut(&id) {
-                        j.reason = Some(reason);
-                    }
-                    continue;
-                }
-            };
-            let g = &job.spec.gang;
-            let shape = shape_of(&job.spec);
-            // Failures of this pass were on less capacity than the reserved job has now.
-            let known_fail = failed
-                .get(&shape)
-                .filter(|(n, _)| g.nodes >= *n && previous.is_none())
-                .map(|(_, by)| *by);
-            let placed = match known_fail {
-                Some(_) => Err(None),
-                None => self.try_start(id, now, borrowed, &mut out).map_err(Some),
-            };
-            let Err(err) = placed else { continue };
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
-            let g = job.spec.gang.clone();
-            let shape = shape_of(&job.spec);
-            failed
-                .entry(shape)
-                .and_modify(|e| {
-                    if g.nodes < e.0 {
-                        *e = (g.nodes, id)
-                    }
-                })
-                .or_insert((g.nodes, id));
-            // 4. Preemption (not searched again while nothing started or stopped).
-            let priority = job.spec.priority;
-            let searched_in_vain = searched_recently(job.no_victims_at, self.changes, now);
-            let cohort = self.tenants[job.spec.tenant.0 as usize]
-                .spec
-                .cohort
-                .as_ref();
-            let monotone = Self::monotone_search(&self.config.order, !borrowed, cohort);
-            let like_vain = monotone
-                && previous.is_none()
-                && vain
-                    .iter()
-                    .any(|(p, k, n, _)| *p >= priority && *k == shape && *n <= g.nodes);
-            if self.config.preemption
-                && searches < self.config.preemption_searches_per_pass
-                && !searched_in_vain
-                && !like_vain
-            {
-                searches += 1;
-                if let Some(decisions) = self.try_preempt(id, !borrowed, now) {
-                    out.extend(decisions);
-                    continue;
-                }
-                self.note_no_victims(id, now);
-                if monotone {
-                    let until = now.saturating_add(self.config.preemption_retry);
-                    vain.push((priority, shape, g.nodes, until));
-                }
-            }
-            // A reservation nothing could have moved earlier is kept as it was.
-            if let Some(r) = previous.filter(|r| {
-                (r.stops_at == self.stops || now < r.computed_at + self.config.reservation_refresh)
-                    && self.reservation.is_none()
-            }) {
-                self.engine.hold(&r.nodes);
-                self.reservation = Some(r);
-                continue;
-            }
-            // 5. Reservation for the first job that could not be placed (or a more urgent one).
-            let takes_over = self.config.backfill
-                && match &self.reservation {
-                    None => true,
-                    Some(r) => r.priority < priority,
-                };
-            if takes_over {
-                if let Some(r) = self.reservation.take() {
-                    self.engine.unhold(&r.nodes);
-                    failed.clear();
-                    vain.clear();
-                }
-                let spread = self.spread_filter(id);
-                if let Some((start, slots)) = self.earliest_start(&g, &spread, now) {
-                    let mut nodes: Vec<NodeId> = slots.iter().map(|s| s.node).collect();
-                    nodes.sort_unstable();
-                    self.engine.hold(&nodes);
-                    let unchanged = self
-                        .last_reserved
-                        .as_ref()
-                        .is_some_and(|(j, t, n)| *j == id && *t == start && *n == nodes);
-                    if !unchanged {
-                        out.push(Decision::Reserve {
-                            job: id,
-                            start,
-                            nodes: nodes.len(),
-                        });
-                        self.last_reserved = Some((id, start, nodes.clone()));
-                    }
-                    if let Some(j) = self.jobs.get_mut(&id) {
-                        j.reason = Some(Reason::Reserved {
-                            start,
-                            nodes: nodes.len(),
-                        });
-                    }
-                    self.reservation = Some(Reservation {
-                        job: id,
-                        start,
-                        nodes,
-                        stops_at: self.stops,
-                        priority,
-                        computed_at: now,
-                    });
-                    continue;
-                }
-            }
-            let held_for = self
-                .reservation
-                .as_ref()
-                .map(|r| (r.job, r.start, r.nodes.len()));
-            let reason = match (err, known_fail) {
-                (_, Some(like)) => Reason::SameShape { like, held_for },
-                (Some(EngineError::Unplaceable(u)), _) => Reason::Unplaceable {
-                    text: (!u.reason.is_empty()).then(|| u.reason.into()),
-                    held_for,
-                },
-                (Some(e), _) => Reason::Unplaceable {
-                    text: Some(e.to_string().into()),
-                    held_for,
-                },
-                (None, None) => Reason::Unplaceable {
-                    text: None,
-                    held_for,
-                },
-            };
-            if let Some(j) = self.jobs.get_mut(&id) {
-                j.reason = Some(reason);
-                backfill.push((id, j.spec.time_limit, shape, g.nodes));
-            }
-            if self.config.head_of_line_blocking {
-                blocked_head = Some(id);
-            }
-        }
-        if let Some(nodes) = unheld.take() {
-            if self.reservation.as_ref().is_none_or(|r| r.nodes != nodes) {
-                failed.clear();
-                vain.clear();
-            }
-        }
-        self.last_failed = failed;
-        self.vain_searches = vain;
-        // 6. Backfill onto reserved nodes: only jobs that end before the reservation starts.
-        if let Some(r) = self.reservation.clone() {
-            self.engine.unhold(&r.nodes);
-            let mut failed: FxHashMap<ShapeKey, u32> = FxHashMap::default();
-            for (id, limit, shape, nodes) in backfill {
-                if now + limit > r.start || failed.get(&shape).is_some_and(|n| nodes >= *n) {
-                    continue;
-                }
-                let Some(j) = self.jobs.get(&id) else {
-                    continue;
-                };
-                if j.state != JobState::Pending || !j.hold.is_empty() {
-                    continue;
-                }
-                // Quota again: work started since the main loop counts.
-                if let Ok(borrowed) = self.admit(j) {
-                    if self.try_start(id, now, borrowed, &mut out).is_err() {
-                        let n = failed.entry(shape).or_insert(nodes);
-                        *n = (*n).min(nodes);
-                    }
-                }
-            }
-            self.engine.hold(&r.nodes);
-        }
-        out
-    }
 }
 
 impl Scheduler {
@@ -2214,9 +1854,19 @@ fn searched_recently(last: Option<VainSearch>, changes: u64, now: Time) -> bool 
     last.is_some_and(|v| v.changes == changes || now < v.retry_at)
 }
 
-/// A gang's shape apart from its node count: (GPU model, GPUs/node, CPU, memory, segment,
-/// a fingerprint of its placement rule).
-type ShapeKey = (usize, u8, u32, u32, Option<u32>, u64);
+/// A gang's shape apart from its node count: jobs of one shape (and one placement rule) fail
+/// and succeed together, the smaller first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct ShapeKey {
+    /// Index of the GPU model.
+    gpu: usize,
+    gpus_per_node: u8,
+    cpu_millis_per_node: u32,
+    memory_mib_per_node: u32,
+    segment: Option<u32>,
+    /// A fingerprint of the placement rule (0: no rule).
+    rule: u64,
+}
 
 /// The shape of a job: jobs of one shape (and one placement rule) fail and succeed together,
 /// the smaller first.
@@ -2230,14 +1880,14 @@ fn shape_of(spec: &JobSpec) -> ShapeKey {
         spec.placement.hash(&mut h);
         h.finish() | 1
     };
-    (
-        g.gpu.index(),
-        g.gpus_per_node,
-        g.cpu_millis_per_node,
-        g.memory_mib_per_node,
-        g.segment,
+    ShapeKey {
+        gpu: g.gpu.index(),
+        gpus_per_node: g.gpus_per_node,
+        cpu_millis_per_node: g.cpu_millis_per_node,
+        memory_mib_per_node: g.memory_mib_per_node,
+        segment: g.segment,
         rule,
-    )
+    }
 }
 
 /// Quota check against a tenant table: Ok(borrowed?) or the reason it is refused.

@@ -690,7 +690,7 @@ fn sandboxes_move_off_failed_hosts_with_bounded_retries() {
         fail z0cpu1 20
           lost 8 sandboxes of w1 on z0cpu1 (retries spent or no room)
         sandboxes 2 20 1000 1024 5
-          Err(Invalid { field: "count", reason: "needs 20 sandboxes of 1000 CPU millicores and 1024 MiB; ready CPU hosts have room for 6" })
+          Err(NoRoom { field: "count", reason: "needs 20 sandboxes of 1000 CPU millicores and 1024 MiB; ready CPU hosts have room for 6" })
     "#]].assert_eq(&run(
         &mut s,
         "sandboxes 1 10 1000 1024 1

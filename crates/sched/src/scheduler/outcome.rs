@@ -395,7 +395,11 @@ impl Scheduler {
                     priority: r.priority,
                     computed_at: r.computed_at,
                 });
-                self.last_reserved = Some((r.job, r.start, r.nodes.clone()));
+                self.last_reserved = Some(super::Announced {
+                    job: r.job,
+                    start: r.start,
+                    nodes: r.nodes.clone(),
+                });
             }
             self.journaled_reservation = set;
         }
