@@ -1,0 +1,267 @@
+//! Preemption and reservations' lookahead: which running jobs a job may preempt (cheapest
+//! first), the shortest prefix of them whose release makes it fit (probed on the engine and
+//! put back exactly), the victims told to stop, and a job's earliest start from the running
+//! jobs' time limits.
+
+use super::*;
+
+impl Scheduler {
+    /// Records a fruitless preemption search on the job and beside its place in the queue.
+    pub(super) fn note_no_victims(&mut self, id: WorkloadId, now: Time) {
+        let (changes, retry, max) = (
+            self.changes,
+            self.config.preemption_retry,
+            self.config
+                .preemption_retry_max
+                .max(self.config.preemption_retry),
+        );
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let streak = j
+            .no_victims_at
+            .map_or(0, |v| v.streak.saturating_add(1).min(16));
+        let wait = retry.saturating_mul(1 << streak).min(max);
+        let at = VainSearch {
+            changes,
+            retry_at: now.saturating_add(wait),
+            streak,
+        };
+        j.no_victims_at = Some(at);
+        if let Some(b) = self
+            .pending
+            .get(&(j.seq, id))
+            .and_then(|k| self.ordered.get_mut(k))
+        {
+            b.no_victims_at = Some(at);
+        }
+    }
+
+    /// Running jobs `job` may preempt, cheapest first, and the GPUs they hold together.
+    pub(super) fn victims_for(
+        &self,
+        job: &Job,
+        within_own_quota: bool,
+        now: Time,
+    ) -> (Vec<WorkloadId>, u64) {
+        let cohort = self.tenants[job.spec.tenant.0 as usize]
+            .spec
+            .cohort
+            .as_ref();
+        // Only lower classes can be victims, unless a cohort reclaim or least-attained
+        // service lets the job's own class be.
+        let own_class_too = !Self::monotone_search(&self.config.order, within_own_quota, cohort);
+        let classes = if own_class_too {
+            &self.running_by_class[..=job.spec.priority as usize]
+        } else {
+            &self.running_by_class[..job.spec.priority as usize]
+        };
+        let mut cands: Vec<(f64, PriorityClass, WorkloadId, u64)> = classes
+            .iter()
+            .flatten()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|v| matches!(v.state, JobState::Running { .. }))
+            .filter(|v| v.spec.gang.gpu == job.spec.gang.gpu)
+            .filter(|v| {
+                let lower = v.spec.priority < job.spec.priority;
+                let reclaim = within_own_quota
+                    && v.borrowed
+                    && v.spec.tenant != job.spec.tenant
+                    && cohort.is_some()
+                    && self.tenants[v.spec.tenant.0 as usize].spec.cohort.as_ref() == cohort;
+                // Least attained service: a job of the first queue preempts one that has had
+                // more than the threshold, in the same class.
+                let las = match self.config.order {
+                    QueueOrder::LeastAttained {
+                        threshold_gpu_seconds: t,
+                    } => {
+                        let served = v.attained_gpu_seconds.saturating_add(
+                            v.running_since()
+                                .map_or(0, |s| now.saturating_sub(s).saturating_mul(v.gpus())),
+                        );
+                        v.spec.priority == job.spec.priority
+                            && job.attained_gpu_seconds < t
+                            && served >= t
+                    }
+                    _ => false,
+                };
+                lower || reclaim || las
+            })
+            .filter(|v| {
+                v.preemptions < self.config.max_preemptions
+                    && v.running_since()
+                        .is_some_and(|s| now.saturating_sub(s) >= self.config.min_runtime)
+            })
+            .map(|v| (v.unsaved_gpu_hours(now), v.spec.priority, v.id, v.gpus()))
+            .collect();
+        cands.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let gpus = cands.iter().map(|c| c.3).sum();
+        (cands.into_iter().map(|c| c.2).collect(), gpus)
+    }
+
+    /// Whether a job's victims are exactly the running jobs of lower classes: then a search that
+    /// failed also fails, in the same pass, for any job of its shape with as many nodes or more
+    /// and no higher class.
+    pub(super) fn monotone_search(
+        order: &QueueOrder,
+        within_own_quota: bool,
+        cohort: Option<&String>,
+    ) -> bool {
+        let least_attained = matches!(order, QueueOrder::LeastAttained { .. });
+        let reclaim = within_own_quota && cohort.is_some();
+        !least_attained && !reclaim
+    }
+
+    /// Finds the shortest prefix of `order` whose release lets `gang` be placed; returns its
+    /// length and the nodes the gang would get. The engine is left exactly as it was.
+    pub(super) fn shortest_release_prefix(
+        &mut self,
+        order: &[WorkloadId],
+        gang: &GangRequest,
+        spread: &SpreadFilter,
+    ) -> Option<(usize, Vec<NodeSlot>)> {
+        let mut released: Vec<(WorkloadId, Allocation)> = Vec::new();
+        let probe =
+            |engine: &mut Engine, k: usize, released: &mut Vec<(WorkloadId, Allocation)>| {
+                engine.defer_reindex();
+                while released.len() < k {
+                    let id = order[released.len()];
+                    match engine.release(id) {
+                        Ok(a) => released.push((id, a)),
+                        Err(_) => {
+                            engine.settle();
+                            return None;
+                        }
+                    }
+                }
+                while released.len() > k {
+                    if let Some((id, a)) = released.pop() {
+                        // Exact: it was released a moment ago and nothing else changed.
+                        let _ = engine.reinstate(id, a);
+                    }
+                }
+                engine.settle();
+                engine
+                    .plan_gang_in(gang, &|t| spread.allows(t))
+                    .ok()
+                    .map(|p| p.slots)
+            };
+        // Exponential steps, then binary search between the last failure and the first success.
+        let n = order.len();
+        let (mut lo, mut hi) = (0usize, None);
+        let mut k = 1usize;
+        while k <= n {
+            if probe(&mut self.engine, k, &mut released).is_some() {
+                hi = Some(k);
+                break;
+            }
+            lo = k;
+            if k == n {
+                break;
+            }
+            k = (k * 2).min(n);
+        }
+        let mut result = None;
+        if let Some(mut hi) = hi {
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if probe(&mut self.engine, mid, &mut released).is_some() {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            result = probe(&mut self.engine, hi, &mut released).map(|slots| (hi, slots));
+        }
+        let _ = probe(&mut self.engine, 0, &mut released);
+        result
+    }
+
+    /// Tries to make room for `id` by preemption. Returns the decisions, or None.
+    pub(super) fn try_preempt(
+        &mut self,
+        id: WorkloadId,
+        within_own_quota: bool,
+        now: Time,
+    ) -> Option<Vec<Decision>> {
+        let job = self.jobs.get(&id)?;
+        let gang = job.spec.gang.clone();
+        let (order, releasable) = self.victims_for(job, within_own_quota, now);
+        if order.is_empty() {
+            return None;
+        }
+        // Even every victim gone would not free enough GPUs: no need to try.
+        let free = self.engine.open_free_gpus[gang.gpu.index()];
+        if free + releasable < gang.total_gpus() {
+            return None;
+        }
+        let spread = self.spread_filter(id);
+        // Never preempt for a gang that would still not fit.
+        let (k, slots) = self.shortest_release_prefix(&order, &gang, &spread)?;
+        let plan_nodes: FxHashSet<NodeId> = slots.iter().map(|s| s.node).collect();
+        let victims: Vec<WorkloadId> = order[..k]
+            .iter()
+            .copied()
+            .filter(|v| match self.engine.allocation(*v) {
+                Some(Allocation::Gang { slots, .. }) => {
+                    slots.iter().any(|s| plan_nodes.contains(&s.node))
+                }
+                _ => false,
+            })
+            .collect();
+        let deadline = now + self.config.grace_period;
+        let mut out = Vec::new();
+        self.touch(id);
+        for v in &victims {
+            self.touch(*v);
+            self.index_end(*v, false);
+            if let Some(j) = self.jobs.get_mut(v) {
+                let since = j.running_since().unwrap_or(now);
+                j.state = JobState::Preempting {
+                    since,
+                    deadline,
+                    by: id,
+                };
+                self.preempting.insert((deadline, *v));
+                if let Some((m, key)) = Self::end_key(j) {
+                    self.running_ends[m].insert(key);
+                }
+                j.preemptions += 1;
+                out.push(Decision::Preempt {
+                    job: *v,
+                    by: id,
+                    deadline,
+                });
+            }
+        }
+        let hold: Vec<NodeId> = {
+            let mut v: Vec<NodeId> = plan_nodes.into_iter().collect();
+            v.sort_unstable();
+            v
+        };
+        self.engine.hold(&hold);
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.hold = hold;
+            self.holding.insert(id);
+            j.waiting_for = victims;
+            j.reason = Some(Reason::WaitingForPreemption { until: deadline });
+        }
+        Some(out)
+    }
+
+    /// Earliest start of `gang` from running jobs' time limits, and the nodes it would get.
+    pub(super) fn earliest_start(
+        &mut self,
+        gang: &GangRequest,
+        spread: &SpreadFilter,
+        now: Time,
+    ) -> Option<(Time, Vec<NodeSlot>)> {
+        let order: Vec<(Time, WorkloadId)> = self.running_ends[gang.gpu.index()]
+            .iter()
+            .map(|&(end, id)| (end.max(now), id))
+            .collect();
+        let ids: Vec<WorkloadId> = order.iter().map(|o| o.1).collect();
+        let (k, slots) = self.shortest_release_prefix(&ids, gang, spread)?;
+        Some((order[k - 1].0, slots))
+    }
+}
