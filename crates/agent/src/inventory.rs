@@ -3,7 +3,7 @@
 //! line (`--fake-gpus`). The server checks it against the fleet: a node whose agent finds other
 //! GPUs than the fleet says takes no work.
 
-use server::api::Inventory;
+use wire::api::Inventory;
 
 /// The node's GPUs through NVML, or why they cannot be read.
 pub fn discover() -> Result<Inventory, String> {

@@ -8,7 +8,8 @@
 //! runs twice: tasks are keyed by (job, run, rank), and a node that comes back after being
 //! declared down finds its old tasks missing from the list and stops them. Between rounds a
 //! thread long-polls `POST /v1/agent/wait`; the nodes it names have new work and are
-//! heartbeated at once.
+//! heartbeated at once. Both speak to the server through [`wire::Client`]: the agent links the
+//! API's types and client, not the server.
 //!
 //! Sandboxes come as ranges of indices of a batch; each is a task keyed (batch, 0, index), run
 //! in `<work_dir>/<batch>-sandbox-<index>/` with `STARGRID_BATCH_ID` and
@@ -30,16 +31,16 @@
 pub mod cgroup;
 pub mod inventory;
 
-use server::api::{
-    Assignment, Changes, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport,
-    WaitForChanges,
-};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
+use wire::api::{
+    Assignment, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport, WaitForChanges,
+};
+use wire::{Client, ClientError};
 
 /// Errors at the agent's boundary.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +82,7 @@ pub struct AgentConfig {
     pub cgroups: Option<cgroup::Cgroups>,
     /// What the node has (NVML or declared), reported with every heartbeat; `None`: the fleet
     /// file is trusted.
-    pub inventory: Option<server::api::Inventory>,
+    pub inventory: Option<wire::api::Inventory>,
 }
 
 type TaskKey = (u64, u32, u32);
@@ -121,7 +122,7 @@ struct NodeTasks {
     /// The last heartbeat the server answered.
     last_answer: Instant,
     /// Logs the server asked for in its last answer.
-    logs_wanted: Vec<server::api::LogWanted>,
+    logs_wanted: Vec<wire::api::LogWanted>,
 }
 
 impl NodeTasks {
@@ -359,15 +360,15 @@ fn stop(t: &mut Task, grace: Duration) -> bool {
 
 /// One heartbeat of one node: report, then reconcile with the answer. Without an answer for
 /// longer than `fence_after`, the node stops its tasks.
-fn beat(config: &AgentConfig, http: &ureq::Agent, url: &str, node: &mut NodeTasks) {
-    beat_once(config, http, url, node, true);
+fn beat(config: &AgentConfig, client: &Client, node: &mut NodeTasks) {
+    beat_once(config, client, node, true);
 }
 
 /// Most of a log sent with one heartbeat.
 const LOG_CHUNK_BYTES: u64 = 64 << 10;
 
 /// What follows `from` in a task's log file, up to a chunk.
-fn read_log(work_dir: &std::path::Path, want: &server::api::LogWanted) -> Option<LogChunk> {
+fn read_log(work_dir: &std::path::Path, want: &wire::api::LogWanted) -> Option<LogChunk> {
     use std::io::{Read, Seek};
     let path = work_dir.join(format!("{}-{}-{}/log", want.job, want.run, want.rank));
     let mut f = std::fs::File::open(path).ok()?;
@@ -384,13 +385,7 @@ fn read_log(work_dir: &std::path::Path, want: &server::api::LogWanted) -> Option
     })
 }
 
-fn beat_once(
-    config: &AgentConfig,
-    http: &ureq::Agent,
-    url: &str,
-    node: &mut NodeTasks,
-    may_repeat: bool,
-) {
+fn beat_once(config: &AgentConfig, client: &Client, node: &mut NodeTasks, may_repeat: bool) {
     let logs: Vec<LogChunk> = node
         .logs_wanted
         .iter()
@@ -402,30 +397,27 @@ fn beat_once(
         logs,
         tasks: node.reports(),
     };
-    let auth = format!("Bearer {}", config.token);
-    match http.post(url).set("Authorization", &auth).send_json(&hb) {
-        Ok(r) => match r.into_json::<HeartbeatReply>() {
-            Ok(reply) => {
-                node.last_answer = Instant::now();
-                node.reconcile(config, &reply);
-                // Someone started reading a log: send it now, not at the next heartbeat.
-                let new_wants = reply.logs_wanted.iter().any(|w| {
-                    !node
-                        .logs_wanted
-                        .iter()
-                        .any(|o| o.job == w.job && o.run == w.run && o.rank == w.rank)
-                });
-                node.logs_wanted = reply.logs_wanted;
-                if new_wants && may_repeat {
-                    beat_once(config, http, url, node, false);
-                }
+    match client.heartbeat(&hb) {
+        Ok(reply) => {
+            node.last_answer = Instant::now();
+            node.reconcile(config, &reply);
+            // Someone started reading a log: send it now, not at the next heartbeat.
+            let new_wants = reply.logs_wanted.iter().any(|w| {
+                !node
+                    .logs_wanted
+                    .iter()
+                    .any(|o| o.job == w.job && o.run == w.run && o.rank == w.rank)
+            });
+            node.logs_wanted = reply.logs_wanted;
+            if new_wants && may_repeat {
+                beat_once(config, client, node, false);
             }
-            Err(e) => eprintln!("agent {}: bad heartbeat reply: {e}", node.name),
-        },
+        }
+        Err(ClientError::Decode(e)) => eprintln!("agent {}: bad heartbeat reply: {e}", node.name),
         // The server is away: keep running what runs (it comes back with the same intent),
         // unless it has been away for so long that the node counts as down.
         Err(e) => {
-            eprintln!("agent {}: heartbeat: {}", node.name, explain(e));
+            eprintln!("agent {}: heartbeat: {}", node.name, explain(&e));
             if node.last_answer.elapsed() > config.fence_after && !node.tasks.is_empty() {
                 eprintln!(
                     "agent {}: no answer for {:?}: stopping its tasks",
@@ -447,8 +439,7 @@ fn beat_once(
 /// Heartbeats the nodes the server said have new work (`None`: every node).
 fn beat_changed(
     config: &AgentConfig,
-    http: &ureq::Agent,
-    url: &str,
+    client: &Client,
     nodes: &mut [NodeTasks],
     index: &HashMap<String, usize>,
     changed: Option<Vec<String>>,
@@ -456,13 +447,13 @@ fn beat_changed(
     match changed {
         None => {
             for node in nodes.iter_mut() {
-                beat(config, http, url, node);
+                beat(config, client, node);
             }
         }
         Some(names) => {
             for name in names {
                 if let Some(&i) = index.get(&name) {
-                    beat(config, http, url, &mut nodes[i]);
+                    beat(config, client, &mut nodes[i]);
                 }
             }
         }
@@ -470,15 +461,9 @@ fn beat_changed(
 }
 
 /// An HTTP failure in words: a refusal's field and reason, or the transport error.
-fn explain(e: ureq::Error) -> String {
+fn explain(e: &ClientError) -> String {
     match e {
-        ureq::Error::Status(code, resp) => {
-            let body = resp.into_string().unwrap_or_default();
-            match serde_json::from_str::<server::api::ApiError>(&body) {
-                Ok(a) => format!("refused ({code}): {}: {}", a.error.field, a.error.reason),
-                Err(_) => format!("refused ({code}): {body}"),
-            }
-        }
+        ClientError::Unreachable(why) => why.clone(),
         other => other.to_string(),
     }
 }
@@ -490,13 +475,10 @@ fn watch_for_changes(
     alive: Arc<AtomicBool>,
 ) -> std::sync::mpsc::Receiver<Option<Vec<String>>> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let url = format!("{}/v1/agent/wait", config.server.trim_end_matches('/'));
-    let auth = format!("Bearer {}", config.token);
+    // The server holds a wait up to its timeout: the request may take longer than that.
+    let client = Client::new(&config.server, &config.token).with_timeout(Duration::from_secs(40));
     let nodes = config.nodes.clone();
     std::thread::spawn(move || {
-        let http = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(40))
-            .build();
         let mut after = 0;
         while alive.load(Ordering::Relaxed) {
             let asked = WaitForChanges {
@@ -504,13 +486,7 @@ fn watch_for_changes(
                 after,
                 timeout_ms: 10_000,
             };
-            let reply = http
-                .post(&url)
-                .set("Authorization", &auth)
-                .send_json(&asked)
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.into_json::<Changes>().map_err(|e| e.to_string()));
-            let sent = match reply {
+            let sent = match client.wait_for_changes(&asked) {
                 Ok(c) => {
                     after = c.version;
                     match (c.all, c.changed.is_empty()) {
@@ -545,10 +521,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
         work_dir: std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?,
         ..config.clone()
     };
-    let http = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
-    let url = format!("{}/v1/agent/heartbeat", config.server.trim_end_matches('/'));
+    let client = Client::new(&config.server, &config.token).with_timeout(Duration::from_secs(10));
     let mut nodes: Vec<NodeTasks> = config
         .nodes
         .iter()
@@ -570,10 +543,10 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
     while !stop_flag.load(Ordering::Relaxed) {
         let next_round = Instant::now() + config.interval;
         for i in 0..nodes.len() {
-            beat(config, &http, &url, &mut nodes[i]);
+            beat(config, &client, &mut nodes[i]);
             // A round over many nodes takes a while: new work goes first.
             while let Ok(changed) = changes.try_recv() {
-                beat_changed(config, &http, &url, &mut nodes, &index, changed);
+                beat_changed(config, &client, &mut nodes, &index, changed);
             }
         }
         // Until the next round, heartbeat at once the nodes the server says have new work.
@@ -583,7 +556,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
                 break;
             }
             match changes.recv_timeout(next_round - now) {
-                Ok(changed) => beat_changed(config, &http, &url, &mut nodes, &index, changed),
+                Ok(changed) => beat_changed(config, &client, &mut nodes, &index, changed),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     std::thread::sleep(next_round.saturating_duration_since(now));

@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use server::api::NodeView;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,13 +48,9 @@ pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
     let nodes = match (&a.node, a.hollow) {
         (Some(n), None) => vec![n.clone()],
         (None, Some(count)) => {
-            let all: Vec<NodeView> =
-                ureq::get(&format!("{}/v1/nodes", server.trim_end_matches('/')))
-                    .set("Authorization", &format!("Bearer {token}"))
-                    .call()
-                    .context("listing the server's nodes")?
-                    .into_json()
-                    .context("reading the node list")?;
+            let all = wire::Client::new(server, token)
+                .nodes()
+                .context("listing the server's nodes")?;
             let free: Vec<String> = all
                 .into_iter()
                 .filter(|n| n.state == "down")

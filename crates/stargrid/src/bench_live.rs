@@ -5,10 +5,11 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use server::api::{IssueToken, JobView, Submitted, Token};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wire::api::{IssueToken, SubmitJob, SubmitSandboxes};
+use wire::Client;
 
 #[derive(Args)]
 pub struct LiveBenchArgs {
@@ -38,8 +39,8 @@ pub struct LiveBenchArgs {
     pub json: bool,
 }
 
-fn job(name: String, secs: &str) -> server::api::SubmitJob {
-    server::api::SubmitJob {
+fn job(name: String, secs: &str) -> SubmitJob {
+    SubmitJob {
         name,
         tenant: "default".into(),
         priority: "research".into(),
@@ -106,19 +107,12 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     let admin = std::fs::read_to_string(&config.admin_token_file)?
         .trim()
         .to_string();
-    let auth = format!("Bearer {admin}");
-    let http = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(30))
-        .build();
-    let agent_token: Token = http
-        .post(&format!("{url}/v1/tokens"))
-        .set("Authorization", &auth)
-        .send_json(IssueToken {
-            role: "agent".into(),
-            tenant: None,
-            expires_in_s: None,
-        })?
-        .into_json()?;
+    let client = Client::new(&url, &admin);
+    let agent_token = client.issue_token(&IssueToken {
+        role: "agent".into(),
+        tenant: None,
+        expires_in_s: None,
+    })?;
     let names: Vec<String> = fleet.nodes().iter().map(|n| n.name.to_string()).collect();
     let node_count = names.len();
     let agent_stop = Arc::new(AtomicBool::new(false));
@@ -143,11 +137,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     // Wait for every node to be up.
     let up_deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let nodes: Vec<server::api::NodeView> = http
-            .get(&format!("{url}/v1/nodes"))
-            .set("Authorization", &auth)
-            .call()?
-            .into_json()?;
+        let nodes = client.nodes()?;
         if nodes.iter().all(|n| n.state != "down") {
             break;
         }
@@ -159,15 +149,11 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     let per_client = a.jobs.div_ceil(a.clients.max(1));
     let clients: Vec<_> = (0..a.clients.max(1))
         .map(|c| {
-            let (url, auth) = (url.clone(), auth.clone());
+            // A connection pool per client thread, as separate clients would have.
+            let client = Client::new(&url, &admin);
             std::thread::spawn(move || -> Result<usize> {
-                let http = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(30))
-                    .build();
                 for i in 0..per_client {
-                    http.post(&format!("{url}/v1/jobs"))
-                        .set("Authorization", &auth)
-                        .send_json(job(format!("t{c}-{i}"), "0.5"))?;
+                    client.submit_job(&job(format!("t{c}-{i}"), "0.5"))?;
                 }
                 Ok(per_client)
             })
@@ -186,16 +172,12 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     let t0 = Instant::now();
     let clients: Vec<_> = (0..a.clients.max(1))
         .map(|c| {
-            let (url, auth) = (url.clone(), auth.clone());
+            let client = Client::new(&url, &admin);
             let count = a.sandbox_batch.max(1);
             std::thread::spawn(move || -> Result<usize> {
-                let http = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(30))
-                    .build();
                 for i in 0..per_client {
-                    http.post(&format!("{url}/v1/sandboxes"))
-                        .set("Authorization", &auth)
-                        .send_json(server::api::SubmitSandboxes {
+                    client
+                        .submit_sandboxes(&SubmitSandboxes {
                             name: format!("s{c}-{i}"),
                             tenant: "default".into(),
                             count,
@@ -226,11 +208,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     let mut placed_ms = Vec::with_capacity(a.latency_jobs);
     for i in 0..a.latency_jobs {
         let t = Instant::now();
-        let s: Submitted = http
-            .post(&format!("{url}/v1/jobs"))
-            .set("Authorization", &auth)
-            .send_json(job(format!("lat-{i}"), "0.2"))?
-            .into_json()?;
+        let s = client.submit_job(&job(format!("lat-{i}"), "0.2"))?;
         // Running: the agent started its task (the hollow agent's start, in this process).
         loop {
             let left = Duration::from_secs(30).saturating_sub(t.elapsed());
@@ -242,11 +220,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
                 break;
             }
         }
-        let v: JobView = http
-            .get(&format!("{url}/v1/jobs/{}", s.id))
-            .set("Authorization", &auth)
-            .call()?
-            .into_json()?;
+        let v = client.job(s.id)?;
         anyhow::ensure!(v.state != "pending", "job {} started while pending", s.id);
         placed_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }

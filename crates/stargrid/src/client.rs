@@ -1,14 +1,14 @@
 //! The client commands: `submit`, `queue`, `services`, `sandboxes`, `get`, `cancel`, `scale`,
-//! `delete-service`, `logs`, `why`, `nodes`, `drain`, `resume`, `token`, over the server's HTTP API (`--server`, or
+//! `delete-service`, `logs`, `why`, `nodes`, `drain`, `resume`, `token`, `tokens`, `revoke-token`,
+//! `cost`, over the server's HTTP API through [`wire::Client`] (`--server`, or
 //! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use server::api::{
-    ApiError, BatchList, BatchView, IssueToken, JobList, JobView, NodeView, ScaleService,
-    ServiceView, SubmitJob, SubmitSandboxes, SubmitService, Submitted, Token,
-};
 use std::path::PathBuf;
+use wire::api::{IssueToken, SubmitJob, SubmitSandboxes, SubmitService};
+use wire::client::{BatchQuery, JobQuery};
+use wire::{Client, ClientError};
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -126,37 +126,21 @@ pub enum ClientCommand {
     },
 }
 
-/// Turns a refused request into an error that names the field.
-pub fn answer<T: serde::de::DeserializeOwned>(r: Result<ureq::Response, ureq::Error>) -> Result<T> {
-    match r {
-        Ok(resp) => resp.into_json::<T>().context("reading the server's answer"),
-        Err(ureq::Error::Status(code, resp)) => {
-            let body = resp.into_string().unwrap_or_default();
-            match serde_json::from_str::<ApiError>(&body) {
-                Ok(e) if e.error.field.is_empty() => bail!("refused ({code}): {}", e.error.reason),
-                Ok(e) => bail!("refused ({code}): {}: {}", e.error.field, e.error.reason),
-                Err(_) => bail!("refused ({code}): {body}"),
-            }
-        }
-        Err(e) => Err(anyhow::Error::new(e).context("reaching the server")),
+/// A client error as the commands print it: a refusal as `refused (CODE): field: reason`; a
+/// server out of reach or an unreadable answer under what was being done, with the cause.
+pub fn fail(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Unreachable(why) => anyhow::anyhow!(why).context("reaching the server"),
+        ClientError::Decode(why) => anyhow::anyhow!(why).context("reading the server's answer"),
+        refused @ ClientError::Refused { .. } => anyhow::anyhow!(refused.to_string()),
     }
-}
-
-fn is_not_found(e: &anyhow::Error) -> bool {
-    e.to_string().starts_with("refused (404)")
 }
 
 pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
-    let base = server.trim_end_matches('/');
     if token.is_empty() {
         bail!("no token: pass --token, set STARGRID_TOKEN, or put token_file = \"…/admin.token\" in ~/.config/stargrid/config.toml (the server's first admin token is in its data dir, admin.token)");
     }
-    let auth = format!("Bearer {token}");
-    let http = ureq::AgentBuilder::new()
-        .timeout(std::time::Duration::from_secs(30))
-        .build();
-    let get = |url: &str| http.get(url).set("Authorization", &auth);
-    let post = |url: &str| http.post(url).set("Authorization", &auth);
+    let client = Client::new(server, token);
     match command {
         ClientCommand::Submit { file } => {
             let text = std::fs::read_to_string(file)
@@ -180,11 +164,12 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
                 }
                 let mut ids = Vec::with_capacity(script.jobs.len());
                 for job in &script.jobs {
-                    let s: Submitted = answer(post(&format!("{base}/v1/jobs")).send_json(job))
-                        .with_context(|| match job.env.get("SLURM_ARRAY_TASK_ID") {
+                    let s = client.submit_job(job).map_err(fail).with_context(|| {
+                        match job.env.get("SLURM_ARRAY_TASK_ID") {
                             Some(i) => format!("array index {i} (jobs {ids:?} were submitted)"),
                             None => "the script's job".to_string(),
-                        })?;
+                        }
+                    })?;
                     ids.push(s.id);
                     bar.inc(1);
                 }
@@ -215,19 +200,17 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             match kind.as_str() {
                 "job" => {
                     let job: SubmitJob = doc.try_into().map_err(bad_file)?;
-                    let s: Submitted = answer(post(&format!("{base}/v1/jobs")).send_json(&job))?;
+                    let s = client.submit_job(&job).map_err(fail)?;
                     println!("submitted job {} (journal record {})", s.id, s.seq);
                 }
                 "service" => {
                     let svc: SubmitService = doc.try_into().map_err(bad_file)?;
-                    let s: Submitted =
-                        answer(post(&format!("{base}/v1/services")).send_json(&svc))?;
+                    let s = client.submit_service(&svc).map_err(fail)?;
                     println!("created service {} (journal record {})", s.id, s.seq);
                 }
                 "sandboxes" => {
                     let batch: SubmitSandboxes = doc.try_into().map_err(bad_file)?;
-                    let s: Submitted =
-                        answer(post(&format!("{base}/v1/sandboxes")).send_json(&batch))?;
+                    let s = client.submit_sandboxes(&batch).map_err(fail)?;
                     println!(
                         "placed sandbox batch {} of {} (journal record {})",
                         s.id, batch.count, s.seq
@@ -240,11 +223,7 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Services { tenant } => {
-            let mut req = get(&format!("{base}/v1/services"));
-            if let Some(t) = tenant {
-                req = req.query("tenant", t);
-            }
-            let services: Vec<ServiceView> = answer(req.call())?;
+            let services = client.services(tenant.as_deref()).map_err(fail)?;
             println!(
                 "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>7} {:>8}  REASON",
                 "ID", "NAME", "TENANT", "STATE", "DESIRED", "RUNNING", "PENDING", "REPLACED"
@@ -268,13 +247,13 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             let mut rows = Vec::new();
             let mut after = 0u64;
             loop {
-                let mut req = get(&format!("{base}/v1/sandboxes"))
-                    .query("after", &after.to_string())
-                    .query("limit", "1000");
-                if let Some(t) = tenant {
-                    req = req.query("tenant", t);
-                }
-                let page: BatchList = answer(req.call())?;
+                let page = client
+                    .batches(&BatchQuery {
+                        tenant: tenant.clone(),
+                        after: Some(after),
+                        limit: Some(1000),
+                    })
+                    .map_err(fail)?;
                 rows.extend(page.batches);
                 match page.next_after {
                     Some(n) => after = n,
@@ -302,34 +281,28 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Scale { id, replicas } => {
-            let v: ServiceView = answer(
-                post(&format!("{base}/v1/services/{id}/scale")).send_json(&ScaleService {
-                    replicas: *replicas,
-                }),
-            )?;
+            let v = client.scale_service(*id, *replicas).map_err(fail)?;
             println!(
                 "service {}: {} replicas wanted, {} running, {} pending",
                 v.id, v.desired, v.running, v.pending
             );
         }
         ClientCommand::DeleteService { id } => {
-            let v: ServiceView = answer(post(&format!("{base}/v1/services/{id}/delete")).call())?;
+            let v = client.delete_service(*id).map_err(fail)?;
             println!("service {} is {}", v.id, v.state);
         }
         ClientCommand::Queue { tenant, state } => {
             let mut rows = Vec::new();
             let mut after = 0u64;
             loop {
-                let mut req = get(&format!("{base}/v1/jobs"))
-                    .query("after", &after.to_string())
-                    .query("limit", "1000");
-                if let Some(t) = tenant {
-                    req = req.query("tenant", t);
-                }
-                if let Some(s) = state {
-                    req = req.query("state", s);
-                }
-                let page: JobList = answer(req.call())?;
+                let page = client
+                    .jobs(&JobQuery {
+                        tenant: tenant.clone(),
+                        state: state.clone(),
+                        after: Some(after),
+                        limit: Some(1000),
+                    })
+                    .map_err(fail)?;
                 rows.extend(page.jobs);
                 match page.next_after {
                     Some(n) => after = n,
@@ -354,41 +327,29 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         // Jobs and batches share one id sequence: an id that is no job may be a batch.
-        ClientCommand::Get { id } => {
-            match answer::<JobView>(get(&format!("{base}/v1/jobs/{id}")).call()) {
-                Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
-                Err(e) if is_not_found(&e) => {
-                    let v: BatchView =
-                        answer(get(&format!("{base}/v1/sandboxes/{id}")).call()).map_err(|_| e)?;
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                }
-                Err(e) => return Err(e),
+        ClientCommand::Get { id } => match client.job(*id) {
+            Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+            Err(e) if e.is_not_found() => {
+                let v = client.batch(*id).map_err(|_| fail(e))?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
             }
-        }
-        ClientCommand::Cancel { id } => {
-            match answer::<JobView>(post(&format!("{base}/v1/jobs/{id}/cancel")).call()) {
-                Ok(v) => println!("job {} is {}", v.id, v.state),
-                Err(e) if is_not_found(&e) => {
-                    let v: BatchView =
-                        answer(post(&format!("{base}/v1/sandboxes/{id}/cancel")).call())
-                            .map_err(|_| e)?;
-                    println!("sandbox batch {} is {}", v.id, v.state);
-                }
-                Err(e) => return Err(e),
+            Err(e) => return Err(fail(e)),
+        },
+        ClientCommand::Cancel { id } => match client.cancel_job(*id) {
+            Ok(v) => println!("job {} is {}", v.id, v.state),
+            Err(e) if e.is_not_found() => {
+                let v = client.cancel_batch(*id).map_err(|_| fail(e))?;
+                println!("sandbox batch {} is {}", v.id, v.state);
             }
-        }
+            Err(e) => return Err(fail(e)),
+        },
         ClientCommand::Logs { id, rank, follow } => {
             use std::io::Write;
             let mut from = 0u64;
             let started = std::time::Instant::now();
             let mut quiet_polls = 0;
             loop {
-                let v: server::api::LogView = answer(
-                    get(&format!("{base}/v1/jobs/{id}/logs"))
-                        .query("rank", &rank.to_string())
-                        .query("from", &from.to_string())
-                        .call(),
-                )?;
+                let v = client.logs(*id, *rank, from).map_err(fail)?;
                 if v.data.is_empty() {
                     quiet_polls += 1;
                 } else {
@@ -404,7 +365,7 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
                     break;
                 }
                 if *follow && quiet_polls >= 3 {
-                    let j: JobView = answer(get(&format!("{base}/v1/jobs/{id}")).call())?;
+                    let j = client.job(*id).map_err(fail)?;
                     if matches!(j.state.as_str(), "finished" | "cancelled") && waited {
                         break;
                     }
@@ -413,7 +374,7 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Why { id } => {
-            let v: JobView = answer(get(&format!("{base}/v1/jobs/{id}/why")).call())?;
+            let v = client.why(*id).map_err(fail)?;
             match (v.state.as_str(), v.reason) {
                 (_, Some(r)) => println!("job {} is {}: {r}", v.id, v.state),
                 ("running", None) => {
@@ -423,7 +384,7 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Cost { json, plots } => {
-            let summary: sched::cost::CostSummary = answer(get(&format!("{base}/v1/cost")).call())?;
+            let summary = client.cost().map_err(fail)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
@@ -438,7 +399,7 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Nodes => {
-            let nodes: Vec<NodeView> = answer(get(&format!("{base}/v1/nodes")).call())?;
+            let nodes = client.nodes().map_err(fail)?;
             println!(
                 "{:<28} {:<9} {:>9} {:>12}",
                 "NODE", "STATE", "GPU FREE", "CPU FREE"
@@ -456,15 +417,12 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Drain { node } | ClientCommand::Resume { node } => {
-            let action = if matches!(command, ClientCommand::Drain { .. }) {
-                "drain"
+            let views = if matches!(command, ClientCommand::Drain { .. }) {
+                client.drain(node)
             } else {
-                "resume"
-            };
-            // A topology path travels as one path segment.
-            let target = node.replace('%', "%25").replace('/', "%2F");
-            let views: Vec<NodeView> =
-                answer(post(&format!("{base}/v1/nodes/{target}/{action}")).call())?;
+                client.resume(node)
+            }
+            .map_err(fail)?;
             match views.as_slice() {
                 [v] if v.name == *node => println!("node {} is {}", v.name, v.state),
                 many => {
@@ -483,11 +441,13 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             tenant,
             expires_in_s,
         } => {
-            let t: Token = answer(post(&format!("{base}/v1/tokens")).send_json(&IssueToken {
-                role: role.clone(),
-                tenant: tenant.clone(),
-                expires_in_s: *expires_in_s,
-            }))?;
+            let t = client
+                .issue_token(&IssueToken {
+                    role: role.clone(),
+                    tenant: tenant.clone(),
+                    expires_in_s: *expires_in_s,
+                })
+                .map_err(fail)?;
             println!("{}", t.token);
             eprintln!(
                 "token id {}{}",
@@ -497,8 +457,7 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             );
         }
         ClientCommand::Tokens => {
-            let list: Vec<server::api::TokenView> =
-                answer(get(&format!("{base}/v1/tokens")).call())?;
+            let list = client.tokens().map_err(fail)?;
             println!(
                 "{:<18} {:<8} {:<16} {:>12} {:>12}",
                 "ID", "ROLE", "TENANT", "ISSUED", "EXPIRES"
@@ -517,8 +476,7 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::RevokeToken { id } => {
-            let _: serde_json::Value =
-                answer(post(&format!("{base}/v1/tokens/{id}/revoke")).call())?;
+            client.revoke_token(id).map_err(fail)?;
             println!("token {id} is revoked");
         }
     }

@@ -8,8 +8,8 @@
 //! listed back as warnings, never silently dropped. Directives stop at the first line that is
 //! neither a comment nor blank, as in Slurm.
 
-use server::api::SubmitJob;
 use std::collections::BTreeMap;
+use wire::api::SubmitJob;
 
 /// A script's jobs (one, or one per `--array` index) and the directives it ignored.
 #[derive(Debug, PartialEq)]

@@ -5,15 +5,14 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use server::api::{
-    BatchView, JobList, ServiceView, SpreadSpec, SubmitJob, SubmitSandboxes, SubmitService,
-    Submitted,
-};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use wire::api::{IssueToken, SpreadSpec, SubmitJob, SubmitSandboxes, SubmitService};
+use wire::client::JobQuery;
+use wire::Client;
 
 #[derive(Args)]
 pub struct UpArgs {
@@ -119,22 +118,15 @@ fn demo_sandboxes() -> SubmitSandboxes {
     }
 }
 
-fn list_nodes(http: &ureq::Agent, url: &str, auth: &str) -> Result<Vec<server::api::NodeView>> {
-    http.get(&format!("{url}/v1/nodes"))
-        .set("Authorization", auth)
-        .call()
-        .context("listing nodes")?
-        .into_json()
-        .context("reading the node list")
+fn list_nodes(client: &Client) -> Result<Vec<wire::api::NodeView>> {
+    client.nodes().context("listing nodes")
 }
 
-fn delete_service(http: &ureq::Agent, url: &str, auth: &str, id: u64) -> Result<()> {
-    let _: ServiceView = crate::client::answer(
-        http.post(&format!("{url}/v1/services/{id}/delete"))
-            .set("Authorization", auth)
-            .call(),
-    )
-    .with_context(|| format!("deleting the demo service {id}"))?;
+fn delete_service(client: &Client, id: u64) -> Result<()> {
+    client
+        .delete_service(id)
+        .map_err(crate::client::fail)
+        .with_context(|| format!("deleting the demo service {id}"))?;
     Ok(())
 }
 
@@ -188,26 +180,19 @@ pub fn run(a: &UpArgs) -> Result<()> {
             server::serve(srv, listener, shutdown).await
         })
     };
-    let http = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
     let admin = std::fs::read_to_string(&config.admin_token_file)
         .with_context(|| format!("reading {}", config.admin_token_file.display()))?
         .trim()
         .to_string();
-    let auth = format!("Bearer {admin}");
-    let agent_token: server::api::Token = http
-        .post(&format!("{url}/v1/tokens"))
-        .set("Authorization", &auth)
-        .send_json(server::api::IssueToken {
+    let client = Client::new(&url, &admin).with_timeout(Duration::from_secs(10));
+    let agent_token = client
+        .issue_token(&IssueToken {
             role: "agent".into(),
             tenant: None,
             expires_in_s: None,
         })
-        .context("issuing the agents' token")?
-        .into_json()
-        .context("reading the token")?;
-    let nodes = list_nodes(&http, &url, &auth)?;
+        .context("issuing the agents' token")?;
+    let nodes = list_nodes(&client)?;
     let (cgroups, limits) =
         match agent::cgroup::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup")) {
             Ok(cg) => (Some(cg), "tasks limited by cgroup v2".to_string()),
@@ -242,7 +227,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
     // refused, so the demo waits for the agents first.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let nodes = list_nodes(&http, &url, &auth)?;
+        let nodes = list_nodes(&client)?;
         let down = nodes.iter().filter(|n| n.state == "down").count();
         if down == 0 {
             break;
@@ -256,52 +241,38 @@ pub fn run(a: &UpArgs) -> Result<()> {
     let (mut service_id, mut batch_id) = (None, None);
     // The demo's service lives as long as one `up`: a service left by a run that was killed
     // would keep its replicas (and block whole-domain jobs) in the next.
-    let services: Vec<ServiceView> = crate::client::answer(
-        http.get(&format!("{url}/v1/services"))
-            .set("Authorization", &auth)
-            .call(),
-    )
-    .context("listing services")?;
+    let services = client
+        .services(None)
+        .map_err(crate::client::fail)
+        .context("listing services")?;
     let demo_name = demo_service().name;
     for old in services
         .iter()
         .filter(|v| v.name == demo_name && v.state == "active")
     {
-        delete_service(&http, &url, &auth, old.id)?;
+        delete_service(&client, old.id)?;
         println!("  deleted service {} left by an earlier run", old.id);
     }
     if !a.no_demo {
-        let submit = |path: &str, body: serde_json::Value, what: &str| -> Result<u64> {
-            let s: Submitted = crate::client::answer(
-                http.post(&format!("{url}{path}"))
-                    .set("Authorization", &auth)
-                    .send_json(body),
-            )
-            .with_context(|| format!("submitting {what}"))?;
-            Ok(s.id)
+        let submitted = |s: wire::client::Result<wire::api::Submitted>, what: &str| {
+            s.map(|s| s.id)
+                .map_err(crate::client::fail)
+                .with_context(|| format!("submitting {what}"))
         };
         for job in demo_jobs() {
-            let id = submit("/v1/jobs", serde_json::to_value(&job)?, &job.name)?;
+            let id = submitted(client.submit_job(&job), &job.name)?;
             println!("  submitted {} as job {id}", job.name);
             demo_ids.push(id);
         }
         let service = demo_service();
-        let id = submit(
-            "/v1/services",
-            serde_json::to_value(&service)?,
-            "the service",
-        )?;
+        let id = submitted(client.submit_service(&service), "the service")?;
         println!(
             "  created service {} as service {id} ({} replicas, one per NVLink domain)",
             service.name, service.min_replicas
         );
         service_id = Some(id);
         let batch = demo_sandboxes();
-        let id = submit(
-            "/v1/sandboxes",
-            serde_json::to_value(&batch)?,
-            "the sandboxes",
-        )?;
+        let id = submitted(client.submit_sandboxes(&batch), "the sandboxes")?;
         println!(
             "  placed {} sandboxes of {} as batch {id}",
             batch.count, batch.name
@@ -317,28 +288,14 @@ pub fn run(a: &UpArgs) -> Result<()> {
     let mut last_table = String::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_secs(1));
-        let Ok(resp) = http
-            .get(&format!("{url}/v1/jobs?limit=1000"))
-            .set("Authorization", &auth)
-            .call()
-        else {
+        let Ok(list) = client.jobs(&JobQuery {
+            limit: Some(1000),
+            ..JobQuery::default()
+        }) else {
             continue;
         };
-        let Ok(list) = resp.into_json::<JobList>() else {
-            continue;
-        };
-        let get = |path: String| {
-            http.get(&format!("{url}{path}"))
-                .set("Authorization", &auth)
-                .call()
-                .ok()
-        };
-        let service = service_id
-            .and_then(|id| get(format!("/v1/services/{id}")))
-            .and_then(|r| r.into_json::<ServiceView>().ok());
-        let batch = batch_id
-            .and_then(|id| get(format!("/v1/sandboxes/{id}")))
-            .and_then(|r| r.into_json::<BatchView>().ok());
+        let service = service_id.and_then(|id| client.service(id).ok());
+        let batch = batch_id.and_then(|id| client.batch(id).ok());
         let mut table: Vec<String> = list
             .jobs
             .iter()
@@ -374,16 +331,10 @@ pub fn run(a: &UpArgs) -> Result<()> {
         }
     }
     if let Some(id) = service_id {
-        delete_service(&http, &url, &auth, id)?;
+        delete_service(&client, id)?;
     }
     // What the demo cost at the example prices (`stargrid cost` shows it all).
-    if let Some(c) = http
-        .get(&format!("{url}/v1/cost"))
-        .set("Authorization", &auth)
-        .call()
-        .ok()
-        .and_then(|r| r.into_json::<sched::cost::CostSummary>().ok())
-    {
+    if let Ok(c) = client.cost() {
         let used = c.total_usd - c.idle_committed_usd;
         println!(
             "  spend at example prices since the journal began: {} ({} of it work, {} idle committed capacity)",

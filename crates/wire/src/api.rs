@@ -1,4 +1,5 @@
-//! Request and response types of the HTTP API (`/v1`), with their OpenAPI schemas.
+//! Request and response types of the HTTP API (`/v1`), with their OpenAPI schemas: the
+//! server answers with them, the agent and the CLI send and read them (see [`crate::client`]).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,0 +1,483 @@
+//! A typed blocking client of the `/v1` API, on `ureq`: one method per endpoint, every URL
+//! built in one place ([`Client`]'s private `url`), bearer-token authentication, and errors
+//! that keep their kind ([`ClientError`]): a refusal with the server's field and reason, a
+//! server that cannot be reached, or an answer that cannot be read.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), wire::ClientError> {
+//! let client = wire::Client::new("http://127.0.0.1:7070/", "token");
+//! for node in client.nodes()? {
+//!     println!("{} {}", node.name, node.state);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::api::{
+    ApiError, BatchList, BatchView, Changes, Heartbeat, HeartbeatReply, IssueToken, JobList,
+    JobView, LogView, NodeView, ScaleService, ServiceView, SubmitJob, SubmitSandboxes,
+    SubmitService, Submitted, TenantView, Token, TokenView, WaitForChanges,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+/// How long a request may take unless [`Client::with_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request got no usable answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status: which field, and why (the raw body as the
+    /// reason, with no field, when the body is not the API's error document).
+    #[error("refused ({status}): {}", refusal_text(field, reason))]
+    Refused {
+        /// The HTTP status (4xx or 5xx).
+        status: u16,
+        /// The field refused (empty when the request as a whole was).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The server could not be reached (connection, timeout, TLS, a bad URL).
+    #[error("reaching the server: {0}")]
+    Unreachable(String),
+    /// The server answered, but not with what was expected.
+    #[error("reading the server's answer: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// Whether the server said there is no such thing (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Refused { status: 404, .. })
+    }
+
+    /// A refusal from its status and body: the API's error document when it is one.
+    fn refused(status: u16, body: &str) -> ClientError {
+        match serde_json::from_str::<ApiError>(body) {
+            Ok(e) => ClientError::Refused {
+                status,
+                field: e.error.field,
+                reason: e.error.reason,
+            },
+            Err(_) => ClientError::Refused {
+                status,
+                field: String::new(),
+                reason: body.to_string(),
+            },
+        }
+    }
+}
+
+/// `field: reason`, or the reason alone when no field is named.
+fn refusal_text(field: &str, reason: &str) -> String {
+    if field.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{field}: {reason}")
+    }
+}
+
+/// What a client call returns.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Which jobs `GET /v1/jobs` lists, and which page (unset: the server's default).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only this tenant's jobs.
+    pub tenant: Option<String>,
+    /// Only jobs in this state (pending, running, preempting, finished, cancelled).
+    pub state: Option<String>,
+    /// Jobs with a larger id (the previous page's `next_after`).
+    pub after: Option<u64>,
+    /// Page size, 1..=1000 (the server's default is 100).
+    pub limit: Option<usize>,
+}
+
+/// Which sandbox batches `GET /v1/sandboxes` lists, and which page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchQuery {
+    /// Only this tenant's batches.
+    pub tenant: Option<String>,
+    /// Batches with a larger id (the previous page's `next_after`).
+    pub after: Option<u64>,
+    /// Page size, 1..=1000 (the server's default is 100).
+    pub limit: Option<usize>,
+}
+
+/// A connection to one server with one token. Cheap to clone (clones share their connection
+/// pool).
+#[derive(Clone)]
+pub struct Client {
+    /// The base URL, without a trailing '/'.
+    base: String,
+    /// `Bearer <token>`.
+    auth: String,
+    http: ureq::Agent,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (e.g. `http://127.0.0.1:7070`; a trailing '/' is
+    /// dropped) sending `token` as its bearer token, with requests limited to 30 s.
+    pub fn new(base_url: &str, token: &str) -> Client {
+        Client {
+            base: base_url.trim_end_matches('/').to_string(),
+            auth: format!("Bearer {token}"),
+            http: agent(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// The same client with requests limited to `timeout` instead (a long poll needs more
+    /// than it waits for; a heartbeat may want less).
+    pub fn with_timeout(self, timeout: Duration) -> Client {
+        Client {
+            http: agent(timeout),
+            ..self
+        }
+    }
+
+    /// The server's base URL, without a trailing '/'.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The URL of `path` under `/v1`: the one place URLs are made.
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/{path}", self.base)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        let mut req = self
+            .http
+            .get(&self.url(path))
+            .set("Authorization", &self.auth);
+        for (name, value) in query {
+            req = req.query(name, value);
+        }
+        answer(req.call())
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        answer(
+            self.http
+                .post(&self.url(path))
+                .set("Authorization", &self.auth)
+                .call(),
+        )
+    }
+
+    fn post_json<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        answer(
+            self.http
+                .post(&self.url(path))
+                .set("Authorization", &self.auth)
+                .send_json(body),
+        )
+    }
+
+    /// Queues a training job (`POST /v1/jobs`).
+    pub fn submit_job(&self, job: &SubmitJob) -> Result<Submitted> {
+        self.post_json("jobs", job)
+    }
+
+    /// Creates an inference service (`POST /v1/services`).
+    pub fn submit_service(&self, service: &SubmitService) -> Result<Submitted> {
+        self.post_json("services", service)
+    }
+
+    /// Places a batch of sandboxes, all or none (`POST /v1/sandboxes`).
+    pub fn submit_sandboxes(&self, batch: &SubmitSandboxes) -> Result<Submitted> {
+        self.post_json("sandboxes", batch)
+    }
+
+    /// A page of jobs, in id order (`GET /v1/jobs`).
+    pub fn jobs(&self, query: &JobQuery) -> Result<JobList> {
+        let mut q = Vec::new();
+        push(&mut q, "tenant", query.tenant.as_ref());
+        push(&mut q, "state", query.state.as_ref());
+        push(&mut q, "after", query.after);
+        push(&mut q, "limit", query.limit);
+        self.get("jobs", &q)
+    }
+
+    /// One job (`GET /v1/jobs/{id}`).
+    pub fn job(&self, id: u64) -> Result<JobView> {
+        self.get(&format!("jobs/{id}"), &[])
+    }
+
+    /// Cancels a job, pending or running (`POST /v1/jobs/{id}/cancel`).
+    pub fn cancel_job(&self, id: u64) -> Result<JobView> {
+        self.post(&format!("jobs/{id}/cancel"))
+    }
+
+    /// Why a job is where it is (`GET /v1/jobs/{id}/why`).
+    pub fn why(&self, id: u64) -> Result<JobView> {
+        self.get(&format!("jobs/{id}/why"), &[])
+    }
+
+    /// A task's log from byte `from`, as far as the server has it
+    /// (`GET /v1/jobs/{id}/logs`).
+    pub fn logs(&self, id: u64, rank: u32, from: u64) -> Result<LogView> {
+        let q = [("rank", rank.to_string()), ("from", from.to_string())];
+        self.get(&format!("jobs/{id}/logs"), &q)
+    }
+
+    /// Services, in id order; only `tenant`'s when given (`GET /v1/services`).
+    pub fn services(&self, tenant: Option<&str>) -> Result<Vec<ServiceView>> {
+        let mut q = Vec::new();
+        push(&mut q, "tenant", tenant);
+        self.get("services", &q)
+    }
+
+    /// One service (`GET /v1/services/{id}`).
+    pub fn service(&self, id: u64) -> Result<ServiceView> {
+        self.get(&format!("services/{id}"), &[])
+    }
+
+    /// Sets a service's desired replica count (`POST /v1/services/{id}/scale`).
+    pub fn scale_service(&self, id: u64, replicas: u32) -> Result<ServiceView> {
+        self.post_json(&format!("services/{id}/scale"), &ScaleService { replicas })
+    }
+
+    /// Deletes a service: its replicas stop (`POST /v1/services/{id}/delete`).
+    pub fn delete_service(&self, id: u64) -> Result<ServiceView> {
+        self.post(&format!("services/{id}/delete"))
+    }
+
+    /// A page of sandbox batches, in id order (`GET /v1/sandboxes`).
+    pub fn batches(&self, query: &BatchQuery) -> Result<BatchList> {
+        let mut q = Vec::new();
+        push(&mut q, "tenant", query.tenant.as_ref());
+        push(&mut q, "after", query.after);
+        push(&mut q, "limit", query.limit);
+        self.get("sandboxes", &q)
+    }
+
+    /// One sandbox batch (`GET /v1/sandboxes/{id}`).
+    pub fn batch(&self, id: u64) -> Result<BatchView> {
+        self.get(&format!("sandboxes/{id}"), &[])
+    }
+
+    /// Cancels a sandbox batch (`POST /v1/sandboxes/{id}/cancel`).
+    pub fn cancel_batch(&self, id: u64) -> Result<BatchView> {
+        self.post(&format!("sandboxes/{id}/cancel"))
+    }
+
+    /// Every node, with its state and free capacity (`GET /v1/nodes`).
+    pub fn nodes(&self) -> Result<Vec<NodeView>> {
+        self.get("nodes", &[])
+    }
+
+    /// Drains a node, or every node under a topology path (`POST /v1/nodes/{name}/drain`);
+    /// answers the nodes.
+    pub fn drain(&self, name: &str) -> Result<Vec<NodeView>> {
+        self.post(&format!("nodes/{}/drain", segment(name)))
+    }
+
+    /// Resumes a drained node, or the drained nodes under a topology path
+    /// (`POST /v1/nodes/{name}/resume`); answers the nodes.
+    pub fn resume(&self, name: &str) -> Result<Vec<NodeView>> {
+        self.post(&format!("nodes/{}/resume", segment(name)))
+    }
+
+    /// Tenants and their usage, as far as the token sees (`GET /v1/tenants`).
+    pub fn tenants(&self) -> Result<Vec<TenantView>> {
+        self.get("tenants", &[])
+    }
+
+    /// Issues a token (admin; `POST /v1/tokens`). The answer holds the token, once.
+    pub fn issue_token(&self, request: &IssueToken) -> Result<Token> {
+        self.post_json("tokens", request)
+    }
+
+    /// Tokens that were not revoked (admin; `GET /v1/tokens`).
+    pub fn tokens(&self) -> Result<Vec<TokenView>> {
+        self.get("tokens", &[])
+    }
+
+    /// Revokes a token by its id (admin; `POST /v1/tokens/{id}/revoke`).
+    pub fn revoke_token(&self, id: &str) -> Result<()> {
+        let _: serde_json::Value = self.post(&format!("tokens/{}/revoke", segment(id)))?;
+        Ok(())
+    }
+
+    /// What the fleet has cost since the journal began (admin; `GET /v1/cost`).
+    pub fn cost(&self) -> Result<sched::cost::CostSummary> {
+        self.get("cost", &[])
+    }
+
+    /// An agent's heartbeat for one node: its tasks in, every task it must run out
+    /// (`POST /v1/agent/heartbeat`).
+    pub fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatReply> {
+        self.post_json("agent/heartbeat", heartbeat)
+    }
+
+    /// Waits until some of the agent's nodes have new assignments, or `timeout_ms` passes
+    /// (`POST /v1/agent/wait`). The client's timeout must exceed the wait.
+    pub fn wait_for_changes(&self, request: &WaitForChanges) -> Result<Changes> {
+        self.post_json("agent/wait", request)
+    }
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(timeout).build()
+}
+
+/// Adds `name=value` to a query when the value is given.
+fn push(query: &mut Vec<(&'static str, String)>, name: &'static str, value: Option<impl ToString>) {
+    if let Some(v) = value {
+        query.push((name, v.to_string()));
+    }
+}
+
+/// `raw` as one path segment: every byte but letters, digits and `-._~` percent-encoded (a
+/// topology path's '/' travels as `%2F`).
+fn segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The answer's body as `T`, or the error with its kind.
+fn answer<T: DeserializeOwned>(r: std::result::Result<ureq::Response, ureq::Error>) -> Result<T> {
+    match r {
+        Ok(resp) => resp
+            .into_json::<T>()
+            .map_err(|e| ClientError::Decode(e.to_string())),
+        Err(ureq::Error::Status(status, resp)) => Err(ClientError::refused(
+            status,
+            &resp.into_string().unwrap_or_default(),
+        )),
+        Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable(t.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_refusal_names_its_field_as_the_cli_always_did() {
+        let body = r#"{"error":{"field":"id","reason":"no job 7"}}"#;
+        let e = ClientError::refused(404, body);
+        assert_eq!(e.to_string(), "refused (404): id: no job 7");
+        assert!(e.is_not_found());
+        let e = ClientError::refused(403, r#"{"error":{"field":"","reason":"admin only"}}"#);
+        assert_eq!(e.to_string(), "refused (403): admin only");
+        assert!(!e.is_not_found());
+        // Not the API's error document: the body is the reason.
+        let e = ClientError::refused(502, "bad gateway");
+        assert_eq!(
+            e,
+            ClientError::Refused {
+                status: 502,
+                field: String::new(),
+                reason: "bad gateway".into()
+            }
+        );
+        assert_eq!(e.to_string(), "refused (502): bad gateway");
+    }
+
+    #[test]
+    fn a_topology_path_travels_as_one_segment() {
+        assert_eq!(segment("nvl00000t00"), "nvl00000t00");
+        assert_eq!(segment("aws/us-east-1/a b%"), "aws%2Fus-east-1%2Fa%20b%25");
+    }
+
+    /// A one-request server: returns what it was asked, and answers `status` with `body`.
+    fn serve_once(status: &str, body: &str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (status, body) = (status.to_string(), body.to_string());
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            head
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn requests_carry_the_token_to_the_endpoint_s_url() {
+        let (url, server) = serve_once("200 OK", r#"{"jobs":[],"next_after":null}"#);
+        let client = Client::new(&url, "secret");
+        assert_eq!(client.base_url(), url.trim_end_matches('/'));
+        let page = client
+            .jobs(&JobQuery {
+                tenant: Some("vision".into()),
+                limit: Some(1000),
+                ..JobQuery::default()
+            })
+            .unwrap();
+        assert_eq!(page.jobs, Vec::new());
+        let head = server.join().unwrap();
+        assert!(
+            head.starts_with("GET /v1/jobs?tenant=vision&limit=1000 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("authorization: bearer secret\r\n"),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_kind() {
+        let (url, server) = serve_once(
+            "404 Not Found",
+            r#"{"error":{"field":"id","reason":"no job 9"}}"#,
+        );
+        let e = Client::new(&url, "t").cancel_job(9).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert!(server
+            .join()
+            .unwrap()
+            .starts_with("POST /v1/jobs/9/cancel HTTP/1.1"));
+        let (url, server) = serve_once("200 OK", "not json");
+        let e = Client::new(&url, "t").nodes().unwrap_err();
+        assert!(matches!(e, ClientError::Decode(_)), "{e}");
+        server.join().unwrap();
+        // Nothing listens there any more.
+        let e = Client::new(&url, "t")
+            .with_timeout(Duration::from_secs(2))
+            .nodes()
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable(_)), "{e}");
+        assert!(e.to_string().starts_with("reaching the server: "), "{e}");
+    }
+}
