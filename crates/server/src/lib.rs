@@ -1,14 +1,18 @@
 //! Stargrid's control-plane server: the HTTP API over the queue, with every accepted change
-//! journaled durably before it is acknowledged.
+//! journaled durably before it is acknowledged, and agents told only what is durable.
 //!
-//! - `api`: request and response types (and their OpenAPI schemas), from the `wire` crate.
-//! - `state`: the events and the state they build (`ControlPlane`), deterministic, so that a
-//!   replay of the journal rebuilds exactly the state before a restart.
-//! - `http`: routes, handlers, the pass loop, start-up.
+//! - `api`: the `/v1` request and response types, from the `wire` crate (shared with the
+//!   agent and the CLI).
+//! - `state`: the events and the state they build (`ControlPlane`): live, the queue decides and
+//!   each event's record carries its decisions; replay restores recorded outcomes and never
+//!   decides, so a restart or a new build rebuilds exactly the placements agents were told.
+//! - `journal`: the record format (version 1: event, decisions, outcome, nodes by name), with
+//!   the upgrade of version-0 journals (inputs only).
+//! - `http`: start-up (snapshot, replay, upgrade, first admin token), the one commit path,
+//!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
 //!
-//! Not built yet: authentication, node agents and the reconcile loop (jobs are placed by the
-//! queue but no process runs them), services and sandbox batches through the API, snapshots
-//! (a restart replays the whole journal), the PostgreSQL backend.
+//! Not built here: HTTPS (the server speaks plain HTTP; put it behind a TLS proxy), metrics
+//! and a dashboard, journal compaction; see the README.
 
 pub use wire::api;
 pub mod http;
