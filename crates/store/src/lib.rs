@@ -14,8 +14,11 @@
 //!
 //! Two backends, chosen by URL: SQLite (embedded, a file in the data directory; the default) and
 //! PostgreSQL (`postgres://…`, for a control plane whose state lives on a shared database server).
-//! Both pass the same tests. One server writes a journal at a time: a second writer's commits fail
-//! on the sequence numbers, and it stops (there is no leader election yet).
+//! Both pass the same tests. One server writes a journal at a time: [`Journal::open_as_writer`]
+//! claims it (a PostgreSQL advisory lock on the writer's own connection, an exclusive lock on
+//! the SQLite file's `.lock`), and a second server waits as a standby until the claim is
+//! released. [`Journal::rewrite`] replaces records' bodies in one transaction, for a format
+//! upgrade that must not change what the records mean.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
