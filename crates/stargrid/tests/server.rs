@@ -114,6 +114,21 @@ fn start_agent(url: &str, work: &Path, args: &[&str]) -> Proc {
     Proc(child)
 }
 
+/// One agent per named node, running real tasks in `work/<node>`: a second's grace to stop a
+/// task, and a minute without the server before fencing.
+fn start_node_agents(url: &str, work: &Path, nodes: &[&str]) -> Vec<Proc> {
+    nodes
+        .iter()
+        .map(|n| {
+            start_agent(
+                url,
+                &work.join(n),
+                &["--node", n, "--grace-s", "1", "--fence-after-s", "60"],
+            )
+        })
+        .collect()
+}
+
 /// Waits (up to 20 s) until `check` holds.
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..200 {
@@ -374,16 +389,7 @@ fn silent_agent(store: &[&str]) {
     args.extend_from_slice(store);
     let (mut server, url) = start_server_with(&dir.path().join("data"), &args);
     let nodes = ["nvl00000t00", "nvl00000t01"];
-    let agents: Vec<Proc> = nodes
-        .iter()
-        .map(|n| {
-            start_agent(
-                &url,
-                &dir.path().join(n),
-                &["--node", n, "--grace-s", "1", "--fence-after-s", "60"],
-            )
-        })
-        .collect();
+    let agents = start_node_agents(&url, dir.path(), &nodes);
     wait_for("both nodes up", || nodes_up(&url) == 2);
     // The first run writes its pid and a checkpoint and would run for a minute; the second
     // ends after a second.
@@ -1265,17 +1271,7 @@ fn a_rolling_upgrade_keeps_every_task_running_where_it_runs() {
         said.recv_timeout(Duration::from_secs(30)).unwrap();
         let token = std::fs::read_to_string(dir.path().join("old/admin.token")).unwrap();
         tokens().insert(url.clone(), token.trim().to_string());
-        let nodes = ["nvl00000t00", "nvl00000t01"];
-        let _agents: Vec<Proc> = nodes
-            .iter()
-            .map(|n| {
-                start_agent(
-                    &url,
-                    &dir.path().join(n),
-                    &["--node", n, "--grace-s", "1", "--fence-after-s", "60"],
-                )
-            })
-            .collect();
+        let _agents = start_node_agents(&url, dir.path(), &["nvl00000t00", "nvl00000t01"]);
         wait_for("both nodes up", || nodes_up(&url) == 2);
         let script = "echo $$ > $STARGRID_CHECKPOINT_FILE.pid; exec sleep 300";
         for name in ["a", "b"] {
