@@ -529,6 +529,7 @@ impl Scheduler {
                 }
             }
             BatchRecord::Live(b) => {
+                check_batch(b)?;
                 if self.engine.allocation(b.id).is_none() {
                     let live_count = b.live.iter().map(|w| w.count_ones()).sum();
                     self.engine
@@ -587,6 +588,7 @@ impl Scheduler {
             return Err(restore_error(id, "no such job"));
         };
         let request = job.spec.gang.clone();
+        check_gang(&self.engine, id, &request, g)?;
         let usage = model::ResourceVec::of_gang(&request);
         let (tenant, class, service) = (
             job.spec.tenant.0 as usize,
@@ -622,6 +624,81 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+/// A recorded gang must be the request's shape on real nodes: one slot per node asked, each on
+/// a different node of the fleet with the request's GPU count on devices the node has (the
+/// engine's `reinstate` then checks that they are free). A journal is read from disk: a damaged
+/// record is refused, never trusted.
+fn check_gang(
+    engine: &crate::engine::Engine,
+    id: WorkloadId,
+    request: &model::GangRequest,
+    g: &GangSlots,
+) -> Result<(), RestoreError> {
+    if g.slots.len() != request.nodes as usize {
+        return Err(restore_error(
+            id,
+            format!(
+                "{} slots for a gang of {} nodes",
+                g.slots.len(),
+                request.nodes
+            ),
+        ));
+    }
+    let nodes = engine.fleet().nodes();
+    let mut seen = rustc_hash::FxHashSet::default();
+    for s in g.slots.iter().chain(&g.spares) {
+        let Some(node) = nodes.get(s.node.0 as usize) else {
+            return Err(restore_error(
+                id,
+                format!("node #{} is not in the fleet", s.node.0),
+            ));
+        };
+        if !seen.insert(s.node) {
+            return Err(restore_error(
+                id,
+                format!("node {} is named twice", node.name),
+            ));
+        }
+        let devices = u32::from(node.capacity.gpus);
+        let inside = devices >= 32 || s.gpu_mask >> devices == 0;
+        if s.gpu_mask.count_ones() != u32::from(request.gpus_per_node) || !inside {
+            return Err(restore_error(
+                id,
+                format!(
+                    "devices {:#x} on {} for {} GPUs per node",
+                    s.gpu_mask, node.name, request.gpus_per_node
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A recorded batch must cover its sandboxes exactly once, with a live bit for each.
+fn check_batch(b: &LiveBatch) -> Result<(), RestoreError> {
+    let count = u64::from(b.request.count);
+    if b.live.len() as u64 != count.div_ceil(64) {
+        return Err(restore_error(
+            b.id,
+            "live bits do not match the batch's size",
+        ));
+    }
+    let mut next = 0u64;
+    for r in &b.runs {
+        if u64::from(r.first) != next {
+            return Err(restore_error(
+                b.id,
+                "runs of sandboxes overlap or leave gaps",
+            ));
+        }
+        next += u64::from(r.count);
+    }
+    if next != count {
+        return Err(restore_error(b.id, "runs do not cover the batch"));
+    }
+    Ok(())
 }
 
 impl GangSlots {

@@ -27,17 +27,6 @@ impl Scheduler {
         self.enqueue(id, spec, now, None)
     }
 
-    /// Queues a job a journal accepted before, without checking it again: a later build's
-    /// stricter checks must not refuse history.
-    pub fn submit_recorded(
-        &mut self,
-        id: WorkloadId,
-        spec: JobSpec,
-        now: Time,
-    ) -> Result<(), SchedError> {
-        self.enqueue(id, spec, now, None)
-    }
-
     /// Adds a job to the queue (no validation: callers have done it).
     pub(super) fn enqueue(
         &mut self,

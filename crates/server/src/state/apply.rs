@@ -170,16 +170,11 @@ impl ControlPlane {
                 task,
                 at,
             } => {
-                if self.replaying.is_some() {
-                    // Accepted once: a later build's stricter checks do not refuse history.
-                    self.sched
-                        .submit_recorded(WorkloadId(*id), spec.clone(), *at)
-                        .map_err(refused)?;
-                } else {
-                    self.sched
-                        .submit(WorkloadId(*id), spec.clone(), *at)
-                        .map_err(refused)?;
-                }
+                // Checked again on replay too: a journal is read from disk, and a record a
+                // damaged file makes must not put an impossible job in the queue.
+                self.sched
+                    .submit(WorkloadId(*id), spec.clone(), *at)
+                    .map_err(refused)?;
                 self.jobs.insert(
                     *id,
                     JobMeta {
