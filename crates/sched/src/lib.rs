@@ -34,7 +34,7 @@ pub use gang::{GangPlacement, Quality};
 pub use sandbox::{SandboxPlacement, SandboxRun};
 pub use scheduler::{
     BatchRecord, Decision, GangSlots, HeldFor, Job, JobRecord, JobState, LiveBatch, LiveJob,
-    Outcome, QueueOrder, Reason, ReservationChange, ReservationRecord, RestoreError, Scaled,
-    SchedConfig, SchedError, Scheduler, ServiceRecord, ServiceStatus, TenantReport, MAX_SERVICES,
-    REPLICA_IDS,
+    Outcome, QueueOrder, QueueState, QueuedJob, Reason, ReservationChange, ReservationRecord,
+    RestoreError, Scaled, SchedConfig, SchedError, Scheduler, ServiceRecord, ServiceStatus,
+    TenantReport, MAX_SERVICES, REPLICA_IDS,
 };

@@ -30,8 +30,8 @@ mod sandboxes;
 mod services;
 
 pub use outcome::{
-    BatchRecord, GangSlots, JobRecord, LiveBatch, LiveJob, Outcome, ReservationChange,
-    ReservationRecord, RestoreError, ServiceRecord,
+    BatchRecord, GangSlots, JobRecord, LiveBatch, LiveJob, Outcome, QueueState, QueuedJob,
+    ReservationChange, ReservationRecord, RestoreError, ServiceRecord,
 };
 
 pub use config::{QueueOrder, SchedConfig};

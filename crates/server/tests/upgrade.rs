@@ -11,6 +11,7 @@ const V0_JOURNAL: &str = include_str!("fixtures/v0/journal.jsonl");
 const V0_PLACEMENTS: &str = include_str!("fixtures/v0/placements.txt");
 const V1_JOURNAL: &str = include_str!("fixtures/v1/journal.jsonl");
 const V1_PLACEMENTS: &str = include_str!("fixtures/v1/placements.txt");
+const V1_SNAPSHOT: &[u8] = include_bytes!("fixtures/v1/snapshot.cbor");
 
 fn records(text: &str) -> Vec<(u64, Stored)> {
     text.lines()
@@ -121,6 +122,30 @@ fn a_journal_written_before_decisions_were_journaled_migrates_to_format_1() {
 }
 
 #[test]
+fn the_v1_snapshot_loads_into_its_recorded_placements_and_the_journal_goes_on_from_it() {
+    let mut p = ControlPlane::from_snapshot(V1_SNAPSHOT).unwrap();
+    assert_eq!(p.placements(), V1_PLACEMENTS);
+    p.check_invariants().unwrap();
+    // The same state as replaying the whole journal it was taken after.
+    let replayed = ControlPlane::replay(records(V1_JOURNAL)).unwrap().unwrap();
+    assert_eq!(p.seq(), replayed.seq());
+    assert_eq!(p.fingerprint(), replayed.fingerprint());
+    // Under other rules it is the same state; new work follows those rules.
+    p.set_rules(changed_rules());
+    assert_eq!(p.placements(), V1_PLACEMENTS);
+    let e = p
+        .submit_event(&serde_json::from_str(LATE_JOB).unwrap(), 2000)
+        .unwrap();
+    p.apply(&e).unwrap();
+    let pass = p.apply(&Event::Pass { at: 2001 }).unwrap();
+    assert!(!pass
+        .decisions
+        .iter()
+        .any(|d| matches!(d, sched::Decision::Reserve { .. })));
+    p.check_invariants().unwrap();
+}
+
+#[test]
 fn records_of_a_newer_format_or_garbage_are_refused_by_name() {
     let e = journal::decode(br#"{"v": 9, "event": {}}"#).unwrap_err();
     assert!(e.to_string().contains("format 9"), "{e}");
@@ -140,11 +165,27 @@ mod hostile {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = journal::decode(&bytes);
+        }
+
+        #[test]
+        fn a_damaged_snapshot_is_refused_or_loads_a_state_that_holds(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = V1_SNAPSHOT.to_vec();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            if let Ok(p) = ControlPlane::from_snapshot(&bytes) {
+                prop_assert!(p.check_invariants().is_ok());
+            }
+            let short = &V1_SNAPSHOT[..cut.index(V1_SNAPSHOT.len())];
+            prop_assert!(ControlPlane::from_snapshot(short).is_err());
         }
 
         #[test]
@@ -158,16 +199,24 @@ mod hostile {
             let body = &mut all[record];
             let i = at.index(body.len());
             body[i] = byte;
+            // A refused record stops the replay (the server does not start); a journal that
+            // replays to its end is a state the queue's invariants hold for.
             let mut plane = None;
+            let mut whole = true;
             for (seq, b) in all.iter().enumerate() {
-                let Ok(stored) = journal::decode(b) else { break };
-                if ControlPlane::replay_one(&mut plane, seq as u64 + 1, stored).is_err() {
+                let replayed = journal::decode(b)
+                    .map_err(|e| e.to_string())
+                    .and_then(|stored| {
+                        ControlPlane::replay_one(&mut plane, seq as u64 + 1, stored)
+                            .map_err(|e| e.to_string())
+                    });
+                if replayed.is_err() {
+                    whole = false;
                     break;
                 }
             }
-            if let Some(p) = plane {
-                // Whatever replayed is a state the queue's invariants hold for.
-                prop_assert!(p.check_invariants().is_ok());
+            if let (true, Some(p)) = (whole, plane) {
+                prop_assert!(p.check_invariants().is_ok(), "{:?}", p.check_invariants());
             }
         }
     }

@@ -14,7 +14,9 @@
 use super::{sandboxes::Batch, services::ServiceState, JobState, Reason, Reservation, Scheduler};
 use crate::engine::{Allocation, NodeSlot, Time};
 use crate::sandbox::SandboxRun;
-use model::{NodeId, PriorityClass, Resources, SandboxRequest, ServiceSpec, TenantId, WorkloadId};
+use model::{
+    JobSpec, NodeId, PriorityClass, Resources, SandboxRequest, ServiceSpec, TenantId, WorkloadId,
+};
 use serde::{Deserialize, Serialize};
 
 /// The final state of everything one change touched.
@@ -38,6 +40,38 @@ impl Outcome {
             && self.services.is_empty()
             && self.reservation.is_none()
     }
+}
+
+/// A job or a batch record.
+enum WorkloadRecord {
+    Job(JobRecord),
+    Batch(BatchRecord),
+}
+
+/// A queued job as a snapshot keeps it: what it asked for and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueuedJob {
+    /// The job.
+    pub id: WorkloadId,
+    /// What it asked for.
+    pub spec: JobSpec,
+    /// When it was submitted.
+    pub submitted: Time,
+}
+
+/// The queue's whole state as plain data ([`Scheduler::state`]): the jobs it queued (service
+/// replicas take their shape from their service), every workload, service and the reservation
+/// as an outcome, the spend ledger, and what each tenant lost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueState {
+    /// Live jobs that are not replicas, in queue order.
+    pub jobs: Vec<QueuedJob>,
+    /// Every job (ended ones too), batch and service, and the reservation.
+    pub outcome: Outcome,
+    /// Spend.
+    pub ledger: crate::cost::LedgerState,
+    /// GPU-hours each tenant lost, by tenant index.
+    pub tenant_lost_gpu_hours: Vec<f64>,
 }
 
 /// A job after the change.
@@ -224,89 +258,109 @@ impl Scheduler {
         self.touched_services.insert(id);
     }
 
-    /// The final state of everything touched since the last call, and the reservation if it
-    /// changed since then.
-    pub fn take_outcome(&mut self) -> Outcome {
-        let mut out = Outcome::default();
-        for id in std::mem::take(&mut self.touched) {
-            if let Some(j) = self.jobs.get(&id) {
-                let gang = match self.engine.allocation(id) {
-                    Some(Allocation::Gang {
-                        slots,
-                        spares,
-                        per_node,
-                        placed_at,
-                        ..
-                    }) if j.running_since().is_some() => Some(GangSlots {
-                        slots: slots.clone(),
-                        spares: spares.clone(),
-                        per_node: *per_node,
-                        placed_at: *placed_at,
-                    }),
-                    _ => None,
-                };
-                out.jobs.push(JobRecord::Live(LiveJob {
-                    id,
-                    state: j.state.clone(),
-                    gang,
-                    restarts: j.restarts,
-                    preemptions: j.preemptions,
-                    borrowed: j.borrowed,
-                    lost_gpu_hours: j.lost_gpu_hours,
-                    attained_gpu_seconds: j.attained_gpu_seconds,
-                    last_checkpoint: j.last_checkpoint,
-                    hold: j.hold.clone(),
-                    waiting_for: j.waiting_for.clone(),
-                    service: j.service,
-                }));
-            } else if let Some(state) = self.ended.get(&id) {
-                out.jobs.push(JobRecord::Ended {
-                    id,
-                    state: state.clone(),
-                });
-            } else if let Some(b) = self.batches.get(&id) {
-                if let Some(Allocation::Sandboxes {
+    /// The record of job or batch `id` as it is now; `None` when it never existed.
+    fn workload_record(&self, id: WorkloadId) -> Option<WorkloadRecord> {
+        if let Some(j) = self.jobs.get(&id) {
+            let gang = match self.engine.allocation(id) {
+                Some(Allocation::Gang {
+                    slots,
+                    spares,
+                    per_node,
+                    placed_at,
+                    ..
+                }) if j.running_since().is_some() => Some(GangSlots {
+                    slots: slots.clone(),
+                    spares: spares.clone(),
+                    per_node: *per_node,
+                    placed_at: *placed_at,
+                }),
+                _ => None,
+            };
+            return Some(WorkloadRecord::Job(JobRecord::Live(LiveJob {
+                id,
+                state: j.state.clone(),
+                gang,
+                restarts: j.restarts,
+                preemptions: j.preemptions,
+                borrowed: j.borrowed,
+                lost_gpu_hours: j.lost_gpu_hours,
+                attained_gpu_seconds: j.attained_gpu_seconds,
+                last_checkpoint: j.last_checkpoint,
+                hold: j.hold.clone(),
+                waiting_for: j.waiting_for.clone(),
+                service: j.service,
+            })));
+        }
+        if let Some(state) = self.ended.get(&id) {
+            return Some(WorkloadRecord::Job(JobRecord::Ended {
+                id,
+                state: state.clone(),
+            }));
+        }
+        if let Some(b) = self.batches.get(&id) {
+            return match self.engine.allocation(id) {
+                Some(Allocation::Sandboxes {
                     request,
                     runs,
                     live,
                     placed_at,
                     ..
-                }) = self.engine.allocation(id)
-                {
-                    out.batches.push(BatchRecord::Live(LiveBatch {
-                        id,
-                        tenant: b.tenant,
-                        request: request.clone(),
-                        max_retries: b.max_retries,
-                        retries: b.retries,
-                        runs: runs.clone(),
-                        live: live.clone(),
-                        placed_at: *placed_at,
-                    }));
-                }
-            } else {
-                out.batches.push(BatchRecord::Ended { id });
-            }
-        }
-        for id in std::mem::take(&mut self.touched_services) {
-            out.services.push(match self.services.get(&id) {
-                Some(s) => ServiceRecord::Live {
+                }) => Some(WorkloadRecord::Batch(BatchRecord::Live(LiveBatch {
                     id,
-                    spec: s.spec.clone(),
-                    desired: s.desired,
-                    replicas: s.replicas.clone(),
-                    next: s.next,
-                },
-                None => ServiceRecord::Deleted { id },
-            });
+                    tenant: b.tenant,
+                    request: request.clone(),
+                    max_retries: b.max_retries,
+                    retries: b.retries,
+                    runs: runs.clone(),
+                    live: live.clone(),
+                    placed_at: *placed_at,
+                }))),
+                _ => None,
+            };
         }
-        let now = self.reservation.as_ref().map(|r| ReservationRecord {
+        Some(WorkloadRecord::Batch(BatchRecord::Ended { id }))
+    }
+
+    /// The record of service `id` as it is now.
+    fn service_record(&self, id: u64) -> ServiceRecord {
+        match self.services.get(&id) {
+            Some(s) => ServiceRecord::Live {
+                id,
+                spec: s.spec.clone(),
+                desired: s.desired,
+                replicas: s.replicas.clone(),
+                next: s.next,
+            },
+            None => ServiceRecord::Deleted { id },
+        }
+    }
+
+    /// The reservation as a record.
+    fn reservation_record(&self) -> Option<ReservationRecord> {
+        self.reservation.as_ref().map(|r| ReservationRecord {
             job: r.job,
             start: r.start,
             nodes: r.nodes.clone(),
             priority: r.priority,
             computed_at: r.computed_at,
-        });
+        })
+    }
+
+    /// The final state of everything touched since the last call, and the reservation if it
+    /// changed since then.
+    pub fn take_outcome(&mut self) -> Outcome {
+        let mut out = Outcome::default();
+        for id in std::mem::take(&mut self.touched) {
+            match self.workload_record(id) {
+                Some(WorkloadRecord::Job(j)) => out.jobs.push(j),
+                Some(WorkloadRecord::Batch(b)) => out.batches.push(b),
+                None => {}
+            }
+        }
+        for id in std::mem::take(&mut self.touched_services) {
+            out.services.push(self.service_record(id));
+        }
+        let now = self.reservation_record();
         if now != self.journaled_reservation {
             out.reservation = Some(match &now {
                 Some(r) => ReservationChange::Set(r.clone()),
@@ -315,6 +369,79 @@ impl Scheduler {
             self.journaled_reservation = now;
         }
         out
+    }
+
+    /// The queue's whole state as plain data, for a snapshot in a format of its own.
+    pub fn state(&self) -> QueueState {
+        let mut queued: Vec<(u64, QueuedJob)> = self
+            .jobs
+            .values()
+            .filter(|j| j.service.is_none())
+            .map(|j| {
+                (
+                    j.seq,
+                    QueuedJob {
+                        id: j.id,
+                        spec: j.spec.clone(),
+                        submitted: j.submitted,
+                    },
+                )
+            })
+            .collect();
+        queued.sort_by_key(|(seq, _)| *seq);
+        let mut ids: Vec<WorkloadId> = self
+            .jobs
+            .keys()
+            .chain(self.ended.keys())
+            .chain(self.batches.keys())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        let mut outcome = Outcome::default();
+        for id in ids {
+            match self.workload_record(id) {
+                Some(WorkloadRecord::Job(j)) => outcome.jobs.push(j),
+                Some(WorkloadRecord::Batch(b)) => outcome.batches.push(b),
+                None => {}
+            }
+        }
+        outcome.services = self
+            .services
+            .keys()
+            .map(|id| self.service_record(*id))
+            .collect();
+        outcome.reservation = self.reservation_record().map(ReservationChange::Set);
+        QueueState {
+            jobs: queued.into_iter().map(|(_, q)| q).collect(),
+            outcome,
+            ledger: self.ledger.state(),
+            tenant_lost_gpu_hours: self.tenants.iter().map(|t| t.lost_gpu_hours).collect(),
+        }
+    }
+
+    /// Takes over a state from [`Scheduler::state`] on a queue just made over the same fleet
+    /// (nodes' states set): queues the jobs, restores every workload, takes the ledger. Checks
+    /// nothing of what it is given beyond what [`Scheduler::restore`] checks: the caller runs
+    /// `check_invariants` and refuses the state if they fail.
+    pub fn load_state(&mut self, s: &QueueState, now: Time) -> Result<(), RestoreError> {
+        for q in &s.jobs {
+            self.submit(q.id, q.spec.clone(), q.submitted)
+                .map_err(|e| restore_error(q.id, e.to_string()))?;
+        }
+        self.restore(&s.outcome, now)?;
+        self.ledger
+            .set_state(self.engine.fleet(), &s.ledger)
+            .map_err(|e| restore_error("the ledger", e))?;
+        if s.tenant_lost_gpu_hours.len() != self.tenants.len() {
+            return Err(restore_error(
+                "the tenants",
+                "lost GPU-hours of another tenant count",
+            ));
+        }
+        for (t, lost) in self.tenants.iter_mut().zip(&s.tenant_lost_gpu_hours) {
+            t.lost_gpu_hours = *lost;
+        }
+        Ok(())
     }
 
     /// Brings every workload an outcome names to the state it records, without deciding
@@ -377,6 +504,23 @@ impl Scheduler {
         for rec in &o.jobs {
             self.restore_job(rec, now)?;
         }
+        // A service's replicas are its jobs (or ended): a record that says otherwise is damaged.
+        for rec in &o.services {
+            if let ServiceRecord::Live { id, replicas, .. } = rec {
+                for r in replicas {
+                    let ok = match self.jobs.get(r) {
+                        Some(j) => j.service == Some(*id),
+                        None => self.ended.contains_key(r),
+                    };
+                    if !ok {
+                        return Err(restore_error(
+                            format!("service {id}"),
+                            format!("replica {r} is not its job"),
+                        ));
+                    }
+                }
+            }
+        }
         for rec in &o.batches {
             self.restore_batch(rec, now)?;
         }
@@ -391,7 +535,9 @@ impl Scheduler {
                     job: r.job,
                     start: r.start,
                     nodes: r.nodes.clone(),
-                    stops_at: self.stops,
+                    // Whatever stopped since it was worked out is unknown here: it is kept
+                    // only until its refresh time, however it was restored.
+                    stops_at: u64::MAX,
                     priority: r.priority,
                     computed_at: r.computed_at,
                 });
@@ -446,6 +592,19 @@ impl Scheduler {
             JobRecord::Live(l) => l,
         };
         let id = l.id;
+        if let Some(j) = self.jobs.get(&id) {
+            if j.service != l.service {
+                return Err(restore_error(
+                    id,
+                    "the record names another service than the job's",
+                ));
+            }
+        } else if l.service.is_some() && id.as_replica().map(|(s, _)| s) != l.service {
+            return Err(restore_error(
+                id,
+                "not a replica id of the service it names",
+            ));
+        }
         if !self.jobs.contains_key(&id) {
             // A replica the record's change created.
             let spec = l

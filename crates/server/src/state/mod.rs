@@ -33,6 +33,7 @@ mod apply;
 mod assign;
 mod bootstrap;
 mod event;
+mod snapshot;
 mod tokens;
 mod views;
 
@@ -74,10 +75,7 @@ pub enum StateError {
     Snapshot(String),
 }
 
-/// The snapshot encoding's version; a build reads only its own (and replays otherwise).
-const SNAPSHOT_FORMAT: u32 = 3;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 struct JobMeta {
     name: String,
     tenant: TenantId,
@@ -94,11 +92,10 @@ struct JobMeta {
     /// Times it was requeued.
     restarts: u32,
     /// The nodes of its latest run, by rank (where its logs are).
-    #[serde(default)]
     ran_on: Vec<NodeId>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 struct ServiceMeta {
     name: String,
     tenant: TenantId,
@@ -109,10 +106,8 @@ struct ServiceMeta {
     /// Replicas replaced after their process exited.
     replaced: u32,
     /// Replicas in a row that exited within `QUICK_EXIT` of starting.
-    #[serde(default)]
     quick_exits: u32,
     /// While replicas crash as they start, the next replacement waits until then.
-    #[serde(default)]
     replace_at: Option<u64>,
 }
 
@@ -133,7 +128,7 @@ fn backoff(quick_exits: u32) -> u64 {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 struct BatchMeta {
     name: String,
     tenant: TenantId,
@@ -148,9 +143,9 @@ struct BatchMeta {
     moved: u32,
 }
 
-/// The queue, the engine and what the API shows of them. A snapshot is this whole value
-/// (see [`ControlPlane::snapshot`]).
-#[derive(Clone, Serialize, Deserialize)]
+/// The queue, the engine and what the API shows of them. A snapshot is this state in the
+/// snapshot format's own types (see [`ControlPlane::snapshot`]).
+#[derive(Clone)]
 pub struct ControlPlane {
     /// The journal record of the last event applied (`Init` is record 1).
     seq: u64,
@@ -171,15 +166,17 @@ pub struct ControlPlane {
     /// nodes are the nodes whose assignments a change touches.
     placed: HashMap<u64, Vec<NodeId>>,
     /// Nodes whose assignments changed since the last `take_changed_nodes`.
-    #[serde(skip)]
     changed: Vec<NodeId>,
     /// Nodes an operator drained (they stay drained when their agent comes back).
     drained: BTreeSet<NodeId>,
     /// Commitments the spend is measured against (from `Init`).
     commitments: Vec<model::commitment::Commitment>,
     /// The record being replayed, while one is.
-    #[serde(skip)]
     replaying: Option<Replaying>,
+    /// The fleet file's text from `Init` (snapshots carry it).
+    fleet_toml: std::sync::Arc<str>,
+    /// When `Init` was applied.
+    init_at: u64,
 }
 
 /// A journal record being replayed: its outcome is restored at the first step of the event
@@ -229,6 +226,8 @@ impl ControlPlane {
             changed: Vec::new(),
             drained: BTreeSet::new(),
             replaying: None,
+            fleet_toml: fleet_toml.as_str().into(),
+            init_at: *at,
         })
     }
 
@@ -335,27 +334,6 @@ impl ControlPlane {
     /// The journal record of the last event applied.
     pub fn seq(&self) -> u64 {
         self.seq
-    }
-
-    /// The whole state as bytes, for the journal's snapshot table.
-    pub fn snapshot(&self) -> Result<Vec<u8>, StateError> {
-        let mut out = Vec::new();
-        ciborium::into_writer(&(SNAPSHOT_FORMAT, self), &mut out)
-            .map_err(|e| StateError::Snapshot(e.to_string()))?;
-        Ok(out)
-    }
-
-    /// The state a snapshot holds. A snapshot of another format is refused (the caller
-    /// replays the whole journal instead).
-    pub fn from_snapshot(bytes: &[u8]) -> Result<ControlPlane, StateError> {
-        let (format, plane): (u32, ControlPlane) =
-            ciborium::from_reader(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
-        if format != SNAPSHOT_FORMAT {
-            return Err(StateError::Snapshot(format!(
-                "format {format}, this build reads {SNAPSHOT_FORMAT}"
-            )));
-        }
-        Ok(plane)
     }
 
     /// What was spent from `Init` to `now`, with the commitments' burn-down.

@@ -225,6 +225,7 @@ fn write_upgrade_fixtures() {
         .collect();
     std::fs::write(format!("{dir}/journal.jsonl"), lines.join("\n") + "\n").unwrap();
     std::fs::write(format!("{dir}/placements.txt"), p.placements()).unwrap();
+    std::fs::write(format!("{dir}/snapshot.cbor"), p.snapshot().unwrap()).unwrap();
 }
 
 #[test]

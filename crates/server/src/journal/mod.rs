@@ -14,6 +14,8 @@
 //!   to recover the decisions and the server rewrites it as version 1.
 //! - **1**: the record above.
 
+pub mod snapshot;
+
 use crate::state::Event;
 use model::{Fleet, NodeId, PriorityClass, Resources, SandboxRequest, ServiceSpec, TenantId};
 use sched::{

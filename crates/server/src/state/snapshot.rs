@@ -1,0 +1,237 @@
+//! Snapshots: the state after one record, written and read in the snapshot format's own types
+//! ([`crate::journal::snapshot`]), never as a copy of this build's memory. Loading one builds
+//! the state the way replay does: `Init`, the nodes' states, the queued jobs, then every
+//! workload restored from its record, the ledger's meters, and a check of every invariant.
+
+use super::*;
+use crate::journal::snapshot::{
+    self as format, BatchMetaV1, JobMetaV1, NodeStateV1, ServiceMetaV1, SnapshotV1, TokenV1,
+    SNAPSHOT_FORMAT,
+};
+use crate::journal::Codec;
+
+impl ControlPlane {
+    /// The whole state as bytes, for the journal's snapshot table.
+    pub fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        let fleet = self.sched.engine().fleet();
+        let name = |n: &NodeId| fleet.node(*n).name.to_string();
+        let s = SnapshotV1 {
+            v: SNAPSHOT_FORMAT,
+            seq: self.seq,
+            init: Event::Init {
+                fleet_toml: self.fleet_toml.to_string(),
+                tenants: self.tenants.clone(),
+                at: self.init_at,
+                commitments: self.commitments.clone(),
+            },
+            now: self.now,
+            next_id: self.next_id,
+            next_service: self.next_service,
+            dirty: self.dirty,
+            nodes: fleet
+                .nodes()
+                .iter()
+                .filter(|n| n.state != NodeState::Down)
+                .map(|n| NodeStateV1 {
+                    node: n.name.to_string(),
+                    state: n.state,
+                })
+                .collect(),
+            drained: self.drained.iter().map(name).collect(),
+            tokens: self
+                .tokens
+                .iter()
+                .map(|(hash, t)| TokenV1 {
+                    hash: hash.clone(),
+                    role: t.role.clone(),
+                    issued_at: t.issued_at,
+                    expires_at: t.expires_at,
+                })
+                .collect(),
+            jobs: self
+                .jobs
+                .iter()
+                .map(|(id, m)| JobMetaV1 {
+                    id: *id,
+                    name: m.name.clone(),
+                    tenant: m.tenant.0,
+                    gpus: m.gpus,
+                    submitted_at: m.submitted_at,
+                    task: m.task.clone(),
+                    ended_at: m.ended_at,
+                    exit_code: m.exit_code,
+                    done_ranks: m.done_ranks.clone(),
+                    checkpoint_at: m.checkpoint_at,
+                    restarts: m.restarts,
+                    ran_on: m.ran_on.iter().map(name).collect(),
+                })
+                .collect(),
+            services: self
+                .services
+                .iter()
+                .map(|(id, m)| ServiceMetaV1 {
+                    id: *id,
+                    name: m.name.clone(),
+                    tenant: m.tenant.0,
+                    spec: m.spec.clone(),
+                    task: m.task.clone(),
+                    created_at: m.created_at,
+                    deleted_at: m.deleted_at,
+                    replaced: m.replaced,
+                    quick_exits: m.quick_exits,
+                    replace_at: m.replace_at,
+                })
+                .collect(),
+            batches: self
+                .batches
+                .iter()
+                .map(|(id, m)| BatchMetaV1 {
+                    id: *id,
+                    name: m.name.clone(),
+                    tenant: m.tenant.0,
+                    count: m.count,
+                    task: m.task.clone(),
+                    submitted_at: m.submitted_at,
+                    ended_at: m.ended_at,
+                    cancelled: m.cancelled,
+                    succeeded: m.succeeded,
+                    failed: m.failed,
+                    lost: m.lost,
+                    moved: m.moved,
+                })
+                .collect(),
+            queue: Codec::new(fleet).store_queue(&self.sched.state()),
+        };
+        format::encode(&s).map_err(StateError::Snapshot)
+    }
+
+    /// The state a snapshot holds. A snapshot of another format, or one whose state does not
+    /// hold together (its invariants are checked), is refused: the caller replays the whole
+    /// journal instead.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<ControlPlane, StateError> {
+        let bad = |e: String| StateError::Snapshot(e);
+        let s = format::decode(bytes).map_err(|e| bad(e.to_string()))?;
+        let mut p = ControlPlane::new(&s.init)?;
+        let node = |p: &ControlPlane, name: &str| {
+            p.sched
+                .engine()
+                .fleet()
+                .node_by_name(name)
+                .ok_or_else(|| bad(format!("no node '{name}' in the fleet")))
+        };
+        for n in &s.nodes {
+            let id = node(&p, &n.node)?;
+            p.sched.set_state(Scope::Node(id), n.state);
+        }
+        for d in &s.drained {
+            let id = node(&p, d)?;
+            p.drained.insert(id);
+        }
+        for t in s.tokens {
+            p.tokens.insert(
+                t.hash,
+                TokenRecord {
+                    role: t.role,
+                    issued_at: t.issued_at,
+                    expires_at: t.expires_at,
+                },
+            );
+        }
+        for m in s.jobs {
+            let ran_on = m
+                .ran_on
+                .iter()
+                .map(|n| node(&p, n))
+                .collect::<Result<_, _>>()?;
+            p.jobs.insert(
+                m.id,
+                JobMeta {
+                    name: m.name,
+                    tenant: TenantId(m.tenant),
+                    gpus: m.gpus,
+                    submitted_at: m.submitted_at,
+                    task: m.task,
+                    ended_at: m.ended_at,
+                    exit_code: m.exit_code,
+                    done_ranks: m.done_ranks,
+                    checkpoint_at: m.checkpoint_at,
+                    restarts: m.restarts,
+                    ran_on,
+                },
+            );
+        }
+        for m in s.services {
+            p.services.insert(
+                m.id,
+                ServiceMeta {
+                    name: m.name,
+                    tenant: TenantId(m.tenant),
+                    spec: m.spec,
+                    task: m.task,
+                    created_at: m.created_at,
+                    deleted_at: m.deleted_at,
+                    replaced: m.replaced,
+                    quick_exits: m.quick_exits,
+                    replace_at: m.replace_at,
+                },
+            );
+        }
+        for m in s.batches {
+            p.batches.insert(
+                m.id,
+                BatchMeta {
+                    name: m.name,
+                    tenant: TenantId(m.tenant),
+                    count: m.count,
+                    task: m.task,
+                    submitted_at: m.submitted_at,
+                    ended_at: m.ended_at,
+                    cancelled: m.cancelled,
+                    succeeded: m.succeeded,
+                    failed: m.failed,
+                    lost: m.lost,
+                    moved: m.moved,
+                },
+            );
+        }
+        let queue = Codec::new(p.sched.engine().fleet())
+            .load_queue(&s.queue)
+            .map_err(|e| bad(e.to_string()))?;
+        p.sched
+            .load_state(&queue, s.now)
+            .map_err(|e| bad(e.to_string()))?;
+        p.sched.check_invariants().map_err(bad)?;
+        // Restoring is not a change: nothing is owed to the next outcome or to the agents.
+        let _ = p.sched.take_outcome();
+        p.seq = s.seq;
+        p.now = s.now;
+        p.next_id = s.next_id;
+        p.next_service = s.next_service;
+        p.dirty = s.dirty;
+        p.placed = p.placements_by_workload();
+        p.changed.clear();
+        Ok(p)
+    }
+
+    /// The nodes of every placed workload (what `placed` keeps as changes happen).
+    fn placements_by_workload(&self) -> HashMap<u64, Vec<NodeId>> {
+        let engine = self.sched.engine();
+        let mut out = HashMap::new();
+        let ids = self
+            .sched
+            .running_jobs()
+            .into_iter()
+            .chain(self.batches.keys().map(|b| WorkloadId(*b)));
+        for w in ids {
+            let mut nodes: Vec<NodeId> = match engine.allocation(w) {
+                Some(Allocation::Gang { slots, .. }) => slots.iter().map(|s| s.node).collect(),
+                Some(Allocation::Sandboxes { runs, .. }) => runs.iter().map(|r| r.node).collect(),
+                None => continue,
+            };
+            nodes.sort_unstable();
+            nodes.dedup();
+            out.insert(w.0, nodes);
+        }
+        out
+    }
+}
