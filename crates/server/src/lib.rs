@@ -6,13 +6,14 @@
 //! - `state`: the events and the state they build (`ControlPlane`): live, the queue decides and
 //!   each event's record carries its decisions; replay restores recorded outcomes and never
 //!   decides, so a restart or a new build rebuilds exactly the placements agents were told.
-//! - `journal`: the record format (version 1: event, decisions, outcome, nodes by name), with
-//!   the upgrade of version-0 journals (inputs only).
+//! - `journal`: what is persisted, in types of its own: the record format (version 1: event,
+//!   decisions, outcome, nodes by name) with the upgrade of version-0 journals (inputs only),
+//!   the snapshot format, and the workload summaries compaction keeps.
 //! - `http`: start-up (snapshot, replay, upgrade, first admin token), the one commit path,
 //!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
 //!
 //! Not built here: HTTPS (the server speaks plain HTTP; put it behind a TLS proxy), metrics
-//! and a dashboard, journal compaction; see the README.
+//! and a dashboard; see the README.
 
 pub use wire::api;
 pub mod http;

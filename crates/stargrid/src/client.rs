@@ -1,6 +1,6 @@
 //! The client commands: `submit`, `queue`, `services`, `sandboxes`, `get`, `cancel`, `scale`,
 //! `delete-service`, `logs`, `why`, `nodes`, `drain`, `resume`, `token`, `tokens`, `revoke-token`,
-//! `cost`, over the server's HTTP API through [`wire::Client`] (`--server`, or
+//! `cost`, `compact`, `history`, over the server's HTTP API through [`wire::Client`] (`--server`, or
 //! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
 use anyhow::{bail, Context, Result};
@@ -123,6 +123,15 @@ pub enum ClientCommand {
     RevokeToken {
         /// The token's id (from `stargrid tokens`).
         id: String,
+    },
+    /// Compact the journal (admin): snapshot the state, drop the records before it, keep a
+    /// summary of every job, batch and service in the history.
+    Compact,
+    /// The workload summaries that compaction keeps (admin), oldest first.
+    History {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -478,6 +487,44 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
         ClientCommand::RevokeToken { id } => {
             client.revoke_token(id).map_err(fail)?;
             println!("token {id} is revoked");
+        }
+        ClientCommand::Compact => {
+            let c = client.compact().map_err(fail)?;
+            println!(
+                "journal compacted: {} records dropped; it starts at the snapshot of record {}; {} workload summaries kept",
+                c.dropped, c.snapshot_seq, c.summaries
+            );
+        }
+        ClientCommand::History { limit } => {
+            println!(
+                "{:<8} {:>8} {:<20} {:<12} {:<10} {:>12} {:>12} {:>5} {:>8}",
+                "KIND", "ID", "NAME", "TENANT", "STATE", "SUBMITTED", "ENDED", "EXIT", "SIZE"
+            );
+            let (mut after, mut shown) = (0, 0);
+            while shown < *limit {
+                let page = client
+                    .history(after, (*limit - shown).min(1000))
+                    .map_err(fail)?;
+                for h in &page.items {
+                    println!(
+                        "{:<8} {:>8} {:<20} {:<12} {:<10} {:>12} {:>12} {:>5} {:>8}",
+                        h.kind,
+                        h.id,
+                        h.name,
+                        h.tenant,
+                        h.state,
+                        h.submitted_at,
+                        h.ended_at.map_or_else(|| "-".into(), |t| t.to_string()),
+                        h.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+                        h.size
+                    );
+                }
+                shown += page.items.len();
+                match page.next_after {
+                    Some(next) if !page.items.is_empty() => after = next,
+                    _ => break,
+                }
+            }
         }
     }
     Ok(())

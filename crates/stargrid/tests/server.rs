@@ -1341,3 +1341,77 @@ fn a_rolling_upgrade_keeps_every_task_running_where_it_runs() {
         assert!(alive(&pids[1]));
     }
 }
+
+#[test]
+fn compaction_drops_old_records_and_a_restart_starts_from_its_snapshot() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut flags = flags(&backend);
+        flags.extend(["--snapshot-every", "0"]);
+        let (mut server, url) = start_server_with(dir.path(), &flags);
+        let mut agents = start_agent(&url, &dir.path().join("agents"), &["--hollow", "40"]);
+        wait_for("40 nodes up", || nodes_up(&url) == 40);
+        for (name, nodes) in [("a", 18), ("b", 9), ("c", 36)] {
+            post(&format!("{url}/v1/jobs"))
+                .send_json(job(name, nodes))
+                .unwrap();
+        }
+        post(&format!("{url}/v1/jobs/2/cancel")).call().unwrap();
+        wait_for("a running", || get_job(&url, 1)["state"] == "running");
+        // Only an admin compacts.
+        let tenant: Value = post(&format!("{url}/v1/tokens"))
+            .send_json(json!({"role": "tenant", "tenant": "default"}))
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let refused = ureq::post(&format!("{url}/v1/journal/compact"))
+            .set(
+                "Authorization",
+                &format!("Bearer {}", tenant["token"].as_str().unwrap()),
+            )
+            .call();
+        assert!(matches!(refused, Err(ureq::Error::Status(403, _))));
+        let c: Value = post(&format!("{url}/v1/journal/compact"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert!(c["dropped"].as_u64().unwrap() > 40, "{c}");
+        assert_eq!(c["summaries"], 3, "{c}");
+        let history: Value = get(&format!("{url}/v1/history"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let names: Vec<(&str, &str)> = history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["name"].as_str().unwrap(), h["state"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [("a", "running"), ("b", "cancelled"), ("c", "pending")],
+            "{backend:?}"
+        );
+        // Work goes on after compaction, and a restart starts from the snapshot.
+        post(&format!("{url}/v1/jobs"))
+            .send_json(job("d", 2))
+            .unwrap();
+        wait_for("d running", || get_job(&url, 4)["state"] == "running");
+        let before = all_jobs(&url);
+        signal(server.id(), "-KILL");
+        server.kill();
+        let (mut server, url, said) = start_server_saying(dir.path(), &flags);
+        assert!(said.contains("after the snapshot at record"), "{said}");
+        let after = all_jobs(&url);
+        let view = |jobs: &[Value]| -> Vec<(Value, Value, Value)> {
+            jobs.iter()
+                .map(|j| (j["id"].clone(), j["state"].clone(), j["nodes"].clone()))
+                .collect()
+        };
+        assert_eq!(view(&after), view(&before), "{backend:?}");
+        server.kill();
+        agents.kill();
+    }
+}

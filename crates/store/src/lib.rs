@@ -75,6 +75,8 @@ const MIGRATIONS: &[&str] = &[
     // 1: the journal and its snapshots.
     "CREATE TABLE journal (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
      CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+    // 2: a summary per workload that outlives compaction (the audit trail's short form).
+    "CREATE TABLE history (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
 ];
 
 /// Most requests one commit takes (they are all waiting already; this bounds one transaction).
@@ -92,6 +94,11 @@ enum Request {
     },
     Rewrite {
         records: Vec<Record>,
+        done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    },
+    Compact {
+        before: u64,
+        history: Vec<Record>,
         done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     },
 }
@@ -354,6 +361,54 @@ impl Journal {
         Pending(rx)
     }
 
+    /// Compaction: writes `history` (one summary per workload, by id, replacing older ones) and
+    /// drops every record before `before`, in one transaction. The caller makes sure a
+    /// snapshot at `before` or later is durable first (appended before this call, the writer
+    /// commits it first). The record at `before` stays, so the sequence goes on from it.
+    pub fn compact(&self, before: u64, history: Vec<Record>) -> Pending<()> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.send(Request::Compact {
+            before,
+            history,
+            done,
+        });
+        Pending(rx)
+    }
+
+    /// Up to `limit` workload summaries with an id above `after`, in id order.
+    pub fn read_history(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        match &mut *reader {
+            Reader::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, body FROM history WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![after as i64, limit], |r| {
+                    Ok(Record {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        body: r.get(1)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            }
+            Reader::Postgres(c) => pg::read_history(c, after, limit),
+        }
+    }
+
+    /// The sequence number of the first record still in the journal (0: none).
+    pub fn first_seq(&self) -> Result<u64, StoreError> {
+        let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
+        match &mut *reader {
+            Reader::Sqlite(conn) => Ok(conn.query_row(
+                "SELECT COALESCE(MIN(seq), 0) FROM journal",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64),
+            Reader::Postgres(c) => pg::first_seq(c),
+        }
+    }
+
     /// The latest snapshot: the sequence number it covers and its body.
     pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
@@ -441,7 +496,9 @@ fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64) {
                             let _ = done.send(Ok(next..end));
                             next = end;
                         }
-                        Request::Snapshot { done, .. } | Request::Rewrite { done, .. } => {
+                        Request::Snapshot { done, .. }
+                        | Request::Rewrite { done, .. }
+                        | Request::Compact { done, .. } => {
                             let _ = done.send(Ok(()));
                         }
                     }
@@ -462,7 +519,9 @@ fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64) {
                         Request::Append { done, .. } => {
                             let _ = done.send(Err(err()));
                         }
-                        Request::Snapshot { done, .. } | Request::Rewrite { done, .. } => {
+                        Request::Snapshot { done, .. }
+                        | Request::Rewrite { done, .. }
+                        | Request::Compact { done, .. } => {
                             let _ = done.send(Err(err()));
                         }
                     }
@@ -501,6 +560,20 @@ fn commit(conn: &mut Connection, group: &[Request], last: u64) -> Result<u64, ru
                         update.execute(params![r.seq as i64, r.body])?;
                     }
                     tx.execute("DELETE FROM snapshots", [])?;
+                }
+                Request::Compact {
+                    before, history, ..
+                } => {
+                    let mut put = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO history (id, body) VALUES (?1, ?2)",
+                    )?;
+                    for h in history {
+                        put.execute(params![h.seq as i64, h.body])?;
+                    }
+                    tx.execute(
+                        "DELETE FROM journal WHERE seq < ?1",
+                        params![*before as i64],
+                    )?;
                 }
             }
         }
@@ -553,6 +626,40 @@ mod tests {
             pg::redact("postgres://me:secret@db:5432/x"),
             "postgres://me:***@db:5432/x"
         );
+    }
+
+    #[test]
+    fn compaction_keeps_the_sequence_the_snapshot_and_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in fresh_urls(&dir, "compact") {
+            {
+                let j = Journal::open(&url).unwrap();
+                let bodies: Vec<Vec<u8>> = (0..5).map(|i| vec![b'a' + i]).collect();
+                assert_eq!(j.append(bodies).wait().unwrap(), 1..6);
+                j.save_snapshot(5, b"snap".to_vec()).wait().unwrap();
+                let summary = |id: u64, body: &[u8]| Record {
+                    seq: id,
+                    body: body.to_vec(),
+                };
+                j.compact(5, vec![summary(7, b"old"), summary(3, b"three")])
+                    .wait()
+                    .unwrap();
+                // A later summary of the same workload replaces the earlier one.
+                j.compact(5, vec![summary(7, b"seven")]).wait().unwrap();
+            }
+            let j = Journal::open(&url).unwrap();
+            // The record at the snapshot stays: numbers go on after it.
+            assert_eq!(j.first_seq().unwrap(), 5, "{url}");
+            assert_eq!(j.last_seq().unwrap(), 5, "{url}");
+            assert_eq!(j.read_after(0, 10).unwrap().len(), 1);
+            assert_eq!(j.latest_snapshot().unwrap(), Some((5, b"snap".to_vec())));
+            let history = j.read_history(0, 10).unwrap();
+            let ids: Vec<(u64, &[u8])> =
+                history.iter().map(|r| (r.seq, r.body.as_slice())).collect();
+            assert_eq!(ids, vec![(3, &b"three"[..]), (7, &b"seven"[..])], "{url}");
+            assert_eq!(j.read_history(3, 10).unwrap().len(), 1);
+            assert_eq!(j.append(vec![b"f".to_vec()]).wait().unwrap(), 6..7);
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The PostgreSQL backend: the same tables as SQLite (`journal`, `snapshots`) and a
+//! The PostgreSQL backend: the same tables as SQLite (`journal`, `snapshots`, `history`) and a
 //! `stargrid_schema` row counting the migrations applied. Commits use PostgreSQL's default
 //! `synchronous_commit = on`: durable when they return.
 
@@ -10,6 +10,8 @@ const MIGRATIONS: &[&str] = &[
     // 1: the journal and its snapshots.
     "CREATE TABLE journal (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);
      CREATE TABLE snapshots (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);",
+    // 2: a summary per workload that outlives compaction.
+    "CREATE TABLE history (id BIGINT PRIMARY KEY, body BYTEA NOT NULL);",
 ];
 
 /// The URL without its password, for messages.
@@ -110,6 +112,29 @@ pub(crate) fn read_after(
         .collect())
 }
 
+pub(crate) fn read_history(
+    c: &mut Client,
+    after: u64,
+    limit: i64,
+) -> Result<Vec<Record>, StoreError> {
+    let rows = c.query(
+        "SELECT id, body FROM history WHERE id > $1 ORDER BY id LIMIT $2",
+        &[&(after as i64), &limit],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| Record {
+            seq: r.get::<_, i64>(0) as u64,
+            body: r.get(1),
+        })
+        .collect())
+}
+
+pub(crate) fn first_seq(c: &mut Client) -> Result<u64, StoreError> {
+    let row = c.query_one("SELECT COALESCE(MIN(seq), 0) FROM journal", &[])?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
 pub(crate) fn latest_snapshot(c: &mut Client) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
     Ok(c.query_opt(
         "SELECT seq, body FROM snapshots ORDER BY seq DESC LIMIT 1",
@@ -147,6 +172,18 @@ pub(crate) fn commit(c: &mut Client, group: &[Request], last: u64) -> Result<u64
                     )?;
                 }
                 tx.execute("DELETE FROM snapshots", &[])?;
+            }
+            Request::Compact {
+                before, history, ..
+            } => {
+                for h in history {
+                    tx.execute(
+                        "INSERT INTO history (id, body) VALUES ($1, $2)
+                         ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
+                        &[&(h.seq as i64), &h.body],
+                    )?;
+                }
+                tx.execute("DELETE FROM journal WHERE seq < $1", &[&(*before as i64)])?;
             }
         }
     }

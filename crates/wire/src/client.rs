@@ -316,6 +316,20 @@ impl Client {
         self.get("cost", &[])
     }
 
+    /// Snapshots the state and drops the journal's records before it, keeping a summary of
+    /// every workload (admin; `POST /v1/journal/compact`).
+    pub fn compact(&self) -> Result<crate::api::Compacted> {
+        self.post("journal/compact")
+    }
+
+    /// The summaries compaction keeps, a page at a time (admin; `GET /v1/history`).
+    pub fn history(&self, after: u64, limit: usize) -> Result<crate::api::HistoryList> {
+        self.get(
+            "history",
+            &[("after", after.to_string()), ("limit", limit.to_string())],
+        )
+    }
+
     /// An agent's heartbeat for one node: its tasks in, every task it must run out
     /// (`POST /v1/agent/heartbeat`).
     pub fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatReply> {

@@ -33,6 +33,7 @@ mod auth;
 mod changes;
 mod errors;
 mod fleet;
+mod history;
 mod jobs;
 mod logs;
 mod openapi;
@@ -47,6 +48,7 @@ pub use auth::{new_token, token_hash};
 use changes::*;
 use errors::*;
 use fleet::*;
+use history::*;
 use jobs::*;
 use logs::*;
 pub use openapi::ApiDoc;
@@ -257,33 +259,74 @@ impl Server {
         &self.replay_summary
     }
 
-    /// Saves a snapshot when enough records were journaled since the last one. The state is
-    /// copied under the lock and encoded outside it; the snapshot is queued behind the records
-    /// it holds, so it is never durable before them.
+    /// Saves a snapshot when enough records were journaled since the last one.
     pub async fn snapshot_if_due(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
         let last = self.last_snapshot.load(Ordering::Relaxed);
-        let copy = {
+        let due = {
             let p = self.plane();
-            if self.snapshot_every == 0 || p.seq() < last.saturating_add(self.snapshot_every) {
-                return;
+            self.snapshot_every > 0 && p.seq() >= last.saturating_add(self.snapshot_every)
+        };
+        if due {
+            if let Err(e) = self.save_snapshot().await {
+                tracing::error!("{e}");
             }
-            p.clone()
-        };
+        }
+    }
+
+    /// Saves a snapshot of the state now; returns the record it holds the state after. The
+    /// state is copied under the lock and encoded outside it; the snapshot is queued behind the
+    /// records it holds, so it is never durable before them.
+    async fn save_snapshot(&self) -> Result<u64, StateError> {
+        use std::sync::atomic::Ordering;
+        let copy = self.plane().clone();
         let seq = copy.seq();
-        let body = match tokio::task::spawn_blocking(move || copy.snapshot()).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return tracing::error!("{e}"),
-            Err(e) => return tracing::error!("snapshot: {e}"),
-        };
+        let body = tokio::task::spawn_blocking(move || copy.snapshot())
+            .await
+            .map_err(|e| StateError::Snapshot(e.to_string()))??;
         let bytes = body.len();
         match self.journal.save_snapshot(seq, body).done().await {
             Ok(()) => {
                 self.last_snapshot.store(seq, Ordering::Relaxed);
                 tracing::info!(seq, bytes, "snapshot saved");
+                Ok(seq)
             }
             Err(e) => fail_stop(e),
         }
+    }
+
+    /// Compaction: a snapshot of the state now, then every record before it dropped and a
+    /// summary of every workload kept in the history, in one transaction. A restart then
+    /// starts from the snapshot (which any later build reads: it is a versioned format of its
+    /// own).
+    pub async fn compact(self: &Arc<Self>) -> Result<crate::api::Compacted, StateError> {
+        // Store reads block (PostgreSQL's client runs its own runtime): off the async threads.
+        let first = {
+            let server = self.clone();
+            tokio::task::spawn_blocking(move || server.journal.first_seq().unwrap_or(0))
+                .await
+                .unwrap_or(0)
+        };
+        let seq = self.save_snapshot().await?;
+        let summaries: Vec<store::Record> = self
+            .plane()
+            .summaries()
+            .into_iter()
+            .map(|s| store::Record {
+                seq: s.key(),
+                body: s.encode(),
+            })
+            .collect();
+        let count = summaries.len();
+        if let Err(e) = self.journal.compact(seq, summaries).done().await {
+            fail_stop(e);
+        }
+        tracing::info!(seq, "journal compacted");
+        Ok(crate::api::Compacted {
+            snapshot_seq: seq,
+            dropped: seq.saturating_sub(first.max(1)),
+            summaries: count,
+        })
     }
 
     /// The state's fingerprint (tests compare it across restarts).
@@ -319,6 +362,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/cost", get(cost))
+        .route("/v1/journal/compact", post(compact_journal))
+        .route("/v1/history", get(list_history))
         .route("/v1/agent/heartbeat", post(heartbeat))
         .route("/v1/agent/wait", post(wait_for_changes))
         .route("/v1/tokens", post(issue_token).get(list_tokens))

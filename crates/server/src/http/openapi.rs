@@ -27,6 +27,8 @@ use super::*;
         resume_node,
         list_tenants,
         cost,
+        compact_journal,
+        list_history,
         heartbeat,
         wait_for_changes,
         issue_token,
@@ -62,7 +64,10 @@ use super::*;
         BatchView,
         BatchList,
         IssueToken,
-        Token
+        Token,
+        crate::api::Compacted,
+        crate::api::WorkloadSummary,
+        crate::api::HistoryList
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

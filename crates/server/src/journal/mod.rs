@@ -14,6 +14,7 @@
 //!   to recover the decisions and the server rewrites it as version 1.
 //! - **1**: the record above.
 
+pub mod history;
 pub mod snapshot;
 
 use crate::state::Event;

@@ -265,7 +265,9 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotV1, DecodeError> {
     let (format, _): (u32, ciborium::Value) =
         ciborium::from_reader(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if format != SNAPSHOT_FORMAT {
-        return Err(DecodeError::Newer { found: format });
+        return Err(DecodeError::Malformed(format!(
+            "snapshot format {format}; this build reads format {SNAPSHOT_FORMAT}"
+        )));
     }
     let (_, s): (u32, SnapshotV1) =
         ciborium::from_reader(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;

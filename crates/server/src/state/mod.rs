@@ -257,7 +257,9 @@ impl ControlPlane {
                 if seq != 1 {
                     return Err(StateError::Sequence {
                         record: seq,
-                        reason: "the journal does not start at record 1".into(),
+                        reason: "the journal does not start at record 1 (it was compacted: it is \
+                                 read from its latest snapshot, which must be readable)"
+                            .into(),
                     });
                 }
                 let event = match stored {

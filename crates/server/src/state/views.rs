@@ -321,4 +321,72 @@ impl ControlPlane {
         ));
         out
     }
+
+    /// A summary of every job, batch and service, for the history that outlives compaction.
+    pub fn summaries(&self) -> Vec<crate::journal::history::SummaryV1> {
+        use crate::journal::history::{SummaryV1, SUMMARY_FORMAT};
+        let fleet = self.sched.engine().fleet();
+        let mut out = Vec::new();
+        for (id, m) in &self.jobs {
+            let state = self.job_state(*id).map_or("unknown", state_name);
+            out.push(SummaryV1 {
+                v: SUMMARY_FORMAT,
+                kind: "job".into(),
+                id: *id,
+                name: m.name.clone(),
+                tenant: self.tenant_name(m.tenant).to_string(),
+                state: state.into(),
+                submitted_at: m.submitted_at,
+                ended_at: m.ended_at,
+                exit_code: m.exit_code,
+                restarts: m.restarts,
+                size: m.gpus,
+                nodes: m
+                    .ran_on
+                    .iter()
+                    .map(|n| fleet.node(*n).name.to_string())
+                    .collect(),
+            });
+        }
+        for id in self.batches.keys() {
+            if let Some(v) = self.batch_view(*id) {
+                out.push(SummaryV1 {
+                    v: SUMMARY_FORMAT,
+                    kind: "batch".into(),
+                    id: *id,
+                    name: v.name,
+                    tenant: v.tenant,
+                    state: v.state,
+                    submitted_at: v.submitted_at,
+                    ended_at: v.ended_at,
+                    exit_code: None,
+                    restarts: v.moved,
+                    size: u64::from(v.count),
+                    nodes: Vec::new(),
+                });
+            }
+        }
+        for (id, m) in &self.services {
+            out.push(SummaryV1 {
+                v: SUMMARY_FORMAT,
+                kind: "service".into(),
+                id: *id,
+                name: m.name.clone(),
+                tenant: self.tenant_name(m.tenant).to_string(),
+                state: if m.deleted_at.is_some() {
+                    "deleted"
+                } else {
+                    "active"
+                }
+                .into(),
+                submitted_at: m.created_at,
+                ended_at: m.deleted_at,
+                exit_code: None,
+                restarts: m.replaced,
+                size: m.spec.replica.total_gpus(),
+                nodes: Vec::new(),
+            });
+        }
+        out
+    }
 }
