@@ -9,23 +9,23 @@ use super::*;
 pub enum Decision {
     /// Start the job on these nodes.
     Start {
-        /// Job.
+        /// The job it concerns.
         job: WorkloadId,
         /// Nodes and devices.
         slots: Vec<NodeSlot>,
     },
     /// Tell the job to checkpoint and stop by `deadline`, to make room for `by`.
     Preempt {
-        /// Victim.
+        /// The job told to stop.
         job: WorkloadId,
-        /// Preemptor.
+        /// The job it makes room for.
         by: WorkloadId,
         /// Stop time.
         deadline: Time,
     },
     /// The job stopped (preempted or its node failed) and is queued again.
     Requeue {
-        /// Job.
+        /// The job it concerns.
         job: WorkloadId,
         /// GPU-hours lost since its last checkpoint.
         lost_gpu_hours: f64,
@@ -33,7 +33,7 @@ pub enum Decision {
     /// A failed node of the job was replaced by a spare of its domain; the rest of the gang
     /// stays where it is and restarts from its last checkpoint.
     Replace {
-        /// Job.
+        /// The job it concerns.
         job: WorkloadId,
         /// The failed node.
         failed: NodeId,
@@ -44,7 +44,7 @@ pub enum Decision {
     },
     /// Sandboxes of a batch were moved off a failed host.
     SandboxesMoved {
-        /// Batch.
+        /// The sandbox batch.
         batch: WorkloadId,
         /// The failed host.
         from: NodeId,
@@ -53,7 +53,7 @@ pub enum Decision {
     },
     /// Sandboxes of a batch on a failed host ended (retries spent or no room elsewhere).
     SandboxesLost {
-        /// Batch.
+        /// The sandbox batch.
         batch: WorkloadId,
         /// The failed host.
         from: NodeId,
@@ -62,7 +62,7 @@ pub enum Decision {
     },
     /// Nodes are held for the job from `start` on.
     Reserve {
-        /// Job.
+        /// The job it concerns.
         job: WorkloadId,
         /// Earliest start.
         start: Time,
@@ -125,17 +125,17 @@ pub enum SchedError {
     /// A field is out of range.
     #[error("{field}: {reason}")]
     Invalid {
-        /// Field.
+        /// The request field at fault.
         field: &'static str,
-        /// Reason.
+        /// Why, in words a person can act on.
         reason: String,
     },
     /// The fleet has no room for it now (for requests that are placed at once or refused).
     #[error("{field}: {reason}")]
     NoRoom {
-        /// Field.
+        /// The request field at fault.
         field: &'static str,
-        /// Reason.
+        /// Why, in words a person can act on.
         reason: String,
     },
     /// No such job.
@@ -147,7 +147,7 @@ pub enum SchedError {
     /// The job is not in a state that allows this.
     #[error("job {id} is {state}; {reason}")]
     WrongState {
-        /// Job.
+        /// The job.
         id: WorkloadId,
         /// Its state.
         state: String,

@@ -45,11 +45,9 @@ pub(super) async fn submit_work<T: serde::de::DeserializeOwned>(
         .await?;
     let seq = committed.first_seq;
     let id = match committed.events.first() {
-        Some(
-            Event::Submit { id, .. }
-            | Event::ServiceCreate { id, .. }
-            | Event::SandboxBatch { id, .. },
-        ) => *id,
+        Some(Event::Submit { id, .. }) => id.0,
+        Some(Event::ServiceCreate { id, .. }) => id.0,
+        Some(Event::SandboxBatch { id, .. }) => id.0,
         _ => {
             return Err(Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -155,7 +153,7 @@ pub(super) async fn get_job(
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
-    match server.plane().job_view(id) {
+    match server.plane().job_view(JobId(id)) {
         // Another tenant's job does not exist, as far as this token can tell.
         Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
         _ => not_found(id),
@@ -177,7 +175,7 @@ pub(super) async fn cancel_job(
     let cancelled = server
         .commit(
             |p, at| {
-                if !p.job_tenant(id).is_some_and(|t| may_touch(&role, t)) {
+                if !p.job_tenant(JobId(id)).is_some_and(|t| may_touch(&role, t)) {
                     return Err(Refusal::new(
                         StatusCode::NOT_FOUND,
                         "id",
@@ -192,7 +190,7 @@ pub(super) async fn cancel_job(
     if let Err(r) = cancelled {
         return r.into_response();
     }
-    match server.plane().job_view(id) {
+    match server.plane().job_view(JobId(id)) {
         Some(v) => Json(v).into_response(),
         None => not_found(id),
     }

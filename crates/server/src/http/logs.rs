@@ -82,7 +82,7 @@ impl Logs {
         self.wanted.retain(|_, until| *until > now);
         let mut out = Vec::new();
         for &job in self.wanted.keys() {
-            for (run, rank) in plane.log_tasks_on(job, node) {
+            for (run, rank) in plane.log_tasks_on(JobId(job), node) {
                 let key = TaskKey { job, run, rank };
                 out.push(crate::api::LogWanted {
                     job,
@@ -122,10 +122,10 @@ pub(super) async fn job_logs(
             query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
         let (run, nodes) = {
             let p = server.plane();
-            if !p.job_tenant(id).is_some_and(|t| may_touch(&role, t)) {
+            if !p.job_tenant(JobId(id)).is_some_and(|t| may_touch(&role, t)) {
                 return Ok(not_found(id));
             }
-            p.log_nodes(id).unwrap_or_default()
+            p.log_nodes(JobId(id)).unwrap_or_default()
         };
         if nodes.is_empty() {
             return Err(Refusal::new(

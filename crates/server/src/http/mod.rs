@@ -11,7 +11,8 @@ use crate::api::{
     Submitted, TenantView, Token,
 };
 use crate::state::{
-    default_fleet_toml, default_tenants, ControlPlane, Event, Role, StateError, TokenProblem,
+    default_fleet_toml, default_tenants, BatchId, ControlPlane, Event, JobId, Role, ServiceId,
+    StateError, TokenProblem,
 };
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};

@@ -73,7 +73,7 @@ pub(super) async fn get_batch(
 ) -> Response {
     respond((|| {
         let (role, id) = server.caller_and_id(&headers, &raw)?;
-        Ok(match server.plane().batch_view(id) {
+        Ok(match server.plane().batch_view(BatchId(id)) {
             Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
             _ => no_such("batch", id),
         })
@@ -93,7 +93,7 @@ pub(super) async fn cancel_batch(
             let (role, id) = server.caller_and_id(&headers, &raw)?;
             server
                 .commit(
-                    |p, at| match p.batch_tenant(id) {
+                    |p, at| match p.batch_tenant(BatchId(id)) {
                         Some(t) if may_touch(&role, t) => Ok(vec![Event::Cancel { id, at }]),
                         _ => Err(Refusal::new(
                             StatusCode::NOT_FOUND,
@@ -104,7 +104,7 @@ pub(super) async fn cancel_batch(
                     OnRefusal::Answer("id"),
                 )
                 .await?;
-            Ok(match server.plane().batch_view(id) {
+            Ok(match server.plane().batch_view(BatchId(id)) {
                 Some(v) => Json(v).into_response(),
                 None => no_such("batch", id),
             })

@@ -62,7 +62,7 @@ pub(super) async fn get_service(
 ) -> Response {
     respond((|| {
         let (role, id) = server.caller_and_id(&headers, &raw)?;
-        Ok(match server.plane().service_view(id) {
+        Ok(match server.plane().service_view(ServiceId(id)) {
             Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
             _ => no_such("service", id),
         })
@@ -84,7 +84,7 @@ pub(super) async fn change_service(
             }
             server
                 .commit(
-                    |p, at| match p.service_tenant(id) {
+                    |p, at| match p.service_tenant(ServiceId(id)) {
                         Some(t) if may_touch(&role, t) => Ok(vec![make(id, at)]),
                         _ => Err(Refusal::new(
                             StatusCode::NOT_FOUND,
@@ -95,7 +95,7 @@ pub(super) async fn change_service(
                     OnRefusal::Answer("id"),
                 )
                 .await?;
-            Ok(match server.plane().service_view(id) {
+            Ok(match server.plane().service_view(ServiceId(id)) {
                 Some(v) => Json(v).into_response(),
                 None => no_such("service", id),
             })
@@ -119,7 +119,7 @@ pub(super) async fn scale_service(
         Err(r) => return r.into_response(),
     };
     change_service(server, headers, raw, |id, at| Event::ServiceScale {
-        id,
+        id: ServiceId(id),
         replicas: req.replicas,
         at,
     })
@@ -135,7 +135,7 @@ pub(super) async fn delete_service(
     Path(raw): Path<String>,
 ) -> Response {
     change_service(server, headers, raw, |id, at| Event::ServiceDelete {
-        id,
+        id: ServiceId(id),
         at,
     })
     .await

@@ -189,7 +189,7 @@ pub struct OutcomeV1 {
     /// Sandbox batches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub batches: Vec<BatchV1>,
-    /// Services.
+    /// Services the event touched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceV1>,
     /// The reservation, when it changed: `{"job": …}`, or `{}` when it was cleared.
@@ -210,7 +210,7 @@ impl OutcomeV1 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum JobStateV1 {
-    /// Waiting.
+    /// Waiting to be placed.
     Pending,
     /// Running since `since`.
     Running {
@@ -228,7 +228,7 @@ pub enum JobStateV1 {
     },
     /// Ended by itself.
     Finished,
-    /// Cancelled.
+    /// Cancelled by its owner.
     Cancelled,
 }
 

@@ -73,25 +73,27 @@ impl ControlPlane {
             self.check_inventory(node, inv)?;
         }
         // Exits of live sandboxes on this node, per batch (one event each).
-        let mut sandbox_exits: BTreeMap<u64, Vec<(u32, i32)>> = BTreeMap::new();
+        let mut sandbox_exits: BTreeMap<BatchId, Vec<(u32, i32)>> = BTreeMap::new();
         for t in &hb.tasks {
-            if self.batches.contains_key(&t.job) {
+            // Jobs and batches share one sequence: the report's id names one or the other.
+            let (job, batch) = (JobId(t.job), BatchId(t.job));
+            if self.batches.contains_key(&batch) {
                 if let Some(code) = t.exit_code {
-                    if self.sandbox_live_on(t.job, t.rank, node) {
-                        sandbox_exits.entry(t.job).or_default().push((t.rank, code));
+                    if self.sandbox_live_on(batch, t.rank, node) {
+                        sandbox_exits.entry(batch).or_default().push((t.rank, code));
                     }
                 }
                 continue;
             }
-            if self.current_world(t.job, t.run).is_err() {
+            if self.current_world(job, t.run).is_err() {
                 continue;
             }
-            let meta = self.jobs.get(&t.job);
+            let meta = self.jobs.get(&job);
             if let Some(c) = t.checkpoint_at {
                 let newer = meta.is_some_and(|m| m.checkpoint_at.is_none_or(|p| c > p));
                 if newer && t.exit_code.is_none() {
                     events.push(Event::Checkpoint {
-                        job: t.job,
+                        job,
                         run: t.run,
                         at: c.min(at).max(self.now),
                     });
@@ -99,7 +101,7 @@ impl ControlPlane {
             }
             if let Some(code) = t.exit_code {
                 events.push(Event::TaskExited {
-                    job: t.job,
+                    job,
                     run: t.run,
                     rank: t.rank,
                     code,
@@ -181,7 +183,7 @@ impl ControlPlane {
         })?;
         self.check_placement(&spec.placement)?;
         Ok(Event::Submit {
-            id: self.next_id,
+            id: JobId(self.next_id),
             name: req.name.clone(),
             spec,
             task: TaskSpec {
@@ -308,7 +310,7 @@ impl ControlPlane {
             return Err(bad("", "this control plane holds no more services".into()));
         }
         Ok(Event::ServiceCreate {
-            id: self.next_service,
+            id: ServiceId(self.next_service),
             name: req.name.clone(),
             spec,
             task: TaskSpec {
@@ -336,7 +338,7 @@ impl ControlPlane {
             return Err(bad("max_retries", "must be at most 1000".into()));
         }
         Ok(Event::SandboxBatch {
-            id: self.next_id,
+            id: BatchId(self.next_id),
             name: req.name.clone(),
             tenant,
             request,

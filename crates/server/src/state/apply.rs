@@ -81,8 +81,8 @@ impl ControlPlane {
 
     pub(super) fn apply_noting_changes(&mut self, e: &Event) -> Result<Vec<Decision>, StateError> {
         let service = match e {
-            Event::ServiceScale { id, .. } | Event::ServiceDelete { id, .. } => Some(*id),
-            Event::TaskExited { job, .. } => WorkloadId(*job).as_replica().map(|(s, _)| s),
+            Event::ServiceScale { id, .. } | Event::ServiceDelete { id, .. } => Some(id.0),
+            Event::TaskExited { job, .. } => job.workload().as_replica().map(|(s, _)| s),
             _ => None,
         };
         let mut touched: Vec<WorkloadId> = service
@@ -100,15 +100,14 @@ impl ControlPlane {
             Decision::Reserve { .. } => None,
         }));
         match e {
-            Event::Cancel { id, .. } | Event::SandboxBatch { id, .. } => {
-                touched.push(WorkloadId(*id))
-            }
-            Event::TaskExited { job, .. } => touched.push(WorkloadId(*job)),
+            Event::Cancel { id, .. } => touched.push(WorkloadId(*id)),
+            Event::SandboxBatch { id, .. } => touched.push(id.workload()),
+            Event::TaskExited { job, .. } => touched.push(job.workload()),
             // Only the reporting node's sandboxes changed, and its heartbeat's answer says so.
             Event::SandboxesExited { batch, .. }
-                if self.sched.engine().allocation(WorkloadId(*batch)).is_none() =>
+                if self.sched.engine().allocation(batch.workload()).is_none() =>
             {
-                self.placed.remove(batch);
+                self.placed.remove(&batch.0);
             }
             _ => {}
         }
@@ -173,7 +172,7 @@ impl ControlPlane {
                 // Checked again on replay too: a journal is read from disk, and a record a
                 // damaged file makes must not put an impossible job in the queue.
                 self.sched
-                    .submit(WorkloadId(*id), spec.clone(), *at)
+                    .submit(id.workload(), spec.clone(), *at)
                     .map_err(refused)?;
                 self.jobs.insert(
                     *id,
@@ -191,23 +190,23 @@ impl ControlPlane {
                         ran_on: Vec::new(),
                     },
                 );
-                self.next_id = self.next_id.max(id + 1);
+                self.next_id = self.next_id.max(id.0 + 1);
                 self.dirty = true;
                 Vec::new()
             }
             Event::Cancel { id, at } => {
-                if let Some(b) = self.batches.get(id) {
+                if let Some(b) = self.batches.get(&BatchId(*id)) {
                     if b.ended_at.is_some() {
                         return Err(StateError::Conflict(format!("batch {id} already ended")));
                     }
                     self.decide(|s| s.end_batch(WorkloadId(*id), *at))?;
-                    if let Some(b) = self.batches.get_mut(id) {
+                    if let Some(b) = self.batches.get_mut(&BatchId(*id)) {
                         b.ended_at = Some(*at);
                         b.cancelled = true;
                     }
                 } else {
                     self.decide(|s| s.cancel(WorkloadId(*id), *at))?;
-                    if let Some(m) = self.jobs.get_mut(id) {
+                    if let Some(m) = self.jobs.get_mut(&JobId(*id)) {
                         m.ended_at = Some(*at);
                     }
                 }
@@ -221,7 +220,7 @@ impl ControlPlane {
                 task,
                 at,
             } => {
-                self.decide(|s| s.create_service(*id, spec.clone(), *at))?;
+                self.decide(|s| s.create_service(id.0, spec.clone(), *at))?;
                 self.services.insert(
                     *id,
                     ServiceMeta {
@@ -236,7 +235,7 @@ impl ControlPlane {
                         replace_at: None,
                     },
                 );
-                self.next_service = self.next_service.max(id + 1);
+                self.next_service = self.next_service.max(id.0 + 1);
                 self.dirty = true;
                 Vec::new()
             }
@@ -246,13 +245,13 @@ impl ControlPlane {
                 if let Some(m) = self.services.get_mut(id) {
                     m.replace_at = None;
                 }
-                self.decide(|s| s.scale_service(*id, *replicas, *at).map(|_| ()))?;
+                self.decide(|s| s.scale_service(id.0, *replicas, *at).map(|_| ()))?;
                 self.dirty = true;
                 Vec::new()
             }
             Event::ServiceDelete { id, at } => {
                 self.live_service(*id)?;
-                self.decide(|s| s.delete_service(*id, *at).map(|_| ()))?;
+                self.decide(|s| s.delete_service(id.0, *at).map(|_| ()))?;
                 if let Some(m) = self.services.get_mut(id) {
                     m.deleted_at = Some(*at);
                 }
@@ -272,7 +271,7 @@ impl ControlPlane {
                     return Err(StateError::NotFound(format!("no tenant {}", tenant.0)));
                 }
                 self.decide(|s| {
-                    s.place_sandboxes(WorkloadId(*id), Some(*tenant), request, *max_retries, *at)
+                    s.place_sandboxes(id.workload(), Some(*tenant), request, *max_retries, *at)
                         .map(|_| ())
                 })?;
                 self.batches.insert(
@@ -291,7 +290,7 @@ impl ControlPlane {
                         moved: 0,
                     },
                 );
-                self.next_id = self.next_id.max(id + 1);
+                self.next_id = self.next_id.max(id.0 + 1);
                 Vec::new()
             }
             Event::SandboxesExited { batch, exited, at } => {
@@ -303,10 +302,7 @@ impl ControlPlane {
                     return Err(StateError::Conflict(format!("batch {batch} already ended")));
                 }
                 let indices: Vec<u32> = exited.iter().map(|(i, _)| *i).collect();
-                self.decide(|s| {
-                    s.end_sandboxes(WorkloadId(*batch), &indices, *at)
-                        .map(|_| ())
-                })?;
+                self.decide(|s| s.end_sandboxes(batch.workload(), &indices, *at).map(|_| ()))?;
                 let failed = exited.iter().filter(|(_, c)| *c != 0).count() as u32;
                 if let Some(m) = self.batches.get_mut(batch) {
                     m.failed += failed;
@@ -350,7 +346,7 @@ impl ControlPlane {
             Event::Pass { at } => {
                 self.dirty = false;
                 // Crashed replicas whose wait is over are replaced before the pass places them.
-                let due: Vec<u64> = self
+                let due: Vec<ServiceId> = self
                     .services
                     .iter()
                     .filter(|(_, m)| {
@@ -438,18 +434,18 @@ impl ControlPlane {
                 at,
             } => {
                 let world = self.current_world(*job, *run)?;
-                if let Some((service, _)) = WorkloadId(*job).as_replica() {
+                if let Some((service, _)) = job.workload().as_replica() {
                     // A replica whose process exited is replaced: services run until scaled
                     // down or deleted. One that keeps crashing as it starts is replaced later
                     // and later (10 s, doubling, up to 5 min), not in a hot loop.
-                    let since = match self.sched.job(WorkloadId(*job)).map(|j| &j.state) {
+                    let since = match self.sched.job(job.workload()).map(|j| &j.state) {
                         Some(JobState::Running { since } | JobState::Preempting { since, .. }) => {
                             *since
                         }
                         _ => *at,
                     };
-                    self.decide(|s| s.finish(WorkloadId(*job), *at))?;
-                    let Some(m) = self.services.get_mut(&service) else {
+                    self.decide(|s| s.finish(job.workload(), *at))?;
+                    let Some(m) = self.services.get_mut(&ServiceId(service)) else {
                         return Err(StateError::NotFound(format!("no service {service}")));
                     };
                     m.replaced += 1;
@@ -461,7 +457,7 @@ impl ControlPlane {
                     let wait = backoff(m.quick_exits);
                     if wait == 0 {
                         m.replace_at = None;
-                        self.replace_replicas(service, *at)?;
+                        self.replace_replicas(ServiceId(service), *at)?;
                     } else {
                         m.replace_at = Some(at + wait);
                     }
@@ -477,7 +473,7 @@ impl ControlPlane {
                     meta.done_ranks.insert(*rank);
                 }
                 if *code != 0 || meta.done_ranks.len() as u32 >= world {
-                    self.decide(|s| s.finish(WorkloadId(*job), *at))?;
+                    self.decide(|s| s.finish(job.workload(), *at))?;
                     if let Some(m) = self.jobs.get_mut(job) {
                         m.exit_code = Some(*code);
                         m.ended_at = Some(*at);
@@ -488,7 +484,7 @@ impl ControlPlane {
             }
             Event::Checkpoint { job, run, at } => {
                 self.current_world(*job, *run)?;
-                self.decide(|s| s.checkpoint(WorkloadId(*job), *at))?;
+                self.decide(|s| s.checkpoint(job.workload(), *at))?;
                 if let Some(m) = self.jobs.get_mut(job) {
                     m.checkpoint_at = Some(*at);
                 }
@@ -525,10 +521,10 @@ impl ControlPlane {
     }
 
     /// The gang size of `job`'s current run, if `run` is the current one and it is running.
-    pub(super) fn current_world(&self, job: u64, run: u32) -> Result<u32, StateError> {
+    pub(super) fn current_world(&self, job: JobId, run: u32) -> Result<u32, StateError> {
         let j = self
             .sched
-            .job(WorkloadId(job))
+            .job(job.workload())
             .ok_or_else(|| StateError::NotFound(format!("job {job} is not live")))?;
         if j.restarts != run
             || !matches!(
@@ -549,27 +545,27 @@ impl ControlPlane {
         for d in decisions {
             match d {
                 Decision::Requeue { job, .. } => {
-                    if let Some(m) = self.jobs.get_mut(&job.0) {
+                    if let Some(m) = self.jobs.get_mut(&JobId(job.0)) {
                         m.done_ranks.clear();
                         m.checkpoint_at = None;
                         m.restarts += 1;
                     }
                 }
                 Decision::Start { job, slots } => {
-                    if let Some(m) = self.jobs.get_mut(&job.0) {
+                    if let Some(m) = self.jobs.get_mut(&JobId(job.0)) {
                         m.ran_on = slots.iter().map(|s| s.node).collect();
                     }
                 }
                 Decision::SandboxesMoved { batch, count, .. } => {
-                    if let Some(m) = self.batches.get_mut(&batch.0) {
+                    if let Some(m) = self.batches.get_mut(&BatchId(batch.0)) {
                         m.moved += count;
                     }
                 }
                 Decision::SandboxesLost { batch, count, .. } => {
-                    if let Some(m) = self.batches.get_mut(&batch.0) {
+                    if let Some(m) = self.batches.get_mut(&BatchId(batch.0)) {
                         m.lost += count;
                     }
-                    self.end_batch_if_empty(batch.0, at);
+                    self.end_batch_if_empty(BatchId(batch.0), at);
                 }
                 _ => {}
             }
@@ -577,8 +573,8 @@ impl ControlPlane {
     }
 
     /// A batch ends when its last sandbox does.
-    pub(super) fn end_batch_if_empty(&mut self, batch: u64, at: u64) {
-        if self.sched.engine().allocation(WorkloadId(batch)).is_none() {
+    pub(super) fn end_batch_if_empty(&mut self, batch: BatchId, at: u64) {
+        if self.sched.engine().allocation(batch.workload()).is_none() {
             if let Some(m) = self.batches.get_mut(&batch) {
                 m.ended_at.get_or_insert(at);
             }
@@ -586,9 +582,16 @@ impl ControlPlane {
     }
 
     /// Brings a service back to its desired replica count.
-    pub(super) fn replace_replicas(&mut self, service: u64, at: u64) -> Result<(), StateError> {
-        let desired = self.sched.service_status(service).map_or(0, |s| s.desired);
-        self.decide(|s| s.scale_service(service, desired, at).map(|_| ()))
+    pub(super) fn replace_replicas(
+        &mut self,
+        service: ServiceId,
+        at: u64,
+    ) -> Result<(), StateError> {
+        let desired = self
+            .sched
+            .service_status(service.0)
+            .map_or(0, |s| s.desired);
+        self.decide(|s| s.scale_service(service.0, desired, at).map(|_| ()))
     }
 
     /// Whether a pass is due for a reason other than news: a crashed replica's wait is over.
@@ -599,7 +602,7 @@ impl ControlPlane {
     }
 
     /// The service, if it exists and was not deleted.
-    pub(super) fn live_service(&self, id: u64) -> Result<&ServiceMeta, StateError> {
+    pub(super) fn live_service(&self, id: ServiceId) -> Result<&ServiceMeta, StateError> {
         match self.services.get(&id) {
             Some(m) if m.deleted_at.is_none() => Ok(m),
             Some(_) => Err(StateError::Conflict(format!("service {id} was deleted"))),

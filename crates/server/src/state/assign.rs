@@ -7,8 +7,8 @@ impl ControlPlane {
     /// What a workload's tasks run: a job's own task, or its service's for a replica.
     pub(super) fn task_of(&self, w: WorkloadId) -> Option<&TaskSpec> {
         match w.as_replica() {
-            Some((service, _)) => self.services.get(&service).map(|m| &m.task),
-            None => self.jobs.get(&w.0).map(|m| &m.task),
+            Some((service, _)) => self.services.get(&ServiceId(service)).map(|m| &m.task),
+            None => self.jobs.get(&JobId(w.0)).map(|m| &m.task),
         }
     }
 
@@ -78,7 +78,7 @@ impl ControlPlane {
                     request,
                     ..
                 }) => {
-                    let Some(meta) = self.batches.get(&w.0) else {
+                    let Some(meta) = self.batches.get(&BatchId(w.0)) else {
                         continue;
                     };
                     let is_live = |i: u32| live[i as usize / 64] >> (i % 64) & 1 == 1;
@@ -115,9 +115,9 @@ impl ControlPlane {
     }
 
     /// Whether sandbox `index` of `batch` is live on node `n`.
-    pub(super) fn sandbox_live_on(&self, batch: u64, index: u32, n: NodeId) -> bool {
+    pub(super) fn sandbox_live_on(&self, batch: BatchId, index: u32, n: NodeId) -> bool {
         let Some(Allocation::Sandboxes { runs, live, .. }) =
-            self.sched.engine().allocation(WorkloadId(batch))
+            self.sched.engine().allocation(batch.workload())
         else {
             return false;
         };
@@ -132,7 +132,7 @@ impl ControlPlane {
 
     /// The tasks of job `id` on node `name` whose logs live there: (run, rank) of its latest
     /// run.
-    pub fn log_tasks_on(&self, id: u64, name: &str) -> Vec<(u32, u32)> {
+    pub fn log_tasks_on(&self, id: JobId, name: &str) -> Vec<(u32, u32)> {
         let (Some(meta), Some(node)) = (
             self.jobs.get(&id),
             self.sched.engine().fleet().node_by_name(name),
@@ -148,7 +148,7 @@ impl ControlPlane {
     }
 
     /// The latest run of job `id` and the nodes of its ranks.
-    pub fn log_nodes(&self, id: u64) -> Option<(u32, Vec<String>)> {
+    pub fn log_nodes(&self, id: JobId) -> Option<(u32, Vec<String>)> {
         let meta = self.jobs.get(&id)?;
         let fleet = self.sched.engine().fleet();
         Some((

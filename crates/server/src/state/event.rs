@@ -3,6 +3,47 @@
 
 use super::*;
 
+/// A training job's id (service replicas are jobs too, numbered from
+/// `WorkloadId::REPLICA_BASE`). Jobs and sandbox batches share one sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+/// An inference service's id (services are numbered apart from jobs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ServiceId(pub u64);
+
+/// A sandbox batch's id (from the job sequence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BatchId(pub u64);
+
+impl JobId {
+    /// The queue's id of the job.
+    pub fn workload(self) -> WorkloadId {
+        WorkloadId(self.0)
+    }
+}
+
+impl BatchId {
+    /// The queue's id of the batch.
+    pub fn workload(self) -> WorkloadId {
+        WorkloadId(self.0)
+    }
+}
+
+macro_rules! show_id {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    )*};
+}
+show_id!(JobId, ServiceId, BatchId);
+
 /// One accepted change. The journal holds these as JSON, one per record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -22,7 +63,7 @@ pub enum Event {
     /// A training job was accepted.
     Submit {
         /// Its id, assigned by the server.
-        id: u64,
+        id: JobId,
         /// Its name (not unique).
         name: String,
         /// What it asks for.
@@ -50,7 +91,7 @@ pub enum Event {
     /// A task of a job exited.
     TaskExited {
         /// The job.
-        job: u64,
+        job: JobId,
         /// The run of the job it belonged to.
         run: u32,
         /// Its rank.
@@ -63,15 +104,15 @@ pub enum Event {
     /// A job wrote a checkpoint.
     Checkpoint {
         /// The job.
-        job: u64,
+        job: JobId,
         /// Its run.
         run: u32,
         /// When the checkpoint was written (Unix seconds).
         at: u64,
     },
-    /// A job was cancelled.
+    /// A job or a sandbox batch was cancelled.
     Cancel {
-        /// The job.
+        /// The job or the batch (they are numbered in one sequence).
         id: u64,
         /// Unix seconds.
         at: u64,
@@ -103,7 +144,7 @@ pub enum Event {
     /// An inference service was created (at its minimum replica count).
     ServiceCreate {
         /// Its id, assigned by the server (services are numbered apart from jobs).
-        id: u64,
+        id: ServiceId,
         /// Its name.
         name: String,
         /// Replica shape, bounds, spread rule.
@@ -116,7 +157,7 @@ pub enum Event {
     /// A service's desired replica count changed.
     ServiceScale {
         /// The service.
-        id: u64,
+        id: ServiceId,
         /// Replicas wanted (clamped to its bounds).
         replicas: u32,
         /// Unix seconds.
@@ -125,7 +166,7 @@ pub enum Event {
     /// A service was deleted with all its replicas.
     ServiceDelete {
         /// The service.
-        id: u64,
+        id: ServiceId,
         /// Unix seconds.
         at: u64,
     },
@@ -133,7 +174,7 @@ pub enum Event {
     /// places it the same way).
     SandboxBatch {
         /// Its id, from the job-id sequence.
-        id: u64,
+        id: BatchId,
         /// Its name.
         name: String,
         /// Owner.
@@ -160,7 +201,7 @@ pub enum Event {
     /// Sandboxes of a batch exited: (index, exit code).
     SandboxesExited {
         /// The batch.
-        batch: u64,
+        batch: BatchId,
         /// Each exited sandbox and its code.
         exited: Vec<(u32, i32)>,
         /// Unix seconds.

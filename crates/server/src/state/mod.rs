@@ -39,7 +39,7 @@ mod views;
 
 use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
-pub use event::{Event, TaskSpec};
+pub use event::{BatchId, Event, JobId, ServiceId, TaskSpec};
 pub use tokens::{token_id, Role, TokenProblem, TokenRecord};
 
 /// Why an event cannot be applied. For a new request this is the client's error, of a kind
@@ -151,9 +151,9 @@ pub struct ControlPlane {
     seq: u64,
     sched: Scheduler,
     tenants: Vec<TenantSpec>,
-    jobs: BTreeMap<u64, JobMeta>,
-    services: BTreeMap<u64, ServiceMeta>,
-    batches: BTreeMap<u64, BatchMeta>,
+    jobs: BTreeMap<JobId, JobMeta>,
+    services: BTreeMap<ServiceId, ServiceMeta>,
+    batches: BTreeMap<BatchId, BatchMeta>,
     /// The next job or batch id.
     next_id: u64,
     next_service: u64,

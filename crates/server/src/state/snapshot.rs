@@ -52,7 +52,7 @@ impl ControlPlane {
                 .jobs
                 .iter()
                 .map(|(id, m)| JobMetaV1 {
-                    id: *id,
+                    id: id.0,
                     name: m.name.clone(),
                     tenant: m.tenant.0,
                     gpus: m.gpus,
@@ -70,7 +70,7 @@ impl ControlPlane {
                 .services
                 .iter()
                 .map(|(id, m)| ServiceMetaV1 {
-                    id: *id,
+                    id: id.0,
                     name: m.name.clone(),
                     tenant: m.tenant.0,
                     spec: m.spec.clone(),
@@ -86,7 +86,7 @@ impl ControlPlane {
                 .batches
                 .iter()
                 .map(|(id, m)| BatchMetaV1 {
-                    id: *id,
+                    id: id.0,
                     name: m.name.clone(),
                     tenant: m.tenant.0,
                     count: m.count,
@@ -144,7 +144,7 @@ impl ControlPlane {
                 .map(|n| node(&p, n))
                 .collect::<Result<_, _>>()?;
             p.jobs.insert(
-                m.id,
+                JobId(m.id),
                 JobMeta {
                     name: m.name,
                     tenant: TenantId(m.tenant),
@@ -162,7 +162,7 @@ impl ControlPlane {
         }
         for m in s.services {
             p.services.insert(
-                m.id,
+                ServiceId(m.id),
                 ServiceMeta {
                     name: m.name,
                     tenant: TenantId(m.tenant),
@@ -178,7 +178,7 @@ impl ControlPlane {
         }
         for m in s.batches {
             p.batches.insert(
-                m.id,
+                BatchId(m.id),
                 BatchMeta {
                     name: m.name,
                     tenant: TenantId(m.tenant),
@@ -221,7 +221,7 @@ impl ControlPlane {
             .sched
             .running_jobs()
             .into_iter()
-            .chain(self.batches.keys().map(|b| WorkloadId(*b)));
+            .chain(self.batches.keys().map(|b| b.workload()));
         for w in ids {
             let mut nodes: Vec<NodeId> = match engine.allocation(w) {
                 Some(Allocation::Gang { slots, .. }) => slots.iter().map(|s| s.node).collect(),

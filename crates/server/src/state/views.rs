@@ -47,28 +47,28 @@ impl ControlPlane {
     }
 
     /// The name of the tenant that owns service `id`.
-    pub fn service_tenant(&self, id: u64) -> Option<&str> {
+    pub fn service_tenant(&self, id: ServiceId) -> Option<&str> {
         self.services.get(&id).map(|m| self.tenant_name(m.tenant))
     }
 
     /// The name of the tenant that owns batch `id`.
-    pub fn batch_tenant(&self, id: u64) -> Option<&str> {
+    pub fn batch_tenant(&self, id: BatchId) -> Option<&str> {
         self.batches.get(&id).map(|m| self.tenant_name(m.tenant))
     }
 
     /// Whether `id` names a sandbox batch.
-    pub fn is_batch(&self, id: u64) -> bool {
+    pub fn is_batch(&self, id: BatchId) -> bool {
         self.batches.contains_key(&id)
     }
 
     /// The service as the API shows it.
-    pub fn service_view(&self, id: u64) -> Option<ServiceView> {
+    pub fn service_view(&self, id: ServiceId) -> Option<ServiceView> {
         let meta = self.services.get(&id)?;
-        let status = self.sched.service_status(id);
+        let status = self.sched.service_status(id.0);
         let engine = self.sched.engine();
         let mut replicas = Vec::new();
         let mut reason = None;
-        for r in self.sched.service_replicas(id) {
+        for r in self.sched.service_replicas(id.0) {
             match self.sched.job(r).map(|j| &j.state) {
                 Some(JobState::Running { .. } | JobState::Preempting { .. }) => {
                     if let Some(Allocation::Gang { slots, .. }) = engine.allocation(r) {
@@ -87,7 +87,7 @@ impl ControlPlane {
             }
         }
         Some(ServiceView {
-            id,
+            id: id.0,
             name: meta.name.clone(),
             tenant: self.tenant_name(meta.tenant).to_string(),
             state: if meta.deleted_at.is_some() {
@@ -125,9 +125,9 @@ impl ControlPlane {
     }
 
     /// The sandbox batch as the API shows it.
-    pub fn batch_view(&self, id: u64) -> Option<BatchView> {
+    pub fn batch_view(&self, id: BatchId) -> Option<BatchView> {
         let meta = self.batches.get(&id)?;
-        let (live, hosts) = match self.sched.engine().allocation(WorkloadId(id)) {
+        let (live, hosts) = match self.sched.engine().allocation(id.workload()) {
             Some(Allocation::Sandboxes {
                 runs, live_count, ..
             }) => {
@@ -139,7 +139,7 @@ impl ControlPlane {
             _ => (0, 0),
         };
         Some(BatchView {
-            id,
+            id: id.0,
             name: meta.name.clone(),
             tenant: self.tenant_name(meta.tenant).to_string(),
             state: match (meta.ended_at, meta.cancelled) {
@@ -163,7 +163,7 @@ impl ControlPlane {
     /// Batches after id `after` (ascending), at most `limit`, optionally of one tenant.
     pub fn list_batches(&self, tenant: Option<&str>, after: u64, limit: usize) -> Vec<BatchView> {
         self.batches
-            .range(after.saturating_add(1)..)
+            .range(BatchId(after.saturating_add(1))..)
             .map(|(id, _)| *id)
             .filter(|id| tenant.is_none_or(|t| self.batch_tenant(*id) == Some(t)))
             .take(limit)
@@ -172,8 +172,8 @@ impl ControlPlane {
     }
 
     /// The job's queue state, live or ended.
-    pub(super) fn job_state(&self, id: u64) -> Option<&JobState> {
-        let wid = WorkloadId(id);
+    pub(super) fn job_state(&self, id: JobId) -> Option<&JobState> {
+        let wid = id.workload();
         match self.sched.job(wid) {
             Some(j) => Some(&j.state),
             None => self.sched.ended_state(wid),
@@ -181,7 +181,7 @@ impl ControlPlane {
     }
 
     /// The name of the tenant that owns job `id` (cheap: no view is built).
-    pub fn job_tenant(&self, id: u64) -> Option<&str> {
+    pub fn job_tenant(&self, id: JobId) -> Option<&str> {
         let meta = self.jobs.get(&id)?;
         self.tenants
             .get(meta.tenant.0 as usize)
@@ -189,9 +189,9 @@ impl ControlPlane {
     }
 
     /// The job as the API shows it.
-    pub fn job_view(&self, id: u64) -> Option<JobView> {
+    pub fn job_view(&self, id: JobId) -> Option<JobView> {
         let meta = self.jobs.get(&id)?;
-        let wid = WorkloadId(id);
+        let wid = id.workload();
         let state = self.job_state(id)?.clone();
         let nodes = match self.sched.engine().allocation(wid) {
             Some(sched::Allocation::Gang { slots, .. }) => slots
@@ -207,7 +207,7 @@ impl ControlPlane {
         };
         let state_name = state_name(&state);
         Some(JobView {
-            id,
+            id: id.0,
             name: meta.name.clone(),
             tenant: self
                 .tenants
@@ -238,7 +238,7 @@ impl ControlPlane {
     ) -> Vec<JobView> {
         // Filter on what is cheap; build views (which render pending reasons) for the page only.
         self.jobs
-            .range(after.saturating_add(1)..)
+            .range(JobId(after.saturating_add(1))..)
             .map(|(id, _)| *id)
             .filter(|id| tenant.is_none_or(|t| self.job_tenant(*id) == Some(t)))
             .filter(|id| state.is_none_or(|s| self.job_state(*id).map(state_name) == Some(s)))
@@ -332,7 +332,7 @@ impl ControlPlane {
             out.push(SummaryV1 {
                 v: SUMMARY_FORMAT,
                 kind: "job".into(),
-                id: *id,
+                id: id.0,
                 name: m.name.clone(),
                 tenant: self.tenant_name(m.tenant).to_string(),
                 state: state.into(),
@@ -353,7 +353,7 @@ impl ControlPlane {
                 out.push(SummaryV1 {
                     v: SUMMARY_FORMAT,
                     kind: "batch".into(),
-                    id: *id,
+                    id: id.0,
                     name: v.name,
                     tenant: v.tenant,
                     state: v.state,
@@ -370,7 +370,7 @@ impl ControlPlane {
             out.push(SummaryV1 {
                 v: SUMMARY_FORMAT,
                 kind: "service".into(),
-                id: *id,
+                id: id.0,
                 name: m.name.clone(),
                 tenant: self.tenant_name(m.tenant).to_string(),
                 state: if m.deleted_at.is_some() {

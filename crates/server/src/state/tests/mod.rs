@@ -101,11 +101,11 @@ fn replay_rebuilds_the_same_state() {
     }
     let again = ControlPlane::replay(numbered(&journal)).unwrap().unwrap();
     assert_eq!(p.fingerprint(), again.fingerprint());
-    let v = again.job_view(3).unwrap();
+    let v = again.job_view(JobId(3)).unwrap();
     assert_eq!(v.state, "running");
     assert_eq!(v.nodes.len(), 4);
-    assert_eq!(again.job_view(2).unwrap().state, "cancelled");
-    assert_eq!(again.job_view(4).unwrap().state, "pending");
+    assert_eq!(again.job_view(JobId(2)).unwrap().state, "cancelled");
+    assert_eq!(again.job_view(JobId(4)).unwrap().state, "pending");
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn nothing_runs_on_a_node_without_an_agent() {
     let e = p.submit_event(&req("j", 1), 100).unwrap();
     p.apply(&e).unwrap();
     p.apply(&Event::Pass { at: 101 }).unwrap();
-    assert_eq!(p.job_view(1).unwrap().state, "pending");
+    assert_eq!(p.job_view(JobId(1)).unwrap().state, "pending");
     assert!(p.up_nodes().is_empty());
 }
 
@@ -129,7 +129,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
     let e = p.submit_event(&req("gang", 2), 100).unwrap();
     p.apply(&e).unwrap();
     p.apply(&Event::Pass { at: 101 }).unwrap();
-    let nodes = p.job_view(1).unwrap().nodes;
+    let nodes = p.job_view(JobId(1)).unwrap().nodes;
     assert_eq!(nodes.len(), 2);
     let a = p.assignments(&nodes[0]).0;
     assert_eq!((a.len(), a[0].rank, a[0].world, a[0].run), (1, 0, 2, 0));
@@ -153,7 +153,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
     assert_eq!(
         ev,
         vec![Event::Checkpoint {
-            job: 1,
+            job: JobId(1),
             run: 0,
             at: 150
         }]
@@ -170,7 +170,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
         at: 200,
     })
     .unwrap();
-    let v = p.job_view(1).unwrap();
+    let v = p.job_view(JobId(1)).unwrap();
     assert_eq!((v.state.as_str(), v.restarts), ("pending", 1));
     assert!(p
         .heartbeat_events(&hb(&nodes[0], Some(0), 0, None), 201)
@@ -179,7 +179,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
     assert!(p.assignments(&nodes[0]).0.is_empty());
     // Run 1 goes elsewhere and ends when both ranks exit 0.
     p.apply(&Event::Pass { at: 202 }).unwrap();
-    let v = p.job_view(1).unwrap();
+    let v = p.job_view(JobId(1)).unwrap();
     assert_eq!(v.state, "running");
     for (rank, node) in v.nodes.iter().enumerate() {
         let mut h = hb(node, Some(0), rank as u32, None);
@@ -187,7 +187,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
         let ev = p.heartbeat_events(&h, 300).unwrap();
         apply_all(&mut p, ev);
     }
-    let v = p.job_view(1).unwrap();
+    let v = p.job_view(JobId(1)).unwrap();
     assert_eq!(
         (v.state.as_str(), v.exit_code, v.since),
         ("finished", Some(0), Some(300))
@@ -319,7 +319,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     let e = p.service_event(&service(2), 100).unwrap();
     apply(&mut p, e);
     apply(&mut p, Event::Pass { at: 101 });
-    let v = p.service_view(1).unwrap();
+    let v = p.service_view(ServiceId(1)).unwrap();
     assert_eq!((v.desired, v.running, v.pending), (2, 2, 0));
     assert_ne!(domain(&v.replicas[0][0]), domain(&v.replicas[1][0]));
     // The replica's node is told to run the service's command.
@@ -338,7 +338,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
         apply(&mut p, e);
     }
     // It ran 9 s: a crash as it started, so its replacement waits 10 s, and says so.
-    let v = p.service_view(1).unwrap();
+    let v = p.service_view(ServiceId(1)).unwrap();
     assert_eq!((v.running, v.pending, v.replaced), (1, 0, 1));
     assert!(
         v.reason
@@ -350,9 +350,9 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     assert!(p.assignments(&node).0.iter().all(|a| a.job != tasks[0].job));
     assert!(!p.due(119) && p.due(120));
     apply(&mut p, Event::Pass { at: 111 });
-    assert_eq!(p.service_view(1).unwrap().running, 1);
+    assert_eq!(p.service_view(ServiceId(1)).unwrap().running, 1);
     apply(&mut p, Event::Pass { at: 120 });
-    let v = p.service_view(1).unwrap();
+    let v = p.service_view(ServiceId(1)).unwrap();
     assert_eq!((v.running, v.reason), (2, None));
     // The new replica crashes as well: the next wait is twice as long.
     let again = v
@@ -376,7 +376,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     for e in p.heartbeat_events(&hb, 125).unwrap() {
         apply(&mut p, e);
     }
-    let v = p.service_view(1).unwrap();
+    let v = p.service_view(ServiceId(1)).unwrap();
     assert!(
         v.reason
             .as_deref()
@@ -385,18 +385,18 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
         "{v:?}"
     );
     apply(&mut p, Event::Pass { at: 145 });
-    assert_eq!(p.service_view(1).unwrap().running, 2);
+    assert_eq!(p.service_view(ServiceId(1)).unwrap().running, 2);
     // A third replica has no domain left under the spread rule: it waits, and says why.
     apply(
         &mut p,
         Event::ServiceScale {
-            id: 1,
+            id: ServiceId(1),
             replicas: 3,
             at: 150,
         },
     );
     apply(&mut p, Event::Pass { at: 151 });
-    let v = p.service_view(1).unwrap();
+    let v = p.service_view(ServiceId(1)).unwrap();
     assert_eq!((v.desired, v.running, v.pending), (3, 2, 1));
     assert!(
         v.reason.as_deref().unwrap_or("").contains("spread"),
@@ -406,18 +406,24 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     apply(
         &mut p,
         Event::ServiceScale {
-            id: 1,
+            id: ServiceId(1),
             replicas: 99,
             at: 160,
         },
     );
-    assert_eq!(p.service_view(1).unwrap().desired, 4);
-    apply(&mut p, Event::ServiceDelete { id: 1, at: 170 });
-    let v = p.service_view(1).unwrap();
+    assert_eq!(p.service_view(ServiceId(1)).unwrap().desired, 4);
+    apply(
+        &mut p,
+        Event::ServiceDelete {
+            id: ServiceId(1),
+            at: 170,
+        },
+    );
+    let v = p.service_view(ServiceId(1)).unwrap();
     assert_eq!((v.state.as_str(), v.running, v.pending), ("deleted", 0, 0));
     assert!(p
         .apply(&Event::ServiceScale {
-            id: 1,
+            id: ServiceId(1),
             replicas: 2,
             at: 171
         })
@@ -434,7 +440,7 @@ fn sandboxes_run_exit_move_and_replay() {
     };
     let e = p.sandbox_event(&sandboxes(10), 100).unwrap();
     apply(&mut p, e);
-    let v = p.batch_view(1).unwrap();
+    let v = p.batch_view(BatchId(1)).unwrap();
     assert_eq!((v.state.as_str(), v.count, v.live), ("running", 10, 10));
     // Every sandbox is assigned to exactly one host.
     let mut seen = Vec::new();
@@ -473,7 +479,7 @@ fn sandboxes_run_exit_move_and_replay() {
             apply(&mut p, e);
         }
     }
-    let v = p.batch_view(1).unwrap();
+    let v = p.batch_view(BatchId(1)).unwrap();
     assert_eq!((v.live, v.succeeded, v.failed), (8, 1, 1));
     // The same exit reported again is not news.
     assert!(p
@@ -489,13 +495,13 @@ fn sandboxes_run_exit_move_and_replay() {
             at: 110,
         },
     );
-    let v = p.batch_view(1).unwrap();
+    let v = p.batch_view(BatchId(1)).unwrap();
     assert_eq!(v.live, 8);
     assert!(v.moved >= 1, "{v:?}");
     assert!(p.assignments(&host2).1.is_empty());
     // Cancelling stops the rest.
     apply(&mut p, Event::Cancel { id: 1, at: 120 });
-    let v = p.batch_view(1).unwrap();
+    let v = p.batch_view(BatchId(1)).unwrap();
     assert_eq!((v.state.as_str(), v.live), ("cancelled", 0));
     assert!(p.up_nodes().iter().all(|n| p.assignments(n).1.is_empty()));
     assert_replays_to(&p, journal);
@@ -586,7 +592,7 @@ fn changes_name_the_old_and_new_nodes_of_what_moved() {
         "a pending job is nowhere yet"
     );
     p.apply(&Event::Pass { at: 101 }).unwrap();
-    let nodes = p.job_view(1).unwrap().nodes;
+    let nodes = p.job_view(JobId(1)).unwrap().nodes;
     assert_eq!(p.take_changed_nodes(), nodes);
     // A node of the job dies: the job leaves both nodes (the survivor must stop its task).
     p.apply(&Event::NodeDown {
@@ -597,7 +603,7 @@ fn changes_name_the_old_and_new_nodes_of_what_moved() {
     assert_eq!(p.take_changed_nodes(), nodes);
     // Placed again elsewhere: the new nodes change.
     p.apply(&Event::Pass { at: 103 }).unwrap();
-    let again = p.job_view(1).unwrap().nodes;
+    let again = p.job_view(JobId(1)).unwrap().nodes;
     assert_eq!(p.take_changed_nodes(), again);
     p.apply(&Event::Cancel { id: 1, at: 104 }).unwrap();
     assert_eq!(p.take_changed_nodes(), again);
@@ -638,7 +644,7 @@ fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
     let e = p.submit_event(&req("j", 1), 103).unwrap();
     p.apply(&e).unwrap();
     p.apply(&Event::Pass { at: 104 }).unwrap();
-    let on = p.job_view(1).unwrap().nodes;
+    let on = p.job_view(JobId(1)).unwrap().nodes;
     assert!(keep.contains(&on[0]), "{on:?}");
     // Draining twice is refused; resuming makes it take work again.
     let again = Event::NodeDrain {

@@ -22,11 +22,11 @@ fn busy_journal() -> Vec<Vec<u8>> {
     let e = p.sandbox_event(&sandboxes(40), 107).unwrap();
     apply(&mut p, e);
     apply(&mut p, Event::Pass { at: 110 });
-    let on = p.job_view(2).unwrap().nodes;
+    let on = p.job_view(JobId(2)).unwrap().nodes;
     apply(
         &mut p,
         Event::Checkpoint {
-            job: 2,
+            job: JobId(2),
             run: 0,
             at: 115,
         },
@@ -51,7 +51,7 @@ fn busy_journal() -> Vec<Vec<u8>> {
     apply(
         &mut p,
         Event::SandboxesExited {
-            batch: 6,
+            batch: BatchId(6),
             exited: vec![(0, 0), (1, 3)],
             at: 126,
         },
@@ -96,11 +96,11 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
     let e = p.sandbox_event(&sandboxes(40), 103).unwrap();
     apply(&mut p, e);
     apply(&mut p, Event::Pass { at: 110 });
-    let on = p.job_view(1).unwrap().nodes;
+    let on = p.job_view(JobId(1)).unwrap().nodes;
     apply(
         &mut p,
         Event::Checkpoint {
-            job: 1,
+            job: JobId(1),
             run: 0,
             at: 300,
         },
@@ -115,7 +115,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
     );
     apply(&mut p, Event::Pass { at: 401 });
     // A tray of a gang without spares fails: it is requeued.
-    let on = p.job_view(4).unwrap().nodes;
+    let on = p.job_view(JobId(4)).unwrap().nodes;
     apply(
         &mut p,
         Event::NodeDown {
@@ -140,7 +140,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
     apply(
         &mut p,
         Event::SandboxesExited {
-            batch: 7,
+            batch: BatchId(7),
             exited: vec![(0, 0), (1, 3)],
             at: 405,
         },
@@ -155,7 +155,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
     apply(
         &mut p,
         Event::TaskExited {
-            job: replica.job,
+            job: JobId(replica.job),
             run: replica.run,
             rank: 0,
             code: 1,
@@ -165,7 +165,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
     apply(
         &mut p,
         Event::ServiceScale {
-            id: 1,
+            id: ServiceId(1),
             replicas: 3,
             at: 406,
         },
@@ -180,7 +180,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
     }
     apply(&mut p, Event::Pass { at: 801 });
     apply(&mut p, Event::Cancel { id: 6, at: 850 });
-    let on = p.job_view(1).unwrap().nodes;
+    let on = p.job_view(JobId(1)).unwrap().nodes;
     apply(
         &mut p,
         Event::NodeDrain {
@@ -193,14 +193,14 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
     apply(&mut p, Event::Pass { at: 1000 });
     // Every rank of a running job exits 0: it finishes.
     let done = (1..=8)
-        .find(|id| p.job_view(*id).is_some_and(|v| v.state == "running"))
+        .find(|id| p.job_view(JobId(*id)).is_some_and(|v| v.state == "running"))
         .unwrap();
     let run = p.sched.job(WorkloadId(done)).unwrap().restarts;
-    for rank in 0..p.job_view(done).unwrap().nodes.len() as u32 {
+    for rank in 0..p.job_view(JobId(done)).unwrap().nodes.len() as u32 {
         apply(
             &mut p,
             Event::TaskExited {
-                job: done,
+                job: JobId(done),
                 run,
                 rank,
                 code: 0,
