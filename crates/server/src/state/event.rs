@@ -44,7 +44,7 @@ macro_rules! show_id {
 }
 show_id!(JobId, ServiceId, BatchId);
 
-/// One accepted change. The journal holds these as JSON, one per record.
+/// One accepted change: the input part of a journal record (`journal::RecordV1::event`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
