@@ -9,6 +9,7 @@
 //! - `journal`: what is persisted, in types of its own: the record format (version 1: event,
 //!   decisions, outcome, nodes by name) with the upgrade of version-0 journals (inputs only),
 //!   the snapshot format, and the workload summaries compaction keeps.
+//! - `log_tails`: task log tails relayed from agents (untrusted input: checked, bounded).
 //! - `http`: start-up (snapshot, replay, upgrade, first admin token), the one commit path,
 //!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
 //!
@@ -18,6 +19,7 @@
 pub use wire::api;
 pub mod http;
 pub mod journal;
+pub mod log_tails;
 pub mod state;
 
 pub use http::{router, serve, token_hash, ApiDoc, Config, Server, StartError};

@@ -33,13 +33,44 @@ pub(super) async fn heartbeat(
     if let Err(r) = reported {
         return r.into_response();
     }
-    let (assignments, sandboxes) = server.plane().assignments(&hb.node);
+    // The answer is the state at some record; it is sent only once that record is durable,
+    // so an agent never starts work a restart would forget.
+    let ((assignments, sandboxes), read_at) = {
+        let p = server.plane();
+        (p.assignments(&hb.node), p.seq())
+    };
+    server.durable_through(read_at).await;
     let logs_wanted = {
+        // Which of the reported chunks are for tasks this node runs (asked of the state first:
+        // the locks are taken one after the other, never inside each other).
+        let assigned: Vec<bool> = {
+            let p = server.plane();
+            hb.logs
+                .iter()
+                .map(|c| {
+                    p.log_tasks_on(JobId(c.job), &hb.node)
+                        .contains(&(c.run, c.rank))
+                })
+                .collect()
+        };
+        let now = Instant::now();
         let mut logs = server.logs();
-        for chunk in hb.logs {
-            logs.ingest(chunk);
+        for (chunk, assigned) in hb.logs.into_iter().zip(assigned) {
+            let chunk = Chunk {
+                task: TaskKey {
+                    job: chunk.job,
+                    run: chunk.run,
+                    rank: chunk.rank,
+                },
+                offset: chunk.offset,
+                len: chunk.len,
+                data: chunk.data,
+            };
+            if let Err(e) = logs.ingest(chunk, assigned, now) {
+                tracing::warn!(node = %hb.node, "log chunk refused: {e}");
+            }
         }
-        logs.wanted_on(&hb.node, &server.plane())
+        wanted_on(&mut logs, &hb.node, &server.plane())
     };
     Json(HeartbeatReply {
         assignments,

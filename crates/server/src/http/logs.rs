@@ -1,99 +1,29 @@
-//! Task logs relayed from the nodes: the server asks agents (in heartbeat answers) for what
-//! follows what it has, and keeps each task's tail in memory, never in the journal.
+//! `GET /v1/jobs/{id}/logs`, and what each node is asked to send of the logs someone reads
+//! (the tails themselves are kept by [`crate::log_tails`]).
 
 use super::*;
 
-/// How long agents keep sending a job's log after someone last asked for it.
-pub(super) const LOG_INTEREST: Duration = Duration::from_secs(30);
-
-/// The most of a task's log the server keeps (its tail).
-pub(super) const LOG_TAIL_BYTES: usize = 1 << 20;
-
-/// Task logs being read. They stay on the nodes; the server asks agents for what follows what
-/// it has (in heartbeat answers) and keeps each task's tail in memory, not in the journal.
-#[derive(Default)]
-pub(super) struct Logs {
-    /// Jobs whose logs someone read lately, and until when agents are asked for more.
-    wanted: HashMap<u64, Instant>,
-    /// The tail received of each task.
-    tails: HashMap<TaskKey, Tail>,
-}
-
-/// One task: a rank of one run of a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) struct TaskKey {
-    job: u64,
-    run: u32,
-    rank: u32,
-}
-
-/// The received end of one task's log.
-#[derive(Default)]
-pub(super) struct Tail {
-    /// Offset of `text`'s first byte in the log.
-    start: u64,
-    /// Offset of the next byte wanted.
-    next: u64,
-    text: String,
-}
-
-impl Logs {
-    pub(super) fn ingest(&mut self, chunk: crate::api::LogChunk) {
-        let tail = self
-            .tails
-            .entry(TaskKey {
-                job: chunk.job,
-                run: chunk.run,
-                rank: chunk.rank,
-            })
-            .or_default();
-        if chunk.offset != tail.next {
-            // Stale or out of order: the next answer asks again from `next`.
-            return;
-        }
-        tail.text.push_str(&chunk.data);
-        tail.next += chunk.len;
-        if tail.text.len() > LOG_TAIL_BYTES {
-            let mut cut = tail.text.len() - LOG_TAIL_BYTES;
-            while !tail.text.is_char_boundary(cut) {
-                cut += 1;
-            }
-            tail.text.drain(..cut);
-            tail.start = tail.next - tail.text.len() as u64;
+/// What node `node` should send: for each task of a job someone reads that runs there, the
+/// offset after what the server has.
+pub(super) fn wanted_on(
+    logs: &mut LogTails,
+    node: &str,
+    plane: &ControlPlane,
+) -> Vec<crate::api::LogWanted> {
+    logs.expire(Instant::now());
+    let mut out = Vec::new();
+    let jobs: Vec<u64> = logs.wanted_jobs().collect();
+    for job in jobs {
+        for (run, rank) in plane.log_tasks_on(JobId(job), node) {
+            out.push(crate::api::LogWanted {
+                job,
+                run,
+                rank,
+                from: logs.next_of(&TaskKey { job, run, rank }),
+            });
         }
     }
-
-    /// Someone reads job `id`'s logs: agents are asked for them for a while. Whether nobody was
-    /// reading them already (then the job's agents must be woken to hear of it).
-    pub(super) fn want(&mut self, id: u64) -> bool {
-        self.wanted
-            .insert(id, Instant::now() + LOG_INTEREST)
-            .is_none()
-    }
-
-    /// What node `node` should send: for each task of a job someone reads that runs there,
-    /// the offset after what the server has.
-    pub(super) fn wanted_on(
-        &mut self,
-        node: &str,
-        plane: &ControlPlane,
-    ) -> Vec<crate::api::LogWanted> {
-        let now = Instant::now();
-        self.wanted.retain(|_, until| *until > now);
-        let mut out = Vec::new();
-        for &job in self.wanted.keys() {
-            for (run, rank) in plane.log_tasks_on(JobId(job), node) {
-                let key = TaskKey { job, run, rank };
-                out.push(crate::api::LogWanted {
-                    job,
-                    run,
-                    rank,
-                    from: self.tails.get(&key).map_or(0, |t| t.next),
-                });
-            }
-        }
-        out
-    }
+    out
 }
 
 /// Query of `GET /v1/jobs/{id}/logs`.
@@ -142,33 +72,21 @@ pub(super) async fn job_logs(
                 format!("job {id} has ranks 0..{}", nodes.len()),
             ));
         }
-        let newly = server.logs().want(id);
+        let newly = server.logs().want(id, Instant::now());
         if newly {
             // Wake the job's agents: they heartbeat, hear what is wanted, and send it.
             server.change_log().publish(nodes);
         }
-        let logs = server.logs();
-        let view = match logs.tails.get(&TaskKey { job: id, run, rank }) {
-            Some(t) => {
-                let from = q.from.unwrap_or(0).clamp(t.start, t.next);
-                let skip = (from - t.start) as usize;
-                crate::api::LogView {
-                    job: id,
-                    run,
-                    rank,
-                    from,
-                    next: t.next,
-                    data: t.text.get(skip..).unwrap_or(&t.text).to_string(),
-                }
-            }
-            None => crate::api::LogView {
-                job: id,
-                run,
-                rank,
-                from: 0,
-                next: 0,
-                data: String::new(),
-            },
+        let tail = server
+            .logs()
+            .view(&TaskKey { job: id, run, rank }, q.from.unwrap_or(0));
+        let view = crate::api::LogView {
+            job: id,
+            run,
+            rank,
+            from: tail.from,
+            next: tail.next,
+            data: tail.data,
         };
         Ok(Json(view).into_response())
     })())

@@ -10,6 +10,7 @@ use crate::api::{
     JobView, NodeView, ScaleService, ServiceView, SubmitJob, SubmitSandboxes, SubmitService,
     Submitted, TenantView, Token,
 };
+use crate::log_tails::{Chunk, LogTails, TaskKey};
 use crate::state::{
     default_fleet_toml, default_tenants, BatchId, ControlPlane, Event, JobId, Role, ServiceId,
     StateError, TokenProblem,
@@ -67,6 +68,9 @@ pub const MAX_PAGE: usize = 1000;
 /// Shared server state.
 pub struct Server {
     plane: Mutex<ControlPlane>,
+    /// The last journal record known durable: what agents may be told of (the state in memory
+    /// can be ahead of it while a commit is in flight).
+    durable: tokio::sync::watch::Sender<u64>,
     journal: Journal,
     idle_pass_interval: u64,
     heartbeat_timeout: Duration,
@@ -83,7 +87,7 @@ pub struct Server {
     /// How start-up went, in words.
     replay_summary: String,
     /// Task logs being read.
-    logs: Mutex<Logs>,
+    logs: Mutex<LogTails>,
 }
 
 /// What to do with an event of a commit that the state refuses.
@@ -171,6 +175,14 @@ impl Server {
             Ok(seqs) => seqs,
             Err(e) => fail_stop(e),
         };
+        // The writer commits in order: this group's last record being durable means every
+        // record before it is too.
+        let last = seqs.end.saturating_sub(1);
+        self.durable.send_if_modified(|d| {
+            let newer = last > *d;
+            *d = (*d).max(last);
+            newer
+        });
         self.change_log().publish(changed);
         match refusal {
             Some(r) => Err(r),
@@ -179,6 +191,14 @@ impl Server {
                 first_seq: seqs.start,
             }),
         }
+    }
+
+    /// Waits until journal record `seq` is durable (a state read at `seq` may then be told to
+    /// agents).
+    async fn durable_through(&self, seq: u64) {
+        let mut durable = self.durable.subscribe();
+        // The sender lives as long as the server: an error here means it is going away.
+        let _ = durable.wait_for(|d| *d >= seq).await;
     }
 
     fn plane(&self) -> std::sync::MutexGuard<'_, ControlPlane> {
@@ -214,7 +234,7 @@ impl Server {
         }
     }
 
-    fn logs(&self) -> std::sync::MutexGuard<'_, Logs> {
+    fn logs(&self) -> std::sync::MutexGuard<'_, LogTails> {
         match self.logs.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),

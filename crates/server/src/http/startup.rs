@@ -205,7 +205,10 @@ impl Server {
         }
         let now = Instant::now();
         let last_seen = plane.up_nodes().into_iter().map(|n| (n, now)).collect();
+        // Everything replayed or written so far is durable.
+        let (durable, _) = tokio::sync::watch::channel(plane.seq());
         Ok(Arc::new(Server {
+            durable,
             plane: Mutex::new(plane),
             journal,
             idle_pass_interval: config.idle_pass_interval.max(1),
@@ -216,7 +219,7 @@ impl Server {
             snapshot_every: config.snapshot_every,
             last_snapshot: std::sync::atomic::AtomicU64::new(from_snapshot.unwrap_or(0)),
             replay_summary,
-            logs: Mutex::new(Logs::default()),
+            logs: Mutex::new(LogTails::default()),
         }))
     }
 }

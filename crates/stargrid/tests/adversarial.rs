@@ -1,0 +1,134 @@
+//! The live plane under attack, on loopback: what an agent or a tenant's task could send to
+//! break the server is refused, and nothing accepted before is lost. Each test names the attack
+//! it plays.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(data: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["server", "--data-dir"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Server { child, url, token }
+}
+
+impl Server {
+    fn post(&self, path: &str, body: Value) -> Result<Value, (u16, String)> {
+        match ureq::post(&format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .send_json(body)
+        {
+            Ok(r) => Ok(r.into_json().unwrap_or(Value::Null)),
+            Err(ureq::Error::Status(code, r)) => Err((code, r.into_string().unwrap_or_default())),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<Value, (u16, String)> {
+        match ureq::get(&format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .call()
+        {
+            Ok(r) => Ok(r.into_json().unwrap()),
+            Err(ureq::Error::Status(code, r)) => Err((code, r.into_string().unwrap_or_default())),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+
+    /// A heartbeat for `node`, as an agent would send it.
+    fn beat(&self, node: &str, logs: Value) -> Value {
+        self.post(
+            "/v1/agent/heartbeat",
+            json!({"node": node, "tasks": [], "logs": logs}),
+        )
+        .unwrap()
+    }
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn log_chunks_that_wrap_come_unasked_or_from_another_node_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(dir.path());
+    let (ours, other) = ("nvl00000t00", "nvl00000t01");
+    s.beat(ours, json!([]));
+    s.post(
+        "/v1/jobs",
+        json!({"name": "victim", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
+               "time_limit_s": 3600, "command": ["sleep", "100"]}),
+    )
+    .unwrap();
+    wait_for("the job on our node", || {
+        s.beat(ours, json!([]))["assignments"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    s.beat(other, json!([]));
+    // Unasked: nobody reads the job's logs yet.
+    let chunk = |offset: u64, len: u64, data: &str| json!([{"job": 1, "run": 0, "rank": 0, "offset": offset, "len": len, "data": data}]);
+    s.beat(ours, chunk(0, 5, "early"));
+    let first = s.get("/v1/jobs/1/logs").unwrap();
+    assert_eq!(first["data"], "", "{first}");
+    // The wrap: a zero-length chunk with text (every read panicked after it).
+    s.beat(ours, chunk(0, 0, "evil"));
+    // Another node claims the job's log.
+    s.beat(other, chunk(0, 6, "forged"));
+    let after = s.get("/v1/jobs/1/logs").unwrap();
+    assert_eq!(after["data"], "", "{after}");
+    assert_eq!(after["next"], 0, "{after}");
+    // The real node's chunk is taken.
+    s.beat(ours, chunk(0, 6, "hello\n"));
+    let ok = s.get("/v1/jobs/1/logs").unwrap();
+    assert_eq!(ok["data"], "hello\n", "{ok}");
+    assert_eq!(
+        s.get("/v1/jobs/1/logs?from=18446744073709551615").unwrap()["data"],
+        ""
+    );
+    // Nothing accepted before is lost.
+    assert_eq!(s.get("/v1/jobs/1").unwrap()["state"], "running");
+}
