@@ -303,8 +303,13 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Res
         None => (program.clone(), args.to_vec()),
     };
     let mut cmd = Command::new(&program);
+    // A clean environment: what the job asked for and the `STARGRID_*` variables, never the
+    // agent's own (its token among them).
     cmd.args(&args)
         .current_dir(a.workdir.as_deref().map_or(dir.clone(), PathBuf::from))
+        .env_clear()
+        .env("PATH", TASK_PATH)
+        .env("HOME", &dir)
         .envs(&a.env)
         .env("STARGRID_JOB_ID", a.job.to_string())
         .env("STARGRID_RUN", a.run.to_string())
@@ -329,6 +334,9 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Res
         sandbox,
     })
 }
+
+/// The program search path a task gets unless its job sets `PATH`.
+const TASK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Moves a task towards stopped; returns true once it is gone.
 fn stop(t: &mut Task, grace: Duration) -> bool {

@@ -132,3 +132,51 @@ fn log_chunks_that_wrap_come_unasked_or_from_another_node_are_refused() {
     // Nothing accepted before is lost.
     assert_eq!(s.get("/v1/jobs/1").unwrap()["state"], "running");
 }
+
+#[test]
+fn a_task_cannot_read_its_agents_token_from_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("data"));
+    let work = dir.path().join("node");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "agent",
+            "--server",
+            &s.url,
+            "--node",
+            "nvl00000t00",
+            "--work-dir",
+        ])
+        .arg(&work)
+        .args(["--interval-ms", "200", "--grace-s", "1"])
+        .env("STARGRID_TOKEN", &s.token)
+        .env("AGENT_SECRET", "do-not-leak")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    s.post(
+        "/v1/jobs",
+        json!({"name": "snoop", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
+               "time_limit_s": 600, "env": {"MINE": "yes"},
+               "command": ["sh", "-c", "env > $STARGRID_CHECKPOINT_FILE.env; sleep 30"]}),
+    )
+    .unwrap();
+    let file = work.join("1-0-0/checkpoint.env");
+    wait_for("the task's environment", || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("STARGRID_JOB_ID"))
+    });
+    let env = std::fs::read_to_string(&file).unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        !env.contains(&s.token),
+        "the agent's token reached the task:\n{env}"
+    );
+    assert!(!env.contains("STARGRID_TOKEN"), "{env}");
+    assert!(!env.contains("do-not-leak"), "{env}");
+    // What the job asked for, and the task's own variables, are there.
+    assert!(env.contains("MINE=yes"), "{env}");
+    assert!(env.contains("STARGRID_RANK=0"), "{env}");
+    assert!(env.contains("PATH="), "{env}");
+}
