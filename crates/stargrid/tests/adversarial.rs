@@ -180,3 +180,37 @@ fn a_task_cannot_read_its_agents_token_from_its_environment() {
     assert!(env.contains("STARGRID_RANK=0"), "{env}");
     assert!(env.contains("PATH="), "{env}");
 }
+
+#[test]
+fn a_forged_exit_from_a_node_the_task_is_not_on_does_not_end_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(dir.path());
+    let (ours, other) = ("nvl00000t00", "nvl00000t01");
+    s.beat(ours, json!([]));
+    s.post(
+        "/v1/jobs",
+        json!({"name": "victim", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
+               "time_limit_s": 3600, "command": ["sleep", "100"]}),
+    )
+    .unwrap();
+    wait_for("the job on our node", || {
+        s.beat(ours, json!([]))["assignments"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    let exit = |node: &str, code: i32| {
+        s.post(
+            "/v1/agent/heartbeat",
+            json!({"node": node, "tasks": [
+                {"job": 1, "run": 0, "rank": 0, "exit_code": code, "checkpoint_at": 5}
+            ]}),
+        )
+        .unwrap()
+    };
+    // Another node reports the task killed: dropped, the job runs on.
+    exit(other, 137);
+    assert_eq!(s.get("/v1/jobs/1").unwrap()["state"], "running");
+    // The node that runs it reports its exit: the job ends.
+    exit(ours, 0);
+    assert_eq!(s.get("/v1/jobs/1").unwrap()["state"], "finished");
+}

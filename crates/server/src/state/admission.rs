@@ -85,7 +85,9 @@ impl ControlPlane {
                 }
                 continue;
             }
-            if self.current_world(job, t.run).is_err() {
+            // Only the node that runs the task speaks for it: a report for a run that is not
+            // the current one, or for a rank placed on another node, is dropped.
+            if self.current_world(job, t.run).is_err() || !self.runs_rank_on(job, t.rank, node) {
                 continue;
             }
             let meta = self.jobs.get(&job);

@@ -114,6 +114,15 @@ impl ControlPlane {
         (tasks, sandboxes)
     }
 
+    /// Whether rank `rank` of job `job`'s current run is placed on node `n`.
+    pub(super) fn runs_rank_on(&self, job: JobId, rank: u32, n: NodeId) -> bool {
+        matches!(
+            self.sched.engine().allocation(job.workload()),
+            Some(Allocation::Gang { slots, .. })
+                if slots.get(rank as usize).is_some_and(|s| s.node == n)
+        )
+    }
+
     /// Whether sandbox `index` of `batch` is live on node `n`.
     pub(super) fn sandbox_live_on(&self, batch: BatchId, index: u32, n: NodeId) -> bool {
         let Some(Allocation::Sandboxes { runs, live, .. }) =
