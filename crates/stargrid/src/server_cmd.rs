@@ -47,6 +47,31 @@ pub struct ServerArgs {
     pub policy: String,
 }
 
+/// Makes the data directory (journal, snapshots, the first admin token) the owner's alone:
+/// created with mode 0700, or tightened to it (and said) when group or others could enter it.
+pub fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+        eprintln!(
+            "stargrid: {} was open to others (mode {:o}); it holds the journal and tokens, so it is now 0700",
+            dir.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantsFile {
@@ -96,16 +121,11 @@ fn read_tenants(path: &PathBuf) -> Result<Vec<model::TenantSpec>> {
 }
 
 pub fn run(a: &ServerArgs) -> Result<()> {
-    std::fs::create_dir_all(&a.data_dir)
-        .with_context(|| format!("creating {}", a.data_dir.display()))?;
+    private_dir(&a.data_dir)?;
     let admin_token_file = a.data_dir.join("admin.token");
     let store_url = match &a.store {
         Some(u) => u.clone(),
-        None => {
-            std::fs::create_dir_all(&a.data_dir)
-                .with_context(|| format!("creating {}", a.data_dir.display()))?;
-            format!("sqlite:{}", a.data_dir.join("journal.db").display())
-        }
+        None => format!("sqlite:{}", a.data_dir.join("journal.db").display()),
     };
     let fleet_toml = match &a.fleet {
         Some(p) => {

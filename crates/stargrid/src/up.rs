@@ -131,8 +131,7 @@ fn delete_service(client: &Client, id: u64) -> Result<()> {
 }
 
 pub fn run(a: &UpArgs) -> Result<()> {
-    std::fs::create_dir_all(&a.data_dir)
-        .with_context(|| format!("creating {}", a.data_dir.display()))?;
+    crate::server_cmd::private_dir(&a.data_dir)?;
     let store_url = format!("sqlite:{}", a.data_dir.join("journal.db").display());
     let config = server::Config {
         store_url: store_url.clone(),

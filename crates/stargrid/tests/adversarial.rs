@@ -214,3 +214,34 @@ fn a_forged_exit_from_a_node_the_task_is_not_on_does_not_end_the_job() {
     exit(ours, 0);
     assert_eq!(s.get("/v1/jobs/1").unwrap()["state"], "finished");
 }
+
+#[test]
+fn a_journal_or_data_dir_left_open_to_others_is_made_private_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    {
+        let s = start_server(&data);
+        s.post(
+            "/v1/jobs",
+            json!({"name": "j", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
+                   "time_limit_s": 60, "command": ["true"], "env": {"API_KEY": "s3cret"}}),
+        )
+        .unwrap();
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("journal.db")), 0o600);
+        assert_eq!(mode(&data.join("admin.token")), 0o600);
+    }
+    // An operator (or a restore from backup) leaves them open.
+    set(&data, 0o755);
+    set(&data.join("journal.db"), 0o644);
+    let s = start_server(&data);
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("journal.db")), 0o600);
+    // Nothing accepted before is lost.
+    assert_eq!(s.get("/v1/jobs/1").unwrap()["name"], "j");
+}

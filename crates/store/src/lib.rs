@@ -125,6 +125,8 @@ pub struct Journal {
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader: Mutex<Reader>,
+    /// Files made private when the journal was opened.
+    fixed_permissions: Vec<String>,
 }
 
 /// The connection replay and inspection read through.
@@ -194,6 +196,47 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
+/// The journal holds job environments (secrets among them): its file, WAL and shared-memory
+/// files are the owner's alone. A new journal file is made with mode 0600 before SQLite opens
+/// it (its WAL then inherits the mode); an existing one that group or others could read is made
+/// private. Returns the files it had to fix.
+fn private_files(path: &Path) -> Result<Vec<String>, StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |p: &Path, e: std::io::Error| StoreError::Open {
+        path: p.display().to_string(),
+        reason: e.to_string(),
+    };
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| err(path, e))?;
+    }
+    let mut fixed = Vec::new();
+    let name = path.display().to_string();
+    for file in [
+        name.clone(),
+        format!("{name}-wal"),
+        format!("{name}-shm"),
+        format!("{name}.lock"),
+    ] {
+        let p = Path::new(&file);
+        let Ok(meta) = std::fs::metadata(p) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| err(p, e))?;
+            fixed.push(format!("{file} (was {:o})", mode & 0o777));
+        }
+    }
+    Ok(fixed)
+}
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let err = |e: rusqlite::Error| StoreError::Open {
         path: path.display().to_string(),
@@ -256,19 +299,23 @@ impl Journal {
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         };
-        let (path, writer, reader, last) = match parse_url(url)? {
+        let (path, writer, reader, last, fixed) = match parse_url(url)? {
             Backend::Sqlite(path) => {
                 let lock_path = PathBuf::from(format!("{}.lock", path.display()));
                 let lock_error = |e: std::io::Error| StoreError::Open {
                     path: lock_path.display().to_string(),
                     reason: e.to_string(),
                 };
-                let lock = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&lock_path)
-                    .map_err(lock_error)?;
+                let lock = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .mode(0o600)
+                        .open(&lock_path)
+                        .map_err(lock_error)?
+                };
                 loop {
                     match lock.try_lock() {
                         Ok(()) => break,
@@ -276,6 +323,7 @@ impl Journal {
                         Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(e)),
                     }
                 }
+                let fixed = private_files(&path)?;
                 let mut conn = open_connection(&path)?;
                 migrate(&mut conn, &path)?;
                 let last: u64 = conn
@@ -289,6 +337,7 @@ impl Journal {
                     Writer::Sqlite { conn, _lock: lock },
                     Reader::Sqlite(reader),
                     last,
+                    fixed,
                 )
             }
             Backend::Postgres(url) => {
@@ -298,12 +347,14 @@ impl Journal {
                 }
                 pg::migrate(&mut conn, &url)?;
                 let last = pg::last_seq(&mut conn)?;
+                let fixed = Vec::new();
                 let reader = pg::connect(&url)?;
                 (
                     PathBuf::from(pg::redact(&url)),
                     Writer::Postgres(Box::new(conn)),
                     Reader::Postgres(Box::new(reader)),
                     last,
+                    fixed,
                 )
             }
         };
@@ -320,7 +371,14 @@ impl Journal {
             requests: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(reader),
+            fixed_permissions: fixed,
         })
+    }
+
+    /// Files of the journal that others could read when it was opened, and were made private
+    /// (mode 0600): the caller says so.
+    pub fn fixed_permissions(&self) -> &[String] {
+        &self.fixed_permissions
     }
 
     /// The database file.
@@ -660,6 +718,34 @@ mod tests {
             assert_eq!(j.read_history(3, 10).unwrap().len(), 1);
             assert_eq!(j.append(vec![b"f".to_vec()]).wait().unwrap(), 6..7);
         }
+    }
+
+    #[test]
+    fn the_journal_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("j.db");
+        let url = format!("sqlite:{}", db.display());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        {
+            let j = Journal::open(&url).unwrap();
+            j.append(vec![b"secret".to_vec()]).wait().unwrap();
+            assert!(j.fixed_permissions().is_empty());
+            assert_eq!(mode(&db), 0o600);
+            assert_eq!(mode(&dir.path().join("j.db-wal")), 0o600);
+            assert_eq!(mode(&dir.path().join("j.db.lock")), 0o600);
+        }
+        // A journal left readable by others is made private, and the caller is told.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let j = Journal::open(&url).unwrap();
+        assert_eq!(
+            j.fixed_permissions().len(),
+            1,
+            "{:?}",
+            j.fixed_permissions()
+        );
+        assert!(j.fixed_permissions()[0].contains("was 644"));
+        assert_eq!(mode(&db), 0o600);
     }
 
     #[test]

@@ -105,6 +105,12 @@ impl Server {
                 "stargrid server: another server writes the journal {shown}; standing by until it stops"
             );
         })?;
+        for file in journal.fixed_permissions() {
+            tracing::warn!(%file, "journal file was readable by others: made it 0600");
+            eprintln!(
+                "stargrid server: journal file {file} was readable by others; it is now 0600"
+            );
+        }
         // Start from the latest snapshot, if this build reads it, then replay what follows.
         let mut plane = None;
         let mut from_snapshot = None;
