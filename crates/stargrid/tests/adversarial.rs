@@ -23,10 +23,15 @@ impl Drop for Server {
 }
 
 fn start_server(data: &std::path::Path) -> Server {
+    start_server_with(data, &[])
+}
+
+fn start_server_with(data: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
         .args(["server", "--data-dir"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -244,4 +249,56 @@ fn a_journal_or_data_dir_left_open_to_others_is_made_private_at_start() {
     assert_eq!(mode(&data.join("journal.db")), 0o600);
     // Nothing accepted before is lost.
     assert_eq!(s.get("/v1/jobs/1").unwrap()["name"], "j");
+}
+
+#[test]
+fn a_tenants_reasons_never_name_another_tenants_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        "[[tenants]]\nname = \"alpha\"\ngpus = 1000\n[[tenants]]\nname = \"beta\"\ngpus = 1000\n",
+    )
+    .unwrap();
+    let s = start_server_with(
+        &dir.path().join("data"),
+        &["--tenants", tenants.to_str().unwrap()],
+    );
+    // No node is up: beta's training job fails first, and alpha's job of the same shape is
+    // passed over because of it.
+    let job = |tenant: &str, priority: &str| {
+        json!({"name": "j", "tenant": tenant, "priority": priority, "nodes": 4,
+               "gpus_per_node": 4, "time_limit_s": 600, "command": ["true"]})
+    };
+    s.post("/v1/jobs", job("beta", "training")).unwrap();
+    s.post("/v1/jobs", job("alpha", "research")).unwrap();
+    let alpha: Value = s
+        .post("/v1/tokens", json!({"role": "tenant", "tenant": "alpha"}))
+        .unwrap();
+    let alpha = alpha["token"].as_str().unwrap().to_string();
+    let why_as = |token: &str| -> String {
+        let v: Value = ureq::get(&format!("{}/v1/jobs/2/why", s.url))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        v["reason"].as_str().unwrap_or_default().to_string()
+    };
+    wait_for("a pass", || why_as(&s.token).contains("same shape"));
+    // The operator sees which job; the tenant learns the fact, not the other tenant's job.
+    assert!(why_as(&s.token).contains("(w1)"), "{}", why_as(&s.token));
+    let seen = why_as(&alpha);
+    assert!(
+        seen.contains("a job of the same shape could not be placed"),
+        "{seen}"
+    );
+    assert!(!seen.contains("w1"), "{seen}");
+    let listed: Value = ureq::get(&format!("{}/v1/jobs", s.url))
+        .set("Authorization", &format!("Bearer {alpha}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(!listed.to_string().contains("w1"), "{listed}");
 }

@@ -121,3 +121,13 @@ impl Server {
         }
     }
 }
+
+/// Who reads a reason: `None` for an operator (every job named), the tenant's name for a tenant
+/// (other tenants' jobs never named), and a name no tenant has for an agent.
+pub(super) fn viewer(role: &Role) -> Option<&str> {
+    match role {
+        Role::Admin => None,
+        Role::Tenant { tenant } => Some(tenant.as_str()),
+        Role::Agent => Some(""),
+    }
+}

@@ -130,6 +130,7 @@ pub(super) async fn list_jobs(
         q.state.as_deref(),
         q.after.unwrap_or(0),
         limit + 1,
+        viewer(&role),
     );
     let more = jobs.len() > limit;
     let jobs: Vec<JobView> = jobs.into_iter().take(limit).collect();
@@ -153,7 +154,7 @@ pub(super) async fn get_job(
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
-    match server.plane().job_view(JobId(id)) {
+    match server.plane().job_view_as(JobId(id), viewer(&role)) {
         // Another tenant's job does not exist, as far as this token can tell.
         Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
         _ => not_found(id),
@@ -190,7 +191,7 @@ pub(super) async fn cancel_job(
     if let Err(r) = cancelled {
         return r.into_response();
     }
-    match server.plane().job_view(JobId(id)) {
+    match server.plane().job_view_as(JobId(id), viewer(&role)) {
         Some(v) => Json(v).into_response(),
         None => not_found(id),
     }

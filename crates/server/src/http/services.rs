@@ -48,7 +48,12 @@ pub(super) async fn list_services(
         let Query(q) =
             query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
         let tenant = listing_tenant(&role, q.tenant)?;
-        Ok(Json(server.plane().list_services(tenant.as_deref())).into_response())
+        Ok(Json(
+            server
+                .plane()
+                .list_services(tenant.as_deref(), viewer(&role)),
+        )
+        .into_response())
     })())
 }
 
@@ -62,10 +67,12 @@ pub(super) async fn get_service(
 ) -> Response {
     respond((|| {
         let (role, id) = server.caller_and_id(&headers, &raw)?;
-        Ok(match server.plane().service_view(ServiceId(id)) {
-            Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
-            _ => no_such("service", id),
-        })
+        Ok(
+            match server.plane().service_view_as(ServiceId(id), viewer(&role)) {
+                Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
+                _ => no_such("service", id),
+            },
+        )
     })())
 }
 
@@ -95,10 +102,12 @@ pub(super) async fn change_service(
                     OnRefusal::Answer("id"),
                 )
                 .await?;
-            Ok(match server.plane().service_view(ServiceId(id)) {
-                Some(v) => Json(v).into_response(),
-                None => no_such("service", id),
-            })
+            Ok(
+                match server.plane().service_view_as(ServiceId(id), viewer(&role)) {
+                    Some(v) => Json(v).into_response(),
+                    None => no_such("service", id),
+                },
+            )
         }
         .await,
     )

@@ -63,6 +63,24 @@ impl ControlPlane {
 
     /// The service as the API shows it.
     pub fn service_view(&self, id: ServiceId) -> Option<ServiceView> {
+        self.service_view_as(id, None)
+    }
+
+    /// Which tenant a reader is, for reasons (`None`: an operator, who sees every job named).
+    /// A name that is no tenant sees no other job named.
+    fn viewer(&self, tenant: Option<&str>) -> Option<TenantId> {
+        tenant.map(|name| {
+            self.tenants
+                .iter()
+                .position(|t| t.name == name)
+                .map_or(TenantId(u32::MAX), |i| TenantId(i as u32))
+        })
+    }
+
+    /// The service as tenant `viewer` sees it (`None`: an operator): its pending replica's
+    /// reason never names another tenant's job.
+    pub fn service_view_as(&self, id: ServiceId, viewer: Option<&str>) -> Option<ServiceView> {
+        let viewer = self.viewer(viewer);
         let meta = self.services.get(&id)?;
         let status = self.sched.service_status(id.0);
         let engine = self.sched.engine();
@@ -81,7 +99,7 @@ impl ControlPlane {
                     }
                 }
                 Some(JobState::Pending) if reason.is_none() => {
-                    reason = self.sched.pending_reason(r);
+                    reason = self.sched.pending_reason_for(r, viewer);
                 }
                 _ => {}
             }
@@ -116,11 +134,11 @@ impl ControlPlane {
     }
 
     /// Services (of one tenant, if given), in id order.
-    pub fn list_services(&self, tenant: Option<&str>) -> Vec<ServiceView> {
+    pub fn list_services(&self, tenant: Option<&str>, viewer: Option<&str>) -> Vec<ServiceView> {
         self.services
             .keys()
             .filter(|id| tenant.is_none_or(|t| self.service_tenant(**id) == Some(t)))
-            .filter_map(|id| self.service_view(*id))
+            .filter_map(|id| self.service_view_as(*id, viewer))
             .collect()
     }
 
@@ -190,6 +208,13 @@ impl ControlPlane {
 
     /// The job as the API shows it.
     pub fn job_view(&self, id: JobId) -> Option<JobView> {
+        self.job_view_as(id, None)
+    }
+
+    /// The job as tenant `viewer` sees it (`None`: an operator): its reason never names
+    /// another tenant's job.
+    pub fn job_view_as(&self, id: JobId, viewer: Option<&str>) -> Option<JobView> {
+        let viewer = self.viewer(viewer);
         let meta = self.jobs.get(&id)?;
         let wid = id.workload();
         let state = self.job_state(id)?.clone();
@@ -221,20 +246,22 @@ impl ControlPlane {
             exit_code: meta.exit_code,
             nodes,
             reason: if state == JobState::Pending {
-                self.sched.pending_reason(wid)
+                self.sched.pending_reason_for(wid, viewer)
             } else {
                 None
             },
         })
     }
 
-    /// Jobs after id `after` (ascending), at most `limit`, optionally of one tenant and state.
+    /// Jobs after id `after` (ascending), at most `limit`, optionally of one tenant and state,
+    /// as tenant `viewer` sees them (`None`: an operator).
     pub fn list(
         &self,
         tenant: Option<&str>,
         state: Option<&str>,
         after: u64,
         limit: usize,
+        viewer: Option<&str>,
     ) -> Vec<JobView> {
         // Filter on what is cheap; build views (which render pending reasons) for the page only.
         self.jobs
@@ -243,7 +270,7 @@ impl ControlPlane {
             .filter(|id| tenant.is_none_or(|t| self.job_tenant(*id) == Some(t)))
             .filter(|id| state.is_none_or(|s| self.job_state(*id).map(state_name) == Some(s)))
             .take(limit)
-            .filter_map(|id| self.job_view(id))
+            .filter_map(|id| self.job_view_as(id, viewer))
             .collect()
     }
 
@@ -297,7 +324,7 @@ impl ControlPlane {
             .collect();
         let mut out = serde_json::to_string(&views).unwrap_or_default();
         let services: Vec<ServiceView> = self
-            .list_services(None)
+            .list_services(None, None)
             .into_iter()
             .map(|v| ServiceView { reason: None, ..v })
             .collect();
