@@ -86,6 +86,23 @@ impl Server {
     }
 }
 
+/// Brings `node` up (a heartbeat, as its agent would) and waits until job 1, one node, runs
+/// there.
+fn place_a_job_on(s: &Server, node: &str) {
+    s.beat(node, json!([]));
+    s.post(
+        "/v1/jobs",
+        json!({"name": "victim", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
+               "time_limit_s": 3600, "command": ["sleep", "100"]}),
+    )
+    .unwrap();
+    wait_for("the job on the node", || {
+        s.beat(node, json!([]))["assignments"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+}
+
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..200 {
         if check() {
@@ -101,18 +118,7 @@ fn log_chunks_that_wrap_come_unasked_or_from_another_node_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(dir.path());
     let (ours, other) = ("nvl00000t00", "nvl00000t01");
-    s.beat(ours, json!([]));
-    s.post(
-        "/v1/jobs",
-        json!({"name": "victim", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
-               "time_limit_s": 3600, "command": ["sleep", "100"]}),
-    )
-    .unwrap();
-    wait_for("the job on our node", || {
-        s.beat(ours, json!([]))["assignments"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-    });
+    place_a_job_on(&s, ours);
     s.beat(other, json!([]));
     // Unasked: nobody reads the job's logs yet.
     let chunk = |offset: u64, len: u64, data: &str| json!([{"job": 1, "run": 0, "rank": 0, "offset": offset, "len": len, "data": data}]);
@@ -191,18 +197,7 @@ fn a_forged_exit_from_a_node_the_task_is_not_on_does_not_end_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(dir.path());
     let (ours, other) = ("nvl00000t00", "nvl00000t01");
-    s.beat(ours, json!([]));
-    s.post(
-        "/v1/jobs",
-        json!({"name": "victim", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
-               "time_limit_s": 3600, "command": ["sleep", "100"]}),
-    )
-    .unwrap();
-    wait_for("the job on our node", || {
-        s.beat(ours, json!([]))["assignments"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-    });
+    place_a_job_on(&s, ours);
     let exit = |node: &str, code: i32| {
         s.post(
             "/v1/agent/heartbeat",

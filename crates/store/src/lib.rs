@@ -79,6 +79,31 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE history (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
 ];
 
+/// The (key, body) tables read a page at a time.
+#[derive(Clone, Copy)]
+enum Rows {
+    /// Records by sequence number.
+    Journal,
+    /// Workload summaries by key.
+    History,
+}
+
+impl Rows {
+    fn sqlite(self) -> &'static str {
+        match self {
+            Rows::Journal => "SELECT seq, body FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            Rows::History => "SELECT id, body FROM history WHERE id > ?1 ORDER BY id LIMIT ?2",
+        }
+    }
+
+    fn postgres(self) -> &'static str {
+        match self {
+            Rows::Journal => "SELECT seq, body FROM journal WHERE seq > $1 ORDER BY seq LIMIT $2",
+            Rows::History => "SELECT id, body FROM history WHERE id > $1 ORDER BY id LIMIT $2",
+        }
+    }
+}
+
 /// Most requests one commit takes (they are all waiting already; this bounds one transaction).
 const MAX_GROUP: usize = 4096;
 
@@ -435,23 +460,7 @@ impl Journal {
 
     /// Up to `limit` workload summaries with an id above `after`, in id order.
     pub fn read_history(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        let limit = limit.min(i64::MAX as usize) as i64;
-        match &mut *reader {
-            Reader::Sqlite(conn) => {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, body FROM history WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![after as i64, limit], |r| {
-                    Ok(Record {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        body: r.get(1)?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            }
-            Reader::Postgres(c) => pg::read_history(c, after, limit),
-        }
+        self.read_rows(Rows::History, after, limit)
     }
 
     /// The sequence number of the first record still in the journal (0: none).
@@ -484,22 +493,25 @@ impl Journal {
 
     /// Up to `limit` durable records after sequence number `after`, in order.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.read_rows(Rows::Journal, after, limit)
+    }
+
+    /// Up to `limit` rows of a (key, body) table with a key above `after`, in key order.
+    fn read_rows(&self, rows: Rows, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut reader = self.reader.lock().map_err(|_| StoreError::Closed)?;
         let limit = limit.min(i64::MAX as usize) as i64;
         match &mut *reader {
             Reader::Sqlite(conn) => {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT seq, body FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![after as i64, limit], |r| {
+                let mut stmt = conn.prepare_cached(rows.sqlite())?;
+                let found = stmt.query_map(params![after as i64, limit], |r| {
                     Ok(Record {
                         seq: r.get::<_, i64>(0)? as u64,
                         body: r.get(1)?,
                     })
                 })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                Ok(found.collect::<Result<Vec<_>, _>>()?)
             }
-            Reader::Postgres(c) => pg::read_after(c, after, limit),
+            Reader::Postgres(c) => pg::read_rows(c, rows.postgres(), after, limit),
         }
     }
 

@@ -94,33 +94,14 @@ pub(crate) fn last_seq(c: &mut Client) -> Result<u64, StoreError> {
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-pub(crate) fn read_after(
+/// Up to `limit` rows of `sql` (a keyed page query) with a key above `after`.
+pub(crate) fn read_rows(
     c: &mut Client,
+    sql: &str,
     after: u64,
     limit: i64,
 ) -> Result<Vec<Record>, StoreError> {
-    let rows = c.query(
-        "SELECT seq, body FROM journal WHERE seq > $1 ORDER BY seq LIMIT $2",
-        &[&(after as i64), &limit],
-    )?;
-    Ok(rows
-        .iter()
-        .map(|r| Record {
-            seq: r.get::<_, i64>(0) as u64,
-            body: r.get(1),
-        })
-        .collect())
-}
-
-pub(crate) fn read_history(
-    c: &mut Client,
-    after: u64,
-    limit: i64,
-) -> Result<Vec<Record>, StoreError> {
-    let rows = c.query(
-        "SELECT id, body FROM history WHERE id > $1 ORDER BY id LIMIT $2",
-        &[&(after as i64), &limit],
-    )?;
+    let rows = c.query(sql, &[&(after as i64), &limit])?;
     Ok(rows
         .iter()
         .map(|r| Record {
