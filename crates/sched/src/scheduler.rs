@@ -442,6 +442,11 @@ impl Scheduler {
         })
     }
 
+    /// What the whole fleet has, every node counted (up or not).
+    pub fn fleet_total(&self) -> &ResourceVec {
+        &self.fleet_total
+    }
+
     /// The rules in force.
     pub fn config(&self) -> &SchedConfig {
         &self.config

@@ -297,3 +297,57 @@ fn a_tenants_reasons_never_name_another_tenants_jobs() {
         .unwrap();
     assert!(!listed.to_string().contains("w1"), "{listed}");
 }
+
+#[test]
+fn requests_no_fleet_could_hold_or_too_large_to_journal_are_refused_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(dir.path());
+    let job = |extra: Value| {
+        let mut j = json!({"name": "big", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
+                           "time_limit_s": 60, "command": ["true"]});
+        for (k, v) in extra.as_object().unwrap() {
+            j[k] = v.clone();
+        }
+        j
+    };
+    let refused = |path: &str, body: Value| -> (u16, Value) {
+        let (code, body) = s.post(path, body).unwrap_err();
+        (code, serde_json::from_str(&body).unwrap())
+    };
+    // A job of a million nodes would wait forever: refused, naming the field and the fleet.
+    let (code, e) = refused("/v1/jobs", job(json!({"nodes": 1_000_000})));
+    assert_eq!(
+        (code, e["error"]["field"].as_str()),
+        (400, Some("nodes")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the whole fleet has 144"),
+        "{e}"
+    );
+    // 900 KB of environment would be journaled and replayed at every restart.
+    let env = json!({"BLOB": "x".repeat(900_000)});
+    let (code, e) = refused("/v1/jobs", job(json!({"env": env})));
+    assert_eq!(
+        (code, e["error"]["field"].as_str()),
+        (400, Some("env")),
+        "{e}"
+    );
+    // A service whose replicas no fleet could hold.
+    let (code, e) = refused(
+        "/v1/services",
+        json!({"name": "huge", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
+               "gpus_per_node": 4, "min_replicas": 100000, "max_replicas": 100000,
+               "command": ["serve"]}),
+    );
+    assert_eq!(
+        (code, e["error"]["field"].as_str()),
+        (400, Some("max_replicas")),
+        "{e}"
+    );
+    // Nothing was journaled for them; ordinary work still goes in.
+    assert_eq!(s.post("/v1/jobs", job(json!({}))).unwrap()["id"], 1);
+}

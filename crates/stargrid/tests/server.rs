@@ -1141,7 +1141,7 @@ fn logs_come_from_the_node_while_a_job_runs_and_after_it_ended() {
     let (ok, out) = logs("2");
     assert!(ok && out == "step 1\nstep 2\nstep 3\n", "{out:?}");
     // A job that has not run has no logs, and says so.
-    let mut body = job("never", 40);
+    let mut body = job("never", 36);
     body["command"] = json!(["true"]);
     post(&format!("{url}/v1/jobs")).send_json(body).unwrap();
     let (ok, out) = logs("3");

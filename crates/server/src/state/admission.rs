@@ -27,9 +27,33 @@ pub(super) fn check_name(name: &str) -> Result<(), FieldProblem> {
     Ok(())
 }
 
-pub(super) fn check_command(command: &[String]) -> Result<(), FieldProblem> {
+/// Most bytes a task's command line may take (every argument together).
+pub const MAX_COMMAND_BYTES: usize = 64 << 10;
+/// Most bytes a task's environment may take (every name and value together): it is journaled
+/// and replayed with every restart, and sent to every node the work runs on.
+pub const MAX_ENV_BYTES: usize = 64 << 10;
+
+/// What a task runs: a program, bounded arguments and environment.
+pub(super) fn check_task(
+    command: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<(), FieldProblem> {
     if command.first().is_some_and(|c| c.is_empty()) {
         return Err(bad("command", "the program name is empty".into()));
+    }
+    let bytes: usize = command.iter().map(String::len).sum();
+    if bytes > MAX_COMMAND_BYTES {
+        return Err(bad(
+            "command",
+            format!("{bytes} bytes; at most {MAX_COMMAND_BYTES}"),
+        ));
+    }
+    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ENV_BYTES {
+        return Err(bad(
+            "env",
+            format!("{bytes} bytes of names and values; at most {MAX_ENV_BYTES}"),
+        ));
     }
     Ok(())
 }
@@ -155,7 +179,7 @@ impl ControlPlane {
     /// Turns a request into a `Submit` event, checking every field; changes nothing.
     pub fn submit_event(&self, req: &SubmitJob, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_command(&req.command)?;
+        check_task(&req.command, &req.env)?;
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
@@ -184,6 +208,7 @@ impl ControlPlane {
             bad(field, e.reason)
         })?;
         self.check_placement(&spec.placement)?;
+        self.check_fits_fleet("nodes", &spec.gang, 1)?;
         Ok(Event::Submit {
             id: JobId(self.next_id),
             name: req.name.clone(),
@@ -195,6 +220,28 @@ impl ControlPlane {
             },
             at,
         })
+    }
+
+    /// Work that even the whole fleet could never hold is refused at once, not queued forever:
+    /// `copies` gangs like `gang` need more GPUs of its model than the fleet has.
+    pub(super) fn check_fits_fleet(
+        &self,
+        field: &str,
+        gang: &GangRequest,
+        copies: u32,
+    ) -> Result<(), FieldProblem> {
+        let have = self.sched.fleet_total().gpus[gang.gpu.index()];
+        let want = gang.total_gpus().saturating_mul(u64::from(copies));
+        if want > have {
+            return Err(bad(
+                field,
+                format!(
+                    "{want} {} GPUs asked for; the whole fleet has {have}",
+                    gang.gpu
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A placement rule may name only providers and regions the fleet has (a typo would leave
@@ -259,7 +306,7 @@ impl ControlPlane {
     /// Turns a request into a `ServiceCreate` event, checking every field; changes nothing.
     pub fn service_event(&self, req: &SubmitService, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_command(&req.command)?;
+        check_task(&req.command, &req.env)?;
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
@@ -308,6 +355,7 @@ impl ControlPlane {
             bad(field, e.reason)
         })?;
         self.check_placement(&spec.placement)?;
+        self.check_fits_fleet("max_replicas", &spec.replica, spec.max_replicas)?;
         if self.next_service >= sched::MAX_SERVICES {
             return Err(bad("", "this control plane holds no more services".into()));
         }
@@ -328,7 +376,7 @@ impl ControlPlane {
     /// (whether the batch fits is known when the event applies).
     pub fn sandbox_event(&self, req: &SubmitSandboxes, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_command(&req.command)?;
+        check_task(&req.command, &req.env)?;
         let tenant = self.tenant_id(&req.tenant)?;
         let request = SandboxRequest {
             count: req.count,
