@@ -221,3 +221,58 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn a_server_upgrades_a_format_0_journal_at_start_and_skips_an_older_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("journal.db").display());
+    {
+        // What the build before this change left: bare events, and a snapshot of its memory.
+        let j = store::Journal::open(&url).unwrap();
+        let bodies = V0_JOURNAL.lines().map(|l| l.as_bytes().to_vec()).collect();
+        j.append(bodies).wait().unwrap();
+        let mut old = Vec::new();
+        ciborium::into_writer(&(2u32, "an older build's memory"), &mut old).unwrap();
+        j.save_snapshot(10, old).wait().unwrap();
+    }
+    let config = server::Config {
+        store_url: url.clone(),
+        fleet_toml: None,
+        tenants: None,
+        idle_pass_interval: 60,
+        heartbeat_timeout: std::time::Duration::from_secs(10),
+        admin_token_file: dir.path().join("admin.token"),
+        snapshot_every: 0,
+        replay_all: false,
+        catalogue: None,
+        rules: sched::SchedConfig::default(),
+    };
+    let srv = server::Server::start(&config).unwrap();
+    assert!(
+        srv.replay_summary().starts_with("replayed"),
+        "{}",
+        srv.replay_summary()
+    );
+    let expected = ControlPlane::replay(records(V0_JOURNAL)).unwrap().unwrap();
+    assert_eq!(srv.fingerprint(), expected.fingerprint());
+    srv.close();
+    drop(srv);
+    // On disk: every record in the current format, the old snapshot gone.
+    let j = store::Journal::open(&url).unwrap();
+    let stored = j.read_after(0, 1000).unwrap();
+    assert!(stored.len() > V0_JOURNAL.lines().count());
+    for r in &stored {
+        assert!(
+            matches!(journal::decode(&r.body), Ok(Stored::V1(_))),
+            "record {}",
+            r.seq
+        );
+    }
+    assert_eq!(j.latest_snapshot().unwrap(), None);
+    // And a restart replays it without deciding, into the same state.
+    j.close();
+    drop(j);
+    let again = server::Server::start(&config).unwrap();
+    assert_eq!(again.fingerprint(), expected.fingerprint());
+    again.close();
+}
