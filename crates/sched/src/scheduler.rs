@@ -26,6 +26,7 @@ mod pass;
 mod preempt;
 mod queue;
 mod reasons;
+mod restore;
 mod sandboxes;
 mod services;
 

@@ -141,7 +141,12 @@ impl LogTails {
 
     /// Forgets jobs nobody read for [`INTEREST`], with their tails.
     pub fn expire(&mut self, now: Instant) {
+        let before = self.wanted.len();
         self.wanted.retain(|_, until| *until > now);
+        // Every heartbeat asks: walk the tails only when a job's interest has just lapsed.
+        if self.wanted.len() == before {
+            return;
+        }
         let wanted = &self.wanted;
         let mut freed = 0;
         self.tails.retain(|k, t| {
