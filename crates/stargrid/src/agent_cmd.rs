@@ -12,8 +12,8 @@ pub struct AgentArgs {
     /// The fleet node this agent runs (its name in the server's fleet).
     #[arg(long, conflicts_with = "hollow")]
     pub node: Option<String>,
-    /// Play this many nodes without running processes (for scale tests): the first nodes the
-    /// server lists as down.
+    /// Play this many nodes without running processes (for scale tests): the first nodes of
+    /// its credential's that the server lists as down.
     #[arg(long)]
     pub hollow: Option<usize>,
     /// Where task directories and logs go.
@@ -44,7 +44,8 @@ pub struct AgentArgs {
     pub gpu_model: Option<String>,
 }
 
-pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
+pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
+    let (server, token) = (settings.server.as_str(), settings.agent_credential()?);
     let nodes = match (&a.node, a.hollow) {
         (Some(n), None) => vec![n.clone()],
         (None, Some(count)) => {
@@ -59,7 +60,7 @@ pub fn run(server: &str, token: &str, a: &AgentArgs) -> Result<()> {
                 .collect();
             if free.len() < count {
                 bail!(
-                    "--hollow {count}: the server has only {} nodes without an agent",
+                    "--hollow {count}: only {} of this credential's nodes are without an agent",
                     free.len()
                 );
             }

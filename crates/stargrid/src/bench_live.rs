@@ -108,12 +108,13 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         .trim()
         .to_string();
     let client = Client::new(&url, &admin);
+    let names: Vec<String> = fleet.nodes().iter().map(|n| n.name.to_string()).collect();
     let agent_token = client.issue_token(&IssueToken {
         role: "agent".into(),
         tenant: None,
         expires_in_s: None,
+        nodes: Some(model::hostlist::compress(&names)),
     })?;
-    let names: Vec<String> = fleet.nodes().iter().map(|n| n.name.to_string()).collect();
     let node_count = names.len();
     let agent_stop = Arc::new(AtomicBool::new(false));
     let (started_tx, started_rx) = std::sync::mpsc::channel::<(u64, Instant)>();

@@ -116,8 +116,13 @@ pub enum ClientCommand {
         /// Seconds until it stops working (default: until revoked).
         #[arg(long)]
         expires_in_s: Option<u64>,
+        /// For an agent credential: the nodes it reports for, as a hostlist expression
+        /// (`gpu-[0000-0127]`); reports for other nodes are refused.
+        #[arg(long)]
+        nodes: Option<String>,
     },
-    /// Tokens that were not revoked: ids, roles, expiry (admin; never the tokens themselves).
+    /// Tokens that were not revoked: ids, roles, the nodes agent credentials are bound to,
+    /// expiry, refused reports (admin; never the tokens themselves).
     Tokens,
     /// Revoke a token by its id (admin): it stops working at once.
     RevokeToken {
@@ -145,7 +150,8 @@ pub fn fail(e: ClientError) -> anyhow::Error {
     }
 }
 
-pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
+pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Result<()> {
+    let (server, token) = (settings.server.as_str(), settings.token.as_str());
     if token.is_empty() {
         bail!("no token: pass --token, set STARGRID_TOKEN, or put token_file = \"…/admin.token\" in ~/.config/stargrid/config.toml (the server's first admin token is in its data dir, admin.token)");
     }
@@ -449,12 +455,14 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
             role,
             tenant,
             expires_in_s,
+            nodes,
         } => {
             let t = client
                 .issue_token(&IssueToken {
                     role: role.clone(),
                     tenant: tenant.clone(),
                     expires_in_s: *expires_in_s,
+                    nodes: nodes.clone(),
                 })
                 .map_err(fail)?;
             println!("{}", t.token);
@@ -468,18 +476,25 @@ pub fn run(server: &str, token: &str, command: &ClientCommand) -> Result<()> {
         ClientCommand::Tokens => {
             let list = client.tokens().map_err(fail)?;
             println!(
-                "{:<18} {:<8} {:<16} {:>12} {:>12}",
-                "ID", "ROLE", "TENANT", "ISSUED", "EXPIRES"
+                "{:<18} {:<8} {:<24} {:>12} {:>12} {:>8}",
+                "ID", "ROLE", "TENANT/NODES", "ISSUED", "EXPIRES", "REFUSED"
             );
             for t in list {
+                let whose = match (&t.tenant, &t.nodes) {
+                    (Some(tenant), _) => tenant.clone(),
+                    (None, Some(nodes)) if nodes == "*" => "* (every node: unbound)".into(),
+                    (None, Some(nodes)) => nodes.clone(),
+                    (None, None) => "-".into(),
+                };
                 println!(
-                    "{:<18} {:<8} {:<16} {:>12} {:>12}{}",
+                    "{:<18} {:<8} {:<24} {:>12} {:>12} {:>8}{}",
                     t.id,
                     t.role,
-                    t.tenant.as_deref().unwrap_or("-"),
+                    whose,
                     t.issued_at,
                     t.expires_at
                         .map_or_else(|| "never".to_string(), |e| e.to_string()),
+                    t.refused_reports,
                     if t.expired { "  (expired)" } else { "" }
                 );
             }

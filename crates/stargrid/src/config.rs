@@ -1,11 +1,16 @@
-//! The client's settings: the server's address and the token, from flags, the environment
-//! (`STARGRID_SERVER`, `STARGRID_TOKEN`) or a config file, in that order. The file is
-//! `--config PATH`, `STARGRID_CONFIG`, or `~/.config/stargrid/config.toml` when it exists:
+//! The client's settings: the server's address, the token and the certificate authority that
+//! signed the server's certificate, from flags, the environment (`STARGRID_SERVER`,
+//! `STARGRID_TOKEN`, `STARGRID_TOKEN_FILE`, `STARGRID_CA`) or a config file, in that order.
+//! The file is `--config PATH`, `STARGRID_CONFIG`, or `~/.config/stargrid/config.toml` when it
+//! exists:
 //!
 //! ```toml
-//! server = "http://10.0.0.5:7070"
+//! server = "https://10.0.0.5:7070"
 //! token_file = "/etc/stargrid/admin.token"   # or: token = "..."
+//! ca = "/etc/stargrid/ca.pem"
 //! ```
+//!
+//! An agent takes its credential from a file only (see [`Settings::agent_credential`]).
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -24,6 +29,8 @@ pub struct FileConfig {
     pub token: Option<String>,
     /// A file holding the token (e.g. a server's `admin.token`).
     pub token_file: Option<PathBuf>,
+    /// The certificate authority that signed the server's TLS certificate (PEM).
+    pub ca: Option<PathBuf>,
 }
 
 /// Reads a config file's text; errors name the file and the field.
@@ -57,13 +64,97 @@ fn config_path(named: Option<&Path>) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// The server and token to use: flags and environment first, then the config file.
-pub fn resolve(
-    server: Option<String>,
-    token: Option<String>,
-    config: Option<&Path>,
-) -> Result<(String, String)> {
-    let file = match config_path(config) {
+/// What the command line (and the environment behind it) said.
+#[derive(Debug, Default)]
+pub struct Flags {
+    /// `--server` / `STARGRID_SERVER`.
+    pub server: Option<String>,
+    /// `--token` / `STARGRID_TOKEN`.
+    pub token: Option<String>,
+    /// `--token-file` / `STARGRID_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// `--ca` / `STARGRID_CA`.
+    pub ca: Option<PathBuf>,
+    /// `--config` / `STARGRID_CONFIG`.
+    pub config: Option<PathBuf>,
+}
+
+/// Where the token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A flag or the environment (`--token`, `STARGRID_TOKEN`).
+    Inline,
+    /// The config file's `token`.
+    ConfigFile,
+    /// A file of its own (`--token-file`, or the config file's `token_file`).
+    File(PathBuf),
+    /// Nowhere (requests go without one).
+    None,
+}
+
+/// The client's settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The server's base URL.
+    pub server: String,
+    /// The bearer token (empty: none).
+    pub token: String,
+    /// Where it came from.
+    pub token_source: TokenSource,
+    /// A PEM file of the certificate authority that signed the server's certificate (for an
+    /// `https://` server whose certificate the system does not trust).
+    pub ca: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The token, when it may serve as an agent's credential: read from a file only the agent's
+    /// user can read. A token on the command line shows in `/proc/<pid>/cmdline` to every user
+    /// of the node, and one in the environment is inherited by whatever the agent starts.
+    pub fn agent_credential(&self) -> Result<&str> {
+        match &self.token_source {
+            TokenSource::File(path) => {
+                check_private(path)?;
+                Ok(&self.token)
+            }
+            TokenSource::Inline | TokenSource::ConfigFile => bail!(
+                "an agent reads its credential from a file only its user can read \
+                 (--token-file, STARGRID_TOKEN_FILE or the config file's token_file): a token \
+                 on the command line is visible to every user of the node"
+            ),
+            TokenSource::None => bail!(
+                "an agent needs a credential: --token-file FILE (from `stargrid token --role \
+                 agent --nodes ...`)"
+            ),
+        }
+    }
+}
+
+/// Refuses a credential file that other users could read.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "the token file {} is readable by other users (mode {:o}): chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// The settings to use: flags and environment first, then the config file.
+pub fn resolve(flags: Flags) -> Result<Settings> {
+    let file = match config_path(flags.config.as_deref()) {
         Some(p) => {
             let text =
                 std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -71,19 +162,30 @@ pub fn resolve(
         }
         None => FileConfig::default(),
     };
-    let server = server
+    let server = flags
+        .server
         .or(file.server)
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
-    let token = match (token, file.token, file.token_file) {
-        (Some(t), _, _) => t,
-        (None, Some(t), _) => t,
-        (None, None, Some(f)) => std::fs::read_to_string(&f)
-            .with_context(|| format!("reading the token file {}", f.display()))?
-            .trim()
-            .to_string(),
-        (None, None, None) => String::new(),
+    let token_source = match (flags.token, flags.token_file, file.token, file.token_file) {
+        (Some(t), _, _, _) => (t, TokenSource::Inline),
+        (None, Some(f), _, _) => (read_token(&f)?, TokenSource::File(f)),
+        (None, None, Some(t), _) => (t, TokenSource::ConfigFile),
+        (None, None, None, Some(f)) => (read_token(&f)?, TokenSource::File(f)),
+        (None, None, None, None) => (String::new(), TokenSource::None),
     };
-    Ok((server, token))
+    Ok(Settings {
+        server,
+        token: token_source.0,
+        token_source: token_source.1,
+        ca: flags.ca.or(file.ca),
+    })
+}
+
+fn read_token(f: &Path) -> Result<String> {
+    Ok(std::fs::read_to_string(f)
+        .with_context(|| format!("reading the token file {}", f.display()))?
+        .trim()
+        .to_string())
 }
 
 #[cfg(test)]
@@ -106,14 +208,51 @@ mod tests {
             ),
         )
         .unwrap();
+        let from_file = resolve(Flags {
+            config: Some(cfg.clone()),
+            ..Flags::default()
+        })
+        .unwrap();
         assert_eq!(
-            resolve(None, None, Some(&cfg)).unwrap(),
-            ("http://10.0.0.5:7070".into(), "secret".into())
+            (from_file.server.as_str(), from_file.token.as_str()),
+            ("http://10.0.0.5:7070", "secret")
         );
+        assert_eq!(from_file.token_source, TokenSource::File(token.clone()));
+        let flagged = resolve(Flags {
+            server: Some("http://h:1".into()),
+            token: Some("t".into()),
+            config: Some(cfg),
+            ..Flags::default()
+        })
+        .unwrap();
         assert_eq!(
-            resolve(Some("http://h:1".into()), Some("t".into()), Some(&cfg)).unwrap(),
-            ("http://h:1".into(), "t".into())
+            (flagged.server.as_str(), flagged.token.as_str()),
+            ("http://h:1", "t")
         );
+    }
+
+    #[test]
+    fn an_agent_takes_its_credential_from_a_private_file_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.token");
+        std::fs::write(&file, "cred\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let from = |flags: Flags| resolve(flags).unwrap();
+        let inline = from(Flags {
+            token: Some("cred".into()),
+            ..Flags::default()
+        });
+        let e = inline.agent_credential().unwrap_err().to_string();
+        assert!(e.contains("visible to every user"), "{e}");
+        let shared = from(Flags {
+            token_file: Some(file.clone()),
+            ..Flags::default()
+        });
+        let e = shared.agent_credential().unwrap_err().to_string();
+        assert!(e.contains("readable by other users (mode 644)"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(shared.agent_credential().unwrap(), "cred");
     }
 
     #[test]
@@ -130,9 +269,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("give one of them"), "{e}");
-        let e = resolve(None, None, Some(Path::new("/nonexistent/c.toml")))
-            .unwrap_err()
-            .to_string();
+        let e = resolve(Flags {
+            config: Some("/nonexistent/c.toml".into()),
+            ..Flags::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("reading /nonexistent/c.toml"), "{e}");
     }
 

@@ -32,6 +32,13 @@ struct Cli {
     /// config file's `token` / `token_file`.
     #[arg(long, global = true, env = "STARGRID_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the bearer token (an agent takes its credential this way only).
+    #[arg(long, global = true, env = "STARGRID_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// The certificate authority (PEM) that signed an https:// server's certificate, or the
+    /// config file's `ca`.
+    #[arg(long, global = true, env = "STARGRID_CA")]
+    ca: Option<std::path::PathBuf>,
     /// A config file with `server` and `token` or `token_file` (default:
     /// ~/.config/stargrid/config.toml when it exists).
     #[arg(long, global = true, env = "STARGRID_CONFIG")]
@@ -76,6 +83,13 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let flags = config::Flags {
+        server: cli.server,
+        token: cli.token,
+        token_file: cli.token_file,
+        ca: cli.ca,
+        config: cli.config,
+    };
     match cli.command {
         Command::Demo(a) => demo::run(&a),
         Command::Fleet(c) => fleet_cmd::run(c),
@@ -84,14 +98,8 @@ fn main() -> Result<()> {
         Command::Catalogue { check } => cost_view::catalogue_cmd(check.as_deref()),
         Command::Bench(c) => bench::run(&c),
         Command::Server(a) => server_cmd::run(&a),
-        Command::Agent(a) => {
-            let (server, token) = config::resolve(cli.server, cli.token, cli.config.as_deref())?;
-            agent_cmd::run(&server, &token, &a)
-        }
+        Command::Agent(a) => agent_cmd::run(&config::resolve(flags)?, &a),
         Command::Up(a) => up::run(&a),
-        Command::Client(c) => {
-            let (server, token) = config::resolve(cli.server, cli.token, cli.config.as_deref())?;
-            client::run(&server, &token, &c)
-        }
+        Command::Client(c) => client::run(&config::resolve(flags)?, &c),
     }
 }

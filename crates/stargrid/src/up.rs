@@ -184,14 +184,17 @@ pub fn run(a: &UpArgs) -> Result<()> {
         .trim()
         .to_string();
     let client = Client::new(&url, &admin).with_timeout(Duration::from_secs(10));
+    let nodes = list_nodes(&client)?;
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    // One credential bound to this machine's nodes.
     let agent_token = client
         .issue_token(&IssueToken {
             role: "agent".into(),
             tenant: None,
             expires_in_s: None,
+            nodes: Some(model::hostlist::compress(&names)),
         })
-        .context("issuing the agents' token")?;
-    let nodes = list_nodes(&client)?;
+        .context("issuing the agents' credential")?;
     let (cgroups, limits) =
         match agent::cgroup::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup")) {
             Ok(cg) => (Some(cg), "tasks limited by cgroup v2".to_string()),
@@ -203,7 +206,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
     let agent_config = agent::AgentConfig {
         server: url.clone(),
         token: agent_token.token,
-        nodes: nodes.iter().map(|n| n.name.clone()).collect(),
+        nodes: names,
         hollow: false,
         work_dir: a.data_dir.join("tasks"),
         interval: Duration::from_millis(500),

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -55,8 +57,12 @@ fn start_server_with(data: &std::path::Path, extra: &[&str]) -> Server {
 
 impl Server {
     fn post(&self, path: &str, body: Value) -> Result<Value, (u16, String)> {
+        self.post_as(&self.token, path, body)
+    }
+
+    fn post_as(&self, token: &str, path: &str, body: Value) -> Result<Value, (u16, String)> {
         match ureq::post(&format!("{}{path}", self.url))
-            .set("Authorization", &format!("Bearer {}", self.token))
+            .set("Authorization", &format!("Bearer {token}"))
             .send_json(body)
         {
             Ok(r) => Ok(r.into_json().unwrap_or(Value::Null)),
@@ -66,8 +72,12 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> Result<Value, (u16, String)> {
+        self.get_as(&self.token, path)
+    }
+
+    fn get_as(&self, token: &str, path: &str) -> Result<Value, (u16, String)> {
         match ureq::get(&format!("{}{path}", self.url))
-            .set("Authorization", &format!("Bearer {}", self.token))
+            .set("Authorization", &format!("Bearer {token}"))
             .call()
         {
             Ok(r) => Ok(r.into_json().unwrap()),
@@ -160,7 +170,10 @@ fn a_task_cannot_read_its_agents_token_from_its_environment() {
         ])
         .arg(&work)
         .args(["--interval-ms", "200", "--grace-s", "1"])
-        .env("STARGRID_TOKEN", &s.token)
+        .env(
+            "STARGRID_TOKEN_FILE",
+            common::token_file(dir.path(), &s.token),
+        )
         .env("AGENT_SECRET", "do-not-leak")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -350,4 +363,140 @@ fn requests_no_fleet_could_hold_or_too_large_to_journal_are_refused_by_field() {
     );
     // Nothing was journaled for them; ordinary work still goes in.
     assert_eq!(s.post("/v1/jobs", job(json!({}))).unwrap()["id"], 1);
+}
+
+#[test]
+fn an_agent_credential_reports_only_for_its_own_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("data"));
+    let (ours, other) = ("nvl00000t00", "nvl00000t01");
+    place_a_job_on(&s, other);
+    // An agent credential names its nodes; one without is refused by field.
+    let (code, body) = s.post("/v1/tokens", json!({"role": "agent"})).unwrap_err();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"nodes\""), "{body}");
+    let (code, body) = s
+        .post("/v1/tokens", json!({"role": "agent", "nodes": "n[5-"}))
+        .unwrap_err();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"nodes\""), "{body}");
+    let issued = s
+        .post("/v1/tokens", json!({"role": "agent", "nodes": ours}))
+        .unwrap();
+    let cred = issued["token"].as_str().unwrap().to_string();
+    let beat = |node: &str, tasks: Value| {
+        s.post_as(
+            &cred,
+            "/v1/agent/heartbeat",
+            json!({"node": node, "tasks": tasks, "logs": []}),
+        )
+    };
+    // Its own node: accepted.
+    beat(ours, json!([])).unwrap();
+    // Someone else's node, to keep it up, read its tasks' env or forge an exit: 403.
+    for attempt in [
+        json!([]),
+        json!([{"job": 1, "run": 0, "rank": 0, "exit_code": 137}]),
+    ] {
+        let (code, body) = beat(other, attempt).unwrap_err();
+        assert_eq!(code, 403, "{body}");
+        assert!(body.contains("not bound to node 'nvl00000t01'"), "{body}");
+    }
+    let (code, _) = s
+        .post_as(
+            &cred,
+            "/v1/agent/wait",
+            json!({"nodes": [ours, other], "after": 0, "timeout_ms": 10}),
+        )
+        .unwrap_err();
+    assert_eq!(code, 403);
+    // The credential sees its own node only; it cannot submit.
+    let seen = s.get_as(&cred, "/v1/nodes").unwrap();
+    assert_eq!(seen.as_array().unwrap().len(), 1, "{seen}");
+    assert_eq!(seen[0]["name"], ours);
+    let (code, _) = s
+        .post_as(
+            &cred,
+            "/v1/jobs",
+            json!({"name": "x", "tenant": "default", "nodes": 1,
+            "gpus_per_node": 1, "time_limit_s": 60, "command": ["true"]}),
+        )
+        .unwrap_err();
+    assert_eq!(code, 403);
+    // The refusals are counted against the credential, for the operator to see.
+    let tokens = s.get("/v1/tokens").unwrap();
+    let listed = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == issued["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(listed["nodes"], ours, "{listed}");
+    assert_eq!(listed["refused_reports"], 3, "{listed}");
+    // Nothing accepted before is lost: the other node's job still runs.
+    assert_eq!(s.get("/v1/jobs/1").unwrap()["state"], "running");
+}
+
+#[test]
+fn a_hollow_agent_plays_its_credentials_range_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("data"));
+    let issued = s
+        .post(
+            "/v1/tokens",
+            json!({"role": "agent", "nodes": "nvl00000t[00-03]"}),
+        )
+        .unwrap();
+    let cred = issued["token"].as_str().unwrap().to_string();
+    let hollow = |count: &str, work: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(["agent", "--server", &s.url, "--hollow", count, "--work-dir"])
+            .arg(dir.path().join(work))
+            .env("STARGRID_TOKEN_FILE", common::token_file(dir.path(), &cred))
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // More than the range: refused before it starts.
+    let out = hollow("5", "too-many").wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only 4 of this credential's nodes"), "{err}");
+    // The range itself: exactly those four come up.
+    let mut agent = common::Proc(hollow("4", "hollow"));
+    let up = || {
+        s.get("/v1/nodes")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["state"] != "down")
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    wait_for("four hollow nodes up", || up().len() == 4);
+    assert_eq!(
+        up(),
+        ["nvl00000t00", "nvl00000t01", "nvl00000t02", "nvl00000t03"]
+    );
+    agent.kill();
+    // Given on the command line (where every user of the node can read it), it is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "agent",
+            "--server",
+            &s.url,
+            "--node",
+            "nvl00000t00",
+            "--token",
+            &cred,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("visible to every user of the node"), "{err}");
 }

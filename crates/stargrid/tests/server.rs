@@ -367,7 +367,7 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
     };
     let vision = issue(json!({"role": "tenant", "tenant": "vision"}));
     let speech = issue(json!({"role": "tenant", "tenant": "speech"}));
-    let agent = issue(json!({"role": "agent"}));
+    let agent = issue(json!({"role": "agent", "nodes": "nvl00000t00,cpu0000000"}));
     let status = |r: Result<ureq::Response, ureq::Error>| match r {
         Ok(r) => r.status(),
         Err(ureq::Error::Status(code, _)) => code,
@@ -495,7 +495,7 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
     let jobs_with = |token: &str| status(with(token, ureq::get(&format!("{url}/v1/jobs"))).call());
     assert_eq!(jobs_with(&short), 200);
     let revoked: Value = post(&format!("{url}/v1/tokens"))
-        .send_json(json!({"role": "agent"}))
+        .send_json(json!({"role": "agent", "nodes": "nvl00000t00"}))
         .unwrap()
         .into_json()
         .unwrap();
@@ -593,7 +593,10 @@ fn an_agent_starts_new_work_at_once_not_at_its_next_heartbeat() {
         .arg("--work-dir")
         .arg(dir.path().join("agent"))
         .env("RUST_BACKTRACE", "0")
-        .env("STARGRID_TOKEN", admin_token(&url))
+        .env(
+            "STARGRID_TOKEN_FILE",
+            token_file(dir.path(), &admin_token(&url)),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -632,7 +635,10 @@ fn a_node_whose_agent_finds_other_gpus_than_the_fleet_takes_no_work() {
             .args(["--fake-gpus", gpus, "--gpu-model", model, "--work-dir"])
             .arg(dir.path().join(work))
             .env("RUST_BACKTRACE", "0")
-            .env("STARGRID_TOKEN", admin_token(&url))
+            .env(
+                "STARGRID_TOKEN_FILE",
+                token_file(dir.path(), &admin_token(&url)),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -537,6 +537,11 @@ pub struct IssueToken {
     /// Seconds until it stops working (default: until revoked).
     #[serde(default)]
     pub expires_in_s: Option<u64>,
+    /// For an agent credential (required): the nodes it may report for, as a hostlist
+    /// expression (`gpu-[0000-0127]`, `cpu-1,cpu-7`). Reports for any other node are refused.
+    #[serde(default)]
+    #[schema(max_length = 65536)]
+    pub nodes: Option<String>,
 }
 
 /// An issued token.
@@ -561,6 +566,14 @@ pub struct TokenView {
     pub role: String,
     /// The tenant, for a tenant token.
     pub tenant: Option<String>,
+    /// The nodes an agent credential is bound to (a hostlist expression); `*` for an agent
+    /// token issued before credentials were bound to nodes, which reports for any node.
+    #[serde(default)]
+    pub nodes: Option<String>,
+    /// Reports this credential sent for nodes it is not bound to, refused since the server
+    /// started (a stolen or misconfigured credential).
+    #[serde(default)]
+    pub refused_reports: u64,
     /// When it was issued (Unix seconds).
     pub issued_at: u64,
     /// When it stops working.

@@ -5,23 +5,24 @@ use super::*;
 /// An agent's heartbeat: it reports its tasks and gets back every task its node must run.
 /// The first heartbeat of a node brings it up.
 #[utoipa::path(post, path = "/v1/agent/heartbeat", request_body = Heartbeat,
-    responses((status = 200, body = HeartbeatReply), (status = 400, body = ApiError)))]
+    responses((status = 200, body = HeartbeatReply), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(super) async fn heartbeat(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match server.principal(&headers) {
-        Ok(Role::Agent | Role::Admin) => {}
-        Ok(Role::Tenant { .. }) => {
-            return Refusal::forbidden("only agent tokens report for nodes").into_response()
-        }
-        Err(r) => return r.into_response(),
+    // The token is checked before the body is read, its binding to the node after.
+    if let Err(r) = server.principal(&headers) {
+        return r.into_response();
     }
     let hb: Heartbeat = match parse_json(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
+    if let Err(r) = server.reporter(&headers, [hb.node.as_str()]) {
+        return r.into_response();
+    }
     server.seen().insert(hb.node.clone(), Instant::now());
     let reported = server
         .commit(

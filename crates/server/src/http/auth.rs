@@ -24,7 +24,7 @@ pub(super) fn may_touch(role: &Role, tenant: &str) -> bool {
     match role {
         Role::Admin => true,
         Role::Tenant { tenant: t } => t == tenant,
-        Role::Agent => false,
+        Role::Agent { .. } => false,
     }
 }
 
@@ -49,7 +49,7 @@ pub(super) fn listing_tenant(
 ) -> Result<Option<String>, Refusal> {
     match role {
         Role::Admin => Ok(asked),
-        Role::Agent => Err(Refusal::forbidden("an agent token cannot list work")),
+        Role::Agent { .. } => Err(Refusal::forbidden("an agent token cannot list work")),
         Role::Tenant { tenant } => {
             if asked.as_ref().is_some_and(|t| t != tenant) {
                 return Err(Refusal::new(
@@ -66,6 +66,35 @@ pub(super) fn listing_tenant(
 impl Server {
     /// Who sent the request: the role of its bearer token.
     pub(super) fn principal(&self, headers: &HeaderMap) -> Result<Role, Refusal> {
+        self.caller(headers).map(|(role, _)| role)
+    }
+
+    /// An agent's report for `nodes`: refused (403, and counted against the credential) when
+    /// the token may not report for every one of them. Tenants never report.
+    pub(super) fn reporter<'a>(
+        &self,
+        headers: &HeaderMap,
+        nodes: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Role, Refusal> {
+        let (role, hash) = self.caller(headers)?;
+        if let Role::Tenant { .. } = role {
+            return Err(Refusal::forbidden("only agent tokens report for nodes"));
+        }
+        if let Some(other) = nodes.into_iter().find(|n| !role.may_report_for(n)) {
+            let id = crate::state::token_id(&hash).to_string();
+            tracing::warn!(token = %id, node = %other, "report for a node the credential is not bound to");
+            *self.refused_reports().entry(id).or_default() += 1;
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "node",
+                format!("this agent credential is not bound to node '{other}'"),
+            ));
+        }
+        Ok(role)
+    }
+
+    /// The role of the request's bearer token, and the token's SHA-256.
+    fn caller(&self, headers: &HeaderMap) -> Result<(Role, String), Refusal> {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -80,7 +109,7 @@ impl Server {
         let hash = token_hash(token.trim());
         let p = self.plane();
         match p.role_of(&hash, unix_now()) {
-            Ok(role) => Ok(role.clone()),
+            Ok(role) => Ok((role.clone(), hash)),
             Err(TokenProblem::Unknown) => Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "authorization",
@@ -114,7 +143,7 @@ impl Server {
     /// The caller's role, refused when it is an agent's (agents only report).
     pub(super) fn submitter(&self, headers: &HeaderMap) -> Result<Role, Refusal> {
         match self.principal(headers)? {
-            Role::Agent => Err(Refusal::forbidden(
+            Role::Agent { .. } => Err(Refusal::forbidden(
                 "an agent token cannot submit or see work",
             )),
             role => Ok(role),
@@ -128,6 +157,6 @@ pub(super) fn viewer(role: &Role) -> Option<&str> {
     match role {
         Role::Admin => None,
         Role::Tenant { tenant } => Some(tenant.as_str()),
-        Role::Agent => Some(""),
+        Role::Agent { .. } => Some(""),
     }
 }

@@ -98,12 +98,8 @@ pub(super) async fn wait_for_changes(
 ) -> Response {
     respond(
         async {
-            match server.principal(&headers)? {
-                Role::Agent | Role::Admin => {}
-                Role::Tenant { .. } => {
-                    return Err(Refusal::forbidden("only agent tokens wait for assignments"))
-                }
-            }
+            // The token is checked before the body is read.
+            server.principal(&headers)?;
             let req: crate::api::WaitForChanges = parse_json(&body)?;
             if req.nodes.is_empty() || req.nodes.len() > 100_000 {
                 return Err(Refusal::new(
@@ -119,6 +115,7 @@ pub(super) async fn wait_for_changes(
                     format!("must be at most {MAX_WAIT_MS}"),
                 ));
             }
+            server.reporter(&headers, req.nodes.iter().map(String::as_str))?;
             let asked: std::collections::HashSet<&str> =
                 req.nodes.iter().map(String::as_str).collect();
             let waiter = Arc::new(tokio::sync::Notify::new());

@@ -6,10 +6,16 @@ use super::*;
 /// Every node, with its state and free capacity.
 #[utoipa::path(get, path = "/v1/nodes", responses((status = 200, body = [NodeView])))]
 pub(super) async fn list_nodes(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    if let Err(r) = server.principal(&headers) {
-        return r.into_response();
+    match server.principal(&headers) {
+        // An agent credential sees the nodes it is bound to (a hollow agent picks from them).
+        Ok(role @ Role::Agent { nodes: Some(_) }) => {
+            let mut nodes = server.plane().nodes();
+            nodes.retain(|n| role.may_report_for(&n.name));
+            Json(nodes).into_response()
+        }
+        Ok(_) => Json(server.plane().nodes()).into_response(),
+        Err(r) => r.into_response(),
     }
-    Json(server.plane().nodes()).into_response()
 }
 
 /// Tenants and their usage.
@@ -37,7 +43,9 @@ pub(super) async fn list_tenants(
     headers: HeaderMap,
 ) -> Response {
     match server.principal(&headers) {
-        Ok(Role::Agent) => Refusal::forbidden("an agent token cannot list tenants").into_response(),
+        Ok(Role::Agent { .. }) => {
+            Refusal::forbidden("an agent token cannot list tenants").into_response()
+        }
         Ok(role) => {
             let all = server.plane().tenants();
             let mine: Vec<TenantView> = all

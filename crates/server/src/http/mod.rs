@@ -88,6 +88,9 @@ pub struct Server {
     replay_summary: String,
     /// Task logs being read.
     logs: Mutex<LogTails>,
+    /// Reports refused because the credential is not bound to the node, by token id (not
+    /// journaled; bounded by the tokens issued).
+    refused_reports: Mutex<HashMap<String, u64>>,
 }
 
 /// What to do with an event of a commit that the state refuses.
@@ -243,6 +246,13 @@ impl Server {
 
     fn change_log(&self) -> std::sync::MutexGuard<'_, ChangeLog> {
         match self.changes.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn refused_reports(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        match self.refused_reports.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }

@@ -86,7 +86,7 @@ pub(super) async fn change_service(
     respond(
         async {
             let (role, id) = server.caller_and_id(&headers, &raw)?;
-            if role == Role::Agent {
+            if matches!(role, Role::Agent { .. }) {
                 return Err(Refusal::forbidden("an agent token cannot change services"));
             }
             server

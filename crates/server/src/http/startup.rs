@@ -226,6 +226,7 @@ impl Server {
             last_snapshot: std::sync::atomic::AtomicU64::new(from_snapshot.unwrap_or(0)),
             replay_summary,
             logs: Mutex::new(LogTails::default()),
+            refused_reports: Mutex::new(HashMap::new()),
         }))
     }
 }

@@ -4,7 +4,8 @@ use super::*;
 
 /// Issue a token (admin only): admin, tenant (with `tenant`) or agent.
 #[utoipa::path(post, path = "/v1/tokens", request_body = IssueToken,
-    responses((status = 201, body = Token), (status = 400, body = ApiError), (status = 403, body = ApiError)))]
+    responses((status = 201, body = Token), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(super) async fn issue_token(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
@@ -19,9 +20,27 @@ pub(super) async fn issue_token(
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
+    if req.nodes.is_some() && req.role != "agent" {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "nodes",
+            "only agent credentials name nodes",
+        );
+    }
     let role = match (req.role.as_str(), req.tenant) {
         ("admin", None) => Role::Admin,
-        ("agent", None) => Role::Agent,
+        ("agent", None) => match req.nodes.as_deref().map(crate::state::NodeScope::parse) {
+            Some(Ok(scope)) => Role::Agent { nodes: Some(scope) },
+            Some(Err(e)) => return problem(StatusCode::BAD_REQUEST, "nodes", e.to_string()),
+            None => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "nodes",
+                    "an agent credential names the nodes it reports for, as a hostlist \
+                     expression (e.g. 'gpu-[0000-0127]')",
+                )
+            }
+        },
         ("tenant", Some(tenant)) => Role::Tenant { tenant },
         ("tenant", None) => {
             return problem(
@@ -94,28 +113,36 @@ pub(super) async fn issue_token(
     }
 }
 
-/// Every token that was not revoked: ids, roles, expiry (admin only; never the tokens).
-#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [crate::api::TokenView]), (status = 403, body = ApiError)))]
+/// Every token that was not revoked: ids, roles, the nodes an agent credential is bound to,
+/// expiry, and reports refused for nodes it is not bound to (admin only; never the tokens).
+#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [crate::api::TokenView]),
+    (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(super) async fn list_tokens(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
     respond((|| {
         if server.principal(&headers)? != Role::Admin {
             return Err(Refusal::forbidden("only an admin token lists tokens"));
         }
         let now = unix_now();
-        let list: Vec<crate::api::TokenView> = server
-            .plane()
-            .token_list()
+        let tokens = server.plane().token_list();
+        let refused = server.refused_reports();
+        let list: Vec<crate::api::TokenView> = tokens
             .into_iter()
             .map(|(id, t)| {
-                let (role, tenant) = match t.role {
-                    Role::Admin => ("admin", None),
-                    Role::Agent => ("agent", None),
-                    Role::Tenant { tenant } => ("tenant", Some(tenant)),
+                let (role, tenant, nodes) = match t.role {
+                    Role::Admin => ("admin", None, None),
+                    Role::Agent { nodes } => (
+                        "agent",
+                        None,
+                        Some(nodes.map_or_else(|| "*".to_string(), |s| s.expr().to_string())),
+                    ),
+                    Role::Tenant { tenant } => ("tenant", Some(tenant), None),
                 };
                 crate::api::TokenView {
+                    refused_reports: refused.get(&id).copied().unwrap_or(0),
                     id,
                     role: role.into(),
                     tenant,
+                    nodes,
                     issued_at: t.issued_at,
                     expires_at: t.expires_at,
                     expired: t.expires_at.is_some_and(|e| e <= now),
@@ -129,7 +156,8 @@ pub(super) async fn list_tokens(State(server): State<Arc<Server>>, headers: Head
 /// Revoke a token by its id (admin only): it stops working at once. A token cannot revoke
 /// itself.
 #[utoipa::path(post, path = "/v1/tokens/{id}/revoke", params(("id" = String, Path, description = "token id")),
-    responses((status = 200, description = "revoked"), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, description = "revoked"), (status = 401, body = ApiError),
+        (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub(super) async fn revoke_token(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,

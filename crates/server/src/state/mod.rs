@@ -40,7 +40,10 @@ mod views;
 use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
 pub use event::{BatchId, Event, JobId, ServiceId, TaskSpec};
-pub use tokens::{token_id, Role, TokenProblem, TokenRecord};
+pub use tokens::{
+    token_id, NodeScope, Role, ScopeError, TokenProblem, TokenRecord, MAX_SCOPE_EXPR,
+    MAX_SCOPE_NODES,
+};
 
 /// Why an event cannot be applied. For a new request this is the client's error, of a kind
 /// the API answers by (not found, conflict, the queue's own refusals); during replay it means

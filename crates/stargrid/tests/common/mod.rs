@@ -90,8 +90,32 @@ pub fn post(url: &str) -> ureq::Request {
     ureq::post(url).set("Authorization", &format!("Bearer {}", admin_token(url)))
 }
 
+/// Writes `token` into `dir` in a file only its owner can read (agents take their credential
+/// from such a file only) and returns its path.
+pub fn token_file(dir: &Path, token: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("{}.token", token.get(..12).unwrap_or(token)));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    f.write_all(token.as_bytes()).unwrap();
+    path
+}
+
 /// An agent process: `--node NAME` or `--hollow N`, and more flags.
 pub fn start_agent(url: &str, work: &Path, args: &[&str]) -> Proc {
+    start_agent_as(url, work, &admin_token(url), args)
+}
+
+/// An agent process with the credential `token`.
+pub fn start_agent_as(url: &str, work: &Path, token: &str, args: &[&str]) -> Proc {
+    let credential = token_file(work.parent().unwrap_or(work), token);
     let child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
         .args([
             "agent",
@@ -104,7 +128,7 @@ pub fn start_agent(url: &str, work: &Path, args: &[&str]) -> Proc {
         .arg(work)
         .args(args)
         .env("RUST_BACKTRACE", "0")
-        .env("STARGRID_TOKEN", admin_token(url))
+        .env("STARGRID_TOKEN_FILE", credential)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
