@@ -30,6 +30,7 @@
 
 pub mod cgroup;
 pub mod inventory;
+pub mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -83,6 +84,52 @@ pub struct AgentConfig {
     /// What the node has (NVML or declared), reported with every heartbeat; `None`: the fleet
     /// file is trusted.
     pub inventory: Option<wire::api::Inventory>,
+    /// Who tasks run as.
+    pub run_as: RunAs,
+    /// The directory a job's `workdir` must lie under; `None`: a job may not name one (its
+    /// tasks run in their own directories).
+    pub workdir_root: Option<PathBuf>,
+}
+
+/// Who tasks run as.
+#[derive(Clone, Debug, Default)]
+pub enum RunAs {
+    /// The agent's own user (an agent that is not root cannot do otherwise): tasks are not
+    /// kept apart from each other or from the agent.
+    #[default]
+    AgentUser,
+    /// Each tenant's own unprivileged user (see [`users`]).
+    TenantUsers(Arc<std::sync::Mutex<users::TaskUsers>>),
+}
+
+impl RunAs {
+    /// Tenants' users from `uid_base`, kept in `work_dir` (made if missing).
+    pub fn tenant_users(work_dir: &std::path::Path, uid_base: u32) -> Result<RunAs, AgentError> {
+        let fail = |reason: String| AgentError::WorkDir {
+            path: work_dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(work_dir).map_err(|e| fail(e.to_string()))?;
+        let users = users::TaskUsers::open(work_dir, uid_base).map_err(|e| fail(e.to_string()))?;
+        Ok(RunAs::TenantUsers(Arc::new(std::sync::Mutex::new(users))))
+    }
+
+    /// Tenants' users when the agent runs as root, else the agent's own; in words, which.
+    pub fn best(work_dir: &std::path::Path, uid_base: u32) -> Result<(RunAs, String), AgentError> {
+        if users::is_root() {
+            let run_as = RunAs::tenant_users(work_dir, uid_base)?;
+            Ok((
+                run_as,
+                format!("tasks run as their tenant's user (uids from {uid_base})"),
+            ))
+        } else {
+            Ok((
+                RunAs::AgentUser,
+                "tasks run as the agent's own user (not root): tenants' tasks are NOT kept apart"
+                    .to_string(),
+            ))
+        }
+    }
 }
 
 type TaskKey = (u64, u32, u32);
@@ -251,6 +298,7 @@ fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         run: 0,
         rank: index,
         world: 0,
+        tenant: s.tenant.clone(),
         command: s.command.clone(),
         env,
         workdir: s.workdir.clone(),
@@ -285,8 +333,25 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Res
     };
     let dir = config.work_dir.join(&name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
+    let user = match &config.run_as {
+        RunAs::AgentUser => None,
+        RunAs::TenantUsers(users) => {
+            let mut users = users.lock().unwrap_or_else(|p| p.into_inner());
+            Some((users.user_of(&a.tenant).map_err(|e| e.to_string())?, users))
+        }
+    };
+    let log_path = dir.join("log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    if let Some((u, _)) = &user {
+        for (path, mode) in [(&dir, 0o700), (&log_path, 0o600)] {
+            users::hand_over(path, *u, mode).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
     let err_log = log.try_clone().map_err(|e| e.to_string())?;
+    let cwd = match &a.workdir {
+        None => dir.clone(),
+        Some(w) => allowed_workdir(config.workdir_root.as_deref(), w)?,
+    };
     let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
     let group = match &config.cgroups {
         Some(cg) => Some(cg.create(
@@ -298,15 +363,21 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Res
         )?),
         None => None,
     };
-    let (program, args) = match &group {
-        Some(g) => cgroup::wrap(g, program, args),
+    // The task enters its cgroup as root, then drops to its tenant's user.
+    let (program, args) = match &user {
+        Some((u, users)) => users.drop_to(*u, program, args),
         None => (program.clone(), args.to_vec()),
+    };
+    drop(user);
+    let (program, args) = match &group {
+        Some(g) => cgroup::wrap(g, &program, &args),
+        None => (program, args),
     };
     let mut cmd = Command::new(&program);
     // A clean environment: what the job asked for and the `STARGRID_*` variables, never the
     // agent's own (its token among them).
     cmd.args(&args)
-        .current_dir(a.workdir.as_deref().map_or(dir.clone(), PathBuf::from))
+        .current_dir(cwd)
         .env_clear()
         .env("PATH", TASK_PATH)
         .env("HOME", &dir)
@@ -333,6 +404,25 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Res
         exit_code: None,
         sandbox,
     })
+}
+
+/// A job's `workdir`, when it lies under the node's allowed root (links resolved).
+fn allowed_workdir(root: Option<&std::path::Path>, asked: &str) -> Result<PathBuf, String> {
+    let Some(root) = root else {
+        return Err(format!(
+            "workdir {asked}: this node allows none (its agent has no --workdir-root)"
+        ));
+    };
+    let resolved = std::fs::canonicalize(asked).map_err(|e| format!("workdir {asked}: {e}"))?;
+    let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if resolved.starts_with(&root) {
+        Ok(resolved)
+    } else {
+        Err(format!(
+            "workdir {asked} is outside the node's allowed root {}",
+            root.display()
+        ))
+    }
 }
 
 /// The program search path a task gets unless its job sets `PATH`.
@@ -609,6 +699,8 @@ mod tests {
             started: None,
             cgroups: Some(cgroup::Cgroups::detect(root.path()).unwrap()),
             inventory: None,
+            run_as: RunAs::AgentUser,
+            workdir_root: None,
         };
         let mut node = NodeTasks {
             name: "n0".into(),
@@ -621,6 +713,7 @@ mod tests {
             run: 0,
             rank: 0,
             world: 1,
+            tenant: "t".into(),
             command: vec!["sh".into(), "-c".into(), "echo $$ > pid".into()],
             env: BTreeMap::new(),
             workdir: None,

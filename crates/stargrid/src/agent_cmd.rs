@@ -42,6 +42,18 @@ pub struct AgentArgs {
     /// The declared GPUs' model (with --fake-gpus), e.g. GB200.
     #[arg(long, requires = "fake_gpus")]
     pub gpu_model: Option<String>,
+    /// The first uid of tenants' users: run as root, the agent starts each tenant's tasks as
+    /// its own unprivileged user, from this uid up.
+    #[arg(long, default_value_t = agent::users::DEFAULT_UID_BASE)]
+    pub task_uid_base: u32,
+    /// Run tasks as the agent's own user even when it is root (tenants' tasks are then not
+    /// kept apart: for single-tenant hosts only).
+    #[arg(long)]
+    pub tasks_as_agent_user: bool,
+    /// The directory a job's `workdir` must lie under (default: none may be named; tasks run
+    /// in their own directories).
+    #[arg(long)]
+    pub workdir_root: Option<PathBuf>,
 }
 
 pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
@@ -80,6 +92,8 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         started: None,
         cgroups: None,
         inventory: None,
+        run_as: agent::RunAs::AgentUser,
+        workdir_root: a.workdir_root.clone(),
     };
     let (cgroups, limits) = if a.no_cgroups || config.hollow {
         (None, "without cgroup limits".to_string())
@@ -113,9 +127,21 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
             Err(why) => (None, format!("; GPUs as the fleet declares them ({why})")),
         },
     };
+    let (run_as, users) = if config.hollow {
+        (agent::RunAs::AgentUser, String::new())
+    } else if a.tasks_as_agent_user {
+        (
+            agent::RunAs::AgentUser,
+            "; tasks run as the agent's own user (--tasks-as-agent-user)".to_string(),
+        )
+    } else {
+        let (run_as, how) = agent::RunAs::best(&a.work_dir, a.task_uid_base)?;
+        (run_as, format!("; {how}"))
+    };
     let config = agent::AgentConfig {
         cgroups,
         inventory,
+        run_as,
         ..config
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -125,7 +151,7 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
             .context("installing the Ctrl-C handler")?;
     }
     println!(
-        "stargrid agent: {} node(s){} reporting to {server}; {limits}{found}",
+        "stargrid agent: {} node(s){} reporting to {server}; {limits}{found}{users}",
         config.nodes.len(),
         if config.hollow { ", hollow" } else { "" }
     );

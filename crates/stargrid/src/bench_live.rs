@@ -131,6 +131,8 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             started: Some(started_tx),
             cgroups: None,
             inventory: None,
+            run_as: agent::RunAs::AgentUser,
+            workdir_root: None,
         };
         let stop = agent_stop.clone();
         std::thread::spawn(move || agent::run(&config, &stop))

@@ -16,7 +16,7 @@ use wire::Client;
 
 #[derive(Args)]
 pub struct UpArgs {
-    /// Data directory (journal and task logs).
+    /// Data directory (journal and tokens; task logs too when `up` does not run as root).
     #[arg(long, default_value = "stargrid-up")]
     pub data_dir: PathBuf,
     /// Address of the API.
@@ -203,18 +203,32 @@ pub fn run(a: &UpArgs) -> Result<()> {
                 format!("tasks run without CPU and memory limits: {why}"),
             ),
         };
+    // Run as root, tasks run as their tenant's user in a directory of their own outside the
+    // data dir (0700), so they cannot read the journal or any token; it goes at exit.
+    let (tasks_dir, _tasks_tmp) = if agent::users::is_root() {
+        let tmp = tempfile::Builder::new()
+            .prefix("stargrid-up-tasks-")
+            .tempdir()
+            .context("making the tasks' directory")?;
+        (tmp.path().to_path_buf(), Some(tmp))
+    } else {
+        (a.data_dir.join("tasks"), None)
+    };
+    let (run_as, users) = agent::RunAs::best(&tasks_dir, agent::users::DEFAULT_UID_BASE)?;
     let agent_config = agent::AgentConfig {
         server: url.clone(),
         token: agent_token.token,
         nodes: names,
         hollow: false,
-        work_dir: a.data_dir.join("tasks"),
+        work_dir: tasks_dir,
         interval: Duration::from_millis(500),
         grace: Duration::from_secs(5),
         fence_after: Duration::from_secs(10),
         started: None,
         cgroups,
         inventory: None,
+        run_as,
+        workdir_root: None,
     };
     let agent_stop = Arc::new(AtomicBool::new(false));
     let agents = {
@@ -222,7 +236,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         std::thread::spawn(move || agent::run(&config, &stop))
     };
     println!(
-        "stargrid up: server on {url} (journal {store_url}), agents for {} nodes; {limits}",
+        "stargrid up: server on {url} (journal {store_url}), agents for {} nodes; {limits}; {users}",
         nodes.len()
     );
     // Nodes take work once their agents have checked in; sandboxes are placed at once or

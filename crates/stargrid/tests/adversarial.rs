@@ -500,3 +500,111 @@ fn a_hollow_agent_plays_its_credentials_range_and_no_more() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("visible to every user of the node"), "{err}");
 }
+
+#[test]
+fn a_tenants_task_cannot_read_another_tenants_files_or_the_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        "[[tenants]]\nname = \"alpha\"\ngpus = 1000\n[[tenants]]\nname = \"beta\"\ngpus = 1000\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let s = start_server_with(&data, &["--tenants", tenants.to_str().unwrap()]);
+    let work = dir.path().join("node");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "agent",
+            "--server",
+            &s.url,
+            "--node",
+            "nvl00000t00",
+            "--work-dir",
+        ])
+        .arg(&work)
+        .args(["--interval-ms", "200", "--grace-s", "1", "--no-cgroups"])
+        .env(
+            "STARGRID_TOKEN_FILE",
+            common::token_file(dir.path(), &s.token),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    let _agent = common::Proc(agent);
+    let root = nix_is_root();
+    if !root {
+        // Not root: the agent cannot switch users, and says so rather than pretend.
+        assert!(said.contains("NOT kept apart"), "{said}");
+        return;
+    }
+    assert!(said.contains("tasks run as their tenant's user"), "{said}");
+    let job = |tenant: &str, script: &str| {
+        json!({"name": "j", "tenant": tenant, "nodes": 1, "gpus_per_node": 1,
+               "time_limit_s": 600, "command": ["sh", "-c", script]})
+    };
+    // Alpha's task keeps a secret in its directory and its log.
+    s.post(
+        "/v1/jobs",
+        job(
+            "alpha",
+            "echo alpha-secret; echo alpha-secret > mine; sleep 60",
+        ),
+    )
+    .unwrap();
+    wait_for("alpha's secret on disk", || {
+        std::fs::read_to_string(work.join("1-0-0/mine")).is_ok()
+    });
+    // Beta's task tries to read it, the server's data dir, and the agent's uid map.
+    let admin = data.join("admin.token");
+    let probe = format!(
+        "id -u; cat {a}/log {a}/mine {admin} {journal} {map} 2>&1; ls {work} 2>&1; echo done",
+        a = work.join("1-0-0").display(),
+        admin = admin.display(),
+        journal = data.join("journal.db").display(),
+        map = work.join("task-users.json").display(),
+        work = work.display(),
+    );
+    s.post("/v1/jobs", job("beta", &probe)).unwrap();
+    let beta_log = work.join("2-0-0/log");
+    wait_for("beta's probe", || {
+        std::fs::read_to_string(&beta_log).is_ok_and(|t| t.contains("done"))
+    });
+    let seen = std::fs::read_to_string(&beta_log).unwrap();
+    assert!(!seen.contains("alpha-secret"), "{seen}");
+    assert!(!seen.contains(&s.token), "{seen}");
+    assert_eq!(seen.matches("Permission denied").count(), 6, "{seen}");
+    let beta_uid: u32 = seen.lines().next().unwrap().trim().parse().unwrap();
+    assert_ne!(beta_uid, 0, "{seen}");
+    // Each tenant's task directory is its user's alone.
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (
+        std::fs::metadata(work.join("1-0-0")).unwrap(),
+        std::fs::metadata(work.join("2-0-0")).unwrap(),
+    );
+    assert_eq!(b.uid(), beta_uid);
+    assert_ne!(a.uid(), b.uid());
+    assert_eq!(a.mode() & 0o777, 0o700);
+    // A workdir outside the node's allowed root (it has none) is refused: the task fails.
+    let mut escape = job("beta", "pwd");
+    escape["workdir"] = json!("/");
+    s.post("/v1/jobs", escape).unwrap();
+    wait_for("the job with a forbidden workdir to fail", || {
+        s.get("/v1/jobs/3").unwrap()["exit_code"] == 127
+    });
+    // Nothing accepted before is lost.
+    assert_eq!(s.get("/v1/jobs/1").unwrap()["state"], "running");
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+}

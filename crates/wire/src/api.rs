@@ -296,6 +296,9 @@ pub struct Assignment {
     pub rank: u32,
     /// Tasks in the gang.
     pub world: u32,
+    /// The job's tenant (the agent runs the task as that tenant's user).
+    #[serde(default)]
+    pub tenant: String,
     /// Program and arguments.
     pub command: Vec<String>,
     /// Environment.
@@ -319,6 +322,9 @@ pub struct Assignment {
 pub struct SandboxAssignment {
     /// The batch.
     pub batch: u64,
+    /// The batch's tenant (the agent runs the sandboxes as that tenant's user).
+    #[serde(default)]
+    pub tenant: String,
     /// First sandbox index.
     pub first: u32,
     /// Number of sandboxes (`first .. first + count`).

@@ -62,6 +62,7 @@ impl ControlPlane {
                             run: job.restarts,
                             rank: rank as u32,
                             world: slots.len() as u32,
+                            tenant: self.tenant_name(job.spec.tenant).to_string(),
                             command: task.command.clone(),
                             env: task.env.clone(),
                             workdir: task.workdir.clone(),
@@ -97,6 +98,7 @@ impl ControlPlane {
                             }
                             sandboxes.push(SandboxAssignment {
                                 batch: w.0,
+                                tenant: self.tenant_name(meta.tenant).to_string(),
                                 first,
                                 count: i - first,
                                 command: meta.task.command.clone(),
