@@ -59,10 +59,8 @@ pub enum AgentError {
 /// How an agent runs.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The server's base URL.
-    pub server: String,
-    /// Bearer token (an agent or admin token).
-    pub token: String,
+    /// The server: its URL, the agent's credential, the certificate authority it trusts.
+    pub client: Client,
     /// The nodes this agent plays (one, unless hollow).
     pub nodes: Vec<String>,
     /// Run no processes (see the module documentation).
@@ -574,7 +572,7 @@ fn watch_for_changes(
 ) -> std::sync::mpsc::Receiver<Option<Vec<String>>> {
     let (tx, rx) = std::sync::mpsc::channel();
     // The server holds a wait up to its timeout: the request may take longer than that.
-    let client = Client::new(&config.server, &config.token).with_timeout(Duration::from_secs(40));
+    let client = config.client.clone().with_timeout(Duration::from_secs(40));
     let nodes = config.nodes.clone();
     std::thread::spawn(move || {
         let mut after = 0;
@@ -619,7 +617,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
         work_dir: std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?,
         ..config.clone()
     };
-    let client = Client::new(&config.server, &config.token).with_timeout(Duration::from_secs(10));
+    let client = config.client.clone().with_timeout(Duration::from_secs(10));
     let mut nodes: Vec<NodeTasks> = config
         .nodes
         .iter()
@@ -688,8 +686,7 @@ mod tests {
         std::fs::write(root.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
         let work = tempfile::tempdir().unwrap();
         let config = AgentConfig {
-            server: String::new(),
-            token: String::new(),
+            client: Client::new("http://127.0.0.1:9", ""),
             nodes: vec!["n0".into()],
             hollow: false,
             work_dir: work.path().to_path_buf(),

@@ -12,14 +12,15 @@
 //! - `log_tails`: task log tails relayed from agents (untrusted input: checked, bounded).
 //! - `http`: start-up (snapshot, replay, upgrade, first admin token), the one commit path,
 //!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
+//! - `tls`: the API over TLS (rustls): certificates from PEM, handshakes off the accept loop.
 //!
-//! Not built here: HTTPS (the server speaks plain HTTP; put it behind a TLS proxy), metrics
-//! and a dashboard; see the README.
+//! Not built here: metrics and a dashboard; see the README.
 
 pub use wire::api;
 pub mod http;
 pub mod journal;
 pub mod log_tails;
 pub mod state;
+pub mod tls;
 
-pub use http::{router, serve, token_hash, ApiDoc, Config, Server, StartError};
+pub use http::{router, serve, serve_tls, token_hash, ApiDoc, Config, Server, StartError};

@@ -57,13 +57,12 @@ pub struct AgentArgs {
 }
 
 pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
-    let (server, token) = (settings.server.as_str(), settings.agent_credential()?);
+    let server = settings.server.as_str();
+    let client = settings.client(settings.agent_credential()?)?;
     let nodes = match (&a.node, a.hollow) {
         (Some(n), None) => vec![n.clone()],
         (None, Some(count)) => {
-            let all = wire::Client::new(server, token)
-                .nodes()
-                .context("listing the server's nodes")?;
+            let all = client.nodes().context("listing the server's nodes")?;
             let free: Vec<String> = all
                 .into_iter()
                 .filter(|n| n.state == "down")
@@ -81,8 +80,7 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         _ => bail!("give --node NAME, or --hollow N"),
     };
     let config = agent::AgentConfig {
-        server: server.to_string(),
-        token: token.to_string(),
+        client,
         nodes,
         hollow: a.hollow.is_some(),
         work_dir: a.work_dir.clone(),

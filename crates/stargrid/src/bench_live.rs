@@ -120,8 +120,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     let (started_tx, started_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
     let agent = {
         let config = agent::AgentConfig {
-            server: url.clone(),
-            token: agent_token.token,
+            client: Client::new(&url, &agent_token.token),
             nodes: names,
             hollow: true,
             work_dir: dir.path().join("agent"),

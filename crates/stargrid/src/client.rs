@@ -8,7 +8,7 @@ use clap::Subcommand;
 use std::path::PathBuf;
 use wire::api::{IssueToken, SubmitJob, SubmitSandboxes, SubmitService};
 use wire::client::{BatchQuery, JobQuery};
-use wire::{Client, ClientError};
+use wire::ClientError;
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -151,11 +151,11 @@ pub fn fail(e: ClientError) -> anyhow::Error {
 }
 
 pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Result<()> {
-    let (server, token) = (settings.server.as_str(), settings.token.as_str());
+    let token = settings.token.as_str();
     if token.is_empty() {
         bail!("no token: pass --token, set STARGRID_TOKEN, or put token_file = \"…/admin.token\" in ~/.config/stargrid/config.toml (the server's first admin token is in its data dir, admin.token)");
     }
-    let client = Client::new(server, token);
+    let client = settings.client(token)?;
     match command {
         ClientCommand::Submit { file } => {
             let text = std::fs::read_to_string(file)

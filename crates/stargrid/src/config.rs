@@ -107,6 +107,22 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// A client of the server sending `token`, trusting the configured certificate authority
+    /// (for an `https://` server).
+    pub fn client(&self, token: &str) -> Result<wire::Client> {
+        let client = wire::Client::new(&self.server, token);
+        match &self.ca {
+            None => Ok(client),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading the CA file {}", path.display()))?;
+                client
+                    .with_ca_pem(&pem)
+                    .with_context(|| format!("the CA file {}", path.display()))
+            }
+        }
+    }
+
     /// The token, when it may serve as an agent's credential: read from a file only the agent's
     /// user can read. A token on the command line shows in `/proc/<pid>/cmdline` to every user
     /// of the node, and one in the environment is inherited by whatever the agent starts.

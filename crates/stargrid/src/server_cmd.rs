@@ -1,5 +1,6 @@
 //! `stargrid server`: the control plane on a data directory (SQLite journal inside), with the
-//! HTTP API on `--listen`.
+//! HTTP API on `--listen`: over TLS with `--tls-cert`/`--tls-key`, plain HTTP on loopback only
+//! unless `--insecure`.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -45,6 +46,34 @@ pub struct ServerArgs {
     /// sjf, las. What the journal already decided stands.
     #[arg(long, default_value = "stargrid")]
     pub policy: String,
+    /// Serve the API over TLS with this certificate chain (PEM, leaf first).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback (bearer tokens then cross the
+    /// network in clear: only behind a TLS-terminating proxy on the same host).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// Refuses plain HTTP off loopback unless the operator said `--insecure`.
+pub fn check_plain_http(listen: &str, tls: bool, insecure: bool) -> Result<()> {
+    if tls || insecure {
+        return Ok(());
+    }
+    let loopback = match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen.starts_with("localhost:"),
+    };
+    if !loopback {
+        bail!(
+            "--listen {listen}: plain HTTP off loopback would send bearer tokens in clear; \
+             give --tls-cert and --tls-key, or --insecure behind a TLS-terminating proxy"
+        );
+    }
+    Ok(())
 }
 
 /// Makes the data directory (journal, snapshots, the first admin token) the owner's alone:
@@ -121,6 +150,11 @@ fn read_tenants(path: &PathBuf) -> Result<Vec<model::TenantSpec>> {
 }
 
 pub fn run(a: &ServerArgs) -> Result<()> {
+    check_plain_http(&a.listen, a.tls_cert.is_some(), a.insecure)?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
+        _ => None,
+    };
     private_dir(&a.data_dir)?;
     let admin_token_file = a.data_dir.join("admin.token");
     let store_url = match &a.store {
@@ -175,15 +209,41 @@ pub fn run(a: &ServerArgs) -> Result<()> {
             .local_addr()
             .context("reading the listening address")?;
         println!(
-            "stargrid server on http://{addr} (journal {}; {})",
+            "stargrid server on {}://{addr} (journal {}; {})",
+            if tls.is_some() { "https" } else { "http" },
             store::display_url(&config.store_url),
             srv.replay_summary()
         );
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        server::serve(srv, listener, shutdown)
-            .await
-            .context("serving the API")
+        match tls {
+            Some(tls) => server::serve_tls(srv, listener, tls, shutdown).await,
+            None => server::serve(srv, listener, shutdown).await,
+        }
+        .context("serving the API")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_said_otherwise() {
+        for ok in ["127.0.0.1:7070", "[::1]:7070", "localhost:7070"] {
+            assert!(check_plain_http(ok, false, false).is_ok(), "{ok}");
+        }
+        for off in [
+            "0.0.0.0:7070",
+            "10.0.0.5:7070",
+            "[::]:7070",
+            "example.org:7070",
+        ] {
+            let e = check_plain_http(off, false, false).unwrap_err().to_string();
+            assert!(e.contains("bearer tokens in clear"), "{e}");
+            assert!(check_plain_http(off, true, false).is_ok());
+            assert!(check_plain_http(off, false, true).is_ok());
+        }
+    }
 }

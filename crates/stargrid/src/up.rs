@@ -131,6 +131,8 @@ fn delete_service(client: &Client, id: u64) -> Result<()> {
 }
 
 pub fn run(a: &UpArgs) -> Result<()> {
+    // `up` serves plain HTTP: loopback only.
+    crate::server_cmd::check_plain_http(&a.listen, false, false)?;
     crate::server_cmd::private_dir(&a.data_dir)?;
     let store_url = format!("sqlite:{}", a.data_dir.join("journal.db").display());
     let config = server::Config {
@@ -216,8 +218,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
     };
     let (run_as, users) = agent::RunAs::best(&tasks_dir, agent::users::DEFAULT_UID_BASE)?;
     let agent_config = agent::AgentConfig {
-        server: url.clone(),
-        token: agent_token.token,
+        client: Client::new(&url, &agent_token.token),
         nodes: names,
         hollow: false,
         work_dir: tasks_dir,

@@ -608,3 +608,132 @@ fn nix_is_root() -> bool {
         .find(|l| l.starts_with("Uid:"))
         .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
 }
+
+/// A certificate authority, and a server certificate it signed for 127.0.0.1 and localhost:
+/// (ca.pem, cert.pem, key.pem) in `dir`.
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let paths = [
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    ];
+    std::fs::write(&paths[0], ca.pem()).unwrap();
+    std::fs::write(&paths[1], cert.pem()).unwrap();
+    std::fs::write(&paths[2], key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn the_api_speaks_tls_that_clients_and_agents_verify_and_plain_http_stays_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = certificates(dir.path());
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = common::Proc(child);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no https address in {line:?}"))
+        .to_string();
+    let admin = common::token_file(
+        dir.path(),
+        std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim(),
+    );
+    let cli = |args: &[&str], with_ca: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stargrid"));
+        c.args(args)
+            .args(["--server", &url])
+            .env("STARGRID_TOKEN_FILE", &admin)
+            .env("RUST_BACKTRACE", "0");
+        if with_ca {
+            c.arg("--ca").arg(&ca);
+        }
+        c.output().unwrap()
+    };
+    // The CLI verifies the server against the CA it was given.
+    let ok = cli(&["nodes"], true);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Without it, the server's certificate is not trusted: nothing is sent.
+    let refused = cli(&["nodes"], false);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("reaching the server"), "{err}");
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = url.replace("https://", "http://");
+    assert!(ureq::get(&format!("{plain}/healthz")).call().is_err());
+    // An agent verifies the server too, and its node comes up over TLS.
+    let issued = cli(
+        &["token", "--role", "agent", "--nodes", "nvl00000t00"],
+        true,
+    );
+    assert!(issued.status.success());
+    let cred = common::token_file(
+        &dir.path().join("agent"),
+        String::from_utf8_lossy(&issued.stdout).trim(),
+    );
+    let _agent = common::Proc(
+        Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(["agent", "--server", &url, "--node", "nvl00000t00"])
+            .arg("--ca")
+            .arg(&ca)
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .args([
+                "--interval-ms",
+                "200",
+                "--no-cgroups",
+                "--tasks-as-agent-user",
+            ])
+            .env("STARGRID_TOKEN_FILE", &cred)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the node up over TLS", || {
+        let out = cli(&["nodes"], true);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("nvl00000t00") && !l.contains("down"))
+    });
+    // Plain HTTP off loopback is refused at start, naming the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["server", "--data-dir"])
+        .arg(dir.path().join("open"))
+        .args(["--listen", "0.0.0.0:0"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bearer tokens in clear"), "{err}");
+}

@@ -20,6 +20,7 @@ use crate::api::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a request may take unless [`Client::with_timeout`] says otherwise.
@@ -114,6 +115,10 @@ pub struct Client {
     base: String,
     /// `Bearer <token>`.
     auth: String,
+    /// The trust for an `https://` server: only the certificate authorities given, or the
+    /// platform's web roots when none was.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
     http: ureq::Agent,
 }
 
@@ -133,7 +138,9 @@ impl Client {
         Client {
             base: base_url.trim_end_matches('/').to_string(),
             auth: format!("Bearer {token}"),
-            http: agent(DEFAULT_TIMEOUT),
+            tls: None,
+            timeout: DEFAULT_TIMEOUT,
+            http: agent(DEFAULT_TIMEOUT, None),
         }
     }
 
@@ -141,9 +148,38 @@ impl Client {
     /// than it waits for; a heartbeat may want less).
     pub fn with_timeout(self, timeout: Duration) -> Client {
         Client {
-            http: agent(timeout),
+            http: agent(timeout, self.tls.clone()),
+            timeout,
             ..self
         }
+    }
+
+    /// The same client trusting, for an `https://` server, exactly the certificate
+    /// authorities in `pem` (a private CA's certificate, PEM).
+    pub fn with_ca_pem(self, pem: &[u8]) -> Result<Client> {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |why: String| ClientError::Unreachable(format!("the CA file: {why}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = Some(Arc::new(config));
+        Ok(Client {
+            http: agent(self.timeout, tls.clone()),
+            tls,
+            ..self
+        })
     }
 
     /// The server's base URL, without a trailing '/'.
@@ -343,8 +379,13 @@ impl Client {
     }
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(timeout).build()
+fn agent(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {
+    let builder = ureq::AgentBuilder::new().timeout(timeout);
+    match tls {
+        Some(config) => builder.tls_config(config),
+        None => builder,
+    }
+    .build()
 }
 
 /// Adds `name=value` to a query when the value is given.

@@ -431,6 +431,28 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(server, listener, shutdown).await
+}
+
+/// As [`serve`], over TLS with `tls` (see [`crate::tls`]).
+pub async fn serve_tls(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = crate::tls::TlsListener::new(listener, tls)?;
+    serve_on(server, listener, shutdown).await
+}
+
+async fn serve_on<L: axum::serve::Listener>(
+    server: Arc<Server>,
+    listener: L,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L::Addr: std::fmt::Debug,
+{
     let passes = {
         let server = server.clone();
         tokio::spawn(async move {
