@@ -1,7 +1,8 @@
-//! CPU and memory limits for tasks through cgroup v2.
+//! CPU, memory and process-count limits for tasks through cgroup v2.
 //!
 //! Each task gets its own group, `<root>/stargrid/<task>`, with `cpu.max` (its CPU millicores
-//! as a quota per 100 ms period) and `memory.max`. The task enters its group before its program
+//! as a quota per 100 ms period), `memory.max`, and `pids.max` where the hierarchy offers the
+//! `pids` controller ([`TASK_PIDS_MAX`], [`SANDBOX_PIDS_MAX`]: a fork bomb stays inside). The task enters its group before its program
 //! starts: it is launched as `/bin/sh -c 'echo $$ > <group>/cgroup.procs && exec "$@"'`, so that
 //! everything it forks is inside. Where the hierarchy does not offer both the `cpu` and `memory`
 //! controllers (cgroup v1 hosts, containers without delegation), [`Cgroups::detect`] says why and
@@ -12,11 +13,19 @@ use std::path::{Path, PathBuf};
 /// The scheduling period `cpu.max` quotas are expressed in, in microseconds.
 const PERIOD_US: u64 = 100_000;
 
+/// Most processes and threads one training or inference task may run.
+pub const TASK_PIDS_MAX: u32 = 32_768;
+
+/// Most processes and threads one sandbox may run.
+pub const SANDBOX_PIDS_MAX: u32 = 1_024;
+
 /// Where task groups are made.
 #[derive(Clone, Debug)]
 pub struct Cgroups {
     /// `<root>/stargrid`.
     parent: PathBuf,
+    /// Whether the `pids` controller is on.
+    pids: bool,
 }
 
 /// The limits of one task (0: no limit).
@@ -26,6 +35,8 @@ pub struct Limits {
     pub cpu_millis: u32,
     /// Memory in MiB.
     pub memory_mib: u32,
+    /// Processes and threads (where the `pids` controller is offered).
+    pub pids_max: u32,
 }
 
 impl Cgroups {
@@ -48,12 +59,17 @@ impl Cgroups {
         let parent = root.join("stargrid");
         std::fs::create_dir_all(&parent)
             .map_err(|e| format!("cannot make {}: {e}", parent.display()))?;
+        let pids = have.contains(&"pids");
+        let wanted = if pids {
+            "+cpu +memory +pids"
+        } else {
+            "+cpu +memory"
+        };
         for dir in [root, parent.as_path()] {
-            std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory").map_err(|e| {
-                format!("cannot enable cpu and memory under {}: {e}", dir.display())
-            })?;
+            std::fs::write(dir.join("cgroup.subtree_control"), wanted)
+                .map_err(|e| format!("cannot enable {wanted} under {}: {e}", dir.display()))?;
         }
-        Ok(Cgroups { parent })
+        Ok(Cgroups { parent, pids })
     }
 
     /// Makes the group of task `name` with `limits`; returns its directory.
@@ -66,6 +82,9 @@ impl Cgroups {
         };
         write("cpu.max", cpu_max(limits.cpu_millis))?;
         write("memory.max", memory_max(limits.memory_mib))?;
+        if self.pids && limits.pids_max > 0 {
+            write("pids.max", limits.pids_max.to_string())?;
+        }
         Ok(dir)
     }
 }
@@ -148,7 +167,7 @@ mod tests {
         let cg = Cgroups::detect(dir.path()).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("stargrid/cgroup.subtree_control")).unwrap(),
-            "+cpu +memory"
+            "+cpu +memory +pids"
         );
         let group = cg
             .create(
@@ -156,9 +175,14 @@ mod tests {
                 Limits {
                     cpu_millis: 1500,
                     memory_mib: 512,
+                    pids_max: SANDBOX_PIDS_MAX,
                 },
             )
             .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(group.join("pids.max")).unwrap(),
+            "1024"
+        );
         assert_eq!(
             std::fs::read_to_string(group.join("cpu.max")).unwrap(),
             "150000 100000"

@@ -357,6 +357,11 @@ fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Res
             cgroup::Limits {
                 cpu_millis: a.cpu_millis,
                 memory_mib: a.memory_mib,
+                pids_max: if sandbox {
+                    cgroup::SANDBOX_PIDS_MAX
+                } else {
+                    cgroup::TASK_PIDS_MAX
+                },
             },
         )?),
         None => None,
@@ -683,7 +688,7 @@ mod tests {
     #[test]
     fn a_task_runs_in_a_cgroup_with_the_limits_it_was_given() {
         let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
         let work = tempfile::tempdir().unwrap();
         let config = AgentConfig {
             client: Client::new("http://127.0.0.1:9", ""),
@@ -739,6 +744,10 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(group.join("memory.max")).unwrap(),
             (1024u64 << 20).to_string()
+        );
+        assert_eq!(
+            std::fs::read_to_string(group.join("pids.max")).unwrap(),
+            cgroup::TASK_PIDS_MAX.to_string()
         );
         let pid = std::fs::read_to_string(work.path().join("7-0-0/pid")).unwrap();
         let entered = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();

@@ -36,5 +36,5 @@ pub use scheduler::{
     BatchRecord, Decision, GangSlots, HeldFor, Job, JobRecord, JobState, LiveBatch, LiveJob,
     Outcome, QueueOrder, QueueState, QueuedJob, Reason, ReservationChange, ReservationRecord,
     RestoreError, Scaled, SchedConfig, SchedError, Scheduler, ServiceRecord, ServiceStatus,
-    TenantReport, MAX_SERVICES, REPLICA_IDS,
+    TenantLoad, TenantReport, MAX_SERVICES, REPLICA_IDS,
 };

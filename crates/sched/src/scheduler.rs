@@ -220,6 +220,36 @@ struct TenantState {
     lost_gpu_hours: f64,
     /// Index into `Scheduler::cohorts`.
     cohort: Option<usize>,
+    /// What it holds open: live jobs and live sandboxes (kept up to date, checked by the
+    /// invariants).
+    #[serde(default)]
+    load: TenantLoad,
+}
+
+/// What one tenant holds open right now: the figures per-tenant limits are checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantLoad {
+    /// Jobs pending or running (service replicas included).
+    pub live_jobs: u64,
+    /// Sandbox batches with a live sandbox.
+    pub batches: u64,
+    /// Live sandboxes.
+    pub sandboxes: u64,
+    /// CPU millicores the live sandboxes hold.
+    pub sandbox_cpu_millis: u64,
+    /// Memory the live sandboxes hold, MiB.
+    pub sandbox_memory_mib: u64,
+}
+
+impl TenantLoad {
+    /// The CPU and memory the live sandboxes hold.
+    pub fn sandbox_usage(&self) -> ResourceVec {
+        ResourceVec {
+            cpu_millis: self.sandbox_cpu_millis,
+            memory_mib: self.sandbox_memory_mib,
+            ..ResourceVec::default()
+        }
+    }
 }
 
 /// Sums over the members of a cohort, kept up to date as jobs start and stop.
@@ -413,6 +443,7 @@ impl Scheduler {
                     spec,
                     usage: ResourceVec::default(),
                     lost_gpu_hours: 0.0,
+                    load: TenantLoad::default(),
                 })
                 .collect(),
             jobs: FxHashMap::default(),
@@ -506,6 +537,13 @@ impl Scheduler {
         self.reservation
             .as_ref()
             .map(|r| (r.job, r.start, r.nodes.as_slice()))
+    }
+
+    /// What tenant `t` holds open (zero for an unknown tenant).
+    pub fn tenant_load(&self, t: TenantId) -> TenantLoad {
+        self.tenants
+            .get(t.0 as usize)
+            .map_or_else(TenantLoad::default, |s| s.load)
     }
 
     /// Per-tenant usage, share and losses.
@@ -661,7 +699,8 @@ fn shape_of(spec: &JobSpec) -> ShapeKey {
 fn admit_with(tenants: &[TenantState], cohorts: &[CohortState], job: &Job) -> Result<bool, Reason> {
     let ask = ResourceVec::of_gang(&job.spec.gang);
     let t = &tenants[job.spec.tenant.0 as usize];
-    let after = t.usage.plus(&ask);
+    // Sandboxes count against the tenant's own quota too.
+    let after = t.usage.plus(&ask).plus(&t.load.sandbox_usage());
     if after.fits_in(&t.spec.quota) {
         return Ok(false);
     }

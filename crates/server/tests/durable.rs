@@ -43,6 +43,7 @@ async fn a_heartbeat_never_tells_an_agent_of_a_placement_that_is_not_durable() {
         replay_all: false,
         catalogue: None,
         rules: sched::SchedConfig::default(),
+        limits: server::state::Limits::default(),
     };
     let srv: Arc<server::Server> =
         tokio::task::spawn_blocking(move || server::Server::start(&config))

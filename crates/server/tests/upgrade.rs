@@ -246,6 +246,7 @@ fn a_server_upgrades_a_format_0_journal_at_start_and_skips_an_older_snapshot() {
         replay_all: false,
         catalogue: None,
         rules: sched::SchedConfig::default(),
+        limits: server::state::Limits::default(),
     };
     let srv = server::Server::start(&config).unwrap();
     assert!(

@@ -88,6 +88,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         replay_all: false,
         catalogue: Default::default(),
         rules: sched::SchedConfig::default(),
+        limits: server::state::Limits::default(),
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

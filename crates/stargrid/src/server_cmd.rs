@@ -56,6 +56,48 @@ pub struct ServerArgs {
     /// network in clear: only behind a TLS-terminating proxy on the same host).
     #[arg(long)]
     pub insecure: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one request and one tenant may ask for (refused at submission, naming the limit).
+#[derive(Args)]
+pub struct LimitArgs {
+    /// Most jobs a tenant may have pending or running, service replicas included.
+    #[arg(long, default_value_t = server::state::Limits::default().live_jobs_per_tenant)]
+    pub max_live_jobs_per_tenant: u64,
+    /// Most replicas one service may ask for.
+    #[arg(long, default_value_t = server::state::Limits::default().replicas_per_service)]
+    pub max_replicas_per_service: u32,
+    /// Most sandboxes one batch may ask for.
+    #[arg(long, default_value_t = server::state::Limits::default().sandboxes_per_batch)]
+    pub max_sandboxes_per_batch: u32,
+    /// Most live sandboxes a tenant may hold.
+    #[arg(long, default_value_t = server::state::Limits::default().sandboxes_per_tenant)]
+    pub max_sandboxes_per_tenant: u64,
+    /// Most live sandbox batches a tenant may hold.
+    #[arg(long, default_value_t = server::state::Limits::default().batches_per_tenant)]
+    pub max_batches_per_tenant: u64,
+    /// Smallest sandbox in CPU millicores (bounds the sandboxes, and processes, per host).
+    #[arg(long, default_value_t = server::state::Limits::default().min_sandbox_cpu_millis)]
+    pub min_sandbox_cpu_millis: u32,
+    /// Smallest sandbox in MiB of memory.
+    #[arg(long, default_value_t = server::state::Limits::default().min_sandbox_memory_mib)]
+    pub min_sandbox_memory_mib: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> server::state::Limits {
+        server::state::Limits {
+            live_jobs_per_tenant: self.max_live_jobs_per_tenant,
+            replicas_per_service: self.max_replicas_per_service,
+            sandboxes_per_batch: self.max_sandboxes_per_batch,
+            sandboxes_per_tenant: self.max_sandboxes_per_tenant,
+            batches_per_tenant: self.max_batches_per_tenant,
+            min_sandbox_cpu_millis: self.min_sandbox_cpu_millis,
+            min_sandbox_memory_mib: self.min_sandbox_memory_mib,
+        }
+    }
 }
 
 /// Refuses plain HTTP off loopback unless the operator said `--insecure`.
@@ -116,6 +158,10 @@ struct TenantEntry {
     cohort: Option<String>,
     /// GPU quota, every model.
     gpus: u64,
+    /// CPU quota in cores (running jobs and live sandboxes count against it); default: none.
+    cpus: Option<u64>,
+    /// Memory quota in GiB; default: none.
+    memory_gib: Option<u64>,
 }
 
 fn one() -> f64 {
@@ -134,10 +180,16 @@ fn read_tenants(path: &PathBuf) -> Result<Vec<model::TenantSpec>> {
         .tenants
         .into_iter()
         .map(|t| {
-            // GPUs are what tenants are held to; CPU and memory do not bind.
+            // GPUs are what tenants are held to; CPU and memory bind only where given.
             let mut quota = model::ResourceVec::UNLIMITED;
             for g in quota.gpus.iter_mut() {
                 *g = t.gpus;
+            }
+            if let Some(cpus) = t.cpus {
+                quota.cpu_millis = cpus.saturating_mul(1000).min(quota.cpu_millis);
+            }
+            if let Some(gib) = t.memory_gib {
+                quota.memory_mib = gib.saturating_mul(1024).min(quota.memory_mib);
             }
             model::TenantSpec {
                 name: t.name,
@@ -192,6 +244,7 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         snapshot_every: a.snapshot_every,
         replay_all: a.replay_all,
         rules,
+        limits: a.limits.limits(),
         catalogue: a
             .catalogue
             .as_deref()

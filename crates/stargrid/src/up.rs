@@ -28,6 +28,11 @@ pub struct UpArgs {
     /// Submit no demo jobs.
     #[arg(long)]
     pub no_demo: bool,
+    /// Where tasks run and keep their logs (default: a fresh directory under the system's
+    /// temporary directory when run as root, so that tasks running as tenants' users stay
+    /// out of the data dir; `<data-dir>/tasks` otherwise).
+    #[arg(long)]
+    pub tasks_dir: Option<PathBuf>,
 }
 
 /// The demo mix: a two-node training run that checkpoints, a 16-tray training run (one NVL72
@@ -145,6 +150,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         snapshot_every: 10_000,
         replay_all: false,
         rules: sched::SchedConfig::default(),
+        limits: server::state::Limits::default(),
         // Example prices for the demo fleet; the example commitments are sized for a far
         // larger fleet, so none are measured here.
         catalogue: Some(model::cost::CostCatalogue {
@@ -207,7 +213,9 @@ pub fn run(a: &UpArgs) -> Result<()> {
         };
     // Run as root, tasks run as their tenant's user in a directory of their own outside the
     // data dir (0700), so they cannot read the journal or any token; it goes at exit.
-    let (tasks_dir, _tasks_tmp) = if agent::users::is_root() {
+    let (tasks_dir, _tasks_tmp) = if let Some(dir) = &a.tasks_dir {
+        (dir.clone(), None)
+    } else if agent::users::is_root() {
         let tmp = tempfile::Builder::new()
             .prefix("stargrid-up-tasks-")
             .tempdir()

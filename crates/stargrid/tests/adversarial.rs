@@ -737,3 +737,95 @@ fn the_api_speaks_tls_that_clients_and_agents_verify_and_plain_http_stays_on_loo
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bearer tokens in clear"), "{err}");
 }
+
+#[test]
+fn tenants_are_held_to_their_limits_and_sandboxes_to_their_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        "[[tenants]]\nname = \"alpha\"\ngpus = 1000\ncpus = 20\n\
+         [[tenants]]\nname = \"beta\"\ngpus = 1000\n",
+    )
+    .unwrap();
+    let s = start_server_with(
+        &dir.path().join("data"),
+        &[
+            "--tenants",
+            tenants.to_str().unwrap(),
+            "--max-live-jobs-per-tenant",
+            "3",
+            "--max-replicas-per-service",
+            "4",
+            "--max-sandboxes-per-batch",
+            "50",
+            "--max-sandboxes-per-tenant",
+            "80",
+        ],
+    );
+    let nodes = s.get("/v1/nodes").unwrap();
+    for n in nodes.as_array().unwrap() {
+        let name = n["name"].as_str().unwrap();
+        if name.starts_with("cpu") {
+            s.beat(name, json!([]));
+        }
+    }
+    let job = |tenant: &str| {
+        json!({"name": "j", "tenant": tenant, "nodes": 1, "gpus_per_node": 4,
+               "time_limit_s": 600, "command": ["true"]})
+    };
+    // Live jobs per tenant (no GPU node is up: they wait).
+    for _ in 0..3 {
+        s.post("/v1/jobs", job("alpha")).unwrap();
+    }
+    let (code, body) = s.post("/v1/jobs", job("alpha")).unwrap_err();
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        body.contains("\"tenant\"") && body.contains("--max-live-jobs-per-tenant"),
+        "{body}"
+    );
+    // Another tenant is not held to alpha's count; a cancelled job frees its place.
+    s.post("/v1/jobs", job("beta")).unwrap();
+    s.post("/v1/jobs/1/cancel", json!({})).unwrap();
+    s.post("/v1/jobs", job("alpha")).unwrap();
+    // A service asking for more replicas than a service may have.
+    let (code, body) = s
+        .post(
+            "/v1/services",
+            json!({"name": "s", "tenant": "beta", "gpus_per_node": 4, "min_replicas": 1,
+                   "max_replicas": 5}),
+        )
+        .unwrap_err();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"max_replicas\""), "{body}");
+    // Sandbox batches: too many in one, too small to count.
+    let batch = |tenant: &str, count: u32, cpu_millis: u32| {
+        json!({"name": "b", "tenant": tenant, "count": count, "cpu_millis": cpu_millis,
+               "memory_mib": 64, "command": ["sleep", "60"]})
+    };
+    let (code, body) = s.post("/v1/sandboxes", batch("beta", 51, 500)).unwrap_err();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("--max-sandboxes-per-batch"), "{body}");
+    let (code, body) = s.post("/v1/sandboxes", batch("beta", 10, 1)).unwrap_err();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"cpu_millis\""), "{body}");
+    // Live sandboxes per tenant: 50 + 40 > 80 until the first batch is cancelled.
+    let first = s.post("/v1/sandboxes", batch("beta", 50, 500)).unwrap();
+    let (code, body) = s.post("/v1/sandboxes", batch("beta", 40, 500)).unwrap_err();
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("--max-sandboxes-per-tenant"), "{body}");
+    s.post(&format!("/v1/sandboxes/{}/cancel", first["id"]), json!({}))
+        .unwrap();
+    s.post("/v1/sandboxes", batch("beta", 40, 500)).unwrap();
+    // Sandboxes are charged to the tenant's quota: alpha has 20 cores.
+    s.post("/v1/sandboxes", batch("alpha", 30, 500)).unwrap();
+    let (code, body) = s
+        .post("/v1/sandboxes", batch("alpha", 20, 500))
+        .unwrap_err();
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("quota"), "{body}");
+    s.post("/v1/sandboxes", batch("alpha", 10, 500)).unwrap();
+    // Nothing accepted before is lost.
+    assert_eq!(s.get("/v1/jobs/2").unwrap()["state"], "pending");
+    assert_eq!(s.get("/v1/jobs/4").unwrap()["state"], "pending");
+}

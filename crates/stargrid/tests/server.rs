@@ -159,6 +159,12 @@ fn bad_requests_get_a_json_body_naming_the_field() {
 #[test]
 fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
     let dir = tempfile::tempdir().unwrap();
+    // Run as root, tasks run as tenants' users: their directory must be reachable by them.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let tasks = dir.path().join("tasks");
     let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
         .args([
             "up",
@@ -168,6 +174,8 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
             "--data-dir",
         ])
         .arg(dir.path().join("up"))
+        .arg("--tasks-dir")
+        .arg(&tasks)
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap();
@@ -187,7 +195,6 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
         "{last}"
     );
     // The training run's two ranks ran for real and checkpointed.
-    let tasks = dir.path().join("up/tasks");
     for rank in 0..2 {
         let log = std::fs::read_to_string(tasks.join(format!("1-0-{rank}/log"))).unwrap();
         assert!(log.contains(&format!("rank {rank}/2 step 10")), "{log}");
@@ -469,7 +476,7 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
         .unwrap()
         .into_json()
         .unwrap();
-    assert_eq!(listed, json!([]));
+    assert_eq!(listed, json!({"services": [], "next_after": null}));
     assert_eq!(get_path(&url, "/v1/services/1")["state"], "active");
     assert_eq!(get_path(&url, "/v1/sandboxes/3")["state"], "running");
     // Only an admin issues tokens; no token or a wrong one is 401.
@@ -577,7 +584,7 @@ fn sha256_hex(text: &str) -> String {
 #[test]
 fn an_agent_starts_new_work_at_once_not_at_its_next_heartbeat() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = start_server(dir.path());
+    let (mut server, url) = start_server(&dir.path().join("data"));
     // Heartbeats 60 s apart: only the server's word through /v1/agent/wait can start the task
     // within the test's wait.
     let mut agent = Command::new(env!("CARGO_BIN_EXE_stargrid"))
@@ -602,9 +609,10 @@ fn an_agent_starts_new_work_at_once_not_at_its_next_heartbeat() {
         .spawn()
         .unwrap();
     wait_for("the node up", || nodes_up(&url) == 1);
-    let marker = dir.path().join("started");
+    // The task writes in its own directory (it may run as its tenant's user).
+    let marker = dir.path().join("agent/1-0-0/started");
     let mut body = job("now", 1);
-    body["command"] = json!(["touch", marker.to_str().unwrap()]);
+    body["command"] = json!(["touch", "started"]);
     let v: Value = post(&format!("{url}/v1/jobs"))
         .send_json(body)
         .unwrap()
@@ -620,7 +628,7 @@ fn an_agent_starts_new_work_at_once_not_at_its_next_heartbeat() {
 #[test]
 fn a_node_whose_agent_finds_other_gpus_than_the_fleet_takes_no_work() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = start_server(dir.path());
+    let (mut server, url) = start_server(&dir.path().join("data"));
     let agent = |gpus: &str, model: &str, work: &str| {
         Command::new(env!("CARGO_BIN_EXE_stargrid"))
             .args([
@@ -677,7 +685,7 @@ fn a_node_whose_agent_finds_other_gpus_than_the_fleet_takes_no_work() {
 #[test]
 fn logs_come_from_the_node_while_a_job_runs_and_after_it_ended() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = start_server(dir.path());
+    let (mut server, url) = start_server(&dir.path().join("data"));
     let _agent = start_agent(&url, &dir.path().join("agent"), &["--node", "nvl00000t00"]);
     wait_for("the node up", || nodes_up(&url) == 1);
     let submit = |name: &str, script: &str| {
@@ -724,7 +732,8 @@ fn logs_come_from_the_node_while_a_job_runs_and_after_it_ended() {
 fn the_server_reports_spend_for_what_its_agents_ran() {
     let dir = tempfile::tempdir().unwrap();
     let catalogue = concat!(env!("CARGO_MANIFEST_DIR"), "/../fleet/data/catalogue.toml");
-    let (mut server, url) = start_server_with(dir.path(), &["--catalogue", catalogue]);
+    let (mut server, url) =
+        start_server_with(&dir.path().join("data"), &["--catalogue", catalogue]);
     let mut agent = start_agent(&url, &dir.path().join("agent"), &["--node", "nvl00000t00"]);
     wait_for("the node up", || nodes_up(&url) == 1);
     let mut body = job("paid", 1);

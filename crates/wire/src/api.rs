@@ -132,6 +132,15 @@ pub struct JobList {
     pub next_after: Option<u64>,
 }
 
+/// A page of services.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceList {
+    /// Services in id order.
+    pub services: Vec<ServiceView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
+}
+
 /// A page of sandbox batches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BatchList {

@@ -15,7 +15,7 @@
 
 use crate::api::{
     ApiError, BatchList, BatchView, Changes, Heartbeat, HeartbeatReply, IssueToken, JobList,
-    JobView, LogView, NodeView, ScaleService, ServiceView, SubmitJob, SubmitSandboxes,
+    JobView, LogView, NodeView, ScaleService, ServiceList, ServiceView, SubmitJob, SubmitSandboxes,
     SubmitService, Submitted, TenantView, Token, TokenView, WaitForChanges,
 };
 use serde::de::DeserializeOwned;
@@ -268,10 +268,31 @@ impl Client {
         self.get(&format!("jobs/{id}/logs"), &q)
     }
 
-    /// Services, in id order; only `tenant`'s when given (`GET /v1/services`).
+    /// Every service, in id order, all pages; only `tenant`'s when given (`GET /v1/services`).
     pub fn services(&self, tenant: Option<&str>) -> Result<Vec<ServiceView>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.services_page(tenant, after, None)?;
+            all.extend(page.services);
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of services (`GET /v1/services?after=&limit=`).
+    pub fn services_page(
+        &self,
+        tenant: Option<&str>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<ServiceList> {
         let mut q = Vec::new();
         push(&mut q, "tenant", tenant);
+        push(&mut q, "after", after);
+        push(&mut q, "limit", limit);
         self.get("services", &q)
     }
 

@@ -124,6 +124,7 @@ impl Scheduler {
         }
         self.check_services()?;
         self.check_batches()?;
+        self.check_tenant_loads()?;
         if let Some(r) = &self.reservation {
             for n in &r.nodes {
                 holds[n.0 as usize] += 1;
@@ -133,6 +134,43 @@ impl Scheduler {
             let actual = u32::from(self.engine.is_held(NodeId(i as u32)));
             if actual != u32::from(*h > 0) {
                 return Err(format!("node {i}: held {actual} but {h} holders"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each tenant's load is what its live jobs and batches hold, counted afresh.
+    fn check_tenant_loads(&self) -> Result<(), String> {
+        let mut loads = vec![super::TenantLoad::default(); self.tenants.len()];
+        for j in self.jobs.values() {
+            if let Some(l) = loads.get_mut(j.spec.tenant.0 as usize) {
+                l.live_jobs += 1;
+            }
+        }
+        for (id, b) in &self.batches {
+            let Some(l) = b.tenant.and_then(|t| loads.get_mut(t.0 as usize)) else {
+                continue;
+            };
+            let Some(Allocation::Sandboxes {
+                live_count,
+                request,
+                ..
+            }) = self.engine.allocation(*id)
+            else {
+                continue;
+            };
+            let live = u64::from(*live_count);
+            l.batches += u64::from(live > 0);
+            l.sandboxes += live;
+            l.sandbox_cpu_millis += live * u64::from(request.cpu_millis);
+            l.sandbox_memory_mib += live * u64::from(request.memory_mib);
+        }
+        for (t, counted) in self.tenants.iter().zip(loads) {
+            if t.load != counted {
+                return Err(format!(
+                    "tenant {}: load {:?} but its work holds {counted:?}",
+                    t.spec.name, t.load
+                ));
             }
         }
         Ok(())

@@ -43,7 +43,7 @@ impl Scheduler {
     pub fn finish(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
         self.ensure_running(id, "only a running job finishes")?;
         self.stop(id, now);
-        self.jobs.remove(&id);
+        self.forget_job(id);
         self.ended.insert(id, JobState::Finished);
         self.touch(id);
         Ok(())
@@ -75,7 +75,7 @@ impl Scheduler {
             }
             _ => self.stop(id, now),
         }
-        self.jobs.remove(&id);
+        self.forget_job(id);
         self.holding.remove(&id);
         self.ended.insert(id, JobState::Cancelled);
         self.touch(id);
@@ -124,6 +124,15 @@ impl Scheduler {
         self.stops += 1;
         self.changes += 1;
         self.add_usage(tenant, &usage, false);
+    }
+
+    /// Takes an ended job out of the live jobs and its tenant's load.
+    pub(super) fn forget_job(&mut self, id: WorkloadId) -> Option<Job> {
+        let job = self.jobs.remove(&id)?;
+        if let Some(t) = self.tenants.get_mut(job.spec.tenant.0 as usize) {
+            t.load.live_jobs -= 1;
+        }
+        Some(job)
     }
 
     /// Adds (`true`) or takes away a running gang's usage from its tenant and cohort.

@@ -49,6 +49,9 @@ impl Scheduler {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.touch(id);
+        if let Some(t) = self.tenants.get_mut(spec.tenant.0 as usize) {
+            t.load.live_jobs += 1;
+        }
         self.jobs.insert(
             id,
             Job {

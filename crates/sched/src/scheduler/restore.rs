@@ -150,7 +150,7 @@ impl Scheduler {
     fn restore_job(&mut self, rec: &JobRecord, now: Time) -> Result<(), RestoreError> {
         let l = match rec {
             JobRecord::Ended { id, state } => {
-                self.jobs.remove(id);
+                self.forget_job(*id);
                 self.holding.remove(id);
                 self.ended.insert(*id, state.clone());
                 return Ok(());
@@ -248,7 +248,7 @@ impl Scheduler {
     fn restore_batch(&mut self, rec: &BatchRecord, now: Time) -> Result<(), RestoreError> {
         match rec {
             BatchRecord::Ended { id } => {
-                if self.batches.remove(id).is_some() {
+                if self.drop_batch(*id).is_some() {
                     let _ = self.engine.release(*id);
                     self.ledger.release(*id, now);
                 }
@@ -270,14 +270,18 @@ impl Scheduler {
                         )
                         .map_err(|e| restore_error(b.id, e.to_string()))?;
                 }
+                let charged = self.batches.get(&b.id).map_or(0, |old| old.charged);
                 self.batches.insert(
                     b.id,
                     Batch {
                         max_retries: b.max_retries,
                         retries: b.retries,
                         tenant: b.tenant,
+                        charged,
+                        size: (b.request.cpu_millis, b.request.memory_mib),
                     },
                 );
+                self.settle_batch(b.id);
                 self.charge(b.id, now);
             }
         }

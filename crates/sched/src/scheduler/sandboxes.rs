@@ -7,7 +7,7 @@
 use super::{Decision, SchedError, Scheduler};
 use crate::engine::{Allocation, EngineError, Time};
 use crate::sandbox::SandboxPlacement;
-use model::{NodeId, NodeState, SandboxRequest, TenantId, WorkloadId};
+use model::{NodeId, NodeState, ResourceVec, SandboxRequest, TenantId, WorkloadId};
 use serde::{Deserialize, Serialize};
 
 /// A live batch and its retry budget.
@@ -18,6 +18,12 @@ pub(crate) struct Batch {
     /// Whose it is (its spend is charged to it).
     #[serde(default)]
     pub(crate) tenant: Option<TenantId>,
+    /// Live sandboxes counted in the tenant's load (see [`Scheduler::settle_batch`]).
+    #[serde(default)]
+    pub(crate) charged: u64,
+    /// Each sandbox's size, as counted.
+    #[serde(default)]
+    pub(crate) size: (u32, u32),
 }
 
 impl Scheduler {
@@ -41,6 +47,9 @@ impl Scheduler {
             field: e.field,
             reason: e.reason,
         })?;
+        if let Some(t) = tenant {
+            self.check_sandbox_quota(t, request)?;
+        }
         if self.jobs.contains_key(&id)
             || self.batches.contains_key(&id)
             || self.ended.contains_key(&id)
@@ -66,11 +75,73 @@ impl Scheduler {
                 max_retries,
                 retries: 0,
                 tenant,
+                charged: 0,
+                size: (request.cpu_millis, request.memory_mib),
             },
         );
+        self.settle_batch(id);
         self.charge(id, now);
         self.touch(id);
         Ok(placement)
+    }
+
+    /// A batch must fit the tenant's own quota (CPU and memory) with what its running jobs
+    /// and live sandboxes already hold.
+    fn check_sandbox_quota(&self, t: TenantId, request: &SandboxRequest) -> Result<(), SchedError> {
+        let Some(ts) = self.tenants.get(t.0 as usize) else {
+            return Ok(());
+        };
+        let count = u64::from(request.count);
+        let ask = ResourceVec {
+            cpu_millis: count * u64::from(request.cpu_millis),
+            memory_mib: count * u64::from(request.memory_mib),
+            ..ResourceVec::default()
+        };
+        let after = ts.usage.plus(&ts.load.sandbox_usage()).plus(&ask);
+        match after.first_excess(&ts.spec.quota) {
+            None => Ok(()),
+            Some((what, want, have)) => Err(SchedError::NoRoom {
+                field: "count",
+                reason: format!(
+                    "tenant '{}' would hold {want} {what} with this batch; its quota is {have}",
+                    ts.spec.name
+                ),
+            }),
+        }
+    }
+
+    /// Brings the tenant's load up to date with the batch's live sandboxes; call after any
+    /// change to them.
+    pub(super) fn settle_batch(&mut self, id: WorkloadId) {
+        let live = match self.engine.allocation(id) {
+            Some(Allocation::Sandboxes { live_count, .. }) => u64::from(*live_count),
+            _ => 0,
+        };
+        let Some(b) = self.batches.get_mut(&id) else {
+            return;
+        };
+        let (before, tenant, size) = (b.charged, b.tenant, b.size);
+        b.charged = live;
+        self.add_sandbox_load(tenant, size, before, live);
+    }
+
+    /// Forgets a batch, taking its sandboxes out of its tenant's load.
+    pub(super) fn drop_batch(&mut self, id: WorkloadId) -> Option<Batch> {
+        let b = self.batches.remove(&id)?;
+        self.add_sandbox_load(b.tenant, b.size, b.charged, 0);
+        Some(b)
+    }
+
+    fn add_sandbox_load(&mut self, tenant: Option<TenantId>, size: (u32, u32), from: u64, to: u64) {
+        let Some(t) = tenant.and_then(|t| self.tenants.get_mut(t.0 as usize)) else {
+            return;
+        };
+        let load = &mut t.load;
+        let (cpu, mem) = (u64::from(size.0), u64::from(size.1));
+        load.sandboxes = load.sandboxes - from + to;
+        load.sandbox_cpu_millis = load.sandbox_cpu_millis - from * cpu + to * cpu;
+        load.sandbox_memory_mib = load.sandbox_memory_mib - from * mem + to * mem;
+        load.batches = load.batches - u64::from(from > 0) + u64::from(to > 0);
     }
 
     /// Ends single sandboxes of a batch; the batch goes when its last sandbox does.
@@ -89,11 +160,12 @@ impl Scheduler {
                 reason: e.to_string(),
             })?;
         self.touch(id);
+        self.settle_batch(id);
         for (pool, units) in given_back {
             self.ledger.give_back(id, pool, units, now);
         }
         if self.engine.allocation(id).is_none() {
-            self.batches.remove(&id);
+            self.drop_batch(id);
             self.ledger.release(id, now);
         }
         Ok(n)
@@ -101,7 +173,7 @@ impl Scheduler {
 
     /// Ends a whole batch.
     pub fn end_batch(&mut self, id: WorkloadId, now: Time) -> Result<(), SchedError> {
-        self.batches.remove(&id).ok_or(SchedError::UnknownJob(id))?;
+        self.drop_batch(id).ok_or(SchedError::UnknownJob(id))?;
         self.touch(id);
         let _ = self.engine.release(id);
         self.ledger.release(id, now);
@@ -112,6 +184,7 @@ impl Scheduler {
     /// budget lasts; otherwise (or when they no longer fit) those sandboxes end.
     pub(crate) fn recover_batch(&mut self, id: WorkloadId, now: Time, out: &mut Vec<Decision>) {
         self.recover_batch_hosts(id, now, out);
+        self.settle_batch(id);
         self.charge(id, now);
         if self.engine.allocation(id).is_none() {
             self.ledger.release(id, now);

@@ -86,6 +86,19 @@ pub(super) fn no_such(what: &str, id: u64) -> Response {
     problem(StatusCode::NOT_FOUND, "id", format!("no {what} {id}"))
 }
 
+/// A listing's page size: 100 unless asked, 1..=[`MAX_PAGE`].
+pub(super) fn page_size(asked: Option<usize>) -> Result<usize, Refusal> {
+    let limit = asked.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            format!("must be 1..={MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}
+
 pub(super) fn respond(r: Result<Response, Refusal>) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }

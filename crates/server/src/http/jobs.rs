@@ -39,7 +39,19 @@ pub(super) async fn submit_work<T: serde::de::DeserializeOwned>(
     check_tenant(&role, &tenant_of(&req))?;
     let committed = server
         .commit(
-            |p, at| Ok(vec![make(p, &req, at).map_err(bad_request)?]),
+            |p, at| {
+                let event = make(p, &req, at).map_err(bad_request)?;
+                p.check_limits(&server.limits, &event)
+                    .map_err(|hit| match hit {
+                        LimitHit::TooLarge { field, reason } => {
+                            Refusal::new(StatusCode::BAD_REQUEST, field, reason)
+                        }
+                        LimitHit::TenantFull { field, reason } => {
+                            Refusal::new(StatusCode::TOO_MANY_REQUESTS, field, reason)
+                        }
+                    })?;
+                Ok(vec![event])
+            },
             OnRefusal::Answer(field),
         )
         .await?;

@@ -7,13 +7,13 @@
 
 use crate::api::{
     ApiError, BatchList, BatchView, FieldProblem, Heartbeat, HeartbeatReply, IssueToken, JobList,
-    JobView, NodeView, ScaleService, ServiceView, SubmitJob, SubmitSandboxes, SubmitService,
-    Submitted, TenantView, Token,
+    JobView, NodeView, ScaleService, ServiceList, ServiceView, SubmitJob, SubmitSandboxes,
+    SubmitService, Submitted, TenantView, Token,
 };
 use crate::log_tails::{Chunk, LogTails, TaskKey};
 use crate::state::{
-    default_fleet_toml, default_tenants, BatchId, ControlPlane, Event, JobId, Role, ServiceId,
-    StateError, TokenProblem,
+    default_fleet_toml, default_tenants, BatchId, ControlPlane, Event, JobId, LimitHit, Role,
+    ServiceId, StateError, TokenProblem,
 };
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -91,6 +91,8 @@ pub struct Server {
     /// Reports refused because the credential is not bound to the node, by token id (not
     /// journaled; bounded by the tokens issued).
     refused_reports: Mutex<HashMap<String, u64>>,
+    /// What one request and one tenant may ask for.
+    limits: crate::state::Limits,
 }
 
 /// What to do with an event of a commit that the state refuses.

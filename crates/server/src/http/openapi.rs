@@ -63,6 +63,7 @@ use super::*;
         SubmitSandboxes,
         BatchView,
         BatchList,
+        crate::api::ServiceList,
         IssueToken,
         Token,
         crate::api::Compacted,

@@ -36,14 +36,7 @@ pub(super) async fn list_batches(
         let Query(q) =
             query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
         let tenant = listing_tenant(&role, q.tenant)?;
-        let limit = q.limit.unwrap_or(100);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "limit",
-                format!("must be 1..={MAX_PAGE}"),
-            ));
-        }
+        let limit = page_size(q.limit)?;
         let mut batches =
             server
                 .plane()

@@ -29,15 +29,15 @@ pub(super) async fn create_service(
 pub(super) struct TenantQuery {
     /// Only this tenant's.
     pub(super) tenant: Option<String>,
-    /// Ids above this one (the previous page's `next_after`; batches only).
+    /// Ids above this one (the previous page's `next_after`).
     pub(super) after: Option<u64>,
-    /// Page size, 1..=1000 (default 100; batches only).
+    /// Page size, 1..=1000 (default 100).
     pub(super) limit: Option<usize>,
 }
 
-/// Services, in id order.
+/// Services, in id order, a page at a time.
 #[utoipa::path(get, path = "/v1/services", params(TenantQuery),
-    responses((status = 200, body = [ServiceView]), (status = 400, body = ApiError)))]
+    responses((status = 200, body = ServiceList), (status = 400, body = ApiError)))]
 pub(super) async fn list_services(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
@@ -48,11 +48,24 @@ pub(super) async fn list_services(
         let Query(q) =
             query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
         let tenant = listing_tenant(&role, q.tenant)?;
-        Ok(Json(
-            server
-                .plane()
-                .list_services(tenant.as_deref(), viewer(&role)),
-        )
+        let limit = page_size(q.limit)?;
+        let mut services = server.plane().list_services(
+            tenant.as_deref(),
+            viewer(&role),
+            q.after.unwrap_or(0),
+            limit + 1,
+        );
+        let more = services.len() > limit;
+        services.truncate(limit);
+        let next_after = if more {
+            services.last().map(|s| s.id)
+        } else {
+            None
+        };
+        Ok(Json(ServiceList {
+            services,
+            next_after,
+        })
         .into_response())
     })())
 }

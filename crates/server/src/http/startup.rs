@@ -31,6 +31,8 @@ pub struct Config {
     /// The queue's rules for what this server decides. Replayed history keeps what was decided
     /// under the rules of the build that wrote it.
     pub rules: sched::SchedConfig,
+    /// What one request and one tenant may ask for (checked at admission only).
+    pub limits: crate::state::Limits,
 }
 
 /// Errors of start-up.
@@ -227,6 +229,7 @@ impl Server {
             replay_summary,
             logs: Mutex::new(LogTails::default()),
             refused_reports: Mutex::new(HashMap::new()),
+            limits: config.limits.clone(),
         }))
     }
 }

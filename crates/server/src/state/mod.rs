@@ -33,6 +33,7 @@ mod apply;
 mod assign;
 mod bootstrap;
 mod event;
+mod limits;
 mod snapshot;
 mod tokens;
 mod views;
@@ -40,6 +41,7 @@ mod views;
 use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
 pub use event::{BatchId, Event, JobId, ServiceId, TaskSpec};
+pub use limits::{LimitHit, Limits};
 pub use tokens::{
     token_id, NodeScope, Role, ScopeError, TokenProblem, TokenRecord, MAX_SCOPE_EXPR,
     MAX_SCOPE_NODES,

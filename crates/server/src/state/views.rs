@@ -134,11 +134,19 @@ impl ControlPlane {
     }
 
     /// Services (of one tenant, if given), in id order.
-    pub fn list_services(&self, tenant: Option<&str>, viewer: Option<&str>) -> Vec<ServiceView> {
+    pub fn list_services(
+        &self,
+        tenant: Option<&str>,
+        viewer: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Vec<ServiceView> {
         self.services
-            .keys()
-            .filter(|id| tenant.is_none_or(|t| self.service_tenant(**id) == Some(t)))
-            .filter_map(|id| self.service_view_as(*id, viewer))
+            .range(ServiceId(after.saturating_add(1))..)
+            .map(|(id, _)| *id)
+            .filter(|id| tenant.is_none_or(|t| self.service_tenant(*id) == Some(t)))
+            .take(limit)
+            .filter_map(|id| self.service_view_as(id, viewer))
             .collect()
     }
 
@@ -324,7 +332,7 @@ impl ControlPlane {
             .collect();
         let mut out = serde_json::to_string(&views).unwrap_or_default();
         let services: Vec<ServiceView> = self
-            .list_services(None, None)
+            .list_services(None, None, 0, usize::MAX)
             .into_iter()
             .map(|v| ServiceView { reason: None, ..v })
             .collect();
