@@ -9,14 +9,18 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// Letters, digits, '-', '_' and '.'; 1 to 128 characters. Names need not be unique.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$", min_length = 1, max_length = 128)]
     pub name: String,
     /// The owning tenant's name.
+    #[schema(min_length = 1, max_length = 128)]
     pub tenant: String,
     /// preemptible, research (default), training or production-inference.
     #[serde(default = "research")]
+    #[schema(pattern = r"^(preemptible|research|training|production-inference)$")]
     pub priority: String,
     /// GPU model, e.g. GB200.
     #[serde(default = "gb200")]
+    #[schema(pattern = r"^[A-Za-z0-9]{1,16}$")]
     pub gpu: String,
     /// Nodes in the gang.
     pub nodes: u32,
@@ -45,6 +49,7 @@ pub struct SubmitJob {
     pub env: std::collections::BTreeMap<String, String>,
     /// Working directory of the task on the node (default: the agent's task directory).
     #[serde(default)]
+    #[schema(pattern = r"^/", max_length = 4096)]
     pub workdir: Option<String>,
     /// Providers and regions it may use, and whether it may run on spot capacity.
     #[serde(default)]
@@ -201,6 +206,7 @@ pub struct ApiError {
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// The node's name in the fleet.
+    #[schema(min_length = 1, max_length = 253)]
     pub node: String,
     /// What runs there now, and what ended since the last heartbeat.
     #[serde(default)]
@@ -372,14 +378,18 @@ pub struct HeartbeatReply {
 #[serde(deny_unknown_fields)]
 pub struct SubmitService {
     /// Letters, digits, '-', '_' and '.'; 1 to 128 characters.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$", min_length = 1, max_length = 128)]
     pub name: String,
     /// The owning tenant's name.
+    #[schema(min_length = 1, max_length = 128)]
     pub tenant: String,
     /// Priority class of its replicas (default production-inference).
     #[serde(default = "production_inference")]
+    #[schema(pattern = r"^(preemptible|research|training|production-inference)$")]
     pub priority: String,
     /// GPU model, e.g. GB200.
     #[serde(default = "gb200")]
+    #[schema(pattern = r"^[A-Za-z0-9]{1,16}$")]
     pub gpu: String,
     /// Nodes per replica (all in one NVLink domain when they fit one).
     #[serde(default = "one")]
@@ -408,6 +418,7 @@ pub struct SubmitService {
     pub env: std::collections::BTreeMap<String, String>,
     /// Working directory.
     #[serde(default)]
+    #[schema(pattern = r"^/", max_length = 4096)]
     pub workdir: Option<String>,
     /// Providers and regions its replicas may use, and whether they may run on spot.
     #[serde(default)]
@@ -422,6 +433,7 @@ pub struct SubmitService {
 #[serde(deny_unknown_fields)]
 pub struct SpreadSpec {
     /// domain, zone, region or cloud.
+    #[schema(pattern = r"^(domain|zone|region|cloud)$")]
     pub level: String,
     /// Most replicas in one element of the level.
     pub max_per: u32,
@@ -481,8 +493,10 @@ pub struct ServiceView {
 #[serde(deny_unknown_fields)]
 pub struct SubmitSandboxes {
     /// Letters, digits, '-', '_' and '.'; 1 to 128 characters.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$", min_length = 1, max_length = 128)]
     pub name: String,
     /// The owning tenant's name.
+    #[schema(min_length = 1, max_length = 128)]
     pub tenant: String,
     /// Sandboxes in the batch, 1..=1,000,000.
     pub count: u32,
@@ -501,6 +515,7 @@ pub struct SubmitSandboxes {
     pub env: std::collections::BTreeMap<String, String>,
     /// Working directory.
     #[serde(default)]
+    #[schema(pattern = r"^/", max_length = 4096)]
     pub workdir: Option<String>,
 }
 
@@ -545,6 +560,7 @@ pub struct BatchView {
 #[serde(deny_unknown_fields)]
 pub struct IssueToken {
     /// admin, tenant or agent.
+    #[schema(pattern = r"^(admin|tenant|agent)$")]
     pub role: String,
     /// The tenant, for role tenant.
     #[serde(default)]
@@ -602,6 +618,7 @@ pub struct TokenView {
 #[serde(deny_unknown_fields)]
 pub struct WaitForChanges {
     /// The nodes the agent plays (1 to 100,000).
+    #[schema(min_items = 1, max_items = 100_000)]
     pub nodes: Vec<String>,
     /// The `version` of the previous answer (0 at first).
     #[serde(default)]

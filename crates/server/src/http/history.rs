@@ -31,6 +31,7 @@ pub(super) struct HistoryQuery {
     /// Keys above this one (the previous page's `next_after`).
     after: Option<u64>,
     /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

@@ -82,6 +82,7 @@ pub(super) struct ListQuery {
     /// Jobs with a larger id (the previous page's `next_after`).
     after: Option<u64>,
     /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

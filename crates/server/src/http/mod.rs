@@ -401,9 +401,45 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/agent/wait", post(wait_for_changes))
         .route("/v1/tokens", post(issue_token).get(list_tokens))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(server)
+}
+
+/// Every refusal in the API's error body: those the framework makes itself (a chunked body
+/// over the limit, a wrong method, a malformed path) come as plain text and are rewritten.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let reason = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("refused").to_string(),
+        t => t.to_string(),
+    };
+    let field = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body"
+    } else {
+        ""
+    };
+    let mut rewritten = problem(status, field, reason);
+    // Keep what the framework said besides (e.g. `Allow` on a 405).
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
 }
 
 /// Refuses a request whose declared length is over the limit before reading its body (longer

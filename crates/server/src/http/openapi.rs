@@ -70,10 +70,72 @@ use super::*;
         crate::api::WorkloadSummary,
         crate::api::HistoryList
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Refusals),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// Documents the refusals every operation can give, each with the API's error body: 401 (no
+/// or a bad token) and 403 (a token whose role may not) everywhere; 400 where the request has
+/// parameters or a body; 404 where the path names something; 413 where there is a body.
+pub(super) struct Refusals;
+
+impl utoipa::Modify for Refusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::Operation;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let refusal = |why: &str| {
+            ResponseBuilder::new()
+                .description(why)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ApiError")))
+                        .build(),
+                )
+                .build()
+        };
+        let add = |op: &mut Operation, path: &str| {
+            let mut wanted = vec![
+                (
+                    "401",
+                    "no token, or one that is unknown, revoked or expired",
+                ),
+                ("403", "the token's role may not do this"),
+            ];
+            let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            if op.request_body.is_some() || has_params {
+                wanted.push(("400", "a field is malformed or out of range"));
+            }
+            if path.contains('{') {
+                wanted.push(("404", "no such thing"));
+            }
+            if op.request_body.is_some() {
+                wanted.push(("413", "the body is over the size limit"));
+            }
+            for (status, why) in wanted {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| refusal(why).into());
+            }
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add(op, path);
+            }
+        }
+    }
+}
 
 /// Declares the bearer-token scheme in the OpenAPI document.
 pub(super) struct BearerAuth;

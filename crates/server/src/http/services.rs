@@ -32,6 +32,7 @@ pub(super) struct TenantQuery {
     /// Ids above this one (the previous page's `next_after`).
     pub(super) after: Option<u64>,
     /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub(super) limit: Option<usize>,
 }
 
@@ -136,6 +137,10 @@ pub(super) async fn scale_service(
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Response {
+    // The token is checked before the body is read.
+    if let Err(r) = server.submitter(&headers) {
+        return r.into_response();
+    }
     let req: ScaleService = match parse_json(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),

@@ -33,11 +33,24 @@ pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 /// and replayed with every restart, and sent to every node the work runs on.
 pub const MAX_ENV_BYTES: usize = 64 << 10;
 
-/// What a task runs: a program, bounded arguments and environment.
+/// Longest working directory a task may name.
+pub const MAX_WORKDIR_BYTES: usize = 4096;
+
+/// What a task runs: a program, bounded arguments and environment, and an absolute working
+/// directory if any (the node checks it against its allowed root).
 pub(super) fn check_task(
     command: &[String],
     env: &BTreeMap<String, String>,
+    workdir: Option<&String>,
 ) -> Result<(), FieldProblem> {
+    if let Some(w) = workdir {
+        if !w.starts_with('/') || w.len() > MAX_WORKDIR_BYTES || w.contains('\0') {
+            return Err(bad(
+                "workdir",
+                format!("must be an absolute path of at most {MAX_WORKDIR_BYTES} bytes"),
+            ));
+        }
+    }
     if command.first().is_some_and(|c| c.is_empty()) {
         return Err(bad("command", "the program name is empty".into()));
     }
@@ -179,7 +192,7 @@ impl ControlPlane {
     /// Turns a request into a `Submit` event, checking every field; changes nothing.
     pub fn submit_event(&self, req: &SubmitJob, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(&req.command, &req.env)?;
+        check_task(&req.command, &req.env, req.workdir.as_ref())?;
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
@@ -306,7 +319,7 @@ impl ControlPlane {
     /// Turns a request into a `ServiceCreate` event, checking every field; changes nothing.
     pub fn service_event(&self, req: &SubmitService, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(&req.command, &req.env)?;
+        check_task(&req.command, &req.env, req.workdir.as_ref())?;
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
@@ -376,7 +389,7 @@ impl ControlPlane {
     /// (whether the batch fits is known when the event applies).
     pub fn sandbox_event(&self, req: &SubmitSandboxes, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(&req.command, &req.env)?;
+        check_task(&req.command, &req.env, req.workdir.as_ref())?;
         let tenant = self.tenant_id(&req.tenant)?;
         let request = SandboxRequest {
             count: req.count,
