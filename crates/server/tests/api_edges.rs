@@ -33,6 +33,7 @@ async fn api() -> Api {
         catalogue: None,
         rules: sched::SchedConfig::default(),
         limits: server::state::Limits::default(),
+        secrets_key_file: None,
     };
     let srv: Arc<server::Server> =
         tokio::task::spawn_blocking(move || server::Server::start(&config))

@@ -44,6 +44,7 @@ async fn a_heartbeat_never_tells_an_agent_of_a_placement_that_is_not_durable() {
         catalogue: None,
         rules: sched::SchedConfig::default(),
         limits: server::state::Limits::default(),
+        secrets_key_file: None,
     };
     let srv: Arc<server::Server> =
         tokio::task::spawn_blocking(move || server::Server::start(&config))

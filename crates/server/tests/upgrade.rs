@@ -247,6 +247,7 @@ fn a_server_upgrades_a_format_0_journal_at_start_and_skips_an_older_snapshot() {
         catalogue: None,
         rules: sched::SchedConfig::default(),
         limits: server::state::Limits::default(),
+        secrets_key_file: None,
     };
     let srv = server::Server::start(&config).unwrap();
     assert!(

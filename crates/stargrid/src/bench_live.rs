@@ -54,6 +54,7 @@ fn job(name: String, secs: &str) -> SubmitJob {
         time_limit_s: 60,
         command: vec!["sleep".into(), secs.into()],
         env: Default::default(),
+        secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
     }
@@ -89,6 +90,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         catalogue: Default::default(),
         rules: sched::SchedConfig::default(),
         limits: server::state::Limits::default(),
+        secrets_key_file: None,
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -189,6 +191,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
                             max_retries: 3,
                             command: Vec::new(),
                             env: Default::default(),
+                            secret_env: Default::default(),
                             workdir: None,
                         })
                         .with_context(|| format!("client {c} batch {i}"))?;

@@ -326,6 +326,7 @@ pub fn parse(text: &str, default_tenant: &str) -> Result<Script, SbatchError> {
             time_limit_s,
             command,
             env,
+            secret_env: Default::default(),
             workdir: None,
             placement: Default::default(),
         }

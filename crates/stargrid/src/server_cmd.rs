@@ -56,6 +56,11 @@ pub struct ServerArgs {
     /// network in clear: only behind a TLS-terminating proxy on the same host).
     #[arg(long)]
     pub insecure: bool,
+    /// The key file secret environment values are sealed under (default:
+    /// `<data-dir>/secrets.key`, made 0600 at first start). With a PostgreSQL journal, keep it
+    /// on the server hosts (never in the database) and give every standby the same file.
+    #[arg(long)]
+    pub secrets_key: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -245,6 +250,11 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         replay_all: a.replay_all,
         rules,
         limits: a.limits.limits(),
+        secrets_key_file: Some(
+            a.secrets_key
+                .clone()
+                .unwrap_or_else(|| a.data_dir.join("secrets.key")),
+        ),
         catalogue: a
             .catalogue
             .as_deref()

@@ -53,6 +53,7 @@ fn demo_jobs() -> Vec<SubmitJob> {
         time_limit_s: u64::from(secs) * 3,
         command: vec!["sh".into(), "-c".into(), script.into()],
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
     };
@@ -98,6 +99,7 @@ fn demo_service() -> SubmitService {
                 .into(),
         ],
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
         min_providers: Default::default(),
@@ -119,6 +121,7 @@ fn demo_sandboxes() -> SubmitSandboxes {
             "echo sandbox $STARGRID_SANDBOX_INDEX of batch $STARGRID_BATCH_ID; sleep 3".into(),
         ],
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         workdir: None,
     }
 }
@@ -151,6 +154,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         replay_all: false,
         rules: sched::SchedConfig::default(),
         limits: server::state::Limits::default(),
+        secrets_key_file: Some(a.data_dir.join("secrets.key")),
         // Example prices for the demo fleet; the example commitments are sized for a far
         // larger fleet, so none are measured here.
         catalogue: Some(model::cost::CostCatalogue {

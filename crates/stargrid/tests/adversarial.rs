@@ -829,3 +829,73 @@ fn tenants_are_held_to_their_limits_and_sandboxes_to_their_quota() {
     assert_eq!(s.get("/v1/jobs/2").unwrap()["state"], "pending");
     assert_eq!(s.get("/v1/jobs/4").unwrap()["state"], "pending");
 }
+
+#[test]
+fn secret_env_values_reach_the_task_and_nowhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start_server(&data);
+    let work = dir.path().join("node");
+    let _agent = common::start_agent_as(
+        &s.url,
+        &work,
+        &s.token,
+        &["--node", "nvl00000t00", "--no-cgroups"],
+    );
+    let secret = "sk-live-0123456789abcdef";
+    let job = |env: Value, secret_env: Value| {
+        json!({"name": "s", "tenant": "default", "nodes": 1, "gpus_per_node": 1,
+               "time_limit_s": 600, "env": env, "secret_env": secret_env,
+               "command": ["sh", "-c", "env > seen; sleep 30"]})
+    };
+    // A name in both is refused by name.
+    let (code, body) = s
+        .post(
+            "/v1/jobs",
+            job(json!({"API_KEY": "x"}), json!({"API_KEY": secret})),
+        )
+        .unwrap_err();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("secret_env.API_KEY"), "{body}");
+    let id = s
+        .post(
+            "/v1/jobs",
+            job(json!({"MODE": "eval"}), json!({"API_KEY": secret})),
+        )
+        .unwrap()["id"]
+        .clone();
+    // The task gets it.
+    let seen = work.join(format!("{id}-0-0/seen"));
+    wait_for("the task's environment", || {
+        std::fs::read_to_string(&seen).is_ok_and(|t| t.contains("MODE=eval"))
+    });
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(env.contains(&format!("API_KEY={secret}")), "{env}");
+    // The API never shows it, and the journal (with its WAL and a snapshot) holds only
+    // ciphertext.
+    let view = s.get(&format!("/v1/jobs/{id}")).unwrap().to_string();
+    assert!(!view.contains(secret), "{view}");
+    s.post("/v1/journal/compact", json!({})).unwrap();
+    for file in ["journal.db", "journal.db-wal"] {
+        let bytes = std::fs::read(data.join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{file} holds the secret in clear"
+        );
+    }
+    // The key is outside the journal, the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("secrets.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // After a restart (from the snapshot) the node still gets it.
+    drop(s);
+    let s = start_server(&data);
+    let answer = s.beat("nvl00000t00", json!([]));
+    assert_eq!(
+        answer["assignments"][0]["env"]["API_KEY"], secret,
+        "{answer}"
+    );
+}

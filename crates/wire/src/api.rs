@@ -47,6 +47,11 @@ pub struct SubmitJob {
     /// Environment of the task, added to what the agent sets (`STARGRID_*`).
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Environment values that are secrets (API keys): never shown by the API, kept
+    /// encrypted in the journal, given only to the nodes that run the work. Names must not
+    /// repeat `env`'s; both count against the 64 KiB environment limit.
+    #[serde(default)]
+    pub secret_env: std::collections::BTreeMap<String, String>,
     /// Working directory of the task on the node (default: the agent's task directory).
     #[serde(default)]
     #[schema(pattern = r"^/", max_length = 4096)]
@@ -416,6 +421,11 @@ pub struct SubmitService {
     /// Environment.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Environment values that are secrets (API keys): never shown by the API, kept
+    /// encrypted in the journal, given only to the nodes that run the work. Names must not
+    /// repeat `env`'s; both count against the 64 KiB environment limit.
+    #[serde(default)]
+    pub secret_env: std::collections::BTreeMap<String, String>,
     /// Working directory.
     #[serde(default)]
     #[schema(pattern = r"^/", max_length = 4096)]
@@ -513,6 +523,11 @@ pub struct SubmitSandboxes {
     /// Environment.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Environment values that are secrets (API keys): never shown by the API, kept
+    /// encrypted in the journal, given only to the nodes that run the work. Names must not
+    /// repeat `env`'s; both count against the 64 KiB environment limit.
+    #[serde(default)]
+    pub secret_env: std::collections::BTreeMap<String, String>,
     /// Working directory.
     #[serde(default)]
     #[schema(pattern = r"^/", max_length = 4096)]

@@ -33,11 +33,18 @@ pub struct Config {
     pub rules: sched::SchedConfig,
     /// What one request and one tenant may ask for (checked at admission only).
     pub limits: crate::state::Limits,
+    /// The key file secret environment values are sealed under (made 0600 if missing; keep
+    /// it outside the journal's database, and give standbys the same one). `None`: no
+    /// secrets are accepted.
+    pub secrets_key_file: Option<std::path::PathBuf>,
 }
 
 /// Errors of start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The secrets key cannot be read or made.
+    #[error("{0}")]
+    Secrets(String),
     /// The journal cannot be opened or read.
     #[error(transparent)]
     Store(#[from] store::StoreError),
@@ -214,6 +221,11 @@ impl Server {
         let now = Instant::now();
         let last_seen = plane.up_nodes().into_iter().map(|n| (n, now)).collect();
         // Everything replayed or written so far is durable.
+        if let Some(path) = &config.secrets_key_file {
+            let key = crate::state::SecretKey::load_or_create(path)
+                .map_err(|e| StartError::Secrets(e.to_string()))?;
+            plane.set_secret_key(Arc::new(key));
+        }
         let (durable, _) = tokio::sync::watch::channel(plane.seq());
         Ok(Arc::new(Server {
             durable,

@@ -41,8 +41,15 @@ pub const MAX_WORKDIR_BYTES: usize = 4096;
 pub(super) fn check_task(
     command: &[String],
     env: &BTreeMap<String, String>,
+    secret_env: &BTreeMap<String, String>,
     workdir: Option<&String>,
 ) -> Result<(), FieldProblem> {
+    if let Some(name) = secret_env.keys().find(|k| env.contains_key(*k)) {
+        return Err(bad(
+            &format!("secret_env.{name}"),
+            "also named in env".into(),
+        ));
+    }
     if let Some(w) = workdir {
         if !w.starts_with('/') || w.len() > MAX_WORKDIR_BYTES || w.contains('\0') {
             return Err(bad(
@@ -61,7 +68,11 @@ pub(super) fn check_task(
             format!("{bytes} bytes; at most {MAX_COMMAND_BYTES}"),
         ));
     }
-    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let bytes: usize = env
+        .iter()
+        .chain(secret_env)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
     if bytes > MAX_ENV_BYTES {
         return Err(bad(
             "env",
@@ -83,6 +94,22 @@ pub(super) fn parse_priority(name: &str) -> Result<PriorityClass, FieldProblem> 
 }
 
 impl ControlPlane {
+    /// `values` sealed under the server's key; `None` when there are none.
+    fn seal_env(&self, values: &BTreeMap<String, String>) -> Result<Option<String>, FieldProblem> {
+        if values.is_empty() {
+            return Ok(None);
+        }
+        let key = self.secret_key.as_ref().ok_or_else(|| {
+            bad(
+                "secret_env",
+                "this server has no secrets key (it keeps none)".into(),
+            )
+        })?;
+        key.seal(values)
+            .map(Some)
+            .map_err(|e| bad("secret_env", e.to_string()))
+    }
+
     /// Whether a tenant of this name exists.
     pub fn has_tenant(&self, name: &str) -> bool {
         self.tenants.iter().any(|t| t.name == name)
@@ -192,7 +219,12 @@ impl ControlPlane {
     /// Turns a request into a `Submit` event, checking every field; changes nothing.
     pub fn submit_event(&self, req: &SubmitJob, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(&req.command, &req.env, req.workdir.as_ref())?;
+        check_task(
+            &req.command,
+            &req.env,
+            &req.secret_env,
+            req.workdir.as_ref(),
+        )?;
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
@@ -230,6 +262,7 @@ impl ControlPlane {
                 command: req.command.clone(),
                 env: req.env.clone(),
                 workdir: req.workdir.clone(),
+                sealed_env: self.seal_env(&req.secret_env)?,
             },
             at,
         })
@@ -319,7 +352,12 @@ impl ControlPlane {
     /// Turns a request into a `ServiceCreate` event, checking every field; changes nothing.
     pub fn service_event(&self, req: &SubmitService, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(&req.command, &req.env, req.workdir.as_ref())?;
+        check_task(
+            &req.command,
+            &req.env,
+            &req.secret_env,
+            req.workdir.as_ref(),
+        )?;
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
@@ -380,6 +418,7 @@ impl ControlPlane {
                 command: req.command.clone(),
                 env: req.env.clone(),
                 workdir: req.workdir.clone(),
+                sealed_env: self.seal_env(&req.secret_env)?,
             },
             at,
         })
@@ -389,7 +428,12 @@ impl ControlPlane {
     /// (whether the batch fits is known when the event applies).
     pub fn sandbox_event(&self, req: &SubmitSandboxes, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(&req.command, &req.env, req.workdir.as_ref())?;
+        check_task(
+            &req.command,
+            &req.env,
+            &req.secret_env,
+            req.workdir.as_ref(),
+        )?;
         let tenant = self.tenant_id(&req.tenant)?;
         let request = SandboxRequest {
             count: req.count,
@@ -410,6 +454,7 @@ impl ControlPlane {
                 command: req.command.clone(),
                 env: req.env.clone(),
                 workdir: req.workdir.clone(),
+                sealed_env: self.seal_env(&req.secret_env)?,
             },
             at,
         })

@@ -12,6 +12,25 @@ impl ControlPlane {
         }
     }
 
+    /// Seals secret environment values from now on (the server's key, kept outside the
+    /// journal).
+    pub fn set_secret_key(&mut self, key: std::sync::Arc<SecretKey>) {
+        self.secret_key = Some(key);
+    }
+
+    /// A task's environment as its node gets it: `env` with the secret values opened.
+    fn task_env(&self, task: &TaskSpec) -> BTreeMap<String, String> {
+        let mut env = task.env.clone();
+        if let Some(sealed) = &task.sealed_env {
+            match self.secret_key.as_ref().map(|k| k.open(sealed)) {
+                Some(Ok(secrets)) => env.extend(secrets),
+                Some(Err(e)) => tracing::error!("a task's secret env: {e}"),
+                None => tracing::error!("a task has secret env but the server has no key"),
+            }
+        }
+        env
+    }
+
     /// Whether the node exists and is up (its agent registered and still heartbeats).
     pub fn node_is_up(&self, name: &str) -> Option<bool> {
         let n = self.sched.engine().fleet().node_by_name(name)?;
@@ -64,7 +83,7 @@ impl ControlPlane {
                             world: slots.len() as u32,
                             tenant: self.tenant_name(job.spec.tenant).to_string(),
                             command: task.command.clone(),
-                            env: task.env.clone(),
+                            env: self.task_env(task),
                             workdir: task.workdir.clone(),
                             gpus: (0..32).filter(|b| slot.gpu_mask & (1 << b) != 0).collect(),
                             stop_by,
@@ -102,7 +121,7 @@ impl ControlPlane {
                                 first,
                                 count: i - first,
                                 command: meta.task.command.clone(),
-                                env: meta.task.env.clone(),
+                                env: self.task_env(&meta.task),
                                 workdir: meta.task.workdir.clone(),
                                 cpu_millis: request.cpu_millis,
                                 memory_mib: request.memory_mib,

@@ -264,4 +264,7 @@ pub struct TaskSpec {
     pub env: BTreeMap<String, String>,
     /// Working directory.
     pub workdir: Option<String>,
+    /// The secret environment values, sealed (see [`super::secrets`]); never in plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_env: Option<String>,
 }

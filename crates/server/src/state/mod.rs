@@ -34,6 +34,7 @@ mod assign;
 mod bootstrap;
 mod event;
 mod limits;
+pub mod secrets;
 mod snapshot;
 mod tokens;
 mod views;
@@ -42,6 +43,7 @@ use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
 pub use event::{BatchId, Event, JobId, ServiceId, TaskSpec};
 pub use limits::{LimitHit, Limits};
+pub use secrets::{SecretError, SecretKey};
 pub use tokens::{
     token_id, NodeScope, Role, ScopeError, TokenProblem, TokenRecord, MAX_SCOPE_EXPR,
     MAX_SCOPE_NODES,
@@ -182,6 +184,8 @@ pub struct ControlPlane {
     fleet_toml: std::sync::Arc<str>,
     /// When `Init` was applied.
     init_at: u64,
+    /// The key secret environment values are sealed under (not journaled: it stays outside).
+    secret_key: Option<std::sync::Arc<SecretKey>>,
 }
 
 /// A journal record being replayed: its outcome is restored at the first step of the event
@@ -233,6 +237,7 @@ impl ControlPlane {
             replaying: None,
             fleet_toml: fleet_toml.as_str().into(),
             init_at: *at,
+            secret_key: None,
         })
     }
 

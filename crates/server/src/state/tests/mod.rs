@@ -28,6 +28,7 @@ fn req(name: &str, nodes: u32) -> SubmitJob {
         time_limit_s: 3600,
         command: vec!["true".into()],
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
     }
@@ -274,6 +275,7 @@ fn service(replicas: u32) -> SubmitService {
         }),
         command: vec!["serve".into()],
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
         min_providers: Default::default(),
@@ -290,6 +292,7 @@ fn sandboxes(count: u32) -> SubmitSandboxes {
         max_retries: 3,
         command: vec!["run".into()],
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         workdir: None,
     }
 }
