@@ -23,21 +23,24 @@
 //! `sleep N` ends with code 0 after N seconds; any other task runs until it is stopped.
 //!
 //! Where the host's cgroup v2 hierarchy offers the `cpu` and `memory` controllers, each task
-//! runs in its own group limited to what it was given (see [`cgroup`]).
+//! runs in its own group limited to what it was given (see [`cgroup`]). Run as root, the agent
+//! starts each task as its tenant's unprivileged user ([`users`]); how one task is started and
+//! stopped is the `task` module's.
 //!
 //! A single-node agent reports the node's GPUs ([`inventory`]: NVML, or declared), and the
 //! server refuses the heartbeats of a node that does not match the fleet.
 
 pub mod cgroup;
 pub mod inventory;
+mod task;
 pub mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
+use task::{hollow_runtime, sandbox_task, spawn, stop, Running, Task, TaskKey};
 use wire::api::{
     Assignment, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport, WaitForChanges,
 };
@@ -126,36 +129,6 @@ impl RunAs {
                 "tasks run as the agent's own user (not root): tenants' tasks are NOT kept apart"
                     .to_string(),
             ))
-        }
-    }
-}
-
-type TaskKey = (u64, u32, u32);
-
-enum Running {
-    Process {
-        child: Child,
-        dir: PathBuf,
-        stop_sent: Option<Instant>,
-        /// Its cgroup, removed with the task.
-        group: Option<PathBuf>,
-    },
-    Hollow {
-        ends_at: Option<Instant>,
-    },
-}
-
-struct Task {
-    running: Running,
-    exit_code: Option<i32>,
-    /// A sandbox (reported only once it exited; it writes no checkpoints).
-    sandbox: bool,
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        if let Running::Process { group: Some(g), .. } = &self.running {
-            cgroup::remove(g);
         }
     }
 }
@@ -284,179 +257,6 @@ impl NodeTasks {
 enum Wanted<'a> {
     Task(&'a Assignment),
     Sandbox(&'a SandboxAssignment, u32),
-}
-
-/// Sandbox `index` of a run as a task: its batch in place of the job, its index as the rank.
-fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
-    let mut env = s.env.clone();
-    env.insert("STARGRID_BATCH_ID".into(), s.batch.to_string());
-    env.insert("STARGRID_SANDBOX_INDEX".into(), index.to_string());
-    Assignment {
-        job: s.batch,
-        run: 0,
-        rank: index,
-        world: 0,
-        tenant: s.tenant.clone(),
-        command: s.command.clone(),
-        env,
-        workdir: s.workdir.clone(),
-        gpus: Vec::new(),
-        stop_by: None,
-        cpu_millis: s.cpu_millis,
-        memory_mib: s.memory_mib,
-    }
-}
-
-/// `sleep N` in hollow mode: the task ends after N seconds.
-fn hollow_runtime(command: &[String]) -> Option<Duration> {
-    match command {
-        [cmd, secs] if cmd == "sleep" => secs.parse::<f64>().ok().map(Duration::from_secs_f64),
-        _ => None,
-    }
-}
-
-fn spawn(config: &AgentConfig, node: &str, a: &Assignment, sandbox: bool) -> Result<Task, String> {
-    let Some((program, args)) = a.command.split_first() else {
-        // Nothing to run: the task holds its place until it is stopped.
-        return Ok(Task {
-            running: Running::Hollow { ends_at: None },
-            exit_code: None,
-            sandbox,
-        });
-    };
-    let name = if sandbox {
-        format!("{}-sandbox-{}", a.job, a.rank)
-    } else {
-        format!("{}-{}-{}", a.job, a.run, a.rank)
-    };
-    let dir = config.work_dir.join(&name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let user = match &config.run_as {
-        RunAs::AgentUser => None,
-        RunAs::TenantUsers(users) => {
-            let mut users = users.lock().unwrap_or_else(|p| p.into_inner());
-            Some((users.user_of(&a.tenant).map_err(|e| e.to_string())?, users))
-        }
-    };
-    let log_path = dir.join("log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    if let Some((u, _)) = &user {
-        for (path, mode) in [(&dir, 0o700), (&log_path, 0o600)] {
-            users::hand_over(path, *u, mode).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
-    let err_log = log.try_clone().map_err(|e| e.to_string())?;
-    let cwd = match &a.workdir {
-        None => dir.clone(),
-        Some(w) => allowed_workdir(config.workdir_root.as_deref(), w)?,
-    };
-    let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
-    let group = match &config.cgroups {
-        Some(cg) => Some(cg.create(
-            &format!("{node}-{name}"),
-            cgroup::Limits {
-                cpu_millis: a.cpu_millis,
-                memory_mib: a.memory_mib,
-                pids_max: if sandbox {
-                    cgroup::SANDBOX_PIDS_MAX
-                } else {
-                    cgroup::TASK_PIDS_MAX
-                },
-            },
-        )?),
-        None => None,
-    };
-    // The task enters its cgroup as root, then drops to its tenant's user.
-    let (program, args) = match &user {
-        Some((u, users)) => users.drop_to(*u, program, args),
-        None => (program.clone(), args.to_vec()),
-    };
-    drop(user);
-    let (program, args) = match &group {
-        Some(g) => cgroup::wrap(g, &program, &args),
-        None => (program, args),
-    };
-    let mut cmd = Command::new(&program);
-    // A clean environment: what the job asked for and the `STARGRID_*` variables, never the
-    // agent's own (its token among them).
-    cmd.args(&args)
-        .current_dir(cwd)
-        .env_clear()
-        .env("PATH", TASK_PATH)
-        .env("HOME", &dir)
-        .envs(&a.env)
-        .env("STARGRID_JOB_ID", a.job.to_string())
-        .env("STARGRID_RUN", a.run.to_string())
-        .env("STARGRID_RANK", a.rank.to_string())
-        .env("STARGRID_WORLD_SIZE", a.world.to_string())
-        .env("STARGRID_NODE", node)
-        .env("STARGRID_CHECKPOINT_FILE", dir.join("checkpoint"))
-        .env("CUDA_VISIBLE_DEVICES", gpus.join(","))
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err_log);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
-    Ok(Task {
-        running: Running::Process {
-            child,
-            dir,
-            stop_sent: None,
-            group,
-        },
-        exit_code: None,
-        sandbox,
-    })
-}
-
-/// A job's `workdir`, when it lies under the node's allowed root (links resolved).
-fn allowed_workdir(root: Option<&std::path::Path>, asked: &str) -> Result<PathBuf, String> {
-    let Some(root) = root else {
-        return Err(format!(
-            "workdir {asked}: this node allows none (its agent has no --workdir-root)"
-        ));
-    };
-    let resolved = std::fs::canonicalize(asked).map_err(|e| format!("workdir {asked}: {e}"))?;
-    let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    if resolved.starts_with(&root) {
-        Ok(resolved)
-    } else {
-        Err(format!(
-            "workdir {asked} is outside the node's allowed root {}",
-            root.display()
-        ))
-    }
-}
-
-/// The program search path a task gets unless its job sets `PATH`.
-const TASK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Moves a task towards stopped; returns true once it is gone.
-fn stop(t: &mut Task, grace: Duration) -> bool {
-    match &mut t.running {
-        Running::Hollow { .. } => true,
-        Running::Process {
-            child, stop_sent, ..
-        } => {
-            if let Ok(Some(_)) = child.try_wait() {
-                return true;
-            }
-            let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
-            match stop_sent {
-                None => {
-                    let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGTERM);
-                    *stop_sent = Some(Instant::now());
-                    false
-                }
-                Some(at) if at.elapsed() >= grace => {
-                    let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
-                    let _ = child.wait();
-                    true
-                }
-                Some(_) => false,
-            }
-        }
-    }
 }
 
 /// One heartbeat of one node: report, then reconcile with the answer. Without an answer for

@@ -1,0 +1,225 @@
+//! One task as a process: started in its own directory and process group, with a clean
+//! environment, inside its cgroup, as its tenant's user where the agent can switch users; and
+//! stopped with SIGTERM, then SIGKILL after the grace period. Sandboxes are tasks keyed by their
+//! batch and index; hollow tasks run nothing.
+
+use crate::users;
+use crate::{cgroup, AgentConfig, RunAs};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wire::api::{Assignment, SandboxAssignment};
+
+/// A task: (job or batch, run, rank or sandbox index).
+pub(crate) type TaskKey = (u64, u32, u32);
+
+/// How a task runs.
+pub(crate) enum Running {
+    Process {
+        child: Child,
+        dir: PathBuf,
+        stop_sent: Option<Instant>,
+        /// Its cgroup, removed with the task.
+        group: Option<PathBuf>,
+    },
+    Hollow {
+        ends_at: Option<Instant>,
+    },
+}
+
+/// A task the node runs, and its exit once seen.
+pub(crate) struct Task {
+    pub(crate) running: Running,
+    pub(crate) exit_code: Option<i32>,
+    /// A sandbox (reported only once it exited; it writes no checkpoints).
+    pub(crate) sandbox: bool,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Running::Process { group: Some(g), .. } = &self.running {
+            cgroup::remove(g);
+        }
+    }
+}
+
+/// Sandbox `index` of a run as a task: its batch in place of the job, its index as the rank.
+pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
+    let mut env = s.env.clone();
+    env.insert("STARGRID_BATCH_ID".into(), s.batch.to_string());
+    env.insert("STARGRID_SANDBOX_INDEX".into(), index.to_string());
+    Assignment {
+        job: s.batch,
+        run: 0,
+        rank: index,
+        world: 0,
+        tenant: s.tenant.clone(),
+        command: s.command.clone(),
+        env,
+        workdir: s.workdir.clone(),
+        gpus: Vec::new(),
+        stop_by: None,
+        cpu_millis: s.cpu_millis,
+        memory_mib: s.memory_mib,
+    }
+}
+
+/// `sleep N` in hollow mode: the task ends after N seconds.
+pub(crate) fn hollow_runtime(command: &[String]) -> Option<Duration> {
+    match command {
+        [cmd, secs] if cmd == "sleep" => secs.parse::<f64>().ok().map(Duration::from_secs_f64),
+        _ => None,
+    }
+}
+
+pub(crate) fn spawn(
+    config: &AgentConfig,
+    node: &str,
+    a: &Assignment,
+    sandbox: bool,
+) -> Result<Task, String> {
+    let Some((program, args)) = a.command.split_first() else {
+        // Nothing to run: the task holds its place until it is stopped.
+        return Ok(Task {
+            running: Running::Hollow { ends_at: None },
+            exit_code: None,
+            sandbox,
+        });
+    };
+    let name = if sandbox {
+        format!("{}-sandbox-{}", a.job, a.rank)
+    } else {
+        format!("{}-{}-{}", a.job, a.run, a.rank)
+    };
+    let dir = config.work_dir.join(&name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let user = match &config.run_as {
+        RunAs::AgentUser => None,
+        RunAs::TenantUsers(users) => {
+            let mut users = users.lock().unwrap_or_else(|p| p.into_inner());
+            Some((users.user_of(&a.tenant).map_err(|e| e.to_string())?, users))
+        }
+    };
+    let log_path = dir.join("log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    if let Some((u, _)) = &user {
+        for (path, mode) in [(&dir, 0o700), (&log_path, 0o600)] {
+            users::hand_over(path, *u, mode).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let err_log = log.try_clone().map_err(|e| e.to_string())?;
+    let cwd = match &a.workdir {
+        None => dir.clone(),
+        Some(w) => allowed_workdir(config.workdir_root.as_deref(), w)?,
+    };
+    let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
+    let group = match &config.cgroups {
+        Some(cg) => Some(cg.create(
+            &format!("{node}-{name}"),
+            cgroup::Limits {
+                cpu_millis: a.cpu_millis,
+                memory_mib: a.memory_mib,
+                pids_max: if sandbox {
+                    cgroup::SANDBOX_PIDS_MAX
+                } else {
+                    cgroup::TASK_PIDS_MAX
+                },
+            },
+        )?),
+        None => None,
+    };
+    // The task enters its cgroup as root, then drops to its tenant's user.
+    let (program, args) = match &user {
+        Some((u, users)) => users.drop_to(*u, program, args),
+        None => (program.clone(), args.to_vec()),
+    };
+    drop(user);
+    let (program, args) = match &group {
+        Some(g) => cgroup::wrap(g, &program, &args),
+        None => (program, args),
+    };
+    let mut cmd = Command::new(&program);
+    // A clean environment: what the job asked for and the `STARGRID_*` variables, never the
+    // agent's own (its token among them).
+    cmd.args(&args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", TASK_PATH)
+        .env("HOME", &dir)
+        .envs(&a.env)
+        .env("STARGRID_JOB_ID", a.job.to_string())
+        .env("STARGRID_RUN", a.run.to_string())
+        .env("STARGRID_RANK", a.rank.to_string())
+        .env("STARGRID_WORLD_SIZE", a.world.to_string())
+        .env("STARGRID_NODE", node)
+        .env("STARGRID_CHECKPOINT_FILE", dir.join("checkpoint"))
+        .env("CUDA_VISIBLE_DEVICES", gpus.join(","))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+    Ok(Task {
+        running: Running::Process {
+            child,
+            dir,
+            stop_sent: None,
+            group,
+        },
+        exit_code: None,
+        sandbox,
+    })
+}
+
+/// A job's `workdir`, when it lies under the node's allowed root (links resolved).
+pub(crate) fn allowed_workdir(
+    root: Option<&std::path::Path>,
+    asked: &str,
+) -> Result<PathBuf, String> {
+    let Some(root) = root else {
+        return Err(format!(
+            "workdir {asked}: this node allows none (its agent has no --workdir-root)"
+        ));
+    };
+    let resolved = std::fs::canonicalize(asked).map_err(|e| format!("workdir {asked}: {e}"))?;
+    let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if resolved.starts_with(&root) {
+        Ok(resolved)
+    } else {
+        Err(format!(
+            "workdir {asked} is outside the node's allowed root {}",
+            root.display()
+        ))
+    }
+}
+
+/// The program search path a task gets unless its job sets `PATH`.
+const TASK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Moves a task towards stopped; returns true once it is gone.
+pub(crate) fn stop(t: &mut Task, grace: Duration) -> bool {
+    match &mut t.running {
+        Running::Hollow { .. } => true,
+        Running::Process {
+            child, stop_sent, ..
+        } => {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            match stop_sent {
+                None => {
+                    let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGTERM);
+                    *stop_sent = Some(Instant::now());
+                    false
+                }
+                Some(at) if at.elapsed() >= grace => {
+                    let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.wait();
+                    true
+                }
+                Some(_) => false,
+            }
+        }
+    }
+}
