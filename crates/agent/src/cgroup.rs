@@ -89,6 +89,12 @@ impl Cgroups {
     }
 }
 
+/// Kills every process in a task's group, wherever its process group went (`cgroup.kill`,
+/// Linux 5.14 and later; older kernels keep only the process-group signal).
+pub fn kill(dir: &Path) {
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+}
+
 /// Removes a task's group once its processes are gone (the kernel refuses while any is left;
 /// the group is then left behind, empty of limits that matter).
 pub fn remove(dir: &Path) {

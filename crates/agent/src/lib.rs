@@ -100,7 +100,7 @@ pub enum RunAs {
     #[default]
     AgentUser,
     /// Each tenant's own unprivileged user (see [`users`]).
-    TenantUsers(Arc<std::sync::Mutex<users::TaskUsers>>),
+    TenantUsers(Arc<users::TaskUsers>),
 }
 
 impl RunAs {
@@ -112,7 +112,7 @@ impl RunAs {
         };
         std::fs::create_dir_all(work_dir).map_err(|e| fail(e.to_string()))?;
         let users = users::TaskUsers::open(work_dir, uid_base).map_err(|e| fail(e.to_string()))?;
-        Ok(RunAs::TenantUsers(Arc::new(std::sync::Mutex::new(users))))
+        Ok(RunAs::TenantUsers(Arc::new(users)))
     }
 
     /// Tenants' users when the agent runs as root, else the agent's own; in words, which.
@@ -157,7 +157,7 @@ impl NodeTasks {
                         }
                     }
                     checkpoint_at = (!t.sandbox)
-                        .then(|| std::fs::metadata(dir.join("checkpoint")))
+                        .then(|| std::fs::symlink_metadata(dir.join("checkpoint")))
                         .and_then(Result::ok)
                         .and_then(|m| m.modified().ok())
                         .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
@@ -268,11 +268,21 @@ fn beat(config: &AgentConfig, client: &Client, node: &mut NodeTasks) {
 /// Most of a log sent with one heartbeat.
 const LOG_CHUNK_BYTES: u64 = 64 << 10;
 
-/// What follows `from` in a task's log file, up to a chunk.
+/// What follows `from` in a task's log file, up to a chunk. The task owns its directory, so
+/// the name is opened without following a link (and without blocking on a FIFO), and only a
+/// regular file is read.
 fn read_log(work_dir: &std::path::Path, want: &wire::api::LogWanted) -> Option<LogChunk> {
     use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
     let path = work_dir.join(format!("{}-{}-{}/log", want.job, want.run, want.rank));
-    let mut f = std::fs::File::open(path).ok()?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
     f.seek(std::io::SeekFrom::Start(want.from)).ok()?;
     let mut buf = Vec::new();
     f.take(LOG_CHUNK_BYTES).read_to_end(&mut buf).ok()?;
@@ -516,6 +526,7 @@ mod tests {
             rank: 0,
             world: 1,
             tenant: "t".into(),
+            tenant_id: Some(0),
             command: vec!["sh".into(), "-c".into(), "echo $$ > pid".into()],
             env: BTreeMap::new(),
             workdir: None,

@@ -5,6 +5,7 @@
 
 use crate::users;
 use crate::{cgroup, AgentConfig, RunAs};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,6 +55,7 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         rank: index,
         world: 0,
         tenant: s.tenant.clone(),
+        tenant_id: s.tenant_id,
         command: s.command.clone(),
         env,
         workdir: s.workdir.clone(),
@@ -95,24 +97,45 @@ pub(crate) fn spawn(
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let user = match &config.run_as {
         RunAs::AgentUser => None,
-        RunAs::TenantUsers(users) => {
-            let mut users = users.lock().unwrap_or_else(|p| p.into_inner());
-            Some((users.user_of(&a.tenant).map_err(|e| e.to_string())?, users))
-        }
+        RunAs::TenantUsers(users) => Some((
+            users.user_of(a.tenant_id).map_err(|e| e.to_string())?,
+            users,
+        )),
     };
+    // The log is made anew: a name the task left there is unlinked, never followed.
     let log_path = dir.join("log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    if let Some((u, _)) = &user {
-        for (path, mode) in [(&dir, 0o700), (&log_path, 0o600)] {
-            users::hand_over(path, *u, mode).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
+    let log = match &user {
+        Some((u, _)) => users::fresh_file(&log_path, *u),
+        None => std::fs::File::create(&log_path),
     }
+    .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let err_log = log.try_clone().map_err(|e| e.to_string())?;
     let cwd = match &a.workdir {
         None => dir.clone(),
         Some(w) => allowed_workdir(config.workdir_root.as_deref(), w)?,
     };
     let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
+    // What the task sees: what the job asked for and the `STARGRID_*` variables, never the
+    // agent's own (its credential among them).
+    let mut env = BTreeMap::from([
+        ("PATH".to_string(), TASK_PATH.to_string()),
+        ("HOME".to_string(), dir.display().to_string()),
+    ]);
+    env.extend(a.env.clone());
+    for (name, value) in [
+        ("STARGRID_JOB_ID", a.job.to_string()),
+        ("STARGRID_RUN", a.run.to_string()),
+        ("STARGRID_RANK", a.rank.to_string()),
+        ("STARGRID_WORLD_SIZE", a.world.to_string()),
+        ("STARGRID_NODE", node.to_string()),
+        (
+            "STARGRID_CHECKPOINT_FILE",
+            dir.join("checkpoint").display().to_string(),
+        ),
+        ("CUDA_VISIBLE_DEVICES", gpus.join(",")),
+    ] {
+        env.insert(name.to_string(), value);
+    }
     let group = match &config.cgroups {
         Some(cg) => Some(cg.create(
             &format!("{node}-{name}"),
@@ -128,32 +151,28 @@ pub(crate) fn spawn(
         )?),
         None => None,
     };
-    // The task enters its cgroup as root, then drops to its tenant's user.
-    let (program, args) = match &user {
-        Some((u, users)) => users.drop_to(*u, program, args),
-        None => (program.clone(), args.to_vec()),
+    // As a tenant's user, the task enters its cgroup as root with `PATH` alone, drops to the
+    // user, and only then takes its environment (from a file of the user's).
+    let (program, args, root_env) = match &user {
+        Some((u, users)) => {
+            let (p, a) = users.launch(*u, &dir, &env, program, args)?;
+            (
+                p,
+                a,
+                BTreeMap::from([("PATH".to_string(), TASK_PATH.to_string())]),
+            )
+        }
+        None => (program.clone(), args.to_vec(), env),
     };
-    drop(user);
     let (program, args) = match &group {
         Some(g) => cgroup::wrap(g, &program, &args),
         None => (program, args),
     };
     let mut cmd = Command::new(&program);
-    // A clean environment: what the job asked for and the `STARGRID_*` variables, never the
-    // agent's own (its token among them).
     cmd.args(&args)
         .current_dir(cwd)
         .env_clear()
-        .env("PATH", TASK_PATH)
-        .env("HOME", &dir)
-        .envs(&a.env)
-        .env("STARGRID_JOB_ID", a.job.to_string())
-        .env("STARGRID_RUN", a.run.to_string())
-        .env("STARGRID_RANK", a.rank.to_string())
-        .env("STARGRID_WORLD_SIZE", a.world.to_string())
-        .env("STARGRID_NODE", node)
-        .env("STARGRID_CHECKPOINT_FILE", dir.join("checkpoint"))
-        .env("CUDA_VISIBLE_DEVICES", gpus.join(","))
+        .envs(&root_env)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err_log);
@@ -201,7 +220,10 @@ pub(crate) fn stop(t: &mut Task, grace: Duration) -> bool {
     match &mut t.running {
         Running::Hollow { .. } => true,
         Running::Process {
-            child, stop_sent, ..
+            child,
+            stop_sent,
+            group,
+            ..
         } => {
             if let Ok(Some(_)) = child.try_wait() {
                 return true;
@@ -215,6 +237,10 @@ pub(crate) fn stop(t: &mut Task, grace: Duration) -> bool {
                 }
                 Some(at) if at.elapsed() >= grace => {
                     let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+                    // Processes that left the group (`setsid`) are still in the cgroup.
+                    if let Some(g) = group {
+                        cgroup::kill(g);
+                    }
                     let _ = child.wait();
                     true
                 }

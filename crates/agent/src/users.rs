@@ -1,15 +1,21 @@
 //! Who a task runs as. An agent running as root starts every task as an unprivileged user of its
-//! tenant's own: uids from `base` up, one per tenant, handed out in the order tenants first run
-//! on the node and kept in `<work_dir>/task-users.json` (0600) so that a tenant keeps its uid
-//! (and its files) across restarts. The uid's group has the same number; supplementary groups
-//! are cleared. The agent drops to it through `setpriv` (util-linux) after the task entered its
-//! cgroup, with `no_new_privs` set so that no setuid program gives the task root back.
+//! tenant's own: uid `base + n` for the tenant numbered `n` by the server (the same number on
+//! every node, for as long as the journal lives, so a tenant's files on shared storage are its
+//! own everywhere). The uid's group has the same number; supplementary groups are cleared.
 //!
-//! Task directories are made 0700 and owned by the tenant's uid, inside a work dir of mode
-//! 0711: a task can reach its own directory, but neither list the others nor read another
-//! tenant's logs or checkpoints. Tasks of one tenant share a uid.
+//! No root process ever sees the tenant's environment: the root stages (entering the cgroup,
+//! `setpriv`) run with `PATH` alone; the task's environment goes through a file of the task's
+//! user, sourced by the first unprivileged process, which deletes it and then runs the program
+//! (see [`TaskUsers::launch`]). `setpriv` sets `no_new_privs`, so no setuid program gives the
+//! task root back.
+//!
+//! Task directories are 0700 and owned by the tenant's uid, inside a work dir of mode 0711: a
+//! task can reach its own directory but neither list the others nor read another tenant's logs
+//! or checkpoints. Tasks of one tenant share a uid.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where `setpriv` is looked for.
@@ -19,8 +25,14 @@ const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
 /// accounts, below the ranges container runtimes take.
 pub const DEFAULT_UID_BASE: u32 = 1_900_000_000;
 
-/// Most tenants one node hands uids to.
+/// The lowest first uid accepted (below it are people and system accounts).
+pub const MIN_UID_BASE: u32 = 10_000;
+
+/// Most tenants that get a uid.
 pub const MAX_TENANTS: u32 = 1_000_000;
+
+/// The file a task's environment travels in (in its own directory).
+pub const ENV_FILE: &str = ".stargrid-env";
 
 /// Why tasks cannot run as tenant users.
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +40,16 @@ pub enum UsersError {
     /// `setpriv` is not installed.
     #[error("setpriv (util-linux) not found at {SETPRIV:?}: tasks cannot drop to tenant users")]
     NoSetpriv,
-    /// The uid map cannot be read or written.
+    /// The uid base is too low, or leaves no room for the tenants.
+    #[error(
+        "--task-uid-base {0}: must be at least {MIN_UID_BASE} and leave room for {MAX_TENANTS} \
+         tenants below 2^32 - 1"
+    )]
+    Base(u32),
+    /// The work dir cannot be set up.
     #[error("{path}: {reason}")]
-    Map {
-        /// The map file.
+    WorkDir {
+        /// The directory.
         path: String,
         /// Why.
         reason: String,
@@ -48,9 +66,18 @@ pub enum UsersError {
         /// Its mode.
         mode: u32,
     },
-    /// The uids are used up.
-    #[error("more than {MAX_TENANTS} tenants, or uids past u32, from base {0}")]
-    Exhausted(u32),
+    /// The server did not say whose the task is.
+    #[error("the server did not say which tenant the task is for (an older server?)")]
+    NoTenant,
+    /// The tenant's number is beyond [`MAX_TENANTS`].
+    #[error("tenant number {0} is beyond the {MAX_TENANTS} that get a uid")]
+    TooManyTenants(u32),
+    /// An environment variable's name cannot be passed on.
+    #[error("env: '{0}' is not a variable name (letters, digits and '_', not first a digit)")]
+    BadName(String),
+    /// A value holds a NUL byte.
+    #[error("env.{0}: holds a NUL byte")]
+    BadValue(String),
 }
 
 /// A tenant's user on this node.
@@ -60,32 +87,41 @@ pub struct TaskUser {
     pub uid: u32,
 }
 
-/// The tenants' users of one node (see the module documentation).
+/// The tenants' users (see the module documentation).
 #[derive(Debug)]
 pub struct TaskUsers {
     base: u32,
-    path: PathBuf,
     setpriv: PathBuf,
-    by_tenant: BTreeMap<String, u32>,
 }
 
 impl TaskUsers {
-    /// The users kept in `work_dir`, from uid `base`. Makes the work dir 0711 and checks that
-    /// every directory above it is searchable by other users.
+    /// Tenants' users from uid `base`. Makes the work dir 0711 and checks that every
+    /// directory above it is searchable by other users.
     pub fn open(work_dir: &Path, base: u32) -> Result<TaskUsers, UsersError> {
+        if base < MIN_UID_BASE
+            || base
+                .checked_add(MAX_TENANTS)
+                .is_none_or(|top| top == u32::MAX)
+        {
+            return Err(UsersError::Base(base));
+        }
         let setpriv = SETPRIV
             .iter()
             .map(PathBuf::from)
             .find(|p| p.exists())
             .ok_or(UsersError::NoSetpriv)?;
-        let map_error = |path: &Path, e: &dyn std::fmt::Display| UsersError::Map {
+        let fail = |path: &Path, e: std::io::Error| UsersError::WorkDir {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
-        let work_dir = &std::fs::canonicalize(work_dir).map_err(|e| map_error(work_dir, &e))?;
-        set_mode(work_dir, 0o711).map_err(|e| map_error(work_dir, &e))?;
+        let work_dir = &std::fs::canonicalize(work_dir).map_err(|e| fail(work_dir, e))?;
+        std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| fail(work_dir, e))?;
         for dir in work_dir.ancestors().skip(1) {
-            let mode = mode_of(dir).map_err(|e| map_error(dir, &e))?;
+            let mode = std::fs::metadata(dir)
+                .map_err(|e| fail(dir, e))?
+                .permissions()
+                .mode();
             if mode & 0o001 == 0 {
                 return Err(UsersError::Unreachable {
                     path: dir.display().to_string(),
@@ -93,92 +129,105 @@ impl TaskUsers {
                 });
             }
         }
-        let path = work_dir.join("task-users.json");
-        let by_tenant = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| map_error(&path, &e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(map_error(&path, &e)),
-        };
-        Ok(TaskUsers {
-            base,
-            path,
-            setpriv,
-            by_tenant,
-        })
+        Ok(TaskUsers { base, setpriv })
     }
 
-    /// The user `tenant`'s tasks run as, handed out now if the tenant is new to the node.
-    pub fn user_of(&mut self, tenant: &str) -> Result<TaskUser, UsersError> {
-        if let Some(&uid) = self.by_tenant.get(tenant) {
-            return Ok(TaskUser { uid });
+    /// The user the tenant numbered `tenant` runs as.
+    pub fn user_of(&self, tenant: Option<u32>) -> Result<TaskUser, UsersError> {
+        let n = tenant.ok_or(UsersError::NoTenant)?;
+        if n >= MAX_TENANTS {
+            return Err(UsersError::TooManyTenants(n));
         }
-        let n = u32::try_from(self.by_tenant.len())
-            .ok()
-            .filter(|n| *n < MAX_TENANTS)
-            .ok_or(UsersError::Exhausted(self.base))?;
-        let uid = self
-            .base
-            .checked_add(n)
-            .filter(|u| *u < u32::MAX - 1)
-            .ok_or(UsersError::Exhausted(self.base))?;
-        self.by_tenant.insert(tenant.to_string(), uid);
-        self.save()?;
-        Ok(TaskUser { uid })
+        Ok(TaskUser { uid: self.base + n })
     }
 
-    /// Written whole to a new file, then renamed over the old: a crash leaves one or the other.
-    fn save(&self) -> Result<(), UsersError> {
-        let err = |e: &dyn std::fmt::Display| UsersError::Map {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let text = serde_json::to_vec_pretty(&self.by_tenant).map_err(|e| err(&e))?;
-        let tmp = self.path.with_extension("json.new");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| err(&e))?;
-            f.write_all(&text).map_err(|e| err(&e))?;
-            f.sync_all().map_err(|e| err(&e))?;
+    /// Prepares `dir` (made by root inside the work dir) for a task of `user` and returns the
+    /// command that starts `program args...` as that user with `env`: the directory becomes
+    /// the user's (0700), `env` goes into a fresh file of the user's there, and the command is
+    /// `setpriv` to the user, then `sh` opening and deleting the file, sourcing it, then the program.
+    /// Files the task left in the directory are never followed: the environment file is made
+    /// anew (`O_EXCL`, after unlinking any old name).
+    pub fn launch(
+        &self,
+        user: TaskUser,
+        dir: &Path,
+        env: &BTreeMap<String, String>,
+        program: &str,
+        args: &[String],
+    ) -> Result<(String, Vec<String>), String> {
+        let text = env_file_text(env).map_err(|e| e.to_string())?;
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if !meta.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
         }
-        std::fs::rename(&tmp, &self.path).map_err(|e| err(&e))
-    }
-
-    /// The command that drops to `user` and runs `program args...` in the same process.
-    pub fn drop_to(&self, user: TaskUser, program: &str, args: &[String]) -> (String, Vec<String>) {
+        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.uid))
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(ENV_FILE);
+        let file = fresh_file(&path, user).map_err(|e| format!("{}: {e}", path.display()))?;
+        (&file)
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let mut out = vec![
             format!("--reuid={}", user.uid),
             format!("--regid={}", user.uid),
             "--clear-groups".to_string(),
             "--no-new-privs".to_string(),
             "--".to_string(),
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            // The file is opened and deleted before anything of the tenant's is in the
+            // environment; nothing but the program runs with it.
+            "exec 3<\"$0\" && rm -f -- \"$0\" && set -a && . /dev/fd/3 && set +a && exec 3<&- \
+             && exec \"$@\""
+                .to_string(),
+            path.display().to_string(),
             program.to_string(),
         ];
         out.extend(args.iter().cloned());
-        (self.setpriv.display().to_string(), out)
+        Ok((self.setpriv.display().to_string(), out))
     }
 }
 
-/// Gives `path` to `user`, with `mode`.
-pub fn hand_over(path: &Path, user: TaskUser, mode: u32) -> std::io::Result<()> {
-    std::os::unix::fs::chown(path, Some(user.uid), Some(user.uid))?;
-    set_mode(path, mode)
+/// A new file at `path` owned by `user`, mode 0600: any old name there is unlinked first (never
+/// followed), and the file is made with `O_EXCL`, so it cannot be a link a task planted.
+pub fn fresh_file(path: &Path, user: TaskUser) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.uid))?;
+    Ok(file)
 }
 
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-fn mode_of(path: &Path) -> std::io::Result<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    Ok(std::fs::metadata(path)?.permissions().mode())
+/// `env` as shell assignments the task's first process sources: names checked, values in
+/// single quotes (a quote inside written `'\''`), so nothing in a value is ever evaluated.
+pub fn env_file_text(env: &BTreeMap<String, String>) -> Result<String, UsersError> {
+    let mut out = String::new();
+    for (name, value) in env {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(UsersError::BadName(name.clone()));
+        }
+        if value.contains('\0') {
+            return Err(UsersError::BadValue(name.clone()));
+        }
+        out.push_str(name);
+        out.push_str("='");
+        out.push_str(&value.replace('\'', "'\\''"));
+        out.push_str("'\n");
+    }
+    Ok(out)
 }
 
 /// Whether the agent runs as root (and so can start tasks as other users).
@@ -190,62 +239,88 @@ pub fn is_root() -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn tenants_keep_their_uids_across_restarts_and_never_share_one() {
-        if !Path::new(SETPRIV[0]).exists() && !Path::new(SETPRIV[1]).exists() {
+    fn a_tenant_has_the_same_uid_on_every_node_and_never_root() {
+        if !SETPRIV.iter().any(|p| Path::new(p).exists()) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let work = dir.path().join("work");
-        std::fs::create_dir(&work).unwrap();
-        set_mode(dir.path(), 0o755).unwrap();
-        let mut users = TaskUsers::open(&work, 5000).unwrap();
-        let a = users.user_of("vision").unwrap();
-        let b = users.user_of("speech").unwrap();
-        assert_eq!((a.uid, b.uid), (5000, 5001));
-        assert_eq!(users.user_of("vision").unwrap(), a);
-        assert_eq!(mode_of(&work).unwrap() & 0o777, 0o711);
-        assert_eq!(
-            mode_of(&work.join("task-users.json")).unwrap() & 0o777,
-            0o600
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (a, b) = (dir.path().join("node-a"), dir.path().join("node-b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        let (on_a, on_b) = (
+            TaskUsers::open(&a, 50_000).unwrap(),
+            TaskUsers::open(&b, 50_000).unwrap(),
         );
-        let mut again = TaskUsers::open(&work, 5000).unwrap();
-        assert_eq!(again.user_of("speech").unwrap(), b);
-        assert_eq!(again.user_of("new").unwrap().uid, 5002);
-        let (program, args) = again.drop_to(b, "sleep", &["1".into()]);
-        assert!(program.ends_with("setpriv"));
         assert_eq!(
-            args,
-            [
-                "--reuid=5001",
-                "--regid=5001",
-                "--clear-groups",
-                "--no-new-privs",
-                "--",
-                "sleep",
-                "1"
-            ]
+            on_a.user_of(Some(3)).unwrap(),
+            on_b.user_of(Some(3)).unwrap()
         );
+        assert_eq!(on_a.user_of(Some(3)).unwrap().uid, 50_003);
+        assert_ne!(on_a.user_of(Some(0)).unwrap().uid, 0);
+        assert!(matches!(on_a.user_of(None), Err(UsersError::NoTenant)));
+        assert!(matches!(
+            on_a.user_of(Some(MAX_TENANTS)),
+            Err(UsersError::TooManyTenants(_))
+        ));
+        let mode = std::fs::metadata(&a).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o711);
+        // Bases that would reach people, system accounts or past u32.
+        for base in [0, 999, u32::MAX - 10] {
+            assert!(matches!(
+                TaskUsers::open(&a, base),
+                Err(UsersError::Base(_))
+            ));
+        }
         // A work dir others cannot reach is refused, naming the directory.
-        set_mode(dir.path(), 0o700).unwrap();
-        let e = TaskUsers::open(&work, 5000).unwrap_err().to_string();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = TaskUsers::open(&a, 50_000).unwrap_err().to_string();
         assert!(e.contains("not searchable by other users"), "{e}");
-        // A damaged map is refused by name, not reset (that would hand a uid to two tenants).
-        set_mode(dir.path(), 0o755).unwrap();
-        std::fs::write(work.join("task-users.json"), "{").unwrap();
-        let e = TaskUsers::open(&work, 5000).unwrap_err().to_string();
-        assert!(e.contains("task-users.json"), "{e}");
     }
 
     #[test]
-    fn uids_stop_before_they_wrap() {
-        let mut users = TaskUsers {
-            base: u32::MAX - 1,
-            path: PathBuf::from("/nonexistent/task-users.json"),
-            setpriv: PathBuf::from("/usr/bin/setpriv"),
-            by_tenant: BTreeMap::new(),
+    fn a_planted_link_is_replaced_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let link = dir.path().join("log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let me = TaskUser {
+            uid: nix::unistd::geteuid().as_raw(),
         };
-        assert!(matches!(users.user_of("a"), Err(UsersError::Exhausted(_))));
+        let f = fresh_file(&link, me).unwrap();
+        (&f).write_all(b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        for bad in ["", "1X", "A-B", "A B", "A=B", "$(x)"] {
+            let env = BTreeMap::from([(bad.to_string(), "v".to_string())]);
+            assert!(env_file_text(&env).is_err(), "{bad:?}");
+        }
+        let env = BTreeMap::from([("X".to_string(), "a\0b".to_string())]);
+        assert!(env_file_text(&env).is_err());
+    }
+
+    proptest! {
+        /// Whatever a value holds, sourcing the file gives it back byte for byte and runs
+        /// nothing.
+        #[test]
+        fn any_value_survives_the_shell_unevaluated(value in "[^\\x00]{0,40}") {
+            let env = BTreeMap::from([("V".to_string(), value.clone())]);
+            let text = env_file_text(&env).unwrap();
+            let out = std::process::Command::new("/bin/sh")
+                .args(["-c", "set -a && eval \"$1\" && printf %s \"$V\"", "sh", &text])
+                .env_clear()
+                .output()
+                .unwrap();
+            prop_assert!(out.status.success());
+            prop_assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! TLS for the API (rustls, ring): the server's certificate chain and key from PEM files, and
 //! a listener that hands the HTTP server only connections whose handshake finished. Handshakes
-//! run in tasks of their own with a deadline and a cap on how many are in flight, so a client
-//! that connects and says nothing holds one slot for ten seconds, never the accept loop.
+//! run in tasks of their own with a deadline and caps on how many are in flight, in all and from
+//! one address, so a client that connects and says nothing holds one slot for ten seconds, never
+//! the accept loop, and one address cannot hold them all.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,6 +19,47 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Most handshakes in flight at once; connections beyond wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 1024;
+
+/// Most handshakes in flight from one address: one client that connects and says nothing
+/// cannot take every slot (connections beyond are closed at once).
+const MAX_HANDSHAKES_PER_PEER: u32 = 32;
+
+/// Handshakes in flight by peer address.
+type InFlight = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>;
+
+/// One handshake counted against its peer until it ends.
+struct PeerSlot {
+    in_flight: InFlight,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    /// A slot for `ip`, unless it already has its most.
+    fn take(in_flight: &InFlight, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut map = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            in_flight: in_flight.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Why the server's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +118,7 @@ impl TlsListener {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (tx, ready) = tokio::sync::mpsc::channel(64);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let in_flight: InFlight = Arc::default();
         let accepting = tokio::spawn(async move {
             loop {
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -90,12 +133,16 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Some(peer_slot) = PeerSlot::take(&in_flight, peer.ip()) else {
+                    tracing::debug!(%peer, "too many handshakes in flight from this address");
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let shaken = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp));
                     match shaken.await {
                         Ok(Ok(tls)) => {
-                            drop(slot);
+                            drop((slot, peer_slot));
                             let _ = tx.send((tls, peer)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
@@ -132,5 +179,25 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_holds_a_bounded_share_of_the_handshakes() {
+        let in_flight: InFlight = Arc::default();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let held: Vec<PeerSlot> = (0..MAX_HANDSHAKES_PER_PEER)
+            .map(|_| PeerSlot::take(&in_flight, a).unwrap())
+            .collect();
+        assert!(PeerSlot::take(&in_flight, a).is_none());
+        assert!(PeerSlot::take(&in_flight, b).is_some());
+        drop(held);
+        assert!(PeerSlot::take(&in_flight, a).is_some());
+        assert!(in_flight.lock().unwrap().is_empty(), "slots are given back");
     }
 }

@@ -110,6 +110,9 @@ impl Settings {
     /// A client of the server sending `token`, trusting the configured certificate authority
     /// (for an `https://` server).
     pub fn client(&self, token: &str) -> Result<wire::Client> {
+        if let Some(warning) = plain_http_warning(&self.server, self.ca.is_some()) {
+            eprintln!("stargrid: {warning}");
+        }
         let client = wire::Client::new(&self.server, token);
         match &self.ca {
             None => Ok(client),
@@ -142,6 +145,30 @@ impl Settings {
                  agent --nodes ...`)"
             ),
         }
+    }
+}
+
+/// What to warn of when `server` is plain HTTP to another host (the token crosses the network
+/// in clear) or a CA was given for a plain-HTTP server (it is not used).
+pub fn plain_http_warning(server: &str, has_ca: bool) -> Option<String> {
+    let rest = server.strip_prefix("http://")?;
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host
+        .rsplit_once(':')
+        .filter(|(h, port)| port.chars().all(|c| c.is_ascii_digit()) && !h.is_empty())
+        .map_or(host, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match (loopback, has_ca) {
+        (false, _) => Some(format!(
+            "{server} is plain HTTP to another host: the token crosses the network in clear \
+             (use https:// and --ca)"
+        )),
+        (true, true) => Some(format!("{server} is plain HTTP: the CA given is not used")),
+        (true, false) => None,
     }
 }
 
@@ -269,6 +296,29 @@ mod tests {
         assert!(e.contains("readable by other users (mode 644)"), "{e}");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(shared.agent_credential().unwrap(), "cred");
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_warned_of() {
+        for quiet in [
+            "http://127.0.0.1:7070",
+            "http://localhost:7070/",
+            "http://[::1]:7070",
+        ] {
+            assert_eq!(plain_http_warning(quiet, false), None, "{quiet}");
+        }
+        for loud in [
+            "http://10.0.0.5:7070",
+            "http://ctl.example.org",
+            "http://[fe80::1]:1",
+        ] {
+            let w = plain_http_warning(loud, false).unwrap();
+            assert!(w.contains("in clear"), "{w}");
+        }
+        assert!(plain_http_warning("https://10.0.0.5:7070", false).is_none());
+        assert!(plain_http_warning("http://127.0.0.1:1", true)
+            .unwrap()
+            .contains("not used"));
     }
 
     #[test]

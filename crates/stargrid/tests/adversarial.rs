@@ -297,6 +297,7 @@ fn a_tenants_task_cannot_read_another_tenants_files_or_the_servers() {
     let data = dir.path().join("data");
     let s = start_server_with(&data, &["--tenants", tenants.to_str().unwrap()]);
     let work = dir.path().join("node");
+    let cred = common::token_file(dir.path(), &s.token);
     let mut agent = Command::new(env!("CARGO_BIN_EXE_stargrid"))
         .args([
             "agent",
@@ -308,10 +309,7 @@ fn a_tenants_task_cannot_read_another_tenants_files_or_the_servers() {
         ])
         .arg(&work)
         .args(["--interval-ms", "200", "--grace-s", "1", "--no-cgroups"])
-        .env(
-            "STARGRID_TOKEN_FILE",
-            common::token_file(dir.path(), &s.token),
-        )
+        .env("STARGRID_TOKEN_FILE", &cred)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -344,14 +342,17 @@ fn a_tenants_task_cannot_read_another_tenants_files_or_the_servers() {
     wait_for("alpha's secret on disk", || {
         std::fs::read_to_string(work.join("1-0-0/mine")).is_ok()
     });
-    // Beta's task tries to read it, the server's data dir, and the agent's uid map.
+    // Beta's task tries to read it, the server's data dir and secrets key, and the agent's
+    // credential.
     let admin = data.join("admin.token");
     let probe = format!(
-        "id -u; cat {a}/log {a}/mine {admin} {journal} {map} 2>&1; ls {work} 2>&1; echo done",
+        "id -u; cat {a}/log {a}/mine {admin} {journal} {key} {cred} 2>&1; ls {work} 2>&1; \
+         echo done",
         a = work.join("1-0-0").display(),
         admin = admin.display(),
         journal = data.join("journal.db").display(),
-        map = work.join("task-users.json").display(),
+        key = data.join("secrets.key").display(),
+        cred = cred.display(),
         work = work.display(),
     );
     s.post("/v1/jobs", job("beta", &probe)).unwrap();
@@ -362,7 +363,7 @@ fn a_tenants_task_cannot_read_another_tenants_files_or_the_servers() {
     let seen = std::fs::read_to_string(&beta_log).unwrap();
     assert!(!seen.contains("alpha-secret"), "{seen}");
     assert!(!seen.contains(&s.token), "{seen}");
-    assert_eq!(seen.matches("Permission denied").count(), 6, "{seen}");
+    assert_eq!(seen.matches("Permission denied").count(), 7, "{seen}");
     let beta_uid: u32 = seen.lines().next().unwrap().trim().parse().unwrap();
     assert_ne!(beta_uid, 0, "{seen}");
     // Each tenant's task directory is its user's alone.
@@ -381,6 +382,34 @@ fn a_tenants_task_cannot_read_another_tenants_files_or_the_servers() {
     wait_for("the job with a forbidden workdir to fail", || {
         s.get("/v1/jobs/3").unwrap()["exit_code"] == 127
     });
+    // The tenant's environment reaches only its own process, never the root stages before the
+    // drop (entering the cgroup, setpriv): a preload that the loader cannot find is complained
+    // of once, by the task's program, not by every process on the way.
+    let mut preload = job("beta", "");
+    preload["command"] = json!(["/bin/true"]);
+    preload["env"] = json!({"LD_PRELOAD": "/nonexistent/evil.so"});
+    s.post("/v1/jobs", preload).unwrap();
+    wait_for("the preload job to end", || {
+        s.get("/v1/jobs/4").unwrap()["state"] == "finished"
+    });
+    let said = std::fs::read_to_string(work.join("4-0-0/log")).unwrap();
+    assert_eq!(said.matches("cannot be preloaded").count(), 1, "{said}");
+    // A log the task swapped for a link is never followed when it is read.
+    let mut swap = job("beta", "rm log; ln -s /etc/shadow log; sleep 60");
+    swap["name"] = json!("swap");
+    let swapped = s.post("/v1/jobs", swap).unwrap()["id"].clone();
+    let link = work.join(format!("{swapped}-0-0/log"));
+    wait_for("the swapped log", || {
+        std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink())
+    });
+    for _ in 0..10 {
+        let logs = s.get(&format!("/v1/jobs/{swapped}/logs")).unwrap();
+        assert!(
+            !logs["data"].as_str().unwrap_or("").contains("root:"),
+            "{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     // Nothing accepted before is lost.
     assert_eq!(s.get("/v1/jobs/1").unwrap()["state"], "running");
 }

@@ -308,6 +308,20 @@ fn tenants_are_held_to_their_limits_and_sandboxes_to_their_quota() {
         .unwrap_err();
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("\"max_replicas\""), "{body}");
+    // A service of no replicas costs nothing at creation; scaling it up counts (beta holds one
+    // job: two more replicas fit its three, three do not).
+    let service = s
+        .post(
+            "/v1/services",
+            json!({"name": "s", "tenant": "beta", "gpus_per_node": 4, "min_replicas": 0,
+                   "max_replicas": 4}),
+        )
+        .unwrap();
+    let scale = format!("/v1/services/{}/scale", service["id"]);
+    let (code, body) = s.post(&scale, json!({"replicas": 3})).unwrap_err();
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("--max-live-jobs-per-tenant"), "{body}");
+    s.post(&scale, json!({"replicas": 2})).unwrap();
     // Sandbox batches: too many in one, too small to count.
     let batch = |tenant: &str, count: u32, cpu_millis: u32| {
         json!({"name": "b", "tenant": tenant, "count": count, "cpu_millis": cpu_millis,

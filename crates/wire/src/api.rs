@@ -316,9 +316,13 @@ pub struct Assignment {
     pub rank: u32,
     /// Tasks in the gang.
     pub world: u32,
-    /// The job's tenant (the agent runs the task as that tenant's user).
+    /// The job's tenant.
     #[serde(default)]
     pub tenant: String,
+    /// The tenant's number, the same on every node (the agent runs the task as the user of
+    /// that number); absent from servers that predate it.
+    #[serde(default)]
+    pub tenant_id: Option<u32>,
     /// Program and arguments.
     pub command: Vec<String>,
     /// Environment.
@@ -342,9 +346,12 @@ pub struct Assignment {
 pub struct SandboxAssignment {
     /// The batch.
     pub batch: u64,
-    /// The batch's tenant (the agent runs the sandboxes as that tenant's user).
+    /// The batch's tenant.
     #[serde(default)]
     pub tenant: String,
+    /// The tenant's number (see [`Assignment::tenant_id`]).
+    #[serde(default)]
+    pub tenant_id: Option<u32>,
     /// First sandbox index.
     pub first: u32,
     /// Number of sandboxes (`first .. first + count`).

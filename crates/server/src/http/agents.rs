@@ -10,12 +10,16 @@ use super::*;
 pub(super) async fn heartbeat(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     // The token is checked before the body is read, its binding to the node after.
     if let Err(r) = server.principal(&headers) {
         return r.into_response();
     }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
     let hb: Heartbeat = match parse_json(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),

@@ -94,13 +94,13 @@ impl ChangeLog {
 pub(super) async fn wait_for_changes(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     respond(
         async {
             // The token is checked before the body is read.
             server.principal(&headers)?;
-            let req: crate::api::WaitForChanges = parse_json(&body)?;
+            let req: crate::api::WaitForChanges = parse_json(&read_body(body).await?)?;
             if req.nodes.is_empty() || req.nodes.len() > 100_000 {
                 return Err(Refusal::new(
                     StatusCode::BAD_REQUEST,

@@ -23,6 +23,19 @@ impl Refusal {
         Refusal::new(StatusCode::FORBIDDEN, "authorization", reason)
     }
 
+    /// The answer to a submission past a limit: 400 for a request larger than any may be, 429
+    /// for a tenant that holds all it may.
+    pub(super) fn from_limit(hit: LimitHit) -> Refusal {
+        match hit {
+            LimitHit::TooLarge { field, reason } => {
+                Refusal::new(StatusCode::BAD_REQUEST, field, reason)
+            }
+            LimitHit::TenantFull { field, reason } => {
+                Refusal::new(StatusCode::TOO_MANY_REQUESTS, field, reason)
+            }
+        }
+    }
+
     /// The answer to a change the state refused: the status follows the error's kind (the
     /// queue's own field when it names one); `field` names what the request was about
     /// otherwise.
@@ -49,6 +62,20 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         problem(self.status, &self.field, self.reason)
     }
+}
+
+/// Reads a request's body, at most [`MAX_BODY_BYTES`] of it: called once the token was checked,
+/// so that nobody without one makes the server buffer anything.
+pub(super) async fn read_body(body: axum::body::Body) -> Result<Bytes, Refusal> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body",
+                format!("requests are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        })
 }
 
 /// Reads a JSON body; a refusal names the field (a path such as `env.X` for nested ones).

@@ -8,13 +8,13 @@ use super::*;
 pub(super) async fn submit_job(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     respond(
         submit_work(
             &server,
             &headers,
-            &body,
+            body,
             |r: &SubmitJob| r.tenant.clone(),
             ControlPlane::submit_event,
             "",
@@ -29,27 +29,20 @@ pub(super) async fn submit_job(
 pub(super) async fn submit_work<T: serde::de::DeserializeOwned>(
     server: &Server,
     headers: &HeaderMap,
-    body: &[u8],
+    body: axum::body::Body,
     tenant_of: impl FnOnce(&T) -> String,
     make: impl FnOnce(&ControlPlane, &T, u64) -> Result<Event, FieldProblem>,
     field: &'static str,
 ) -> Result<Response, Refusal> {
     let role = server.submitter(headers)?;
-    let req: T = parse_json(body)?;
+    let req: T = parse_json(&read_body(body).await?)?;
     check_tenant(&role, &tenant_of(&req))?;
     let committed = server
         .commit(
             |p, at| {
                 let event = make(p, &req, at).map_err(bad_request)?;
                 p.check_limits(&server.limits, &event)
-                    .map_err(|hit| match hit {
-                        LimitHit::TooLarge { field, reason } => {
-                            Refusal::new(StatusCode::BAD_REQUEST, field, reason)
-                        }
-                        LimitHit::TenantFull { field, reason } => {
-                            Refusal::new(StatusCode::TOO_MANY_REQUESTS, field, reason)
-                        }
-                    })?;
+                    .map_err(Refusal::from_limit)?;
                 Ok(vec![event])
             },
             OnRefusal::Answer(field),

@@ -8,13 +8,13 @@ use super::*;
 pub(super) async fn submit_sandboxes(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     respond(
         submit_work(
             &server,
             &headers,
-            &body,
+            body,
             |r: &SubmitSandboxes| r.tenant.clone(),
             ControlPlane::sandbox_event,
             "count",

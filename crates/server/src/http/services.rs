@@ -8,13 +8,13 @@ use super::*;
 pub(super) async fn create_service(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     respond(
         submit_work(
             &server,
             &headers,
-            &body,
+            body,
             |r: &SubmitService| r.tenant.clone(),
             ControlPlane::service_event,
             "",
@@ -106,7 +106,12 @@ pub(super) async fn change_service(
             server
                 .commit(
                     |p, at| match p.service_tenant(ServiceId(id)) {
-                        Some(t) if may_touch(&role, t) => Ok(vec![make(id, at)]),
+                        Some(t) if may_touch(&role, t) => {
+                            let event = make(id, at);
+                            p.check_limits(&server.limits, &event)
+                                .map_err(Refusal::from_limit)?;
+                            Ok(vec![event])
+                        }
                         _ => Err(Refusal::new(
                             StatusCode::NOT_FOUND,
                             "id",
@@ -135,12 +140,16 @@ pub(super) async fn scale_service(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     // The token is checked before the body is read.
     if let Err(r) = server.submitter(&headers) {
         return r.into_response();
     }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
     let req: ScaleService = match parse_json(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),

@@ -9,13 +9,17 @@ use super::*;
 pub(super) async fn issue_token(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     match server.principal(&headers) {
         Ok(Role::Admin) => {}
         Ok(_) => return Refusal::forbidden("only an admin token issues tokens").into_response(),
         Err(r) => return r.into_response(),
     }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
     let req: IssueToken = match parse_json(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),

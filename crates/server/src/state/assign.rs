@@ -82,6 +82,7 @@ impl ControlPlane {
                             rank: rank as u32,
                             world: slots.len() as u32,
                             tenant: self.tenant_name(job.spec.tenant).to_string(),
+                            tenant_id: Some(job.spec.tenant.0),
                             command: task.command.clone(),
                             env: self.task_env(task),
                             workdir: task.workdir.clone(),
@@ -118,6 +119,7 @@ impl ControlPlane {
                             sandboxes.push(SandboxAssignment {
                                 batch: w.0,
                                 tenant: self.tenant_name(meta.tenant).to_string(),
+                                tenant_id: Some(meta.tenant.0),
                                 first,
                                 count: i - first,
                                 command: meta.task.command.clone(),

@@ -96,6 +96,14 @@ impl ControlPlane {
                 }
                 live_jobs(spec.tenant, u64::from(spec.min_replicas))
             }
+            Event::ServiceScale { id, replicas, .. } => {
+                let Some(meta) = self.services.get(id) else {
+                    return Ok(());
+                };
+                let target = (*replicas).clamp(meta.spec.min_replicas, meta.spec.max_replicas);
+                let desired = self.sched.service_status(id.0).map_or(0, |s| s.desired);
+                live_jobs(meta.tenant, u64::from(target.saturating_sub(desired)))
+            }
             Event::SandboxBatch {
                 tenant, request, ..
             } => {

@@ -3,6 +3,7 @@
 
 use super::*;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Most nodes one agent credential may cover (a whole fleet of the reference size fits).
 pub const MAX_SCOPE_NODES: usize = 1_000_000;
@@ -11,11 +12,12 @@ pub const MAX_SCOPE_NODES: usize = 1_000_000;
 pub const MAX_SCOPE_EXPR: usize = 64 * 1024;
 
 /// The nodes an agent credential may report for: a hostlist expression (`gpu-[0000-1023]`,
-/// `cpu-7,cpu-9`), kept as written in the journal and expanded once in memory.
+/// `cpu-7,cpu-9`), kept as written in the journal and expanded once in memory (shared: a
+/// request's role is a cheap copy, whatever the scope's size).
 #[derive(Clone, Debug)]
 pub struct NodeScope {
-    expr: String,
-    names: HashSet<Box<str>>,
+    expr: Arc<str>,
+    names: Arc<HashSet<Box<str>>>,
 }
 
 /// Why a node scope is not accepted.
@@ -43,8 +45,8 @@ impl NodeScope {
             return Err(ScopeError::TooMany(names.len()));
         }
         Ok(NodeScope {
-            expr: expr.trim().to_string(),
-            names: names.into_iter().map(String::into_boxed_str).collect(),
+            expr: expr.trim().into(),
+            names: Arc::new(names.into_iter().map(String::into_boxed_str).collect()),
         })
     }
 
