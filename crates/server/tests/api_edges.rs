@@ -22,18 +22,13 @@ struct Api {
 async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let config = server::Config {
-        store_url: format!("sqlite:{}", dir.path().join("journal.db").display()),
-        fleet_toml: None,
-        tenants: None,
         idle_pass_interval: 3600,
         heartbeat_timeout: Duration::from_secs(3600),
-        admin_token_file: dir.path().join("admin.token"),
         snapshot_every: 0,
-        replay_all: false,
-        catalogue: None,
-        rules: sched::SchedConfig::default(),
-        limits: server::state::Limits::default(),
-        secrets_key_file: None,
+        ..server::Config::new(
+            format!("sqlite:{}", dir.path().join("journal.db").display()),
+            dir.path(),
+        )
     };
     let srv: Arc<server::Server> =
         tokio::task::spawn_blocking(move || server::Server::start(&config))

@@ -33,18 +33,10 @@ async fn a_heartbeat_never_tells_an_agent_of_a_placement_that_is_not_durable() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("journal.db");
     let config = server::Config {
-        store_url: format!("sqlite:{}", db.display()),
-        fleet_toml: None,
-        tenants: None,
         idle_pass_interval: 3600,
         heartbeat_timeout: Duration::from_secs(3600),
-        admin_token_file: dir.path().join("admin.token"),
         snapshot_every: 0,
-        replay_all: false,
-        catalogue: None,
-        rules: sched::SchedConfig::default(),
-        limits: server::state::Limits::default(),
-        secrets_key_file: None,
+        ..server::Config::new(format!("sqlite:{}", db.display()), dir.path())
     };
     let srv: Arc<server::Server> =
         tokio::task::spawn_blocking(move || server::Server::start(&config))

@@ -236,18 +236,8 @@ fn a_server_upgrades_a_format_0_journal_at_start_and_skips_an_older_snapshot() {
         j.save_snapshot(10, old).wait().unwrap();
     }
     let config = server::Config {
-        store_url: url.clone(),
-        fleet_toml: None,
-        tenants: None,
-        idle_pass_interval: 60,
-        heartbeat_timeout: std::time::Duration::from_secs(10),
-        admin_token_file: dir.path().join("admin.token"),
         snapshot_every: 0,
-        replay_all: false,
-        catalogue: None,
-        rules: sched::SchedConfig::default(),
-        limits: server::state::Limits::default(),
-        secrets_key_file: None,
+        ..server::Config::new(url.clone(), dir.path())
     };
     let srv = server::Server::start(&config).unwrap();
     assert!(

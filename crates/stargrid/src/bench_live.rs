@@ -79,18 +79,13 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     spec.clouds.truncate(1);
     let fleet = fleet::generate::generate(&spec, &catalog).context("generating the fleet")?;
     let config = server::Config {
-        store_url: format!("sqlite:{}", dir.path().join("journal.db").display()),
         fleet_toml: Some(fleet::file::write(&fleet, &catalog)),
-        tenants: None,
-        idle_pass_interval: 60,
         heartbeat_timeout: Duration::from_secs(30),
-        admin_token_file: dir.path().join("admin.token"),
         snapshot_every: 5_000,
-        replay_all: false,
-        catalogue: Default::default(),
-        rules: sched::SchedConfig::default(),
-        limits: server::state::Limits::default(),
-        secrets_key_file: None,
+        ..server::Config::new(
+            format!("sqlite:{}", dir.path().join("journal.db").display()),
+            dir.path(),
+        )
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

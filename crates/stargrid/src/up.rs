@@ -144,23 +144,13 @@ pub fn run(a: &UpArgs) -> Result<()> {
     crate::server_cmd::private_dir(&a.data_dir)?;
     let store_url = format!("sqlite:{}", a.data_dir.join("journal.db").display());
     let config = server::Config {
-        store_url: store_url.clone(),
-        fleet_toml: None,
-        tenants: None,
-        idle_pass_interval: 60,
-        heartbeat_timeout: Duration::from_secs(10),
-        admin_token_file: a.data_dir.join("admin.token"),
-        snapshot_every: 10_000,
-        replay_all: false,
-        rules: sched::SchedConfig::default(),
-        limits: server::state::Limits::default(),
-        secrets_key_file: Some(a.data_dir.join("secrets.key")),
         // Example prices for the demo fleet; the example commitments are sized for a far
         // larger fleet, so none are measured here.
         catalogue: Some(model::cost::CostCatalogue {
             commitments: Vec::new(),
             ..crate::cost_view::load_catalogue(None)?
         }),
+        ..server::Config::new(store_url.clone(), &a.data_dir)
     };
     let srv = server::Server::start(&config).context("starting the server")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -288,12 +288,7 @@ fn a_hollow_agent_plays_its_credentials_range_and_no_more() {
 #[test]
 fn a_tenants_task_cannot_read_another_tenants_files_or_the_servers() {
     let dir = tempfile::tempdir().unwrap();
-    let tenants = dir.path().join("tenants.toml");
-    std::fs::write(
-        &tenants,
-        "[[tenants]]\nname = \"alpha\"\ngpus = 1000\n[[tenants]]\nname = \"beta\"\ngpus = 1000\n",
-    )
-    .unwrap();
+    let tenants = common::hostile::two_tenants(dir.path(), "");
     let data = dir.path().join("data");
     let s = start_server_with(&data, &["--tenants", tenants.to_str().unwrap()]);
     let work = dir.path().join("node");

@@ -16,12 +16,7 @@ use std::process::{Command, Stdio};
 #[test]
 fn a_tenants_reasons_never_name_another_tenants_jobs() {
     let dir = tempfile::tempdir().unwrap();
-    let tenants = dir.path().join("tenants.toml");
-    std::fs::write(
-        &tenants,
-        "[[tenants]]\nname = \"alpha\"\ngpus = 1000\n[[tenants]]\nname = \"beta\"\ngpus = 1000\n",
-    )
-    .unwrap();
+    let tenants = common::hostile::two_tenants(dir.path(), "");
     let s = start_server_with(
         &dir.path().join("data"),
         &["--tenants", tenants.to_str().unwrap()],
@@ -251,13 +246,7 @@ fn the_api_speaks_tls_that_clients_and_agents_verify_and_plain_http_stays_on_loo
 #[test]
 fn tenants_are_held_to_their_limits_and_sandboxes_to_their_quota() {
     let dir = tempfile::tempdir().unwrap();
-    let tenants = dir.path().join("tenants.toml");
-    std::fs::write(
-        &tenants,
-        "[[tenants]]\nname = \"alpha\"\ngpus = 1000\ncpus = 20\n\
-         [[tenants]]\nname = \"beta\"\ngpus = 1000\n",
-    )
-    .unwrap();
+    let tenants = common::hostile::two_tenants(dir.path(), "cpus = 20\n");
     let s = start_server_with(
         &dir.path().join("data"),
         &[

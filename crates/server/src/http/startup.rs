@@ -39,6 +39,29 @@ pub struct Config {
     pub secrets_key_file: Option<std::path::PathBuf>,
 }
 
+impl Config {
+    /// A server of `store_url` keeping its files in `data_dir` (the first admin token, the
+    /// secrets key), with the defaults `stargrid server` has: the default fleet and tenant,
+    /// a heartbeat timeout of 10 s, a snapshot every 10,000 records, this build's rules and
+    /// limits.
+    pub fn new(store_url: String, data_dir: &std::path::Path) -> Config {
+        Config {
+            store_url,
+            fleet_toml: None,
+            tenants: None,
+            idle_pass_interval: 60,
+            heartbeat_timeout: Duration::from_secs(10),
+            admin_token_file: data_dir.join("admin.token"),
+            snapshot_every: 10_000,
+            replay_all: false,
+            catalogue: None,
+            rules: sched::SchedConfig::default(),
+            limits: crate::state::Limits::default(),
+            secrets_key_file: Some(data_dir.join("secrets.key")),
+        }
+    }
+}
+
 /// Errors of start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

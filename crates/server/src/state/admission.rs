@@ -94,6 +94,24 @@ pub(super) fn parse_priority(name: &str) -> Result<PriorityClass, FieldProblem> 
 }
 
 impl ControlPlane {
+    /// What a submission's nodes run, checked (see [`check_task`]), with its secret values
+    /// sealed.
+    fn task_spec(
+        &self,
+        command: &[String],
+        env: &BTreeMap<String, String>,
+        secret_env: &BTreeMap<String, String>,
+        workdir: Option<&String>,
+    ) -> Result<TaskSpec, FieldProblem> {
+        check_task(command, env, secret_env, workdir)?;
+        Ok(TaskSpec {
+            command: command.to_vec(),
+            env: env.clone(),
+            workdir: workdir.cloned(),
+            sealed_env: self.seal_env(secret_env)?,
+        })
+    }
+
     /// `values` sealed under the server's key; `None` when there are none.
     fn seal_env(&self, values: &BTreeMap<String, String>) -> Result<Option<String>, FieldProblem> {
         if values.is_empty() {
@@ -219,7 +237,7 @@ impl ControlPlane {
     /// Turns a request into a `Submit` event, checking every field; changes nothing.
     pub fn submit_event(&self, req: &SubmitJob, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(
+        let task = self.task_spec(
             &req.command,
             &req.env,
             &req.secret_env,
@@ -258,12 +276,7 @@ impl ControlPlane {
             id: JobId(self.next_id),
             name: req.name.clone(),
             spec,
-            task: TaskSpec {
-                command: req.command.clone(),
-                env: req.env.clone(),
-                workdir: req.workdir.clone(),
-                sealed_env: self.seal_env(&req.secret_env)?,
-            },
+            task,
             at,
         })
     }
@@ -352,7 +365,7 @@ impl ControlPlane {
     /// Turns a request into a `ServiceCreate` event, checking every field; changes nothing.
     pub fn service_event(&self, req: &SubmitService, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(
+        let task = self.task_spec(
             &req.command,
             &req.env,
             &req.secret_env,
@@ -414,12 +427,7 @@ impl ControlPlane {
             id: ServiceId(self.next_service),
             name: req.name.clone(),
             spec,
-            task: TaskSpec {
-                command: req.command.clone(),
-                env: req.env.clone(),
-                workdir: req.workdir.clone(),
-                sealed_env: self.seal_env(&req.secret_env)?,
-            },
+            task,
             at,
         })
     }
@@ -428,7 +436,7 @@ impl ControlPlane {
     /// (whether the batch fits is known when the event applies).
     pub fn sandbox_event(&self, req: &SubmitSandboxes, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        check_task(
+        let task = self.task_spec(
             &req.command,
             &req.env,
             &req.secret_env,
@@ -450,12 +458,7 @@ impl ControlPlane {
             tenant,
             request,
             max_retries: req.max_retries,
-            task: TaskSpec {
-                command: req.command.clone(),
-                env: req.env.clone(),
-                workdir: req.workdir.clone(),
-                sealed_env: self.seal_env(&req.secret_env)?,
-            },
+            task,
             at,
         })
     }

@@ -3,20 +3,11 @@
 
 use super::wait_for;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
 pub struct Server {
-    child: Child,
+    _process: super::Proc,
     pub url: String,
     pub token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 pub fn start_server(data: &std::path::Path) -> Server {
@@ -24,30 +15,28 @@ pub fn start_server(data: &std::path::Path) -> Server {
 }
 
 pub fn start_server_with(data: &std::path::Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(["server", "--data-dir"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    let token = std::fs::read_to_string(data.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    Server { child, url, token }
+    let (process, url) = super::start_server_with(data, extra);
+    let token = super::admin_token(&url);
+    Server {
+        _process: process,
+        url,
+        token,
+    }
+}
+
+/// A tenants file of two tenants, alpha and beta, with 1,000 GPUs each (and `alpha_extra`
+/// lines for alpha); returns its path.
+pub fn two_tenants(dir: &std::path::Path, alpha_extra: &str) -> std::path::PathBuf {
+    let path = dir.join("tenants.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[tenants]]\nname = \"alpha\"\ngpus = 1000\n{alpha_extra}\
+             [[tenants]]\nname = \"beta\"\ngpus = 1000\n"
+        ),
+    )
+    .unwrap();
+    path
 }
 
 impl Server {
