@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use std::sync::Arc;
-use std::time::Duration;
 use tower::ServiceExt;
 
 struct Api {
@@ -21,24 +21,7 @@ struct Api {
 
 async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
-    let config = server::Config {
-        idle_pass_interval: 3600,
-        heartbeat_timeout: Duration::from_secs(3600),
-        snapshot_every: 0,
-        ..server::Config::new(
-            format!("sqlite:{}", dir.path().join("journal.db").display()),
-            dir.path(),
-        )
-    };
-    let srv: Arc<server::Server> =
-        tokio::task::spawn_blocking(move || server::Server::start(&config))
-            .await
-            .unwrap()
-            .unwrap();
-    let token = std::fs::read_to_string(dir.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let (srv, token) = common::start_server(dir.path()).await;
     Api {
         app: server::router(srv),
         token,

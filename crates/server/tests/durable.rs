@@ -5,11 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
@@ -32,21 +33,7 @@ async fn call(app: &axum::Router, token: &str, path: &str, body: Value) -> (u16,
 async fn a_heartbeat_never_tells_an_agent_of_a_placement_that_is_not_durable() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("journal.db");
-    let config = server::Config {
-        idle_pass_interval: 3600,
-        heartbeat_timeout: Duration::from_secs(3600),
-        snapshot_every: 0,
-        ..server::Config::new(format!("sqlite:{}", db.display()), dir.path())
-    };
-    let srv: Arc<server::Server> =
-        tokio::task::spawn_blocking(move || server::Server::start(&config))
-            .await
-            .unwrap()
-            .unwrap();
-    let token = std::fs::read_to_string(dir.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let (srv, token) = common::start_server(dir.path()).await;
     let app = server::router(srv.clone());
     let node = "nvl00000t00";
     let beat = json!({"node": node, "tasks": []});

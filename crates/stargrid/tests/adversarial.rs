@@ -10,7 +10,6 @@ mod common;
 use common::hostile::{place_a_job_on, start_server, start_server_with};
 use common::wait_for;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 #[test]
@@ -49,26 +48,13 @@ fn a_task_cannot_read_its_agents_token_from_its_environment() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
     let work = dir.path().join("node");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args([
-            "agent",
-            "--server",
-            &s.url,
-            "--node",
-            "nvl00000t00",
-            "--work-dir",
-        ])
-        .arg(&work)
-        .args(["--interval-ms", "200", "--grace-s", "1"])
-        .env(
-            "STARGRID_TOKEN_FILE",
-            common::token_file(dir.path(), &s.token),
-        )
-        .env("AGENT_SECRET", "do-not-leak")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut agent, _) = common::start_agent_saying(
+        &s.url,
+        &work,
+        &s.token,
+        &["--node", "nvl00000t00", "--grace-s", "1"],
+        &[("AGENT_SECRET", "do-not-leak")],
+    );
     s.post(
         "/v1/jobs",
         json!({"name": "snoop", "tenant": "default", "nodes": 1, "gpus_per_node": 4,
@@ -81,8 +67,7 @@ fn a_task_cannot_read_its_agents_token_from_its_environment() {
         std::fs::read_to_string(&file).is_ok_and(|t| t.contains("STARGRID_JOB_ID"))
     });
     let env = std::fs::read_to_string(&file).unwrap();
-    let _ = agent.kill();
-    let _ = agent.wait();
+    agent.kill();
     assert!(
         !env.contains(&s.token),
         "the agent's token reached the task:\n{env}"
@@ -292,28 +277,15 @@ fn a_tenants_task_cannot_read_another_tenants_files_or_the_servers() {
     let data = dir.path().join("data");
     let s = start_server_with(&data, &["--tenants", tenants.to_str().unwrap()]);
     let work = dir.path().join("node");
+    let (_agent, said) = common::start_agent_saying(
+        &s.url,
+        &work,
+        &s.token,
+        &["--node", "nvl00000t00", "--grace-s", "1", "--no-cgroups"],
+        &[],
+    );
+    // Where the agent's credential lies (next to its work dir).
     let cred = common::token_file(dir.path(), &s.token);
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args([
-            "agent",
-            "--server",
-            &s.url,
-            "--node",
-            "nvl00000t00",
-            "--work-dir",
-        ])
-        .arg(&work)
-        .args(["--interval-ms", "200", "--grace-s", "1", "--no-cgroups"])
-        .env("STARGRID_TOKEN_FILE", &cred)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    BufReader::new(agent.stdout.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
-    let _agent = common::Proc(agent);
     let root = nix_is_root();
     if !root {
         // Not root: the agent cannot switch users, and says so rather than pretend.

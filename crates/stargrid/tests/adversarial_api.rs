@@ -10,7 +10,6 @@ mod common;
 use common::hostile::{start_server, start_server_with};
 use common::wait_for;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 #[test]
@@ -142,27 +141,16 @@ fn the_api_speaks_tls_that_clients_and_agents_verify_and_plain_http_stays_on_loo
     let dir = tempfile::tempdir().unwrap();
     let [ca, cert, key] = certificates(dir.path());
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(["server", "--data-dir"])
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = common::Proc(child);
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no https address in {line:?}"))
-        .to_string();
+    let (_server, url) = common::start_server_with(
+        &data,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(url.starts_with("https://"), "{url}");
     let admin = common::token_file(
         dir.path(),
         std::fs::read_to_string(data.join("admin.token"))

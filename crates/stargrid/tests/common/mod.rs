@@ -60,7 +60,7 @@ pub fn start_server_saying(data: &Path, extra: &[&str]) -> (Proc, String, String
         .unwrap();
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
@@ -117,8 +117,20 @@ pub fn start_agent(url: &str, work: &Path, args: &[&str]) -> Proc {
 
 /// An agent process with the credential `token`.
 pub fn start_agent_as(url: &str, work: &Path, token: &str, args: &[&str]) -> Proc {
+    start_agent_saying(url, work, token, args, &[]).0
+}
+
+/// An agent process with the credential `token` (from a private file next to `work`), more
+/// environment, and the line it printed when it started.
+pub fn start_agent_saying(
+    url: &str,
+    work: &Path,
+    token: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Proc, String) {
     let credential = token_file(work.parent().unwrap_or(work), token);
-    let child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
         .args([
             "agent",
             "--server",
@@ -131,11 +143,16 @@ pub fn start_agent_as(url: &str, work: &Path, token: &str, args: &[&str]) -> Pro
         .args(args)
         .env("RUST_BACKTRACE", "0")
         .env("STARGRID_TOKEN_FILE", credential)
-        .stdout(Stdio::null())
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Proc(child)
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(child), line)
 }
 
 /// One agent per named node, running real tasks in `work/<node>`: a second's grace to stop a
