@@ -202,6 +202,18 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
             std::fs::read_to_string(tasks.join(format!("1-0-{rank}/checkpoint"))).unwrap();
         assert_eq!(checkpoint.trim(), "10");
     }
+    // Run as root, `up`'s tasks ran as their tenant's user, who cannot enter the data dir
+    // (the journal, the admin token, the secrets key).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let task_dir = std::fs::metadata(tasks.join("1-0-0")).unwrap();
+        let data_dir = std::fs::metadata(dir.path().join("up")).unwrap();
+        if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+            assert_ne!(task_dir.uid(), 0);
+            assert_eq!(task_dir.mode() & 0o777, 0o700);
+        }
+        assert_eq!(data_dir.mode() & 0o777, 0o700);
+    }
     // Each sandbox ran as its own process, knowing its index; each replica ran on its node.
     let logs: Vec<String> = std::fs::read_dir(&tasks)
         .unwrap()
