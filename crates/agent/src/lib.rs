@@ -22,7 +22,7 @@
 //! In hollow mode one agent plays many nodes and runs no processes: a task whose command is
 //! `sleep N` ends with code 0 after N seconds; any other task runs until it is stopped.
 //!
-//! Where the host's cgroup v2 hierarchy offers the `cpu` and `memory` controllers, each task
+//! Where the host's cgroups (v2, or v1) offer the `cpu` and `memory` controllers, each task
 //! runs in its own group limited to what it was given (see [`cgroup`]). Run as root, the agent
 //! starts each task as its tenant's unprivileged user ([`users`]); how one task is started and
 //! stopped is the `task` module's.
@@ -150,10 +150,15 @@ impl NodeTasks {
         for (&(job, run, rank), t) in self.tasks.iter_mut() {
             let mut checkpoint_at = None;
             match &mut t.running {
-                Running::Process { child, dir, .. } => {
+                Running::Process {
+                    child, dir, group, ..
+                } => {
                     if t.exit_code.is_none() {
                         if let Ok(Some(status)) = child.try_wait() {
                             t.exit_code = Some(status.code().unwrap_or(-1));
+                            // Killed, and the kernel counted an out-of-memory kill in its group.
+                            t.oom_killed = status.code().is_none()
+                                && group.as_ref().is_some_and(cgroup::Group::oom_killed);
                         }
                     }
                     checkpoint_at = (!t.sandbox)
@@ -177,6 +182,7 @@ impl NodeTasks {
                 run,
                 rank,
                 exit_code: t.exit_code,
+                oom_killed: t.oom_killed,
                 checkpoint_at,
             });
         }
@@ -226,6 +232,7 @@ impl NodeTasks {
                         ends_at: hollow_runtime(&a.command).map(|d| Instant::now() + d),
                     },
                     exit_code: None,
+                    oom_killed: false,
                     sandbox,
                 }
             } else {
@@ -240,6 +247,7 @@ impl NodeTasks {
                         Task {
                             running: Running::Hollow { ends_at: None },
                             exit_code: Some(127),
+                            oom_killed: false,
                             sandbox,
                         }
                     }
@@ -547,7 +555,12 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(node.reports()[0].exit_code, Some(0));
-        let group = root.path().join("stargrid/n0-7-0-0");
+        // The group is named after the agent (its work dir), the node and the task.
+        let group = std::fs::read_dir(root.path().join("stargrid"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with("-n0-7-0-0"))
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(group.join("cpu.max")).unwrap(),
             "200000 100000"

@@ -21,7 +21,7 @@ pub(crate) enum Running {
         dir: PathBuf,
         stop_sent: Option<Instant>,
         /// Its cgroup, removed with the task.
-        group: Option<PathBuf>,
+        group: Option<cgroup::Group>,
     },
     Hollow {
         ends_at: Option<Instant>,
@@ -32,6 +32,8 @@ pub(crate) enum Running {
 pub(crate) struct Task {
     pub(crate) running: Running,
     pub(crate) exit_code: Option<i32>,
+    /// The kernel killed it for going past its memory.
+    pub(crate) oom_killed: bool,
     /// A sandbox (reported only once it exited; it writes no checkpoints).
     pub(crate) sandbox: bool,
 }
@@ -39,7 +41,7 @@ pub(crate) struct Task {
 impl Drop for Task {
     fn drop(&mut self) {
         if let Running::Process { group: Some(g), .. } = &self.running {
-            cgroup::remove(g);
+            g.remove();
         }
     }
 }
@@ -85,6 +87,7 @@ pub(crate) fn spawn(
         return Ok(Task {
             running: Running::Hollow { ends_at: None },
             exit_code: None,
+            oom_killed: false,
             sandbox,
         });
     };
@@ -138,7 +141,7 @@ pub(crate) fn spawn(
     }
     let group = match &config.cgroups {
         Some(cg) => Some(cg.create(
-            &format!("{node}-{name}"),
+            &format!("{}-{node}-{name}", agent_tag(&config.work_dir)),
             cgroup::Limits {
                 cpu_millis: a.cpu_millis,
                 memory_mib: a.memory_mib,
@@ -165,7 +168,7 @@ pub(crate) fn spawn(
         None => (program.clone(), args.to_vec(), env),
     };
     let (program, args) = match &group {
-        Some(g) => cgroup::wrap(g, &program, &args),
+        Some(g) => g.enter(&program, &args),
         None => (program, args),
     };
     let mut cmd = Command::new(&program);
@@ -186,8 +189,23 @@ pub(crate) fn spawn(
             group,
         },
         exit_code: None,
+        oom_killed: false,
         sandbox,
     })
+}
+
+/// A short name for the agent (from its work dir, so the same across its restarts): task groups
+/// of two agents on one host never share a name.
+fn agent_tag(work_dir: &std::path::Path) -> String {
+    // FNV-1a: stable across builds and platforms, unlike the standard hasher.
+    let hash = work_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("a{:08x}", hash as u32)
 }
 
 /// A job's `workdir`, when it lies under the node's allowed root (links resolved).
@@ -239,7 +257,7 @@ pub(crate) fn stop(t: &mut Task, grace: Duration) -> bool {
                     let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
                     // Processes that left the group (`setsid`) are still in the cgroup.
                     if let Some(g) = group {
-                        cgroup::kill(g);
+                        g.kill();
                     }
                     let _ = child.wait();
                     true

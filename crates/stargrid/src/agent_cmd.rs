@@ -29,7 +29,8 @@ pub struct AgentArgs {
     /// server's --heartbeat-timeout-s).
     #[arg(long, default_value_t = 10)]
     pub fence_after_s: u64,
-    /// The cgroup v2 hierarchy where task groups (CPU and memory limits) are made.
+    /// The cgroup hierarchy (v2, or v1's per-controller trees below it) where task groups
+    /// (CPU, memory and process limits) are made.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
     /// Run tasks without cgroup limits even where they could be applied.
@@ -97,10 +98,10 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         (None, "without cgroup limits".to_string())
     } else {
         match agent::cgroup::Cgroups::detect(&a.cgroup_root) {
-            Ok(cg) => (
-                Some(cg),
-                "tasks limited by cgroup v2 (cpu.max, memory.max)".into(),
-            ),
+            Ok(cg) => {
+                let how = format!("tasks limited by {}", cg.describe());
+                (Some(cg), how)
+            }
             Err(why) => (
                 None,
                 format!("tasks run WITHOUT CPU and memory limits: {why}"),

@@ -199,7 +199,10 @@ pub fn run(a: &UpArgs) -> Result<()> {
         .context("issuing the agents' credential")?;
     let (cgroups, limits) =
         match agent::cgroup::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup")) {
-            Ok(cg) => (Some(cg), "tasks limited by cgroup v2".to_string()),
+            Ok(cg) => {
+                let how = format!("tasks limited by {}", cg.describe());
+                (Some(cg), how)
+            }
             Err(why) => (
                 None,
                 format!("tasks run without CPU and memory limits: {why}"),

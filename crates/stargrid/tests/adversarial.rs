@@ -458,3 +458,39 @@ fn secret_env_values_reach_the_task_and_nowhere_else() {
         "{answer}"
     );
 }
+
+#[test]
+fn a_task_past_its_memory_is_killed_by_the_kernel_and_said_to_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("data"));
+    let (_agent, said) = common::start_agent_saying(
+        &s.url,
+        &dir.path().join("node"),
+        &s.token,
+        &["--node", "nvl00000t00", "--grace-s", "1"],
+        &[],
+    );
+    if !said.contains("tasks limited by") {
+        // No cgroups this agent may use here: it says so, and nothing is enforced.
+        assert!(said.contains("WITHOUT CPU and memory limits"), "{said}");
+        return;
+    }
+    let job = |name: &str, command: &str| {
+        json!({"name": name, "tenant": "default", "nodes": 1, "gpus_per_node": 1,
+               "memory_mib_per_node": 64, "time_limit_s": 600,
+               "command": ["sh", "-c", command]})
+    };
+    s.post("/v1/jobs", job("hog", "exec tail /dev/zero"))
+        .unwrap();
+    wait_for("the hog to end", || {
+        s.get("/v1/jobs/1").unwrap()["exit_code"].is_i64()
+    });
+    let hog = s.get("/v1/jobs/1").unwrap();
+    assert_eq!(hog["exit_reason"], "oom_killed", "{hog}");
+    // A task that fails on its own is not called an OOM kill; the node goes on taking work.
+    s.post("/v1/jobs", job("fails", "exit 3")).unwrap();
+    wait_for("the failing job to end", || {
+        s.get("/v1/jobs/2").unwrap()["exit_code"] == 3
+    });
+    assert!(s.get("/v1/jobs/2").unwrap().get("exit_reason").is_none());
+}

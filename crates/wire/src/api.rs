@@ -131,6 +131,10 @@ pub struct JobView {
     pub restarts: u32,
     /// How it ended: the first non-zero exit code of a task, or 0 when every task exited 0.
     pub exit_code: Option<i32>,
+    /// Why it failed, when the exit code alone does not say: `oom_killed` (a task went past
+    /// its memory and the kernel killed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_reason: Option<String>,
 }
 
 /// A page of jobs.
@@ -300,6 +304,9 @@ pub struct TaskReport {
     /// Exit code, once it exited.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// The kernel killed it for going past its memory limit.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// Unix seconds of the task's last checkpoint, if it wrote one.
     #[serde(default)]
     pub checkpoint_at: Option<u64>,

@@ -91,6 +91,9 @@ pub struct JobMetaV1 {
     pub ended_at: Option<u64>,
     /// Its exit code.
     pub exit_code: Option<i32>,
+    /// Whether the exit that ended it was an out-of-memory kill (absent from older snapshots).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
     /// Ranks of the current run that exited 0.
     pub done_ranks: BTreeSet<u32>,
     /// The current run's last checkpoint.

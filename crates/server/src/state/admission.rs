@@ -189,6 +189,7 @@ impl ControlPlane {
                     run: t.run,
                     rank: t.rank,
                     code,
+                    oom_killed: t.oom_killed && code != 0,
                     at,
                 });
             }

@@ -184,6 +184,7 @@ impl ControlPlane {
                         task: task.clone(),
                         ended_at: None,
                         exit_code: None,
+                        oom_killed: false,
                         done_ranks: BTreeSet::new(),
                         checkpoint_at: None,
                         restarts: 0,
@@ -431,6 +432,7 @@ impl ControlPlane {
                 run,
                 rank,
                 code,
+                oom_killed,
                 at,
             } => {
                 let world = self.current_world(*job, *run)?;
@@ -476,6 +478,7 @@ impl ControlPlane {
                     self.decide(|s| s.finish(job.workload(), *at))?;
                     if let Some(m) = self.jobs.get_mut(job) {
                         m.exit_code = Some(*code);
+                        m.oom_killed = *oom_killed;
                         m.ended_at = Some(*at);
                     }
                     self.dirty = true;

@@ -98,6 +98,9 @@ pub enum Event {
         rank: u32,
         /// Exit code (-1: killed by a signal).
         code: i32,
+        /// The kernel killed it for going past its memory.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        oom_killed: bool,
         /// Unix seconds.
         at: u64,
     },

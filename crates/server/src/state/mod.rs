@@ -92,6 +92,8 @@ struct JobMeta {
     /// When it ended.
     ended_at: Option<u64>,
     exit_code: Option<i32>,
+    /// A task went past its memory and the kernel killed it (the exit that ended the job).
+    oom_killed: bool,
     /// Ranks of the current run that exited 0.
     done_ranks: BTreeSet<u32>,
     /// The current run's last checkpoint.

@@ -252,6 +252,7 @@ impl ControlPlane {
             gpus: meta.gpus,
             restarts: meta.restarts,
             exit_code: meta.exit_code,
+            exit_reason: meta.oom_killed.then(|| "oom_killed".to_string()),
             nodes,
             reason: if state == JobState::Pending {
                 self.sched.pending_reason_for(wid, viewer)

@@ -145,6 +145,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
             run: 0,
             rank,
             exit_code: exit,
+            oom_killed: false,
             checkpoint_at: checkpoint,
         }],
     };
@@ -303,6 +304,7 @@ fn exit_report(job: u64, run: u32, rank: u32, code: i32) -> crate::api::TaskRepo
         run,
         rank,
         exit_code: Some(code),
+        oom_killed: false,
         checkpoint_at: None,
     }
 }

@@ -159,6 +159,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
             run: replica.run,
             rank: 0,
             code: 1,
+            oom_killed: false,
             at: 405,
         },
     );
@@ -204,6 +205,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
                 run,
                 rank,
                 code: 0,
+                oom_killed: false,
                 at: 1100,
             },
         );
