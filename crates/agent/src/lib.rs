@@ -32,6 +32,7 @@
 
 pub mod cgroup;
 pub mod inventory;
+pub mod isolation;
 mod task;
 pub mod users;
 
@@ -90,6 +91,10 @@ pub struct AgentConfig {
     /// The directory a job's `workdir` must lie under; `None`: a job may not name one (its
     /// tasks run in their own directories).
     pub workdir_root: Option<PathBuf>,
+    /// The isolation layer sandboxes run under.
+    pub isolation: isolation::Isolation,
+    /// Run every task (training and inference too) under `isolation`, not only sandboxes.
+    pub isolate_tasks: bool,
 }
 
 /// Who tasks run as.
@@ -521,6 +526,8 @@ mod tests {
             inventory: None,
             run_as: RunAs::AgentUser,
             workdir_root: None,
+            isolation: isolation::Isolation::None,
+            isolate_tasks: false,
         };
         let mut node = NodeTasks {
             name: "n0".into(),

@@ -1,8 +1,10 @@
 //! One task as a process: started in its own directory and process group, with a clean
-//! environment, inside its cgroup, as its tenant's user where the agent can switch users; and
+//! environment, inside its cgroup and its isolation layer (sandboxes; every task with
+//! `--isolate-tasks`), as its tenant's user where the agent can switch users; and
 //! stopped with SIGTERM, then SIGKILL after the grace period. Sandboxes are tasks keyed by their
 //! batch and index; hollow tasks run nothing.
 
+use crate::isolation::Isolation;
 use crate::users;
 use crate::{cgroup, AgentConfig, RunAs};
 use std::collections::BTreeMap;
@@ -113,16 +115,26 @@ pub(crate) fn spawn(
     }
     .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let err_log = log.try_clone().map_err(|e| e.to_string())?;
-    let cwd = match &a.workdir {
-        None => dir.clone(),
-        Some(w) => allowed_workdir(config.workdir_root.as_deref(), w)?,
+    let isolation = if sandbox || config.isolate_tasks {
+        &config.isolation
+    } else {
+        &Isolation::None
+    };
+    // Where the task sees its directory (inside the isolation, its own root).
+    let view = isolation.view_of(&dir);
+    let cwd = match (&a.workdir, isolation) {
+        (None, _) => dir.clone(),
+        (Some(_), Isolation::Bubblewrap { .. }) => {
+            return Err("workdir: an isolated task runs in its own directory only".to_string())
+        }
+        (Some(w), Isolation::None) => allowed_workdir(config.workdir_root.as_deref(), w)?,
     };
     let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
     // What the task sees: what the job asked for and the `STARGRID_*` variables, never the
     // agent's own (its credential among them).
     let mut env = BTreeMap::from([
         ("PATH".to_string(), TASK_PATH.to_string()),
-        ("HOME".to_string(), dir.display().to_string()),
+        ("HOME".to_string(), view.display().to_string()),
     ]);
     env.extend(a.env.clone());
     for (name, value) in [
@@ -133,7 +145,7 @@ pub(crate) fn spawn(
         ("STARGRID_NODE", node.to_string()),
         (
             "STARGRID_CHECKPOINT_FILE",
-            dir.join("checkpoint").display().to_string(),
+            view.join("checkpoint").display().to_string(),
         ),
         ("CUDA_VISIBLE_DEVICES", gpus.join(",")),
     ] {
@@ -158,7 +170,8 @@ pub(crate) fn spawn(
     // user, and only then takes its environment (from a file of the user's).
     let (program, args, root_env) = match &user {
         Some((u, users)) => {
-            let (p, a) = users.launch(*u, &dir, &env, program, args)?;
+            let (p, a) = users.launch(*u, &dir, &view, &env, program, args)?;
+            let (p, a) = isolation.wrap(&dir, p, a);
             (
                 p,
                 a,

@@ -6,8 +6,8 @@
 //! No root process ever sees the tenant's environment: the root stages (entering the cgroup,
 //! `setpriv`) run with `PATH` alone; the task's environment goes through a file of the task's
 //! user, sourced by the first unprivileged process, which deletes it and then runs the program
-//! (see [`TaskUsers::launch`]). `setpriv` sets `no_new_privs`, so no setuid program gives the
-//! task root back.
+//! (see [`TaskUsers::launch`]). `setpriv` clears the capability bounding set and sets
+//! `no_new_privs`, so no setuid program gives the task root back.
 //!
 //! Task directories are 0700 and owned by the tenant's uid, inside a work dir of mode 0711: a
 //! task can reach its own directory but neither list the others nor read another tenant's logs
@@ -141,8 +141,8 @@ impl TaskUsers {
         Ok(TaskUser { uid: self.base + n })
     }
 
-    /// Prepares `dir` (made by root inside the work dir) for a task of `user` and returns the
-    /// command that starts `program args...` as that user with `env`: the directory becomes
+    /// Prepares `dir` (made by root inside the work dir; the task sees it at `view`) for a task
+    /// of `user` and returns the command that starts `program args...` as that user with `env`: the directory becomes
     /// the user's (0700), `env` goes into a fresh file of the user's there, and the command is
     /// `setpriv` to the user, then `sh` opening and deleting the file, sourcing it, then the program.
     /// Files the task left in the directory are never followed: the environment file is made
@@ -151,6 +151,7 @@ impl TaskUsers {
         &self,
         user: TaskUser,
         dir: &Path,
+        view: &Path,
         env: &BTreeMap<String, String>,
         program: &str,
         args: &[String],
@@ -173,6 +174,8 @@ impl TaskUsers {
             format!("--regid={}", user.uid),
             "--clear-groups".to_string(),
             "--no-new-privs".to_string(),
+            "--bounding-set=-all".to_string(),
+            "--inh-caps=-all".to_string(),
             "--".to_string(),
             "/bin/sh".to_string(),
             "-c".to_string(),
@@ -181,7 +184,7 @@ impl TaskUsers {
             "exec 3<\"$0\" && rm -f -- \"$0\" && set -a && . /dev/fd/3 && set +a && exec 3<&- \
              && exec \"$@\""
                 .to_string(),
-            path.display().to_string(),
+            view.join(ENV_FILE).display().to_string(),
             program.to_string(),
         ];
         out.extend(args.iter().cloned());

@@ -55,6 +55,13 @@ pub struct AgentArgs {
     /// in their own directories).
     #[arg(long)]
     pub workdir_root: Option<PathBuf>,
+    /// The isolation layer sandboxes run under: auto (bubblewrap where it is installed and the
+    /// agent is root), none, or bwrap.
+    #[arg(long, default_value = "auto")]
+    pub isolation: agent::isolation::IsolationChoice,
+    /// Run training and inference tasks under the isolation layer too, not only sandboxes.
+    #[arg(long)]
+    pub isolate_tasks: bool,
 }
 
 pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
@@ -93,6 +100,8 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         inventory: None,
         run_as: agent::RunAs::AgentUser,
         workdir_root: a.workdir_root.clone(),
+        isolation: agent::isolation::Isolation::None,
+        isolate_tasks: a.isolate_tasks,
     };
     let (cgroups, limits) = if a.no_cgroups || config.hollow {
         (None, "without cgroup limits".to_string())
@@ -137,10 +146,21 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         let (run_as, how) = agent::RunAs::best(&a.work_dir, a.task_uid_base)?;
         (run_as, format!("; {how}"))
     };
+    // Isolation needs the drop to tenants' users (root); a hollow agent runs nothing.
+    let tenant_users = matches!(run_as, agent::RunAs::TenantUsers(_));
+    let isolation = if config.hollow {
+        agent::isolation::Isolation::None
+    } else {
+        agent::isolation::Isolation::detect(a.isolation, tenant_users)
+            .map_err(anyhow::Error::msg)?
+    };
+    let isolated = format!("; sandboxes under {}", isolation.describe());
+    let users = format!("{users}{}", if config.hollow { "" } else { &isolated });
     let config = agent::AgentConfig {
         cgroups,
         inventory,
         run_as,
+        isolation,
         ..config
     };
     let stop = Arc::new(AtomicBool::new(false));

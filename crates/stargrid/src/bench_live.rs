@@ -130,6 +130,8 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             inventory: None,
             run_as: agent::RunAs::AgentUser,
             workdir_root: None,
+            isolation: agent::isolation::Isolation::None,
+            isolate_tasks: false,
         };
         let stop = agent_stop.clone();
         std::thread::spawn(move || agent::run(&config, &stop))

@@ -222,6 +222,12 @@ pub fn run(a: &UpArgs) -> Result<()> {
         (a.data_dir.join("tasks"), None)
     };
     let (run_as, users) = agent::RunAs::best(&tasks_dir, agent::users::DEFAULT_UID_BASE)?;
+    let isolation = agent::isolation::Isolation::detect(
+        agent::isolation::IsolationChoice::Auto,
+        matches!(run_as, agent::RunAs::TenantUsers(_)),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let users = format!("{users}; sandboxes under {}", isolation.describe());
     let agent_config = agent::AgentConfig {
         client: Client::new(&url, &agent_token.token),
         nodes: names,
@@ -235,6 +241,8 @@ pub fn run(a: &UpArgs) -> Result<()> {
         inventory: None,
         run_as,
         workdir_root: None,
+        isolation: isolation.clone(),
+        isolate_tasks: false,
     };
     let agent_stop = Arc::new(AtomicBool::new(false));
     let agents = {

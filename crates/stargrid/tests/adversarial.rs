@@ -494,3 +494,90 @@ fn a_task_past_its_memory_is_killed_by_the_kernel_and_said_to_be() {
     });
     assert!(s.get("/v1/jobs/2").unwrap().get("exit_reason").is_none());
 }
+
+#[test]
+fn a_sandbox_cannot_see_the_host_its_neighbours_or_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start_server(&data);
+    let work = dir.path().join("host");
+    let (_agent, said) = common::start_agent_saying(
+        &s.url,
+        &work,
+        &s.token,
+        &["--node", "cpu0000000", "--grace-s", "1"],
+        &[],
+    );
+    if !said.contains("sandboxes under bubblewrap") {
+        // Not root, or no bubblewrap here: the agent says sandboxes run unisolated.
+        assert!(said.contains("no isolation layer"), "{said}");
+        return;
+    }
+    let cred = common::token_file(dir.path(), &s.token);
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    // Sandbox 0 keeps a secret in its scratch; every sandbox then tries to get out.
+    let probe = format!(
+        "[ \"$STARGRID_SANDBOX_INDEX\" = 0 ] && echo neighbour-secret > /sandbox/secret; \
+         sleep 1; id -u; hostname; \
+         cat {cred} {admin} {journal} 2>&1; ls {work} 2>&1; \
+         cat {work}/{{batch}}-sandbox-0/secret 2>&1; \
+         echo procs $(ls /proc | grep -c '^[0-9]'); \
+         bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' 2>&1 || echo no-network; \
+         touch /usr/x /etc/x 2>&1; echo mine > /sandbox/mine && echo wrote-scratch; \
+         echo done",
+        cred = cred.display(),
+        admin = data.join("admin.token").display(),
+        journal = data.join("journal.db").display(),
+        work = work.display(),
+    );
+    wait_for("the host up", || {
+        s.get("/v1/nodes")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "cpu0000000" && n["state"] != "down")
+    });
+    // The batch id is the next id (1): the probe names its neighbour's directory by it.
+    let probe = probe.replace("{batch}", "1");
+    let batch = s
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "probe", "tenant": "default", "count": 2, "cpu_millis": 500,
+                   "memory_mib": 128, "command": ["sh", "-c", probe]}),
+        )
+        .unwrap();
+    assert_eq!(batch["id"], 1);
+    let log = |i: u32| work.join(format!("1-sandbox-{i}/log"));
+    wait_for("both probes", || {
+        (0..2).all(|i| std::fs::read_to_string(log(i)).is_ok_and(|t| t.contains("done")))
+    });
+    for i in 0..2 {
+        let seen = std::fs::read_to_string(log(i)).unwrap();
+        assert!(!seen.contains(&s.token), "sandbox {i}: {seen}");
+        assert!(!seen.contains("neighbour-secret"), "sandbox {i}: {seen}");
+        // The agent's credential, the data dir, the host's work dir and the neighbour's
+        // scratch are simply not there.
+        assert_eq!(
+            seen.matches("No such file or directory").count(),
+            5,
+            "{seen}"
+        );
+        let procs: u32 = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("procs "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(procs <= 6, "sandbox {i} sees {procs} processes: {seen}");
+        assert!(seen.contains("no-network"), "{seen}");
+        assert_eq!(seen.matches("Read-only file system").count(), 2, "{seen}");
+        assert!(seen.contains("wrote-scratch"), "{seen}");
+        assert!(seen.lines().any(|l| l == "sandbox"), "hostname: {seen}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(work.join("1-sandbox-1/mine")).unwrap(),
+        "mine\n"
+    );
+}

@@ -1,0 +1,210 @@
+//! The isolation layer a sandbox (and, with `--isolate-tasks`, every task) runs under.
+//!
+//! [`Isolation::Bubblewrap`] runs it in bubblewrap's namespaces, made by the agent as root
+//! before the task drops to its tenant's user (see [`crate::users`]): its own PID, mount, IPC,
+//! UTS, network and (where the kernel has it) cgroup namespaces; a read-only view of the host's
+//! `/usr` and `/etc` only (no home, no agent work dir, no other sandbox, no data dir); its own
+//! task directory, writable, at `/sandbox`; a private `/tmp` of bounded size (tmpfs: it counts
+//! against the task's memory); no network but loopback; `/proc` of its own PID namespace; and,
+//! after the drop, no capabilities (the bounding set cleared) and `no_new_privs`.
+//! [`Isolation::None`] runs tasks as plain processes of their tenant's user. The choice sits
+//! behind this one type, so that a stronger layer (gVisor, microVMs) can be added beside it.
+
+use std::path::{Path, PathBuf};
+
+/// Where a task sees its own directory under bubblewrap.
+pub const SANDBOX_DIR: &str = "/sandbox";
+
+/// The size of a sandbox's private `/tmp`.
+pub const TMP_BYTES: u64 = 256 << 20;
+
+/// Where `bwrap` is looked for.
+const BWRAP: [&str; 2] = ["/usr/bin/bwrap", "/bin/bwrap"];
+
+/// What `--isolation` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsolationChoice {
+    /// Bubblewrap where it is installed and the agent is root; none otherwise (said at start).
+    Auto,
+    /// Plain processes.
+    None,
+    /// Bubblewrap, or refuse to start.
+    Bubblewrap,
+}
+
+impl std::str::FromStr for IsolationChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(IsolationChoice::Auto),
+            "none" => Ok(IsolationChoice::None),
+            "bwrap" | "bubblewrap" => Ok(IsolationChoice::Bubblewrap),
+            other => Err(format!("unknown isolation '{other}' (auto, none, bwrap)")),
+        }
+    }
+}
+
+/// How tasks are isolated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Plain processes.
+    None,
+    /// Bubblewrap's namespaces (see the module documentation).
+    Bubblewrap {
+        /// The `bwrap` program.
+        bwrap: PathBuf,
+    },
+}
+
+impl Isolation {
+    /// The isolation `choice` gives on this host: bubblewrap needs the program and root (it
+    /// makes the namespaces before the task drops to its tenant's user).
+    pub fn detect(choice: IsolationChoice, root: bool) -> Result<Isolation, String> {
+        let found = BWRAP.iter().map(PathBuf::from).find(|p| p.exists());
+        match (choice, found, root) {
+            (IsolationChoice::None, _, _) => Ok(Isolation::None),
+            (_, Some(bwrap), true) => Ok(Isolation::Bubblewrap { bwrap }),
+            (IsolationChoice::Auto, _, _) => Ok(Isolation::None),
+            (IsolationChoice::Bubblewrap, None, _) => Err(format!(
+                "--isolation bwrap: bubblewrap is not installed ({BWRAP:?}; Debian: bubblewrap)"
+            )),
+            (IsolationChoice::Bubblewrap, Some(_), false) => Err(
+                "--isolation bwrap: the agent must run as root (it makes the namespaces before \
+                 the task drops to its tenant's user)"
+                    .to_string(),
+            ),
+        }
+    }
+
+    /// What it is, in words.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Isolation::None => "no isolation layer (plain processes)",
+            Isolation::Bubblewrap { .. } => {
+                "bubblewrap (own PID, mount, IPC, UTS and network namespaces; read-only /usr \
+                 and /etc; no capabilities)"
+            }
+        }
+    }
+
+    /// Where a task whose directory is `dir` on the host sees it.
+    pub fn view_of(&self, dir: &Path) -> PathBuf {
+        match self {
+            Isolation::None => dir.to_path_buf(),
+            Isolation::Bubblewrap { .. } => PathBuf::from(SANDBOX_DIR),
+        }
+    }
+
+    /// The command that runs `program args...` (the drop to the tenant's user and the task)
+    /// inside the isolation, with `dir` as its directory.
+    pub fn wrap(&self, dir: &Path, program: String, args: Vec<String>) -> (String, Vec<String>) {
+        let Isolation::Bubblewrap { bwrap } = self else {
+            return (program, args);
+        };
+        let mut out: Vec<String> = [
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--ro-bind",
+            "/etc",
+            "/etc",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/sbin",
+            "/sbin",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        out.push(TMP_BYTES.to_string());
+        for arg in ["--tmpfs", "/tmp", "--bind"] {
+            out.push(arg.to_string());
+        }
+        out.push(dir.display().to_string());
+        for arg in [
+            SANDBOX_DIR,
+            "--chdir",
+            SANDBOX_DIR,
+            "--hostname",
+            "sandbox",
+            "--",
+        ] {
+            out.push(arg.to_string());
+        }
+        out.push(program);
+        out.extend(args);
+        (bwrap.display().to_string(), out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_choice_is_refused_by_name_where_it_cannot_be_had() {
+        assert_eq!(
+            Isolation::detect(IsolationChoice::None, true).unwrap(),
+            Isolation::None
+        );
+        assert_eq!(
+            Isolation::detect(IsolationChoice::Auto, false).unwrap(),
+            Isolation::None
+        );
+        let installed = BWRAP.iter().any(|p| Path::new(p).exists());
+        let e = Isolation::detect(IsolationChoice::Bubblewrap, false).unwrap_err();
+        assert!(
+            e.contains(if installed {
+                "must run as root"
+            } else {
+                "not installed"
+            }),
+            "{e}"
+        );
+        assert!("gvisor".parse::<IsolationChoice>().is_err());
+    }
+
+    #[test]
+    fn bubblewrap_binds_only_the_task_directory_writable() {
+        let iso = Isolation::Bubblewrap {
+            bwrap: "/usr/bin/bwrap".into(),
+        };
+        let (program, args) = iso.wrap(
+            Path::new("/var/lib/agent/9-sandbox-3"),
+            "/usr/bin/setpriv".into(),
+            vec!["--".into(), "true".into()],
+        );
+        assert_eq!(program, "/usr/bin/bwrap");
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--bind /var/lib/agent/9-sandbox-3 /sandbox"),
+            "{joined}"
+        );
+        assert!(joined.contains("--unshare-net"), "{joined}");
+        assert!(joined.ends_with("-- /usr/bin/setpriv -- true"), "{joined}");
+        // Nothing else of the host is bound writable.
+        assert_eq!(args.iter().filter(|a| *a == "--bind").count(), 1);
+        assert_eq!(iso.view_of(Path::new("/x")), PathBuf::from("/sandbox"));
+    }
+}
