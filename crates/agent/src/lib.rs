@@ -161,8 +161,9 @@ impl NodeTasks {
                     if t.exit_code.is_none() {
                         if let Ok(Some(status)) = child.try_wait() {
                             t.exit_code = Some(status.code().unwrap_or(-1));
-                            // Killed, and the kernel counted an out-of-memory kill in its group.
-                            t.oom_killed = status.code().is_none()
+                            // It failed, and the kernel counted an out-of-memory kill in its
+                            // group (under an isolation layer the kill shows as an exit code).
+                            t.oom_killed = !status.success()
                                 && group.as_ref().is_some_and(cgroup::Group::oom_killed);
                         }
                     }

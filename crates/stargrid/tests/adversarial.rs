@@ -581,3 +581,45 @@ fn a_sandbox_cannot_see_the_host_its_neighbours_or_the_network() {
         "mine\n"
     );
 }
+
+#[test]
+fn sandboxes_past_their_memory_are_killed_and_counted_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("data"));
+    let (_agent, said) = common::start_agent_saying(
+        &s.url,
+        &dir.path().join("host"),
+        &s.token,
+        &["--node", "cpu0000000", "--grace-s", "1"],
+        &[],
+    );
+    if !said.contains("tasks limited by") {
+        assert!(said.contains("WITHOUT CPU and memory limits"), "{said}");
+        return;
+    }
+    wait_for("the host up", || {
+        s.get("/v1/nodes")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "cpu0000000" && n["state"] != "down")
+    });
+    // Sandbox 0 eats memory; sandbox 1 fails on its own.
+    let id = s
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "hogs", "tenant": "default", "count": 2, "cpu_millis": 500,
+                   "memory_mib": 64,
+                   "command": ["sh", "-c",
+                               "[ \"$STARGRID_SANDBOX_INDEX\" = 0 ] && exec tail /dev/zero; exit 3"]}),
+        )
+        .unwrap()["id"]
+        .clone();
+    wait_for("the batch to end", || {
+        s.get(&format!("/v1/sandboxes/{id}")).unwrap()["state"] == "finished"
+    });
+    let batch = s.get(&format!("/v1/sandboxes/{id}")).unwrap();
+    assert_eq!(batch["failed"], 2, "{batch}");
+    assert_eq!(batch["oom_killed"], 1, "{batch}");
+}

@@ -571,6 +571,9 @@ pub struct BatchView {
     pub succeeded: u32,
     /// Sandboxes that exited with another code.
     pub failed: u32,
+    /// Of the failed, those the kernel killed for going past their memory.
+    #[serde(default)]
+    pub oom_killed: u32,
     /// Sandboxes lost with their host when the retry budget or the room ran out.
     pub lost: u32,
     /// Sandboxes moved off failed hosts.

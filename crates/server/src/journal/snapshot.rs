@@ -152,6 +152,9 @@ pub struct BatchMetaV1 {
     pub succeeded: u32,
     /// Sandboxes that exited otherwise.
     pub failed: u32,
+    /// Of the failed, those killed for their memory (absent from older snapshots).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oom_killed: u32,
     /// Sandboxes lost with their hosts.
     pub lost: u32,
     /// Sandboxes moved off failed hosts.
@@ -433,4 +436,8 @@ impl Codec<'_> {
             tenant_lost_gpu_hours: q.tenant_lost_gpu_hours.clone(),
         })
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -156,6 +156,7 @@ impl ControlPlane {
         }
         // Exits of live sandboxes on this node, per batch (one event each).
         let mut sandbox_exits: BTreeMap<BatchId, Vec<(u32, i32)>> = BTreeMap::new();
+        let mut sandbox_ooms: BTreeMap<BatchId, Vec<u32>> = BTreeMap::new();
         for t in &hb.tasks {
             // Jobs and batches share one sequence: the report's id names one or the other.
             let (job, batch) = (JobId(t.job), BatchId(t.job));
@@ -163,6 +164,9 @@ impl ControlPlane {
                 if let Some(code) = t.exit_code {
                     if self.sandbox_live_on(batch, t.rank, node) {
                         sandbox_exits.entry(batch).or_default().push((t.rank, code));
+                        if t.oom_killed && code != 0 {
+                            sandbox_ooms.entry(batch).or_default().push(t.rank);
+                        }
                     }
                 }
                 continue;
@@ -197,7 +201,15 @@ impl ControlPlane {
         for (batch, mut exited) in sandbox_exits {
             exited.sort_unstable();
             exited.dedup_by_key(|(i, _)| *i);
-            events.push(Event::SandboxesExited { batch, exited, at });
+            let mut oom_killed = sandbox_ooms.remove(&batch).unwrap_or_default();
+            oom_killed.sort_unstable();
+            oom_killed.dedup();
+            events.push(Event::SandboxesExited {
+                batch,
+                exited,
+                oom_killed,
+                at,
+            });
         }
         Ok(events)
     }

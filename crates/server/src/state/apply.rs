@@ -287,6 +287,7 @@ impl ControlPlane {
                         cancelled: false,
                         succeeded: 0,
                         failed: 0,
+                        oom_killed: 0,
                         lost: 0,
                         moved: 0,
                     },
@@ -294,7 +295,12 @@ impl ControlPlane {
                 self.next_id = self.next_id.max(id.0 + 1);
                 Vec::new()
             }
-            Event::SandboxesExited { batch, exited, at } => {
+            Event::SandboxesExited {
+                batch,
+                exited,
+                oom_killed,
+                at,
+            } => {
                 let meta = self
                     .batches
                     .get(batch)
@@ -308,6 +314,7 @@ impl ControlPlane {
                 if let Some(m) = self.batches.get_mut(batch) {
                     m.failed += failed;
                     m.succeeded += exited.len() as u32 - failed;
+                    m.oom_killed += oom_killed.len() as u32;
                 }
                 self.end_batch_if_empty(*batch, *at);
                 self.dirty = true;

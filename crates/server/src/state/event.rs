@@ -207,6 +207,9 @@ pub enum Event {
         batch: BatchId,
         /// Each exited sandbox and its code.
         exited: Vec<(u32, i32)>,
+        /// Those of them the kernel killed for going past their memory.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        oom_killed: Vec<u32>,
         /// Unix seconds.
         at: u64,
     },

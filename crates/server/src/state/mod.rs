@@ -148,6 +148,8 @@ struct BatchMeta {
     cancelled: bool,
     succeeded: u32,
     failed: u32,
+    /// Of the failed, those the kernel killed for going past their memory.
+    oom_killed: u32,
     lost: u32,
     moved: u32,
 }

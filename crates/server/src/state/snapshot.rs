@@ -97,6 +97,7 @@ impl ControlPlane {
                     cancelled: m.cancelled,
                     succeeded: m.succeeded,
                     failed: m.failed,
+                    oom_killed: m.oom_killed,
                     lost: m.lost,
                     moved: m.moved,
                 })
@@ -191,6 +192,7 @@ impl ControlPlane {
                     cancelled: m.cancelled,
                     succeeded: m.succeeded,
                     failed: m.failed,
+                    oom_killed: m.oom_killed,
                     lost: m.lost,
                     moved: m.moved,
                 },

@@ -178,6 +178,7 @@ impl ControlPlane {
             live,
             succeeded: meta.succeeded,
             failed: meta.failed,
+            oom_killed: meta.oom_killed,
             lost: meta.lost,
             moved: meta.moved,
             hosts,

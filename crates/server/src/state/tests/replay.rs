@@ -53,6 +53,7 @@ fn busy_journal() -> Vec<Vec<u8>> {
         Event::SandboxesExited {
             batch: BatchId(6),
             exited: vec![(0, 0), (1, 3)],
+            oom_killed: vec![1],
             at: 126,
         },
     );
@@ -142,6 +143,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
         Event::SandboxesExited {
             batch: BatchId(7),
             exited: vec![(0, 0), (1, 3)],
+            oom_killed: Vec::new(),
             at: 405,
         },
     );
