@@ -41,6 +41,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
+pub use task::agent_tag as task_group_tag;
 use task::{hollow_runtime, sandbox_task, spawn, stop, Running, Task, TaskKey};
 use wire::api::{
     Assignment, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport, WaitForChanges,

@@ -209,7 +209,7 @@ pub(crate) fn spawn(
 
 /// A short name for the agent (from its work dir, so the same across its restarts): task groups
 /// of two agents on one host never share a name.
-fn agent_tag(work_dir: &std::path::Path) -> String {
+pub fn agent_tag(work_dir: &std::path::Path) -> String {
     // FNV-1a: stable across builds and platforms, unlike the standard hasher.
     let hash = work_dir
         .as_os_str()

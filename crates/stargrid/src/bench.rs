@@ -23,6 +23,8 @@ pub enum BenchCommand {
     Sim(SimBenchArgs),
     /// The control plane on loopback: durable submissions per second, submit-to-running latency.
     Live(crate::bench_live::LiveBenchArgs),
+    /// Isolated sandboxes started for real on this host: how fast, and what each costs it.
+    Sandboxes(crate::bench_sandboxes::SandboxBenchArgs),
 }
 
 #[derive(Args)]
@@ -207,6 +209,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Engine(a) => a,
         BenchCommand::Sim(a) => return bench_sim(a),
         BenchCommand::Live(a) => return crate::bench_live::run(a),
+        BenchCommand::Sandboxes(a) => return crate::bench_sandboxes::run(a),
     };
     let quiet = a.json;
     let t0 = Instant::now();

@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod bench;
 mod bench_live;
+mod bench_sandboxes;
 mod client;
 mod config;
 mod cost_view;
