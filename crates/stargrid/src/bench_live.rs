@@ -87,24 +87,8 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             dir.path(),
         )
     };
-    let srv = server::Server::start(&config).context("starting the server")?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .context("listening")?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let server_task = {
-        let stop = stop.clone();
-        runtime.spawn(server::serve(srv, listener, async move {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }))
-    };
-    let admin = std::fs::read_to_string(&config.admin_token_file)?
-        .trim()
-        .to_string();
+    let served = Loopback::start(&config)?;
+    let (url, admin) = (served.url.clone(), served.admin.clone());
     let client = Client::new(&url, &admin);
     let names: Vec<String> = fleet.nodes().iter().map(|n| n.name.to_string()).collect();
     let agent_token = client.issue_token(&IssueToken {
@@ -231,8 +215,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     latencies_ms.sort_by(f64::total_cmp);
     agent_stop.store(true, Ordering::Relaxed);
     let _ = agent.join();
-    stop.store(true, Ordering::Relaxed);
-    let _ = runtime.block_on(server_task);
+    served.stop();
     // Restart on the journal just written: from its latest snapshot, then from record 1.
     let restart = |replay_all: bool| -> Result<(f64, String, String)> {
         let t = Instant::now();
@@ -275,4 +258,53 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// A server started in this process over a configuration, serving `/v1` on a loopback port
+/// until [`Loopback::stop`]: what the live benchmarks measure against.
+pub(crate) struct Loopback {
+    /// Its base URL.
+    pub url: String,
+    /// Its first admin token.
+    pub admin: String,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Loopback {
+    /// Starts the server (replaying its journal) and serves it on a free loopback port.
+    pub fn start(config: &server::Config) -> Result<Loopback> {
+        let srv = server::Server::start(config).context("starting the server")?;
+        let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .context("listening")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let stop = stop.clone();
+            runtime.spawn(server::serve(srv, listener, async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }))
+        };
+        let admin = std::fs::read_to_string(&config.admin_token_file)?
+            .trim()
+            .to_string();
+        Ok(Loopback {
+            url,
+            admin,
+            stop,
+            task,
+            runtime,
+        })
+    }
+
+    /// Stops serving and closes the journal.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.runtime.block_on(self.task);
+    }
 }

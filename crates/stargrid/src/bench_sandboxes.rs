@@ -47,24 +47,8 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         )
     };
     crate::server_cmd::private_dir(&dir.path().join("data"))?;
-    let srv = server::Server::start(&config).context("starting the server")?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .context("listening")?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let server_task = {
-        let stop = stop.clone();
-        runtime.spawn(server::serve(srv, listener, async move {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }))
-    };
-    let admin = std::fs::read_to_string(&config.admin_token_file)?
-        .trim()
-        .to_string();
+    let served = crate::bench_live::Loopback::start(&config)?;
+    let (url, admin) = (served.url.clone(), served.admin.clone());
     let client = Client::new(&url, &admin);
     let credential = client.issue_token(&IssueToken {
         role: "agent".into(),
@@ -154,8 +138,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
     }
     agent_stop.store(true, Ordering::Relaxed);
     let _ = agent.join();
-    stop.store(true, Ordering::Relaxed);
-    let _ = runtime.block_on(server_task);
+    served.stop();
     let spread = all_started.duration_since(first).as_secs_f64();
     let report = serde_json::json!({
         "machine": crate::bench::machine(),

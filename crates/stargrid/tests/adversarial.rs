@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::hostile::{place_a_job_on, start_server, start_server_with};
+use common::hostile::{place_a_job_on, start_server, start_server_with, Server};
 use common::wait_for;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -501,13 +501,7 @@ fn a_sandbox_cannot_see_the_host_its_neighbours_or_the_network() {
     let data = dir.path().join("data");
     let s = start_server(&data);
     let work = dir.path().join("host");
-    let (_agent, said) = common::start_agent_saying(
-        &s.url,
-        &work,
-        &s.token,
-        &["--node", "cpu0000000", "--grace-s", "1"],
-        &[],
-    );
+    let (_agent, said) = start_cpu_host(&s, &work);
     if !said.contains("sandboxes under bubblewrap") {
         // Not root, or no bubblewrap here: the agent says sandboxes run unisolated.
         assert!(said.contains("no isolation layer"), "{said}");
@@ -530,14 +524,6 @@ fn a_sandbox_cannot_see_the_host_its_neighbours_or_the_network() {
         journal = data.join("journal.db").display(),
         work = work.display(),
     );
-    wait_for("the host up", || {
-        s.get("/v1/nodes")
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["name"] == "cpu0000000" && n["state"] != "down")
-    });
     // The batch id is the next id (1): the probe names its neighbour's directory by it.
     let probe = probe.replace("{batch}", "1");
     let batch = s
@@ -586,25 +572,11 @@ fn a_sandbox_cannot_see_the_host_its_neighbours_or_the_network() {
 fn sandboxes_past_their_memory_are_killed_and_counted_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
-    let (_agent, said) = common::start_agent_saying(
-        &s.url,
-        &dir.path().join("host"),
-        &s.token,
-        &["--node", "cpu0000000", "--grace-s", "1"],
-        &[],
-    );
+    let (_agent, said) = start_cpu_host(&s, &dir.path().join("host"));
     if !said.contains("tasks limited by") {
         assert!(said.contains("WITHOUT CPU and memory limits"), "{said}");
         return;
     }
-    wait_for("the host up", || {
-        s.get("/v1/nodes")
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["name"] == "cpu0000000" && n["state"] != "down")
-    });
     // Sandbox 0 eats memory; sandbox 1 fails on its own.
     let id = s
         .post(
@@ -622,4 +594,25 @@ fn sandboxes_past_their_memory_are_killed_and_counted_as_such() {
     let batch = s.get(&format!("/v1/sandboxes/{id}")).unwrap();
     assert_eq!(batch["failed"], 2, "{batch}");
     assert_eq!(batch["oom_killed"], 1, "{batch}");
+}
+
+/// An agent for the CPU host `cpu0000000` working in `work`, once the host is up, and the line
+/// it printed when it started (which limits and isolation it applies).
+fn start_cpu_host(s: &Server, work: &std::path::Path) -> (common::Proc, String) {
+    let started = common::start_agent_saying(
+        &s.url,
+        work,
+        &s.token,
+        &["--node", "cpu0000000", "--grace-s", "1"],
+        &[],
+    );
+    wait_for("the host up", || {
+        s.get("/v1/nodes")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "cpu0000000" && n["state"] != "down")
+    });
+    started
 }
