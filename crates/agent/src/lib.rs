@@ -289,7 +289,15 @@ const LOG_CHUNK_BYTES: u64 = 64 << 10;
 fn read_log(work_dir: &std::path::Path, want: &wire::api::LogWanted) -> Option<LogChunk> {
     use std::io::{Read, Seek};
     use std::os::unix::fs::OpenOptionsExt;
-    let path = work_dir.join(format!("{}-{}-{}/log", want.job, want.run, want.rank));
+    // A job's task, or (run 0 of a batch) a sandbox: jobs and batches share one sequence of ids.
+    let task = work_dir.join(format!("{}-{}-{}", want.job, want.run, want.rank));
+    let sandbox = work_dir.join(format!("{}-sandbox-{}", want.job, want.rank));
+    let dir = if want.run == 0 && !task.exists() {
+        sandbox
+    } else {
+        task
+    };
+    let path = dir.join("log");
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

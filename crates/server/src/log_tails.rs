@@ -105,11 +105,36 @@ pub struct TailView {
     pub data: String,
 }
 
-/// Every task's tail, and which jobs are read.
+/// Whose logs someone reads: a job's (every rank), or one sandbox of a batch (a batch may hold
+/// thousands: reading one asks only its host for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Interest {
+    /// Every task of a job.
+    Job(u64),
+    /// One sandbox of a batch.
+    Sandbox {
+        /// The batch.
+        batch: u64,
+        /// The sandbox's index.
+        index: u32,
+    },
+}
+
+/// Whether someone reads `task`'s log (a sandbox is its batch's task of run 0).
+fn wanted_in(wanted: &HashMap<Interest, Instant>, task: &TaskKey) -> bool {
+    wanted.contains_key(&Interest::Job(task.job))
+        || (task.run == 0
+            && wanted.contains_key(&Interest::Sandbox {
+                batch: task.job,
+                index: task.rank,
+            }))
+}
+
+/// Every task's tail, and which jobs and sandboxes are read.
 #[derive(Debug)]
 pub struct LogTails {
-    /// Jobs whose logs someone read lately, and until when agents are asked for more.
-    wanted: HashMap<u64, Instant>,
+    /// Logs someone read lately, and until when agents are asked for more.
+    wanted: HashMap<Interest, Instant>,
     tails: HashMap<TaskKey, Tail>,
     /// Bytes of text in all tails.
     bytes: usize,
@@ -136,7 +161,16 @@ impl LogTails {
     /// Someone reads job `job`'s logs: agents are asked for them for a while. Whether nobody
     /// was reading them already (then the job's agents must be woken to hear of it).
     pub fn want(&mut self, job: u64, now: Instant) -> bool {
-        self.wanted.insert(job, now + INTEREST).is_none()
+        self.wanted
+            .insert(Interest::Job(job), now + INTEREST)
+            .is_none()
+    }
+
+    /// Someone reads sandbox `index` of batch `batch`: as [`LogTails::want`], for that one.
+    pub fn want_sandbox(&mut self, batch: u64, index: u32, now: Instant) -> bool {
+        self.wanted
+            .insert(Interest::Sandbox { batch, index }, now + INTEREST)
+            .is_none()
     }
 
     /// Forgets jobs nobody read for [`INTEREST`], with their tails.
@@ -150,7 +184,7 @@ impl LogTails {
         let wanted = &self.wanted;
         let mut freed = 0;
         self.tails.retain(|k, t| {
-            let keep = wanted.contains_key(&k.job);
+            let keep = wanted_in(wanted, k);
             if !keep {
                 freed += t.text.len();
             }
@@ -161,7 +195,18 @@ impl LogTails {
 
     /// Jobs someone reads now.
     pub fn wanted_jobs(&self) -> impl Iterator<Item = u64> + '_ {
-        self.wanted.keys().copied()
+        self.wanted.keys().filter_map(|i| match i {
+            Interest::Job(job) => Some(*job),
+            Interest::Sandbox { .. } => None,
+        })
+    }
+
+    /// Sandboxes someone reads now: (batch, index).
+    pub fn wanted_sandboxes(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.wanted.keys().filter_map(|i| match i {
+            Interest::Sandbox { batch, index } => Some((*batch, *index)),
+            Interest::Job(_) => None,
+        })
     }
 
     /// Where the server's copy of a task's log ends (0: it has none).
@@ -179,7 +224,7 @@ impl LogTails {
     /// the next heartbeat answer asks again from the tail's end.
     pub fn ingest(&mut self, c: Chunk, assigned: bool, now: Instant) -> Result<(), ChunkRefused> {
         let TaskKey { job, run, rank } = c.task;
-        if !self.wanted.contains_key(&job) {
+        if !wanted_in(&self.wanted, &c.task) {
             return Err(ChunkRefused::NotWanted(job));
         }
         if !assigned {
@@ -357,6 +402,50 @@ mod tests {
         logs.expire(now + INTEREST + Duration::from_secs(1));
         assert_eq!(logs.bytes(), 0);
         assert_eq!(logs.wanted_jobs().count(), 0);
+    }
+
+    #[test]
+    fn reading_one_sandbox_asks_for_that_one_only() {
+        let now = Instant::now();
+        let mut logs = LogTails::default();
+        assert!(logs.want_sandbox(9, 2, now));
+        assert!(
+            !logs.want_sandbox(9, 2, now),
+            "already wanted: no new wake-up"
+        );
+        assert_eq!(logs.wanted_sandboxes().collect::<Vec<_>>(), [(9, 2)]);
+        assert_eq!(logs.wanted_jobs().count(), 0);
+        let sandbox = |rank| Chunk {
+            task: TaskKey {
+                job: 9,
+                run: 0,
+                rank,
+            },
+            offset: 0,
+            len: 3,
+            data: "hi\n".into(),
+        };
+        logs.ingest(sandbox(2), true, now).unwrap();
+        assert_eq!(
+            logs.ingest(sandbox(1), true, now),
+            Err(ChunkRefused::NotWanted(9)),
+            "its neighbour's log is not wanted"
+        );
+        assert_eq!(
+            logs.view(
+                &TaskKey {
+                    job: 9,
+                    run: 0,
+                    rank: 2
+                },
+                0
+            )
+            .data,
+            "hi\n"
+        );
+        logs.expire(now + INTEREST + Duration::from_secs(1));
+        assert_eq!(logs.bytes(), 0);
+        assert_eq!(logs.wanted_sandboxes().count(), 0);
     }
 
     proptest! {

@@ -77,11 +77,14 @@ pub enum ClientCommand {
     },
     /// A job's task log (rank 0 unless --rank), fetched from its node through the server.
     Logs {
-        /// Job id.
+        /// Job id, or a sandbox batch's id with --sandbox.
         id: u64,
         /// The task's rank.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "sandbox")]
         rank: u32,
+        /// The log of this sandbox of batch ID (its index).
+        #[arg(long)]
+        sandbox: Option<u32>,
         /// Keep printing what the task writes until the job ends (Ctrl-C stops).
         #[arg(long, short)]
         follow: bool,
@@ -358,13 +361,22 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
             }
             Err(e) => return Err(fail(e)),
         },
-        ClientCommand::Logs { id, rank, follow } => {
+        ClientCommand::Logs {
+            id,
+            rank,
+            sandbox,
+            follow,
+        } => {
             use std::io::Write;
             let mut from = 0u64;
             let started = std::time::Instant::now();
             let mut quiet_polls = 0;
             loop {
-                let v = client.logs(*id, *rank, from).map_err(fail)?;
+                let v = match sandbox {
+                    Some(index) => client.sandbox_logs(*id, *index, from),
+                    None => client.logs(*id, *rank, from),
+                }
+                .map_err(fail)?;
                 if v.data.is_empty() {
                     quiet_polls += 1;
                 } else {
@@ -380,8 +392,11 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                     break;
                 }
                 if *follow && quiet_polls >= 3 {
-                    let j = client.job(*id).map_err(fail)?;
-                    if matches!(j.state.as_str(), "finished" | "cancelled") && waited {
+                    let state = match sandbox {
+                        Some(_) => client.batch(*id).map_err(fail)?.state,
+                        None => client.job(*id).map_err(fail)?.state,
+                    };
+                    if matches!(state.as_str(), "finished" | "cancelled") && waited {
                         break;
                     }
                 }

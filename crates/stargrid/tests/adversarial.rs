@@ -616,3 +616,51 @@ fn start_cpu_host(s: &Server, work: &std::path::Path) -> (common::Proc, String) 
     });
     started
 }
+
+#[test]
+fn a_sandboxs_log_reaches_its_tenant_and_no_one_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = common::hostile::two_tenants(dir.path(), "");
+    let s = start_server_with(
+        &dir.path().join("data"),
+        &["--tenants", tenants.to_str().unwrap()],
+    );
+    let (_agent, _) = start_cpu_host(&s, &dir.path().join("host"));
+    let token_of = |tenant: &str| {
+        s.post("/v1/tokens", json!({"role": "tenant", "tenant": tenant}))
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (alpha, beta) = (token_of("alpha"), token_of("beta"));
+    let id = s
+        .post_as(
+            &alpha,
+            "/v1/sandboxes",
+            json!({"name": "talk", "tenant": "alpha", "count": 3, "cpu_millis": 500,
+                   "memory_mib": 64,
+                   "command": ["sh", "-c", "echo hello from $STARGRID_SANDBOX_INDEX; sleep 30"]}),
+        )
+        .unwrap()["id"]
+        .clone();
+    let path = |index: u32| format!("/v1/sandboxes/{id}/logs?index={index}");
+    // Its tenant asks; the host's agent sends that one sandbox's log.
+    wait_for("sandbox 2's log", || {
+        s.get_as(&alpha, &path(2)).unwrap()["data"]
+            .as_str()
+            .is_some_and(|d| d.contains("hello from 2"))
+    });
+    let view = s.get_as(&alpha, &path(2)).unwrap();
+    assert_eq!(view["rank"], 2, "{view}");
+    assert!(
+        !view["data"].as_str().unwrap().contains("hello from 0"),
+        "{view}"
+    );
+    // Another tenant cannot tell the batch exists; an index past the batch is refused by name.
+    let (code, _) = s.get_as(&beta, &path(2)).unwrap_err();
+    assert_eq!(code, 404);
+    let (code, body) = s.get_as(&alpha, &path(3)).unwrap_err();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"index\""), "{body}");
+}

@@ -268,6 +268,12 @@ impl Client {
         self.get(&format!("jobs/{id}/logs"), &q)
     }
 
+    /// Sandbox `index` of batch `id`'s log from byte `from` (`GET /v1/sandboxes/{id}/logs`).
+    pub fn sandbox_logs(&self, id: u64, index: u32, from: u64) -> Result<LogView> {
+        let q = [("index", index.to_string()), ("from", from.to_string())];
+        self.get(&format!("sandboxes/{id}/logs"), &q)
+    }
+
     /// Every service, in id order, all pages; only `tenant`'s when given (`GET /v1/services`).
     pub fn services(&self, tenant: Option<&str>) -> Result<Vec<ServiceView>> {
         let mut all = Vec::new();

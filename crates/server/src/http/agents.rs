@@ -55,6 +55,7 @@ pub(super) async fn heartbeat(
                 .map(|c| {
                     p.log_tasks_on(JobId(c.job), &hb.node)
                         .contains(&(c.run, c.rank))
+                        || (c.run == 0 && p.sandbox_runs_on(BatchId(c.job), c.rank, &hb.node))
                 })
                 .collect()
         };

@@ -1,5 +1,5 @@
-//! `GET /v1/jobs/{id}/logs`, and what each node is asked to send of the logs someone reads
-//! (the tails themselves are kept by [`crate::log_tails`]).
+//! `GET /v1/jobs/{id}/logs` and `GET /v1/sandboxes/{id}/logs`, and what each node is asked to
+//! send of the logs someone reads (the tails themselves are kept by [`crate::log_tails`]).
 
 use super::*;
 
@@ -23,7 +23,103 @@ pub(super) fn wanted_on(
             });
         }
     }
+    let sandboxes: Vec<(u64, u32)> = logs.wanted_sandboxes().collect();
+    for (batch, index) in sandboxes {
+        if plane.sandbox_runs_on(BatchId(batch), index, node) {
+            let task = TaskKey {
+                job: batch,
+                run: 0,
+                rank: index,
+            };
+            out.push(crate::api::LogWanted {
+                job: batch,
+                run: 0,
+                rank: index,
+                from: logs.next_of(&task),
+            });
+        }
+    }
     out
+}
+
+/// Query of `GET /v1/sandboxes/{id}/logs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SandboxLogQuery {
+    /// The sandbox's index in its batch (default 0).
+    index: Option<u32>,
+    /// The first byte wanted (the previous answer's `next`; default 0).
+    from: Option<u64>,
+}
+
+/// A sandbox's log, as far as the server has it: asking makes its host's agent send what
+/// follows, within a heartbeat, while the sandbox lives (and the server keeps what it got for
+/// a while after); ask again with `from = next`. The answer's `job` is the batch and `rank`
+/// the sandbox's index.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/logs",
+    params(("id" = u64, Path, description = "batch id"), SandboxLogQuery),
+    responses((status = 200, body = crate::api::LogView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn sandbox_logs(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    query: Result<Query<SandboxLogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    respond((|| {
+        let (role, id) = server.caller_and_id(&headers, &raw)?;
+        let Query(q) =
+            query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        let index = q.index.unwrap_or(0);
+        let task = TaskKey {
+            job: id,
+            run: 0,
+            rank: index,
+        };
+        let host = {
+            let p = server.plane();
+            let view = p.batch_view(BatchId(id));
+            match view {
+                Some(v) if may_touch(&role, &v.tenant) => {
+                    if index >= v.count {
+                        return Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            "index",
+                            format!("batch {id} has sandboxes 0..{}", v.count),
+                        ));
+                    }
+                }
+                _ => return Ok(no_such("batch", id)),
+            }
+            p.sandbox_host(BatchId(id), index)
+        };
+        let now = Instant::now();
+        if let Some(host) = host {
+            let newly = server.logs().want_sandbox(id, index, now);
+            if newly {
+                // Wake its host's agent: it heartbeats, hears what is wanted, and sends it.
+                server.change_log().publish(vec![host]);
+            }
+        } else if server.logs().next_of(&task) == 0 {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "index",
+                format!(
+                    "sandbox {index} of batch {id} is not running, and its log was not read \
+                     while it ran"
+                ),
+            ));
+        }
+        let tail = server.logs().view(&task, q.from.unwrap_or(0));
+        Ok(Json(crate::api::LogView {
+            job: id,
+            run: 0,
+            rank: index,
+            from: tail.from,
+            next: tail.next,
+            data: tail.data,
+        })
+        .into_response())
+    })())
 }
 
 /// Query of `GET /v1/jobs/{id}/logs`.

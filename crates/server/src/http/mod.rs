@@ -390,6 +390,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/sandboxes", post(submit_sandboxes).get(list_batches))
         .route("/v1/sandboxes/{id}", get(get_batch))
         .route("/v1/sandboxes/{id}/cancel", post(cancel_batch))
+        .route("/v1/sandboxes/{id}/logs", get(sandbox_logs))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}/drain", post(drain_node))
         .route("/v1/nodes/{name}/resume", post(resume_node))

@@ -22,6 +22,7 @@ use super::*;
         list_batches,
         get_batch,
         cancel_batch,
+        sandbox_logs,
         list_nodes,
         drain_node,
         resume_node,

@@ -162,6 +162,28 @@ impl ControlPlane {
                 .is_some_and(|w| w >> (index % 64) & 1 == 1)
     }
 
+    /// The host sandbox `index` of `batch` runs on, while it is live.
+    pub fn sandbox_host(&self, batch: BatchId, index: u32) -> Option<String> {
+        let Some(Allocation::Sandboxes { runs, .. }) =
+            self.sched.engine().allocation(batch.workload())
+        else {
+            return None;
+        };
+        let k = runs.partition_point(|r| r.first <= index).checked_sub(1)?;
+        let node = runs[k].node;
+        self.sandbox_live_on(batch, index, node)
+            .then(|| self.sched.engine().fleet().node(node).name.to_string())
+    }
+
+    /// Whether sandbox `index` of `batch` runs on node `name` (its log lives there).
+    pub fn sandbox_runs_on(&self, batch: BatchId, index: u32, name: &str) -> bool {
+        self.sched
+            .engine()
+            .fleet()
+            .node_by_name(name)
+            .is_some_and(|n| self.sandbox_live_on(batch, index, n))
+    }
+
     /// The tasks of job `id` on node `name` whose logs live there: (run, rank) of its latest
     /// run.
     pub fn log_tasks_on(&self, id: JobId, name: &str) -> Vec<(u32, u32)> {
