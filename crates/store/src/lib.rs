@@ -23,6 +23,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod pg;
+mod sqlite;
 
 pub use pg::fresh_database;
 use std::ops::Range;
@@ -69,15 +70,6 @@ pub struct Record {
     /// The event, as the server encoded it.
     pub body: Vec<u8>,
 }
-
-/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[
-    // 1: the journal and its snapshots.
-    "CREATE TABLE journal (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
-     CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);",
-    // 2: a summary per workload that outlives compaction (the audit trail's short form).
-    "CREATE TABLE history (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
-];
 
 /// The (key, body) tables read a page at a time.
 #[derive(Clone, Copy)]
@@ -173,7 +165,9 @@ enum Writer {
 impl Writer {
     fn commit(&mut self, group: &[Request], last: u64) -> Result<u64, String> {
         match self {
-            Writer::Sqlite { conn, .. } => commit(conn, group, last).map_err(|e| e.to_string()),
+            Writer::Sqlite { conn, .. } => {
+                sqlite::commit(conn, group, last).map_err(|e| e.to_string())
+            }
             Writer::Postgres(c) => pg::commit(c, group, last).map_err(|e| e.to_string()),
         }
     }
@@ -221,88 +215,6 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
-/// The journal holds job environments (secrets among them): its file, WAL and shared-memory
-/// files are the owner's alone. A new journal file is made with mode 0600 before SQLite opens
-/// it (its WAL then inherits the mode); an existing one that group or others could read is made
-/// private. Returns the files it had to fix.
-fn private_files(path: &Path) -> Result<Vec<String>, StoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let err = |p: &Path, e: std::io::Error| StoreError::Open {
-        path: p.display().to_string(),
-        reason: e.to_string(),
-    };
-    if !path.exists() {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| err(path, e))?;
-    }
-    let mut fixed = Vec::new();
-    let name = path.display().to_string();
-    for file in [
-        name.clone(),
-        format!("{name}-wal"),
-        format!("{name}-shm"),
-        format!("{name}.lock"),
-    ] {
-        let p = Path::new(&file);
-        let Ok(meta) = std::fs::metadata(p) else {
-            continue;
-        };
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| err(p, e))?;
-            fixed.push(format!("{file} (was {:o})", mode & 0o777));
-        }
-    }
-    Ok(fixed)
-}
-
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let err = |e: rusqlite::Error| StoreError::Open {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let conn = Connection::open(path).map_err(err)?;
-    // WAL: readers never block the writer; FULL: a commit is on disk when it returns.
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(err)?;
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let open_err = |reason: String| StoreError::Open {
-        path: path.display().to_string(),
-        reason,
-    };
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| open_err(e.to_string()))?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(open_err(format!(
-            "schema version {version} is newer than this build knows ({known}); use a newer stargrid"
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(|e| open_err(e.to_string()))?;
-        tx.execute_batch(sql)
-            .map_err(|e| open_err(format!("migration {}: {e}", i + 1)))?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(|e| open_err(e.to_string()))?;
-        tx.commit().map_err(|e| open_err(e.to_string()))?;
-    }
-    Ok(())
-}
-
 impl Journal {
     /// Opens (creating and migrating as needed) the journal at `url` (see [`parse_url`]).
     pub fn open(url: &str) -> Result<Journal, StoreError> {
@@ -348,15 +260,15 @@ impl Journal {
                         Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(e)),
                     }
                 }
-                let fixed = private_files(&path)?;
-                let mut conn = open_connection(&path)?;
-                migrate(&mut conn, &path)?;
+                let fixed = sqlite::private_files(&path)?;
+                let mut conn = sqlite::open_connection(&path)?;
+                sqlite::migrate(&mut conn, &path)?;
                 let last: u64 = conn
                     .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
                         r.get::<_, i64>(0)
                     })
                     .map(|v| v as u64)?;
-                let reader = open_connection(&path)?;
+                let reader = sqlite::open_connection(&path)?;
                 (
                     path,
                     Writer::Sqlite { conn, _lock: lock },
@@ -600,56 +512,6 @@ fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64) {
             }
         }
     }
-}
-
-fn commit(conn: &mut Connection, group: &[Request], last: u64) -> Result<u64, rusqlite::Error> {
-    let tx = conn.transaction()?;
-    let mut seq = last;
-    {
-        let mut insert = tx.prepare_cached("INSERT INTO journal (seq, body) VALUES (?1, ?2)")?;
-        let mut snap =
-            tx.prepare_cached("INSERT OR REPLACE INTO snapshots (seq, body) VALUES (?1, ?2)")?;
-        // Only the latest snapshot is read; older ones go.
-        let mut prune = tx.prepare_cached("DELETE FROM snapshots WHERE seq < ?1")?;
-        for r in group {
-            match r {
-                Request::Append { bodies, .. } => {
-                    for b in bodies {
-                        seq += 1;
-                        insert.execute(params![seq as i64, b])?;
-                    }
-                }
-                Request::Snapshot { seq: at, body, .. } => {
-                    snap.execute(params![*at as i64, body])?;
-                    prune.execute(params![*at as i64])?;
-                }
-                Request::Rewrite { records, .. } => {
-                    let mut update =
-                        tx.prepare_cached("UPDATE journal SET body = ?2 WHERE seq = ?1")?;
-                    for r in records {
-                        update.execute(params![r.seq as i64, r.body])?;
-                    }
-                    tx.execute("DELETE FROM snapshots", [])?;
-                }
-                Request::Compact {
-                    before, history, ..
-                } => {
-                    let mut put = tx.prepare_cached(
-                        "INSERT OR REPLACE INTO history (id, body) VALUES (?1, ?2)",
-                    )?;
-                    for h in history {
-                        put.execute(params![h.seq as i64, h.body])?;
-                    }
-                    tx.execute(
-                        "DELETE FROM journal WHERE seq < ?1",
-                        params![*before as i64],
-                    )?;
-                }
-            }
-        }
-    }
-    tx.commit()?;
-    Ok(seq)
 }
 
 #[cfg(test)]
