@@ -13,9 +13,10 @@ pub(super) async fn heartbeat(
     body: axum::body::Body,
 ) -> Response {
     // The token is checked before the body is read, its binding to the node after.
-    if let Err(r) = server.principal(&headers) {
-        return r.into_response();
-    }
+    let caller = match server.caller(&headers) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
@@ -24,7 +25,7 @@ pub(super) async fn heartbeat(
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = server.reporter(&headers, [hb.node.as_str()]) {
+    if let Err(r) = server.reporter(&caller, [hb.node.as_str()]) {
         return r.into_response();
     }
     server.seen().insert(hb.node.clone(), Instant::now());

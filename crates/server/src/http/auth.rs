@@ -69,19 +69,20 @@ impl Server {
         self.caller(headers).map(|(role, _)| role)
     }
 
-    /// An agent's report for `nodes`: refused (403, and counted against the credential) when
-    /// the token may not report for every one of them. Tenants never report.
+    /// An agent's report for `nodes`, from the request's `caller` (its role and token hash,
+    /// looked up once): refused (403, and counted against the credential) when the token may
+    /// not report for every one of them. Tenants never report.
     pub(super) fn reporter<'a>(
         &self,
-        headers: &HeaderMap,
+        caller: &(Role, String),
         nodes: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Role, Refusal> {
-        let (role, hash) = self.caller(headers)?;
+    ) -> Result<(), Refusal> {
+        let (role, hash) = caller;
         if let Role::Tenant { .. } = role {
             return Err(Refusal::forbidden("only agent tokens report for nodes"));
         }
         if let Some(other) = nodes.into_iter().find(|n| !role.may_report_for(n)) {
-            let id = crate::state::token_id(&hash).to_string();
+            let id = crate::state::token_id(hash).to_string();
             tracing::warn!(token = %id, node = %other, "report for a node the credential is not bound to");
             *self.refused_reports().entry(id).or_default() += 1;
             return Err(Refusal::new(
@@ -90,11 +91,11 @@ impl Server {
                 format!("this agent credential is not bound to node '{other}'"),
             ));
         }
-        Ok(role)
+        Ok(())
     }
 
     /// The role of the request's bearer token, and the token's SHA-256.
-    fn caller(&self, headers: &HeaderMap) -> Result<(Role, String), Refusal> {
+    pub(super) fn caller(&self, headers: &HeaderMap) -> Result<(Role, String), Refusal> {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

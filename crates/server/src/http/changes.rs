@@ -99,7 +99,7 @@ pub(super) async fn wait_for_changes(
     respond(
         async {
             // The token is checked before the body is read.
-            server.principal(&headers)?;
+            let caller = server.caller(&headers)?;
             let req: crate::api::WaitForChanges = parse_json(&read_body(body).await?)?;
             if req.nodes.is_empty() || req.nodes.len() > 100_000 {
                 return Err(Refusal::new(
@@ -115,7 +115,7 @@ pub(super) async fn wait_for_changes(
                     format!("must be at most {MAX_WAIT_MS}"),
                 ));
             }
-            server.reporter(&headers, req.nodes.iter().map(String::as_str))?;
+            server.reporter(&caller, req.nodes.iter().map(String::as_str))?;
             let asked: std::collections::HashSet<&str> =
                 req.nodes.iter().map(String::as_str).collect();
             let waiter = Arc::new(tokio::sync::Notify::new());

@@ -44,20 +44,14 @@ pub fn start_server_with(data: &Path, extra: &[&str]) -> (Proc, String) {
 
 /// A server as `start_server_with`, and the line it printed when it started listening.
 pub fn start_server_saying(data: &Path, extra: &[&str]) -> (Proc, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+    let mut server = Command::new(env!("CARGO_BIN_EXE_stargrid"));
+    server
         .args(["server", "--data-dir"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        .stderr(Stdio::inherit());
+    let (child, line) = spawn_saying(&mut server);
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://") || w.starts_with("https://"))
@@ -65,7 +59,21 @@ pub fn start_server_saying(data: &Path, extra: &[&str]) -> (Proc, String, String
         .to_string();
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     tokens().insert(url.clone(), token.trim().to_string());
-    (Proc(child), url, line)
+    (child, url, line)
+}
+
+/// Starts `command` (its stdout piped) and reads the first line it prints.
+fn spawn_saying(command: &mut Command) -> (Proc, String) {
+    let mut child = command
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(child), line)
 }
 
 /// Admin token of each test server, by base URL (tests run in parallel, one server each).
@@ -130,7 +138,8 @@ pub fn start_agent_saying(
     envs: &[(&str, &str)],
 ) -> (Proc, String) {
     let credential = token_file(work.parent().unwrap_or(work), token);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_stargrid"));
+    agent
         .args([
             "agent",
             "--server",
@@ -141,18 +150,10 @@ pub fn start_agent_saying(
         ])
         .arg(work)
         .args(args)
-        .env("RUST_BACKTRACE", "0")
         .env("STARGRID_TOKEN_FILE", credential)
         .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(child), line)
+        .stderr(Stdio::null());
+    spawn_saying(&mut agent)
 }
 
 /// One agent per named node, running real tasks in `work/<node>`: a second's grace to stop a
