@@ -201,18 +201,7 @@ impl Group {
     /// The command that enters every directory of the group and then runs `program args...`
     /// in the same process (`/bin/sh`, with the directories as arguments, never in the script).
     pub fn enter(&self, program: &str, args: &[String]) -> (String, Vec<String>) {
-        let mut wrapped = vec![
-            "-c".to_string(),
-            "n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1/cgroup.procs\" || exit 126; \
-             shift; n=$((n - 1)); done; exec \"$@\""
-                .to_string(),
-            "sh".to_string(),
-            self.dirs.len().to_string(),
-        ];
-        wrapped.extend(self.dirs.iter().map(|d| d.display().to_string()));
-        wrapped.push(program.to_string());
-        wrapped.extend(args.iter().cloned());
-        ("/bin/sh".to_string(), wrapped)
+        enter_dirs(&self.dirs, program, args)
     }
 
     /// Kills every process in the group, wherever its process group went: `cgroup.kill` on v2
@@ -265,6 +254,23 @@ impl Group {
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }
+}
+
+/// The command that moves itself into the groups at `dirs` (one per hierarchy) before it runs
+/// `program args...`.
+pub fn enter_dirs(dirs: &[PathBuf], program: &str, args: &[String]) -> (String, Vec<String>) {
+    let mut wrapped = vec![
+        "-c".to_string(),
+        "n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1/cgroup.procs\" || exit 126; \
+         shift; n=$((n - 1)); done; exec \"$@\""
+            .to_string(),
+        "sh".to_string(),
+        dirs.len().to_string(),
+    ];
+    wrapped.extend(dirs.iter().map(|d| d.display().to_string()));
+    wrapped.push(program.to_string());
+    wrapped.extend(args.iter().cloned());
+    ("/bin/sh".to_string(), wrapped)
 }
 
 /// `cpu.max` for a CPU share in millicores: a quota per period, or no limit.

@@ -157,6 +157,55 @@ impl Isolation {
     }
 }
 
+/// Where `nsenter` is looked for.
+const NSENTER: [&str; 2] = ["/usr/bin/nsenter", "/bin/nsenter"];
+
+/// The process whose namespaces a live sandbox's execs join: bubblewrap's init in the sandbox
+/// (a root process the tenant cannot touch), the child of `holder` (the `bwrap` the agent
+/// started), once it has started the sandbox's own program (so its mounts are all made).
+pub fn namespace_holder(holder: u32) -> Option<u32> {
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let init = *children(holder).first()?;
+    (!children(init).is_empty()).then_some(init)
+}
+
+impl Isolation {
+    /// The command that runs `program args...` inside the live sandbox whose namespaces
+    /// process `init` holds (see [`namespace_holder`]): its mount (and root and directory),
+    /// PID, IPC, UTS and network namespaces.
+    pub fn join(&self, init: u32, program: String, args: Vec<String>) -> (String, Vec<String>) {
+        if *self == Isolation::None {
+            return (program, args);
+        }
+        let nsenter = NSENTER
+            .iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or(&NSENTER[0]);
+        let mut out: Vec<String> = vec![
+            "--target".into(),
+            init.to_string(),
+            "--mount".into(),
+            "--uts".into(),
+            "--ipc".into(),
+            "--net".into(),
+            "--pid".into(),
+            // The sandbox's root, and its directory (`/sandbox`).
+            "--root".into(),
+            "--wd".into(),
+            "--".into(),
+            program,
+        ];
+        out.extend(args);
+        (nsenter.to_string(), out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

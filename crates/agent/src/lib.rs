@@ -31,6 +31,7 @@
 //! server refuses the heartbeats of a node that does not match the fleet.
 
 pub mod cgroup;
+mod exec;
 pub mod inventory;
 pub mod isolation;
 mod task;
@@ -42,7 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 pub use task::agent_tag as task_group_tag;
-use task::{hollow_runtime, sandbox_task, spawn, stop, Running, Task, TaskKey};
+use task::{hollow_runtime, sandbox_task, spawn, stop, Kind, Running, Task, TaskKey};
 use wire::api::{
     Assignment, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport, WaitForChanges,
 };
@@ -147,6 +148,8 @@ struct NodeTasks {
     last_answer: Instant,
     /// Logs the server asked for in its last answer.
     logs_wanted: Vec<wire::api::LogWanted>,
+    /// The live interactive sandboxes, for execs.
+    targets: exec::Targets,
 }
 
 impl NodeTasks {
@@ -223,16 +226,19 @@ impl NodeTasks {
             };
             if done {
                 self.tasks.remove(&key);
+                self.targets.remove(&self.name, key);
             }
         }
         for (key, want) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let (a, sandbox) = match want {
-                Wanted::Task(a) => (a.clone(), false),
-                Wanted::Sandbox(s, i) => (sandbox_task(s, i), true),
+            let (a, kind) = match want {
+                Wanted::Task(a) => (a.clone(), Kind::Task),
+                Wanted::Sandbox(s, i) if s.interactive => (sandbox_task(s, i), Kind::Interactive),
+                Wanted::Sandbox(s, i) => (sandbox_task(s, i), Kind::Sandbox),
             };
+            let sandbox = kind != Kind::Task;
             let task = if config.hollow {
                 Task {
                     running: Running::Hollow {
@@ -241,9 +247,10 @@ impl NodeTasks {
                     exit_code: None,
                     oom_killed: false,
                     sandbox,
+                    exec_target: None,
                 }
             } else {
-                match spawn(config, &self.name, &a, sandbox) {
+                match spawn(config, &self.name, &a, kind) {
                     Ok(t) => t,
                     Err(reason) => {
                         eprintln!(
@@ -256,10 +263,14 @@ impl NodeTasks {
                             exit_code: Some(127),
                             oom_killed: false,
                             sandbox,
+                            exec_target: None,
                         }
                     }
                 }
             };
+            if let Some(target) = &task.exec_target {
+                self.targets.insert(&self.name, key, target.clone());
+            }
             self.tasks.insert(key, task);
             if let Some(tx) = &config.started {
                 let _ = tx.send((a.job, Instant::now()));
@@ -407,11 +418,15 @@ fn explain(e: &ClientError) -> String {
 fn watch_for_changes(
     config: &AgentConfig,
     alive: Arc<AtomicBool>,
+    targets: exec::Targets,
 ) -> std::sync::mpsc::Receiver<Option<Vec<String>>> {
     let (tx, rx) = std::sync::mpsc::channel();
     // The server holds a wait up to its timeout: the request may take longer than that.
     let client = config.client.clone().with_timeout(Duration::from_secs(40));
     let nodes = config.nodes.clone();
+    // Exec output goes out on the agent's ordinary (shorter) timeout.
+    let exec_client = config.client.clone();
+    let hollow = config.hollow;
     std::thread::spawn(move || {
         let mut after = 0;
         while alive.load(Ordering::Relaxed) {
@@ -423,6 +438,9 @@ fn watch_for_changes(
             let sent = match client.wait_for_changes(&asked) {
                 Ok(c) => {
                     after = c.version;
+                    for order in c.execs {
+                        exec::start(exec_client.clone(), targets.clone(), hollow, order);
+                    }
                     match (c.all, c.changed.is_empty()) {
                         (true, _) => tx.send(None),
                         (false, false) => tx.send(Some(c.changed)),
@@ -456,6 +474,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
         ..config.clone()
     };
     let client = config.client.clone().with_timeout(Duration::from_secs(10));
+    let targets = exec::Targets::default();
     let mut nodes: Vec<NodeTasks> = config
         .nodes
         .iter()
@@ -464,6 +483,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
             logs_wanted: Vec::new(),
+            targets: targets.clone(),
         })
         .collect();
     let index: HashMap<String, usize> = config
@@ -473,7 +493,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
         .map(|(i, n)| (n.clone(), i))
         .collect();
     let watching = Arc::new(AtomicBool::new(true));
-    let changes = watch_for_changes(config, watching.clone());
+    let changes = watch_for_changes(config, watching.clone(), targets);
     while !stop_flag.load(Ordering::Relaxed) {
         let next_round = Instant::now() + config.interval;
         for i in 0..nodes.len() {
@@ -544,6 +564,7 @@ mod tests {
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
             logs_wanted: Vec::new(),
+            targets: exec::Targets::default(),
         };
         let task = Assignment {
             job: 7,

@@ -38,6 +38,8 @@ pub(crate) struct Task {
     pub(crate) oom_killed: bool,
     /// A sandbox (reported only once it exited; it writes no checkpoints).
     pub(crate) sandbox: bool,
+    /// An interactive sandbox: what its execs need.
+    pub(crate) exec_target: Option<crate::exec::ExecTarget>,
 }
 
 impl Drop for Task {
@@ -60,7 +62,12 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         world: 0,
         tenant: s.tenant.clone(),
         tenant_id: s.tenant_id,
-        command: s.command.clone(),
+        // An interactive sandbox idles, holding its namespaces, until it is stopped.
+        command: if s.interactive {
+            IDLE_COMMAND.iter().map(|s| s.to_string()).collect()
+        } else {
+            s.command.clone()
+        },
         env,
         workdir: s.workdir.clone(),
         gpus: Vec::new(),
@@ -70,6 +77,9 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
     }
 }
 
+/// What an interactive sandbox runs between its execs.
+pub(crate) const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
+
 /// `sleep N` in hollow mode: the task ends after N seconds.
 pub(crate) fn hollow_runtime(command: &[String]) -> Option<Duration> {
     match command {
@@ -78,12 +88,24 @@ pub(crate) fn hollow_runtime(command: &[String]) -> Option<Duration> {
     }
 }
 
+/// What kind of task to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A job's task or a service's replica.
+    Task,
+    /// A sandbox that runs its batch's command.
+    Sandbox,
+    /// An interactive sandbox, idle between execs.
+    Interactive,
+}
+
 pub(crate) fn spawn(
     config: &AgentConfig,
     node: &str,
     a: &Assignment,
-    sandbox: bool,
+    kind: Kind,
 ) -> Result<Task, String> {
+    let sandbox = kind != Kind::Task;
     let Some((program, args)) = a.command.split_first() else {
         // Nothing to run: the task holds its place until it is stopped.
         return Ok(Task {
@@ -91,6 +113,7 @@ pub(crate) fn spawn(
             exit_code: None,
             oom_killed: false,
             sandbox,
+            exec_target: None,
         });
     };
     let name = if sandbox {
@@ -166,6 +189,11 @@ pub(crate) fn spawn(
         )?),
         None => None,
     };
+    let cgroup_dirs: Vec<PathBuf> = group
+        .as_ref()
+        .map(|g| g.dirs().to_vec())
+        .unwrap_or_default();
+    let target_env = (kind == Kind::Interactive).then(|| env.clone());
     // As a tenant's user, the task enters its cgroup as root with `PATH` alone, drops to the
     // user, and only then takes its environment (from a file of the user's).
     let (program, args, root_env) = match &user {
@@ -194,6 +222,15 @@ pub(crate) fn spawn(
         .stderr(err_log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+    let exec_target = target_env.map(|env| crate::exec::ExecTarget {
+        dir: dir.clone(),
+        view: view.clone(),
+        user: user.map(|(u, users)| (u, users.clone())),
+        env,
+        cgroup: cgroup_dirs,
+        isolation: isolation.clone(),
+        pid: child.id(),
+    });
     Ok(Task {
         running: Running::Process {
             child,
@@ -204,6 +241,7 @@ pub(crate) fn spawn(
         exit_code: None,
         oom_killed: false,
         sandbox,
+        exec_target,
     })
 }
 

@@ -156,6 +156,22 @@ impl TaskUsers {
         program: &str,
         args: &[String],
     ) -> Result<(String, Vec<String>), String> {
+        self.launch_with(user, dir, view, ENV_FILE, env, program, args)
+    }
+
+    /// As [`TaskUsers::launch`], with the environment in the file named `env_file` (commands
+    /// started side by side in one directory each have their own).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        user: TaskUser,
+        dir: &Path,
+        view: &Path,
+        env_file: &str,
+        env: &BTreeMap<String, String>,
+        program: &str,
+        args: &[String],
+    ) -> Result<(String, Vec<String>), String> {
         let text = env_file_text(env).map_err(|e| e.to_string())?;
         let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !meta.is_dir() {
@@ -164,7 +180,7 @@ impl TaskUsers {
         std::os::unix::fs::chown(dir, Some(user.uid), Some(user.uid))
             .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join(ENV_FILE);
+        let path = dir.join(env_file);
         let file = fresh_file(&path, user).map_err(|e| format!("{}: {e}", path.display()))?;
         (&file)
             .write_all(text.as_bytes())
@@ -184,7 +200,7 @@ impl TaskUsers {
             "exec 3<\"$0\" && rm -f -- \"$0\" && set -a && . /dev/fd/3 && set +a && exec 3<&- \
              && exec \"$@\""
                 .to_string(),
-            view.join(ENV_FILE).display().to_string(),
+            view.join(env_file).display().to_string(),
             program.to_string(),
         ];
         out.extend(args.iter().cloned());

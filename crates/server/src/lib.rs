@@ -10,6 +10,9 @@
 //!   decisions, outcome, nodes by name) with the upgrade of version-0 journals (inputs only),
 //!   the snapshot format, and the workload summaries compaction keeps.
 //! - `log_tails`: task log tails relayed from agents (untrusted input: checked, bounded).
+//! - `execs`: commands running in interactive sandboxes, relayed between their readers and
+//!   the agents that run them (bounded, never journaled); `sessions`: when interactive
+//!   sandboxes time out or idle out.
 //! - `http`: start-up (snapshot, replay, upgrade, first admin token), the one commit path,
 //!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
 //! - `tls`: the API over TLS (rustls): certificates from PEM, handshakes off the accept loop.
@@ -17,9 +20,11 @@
 //! Not built here: metrics and a dashboard; see the README.
 
 pub use wire::api;
+pub mod execs;
 pub mod http;
 pub mod journal;
 pub mod log_tails;
+pub mod sessions;
 pub mod state;
 pub mod tls;
 

@@ -174,6 +174,9 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
                             env: Default::default(),
                             secret_env: Default::default(),
                             workdir: None,
+                            interactive: false,
+                            timeout_s: None,
+                            idle_timeout_s: None,
                         })
                         .with_context(|| format!("client {c} batch {i}"))?;
                 }

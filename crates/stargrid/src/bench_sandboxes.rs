@@ -112,6 +112,9 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         env: Default::default(),
         secret_env: Default::default(),
         workdir: None,
+        interactive: false,
+        timeout_s: None,
+        idle_timeout_s: None,
     })?;
     let mut starts = Vec::with_capacity(a.count as usize);
     while starts.len() < a.count as usize {

@@ -1,6 +1,6 @@
 //! The client commands: `submit`, `queue`, `services`, `sandboxes`, `get`, `cancel`, `scale`,
 //! `delete-service`, `logs`, `why`, `nodes`, `drain`, `resume`, `token`, `tokens`, `revoke-token`,
-//! `cost`, `compact`, `history`, over the server's HTTP API through [`wire::Client`] (`--server`, or
+//! `cost`, `compact`, `history`, `sandbox …` (in `sandbox_cmd`), over the server's HTTP API through [`wire::Client`] (`--server`, or
 //! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
 use anyhow::{bail, Context, Result};
@@ -141,6 +141,9 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Interactive sandboxes: create, exec, cp, ls, end.
+    #[command(subcommand)]
+    Sandbox(crate::sandbox_cmd::SandboxCommand),
 }
 
 /// A client error as the commands print it: a refusal as `refused (CODE): field: reason`; a
@@ -160,6 +163,7 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
     }
     let client = settings.client(token)?;
     match command {
+        ClientCommand::Sandbox(c) => crate::sandbox_cmd::run(&client, c)?,
         ClientCommand::Submit { file } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;

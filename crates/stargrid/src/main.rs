@@ -11,6 +11,7 @@ mod cost_view;
 mod demo;
 mod fleet_cmd;
 mod place;
+mod sandbox_cmd;
 mod sbatch;
 mod scenario;
 mod server_cmd;

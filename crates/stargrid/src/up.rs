@@ -123,6 +123,9 @@ fn demo_sandboxes() -> SubmitSandboxes {
         env: BTreeMap::new(),
         secret_env: Default::default(),
         workdir: None,
+        interactive: false,
+        timeout_s: None,
+        idle_timeout_s: None,
     }
 }
 

@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod exec;
+pub use exec::*;
+
 /// A training job to queue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -375,6 +378,10 @@ pub struct SandboxAssignment {
     /// Memory of each sandbox, MiB (its cgroup's limit).
     #[serde(default)]
     pub memory_mib: u32,
+    /// Interactive: each sandbox idles, ready for execs, until it is stopped (`command` is
+    /// empty).
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 /// The server's answer to a heartbeat: every task and sandbox the node must run now. Anything
@@ -546,6 +553,21 @@ pub struct SubmitSandboxes {
     #[serde(default)]
     #[schema(pattern = r"^/", max_length = 4096)]
     pub workdir: Option<String>,
+    /// Interactive: each sandbox runs no command of its own but lives, idle, until it is
+    /// ended, its `timeout_s` passes, or no exec ran for `idle_timeout_s`; commands run in it
+    /// through `POST /v1/sandboxes/{id}/exec` (`command` must then be empty).
+    #[serde(default)]
+    pub interactive: bool,
+    /// An interactive sandbox ends this many seconds after it was created (default 3,600; at
+    /// most 604,800).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub timeout_s: Option<u64>,
+    /// An interactive sandbox ends when no exec ran for this many seconds (default 600; at
+    /// most its `timeout_s`).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub idle_timeout_s: Option<u64>,
 }
 
 fn three() -> u32 {
@@ -584,6 +606,15 @@ pub struct BatchView {
     pub submitted_at: u64,
     /// When its last sandbox ended or it was cancelled.
     pub ended_at: Option<u64>,
+    /// Interactive (commands run in it through exec), with when it ends at the latest.
+    #[serde(default)]
+    pub interactive: bool,
+    /// An interactive batch's end at the latest (Unix seconds).
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// An interactive batch ends after this many seconds without an exec.
+    #[serde(default)]
+    pub idle_timeout_s: Option<u64>,
 }
 
 /// A token to issue (admin only). The token itself is in the answer, once; the server keeps only
@@ -668,6 +699,9 @@ pub struct Changes {
     pub changed: Vec<String>,
     /// The server cannot tell (it restarted, or `after` is too old): heartbeat every node.
     pub all: bool,
+    /// Commands to run in sandboxes of the agent's nodes now.
+    #[serde(default)]
+    pub execs: Vec<ExecOrder>,
 }
 
 /// What a compaction did (`POST /v1/journal/compact`).

@@ -14,9 +14,10 @@
 //! ```
 
 use crate::api::{
-    ApiError, BatchList, BatchView, Changes, Heartbeat, HeartbeatReply, IssueToken, JobList,
-    JobView, LogView, NodeView, ScaleService, ServiceList, ServiceView, SubmitJob, SubmitSandboxes,
-    SubmitService, Submitted, TenantView, Token, TokenView, WaitForChanges,
+    ApiError, BatchList, BatchView, Changes, ExecAck, ExecEvent, ExecOutput, ExecRequest,
+    FileWritten, Heartbeat, HeartbeatReply, IssueToken, JobList, JobView, LogView, NodeView,
+    ScaleService, ServiceList, ServiceView, SubmitJob, SubmitSandboxes, SubmitService, Submitted,
+    TenantView, Token, TokenView, WaitForChanges,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -274,6 +275,101 @@ impl Client {
         self.get(&format!("sandboxes/{id}/logs"), &q)
     }
 
+    /// Runs a command in sandbox `index` of interactive batch `id`
+    /// (`POST /v1/sandboxes/{id}/exec`): each line of output is given to `each` as it comes;
+    /// the answer is the last line (its `exit_code`, or its `error`).
+    pub fn exec(
+        &self,
+        id: u64,
+        index: u32,
+        request: &ExecRequest,
+        mut each: impl FnMut(&ExecEvent),
+    ) -> Result<ExecEvent> {
+        use std::io::BufRead;
+        // The request lives as long as the command may, and a little more.
+        let limit = Duration::from_secs(u64::from(request.timeout_s.unwrap_or(60)) + 30);
+        let resp = self
+            .http
+            .post(&self.url(&format!("sandboxes/{id}/exec")))
+            .set("Authorization", &self.auth)
+            .query("index", &index.to_string())
+            .timeout(limit)
+            .send_json(request);
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return answer::<ExecEvent>(Err(e)),
+        };
+        let reader = std::io::BufReader::new(resp.into_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            let event: ExecEvent =
+                serde_json::from_str(&line).map_err(|e| ClientError::Decode(e.to_string()))?;
+            if event.is_end() {
+                return Ok(event);
+            }
+            each(&event);
+        }
+        Err(ClientError::Unreachable(
+            "the exec's answer ended without its end".into(),
+        ))
+    }
+
+    /// Writes `data` (at most 1 MiB) into file `path` of sandbox `index` of interactive batch
+    /// `id`, replacing it or, with `append`, after its end (`PUT /v1/sandboxes/{id}/files`).
+    pub fn write_file(
+        &self,
+        id: u64,
+        index: u32,
+        path: &str,
+        data: &[u8],
+        append: bool,
+    ) -> Result<FileWritten> {
+        answer(
+            self.http
+                .put(&self.url(&format!("sandboxes/{id}/files")))
+                .set("Authorization", &self.auth)
+                .set("Content-Type", "application/octet-stream")
+                .query("index", &index.to_string())
+                .query("path", path)
+                .query("append", &append.to_string())
+                .send_bytes(data),
+        )
+    }
+
+    /// Reads at most `limit` bytes (4 MiB) of file `path` from `offset`, in sandbox `index` of
+    /// interactive batch `id` (`GET /v1/sandboxes/{id}/files`); fewer than asked: the file
+    /// ended.
+    pub fn read_file(
+        &self,
+        id: u64,
+        index: u32,
+        path: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let resp = self
+            .http
+            .get(&self.url(&format!("sandboxes/{id}/files")))
+            .set("Authorization", &self.auth)
+            .query("index", &index.to_string())
+            .query("path", path)
+            .query("offset", &offset.to_string())
+            .query("limit", &limit.to_string())
+            .call();
+        match resp {
+            Ok(r) => {
+                let mut out = Vec::new();
+                r.into_reader()
+                    .take(limit)
+                    .read_to_end(&mut out)
+                    .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+                Ok(out)
+            }
+            Err(e) => answer::<Vec<u8>>(Err(e)),
+        }
+    }
+
     /// Every service, in id order, all pages; only `tenant`'s when given (`GET /v1/services`).
     pub fn services(&self, tenant: Option<&str>) -> Result<Vec<ServiceView>> {
         let mut all = Vec::new();
@@ -403,6 +499,11 @@ impl Client {
     /// (`POST /v1/agent/wait`). The client's timeout must exceed the wait.
     pub fn wait_for_changes(&self, request: &WaitForChanges) -> Result<Changes> {
         self.post_json("agent/wait", request)
+    }
+
+    /// An agent's post of an exec's output and end (`POST /v1/agent/exec`).
+    pub fn exec_output(&self, output: &ExecOutput) -> Result<ExecAck> {
+        self.post_json("agent/exec", output)
     }
 }
 

@@ -65,6 +65,16 @@ impl ChangeLog {
         Some(changed)
     }
 
+    /// Wakes the requests waiting on `node` without a change to its assignments (an exec
+    /// order for it came in).
+    pub(super) fn wake(&mut self, node: &str) {
+        if let Some(waiting) = self.waiters.remove(node) {
+            for w in waiting {
+                w.notify_one();
+            }
+        }
+    }
+
     pub(super) fn register(&mut self, nodes: &[String], waiter: &Arc<tokio::sync::Notify>) {
         for n in nodes {
             self.waiters
@@ -121,22 +131,27 @@ pub(super) async fn wait_for_changes(
             let waiter = Arc::new(tokio::sync::Notify::new());
             let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms);
             loop {
-                {
+                let (version, found) = {
                     let mut log = server.change_log();
                     // Registered again below if it still waits, so never twice on a node.
                     log.unregister(&req.nodes, &waiter);
                     let found = log.since(req.after, &asked);
-                    let timed_out = tokio::time::Instant::now() >= deadline;
-                    if timed_out || found.as_ref().is_none_or(|c| !c.is_empty()) {
-                        let version = log.version;
-                        return Ok(Json(crate::api::Changes {
-                            version,
-                            all: found.is_none(),
-                            changed: found.unwrap_or_default(),
-                        })
-                        .into_response());
-                    }
                     log.register(&req.nodes, &waiter);
+                    (log.version, found)
+                };
+                // Exec orders are looked for after the waiter is registered: one that comes
+                // later wakes it (the locks are taken one after the other, never nested).
+                let execs = server.execs().take_orders(&asked);
+                let timed_out = tokio::time::Instant::now() >= deadline;
+                if timed_out || !execs.is_empty() || found.as_ref().is_none_or(|c| !c.is_empty()) {
+                    server.change_log().unregister(&req.nodes, &waiter);
+                    return Ok(Json(crate::api::Changes {
+                        version,
+                        all: found.is_none(),
+                        changed: found.unwrap_or_default(),
+                        execs,
+                    })
+                    .into_response());
                 }
                 let _ = tokio::time::timeout_at(deadline, waiter.notified()).await;
             }

@@ -19,8 +19,14 @@ pub(super) async fn submit_job(
             ControlPlane::submit_event,
             "",
         )
-        .await,
+        .await
+        .map(created),
     )
+}
+
+/// A submission's answer: 201 with its id and record.
+pub(super) fn created(s: Submitted) -> Response {
+    (StatusCode::CREATED, Json(s)).into_response()
 }
 
 /// What every submission route does: read the body, check the token's tenant, turn the
@@ -33,7 +39,7 @@ pub(super) async fn submit_work<T: serde::de::DeserializeOwned>(
     tenant_of: impl FnOnce(&T) -> String,
     make: impl FnOnce(&ControlPlane, &T, u64) -> Result<Event, FieldProblem>,
     field: &'static str,
-) -> Result<Response, Refusal> {
+) -> Result<Submitted, Refusal> {
     let role = server.submitter(headers)?;
     let req: T = parse_json(&read_body(body).await?)?;
     check_tenant(&role, &tenant_of(&req))?;
@@ -61,7 +67,7 @@ pub(super) async fn submit_work<T: serde::de::DeserializeOwned>(
             ))
         }
     };
-    Ok((StatusCode::CREATED, Json(Submitted { id, seq })).into_response())
+    Ok(Submitted { id, seq })
 }
 
 /// Query of `GET /v1/jobs`.

@@ -34,6 +34,7 @@ mod agents;
 mod auth;
 mod changes;
 mod errors;
+mod execs;
 mod fleet;
 mod history;
 mod jobs;
@@ -49,6 +50,7 @@ use auth::*;
 pub use auth::{new_token, token_hash};
 use changes::*;
 use errors::*;
+use execs::*;
 use fleet::*;
 use history::*;
 use jobs::*;
@@ -93,6 +95,10 @@ pub struct Server {
     refused_reports: Mutex<HashMap<String, u64>>,
     /// What one request and one tenant may ask for.
     limits: crate::state::Limits,
+    /// Commands running in interactive sandboxes (not journaled).
+    execs: Mutex<crate::execs::Execs>,
+    /// When interactive sandboxes time out or idle out.
+    sessions: Mutex<crate::sessions::SessionClocks>,
 }
 
 /// What to do with an event of a commit that the state refuses.
@@ -391,6 +397,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/sandboxes/{id}", get(get_batch))
         .route("/v1/sandboxes/{id}/cancel", post(cancel_batch))
         .route("/v1/sandboxes/{id}/logs", get(sandbox_logs))
+        .route("/v1/sandboxes/{id}/exec", post(exec))
+        .route("/v1/sandboxes/{id}/files", get(read_file).put(write_file))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}/drain", post(drain_node))
         .route("/v1/nodes/{name}/resume", post(resume_node))
@@ -400,6 +408,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/history", get(list_history))
         .route("/v1/agent/heartbeat", post(heartbeat))
         .route("/v1/agent/wait", post(wait_for_changes))
+        .route("/v1/agent/exec", post(exec_output))
         .route("/v1/tokens", post(issue_token).get(list_tokens))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "", "no such route") })
@@ -503,6 +512,7 @@ where
                     _ = server.wake.notified() => {}
                 }
                 server.expire_silent_nodes().await;
+                server.expire_sessions().await;
                 server.pass_if_due(&mut last).await;
                 server.snapshot_if_due().await;
             }

@@ -23,6 +23,9 @@ use super::*;
         get_batch,
         cancel_batch,
         sandbox_logs,
+        exec,
+        write_file,
+        read_file,
         list_nodes,
         drain_node,
         resume_node,
@@ -32,6 +35,7 @@ use super::*;
         list_history,
         heartbeat,
         wait_for_changes,
+        exec_output,
         issue_token,
         list_tokens,
         revoke_token
@@ -69,7 +73,15 @@ use super::*;
         Token,
         crate::api::Compacted,
         crate::api::WorkloadSummary,
-        crate::api::HistoryList
+        crate::api::HistoryList,
+        crate::api::ExecRequest,
+        crate::api::ExecEvent,
+        crate::api::ExecOrder,
+        crate::api::ExecOutput,
+        crate::api::ExecChunk,
+        crate::api::ExecEnd,
+        crate::api::ExecAck,
+        crate::api::FileWritten
     )),
     modifiers(&BearerAuth, &Refusals),
     security(("bearer" = []))

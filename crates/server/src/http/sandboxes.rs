@@ -10,17 +10,23 @@ pub(super) async fn submit_sandboxes(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    respond(
-        submit_work(
-            &server,
-            &headers,
-            body,
-            |r: &SubmitSandboxes| r.tenant.clone(),
-            ControlPlane::sandbox_event,
-            "count",
-        )
-        .await,
+    let mut interactive = false;
+    let answer = submit_work(
+        &server,
+        &headers,
+        body,
+        |r: &SubmitSandboxes| {
+            interactive = r.interactive;
+            r.tenant.clone()
+        },
+        ControlPlane::sandbox_event,
+        "count",
     )
+    .await;
+    if let (Ok(s), true) = (&answer, interactive) {
+        server.start_session(s.id);
+    }
+    respond(answer.map(created))
 }
 
 /// Sandbox batches, in id order, a page at a time.

@@ -19,7 +19,8 @@ pub(super) async fn create_service(
             ControlPlane::service_event,
             "",
         )
-        .await,
+        .await
+        .map(created),
     )
 }
 

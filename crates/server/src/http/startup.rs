@@ -250,6 +250,11 @@ impl Server {
             plane.set_secret_key(Arc::new(key));
         }
         let (durable, _) = tokio::sync::watch::channel(plane.seq());
+        // Every live interactive sandbox's idle clock starts now (it is not journaled).
+        let mut sessions = crate::sessions::SessionClocks::default();
+        for (id, expires_at, idle) in plane.live_sessions() {
+            sessions.start(id.0, expires_at, idle, Instant::now());
+        }
         Ok(Arc::new(Server {
             durable,
             plane: Mutex::new(plane),
@@ -265,6 +270,8 @@ impl Server {
             logs: Mutex::new(LogTails::default()),
             refused_reports: Mutex::new(HashMap::new()),
             limits: config.limits.clone(),
+            execs: Mutex::new(crate::execs::Execs::new(crate::execs::ExecLimits::default())),
+            sessions: Mutex::new(sessions),
         }))
     }
 }

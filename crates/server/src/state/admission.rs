@@ -38,6 +38,14 @@ pub const MAX_WORKDIR_BYTES: usize = 4096;
 
 /// What a task runs: a program, bounded arguments and environment, and an absolute working
 /// directory if any (the node checks it against its allowed root).
+/// A command and environment to run in a live sandbox, checked as a submission's are.
+pub fn check_command(
+    command: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<(), FieldProblem> {
+    check_task(command, env, &BTreeMap::new(), None)
+}
+
 pub(super) fn check_task(
     command: &[String],
     env: &BTreeMap<String, String>,
@@ -109,6 +117,7 @@ impl ControlPlane {
             env: env.clone(),
             workdir: workdir.cloned(),
             sealed_env: self.seal_env(secret_env)?,
+            interactive: None,
         })
     }
 
@@ -449,12 +458,13 @@ impl ControlPlane {
     /// (whether the batch fits is known when the event applies).
     pub fn sandbox_event(&self, req: &SubmitSandboxes, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        let task = self.task_spec(
+        let mut task = self.task_spec(
             &req.command,
             &req.env,
             &req.secret_env,
             req.workdir.as_ref(),
         )?;
+        task.interactive = interactive(req)?;
         let tenant = self.tenant_id(&req.tenant)?;
         let request = SandboxRequest {
             count: req.count,
@@ -476,3 +486,46 @@ impl ControlPlane {
         })
     }
 }
+
+/// An interactive batch's lifetimes, checked; `None` for a batch that runs a command.
+fn interactive(req: &SubmitSandboxes) -> Result<Option<Interactive>, FieldProblem> {
+    if !req.interactive {
+        for (field, given) in [
+            ("timeout_s", req.timeout_s.is_some()),
+            ("idle_timeout_s", req.idle_timeout_s.is_some()),
+        ] {
+            if given {
+                return Err(bad(field, "only an interactive batch has one".into()));
+            }
+        }
+        return Ok(None);
+    }
+    if !req.command.is_empty() {
+        return Err(bad(
+            "command",
+            "an interactive sandbox runs no command of its own (run commands with exec)".into(),
+        ));
+    }
+    let timeout_s = req.timeout_s.unwrap_or(DEFAULT_SESSION_S);
+    if !(1..=MAX_SESSION_S).contains(&timeout_s) {
+        return Err(bad("timeout_s", format!("must be 1..={MAX_SESSION_S}")));
+    }
+    let idle_timeout_s = req.idle_timeout_s.unwrap_or(DEFAULT_IDLE_S.min(timeout_s));
+    if !(1..=timeout_s).contains(&idle_timeout_s) {
+        return Err(bad(
+            "idle_timeout_s",
+            format!("must be 1..={timeout_s} (at most timeout_s)"),
+        ));
+    }
+    Ok(Some(Interactive {
+        timeout_s,
+        idle_timeout_s,
+    }))
+}
+
+/// An interactive sandbox's life when its request names none: an hour.
+const DEFAULT_SESSION_S: u64 = 3600;
+/// The longest life an interactive sandbox may ask for: a week.
+const MAX_SESSION_S: u64 = 7 * 86_400;
+/// An interactive sandbox's idle timeout when its request names none: ten minutes.
+const DEFAULT_IDLE_S: u64 = 600;

@@ -127,6 +127,7 @@ impl ControlPlane {
                                 workdir: meta.task.workdir.clone(),
                                 cpu_millis: request.cpu_millis,
                                 memory_mib: request.memory_mib,
+                                interactive: meta.task.interactive.is_some(),
                             });
                         }
                     }

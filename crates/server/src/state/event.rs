@@ -273,4 +273,16 @@ pub struct TaskSpec {
     /// The secret environment values, sealed (see [`super::secrets`]); never in plain text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_env: Option<String>,
+    /// An interactive sandbox batch: no command; each sandbox idles for execs until it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<Interactive>,
+}
+
+/// How long an interactive sandbox lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interactive {
+    /// It ends this many seconds after it was created.
+    pub timeout_s: u64,
+    /// It ends when no exec ran for this many seconds.
+    pub idle_timeout_s: u64,
 }

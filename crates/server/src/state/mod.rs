@@ -39,9 +39,10 @@ mod snapshot;
 mod tokens;
 mod views;
 
+pub use admission::check_command;
 use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
-pub use event::{BatchId, Event, JobId, ServiceId, TaskSpec};
+pub use event::{BatchId, Event, Interactive, JobId, ServiceId, TaskSpec};
 pub use limits::{LimitHit, Limits};
 pub use secrets::{SecretError, SecretKey};
 pub use tokens::{

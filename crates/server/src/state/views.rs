@@ -184,7 +184,35 @@ impl ControlPlane {
             hosts,
             submitted_at: meta.submitted_at,
             ended_at: meta.ended_at,
+            interactive: meta.task.interactive.is_some(),
+            expires_at: meta
+                .task
+                .interactive
+                .map(|i| meta.submitted_at.saturating_add(i.timeout_s)),
+            idle_timeout_s: meta.task.interactive.map(|i| i.idle_timeout_s),
         })
+    }
+
+    /// Live interactive batches: (batch, when it ends at the latest, its idle timeout).
+    pub fn live_sessions(&self) -> Vec<(BatchId, u64, u64)> {
+        self.batches
+            .iter()
+            .filter(|(_, m)| m.ended_at.is_none())
+            .filter_map(|(id, m)| {
+                let i = m.task.interactive?;
+                Some((
+                    *id,
+                    m.submitted_at.saturating_add(i.timeout_s),
+                    i.idle_timeout_s,
+                ))
+            })
+            .collect()
+    }
+
+    /// Whether batch `id` is live and interactive, and its tenant's name.
+    pub fn session_tenant(&self, id: BatchId) -> Option<&str> {
+        let m = self.batches.get(&id)?;
+        (m.ended_at.is_none() && m.task.interactive.is_some()).then(|| self.tenant_name(m.tenant))
     }
 
     /// Batches after id `after` (ascending), at most `limit`, optionally of one tenant.

@@ -295,6 +295,9 @@ fn sandboxes(count: u32) -> SubmitSandboxes {
         env: BTreeMap::new(),
         secret_env: Default::default(),
         workdir: None,
+        interactive: false,
+        timeout_s: None,
+        idle_timeout_s: None,
     }
 }
 
