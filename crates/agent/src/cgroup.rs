@@ -174,9 +174,16 @@ impl Cgroups {
                 write(&cpu_dir, "cpu.cfs_quota_us", cfs_quota(limits.cpu_millis))?;
                 let memory_dir = make(memory)?;
                 let bytes = memory_max(limits.memory_mib).replace("max", "-1");
-                write(&memory_dir, "memory.limit_in_bytes", bytes.clone())?;
                 // Swap counts too where the kernel accounts it, so the limit is not a swap file.
-                if memory_dir.join("memory.memsw.limit_in_bytes").exists() {
+                // The kernel keeps memory <= memory+swap at every step: raising a group's
+                // limit takes the second first, lowering it the first first, so the second is
+                // written before and after.
+                let memsw = memory_dir.join("memory.memsw.limit_in_bytes").exists();
+                if memsw {
+                    let _ = write(&memory_dir, "memory.memsw.limit_in_bytes", bytes.clone());
+                }
+                write(&memory_dir, "memory.limit_in_bytes", bytes.clone())?;
+                if memsw {
                     let _ = write(&memory_dir, "memory.memsw.limit_in_bytes", bytes);
                 }
                 let mut dirs = vec![cpu_dir, memory_dir.clone()];

@@ -36,6 +36,7 @@ pub mod inventory;
 pub mod isolation;
 mod task;
 pub mod users;
+mod warm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -97,6 +98,8 @@ pub struct AgentConfig {
     pub isolation: isolation::Isolation,
     /// Run every task (training and inference too) under `isolation`, not only sandboxes.
     pub isolate_tasks: bool,
+    /// Interactive sandboxes kept started ahead of demand on each node (see [`warm`]).
+    pub warm_pool: u32,
 }
 
 /// Who tasks run as.
@@ -150,6 +153,10 @@ struct NodeTasks {
     logs_wanted: Vec<wire::api::LogWanted>,
     /// The live interactive sandboxes, for execs.
     targets: exec::Targets,
+    /// Started interactive sandboxes not yet anyone's.
+    pool: Vec<warm::Warm>,
+    /// The next pooled sandbox's number.
+    next_warm: u64,
 }
 
 impl NodeTasks {
@@ -239,7 +246,9 @@ impl NodeTasks {
                 Wanted::Sandbox(s, i) => (sandbox_task(s, i), Kind::Sandbox),
             };
             let sandbox = kind != Kind::Task;
-            let task = if config.hollow {
+            let task = if kind == Kind::Interactive && !config.hollow && !self.pool.is_empty() {
+                self.claim_warm(config, &a)
+            } else if config.hollow {
                 Task {
                     running: Running::Hollow {
                         ends_at: hollow_runtime(&a.command).map(|d| Instant::now() + d),
@@ -274,6 +283,55 @@ impl NodeTasks {
             self.tasks.insert(key, task);
             if let Some(tx) = &config.started {
                 let _ = tx.send((a.job, Instant::now()));
+            }
+        }
+        self.tend_pool(config);
+    }
+
+    /// A pooled sandbox made interactive sandbox `a`, or `a` started cold when none can be.
+    fn claim_warm(&mut self, config: &AgentConfig, a: &Assignment) -> Task {
+        while let Some(warm) = self.pool.pop() {
+            match warm.claim(config, &self.name, a) {
+                Ok(task) => return task,
+                Err((why, warm)) => {
+                    eprintln!("agent {}: pooled sandbox not usable: {why}", self.name);
+                    warm.discard();
+                }
+            }
+        }
+        spawn(config, &self.name, a, Kind::Interactive).unwrap_or_else(|reason| {
+            eprintln!(
+                "agent {}: batch {} sandbox {}: cannot start: {reason}",
+                self.name, a.job, a.rank
+            );
+            let mut failed = Task::none();
+            failed.exit_code = Some(127);
+            failed.sandbox = true;
+            failed
+        })
+    }
+
+    /// Refills the warm pool, or empties it while the node runs other work than sandboxes.
+    fn tend_pool(&mut self, config: &AgentConfig) {
+        if config.hollow || config.warm_pool == 0 {
+            return;
+        }
+        self.pool.retain_mut(warm::Warm::alive);
+        let busy = self.tasks.values().any(|t| !t.sandbox);
+        if busy {
+            for warm in self.pool.drain(..) {
+                warm.discard();
+            }
+            return;
+        }
+        while self.pool.len() < config.warm_pool as usize {
+            self.next_warm += 1;
+            match warm::start(config, &self.name, self.next_warm) {
+                Ok(w) => self.pool.push(w),
+                Err(why) => {
+                    eprintln!("agent {}: cannot start a pooled sandbox: {why}", self.name);
+                    return;
+                }
             }
         }
     }
@@ -484,6 +542,8 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
             last_answer: Instant::now(),
             logs_wanted: Vec::new(),
             targets: targets.clone(),
+            pool: Vec::new(),
+            next_warm: 0,
         })
         .collect();
     let index: HashMap<String, usize> = config
@@ -523,6 +583,9 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
     // Shutting down: stop every task, within the grace period.
     let deadline = Instant::now() + config.grace + Duration::from_secs(1);
     for node in nodes.iter_mut() {
+        for warm in node.pool.drain(..) {
+            warm.discard();
+        }
         loop {
             node.tasks.retain(|_, t| !stop(t, config.grace));
             if node.tasks.is_empty() || Instant::now() > deadline {
@@ -558,6 +621,7 @@ mod tests {
             workdir_root: None,
             isolation: isolation::Isolation::None,
             isolate_tasks: false,
+            warm_pool: 0,
         };
         let mut node = NodeTasks {
             name: "n0".into(),
@@ -565,6 +629,8 @@ mod tests {
             last_answer: Instant::now(),
             logs_wanted: Vec::new(),
             targets: exec::Targets::default(),
+            pool: Vec::new(),
+            next_warm: 0,
         };
         let task = Assignment {
             job: 7,

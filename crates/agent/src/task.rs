@@ -42,6 +42,19 @@ pub(crate) struct Task {
     pub(crate) exec_target: Option<crate::exec::ExecTarget>,
 }
 
+impl Task {
+    /// A task that runs nothing (what is left where a task was moved out).
+    pub(crate) fn none() -> Task {
+        Task {
+            running: Running::Hollow { ends_at: None },
+            exit_code: None,
+            oom_killed: false,
+            sandbox: false,
+            exec_target: None,
+        }
+    }
+}
+
 impl Drop for Task {
     fn drop(&mut self) {
         if let Running::Process { group: Some(g), .. } = &self.running {
@@ -117,12 +130,10 @@ pub(crate) fn spawn(
         });
     };
     let name = if sandbox {
-        format!("{}-sandbox-{}", a.job, a.rank)
+        sandbox_dir_name(a)
     } else {
         format!("{}-{}-{}", a.job, a.run, a.rank)
     };
-    let dir = config.work_dir.join(&name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let user = match &config.run_as {
         RunAs::AgentUser => None,
         RunAs::TenantUsers(users) => Some((
@@ -130,6 +141,27 @@ pub(crate) fn spawn(
             users,
         )),
     };
+    spawn_as(config, node, a, kind, &name, user, (program, args))
+}
+
+/// The directory of sandbox `a` (its batch and index) in the work dir.
+pub(crate) fn sandbox_dir_name(a: &Assignment) -> String {
+    format!("{}-sandbox-{}", a.job, a.rank)
+}
+
+/// Starts `a` in `<work_dir>/<name>` as `user` (or the agent's own user).
+pub(crate) fn spawn_as(
+    config: &AgentConfig,
+    node: &str,
+    a: &Assignment,
+    kind: Kind,
+    name: &str,
+    user: Option<(users::TaskUser, &std::sync::Arc<users::TaskUsers>)>,
+    (program, args): (&String, &[String]),
+) -> Result<Task, String> {
+    let sandbox = kind != Kind::Task;
+    let dir = config.work_dir.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // The log is made anew: a name the task left there is unlinked, never followed.
     let log_path = dir.join("log");
     let log = match &user {
@@ -152,31 +184,10 @@ pub(crate) fn spawn(
         }
         (Some(w), Isolation::None) => allowed_workdir(config.workdir_root.as_deref(), w)?,
     };
-    let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
-    // What the task sees: what the job asked for and the `STARGRID_*` variables, never the
-    // agent's own (its credential among them).
-    let mut env = BTreeMap::from([
-        ("PATH".to_string(), TASK_PATH.to_string()),
-        ("HOME".to_string(), view.display().to_string()),
-    ]);
-    env.extend(a.env.clone());
-    for (name, value) in [
-        ("STARGRID_JOB_ID", a.job.to_string()),
-        ("STARGRID_RUN", a.run.to_string()),
-        ("STARGRID_RANK", a.rank.to_string()),
-        ("STARGRID_WORLD_SIZE", a.world.to_string()),
-        ("STARGRID_NODE", node.to_string()),
-        (
-            "STARGRID_CHECKPOINT_FILE",
-            view.join("checkpoint").display().to_string(),
-        ),
-        ("CUDA_VISIBLE_DEVICES", gpus.join(",")),
-    ] {
-        env.insert(name.to_string(), value);
-    }
+    let env = task_env(node, a, &view);
     let group = match &config.cgroups {
         Some(cg) => Some(cg.create(
-            &format!("{}-{node}-{name}", agent_tag(&config.work_dir)),
+            &group_name(config, node, name),
             cgroup::Limits {
                 cpu_millis: a.cpu_millis,
                 memory_mib: a.memory_mib,
@@ -243,6 +254,42 @@ pub(crate) fn spawn(
         sandbox,
         exec_target,
     })
+}
+
+/// The cgroup of task directory `name` on `node`.
+pub(crate) fn group_name(config: &AgentConfig, node: &str, name: &str) -> String {
+    format!("{}-{node}-{name}", agent_tag(&config.work_dir))
+}
+
+/// What a task sees in its environment: what its job asked for and the `STARGRID_*`
+/// variables, never the agent's own (its credential among them); `view` is where it sees its
+/// directory.
+pub(crate) fn task_env(
+    node: &str,
+    a: &Assignment,
+    view: &std::path::Path,
+) -> BTreeMap<String, String> {
+    let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
+    let mut env = BTreeMap::from([
+        ("PATH".to_string(), TASK_PATH.to_string()),
+        ("HOME".to_string(), view.display().to_string()),
+    ]);
+    env.extend(a.env.clone());
+    for (name, value) in [
+        ("STARGRID_JOB_ID", a.job.to_string()),
+        ("STARGRID_RUN", a.run.to_string()),
+        ("STARGRID_RANK", a.rank.to_string()),
+        ("STARGRID_WORLD_SIZE", a.world.to_string()),
+        ("STARGRID_NODE", node.to_string()),
+        (
+            "STARGRID_CHECKPOINT_FILE",
+            view.join("checkpoint").display().to_string(),
+        ),
+        ("CUDA_VISIBLE_DEVICES", gpus.join(",")),
+    ] {
+        env.insert(name.to_string(), value);
+    }
+    env
 }
 
 /// A short name for the agent (from its work dir, so the same across its restarts): task groups

@@ -132,6 +132,12 @@ impl TaskUsers {
         Ok(TaskUsers { base, setpriv })
     }
 
+    /// The user pooled sandboxes idle as before they are anyone's (just below the tenants'
+    /// uids; see [`crate::warm`]).
+    pub fn pool_user(&self) -> TaskUser {
+        TaskUser { uid: self.base - 1 }
+    }
+
     /// The user the tenant numbered `tenant` runs as.
     pub fn user_of(&self, tenant: Option<u32>) -> Result<TaskUser, UsersError> {
         let n = tenant.ok_or(UsersError::NoTenant)?;

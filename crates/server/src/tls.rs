@@ -133,6 +133,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Small writes (a streamed line, an answer) go out at once (see `http::serve`).
+                let _ = tcp.set_nodelay(true);
                 let Some(peer_slot) = PeerSlot::take(&in_flight, peer.ip()) else {
                     tracing::debug!(%peer, "too many handshakes in flight from this address");
                     continue;

@@ -62,6 +62,10 @@ pub struct AgentArgs {
     /// Run training and inference tasks under the isolation layer too, not only sandboxes.
     #[arg(long)]
     pub isolate_tasks: bool,
+    /// Interactive sandboxes kept started ahead of demand on each node (a new one is then one
+    /// that already runs); emptied while the node runs a job's task or a replica.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub warm_pool: u32,
 }
 
 pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
@@ -102,6 +106,7 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         workdir_root: a.workdir_root.clone(),
         isolation: agent::isolation::Isolation::None,
         isolate_tasks: a.isolate_tasks,
+        warm_pool: a.warm_pool,
     };
     let (cgroups, limits) = if a.no_cgroups || config.hollow {
         (None, "without cgroup limits".to_string())
@@ -154,7 +159,11 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         agent::isolation::Isolation::detect(a.isolation, tenant_users)
             .map_err(anyhow::Error::msg)?
     };
-    let isolated = format!("; sandboxes under {}", isolation.describe());
+    let warm = match (a.warm_pool, config.hollow) {
+        (0, _) | (_, true) => String::new(),
+        (n, false) => format!("; {n} interactive sandboxes kept warm per node"),
+    };
+    let isolated = format!("; sandboxes under {}{warm}", isolation.describe());
     let users = format!("{users}{}", if config.hollow { "" } else { &isolated });
     let config = agent::AgentConfig {
         cgroups,

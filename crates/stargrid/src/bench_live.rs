@@ -60,7 +60,7 @@ fn job(name: String, secs: &str) -> SubmitJob {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -116,6 +116,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             workdir_root: None,
             isolation: agent::isolation::Isolation::None,
             isolate_tasks: false,
+            warm_pool: 0,
         };
         let stop = agent_stop.clone();
         std::thread::spawn(move || agent::run(&config, &stop))

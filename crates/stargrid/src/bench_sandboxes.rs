@@ -2,17 +2,16 @@
 //! loopback with its journal in a temporary directory, one real agent for one CPU host (root:
 //! tenants' users, cgroups and bubblewrap where the host has them), one batch of sleeping
 //! sandboxes: how fast they start, what each costs the host (its cgroup's memory), and whether
-//! the agent kept heartbeating with all of them alive.
-//!
-//! What needs interactive sandboxes (warm and cold create to first output, exec round trips) is
-//! not built yet: those keys are `null`.
+//! the agent kept heartbeating with all of them alive. Then interactive sandboxes, measured as a
+//! client sees them: exec round trips in one sandbox, and create → first output of a command
+//! in a new sandbox, cold (nothing started ahead) and warm (an agent with a warm pool).
 
 use anyhow::{Context, Result};
 use clap::Args;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wire::api::{IssueToken, SubmitSandboxes};
+use wire::api::{ExecRequest, IssueToken, SubmitSandboxes};
 use wire::Client;
 
 #[derive(Args)]
@@ -23,6 +22,15 @@ pub struct SandboxBenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Exec round trips measured in one sandbox.
+    #[arg(long, default_value_t = 200)]
+    pub execs: u32,
+    /// Sandboxes created (each with one command) for the cold and for the warm figures.
+    #[arg(long, default_value_t = 50)]
+    pub creates: u32,
+    /// The warm pool of the agent that measures warm creates.
+    #[arg(long, default_value_t = 4)]
+    pub warm_pool: u32,
 }
 
 /// The host the sandboxes go to (a CPU host of the default fleet).
@@ -69,27 +77,27 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         .map_or("no cgroups", agent::cgroup::Cgroups::describe);
     let isolated = isolation.describe();
     let (started_tx, started_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
-    let agent_stop = Arc::new(AtomicBool::new(false));
-    let agent = {
-        let config = agent::AgentConfig {
-            client: Client::new(&url, &credential.token),
-            nodes: vec![HOST.into()],
-            hollow: false,
-            work_dir: work.clone(),
-            interval: Duration::from_secs(1),
-            grace: Duration::from_secs(1),
-            fence_after: Duration::from_secs(60),
-            started: Some(started_tx),
-            cgroups: cgroups.clone(),
-            inventory: None,
-            run_as,
-            workdir_root: None,
-            isolation,
-            isolate_tasks: false,
-        };
-        let stop = agent_stop.clone();
-        std::thread::spawn(move || agent::run(&config, &stop))
+    let base = agent::AgentConfig {
+        client: Client::new(&url, &credential.token),
+        nodes: vec![HOST.into()],
+        hollow: false,
+        work_dir: work.clone(),
+        interval: Duration::from_secs(1),
+        grace: Duration::from_secs(1),
+        fence_after: Duration::from_secs(60),
+        started: None,
+        cgroups: cgroups.clone(),
+        inventory: None,
+        run_as,
+        workdir_root: None,
+        isolation,
+        isolate_tasks: false,
+        warm_pool: 0,
     };
+    let agent = Agent::start(agent::AgentConfig {
+        started: Some(started_tx),
+        ..base.clone()
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     while client
         .nodes()?
@@ -139,8 +147,18 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
     while client.batch(batch.id)?.live > 0 && Instant::now() < end_deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    agent_stop.store(true, Ordering::Relaxed);
-    let _ = agent.join();
+    // Interactive: exec round trips, then creates with nothing started ahead.
+    let exec_ms = exec_roundtrips(&client, a.execs)?;
+    let cold_ms = creates_to_output(&client, a.creates)?;
+    agent.stop();
+    // A second agent for the same host, with a warm pool.
+    let agent = Agent::start(agent::AgentConfig {
+        work_dir: dir.path().join("agent-warm"),
+        warm_pool: a.warm_pool,
+        ..base
+    });
+    let warm_ms = creates_to_output(&client, a.creates)?;
+    agent.stop();
     served.stop();
     let spread = all_started.duration_since(first).as_secs_f64();
     let report = serde_json::json!({
@@ -156,15 +174,24 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         "host_overhead_bytes_per_sandbox": host_bytes.map(|b| b / u64::from(a.count.max(1))),
         "server_and_agent_bytes_per_sandbox":
             rss_after.saturating_sub(rss_before) / u64::from(a.count.max(1)),
-        "warm_create_to_output_p50_ms": null,
-        "warm_create_to_output_p99_ms": null,
-        "cold_create_to_output_p99_ms": null,
-        "exec_roundtrip_p50_ms": null,
-        "exec_roundtrip_p99_ms": null,
+        "warm_pool": a.warm_pool,
+        "warm_create_to_output_p50_ms": pct(&warm_ms, 0.5),
+        "warm_create_to_output_p90_ms": pct(&warm_ms, 0.9),
+        "warm_create_to_output_p99_ms": pct(&warm_ms, 0.99),
+        "cold_create_to_output_p50_ms": pct(&cold_ms, 0.5),
+        "cold_create_to_output_p99_ms": pct(&cold_ms, 0.99),
+        "exec_roundtrip_p50_ms": pct(&exec_ms, 0.5),
+        "exec_roundtrip_p90_ms": pct(&exec_ms, 0.9),
+        "exec_roundtrip_p99_ms": pct(&exec_ms, 0.99),
         "note": "host_overhead_bytes_per_sandbox: the memory the kernel charges the sandboxes' \
                  own cgroups (each a sleeping process under its isolation layer, with the \
-                 processes that set it up), summed and divided by their number. The warm, cold \
-                 and exec keys need interactive sandboxes, which are not built yet.",
+                 processes that set it up), summed and divided by their number. \
+                 exec_roundtrip: POST /v1/sandboxes/{id}/exec of `true` to its exit code, \
+                 through the server and the agent, one after another in one live sandbox. \
+                 create_to_output: POST /v1/sandboxes (one interactive sandbox, durable) then \
+                 its exec of `echo`, to the first byte of output at the client; cold: the \
+                 agent starts the sandbox on demand; warm: it claims one of its warm pool \
+                 (the pool refills between creates).",
     });
     if a.json {
         println!("{report}");
@@ -212,4 +239,101 @@ fn sandbox_memory_bytes(work: &std::path::Path) -> Option<u64> {
         }
     }
     found.then_some(total)
+}
+
+/// An agent running on a thread of this process.
+struct Agent {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(), agent::AgentError>>,
+}
+
+impl Agent {
+    fn start(config: agent::AgentConfig) -> Agent {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || agent::run(&config, &flag));
+        Agent { stop, thread }
+    }
+
+    /// Stops it (its sandboxes with it) and waits.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+fn pct(sorted_ms: &[f64], p: f64) -> Option<f64> {
+    (!sorted_ms.is_empty()).then(|| crate::bench_live::percentile(sorted_ms, p))
+}
+
+fn interactive_sandbox(client: &Client) -> Result<u64> {
+    Ok(client
+        .submit_sandboxes(&SubmitSandboxes {
+            name: "bench-interactive".into(),
+            tenant: "default".into(),
+            count: 1,
+            cpu_millis: 500,
+            memory_mib: 256,
+            max_retries: 0,
+            command: Vec::new(),
+            env: Default::default(),
+            secret_env: Default::default(),
+            workdir: None,
+            interactive: true,
+            timeout_s: None,
+            idle_timeout_s: None,
+        })?
+        .id)
+}
+
+fn command(words: &[&str]) -> ExecRequest {
+    ExecRequest {
+        command: words.iter().map(|w| w.to_string()).collect(),
+        env: Default::default(),
+        stdin: None,
+        timeout_s: Some(30),
+    }
+}
+
+/// `n` execs of `true` one after another in one sandbox: each round trip, ms, sorted.
+fn exec_roundtrips(client: &Client, n: u32) -> Result<Vec<f64>> {
+    let id = interactive_sandbox(client)?;
+    // The first waits for the sandbox to start; it is not counted.
+    client.exec(id, 0, &command(&["true"]), |_| {})?;
+    let mut ms = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let at = Instant::now();
+        let end = client.exec(id, 0, &command(&["true"]), |_| {})?;
+        anyhow::ensure!(end.exit_code == Some(0), "an exec failed: {end:?}");
+        ms.push(at.elapsed().as_secs_f64() * 1e3);
+    }
+    client.cancel_batch(id)?;
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
+}
+
+/// `n` times: a new sandbox and its first command, to the first byte of output; ms, sorted.
+fn creates_to_output(client: &Client, n: u32) -> Result<Vec<f64>> {
+    let mut ms = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let at = Instant::now();
+        let id = interactive_sandbox(client)?;
+        let mut first = None;
+        let end = client.exec(id, 0, &command(&["echo", "ready"]), |e| {
+            if first.is_none() && e.stdout.is_some() {
+                first = Some(Instant::now());
+            }
+        })?;
+        let first = first.or(end.stdout.is_some().then(Instant::now));
+        anyhow::ensure!(
+            end.exit_code == Some(0) && first.is_some(),
+            "a first command failed: {end:?}"
+        );
+        ms.push(first.map_or(0.0, |f| f.duration_since(at).as_secs_f64() * 1e3));
+        client.cancel_batch(id)?;
+        // Time for the agent to stop it (and refill its pool), as between real creates.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
 }

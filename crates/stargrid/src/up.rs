@@ -246,6 +246,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         workdir_root: None,
         isolation: isolation.clone(),
         isolate_tasks: false,
+        warm_pool: 0,
     };
     let agent_stop = Arc::new(AtomicBool::new(false));
     let agents = {

@@ -479,6 +479,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Without it, a streamed exec's lines wait for the client's delayed acknowledgement of
+    // what went before (Nagle's algorithm): tens of milliseconds a line.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     serve_on(server, listener, shutdown).await
 }
 

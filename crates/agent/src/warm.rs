@@ -1,0 +1,167 @@
+//! Warm pools: interactive sandboxes started ahead of demand on each node (`--warm-pool N`),
+//! so that a new interactive sandbox is one that already runs: its namespaces made, its idle
+//! program started. A pooled sandbox belongs to no tenant: it runs as the pool's own user
+//! ([`crate::users::TaskUsers::pool_user`]) in a directory of its own with the pool's limits.
+//! Claiming it for a sandbox renames its directory to the sandbox's, gives the directory to
+//! the tenant's user, and sets the sandbox's limits on its cgroup; execs then run as the tenant
+//! (the idle program stays the pool user's, which the tenant cannot signal).
+//!
+//! The pool is refilled at every reconcile, and emptied while the node runs a job's task or a
+//! replica (that work gets the host to itself). Pooled sandboxes are sleeping processes the
+//! scheduler does not count (about a megabyte each).
+
+use crate::task::{group_name, sandbox_dir_name, spawn_as, task_env, Kind, Running, Task};
+use crate::users::TaskUser;
+use crate::{cgroup, AgentConfig, RunAs};
+use std::path::PathBuf;
+use wire::api::Assignment;
+
+/// The limits a pooled sandbox has until it is claimed.
+const POOL_CPU_MILLIS: u32 = 1000;
+/// The memory a pooled sandbox may use until it is claimed, MiB.
+const POOL_MEMORY_MIB: u32 = 256;
+
+/// A started, unclaimed sandbox.
+pub(crate) struct Warm {
+    task: Task,
+    /// Its directory's name in the work dir (its cgroup is named after it).
+    name: String,
+}
+
+/// Starts pooled sandbox number `slot` of `node`.
+pub(crate) fn start(config: &AgentConfig, node: &str, slot: u64) -> Result<Warm, String> {
+    let name = format!("warm-{node}-{slot}");
+    let user = match &config.run_as {
+        RunAs::AgentUser => None,
+        RunAs::TenantUsers(users) => Some((users.pool_user(), users)),
+    };
+    let idle: Vec<String> = crate::task::IDLE_COMMAND
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let a = Assignment {
+        job: 0,
+        run: 0,
+        rank: 0,
+        world: 0,
+        tenant: String::new(),
+        tenant_id: None,
+        command: idle.clone(),
+        env: Default::default(),
+        workdir: None,
+        gpus: Vec::new(),
+        stop_by: None,
+        cpu_millis: POOL_CPU_MILLIS,
+        memory_mib: POOL_MEMORY_MIB,
+    };
+    let task = spawn_as(
+        config,
+        node,
+        &a,
+        Kind::Interactive,
+        &name,
+        user,
+        (&idle[0], &idle[1..]),
+    )?;
+    Ok(Warm { task, name })
+}
+
+impl Warm {
+    /// Makes this the interactive sandbox `a` (a sandbox assignment) on `node`; gives itself
+    /// back when it cannot (the caller starts the sandbox cold and discards it).
+    pub(crate) fn claim(
+        mut self,
+        config: &AgentConfig,
+        node: &str,
+        a: &Assignment,
+    ) -> Result<Task, (String, Warm)> {
+        match self.take(config, node, a) {
+            Ok(()) => {
+                let mut task = std::mem::replace(&mut self.task, Task::none());
+                task.sandbox = true;
+                Ok(task)
+            }
+            Err(why) => Err((why, self)),
+        }
+    }
+
+    fn take(&mut self, config: &AgentConfig, node: &str, a: &Assignment) -> Result<(), String> {
+        let Running::Process { dir, child, .. } = &mut self.task.running else {
+            return Err("not a process".into());
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err("the pooled sandbox exited".into());
+        }
+        let user: Option<TaskUser> = match &config.run_as {
+            RunAs::AgentUser => None,
+            RunAs::TenantUsers(users) => {
+                Some(users.user_of(a.tenant_id).map_err(|e| e.to_string())?)
+            }
+        };
+        let new_dir: PathBuf = config.work_dir.join(sandbox_dir_name(a));
+        if std::fs::symlink_metadata(&new_dir).is_ok() {
+            return Err(format!("{} exists", new_dir.display()));
+        }
+        // The sandbox sees its directory by its bind mount, which follows the rename.
+        std::fs::rename(&*dir, &new_dir).map_err(|e| format!("{}: {e}", new_dir.display()))?;
+        *dir = new_dir.clone();
+        if let Some(u) = user {
+            // Made by root and written by nobody since (the idle program writes nothing).
+            for path in [new_dir.clone(), new_dir.join("log")] {
+                std::os::unix::fs::lchown(&path, Some(u.uid), Some(u.uid))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        let group = match &config.cgroups {
+            Some(cg) => cg
+                .create(
+                    &group_name(config, node, &self.name),
+                    cgroup::Limits {
+                        cpu_millis: a.cpu_millis,
+                        memory_mib: a.memory_mib,
+                        pids_max: cgroup::SANDBOX_PIDS_MAX,
+                    },
+                )
+                .map(|g| g.dirs().to_vec())?,
+            None => Vec::new(),
+        };
+        let view = config.isolation.view_of(&new_dir);
+        let target = self
+            .task
+            .exec_target
+            .as_mut()
+            .ok_or("a pooled sandbox without its exec target")?;
+        target.dir = new_dir;
+        target.env = task_env(node, a, &view);
+        target.user = match (&config.run_as, user) {
+            (RunAs::TenantUsers(users), Some(u)) => Some((u, users.clone())),
+            _ => None,
+        };
+        target.cgroup = group;
+        Ok(())
+    }
+
+    /// Whether its process still runs.
+    pub(crate) fn alive(&mut self) -> bool {
+        match &mut self.task.running {
+            Running::Process { child, .. } => matches!(child.try_wait(), Ok(None)),
+            Running::Hollow { .. } => false,
+        }
+    }
+
+    /// Kills it and removes its directory.
+    pub(crate) fn discard(mut self) {
+        if let Running::Process {
+            child, group, dir, ..
+        } = &mut self.task.running
+        {
+            let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+            if let Some(g) = group {
+                g.kill();
+            }
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&*dir);
+        }
+    }
+}
