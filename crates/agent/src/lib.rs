@@ -293,10 +293,7 @@ impl NodeTasks {
         while let Some(warm) = self.pool.pop() {
             match warm.claim(config, &self.name, a) {
                 Ok(task) => return task,
-                Err((why, warm)) => {
-                    eprintln!("agent {}: pooled sandbox not usable: {why}", self.name);
-                    warm.discard();
-                }
+                Err(why) => eprintln!("agent {}: pooled sandbox not usable: {why}", self.name),
             }
         }
         spawn(config, &self.name, a, Kind::Interactive).unwrap_or_else(|reason| {

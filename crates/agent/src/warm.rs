@@ -67,21 +67,24 @@ pub(crate) fn start(config: &AgentConfig, node: &str, slot: u64) -> Result<Warm,
 }
 
 impl Warm {
-    /// Makes this the interactive sandbox `a` (a sandbox assignment) on `node`; gives itself
-    /// back when it cannot (the caller starts the sandbox cold and discards it).
+    /// Makes this the interactive sandbox `a` (a sandbox assignment) on `node`; when it
+    /// cannot, it is discarded and the caller starts the sandbox cold.
     pub(crate) fn claim(
         mut self,
         config: &AgentConfig,
         node: &str,
         a: &Assignment,
-    ) -> Result<Task, (String, Warm)> {
+    ) -> Result<Task, String> {
         match self.take(config, node, a) {
             Ok(()) => {
                 let mut task = std::mem::replace(&mut self.task, Task::none());
                 task.sandbox = true;
                 Ok(task)
             }
-            Err(why) => Err((why, self)),
+            Err(why) => {
+                self.discard();
+                Err(why)
+            }
         }
     }
 
