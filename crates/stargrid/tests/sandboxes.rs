@@ -631,3 +631,59 @@ fn escapes_tried_from_inside_an_exec_fail_and_the_neighbours_keep_working() {
         ("neighbour-secret\n", Some(0))
     );
 }
+
+#[test]
+fn a_warm_pool_hands_out_sandboxes_that_already_run_and_refills() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("data"));
+    let work = dir.path().join("host");
+    let (_agent, said) = common::start_agent_saying(
+        &s.url,
+        &work,
+        &s.token,
+        &["--node", HOST, "--grace-s", "1", "--warm-pool", "2"],
+        &[],
+    );
+    assert!(
+        said.contains("2 interactive sandboxes kept warm per node"),
+        "{said}"
+    );
+    let pooled = || {
+        std::fs::read_dir(&work)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("warm-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_for("the pool to fill", || pooled() == 2);
+    let batch = create(&s, interactive(1));
+    // The sandbox is a pooled one (its cgroup is the pool's), given to its tenant: its
+    // directory, its environment, its limits.
+    let (out, end) = run(
+        &s,
+        batch,
+        0,
+        &["sh", "-c", "echo $GREETING $STARGRID_BATCH_ID; id -u; cat /proc/self/cgroup; touch mine && echo wrote"],
+    );
+    assert_eq!(end["exit_code"], 0, "{end} {out}");
+    assert!(out.starts_with(&format!("hi {batch}\n")), "{out}");
+    assert!(out.contains("wrote"), "{out}");
+    if said.contains("tenant's user") && said.contains("cgroup") {
+        assert!(out.contains("warm-"), "not a pooled sandbox: {out}");
+        let uid: u32 = out.lines().nth(1).unwrap().parse().unwrap();
+        assert_eq!(uid, agent::users::DEFAULT_UID_BASE, "{out}");
+        let memory_group = out.lines().find(|l| l.contains(":memory:")).unwrap();
+        let limit = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory{}/memory.limit_in_bytes",
+            memory_group.split(':').nth(2).unwrap()
+        ));
+        if let Ok(limit) = limit {
+            assert_eq!(limit.trim(), (256u64 << 20).to_string());
+        }
+    }
+    assert!(work.join(format!("{batch}-sandbox-0/mine")).exists());
+    // The pool is full again.
+    wait_for("the pool to refill", || pooled() == 2);
+}
