@@ -97,18 +97,29 @@ impl Targets {
     }
 }
 
+/// Most commands one agent runs at once (each holds a few threads and pipes).
+const MAX_RUNNING: usize = 1024;
+
+/// Commands running now.
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Runs `order` on a thread of its own.
 pub(crate) fn start(client: Client, targets: Targets, hollow: bool, order: ExecOrder) {
+    use std::sync::atomic::Ordering;
+    if RUNNING.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING {
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        let busy = failed(format!("this node runs {MAX_RUNNING} commands, its most"));
+        std::thread::spawn(move || post(&client, &order, Vec::new(), Some(busy)));
+        return;
+    }
     std::thread::spawn(move || {
         let end = if hollow {
-            ExecEnd {
-                exit_code: None,
-                error: Some("a hollow node runs no processes".into()),
-            }
+            failed("a hollow node runs no processes".into())
         } else {
             run(&client, &targets, &order)
         };
         let _ = post(&client, &order, Vec::new(), Some(end));
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
     });
 }
 

@@ -21,8 +21,13 @@ pub enum Piece {
     End(ExecEnd),
 }
 
-/// Chunks a channel holds before the agent's post waits for the reader.
-pub const CHANNEL_CHUNKS: usize = 16;
+/// Chunks a channel holds before the agent's post waits for the reader (each at most 64 KiB:
+/// half a MiB per exec, at most 2 GiB with every exec of a full server unread).
+pub const CHANNEL_CHUNKS: usize = 8;
+
+/// Most standard input (base64) handed to a node's agent in one long-poll answer; the orders
+/// past it go in the next.
+pub const ORDERS_BYTES: usize = 8 << 20;
 
 /// How many execs may be in flight.
 #[derive(Clone, Copy, Debug)]
@@ -38,7 +43,7 @@ pub struct ExecLimits {
 impl Default for ExecLimits {
     fn default() -> Self {
         ExecLimits {
-            total: 10_000,
+            total: 4096,
             per_tenant: 256,
             per_sandbox: 16,
         }
@@ -135,7 +140,8 @@ impl Execs {
         self.undelivered.keys().any(|n| nodes.contains(n.as_str()))
     }
 
-    /// The orders waiting for `nodes`, handed over (each once).
+    /// The orders waiting for `nodes`, handed over (each once), oldest first, up to
+    /// [`ORDERS_BYTES`] of standard input (at least one).
     pub fn take_orders(&mut self, nodes: &HashSet<&str>) -> Vec<ExecOrder> {
         let ready: Vec<String> = self
             .undelivered
@@ -144,12 +150,28 @@ impl Execs {
             .cloned()
             .collect();
         let mut out = Vec::new();
+        let mut bytes = 0;
         for node in ready {
-            for id in self.undelivered.remove(&node).unwrap_or_default() {
-                if let Some(e) = self.entries.get_mut(&id) {
-                    e.delivered = true;
-                    out.push(e.order.clone());
+            let Some(ids) = self.undelivered.get_mut(&node) else {
+                continue;
+            };
+            let mut taken = 0;
+            for id in ids.iter() {
+                let Some(e) = self.entries.get_mut(id) else {
+                    taken += 1;
+                    continue;
+                };
+                if !out.is_empty() && bytes + e.order.stdin_b64.len() > ORDERS_BYTES {
+                    break;
                 }
+                bytes += e.order.stdin_b64.len();
+                e.delivered = true;
+                out.push(e.order.clone());
+                taken += 1;
+            }
+            ids.drain(..taken);
+            if ids.is_empty() {
+                self.undelivered.remove(&node);
             }
         }
         out
@@ -178,6 +200,26 @@ impl Execs {
         }
         decrement(&mut self.by_tenant, &e.tenant);
         decrement(&mut self.by_sandbox, &(e.order.batch, e.order.index));
+    }
+
+    /// Every exec in flight: (id, batch, index, node).
+    pub fn in_flight(&self) -> Vec<(u64, u64, u32, String)> {
+        self.entries
+            .iter()
+            .map(|(id, e)| (*id, e.order.batch, e.order.index, e.order.node.clone()))
+            .collect()
+    }
+
+    /// Ends exec `id` with `why` (its reader is told, if it has room for one more line) and
+    /// forgets it.
+    pub fn end(&mut self, id: u64, why: &str) {
+        if let Some(e) = self.entries.get(&id) {
+            let _ = e.tx.try_send(Piece::End(ExecEnd {
+                exit_code: None,
+                error: Some(why.to_string()),
+            }));
+        }
+        self.close(id);
     }
 
     /// Execs in flight.
@@ -273,6 +315,23 @@ mod tests {
     }
 
     #[test]
+    fn one_answer_carries_a_bounded_amount_of_input() {
+        let mut execs = Execs::new(ExecLimits::default());
+        let big = |n| ExecOrder {
+            stdin_b64: "A".repeat(ORDERS_BYTES / 2 + 1),
+            ..order("n", 1, n)
+        };
+        let (a, _ra) = execs.open(big(0), "t").unwrap();
+        let (b, _rb) = execs.open(big(1), "t").unwrap();
+        let n: HashSet<&str> = ["n"].into_iter().collect();
+        let first: Vec<u64> = execs.take_orders(&n).iter().map(|o| o.id).collect();
+        assert_eq!(first, vec![a]);
+        let second: Vec<u64> = execs.take_orders(&n).iter().map(|o| o.id).collect();
+        assert_eq!(second, vec![b]);
+        assert!(!execs.waiting_for(&n));
+    }
+
+    #[test]
     fn every_bound_is_kept_and_named() {
         let mut execs = Execs::new(ExecLimits {
             total: 4,
@@ -293,6 +352,19 @@ mod tests {
         // Closing gives the room back.
         execs.close(keep[0].0);
         assert!(execs.open(order("n", 3, 0), "c").is_ok());
+    }
+
+    #[test]
+    fn an_exec_ended_by_the_server_tells_its_reader_why() {
+        let mut execs = Execs::new(ExecLimits::default());
+        let (id, mut rx) = execs.open(order("n", 1, 0), "t").unwrap();
+        assert_eq!(execs.in_flight(), vec![(id, 1, 0, "n".to_string())]);
+        execs.end(id, "the sandbox is gone");
+        assert!(execs.is_empty() && execs.undelivered.is_empty());
+        match rx.try_recv().unwrap() {
+            Piece::End(e) => assert_eq!(e.error.as_deref(), Some("the sandbox is gone")),
+            other => panic!("{other:?}"),
+        }
     }
 
     proptest! {

@@ -315,6 +315,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
     }
     println!(
         "look: export STARGRID_SERVER={url} STARGRID_TOKEN=$(cat {}); stargrid queue | services | sandboxes | nodes | why ID; \
+         an interactive sandbox: stargrid sandbox create, then sandbox exec ID -- sh -c '…'; \
          task logs under {}; {url}/openapi.json; Ctrl-C stops everything",
         config.admin_token_file.display(),
         agent_config.work_dir.display()

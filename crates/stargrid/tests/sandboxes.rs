@@ -687,3 +687,38 @@ fn a_warm_pool_hands_out_sandboxes_that_already_run_and_refills() {
     // The pool is full again.
     wait_for("the pool to refill", || pooled() == 2);
 }
+
+#[test]
+fn an_exec_whose_node_goes_down_ends_at_once_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server_with(&dir.path().join("data"), &["--heartbeat-timeout-s", "2"]);
+    let (mut agent, _) = start_host(&s, &dir.path().join("host"));
+    let batch = create(&s, interactive(1));
+    run(&s, batch, 0, &["true"]);
+    let handle = {
+        let (url, token) = (s.url.clone(), s.token.clone());
+        std::thread::spawn(move || {
+            let at = Instant::now();
+            let text = ureq::post(&format!("{url}/v1/sandboxes/{batch}/exec"))
+                .set("Authorization", &format!("Bearer {token}"))
+                .send_json(json!({"command": ["sleep", "600"], "timeout_s": 600}))
+                .unwrap()
+                .into_string()
+                .unwrap();
+            (text, at.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // The agent dies without a word; its node goes down after two silent seconds.
+    agent.kill();
+    let (text, took) = handle.join().unwrap();
+    let end: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(
+        end["error"]
+            .as_str()
+            .unwrap()
+            .contains("the sandbox ended or left its node"),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}

@@ -687,6 +687,7 @@ pub struct WaitForChanges {
     #[serde(default)]
     pub after: u64,
     /// How long to wait for a change, in milliseconds (at most 30,000).
+    #[schema(maximum = 30000)]
     pub timeout_ms: u64,
 }
 

@@ -336,7 +336,7 @@ impl Client {
         )
     }
 
-    /// Reads at most `limit` bytes (4 MiB) of file `path` from `offset`, in sandbox `index` of
+    /// Reads at most `limit` bytes (1 MiB) of file `path` from `offset`, in sandbox `index` of
     /// interactive batch `id` (`GET /v1/sandboxes/{id}/files`); fewer than asked: the file
     /// ended.
     pub fn read_file(

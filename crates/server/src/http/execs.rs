@@ -13,10 +13,11 @@ use wire::api::{ExecAck, ExecEnd, ExecEvent, ExecOrder, ExecOutput, ExecRequest,
 
 /// Seconds an exec's reader waits past the command's own timeout before giving up on its node.
 const NODE_GRACE_S: u64 = 15;
-/// Seconds an agent's post waits for a reader that does not read before the exec is dropped.
-const READER_PATIENCE_S: u64 = 30;
+/// Seconds an agent's post waits for a reader that does not read before the exec is dropped
+/// (less than the agent's request timeout, so that it hears the answer instead of trying again).
+const READER_PATIENCE_S: u64 = 20;
 /// Most a file read returns in one request, bytes.
-pub(super) const MAX_FILE_READ: u64 = 4 << 20;
+pub(super) const MAX_FILE_READ: u64 = 1 << 20;
 /// Seconds a file read or write may take.
 const FILE_TIMEOUT_S: u32 = 60;
 
@@ -41,8 +42,8 @@ pub(super) struct FileQuery {
     append: bool,
     /// Reading: the first byte wanted (default 0).
     offset: Option<u64>,
-    /// Reading: most bytes wanted (default and most 4 MiB).
-    #[param(maximum = 4194304)]
+    /// Reading: most bytes wanted (default and most 1 MiB).
+    #[param(maximum = 1048576)]
     limit: Option<u64>,
 }
 
@@ -161,6 +162,30 @@ impl Server {
                 + Duration::from_secs(u64::from(timeout_s) + NODE_GRACE_S),
             _guard: guard,
         })
+    }
+
+    /// Ends the execs whose sandbox no longer lives where their order went (it ended, or its
+    /// node went down and it moved or was lost): their readers hear why at once instead of at
+    /// their timeout.
+    pub fn end_orphaned_execs(&self) {
+        let in_flight = self.execs().in_flight();
+        if in_flight.is_empty() {
+            return;
+        }
+        let orphans: Vec<u64> = {
+            let p = self.plane();
+            in_flight
+                .into_iter()
+                .filter(|(_, batch, index, node)| {
+                    p.sandbox_host(BatchId(*batch), *index).as_deref() != Some(node.as_str())
+                })
+                .map(|(id, ..)| id)
+                .collect()
+        };
+        let mut execs = self.execs();
+        for id in orphans {
+            execs.end(id, "the sandbox ended or left its node");
+        }
     }
 
     /// Ends the interactive sandboxes whose time is up (timeout, or idle). Durable when this
@@ -437,7 +462,7 @@ pub(super) async fn write_file(
     )
 }
 
-/// Read a file of a live interactive sandbox: its bytes from `offset`, at most `limit` (4 MiB);
+/// Read a file of a live interactive sandbox: its bytes from `offset`, at most `limit` (1 MiB);
 /// a shorter answer means the file ended. Read by the sandbox's own user.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/files",
     params(("id" = u64, Path, description = "batch id"), FileQuery),

@@ -519,6 +519,7 @@ where
                 }
                 server.expire_silent_nodes().await;
                 server.expire_sessions().await;
+                server.end_orphaned_execs();
                 server.pass_if_due(&mut last).await;
                 server.snapshot_if_due().await;
             }
