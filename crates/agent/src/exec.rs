@@ -1,21 +1,21 @@
 //! Commands run in live interactive sandboxes (execs), as the server orders them through the
-//! long poll: each runs in the sandbox's cgroup, joins its namespaces (under bubblewrap), drops
-//! to the sandbox's user with `no_new_privs`, and gets the sandbox's environment plus its own.
-//! Its output is posted back as it comes ([`wire::api::ExecOutput`], in order, at most 64 KiB
-//! a chunk), then its end; a post answered `wanted: false` (the reader went away) kills it, and
-//! so does its timeout.
+//! long poll. Each interactive sandbox runs an init ([`crate::init`]) that the agent talks to
+//! over a socket pair ([`InitChannel`]): the command is started by the init, inside the
+//! sandbox, so it is born in the sandbox's namespaces, cgroup and user; it gets the sandbox's
+//! environment plus its own. Its output is posted back as it comes ([`wire::api::ExecOutput`],
+//! in order, at most 64 KiB a chunk), then its end; a post answered `wanted: false` (the reader
+//! went away) kills it, and so does its timeout.
 //!
 //! A sandbox is known here once the node's agent started it ([`Targets`]); an order that comes
 //! before (the create and the first exec race) waits for it a little.
 
-use crate::isolation::{namespace_holder, Isolation};
+use crate::init::{FromInit, ToInit, MAX_LINE};
 use crate::task::TaskKey;
-use crate::users::{TaskUser, TaskUsers};
-use base64::Engine as _;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wire::api::{ExecChunk, ExecEnd, ExecOrder, ExecOutput};
@@ -23,26 +23,116 @@ use wire::Client;
 
 /// How long an order waits for its sandbox to be started on this node.
 const SANDBOX_WAIT: Duration = Duration::from_secs(10);
-/// How long an exec waits for its sandbox's namespaces to be ready.
-const NAMESPACE_WAIT: Duration = Duration::from_secs(5);
+/// Messages of one command held between the init and the post that sends them on.
+const ROUTE_DEPTH: usize = 64;
+/// Most commands one agent runs at once (each holds a thread and a route).
+const MAX_RUNNING: usize = 1024;
+
+/// Commands running now.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// The agent's own numbers for commands (the server's restart from 1 when it restarts).
+static NEXT_COMMAND: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The agent's end of the socket pair to one sandbox's init: lines out, and a thread that
+/// routes the init's lines to the command they are about.
+pub(crate) struct InitChannel {
+    writer: Mutex<UnixStream>,
+    routes: Mutex<HashMap<u64, SyncSender<FromInit>>>,
+    became: Mutex<Option<SyncSender<FromInit>>>,
+}
+
+impl InitChannel {
+    /// Starts routing what the init at the other end of `stream` says.
+    pub(crate) fn start(stream: UnixStream) -> std::io::Result<Arc<InitChannel>> {
+        let reader = stream.try_clone()?;
+        let channel = Arc::new(InitChannel {
+            writer: Mutex::new(stream),
+            routes: Mutex::default(),
+            became: Mutex::default(),
+        });
+        let routing = channel.clone();
+        std::thread::spawn(move || routing.route(reader));
+        Ok(channel)
+    }
+
+    /// Until the init goes away: each line to its command's route (a full route makes the
+    /// init wait: it is bounded). Lines about no command it knows are dropped.
+    fn route(&self, stream: UnixStream) {
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)
+            {
+                Ok(n) if n > 0 && line.ends_with(b"\n") => {}
+                _ => break,
+            }
+            let Ok(message) = serde_json::from_slice::<FromInit>(&line) else {
+                continue;
+            };
+            let to = match &message {
+                FromInit::Stdout { id, .. }
+                | FromInit::Stderr { id, .. }
+                | FromInit::Exit { id, .. }
+                | FromInit::Failed { id, .. } => lock(&self.routes).get(id).cloned(),
+                FromInit::Became { .. } => lock(&self.became).take(),
+            };
+            if let Some(to) = to {
+                let _ = to.send(message);
+            }
+        }
+        // The init is gone: every command waiting on it hears so.
+        lock(&self.routes).clear();
+        lock(&self.became).take();
+    }
+
+    fn send(&self, message: &ToInit) -> Result<(), String> {
+        let mut line = serde_json::to_vec(message).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        lock(&self.writer)
+            .write_all(&line)
+            .map_err(|e| format!("the sandbox's init: {e}"))
+    }
+
+    fn open(&self, id: u64) -> Receiver<FromInit> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(ROUTE_DEPTH);
+        lock(&self.routes).insert(id, tx);
+        rx
+    }
+
+    fn close(&self, id: u64) {
+        lock(&self.routes).remove(&id);
+    }
+
+    /// Makes the init (a pooled sandbox's, still root) become `uid` for good.
+    pub(crate) fn become_user(&self, uid: u32, wait: Duration) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        *lock(&self.became) = Some(tx);
+        self.send(&ToInit::Become { uid })?;
+        match rx.recv_timeout(wait) {
+            Ok(FromInit::Became { uid: Some(u), .. }) if u == uid => Ok(()),
+            Ok(FromInit::Became { why, .. }) => Err(why.unwrap_or_else(|| "refused".into())),
+            Ok(_) | Err(_) => Err("the sandbox's init did not answer".into()),
+        }
+    }
+}
 
 /// What an exec needs of a live interactive sandbox.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct ExecTarget {
-    /// Its directory on the host.
-    pub(crate) dir: PathBuf,
-    /// Where it sees its directory.
-    pub(crate) view: PathBuf,
-    /// Its tenant's user and the users' table, when tasks run as their tenants.
-    pub(crate) user: Option<(TaskUser, Arc<TaskUsers>)>,
+    /// The channel to its init.
+    pub(crate) channel: Arc<InitChannel>,
     /// Its environment.
     pub(crate) env: BTreeMap<String, String>,
-    /// Its cgroup (one directory per hierarchy).
-    pub(crate) cgroup: Vec<PathBuf>,
-    /// Its isolation.
-    pub(crate) isolation: Isolation,
-    /// The process the agent started for it (the `bwrap` under isolation).
-    pub(crate) pid: u32,
 }
 
 /// The live interactive sandboxes of this agent's nodes, shared between the loop that starts
@@ -63,27 +153,20 @@ struct TargetsInner {
 }
 
 impl Targets {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxOn, ExecTarget>> {
-        match self.inner.map.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
     pub(crate) fn insert(&self, node: &str, key: TaskKey, target: ExecTarget) {
-        self.map().insert((node.to_string(), key), target);
+        lock(&self.inner.map).insert((node.to_string(), key), target);
         self.inner.added.notify_all();
     }
 
     pub(crate) fn remove(&self, node: &str, key: TaskKey) {
-        self.map().remove(&(node.to_string(), key));
+        lock(&self.inner.map).remove(&(node.to_string(), key));
     }
 
     /// The sandbox, waiting up to `wait` for it to be started.
     fn wait_for(&self, node: &str, key: TaskKey, wait: Duration) -> Option<ExecTarget> {
         let deadline = Instant::now() + wait;
         let want = (node.to_string(), key);
-        let mut map = self.map();
+        let mut map = lock(&self.inner.map);
         loop {
             if let Some(t) = map.get(&want) {
                 return Some(t.clone());
@@ -97,15 +180,8 @@ impl Targets {
     }
 }
 
-/// Most commands one agent runs at once (each holds a few threads and pipes).
-const MAX_RUNNING: usize = 1024;
-
-/// Commands running now.
-static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// Runs `order` on a thread of its own.
 pub(crate) fn start(client: Client, targets: Targets, hollow: bool, order: ExecOrder) {
-    use std::sync::atomic::Ordering;
     if RUNNING.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING {
         RUNNING.fetch_sub(1, Ordering::SeqCst);
         let busy = failed(format!("this node runs {MAX_RUNNING} commands, its most"));
@@ -149,13 +225,6 @@ fn failed(why: String) -> ExecEnd {
     }
 }
 
-/// Which stream a piece of output came from.
-#[derive(Clone, Copy)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
 /// Runs the order to its end, posting its output as it comes; returns its end (not yet
 /// posted).
 fn run(client: &Client, targets: &Targets, order: &ExecOrder) -> ExecEnd {
@@ -166,169 +235,90 @@ fn run(client: &Client, targets: &Targets, order: &ExecOrder) -> ExecEnd {
             order.index, order.batch, order.node
         ));
     };
-    let stdin = match base64::engine::general_purpose::STANDARD.decode(&order.stdin_b64) {
-        Ok(b) => b,
-        Err(e) => return failed(format!("stdin: {e}")),
-    };
-    let mut child = match spawn(&target, order) {
-        Ok(c) => c,
-        Err(why) => return failed(why),
-    };
-    let (tx, rx) = std::sync::mpsc::channel::<(Stream, Vec<u8>)>();
-    if let Some(mut input) = child.stdin.take() {
-        // A command that does not read its input must not block the exec.
-        std::thread::spawn(move || {
-            let _ = input.write_all(&stdin);
-        });
+    let id = NEXT_COMMAND.fetch_add(1, Ordering::Relaxed);
+    let channel = &target.channel;
+    let rx = channel.open(id);
+    let end = relay(client, order, channel, id, &rx, &target.env);
+    channel.close(id);
+    end
+}
+
+fn relay(
+    client: &Client,
+    order: &ExecOrder,
+    channel: &InitChannel,
+    id: u64,
+    rx: &Receiver<FromInit>,
+    sandbox_env: &BTreeMap<String, String>,
+) -> ExecEnd {
+    let mut env = sandbox_env.clone();
+    env.extend(order.env.clone());
+    let started = channel.send(&ToInit::Start {
+        id,
+        argv: order.command.clone(),
+        env,
+        stdin_b64: order.stdin_b64.clone(),
+    });
+    if let Err(why) = started {
+        return failed(why);
     }
-    for (stream, pipe) in [
-        (
-            Stream::Stdout,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            Stream::Stderr,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; wire::api::MAX_CHUNK_BYTES];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 || tx.send((stream, buf[..n].to_vec())).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(tx);
     let deadline = Instant::now() + Duration::from_secs(u64::from(order.timeout_s));
-    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
     let kill = || {
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = channel.send(&ToInit::Kill { id });
     };
-    let b64 = base64::engine::general_purpose::STANDARD;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(left) {
-            Ok(piece) => piece,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(m) => m,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 kill();
-                let _ = child.wait();
                 return failed(format!("timed out after {} s: killed", order.timeout_s));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return failed("the sandbox ended".into());
             }
         };
         // What else is already there goes in the same post (sent at once: no waiting to fill).
-        let mut pieces = vec![first];
-        let mut bytes = pieces[0].1.len();
-        while bytes < wire::api::MAX_CHUNK_BYTES && pieces.len() < 64 {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.1.len();
-                    pieces.push(p);
+        let mut chunks = Vec::new();
+        let mut bytes = 0;
+        let mut end = None;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                FromInit::Stdout { b64, .. } => {
+                    bytes += b64.len();
+                    chunks.push(chunk("stdout", b64));
                 }
-                Err(_) => break,
+                FromInit::Stderr { b64, .. } => {
+                    bytes += b64.len();
+                    chunks.push(chunk("stderr", b64));
+                }
+                FromInit::Exit { code, .. } => {
+                    end = Some(ExecEnd {
+                        exit_code: Some(code),
+                        error: None,
+                    })
+                }
+                FromInit::Failed { why, .. } => end = Some(failed(why)),
+                FromInit::Became { .. } => {}
+            }
+            if end.is_none() && bytes < wire::api::MAX_CHUNK_BYTES && chunks.len() < 64 {
+                next = rx.try_recv().ok();
             }
         }
-        let chunks = pieces
-            .into_iter()
-            .map(|(stream, data)| ExecChunk {
-                stream: match stream {
-                    Stream::Stdout => "stdout",
-                    Stream::Stderr => "stderr",
-                }
-                .to_string(),
-                data_b64: b64.encode(data),
-            })
-            .collect();
-        if !post(client, order, chunks, None) {
+        if !chunks.is_empty() && !post(client, order, chunks, None) {
             kill();
-            let _ = child.wait();
             return failed("nobody reads it any more: killed".into());
         }
-    }
-    match child.wait() {
-        Ok(status) => ExecEnd {
-            exit_code: Some(status.code().unwrap_or(-1)),
-            error: None,
-        },
-        Err(e) => failed(e.to_string()),
+        if let Some(end) = end {
+            return end;
+        }
     }
 }
 
-/// Starts the command: into the sandbox's cgroup (as root, with `PATH` alone), into its
-/// namespaces, down to its user, then the program with the sandbox's environment and the
-/// order's.
-fn spawn(target: &ExecTarget, order: &ExecOrder) -> Result<std::process::Child, String> {
-    let Some((program, args)) = order.command.split_first() else {
-        return Err("the command names no program".into());
-    };
-    let mut env = target.env.clone();
-    env.extend(order.env.clone());
-    let (program, args, root_env) = match &target.user {
-        Some((user, users)) => {
-            let env_file = format!(".stargrid-exec-{}", order.id);
-            let (p, a) = users.launch_with(
-                *user,
-                &target.dir,
-                &target.view,
-                &env_file,
-                &env,
-                program,
-                args,
-            )?;
-            (
-                p,
-                a,
-                BTreeMap::from([("PATH".to_string(), PATH.to_string())]),
-            )
-        }
-        None => (program.clone(), args.to_vec(), env),
-    };
-    let (program, args) = match &target.isolation {
-        Isolation::None => (program, args),
-        Isolation::Bubblewrap { .. } => {
-            let init = wait_for_namespaces(target.pid)?;
-            target.isolation.join(init, program, args)
-        }
-    };
-    let (program, args) = if target.cgroup.is_empty() {
-        (program, args)
-    } else {
-        crate::cgroup::enter_dirs(&target.cgroup, &program, &args)
-    };
-    let mut cmd = Command::new(&program);
-    cmd.args(&args)
-        .current_dir(&target.dir)
-        .env_clear()
-        .envs(&root_env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    cmd.spawn().map_err(|e| format!("{program}: {e}"))
-}
-
-/// The program search path of the root stages.
-const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-
-fn wait_for_namespaces(pid: u32) -> Result<u32, String> {
-    let deadline = Instant::now() + NAMESPACE_WAIT;
-    loop {
-        if let Some(init) = namespace_holder(pid) {
-            return Ok(init);
-        }
-        if Instant::now() > deadline {
-            return Err("the sandbox's namespaces are not ready (did it exit?)".into());
-        }
-        std::thread::sleep(Duration::from_millis(2));
+fn chunk(stream: &str, data_b64: String) -> ExecChunk {
+    ExecChunk {
+        stream: stream.to_string(),
+        data_b64,
     }
 }

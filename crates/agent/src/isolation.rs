@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 /// Where a task sees its own directory under bubblewrap.
 pub const SANDBOX_DIR: &str = "/sandbox";
 
+/// Where an interactive sandbox sees its init's program (the agent's own, read-only).
+pub const INIT_IN_SANDBOX: &str = "/.stargrid-init";
+
 /// The size of a sandbox's private `/tmp`.
 pub const TMP_BYTES: u64 = 256 << 20;
 
@@ -95,9 +98,24 @@ impl Isolation {
         }
     }
 
+    /// Where a sandbox sees the program at `host` that [`Isolation::wrap`] was given as `init`.
+    pub fn init_path(&self, host: &Path) -> PathBuf {
+        match self {
+            Isolation::None => host.to_path_buf(),
+            Isolation::Bubblewrap { .. } => PathBuf::from(INIT_IN_SANDBOX),
+        }
+    }
+
     /// The command that runs `program args...` (the drop to the tenant's user and the task)
-    /// inside the isolation, with `dir` as its directory.
-    pub fn wrap(&self, dir: &Path, program: String, args: Vec<String>) -> (String, Vec<String>) {
+    /// inside the isolation, with `dir` as its directory and, for an interactive sandbox, the
+    /// program `init` visible (read-only) at [`INIT_IN_SANDBOX`].
+    pub fn wrap(
+        &self,
+        dir: &Path,
+        init: Option<&Path>,
+        program: String,
+        args: Vec<String>,
+    ) -> (String, Vec<String>) {
         let Isolation::Bubblewrap { bwrap } = self else {
             return (program, args);
         };
@@ -141,68 +159,18 @@ impl Isolation {
             out.push(arg.to_string());
         }
         out.push(dir.display().to_string());
-        for arg in [
-            SANDBOX_DIR,
-            "--chdir",
-            SANDBOX_DIR,
-            "--hostname",
-            "sandbox",
-            "--",
-        ] {
+        out.push(SANDBOX_DIR.to_string());
+        if let Some(init) = init {
+            out.push("--ro-bind".to_string());
+            out.push(init.display().to_string());
+            out.push(INIT_IN_SANDBOX.to_string());
+        }
+        for arg in ["--chdir", SANDBOX_DIR, "--hostname", "sandbox", "--"] {
             out.push(arg.to_string());
         }
         out.push(program);
         out.extend(args);
         (bwrap.display().to_string(), out)
-    }
-}
-
-/// Where `nsenter` is looked for.
-const NSENTER: [&str; 2] = ["/usr/bin/nsenter", "/bin/nsenter"];
-
-/// The process whose namespaces a live sandbox's execs join: bubblewrap's init in the sandbox
-/// (a root process the tenant cannot touch), the child of `holder` (the `bwrap` the agent
-/// started), once it has started the sandbox's own program (so its mounts are all made).
-pub fn namespace_holder(holder: u32) -> Option<u32> {
-    let children = |pid: u32| -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
-    let init = *children(holder).first()?;
-    (!children(init).is_empty()).then_some(init)
-}
-
-impl Isolation {
-    /// The command that runs `program args...` inside the live sandbox whose namespaces
-    /// process `init` holds (see [`namespace_holder`]): its mount (and root and directory),
-    /// PID, IPC, UTS and network namespaces.
-    pub fn join(&self, init: u32, program: String, args: Vec<String>) -> (String, Vec<String>) {
-        if *self == Isolation::None {
-            return (program, args);
-        }
-        let nsenter = NSENTER
-            .iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or(&NSENTER[0]);
-        let mut out: Vec<String> = vec![
-            "--target".into(),
-            init.to_string(),
-            "--mount".into(),
-            "--uts".into(),
-            "--ipc".into(),
-            "--net".into(),
-            "--pid".into(),
-            // The sandbox's root, and its directory (`/sandbox`).
-            "--root".into(),
-            "--wd".into(),
-            "--".into(),
-            program,
-        ];
-        out.extend(args);
-        (nsenter.to_string(), out)
     }
 }
 
@@ -241,6 +209,7 @@ mod tests {
         };
         let (program, args) = iso.wrap(
             Path::new("/var/lib/agent/9-sandbox-3"),
+            None,
             "/usr/bin/setpriv".into(),
             vec!["--".into(), "true".into()],
         );

@@ -32,6 +32,7 @@
 
 pub mod cgroup;
 mod exec;
+pub mod init;
 pub mod inventory;
 pub mod isolation;
 mod task;
@@ -44,6 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 pub use task::agent_tag as task_group_tag;
+pub use task::INIT_SUBCOMMAND;
 use task::{hollow_runtime, sandbox_task, spawn, stop, Kind, Running, Task, TaskKey};
 use wire::api::{
     Assignment, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport, WaitForChanges,
@@ -100,6 +102,10 @@ pub struct AgentConfig {
     pub isolate_tasks: bool,
     /// Interactive sandboxes kept started ahead of demand on each node (see [`warm`]).
     pub warm_pool: u32,
+    /// The program whose `sandbox-init` subcommand runs an interactive sandbox's init
+    /// ([`init::main`]; the agent's own executable); `None`: interactive sandboxes cannot
+    /// start here.
+    pub init_program: Option<PathBuf>,
 }
 
 /// Who tasks run as.
@@ -619,6 +625,7 @@ mod tests {
             isolation: isolation::Isolation::None,
             isolate_tasks: false,
             warm_pool: 0,
+            init_program: None,
         };
         let mut node = NodeTasks {
             name: "n0".into(),

@@ -75,9 +75,9 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         world: 0,
         tenant: s.tenant.clone(),
         tenant_id: s.tenant_id,
-        // An interactive sandbox idles, holding its namespaces, until it is stopped.
+        // An interactive sandbox runs the agent's init, not a command of its own.
         command: if s.interactive {
-            IDLE_COMMAND.iter().map(|s| s.to_string()).collect()
+            Vec::new()
         } else {
             s.command.clone()
         },
@@ -89,9 +89,6 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         memory_mib: s.memory_mib,
     }
 }
-
-/// What an interactive sandbox runs between its execs.
-pub(crate) const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
 
 /// `sleep N` in hollow mode: the task ends after N seconds.
 pub(crate) fn hollow_runtime(command: &[String]) -> Option<Duration> {
@@ -119,7 +116,7 @@ pub(crate) fn spawn(
     kind: Kind,
 ) -> Result<Task, String> {
     let sandbox = kind != Kind::Task;
-    let Some((program, args)) = a.command.split_first() else {
+    if a.command.is_empty() && kind != Kind::Interactive {
         // Nothing to run: the task holds its place until it is stopped.
         return Ok(Task {
             running: Running::Hollow { ends_at: None },
@@ -128,7 +125,7 @@ pub(crate) fn spawn(
             sandbox,
             exec_target: None,
         });
-    };
+    }
     let name = if sandbox {
         sandbox_dir_name(a)
     } else {
@@ -141,7 +138,7 @@ pub(crate) fn spawn(
             users,
         )),
     };
-    spawn_as(config, node, a, kind, &name, user, (program, args))
+    spawn_as(config, node, a, kind, &name, user)
 }
 
 /// The directory of sandbox `a` (its batch and index) in the work dir.
@@ -149,7 +146,9 @@ pub(crate) fn sandbox_dir_name(a: &Assignment) -> String {
     format!("{}-sandbox-{}", a.job, a.rank)
 }
 
-/// Starts `a` in `<work_dir>/<name>` as `user` (or the agent's own user).
+/// Starts `a` in `<work_dir>/<name>` as `user` (or the agent's own user): its command, or,
+/// for an interactive sandbox, the agent's init with a socket pair to it as its standard input
+/// (as the pool's root with `CAP_SETUID` alone when `user` is the pool's).
 pub(crate) fn spawn_as(
     config: &AgentConfig,
     node: &str,
@@ -157,7 +156,6 @@ pub(crate) fn spawn_as(
     kind: Kind,
     name: &str,
     user: Option<(users::TaskUser, &std::sync::Arc<users::TaskUsers>)>,
-    (program, args): (&String, &[String]),
 ) -> Result<Task, String> {
     let sandbox = kind != Kind::Task;
     let dir = config.work_dir.join(name);
@@ -185,6 +183,29 @@ pub(crate) fn spawn_as(
         (Some(w), Isolation::None) => allowed_workdir(config.workdir_root.as_deref(), w)?,
     };
     let env = task_env(node, a, &view);
+    // An interactive sandbox's program is the init, talked to over a socket pair.
+    let (init, channel_end) = match (kind, &config.init_program) {
+        (Kind::Interactive, Some(init)) => {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                .map_err(|e| format!("a socket pair for the sandbox's init: {e}"))?;
+            (Some(init.as_path()), Some((ours, theirs)))
+        }
+        (Kind::Interactive, None) => {
+            return Err("this agent has no init program for interactive sandboxes".into())
+        }
+        _ => (None, None),
+    };
+    let init_command: Vec<String>;
+    let (program, args): (&String, &[String]) = match init {
+        Some(host) => {
+            init_command = vec![
+                isolation.init_path(host).display().to_string(),
+                INIT_SUBCOMMAND.to_string(),
+            ];
+            (&init_command[0], &init_command[1..])
+        }
+        None => a.command.split_first().ok_or("the task has no command")?,
+    };
     let group = match &config.cgroups {
         Some(cg) => Some(cg.create(
             &group_name(config, node, name),
@@ -200,48 +221,53 @@ pub(crate) fn spawn_as(
         )?),
         None => None,
     };
-    let cgroup_dirs: Vec<PathBuf> = group
-        .as_ref()
-        .map(|g| g.dirs().to_vec())
-        .unwrap_or_default();
-    let target_env = (kind == Kind::Interactive).then(|| env.clone());
+    let target_env = env.clone();
+    let root_path = || BTreeMap::from([("PATH".to_string(), TASK_PATH.to_string())]);
     // As a tenant's user, the task enters its cgroup as root with `PATH` alone, drops to the
-    // user, and only then takes its environment (from a file of the user's).
+    // user, and only then takes its environment (from a file of the user's). A pooled
+    // sandbox's init stays root, with only what it needs to become its tenant later.
     let (program, args, root_env) = match &user {
+        Some((u, users)) if *u == users.pool_user() && kind == Kind::Interactive => {
+            let (p, a) = users.launch_pool(program, args);
+            let (p, a) = isolation.wrap(&dir, init, p, a);
+            (p, a, root_path())
+        }
         Some((u, users)) => {
             let (p, a) = users.launch(*u, &dir, &view, &env, program, args)?;
-            let (p, a) = isolation.wrap(&dir, p, a);
-            (
-                p,
-                a,
-                BTreeMap::from([("PATH".to_string(), TASK_PATH.to_string())]),
-            )
+            let (p, a) = isolation.wrap(&dir, init, p, a);
+            (p, a, root_path())
         }
-        None => (program.clone(), args.to_vec(), env),
+        None => {
+            let (p, a) = isolation.wrap(&dir, init, program.clone(), args.to_vec());
+            (p, a, env)
+        }
     };
     let (program, args) = match &group {
         Some(g) => g.enter(&program, &args),
         None => (program, args),
+    };
+    let (ours, stdin) = match channel_end {
+        Some((ours, theirs)) => (Some(ours), Stdio::from(std::os::fd::OwnedFd::from(theirs))),
+        None => (None, Stdio::null()),
     };
     let mut cmd = Command::new(&program);
     cmd.args(&args)
         .current_dir(cwd)
         .env_clear()
         .envs(&root_env)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(log)
         .stderr(err_log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
-    let exec_target = target_env.map(|env| crate::exec::ExecTarget {
-        dir: dir.clone(),
-        view: view.clone(),
-        user: user.map(|(u, users)| (u, users.clone())),
-        env,
-        cgroup: cgroup_dirs,
-        isolation: isolation.clone(),
-        pid: child.id(),
-    });
+    let exec_target = match ours {
+        Some(ours) => Some(crate::exec::ExecTarget {
+            channel: crate::exec::InitChannel::start(ours)
+                .map_err(|e| format!("the sandbox's init: {e}"))?,
+            env: target_env,
+        }),
+        None => None,
+    };
     Ok(Task {
         running: Running::Process {
             child,
@@ -255,6 +281,9 @@ pub(crate) fn spawn_as(
         exec_target,
     })
 }
+
+/// The subcommand of the agent's program that runs a sandbox's init ([`crate::init::main`]).
+pub const INIT_SUBCOMMAND: &str = "sandbox-init";
 
 /// The cgroup of task directory `name` on `node`.
 pub(crate) fn group_name(config: &AgentConfig, node: &str, name: &str) -> String {

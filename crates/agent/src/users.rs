@@ -132,6 +132,22 @@ impl TaskUsers {
         Ok(TaskUsers { base, setpriv })
     }
 
+    /// The command that starts a pooled sandbox's init (`program args...`) as root with no
+    /// capability but `CAP_SETUID` and `CAP_SETGID` (to become its tenant's user when it is
+    /// claimed), no supplementary groups and `no_new_privs`.
+    pub fn launch_pool(&self, program: &str, args: &[String]) -> (String, Vec<String>) {
+        let mut out = vec![
+            "--clear-groups".to_string(),
+            "--no-new-privs".to_string(),
+            "--bounding-set=-all,+setuid,+setgid".to_string(),
+            "--inh-caps=-all".to_string(),
+            "--".to_string(),
+            program.to_string(),
+        ];
+        out.extend(args.iter().cloned());
+        (self.setpriv.display().to_string(), out)
+    }
+
     /// The user pooled sandboxes idle as before they are anyone's (just below the tenants'
     /// uids; see [`crate::warm`]).
     pub fn pool_user(&self) -> TaskUser {
@@ -162,22 +178,6 @@ impl TaskUsers {
         program: &str,
         args: &[String],
     ) -> Result<(String, Vec<String>), String> {
-        self.launch_with(user, dir, view, ENV_FILE, env, program, args)
-    }
-
-    /// As [`TaskUsers::launch`], with the environment in the file named `env_file` (commands
-    /// started side by side in one directory each have their own).
-    #[allow(clippy::too_many_arguments)]
-    pub fn launch_with(
-        &self,
-        user: TaskUser,
-        dir: &Path,
-        view: &Path,
-        env_file: &str,
-        env: &BTreeMap<String, String>,
-        program: &str,
-        args: &[String],
-    ) -> Result<(String, Vec<String>), String> {
         let text = env_file_text(env).map_err(|e| e.to_string())?;
         let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !meta.is_dir() {
@@ -186,7 +186,7 @@ impl TaskUsers {
         std::os::unix::fs::chown(dir, Some(user.uid), Some(user.uid))
             .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join(env_file);
+        let path = dir.join(ENV_FILE);
         let file = fresh_file(&path, user).map_err(|e| format!("{}: {e}", path.display()))?;
         (&file)
             .write_all(text.as_bytes())
@@ -206,7 +206,7 @@ impl TaskUsers {
             "exec 3<\"$0\" && rm -f -- \"$0\" && set -a && . /dev/fd/3 && set +a && exec 3<&- \
              && exec \"$@\""
                 .to_string(),
-            view.join(env_file).display().to_string(),
+            view.join(ENV_FILE).display().to_string(),
             program.to_string(),
         ];
         out.extend(args.iter().cloned());

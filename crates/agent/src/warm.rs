@@ -1,10 +1,10 @@
 //! Warm pools: interactive sandboxes started ahead of demand on each node (`--warm-pool N`),
-//! so that a new interactive sandbox is one that already runs: its namespaces made, its idle
-//! program started. A pooled sandbox belongs to no tenant: it runs as the pool's own user
-//! ([`crate::users::TaskUsers::pool_user`]) in a directory of its own with the pool's limits.
-//! Claiming it for a sandbox renames its directory to the sandbox's, gives the directory to
-//! the tenant's user, and sets the sandbox's limits on its cgroup; execs then run as the tenant
-//! (the idle program stays the pool user's, which the tenant cannot signal).
+//! so that a new interactive sandbox is one that already runs: its namespaces made, its init
+//! ([`crate::init`]) started. A pooled sandbox belongs to no tenant: its init runs as root with
+//! no capability but `CAP_SETUID` and `CAP_SETGID`, in a directory of its own with the pool's
+//! limits, and runs nothing. Claiming it for a sandbox renames its directory to the
+//! sandbox's, gives the directory to the tenant's user, sets the sandbox's limits on its
+//! cgroup, and makes the init become the tenant's user for good before any command runs.
 //!
 //! The pool is refilled at every reconcile, and emptied while the node runs a job's task or a
 //! replica (that work gets the host to itself). Pooled sandboxes are sleeping processes the
@@ -13,6 +13,7 @@
 use crate::task::{group_name, sandbox_dir_name, spawn_as, task_env, Kind, Running, Task};
 use crate::users::TaskUser;
 use crate::{cgroup, AgentConfig, RunAs};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use wire::api::Assignment;
 
@@ -35,10 +36,6 @@ pub(crate) fn start(config: &AgentConfig, node: &str, slot: u64) -> Result<Warm,
         RunAs::AgentUser => None,
         RunAs::TenantUsers(users) => Some((users.pool_user(), users)),
     };
-    let idle: Vec<String> = crate::task::IDLE_COMMAND
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     let a = Assignment {
         job: 0,
         run: 0,
@@ -46,7 +43,7 @@ pub(crate) fn start(config: &AgentConfig, node: &str, slot: u64) -> Result<Warm,
         world: 0,
         tenant: String::new(),
         tenant_id: None,
-        command: idle.clone(),
+        command: Vec::new(),
         env: Default::default(),
         workdir: None,
         gpus: Vec::new(),
@@ -54,15 +51,7 @@ pub(crate) fn start(config: &AgentConfig, node: &str, slot: u64) -> Result<Warm,
         cpu_millis: POOL_CPU_MILLIS,
         memory_mib: POOL_MEMORY_MIB,
     };
-    let task = spawn_as(
-        config,
-        node,
-        &a,
-        Kind::Interactive,
-        &name,
-        user,
-        (&idle[0], &idle[1..]),
-    )?;
+    let task = spawn_as(config, node, &a, Kind::Interactive, &name, user)?;
     Ok(Warm { task, name })
 }
 
@@ -109,38 +98,37 @@ impl Warm {
         std::fs::rename(&*dir, &new_dir).map_err(|e| format!("{}: {e}", new_dir.display()))?;
         *dir = new_dir.clone();
         if let Some(u) = user {
-            // Made by root and written by nobody since (the idle program writes nothing).
+            // Made by root and written by nobody since (the init writes nothing there).
             for path in [new_dir.clone(), new_dir.join("log")] {
                 std::os::unix::fs::lchown(&path, Some(u.uid), Some(u.uid))
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
+            std::fs::set_permissions(&new_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("{}: {e}", new_dir.display()))?;
         }
-        let group = match &config.cgroups {
-            Some(cg) => cg
-                .create(
-                    &group_name(config, node, &self.name),
-                    cgroup::Limits {
-                        cpu_millis: a.cpu_millis,
-                        memory_mib: a.memory_mib,
-                        pids_max: cgroup::SANDBOX_PIDS_MAX,
-                    },
-                )
-                .map(|g| g.dirs().to_vec())?,
-            None => Vec::new(),
-        };
+        if let Some(cg) = &config.cgroups {
+            cg.create(
+                &group_name(config, node, &self.name),
+                cgroup::Limits {
+                    cpu_millis: a.cpu_millis,
+                    memory_mib: a.memory_mib,
+                    pids_max: cgroup::SANDBOX_PIDS_MAX,
+                },
+            )?;
+        }
         let view = config.isolation.view_of(&new_dir);
         let target = self
             .task
             .exec_target
             .as_mut()
-            .ok_or("a pooled sandbox without its exec target")?;
-        target.dir = new_dir;
+            .ok_or("a pooled sandbox without its init")?;
+        if let Some(u) = user {
+            target
+                .channel
+                .become_user(u.uid, std::time::Duration::from_secs(2))
+                .map_err(|e| format!("the init could not become uid {}: {e}", u.uid))?;
+        }
         target.env = task_env(node, a, &view);
-        target.user = match (&config.run_as, user) {
-            (RunAs::TenantUsers(users), Some(u)) => Some((u, users.clone())),
-            _ => None,
-        };
-        target.cgroup = group;
         Ok(())
     }
 

@@ -107,6 +107,7 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         isolation: agent::isolation::Isolation::None,
         isolate_tasks: a.isolate_tasks,
         warm_pool: a.warm_pool,
+        init_program: std::env::current_exe().ok(),
     };
     let (cgroups, limits) = if a.no_cgroups || config.hollow {
         (None, "without cgroup limits".to_string())

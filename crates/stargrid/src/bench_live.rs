@@ -117,6 +117,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             isolation: agent::isolation::Isolation::None,
             isolate_tasks: false,
             warm_pool: 0,
+            init_program: None,
         };
         let stop = agent_stop.clone();
         std::thread::spawn(move || agent::run(&config, &stop))

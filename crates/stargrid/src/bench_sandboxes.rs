@@ -93,6 +93,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         isolation,
         isolate_tasks: false,
         warm_pool: 0,
+        init_program: std::env::current_exe().ok(),
     };
     let agent = Agent::start(agent::AgentConfig {
         started: Some(started_tx),

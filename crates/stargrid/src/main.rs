@@ -81,6 +81,10 @@ enum Command {
     Up(up::UpArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
+    /// The init an interactive sandbox runs (started by the agent inside the sandbox, talked
+    /// to over its standard input).
+    #[command(name = "sandbox-init", hide = true)]
+    SandboxInit,
 }
 
 fn main() -> Result<()> {
@@ -103,5 +107,6 @@ fn main() -> Result<()> {
         Command::Agent(a) => agent_cmd::run(&config::resolve(flags)?, &a),
         Command::Up(a) => up::run(&a),
         Command::Client(c) => client::run(&config::resolve(flags)?, &c),
+        Command::SandboxInit => agent::init::main().map_err(anyhow::Error::msg),
     }
 }

@@ -247,6 +247,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         isolation: isolation.clone(),
         isolate_tasks: false,
         warm_pool: 0,
+        init_program: std::env::current_exe().ok(),
     };
     let agent_stop = Arc::new(AtomicBool::new(false));
     let agents = {
