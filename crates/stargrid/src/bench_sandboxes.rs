@@ -31,6 +31,9 @@ pub struct SandboxBenchArgs {
     /// The warm pool of the agent that measures warm creates.
     #[arg(long, default_value_t = 4)]
     pub warm_pool: u32,
+    /// Interactive sandboxes kept live at once to weigh one (each with its init).
+    #[arg(long, default_value_t = 200)]
+    pub interactive: u32,
 }
 
 /// The host the sandboxes go to (a CPU host of the default fleet).
@@ -148,7 +151,26 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
     while client.batch(batch.id)?.live > 0 && Instant::now() < end_deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Interactive: exec round trips, then creates with nothing started ahead.
+    // Interactive: what one costs the host, live and idle with its init.
+    let interactive_bytes = {
+        let id = interactive_batch(&client, a.interactive, 100)?;
+        for _ in 0..a.interactive {
+            started_rx
+                .recv_timeout(Duration::from_secs(60))
+                .context("interactive sandboxes stopped starting")?;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let bytes = sandbox_memory_bytes(&work);
+        client.cancel_batch(id)?;
+        // Until the agent has stopped them all and removed their groups: what follows is
+        // measured on a quiet host.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sandbox_memory_bytes(&work).is_some_and(|b| b > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bytes.map(|b| b / u64::from(a.interactive.max(1)))
+    };
+    // Exec round trips, then creates with nothing started ahead.
     let exec_ms = exec_roundtrips(&client, a.execs)?;
     let cold_ms = creates_to_output(&client, a.creates)?;
     agent.stop();
@@ -173,6 +195,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         "submit_to_all_started_s": all_started.duration_since(submitted).as_secs_f64(),
         "sandboxes_started_per_s": if spread > 0.0 { f64::from(a.count) / spread } else { 0.0 },
         "host_overhead_bytes_per_sandbox": host_bytes.map(|b| b / u64::from(a.count.max(1))),
+        "interactive_host_overhead_bytes_per_sandbox": interactive_bytes,
         "server_and_agent_bytes_per_sandbox":
             rss_after.saturating_sub(rss_before) / u64::from(a.count.max(1)),
         "warm_pool": a.warm_pool,
@@ -186,7 +209,9 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         "exec_roundtrip_p99_ms": pct(&exec_ms, 0.99),
         "note": "host_overhead_bytes_per_sandbox: the memory the kernel charges the sandboxes' \
                  own cgroups (each a sleeping process under its isolation layer, with the \
-                 processes that set it up), summed and divided by their number. \
+                 processes that set it up), summed and divided by their number; \
+                 interactive_host_overhead_bytes_per_sandbox: the same for live idle \
+                 interactive sandboxes (each with its init). \
                  exec_roundtrip: POST /v1/sandboxes/{id}/exec of `true` to its exit code, \
                  through the server and the agent, one after another in one live sandbox. \
                  create_to_output: POST /v1/sandboxes (one interactive sandbox, durable) then \
@@ -267,13 +292,19 @@ fn pct(sorted_ms: &[f64], p: f64) -> Option<f64> {
     (!sorted_ms.is_empty()).then(|| crate::bench_live::percentile(sorted_ms, p))
 }
 
+/// One interactive sandbox of one CPU (its commands' latency depends on its CPU share: a
+/// tenth of a CPU is throttled for most of every 100 ms period once it used its 10 ms).
 fn interactive_sandbox(client: &Client) -> Result<u64> {
+    interactive_batch(client, 1, 1000)
+}
+
+fn interactive_batch(client: &Client, count: u32, cpu_millis: u32) -> Result<u64> {
     Ok(client
         .submit_sandboxes(&SubmitSandboxes {
             name: "bench-interactive".into(),
             tenant: "default".into(),
-            count: 1,
-            cpu_millis: 500,
+            count,
+            cpu_millis,
             memory_mib: 256,
             max_retries: 0,
             command: Vec::new(),
