@@ -9,7 +9,7 @@
 //! A sandbox is known here once the node's agent started it ([`Targets`]); an order that comes
 //! before (the create and the first exec race) waits for it a little.
 
-use crate::init::{FromInit, ToInit, MAX_LINE};
+use crate::init::{FromInit, ToInit};
 use crate::task::TaskKey;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,10 +23,18 @@ use wire::Client;
 
 /// How long an order waits for its sandbox to be started on this node.
 const SANDBOX_WAIT: Duration = Duration::from_secs(10);
-/// Messages of one command held between the init and the post that sends them on.
-const ROUTE_DEPTH: usize = 64;
+/// Messages of one command held between the init and the post that sends them on (each at
+/// most 64 KiB of output: about 1.4 MB per command, 700 MB with every command of a full agent
+/// unread).
+const ROUTE_DEPTH: usize = 16;
 /// Most commands one agent runs at once (each holds a thread and a route).
-const MAX_RUNNING: usize = 1024;
+const MAX_RUNNING: usize = 512;
+/// Most bytes of one line from an init (64 KiB of output in base64, and its frame); a longer
+/// one ends the channel.
+const MAX_FROM_INIT: u64 = 128 << 10;
+/// How long the routing thread waits for a command's full route before it gives the command
+/// up (so that one stuck command never stalls the others).
+const ROUTE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Commands running now.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -70,7 +78,7 @@ impl InitChannel {
         loop {
             line.clear();
             match (&mut reader)
-                .take(MAX_LINE as u64)
+                .take(MAX_FROM_INIT)
                 .read_until(b'\n', &mut line)
             {
                 Ok(n) if n > 0 && line.ends_with(b"\n") => {}
@@ -79,20 +87,43 @@ impl InitChannel {
             let Ok(message) = serde_json::from_slice::<FromInit>(&line) else {
                 continue;
             };
-            let to = match &message {
+            let (to, id) = match &message {
                 FromInit::Stdout { id, .. }
                 | FromInit::Stderr { id, .. }
                 | FromInit::Exit { id, .. }
-                | FromInit::Failed { id, .. } => lock(&self.routes).get(id).cloned(),
-                FromInit::Became { .. } => lock(&self.became).take(),
+                | FromInit::Failed { id, .. } => (lock(&self.routes).get(id).cloned(), Some(*id)),
+                FromInit::Became { .. } => (lock(&self.became).take(), None),
             };
             if let Some(to) = to {
-                let _ = to.send(message);
+                self.deliver(&to, id, message);
             }
         }
         // The init is gone: every command waiting on it hears so.
         lock(&self.routes).clear();
         lock(&self.became).take();
+    }
+
+    /// Hands `message` to its route, waiting while the route is full, but never on a route
+    /// that was closed, nor longer than [`ROUTE_PATIENCE`] (the command is then given up).
+    fn deliver(&self, to: &SyncSender<FromInit>, id: Option<u64>, mut message: FromInit) {
+        let since = Instant::now();
+        loop {
+            match to.try_send(message) {
+                Ok(()) | Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+                Err(std::sync::mpsc::TrySendError::Full(m)) => message = m,
+            }
+            let open = id.is_none_or(|id| lock(&self.routes).contains_key(&id));
+            if !open {
+                return;
+            }
+            if since.elapsed() > ROUTE_PATIENCE {
+                if let Some(id) = id {
+                    self.close(id);
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn send(&self, message: &ToInit) -> Result<(), String> {
@@ -204,6 +235,8 @@ fn post(client: &Client, order: &ExecOrder, chunks: Vec<ExecChunk>, end: Option<
     let out = ExecOutput {
         node: order.node.clone(),
         id: order.id,
+        batch: order.batch,
+        index: order.index,
         chunks,
         end,
     };
@@ -238,8 +271,13 @@ fn run(client: &Client, targets: &Targets, order: &ExecOrder) -> ExecEnd {
     let id = NEXT_COMMAND.fetch_add(1, Ordering::Relaxed);
     let channel = &target.channel;
     let rx = channel.open(id);
-    let end = relay(client, order, channel, id, &rx, &target.env);
+    let (end, kill) = relay(client, order, channel, id, &rx, &target.env);
+    // The route goes before the kill is sent: the routing thread never waits on it again.
     channel.close(id);
+    drop(rx);
+    if kill {
+        let _ = channel.send(&ToInit::Kill { id });
+    }
     end
 }
 
@@ -250,7 +288,7 @@ fn relay(
     id: u64,
     rx: &Receiver<FromInit>,
     sandbox_env: &BTreeMap<String, String>,
-) -> ExecEnd {
+) -> (ExecEnd, bool) {
     let mut env = sandbox_env.clone();
     env.extend(order.env.clone());
     let started = channel.send(&ToInit::Start {
@@ -260,22 +298,22 @@ fn relay(
         stdin_b64: order.stdin_b64.clone(),
     });
     if let Err(why) = started {
-        return failed(why);
+        return (failed(why), false);
     }
     let deadline = Instant::now() + Duration::from_secs(u64::from(order.timeout_s));
-    let kill = || {
-        let _ = channel.send(&ToInit::Kill { id });
-    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(left) {
             Ok(m) => m,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                kill();
-                return failed(format!("timed out after {} s: killed", order.timeout_s));
+                let why = format!("timed out after {} s: killed", order.timeout_s);
+                return (failed(why), true);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return failed("the sandbox ended".into());
+                return (
+                    failed("the sandbox ended, or the command was given up".into()),
+                    true,
+                );
             }
         };
         // What else is already there goes in the same post (sent at once: no waiting to fill).
@@ -307,11 +345,10 @@ fn relay(
             }
         }
         if !chunks.is_empty() && !post(client, order, chunks, None) {
-            kill();
-            return failed("nobody reads it any more: killed".into());
+            return (failed("nobody reads it any more: killed".into()), true);
         }
         if let Some(end) = end {
-            return end;
+            return (end, false);
         }
     }
 }

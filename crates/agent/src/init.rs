@@ -97,6 +97,8 @@ pub(crate) enum FromInit {
 /// then kills what it started.
 pub fn main() -> Result<(), String> {
     use std::os::fd::AsFd;
+    // Not dumpable: the tenant's code (same user) can neither trace it nor take its socket.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl: {e}"))?;
     let fd = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -197,7 +199,8 @@ fn become_user(uid: u32) -> Result<(), String> {
     if nix::unistd::geteuid() != u {
         return Err("the user did not change".into());
     }
-    Ok(())
+    // A change of user may make it dumpable again.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl: {e}"))
 }
 
 /// Starts command `id` and the threads that relay its output and its end.

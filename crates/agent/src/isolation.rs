@@ -21,6 +21,9 @@ pub const INIT_IN_SANDBOX: &str = "/.stargrid-init";
 /// The size of a sandbox's private `/tmp`.
 pub const TMP_BYTES: u64 = 256 << 20;
 
+/// The descriptor bubblewrap reads the seccomp filter from.
+const SECCOMP_FD: u32 = 9;
+
 /// Where `bwrap` is looked for.
 const BWRAP: [&str; 2] = ["/usr/bin/bwrap", "/bin/bwrap"];
 
@@ -56,6 +59,9 @@ pub enum Isolation {
     Bubblewrap {
         /// The `bwrap` program.
         bwrap: PathBuf,
+        /// The compiled seccomp filter it loads (see [`crate::seccomp`]), once
+        /// [`Isolation::prepared`] wrote it.
+        seccomp: Option<PathBuf>,
     },
 }
 
@@ -66,7 +72,10 @@ impl Isolation {
         let found = BWRAP.iter().map(PathBuf::from).find(|p| p.exists());
         match (choice, found, root) {
             (IsolationChoice::None, _, _) => Ok(Isolation::None),
-            (_, Some(bwrap), true) => Ok(Isolation::Bubblewrap { bwrap }),
+            (_, Some(bwrap), true) => Ok(Isolation::Bubblewrap {
+                bwrap,
+                seccomp: None,
+            }),
             (IsolationChoice::Auto, _, _) => Ok(Isolation::None),
             (IsolationChoice::Bubblewrap, None, _) => Err(format!(
                 "--isolation bwrap: bubblewrap is not installed ({BWRAP:?}; Debian: bubblewrap)"
@@ -85,7 +94,8 @@ impl Isolation {
             Isolation::None => "no isolation layer (plain processes)",
             Isolation::Bubblewrap { .. } => {
                 "bubblewrap (own PID, mount, IPC, UTS and network namespaces; read-only /usr \
-                 and /etc; no capabilities)"
+                 and /etc; no capabilities; a seccomp filter: no new namespaces, io_uring, bpf, \
+                 keyring or mounts)"
             }
         }
     }
@@ -96,6 +106,33 @@ impl Isolation {
             Isolation::None => dir.to_path_buf(),
             Isolation::Bubblewrap { .. } => PathBuf::from(SANDBOX_DIR),
         }
+    }
+
+    /// The same isolation with its seccomp filter compiled into `<work_dir>/seccomp.bpf` (a
+    /// machine without a filter for its architecture runs without one, and says so).
+    pub fn prepared(self, work_dir: &Path) -> Result<Isolation, String> {
+        let Isolation::Bubblewrap {
+            bwrap,
+            seccomp: None,
+        } = self
+        else {
+            return Ok(self);
+        };
+        let seccomp = match crate::seccomp::program() {
+            Ok(bytes) => {
+                let path = work_dir.join("seccomp.bpf");
+                let fresh = work_dir.join(".seccomp.bpf.new");
+                std::fs::write(&fresh, bytes)
+                    .and_then(|()| std::fs::rename(&fresh, &path))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(path)
+            }
+            Err(why) => {
+                eprintln!("sandboxes run WITHOUT a seccomp filter: {why}");
+                None
+            }
+        };
+        Ok(Isolation::Bubblewrap { bwrap, seccomp })
     }
 
     /// Where a sandbox sees the program at `host` that [`Isolation::wrap`] was given as `init`.
@@ -116,7 +153,7 @@ impl Isolation {
         program: String,
         args: Vec<String>,
     ) -> (String, Vec<String>) {
-        let Isolation::Bubblewrap { bwrap } = self else {
+        let Isolation::Bubblewrap { bwrap, seccomp } = self else {
             return (program, args);
         };
         let mut out: Vec<String> = [
@@ -170,7 +207,22 @@ impl Isolation {
         }
         out.push(program);
         out.extend(args);
-        (bwrap.display().to_string(), out)
+        match seccomp {
+            // The filter reaches bubblewrap on a descriptor the shell opens for it.
+            Some(filter) => {
+                let mut wrapped = vec![
+                    "-c".to_string(),
+                    format!("exec {SECCOMP_FD}<\"$0\" && exec \"$@\""),
+                    filter.display().to_string(),
+                    bwrap.display().to_string(),
+                    "--seccomp".to_string(),
+                    SECCOMP_FD.to_string(),
+                ];
+                wrapped.extend(out);
+                ("/bin/sh".to_string(), wrapped)
+            }
+            None => (bwrap.display().to_string(), out),
+        }
     }
 }
 
@@ -206,6 +258,7 @@ mod tests {
     fn bubblewrap_binds_only_the_task_directory_writable() {
         let iso = Isolation::Bubblewrap {
             bwrap: "/usr/bin/bwrap".into(),
+            seccomp: None,
         };
         let (program, args) = iso.wrap(
             Path::new("/var/lib/agent/9-sandbox-3"),
@@ -224,5 +277,44 @@ mod tests {
         // Nothing else of the host is bound writable.
         assert_eq!(args.iter().filter(|a| *a == "--bind").count(), 1);
         assert_eq!(iso.view_of(Path::new("/x")), PathBuf::from("/sandbox"));
+    }
+
+    #[test]
+    fn a_prepared_bubblewrap_loads_its_seccomp_filter_from_a_descriptor() {
+        let work = tempfile::tempdir().unwrap();
+        let iso = Isolation::Bubblewrap {
+            bwrap: "/usr/bin/bwrap".into(),
+            seccomp: None,
+        }
+        .prepared(work.path())
+        .unwrap();
+        let Isolation::Bubblewrap {
+            seccomp: Some(filter),
+            ..
+        } = &iso
+        else {
+            // No filter for this architecture: nothing more to check.
+            return;
+        };
+        assert!(std::fs::metadata(filter).unwrap().len() > 0);
+        let (program, args) = iso.wrap(
+            Path::new("/w/1-sandbox-0"),
+            Some(Path::new("/usr/bin/stargrid")),
+            "/usr/bin/setpriv".into(),
+            vec!["--".into(), "true".into()],
+        );
+        assert_eq!(program, "/bin/sh");
+        let joined = args.join(" ");
+        assert!(
+            joined.contains(&format!(
+                "{} /usr/bin/bwrap --seccomp 9 --unshare",
+                filter.display()
+            )),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("--ro-bind /usr/bin/stargrid /.stargrid-init"),
+            "{joined}"
+        );
     }
 }

@@ -35,6 +35,7 @@ mod exec;
 pub mod init;
 pub mod inventory;
 pub mod isolation;
+pub mod seccomp;
 mod task;
 pub mod users;
 mod warm;
@@ -319,7 +320,16 @@ impl NodeTasks {
         if config.hollow || config.warm_pool == 0 {
             return;
         }
-        self.pool.retain_mut(warm::Warm::alive);
+        // Pooled sandboxes that died are cleared away (their directories and groups too).
+        let mut alive = Vec::with_capacity(self.pool.len());
+        for mut warm in self.pool.drain(..) {
+            if warm.is_alive() {
+                alive.push(warm);
+            } else {
+                warm.discard();
+            }
+        }
+        self.pool = alive;
         let busy = self.tasks.values().any(|t| !t.sandbox);
         if busy {
             for warm in self.pool.drain(..) {
@@ -530,8 +540,18 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
     };
     std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
     // Tasks run in their own directories: every path handed to them must be absolute.
+    let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?;
+    let isolation = config
+        .isolation
+        .clone()
+        .prepared(&work_dir)
+        .map_err(|reason| AgentError::WorkDir {
+            path: work_dir.display().to_string(),
+            reason,
+        })?;
     let config = &AgentConfig {
-        work_dir: std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?,
+        work_dir,
+        isolation,
         ..config.clone()
     };
     let client = config.client.clone().with_timeout(Duration::from_secs(10));
@@ -694,6 +714,9 @@ mod tests {
             Some(Duration::from_millis(2500))
         );
         assert_eq!(hollow_runtime(&s(&["sleep", "x"])), None);
+        for endless in ["infinity", "inf", "NaN", "-1", "1e300"] {
+            assert_eq!(hollow_runtime(&s(&["sleep", endless])), None, "{endless}");
+        }
         assert_eq!(hollow_runtime(&s(&["python", "train.py"])), None);
     }
 }

@@ -93,7 +93,11 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
 /// `sleep N` in hollow mode: the task ends after N seconds.
 pub(crate) fn hollow_runtime(command: &[String]) -> Option<Duration> {
     match command {
-        [cmd, secs] if cmd == "sleep" => secs.parse::<f64>().ok().map(Duration::from_secs_f64),
+        // `infinity`, a negative or a huge number: no end (never a panic).
+        [cmd, secs] if cmd == "sleep" => secs
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
         _ => None,
     }
 }

@@ -133,7 +133,7 @@ impl Warm {
     }
 
     /// Whether its process still runs.
-    pub(crate) fn alive(&mut self) -> bool {
+    pub(crate) fn is_alive(&mut self) -> bool {
         match &mut self.task.running {
             Running::Process { child, .. } => matches!(child.try_wait(), Ok(None)),
             Running::Hollow { .. } => false,

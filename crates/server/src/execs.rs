@@ -78,10 +78,16 @@ pub struct Execs {
 }
 
 impl Execs {
-    /// An empty registry under `limits`.
+    /// An empty registry under `limits`. Its ids start from the time in microseconds, so that
+    /// an id is not given again by a server started later (an agent may still post for an
+    /// exec of the one before).
     pub fn new(limits: ExecLimits) -> Execs {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         Execs {
             limits,
+            next_id: now_us,
             ..Execs::default()
         }
     }
@@ -161,12 +167,18 @@ impl Execs {
                     taken += 1;
                     continue;
                 };
-                if !out.is_empty() && bytes + e.order.stdin_b64.len() > ORDERS_BYTES {
+                let size = order_bytes(&e.order);
+                if !out.is_empty() && bytes + size > ORDERS_BYTES {
                     break;
                 }
-                bytes += e.order.stdin_b64.len();
+                bytes += size;
                 e.delivered = true;
-                out.push(e.order.clone());
+                // The input goes with the order; the registry keeps no copy of it.
+                let stdin_b64 = std::mem::take(&mut e.order.stdin_b64);
+                out.push(ExecOrder {
+                    stdin_b64,
+                    ..e.order.clone()
+                });
                 taken += 1;
             }
             ids.drain(..taken);
@@ -177,11 +189,23 @@ impl Execs {
         out
     }
 
-    /// Where exec `id`'s output goes, when `node` runs it and it was handed over.
-    pub fn sender(&self, id: u64, node: &str) -> Option<tokio::sync::mpsc::Sender<Piece>> {
+    /// Where exec `id`'s output goes, when `node` runs it, for sandbox `index` of `batch`, and
+    /// it was handed over.
+    pub fn sender(
+        &self,
+        id: u64,
+        node: &str,
+        batch: u64,
+        index: u32,
+    ) -> Option<tokio::sync::mpsc::Sender<Piece>> {
         self.entries
             .get(&id)
-            .filter(|e| e.delivered && e.order.node == node)
+            .filter(|e| {
+                e.delivered
+                    && e.order.node == node
+                    && e.order.batch == batch
+                    && e.order.index == index
+            })
             .map(|e| e.tx.clone())
     }
 
@@ -231,6 +255,18 @@ impl Execs {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// What an order weighs in a long-poll answer: its input, command and environment (JSON may
+/// escape a byte into six).
+fn order_bytes(order: &ExecOrder) -> usize {
+    let text: usize = order.command.iter().map(String::len).sum::<usize>()
+        + order
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    order.stdin_b64.len() + 6 * text
 }
 
 fn decrement<K: std::hash::Hash + Eq + Clone>(counts: &mut HashMap<K, u32>, key: &K) {
@@ -287,7 +323,7 @@ mod tests {
             index,
             command: vec!["true".into()],
             env: Default::default(),
-            stdin_b64: String::new(),
+            stdin_b64: "aGk=".into(),
             timeout_s: 60,
         }
     }
@@ -300,14 +336,21 @@ mod tests {
         let n1: HashSet<&str> = ["n1"].into_iter().collect();
         assert!(execs.waiting_for(&n1));
         // Output before the order was handed over is refused.
-        assert!(execs.sender(a, "n1").is_none());
+        assert!(execs.sender(a, "n1", 5, 0).is_none());
         let taken = execs.take_orders(&n1);
         assert_eq!(taken.iter().map(|o| o.id).collect::<Vec<_>>(), vec![a]);
         assert!(execs.take_orders(&n1).is_empty());
         assert!(!execs.waiting_for(&n1));
-        assert!(execs.sender(a, "n1").is_some());
-        assert!(execs.sender(a, "n2").is_none(), "another node's agent");
-        assert!(execs.sender(b, "n2").is_none(), "not handed over yet");
+        assert!(execs.sender(a, "n1", 5, 0).is_some());
+        assert!(
+            execs.sender(a, "n2", 5, 0).is_none(),
+            "another node's agent"
+        );
+        assert!(execs.sender(a, "n1", 5, 1).is_none(), "another sandbox");
+        assert!(execs.sender(a, "n1", 6, 0).is_none(), "another batch");
+        assert!(execs.sender(b, "n2", 5, 1).is_none(), "not handed over yet");
+        // The input went with the order.
+        assert!(execs.entries[&a].order.stdin_b64.is_empty());
         execs.close(a);
         execs.close(b);
         assert!(execs.is_empty());

@@ -496,11 +496,15 @@ fn exec_output_is_taken_only_from_the_node_the_order_went_to() {
     let post = |token: &str, body: Value| s.post_as(token, "/v1/agent/exec", body);
     // A node speaking for another node is refused; output for an exec nobody ordered is not
     // wanted; garbage is refused by field.
-    let (code, _) = post(&other, json!({"node": HOST, "id": 1, "chunks": []})).unwrap_err();
+    let (code, _) = post(
+        &other,
+        json!({"node": HOST, "id": 1, "batch": 1, "index": 0, "chunks": []}),
+    )
+    .unwrap_err();
     assert_eq!(code, 403);
     let ack = post(
         &ours,
-        json!({"node": HOST, "id": 77, "chunks": [{"stream": "stdout", "data_b64": "aGk="}]}),
+        json!({"node": HOST, "id": 77, "batch": 1, "index": 0, "chunks": [{"stream": "stdout", "data_b64": "aGk="}]}),
     )
     .unwrap();
     assert_eq!(ack["wanted"], false);
@@ -518,8 +522,11 @@ fn exec_output_is_taken_only_from_the_node_the_order_went_to() {
             "chunks[0].data_b64",
         ),
     ] {
-        let (code, text) =
-            post(&ours, json!({"node": HOST, "id": 1, "chunks": [chunk]})).unwrap_err();
+        let (code, text) = post(
+            &ours,
+            json!({"node": HOST, "id": 1, "batch": 1, "index": 0, "chunks": [chunk]}),
+        )
+        .unwrap_err();
         assert_eq!(code, 400, "{text}");
         assert!(text.contains(&format!("\"field\":\"{field}\"")), "{text}");
     }
@@ -554,7 +561,9 @@ fn escapes_tried_from_inside_an_exec_fail_and_the_neighbours_keep_working() {
          echo procs $(ls /proc | grep -c '^[0-9]'); \
          bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' 2>&1 || echo no-server; \
          bash -c 'exec 3<>/dev/tcp/1.1.1.1/443' 2>&1 || echo no-internet; \
-         touch /usr/x /etc/x /x 2>&1; echo done",
+         touch /usr/x /etc/x /x 2>&1; \
+         unshare --user --map-root-user true 2>&1 || echo no-user-namespace; \
+         grep Seccomp: /proc/self/status; echo done",
         cred = cred.display(),
         admin = data.join("admin.token").display(),
         journal = data.join("journal.db").display(),
@@ -578,12 +587,15 @@ fn escapes_tried_from_inside_an_exec_fail_and_the_neighbours_keep_working() {
         all.contains("no-server") && all.contains("no-internet"),
         "{all}"
     );
+    // The seccomp filter: no user namespace, and the kernel says the filter is on.
+    assert!(all.contains("no-user-namespace"), "{all}");
+    assert!(all.contains("Seccomp:\t2"), "{all}");
     assert!(
         all.matches("Read-only file system").count() + all.matches("Permission denied").count()
             >= 3,
         "{all}"
     );
-    // Only the sandbox's own processes: bubblewrap's init, the idle program and the probe's.
+    // Only the sandbox's own processes: bubblewrap's init, the sandbox's init and the probe's.
     let procs: u32 = seen
         .split("procs ")
         .nth(1)

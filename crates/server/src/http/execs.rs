@@ -580,14 +580,19 @@ pub(super) async fn exec_output(
             if let Some(end) = &out.end {
                 pieces.push(Piece::End(end.clone()));
             }
-            // Only the node the order went to may speak for the exec.
-            let Some(tx) = server.execs().sender(out.id, &out.node) else {
+            // Only the node the order went to may speak for the exec, and only for its sandbox.
+            let sender = server
+                .execs()
+                .sender(out.id, &out.node, out.batch, out.index);
+            let Some(tx) = sender else {
                 return Ok(Json(ExecAck { wanted: false }).into_response());
             };
-            let patience = Duration::from_secs(READER_PATIENCE_S);
+            // One deadline for the whole post: the agent hears the answer before its own
+            // timeout, and never sends the same output twice.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(READER_PATIENCE_S);
             for piece in pieces {
                 if !matches!(
-                    tokio::time::timeout(patience, tx.send(piece)).await,
+                    tokio::time::timeout_at(deadline, tx.send(piece)).await,
                     Ok(Ok(()))
                 ) {
                     // The reader went away or stopped reading: the exec is over.

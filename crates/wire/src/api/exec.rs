@@ -92,6 +92,11 @@ pub struct ExecOutput {
     pub node: String,
     /// The exec (`ExecOrder::id`).
     pub id: u64,
+    /// The sandbox's batch (`ExecOrder::batch`): output is taken only for the sandbox the
+    /// order named.
+    pub batch: u64,
+    /// The sandbox's index (`ExecOrder::index`).
+    pub index: u32,
     /// Output since the last post, in the order it was read.
     #[serde(default)]
     #[schema(max_items = 64)]
