@@ -233,6 +233,9 @@ fn start(
         Err(e) => return failed(format!("{program}: {e}")),
     };
     lock(running).insert(id, child.id());
+    // When the sandbox runs out of memory, the kernel kills a command, not the init (raising a
+    // process's score needs no privilege; what it forks inherits it).
+    let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "500");
     if let Some(mut input) = child.stdin.take() {
         std::thread::spawn(move || {
             let _ = input.write_all(&stdin);

@@ -27,6 +27,15 @@ const SECCOMP_FD: u32 = 9;
 /// Where `bwrap` is looked for.
 const BWRAP: [&str; 2] = ["/usr/bin/bwrap", "/bin/bwrap"];
 
+/// What an interactive sandbox's layout adds (see [`Isolation::wrap`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Interactive<'a> {
+    /// The program of its init, on the host.
+    pub init: &'a Path,
+    /// The size of its scratch (`/sandbox`, in memory).
+    pub scratch_bytes: u64,
+}
+
 /// What `--isolation` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IsolationChoice {
@@ -135,7 +144,8 @@ impl Isolation {
         Ok(Isolation::Bubblewrap { bwrap, seccomp })
     }
 
-    /// Where a sandbox sees the program at `host` that [`Isolation::wrap`] was given as `init`.
+    /// Where a sandbox sees the program at `host` that [`Isolation::wrap`] was given as its
+    /// init.
     pub fn init_path(&self, host: &Path) -> PathBuf {
         match self {
             Isolation::None => host.to_path_buf(),
@@ -144,12 +154,13 @@ impl Isolation {
     }
 
     /// The command that runs `program args...` (the drop to the tenant's user and the task)
-    /// inside the isolation, with `dir` as its directory and, for an interactive sandbox, the
-    /// program `init` visible (read-only) at [`INIT_IN_SANDBOX`].
+    /// inside the isolation, with `dir` as its directory at `/sandbox`; an interactive sandbox
+    /// has instead a scratch in memory there, and its init's program read-only at
+    /// [`INIT_IN_SANDBOX`].
     pub fn wrap(
         &self,
         dir: &Path,
-        init: Option<&Path>,
+        interactive: Option<Interactive<'_>>,
         program: String,
         args: Vec<String>,
     ) -> (String, Vec<String>) {
@@ -192,15 +203,31 @@ impl Isolation {
         .map(|s| s.to_string())
         .collect();
         out.push(TMP_BYTES.to_string());
-        for arg in ["--tmpfs", "/tmp", "--bind"] {
+        // Writable by the sandbox's user, as a `/tmp` is (sticky: only the sandbox's own
+        // processes are there anyway).
+        for arg in ["--perms", "1777", "--tmpfs", "/tmp"] {
             out.push(arg.to_string());
         }
-        out.push(dir.display().to_string());
-        out.push(SANDBOX_DIR.to_string());
-        if let Some(init) = init {
-            out.push("--ro-bind".to_string());
-            out.push(init.display().to_string());
-            out.push(INIT_IN_SANDBOX.to_string());
+        match interactive {
+            Some(Interactive {
+                init,
+                scratch_bytes,
+            }) => {
+                // A scratch in memory: bounded by its size and charged to the sandbox's
+                // memory; nothing it writes reaches the host's disk.
+                out.push("--size".to_string());
+                out.push(scratch_bytes.to_string());
+                for arg in ["--perms", "1777", "--tmpfs", SANDBOX_DIR, "--ro-bind"] {
+                    out.push(arg.to_string());
+                }
+                out.push(init.display().to_string());
+                out.push(INIT_IN_SANDBOX.to_string());
+            }
+            None => {
+                out.push("--bind".to_string());
+                out.push(dir.display().to_string());
+                out.push(SANDBOX_DIR.to_string());
+            }
         }
         for arg in ["--chdir", SANDBOX_DIR, "--hostname", "sandbox", "--"] {
             out.push(arg.to_string());
@@ -299,7 +326,10 @@ mod tests {
         assert!(std::fs::metadata(filter).unwrap().len() > 0);
         let (program, args) = iso.wrap(
             Path::new("/w/1-sandbox-0"),
-            Some(Path::new("/usr/bin/stargrid")),
+            Some(Interactive {
+                init: Path::new("/usr/bin/stargrid"),
+                scratch_bytes: 1 << 30,
+            }),
             "/usr/bin/setpriv".into(),
             vec!["--".into(), "true".into()],
         );
@@ -316,5 +346,12 @@ mod tests {
             joined.contains("--ro-bind /usr/bin/stargrid /.stargrid-init"),
             "{joined}"
         );
+        // An interactive sandbox's scratch is in memory, bounded; the host directory is not
+        // bound at all.
+        assert!(
+            joined.contains("--size 1073741824 --perms 1777 --tmpfs /sandbox"),
+            "{joined}"
+        );
+        assert!(!joined.contains("/w/1-sandbox-0"), "{joined}");
     }
 }

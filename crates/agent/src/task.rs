@@ -227,22 +227,34 @@ pub(crate) fn spawn_as(
     };
     let target_env = env.clone();
     let root_path = || BTreeMap::from([("PATH".to_string(), TASK_PATH.to_string())]);
+    let pooled = matches!(&user, Some((u, users)) if *u == users.pool_user());
+    let layout = init.map(|init| crate::isolation::Interactive {
+        init,
+        scratch_bytes: scratch_bytes(a.memory_mib, pooled),
+    });
     // As a tenant's user, the task enters its cgroup as root with `PATH` alone, drops to the
     // user, and only then takes its environment (from a file of the user's). A pooled
     // sandbox's init stays root, with only what it needs to become its tenant later.
     let (program, args, root_env) = match &user {
-        Some((u, users)) if *u == users.pool_user() && kind == Kind::Interactive => {
+        Some((_, users)) if pooled && kind == Kind::Interactive => {
             let (p, a) = users.launch_pool(program, args);
-            let (p, a) = isolation.wrap(&dir, init, p, a);
+            let (p, a) = isolation.wrap(&dir, layout, p, a);
+            (p, a, root_path())
+        }
+        // The init needs no environment of its own: each command gets the sandbox's in its
+        // request.
+        Some((u, users)) if kind == Kind::Interactive => {
+            let (p, a) = users.launch_bare(*u, &dir, program, args)?;
+            let (p, a) = isolation.wrap(&dir, layout, p, a);
             (p, a, root_path())
         }
         Some((u, users)) => {
             let (p, a) = users.launch(*u, &dir, &view, &env, program, args)?;
-            let (p, a) = isolation.wrap(&dir, init, p, a);
+            let (p, a) = isolation.wrap(&dir, layout, p, a);
             (p, a, root_path())
         }
         None => {
-            let (p, a) = isolation.wrap(&dir, init, program.clone(), args.to_vec());
+            let (p, a) = isolation.wrap(&dir, layout, program.clone(), args.to_vec());
             (p, a, env)
         }
     };
@@ -284,6 +296,18 @@ pub(crate) fn spawn_as(
         sandbox,
         exec_target,
     })
+}
+
+/// The size of an interactive sandbox's scratch (`/sandbox`, in memory, its pages charged to
+/// the sandbox's group): half its memory, so that a full scratch is refused (`ENOSPC`) before
+/// the sandbox runs out of memory; a pooled sandbox's, whose memory is not known yet, 2 GiB
+/// (its memory bounds it all the same).
+fn scratch_bytes(memory_mib: u32, pooled: bool) -> u64 {
+    match (pooled, memory_mib) {
+        (true, _) => 2 << 30,
+        (false, 0) => 1 << 30,
+        (false, m) => (u64::from(m) << 20) / 2,
+    }
 }
 
 /// The subcommand of the agent's program that runs a sandbox's init ([`crate::init::main`]).

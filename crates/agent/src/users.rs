@@ -132,6 +132,38 @@ impl TaskUsers {
         Ok(TaskUsers { base, setpriv })
     }
 
+    /// Makes `dir` the user's (0700) and returns the command that starts `program args...` as
+    /// that user with `no_new_privs` and no capabilities, with no environment of its own (an
+    /// interactive sandbox's init).
+    pub fn launch_bare(
+        &self,
+        user: TaskUser,
+        dir: &Path,
+        program: &str,
+        args: &[String],
+    ) -> Result<(String, Vec<String>), String> {
+        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.uid))
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut out = self.drop_to(user);
+        out.push(program.to_string());
+        out.extend(args.iter().cloned());
+        Ok((self.setpriv.display().to_string(), out))
+    }
+
+    /// `setpriv`'s arguments that drop to `user` for good, up to `--`.
+    fn drop_to(&self, user: TaskUser) -> Vec<String> {
+        vec![
+            format!("--reuid={}", user.uid),
+            format!("--regid={}", user.uid),
+            "--clear-groups".to_string(),
+            "--no-new-privs".to_string(),
+            "--bounding-set=-all".to_string(),
+            "--inh-caps=-all".to_string(),
+            "--".to_string(),
+        ]
+    }
+
     /// The command that starts a pooled sandbox's init (`program args...`) as root with no
     /// capability but `CAP_SETUID` and `CAP_SETGID` (to become its tenant's user when it is
     /// claimed), no supplementary groups and `no_new_privs`.
@@ -191,14 +223,8 @@ impl TaskUsers {
         (&file)
             .write_all(text.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut out = vec![
-            format!("--reuid={}", user.uid),
-            format!("--regid={}", user.uid),
-            "--clear-groups".to_string(),
-            "--no-new-privs".to_string(),
-            "--bounding-set=-all".to_string(),
-            "--inh-caps=-all".to_string(),
-            "--".to_string(),
+        let mut out = self.drop_to(user);
+        out.extend([
             "/bin/sh".to_string(),
             "-c".to_string(),
             // The file is opened and deleted before anything of the tenant's is in the
@@ -208,7 +234,7 @@ impl TaskUsers {
                 .to_string(),
             view.join(ENV_FILE).display().to_string(),
             program.to_string(),
-        ];
+        ]);
         out.extend(args.iter().cloned());
         Ok((self.setpriv.display().to_string(), out))
     }

@@ -615,6 +615,32 @@ fn escapes_tried_from_inside_an_exec_fail_and_the_neighbours_keep_working() {
         &["python3", "-c", "b = b'x' * (1536 << 20); print(len(b))"],
     );
     assert_ne!(end["exit_code"], 0, "{end}");
+    // Disk: the scratch is in memory, half the sandbox's 512 MiB; filling it with 2 GiB fails,
+    // nothing reaches the host's disk, and the sandbox goes on.
+    let (out, end) = run(
+        &s,
+        batch,
+        0,
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/sandbox/fill bs=1M count=2048 2>&1; rm -f /sandbox/fill",
+        ],
+    );
+    assert!(out.contains("No space left"), "{out} {end}");
+    let on_disk: u64 = std::fs::read_dir(work.join(format!("{batch}-sandbox-0")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(on_disk < 1 << 20, "{on_disk} bytes on the host's disk");
+    let (out, _) = run(
+        &s,
+        batch,
+        0,
+        &["sh", "-c", "df -k /sandbox | tail -1; echo alive"],
+    );
+    assert!(out.contains("alive"), "{out}");
     // The bomb's children hold no pipe of the exec's, and the count needs no fork (the
     // sandbox is at its limit): a glob and builtins.
     let (out, end) = run(
