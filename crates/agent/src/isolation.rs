@@ -4,9 +4,11 @@
 //! before the task drops to its tenant's user (see [`crate::users`]): its own PID, mount, IPC,
 //! UTS, network and (where the kernel has it) cgroup namespaces; a read-only view of the host's
 //! `/usr` and `/etc` only (no home, no agent work dir, no other sandbox, no data dir); its own
-//! task directory, writable, at `/sandbox`; a private `/tmp` of bounded size (tmpfs: it counts
-//! against the task's memory); no network but loopback; `/proc` of its own PID namespace; and,
-//! after the drop, no capabilities (the bounding set cleared) and `no_new_privs`.
+//! task directory, writable, at `/sandbox` (an interactive sandbox has a scratch in memory
+//! there instead, and its init's program); a private `/tmp` of bounded size (tmpfs: it counts
+//! against the task's memory); no network but loopback; `/proc` of its own PID namespace; a
+//! seccomp filter ([`crate::seccomp`]); and, after the drop, no capabilities (the bounding set
+//! cleared) and `no_new_privs`.
 //! [`Isolation::None`] runs tasks as plain processes of their tenant's user. The choice sits
 //! behind this one type, so that a stronger layer (gVisor, microVMs) can be added beside it.
 
