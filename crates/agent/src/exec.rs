@@ -300,6 +300,10 @@ fn relay(
     if let Err(why) = started {
         return (failed(why), false);
     }
+    // The first post says the order was taken (the server gives up orders nobody took).
+    if !post(client, order, Vec::new(), None) {
+        return (failed("nobody reads it any more: killed".into()), true);
+    }
     let deadline = Instant::now() + Duration::from_secs(u64::from(order.timeout_s));
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

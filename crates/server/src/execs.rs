@@ -61,9 +61,16 @@ pub enum ExecRefused {
 struct Entry {
     order: ExecOrder,
     tenant: String,
-    delivered: bool,
+    /// When its order went out in a long-poll answer.
+    delivered: Option<std::time::Instant>,
+    /// Its agent posted for it (the first post says it took the order).
+    taken: bool,
     tx: tokio::sync::mpsc::Sender<Piece>,
 }
+
+/// How long an agent has to say it took an order before the exec is given up (the answer that
+/// carried it was lost, or the agent restarted).
+pub const TAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Execs in flight.
 #[derive(Default)]
@@ -134,7 +141,8 @@ impl Execs {
             Entry {
                 order,
                 tenant: tenant.to_string(),
-                delivered: false,
+                delivered: None,
+                taken: false,
                 tx,
             },
         );
@@ -172,7 +180,7 @@ impl Execs {
                     break;
                 }
                 bytes += size;
-                e.delivered = true;
+                e.delivered = Some(std::time::Instant::now());
                 // The input goes with the order; the registry keeps no copy of it.
                 let stdin_b64 = std::mem::take(&mut e.order.stdin_b64);
                 out.push(ExecOrder {
@@ -192,21 +200,32 @@ impl Execs {
     /// Where exec `id`'s output goes, when `node` runs it, for sandbox `index` of `batch`, and
     /// it was handed over.
     pub fn sender(
-        &self,
+        &mut self,
         id: u64,
         node: &str,
         batch: u64,
         index: u32,
     ) -> Option<tokio::sync::mpsc::Sender<Piece>> {
+        let e = self.entries.get_mut(&id).filter(|e| {
+            e.delivered.is_some()
+                && e.order.node == node
+                && e.order.batch == batch
+                && e.order.index == index
+        })?;
+        e.taken = true;
+        Some(e.tx.clone())
+    }
+
+    /// Execs whose order went out more than `within` before `now` and that their agent never
+    /// took.
+    pub fn untaken(&self, now: std::time::Instant, within: std::time::Duration) -> Vec<u64> {
         self.entries
-            .get(&id)
-            .filter(|e| {
-                e.delivered
-                    && e.order.node == node
-                    && e.order.batch == batch
-                    && e.order.index == index
+            .iter()
+            .filter(|(_, e)| {
+                !e.taken && e.delivered.is_some_and(|d| now.duration_since(d) > within)
             })
-            .map(|e| e.tx.clone())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Forgets exec `id` (its reader went away, or it ended).
@@ -214,7 +233,7 @@ impl Execs {
         let Some(e) = self.entries.remove(&id) else {
             return;
         };
-        if !e.delivered {
+        if e.delivered.is_none() {
             if let Some(ids) = self.undelivered.get_mut(&e.order.node) {
                 ids.retain(|i| *i != id);
                 if ids.is_empty() {
@@ -341,7 +360,16 @@ mod tests {
         assert_eq!(taken.iter().map(|o| o.id).collect::<Vec<_>>(), vec![a]);
         assert!(execs.take_orders(&n1).is_empty());
         assert!(!execs.waiting_for(&n1));
+        assert!(execs
+            .untaken(std::time::Instant::now(), TAKE_WITHIN)
+            .is_empty());
+        let later = std::time::Instant::now() + TAKE_WITHIN * 2;
+        assert_eq!(execs.untaken(later, TAKE_WITHIN), vec![a]);
         assert!(execs.sender(a, "n1", 5, 0).is_some());
+        assert!(
+            execs.untaken(later, TAKE_WITHIN).is_empty(),
+            "taken by its first post"
+        );
         assert!(
             execs.sender(a, "n2", 5, 0).is_none(),
             "another node's agent"

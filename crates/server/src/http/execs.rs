@@ -168,6 +168,13 @@ impl Server {
     /// node went down and it moved or was lost): their readers hear why at once instead of at
     /// their timeout.
     pub fn end_orphaned_execs(&self) {
+        let untaken = self
+            .execs()
+            .untaken(Instant::now(), crate::execs::TAKE_WITHIN);
+        for id in untaken {
+            self.execs()
+                .end(id, "the sandbox's node did not take the command");
+        }
         let in_flight = self.execs().in_flight();
         if in_flight.is_empty() {
             return;
