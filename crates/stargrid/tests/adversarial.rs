@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::hostile::{place_a_job_on, start_server, start_server_with, Server};
+use common::hostile::{place_a_job_on, start_server, start_server_with};
 use common::wait_for;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -501,7 +501,7 @@ fn a_sandbox_cannot_see_the_host_its_neighbours_or_the_network() {
     let data = dir.path().join("data");
     let s = start_server(&data);
     let work = dir.path().join("host");
-    let (_agent, said) = start_cpu_host(&s, &work);
+    let (_agent, said) = common::hostile::start_cpu_host(&s, &work);
     if !said.contains("sandboxes under bubblewrap") {
         // Not root, or no bubblewrap here: the agent says sandboxes run unisolated.
         assert!(said.contains("no isolation layer"), "{said}");
@@ -572,7 +572,7 @@ fn a_sandbox_cannot_see_the_host_its_neighbours_or_the_network() {
 fn sandboxes_past_their_memory_are_killed_and_counted_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
-    let (_agent, said) = start_cpu_host(&s, &dir.path().join("host"));
+    let (_agent, said) = common::hostile::start_cpu_host(&s, &dir.path().join("host"));
     if !said.contains("tasks limited by") {
         assert!(said.contains("WITHOUT CPU and memory limits"), "{said}");
         return;
@@ -598,25 +598,6 @@ fn sandboxes_past_their_memory_are_killed_and_counted_as_such() {
 
 /// An agent for the CPU host `cpu0000000` working in `work`, once the host is up, and the line
 /// it printed when it started (which limits and isolation it applies).
-fn start_cpu_host(s: &Server, work: &std::path::Path) -> (common::Proc, String) {
-    let started = common::start_agent_saying(
-        &s.url,
-        work,
-        &s.token,
-        &["--node", "cpu0000000", "--grace-s", "1"],
-        &[],
-    );
-    wait_for("the host up", || {
-        s.get("/v1/nodes")
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["name"] == "cpu0000000" && n["state"] != "down")
-    });
-    started
-}
-
 #[test]
 fn a_sandboxs_log_reaches_its_tenant_and_no_one_else() {
     let dir = tempfile::tempdir().unwrap();
@@ -625,15 +606,8 @@ fn a_sandboxs_log_reaches_its_tenant_and_no_one_else() {
         &dir.path().join("data"),
         &["--tenants", tenants.to_str().unwrap()],
     );
-    let (_agent, _) = start_cpu_host(&s, &dir.path().join("host"));
-    let token_of = |tenant: &str| {
-        s.post("/v1/tokens", json!({"role": "tenant", "tenant": tenant}))
-            .unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (alpha, beta) = (token_of("alpha"), token_of("beta"));
+    let (_agent, _) = common::hostile::start_cpu_host(&s, &dir.path().join("host"));
+    let (alpha, beta) = (s.tenant_token("alpha"), s.tenant_token("beta"));
     let id = s
         .post_as(
             &alpha,

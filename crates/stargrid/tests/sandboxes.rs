@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::hostile::{start_server, start_server_with, Server};
+use common::hostile::{
+    start_cpu_host, start_cpu_host_with, start_server, start_server_with, Server,
+};
 use common::wait_for;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -16,25 +18,6 @@ use std::time::{Duration, Instant};
 
 /// The CPU host every test runs its sandboxes on.
 const HOST: &str = "cpu0000000";
-
-fn start_host(s: &Server, work: &std::path::Path) -> (common::Proc, String) {
-    let started = common::start_agent_saying(
-        &s.url,
-        work,
-        &s.token,
-        &["--node", HOST, "--grace-s", "1"],
-        &[],
-    );
-    wait_for("the host up", || {
-        s.get("/v1/nodes")
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["name"] == HOST && n["state"] != "down")
-    });
-    started
-}
 
 /// `stargrid ARGS...` as a client of `s`: (exit code, stdout, stderr).
 fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
@@ -100,7 +83,7 @@ fn interactive(count: u32) -> Value {
 fn the_cli_creates_a_sandbox_runs_commands_in_it_moves_files_and_ends_it() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
-    let (_agent, said) = start_host(&s, &dir.path().join("host"));
+    let (_agent, said) = start_cpu_host(&s, &dir.path().join("host"));
     let (code, out, err) = cli(
         &s,
         &[
@@ -235,7 +218,7 @@ fn the_cli_creates_a_sandbox_runs_commands_in_it_moves_files_and_ends_it() {
 fn commands_run_side_by_side_and_stream_their_output_as_it_comes() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
-    let (_agent, _) = start_host(&s, &dir.path().join("host"));
+    let (_agent, _) = start_cpu_host(&s, &dir.path().join("host"));
     let batch = create(&s, interactive(1));
     // The first line of a slow command arrives long before its end.
     let started = Instant::now();
@@ -311,15 +294,8 @@ fn a_tenant_reaches_only_its_own_sandboxes() {
         &dir.path().join("data"),
         &["--tenants", tenants.to_str().unwrap()],
     );
-    let (_agent, _) = start_host(&s, &dir.path().join("host"));
-    let token_of = |tenant: &str| {
-        s.post("/v1/tokens", json!({"role": "tenant", "tenant": tenant}))
-            .unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (alpha, beta) = (token_of("alpha"), token_of("beta"));
+    let (_agent, _) = start_cpu_host(&s, &dir.path().join("host"));
+    let (alpha, beta) = (s.tenant_token("alpha"), s.tenant_token("beta"));
     let batch = s
         .post_as(
             &alpha,
@@ -417,7 +393,7 @@ fn a_tenant_reaches_only_its_own_sandboxes() {
 fn an_idle_sandbox_ends_by_itself_and_a_busy_one_at_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
-    let (_agent, _) = start_host(&s, &dir.path().join("host"));
+    let (_agent, _) = start_cpu_host(&s, &dir.path().join("host"));
     let idle = create(
         &s,
         json!({"name": "idle", "tenant": "default", "count": 1, "cpu_millis": 500,
@@ -458,7 +434,7 @@ fn an_idle_sandbox_ends_by_itself_and_a_busy_one_at_its_timeout() {
 fn a_reader_that_goes_away_stops_its_command() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
-    let (_agent, _) = start_host(&s, &dir.path().join("host"));
+    let (_agent, _) = start_cpu_host(&s, &dir.path().join("host"));
     let batch = create(&s, interactive(1));
     // A command that writes for ever; its reader reads a line and leaves.
     let r = ureq::post(&format!("{}/v1/sandboxes/{batch}/exec", s.url))
@@ -538,7 +514,7 @@ fn escapes_tried_from_inside_an_exec_fail_and_the_neighbours_keep_working() {
     let data = dir.path().join("data");
     let s = start_server(&data);
     let work = dir.path().join("host");
-    let (_agent, said) = start_host(&s, &work);
+    let (_agent, said) = start_cpu_host(&s, &work);
     if !said.contains("sandboxes under bubblewrap") {
         assert!(said.contains("no isolation layer"), "{said}");
         return;
@@ -675,13 +651,7 @@ fn a_warm_pool_hands_out_sandboxes_that_already_run_and_refills() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
     let work = dir.path().join("host");
-    let (_agent, said) = common::start_agent_saying(
-        &s.url,
-        &work,
-        &s.token,
-        &["--node", HOST, "--grace-s", "1", "--warm-pool", "2"],
-        &[],
-    );
+    let (_agent, said) = start_cpu_host_with(&s, &work, &["--warm-pool", "2"]);
     assert!(
         said.contains("2 interactive sandboxes kept warm per node"),
         "{said}"
@@ -744,7 +714,7 @@ fn a_warm_pool_hands_out_sandboxes_that_already_run_and_refills() {
 fn an_exec_whose_node_goes_down_ends_at_once_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server_with(&dir.path().join("data"), &["--heartbeat-timeout-s", "2"]);
-    let (mut agent, _) = start_host(&s, &dir.path().join("host"));
+    let (mut agent, _) = start_cpu_host(&s, &dir.path().join("host"));
     let batch = create(&s, interactive(1));
     run(&s, batch, 0, &["true"]);
     let handle = {

@@ -247,9 +247,7 @@ pub(super) async fn exec(
 ) -> Response {
     respond(
         async {
-            let (role, id) = server.caller_and_id(&headers, &raw)?;
-            let Query(q) =
-                query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+            let (role, id, q) = caller_and_query(&server, &headers, &raw, query)?;
             let req: ExecRequest = parse_json(&read_body(body).await?)?;
             if req.command.is_empty() {
                 return Err(Refusal::new(
@@ -285,6 +283,19 @@ pub(super) async fn exec(
         }
         .await,
     )
+}
+
+/// The caller's role, the batch id of the path and the query, each refused by its field.
+fn caller_and_query<Q>(
+    server: &Server,
+    headers: &HeaderMap,
+    raw: &str,
+    query: Result<Query<Q>, axum::extract::rejection::QueryRejection>,
+) -> Result<(Role, u64, Q), Refusal> {
+    let (role, id) = server.caller_and_id(headers, raw)?;
+    let Query(q) =
+        query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+    Ok((role, id, q))
 }
 
 fn timeout(asked: Option<u32>) -> Result<u32, Refusal> {
@@ -433,9 +444,7 @@ pub(super) async fn write_file(
 ) -> Response {
     respond(
         async {
-            let (role, id) = server.caller_and_id(&headers, &raw)?;
-            let Query(q) =
-                query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+            let (role, id, q) = caller_and_query(&server, &headers, &raw, query)?;
             check_path(&q.path)?;
             let data = read_body(body).await?;
             let script = if q.append {
@@ -483,9 +492,7 @@ pub(super) async fn read_file(
 ) -> Response {
     respond(
         async {
-            let (role, id) = server.caller_and_id(&headers, &raw)?;
-            let Query(q) =
-                query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+            let (role, id, q) = caller_and_query(&server, &headers, &raw, query)?;
             check_path(&q.path)?;
             let limit = q.limit.unwrap_or(MAX_FILE_READ);
             if limit == 0 || limit > MAX_FILE_READ {

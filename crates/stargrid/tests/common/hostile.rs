@@ -40,6 +40,15 @@ pub fn two_tenants(dir: &std::path::Path, alpha_extra: &str) -> std::path::PathB
 }
 
 impl Server {
+    /// A new token of tenant `tenant` (issued with the admin token).
+    pub fn tenant_token(&self, tenant: &str) -> String {
+        self.post("/v1/tokens", json!({"role": "tenant", "tenant": tenant}))
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn post(&self, path: &str, body: Value) -> Result<Value, (u16, String)> {
         self.post_as(&self.token, path, body)
     }
@@ -95,4 +104,30 @@ pub fn place_a_job_on(s: &Server, node: &str) {
             .as_array()
             .is_some_and(|a| !a.is_empty())
     });
+}
+
+/// The CPU host `cpu0000000` played by a real agent in `work` (a second's grace to stop a
+/// task), once the server counts it up; the agent and the line it printed when it started.
+pub fn start_cpu_host(s: &Server, work: &std::path::Path) -> (super::Proc, String) {
+    start_cpu_host_with(s, work, &[])
+}
+
+/// As [`start_cpu_host`], with more agent flags.
+pub fn start_cpu_host_with(
+    s: &Server,
+    work: &std::path::Path,
+    extra: &[&str],
+) -> (super::Proc, String) {
+    let mut args = vec!["--node", "cpu0000000", "--grace-s", "1"];
+    args.extend_from_slice(extra);
+    let started = super::start_agent_saying(&s.url, work, &s.token, &args, &[]);
+    wait_for("the host up", || {
+        s.get("/v1/nodes")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "cpu0000000" && n["state"] != "down")
+    });
+    started
 }
