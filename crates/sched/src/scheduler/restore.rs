@@ -270,14 +270,16 @@ impl Scheduler {
                         )
                         .map_err(|e| restore_error(b.id, e.to_string()))?;
                 }
-                let charged = self.batches.get(&b.id).map_or(0, |old| old.charged);
+                // What the batch was charged goes back to whom it was charged to (a record may
+                // name another tenant or size), and its live sandboxes are charged anew.
+                self.drop_batch(b.id);
                 self.batches.insert(
                     b.id,
                     Batch {
                         max_retries: b.max_retries,
                         retries: b.retries,
                         tenant: b.tenant,
-                        charged,
+                        charged: 0,
                         size: (b.request.cpu_millis, b.request.memory_mib),
                     },
                 );
