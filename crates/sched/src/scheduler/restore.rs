@@ -67,8 +67,25 @@ impl Scheduler {
         for rec in &o.services {
             self.restore_service(rec, now);
         }
+        // The services whose running count a record may move: its own, and those of the jobs
+        // it touches, before and after (a damaged record may move a replica between them).
+        let mut counted: std::collections::BTreeSet<u64> = o
+            .services
+            .iter()
+            .filter_map(|r| match r {
+                ServiceRecord::Live { id, .. } => Some(*id),
+                ServiceRecord::Deleted { .. } => None,
+            })
+            .collect();
+        let service_of = |s: &Self, id: WorkloadId| s.jobs.get(&id).and_then(|j| j.service);
         for rec in &o.jobs {
+            let id = match rec {
+                JobRecord::Live(l) => l.id,
+                JobRecord::Ended { id, .. } => *id,
+            };
+            counted.extend(service_of(self, id));
             self.restore_job(rec, now)?;
+            counted.extend(service_of(self, id));
         }
         // A service's replicas are its jobs (or ended): a record that says otherwise is damaged.
         for rec in &o.services {
@@ -86,6 +103,9 @@ impl Scheduler {
                     }
                 }
             }
+        }
+        for sid in counted {
+            self.recount_clouds(sid);
         }
         for rec in &o.batches {
             self.restore_batch(rec, now)?;

@@ -274,14 +274,7 @@ impl Scheduler {
                     return Err(format!("service {sid}: replica {r} is not its job"));
                 }
             }
-            let mut clouds: BTreeMap<TopoId, u32> = BTreeMap::new();
-            for r in &s.replicas {
-                if let Some(Allocation::Gang { slots, .. }) = self.engine.allocation(*r) {
-                    if let Some(c) = slots.first().and_then(|x| self.cloud_of(x.node)) {
-                        *clouds.entry(c).or_default() += 1;
-                    }
-                }
-            }
+            let clouds = self.counted_clouds(s);
             if clouds != s.clouds {
                 return Err(format!(
                     "service {sid}: replicas per provider {:?}, counted {:?}",
@@ -323,6 +316,30 @@ impl Scheduler {
         fleet
             .ancestors(d)
             .find(|a| fleet.topo_node(*a).kind == TopoKind::Cloud)
+    }
+
+    /// A service's running replicas per provider, counted from their placements.
+    fn counted_clouds(&self, s: &ServiceState) -> BTreeMap<TopoId, u32> {
+        let mut clouds: BTreeMap<TopoId, u32> = BTreeMap::new();
+        for r in &s.replicas {
+            if let Some(Allocation::Gang { slots, .. }) = self.engine.allocation(*r) {
+                if let Some(c) = slots.first().and_then(|x| self.cloud_of(x.node)) {
+                    *clouds.entry(c).or_default() += 1;
+                }
+            }
+        }
+        clouds
+    }
+
+    /// Counts service `sid`'s replicas per provider again from their placements (after a
+    /// restore: the recorded replicas are the truth, the running count follows them).
+    pub(crate) fn recount_clouds(&mut self, sid: u64) {
+        let Some(clouds) = self.services.get(&sid).map(|s| self.counted_clouds(s)) else {
+            return;
+        };
+        if let Some(s) = self.services.get_mut(&sid) {
+            s.clouds = clouds;
+        }
     }
 
     /// Counts a replica of service `sid` starting (`+1`) or stopping (`-1`) on `node`'s
