@@ -21,6 +21,12 @@ pub(super) const MAX_FILE_READ: u64 = 1 << 20;
 /// Seconds a file read or write may take.
 const FILE_TIMEOUT_S: u32 = 60;
 
+/// A file's bytes as they travel (the body itself, not JSON): a binary string in the OpenAPI
+/// document.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub(super) struct FileBytes(#[allow(dead_code)] Vec<u8>);
+
 /// Query naming one sandbox of a batch.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -432,7 +438,7 @@ fn check_path(path: &str) -> Result<(), Refusal> {
 /// not write is refused with the sandbox's reason.
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/files",
     params(("id" = u64, Path, description = "batch id"), FileQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = FileBytes, content_type = "application/octet-stream"),
     responses((status = 200, body = FileWritten), (status = 400, body = ApiError),
         (status = 404, body = ApiError), (status = 429, body = ApiError)))]
 pub(super) async fn write_file(
@@ -482,7 +488,7 @@ pub(super) async fn write_file(
 /// a shorter answer means the file ended. Read by the sandbox's own user.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/files",
     params(("id" = u64, Path, description = "batch id"), FileQuery),
-    responses((status = 200, description = "the bytes", body = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, description = "the bytes", body = FileBytes, content_type = "application/octet-stream"),
         (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 429, body = ApiError)))]
 pub(super) async fn read_file(
     State(server): State<Arc<Server>>,
