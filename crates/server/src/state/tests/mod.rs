@@ -671,3 +671,45 @@ fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
 }
 
 mod replay;
+
+#[test]
+fn an_interactive_batch_keeps_its_lifetimes_through_replay_and_a_snapshot() {
+    let (mut p, mut journal) = up();
+    let req = SubmitSandboxes {
+        interactive: true,
+        command: Vec::new(),
+        timeout_s: Some(900),
+        idle_timeout_s: Some(60),
+        ..sandboxes(2)
+    };
+    let e = p.sandbox_event(&req, 100).unwrap();
+    let r = p.apply(&e).unwrap();
+    journal.push(p.encode(&r));
+    let v = p.batch_view(BatchId(1)).unwrap();
+    assert_eq!(
+        (v.interactive, v.expires_at, v.idle_timeout_s),
+        (true, Some(1000), Some(60))
+    );
+    // Its hosts are told to run it interactive, with no command.
+    let told: Vec<_> = p
+        .up_nodes()
+        .into_iter()
+        .flat_map(|n| p.assignments(&n).1)
+        .collect();
+    assert!(!told.is_empty() && told.iter().all(|s| s.interactive && s.command.is_empty()));
+    let again = ControlPlane::replay(numbered(&journal)).unwrap().unwrap();
+    assert_eq!(again.batch_view(BatchId(1)), Some(v.clone()));
+    let loaded = ControlPlane::from_snapshot(&p.snapshot().unwrap()).unwrap();
+    assert_eq!(loaded.batch_view(BatchId(1)), Some(v));
+    assert_eq!(loaded.live_sessions(), vec![(BatchId(1), 1000, 60)]);
+    // A batch record written before interactive batches existed has no such field: it reads
+    // as a batch that runs its command.
+    let mut old = journal.clone();
+    let last = String::from_utf8(old.pop().unwrap()).unwrap();
+    let field = r#","interactive":{"timeout_s":900,"idle_timeout_s":60}"#;
+    assert!(last.contains(field), "{last}");
+    old.push(last.replace(field, "").into_bytes());
+    let plain = ControlPlane::replay(numbered(&old)).unwrap().unwrap();
+    assert!(!plain.batch_view(BatchId(1)).unwrap().interactive);
+    assert!(plain.live_sessions().is_empty());
+}
