@@ -3,7 +3,8 @@
 //! [`Isolation::Bubblewrap`] runs it in bubblewrap's namespaces, made by the agent as root
 //! before the task drops to its tenant's user (see [`crate::users`]): its own PID, mount, IPC,
 //! UTS, network and (where the kernel has it) cgroup namespaces; a read-only view of the host's
-//! `/usr` and `/etc` only (no home, no agent work dir, no other sandbox, no data dir); its own
+//! `/usr` and `/etc` only (no home, no agent work dir, no other sandbox, no data dir), or of
+//! its template's root ([`crate::template`]) with the agent's helpers under `/.stargrid`; its own
 //! task directory, writable, at `/sandbox` (an interactive sandbox has a scratch in memory
 //! there instead, and its init's program); a private `/tmp` of bounded size (tmpfs: it counts
 //! against the task's memory); no network but loopback; `/proc` of its own PID namespace; a
@@ -12,6 +13,7 @@
 //! [`Isolation::None`] runs tasks as plain processes of their tenant's user. The choice sits
 //! behind this one type, so that a stronger layer (gVisor, microVMs) can be added beside it.
 
+use crate::template::{HostTools, RootEntry, Template, TOOLS_BIN, TOOLS_DIR, TOOLS_LIB};
 use std::path::{Path, PathBuf};
 
 /// Where a task sees its own directory under bubblewrap.
@@ -36,6 +38,30 @@ pub struct Interactive<'a> {
     pub init: &'a Path,
     /// The size of its scratch (`/sandbox`, in memory).
     pub scratch_bytes: u64,
+}
+
+/// The root file system a sandbox sees.
+#[derive(Clone, Copy, Debug)]
+pub enum Root<'a> {
+    /// The host's `/usr` and `/etc`.
+    Host,
+    /// A template's root, with the host's helper programs.
+    Template {
+        /// The template.
+        template: &'a Template,
+        /// The helpers and what they need.
+        tools: &'a HostTools,
+    },
+}
+
+impl Root<'_> {
+    /// The command line (up to its own arguments) that runs host program `host` in this root.
+    pub fn run(&self, host: &Path) -> Vec<String> {
+        match self {
+            Root::Host => vec![host.display().to_string()],
+            Root::Template { tools, .. } => tools.command(host),
+        }
+    }
 }
 
 /// What `--isolation` asks for.
@@ -146,22 +172,24 @@ impl Isolation {
         Ok(Isolation::Bubblewrap { bwrap, seccomp })
     }
 
-    /// Where a sandbox sees the program at `host` that [`Isolation::wrap`] was given as its
-    /// init.
-    pub fn init_path(&self, host: &Path) -> PathBuf {
-        match self {
-            Isolation::None => host.to_path_buf(),
-            Isolation::Bubblewrap { .. } => PathBuf::from(INIT_IN_SANDBOX),
+    /// The command line (up to its own arguments) that runs the program at `host` that
+    /// [`Isolation::wrap`] was given as a sandbox's init, in `root`.
+    pub fn init_command(&self, host: &Path, root: Root<'_>) -> Vec<String> {
+        match (self, root) {
+            (Isolation::None, _) => vec![host.display().to_string()],
+            (Isolation::Bubblewrap { .. }, Root::Host) => vec![INIT_IN_SANDBOX.to_string()],
+            (Isolation::Bubblewrap { .. }, root) => root.run(host),
         }
     }
 
     /// The command that runs `program args...` (the drop to the tenant's user and the task)
-    /// inside the isolation, with `dir` as its directory at `/sandbox`; an interactive sandbox
-    /// has instead a scratch in memory there, and its init's program read-only at
-    /// [`INIT_IN_SANDBOX`].
+    /// inside the isolation, in `root`, with `dir` as its directory at `/sandbox`; an
+    /// interactive sandbox has instead a scratch in memory there, and its init's program
+    /// read-only at [`INIT_IN_SANDBOX`] (in a template, among the helpers).
     pub fn wrap(
         &self,
         dir: &Path,
+        root: Root<'_>,
         interactive: Option<Interactive<'_>>,
         program: String,
         args: Vec<String>,
@@ -177,33 +205,53 @@ impl Isolation {
             "--unshare-cgroup-try",
             "--die-with-parent",
             "--new-session",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--ro-bind",
-            "/etc",
-            "/etc",
-            "--symlink",
-            "usr/bin",
-            "/bin",
-            "--symlink",
-            "usr/sbin",
-            "/sbin",
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--size",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        let mut push = |args: &[&str]| out.extend(args.iter().map(|s| s.to_string()));
+        match root {
+            Root::Host => push(&[
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--ro-bind",
+                "/etc",
+                "/etc",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+                "--symlink",
+                "usr/sbin",
+                "/sbin",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+            ]),
+            Root::Template { template, tools } => {
+                for entry in &template.entries {
+                    match entry {
+                        RootEntry::Bind { host, at } => {
+                            push(&["--ro-bind", &host.display().to_string(), &format!("/{at}")])
+                        }
+                        RootEntry::Link { target, at } => {
+                            push(&["--symlink", target, &format!("/{at}")])
+                        }
+                    }
+                }
+                // Readable by the sandbox's user (bubblewrap makes missing parents 0700).
+                for dir in [TOOLS_DIR, TOOLS_BIN, TOOLS_LIB] {
+                    push(&["--perms", "0755", "--dir", dir]);
+                }
+                for (host, at) in tools.binds() {
+                    push(&["--ro-bind", &host.display().to_string(), at]);
+                }
+            }
+        }
+        push(&["--proc", "/proc", "--dev", "/dev", "--size"]);
         out.push(TMP_BYTES.to_string());
         // Writable by the sandbox's user, as a `/tmp` is (sticky: only the sandbox's own
         // processes are there anyway).
@@ -219,11 +267,14 @@ impl Isolation {
                 // memory; nothing it writes reaches the host's disk.
                 out.push("--size".to_string());
                 out.push(scratch_bytes.to_string());
-                for arg in ["--perms", "1777", "--tmpfs", SANDBOX_DIR, "--ro-bind"] {
+                for arg in ["--perms", "1777", "--tmpfs", SANDBOX_DIR] {
                     out.push(arg.to_string());
                 }
-                out.push(init.display().to_string());
-                out.push(INIT_IN_SANDBOX.to_string());
+                if matches!(root, Root::Host) {
+                    out.push("--ro-bind".to_string());
+                    out.push(init.display().to_string());
+                    out.push(INIT_IN_SANDBOX.to_string());
+                }
             }
             None => {
                 out.push("--bind".to_string());
@@ -291,6 +342,7 @@ mod tests {
         };
         let (program, args) = iso.wrap(
             Path::new("/var/lib/agent/9-sandbox-3"),
+            Root::Host,
             None,
             "/usr/bin/setpriv".into(),
             vec!["--".into(), "true".into()],
@@ -306,6 +358,48 @@ mod tests {
         // Nothing else of the host is bound writable.
         assert_eq!(args.iter().filter(|a| *a == "--bind").count(), 1);
         assert_eq!(iso.view_of(Path::new("/x")), PathBuf::from("/sandbox"));
+    }
+
+    #[test]
+    fn a_template_replaces_the_hosts_root_and_brings_the_agents_helpers() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("usr")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.path().join("bin")).unwrap();
+        let template = Template::open("mini", root.path()).unwrap();
+        let tools = HostTools::find(&[Path::new("/bin/sh")]).unwrap();
+        let iso = Isolation::Bubblewrap {
+            bwrap: "/usr/bin/bwrap".into(),
+            seccomp: None,
+        };
+        let root_of = Root::Template {
+            template: &template,
+            tools: &tools,
+        };
+        let init = iso.init_command(Path::new("/bin/sh"), root_of);
+        assert!(init.last().unwrap().starts_with(TOOLS_BIN), "{init:?}");
+        let (_, args) = iso.wrap(
+            Path::new("/w/1-sandbox-0"),
+            root_of,
+            Some(Interactive {
+                init: Path::new("/bin/sh"),
+                scratch_bytes: 1 << 20,
+            }),
+            init[0].clone(),
+            init[1..].to_vec(),
+        );
+        let joined = args.join(" ");
+        let usr = std::fs::canonicalize(root.path()).unwrap().join("usr");
+        assert!(
+            joined.contains(&format!("--ro-bind {} /usr", usr.display())),
+            "{joined}"
+        );
+        assert!(joined.contains("--symlink usr/bin /bin"), "{joined}");
+        assert!(!joined.contains("--ro-bind /usr /usr"), "{joined}");
+        assert!(!joined.contains(INIT_IN_SANDBOX), "{joined}");
+        assert!(
+            joined.contains("--perms 0755 --dir /.stargrid/bin"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -328,6 +422,7 @@ mod tests {
         assert!(std::fs::metadata(filter).unwrap().len() > 0);
         let (program, args) = iso.wrap(
             Path::new("/w/1-sandbox-0"),
+            Root::Host,
             Some(Interactive {
                 init: Path::new("/usr/bin/stargrid"),
                 scratch_bytes: 1 << 30,

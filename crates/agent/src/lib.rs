@@ -37,6 +37,7 @@ pub mod inventory;
 pub mod isolation;
 pub mod seccomp;
 mod task;
+pub mod template;
 pub mod users;
 mod warm;
 
@@ -101,12 +102,48 @@ pub struct AgentConfig {
     pub isolation: isolation::Isolation,
     /// Run every task (training and inference too) under `isolation`, not only sandboxes.
     pub isolate_tasks: bool,
-    /// Interactive sandboxes kept started ahead of demand on each node (see [`warm`]).
-    pub warm_pool: u32,
+    /// Interactive sandboxes kept started ahead of demand on each node, per template (see
+    /// [`warm`]).
+    pub warm_pools: Vec<WarmPool>,
+    /// The sandbox templates this agent offers (see [`template`]).
+    pub templates: Arc<template::Templates>,
     /// The program whose `sandbox-init` subcommand runs an interactive sandbox's init
     /// ([`init::main`]; the agent's own executable); `None`: interactive sandboxes cannot
     /// start here.
     pub init_program: Option<PathBuf>,
+}
+
+/// How many interactive sandboxes of one template each node keeps started ahead of demand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WarmPool {
+    /// The template; `None`: the host's root.
+    pub template: Option<String>,
+    /// Sandboxes kept started.
+    pub size: u32,
+}
+
+impl std::str::FromStr for WarmPool {
+    type Err = String;
+    /// `N` (the host's root) or `TEMPLATE=N`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (template, size) = match s.split_once('=') {
+            Some((t, n)) => (Some(t.to_string()), n),
+            None => (None, s),
+        };
+        let size: u32 = size
+            .parse()
+            .map_err(|_| format!("warm pool '{s}': expected N or TEMPLATE=N"))?;
+        if size > 1000 {
+            return Err(format!("warm pool '{s}': at most 1000"));
+        }
+        if let Some(t) = template
+            .as_deref()
+            .filter(|t| !wire::api::is_template_name(t))
+        {
+            return Err(format!("warm pool '{s}': '{t}' is not a template name"));
+        }
+        Ok(WarmPool { template, size })
+    }
 }
 
 /// Who tasks run as.
@@ -247,14 +284,19 @@ impl NodeTasks {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let (a, kind) = match want {
-                Wanted::Task(a) => (a.clone(), Kind::Task),
-                Wanted::Sandbox(s, i) if s.interactive => (sandbox_task(s, i), Kind::Interactive),
-                Wanted::Sandbox(s, i) => (sandbox_task(s, i), Kind::Sandbox),
+            let (a, kind, template) = match want {
+                Wanted::Task(a) => (a.clone(), Kind::Task, None),
+                Wanted::Sandbox(s, i) if s.interactive => {
+                    (sandbox_task(s, i), Kind::Interactive, s.template.as_deref())
+                }
+                Wanted::Sandbox(s, i) => (sandbox_task(s, i), Kind::Sandbox, s.template.as_deref()),
             };
             let sandbox = kind != Kind::Task;
-            let task = if kind == Kind::Interactive && !config.hollow && !self.pool.is_empty() {
-                self.claim_warm(config, &a)
+            let task = if kind == Kind::Interactive
+                && !config.hollow
+                && self.pool.iter().any(|w| w.template() == template)
+            {
+                self.claim_warm(config, &a, template)
             } else if config.hollow {
                 Task {
                     running: Running::Hollow {
@@ -266,7 +308,7 @@ impl NodeTasks {
                     exec_target: None,
                 }
             } else {
-                match spawn(config, &self.name, &a, kind) {
+                match spawn(config, &self.name, &a, kind, template) {
                     Ok(t) => t,
                     Err(reason) => {
                         eprintln!(
@@ -296,14 +338,15 @@ impl NodeTasks {
     }
 
     /// A pooled sandbox made interactive sandbox `a`, or `a` started cold when none can be.
-    fn claim_warm(&mut self, config: &AgentConfig, a: &Assignment) -> Task {
-        while let Some(warm) = self.pool.pop() {
+    fn claim_warm(&mut self, config: &AgentConfig, a: &Assignment, template: Option<&str>) -> Task {
+        while let Some(at) = self.pool.iter().rposition(|w| w.template() == template) {
+            let warm = self.pool.swap_remove(at);
             match warm.claim(config, &self.name, a) {
                 Ok(task) => return task,
                 Err(why) => eprintln!("agent {}: pooled sandbox not usable: {why}", self.name),
             }
         }
-        spawn(config, &self.name, a, Kind::Interactive).unwrap_or_else(|reason| {
+        spawn(config, &self.name, a, Kind::Interactive, template).unwrap_or_else(|reason| {
             eprintln!(
                 "agent {}: batch {} sandbox {}: cannot start: {reason}",
                 self.name, a.job, a.rank
@@ -317,7 +360,7 @@ impl NodeTasks {
 
     /// Refills the warm pool, or empties it while the node runs other work than sandboxes.
     fn tend_pool(&mut self, config: &AgentConfig) {
-        if config.hollow || config.warm_pool == 0 {
+        if config.hollow || config.warm_pools.iter().all(|p| p.size == 0) {
             return;
         }
         // Pooled sandboxes that died are cleared away (their directories and groups too).
@@ -337,14 +380,23 @@ impl NodeTasks {
             }
             return;
         }
-        while self.pool.len() < config.warm_pool as usize {
-            self.next_warm += 1;
-            match warm::start(config, &self.name, self.next_warm) {
-                Ok(w) => self.pool.push(w),
-                Err(why) => {
-                    eprintln!("agent {}: cannot start a pooled sandbox: {why}", self.name);
-                    return;
+        for wanted in &config.warm_pools {
+            let template = wanted.template.as_deref();
+            let mut have = self
+                .pool
+                .iter()
+                .filter(|w| w.template() == template)
+                .count();
+            while have < wanted.size as usize {
+                self.next_warm += 1;
+                match warm::start(config, &self.name, self.next_warm, template) {
+                    Ok(w) => self.pool.push(w),
+                    Err(why) => {
+                        eprintln!("agent {}: cannot start a pooled sandbox: {why}", self.name);
+                        break;
+                    }
                 }
+                have += 1;
             }
         }
     }
@@ -412,6 +464,7 @@ fn beat_once(config: &AgentConfig, client: &Client, node: &mut NodeTasks, may_re
         inventory: config.inventory.clone(),
         logs,
         tasks: node.reports(),
+        templates: config.templates.names(),
     };
     match client.heartbeat(&hb) {
         Ok(reply) => {
@@ -644,7 +697,8 @@ mod tests {
             workdir_root: None,
             isolation: isolation::Isolation::None,
             isolate_tasks: false,
-            warm_pool: 0,
+            warm_pools: Vec::new(),
+            templates: Default::default(),
             init_program: None,
         };
         let mut node = NodeTasks {

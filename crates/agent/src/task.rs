@@ -118,6 +118,7 @@ pub(crate) fn spawn(
     node: &str,
     a: &Assignment,
     kind: Kind,
+    template: Option<&str>,
 ) -> Result<Task, String> {
     let sandbox = kind != Kind::Task;
     if a.command.is_empty() && kind != Kind::Interactive {
@@ -142,7 +143,7 @@ pub(crate) fn spawn(
             users,
         )),
     };
-    spawn_as(config, node, a, kind, &name, user)
+    spawn_as(config, node, a, kind, template, &name, user)
 }
 
 /// The directory of sandbox `a` (its batch and index) in the work dir.
@@ -150,18 +151,24 @@ pub(crate) fn sandbox_dir_name(a: &Assignment) -> String {
     format!("{}-sandbox-{}", a.job, a.rank)
 }
 
-/// Starts `a` in `<work_dir>/<name>` as `user` (or the agent's own user): its command, or,
-/// for an interactive sandbox, the agent's init with a socket pair to it as its standard input
-/// (as the pool's root with `CAP_SETUID` alone when `user` is the pool's).
+/// Starts `a` in `<work_dir>/<name>` as `user` (or the agent's own user), in `template`'s root
+/// (a sandbox; `None`: the host's): its command, or, for an interactive sandbox, the agent's
+/// init with a socket pair to it as its standard input (as the pool's root with `CAP_SETUID`
+/// alone when `user` is the pool's).
 pub(crate) fn spawn_as(
     config: &AgentConfig,
     node: &str,
     a: &Assignment,
     kind: Kind,
+    template: Option<&str>,
     name: &str,
     user: Option<(users::TaskUser, &std::sync::Arc<users::TaskUsers>)>,
 ) -> Result<Task, String> {
     let sandbox = kind != Kind::Task;
+    let root = config.templates.root(template)?;
+    if template.is_some() && matches!(config.isolation, Isolation::None) {
+        return Err("a template needs an isolation layer; this agent runs none".into());
+    }
     let dir = config.work_dir.join(name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // The log is made anew: a name the task left there is unlinked, never followed.
@@ -202,10 +209,11 @@ pub(crate) fn spawn_as(
     let init_command: Vec<String>;
     let (program, args): (&String, &[String]) = match init {
         Some(host) => {
-            init_command = vec![
-                isolation.init_path(host).display().to_string(),
-                INIT_SUBCOMMAND.to_string(),
-            ];
+            init_command = [
+                isolation.init_command(host, root),
+                vec![INIT_SUBCOMMAND.to_string()],
+            ]
+            .concat();
             (&init_command[0], &init_command[1..])
         }
         None => a.command.split_first().ok_or("the task has no command")?,
@@ -237,24 +245,29 @@ pub(crate) fn spawn_as(
     // sandbox's init stays root, with only what it needs to become its tenant later.
     let (program, args, root_env) = match &user {
         Some((_, users)) if pooled && kind == Kind::Interactive => {
-            let (p, a) = users.launch_pool(program, args);
-            let (p, a) = isolation.wrap(&dir, layout, p, a);
+            let (p, a) = users.launch_pool(root, program, args);
+            let (p, a) = isolation.wrap(&dir, root, layout, p, a);
             (p, a, root_path())
         }
         // The init needs no environment of its own: each command gets the sandbox's in its
         // request.
         Some((u, users)) if kind == Kind::Interactive => {
-            let (p, a) = users.launch_bare(*u, &dir, program, args)?;
-            let (p, a) = isolation.wrap(&dir, layout, p, a);
+            let (p, a) = users.launch_bare(*u, &dir, root, program, args)?;
+            let (p, a) = isolation.wrap(&dir, root, layout, p, a);
             (p, a, root_path())
         }
         Some((u, users)) => {
-            let (p, a) = users.launch(*u, &dir, &view, &env, program, args)?;
-            let (p, a) = isolation.wrap(&dir, layout, p, a);
+            let place = users::TaskPlace {
+                dir: &dir,
+                view: &view,
+                root,
+            };
+            let (p, a) = users.launch(*u, place, &env, program, args)?;
+            let (p, a) = isolation.wrap(&dir, root, layout, p, a);
             (p, a, root_path())
         }
         None => {
-            let (p, a) = isolation.wrap(&dir, layout, program.clone(), args.to_vec());
+            let (p, a) = isolation.wrap(&dir, root, layout, program.clone(), args.to_vec());
             (p, a, env)
         }
     };

@@ -13,10 +13,32 @@
 //! task can reach its own directory but neither list the others nor read another tenant's logs
 //! or checkpoints. Tasks of one tenant share a uid.
 
+use crate::isolation::Root;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// The shell a task's environment is read by (see [`TaskUsers::launch`]).
+pub const SHELL: &str = "/bin/sh";
+/// What deletes a task's environment file once it is open.
+pub const RM: &str = "/bin/rm";
+
+/// Where a task runs: its directory, as the agent and as the task see it, and its root.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskPlace<'a> {
+    /// Its directory (made by root inside the work dir).
+    pub dir: &'a Path,
+    /// Where the task sees it.
+    pub view: &'a Path,
+    /// The root file system it sees.
+    pub root: Root<'a>,
+}
+
+/// `word` quoted for `sh`.
+fn quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
 
 /// Where `setpriv` is looked for.
 const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
@@ -139,6 +161,7 @@ impl TaskUsers {
         &self,
         user: TaskUser,
         dir: &Path,
+        root: Root<'_>,
         program: &str,
         args: &[String],
     ) -> Result<(String, Vec<String>), String> {
@@ -148,7 +171,20 @@ impl TaskUsers {
         let mut out = self.drop_to(user);
         out.push(program.to_string());
         out.extend(args.iter().cloned());
-        Ok((self.setpriv.display().to_string(), out))
+        Ok(self.setpriv_in(root, out))
+    }
+
+    /// `setpriv` with `args`, as `root` runs it.
+    fn setpriv_in(&self, root: Root<'_>, args: Vec<String>) -> (String, Vec<String>) {
+        let mut command = root.run(&self.setpriv);
+        let program = command.remove(0);
+        command.extend(args);
+        (program, command)
+    }
+
+    /// The `setpriv` program tasks drop to their users with.
+    pub fn setpriv(&self) -> &Path {
+        &self.setpriv
     }
 
     /// `setpriv`'s arguments that drop to `user` for good, up to `--`.
@@ -167,7 +203,12 @@ impl TaskUsers {
     /// The command that starts a pooled sandbox's init (`program args...`) as root with no
     /// capability but `CAP_SETUID` and `CAP_SETGID` (to become its tenant's user when it is
     /// claimed), no supplementary groups and `no_new_privs`.
-    pub fn launch_pool(&self, program: &str, args: &[String]) -> (String, Vec<String>) {
+    pub fn launch_pool(
+        &self,
+        root: Root<'_>,
+        program: &str,
+        args: &[String],
+    ) -> (String, Vec<String>) {
         let mut out = vec![
             "--clear-groups".to_string(),
             "--no-new-privs".to_string(),
@@ -177,7 +218,7 @@ impl TaskUsers {
             program.to_string(),
         ];
         out.extend(args.iter().cloned());
-        (self.setpriv.display().to_string(), out)
+        self.setpriv_in(root, out)
     }
 
     /// The user pooled sandboxes idle as before they are anyone's (just below the tenants'
@@ -195,21 +236,21 @@ impl TaskUsers {
         Ok(TaskUser { uid: self.base + n })
     }
 
-    /// Prepares `dir` (made by root inside the work dir; the task sees it at `view`) for a task
-    /// of `user` and returns the command that starts `program args...` as that user with `env`: the directory becomes
-    /// the user's (0700), `env` goes into a fresh file of the user's there, and the command is
-    /// `setpriv` to the user, then `sh` opening and deleting the file, sourcing it, then the program.
-    /// Files the task left in the directory are never followed: the environment file is made
-    /// anew (`O_EXCL`, after unlinking any old name).
+    /// Prepares `place.dir` for a task of `user` and returns the command that starts `program
+    /// args...` as that user with `env`: the directory becomes the user's (0700), `env` goes
+    /// into a fresh file of the user's there, and the command is `setpriv` to the user, then
+    /// `sh` opening and deleting the file, sourcing it, then the program. Files the task left
+    /// in the directory are never followed: the environment file is made anew (`O_EXCL`, after
+    /// unlinking any old name).
     pub fn launch(
         &self,
         user: TaskUser,
-        dir: &Path,
-        view: &Path,
+        place: TaskPlace<'_>,
         env: &BTreeMap<String, String>,
         program: &str,
         args: &[String],
     ) -> Result<(String, Vec<String>), String> {
+        let TaskPlace { dir, view, root } = place;
         let text = env_file_text(env).map_err(|e| e.to_string())?;
         let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !meta.is_dir() {
@@ -224,19 +265,22 @@ impl TaskUsers {
             .write_all(text.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let mut out = self.drop_to(user);
+        out.extend(root.run(Path::new(SHELL)));
+        let rm: Vec<String> = root.run(Path::new(RM)).iter().map(|w| quoted(w)).collect();
         out.extend([
-            "/bin/sh".to_string(),
             "-c".to_string(),
             // The file is opened and deleted before anything of the tenant's is in the
             // environment; nothing but the program runs with it.
-            "exec 3<\"$0\" && rm -f -- \"$0\" && set -a && . /dev/fd/3 && set +a && exec 3<&- \
-             && exec \"$@\""
-                .to_string(),
+            format!(
+                "exec 3<\"$0\" && {} -f -- \"$0\" && set -a && . /dev/fd/3 && set +a \
+                 && exec 3<&- && exec \"$@\"",
+                rm.join(" ")
+            ),
             view.join(ENV_FILE).display().to_string(),
             program.to_string(),
         ]);
         out.extend(args.iter().cloned());
-        Ok((self.setpriv.display().to_string(), out))
+        Ok(self.setpriv_in(root, out))
     }
 }
 
@@ -274,9 +318,9 @@ pub fn env_file_text(env: &BTreeMap<String, String>) -> Result<String, UsersErro
             return Err(UsersError::BadValue(name.clone()));
         }
         out.push_str(name);
-        out.push_str("='");
-        out.push_str(&value.replace('\'', "'\\''"));
-        out.push_str("'\n");
+        out.push('=');
+        out.push_str(&quoted(value));
+        out.push('\n');
     }
     Ok(out)
 }

@@ -27,10 +27,17 @@ pub(crate) struct Warm {
     task: Task,
     /// Its directory's name in the work dir (its cgroup is named after it).
     name: String,
+    /// Its template (`None`: the host's root).
+    template: Option<String>,
 }
 
-/// Starts pooled sandbox number `slot` of `node`.
-pub(crate) fn start(config: &AgentConfig, node: &str, slot: u64) -> Result<Warm, String> {
+/// Starts pooled sandbox number `slot` of `node`, in `template`'s root.
+pub(crate) fn start(
+    config: &AgentConfig,
+    node: &str,
+    slot: u64,
+    template: Option<&str>,
+) -> Result<Warm, String> {
     let name = format!("warm-{node}-{slot}");
     let user = match &config.run_as {
         RunAs::AgentUser => None,
@@ -51,11 +58,20 @@ pub(crate) fn start(config: &AgentConfig, node: &str, slot: u64) -> Result<Warm,
         cpu_millis: POOL_CPU_MILLIS,
         memory_mib: POOL_MEMORY_MIB,
     };
-    let task = spawn_as(config, node, &a, Kind::Interactive, &name, user)?;
-    Ok(Warm { task, name })
+    let task = spawn_as(config, node, &a, Kind::Interactive, template, &name, user)?;
+    Ok(Warm {
+        task,
+        name,
+        template: template.map(str::to_string),
+    })
 }
 
 impl Warm {
+    /// Its template (`None`: the host's root).
+    pub(crate) fn template(&self) -> Option<&str> {
+        self.template.as_deref()
+    }
+
     /// Makes this the interactive sandbox `a` (a sandbox assignment) on `node`; when it
     /// cannot, it is discarded and the caller starts the sandbox cold.
     pub(crate) fn claim(

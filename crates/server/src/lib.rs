@@ -12,7 +12,7 @@
 //! - `log_tails`: task log tails relayed from agents (untrusted input: checked, bounded).
 //! - `execs`: commands running in interactive sandboxes, relayed between their readers and
 //!   the agents that run them (bounded, never journaled); `sessions`: when interactive
-//!   sandboxes time out or idle out.
+//!   sandboxes time out or idle out; `templates`: which sandbox templates the nodes offer.
 //! - `http`: start-up (snapshot, replay, upgrade, first admin token), the one commit path,
 //!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
 //! - `tls`: the API over TLS (rustls): certificates from PEM, handshakes off the accept loop.
@@ -26,6 +26,7 @@ pub mod journal;
 pub mod log_tails;
 pub mod sessions;
 pub mod state;
+pub mod templates;
 pub mod tls;
 
 pub use http::{router, serve, serve_tls, token_hash, ApiDoc, Config, Server, StartError};

@@ -63,10 +63,18 @@ pub struct AgentArgs {
     #[arg(long)]
     pub isolate_tasks: bool,
     /// Interactive sandboxes kept started ahead of demand on each node (a new one is then one
-    /// that already runs); emptied while the node runs a job's task or a replica.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub warm_pool: u32,
+    /// that already runs), of the host's root (`N`) or of a template (`TEMPLATE=N`; repeat
+    /// for each); emptied while the node runs a job's task or a replica.
+    #[arg(long, value_name = "N|TEMPLATE=N")]
+    pub warm_pool: Vec<agent::WarmPool>,
+    /// A sandbox template this node offers: a root file system directory, shown read-only to
+    /// the sandboxes that name it (`"template": "NAME"`); repeat for each.
+    #[arg(long, value_name = "NAME=DIR")]
+    pub template: Vec<String>,
 }
+
+/// The most pooled sandboxes one node keeps, over all templates.
+const MAX_WARM: u32 = 1000;
 
 pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
     let server = settings.server.as_str();
@@ -106,9 +114,18 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         workdir_root: a.workdir_root.clone(),
         isolation: agent::isolation::Isolation::None,
         isolate_tasks: a.isolate_tasks,
-        warm_pool: a.warm_pool,
+        warm_pools: a.warm_pool.clone(),
+        templates: Default::default(),
         init_program: std::env::current_exe().ok(),
     };
+    let warm_total: u32 = a
+        .warm_pool
+        .iter()
+        .map(|p| p.size)
+        .fold(0, u32::saturating_add);
+    if warm_total > MAX_WARM {
+        bail!("--warm-pool: at most {MAX_WARM} pooled sandboxes per node in all");
+    }
     let (cgroups, limits) = if a.no_cgroups || config.hollow {
         (None, "without cgroup limits".to_string())
     } else {
@@ -160,17 +177,41 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         agent::isolation::Isolation::detect(a.isolation, tenant_users)
             .map_err(anyhow::Error::msg)?
     };
-    let warm = match (a.warm_pool, config.hollow) {
+    let templates = match (&run_as, config.hollow || a.template.is_empty()) {
+        (_, true) => agent::template::Templates::default(),
+        (agent::RunAs::TenantUsers(users), false)
+            if !matches!(isolation, agent::isolation::Isolation::None) =>
+        {
+            let init = config
+                .init_program
+                .clone()
+                .context("--template: the agent's own program is not found")?;
+            agent::template::Templates::open(&a.template, &init, users.setpriv())
+                .map_err(anyhow::Error::msg)?
+        }
+        _ => bail!("--template: templates need an isolation layer (bubblewrap, as root)"),
+    };
+    for pool in &a.warm_pool {
+        if let Some(t) = &pool.template {
+            templates.root(Some(t)).map_err(anyhow::Error::msg)?;
+        }
+    }
+    let warm = match (warm_total, config.hollow) {
         (0, _) | (_, true) => String::new(),
         (n, false) => format!("; {n} interactive sandboxes kept warm per node"),
     };
-    let isolated = format!("; sandboxes under {}{warm}", isolation.describe());
+    let offered = match templates.names() {
+        names if names.is_empty() => String::new(),
+        names => format!("; templates {}", names.join(", ")),
+    };
+    let isolated = format!("; sandboxes under {}{warm}{offered}", isolation.describe());
     let users = format!("{users}{}", if config.hollow { "" } else { &isolated });
     let config = agent::AgentConfig {
         cgroups,
         inventory,
         run_as,
         isolation,
+        templates: Arc::new(templates),
         ..config
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -116,7 +116,8 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             workdir_root: None,
             isolation: agent::isolation::Isolation::None,
             isolate_tasks: false,
-            warm_pool: 0,
+            warm_pools: Vec::new(),
+            templates: Default::default(),
             init_program: None,
         };
         let stop = agent_stop.clone();
@@ -166,6 +167,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
                 for i in 0..per_client {
                     client
                         .submit_sandboxes(&SubmitSandboxes {
+                            template: None,
                             name: format!("s{c}-{i}"),
                             tenant: "default".into(),
                             count,

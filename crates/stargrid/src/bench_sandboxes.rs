@@ -95,7 +95,8 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         workdir_root: None,
         isolation,
         isolate_tasks: false,
-        warm_pool: 0,
+        warm_pools: Vec::new(),
+        templates: Default::default(),
         init_program: std::env::current_exe().ok(),
     };
     let agent = Agent::start(agent::AgentConfig {
@@ -114,6 +115,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
     let rss_before = own_rss_bytes();
     let submitted = Instant::now();
     let batch = client.submit_sandboxes(&SubmitSandboxes {
+        template: None,
         name: "bench".into(),
         tenant: "default".into(),
         count: a.count,
@@ -177,7 +179,11 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
     // A second agent for the same host, with a warm pool.
     let agent = Agent::start(agent::AgentConfig {
         work_dir: dir.path().join("agent-warm"),
-        warm_pool: a.warm_pool,
+        warm_pools: vec![agent::WarmPool {
+            template: None,
+            size: a.warm_pool,
+        }],
+        templates: Default::default(),
         ..base
     });
     let warm_ms = creates_to_output(&client, a.creates)?;
@@ -301,6 +307,7 @@ fn interactive_sandbox(client: &Client) -> Result<u64> {
 fn interactive_batch(client: &Client, count: u32, cpu_millis: u32) -> Result<u64> {
     Ok(client
         .submit_sandboxes(&SubmitSandboxes {
+            template: None,
             name: "bench-interactive".into(),
             tenant: "default".into(),
             count,

@@ -145,6 +145,7 @@ pub fn run(client: &Client, command: &SandboxCommand) -> Result<()> {
         } => {
             let s = client
                 .submit_sandboxes(&SubmitSandboxes {
+                    template: None,
                     name: name.clone(),
                     tenant: tenant.clone(),
                     count: *count,

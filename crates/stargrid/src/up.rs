@@ -109,6 +109,7 @@ fn demo_service() -> SubmitService {
 /// The demo's sandbox batch: short agent sandboxes on the CPU hosts.
 fn demo_sandboxes() -> SubmitSandboxes {
     SubmitSandboxes {
+        template: None,
         name: "agent-rollouts".into(),
         tenant: "default".into(),
         count: 24,
@@ -246,7 +247,8 @@ pub fn run(a: &UpArgs) -> Result<()> {
         workdir_root: None,
         isolation: isolation.clone(),
         isolate_tasks: false,
-        warm_pool: 0,
+        warm_pools: Vec::new(),
+        templates: Default::default(),
         init_program: std::env::current_exe().ok(),
     };
     let agent_stop = Arc::new(AtomicBool::new(false));

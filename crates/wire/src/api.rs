@@ -230,6 +230,23 @@ pub struct Heartbeat {
     /// Pieces of task logs the server asked for.
     #[serde(default)]
     pub logs: Vec<LogChunk>,
+    /// The sandbox templates (root file systems) the node offers besides the host's own, by
+    /// name; at most [`MAX_TEMPLATES`].
+    #[serde(default)]
+    pub templates: Vec<String>,
+}
+
+/// The most templates one node offers.
+pub const MAX_TEMPLATES: usize = 64;
+
+/// Whether `name` can name a sandbox template: a lower-case letter or digit, then lower-case
+/// letters, digits, '-', '_' or '.'; 1 to 64 characters (so never `..` or a path).
+pub fn is_template_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=64).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
 }
 
 /// Which task's log, and from which byte.
@@ -382,6 +399,9 @@ pub struct SandboxAssignment {
     /// empty).
     #[serde(default)]
     pub interactive: bool,
+    /// The template whose root file system each sandbox sees; absent: the host's.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// The server's answer to a heartbeat: every task and sandbox the node must run now. Anything
@@ -568,6 +588,11 @@ pub struct SubmitSandboxes {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 604800)]
     pub idle_timeout_s: Option<u64>,
+    /// The template whose root file system (read-only) each sandbox sees, one the hosts offer
+    /// (`stargrid agent --template NAME=DIR`); absent: the host's own `/usr` and `/etc`.
+    #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
+    pub template: Option<String>,
 }
 
 fn three() -> u32 {
@@ -615,6 +640,9 @@ pub struct BatchView {
     /// An interactive batch ends after this many seconds without an exec.
     #[serde(default)]
     pub idle_timeout_s: Option<u64>,
+    /// The template its sandboxes run in; absent: the host's root file system.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// A token to issue (admin only). The token itself is in the answer, once; the server keeps only

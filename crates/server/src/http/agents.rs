@@ -28,6 +28,9 @@ pub(super) async fn heartbeat(
     if let Err(r) = server.reporter(&caller, [hb.node.as_str()]) {
         return r.into_response();
     }
+    if let Err(e) = server.templates().offer(&hb.node, &hb.templates) {
+        return Refusal::new(StatusCode::BAD_REQUEST, "templates", e.to_string()).into_response();
+    }
     server.seen().insert(hb.node.clone(), Instant::now());
     let reported = server
         .commit(

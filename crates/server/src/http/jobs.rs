@@ -15,7 +15,7 @@ pub(super) async fn submit_job(
             &server,
             &headers,
             body,
-            |r: &SubmitJob| r.tenant.clone(),
+            |r: &SubmitJob| Ok(r.tenant.clone()),
             ControlPlane::submit_event,
             "",
         )
@@ -29,20 +29,21 @@ pub(super) fn created(s: Submitted) -> Response {
     (StatusCode::CREATED, Json(s)).into_response()
 }
 
-/// What every submission route does: read the body, check the token's tenant, turn the
+/// What every submission route does: read the body, screen it (`screen` gives its tenant or
+/// refuses it), check the token's tenant, turn the
 /// request into its event, apply and journal it, and answer the new id once it is durable.
 /// A refusal by the state is answered by its kind, naming `field` when it names none.
 pub(super) async fn submit_work<T: serde::de::DeserializeOwned>(
     server: &Server,
     headers: &HeaderMap,
     body: axum::body::Body,
-    tenant_of: impl FnOnce(&T) -> String,
+    screen: impl FnOnce(&T) -> Result<String, Refusal>,
     make: impl FnOnce(&ControlPlane, &T, u64) -> Result<Event, FieldProblem>,
     field: &'static str,
 ) -> Result<Submitted, Refusal> {
     let role = server.submitter(headers)?;
     let req: T = parse_json(&read_body(body).await?)?;
-    check_tenant(&role, &tenant_of(&req))?;
+    check_tenant(&role, &screen(&req)?)?;
     let committed = server
         .commit(
             |p, at| {

@@ -99,6 +99,8 @@ pub struct Server {
     execs: Mutex<crate::execs::Execs>,
     /// When interactive sandboxes time out or idle out.
     sessions: Mutex<crate::sessions::SessionClocks>,
+    /// The sandbox templates nodes offer (not journaled).
+    templates: Mutex<crate::templates::TemplateOffers>,
 }
 
 /// What to do with an event of a commit that the state refuses.
@@ -261,6 +263,13 @@ impl Server {
 
     fn refused_reports(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         match self.refused_reports.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn templates(&self) -> std::sync::MutexGuard<'_, crate::templates::TemplateOffers> {
+        match self.templates.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }

@@ -17,7 +17,26 @@ pub(super) async fn submit_sandboxes(
         body,
         |r: &SubmitSandboxes| {
             interactive = r.interactive;
-            r.tenant.clone()
+            match &r.template {
+                Some(t) if !server.templates().offered(t) => {
+                    let offered = server
+                        .templates()
+                        .names()
+                        .take(16)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "template",
+                        format!(
+                            "no node offers template '{}' (offered: {})",
+                            t.chars().take(64).collect::<String>(),
+                            if offered.is_empty() { "none" } else { &offered }
+                        ),
+                    ))
+                }
+                _ => Ok(r.tenant.clone()),
+            }
         },
         ControlPlane::sandbox_event,
         "count",

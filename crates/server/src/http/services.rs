@@ -15,7 +15,7 @@ pub(super) async fn create_service(
             &server,
             &headers,
             body,
-            |r: &SubmitService| r.tenant.clone(),
+            |r: &SubmitService| Ok(r.tenant.clone()),
             ControlPlane::service_event,
             "",
         )

@@ -272,6 +272,7 @@ impl Server {
             limits: config.limits.clone(),
             execs: Mutex::new(crate::execs::Execs::new(crate::execs::ExecLimits::default())),
             sessions: Mutex::new(sessions),
+            templates: Mutex::new(Default::default()),
         }))
     }
 }

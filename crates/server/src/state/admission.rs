@@ -118,6 +118,7 @@ impl ControlPlane {
             workdir: workdir.cloned(),
             sealed_env: self.seal_env(secret_env)?,
             interactive: None,
+            template: None,
         })
     }
 
@@ -465,6 +466,17 @@ impl ControlPlane {
             req.workdir.as_ref(),
         )?;
         task.interactive = interactive(req)?;
+        if let Some(name) = &req.template {
+            if !wire::api::is_template_name(name) {
+                return Err(bad(
+                    "template",
+                    "must be 1 to 64 lower-case letters, digits, '-', '_' or '.', starting with \
+                     a letter or digit"
+                        .into(),
+                ));
+            }
+        }
+        task.template = req.template.clone();
         let tenant = self.tenant_id(&req.tenant)?;
         let request = SandboxRequest {
             count: req.count,

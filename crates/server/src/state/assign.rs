@@ -128,6 +128,7 @@ impl ControlPlane {
                                 cpu_millis: request.cpu_millis,
                                 memory_mib: request.memory_mib,
                                 interactive: meta.task.interactive.is_some(),
+                                template: meta.task.template.clone(),
                             });
                         }
                     }

@@ -276,6 +276,10 @@ pub struct TaskSpec {
     /// An interactive sandbox batch: no command; each sandbox idles for execs until it ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interactive: Option<Interactive>,
+    /// A sandbox batch's template (the root file system its sandboxes see); `None`: the
+    /// host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 /// How long an interactive sandbox lives.

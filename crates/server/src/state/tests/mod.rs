@@ -137,6 +137,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
     assert_eq!(a[0].gpus, vec![0, 1, 2, 3]);
     // A checkpoint, then rank 0 exits 0: the job still runs (rank 1 has not exited).
     let hb = |node: &str, exit: Option<i32>, rank, checkpoint| Heartbeat {
+        templates: Vec::new(),
         node: node.into(),
         inventory: None,
         logs: Vec::new(),
@@ -285,6 +286,7 @@ fn service(replicas: u32) -> SubmitService {
 
 fn sandboxes(count: u32) -> SubmitSandboxes {
     SubmitSandboxes {
+        template: None,
         name: "rollouts".into(),
         tenant: "default".into(),
         count,
@@ -337,6 +339,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     assert_eq!(tasks[0].command, vec!["serve".to_string()]);
     // Its process exits: the replica is replaced, and the new one is placed by a pass.
     let hb = Heartbeat {
+        templates: Vec::new(),
         node: node.clone(),
         inventory: None,
         logs: Vec::new(),
@@ -376,6 +379,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
         })
         .unwrap();
     let hb = Heartbeat {
+        templates: Vec::new(),
         node: again.0.clone(),
         inventory: None,
         logs: Vec::new(),
@@ -468,6 +472,7 @@ fn sandboxes_run_exit_move_and_replay() {
     let host0 = host_of[&0].clone();
     let wrong = p.up_nodes().into_iter().find(|n| *n != host0).unwrap();
     let report = |node: &str, index: u32, code: i32| Heartbeat {
+        templates: Vec::new(),
         node: node.into(),
         inventory: None,
         logs: Vec::new(),

@@ -1,0 +1,181 @@
+//! Sandbox templates end to end: a real agent offering a root file system of its own (a tiny
+//! one made here from the host's `sh`, `cat`, `ls` and `id` and their libraries), sandboxes
+//! that see it and not the host's, a warm pool of it, and a template no node offers refused at
+//! submission.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::hostile::{start_cpu_host_with, start_server, Server};
+use common::wait_for;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+const HOST: &str = "cpu0000000";
+
+/// A root file system with `programs` from the host's `/usr/bin` in its `/bin`, the libraries
+/// they need where the host has them, and `/etc/template-marker`. No `/usr`.
+fn tiny_root(root: &Path, programs: &[&str]) {
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/template-marker"), "tiny template\n").unwrap();
+    for p in programs {
+        let host = PathBuf::from("/usr/bin").join(p);
+        std::fs::copy(&host, root.join("bin").join(p)).unwrap();
+        let ldd = std::process::Command::new("ldd")
+            .arg(&host)
+            .output()
+            .unwrap();
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            let Some(lib) = path.filter(|p| p.starts_with('/')) else {
+                continue;
+            };
+            let to = root.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(lib, &to).unwrap();
+        }
+    }
+}
+
+fn exec(s: &Server, batch: u64, command: &[&str]) -> (String, Value) {
+    let text = ureq::post(&format!("{}/v1/sandboxes/{batch}/exec", s.url))
+        .query("index", "0")
+        .set("Authorization", &format!("Bearer {}", s.token))
+        .send_json(json!({ "command": command }))
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let out = events.iter().filter_map(|e| e["stdout"].as_str()).collect();
+    (out, events.last().unwrap().clone())
+}
+
+fn can_isolate() -> bool {
+    agent::users::is_root()
+        && ["/usr/bin/bwrap", "/bin/bwrap"]
+            .iter()
+            .any(|p| Path::new(p).exists())
+}
+
+#[test]
+fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tiny");
+    tiny_root(&root, &["sh", "cat", "ls", "id"]);
+    let s = start_server(&dir.path().join("data"));
+    let template = format!("tiny={}", root.display());
+    if !can_isolate() {
+        // Without an isolation layer an agent refuses to offer a template, and says why.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(["agent", "--server", &s.url, "--node", HOST, "--work-dir"])
+            .arg(dir.path().join("host"))
+            .args(["--template", &template])
+            .env("STARGRID_TOKEN", &s.token)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("templates need an isolation layer"), "{said}");
+        return;
+    }
+    let work = dir.path().join("host");
+    let (_agent, said) = start_cpu_host_with(
+        &s,
+        &work,
+        &["--template", &template, "--warm-pool", "tiny=1"],
+    );
+    assert!(said.contains("templates tiny"), "{said}");
+    // A template no node offers is refused by name, with the ones offered.
+    let refused = s
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "b", "tenant": "default", "count": 1, "cpu_millis": 100,
+                   "memory_mib": 64, "interactive": true, "template": "python"}),
+        )
+        .unwrap_err();
+    assert_eq!(refused.0, 400, "{refused:?}");
+    assert!(
+        refused.1.contains("template") && refused.1.contains("offered: tiny"),
+        "{refused:?}"
+    );
+    let pooled = || {
+        std::fs::read_dir(&work)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("warm-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_for("the template's pool to fill", || pooled() == 1);
+    let batch = s
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "b", "tenant": "default", "count": 1, "cpu_millis": 500,
+                   "memory_mib": 256, "interactive": true, "template": "tiny"}),
+        )
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        s.get(&format!("/v1/sandboxes/{batch}")).unwrap()["template"],
+        "tiny"
+    );
+    // It sees the template's files and programs, not the host's `/usr`; it is its tenant's
+    // user; its scratch is writable.
+    let (out, end) = exec(
+        &s,
+        batch,
+        &[
+            "sh",
+            "-c",
+            "cat /etc/template-marker; ls /usr || echo no-usr; id -u; echo x > f && cat f",
+        ],
+    );
+    assert_eq!(end["exit_code"], 0, "{end} {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "tiny template", "{out}");
+    assert_eq!(lines[1], "no-usr", "{out}");
+    assert_eq!(
+        lines[2].parse::<u32>().unwrap(),
+        agent::users::DEFAULT_UID_BASE,
+        "{out}"
+    );
+    assert_eq!(lines[3], "x", "{out}");
+    // The template is read-only.
+    let (_, end) = exec(&s, batch, &["sh", "-c", "echo y > /etc/template-marker"]);
+    assert_ne!(end["exit_code"], 0, "{end}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/template-marker")).unwrap(),
+        "tiny template\n"
+    );
+    // It was the pooled one (a second was started in its place).
+    wait_for("the pool's second sandbox", || {
+        work.join(format!("warm-{HOST}-2")).exists()
+    });
+    // A batch sandbox runs its command in the template too.
+    let run = s
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "c", "tenant": "default", "count": 1, "cpu_millis": 100,
+                   "memory_mib": 64, "template": "tiny",
+                   "command": ["sh", "-c", "test -f /etc/template-marker && ! test -e /usr"]}),
+        )
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    wait_for("the batch to end", || {
+        s.get(&format!("/v1/sandboxes/{run}")).unwrap()["state"] == "finished"
+    });
+    let view = s.get(&format!("/v1/sandboxes/{run}")).unwrap();
+    let log =
+        std::fs::read_to_string(work.join(format!("{run}-sandbox-0/log"))).unwrap_or_default();
+    assert_eq!(view["succeeded"], 1, "{view} {log}");
+}
