@@ -43,6 +43,10 @@ pub enum SandboxCommand {
         /// Seconds without an exec after which it ends (default 600).
         #[arg(long)]
         idle_timeout_s: Option<u64>,
+        /// The template (root file system) it runs in, one its hosts offer; default: the
+        /// host's own.
+        #[arg(long)]
+        template: Option<String>,
     },
     /// Run a command in a sandbox; its output streams to this terminal and its exit code is
     /// this command's.
@@ -142,10 +146,11 @@ pub fn run(client: &Client, command: &SandboxCommand) -> Result<()> {
             env,
             timeout_s,
             idle_timeout_s,
+            template,
         } => {
             let s = client
                 .submit_sandboxes(&SubmitSandboxes {
-                    template: None,
+                    template: template.clone(),
                     name: name.clone(),
                     tenant: tenant.clone(),
                     count: *count,
