@@ -31,6 +31,7 @@
 //! server refuses the heartbeats of a node that does not match the fleet.
 
 pub mod cgroup;
+pub mod egress;
 mod exec;
 pub mod init;
 pub mod inventory;
@@ -107,6 +108,8 @@ pub struct AgentConfig {
     pub warm_pools: Vec<WarmPool>,
     /// The sandbox templates this agent offers (see [`template`]).
     pub templates: Arc<template::Templates>,
+    /// Networks that are not public but that sandboxes' egress may reach (see [`egress`]).
+    pub egress_nets: Arc<Vec<ipnet::IpNet>>,
     /// The program whose `sandbox-init` subcommand runs an interactive sandbox's init
     /// ([`init::main`]; the agent's own executable); `None`: interactive sandboxes cannot
     /// start here.
@@ -144,6 +147,29 @@ impl std::str::FromStr for WarmPool {
         }
         Ok(WarmPool { template, size })
     }
+}
+
+/// Interactive sandbox `task` with its egress proxy for `rules` started; a sandbox whose proxy
+/// cannot start is stopped and reported failed (it was asked to reach these hosts). Without
+/// an isolation layer a sandbox has the host's network, and needs no proxy.
+fn with_egress(config: &AgentConfig, node: &str, mut task: Task, rules: &[String]) -> Task {
+    let Running::Process { child, .. } = &task.running else {
+        return task;
+    };
+    if matches!(config.isolation, isolation::Isolation::None) || task.exit_code.is_some() {
+        return task;
+    }
+    let started = egress::Policy::new(rules, config.egress_nets.clone())
+        .and_then(|policy| egress::Proxy::open_for(child.id(), policy));
+    match started {
+        Ok(proxy) => task.egress = Some(proxy),
+        Err(why) => {
+            eprintln!("agent {node}: a sandbox's egress proxy did not start: {why}");
+            while !task::stop(&mut task, Duration::ZERO) {}
+            task.exit_code = Some(127);
+        }
+    }
+    task
 }
 
 /// Who tasks run as.
@@ -284,12 +310,20 @@ impl NodeTasks {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let (a, kind, template) = match want {
-                Wanted::Task(a) => (a.clone(), Kind::Task, None),
-                Wanted::Sandbox(s, i) if s.interactive => {
-                    (sandbox_task(s, i), Kind::Interactive, s.template.as_deref())
-                }
-                Wanted::Sandbox(s, i) => (sandbox_task(s, i), Kind::Sandbox, s.template.as_deref()),
+            let (a, kind, template, egress) = match want {
+                Wanted::Task(a) => (a.clone(), Kind::Task, None, &[][..]),
+                Wanted::Sandbox(s, i) if s.interactive => (
+                    sandbox_task(s, i),
+                    Kind::Interactive,
+                    s.template.as_deref(),
+                    &s.egress[..],
+                ),
+                Wanted::Sandbox(s, i) => (
+                    sandbox_task(s, i),
+                    Kind::Sandbox,
+                    s.template.as_deref(),
+                    &[][..],
+                ),
             };
             let sandbox = kind != Kind::Task;
             let task = if kind == Kind::Interactive
@@ -306,6 +340,7 @@ impl NodeTasks {
                     oom_killed: false,
                     sandbox,
                     exec_target: None,
+                    egress: None,
                 }
             } else {
                 match spawn(config, &self.name, &a, kind, template) {
@@ -322,9 +357,14 @@ impl NodeTasks {
                             oom_killed: false,
                             sandbox,
                             exec_target: None,
+                            egress: None,
                         }
                     }
                 }
+            };
+            let task = match egress.is_empty() {
+                true => task,
+                false => with_egress(config, &self.name, task, egress),
             };
             if let Some(target) = &task.exec_target {
                 self.targets.insert(&self.name, key, target.clone());
@@ -699,6 +739,7 @@ mod tests {
             isolate_tasks: false,
             warm_pools: Vec::new(),
             templates: Default::default(),
+            egress_nets: Default::default(),
             init_program: None,
         };
         let mut node = NodeTasks {

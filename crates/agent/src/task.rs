@@ -40,6 +40,8 @@ pub(crate) struct Task {
     pub(crate) sandbox: bool,
     /// An interactive sandbox: what its execs need.
     pub(crate) exec_target: Option<crate::exec::ExecTarget>,
+    /// An interactive sandbox's egress proxy (closed with the task).
+    pub(crate) egress: Option<crate::egress::Proxy>,
 }
 
 impl Task {
@@ -51,6 +53,7 @@ impl Task {
             oom_killed: false,
             sandbox: false,
             exec_target: None,
+            egress: None,
         }
     }
 }
@@ -68,6 +71,16 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
     let mut env = s.env.clone();
     env.insert("STARGRID_BATCH_ID".into(), s.batch.to_string());
     env.insert("STARGRID_SANDBOX_INDEX".into(), index.to_string());
+    if !s.egress.is_empty() {
+        // Where its egress proxy is (see `crate::egress`); loopback stays direct.
+        let proxy = format!("http://127.0.0.1:{}", crate::egress::PROXY_PORT);
+        for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+            env.insert(name.into(), proxy.clone());
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            env.insert(name.into(), "localhost,127.0.0.1,::1".into());
+        }
+    }
     Assignment {
         job: s.batch,
         run: 0,
@@ -129,6 +142,7 @@ pub(crate) fn spawn(
             oom_killed: false,
             sandbox,
             exec_target: None,
+            egress: None,
         });
     }
     let name = if sandbox {
@@ -308,6 +322,7 @@ pub(crate) fn spawn_as(
         oom_killed: false,
         sandbox,
         exec_target,
+        egress: None,
     })
 }
 

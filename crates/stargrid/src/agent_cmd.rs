@@ -71,6 +71,11 @@ pub struct AgentArgs {
     /// the sandboxes that name it (`"template": "NAME"`); repeat for each.
     #[arg(long, value_name = "NAME=DIR")]
     pub template: Vec<String>,
+    /// A network that is not public (private, loopback, link-local…) but that interactive
+    /// sandboxes' egress allow-lists may reach, as CIDR (an internal package mirror:
+    /// `10.20.0.0/16`); repeat for each. Without it, egress reaches public addresses only.
+    #[arg(long, value_name = "CIDR")]
+    pub egress_allow_net: Vec<ipnet::IpNet>,
 }
 
 /// The most pooled sandboxes one node keeps, over all templates.
@@ -116,6 +121,7 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         isolate_tasks: a.isolate_tasks,
         warm_pools: a.warm_pool.clone(),
         templates: Default::default(),
+        egress_nets: Arc::new(a.egress_allow_net.clone()),
         init_program: std::env::current_exe().ok(),
     };
     let warm_total: u32 = a

@@ -118,6 +118,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             isolate_tasks: false,
             warm_pools: Vec::new(),
             templates: Default::default(),
+            egress_nets: Default::default(),
             init_program: None,
         };
         let stop = agent_stop.clone();
@@ -167,6 +168,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
                 for i in 0..per_client {
                     client
                         .submit_sandboxes(&SubmitSandboxes {
+                            egress: Vec::new(),
                             template: None,
                             name: format!("s{c}-{i}"),
                             tenant: "default".into(),

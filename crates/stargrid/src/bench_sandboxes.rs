@@ -97,6 +97,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         isolate_tasks: false,
         warm_pools: Vec::new(),
         templates: Default::default(),
+        egress_nets: Default::default(),
         init_program: std::env::current_exe().ok(),
     };
     let agent = Agent::start(agent::AgentConfig {
@@ -115,6 +116,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
     let rss_before = own_rss_bytes();
     let submitted = Instant::now();
     let batch = client.submit_sandboxes(&SubmitSandboxes {
+        egress: Vec::new(),
         template: None,
         name: "bench".into(),
         tenant: "default".into(),
@@ -184,6 +186,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
             size: a.warm_pool,
         }],
         templates: Default::default(),
+        egress_nets: Default::default(),
         ..base
     });
     let warm_ms = creates_to_output(&client, a.creates)?;
@@ -307,6 +310,7 @@ fn interactive_sandbox(client: &Client) -> Result<u64> {
 fn interactive_batch(client: &Client, count: u32, cpu_millis: u32) -> Result<u64> {
     Ok(client
         .submit_sandboxes(&SubmitSandboxes {
+            egress: Vec::new(),
             template: None,
             name: "bench-interactive".into(),
             tenant: "default".into(),

@@ -47,6 +47,11 @@ pub enum SandboxCommand {
         /// host's own.
         #[arg(long)]
         template: Option<String>,
+        /// A host it may connect to, HOST[:PORT] (`pypi.org`, `*.github.com:22`; port 443
+        /// when not given), through its proxy (`HTTPS_PROXY` is set); repeat for each.
+        /// Without any: no network but loopback.
+        #[arg(long, value_name = "HOST[:PORT]")]
+        egress: Vec<String>,
     },
     /// Run a command in a sandbox; its output streams to this terminal and its exit code is
     /// this command's.
@@ -147,9 +152,11 @@ pub fn run(client: &Client, command: &SandboxCommand) -> Result<()> {
             timeout_s,
             idle_timeout_s,
             template,
+            egress,
         } => {
             let s = client
                 .submit_sandboxes(&SubmitSandboxes {
+                    egress: egress.clone(),
                     template: template.clone(),
                     name: name.clone(),
                     tenant: tenant.clone(),

@@ -109,6 +109,7 @@ fn demo_service() -> SubmitService {
 /// The demo's sandbox batch: short agent sandboxes on the CPU hosts.
 fn demo_sandboxes() -> SubmitSandboxes {
     SubmitSandboxes {
+        egress: Vec::new(),
         template: None,
         name: "agent-rollouts".into(),
         tenant: "default".into(),
@@ -249,6 +250,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         isolate_tasks: false,
         warm_pools: Vec::new(),
         templates: Default::default(),
+        egress_nets: Default::default(),
         init_program: std::env::current_exe().ok(),
     };
     let agent_stop = Arc::new(AtomicBool::new(false));

@@ -116,16 +116,24 @@ fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
     };
     wait_for("the template's pool to fill", || pooled() == 1);
     let created = std::process::Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(["sandbox", "create", "--template", "tiny", "--memory-mib", "256"])
+        .args([
+            "sandbox",
+            "create",
+            "--template",
+            "tiny",
+            "--memory-mib",
+            "256",
+        ])
         .env("STARGRID_SERVER", &s.url)
         .env("STARGRID_TOKEN", &s.token)
         .env_remove("STARGRID_CONFIG")
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&created.stdout);
-    let batch: u64 = said.trim().parse().unwrap_or_else(|_| {
-        panic!("{said} {}", String::from_utf8_lossy(&created.stderr))
-    });
+    let batch: u64 = said
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{said} {}", String::from_utf8_lossy(&created.stderr)));
     assert_eq!(
         s.get(&format!("/v1/sandboxes/{batch}")).unwrap()["template"],
         "tiny"

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod egress;
 mod exec;
+pub use egress::*;
 pub use exec::*;
 
 /// A training job to queue.
@@ -402,6 +404,10 @@ pub struct SandboxAssignment {
     /// The template whose root file system each sandbox sees; absent: the host's.
     #[serde(default)]
     pub template: Option<String>,
+    /// Where an interactive sandbox may connect to, through the node's egress proxy
+    /// ([`EgressRule`]s, as text); empty: nowhere.
+    #[serde(default)]
+    pub egress: Vec<String>,
 }
 
 /// The server's answer to a heartbeat: every task and sandbox the node must run now. Anything
@@ -593,6 +599,14 @@ pub struct SubmitSandboxes {
     #[serde(default)]
     #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     pub template: Option<String>,
+    /// An interactive sandbox's egress allow-list: `HOST[:PORT]` rules (`pypi.org`,
+    /// `*.github.com:22`, `203.0.113.7:8080`; port 443 when not given), at most 64. Its
+    /// programs reach these through a proxy at `http://127.0.0.1:3128` (`HTTPS_PROXY` and
+    /// `HTTP_PROXY` are set; HTTP `CONNECT` only); nothing else leaves the sandbox. Empty
+    /// (the default): no network but loopback.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub egress: Vec<String>,
 }
 
 fn three() -> u32 {
@@ -643,6 +657,9 @@ pub struct BatchView {
     /// The template its sandboxes run in; absent: the host's root file system.
     #[serde(default)]
     pub template: Option<String>,
+    /// Where its sandboxes may connect to (an interactive batch's egress allow-list).
+    #[serde(default)]
+    pub egress: Vec<String>,
 }
 
 /// A token to issue (admin only). The token itself is in the answer, once; the server keeps only

@@ -119,6 +119,7 @@ impl ControlPlane {
             sealed_env: self.seal_env(secret_env)?,
             interactive: None,
             template: None,
+            egress: Vec::new(),
         })
     }
 
@@ -477,6 +478,7 @@ impl ControlPlane {
             }
         }
         task.template = req.template.clone();
+        task.egress = egress(req)?;
         let tenant = self.tenant_id(&req.tenant)?;
         let request = SandboxRequest {
             count: req.count,
@@ -533,6 +535,34 @@ fn interactive(req: &SubmitSandboxes) -> Result<Option<Interactive>, FieldProble
         timeout_s,
         idle_timeout_s,
     }))
+}
+
+/// A batch's egress allow-list, checked, each rule as it reads back.
+fn egress(req: &SubmitSandboxes) -> Result<Vec<String>, FieldProblem> {
+    if req.egress.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !req.interactive {
+        return Err(bad(
+            "egress",
+            "only an interactive batch has an egress allow-list".into(),
+        ));
+    }
+    if req.egress.len() > wire::api::MAX_EGRESS_RULES {
+        return Err(bad(
+            "egress",
+            format!("at most {} rules", wire::api::MAX_EGRESS_RULES),
+        ));
+    }
+    req.egress
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            wire::api::EgressRule::parse(text)
+                .map(|rule| rule.to_string())
+                .map_err(|why| bad(&format!("egress[{i}]"), why))
+        })
+        .collect()
 }
 
 /// An interactive sandbox's life when its request names none: an hour.

@@ -129,6 +129,7 @@ impl ControlPlane {
                                 memory_mib: request.memory_mib,
                                 interactive: meta.task.interactive.is_some(),
                                 template: meta.task.template.clone(),
+                                egress: meta.task.egress.clone(),
                             });
                         }
                     }

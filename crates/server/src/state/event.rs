@@ -280,6 +280,10 @@ pub struct TaskSpec {
     /// host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// An interactive batch's egress allow-list, each rule as it reads back
+    /// ([`wire::api::EgressRule`]); empty: no network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 /// How long an interactive sandbox lives.

@@ -191,6 +191,7 @@ impl ControlPlane {
                 .map(|i| meta.submitted_at.saturating_add(i.timeout_s)),
             idle_timeout_s: meta.task.interactive.map(|i| i.idle_timeout_s),
             template: meta.task.template.clone(),
+            egress: meta.task.egress.clone(),
         })
     }
 

@@ -286,6 +286,7 @@ fn service(replicas: u32) -> SubmitService {
 
 fn sandboxes(count: u32) -> SubmitSandboxes {
     SubmitSandboxes {
+        egress: Vec::new(),
         template: None,
         name: "rollouts".into(),
         tenant: "default".into(),

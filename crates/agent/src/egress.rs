@@ -1,0 +1,557 @@
+//! An interactive sandbox's one way out: an HTTP `CONNECT` proxy the agent runs for each
+//! sandbox that has an egress allow-list ([`wire::api::EgressRule`]). The sandbox has no
+//! network but loopback (its own network namespace); the proxy's listening socket is made
+//! inside that namespace, at `127.0.0.1:3128`, by a short-lived thread that joins it, while the
+//! agent accepts on it and dials out from the host's namespace. So the sandbox's programs reach
+//! exactly the listed hosts and ports (`HTTPS_PROXY` points them at the proxy) and nothing else.
+//!
+//! A destination must match a rule by name (or address) and port, and every address it
+//! resolves to must be public: loopback, private, link-local (cloud metadata), shared,
+//! multicast and reserved addresses are refused unless the operator lets sandboxes reach a
+//! network (`--egress-allow-net CIDR`), so a rule naming a host that resolves to the node
+//! itself or the control plane gets nothing. Connections are bounded per sandbox and per
+//! agent; a request head is at most 8 KiB and must come within 10 s. The proxy and every
+//! connection through it end with the sandbox.
+
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wire::api::{EgressRule, HostPattern};
+
+/// Where a sandbox's programs find the proxy.
+pub const PROXY_PORT: u16 = 3128;
+
+/// The most connections open through one sandbox's proxy.
+const MAX_PER_SANDBOX: usize = 64;
+/// The most connections open through all of an agent's proxies.
+const MAX_PER_AGENT: usize = 4096;
+/// The longest request head.
+const HEAD_LIMIT: usize = 8 << 10;
+/// How long a client has to send its request, and a destination to answer.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// Each forwarding thread's stack (it only copies).
+const STACK: usize = 64 << 10;
+
+static OPEN_ON_AGENT: AtomicUsize = AtomicUsize::new(0);
+
+/// What a sandbox may reach.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    rules: Vec<EgressRule>,
+    /// Networks that are not public but that the operator lets sandboxes reach.
+    allowed_nets: Arc<Vec<IpNet>>,
+}
+
+impl Policy {
+    /// The policy of rules `texts` (as the server sends them), with the operator's networks.
+    pub fn new(texts: &[String], allowed_nets: Arc<Vec<IpNet>>) -> Result<Policy, String> {
+        let rules = texts
+            .iter()
+            .map(|t| EgressRule::parse(t).map_err(|e| format!("egress rule '{t}': {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Policy {
+            rules,
+            allowed_nets,
+        })
+    }
+
+    /// Whether some rule allows `host` (a name or an address) on `port`.
+    fn allows(&self, host: &str, port: u16) -> bool {
+        self.rules.iter().any(|r| r.allows(host, port))
+    }
+
+    /// Whether a connection to `ip` may be made.
+    fn may_reach(&self, ip: IpAddr) -> bool {
+        is_public(ip) || self.allowed_nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Whether `ip` is an address on the public internet (not loopback, private, link-local,
+/// shared, multicast, documentation, benchmarking or reserved).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [x, y, ..] = a.octets();
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.is_documentation()
+                || x == 0
+                || (x == 100 && (64..128).contains(&y))
+                || (x == 192 && y == 0)
+                || (x == 198 && (18..20).contains(&y))
+                || x >= 240)
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = a.segments()[0];
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && a.segments()[1] == 0x0db8
+                || first == 0x0064 && a.segments()[1] == 0xff9b)
+        }
+    }
+}
+
+/// A sandbox's running proxy; dropping it closes the listener and every connection.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    listener: TcpListener,
+    policy: Policy,
+    closed: AtomicBool,
+    /// Open connections (both ends), to close with the sandbox.
+    open: Mutex<HashMap<u64, [TcpStream; 2]>>,
+    next: AtomicU64,
+}
+
+impl Proxy {
+    /// The proxy of the sandbox whose outermost process is `pid` (its network namespace is
+    /// that of `pid`'s first child in another namespace than the agent's).
+    pub fn open_for(pid: u32, policy: Policy) -> Result<Proxy, String> {
+        let netns = namespace_of_child(pid)?;
+        let listener = std::thread::spawn(move || -> Result<TcpListener, String> {
+            // Only this thread joins the namespace, and it ends here.
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("joining the sandbox's network: {e}"))?;
+            TcpListener::bind((Ipv4Addr::LOCALHOST, PROXY_PORT))
+                .map_err(|e| format!("the egress proxy's socket: {e}"))
+        })
+        .join()
+        .map_err(|_| "the egress proxy's thread panicked".to_string())??;
+        Proxy::serve(listener, policy)
+    }
+
+    /// A proxy accepting on `listener`.
+    pub fn serve(listener: TcpListener, policy: Policy) -> Result<Proxy, String> {
+        let shared = Arc::new(Shared {
+            listener,
+            policy,
+            closed: AtomicBool::new(false),
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        });
+        let accepting = shared.clone();
+        std::thread::Builder::new()
+            .name("egress".into())
+            .stack_size(STACK)
+            .spawn(move || accept_loop(&accepting))
+            .map_err(|e| format!("the egress proxy's thread: {e}"))?;
+        Ok(Proxy { shared })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.listener.local_addr()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread (its accept fails from now on).
+        let _ = nix::sys::socket::shutdown(
+            self.shared.listener.as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
+        for [a, b] in lock(&self.shared.open).values() {
+            let _ = a.shutdown(Shutdown::Both);
+            let _ = b.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The network namespace of `pid`'s first child that is in another one than ours, waited for
+/// up to 2 s (the sandbox is being made).
+fn namespace_of_child(pid: u32) -> Result<std::fs::File, String> {
+    let ours = std::fs::metadata("/proc/self/ns/net")
+        .map_err(|e| format!("/proc/self/ns/net: {e}"))?
+        .ino();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .map_err(|e| format!("the sandbox's processes: {e}"))?;
+        for child in children.split_whitespace() {
+            let path = format!("/proc/{child}/ns/net");
+            if let Ok(file) = std::fs::File::open(&path) {
+                if file.metadata().is_ok_and(|m| m.ino() != ours) {
+                    return Ok(file);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err("the sandbox's network namespace was not found".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>) {
+    loop {
+        let (client, _) = match shared.listener.accept() {
+            Ok(c) => c,
+            Err(_) if shared.closed.load(Ordering::SeqCst) => return,
+            Err(_) => {
+                // Out of descriptors, say: wait a little rather than spin.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if shared.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if lock(&shared.open).len() >= MAX_PER_SANDBOX
+            || OPEN_ON_AGENT.load(Ordering::SeqCst) >= MAX_PER_AGENT
+        {
+            refuse(
+                client,
+                "503 Service Unavailable",
+                "too many open connections",
+            );
+            continue;
+        }
+        let shared = shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("egress-conn".into())
+            .stack_size(STACK)
+            .spawn(move || serve_one(&shared, client));
+    }
+}
+
+fn refuse(mut client: TcpStream, status: &str, why: &str) {
+    let body = format!("stargrid egress: {why}\n");
+    let _ = write!(
+        client,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: \
+         close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// A parsed `CONNECT host:port` request, or the refusal to answer.
+#[derive(Debug, PartialEq, Eq)]
+struct Connect {
+    host: String,
+    port: u16,
+}
+
+/// Reads the request head (up to the empty line): what it asks for, and the bytes that came
+/// after the head.
+fn read_head(client: &mut TcpStream) -> Result<(Connect, Vec<u8>), (&'static str, String)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if buf.len() > HEAD_LIMIT {
+            return Err((
+                "431 Request Header Fields Too Large",
+                "head over 8 KiB".into(),
+            ));
+        }
+        match client.read(&mut chunk) {
+            Ok(0) => return Err(("400 Bad Request", "the request ended early".into())),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(("408 Request Timeout", e.to_string())),
+        }
+    };
+    let connect = parse_request_line(&buf[..end])?;
+    Ok((connect, buf[end..].to_vec()))
+}
+
+fn parse_request_line(head: &[u8]) -> Result<Connect, (&'static str, String)> {
+    let bad = |why: String| ("400 Bad Request", why);
+    let line = head
+        .split(|&b| b == b'\n')
+        .next()
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .map(|l| l.trim_end_matches('\r'))
+        .ok_or_else(|| bad("the request line is not text".into()))?;
+    let mut words = line.split(' ');
+    let (method, target, version) = (words.next(), words.next(), words.next());
+    if method != Some("CONNECT") {
+        return Err((
+            "405 Method Not Allowed",
+            "only CONNECT (https, or a client's proxy tunnel) goes out".into(),
+        ));
+    }
+    if !version.is_some_and(|v| v.starts_with("HTTP/1.")) || words.next().is_some() {
+        return Err(bad("expected 'CONNECT host:port HTTP/1.1'".into()));
+    }
+    let target = target.unwrap_or("");
+    let has_port = match target.starts_with('[') {
+        true => target.contains("]:"),
+        false => target.matches(':').count() == 1,
+    };
+    if !has_port {
+        return Err(bad(format!("'{target}' has no port")));
+    }
+    let rule = EgressRule::parse(target).map_err(|e| bad(format!("'{target}': {e}")))?;
+    let host = match &rule.host {
+        HostPattern::Below(_) => return Err(bad(format!("'{target}' is not a host"))),
+        HostPattern::Name(n) => n.clone(),
+        HostPattern::Ip(ip) => ip.to_string(),
+    };
+    Ok(Connect {
+        host,
+        port: rule.port,
+    })
+}
+
+fn serve_one(shared: &Arc<Shared>, mut client: TcpStream) {
+    let _ = client.set_read_timeout(Some(PATIENCE));
+    let (connect, early) = match read_head(&mut client) {
+        Ok(c) => c,
+        Err((status, why)) => return refuse(client, status, &why),
+    };
+    if !shared.policy.allows(&connect.host, connect.port) {
+        return refuse(
+            client,
+            "403 Forbidden",
+            &format!(
+                "{}:{} is not in this sandbox's allow-list",
+                connect.host, connect.port
+            ),
+        );
+    }
+    let addrs: Vec<SocketAddr> = match (connect.host.as_str(), connect.port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => return refuse(client, "502 Bad Gateway", &format!("{}: {e}", connect.host)),
+    };
+    let reachable: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| shared.policy.may_reach(a.ip()))
+        .collect();
+    if reachable.is_empty() {
+        return refuse(
+            client,
+            "403 Forbidden",
+            &format!(
+                "{} resolves to no public address ({} found)",
+                connect.host,
+                addrs.len()
+            ),
+        );
+    }
+    let Some(upstream) = reachable
+        .iter()
+        .find_map(|a| TcpStream::connect_timeout(a, PATIENCE).ok())
+    else {
+        return refuse(
+            client,
+            "502 Bad Gateway",
+            &format!("{}:{} did not answer", connect.host, connect.port),
+        );
+    };
+    let _ = client.set_read_timeout(None);
+    let _ = upstream.set_nodelay(true);
+    if client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let mut upstream_w = match upstream.try_clone() {
+        Ok(u) => u,
+        Err(_) => return,
+    };
+    if !early.is_empty() && upstream_w.write_all(&early).is_err() {
+        return;
+    }
+    let (Ok(client_r), Ok(client_k), Ok(upstream_k)) =
+        (client.try_clone(), client.try_clone(), upstream.try_clone())
+    else {
+        return;
+    };
+    let id = shared.next.fetch_add(1, Ordering::SeqCst);
+    lock(&shared.open).insert(id, [client_k, upstream_k]);
+    OPEN_ON_AGENT.fetch_add(1, Ordering::SeqCst);
+    // Sandbox → destination on a thread of its own; destination → sandbox here.
+    let outbound = std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(move || copy_then_close(client_r, upstream_w));
+    copy_then_close(upstream, client);
+    if let Ok(t) = outbound {
+        let _ = t.join();
+    }
+    lock(&shared.open).remove(&id);
+    OPEN_ON_AGENT.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Copies until either side ends, then ends both directions of both.
+fn copy_then_close(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::BufRead;
+
+    #[test]
+    fn only_public_addresses_are_reachable_unless_the_operator_says_so() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "151.101.0.223", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        let p = Policy::new(&[], Arc::new(vec!["10.0.0.0/8".parse().unwrap()])).unwrap();
+        assert!(p.may_reach("10.9.9.9".parse().unwrap()));
+        assert!(!p.may_reach("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_request_line_is_a_connect_to_a_host_and_port() {
+        let ok = parse_request_line(b"CONNECT PyPI.org:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(
+            ok,
+            Connect {
+                host: "pypi.org".into(),
+                port: 443
+            }
+        );
+        let v6 = parse_request_line(b"CONNECT [2001:db8::1]:8443 HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("2001:db8::1", 8443));
+        for (line, status) in [
+            (&b"GET http://x/ HTTP/1.1\r\n\r\n"[..], "405"),
+            (b"CONNECT pypi.org HTTP/1.1\r\n\r\n", "400"),
+            (b"CONNECT *.x.com:443 HTTP/1.1\r\n\r\n", "400"),
+            (b"CONNECT a:1 SMTP\r\n\r\n", "400"),
+            (b"CONNECT a:1 HTTP/1.1 x\r\n\r\n", "400"),
+            (b"\xff\xfe\r\n\r\n", "400"),
+        ] {
+            let (got, _) = parse_request_line(line).unwrap_err();
+            assert!(got.starts_with(status), "{line:?}: {got}");
+        }
+    }
+
+    /// A server on loopback that answers each line with `pong: LINE`.
+    fn echo() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut w = s.try_clone().unwrap();
+                    for line in std::io::BufReader::new(s).lines().map_while(Result::ok) {
+                        let _ = writeln!(w, "pong: {line}");
+                    }
+                });
+            }
+        });
+        at
+    }
+
+    fn ask(proxy: SocketAddr, target: &str) -> (String, Option<TcpStream>) {
+        let mut s = TcpStream::connect(proxy).unwrap();
+        write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        let ok = status.contains(" 200 ");
+        if ok {
+            let mut blank = String::new();
+            r.read_line(&mut blank).unwrap();
+        }
+        (status, ok.then_some(s))
+    }
+
+    #[test]
+    fn the_proxy_tunnels_to_what_is_allowed_and_refuses_the_rest() {
+        let target = echo();
+        let nets = Arc::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        let rules = vec![format!("127.0.0.1:{}", target.port())];
+        let proxy = Proxy::serve(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            Policy::new(&rules, nets).unwrap(),
+        )
+        .unwrap();
+        let at = proxy.local_addr().unwrap();
+        let (status, tunnel) = ask(at, &format!("127.0.0.1:{}", target.port()));
+        let mut tunnel = tunnel.unwrap_or_else(|| panic!("{status}"));
+        writeln!(tunnel, "ping").unwrap();
+        let mut reply = String::new();
+        std::io::BufReader::new(tunnel.try_clone().unwrap())
+            .read_line(&mut reply)
+            .unwrap();
+        assert_eq!(reply, "pong: ping\n");
+        // Another port of the same host, and a name not listed, are refused.
+        let (status, _) = ask(at, &format!("127.0.0.1:{}", target.port() + 1));
+        assert!(status.contains(" 403 "), "{status}");
+        let (status, _) = ask(at, "example.com:443");
+        assert!(status.contains(" 403 "), "{status}");
+        // A listed address that is not public is refused without the operator's network.
+        let strict = Proxy::serve(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            Policy::new(&rules, Arc::new(Vec::new())).unwrap(),
+        )
+        .unwrap();
+        let (status, _) = ask(
+            strict.local_addr().unwrap(),
+            &format!("127.0.0.1:{}", target.port()),
+        );
+        assert!(status.contains(" 403 "), "{status}");
+        // Dropping the proxy ends its tunnels and its listener.
+        drop(proxy);
+        let mut rest = String::new();
+        let n = std::io::BufReader::new(tunnel.try_clone().unwrap())
+            .read_line(&mut rest)
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{rest}");
+        let refused = TcpStream::connect(at)
+            .map(|mut s| {
+                let _ = write!(s, "CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n");
+                let mut got = String::new();
+                std::io::BufReader::new(s).read_line(&mut got).unwrap_or(0) == 0
+            })
+            .unwrap_or(true);
+        assert!(refused, "the proxy still answers after it was dropped");
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_head_is_answered_or_refused_without_a_panic(head in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_request_line(&head);
+        }
+    }
+}
