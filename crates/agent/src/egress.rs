@@ -5,15 +5,18 @@
 //! agent accepts on it and dials out from the host's namespace. So the sandbox's programs reach
 //! exactly the listed hosts and ports (`HTTPS_PROXY` points them at the proxy) and nothing else.
 //!
-//! A destination must match a rule by name (or address) and port, and every address it
-//! resolves to must be public: loopback, private, link-local (cloud metadata), shared,
-//! multicast and reserved addresses are refused unless the operator lets sandboxes reach a
-//! network (`--egress-allow-net CIDR`), so a rule naming a host that resolves to the node
-//! itself or the control plane gets nothing. Connections are bounded per sandbox and per
-//! agent; a request head is at most 8 KiB and must come within 10 s. The proxy and every
-//! connection through it end with the sandbox.
+//! A destination must match a rule by name (or address) and port, and the address dialled
+//! must be public: loopback, private, link-local (cloud metadata), shared, multicast and
+//! reserved addresses, IPv6 outside global unicast or embedding IPv4 (6to4, Teredo), and
+//! Azure's host endpoint are refused unless the operator lets sandboxes reach a network
+//! (`--egress-allow-net CIDR`); the node's own addresses and the control plane's are refused
+//! always ([`Scope`]). So a rule naming a host that resolves to the node, the control plane or
+//! a metadata service gets nothing. Names are resolved as absolute (no search domains).
+//! Connections are counted from their accept, 64 per sandbox and 4,096 per agent; a request
+//! head is at most 8 KiB and must be complete within 10 s. The proxy and every connection
+//! through it end with the sandbox's task.
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -35,30 +38,100 @@ const MAX_PER_AGENT: usize = 4096;
 const HEAD_LIMIT: usize = 8 << 10;
 /// How long a client has to send its request, and a destination to answer.
 const PATIENCE: Duration = Duration::from_secs(10);
-/// Each forwarding thread's stack (it only copies).
-const STACK: usize = 64 << 10;
+/// Each connection thread's stack (it resolves names, which can go through NSS modules).
+const STACK: usize = 256 << 10;
 
 static OPEN_ON_AGENT: AtomicUsize = AtomicUsize::new(0);
+
+/// What every sandbox of an agent may reach at most, whatever its rules say.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Networks that are not public but that the operator lets sandboxes reach.
+    pub allowed_nets: Vec<IpNet>,
+    /// Addresses never reached: the node's own (but loopback, which only an allowed network
+    /// opens).
+    pub node: Vec<IpAddr>,
+    /// The control plane's addresses and port, never reached.
+    pub control_plane: Vec<SocketAddr>,
+}
+
+impl Scope {
+    /// The operator's networks, with the node's own addresses and the control plane at
+    /// `server_url` denied.
+    pub fn for_node(allowed_nets: Vec<IpNet>, server_url: &str) -> Scope {
+        let mut node: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+            .map(|addrs| {
+                addrs
+                    .filter_map(|a| a.address)
+                    .filter_map(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                        (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+                        (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+                        _ => None,
+                    })
+                    .map(canonical)
+                    .filter(|ip| !ip.is_loopback())
+                    .collect()
+            })
+            .unwrap_or_default();
+        node.sort_unstable();
+        node.dedup();
+        let authority = server_url
+            .split_once("://")
+            .map_or(server_url, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let with_port = match authority.rsplit_once(':') {
+            Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_string(),
+            _ => format!("{authority}:443"),
+        };
+        let control_plane = with_port
+            .to_socket_addrs()
+            .map(|addrs| {
+                addrs
+                    .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Scope {
+            allowed_nets,
+            node,
+            control_plane,
+        }
+    }
+
+    /// Whether a connection to `to` may be made.
+    fn may_reach(&self, to: SocketAddr) -> bool {
+        let ip = canonical(to.ip());
+        !self.node.contains(&ip)
+            && !self.control_plane.contains(&SocketAddr::new(ip, to.port()))
+            && (is_public(ip) || self.allowed_nets.iter().any(|n| n.contains(&ip)))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as its IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// What a sandbox may reach.
 #[derive(Clone, Debug)]
 pub struct Policy {
     rules: Vec<EgressRule>,
-    /// Networks that are not public but that the operator lets sandboxes reach.
-    allowed_nets: Arc<Vec<IpNet>>,
+    scope: Arc<Scope>,
 }
 
 impl Policy {
-    /// The policy of rules `texts` (as the server sends them), with the operator's networks.
-    pub fn new(texts: &[String], allowed_nets: Arc<Vec<IpNet>>) -> Result<Policy, String> {
+    /// The policy of rules `texts` (as the server sends them), within the agent's scope.
+    pub fn new(texts: &[String], scope: Arc<Scope>) -> Result<Policy, String> {
         let rules = texts
             .iter()
             .map(|t| EgressRule::parse(t).map_err(|e| format!("egress rule '{t}': {e}")))
             .collect::<Result<_, _>>()?;
-        Ok(Policy {
-            rules,
-            allowed_nets,
-        })
+        Ok(Policy { rules, scope })
     }
 
     /// Whether some rule allows `host` (a name or an address) on `port`.
@@ -66,18 +139,23 @@ impl Policy {
         self.rules.iter().any(|r| r.allows(host, port))
     }
 
-    /// Whether a connection to `ip` may be made.
-    fn may_reach(&self, ip: IpAddr) -> bool {
-        is_public(ip) || self.allowed_nets.iter().any(|n| n.contains(&ip))
+    /// Whether a connection to `to` may be made.
+    fn may_reach(&self, to: SocketAddr) -> bool {
+        self.scope.may_reach(to)
     }
 }
 
-/// Whether `ip` is an address on the public internet (not loopback, private, link-local,
-/// shared, multicast, documentation, benchmarking or reserved).
+/// Azure's host endpoint (WireServer), reachable from every VM and not meant for tenants.
+const AZURE_WIRESERVER: [u8; 4] = [168, 63, 129, 16];
+
+/// Whether `ip` is an address on the public internet: IPv4 that is not loopback, private,
+/// link-local, shared, multicast, documentation, benchmarking, reserved or Azure's host
+/// endpoint; IPv6 in global unicast (`2000::/3`) but not documentation, 6to4, Teredo or
+/// ORCHID (which embed or stand for other addresses). IPv4-mapped IPv6 is judged as IPv4.
 pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
+    match canonical(ip) {
         IpAddr::V4(a) => {
-            let [x, y, ..] = a.octets();
+            let [x, y, z, _] = a.octets();
             !(a.is_unspecified()
                 || a.is_loopback()
                 || a.is_private()
@@ -87,22 +165,23 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a.is_documentation()
                 || x == 0
                 || (x == 100 && (64..128).contains(&y))
-                || (x == 192 && y == 0)
+                || (x == 192 && y == 0 && z == 0)
                 || (x == 198 && (18..20).contains(&y))
-                || x >= 240)
+                || x >= 240
+                || a.octets() == AZURE_WIRESERVER)
         }
         IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = a.segments()[0];
-            !(a.is_unspecified()
-                || a.is_loopback()
-                || a.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && a.segments()[1] == 0x0db8
-                || first == 0x0064 && a.segments()[1] == 0xff9b)
+            let within = |net: &str| net.parse::<Ipv6Net>().is_ok_and(|n| n.contains(&a));
+            within("2000::/3")
+                && ![
+                    "2001:db8::/32",
+                    "2002::/16",
+                    "2001::/32",
+                    "2001:10::/28",
+                    "2001:20::/28",
+                ]
+                .iter()
+                .any(|n| within(n))
         }
     }
 }
@@ -116,8 +195,8 @@ struct Shared {
     listener: TcpListener,
     policy: Policy,
     closed: AtomicBool,
-    /// Open connections (both ends), to close with the sandbox.
-    open: Mutex<HashMap<u64, [TcpStream; 2]>>,
+    /// Open connections (their streams), to close with the sandbox.
+    open: Mutex<HashMap<u64, Vec<TcpStream>>>,
     next: AtomicU64,
 }
 
@@ -170,9 +249,8 @@ impl Drop for Proxy {
             self.shared.listener.as_raw_fd(),
             nix::sys::socket::Shutdown::Both,
         );
-        for [a, b] in lock(&self.shared.open).values() {
-            let _ = a.shutdown(Shutdown::Both);
-            let _ = b.shutdown(Shutdown::Both);
+        for stream in lock(&self.shared.open).values().flatten() {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 }
@@ -220,21 +298,66 @@ fn accept_loop(shared: &Arc<Shared>) {
         if shared.closed.load(Ordering::SeqCst) {
             return;
         }
-        if lock(&shared.open).len() >= MAX_PER_SANDBOX
-            || OPEN_ON_AGENT.load(Ordering::SeqCst) >= MAX_PER_AGENT
-        {
+        let Some(slot) = Slot::take(shared, &client) else {
             refuse(
                 client,
                 "503 Service Unavailable",
                 "too many open connections",
             );
             continue;
-        }
-        let shared = shared.clone();
+        };
         let _ = std::thread::Builder::new()
             .name("egress-conn".into())
             .stack_size(STACK)
-            .spawn(move || serve_one(&shared, client));
+            .spawn(move || serve_one(slot, client));
+    }
+}
+
+/// One connection's place among its sandbox's and its agent's, from its accept until it ends
+/// (its streams are closed with the proxy).
+struct Slot {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Slot {
+    /// A place for `client`, if its sandbox and its agent have one.
+    fn take(shared: &Arc<Shared>, client: &TcpStream) -> Option<Slot> {
+        let mut open = lock(&shared.open);
+        if open.len() >= MAX_PER_SANDBOX {
+            return None;
+        }
+        OPEN_ON_AGENT
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_PER_AGENT).then_some(n + 1)
+            })
+            .ok()?;
+        let id = shared.next.fetch_add(1, Ordering::SeqCst);
+        open.insert(id, client.try_clone().into_iter().collect());
+        Some(Slot {
+            shared: shared.clone(),
+            id,
+        })
+    }
+
+    /// Adds `stream` to what the proxy closes (at once, if it is closed already).
+    fn hold(&self, stream: &TcpStream) {
+        if let (Some(held), Ok(s)) = (
+            lock(&self.shared.open).get_mut(&self.id),
+            stream.try_clone(),
+        ) {
+            held.push(s);
+        }
+        if self.shared.closed.load(Ordering::SeqCst) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.shared.open).remove(&self.id);
+        OPEN_ON_AGENT.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -260,6 +383,7 @@ struct Connect {
 fn read_head(client: &mut TcpStream) -> Result<(Connect, Vec<u8>), (&'static str, String)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let deadline = Instant::now() + PATIENCE;
     let end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
@@ -269,6 +393,10 @@ fn read_head(client: &mut TcpStream) -> Result<(Connect, Vec<u8>), (&'static str
                 "431 Request Header Fields Too Large",
                 "head over 8 KiB".into(),
             ));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || client.set_read_timeout(Some(left)).is_err() {
+            return Err(("408 Request Timeout", "the request took over 10 s".into()));
         }
         match client.read(&mut chunk) {
             Ok(0) => return Err(("400 Bad Request", "the request ended early".into())),
@@ -319,13 +447,13 @@ fn parse_request_line(head: &[u8]) -> Result<Connect, (&'static str, String)> {
     })
 }
 
-fn serve_one(shared: &Arc<Shared>, mut client: TcpStream) {
-    let _ = client.set_read_timeout(Some(PATIENCE));
+fn serve_one(slot: Slot, mut client: TcpStream) {
+    let policy = &slot.shared.policy;
     let (connect, early) = match read_head(&mut client) {
         Ok(c) => c,
         Err((status, why)) => return refuse(client, status, &why),
     };
-    if !shared.policy.allows(&connect.host, connect.port) {
+    if !policy.allows(&connect.host, connect.port) {
         return refuse(
             client,
             "403 Forbidden",
@@ -335,21 +463,26 @@ fn serve_one(shared: &Arc<Shared>, mut client: TcpStream) {
             ),
         );
     }
-    let addrs: Vec<SocketAddr> = match (connect.host.as_str(), connect.port).to_socket_addrs() {
+    // A name is resolved as absolute: no search domain turns it into an internal one.
+    let absolute = match connect.host.parse::<IpAddr>() {
+        Ok(_) => connect.host.clone(),
+        Err(_) => format!("{}.", connect.host),
+    };
+    let addrs: Vec<SocketAddr> = match (absolute.as_str(), connect.port).to_socket_addrs() {
         Ok(a) => a.collect(),
         Err(e) => return refuse(client, "502 Bad Gateway", &format!("{}: {e}", connect.host)),
     };
     let reachable: Vec<SocketAddr> = addrs
         .iter()
         .copied()
-        .filter(|a| shared.policy.may_reach(a.ip()))
+        .filter(|a| policy.may_reach(*a))
         .collect();
     if reachable.is_empty() {
         return refuse(
             client,
             "403 Forbidden",
             &format!(
-                "{} resolves to no public address ({} found)",
+                "{} resolves to no address sandboxes may reach ({} found)",
                 connect.host,
                 addrs.len()
             ),
@@ -357,6 +490,7 @@ fn serve_one(shared: &Arc<Shared>, mut client: TcpStream) {
     }
     let Some(upstream) = reachable
         .iter()
+        .take(4)
         .find_map(|a| TcpStream::connect_timeout(a, PATIENCE).ok())
     else {
         return refuse(
@@ -365,39 +499,33 @@ fn serve_one(shared: &Arc<Shared>, mut client: TcpStream) {
             &format!("{}:{} did not answer", connect.host, connect.port),
         );
     };
+    slot.hold(&upstream);
     let _ = client.set_read_timeout(None);
     let _ = upstream.set_nodelay(true);
+    let (Ok(client_r), Ok(mut upstream_w)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
     if client
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .is_err()
+        || (!early.is_empty() && upstream_w.write_all(&early).is_err())
     {
         return;
     }
-    let mut upstream_w = match upstream.try_clone() {
-        Ok(u) => u,
-        Err(_) => return,
-    };
-    if !early.is_empty() && upstream_w.write_all(&early).is_err() {
-        return;
-    }
-    let (Ok(client_r), Ok(client_k), Ok(upstream_k)) =
-        (client.try_clone(), client.try_clone(), upstream.try_clone())
-    else {
-        return;
-    };
-    let id = shared.next.fetch_add(1, Ordering::SeqCst);
-    lock(&shared.open).insert(id, [client_k, upstream_k]);
-    OPEN_ON_AGENT.fetch_add(1, Ordering::SeqCst);
     // Sandbox → destination on a thread of its own; destination → sandbox here.
-    let outbound = std::thread::Builder::new()
+    match std::thread::Builder::new()
         .stack_size(STACK)
-        .spawn(move || copy_then_close(client_r, upstream_w));
-    copy_then_close(upstream, client);
-    if let Ok(t) = outbound {
-        let _ = t.join();
+        .spawn(move || copy_then_close(client_r, upstream_w))
+    {
+        Ok(outbound) => {
+            copy_then_close(upstream, client);
+            let _ = outbound.join();
+        }
+        Err(_) => {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
+        }
     }
-    lock(&shared.open).remove(&id);
-    OPEN_ON_AGENT.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Copies until either side ends, then ends both directions of both.
@@ -435,9 +563,36 @@ mod tests {
         for public in ["1.1.1.1", "151.101.0.223", "2606:4700::1111"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
-        let p = Policy::new(&[], Arc::new(vec!["10.0.0.0/8".parse().unwrap()])).unwrap();
-        assert!(p.may_reach("10.9.9.9".parse().unwrap()));
-        assert!(!p.may_reach("127.0.0.1".parse().unwrap()));
+        for public in ["192.0.78.9", "2a00:1450::1"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        for special in [
+            "168.63.129.16",
+            "192.0.0.8",
+            "::10.0.0.1",
+            "2002:a00:1::1",
+            "2001:0:a00:1::1",
+            "fec0::1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!is_public(special.parse().unwrap()), "{special}");
+        }
+        let scope = Scope {
+            allowed_nets: vec!["10.0.0.0/8".parse().unwrap()],
+            node: vec!["10.0.0.5".parse().unwrap()],
+            control_plane: vec!["10.0.0.9:7070".parse().unwrap()],
+        };
+        let p = Policy::new(&[], Arc::new(scope)).unwrap();
+        assert!(p.may_reach("10.9.9.9:443".parse().unwrap()));
+        assert!(!p.may_reach("127.0.0.1:443".parse().unwrap()));
+        // The node itself and the control plane stay out of reach inside an allowed network.
+        assert!(!p.may_reach("10.0.0.5:443".parse().unwrap()));
+        assert!(!p.may_reach("[::ffff:10.0.0.5]:443".parse().unwrap()));
+        assert!(!p.may_reach("10.0.0.9:7070".parse().unwrap()));
+        assert!(p.may_reach("10.0.0.9:443".parse().unwrap()));
+        let here = Scope::for_node(Vec::new(), "http://127.0.0.1:7070/");
+        assert_eq!(here.control_plane, vec!["127.0.0.1:7070".parse().unwrap()]);
+        assert!(here.node.iter().all(|ip| !ip.is_loopback()));
     }
 
     #[test]
@@ -499,7 +654,10 @@ mod tests {
     #[test]
     fn the_proxy_tunnels_to_what_is_allowed_and_refuses_the_rest() {
         let target = echo();
-        let nets = Arc::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        let nets = Arc::new(Scope {
+            allowed_nets: vec!["127.0.0.1/32".parse().unwrap()],
+            ..Scope::default()
+        });
         let rules = vec![format!("127.0.0.1:{}", target.port())];
         let proxy = Proxy::serve(
             TcpListener::bind("127.0.0.1:0").unwrap(),
@@ -523,7 +681,7 @@ mod tests {
         // A listed address that is not public is refused without the operator's network.
         let strict = Proxy::serve(
             TcpListener::bind("127.0.0.1:0").unwrap(),
-            Policy::new(&rules, Arc::new(Vec::new())).unwrap(),
+            Policy::new(&rules, Arc::new(Scope::default())).unwrap(),
         )
         .unwrap();
         let (status, _) = ask(
@@ -531,6 +689,20 @@ mod tests {
             &format!("127.0.0.1:{}", target.port()),
         );
         assert!(status.contains(" 403 "), "{status}");
+        // Connections count from their accept: past 64 that have not even sent a request,
+        // the next is turned away (the tunnel above is one of the 64).
+        let idle: Vec<TcpStream> = (0..MAX_PER_SANDBOX - 1)
+            .map(|_| TcpStream::connect(at).unwrap())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            let (status, _) = ask(at, &format!("127.0.0.1:{}", target.port()));
+            if status.contains(" 503 ") || Instant::now() > deadline {
+                break status;
+            }
+        };
+        assert!(status.contains(" 503 "), "{status}");
+        drop(idle);
         // Dropping the proxy ends its tunnels and its listener.
         drop(proxy);
         let mut rest = String::new();

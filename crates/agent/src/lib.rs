@@ -108,8 +108,8 @@ pub struct AgentConfig {
     pub warm_pools: Vec<WarmPool>,
     /// The sandbox templates this agent offers (see [`template`]).
     pub templates: Arc<template::Templates>,
-    /// Networks that are not public but that sandboxes' egress may reach (see [`egress`]).
-    pub egress_nets: Arc<Vec<ipnet::IpNet>>,
+    /// What sandboxes' egress may reach at most (see [`egress`]).
+    pub egress: Arc<egress::Scope>,
     /// The program whose `sandbox-init` subcommand runs an interactive sandbox's init
     /// ([`init::main`]; the agent's own executable); `None`: interactive sandboxes cannot
     /// start here.
@@ -149,18 +149,25 @@ impl std::str::FromStr for WarmPool {
     }
 }
 
-/// Interactive sandbox `task` with its egress proxy for `rules` started; a sandbox whose proxy
-/// cannot start is stopped and reported failed (it was asked to reach these hosts). Without
-/// an isolation layer a sandbox has the host's network, and needs no proxy.
+/// Interactive sandbox `task` with its egress proxy for `rules` started. A sandbox whose proxy
+/// cannot start is stopped and reported failed, and so is one without an isolation layer (it
+/// would have the host's whole network, not its allow-list).
 fn with_egress(config: &AgentConfig, node: &str, mut task: Task, rules: &[String]) -> Task {
     let Running::Process { child, .. } = &task.running else {
         return task;
     };
-    if matches!(config.isolation, isolation::Isolation::None) || task.exit_code.is_some() {
+    if task.exit_code.is_some() {
         return task;
     }
-    let started = egress::Policy::new(rules, config.egress_nets.clone())
-        .and_then(|policy| egress::Proxy::open_for(child.id(), policy));
+    let started = match config.isolation {
+        isolation::Isolation::None => Err("an allow-list needs an isolation layer; this agent \
+                                            runs none"
+            .to_string()),
+        isolation::Isolation::Bubblewrap { .. } => {
+            egress::Policy::new(rules, config.egress.clone())
+                .and_then(|policy| egress::Proxy::open_for(child.id(), policy))
+        }
+    };
     match started {
         Ok(proxy) => task.egress = Some(proxy),
         Err(why) => {
@@ -739,7 +746,7 @@ mod tests {
             isolate_tasks: false,
             warm_pools: Vec::new(),
             templates: Default::default(),
-            egress_nets: Default::default(),
+            egress: Default::default(),
             init_program: None,
         };
         let mut node = NodeTasks {

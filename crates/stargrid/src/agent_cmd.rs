@@ -121,7 +121,10 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         isolate_tasks: a.isolate_tasks,
         warm_pools: a.warm_pool.clone(),
         templates: Default::default(),
-        egress_nets: Arc::new(a.egress_allow_net.clone()),
+        egress: Arc::new(agent::egress::Scope::for_node(
+            a.egress_allow_net.clone(),
+            settings.server.as_str(),
+        )),
         init_program: std::env::current_exe().ok(),
     };
     let warm_total: u32 = a

@@ -118,7 +118,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             isolate_tasks: false,
             warm_pools: Vec::new(),
             templates: Default::default(),
-            egress_nets: Default::default(),
+            egress: Default::default(),
             init_program: None,
         };
         let stop = agent_stop.clone();

@@ -97,7 +97,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         isolate_tasks: false,
         warm_pools: Vec::new(),
         templates: Default::default(),
-        egress_nets: Default::default(),
+        egress: Default::default(),
         init_program: std::env::current_exe().ok(),
     };
     let agent = Agent::start(agent::AgentConfig {
@@ -186,7 +186,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
             size: a.warm_pool,
         }],
         templates: Default::default(),
-        egress_nets: Default::default(),
+        egress: Default::default(),
         ..base
     });
     let warm_ms = creates_to_output(&client, a.creates)?;

@@ -250,7 +250,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         isolate_tasks: false,
         warm_pools: Vec::new(),
         templates: Default::default(),
-        egress_nets: Default::default(),
+        egress: Arc::new(agent::egress::Scope::for_node(Vec::new(), &url)),
         init_program: std::env::current_exe().ok(),
     };
     let agent_stop = Arc::new(AtomicBool::new(false));

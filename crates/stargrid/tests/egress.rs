@@ -62,14 +62,14 @@ fn create(s: &Server, args: &[&str]) -> u64 {
 }
 
 /// A `CONNECT` to `target` through the sandbox's proxy, then one line through the tunnel:
-/// prints the proxy's status line and what came back.
+/// prints the proxy's status line and what came back (or the rest of its refusal).
 fn through_proxy(target: &str) -> String {
     format!(
         "exec 3<>/dev/tcp/127.0.0.1/3128 || exit 7; \
          printf 'CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n' >&3; \
          read -r status <&3; echo \"$status\"; \
          case \"$status\" in *' 200 '*) read -r blank <&3; echo ping >&3; read -r reply <&3; \
-         echo \"$reply\";; esac"
+         echo \"$reply\";; *) cat <&3;; esac"
     )
 }
 
@@ -112,8 +112,11 @@ fn a_sandbox_reaches_what_its_allow_list_names_and_nothing_else() {
         "{view}"
     );
     if !isolated {
-        // Without an isolation layer a sandbox has the host's network (the agent says so).
+        // Without an isolation layer an allow-list cannot be kept: the sandbox fails.
         assert!(said.contains("no isolation layer"), "{said}");
+        common::wait_for("the sandbox to fail", || {
+            s.get(&format!("/v1/sandboxes/{batch}")).unwrap()["failed"] == 1
+        });
         return;
     }
     // Through the proxy, to the listed server: the tunnel carries its answer.
@@ -125,10 +128,15 @@ fn a_sandbox_reaches_what_its_allow_list_names_and_nothing_else() {
     // The proxy is where the environment says.
     let (out, _) = exec(&s, batch, "echo $HTTPS_PROXY");
     assert_eq!(out, "http://127.0.0.1:3128\n");
-    // The control plane's port, on the same address, is not listed.
+    // The control plane's port, on the same address, is not listed; and a sandbox that lists
+    // it gets nothing either (the agent never dials its control plane for a sandbox).
     let server_port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
-    let (out, _) = exec(&s, batch, &through_proxy(&format!("127.0.0.1:{server_port}")));
-    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    let control_plane = format!("127.0.0.1:{server_port}");
+    let (out, _) = exec(&s, batch, &through_proxy(&control_plane));
+    assert!(out.contains("403") && out.contains("allow-list"), "{out}");
+    let bold = create(&s, &["--egress", &control_plane]);
+    let (out, _) = exec(&s, bold, &through_proxy(&control_plane));
+    assert!(out.contains("403") && out.contains("no address"), "{out}");
     // Nor is anything reached without the proxy.
     let (_, end) = exec(
         &s,

@@ -295,6 +295,8 @@ impl Server {
                 })
                 .map(|node| {
                     tracing::warn!(%node, "no heartbeat: node down");
+                    // A node that is down offers no template until its agent reports again.
+                    let _ = self.templates().offer(&node, &[]);
                     Event::NodeDown { node, at }
                 })
                 .collect())
