@@ -242,6 +242,12 @@ impl Isolation {
                         }
                     }
                 }
+                // The host's loader runs the helpers, some as root, inside this root: a preload
+                // list of the template's must not reach them (a device on a bind mount cannot
+                // be opened, so the loader finds none).
+                if std::fs::symlink_metadata(template.root.join("etc/ld.so.preload")).is_ok() {
+                    push(&["--ro-bind", "/dev/null", "/etc/ld.so.preload"]);
+                }
                 // Readable by the sandbox's user (bubblewrap makes missing parents 0700).
                 for dir in [TOOLS_DIR, TOOLS_BIN, TOOLS_LIB] {
                     push(&["--perms", "0755", "--dir", dir]);

@@ -9,10 +9,13 @@
 //! The agent's own helpers (the sandbox's init, `setpriv`, `sh`) are the host's programs and
 //! need the host's libraries, which a template may not have or may have in other versions.
 //! [`HostTools`] binds them with their libraries under `/.stargrid/` and runs each through the
-//! host's dynamic loader with its own library path, so they work in any template and nothing
-//! of the template's is used or changed by them.
+//! host's dynamic loader with its own library path, so they work in any template; a
+//! template's `/etc/ld.so.preload` is hidden from them (some run as root before the drop).
+//! A template's root must be root's and writable by root only: whoever could write it could
+//! swap an entry for a link to the host's files, which a bind would follow.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where a template sandbox sees the host's helpers.
@@ -77,9 +80,19 @@ impl Template {
         }
         let fail = |e: std::io::Error| format!("template {name}: {}: {e}", root.display());
         let root = std::fs::canonicalize(root).map_err(fail)?;
-        if !std::fs::metadata(&root).map_err(fail)?.is_dir() {
+        let meta = std::fs::metadata(&root).map_err(fail)?;
+        if !meta.is_dir() {
             return Err(format!(
                 "template {name}: {} is not a directory",
+                root.display()
+            ));
+        }
+        // Whoever can write its root can swap an entry for a link to anywhere on the host,
+        // which a bind would follow.
+        let ours = nix::unistd::geteuid().as_raw();
+        if (meta.uid() != 0 && meta.uid() != ours) || meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "template {name}: {} must be root's and writable by its owner only",
                 root.display()
             ));
         }
@@ -144,10 +157,12 @@ pub fn parse_template_flag(flag: &str) -> Result<(String, PathBuf), String> {
 /// they need.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostTools {
-    /// Host file → where the sandbox sees it.
-    binds: BTreeMap<PathBuf, String>,
-    /// Host program → where the sandbox sees it.
-    programs: BTreeMap<PathBuf, String>,
+    /// Where the sandbox sees a file → the host's file (a multi-call program can be bound at
+    /// several names).
+    binds: BTreeMap<String, PathBuf>,
+    /// A host program, as asked for → where the sandbox sees it, and whether it is linked
+    /// dynamically (run through the loader).
+    programs: BTreeMap<PathBuf, (String, bool)>,
     /// The host's dynamic loader, where the sandbox sees it; `None`: every program is static.
     loader: Option<String>,
 }
@@ -157,6 +172,9 @@ impl HostTools {
     pub fn find(programs: &[&Path]) -> Result<HostTools, String> {
         let mut tools = HostTools::default();
         for &program in programs {
+            // Named as asked for (`sh`, not `busybox`: a multi-call program looks at its name).
+            let name = file_name(program)?;
+            let asked = program.to_path_buf();
             let program = std::fs::canonicalize(program)
                 .map_err(|e| format!("{}: {e}", program.display()))?;
             let out = std::process::Command::new("ldd")
@@ -164,45 +182,58 @@ impl HostTools {
                 .output()
                 .map_err(|e| format!("ldd {}: {e}", program.display()))?;
             // A static program has no libraries (ldd says so and fails).
-            let needs = match out.status.success() {
+            let dynamic = out.status.success();
+            let needs = match dynamic {
                 true => parse_ldd(&String::from_utf8_lossy(&out.stdout))?,
                 false => LddOutput::default(),
             };
             for lib in needs.libraries {
-                let name = file_name(&lib)?;
-                tools.binds.insert(lib, format!("{TOOLS_LIB}/{name}"));
+                let at = format!("{TOOLS_LIB}/{}", file_name(&lib)?);
+                tools.bind(lib, at)?;
             }
             if let Some(loader) = needs.loader {
                 let at = format!("{TOOLS_LIB}/{}", file_name(&loader)?);
-                tools.binds.insert(loader, at.clone());
+                tools.bind(loader, at.clone())?;
                 tools.loader = Some(at);
             }
-            let at = format!("{TOOLS_BIN}/{}", file_name(&program)?);
-            tools.binds.insert(program.clone(), at.clone());
-            tools.programs.insert(program, at);
+            let at = format!("{TOOLS_BIN}/{name}");
+            tools.bind(program, at.clone())?;
+            tools.programs.insert(asked, (at, dynamic));
         }
         Ok(tools)
     }
 
+    /// Binds `host` at `at`, unless another file is bound there already.
+    fn bind(&mut self, host: PathBuf, at: String) -> Result<(), String> {
+        match self.binds.get(&at) {
+            Some(other) if *other != host => Err(format!(
+                "{} and {} would both be {at}",
+                other.display(),
+                host.display()
+            )),
+            _ => {
+                self.binds.insert(at, host);
+                Ok(())
+            }
+        }
+    }
+
     /// Every host file to bind read-only, and where.
     pub fn binds(&self) -> impl Iterator<Item = (&Path, &str)> {
-        self.binds.iter().map(|(h, at)| (h.as_path(), at.as_str()))
+        self.binds.iter().map(|(at, h)| (h.as_path(), at.as_str()))
     }
 
     /// The command line (up to the program's own arguments) that runs host program `host`
     /// inside a template sandbox; a program that is not one of the tools runs as named.
     pub fn command(&self, host: &Path) -> Vec<String> {
-        let found = std::fs::canonicalize(host)
-            .ok()
-            .and_then(|h| self.programs.get(&h));
-        match (found, &self.loader) {
-            (Some(at), Some(loader)) => vec![
+        match (self.programs.get(host), &self.loader) {
+            (Some((at, true)), Some(loader)) => vec![
                 loader.clone(),
                 "--library-path".to_string(),
                 TOOLS_LIB.to_string(),
                 at.clone(),
             ],
-            (Some(at), None) => vec![at.clone()],
+            (Some((at, _)), _) => vec![at.clone()],
             (None, _) => vec![host.display().to_string()],
         }
     }
@@ -302,7 +333,8 @@ mod tests {
         let tools = HostTools::find(&[sh]).unwrap();
         let command = tools.command(sh);
         let program = command.last().unwrap();
-        assert!(program.starts_with(TOOLS_BIN), "{command:?}");
+        // Named as asked for, though `/bin/sh` is a link to another program (`dash`).
+        assert_eq!(*program, format!("{TOOLS_BIN}/sh"), "{command:?}");
         // Every file it names is bound, and the program is one of them.
         let bound: Vec<&str> = tools.binds().map(|(_, at)| at).collect();
         assert!(bound.contains(&program.as_str()), "{bound:?}");

@@ -20,6 +20,8 @@ fn tiny_root(root: &Path, programs: &[&str]) {
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/template-marker"), "tiny template\n").unwrap();
+    // A preload list the helpers (run as root before the drop) must not load.
+    std::fs::write(root.join("etc/ld.so.preload"), "/nonexistent/evil.so\n").unwrap();
     for p in programs {
         let host = PathBuf::from("/usr/bin").join(p);
         std::fs::copy(&host, root.join("bin").join(p)).unwrap();
@@ -146,7 +148,8 @@ fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
         &[
             "sh",
             "-c",
-            "cat /etc/template-marker; ls /usr || echo no-usr; id -u; echo x > f && cat f",
+            "cat /etc/template-marker; ls /usr || echo no-usr; id -u; echo x > f && cat f; \
+             cat /etc/ld.so.preload 2>/dev/null || echo hidden",
         ],
     );
     assert_eq!(end["exit_code"], 0, "{end} {out}");
@@ -159,6 +162,8 @@ fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
         "{out}"
     );
     assert_eq!(lines[3], "x", "{out}");
+    // The template's preload list is hidden (the helpers ran without it).
+    assert_eq!(lines[4], "hidden", "{out}");
     // The template is read-only.
     let (_, end) = exec(&s, batch, &["sh", "-c", "echo y > /etc/template-marker"]);
     assert_ne!(end["exit_code"], 0, "{end}");
