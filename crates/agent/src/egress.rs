@@ -277,7 +277,12 @@ fn namespace_of_child(pid: u32) -> Result<std::fs::File, String> {
                 }
             }
         }
-        if Instant::now() >= deadline {
+        // A sandbox that already ended will not make one.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ended = state
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+        if ended || Instant::now() >= deadline {
             return Err("the sandbox's network namespace was not found".into());
         }
         std::thread::sleep(Duration::from_millis(2));

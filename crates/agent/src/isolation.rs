@@ -5,8 +5,8 @@
 //! UTS, network and (where the kernel has it) cgroup namespaces; a read-only view of the host's
 //! `/usr` and `/etc` only (no home, no agent work dir, no other sandbox, no data dir), or of
 //! its template's root ([`crate::template`]) with the agent's helpers under `/.stargrid`; its own
-//! task directory, writable, at `/sandbox` (an interactive sandbox has a scratch in memory
-//! there instead, and its init's program); a private `/tmp` of bounded size (tmpfs: it counts
+//! task directory, writable, at `/sandbox` (a sandbox has a scratch in memory there instead,
+//! and an interactive one its init's program); a private `/tmp` of bounded size (tmpfs: it counts
 //! against the task's memory); no network but loopback; `/proc` of its own PID namespace; a
 //! seccomp filter ([`crate::seccomp`]); and, after the drop, no capabilities (the bounding set
 //! cleared) and `no_new_privs`.
@@ -31,14 +31,31 @@ const SECCOMP_FD: u32 = 9;
 /// Where `bwrap` is looked for.
 const BWRAP: [&str; 2] = ["/usr/bin/bwrap", "/bin/bwrap"];
 
-/// What an interactive sandbox's layout adds (see [`Isolation::wrap`]).
+/// Where the task's files are, in the isolation (see [`Isolation::wrap`]).
 #[derive(Clone, Copy, Debug)]
-pub struct Interactive<'a> {
-    /// The program of its init, on the host.
-    pub init: &'a Path,
-    /// The size of its scratch (`/sandbox`, in memory).
-    pub scratch_bytes: u64,
+pub enum Layout<'a> {
+    /// Its directory on the host, writable at `/sandbox` (a task, whose checkpoints the agent
+    /// reads there).
+    Directory,
+    /// A scratch in memory at `/sandbox` (a batch's sandbox), with the host directory `env`
+    /// (where its environment file is written) at [`ENV_IN_SANDBOX`].
+    Scratch {
+        /// The scratch's size.
+        bytes: u64,
+        /// The environment file's directory on the host.
+        env: &'a Path,
+    },
+    /// A scratch in memory at `/sandbox` and an init (an interactive sandbox).
+    Interactive {
+        /// The program of its init, on the host.
+        init: &'a Path,
+        /// The scratch's size.
+        bytes: u64,
+    },
 }
+
+/// Where a batch's sandbox sees the directory its environment file is written to.
+pub const ENV_IN_SANDBOX: &str = "/.stargrid-env";
 
 /// The root file system a sandbox sees.
 #[derive(Clone, Copy, Debug)]
@@ -183,14 +200,14 @@ impl Isolation {
     }
 
     /// The command that runs `program args...` (the drop to the tenant's user and the task)
-    /// inside the isolation, in `root`, with `dir` as its directory at `/sandbox`; an
-    /// interactive sandbox has instead a scratch in memory there, and its init's program
-    /// read-only at [`INIT_IN_SANDBOX`] (in a template, among the helpers).
+    /// inside the isolation, in `root`, with `dir` as its directory at `/sandbox` or a scratch
+    /// in memory there (`layout`); an interactive sandbox's init's program is read-only at
+    /// [`INIT_IN_SANDBOX`] (in a template, among the helpers).
     pub fn wrap(
         &self,
         dir: &Path,
         root: Root<'_>,
-        interactive: Option<Interactive<'_>>,
+        layout: Layout<'_>,
         program: String,
         args: Vec<String>,
     ) -> (String, Vec<String>) {
@@ -264,28 +281,34 @@ impl Isolation {
         for arg in ["--perms", "1777", "--tmpfs", "/tmp"] {
             out.push(arg.to_string());
         }
-        match interactive {
-            Some(Interactive {
-                init,
-                scratch_bytes,
-            }) => {
-                // A scratch in memory: bounded by its size and charged to the sandbox's
-                // memory; nothing it writes reaches the host's disk.
-                out.push("--size".to_string());
-                out.push(scratch_bytes.to_string());
-                for arg in ["--perms", "1777", "--tmpfs", SANDBOX_DIR] {
-                    out.push(arg.to_string());
-                }
-                if matches!(root, Root::Host) {
-                    out.push("--ro-bind".to_string());
-                    out.push(init.display().to_string());
-                    out.push(INIT_IN_SANDBOX.to_string());
-                }
+        let mut push = |args: &[&str]| out.extend(args.iter().map(|s| s.to_string()));
+        // A scratch in memory: bounded by its size and charged to the sandbox's memory;
+        // nothing it writes reaches the host's disk.
+        match layout {
+            Layout::Directory => push(&["--bind", &dir.display().to_string(), SANDBOX_DIR]),
+            Layout::Scratch { bytes, env } => {
+                push(&[
+                    "--size",
+                    &bytes.to_string(),
+                    "--perms",
+                    "1777",
+                    "--tmpfs",
+                    SANDBOX_DIR,
+                ]);
+                push(&["--bind", &env.display().to_string(), ENV_IN_SANDBOX]);
             }
-            None => {
-                out.push("--bind".to_string());
-                out.push(dir.display().to_string());
-                out.push(SANDBOX_DIR.to_string());
+            Layout::Interactive { init, bytes } => {
+                push(&[
+                    "--size",
+                    &bytes.to_string(),
+                    "--perms",
+                    "1777",
+                    "--tmpfs",
+                    SANDBOX_DIR,
+                ]);
+                if matches!(root, Root::Host) {
+                    push(&["--ro-bind", &init.display().to_string(), INIT_IN_SANDBOX]);
+                }
             }
         }
         for arg in ["--chdir", SANDBOX_DIR, "--hostname", "sandbox", "--"] {
@@ -349,7 +372,7 @@ mod tests {
         let (program, args) = iso.wrap(
             Path::new("/var/lib/agent/9-sandbox-3"),
             Root::Host,
-            None,
+            Layout::Directory,
             "/usr/bin/setpriv".into(),
             vec!["--".into(), "true".into()],
         );
@@ -386,10 +409,10 @@ mod tests {
         let (_, args) = iso.wrap(
             Path::new("/w/1-sandbox-0"),
             root_of,
-            Some(Interactive {
+            Layout::Interactive {
                 init: Path::new("/bin/sh"),
-                scratch_bytes: 1 << 20,
-            }),
+                bytes: 1 << 20,
+            },
             init[0].clone(),
             init[1..].to_vec(),
         );
@@ -429,10 +452,10 @@ mod tests {
         let (program, args) = iso.wrap(
             Path::new("/w/1-sandbox-0"),
             Root::Host,
-            Some(Interactive {
+            Layout::Interactive {
                 init: Path::new("/usr/bin/stargrid"),
-                scratch_bytes: 1 << 30,
-            }),
+                bytes: 1 << 30,
+            },
             "/usr/bin/setpriv".into(),
             vec!["--".into(), "true".into()],
         );

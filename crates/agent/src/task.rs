@@ -4,11 +4,11 @@
 //! stopped with SIGTERM, then SIGKILL after the grace period. Sandboxes are tasks keyed by their
 //! batch and index; hollow tasks run nothing.
 
-use crate::isolation::Isolation;
+use crate::isolation::{Isolation, Layout};
 use crate::users;
 use crate::{cgroup, AgentConfig, RunAs};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use wire::api::{Assignment, SandboxAssignment};
@@ -250,10 +250,24 @@ pub(crate) fn spawn_as(
     let target_env = env.clone();
     let root_path = || BTreeMap::from([("PATH".to_string(), TASK_PATH.to_string())]);
     let pooled = matches!(&user, Some((u, users)) if *u == users.pool_user());
-    let layout = init.map(|init| crate::isolation::Interactive {
-        init,
-        scratch_bytes: scratch_bytes(a.memory_mib, pooled),
-    });
+    // A sandbox's files are a scratch in memory; a task's, its directory (the agent reads its
+    // checkpoints there). A batch's sandbox finds its environment file in a directory of its
+    // own.
+    let env_dir = dir.join("env");
+    let layout = match (init, kind, isolation) {
+        (Some(init), _, _) => Layout::Interactive {
+            init,
+            bytes: scratch_bytes(a.memory_mib, pooled),
+        },
+        (None, Kind::Sandbox, Isolation::Bubblewrap { .. }) => {
+            std::fs::create_dir_all(&env_dir).map_err(|e| format!("{}: {e}", env_dir.display()))?;
+            Layout::Scratch {
+                bytes: scratch_bytes(a.memory_mib, false),
+                env: &env_dir,
+            }
+        }
+        _ => Layout::Directory,
+    };
     // As a tenant's user, the task enters its cgroup as root with `PATH` alone, drops to the
     // user, and only then takes its environment (from a file of the user's). A pooled
     // sandbox's init stays root, with only what it needs to become its tenant later.
@@ -271,10 +285,17 @@ pub(crate) fn spawn_as(
             (p, a, root_path())
         }
         Some((u, users)) => {
-            let place = users::TaskPlace {
-                dir: &dir,
-                view: &view,
-                root,
+            let place = match layout {
+                Layout::Scratch { env, .. } => users::TaskPlace {
+                    dir: env,
+                    view: Path::new(crate::isolation::ENV_IN_SANDBOX),
+                    root,
+                },
+                _ => users::TaskPlace {
+                    dir: &dir,
+                    view: &view,
+                    root,
+                },
             };
             let (p, a) = users.launch(*u, place, &env, program, args)?;
             let (p, a) = isolation.wrap(&dir, root, layout, p, a);
@@ -326,8 +347,8 @@ pub(crate) fn spawn_as(
     })
 }
 
-/// The size of an interactive sandbox's scratch (`/sandbox`, in memory, its pages charged to
-/// the sandbox's group): half its memory, so that a full scratch is refused (`ENOSPC`) before
+/// The size of a sandbox's scratch (`/sandbox`, in memory, its pages charged to the sandbox's
+/// group): half its memory, so that a full scratch is refused (`ENOSPC`) before
 /// the sandbox runs out of memory; a pooled sandbox's, whose memory is not known yet, 2 GiB
 /// (its memory bounds it all the same).
 fn scratch_bytes(memory_mib: u32, pooled: bool) -> u64 {
