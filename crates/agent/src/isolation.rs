@@ -282,34 +282,29 @@ impl Isolation {
             out.push(arg.to_string());
         }
         let mut push = |args: &[&str]| out.extend(args.iter().map(|s| s.to_string()));
-        // A scratch in memory: bounded by its size and charged to the sandbox's memory;
-        // nothing it writes reaches the host's disk.
-        match layout {
-            Layout::Directory => push(&["--bind", &dir.display().to_string(), SANDBOX_DIR]),
-            Layout::Scratch { bytes, env } => {
-                push(&[
-                    "--size",
-                    &bytes.to_string(),
-                    "--perms",
-                    "1777",
-                    "--tmpfs",
-                    SANDBOX_DIR,
-                ]);
-                push(&["--bind", &env.display().to_string(), ENV_IN_SANDBOX]);
-            }
-            Layout::Interactive { init, bytes } => {
-                push(&[
-                    "--size",
-                    &bytes.to_string(),
-                    "--perms",
-                    "1777",
-                    "--tmpfs",
-                    SANDBOX_DIR,
-                ]);
-                if matches!(root, Root::Host) {
-                    push(&["--ro-bind", &init.display().to_string(), INIT_IN_SANDBOX]);
-                }
-            }
+        let (scratch, env, init) = match layout {
+            Layout::Directory => (None, None, None),
+            Layout::Scratch { bytes, env } => (Some(bytes), Some(env), None),
+            Layout::Interactive { init, bytes } => (Some(bytes), None, Some(init)),
+        };
+        match scratch {
+            // A scratch in memory: bounded by its size and charged to the sandbox's memory;
+            // nothing it writes reaches the host's disk.
+            Some(bytes) => push(&[
+                "--size",
+                &bytes.to_string(),
+                "--perms",
+                "1777",
+                "--tmpfs",
+                SANDBOX_DIR,
+            ]),
+            None => push(&["--bind", &dir.display().to_string(), SANDBOX_DIR]),
+        }
+        if let Some(env) = env {
+            push(&["--bind", &env.display().to_string(), ENV_IN_SANDBOX]);
+        }
+        if let (Some(init), Root::Host) = (init, root) {
+            push(&["--ro-bind", &init.display().to_string(), INIT_IN_SANDBOX]);
         }
         for arg in ["--chdir", SANDBOX_DIR, "--hostname", "sandbox", "--"] {
             out.push(arg.to_string());

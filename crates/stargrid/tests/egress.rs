@@ -8,10 +8,10 @@
 mod common;
 
 use common::hostile::{start_cpu_host_with, start_server, Server};
+use common::sandboxes::{cli, isolated_here, run};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::net::TcpListener;
-use std::path::Path;
 
 /// A server on loopback that answers each line with `pong: LINE`; its port.
 fn echo() -> u16 {
@@ -31,34 +31,16 @@ fn echo() -> u16 {
 }
 
 fn exec(s: &Server, batch: u64, script: &str) -> (String, Value) {
-    let text = ureq::post(&format!("{}/v1/sandboxes/{batch}/exec", s.url))
-        .query("index", "0")
-        .set("Authorization", &format!("Bearer {}", s.token))
-        .send_json(json!({ "command": ["bash", "-c", script] }))
-        .unwrap()
-        .into_string()
-        .unwrap();
-    let events: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let out = events.iter().filter_map(|e| e["stdout"].as_str()).collect();
-    (out, events.last().unwrap().clone())
+    run(s, batch, 0, &["bash", "-c", script])
 }
 
 fn create(s: &Server, args: &[&str]) -> u64 {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(["sandbox", "create", "--memory-mib", "256"])
-        .args(args)
-        .env("STARGRID_SERVER", &s.url)
-        .env("STARGRID_TOKEN", &s.token)
-        .env_remove("STARGRID_CONFIG")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    said.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{said} {}", String::from_utf8_lossy(&out.stderr)))
+    let (code, said, err) = cli(
+        s,
+        &[&["sandbox", "create", "--memory-mib", "256"], args].concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    said.trim().parse().unwrap()
 }
 
 /// A `CONNECT` to `target` through the sandbox's proxy, then one line through the tunnel:
@@ -93,10 +75,7 @@ fn a_sandbox_reaches_what_its_allow_list_names_and_nothing_else() {
         refused.0 == 400 && refused.1.contains("egress[1]") && refused.1.contains("65535"),
         "{refused:?}"
     );
-    let isolated = agent::users::is_root()
-        && ["/usr/bin/bwrap", "/bin/bwrap"]
-            .iter()
-            .any(|p| Path::new(p).exists());
+    let isolated = isolated_here();
     let (_agent, said) = start_cpu_host_with(
         &s,
         &dir.path().join("host"),

@@ -11,62 +11,13 @@ mod common;
 use common::hostile::{
     start_cpu_host, start_cpu_host_with, start_server, start_server_with, Server,
 };
+use common::sandboxes::{cli, exec_as, pooled, run};
 use common::wait_for;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The CPU host every test runs its sandboxes on.
 const HOST: &str = "cpu0000000";
-
-/// `stargrid ARGS...` as a client of `s`: (exit code, stdout, stderr).
-fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(args)
-        .env("STARGRID_SERVER", &s.url)
-        .env("STARGRID_TOKEN", &s.token)
-        .env_remove("STARGRID_CONFIG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs `command` in sandbox `index` of `batch` through the API as `token`: the events read
-/// (the last is the end), or the refusal.
-fn exec_as(
-    s: &Server,
-    token: &str,
-    batch: u64,
-    index: u32,
-    command: &[&str],
-) -> Result<Vec<Value>, (u16, String)> {
-    let r = ureq::post(&format!("{}/v1/sandboxes/{batch}/exec", s.url))
-        .query("index", &index.to_string())
-        .set("Authorization", &format!("Bearer {token}"))
-        .send_json(json!({"command": command}));
-    match r {
-        Ok(r) => {
-            let text = r.into_string().unwrap();
-            Ok(text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect())
-        }
-        Err(ureq::Error::Status(code, r)) => Err((code, r.into_string().unwrap_or_default())),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// A command's standard output and its end.
-fn run(s: &Server, batch: u64, index: u32, command: &[&str]) -> (String, Value) {
-    let events = exec_as(s, &s.token, batch, index, command).unwrap();
-    let out: String = events.iter().filter_map(|e| e["stdout"].as_str()).collect();
-    (out, events.last().unwrap().clone())
-}
 
 fn create(s: &Server, body: Value) -> u64 {
     s.post("/v1/sandboxes", body).unwrap()["id"]
@@ -656,16 +607,7 @@ fn a_warm_pool_hands_out_sandboxes_that_already_run_and_refills() {
         said.contains("2 interactive sandboxes kept warm per node"),
         "{said}"
     );
-    let pooled = || {
-        std::fs::read_dir(&work)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("warm-"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    wait_for("the pool to fill", || pooled() == 2);
+    wait_for("the pool to fill", || pooled(&work) == 2);
     let batch = create(
         &s,
         json!({"name": "box", "tenant": "default", "count": 1, "cpu_millis": 500,
@@ -707,7 +649,7 @@ fn a_warm_pool_hands_out_sandboxes_that_already_run_and_refills() {
         assert!(limits.contains(&(300u64 << 20).to_string()), "{limits:?}");
     }
     // The pool is full again.
-    wait_for("the pool to refill", || pooled() == 2);
+    wait_for("the pool to refill", || pooled(&work) == 2);
 }
 
 #[test]

@@ -7,9 +7,10 @@
 
 mod common;
 
-use common::hostile::{start_cpu_host_with, start_server, Server};
+use common::hostile::{start_cpu_host_with, start_server};
+use common::sandboxes::{cli, isolated_here, pooled, run};
 use common::wait_for;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 
 const HOST: &str = "cpu0000000";
@@ -44,29 +45,6 @@ fn tiny_root(root: &Path, programs: &[&str]) {
     }
 }
 
-fn exec(s: &Server, batch: u64, command: &[&str]) -> (String, Value) {
-    let text = ureq::post(&format!("{}/v1/sandboxes/{batch}/exec", s.url))
-        .query("index", "0")
-        .set("Authorization", &format!("Bearer {}", s.token))
-        .send_json(json!({ "command": command }))
-        .unwrap()
-        .into_string()
-        .unwrap();
-    let events: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let out = events.iter().filter_map(|e| e["stdout"].as_str()).collect();
-    (out, events.last().unwrap().clone())
-}
-
-fn can_isolate() -> bool {
-    agent::users::is_root()
-        && ["/usr/bin/bwrap", "/bin/bwrap"]
-            .iter()
-            .any(|p| Path::new(p).exists())
-}
-
 #[test]
 fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +52,7 @@ fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
     tiny_root(&root, &["sh", "cat", "ls", "id"]);
     let s = start_server(&dir.path().join("data"));
     let template = format!("tiny={}", root.display());
-    if !can_isolate() {
+    if !isolated_here() {
         // Without an isolation layer an agent refuses to offer a template, and says why.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_stargrid"))
             .args(["agent", "--server", &s.url, "--node", HOST, "--work-dir"])
@@ -107,44 +85,30 @@ fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
         refused.1.contains("template") && refused.1.contains("offered: tiny"),
         "{refused:?}"
     );
-    let pooled = || {
-        std::fs::read_dir(&work)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("warm-"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    wait_for("the template's pool to fill", || pooled() == 1);
-    let created = std::process::Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args([
+    wait_for("the template's pool to fill", || pooled(&work) == 1);
+    let (code, said, err) = cli(
+        &s,
+        &[
             "sandbox",
             "create",
             "--template",
             "tiny",
             "--memory-mib",
             "256",
-        ])
-        .env("STARGRID_SERVER", &s.url)
-        .env("STARGRID_TOKEN", &s.token)
-        .env_remove("STARGRID_CONFIG")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&created.stdout);
-    let batch: u64 = said
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{said} {}", String::from_utf8_lossy(&created.stderr)));
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let batch: u64 = said.trim().parse().unwrap();
     assert_eq!(
         s.get(&format!("/v1/sandboxes/{batch}")).unwrap()["template"],
         "tiny"
     );
     // It sees the template's files and programs, not the host's `/usr`; it is its tenant's
     // user; its scratch is writable.
-    let (out, end) = exec(
+    let (out, end) = run(
         &s,
         batch,
+        0,
         &[
             "sh",
             "-c",
@@ -165,7 +129,7 @@ fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
     // The template's preload list is hidden (the helpers ran without it).
     assert_eq!(lines[4], "hidden", "{out}");
     // The template is read-only.
-    let (_, end) = exec(&s, batch, &["sh", "-c", "echo y > /etc/template-marker"]);
+    let (_, end) = run(&s, batch, 0, &["sh", "-c", "echo y > /etc/template-marker"]);
     assert_ne!(end["exit_code"], 0, "{end}");
     assert_eq!(
         std::fs::read_to_string(root.join("etc/template-marker")).unwrap(),

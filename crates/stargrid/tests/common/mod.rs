@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod hostile;
+pub mod sandboxes;
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
