@@ -209,8 +209,21 @@ impl Proxy {
             // Only this thread joins the namespace, and it ends here.
             nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("joining the sandbox's network: {e}"))?;
-            TcpListener::bind((Ipv4Addr::LOCALHOST, PROXY_PORT))
-                .map_err(|e| format!("the egress proxy's socket: {e}"))
+            // The namespace is made before its loopback is up (bubblewrap brings it up in the
+            // sandbox): until then 127.0.0.1 is no address of it.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match TcpListener::bind((Ipv4Addr::LOCALHOST, PROXY_PORT)) {
+                    Ok(l) => return Ok(l),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => return Err(format!("the egress proxy's socket: {e}")),
+                }
+            }
         })
         .join()
         .map_err(|_| "the egress proxy's thread panicked".to_string())??;
@@ -267,8 +280,9 @@ fn namespace_of_child(pid: u32) -> Result<std::fs::File, String> {
         .ino();
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .map_err(|e| format!("the sandbox's processes: {e}"))?;
+        // Read again each round: the sandbox's first process may not be forked yet.
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         for child in children.split_whitespace() {
             let path = format!("/proc/{child}/ns/net");
             if let Ok(file) = std::fs::File::open(&path) {
@@ -278,12 +292,18 @@ fn namespace_of_child(pid: u32) -> Result<std::fs::File, String> {
             }
         }
         // A sandbox that already ended will not make one.
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ended = state
-            .rsplit_once(')')
-            .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+        let ended = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+            })
+            .unwrap_or(false);
         if ended || Instant::now() >= deadline {
-            return Err("the sandbox's network namespace was not found".into());
+            return Err(format!(
+                "the sandbox's network namespace was not found (process {pid} {})",
+                if ended { "ended" } else { "made none in 2 s" }
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -174,6 +174,8 @@ fn with_egress(config: &AgentConfig, node: &str, mut task: Task, rules: &[String
             eprintln!("agent {node}: a sandbox's egress proxy did not start: {why}");
             while !task::stop(&mut task, Duration::ZERO) {}
             task.exit_code = Some(127);
+            // Its execs hear that it is not running.
+            task.exec_target = None;
         }
     }
     task

@@ -17,13 +17,17 @@
 //!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
 //! - `tls`: the API over TLS (rustls): certificates from PEM, handshakes off the accept loop.
 //!
-//! Not built here: metrics and a dashboard; see the README.
+//! - `metrics`: `/metrics` for Prometheus, measured as things happen and counted from the
+//!   state at each scrape.
+//!
+//! Not built here: a dashboard and an event stream; see the README.
 
 pub use wire::api;
 pub mod execs;
 pub mod http;
 pub mod journal;
 pub mod log_tails;
+pub mod metrics;
 pub mod sessions;
 pub mod state;
 pub mod templates;

@@ -100,7 +100,12 @@ fn a_sandbox_reaches_what_its_allow_list_names_and_nothing_else() {
     }
     // Through the proxy, to the listed server: the tunnel carries its answer.
     let (out, end) = exec(&s, batch, &through_proxy(&allowed));
-    assert_eq!(end["exit_code"], 0, "{end} {out}");
+    assert_eq!(
+        end["exit_code"],
+        0,
+        "{end} {out} {}",
+        common::agent_said(&dir.path().join("host"))
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("HTTP/1.1 200"), "{out}");
     assert_eq!(lines[1], "pong: ping", "{out}");
@@ -114,8 +119,12 @@ fn a_sandbox_reaches_what_its_allow_list_names_and_nothing_else() {
     let (out, _) = exec(&s, batch, &through_proxy(&control_plane));
     assert!(out.contains("403") && out.contains("allow-list"), "{out}");
     let bold = create(&s, &["--egress", &control_plane]);
-    let (out, _) = exec(&s, bold, &through_proxy(&control_plane));
-    assert!(out.contains("403") && out.contains("no address"), "{out}");
+    let (out, end) = exec(&s, bold, &through_proxy(&control_plane));
+    assert!(
+        out.contains("403") && out.contains("no address"),
+        "{out} {end} {}",
+        common::agent_said(&dir.path().join("host"))
+    );
     // Nor is anything reached without the proxy.
     let (_, end) = exec(
         &s,

@@ -29,7 +29,7 @@ pub use pg::fresh_database;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Errors at the store's boundary.
@@ -144,6 +144,18 @@ pub struct Journal {
     reader: Mutex<Reader>,
     /// Files made private when the journal was opened.
     fixed_permissions: Vec<String>,
+    /// What the writer committed.
+    stats: Arc<WriterStats>,
+}
+
+/// What a journal's writer committed since it was opened: each group is one transaction
+/// (one durable write), holding the requests that queued while the one before was written.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub groups: std::sync::atomic::AtomicU64,
+    /// Records appended in them.
+    pub records: std::sync::atomic::AtomicU64,
 }
 
 /// The connection replay and inspection read through.
@@ -296,9 +308,11 @@ impl Journal {
             }
         };
         let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let counted = stats.clone();
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || write_loop(writer, rx, last))
+            .spawn(move || write_loop(writer, rx, last, &counted))
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 reason: format!("cannot start the writer thread: {e}"),
@@ -309,6 +323,7 @@ impl Journal {
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(reader),
             fixed_permissions: fixed,
+            stats,
         })
     }
 
@@ -316,6 +331,11 @@ impl Journal {
     /// (mode 0600): the caller says so.
     pub fn fixed_permissions(&self) -> &[String] {
         &self.fixed_permissions
+    }
+
+    /// What the writer committed since the journal was opened.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// The database file.
@@ -459,7 +479,7 @@ impl Drop for Journal {
 }
 
 /// The writer thread: takes every waiting request and commits them together.
-fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64) {
+fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64, stats: &WriterStats) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -470,6 +490,9 @@ fn write_loop(mut conn: Writer, rx: mpsc::Receiver<Request>, mut last: u64) {
         }
         match conn.commit(&group, last) {
             Ok(new_last) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                stats.groups.fetch_add(1, Relaxed);
+                stats.records.fetch_add(new_last - last, Relaxed);
                 let mut next = last + 1;
                 for r in group {
                     match r {

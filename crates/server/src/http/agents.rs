@@ -32,6 +32,7 @@ pub(super) async fn heartbeat(
         return Refusal::new(StatusCode::BAD_REQUEST, "templates", e.to_string()).into_response();
     }
     server.seen().insert(hb.node.clone(), Instant::now());
+    server.metrics.heartbeats.inc();
     let reported = server
         .commit(
             |p, at| p.heartbeat_events(&hb, at).map_err(bad_request),

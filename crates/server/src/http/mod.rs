@@ -39,6 +39,7 @@ mod fleet;
 mod history;
 mod jobs;
 mod logs;
+mod metrics;
 mod openapi;
 mod sandboxes;
 mod services;
@@ -101,6 +102,8 @@ pub struct Server {
     sessions: Mutex<crate::sessions::SessionClocks>,
     /// The sandbox templates nodes offer (not journaled).
     templates: Mutex<crate::templates::TemplateOffers>,
+    /// What `/metrics` shows besides the state.
+    metrics: crate::metrics::Metrics,
 }
 
 /// What to do with an event of a commit that the state refuses.
@@ -156,7 +159,14 @@ impl Server {
             let mut applied = Vec::with_capacity(events.len());
             let mut records = Vec::with_capacity(events.len());
             for e in events {
-                match p.apply(&e) {
+                let started = Instant::now();
+                let applied_now = p.apply(&e);
+                if matches!(e, Event::Pass { .. }) {
+                    self.metrics
+                        .pass_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                match applied_now {
                     Ok(record) => {
                         records.push(p.encode(&record));
                         applied.push(e);
@@ -179,8 +189,10 @@ impl Server {
             // Taken with the records, so that publishing needs no second turn at the lock.
             let changed = p.take_changed_nodes();
             let news = p.dirty();
+            self.metrics.commit_records.observe(records.len() as f64);
             (self.journal.append(records), applied, changed, news)
         };
+        let handed = Instant::now();
         if news {
             self.wake.notify_one();
         }
@@ -188,6 +200,9 @@ impl Server {
             Ok(seqs) => seqs,
             Err(e) => fail_stop(e),
         };
+        self.metrics
+            .commit_seconds
+            .observe(handed.elapsed().as_secs_f64());
         // The writer commits in order: this group's last record being durable means every
         // record before it is too.
         let last = seqs.end.saturating_sub(1);
@@ -297,6 +312,7 @@ impl Server {
                     tracing::warn!(%node, "no heartbeat: node down");
                     // A node that is down offers no template until its agent reports again.
                     let _ = self.templates().offer(&node, &[]);
+                    self.metrics.missed_heartbeats.inc();
                     Event::NodeDown { node, at }
                 })
                 .collect())
@@ -422,6 +438,11 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/agent/exec", post(exec_output))
         .route("/v1/tokens", post(issue_token).get(list_tokens))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            metrics::track_requests,
+        ))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))

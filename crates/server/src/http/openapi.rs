@@ -38,7 +38,8 @@ use super::*;
         exec_output,
         issue_token,
         list_tokens,
-        revoke_token
+        revoke_token,
+        metrics::metrics
     ),
     components(schemas(
         SubmitJob,

@@ -273,6 +273,7 @@ impl Server {
             execs: Mutex::new(crate::execs::Execs::new(crate::execs::ExecLimits::default())),
             sessions: Mutex::new(sessions),
             templates: Mutex::new(Default::default()),
+            metrics: Default::default(),
         }))
     }
 }

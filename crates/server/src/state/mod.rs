@@ -33,6 +33,7 @@ mod apply;
 mod assign;
 mod bootstrap;
 mod event;
+pub mod gauges;
 mod limits;
 pub mod secrets;
 mod snapshot;

@@ -153,8 +153,17 @@ pub fn start_agent_saying(
         .args(args)
         .env("STARGRID_TOKEN_FILE", credential)
         .envs(envs.iter().copied())
-        .stderr(Stdio::null());
+        // What it says of its tasks, for a failing test to show (see `agent_said`).
+        .stderr(
+            std::fs::File::create(work.with_extension("stderr"))
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        );
     spawn_saying(&mut agent)
+}
+
+/// What the agent working in `work` wrote to its standard error so far.
+pub fn agent_said(work: &Path) -> String {
+    std::fs::read_to_string(work.with_extension("stderr")).unwrap_or_default()
 }
 
 /// One agent per named node, running real tasks in `work/<node>`: a second's grace to stop a
