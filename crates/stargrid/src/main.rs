@@ -11,6 +11,7 @@ mod cost_view;
 mod demo;
 mod fleet_cmd;
 mod place;
+mod quiet_pipe;
 mod sandbox_cmd;
 mod sbatch;
 mod scenario;
@@ -88,7 +89,14 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    quiet_pipe::install();
+    match run(Cli::parse()) {
+        Err(e) if quiet_pipe::is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let flags = config::Flags {
         server: cli.server,
         token: cli.token,

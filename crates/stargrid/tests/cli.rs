@@ -642,3 +642,42 @@ fn the_example_fault_file_runs_on_the_default_simulator_fleet() {
         "capacity changes over time"
     );
 }
+
+#[test]
+fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&stargrid(&["fleet", "gen", "-o", "fleet.toml"], dir.path()));
+    // Half a megabyte printed line by line, and to a file that is the pipe: the reader takes
+    // one line and goes (as `| head -1` does).
+    for args in [
+        &["fleet", "export", "fleet.toml", "--format", "slurm-tree"][..],
+        &["fleet", "gen", "-o", "/dev/stdout"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        assert!(first.starts_with('#'), "{args:?}: {first}");
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
