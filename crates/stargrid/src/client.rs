@@ -3,6 +3,7 @@
 //! `cost`, `compact`, `history`, `sandbox …` (in `sandbox_cmd`), over the server's HTTP API through [`wire::Client`] (`--server`, or
 //! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
+use crate::human_time;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -162,6 +163,8 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
         bail!("no token: pass --token, set STARGRID_TOKEN, or put token_file = \"…/admin.token\" in ~/.config/stargrid/config.toml (the server's first admin token is in its data dir, admin.token)");
     }
     let client = settings.client(token)?;
+    // Times print as UTC dates and durations from now; the API keeps Unix seconds.
+    let now = human_time::now();
     match command {
         ClientCommand::Sandbox(c) => crate::sandbox_cmd::run(&client, c)?,
         ClientCommand::Submit { file } => {
@@ -261,7 +264,7 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                     v.running,
                     v.pending,
                     v.replaced,
-                    v.reason.as_deref().unwrap_or("")
+                    human_time::in_text(v.reason.as_deref().unwrap_or(""), now)
                 );
             }
         }
@@ -344,7 +347,7 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                     j.state,
                     j.gpus,
                     j.nodes.len(),
-                    j.reason.as_deref().unwrap_or("")
+                    human_time::in_text(j.reason.as_deref().unwrap_or(""), now)
                 );
             }
         }
@@ -410,7 +413,12 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
         ClientCommand::Why { id } => {
             let v = client.why(*id).map_err(fail)?;
             match (v.state.as_str(), v.reason) {
-                (_, Some(r)) => println!("job {} is {}: {r}", v.id, v.state),
+                (_, Some(r)) => println!(
+                    "job {} is {}: {}",
+                    v.id,
+                    v.state,
+                    human_time::in_text(&r, now)
+                ),
                 ("running", None) => {
                     println!("job {} is running on {}", v.id, v.nodes.join(","))
                 }
@@ -488,14 +496,16 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
             eprintln!(
                 "token id {}{}",
                 t.id,
-                t.expires_at
-                    .map_or_else(String::new, |e| format!(", expires at {e} (Unix seconds)"))
+                t.expires_at.map_or_else(String::new, |e| format!(
+                    ", expires {}",
+                    human_time::at(e, now)
+                ))
             );
         }
         ClientCommand::Tokens => {
             let list = client.tokens().map_err(fail)?;
             println!(
-                "{:<18} {:<8} {:<24} {:>12} {:>12} {:>8}",
+                "{:<18} {:<8} {:<24} {:<20} {:<20} {:>8}",
                 "ID", "ROLE", "TENANT/NODES", "ISSUED", "EXPIRES", "REFUSED"
             );
             for t in list {
@@ -506,13 +516,13 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                     (None, None) => "-".into(),
                 };
                 println!(
-                    "{:<18} {:<8} {:<24} {:>12} {:>12} {:>8}{}",
+                    "{:<18} {:<8} {:<24} {:<20} {:<20} {:>8}{}",
                     t.id,
                     t.role,
                     whose,
-                    t.issued_at,
+                    human_time::date(t.issued_at),
                     t.expires_at
-                        .map_or_else(|| "never".to_string(), |e| e.to_string()),
+                        .map_or_else(|| "never".to_string(), human_time::date),
                     t.refused_reports,
                     if t.expired { "  (expired)" } else { "" }
                 );
@@ -531,7 +541,7 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
         }
         ClientCommand::History { limit } => {
             println!(
-                "{:<8} {:>8} {:<20} {:<12} {:<10} {:>12} {:>12} {:>5} {:>8}",
+                "{:<8} {:>8} {:<20} {:<12} {:<10} {:<20} {:<20} {:>5} {:>8}",
                 "KIND", "ID", "NAME", "TENANT", "STATE", "SUBMITTED", "ENDED", "EXIT", "SIZE"
             );
             let (mut after, mut shown) = (0, 0);
@@ -541,14 +551,14 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                     .map_err(fail)?;
                 for h in &page.items {
                     println!(
-                        "{:<8} {:>8} {:<20} {:<12} {:<10} {:>12} {:>12} {:>5} {:>8}",
+                        "{:<8} {:>8} {:<20} {:<12} {:<10} {:<20} {:<20} {:>5} {:>8}",
                         h.kind,
                         h.id,
                         h.name,
                         h.tenant,
                         h.state,
-                        h.submitted_at,
-                        h.ended_at.map_or_else(|| "-".into(), |t| t.to_string()),
+                        human_time::date(h.submitted_at),
+                        h.ended_at.map_or_else(|| "-".into(), human_time::date),
                         h.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
                         h.size
                     );

@@ -10,6 +10,7 @@ mod config;
 mod cost_view;
 mod demo;
 mod fleet_cmd;
+mod human_time;
 mod place;
 mod quiet_pipe;
 mod sandbox_cmd;

@@ -536,3 +536,32 @@ fn tokens_keep_tenants_apart_and_agents_to_reporting() {
 fn sha256_hex(text: &str) -> String {
     server::token_hash(text)
 }
+
+#[test]
+fn the_client_prints_times_as_utc_dates_and_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::hostile::start_server(&dir.path().join("data"));
+    let run = |args: &[&str]| common::sandboxes::cli(&s, args);
+    let (code, _, said) = run(&[
+        "token",
+        "--role",
+        "tenant",
+        "--tenant",
+        "default",
+        "--expires-in-s",
+        "7200",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    // "token id …, expires 15:30 UTC, in 2 h" (or "in 1 h 59 min", a second later).
+    assert!(said.contains(" UTC, in "), "{said}");
+    assert!(said.contains(" h"), "{said}");
+    let (code, out, err) = run(&["tokens"]);
+    assert_eq!(code, 0, "{err}");
+    // Issued and expiry as dates, not Unix seconds.
+    let row = out.lines().find(|l| l.contains("tenant")).unwrap();
+    assert_eq!(row.matches(" UTC").count(), 2, "{out}");
+    let unix_seconds = row
+        .split_whitespace()
+        .any(|w| w.len() == 10 && w.chars().all(|c| c.is_ascii_digit()));
+    assert!(!unix_seconds, "{row}");
+}
