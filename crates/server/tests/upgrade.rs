@@ -79,6 +79,23 @@ fn a_changed_scheduling_rule_does_not_change_replayed_history_but_rules_what_com
             .any(|d| matches!(d, sched::Decision::Reserve { .. })),
         "{with_defaults:?}"
     );
+    // The reserved job shows when it is expected to start; the others show none.
+    let (job, start) = with_defaults
+        .iter()
+        .find_map(|d| match d {
+            sched::Decision::Reserve { job, start, .. } => Some((*job, *start)),
+            _ => None,
+        })
+        .unwrap();
+    let view = defaults.job_view(server::state::JobId(job.0)).unwrap();
+    assert_eq!(
+        (view.state.as_str(), view.expected_start),
+        ("pending", Some(start))
+    );
+    assert!(defaults
+        .list(None, None, 0, usize::MAX, None)
+        .iter()
+        .all(|v| v.expected_start.is_none() || v.id == job.0));
     let with_changed = decide_next(&mut replayed);
     assert!(
         !with_changed

@@ -65,6 +65,10 @@ pub enum ClientCommand {
         /// Only jobs in this state (pending, running, preempting, finished, cancelled).
         #[arg(long)]
         state: Option<String>,
+        /// Show when pending jobs are expected to start (the job the queue reserved nodes
+        /// for), as `squeue --start` does.
+        #[arg(long)]
+        start: bool,
     },
     /// One job or sandbox batch, as JSON.
     Get {
@@ -316,7 +320,11 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
             let v = client.delete_service(*id).map_err(fail)?;
             println!("service {} is {}", v.id, v.state);
         }
-        ClientCommand::Queue { tenant, state } => {
+        ClientCommand::Queue {
+            tenant,
+            state,
+            start,
+        } => {
             let mut rows = Vec::new();
             let mut after = 0u64;
             loop {
@@ -334,19 +342,36 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                     None => break,
                 }
             }
+            // With --start, pending jobs' expected starts come before their reasons.
+            let start_column = |j: &wire::api::JobView| match (*start, j.expected_start) {
+                (false, _) => String::new(),
+                (true, Some(t)) => format!("{:<36}", human_time::at(t, now)),
+                (true, None) => format!("{:<36}", "-"),
+            };
             println!(
-                "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  REASON",
-                "ID", "NAME", "TENANT", "STATE", "GPUS", "NODES"
+                "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}REASON",
+                "ID",
+                "NAME",
+                "TENANT",
+                "STATE",
+                "GPUS",
+                "NODES",
+                if *start {
+                    format!("{:<36}", "START")
+                } else {
+                    String::new()
+                }
             );
             for j in rows {
                 println!(
-                    "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}",
+                    "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}{}",
                     j.id,
                     j.name,
                     j.tenant,
                     j.state,
                     j.gpus,
                     j.nodes.len(),
+                    start_column(&j),
                     human_time::in_text(j.reason.as_deref().unwrap_or(""), now)
                 );
             }
@@ -414,10 +439,14 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
             let v = client.why(*id).map_err(fail)?;
             match (v.state.as_str(), v.reason) {
                 (_, Some(r)) => println!(
-                    "job {} is {}: {}",
+                    "job {} is {}: {}{}",
                     v.id,
                     v.state,
-                    human_time::in_text(&r, now)
+                    human_time::in_text(&r, now),
+                    v.expected_start.map_or_else(String::new, |t| format!(
+                        "; expected to start {}",
+                        human_time::at(t, now)
+                    ))
                 ),
                 ("running", None) => {
                     println!("job {} is running on {}", v.id, v.nodes.join(","))

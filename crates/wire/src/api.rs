@@ -140,6 +140,11 @@ pub struct JobView {
     /// its memory and the kernel killed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_reason: Option<String>,
+    /// A pending job's expected start (Unix seconds), when the queue reserved nodes for it:
+    /// when the running jobs' time limits free them (it may start sooner, never later unless
+    /// a job of higher priority comes first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_start: Option<u64>,
 }
 
 /// A page of jobs.

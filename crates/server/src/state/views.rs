@@ -290,6 +290,10 @@ impl ControlPlane {
             } else {
                 None
             },
+            expected_start: match self.sched.reservation() {
+                Some((job, start, _)) if job == wid && state == JobState::Pending => Some(start),
+                _ => None,
+            },
         })
     }
 
@@ -360,7 +364,11 @@ impl ControlPlane {
             .jobs
             .keys()
             .filter_map(|id| self.job_view(*id))
-            .map(|v| JobView { reason: None, ..v })
+            .map(|v| JobView {
+                reason: None,
+                expected_start: None,
+                ..v
+            })
             .collect();
         let mut out = serde_json::to_string(&views).unwrap_or_default();
         let services: Vec<ServiceView> = self
