@@ -560,6 +560,43 @@ fn copy_then_close(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.shutdown(Shutdown::Both);
 }
 
+/// Interactive sandbox `task` with its egress proxy for `rules` started. A sandbox whose proxy
+/// cannot start is stopped and reported failed, and so is one without an isolation layer (it
+/// would have the host's whole network, not its allow-list).
+pub(crate) fn with_proxy(
+    config: &crate::AgentConfig,
+    node: &str,
+    mut task: crate::task::Task,
+    rules: &[String],
+) -> crate::task::Task {
+    let crate::task::Running::Process { child, .. } = &task.running else {
+        return task;
+    };
+    if task.exit_code.is_some() {
+        return task;
+    }
+    let started = match config.isolation {
+        crate::isolation::Isolation::None => {
+            Err("an allow-list needs an isolation layer; this agent \
+                                            runs none"
+                .to_string())
+        }
+        crate::isolation::Isolation::Bubblewrap { .. } => Policy::new(rules, config.egress.clone())
+            .and_then(|policy| Proxy::open_for(child.id(), policy)),
+    };
+    match started {
+        Ok(proxy) => task.egress = Some(proxy),
+        Err(why) => {
+            eprintln!("agent {node}: a sandbox's egress proxy did not start: {why}");
+            while !crate::task::stop(&mut task, Duration::ZERO) {}
+            task.exit_code = Some(127);
+            // Its execs hear that it is not running.
+            task.exec_target = None;
+        }
+    }
+    task
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 pub use task::agent_tag as task_group_tag;
 pub use task::INIT_SUBCOMMAND;
 use task::{hollow_runtime, sandbox_task, spawn, stop, Kind, Running, Task, TaskKey};
+pub use warm::WarmPool;
 use wire::api::{
     Assignment, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport, WaitForChanges,
 };
@@ -114,71 +115,6 @@ pub struct AgentConfig {
     /// ([`init::main`]; the agent's own executable); `None`: interactive sandboxes cannot
     /// start here.
     pub init_program: Option<PathBuf>,
-}
-
-/// How many interactive sandboxes of one template each node keeps started ahead of demand.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WarmPool {
-    /// The template; `None`: the host's root.
-    pub template: Option<String>,
-    /// Sandboxes kept started.
-    pub size: u32,
-}
-
-impl std::str::FromStr for WarmPool {
-    type Err = String;
-    /// `N` (the host's root) or `TEMPLATE=N`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (template, size) = match s.split_once('=') {
-            Some((t, n)) => (Some(t.to_string()), n),
-            None => (None, s),
-        };
-        let size: u32 = size
-            .parse()
-            .map_err(|_| format!("warm pool '{s}': expected N or TEMPLATE=N"))?;
-        if size > 1000 {
-            return Err(format!("warm pool '{s}': at most 1000"));
-        }
-        if let Some(t) = template
-            .as_deref()
-            .filter(|t| !wire::api::is_template_name(t))
-        {
-            return Err(format!("warm pool '{s}': '{t}' is not a template name"));
-        }
-        Ok(WarmPool { template, size })
-    }
-}
-
-/// Interactive sandbox `task` with its egress proxy for `rules` started. A sandbox whose proxy
-/// cannot start is stopped and reported failed, and so is one without an isolation layer (it
-/// would have the host's whole network, not its allow-list).
-fn with_egress(config: &AgentConfig, node: &str, mut task: Task, rules: &[String]) -> Task {
-    let Running::Process { child, .. } = &task.running else {
-        return task;
-    };
-    if task.exit_code.is_some() {
-        return task;
-    }
-    let started = match config.isolation {
-        isolation::Isolation::None => Err("an allow-list needs an isolation layer; this agent \
-                                            runs none"
-            .to_string()),
-        isolation::Isolation::Bubblewrap { .. } => {
-            egress::Policy::new(rules, config.egress.clone())
-                .and_then(|policy| egress::Proxy::open_for(child.id(), policy))
-        }
-    };
-    match started {
-        Ok(proxy) => task.egress = Some(proxy),
-        Err(why) => {
-            eprintln!("agent {node}: a sandbox's egress proxy did not start: {why}");
-            while !task::stop(&mut task, Duration::ZERO) {}
-            task.exit_code = Some(127);
-            // Its execs hear that it is not running.
-            task.exec_target = None;
-        }
-    }
-    task
 }
 
 /// Who tasks run as.
@@ -373,7 +309,7 @@ impl NodeTasks {
             };
             let task = match egress.is_empty() {
                 true => task,
-                false => with_egress(config, &self.name, task, egress),
+                false => egress::with_proxy(config, &self.name, task, egress),
             };
             if let Some(target) = &task.exec_target {
                 self.targets.insert(&self.name, key, target.clone());

@@ -1,5 +1,5 @@
-//! Warm pools: interactive sandboxes started ahead of demand on each node (`--warm-pool N`),
-//! so that a new interactive sandbox is one that already runs: its namespaces made, its init
+//! Warm pools: interactive sandboxes started ahead of demand on each node, per template
+//! ([`WarmPool`]: `--warm-pool N`, or `TEMPLATE=N`), so that a new interactive sandbox is one that already runs: its namespaces made, its init
 //! ([`crate::init`]) started. A pooled sandbox belongs to no tenant: its init runs as root with
 //! no capability but `CAP_SETUID` and `CAP_SETGID`, in a directory of its own with the pool's
 //! limits, and runs nothing. Claiming it for a sandbox renames its directory to the
@@ -170,5 +170,38 @@ impl Warm {
             let _ = child.wait();
             let _ = std::fs::remove_dir_all(&*dir);
         }
+    }
+}
+
+/// How many interactive sandboxes of one template each node keeps started ahead of demand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WarmPool {
+    /// The template; `None`: the host's root.
+    pub template: Option<String>,
+    /// Sandboxes kept started.
+    pub size: u32,
+}
+
+impl std::str::FromStr for WarmPool {
+    type Err = String;
+    /// `N` (the host's root) or `TEMPLATE=N`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (template, size) = match s.split_once('=') {
+            Some((t, n)) => (Some(t.to_string()), n),
+            None => (None, s),
+        };
+        let size: u32 = size
+            .parse()
+            .map_err(|_| format!("warm pool '{s}': expected N or TEMPLATE=N"))?;
+        if size > 1000 {
+            return Err(format!("warm pool '{s}': at most 1000"));
+        }
+        if let Some(t) = template
+            .as_deref()
+            .filter(|t| !wire::api::is_template_name(t))
+        {
+            return Err(format!("warm pool '{s}': '{t}' is not a template name"));
+        }
+        Ok(WarmPool { template, size })
     }
 }

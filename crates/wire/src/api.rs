@@ -6,8 +6,10 @@ use utoipa::ToSchema;
 
 mod egress;
 mod exec;
+mod template;
 pub use egress::*;
 pub use exec::*;
+pub use template::*;
 
 /// A training job to queue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -241,19 +243,6 @@ pub struct Heartbeat {
     /// name; at most [`MAX_TEMPLATES`].
     #[serde(default)]
     pub templates: Vec<String>,
-}
-
-/// The most templates one node offers.
-pub const MAX_TEMPLATES: usize = 64;
-
-/// Whether `name` can name a sandbox template: a lower-case letter or digit, then lower-case
-/// letters, digits, '-', '_' or '.'; 1 to 64 characters (so never `..` or a path).
-pub fn is_template_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    (1..=64).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
 }
 
 /// Which task's log, and from which byte.
