@@ -16,13 +16,15 @@
 //! - `http`: start-up (snapshot, replay, upgrade, first admin token), the one commit path,
 //!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
 //! - `tls`: the API over TLS (rustls): certificates from PEM, handshakes off the accept loop.
-//!
 //! - `metrics`: `/metrics` for Prometheus, measured as things happen and counted from the
 //!   state at each scrape.
+//! - `events`: the event stream's memory (`GET /v1/events`): the latest events of durable
+//!   records, by tenant.
 //!
-//! Not built here: a dashboard and an event stream; see the README.
+//! Not built here: a dashboard; see the README.
 
 pub use wire::api;
+pub mod events;
 pub mod execs;
 pub mod http;
 pub mod journal;

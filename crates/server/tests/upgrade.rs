@@ -118,9 +118,9 @@ fn a_journal_written_before_decisions_were_journaled_migrates_to_format_1() {
     let mut plane = None;
     let mut migrated = Vec::new();
     for (seq, r) in rs {
-        let record = ControlPlane::replay_one(&mut plane, seq, r)
-            .unwrap()
-            .unwrap();
+        let replayed = ControlPlane::replay_one(&mut plane, seq, r).unwrap();
+        assert!(replayed.decided);
+        let record = replayed.record;
         migrated.push(plane.as_ref().unwrap().encode(&record));
     }
     let p = plane.unwrap();

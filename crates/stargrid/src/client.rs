@@ -1,6 +1,6 @@
 //! The client commands: `submit`, `queue`, `services`, `sandboxes`, `get`, `cancel`, `scale`,
 //! `delete-service`, `logs`, `why`, `nodes`, `drain`, `resume`, `token`, `tokens`, `revoke-token`,
-//! `cost`, `compact`, `history`, `sandbox …` (in `sandbox_cmd`), over the server's HTTP API through [`wire::Client`] (`--server`, or
+//! `cost`, `compact`, `history`, `events` and `queue` (in `events_cmd`), `sandbox …` (in `sandbox_cmd`), over the server's HTTP API through [`wire::Client`] (`--server`, or
 //! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
 use crate::human_time;
@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
 use wire::api::{IssueToken, SubmitJob, SubmitSandboxes, SubmitService};
-use wire::client::{BatchQuery, JobQuery};
+use wire::client::BatchQuery;
 use wire::ClientError;
 
 #[derive(Subcommand)]
@@ -69,6 +69,27 @@ pub enum ClientCommand {
         /// for), as `squeue --start` does.
         #[arg(long)]
         start: bool,
+        /// Print the queue again whenever the server's event stream tells of a change
+        /// (Ctrl-C stops).
+        #[arg(long, short)]
+        watch: bool,
+    },
+    /// The server's event stream: job, service, sandbox and node state changes, preemptions
+    /// and requeues, as they become durable (Ctrl-C stops). A tenant token sees its own work
+    /// and the fleet's.
+    Events {
+        /// Start after this event id (RECORD.INDEX, as printed); default: from now on.
+        #[arg(long)]
+        after: Option<String>,
+        /// Only this tenant's work (admin).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the events the server keeps after --after, then stop.
+        #[arg(long)]
+        no_follow: bool,
+        /// table (one line per event) or json (one object per line).
+        #[arg(long, value_enum, default_value_t = crate::events_cmd::EventFormat::Table)]
+        output: crate::events_cmd::EventFormat,
     },
     /// One job or sandbox batch, as JSON.
     Get {
@@ -324,57 +345,22 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
             tenant,
             state,
             start,
+            watch,
         } => {
-            let mut rows = Vec::new();
-            let mut after = 0u64;
-            loop {
-                let page = client
-                    .jobs(&JobQuery {
-                        tenant: tenant.clone(),
-                        state: state.clone(),
-                        after: Some(after),
-                        limit: Some(1000),
-                    })
-                    .map_err(fail)?;
-                rows.extend(page.jobs);
-                match page.next_after {
-                    Some(n) => after = n,
-                    None => break,
-                }
-            }
-            // With --start, pending jobs' expected starts come before their reasons.
-            let start_column = |j: &wire::api::JobView| match (*start, j.expected_start) {
-                (false, _) => String::new(),
-                (true, Some(t)) => format!("{:<36}", human_time::at(t, now)),
-                (true, None) => format!("{:<36}", "-"),
+            let args = crate::events_cmd::QueueArgs {
+                tenant: tenant.clone(),
+                state: state.clone(),
+                start: *start,
             };
-            println!(
-                "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}REASON",
-                "ID",
-                "NAME",
-                "TENANT",
-                "STATE",
-                "GPUS",
-                "NODES",
-                if *start {
-                    format!("{:<36}", "START")
-                } else {
-                    String::new()
-                }
-            );
-            for j in rows {
-                println!(
-                    "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}{}",
-                    j.id,
-                    j.name,
-                    j.tenant,
-                    j.state,
-                    j.gpus,
-                    j.nodes.len(),
-                    start_column(&j),
-                    human_time::in_text(j.reason.as_deref().unwrap_or(""), now)
-                );
-            }
+            crate::events_cmd::queue(&client, &args, *watch)?;
+        }
+        ClientCommand::Events {
+            after,
+            tenant,
+            no_follow,
+            output,
+        } => {
+            crate::events_cmd::events(&client, after.clone(), tenant.clone(), *no_follow, *output)?
         }
         // Jobs and batches share one id sequence: an id that is no job may be a batch.
         ClientCommand::Get { id } => match client.job(*id) {

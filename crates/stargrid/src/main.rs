@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod cost_view;
 mod demo;
+mod events_cmd;
 mod fleet_cmd;
 mod human_time;
 mod place;

@@ -5,9 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 mod egress;
+mod events;
 mod exec;
 mod template;
 pub use egress::*;
+pub use events::*;
 pub use exec::*;
 pub use template::*;
 

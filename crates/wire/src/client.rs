@@ -108,6 +108,17 @@ pub struct BatchQuery {
     pub limit: Option<usize>,
 }
 
+/// Which events `GET /v1/events` streams.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Events after this id (`RECORD.INDEX`); unset: from now on.
+    pub after: Option<String>,
+    /// Only this tenant's work (and the fleet's events); a tenant token sees its own only.
+    pub tenant: Option<String>,
+    /// Keep waiting for new events (unset: end once caught up).
+    pub follow: bool,
+}
+
 /// A connection to one server with one token. Cheap to clone (clones share their connection
 /// pool).
 #[derive(Clone)]
@@ -487,6 +498,57 @@ impl Client {
             "history",
             &[("after", after.to_string()), ("limit", limit.to_string())],
         )
+    }
+
+    /// Reads the event stream (`GET /v1/events`), giving each event to `each` until it
+    /// answers `false` or the stream ends (caught up, unless following). Returns the id of the
+    /// last event read, to resume from after a lost connection. A silent connection (no event
+    /// and no keep-alive for a minute) is an error.
+    pub fn events(
+        &self,
+        query: &EventQuery,
+        mut each: impl FnMut(crate::api::StreamEvent) -> bool,
+    ) -> Result<Option<String>> {
+        let builder = ureq::AgentBuilder::new()
+            .timeout_connect(self.timeout)
+            .timeout_read(Duration::from_secs(60));
+        let http = match &self.tls {
+            Some(config) => builder.tls_config(config.clone()),
+            None => builder,
+        }
+        .build();
+        let mut req = http
+            .get(&self.url("events"))
+            .set("Authorization", &self.auth)
+            .set("Accept", "text/event-stream");
+        let mut q = Vec::new();
+        push(&mut q, "after", query.after.as_ref());
+        push(&mut q, "tenant", query.tenant.as_ref());
+        push(&mut q, "follow", Some(query.follow));
+        for (name, value) in &q {
+            req = req.query(name, value);
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(e) => return answer::<()>(Err(e)).map(|()| None),
+        };
+        let mut reader = std::io::BufReader::new(resp.into_reader());
+        let mut last = None;
+        loop {
+            let message = crate::sse::next_message(&mut reader).map_err(|e| match e {
+                crate::sse::SseError::Io(e) => ClientError::Unreachable(e.to_string()),
+                e => ClientError::Decode(e.to_string()),
+            })?;
+            let Some(message) = message else {
+                return Ok(last);
+            };
+            let event: crate::api::StreamEvent = serde_json::from_str(&message.data)
+                .map_err(|e| ClientError::Decode(format!("event {:?}: {e}", message.id)))?;
+            last = Some(event.id.clone());
+            if !each(event) {
+                return Ok(last);
+            }
+        }
     }
 
     /// An agent's heartbeat for one node: its tasks in, every task it must run out

@@ -34,6 +34,7 @@ mod agents;
 mod auth;
 mod changes;
 mod errors;
+mod events;
 mod execs;
 mod fleet;
 mod history;
@@ -51,6 +52,7 @@ use auth::*;
 pub use auth::{new_token, token_hash};
 use changes::*;
 use errors::*;
+use events::*;
 use execs::*;
 use fleet::*;
 use history::*;
@@ -104,6 +106,10 @@ pub struct Server {
     templates: Mutex<crate::templates::TemplateOffers>,
     /// What `/metrics` shows besides the state.
     metrics: crate::metrics::Metrics,
+    /// The latest events, for `/v1/events` (filled under the state's lock, in journal order).
+    events: Mutex<crate::events::EventLog>,
+    /// Event streams open now.
+    event_streams: std::sync::atomic::AtomicUsize,
 }
 
 /// What to do with an event of a commit that the state refuses.
@@ -169,6 +175,9 @@ impl Server {
                 match applied_now {
                     Ok(record) => {
                         records.push(p.encode(&record));
+                        // Readers see these once the record is durable.
+                        let told = p.told(&record);
+                        self.event_log().record(p.seq(), e.at(), told);
                         applied.push(e);
                     }
                     Err(err) => match on_refusal {
@@ -264,6 +273,13 @@ impl Server {
 
     fn logs(&self) -> std::sync::MutexGuard<'_, LogTails> {
         match self.logs.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn event_log(&self) -> std::sync::MutexGuard<'_, crate::events::EventLog> {
+        match self.events.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
@@ -433,6 +449,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/cost", get(cost))
         .route("/v1/journal/compact", post(compact_journal))
         .route("/v1/history", get(list_history))
+        .route("/v1/events", get(stream_events))
         .route("/v1/agent/heartbeat", post(heartbeat))
         .route("/v1/agent/wait", post(wait_for_changes))
         .route("/v1/agent/exec", post(exec_output))

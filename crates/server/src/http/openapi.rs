@@ -33,6 +33,7 @@ use super::*;
         cost,
         compact_journal,
         list_history,
+        stream_events,
         heartbeat,
         wait_for_changes,
         exec_output,
@@ -42,6 +43,8 @@ use super::*;
         metrics::metrics
     ),
     components(schemas(
+        crate::api::StreamEvent,
+        crate::api::Change,
         SubmitJob,
         Submitted,
         JobView,

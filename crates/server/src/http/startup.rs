@@ -166,6 +166,13 @@ impl Server {
         }
         let mut after = from_snapshot.unwrap_or(0);
         let mut replayed = 0u64;
+        // The event stream is told the latest records again (at least one event each, mostly),
+        // so ids from before a restart resume; older ones are not worth the time.
+        let tell_after = journal
+            .last_seq()?
+            .saturating_sub(crate::events::KEPT_EVENTS as u64)
+            .max(after);
+        let mut events = crate::events::EventLog::new(crate::events::KEPT_EVENTS, tell_after);
         let mut migrated = Vec::new();
         loop {
             let chunk = journal.read_after(after, 10_000)?;
@@ -178,14 +185,20 @@ impl Server {
                     reason: e.to_string(),
                 })?;
                 let inputs_only = matches!(stored, crate::journal::Stored::Inputs(_));
-                let record = ControlPlane::replay_one(&mut plane, r.seq, stored)?;
-                // A record of format 0 is rewritten in the current format, with the decisions
-                // this build made for it.
-                if let (true, Some(record), Some(p)) = (inputs_only, record, plane.as_ref()) {
-                    migrated.push(store::Record {
-                        seq: r.seq,
-                        body: p.encode(&record),
-                    });
+                let replayed_one = ControlPlane::replay_one(&mut plane, r.seq, stored)?;
+                if let Some(p) = plane.as_ref() {
+                    // A record of format 0 is rewritten in the current format, with the
+                    // decisions this build made for it.
+                    if inputs_only && replayed_one.decided {
+                        migrated.push(store::Record {
+                            seq: r.seq,
+                            body: p.encode(&replayed_one.record),
+                        });
+                    }
+                    if r.seq > tell_after {
+                        let at = replayed_one.record.event.at();
+                        events.record(r.seq, at, p.told(&replayed_one.record));
+                    }
                 }
                 after = r.seq;
                 replayed += 1;
@@ -274,6 +287,8 @@ impl Server {
             sessions: Mutex::new(sessions),
             templates: Mutex::new(Default::default()),
             metrics: Default::default(),
+            events: Mutex::new(events),
+            event_streams: Default::default(),
         }))
     }
 }

@@ -12,7 +12,8 @@
 //! - `event`: the inputs; `tokens`: tokens and roles; `bootstrap`: the default fleet and tenant;
 //! - `admission`: requests checked into events, refusals naming the field;
 //! - `apply`: applying events live or from the journal, and the nodes each change touched;
-//! - `assign`: what each node runs; `views`: what the API shows, fingerprints for tests.
+//! - `assign`: what each node runs; `views`: what the API shows, fingerprints for tests;
+//! - `stream`: what each record tells the event stream.
 
 use crate::api::{
     Assignment, BatchView, FieldProblem, Heartbeat, JobView, NodeView, SandboxAssignment,
@@ -37,6 +38,7 @@ pub mod gauges;
 mod limits;
 pub mod secrets;
 mod snapshot;
+mod stream;
 mod tokens;
 mod views;
 
@@ -194,6 +196,16 @@ pub struct ControlPlane {
     secret_key: Option<std::sync::Arc<SecretKey>>,
 }
 
+/// A record as replay applied it.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The record.
+    pub record: Record,
+    /// Its decisions were made now (a record of format 0, journaled without them): it is to be
+    /// rewritten in the current format.
+    pub decided: bool,
+}
+
 /// A journal record being replayed: its outcome is restored at the first step of the event
 /// that would decide something.
 #[derive(Clone)]
@@ -261,13 +273,14 @@ impl ControlPlane {
     /// Applies journal record `seq` during replay: `Init` makes the state; every other record
     /// must be the next one after the state's (after a snapshot, replay starts there). A record
     /// of the current format is restored as recorded, never decided again; a version-0 record
-    /// (an input alone) is decided with this build's rules, and the record that makes is
-    /// returned so that the caller can rewrite the journal (see [`crate::journal`]).
+    /// (an input alone) is decided with this build's rules, and said to be (`decided`) so that
+    /// the caller can rewrite the journal (see [`crate::journal`]). Returns the record either
+    /// way (the event stream is told of it).
     pub fn replay_one(
         plane: &mut Option<ControlPlane>,
         seq: u64,
         stored: Stored,
-    ) -> Result<Option<Record>, StateError> {
+    ) -> Result<Replayed, StateError> {
         let record = match plane {
             None => {
                 if seq != 1 {
@@ -278,16 +291,19 @@ impl ControlPlane {
                             .into(),
                     });
                 }
-                let event = match stored {
-                    Stored::Inputs(e) => e,
-                    Stored::V1(r) => r.event,
+                let (event, decided) = match stored {
+                    Stored::Inputs(e) => (e, true),
+                    Stored::V1(r) => (r.event, false),
                 };
                 *plane = Some(ControlPlane::new(&event)?);
-                Some(Record {
-                    event,
-                    decisions: Vec::new(),
-                    outcome: sched::Outcome::default(),
-                })
+                Replayed {
+                    record: Record {
+                        event,
+                        decisions: Vec::new(),
+                        outcome: sched::Outcome::default(),
+                    },
+                    decided,
+                }
             }
             Some(p) => {
                 let at = |err: StateError| StateError::Sequence {
@@ -310,8 +326,11 @@ impl ControlPlane {
                         reason: format!("expected record {} next", p.seq + 1),
                     });
                 }
-                let migrated = match stored {
-                    Stored::Inputs(e) => Some(p.apply(&e).map_err(at)?),
+                let replayed = match stored {
+                    Stored::Inputs(e) => Replayed {
+                        record: p.apply(&e).map_err(at)?,
+                        decided: true,
+                    },
                     Stored::V1(r) => {
                         let record = crate::journal::Codec::new(p.sched.engine().fleet())
                             .load(r)
@@ -320,12 +339,15 @@ impl ControlPlane {
                                 reason: e.to_string(),
                             })?;
                         p.apply_recorded(&record).map_err(at)?;
-                        None
+                        Replayed {
+                            record,
+                            decided: false,
+                        }
                     }
                 };
                 // Agents hear of changes made while the server runs, not of history.
                 p.changed.clear();
-                migrated
+                replayed
             }
         };
         Ok(record)

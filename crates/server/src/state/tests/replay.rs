@@ -301,3 +301,45 @@ fn a_journal_must_start_with_init() {
     .unwrap();
     assert!(e.to_string().contains("record 2: a second Init"), "{e}");
 }
+
+#[test]
+fn replay_tells_the_event_stream_what_applying_live_told() {
+    let (_, journal) = upgrade_scenario();
+    let mut live: Option<ControlPlane> = None;
+    let mut replayed = None;
+    let mut kinds = BTreeSet::new();
+    for (seq, stored) in numbered(&journal) {
+        let Stored::V1(r) = stored else {
+            panic!("record {seq} is not of format 1")
+        };
+        let event = r.event.clone();
+        // Live: the queue decides again (the same way: the same inputs, the same rules).
+        let told_live = match &mut live {
+            None => {
+                live = Some(ControlPlane::new(&event).unwrap());
+                Vec::new()
+            }
+            Some(p) => {
+                let record = p.apply(&event).unwrap();
+                p.told(&record)
+            }
+        };
+        let record = ControlPlane::replay_one(&mut replayed, seq, Stored::V1(r))
+            .unwrap()
+            .record;
+        let told_replayed = replayed.as_ref().unwrap().told(&record);
+        assert_eq!(told_live, told_replayed, "record {seq}: {event:?}");
+        kinds.extend(told_live.iter().map(|t| t.change.kind()));
+    }
+    for kind in [
+        "node",
+        "job",
+        "batch",
+        "service",
+        "preempted",
+        "requeued",
+        "checkpointed",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} event in {kinds:?}");
+    }
+}

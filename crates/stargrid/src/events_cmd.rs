@@ -1,0 +1,260 @@
+//! `stargrid events` (the server's event stream, one line per event, or JSON lines) and
+//! `stargrid queue` with `--watch` (the queue printed again as events come). Both follow the
+//! stream through [`wire::Client::events`], reconnecting from the last event seen when the
+//! connection drops.
+
+use crate::client::fail;
+use crate::human_time;
+use anyhow::Result;
+use std::io::Write;
+use std::time::{Duration, Instant};
+use wire::api::{Change, StreamEvent};
+use wire::client::{EventQuery, JobQuery};
+use wire::{Client, ClientError};
+
+/// How events are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    /// One line per event: time, kind, what changed.
+    Table,
+    /// One JSON object per line, as the API sends it.
+    Json,
+}
+
+/// Follows the stream from `query`, giving each event to `each` (which answers whether to go
+/// on). A dropped connection is retried from the last event seen, backing off to 5 s; a
+/// refusal ends it.
+fn follow(
+    client: &Client,
+    mut query: EventQuery,
+    mut each: impl FnMut(StreamEvent) -> bool,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(250);
+    let mut stopped = false;
+    loop {
+        let result = client.events(&query, |e| {
+            let go_on = each(e);
+            stopped = !go_on;
+            go_on
+        });
+        match result {
+            Ok(last) => {
+                if stopped || !query.follow {
+                    return Ok(());
+                }
+                // The server ended the stream (it is stopping): resume after the last event.
+                if let Some(id) = last {
+                    query.after = Some(id);
+                }
+            }
+            Err(ClientError::Unreachable(why)) if query.follow => {
+                eprintln!("stargrid: event stream lost ({why}); reconnecting");
+            }
+            Err(e) => return Err(fail(e)),
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// `stargrid events`.
+pub fn events(
+    client: &Client,
+    after: Option<String>,
+    tenant: Option<String>,
+    no_follow: bool,
+    format: EventFormat,
+) -> Result<()> {
+    let query = EventQuery {
+        after,
+        tenant,
+        follow: !no_follow,
+    };
+    let mut out = std::io::stdout();
+    follow(client, query, |e| {
+        let line = match format {
+            EventFormat::Json => serde_json::to_string(&e).unwrap_or_default(),
+            EventFormat::Table => line(&e),
+        };
+        // A closed standard output ends the program quietly (see `quiet_pipe`).
+        writeln!(out, "{line}").is_ok() && out.flush().is_ok()
+    })
+}
+
+/// One event as a line: `2026-11-30 14:05 UTC  12.0  job 7 train-a (acme): running on gb-[1-2]`.
+pub fn line(e: &StreamEvent) -> String {
+    let what = match &e.change {
+        Change::Job {
+            job,
+            name,
+            tenant,
+            state,
+            nodes,
+            exit_code,
+            service,
+        } => {
+            let mut s = match service {
+                Some(svc) => format!("replica {name} of service {svc} ({tenant}): {state}"),
+                None => format!("job {job} {name} ({tenant}): {state}"),
+            };
+            if let Some(n) = nodes {
+                s.push_str(&format!(" on {n}"));
+            }
+            if let Some(c) = exit_code {
+                s.push_str(&format!(", exit code {c}"));
+            }
+            s
+        }
+        Change::Checkpointed { job, tenant } => format!("job {job} ({tenant}): checkpointed"),
+        Change::Batch {
+            batch,
+            name,
+            tenant,
+            state,
+            live,
+            count,
+        } => format!("sandboxes {batch} {name} ({tenant}): {state}, {live} of {count} live"),
+        Change::Service {
+            service,
+            name,
+            tenant,
+            state,
+            desired,
+            replicas,
+        } => format!(
+            "service {service} {name} ({tenant}): {state}, {desired} replicas wanted, {replicas} placed or queued"
+        ),
+        Change::Node {
+            node,
+            state,
+            reason,
+        } => format!("node {node}: {state} ({reason})"),
+        Change::Preempted {
+            job,
+            tenant,
+            by,
+            stops_at,
+        } => format!(
+            "job {job} ({tenant}): preempted{}, stops by {}",
+            by.map(|b| format!(" for job {b}")).unwrap_or_default(),
+            human_time::date(*stops_at)
+        ),
+        Change::Requeued {
+            job,
+            tenant,
+            reason,
+            lost_gpu_hours,
+        } => format!("job {job} ({tenant}): {reason}; {lost_gpu_hours:.2} GPU-h lost"),
+        Change::Resync { reason } => {
+            format!("resync: {reason}; what came before this is not complete")
+        }
+    };
+    let when = if e.at == 0 {
+        "-".to_string()
+    } else {
+        human_time::date(e.at)
+    };
+    format!("{when:<21} {:>10}  {what}", e.id)
+}
+
+/// What `stargrid queue` lists.
+pub struct QueueArgs {
+    /// Only this tenant's jobs.
+    pub tenant: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<String>,
+    /// With the expected start column.
+    pub start: bool,
+}
+
+/// `stargrid queue`, once or, with `watch`, again after each burst of events (a terminal is
+/// cleared first; a pipe gets the tables one after another).
+pub fn queue(client: &Client, args: &QueueArgs, watch: bool) -> Result<()> {
+    print_queue(client, args)?;
+    if !watch {
+        return Ok(());
+    }
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    let query = EventQuery {
+        after: None,
+        tenant: args.tenant.clone(),
+        follow: true,
+    };
+    // Bursts (a pass that starts a thousand jobs) print once: at most one table a second.
+    let mut printed = Instant::now();
+    let mut result = Ok(());
+    follow(client, query, |_| {
+        if printed.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(printed.elapsed()));
+        }
+        printed = Instant::now();
+        if terminal {
+            print!("\x1b[H\x1b[2J");
+        } else {
+            println!();
+        }
+        result = print_queue(client, args);
+        result.is_ok()
+    })?;
+    result
+}
+
+fn print_queue(client: &Client, args: &QueueArgs) -> Result<()> {
+    let now = human_time::now();
+    let mut rows = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page = client
+            .jobs(&JobQuery {
+                tenant: args.tenant.clone(),
+                state: args.state.clone(),
+                after: Some(after),
+                limit: Some(1000),
+            })
+            .map_err(fail)?;
+        rows.extend(page.jobs);
+        match page.next_after {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    // With --start, pending jobs' expected starts come before their reasons.
+    let start_column = |j: &wire::api::JobView| match (args.start, j.expected_start) {
+        (false, _) => String::new(),
+        (true, Some(t)) => format!("{:<36}", human_time::at(t, now)),
+        (true, None) => format!("{:<36}", "-"),
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}REASON\n",
+        "ID",
+        "NAME",
+        "TENANT",
+        "STATE",
+        "GPUS",
+        "NODES",
+        if args.start {
+            format!("{:<36}", "START")
+        } else {
+            String::new()
+        }
+    ));
+    for j in rows {
+        out.push_str(&format!(
+            "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}{}\n",
+            j.id,
+            j.name,
+            j.tenant,
+            j.state,
+            j.gpus,
+            j.nodes.len(),
+            start_column(&j),
+            human_time::in_text(j.reason.as_deref().unwrap_or(""), now)
+        ));
+    }
+    let mut stdout = std::io::stdout();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
