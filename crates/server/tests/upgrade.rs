@@ -285,3 +285,87 @@ fn a_server_upgrades_a_format_0_journal_at_start_and_skips_an_older_snapshot() {
     assert_eq!(again.fingerprint(), expected.fingerprint());
     again.close();
 }
+
+#[test]
+fn a_store_of_an_older_build_gets_the_history_of_its_finished_work_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal.db");
+    {
+        // The schema the build before history was indexed left (version 2), with the v1
+        // journal and one summary a compaction of that build wrote.
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE journal (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+             CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+             CREATE TABLE history (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        for (i, line) in V1_JOURNAL.lines().enumerate() {
+            c.execute(
+                "INSERT INTO journal (seq, body) VALUES (?1, ?2)",
+                rusqlite::params![i as i64 + 1, line.as_bytes()],
+            )
+            .unwrap();
+        }
+        let old = r#"{"v":1,"kind":"job","id":6,"name":"j5","tenant":"default","state":"pending","submitted_at":101,"ended_at":null,"exit_code":null,"restarts":0,"size":12,"nodes":[]}"#;
+        c.execute(
+            "INSERT INTO history (id, body) VALUES (6, ?1)",
+            rusqlite::params![old.as_bytes()],
+        )
+        .unwrap();
+    }
+    let url = format!("sqlite:{}", db.display());
+    let config = server::Config {
+        snapshot_every: 0,
+        ..server::Config::new(url.clone(), dir.path())
+    };
+    let srv = server::Server::start(&config).unwrap();
+    srv.close();
+    drop(srv);
+    let j = store::Journal::open(&url).unwrap();
+    let rows = j
+        .query_history(&store::HistoryFilter {
+            limit: 1000,
+            kind: Some("job".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let summaries: Vec<journal::history::SummaryV2> = rows
+        .iter()
+        .map(|r| journal::history::SummaryV2::decode(&r.body).unwrap())
+        .collect();
+    // Every job of the journal has its row, in the current format, with its accounting; the
+    // old summary of job 6 (pending when it was written) now says how it ended.
+    let expected = ControlPlane::replay(records(V1_JOURNAL)).unwrap().unwrap();
+    assert_eq!(
+        summaries.len(),
+        expected
+            .summaries()
+            .iter()
+            .filter(|s| s.kind == "job")
+            .count()
+    );
+    assert!(summaries
+        .iter()
+        .all(|s| s.v == 2 && s.gpu_seconds.is_some()));
+    let six = summaries.iter().find(|s| s.id == 6).unwrap();
+    assert_eq!(six.state, "cancelled");
+    let finished = j
+        .query_history(&store::HistoryFilter {
+            limit: 1000,
+            state: Some("finished".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(!finished.is_empty());
+    // Jobs that ran hold GPU-seconds and cost.
+    assert!(summaries
+        .iter()
+        .any(|s| s.gpu_seconds.unwrap_or(0) > 0 && s.cost_micro_usd.unwrap_or(0) > 0));
+    assert_eq!(
+        j.schema_found(),
+        store::HISTORY_INDEXED_SINCE,
+        "migrated once"
+    );
+}

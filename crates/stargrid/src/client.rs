@@ -1,6 +1,6 @@
 //! The client commands: `submit`, `queue`, `services`, `sandboxes`, `get`, `cancel`, `scale`,
 //! `delete-service`, `logs`, `why`, `nodes`, `drain`, `resume`, `token`, `tokens`, `revoke-token`,
-//! `cost`, `compact`, `history`, `events` and `queue` (in `events_cmd`), `sandbox …` (in `sandbox_cmd`), over the server's HTTP API through [`wire::Client`] (`--server`, or
+//! `cost`, `compact`, `history` and `usage` (in `history_cmd`), `events` and `queue` (in `events_cmd`), `sandbox …` (in `sandbox_cmd`), over the server's HTTP API through [`wire::Client`] (`--server`, or
 //! `STARGRID_SERVER`; default http://127.0.0.1:7070).
 
 use crate::human_time;
@@ -161,12 +161,13 @@ pub enum ClientCommand {
     /// Compact the journal (admin): snapshot the state, drop the records before it, keep a
     /// summary of every job, batch and service in the history.
     Compact,
-    /// The workload summaries that compaction keeps (admin), oldest first.
-    History {
-        /// Show at most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
+    /// Finished, failed and cancelled work, with filters (like `sacct`): waits, GPU-hours,
+    /// losses, cost, exit codes. Kept in the store's history: it outlives restarts and
+    /// compaction. A tenant token sees its own.
+    History(crate::history_cmd::HistoryArgs),
+    /// GPU-hours and cost per tenant per day or week (like `sreport`), of work counted in the
+    /// period it ended.
+    Usage(crate::history_cmd::UsageArgs),
     /// Interactive sandboxes: create, exec, cp, ls, end.
     #[command(subcommand)]
     Sandbox(crate::sandbox_cmd::SandboxCommand),
@@ -554,37 +555,8 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                 c.dropped, c.snapshot_seq, c.summaries
             );
         }
-        ClientCommand::History { limit } => {
-            println!(
-                "{:<8} {:>8} {:<20} {:<12} {:<10} {:<20} {:<20} {:>5} {:>8}",
-                "KIND", "ID", "NAME", "TENANT", "STATE", "SUBMITTED", "ENDED", "EXIT", "SIZE"
-            );
-            let (mut after, mut shown) = (0, 0);
-            while shown < *limit {
-                let page = client
-                    .history(after, (*limit - shown).min(1000))
-                    .map_err(fail)?;
-                for h in &page.items {
-                    println!(
-                        "{:<8} {:>8} {:<20} {:<12} {:<10} {:<20} {:<20} {:>5} {:>8}",
-                        h.kind,
-                        h.id,
-                        h.name,
-                        h.tenant,
-                        h.state,
-                        human_time::date(h.submitted_at),
-                        h.ended_at.map_or_else(|| "-".into(), human_time::date),
-                        h.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
-                        h.size
-                    );
-                }
-                shown += page.items.len();
-                match page.next_after {
-                    Some(next) if !page.items.is_empty() => after = next,
-                    _ => break,
-                }
-            }
-        }
+        ClientCommand::History(args) => crate::history_cmd::history(&client, args)?,
+        ClientCommand::Usage(args) => crate::history_cmd::usage(&client, args)?,
     }
     Ok(())
 }

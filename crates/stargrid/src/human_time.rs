@@ -85,6 +85,47 @@ pub fn in_text(text: &str, now: u64) -> String {
     out
 }
 
+/// A time as a person gives it on the command line, in Unix seconds: a date (`2026-11-30`,
+/// midnight UTC), an RFC 3339 instant (`2026-11-30T14:05:00Z`), Unix seconds, or a span ago
+/// (`90m`, `36h`, `7d`, `2w`).
+pub fn parse_when(text: &str, now: u64) -> Result<u64, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "'{}' is not a time (2026-11-30, 2026-11-30T14:05:00Z, Unix seconds, or 90m/36h/7d/2w ago)",
+            t.chars().take(64).collect::<String>()
+        )
+    };
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    if let Some(unit) = t.chars().last().filter(|c| "mhdw".contains(*c)) {
+        let count = &t[..t.len() - 1];
+        if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) {
+            let n: u64 = count.parse().map_err(|_| bad())?;
+            let each = match unit {
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                _ => 7 * 86_400,
+            };
+            return Ok(now.saturating_sub(n.saturating_mul(each)));
+        }
+    }
+    if let Ok(ts) = t.parse::<Timestamp>() {
+        return u64::try_from(ts.as_second()).map_err(|_| bad());
+    }
+    if let Ok(d) = t.parse::<jiff::civil::Date>() {
+        let ts = d
+            .to_zoned(TimeZone::UTC)
+            .map_err(|_| bad())?
+            .timestamp()
+            .as_second();
+        return u64::try_from(ts).map_err(|_| bad());
+    }
+    Err(bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +161,20 @@ mod tests {
         // Simulated seconds, words ending in t, and a bare "t=" stay as they are.
         for same in ["stops at t=520", "limit=1796045400", "t=", "at t=x"] {
             assert_eq!(in_text(same, NOW), same);
+        }
+    }
+
+    #[test]
+    fn times_on_the_command_line_read_as_dates_instants_seconds_or_spans_ago() {
+        assert_eq!(parse_when("2026-11-30", NOW), Ok(NOW - 13 * 3600 - 30 * 60));
+        assert_eq!(parse_when("2026-11-30T13:30:00Z", NOW), Ok(NOW));
+        assert_eq!(parse_when("1796045400", NOW), Ok(NOW));
+        assert_eq!(parse_when("90m", NOW), Ok(NOW - 5400));
+        assert_eq!(parse_when("7d", NOW), Ok(NOW - 7 * 86_400));
+        assert_eq!(parse_when("2w", NOW), Ok(NOW - 14 * 86_400));
+        for bad in ["", "yesterday", "7x", "d", "2026-13-01", "-5"] {
+            let e = parse_when(bad, NOW).unwrap_err();
+            assert!(e.contains("is not a time"), "{bad}: {e}");
         }
     }
 

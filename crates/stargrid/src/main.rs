@@ -11,6 +11,7 @@ mod cost_view;
 mod demo;
 mod events_cmd;
 mod fleet_cmd;
+mod history_cmd;
 mod human_time;
 mod place;
 mod quiet_pipe;

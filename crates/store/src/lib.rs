@@ -22,8 +22,13 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod history;
 mod pg;
 mod sqlite;
+
+pub use history::{
+    HistoryFilter, HistoryIndex, HistoryRow, UsageQuery, UsageRow, HISTORY_INDEXED_SINCE,
+};
 
 pub use pg::fresh_database;
 use std::ops::Range;
@@ -105,6 +110,8 @@ const MAX_GROUP: usize = 4096;
 enum Request {
     Append {
         bodies: Vec<Vec<u8>>,
+        /// History rows of workloads these records ended, in the same transaction.
+        history: Vec<HistoryRow>,
         done: tokio::sync::oneshot::Sender<Result<Range<u64>, StoreError>>,
     },
     Snapshot {
@@ -118,7 +125,11 @@ enum Request {
     },
     Compact {
         before: u64,
-        history: Vec<Record>,
+        history: Vec<HistoryRow>,
+        done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    },
+    History {
+        rows: Vec<HistoryRow>,
         done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     },
 }
@@ -149,6 +160,8 @@ pub struct Journal {
     fixed_permissions: Vec<String>,
     /// What the writer committed.
     stats: Arc<WriterStats>,
+    /// The schema version found at open, before migrations.
+    schema_found: u32,
 }
 
 /// The connection replay and inspection read through.
@@ -241,7 +254,7 @@ impl Journal {
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         };
-        let (path, writer, reader, last, fixed) = match parse_url(url)? {
+        let (path, writer, reader, last, fixed, schema_found) = match parse_url(url)? {
             Backend::Sqlite(path) => {
                 let lock_path = PathBuf::from(format!("{}.lock", path.display()));
                 let lock_error = |e: std::io::Error| StoreError::Open {
@@ -267,7 +280,7 @@ impl Journal {
                 }
                 let fixed = sqlite::private_files(&path)?;
                 let mut conn = sqlite::open_connection(&path)?;
-                sqlite::migrate(&mut conn, &path)?;
+                let found = sqlite::migrate(&mut conn, &path)?;
                 let last: u64 = conn
                     .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
                         r.get::<_, i64>(0)
@@ -280,6 +293,7 @@ impl Journal {
                     Reader::Sqlite(reader),
                     last,
                     fixed,
+                    found,
                 )
             }
             Backend::Postgres(url) => {
@@ -287,7 +301,7 @@ impl Journal {
                 while !pg::try_claim(&mut conn, &url)? {
                     wait();
                 }
-                pg::migrate(&mut conn, &url)?;
+                let found = pg::migrate(&mut conn, &url)?;
                 let last = pg::last_seq(&mut conn)?;
                 let fixed = Vec::new();
                 let reader = pg::connect(&url)?;
@@ -297,6 +311,7 @@ impl Journal {
                     Reader::Postgres(Box::new(reader)),
                     last,
                     fixed,
+                    found,
                 )
             }
         };
@@ -317,6 +332,7 @@ impl Journal {
             reader: Mutex::new(reader),
             fixed_permissions: fixed,
             stats,
+            schema_found,
         })
     }
 
@@ -348,8 +364,22 @@ impl Journal {
     /// numbers) arrives once they are durable. Calls made one after another (on one thread, or
     /// ordered by a lock) are journaled in that order.
     pub fn append(&self, bodies: Vec<Vec<u8>>) -> Pending<Range<u64>> {
+        self.append_with_history(bodies, Vec::new())
+    }
+
+    /// Appends records as [`Journal::append`] does, and writes `history` rows (the workloads
+    /// they ended) in the same transaction: a row is durable exactly when its record is.
+    pub fn append_with_history(
+        &self,
+        bodies: Vec<Vec<u8>>,
+        history: Vec<HistoryRow>,
+    ) -> Pending<Range<u64>> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.send(Request::Append { bodies, done });
+        self.send(Request::Append {
+            bodies,
+            history,
+            done,
+        });
         Pending(rx)
     }
 
@@ -373,7 +403,7 @@ impl Journal {
     /// drops every record before `before`, in one transaction. The caller makes sure a
     /// snapshot at `before` or later is durable first (appended before this call, the writer
     /// commits it first). The record at `before` stays, so the sequence goes on from it.
-    pub fn compact(&self, before: u64, history: Vec<Record>) -> Pending<()> {
+    pub fn compact(&self, before: u64, history: Vec<HistoryRow>) -> Pending<()> {
         let (done, rx) = tokio::sync::oneshot::channel();
         self.send(Request::Compact {
             before,
@@ -526,9 +556,10 @@ mod tests {
                 let bodies: Vec<Vec<u8>> = (0..5).map(|i| vec![b'a' + i]).collect();
                 assert_eq!(j.append(bodies).wait().unwrap(), 1..6);
                 j.save_snapshot(5, b"snap".to_vec()).wait().unwrap();
-                let summary = |id: u64, body: &[u8]| Record {
-                    seq: id,
+                let summary = |id: u64, body: &[u8]| HistoryRow {
+                    key: id,
                     body: body.to_vec(),
+                    index: HistoryIndex::default(),
                 };
                 j.compact(5, vec![summary(7, b"old"), summary(3, b"three")])
                     .wait()
@@ -548,6 +579,129 @@ mod tests {
             assert_eq!(ids, vec![(3, &b"three"[..]), (7, &b"seven"[..])], "{url}");
             assert_eq!(j.read_history(3, 10).unwrap().len(), 1);
             assert_eq!(j.append(vec![b"f".to_vec()]).wait().unwrap(), 6..7);
+        }
+    }
+
+    #[test]
+    fn history_rows_are_written_with_their_records_filtered_and_summed() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in fresh_urls(&dir, "history") {
+            let j = Journal::open(&url).unwrap();
+            let day = 86_400;
+            let row = |key: u64, tenant: &str, state: &str, ended: Option<u64>| HistoryRow {
+                key,
+                body: format!("row{key}").into_bytes(),
+                index: HistoryIndex {
+                    kind: "job".into(),
+                    tenant: tenant.into(),
+                    state: state.into(),
+                    name: format!("n{}", key % 2),
+                    submitted_at: 10,
+                    ended_at: ended,
+                    gpu_seconds: key * 100,
+                    cost_micro_usd: key * 1_000_000,
+                },
+            };
+            // Rows travel with the records that ended their workloads.
+            let seqs = j
+                .append_with_history(
+                    vec![b"r1".to_vec(), b"r2".to_vec()],
+                    vec![
+                        row(1, "a", "finished", Some(day + 5)),
+                        row(2, "b", "failed", Some(day + 7)),
+                    ],
+                )
+                .wait()
+                .unwrap();
+            assert_eq!(seqs, 1..3);
+            j.put_history(vec![
+                row(3, "a", "finished", Some(2 * day + 1)),
+                row(4, "a", "running", None),
+                // A later row of the same workload replaces the earlier one.
+                row(2, "b", "finished", Some(day + 9)),
+            ])
+            .wait()
+            .unwrap();
+            let keys = |f: HistoryFilter| -> Vec<u64> {
+                j.query_history(&HistoryFilter { limit: 100, ..f })
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.seq)
+                    .collect()
+            };
+            assert_eq!(keys(HistoryFilter::default()), [1, 2, 3, 4], "{url}");
+            let a = Some("a".to_string());
+            assert_eq!(
+                keys(HistoryFilter {
+                    tenant: a.clone(),
+                    ..Default::default()
+                }),
+                [1, 3, 4]
+            );
+            assert_eq!(
+                keys(HistoryFilter {
+                    state: Some("finished".into()),
+                    ended_since: Some(day + 8),
+                    ..Default::default()
+                }),
+                [2, 3]
+            );
+            assert_eq!(
+                keys(HistoryFilter {
+                    ended_until: Some(day + 6),
+                    ..Default::default()
+                }),
+                [1]
+            );
+            assert_eq!(
+                keys(HistoryFilter {
+                    name: Some("n1".into()),
+                    after: 1,
+                    ..Default::default()
+                }),
+                [3]
+            );
+            assert_eq!(
+                j.query_history(&HistoryFilter {
+                    limit: 2,
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+                2
+            );
+            let usage = j
+                .usage(&UsageQuery {
+                    period_s: day,
+                    origin: 0,
+                    since: 0,
+                    until: 10 * day,
+                    tenant: None,
+                    kind: Some("job".into()),
+                })
+                .unwrap();
+            let got: Vec<(String, u64, u64, u64, u64)> = usage
+                .iter()
+                .map(|u| {
+                    (
+                        u.tenant.clone(),
+                        u.period_start,
+                        u.count,
+                        u.gpu_seconds,
+                        u.cost_micro_usd,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    ("a".into(), day, 1, 100, 1_000_000),
+                    ("b".into(), day, 1, 200, 2_000_000),
+                    ("a".into(), 2 * day, 1, 300, 3_000_000),
+                ],
+                "{url}"
+            );
+            assert!(j.schema_found() == 0, "a fresh store");
         }
     }
 

@@ -12,6 +12,12 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE snapshots (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);",
     // 2: a summary per workload that outlives compaction.
     "CREATE TABLE history (id BIGINT PRIMARY KEY, body BYTEA NOT NULL);",
+    // 3: history rows indexed for queries (rows of older builds are indexed by the server).
+    "ALTER TABLE history ADD COLUMN kind TEXT, ADD COLUMN tenant TEXT, ADD COLUMN state TEXT,
+       ADD COLUMN name TEXT, ADD COLUMN submitted_at BIGINT, ADD COLUMN ended_at BIGINT,
+       ADD COLUMN gpu_seconds BIGINT, ADD COLUMN cost_micro_usd BIGINT;
+     CREATE INDEX history_ended ON history (ended_at);
+     CREATE INDEX history_tenant_ended ON history (tenant, ended_at);",
 ];
 
 /// The URL without its password, for messages.
@@ -48,7 +54,8 @@ pub(crate) fn try_claim(c: &mut Client, url: &str) -> Result<bool, StoreError> {
     Ok(row.get(0))
 }
 
-pub(crate) fn migrate(c: &mut Client, url: &str) -> Result<(), StoreError> {
+/// Applies the migrations this build has; returns the version found.
+pub(crate) fn migrate(c: &mut Client, url: &str) -> Result<u32, StoreError> {
     let err = |e: postgres::Error| open_error(url, e);
     let mut tx = c.transaction().map_err(err)?;
     // One migrator at a time: two servers starting together take turns.
@@ -86,7 +93,8 @@ pub(crate) fn migrate(c: &mut Client, url: &str) -> Result<(), StoreError> {
         )
         .map_err(err)?;
     }
-    tx.commit().map_err(err)
+    tx.commit().map_err(err)?;
+    Ok(u32::try_from(version).unwrap_or(0))
 }
 
 pub(crate) fn last_seq(c: &mut Client) -> Result<u64, StoreError> {
@@ -134,12 +142,16 @@ pub(crate) fn commit(c: &mut Client, group: &[Request], last: u64) -> Result<u64
     let mut seq = last;
     for r in group {
         match r {
-            Request::Append { bodies, .. } => {
+            Request::Append {
+                bodies, history, ..
+            } => {
                 for b in bodies {
                     seq += 1;
                     tx.execute(&insert, &[&(seq as i64), b])?;
                 }
+                crate::history::put_postgres(&mut tx, history)?;
             }
+            Request::History { rows, .. } => crate::history::put_postgres(&mut tx, rows)?,
             Request::Snapshot { seq: at, body, .. } => {
                 tx.execute(&snap, &[&(*at as i64), body])?;
                 // Only the latest snapshot is read; older ones go.
@@ -157,13 +169,7 @@ pub(crate) fn commit(c: &mut Client, group: &[Request], last: u64) -> Result<u64
             Request::Compact {
                 before, history, ..
             } => {
-                for h in history {
-                    tx.execute(
-                        "INSERT INTO history (id, body) VALUES ($1, $2)
-                         ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
-                        &[&(h.seq as i64), &h.body],
-                    )?;
-                }
+                crate::history::put_postgres(&mut tx, history)?;
                 tx.execute("DELETE FROM journal WHERE seq < $1", &[&(*before as i64)])?;
             }
         }

@@ -13,6 +13,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);",
     // 2: a summary per workload that outlives compaction (the audit trail's short form).
     "CREATE TABLE history (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+    // 3: history rows indexed for queries (rows of older builds are indexed by the server).
+    "ALTER TABLE history ADD COLUMN kind TEXT;
+     ALTER TABLE history ADD COLUMN tenant TEXT;
+     ALTER TABLE history ADD COLUMN state TEXT;
+     ALTER TABLE history ADD COLUMN name TEXT;
+     ALTER TABLE history ADD COLUMN submitted_at INTEGER;
+     ALTER TABLE history ADD COLUMN ended_at INTEGER;
+     ALTER TABLE history ADD COLUMN gpu_seconds INTEGER;
+     ALTER TABLE history ADD COLUMN cost_micro_usd INTEGER;
+     CREATE INDEX history_ended ON history (ended_at);
+     CREATE INDEX history_tenant_ended ON history (tenant, ended_at);",
 ];
 
 /// The journal holds job environments (secrets among them): its file, WAL and shared-memory
@@ -72,7 +83,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+/// Applies the migrations this build has; returns the version found.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, StoreError> {
     let open_err = |reason: String| StoreError::Open {
         path: path.display().to_string(),
         reason,
@@ -94,7 +106,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             .map_err(|e| open_err(e.to_string()))?;
         tx.commit().map_err(|e| open_err(e.to_string()))?;
     }
-    Ok(())
+    Ok(u32::try_from(version).unwrap_or(0))
 }
 
 pub(crate) fn commit(
@@ -112,12 +124,16 @@ pub(crate) fn commit(
         let mut prune = tx.prepare_cached("DELETE FROM snapshots WHERE seq < ?1")?;
         for r in group {
             match r {
-                Request::Append { bodies, .. } => {
+                Request::Append {
+                    bodies, history, ..
+                } => {
                     for b in bodies {
                         seq += 1;
                         insert.execute(params![seq as i64, b])?;
                     }
+                    crate::history::put_sqlite(&tx, history)?;
                 }
+                Request::History { rows, .. } => crate::history::put_sqlite(&tx, rows)?,
                 Request::Snapshot { seq: at, body, .. } => {
                     snap.execute(params![*at as i64, body])?;
                     prune.execute(params![*at as i64])?;
@@ -133,12 +149,7 @@ pub(crate) fn commit(
                 Request::Compact {
                     before, history, ..
                 } => {
-                    let mut put = tx.prepare_cached(
-                        "INSERT OR REPLACE INTO history (id, body) VALUES (?1, ?2)",
-                    )?;
-                    for h in history {
-                        put.execute(params![h.seq as i64, h.body])?;
-                    }
+                    crate::history::put_sqlite(&tx, history)?;
                     tx.execute(
                         "DELETE FROM journal WHERE seq < ?1",
                         params![*before as i64],

@@ -36,14 +36,15 @@ pub(super) fn write_loop(
                 let mut next = last + 1;
                 for r in group {
                     match r {
-                        Request::Append { bodies, done } => {
+                        Request::Append { bodies, done, .. } => {
                             let end = next + bodies.len() as u64;
                             let _ = done.send(Ok(next..end));
                             next = end;
                         }
                         Request::Snapshot { done, .. }
                         | Request::Rewrite { done, .. }
-                        | Request::Compact { done, .. } => {
+                        | Request::Compact { done, .. }
+                        | Request::History { done, .. } => {
                             let _ = done.send(Ok(()));
                         }
                     }
@@ -66,7 +67,8 @@ pub(super) fn write_loop(
                         }
                         Request::Snapshot { done, .. }
                         | Request::Rewrite { done, .. }
-                        | Request::Compact { done, .. } => {
+                        | Request::Compact { done, .. }
+                        | Request::History { done, .. } => {
                             let _ = done.send(Err(err()));
                         }
                     }

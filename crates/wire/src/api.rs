@@ -7,10 +7,12 @@ use utoipa::ToSchema;
 mod egress;
 mod events;
 mod exec;
+mod history;
 mod template;
 pub use egress::*;
 pub use events::*;
 pub use exec::*;
+pub use history::*;
 pub use template::*;
 
 /// A training job to queue.
@@ -755,40 +757,4 @@ pub struct Compacted {
     pub dropped: u64,
     /// Workload summaries written to the history.
     pub summaries: usize,
-}
-
-/// One workload's summary in the history that outlives compaction.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct WorkloadSummary {
-    /// job, batch or service.
-    pub kind: String,
-    /// Its id (a service's own number for services).
-    pub id: u64,
-    /// Its name.
-    pub name: String,
-    /// Its tenant.
-    pub tenant: String,
-    /// Its state when it was last summarised.
-    pub state: String,
-    /// When it was submitted (created).
-    pub submitted_at: u64,
-    /// When it ended.
-    pub ended_at: Option<u64>,
-    /// A job's exit code.
-    pub exit_code: Option<i32>,
-    /// Times a job was requeued, a batch's sandboxes moved, or a service's replicas replaced.
-    pub restarts: u32,
-    /// GPUs (per replica for a service), or sandboxes in a batch.
-    pub size: u64,
-    /// A job's nodes in its latest run.
-    pub nodes: Vec<String>,
-}
-
-/// A page of the history (`GET /v1/history`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct HistoryList {
-    /// Summaries, by key.
-    pub items: Vec<WorkloadSummary>,
-    /// Pass as `after` for the next page; `None`: this was the last.
-    pub next_after: Option<u64>,
 }

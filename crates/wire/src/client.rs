@@ -108,6 +108,42 @@ pub struct BatchQuery {
     pub limit: Option<usize>,
 }
 
+/// Which rows of the history `GET /v1/history` gives (unset: no filter).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Keys above this one (the previous page's `next_after`).
+    pub after: Option<u64>,
+    /// Page size, 1..=1000 (the server's default is 100).
+    pub limit: Option<usize>,
+    /// job, batch or service.
+    pub kind: Option<String>,
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+    /// Only in this state (finished, failed, cancelled, ...).
+    pub state: Option<String>,
+    /// Only with this name.
+    pub name: Option<String>,
+    /// Only what ended at or after this (Unix seconds).
+    pub since: Option<u64>,
+    /// Only what ended before this.
+    pub until: Option<u64>,
+}
+
+/// What `GET /v1/usage` sums (unset: the server's defaults: per day, the last 30 days, jobs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// day or week.
+    pub period: Option<String>,
+    /// Work that ended at or after this (Unix seconds).
+    pub since: Option<u64>,
+    /// Work that ended before this.
+    pub until: Option<u64>,
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+    /// job or batch.
+    pub kind: Option<String>,
+}
+
 /// Which events `GET /v1/events` streams.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventQuery {
@@ -492,12 +528,29 @@ impl Client {
         self.post("journal/compact")
     }
 
-    /// The summaries compaction keeps, a page at a time (admin; `GET /v1/history`).
-    pub fn history(&self, after: u64, limit: usize) -> Result<crate::api::HistoryList> {
-        self.get(
-            "history",
-            &[("after", after.to_string()), ("limit", limit.to_string())],
-        )
+    /// A page of the history of finished work, with filters (`GET /v1/history`).
+    pub fn history(&self, query: &HistoryQuery) -> Result<crate::api::HistoryList> {
+        let mut q = Vec::new();
+        push(&mut q, "after", query.after);
+        push(&mut q, "limit", query.limit);
+        push(&mut q, "kind", query.kind.as_ref());
+        push(&mut q, "tenant", query.tenant.as_ref());
+        push(&mut q, "state", query.state.as_ref());
+        push(&mut q, "name", query.name.as_ref());
+        push(&mut q, "since", query.since);
+        push(&mut q, "until", query.until);
+        self.get("history", &q)
+    }
+
+    /// GPU-hours and cost per tenant per day or week (`GET /v1/usage`).
+    pub fn usage(&self, query: &UsageQuery) -> Result<crate::api::UsageReport> {
+        let mut q = Vec::new();
+        push(&mut q, "period", query.period.as_ref());
+        push(&mut q, "since", query.since);
+        push(&mut q, "until", query.until);
+        push(&mut q, "tenant", query.tenant.as_ref());
+        push(&mut q, "kind", query.kind.as_ref());
+        self.get("usage", &q)
     }
 
     /// Reads the event stream (`GET /v1/events`), giving each event to `each` until it

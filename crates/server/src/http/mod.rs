@@ -164,6 +164,8 @@ impl Server {
             let events = make(&p, at)?;
             let mut applied = Vec::with_capacity(events.len());
             let mut records = Vec::with_capacity(events.len());
+            // The history rows of workloads these records end, durable with them.
+            let mut history = Vec::new();
             for e in events {
                 let started = Instant::now();
                 let applied_now = p.apply(&e);
@@ -175,6 +177,7 @@ impl Server {
                 match applied_now {
                     Ok(record) => {
                         records.push(p.encode(&record));
+                        history.extend(p.ended_in(&record).iter().map(|s| s.row()));
                         // Readers see these once the record is durable.
                         let told = p.told(&record);
                         self.event_log().record(p.seq(), e.at(), told);
@@ -199,7 +202,12 @@ impl Server {
             let changed = p.take_changed_nodes();
             let news = p.dirty();
             self.metrics.commit_records.observe(records.len() as f64);
-            (self.journal.append(records), applied, changed, news)
+            (
+                self.journal.append_with_history(records, history),
+                applied,
+                changed,
+                news,
+            )
         };
         let handed = Instant::now();
         if news {
@@ -390,15 +398,8 @@ impl Server {
                 .unwrap_or(0)
         };
         let seq = self.save_snapshot().await?;
-        let summaries: Vec<store::Record> = self
-            .plane()
-            .summaries()
-            .into_iter()
-            .map(|s| store::Record {
-                seq: s.key(),
-                body: s.encode(),
-            })
-            .collect();
+        let summaries: Vec<store::HistoryRow> =
+            self.plane().summaries().iter().map(|s| s.row()).collect();
         let count = summaries.len();
         if let Err(e) = self.journal.compact(seq, summaries).done().await {
             fail_stop(e);
@@ -449,6 +450,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/cost", get(cost))
         .route("/v1/journal/compact", post(compact_journal))
         .route("/v1/history", get(list_history))
+        .route("/v1/usage", get(usage))
         .route("/v1/events", get(stream_events))
         .route("/v1/agent/heartbeat", post(heartbeat))
         .route("/v1/agent/wait", post(wait_for_changes))

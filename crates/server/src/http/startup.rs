@@ -249,6 +249,16 @@ impl Server {
         };
         tracing::info!("{replay_summary}");
         let mut plane = plane;
+        if journal.schema_found() < store::HISTORY_INDEXED_SINCE {
+            // A store of an older build: workloads that ended before it had no history row (or
+            // one without its accounting). Written once, for every workload the state knows.
+            let rows: Vec<store::HistoryRow> = plane.summaries().iter().map(|s| s.row()).collect();
+            if !rows.is_empty() {
+                let count = rows.len();
+                journal.put_history(rows).wait()?;
+                tracing::info!(count, "history written for workloads of an older build");
+            }
+        }
         // This build's rules (or the operator's) decide from now on, whatever a snapshot carried.
         plane.set_rules(config.rules.clone());
         if !plane.has_tokens() {

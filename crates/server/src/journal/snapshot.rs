@@ -102,6 +102,22 @@ pub struct JobMetaV1 {
     pub restarts: u32,
     /// The nodes of its latest run, by rank.
     pub ran_on: Vec<String>,
+    /// When its first run started (absent from older snapshots, as is the rest of the
+    /// accounting: a running job's then counts from what the queue kept of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    /// When its current run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_since: Option<u64>,
+    /// GPU-seconds its ended runs held.
+    #[serde(default)]
+    pub gpu_seconds: u64,
+    /// GPU-seconds of work lost to preemptions and failures.
+    #[serde(default)]
+    pub lost_gpu_seconds: u64,
+    /// What its ended runs cost, millionths of a USD.
+    #[serde(default)]
+    pub cost_micro_usd: u64,
 }
 
 /// A service as the API shows it.

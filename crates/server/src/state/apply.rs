@@ -189,6 +189,11 @@ impl ControlPlane {
                         checkpoint_at: None,
                         restarts: 0,
                         ran_on: Vec::new(),
+                        started_at: None,
+                        run_since: None,
+                        gpu_seconds: 0,
+                        lost_gpu_seconds: 0,
+                        cost_micro_usd: 0,
                     },
                 );
                 self.next_id = self.next_id.max(id.0 + 1);
@@ -207,6 +212,7 @@ impl ControlPlane {
                     }
                 } else {
                     self.decide(|s| s.cancel(WorkloadId(*id), *at))?;
+                    self.run_ended(JobId(*id), *at);
                     if let Some(m) = self.jobs.get_mut(&JobId(*id)) {
                         m.ended_at = Some(*at);
                     }
@@ -483,6 +489,7 @@ impl ControlPlane {
                 }
                 if *code != 0 || meta.done_ranks.len() as u32 >= world {
                     self.decide(|s| s.finish(job.workload(), *at))?;
+                    self.run_ended(*job, *at);
                     if let Some(m) = self.jobs.get_mut(job) {
                         m.exit_code = Some(*code);
                         m.oom_killed = *oom_killed;
@@ -554,17 +561,28 @@ impl ControlPlane {
     pub(super) fn account(&mut self, decisions: &[Decision], at: u64) {
         for d in decisions {
             match d {
-                Decision::Requeue { job, .. } => {
+                Decision::Requeue {
+                    job,
+                    lost_gpu_hours,
+                } => {
+                    self.run_ended(JobId(job.0), at);
+                    self.work_lost(JobId(job.0), *lost_gpu_hours);
                     if let Some(m) = self.jobs.get_mut(&JobId(job.0)) {
                         m.done_ranks.clear();
                         m.checkpoint_at = None;
                         m.restarts += 1;
                     }
                 }
+                Decision::Replace {
+                    job,
+                    lost_gpu_hours,
+                    ..
+                } => self.work_lost(JobId(job.0), *lost_gpu_hours),
                 Decision::Start { job, slots } => {
                     if let Some(m) = self.jobs.get_mut(&JobId(job.0)) {
                         m.ran_on = slots.iter().map(|s| s.node).collect();
                     }
+                    self.run_started(JobId(job.0), at);
                 }
                 Decision::SandboxesMoved { batch, count, .. } => {
                     if let Some(m) = self.batches.get_mut(&BatchId(batch.0)) {

@@ -35,6 +35,7 @@ mod assign;
 mod bootstrap;
 mod event;
 pub mod gauges;
+mod history;
 mod limits;
 pub mod secrets;
 mod snapshot;
@@ -106,6 +107,16 @@ struct JobMeta {
     restarts: u32,
     /// The nodes of its latest run, by rank (where its logs are).
     ran_on: Vec<NodeId>,
+    /// When its first run started.
+    started_at: Option<u64>,
+    /// When its current run started (`None`: not running).
+    run_since: Option<u64>,
+    /// GPU-seconds its ended runs held.
+    gpu_seconds: u64,
+    /// GPU-seconds of work lost to preemptions and failures.
+    lost_gpu_seconds: u64,
+    /// What its ended runs cost, millionths of a USD.
+    cost_micro_usd: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -65,6 +65,11 @@ impl ControlPlane {
                     checkpoint_at: m.checkpoint_at,
                     restarts: m.restarts,
                     ran_on: m.ran_on.iter().map(name).collect(),
+                    started_at: m.started_at,
+                    run_since: m.run_since,
+                    gpu_seconds: m.gpu_seconds,
+                    lost_gpu_seconds: m.lost_gpu_seconds,
+                    cost_micro_usd: m.cost_micro_usd,
                 })
                 .collect(),
             services: self
@@ -160,6 +165,11 @@ impl ControlPlane {
                     checkpoint_at: m.checkpoint_at,
                     restarts: m.restarts,
                     ran_on,
+                    started_at: m.started_at,
+                    run_since: m.run_since,
+                    gpu_seconds: m.gpu_seconds,
+                    lost_gpu_seconds: m.lost_gpu_seconds,
+                    cost_micro_usd: m.cost_micro_usd,
                 },
             );
         }
@@ -205,6 +215,17 @@ impl ControlPlane {
             .load_state(&queue, s.now)
             .map_err(|e| bad(e.to_string()))?;
         p.sched.check_invariants().map_err(bad)?;
+        // A snapshot of a build before jobs' accounting: a running job's counts from what the
+        // queue kept of it (its current run's start, its GPU-seconds and losses so far).
+        for (id, m) in p.jobs.iter_mut() {
+            if let (None, Some(j)) = (m.run_since, p.sched.job(id.workload())) {
+                if let JobState::Running { since } | JobState::Preempting { since, .. } = j.state {
+                    m.run_since = Some(since);
+                    m.gpu_seconds = j.attained_gpu_seconds;
+                    m.lost_gpu_seconds = (j.lost_gpu_hours * 3600.0).round().max(0.0) as u64;
+                }
+            }
+        }
         // Restoring is not a change: nothing is owed to the next outcome or to the agents.
         let _ = p.sched.take_outcome();
         p.seq = s.seq;
