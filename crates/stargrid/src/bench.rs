@@ -25,6 +25,9 @@ pub enum BenchCommand {
     Live(crate::bench_live::LiveBenchArgs),
     /// Isolated sandboxes started for real on this host: how fast, and what each costs it.
     Sandboxes(crate::bench_sandboxes::SandboxBenchArgs),
+    /// The history of finished work at a million jobs: pages with filters and usage sums
+    /// through the API.
+    History(crate::bench_history::HistoryBenchArgs),
 }
 
 #[derive(Args)]
@@ -210,6 +213,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Sim(a) => return bench_sim(a),
         BenchCommand::Live(a) => return crate::bench_live::run(a),
         BenchCommand::Sandboxes(a) => return crate::bench_sandboxes::run(a),
+        BenchCommand::History(a) => return crate::bench_history::run(a),
     };
     let quiet = a.json;
     let t0 = Instant::now();

@@ -141,7 +141,11 @@ fn finished_work_is_kept_with_its_accounting_through_a_crash_and_a_compaction() 
         assert!(done["wait_s"].as_u64().is_some(), "{done}");
         assert!(done["ended_time"].as_str().unwrap().ends_with('Z'));
         assert_eq!(done["nodes"].as_array().unwrap().len(), 1);
-        assert!(row(long)["gpu_hours"].as_f64().unwrap() > 0.0, "{}", row(long));
+        assert!(
+            row(long)["gpu_hours"].as_f64().unwrap() > 0.0,
+            "{}",
+            row(long)
+        );
 
         // Filters, and each tenant its own.
         assert_eq!(

@@ -310,6 +310,7 @@ impl Journal {
                     })
                     .collect())
             }
+            Reader::Closed => Err(StoreError::Closed),
         }
     }
 
@@ -346,6 +347,7 @@ impl Journal {
                     .map(|r| row(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
                     .collect())
             }
+            Reader::Closed => Err(StoreError::Closed),
         }
     }
 

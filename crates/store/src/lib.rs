@@ -168,6 +168,8 @@ pub struct Journal {
 enum Reader {
     Sqlite(Connection),
     Postgres(Box<postgres::Client>),
+    /// The journal was dropped.
+    Closed,
 }
 
 /// The writer thread's connection.
@@ -428,6 +430,7 @@ impl Journal {
                 |r| r.get::<_, i64>(0),
             )? as u64),
             Reader::Postgres(c) => pg::first_seq(c),
+            Reader::Closed => Err(StoreError::Closed),
         }
     }
 
@@ -443,6 +446,7 @@ impl Journal {
                 )
                 .optional()?),
             Reader::Postgres(c) => pg::latest_snapshot(c),
+            Reader::Closed => Err(StoreError::Closed),
         }
     }
 
@@ -467,6 +471,7 @@ impl Journal {
                 Ok(found.collect::<Result<Vec<_>, _>>()?)
             }
             Reader::Postgres(c) => pg::read_rows(c, rows.postgres(), after, limit),
+            Reader::Closed => Err(StoreError::Closed),
         }
     }
 
@@ -480,6 +485,7 @@ impl Journal {
                 |r| r.get::<_, i64>(0),
             )? as u64),
             Reader::Postgres(c) => pg::last_seq(c),
+            Reader::Closed => Err(StoreError::Closed),
         }
     }
 
@@ -498,6 +504,14 @@ impl Journal {
 impl Drop for Journal {
     fn drop(&mut self) {
         self.close();
+        // PostgreSQL's blocking client closes its connection on a runtime of its own, which
+        // cannot start on a thread that drives one (a server dropped by its async task): it is
+        // closed on a thread of its own.
+        if let Ok(reader) = self.reader.get_mut() {
+            if let Reader::Postgres(client) = std::mem::replace(reader, Reader::Closed) {
+                let _ = std::thread::spawn(move || drop(client)).join();
+            }
+        }
     }
 }
 

@@ -16,8 +16,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE history ADD COLUMN kind TEXT, ADD COLUMN tenant TEXT, ADD COLUMN state TEXT,
        ADD COLUMN name TEXT, ADD COLUMN submitted_at BIGINT, ADD COLUMN ended_at BIGINT,
        ADD COLUMN gpu_seconds BIGINT, ADD COLUMN cost_micro_usd BIGINT;
-     CREATE INDEX history_ended ON history (ended_at);
-     CREATE INDEX history_tenant_ended ON history (tenant, ended_at);",
+     CREATE INDEX history_ended ON history (ended_at, tenant, kind, gpu_seconds, cost_micro_usd);
+     CREATE INDEX history_tenant_ended ON history (tenant, ended_at);
+     CREATE INDEX history_name ON history (name);",
 ];
 
 /// The URL without its password, for messages.
