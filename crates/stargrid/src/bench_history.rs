@@ -72,7 +72,7 @@ fn row(id: u64, a: &HistoryBenchArgs, now: u64, mix: &mut Mix) -> store::History
         started_at: Some(ended - run),
         ended_at: Some(ended),
         exit_code,
-        restarts: (mix.next() % 10 == 0) as u32,
+        restarts: u32::from(mix.next().is_multiple_of(10)),
         size: gpus,
         nodes: (0..nodes)
             .map(|n| format!("nvl{:05}t{n:02}", id % 6944))
