@@ -21,7 +21,7 @@
 //! - `events`: the event stream's memory (`GET /v1/events`): the latest events of durable
 //!   records, by tenant.
 //!
-//! Not built here: a dashboard; see the README.
+//! - `http/ui.rs` with `ui/`: the web dashboard, served from the binary.
 
 pub use wire::api;
 pub mod events;

@@ -262,6 +262,9 @@ pub fn run(a: &UpArgs) -> Result<()> {
         "stargrid up: server on {url} (journal {store_url}), agents for {} nodes; {limits}; {users}",
         nodes.len()
     );
+    // The link carries the admin token in its fragment, which browsers never send to a server;
+    // the login page turns it into a session cookie.
+    println!("dashboard: {url}/ui/login#token={}", admin.trim());
     // Nodes take work once their agents have checked in; sandboxes are placed at once or
     // refused, so the demo waits for the agents first.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

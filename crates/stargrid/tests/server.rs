@@ -130,6 +130,12 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("agents for 40 nodes"), "{stdout}");
+    // The dashboard's login link, with the admin token in its fragment.
+    let link = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("dashboard: "))
+        .unwrap_or_else(|| panic!("no dashboard link in {stdout}"));
+    assert!(link.contains("/ui/login#token="), "{link}");
     let last = stdout.lines().rfind(|l| l.contains("llm-train")).unwrap();
     // Five jobs and the sandbox batch ended; the service has both replicas up.
     assert_eq!(last.matches("finished").count(), 6, "{last}");

@@ -7,11 +7,13 @@ use utoipa::ToSchema;
 mod egress;
 mod events;
 mod exec;
+mod fleet_view;
 mod history;
 mod template;
 pub use egress::*;
 pub use events::*;
 pub use exec::*;
+pub use fleet_view::*;
 pub use history::*;
 pub use template::*;
 

@@ -128,3 +128,70 @@ pub(super) async fn resume_node(
 ) -> Response {
     set_drain(server, headers, name, false).await
 }
+
+/// Every NVLink domain as one cell (GPUs used, trays down or drained) grouped by provider,
+/// region, zone and network level; CPU hosts summed per zone; totals. What the dashboard's
+/// fleet page draws; its size follows the domains, not the nodes.
+#[utoipa::path(get, path = "/v1/fleet/overview",
+    responses((status = 200, body = crate::api::FleetOverview), (status = 403, body = ApiError)))]
+pub(super) async fn fleet_overview(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Response {
+    match server.principal(&headers) {
+        Ok(Role::Agent { .. }) => {
+            Refusal::forbidden("an agent token cannot read the fleet's overview").into_response()
+        }
+        Ok(_) => Json(server.plane().fleet_overview()).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// Query of `GET /v1/fleet/domain`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DomainQuery {
+    /// The domain's topology path (as the overview's group path and the cell's name make it).
+    path: String,
+}
+
+/// One domain's trays (or any subtree of at most 512 nodes) and the work on each; another
+/// tenant's work is shown as such, without its name.
+#[utoipa::path(get, path = "/v1/fleet/domain", params(DomainQuery),
+    responses((status = 200, body = crate::api::DomainDetail), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn fleet_domain(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    query: Result<Query<DomainQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    respond((|| {
+        let role = server.principal(&headers)?;
+        if let Role::Agent { .. } = role {
+            return Err(Refusal::forbidden(
+                "an agent token cannot read the fleet's work",
+            ));
+        }
+        let Query(q) =
+            query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        if q.path.len() > 1024 {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "path",
+                "longer than 1024 bytes",
+            ));
+        }
+        let detail = server.plane().domain_detail(&q.path, viewer(&role));
+        match detail {
+            Some(d) => Ok(Json(d).into_response()),
+            None => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "path",
+                format!(
+                    "no topology path '{}' of at most {} nodes",
+                    q.path.chars().take(128).collect::<String>(),
+                    crate::state::MAX_DETAIL_NODES
+                ),
+            )),
+        }
+    })())
+}

@@ -46,6 +46,7 @@ mod sandboxes;
 mod services;
 mod startup;
 mod tokens;
+mod ui;
 
 use agents::*;
 use auth::*;
@@ -444,6 +445,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/sandboxes/{id}/exec", post(exec))
         .route("/v1/sandboxes/{id}/files", get(read_file).put(write_file))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/fleet/overview", get(fleet_overview))
+        .route("/v1/fleet/domain", get(fleet_domain))
         .route("/v1/nodes/{name}/drain", post(drain_node))
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/tenants", get(list_tenants))
@@ -458,6 +461,13 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/tokens", post(issue_token).get(list_tokens))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/metrics", get(metrics::metrics))
+        .route("/ui", get(|| async { ui_redirect() }))
+        .route("/ui/", get(ui::index))
+        .route("/ui/login", get(ui::login_page).post(ui::login))
+        .route("/ui/logout", post(ui::logout))
+        .route("/ui/login.js", get(ui::login_js))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/style.css", get(ui::style))
         .route_layer(axum::middleware::from_fn_with_state(
             server.clone(),
             metrics::track_requests,
@@ -466,7 +476,16 @@ pub fn router(server: Arc<Server>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(ui::cookie_auth))
         .with_state(server)
+}
+
+fn ui_redirect() -> Response {
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(axum::http::header::LOCATION, "/ui/")],
+    )
+        .into_response()
 }
 
 /// Every refusal in the API's error body: those the framework makes itself (a chunked body

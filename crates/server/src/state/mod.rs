@@ -34,6 +34,7 @@ mod apply;
 mod assign;
 mod bootstrap;
 mod event;
+mod fleet_view;
 pub mod gauges;
 mod history;
 mod limits;
@@ -47,6 +48,7 @@ pub use admission::check_command;
 use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
 pub use event::{BatchId, Event, Interactive, JobId, ServiceId, TaskSpec};
+pub use fleet_view::MAX_DETAIL_NODES;
 pub use limits::{LimitHit, Limits};
 pub use secrets::{SecretError, SecretKey};
 pub use tokens::{
