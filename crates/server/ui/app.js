@@ -167,6 +167,7 @@ async function queuePage() {
 }
 
 async function jobPage(id) {
+  if (!/^\d{1,20}$/.test(id)) throw new Error('not a job id: ' + id);
   const [j, log] = await Promise.all([api('/v1/jobs/' + id + '/why'),
     api('/v1/jobs/' + id + '/logs?rank=0&from=0').catch((e) => ({ data: '(no log: ' + e.message + ')' }))]);
   const mine = state.events.filter((e) => ['job', 'preempted', 'requeued', 'checkpointed'].includes(e.change.type) && e.change.job === j.id);

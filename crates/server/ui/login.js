@@ -3,9 +3,15 @@
 (function () {
   const params = new URLSearchParams(location.hash.slice(1));
   const query = new URLSearchParams(location.search);
-  if (query.get('refused')) {
-    document.getElementById('problem').textContent = 'That token was refused: ' + query.get('refused');
-  }
+  // The server says why by a code; the text is ours, never the link's.
+  const why = {
+    token: 'That token is unknown, revoked or expired.',
+    role: 'That token has no dashboard (agent and metrics tokens do not).',
+    origin: 'The login came from another site and was refused.',
+    form: 'The login form was incomplete.',
+    server: 'The server could not open a session; try again.',
+  }[query.get('refused')];
+  if (why) document.getElementById('problem').textContent = why;
   const next = params.get('next') || query.get('next') || '';
   document.getElementById('next').value = next;
   const token = params.get('token');

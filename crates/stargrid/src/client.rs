@@ -136,7 +136,7 @@ pub enum ClientCommand {
     /// Issue a token (needs an admin token): prints it once.
     #[command(name = "token")]
     Token {
-        /// admin, tenant or agent.
+        /// admin, tenant, agent or metrics (a Prometheus scrape: reads /metrics only).
         #[arg(long)]
         role: String,
         /// The tenant, for a tenant token.

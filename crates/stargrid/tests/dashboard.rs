@@ -305,7 +305,29 @@ fn every_page_shows_the_live_plane_and_tenants_see_their_own() {
     let login = no_redirects.get(&format!("{url}/ui/")).call().unwrap();
     assert_eq!(login.status(), 303);
     assert_eq!(login.header("location"), Some("/ui/login"));
-    let cookie = format!("stargrid_session={admin}");
+    // A session is a random id the server maps to the token: it reads, never writes, and
+    // logging out ends it.
+    let logged_in = no_redirects
+        .post(&format!("{url}/ui/login"))
+        .send_form(&[("token", admin.as_str()), ("next", "queue")])
+        .unwrap();
+    assert_eq!(logged_in.status(), 303);
+    let set = logged_in.header("set-cookie").unwrap().to_string();
+    // Plain HTTP on loopback: the one place the cookie cannot be `Secure`.
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Max-Age"),
+        "{set}"
+    );
+    assert!(
+        !set.contains(&admin),
+        "the token itself is never the cookie: {set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let read = ureq::get(&format!("{url}/v1/jobs/{vision_job}"))
+        .set("Cookie", &cookie)
+        .call()
+        .unwrap();
+    assert_eq!(read.status(), 200);
     let cancel = ureq::post(&format!("{url}/v1/jobs/{vision_job}/cancel"))
         .set("Cookie", &cookie)
         .call();
@@ -313,11 +335,33 @@ fn every_page_shows_the_live_plane_and_tenants_see_their_own() {
         matches!(cancel, Err(ureq::Error::Status(401, _))),
         "{cancel:?}"
     );
-    let read = ureq::get(&format!("{url}/v1/jobs/{vision_job}"))
+    // A client cannot claim a session's hash itself.
+    let forged = ureq::get(&format!("{url}/v1/jobs"))
+        .set("x-stargrid-session-hash", &server::token_hash(&admin))
+        .call();
+    assert!(
+        matches!(forged, Err(ureq::Error::Status(401, _))),
+        "{forged:?}"
+    );
+    // A login posted from another site is refused.
+    let cross = no_redirects
+        .post(&format!("{url}/ui/login"))
+        .set("Origin", "https://evil.example")
+        .send_form(&[("token", admin.as_str())])
+        .unwrap();
+    assert_eq!(cross.header("location"), Some("/ui/login?refused=origin"));
+    no_redirects
+        .post(&format!("{url}/ui/logout"))
         .set("Cookie", &cookie)
         .call()
         .unwrap();
-    assert_eq!(read.status(), 200);
+    let after = ureq::get(&format!("{url}/v1/jobs"))
+        .set("Cookie", &cookie)
+        .call();
+    assert!(
+        matches!(after, Err(ureq::Error::Status(401, _))),
+        "{after:?}"
+    );
     let page = ureq::get(&format!("{url}/ui/app.js")).call().unwrap();
     let csp = page.header("content-security-policy").unwrap().to_string();
     assert!(

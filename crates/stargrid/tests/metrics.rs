@@ -74,6 +74,34 @@ fn a_scrape_counts_the_fleet_the_queue_and_the_api() {
     let tenant = s.tenant_token("default");
     assert_eq!(scrape(&s, &tenant).unwrap_err(), 403);
     assert_eq!(scrape(&s, "nope").unwrap_err(), 401);
+    // A metrics token reads it, and nothing else.
+    let scraper = metrics_token(&s);
+    assert!(scrape(&s, &scraper).unwrap().ends_with("# EOF\n"));
+    for path in [
+        "/v1/jobs",
+        "/v1/nodes",
+        "/v1/events?follow=false",
+        "/v1/history",
+    ] {
+        let r = ureq::get(&format!("{}{path}", s.url))
+            .set("Authorization", &format!("Bearer {scraper}"))
+            .call();
+        assert!(
+            matches!(r, Err(ureq::Error::Status(403, _))),
+            "{path}: {r:?}"
+        );
+    }
+}
+
+/// A new metrics token (reads `/metrics` only).
+fn metrics_token(s: &Server) -> String {
+    let t: Value = ureq::post(&format!("{}/v1/tokens", s.url))
+        .set("Authorization", &format!("Bearer {}", s.token))
+        .send_json(json!({"role": "metrics"}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    t["token"].as_str().unwrap().to_string()
 }
 
 /// A free port on loopback (free when this returns).
@@ -102,8 +130,9 @@ fn prometheus_scrapes_the_server_and_answers_for_its_series() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(&dir.path().join("data"));
     let (_agent, _) = start_cpu_host(&s, &dir.path().join("host"));
+    // Prometheus holds a metrics token: it reads /metrics and nothing else.
     let token = dir.path().join("scrape.token");
-    std::fs::write(&token, &s.token).unwrap();
+    std::fs::write(&token, metrics_token(&s)).unwrap();
     let target = s.url.trim_start_matches("http://").trim_end_matches('/');
     let config = dir.path().join("prometheus.yml");
     std::fs::write(

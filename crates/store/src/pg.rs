@@ -18,7 +18,8 @@ const MIGRATIONS: &[&str] = &[
        ADD COLUMN gpu_seconds BIGINT, ADD COLUMN cost_micro_usd BIGINT;
      CREATE INDEX history_ended ON history (ended_at, tenant, kind, gpu_seconds, cost_micro_usd);
      CREATE INDEX history_tenant_ended ON history (tenant, ended_at);
-     CREATE INDEX history_name ON history (name);",
+     CREATE INDEX history_name ON history (name);
+     CREATE INDEX history_tenant_id ON history (tenant, id);",
 ];
 
 /// The URL without its password, for messages.

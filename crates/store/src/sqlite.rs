@@ -24,7 +24,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE history ADD COLUMN cost_micro_usd INTEGER;
      CREATE INDEX history_ended ON history (ended_at, tenant, kind, gpu_seconds, cost_micro_usd);
      CREATE INDEX history_tenant_ended ON history (tenant, ended_at);
-     CREATE INDEX history_name ON history (name);",
+     CREATE INDEX history_name ON history (name);
+     CREATE INDEX history_tenant_id ON history (tenant, id);",
 ];
 
 /// The journal holds job environments (secrets among them): its file, WAL and shared-memory

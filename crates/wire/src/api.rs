@@ -153,6 +153,15 @@ pub struct JobView {
     /// a job of higher priority comes first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_start: Option<u64>,
+    /// `submitted_at` in RFC 3339 (UTC).
+    #[serde(default)]
+    pub submitted_time: String,
+    /// `since` in RFC 3339 (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_time: Option<String>,
+    /// `expected_start` in RFC 3339 (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_start_time: Option<String>,
 }
 
 /// A page of jobs.
@@ -645,6 +654,12 @@ pub struct BatchView {
     pub submitted_at: u64,
     /// When its last sandbox ended or it was cancelled.
     pub ended_at: Option<u64>,
+    /// `submitted_at` in RFC 3339 (UTC).
+    #[serde(default)]
+    pub submitted_time: String,
+    /// `ended_at` in RFC 3339 (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_time: Option<String>,
     /// Interactive (commands run in it through exec), with when it ends at the latest.
     #[serde(default)]
     pub interactive: bool,
@@ -667,7 +682,7 @@ pub struct BatchView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueToken {
-    /// admin, tenant or agent.
+    /// admin, tenant, agent or metrics (reads `/metrics` only).
     #[schema(pattern = r"^(admin|tenant|agent)$")]
     pub role: String,
     /// The tenant, for role tenant.
@@ -701,7 +716,7 @@ pub struct Token {
 pub struct TokenView {
     /// Its id.
     pub id: String,
-    /// admin, tenant or agent.
+    /// admin, tenant, agent or metrics (reads `/metrics` only).
     pub role: String,
     /// The tenant, for a tenant token.
     pub tenant: Option<String>,

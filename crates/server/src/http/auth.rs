@@ -24,7 +24,7 @@ pub(super) fn may_touch(role: &Role, tenant: &str) -> bool {
     match role {
         Role::Admin => true,
         Role::Tenant { tenant: t } => t == tenant,
-        Role::Agent { .. } => false,
+        Role::Agent { .. } | Role::Metrics => false,
     }
 }
 
@@ -49,7 +49,9 @@ pub(super) fn listing_tenant(
 ) -> Result<Option<String>, Refusal> {
     match role {
         Role::Admin => Ok(asked),
-        Role::Agent { .. } => Err(Refusal::forbidden("an agent token cannot list work")),
+        Role::Agent { .. } | Role::Metrics => {
+            Err(Refusal::forbidden("an agent token cannot list work"))
+        }
         Role::Tenant { tenant } => {
             if asked.as_ref().is_some_and(|t| t != tenant) {
                 return Err(Refusal::new(
@@ -78,7 +80,7 @@ impl Server {
         nodes: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), Refusal> {
         let (role, hash) = caller;
-        if let Role::Tenant { .. } = role {
+        if let Role::Tenant { .. } | Role::Metrics = role {
             return Err(Refusal::forbidden("only agent tokens report for nodes"));
         }
         if let Some(other) = nodes.into_iter().find(|n| !role.may_report_for(n)) {
@@ -94,20 +96,44 @@ impl Server {
         Ok(())
     }
 
-    /// The role of the request's bearer token, and the token's SHA-256.
+    /// The role of the request's bearer token, and the token's SHA-256. A metrics token is
+    /// refused here: it reads `/metrics` only (see [`Server::scraper`]).
     pub(super) fn caller(&self, headers: &HeaderMap) -> Result<(Role, String), Refusal> {
-        let token = headers
+        match self.token_role(headers)? {
+            (Role::Metrics, _) => Err(Refusal::forbidden("a metrics token reads /metrics only")),
+            found => Ok(found),
+        }
+    }
+
+    /// Whether the request may read `/metrics`: an admin or a metrics token.
+    pub(super) fn scraper(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        match self.token_role(headers)?.0 {
+            Role::Admin | Role::Metrics => Ok(()),
+            _ => Err(Refusal::forbidden(
+                "only an admin or a metrics token reads the metrics",
+            )),
+        }
+    }
+
+    /// The role of the request's bearer token, whatever it is, and the token's SHA-256.
+    /// A dashboard session (see `ui::cookie_auth`) stands for its token's hash.
+    fn token_role(&self, headers: &HeaderMap) -> Result<(Role, String), Refusal> {
+        let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Refusal::new(
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let session = headers.get(ui::SESSION_HASH).and_then(|v| v.to_str().ok());
+        let hash = match (bearer, session) {
+            (Some(token), _) => token_hash(token.trim()),
+            (None, Some(hash)) => hash.to_string(),
+            (None, None) => {
+                return Err(Refusal::new(
                     StatusCode::UNAUTHORIZED,
                     "authorization",
                     "send 'Authorization: Bearer <token>'",
-                )
-            })?;
-        let hash = token_hash(token.trim());
+                ))
+            }
+        };
         let p = self.plane();
         match p.role_of(&hash, unix_now()) {
             Ok(role) => Ok((role.clone(), hash)),
@@ -144,7 +170,7 @@ impl Server {
     /// The caller's role, refused when it is an agent's (agents only report).
     pub(super) fn submitter(&self, headers: &HeaderMap) -> Result<Role, Refusal> {
         match self.principal(headers)? {
-            Role::Agent { .. } => Err(Refusal::forbidden(
+            Role::Agent { .. } | Role::Metrics => Err(Refusal::forbidden(
                 "an agent token cannot submit or see work",
             )),
             role => Ok(role),
@@ -158,6 +184,6 @@ pub(super) fn viewer(role: &Role) -> Option<&str> {
     match role {
         Role::Admin => None,
         Role::Tenant { tenant } => Some(tenant.as_str()),
-        Role::Agent { .. } => Some(""),
+        Role::Agent { .. } | Role::Metrics => Some(""),
     }
 }

@@ -2,17 +2,60 @@
 //! [`crate::api::StreamEvent`] (`id:` its id, `event:` its kind, `data:` the JSON), of durable
 //! records only; a tenant token sees its own work's events and the fleet's. Resumable from an
 //! id (`?after=` or `Last-Event-ID`); a reader the server cannot resume is sent a `resync`
-//! event. Streams open at once are capped; each costs a task and a cursor.
+//! event. Streams open at once are capped, in all and per token; each costs a task and a
+//! cursor, and ends when its token is revoked or expires.
 
 use super::*;
 use crate::api::{EventId, StreamEvent};
 use crate::events::Read;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 
 /// Most event streams open at once (each wakes on every commit).
 pub const MAX_EVENT_STREAMS: usize = 512;
+
+/// Most event streams one token holds open at once.
+pub const MAX_STREAMS_PER_TOKEN: usize = 16;
+
+/// How often a stream checks that its token still works (revoked or expired: it ends).
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// Event streams open now: in all, and per token (by hash).
+#[derive(Debug, Default)]
+pub struct StreamCounts {
+    total: usize,
+    per_token: HashMap<String, usize>,
+}
+
+impl StreamCounts {
+    /// Counts a new stream of `token`, or says why not.
+    fn take(&mut self, token: &str) -> Result<(), String> {
+        if self.total >= MAX_EVENT_STREAMS {
+            return Err(format!(
+                "{MAX_EVENT_STREAMS} event streams are open: try again later"
+            ));
+        }
+        let mine = self.per_token.entry(token.to_string()).or_default();
+        if *mine >= MAX_STREAMS_PER_TOKEN {
+            return Err(format!(
+                "this token holds {MAX_STREAMS_PER_TOKEN} event streams open already"
+            ));
+        }
+        *mine += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    fn give_back(&mut self, token: &str) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_token.get_mut(token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_token.remove(token);
+            }
+        }
+    }
+}
 
 /// Most events one read takes from the ring.
 const PAGE: usize = 256;
@@ -30,12 +73,21 @@ pub(super) struct EventsQuery {
     follow: Option<bool>,
 }
 
-/// Counts an open stream; uncounts it when the stream is dropped.
-struct StreamSlot(Arc<Server>);
+/// Counts an open stream of a token (by hash); uncounts it when the stream is dropped.
+struct StreamSlot(Arc<Server>, String);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.event_streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.stream_counts().give_back(&self.1);
+    }
+}
+
+impl Server {
+    fn stream_counts(&self) -> std::sync::MutexGuard<'_, StreamCounts> {
+        match self.event_streams.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 }
 
@@ -47,12 +99,20 @@ struct Cursor {
     follow: bool,
     durable: tokio::sync::watch::Receiver<u64>,
     ready: VecDeque<StreamEvent>,
+    /// When the token was last found to work.
+    checked: Instant,
 }
 
 impl Cursor {
     /// The next event, waiting for one while following; `None` ends the stream.
     async fn next(&mut self) -> Option<StreamEvent> {
         loop {
+            if self.checked.elapsed() >= RECHECK {
+                // A revoked or expired token's stream ends.
+                let StreamSlot(server, hash) = &self.slot;
+                server.plane().role_of(hash, unix_now()).ok()?;
+                self.checked = Instant::now();
+            }
             if let Some(e) = self.ready.pop_front() {
                 return Some(e);
             }
@@ -81,8 +141,10 @@ impl Cursor {
                 return None;
             }
             // Nothing new: wait for the next durable record (the sender lives as long as the
-            // server).
-            self.durable.changed().await.ok()?;
+            // server), or for the next check of the token.
+            if let Ok(changed) = tokio::time::timeout(RECHECK, self.durable.changed()).await {
+                changed.ok()?;
+            }
         }
     }
 }
@@ -113,7 +175,7 @@ async fn open_stream(
     headers: &HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Refusal> {
-    let role = server.principal(headers)?;
+    let (role, hash) = server.caller(headers)?;
     let Query(q) =
         query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
     let viewer = listing_tenant(&role, q.tenant)?;
@@ -140,21 +202,18 @@ async fn open_stream(
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, field, e.to_string()))?,
         None => server.event_log().latest(*durable.borrow()),
     };
-    if server.event_streams.fetch_add(1, Ordering::Relaxed) >= MAX_EVENT_STREAMS {
-        server.event_streams.fetch_sub(1, Ordering::Relaxed);
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "",
-            format!("{MAX_EVENT_STREAMS} event streams are open: try again later"),
-        ));
-    }
+    server
+        .stream_counts()
+        .take(&hash)
+        .map_err(|why| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "", why))?;
     let cursor = Cursor {
-        slot: StreamSlot(server.clone()),
+        slot: StreamSlot(server.clone(), hash),
         after,
         viewer,
         follow: q.follow.unwrap_or(true),
         durable,
         ready: VecDeque::new(),
+        checked: Instant::now(),
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         let e = c.next().await?;

@@ -142,7 +142,11 @@ pub(super) async fn fleet_overview(
         Ok(Role::Agent { .. }) => {
             Refusal::forbidden("an agent token cannot read the fleet's overview").into_response()
         }
-        Ok(_) => Json(server.plane().fleet_overview()).into_response(),
+        Ok(_) => {
+            // Serialised after the state's lock is let go.
+            let overview = server.plane().fleet_overview();
+            Json(overview).into_response()
+        }
         Err(r) => r.into_response(),
     }
 }

@@ -95,11 +95,19 @@ fn window(since: Option<u64>, until: Option<u64>) -> Result<(), Refusal> {
     }
 }
 
+/// Store reads in flight at once; more wait their turn without holding a thread (the store
+/// reads through one connection anyway).
+static STORE_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Runs a store read off the async threads (PostgreSQL's client runs its own runtime).
 async fn read_store<T: Send + 'static>(
     server: &Arc<Server>,
     read: impl FnOnce(&Journal) -> Result<T, store::StoreError> + Send + 'static,
 ) -> Result<T, Refusal> {
+    let _turn = STORE_READS
+        .acquire()
+        .await
+        .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "", e.to_string()))?;
     let reader = server.clone();
     tokio::task::spawn_blocking(move || read(&reader.journal))
         .await

@@ -114,7 +114,7 @@ pub(super) async fn list_jobs(
     }
     match &role {
         Role::Admin => {}
-        Role::Agent { .. } => {
+        Role::Agent { .. } | Role::Metrics => {
             return Refusal::forbidden("an agent token cannot list jobs").into_response()
         }
         // A tenant sees its own work only.

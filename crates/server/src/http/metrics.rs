@@ -1,20 +1,16 @@
-//! `/metrics` (admin only): the server's series for Prometheus (see [`crate::metrics`]), and
+//! `/metrics` (an admin or a metrics token): the server's series for Prometheus (see [`crate::metrics`]), and
 //! the middleware that counts and times every API request by its route.
 
 use super::*;
 
-/// The server's metrics in OpenMetrics text (admin token: the series name tenants and their
-/// work).
+/// The server's metrics in OpenMetrics text (an admin token, or a metrics token that reads
+/// nothing else: the series name tenants and their work).
 #[utoipa::path(get, path = "/metrics",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(super) async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    match server.principal(&headers) {
-        Ok(Role::Admin) => {}
-        Ok(_) => {
-            return Refusal::forbidden("only an admin token reads the metrics").into_response()
-        }
-        Err(r) => return r.into_response(),
+    if let Err(r) = server.scraper(&headers) {
+        return r.into_response();
     }
     let gauges = server.plane().gauges(unix_now());
     let text = server.metrics.render(&gauges, server.journal.stats());

@@ -109,8 +109,13 @@ pub struct Server {
     metrics: crate::metrics::Metrics,
     /// The latest events, for `/v1/events` (filled under the state's lock, in journal order).
     events: Mutex<crate::events::EventLog>,
-    /// Event streams open now.
-    event_streams: std::sync::atomic::AtomicUsize,
+    /// Event streams open now, in all and per token.
+    event_streams: Mutex<events::StreamCounts>,
+    /// Dashboard sessions (not journaled: a restart logs everyone out).
+    ui_sessions: Mutex<ui::DashboardSessions>,
+    /// Served over plain HTTP on a loopback address (the dashboard's cookie is then not
+    /// `Secure`, which browsers would not send back over HTTP).
+    plain_loopback: std::sync::atomic::AtomicBool,
 }
 
 /// What to do with an event of a commit that the state refuses.
@@ -476,7 +481,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn(ui::cookie_auth))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            ui::cookie_auth,
+        ))
         .with_state(server)
 }
 
@@ -550,6 +558,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    // Plain HTTP on loopback is the one place a browser is not on HTTPS: only there does the
+    // dashboard's cookie go without `Secure` (off loopback, plain HTTP sits behind a proxy that
+    // speaks TLS to browsers).
+    let loopback = listener.local_addr()?.ip().is_loopback();
+    server
+        .plain_loopback
+        .store(loopback, std::sync::atomic::Ordering::Relaxed);
     // Without it, a streamed exec's lines wait for the client's delayed acknowledgement of
     // what went before (Nagle's algorithm): tens of milliseconds a line.
     let listener = listener.tap_io(|tcp| {

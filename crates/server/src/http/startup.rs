@@ -299,6 +299,8 @@ impl Server {
             metrics: Default::default(),
             events: Mutex::new(events),
             event_streams: Default::default(),
+            ui_sessions: Default::default(),
+            plain_loopback: Default::default(),
         }))
     }
 }

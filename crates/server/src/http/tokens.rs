@@ -45,6 +45,7 @@ pub(super) async fn issue_token(
                 )
             }
         },
+        ("metrics", None) => Role::Metrics,
         ("tenant", Some(tenant)) => Role::Tenant { tenant },
         ("tenant", None) => {
             return problem(
@@ -53,7 +54,7 @@ pub(super) async fn issue_token(
                 "a tenant token names its tenant",
             )
         }
-        ("admin" | "agent", Some(_)) => {
+        ("admin" | "agent" | "metrics", Some(_)) => {
             return problem(
                 StatusCode::BAD_REQUEST,
                 "tenant",
@@ -64,7 +65,7 @@ pub(super) async fn issue_token(
             return problem(
                 StatusCode::BAD_REQUEST,
                 "role",
-                format!("unknown role '{other}' (admin, tenant, agent)"),
+                format!("unknown role '{other}' (admin, tenant, agent, metrics)"),
             )
         }
     };
@@ -140,6 +141,7 @@ pub(super) async fn list_tokens(State(server): State<Arc<Server>>, headers: Head
                         Some(nodes.map_or_else(|| "*".to_string(), |s| s.expr().to_string())),
                     ),
                     Role::Tenant { tenant } => ("tenant", Some(tenant), None),
+                    Role::Metrics => ("metrics", None, None),
                 };
                 crate::api::TokenView {
                     refused_reports: refused.get(&id).copied().unwrap_or(0),

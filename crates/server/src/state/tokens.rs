@@ -135,6 +135,9 @@ pub enum Role {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nodes: Option<NodeScope>,
     },
+    /// Read `/metrics` only: what a Prometheus scrape is given, so that it holds no token
+    /// that can read or change work.
+    Metrics,
 }
 
 impl Role {
@@ -144,7 +147,7 @@ impl Role {
         match self {
             Role::Admin | Role::Agent { nodes: None } => true,
             Role::Agent { nodes: Some(scope) } => scope.covers(node),
-            Role::Tenant { .. } => false,
+            Role::Tenant { .. } | Role::Metrics => false,
         }
     }
 }

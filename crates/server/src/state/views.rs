@@ -2,6 +2,7 @@
 //! fingerprint and placements that restarts and upgrades are checked against.
 
 use super::*;
+use crate::events::rfc3339;
 
 /// The API's name of a queue state.
 pub(super) fn state_name(state: &JobState) -> &'static str {
@@ -192,6 +193,8 @@ impl ControlPlane {
             idle_timeout_s: meta.task.interactive.map(|i| i.idle_timeout_s),
             template: meta.task.template.clone(),
             egress: meta.task.egress.clone(),
+            submitted_time: rfc3339(meta.submitted_at),
+            ended_time: meta.ended_at.map(rfc3339),
         })
     }
 
@@ -294,6 +297,13 @@ impl ControlPlane {
                 Some((job, start, _)) if job == wid && state == JobState::Pending => Some(start),
                 _ => None,
             },
+            submitted_time: rfc3339(meta.submitted_at),
+            since_time: since.map(rfc3339),
+            expected_start_time: None,
+        })
+        .map(|v| JobView {
+            expected_start_time: v.expected_start.map(rfc3339),
+            ..v
         })
     }
 
@@ -367,6 +377,7 @@ impl ControlPlane {
             .map(|v| JobView {
                 reason: None,
                 expected_start: None,
+                expected_start_time: None,
                 ..v
             })
             .collect();
