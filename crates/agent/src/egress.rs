@@ -587,7 +587,7 @@ pub(crate) fn with_proxy(
     match started {
         Ok(proxy) => task.egress = Some(proxy),
         Err(why) => {
-            eprintln!("agent {node}: a sandbox's egress proxy did not start: {why}");
+            tracing::warn!(%node, "a sandbox's egress proxy did not start: {why}");
             while !crate::task::stop(&mut task, Duration::ZERO) {}
             task.exit_code = Some(127);
             // Its execs hear that it is not running.

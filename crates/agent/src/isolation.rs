@@ -182,7 +182,7 @@ impl Isolation {
                 Some(path)
             }
             Err(why) => {
-                eprintln!("sandboxes run WITHOUT a seccomp filter: {why}");
+                tracing::error!("sandboxes run WITHOUT a seccomp filter: {why}");
                 None
             }
         };

@@ -291,9 +291,9 @@ impl NodeTasks {
                 match spawn(config, &self.name, &a, kind, template) {
                     Ok(t) => t,
                     Err(reason) => {
-                        eprintln!(
-                            "agent {}: job {} rank {}: cannot start: {reason}",
-                            self.name, a.job, a.rank
+                        tracing::warn!(
+                            node = %self.name, job = a.job, rank = a.rank,
+                            "cannot start: {reason}"
                         );
                         // Reported as a failed task: the job ends with code 127.
                         Task {
@@ -328,13 +328,15 @@ impl NodeTasks {
             let warm = self.pool.swap_remove(at);
             match warm.claim(config, &self.name, a) {
                 Ok(task) => return task,
-                Err(why) => eprintln!("agent {}: pooled sandbox not usable: {why}", self.name),
+                Err(why) => {
+                    tracing::warn!(node = %self.name, "pooled sandbox not usable: {why}")
+                }
             }
         }
         spawn(config, &self.name, a, Kind::Interactive, template).unwrap_or_else(|reason| {
-            eprintln!(
-                "agent {}: batch {} sandbox {}: cannot start: {reason}",
-                self.name, a.job, a.rank
+            tracing::warn!(
+                node = %self.name, batch = a.job, sandbox = a.rank,
+                "cannot start: {reason}"
             );
             let mut failed = Task::none();
             failed.exit_code = Some(127);
@@ -377,7 +379,7 @@ impl NodeTasks {
                 match warm::start(config, &self.name, self.next_warm, template) {
                     Ok(w) => self.pool.push(w),
                     Err(why) => {
-                        eprintln!("agent {}: cannot start a pooled sandbox: {why}", self.name);
+                        tracing::warn!(node = %self.name, "cannot start a pooled sandbox: {why}");
                         break;
                     }
                 }
@@ -467,15 +469,18 @@ fn beat_once(config: &AgentConfig, client: &Client, node: &mut NodeTasks, may_re
                 beat_once(config, client, node, false);
             }
         }
-        Err(ClientError::Decode(e)) => eprintln!("agent {}: bad heartbeat reply: {e}", node.name),
+        Err(ClientError::Decode(e)) => {
+            tracing::warn!(node = %node.name, "bad heartbeat reply: {e}")
+        }
         // The server is away: keep running what runs (it comes back with the same intent),
         // unless it has been away for so long that the node counts as down.
         Err(e) => {
-            eprintln!("agent {}: heartbeat: {}", node.name, explain(&e));
+            tracing::warn!(node = %node.name, "heartbeat: {}", explain(&e));
             if node.last_answer.elapsed() > config.fence_after && !node.tasks.is_empty() {
-                eprintln!(
-                    "agent {}: no answer for {:?}: stopping its tasks",
-                    node.name, config.fence_after
+                tracing::error!(
+                    node = %node.name,
+                    "no answer for {:?}: stopping its tasks",
+                    config.fence_after
                 );
                 node.reconcile(
                     config,

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct AgentArgs {
+    /// Log lines as text, or as one JSON object each (the level from `RUST_LOG`, default
+    /// info).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     /// The fleet node this agent runs (its name in the server's fleet).
     #[arg(long, conflicts_with = "hollow")]
     pub node: Option<String>,
@@ -82,6 +86,7 @@ pub struct AgentArgs {
 const MAX_WARM: u32 = 1000;
 
 pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
+    crate::logging::init(a.log_format);
     let server = settings.server.as_str();
     let client = settings.client(settings.agent_credential()?)?;
     let nodes = match (&a.node, a.hollow) {

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct ServerArgs {
+    /// Log lines as text, or as one JSON object each (the level from `RUST_LOG`, default
+    /// info).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     /// Directory of the embedded journal (created if missing).
     #[arg(long, default_value = "stargrid-data")]
     pub data_dir: PathBuf,
@@ -139,8 +143,8 @@ pub fn private_dir(dir: &std::path::Path) -> Result<()> {
     if mode & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("making {} private", dir.display()))?;
-        eprintln!(
-            "stargrid: {} was open to others (mode {:o}); it holds the journal and tokens, so it is now 0700",
+        tracing::warn!(
+            "{} was open to others (mode {:o}); it holds the journal and tokens, so it is now 0700",
             dir.display(),
             mode & 0o777
         );
@@ -207,6 +211,7 @@ fn read_tenants(path: &PathBuf) -> Result<Vec<model::TenantSpec>> {
 }
 
 pub fn run(a: &ServerArgs) -> Result<()> {
+    crate::logging::init(a.log_format);
     check_plain_http(&a.listen, a.tls_cert.is_some(), a.insecure)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),

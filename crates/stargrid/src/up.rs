@@ -16,6 +16,10 @@ use wire::Client;
 
 #[derive(Args)]
 pub struct UpArgs {
+    /// Log lines as text, or as one JSON object each (the level from `RUST_LOG`, default
+    /// info).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     /// Data directory (journal and tokens; task logs too when `up` does not run as root).
     #[arg(long, default_value = "stargrid-up")]
     pub data_dir: PathBuf,
@@ -144,6 +148,7 @@ fn delete_service(client: &Client, id: u64) -> Result<()> {
 }
 
 pub fn run(a: &UpArgs) -> Result<()> {
+    crate::logging::init(a.log_format);
     // `up` serves plain HTTP: loopback only.
     crate::server_cmd::check_plain_http(&a.listen, false, false)?;
     crate::server_cmd::private_dir(&a.data_dir)?;

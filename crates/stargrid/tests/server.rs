@@ -10,7 +10,8 @@ use common::*;
 
 use serde_json::{json, Value};
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[test]
@@ -570,4 +571,42 @@ fn the_client_prints_times_as_utc_dates_and_durations() {
         .split_whitespace()
         .any(|w| w.len() == 10 && w.chars().all(|c| c.is_ascii_digit()));
     assert!(!unix_seconds, "{row}");
+}
+
+#[test]
+fn the_server_logs_one_json_object_per_line_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "server",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("stargrid server on"), "{line}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let replayed = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "replayed 0 records")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(replayed["level"], "INFO");
+    assert!(replayed["timestamp"].as_str().unwrap().ends_with('Z'));
 }

@@ -146,7 +146,6 @@ fn unix_now() -> u64 {
 /// The journal could not commit what memory already holds: stop, and let a restart replay.
 fn fail_stop(e: store::StoreError) -> ! {
     tracing::error!("journal commit failed, stopping: {e}");
-    eprintln!("stargrid server: journal commit failed, stopping: {e}");
     std::process::exit(70);
 }
 
@@ -257,7 +256,7 @@ impl Server {
         match self.plane.lock() {
             Ok(g) => g,
             Err(_) => {
-                eprintln!("stargrid server: state lock poisoned, stopping");
+                tracing::error!("state lock poisoned, stopping");
                 std::process::exit(70);
             }
         }

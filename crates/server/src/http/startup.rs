@@ -132,16 +132,10 @@ impl Server {
     pub fn start(config: &Config) -> Result<Arc<Server>, StartError> {
         let shown = store::display_url(&config.store_url);
         let journal = Journal::open_as_writer(&config.store_url, &mut || {
-            tracing::warn!("another server writes {shown}: standing by");
-            eprintln!(
-                "stargrid server: another server writes the journal {shown}; standing by until it stops"
-            );
+            tracing::warn!("another server writes the journal {shown}; standing by until it stops");
         })?;
         for file in journal.fixed_permissions() {
-            tracing::warn!(%file, "journal file was readable by others: made it 0600");
-            eprintln!(
-                "stargrid server: journal file {file} was readable by others; it is now 0600"
-            );
+            tracing::warn!("journal file {file} was readable by others; it is now 0600");
         }
         // Start from the latest snapshot, if this build reads it, then replay what follows.
         let mut plane = None;
@@ -207,9 +201,8 @@ impl Server {
         if !migrated.is_empty() {
             let count = migrated.len();
             journal.rewrite(migrated).wait()?;
-            tracing::warn!(count, "journal records of format 0 rewritten in format 1");
-            eprintln!(
-                "stargrid server: {count} journal records written by an older build were upgraded to format {}",
+            tracing::warn!(
+                "{count} journal records written by an older build were upgraded to format {}",
                 crate::journal::FORMAT
             );
         }

@@ -21,17 +21,23 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 
 class Browser:
     def __init__(self, binary):
+        # A fresh profile: no state between tests, and no calls home at start.
+        self.profile = tempfile.TemporaryDirectory(prefix='stargrid-chromium-')
         to_chrome_r, self.to_chrome = os.pipe()
         self.from_chrome, from_chrome_w = os.pipe()
         # The shell puts the pipe's ends where Chromium looks for them.
         command = (
             f'exec {binary} --headless --no-sandbox --disable-gpu --no-first-run '
-            '--disable-dev-shm-usage --remote-debugging-pipe --window-size=1400,1000 '
+            '--disable-dev-shm-usage --disable-quic --disable-background-networking '
+            '--disable-component-update --disable-sync '
+            f'--user-data-dir={self.profile.name} '
+            '--remote-debugging-pipe --window-size=1400,1000 '
             f'about:blank 3<&{to_chrome_r} 4>&{from_chrome_w}'
         )
         self.proc = subprocess.Popen(
@@ -106,6 +112,7 @@ class Browser:
             pass
         self.proc.kill()
         self.proc.wait()
+        self.profile.cleanup()
 
 
 def main():
