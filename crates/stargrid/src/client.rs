@@ -38,12 +38,18 @@ pub enum ClientCommand {
         /// Only this tenant's.
         #[arg(long)]
         tenant: Option<String>,
+        /// table, wide (more columns) or json (the API's objects).
+        #[arg(long, short = 'o', value_enum, default_value_t = crate::listing::Output::Table)]
+        output: crate::listing::Output,
     },
     /// Sandbox batches as a table.
     Sandboxes {
         /// Only this tenant's.
         #[arg(long)]
         tenant: Option<String>,
+        /// table, wide (more columns) or json (the API's objects).
+        #[arg(long, short = 'o', value_enum, default_value_t = crate::listing::Output::Table)]
+        output: crate::listing::Output,
     },
     /// Set an inference service's desired replica count (clamped to its bounds).
     Scale {
@@ -73,6 +79,9 @@ pub enum ClientCommand {
         /// (Ctrl-C stops).
         #[arg(long, short)]
         watch: bool,
+        /// table, wide (more columns) or json (the API's objects).
+        #[arg(long, short = 'o', value_enum, default_value_t = crate::listing::Output::Table)]
+        output: crate::listing::Output,
     },
     /// The server's event stream: job, service, sandbox and node state changes, preemptions
     /// and requeues, as they become durable (Ctrl-C stops). A tenant token sees its own work
@@ -121,7 +130,11 @@ pub enum ClientCommand {
         id: u64,
     },
     /// Nodes with their state and free capacity.
-    Nodes,
+    Nodes {
+        /// table, wide (more columns) or json (the API's objects).
+        #[arg(long, short = 'o', value_enum, default_value_t = crate::listing::Output::Table)]
+        output: crate::listing::Output,
+    },
     /// Drain a node or every node under a topology path (a domain, a spine, a zone): no new
     /// work goes there; what runs there finishes (admin).
     Drain {
@@ -152,7 +165,11 @@ pub enum ClientCommand {
     },
     /// Tokens that were not revoked: ids, roles, the nodes agent credentials are bound to,
     /// expiry, refused reports (admin; never the tokens themselves).
-    Tokens,
+    Tokens {
+        /// table, wide (more columns) or json (the API's objects).
+        #[arg(long, short = 'o', value_enum, default_value_t = crate::listing::Output::Table)]
+        output: crate::listing::Output,
+    },
     /// Revoke a token by its id (admin): it stops working at once.
     RevokeToken {
         /// The token's id (from `stargrid tokens`).
@@ -273,28 +290,11 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                 ),
             }
         }
-        ClientCommand::Services { tenant } => {
+        ClientCommand::Services { tenant, output } => {
             let services = client.services(tenant.as_deref()).map_err(fail)?;
-            println!(
-                "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>7} {:>8}  REASON",
-                "ID", "NAME", "TENANT", "STATE", "DESIRED", "RUNNING", "PENDING", "REPLACED"
-            );
-            for v in services {
-                println!(
-                    "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>7} {:>8}  {}",
-                    v.id,
-                    v.name,
-                    v.tenant,
-                    v.state,
-                    v.desired,
-                    v.running,
-                    v.pending,
-                    v.replaced,
-                    human_time::in_text(v.reason.as_deref().unwrap_or(""), now)
-                );
-            }
+            crate::listing::services(&services, *output)?;
         }
-        ClientCommand::Sandboxes { tenant } => {
+        ClientCommand::Sandboxes { tenant, output } => {
             let mut rows = Vec::new();
             let mut after = 0u64;
             loop {
@@ -311,25 +311,7 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                     None => break,
                 }
             }
-            println!(
-                "{:>8} {:<24} {:<12} {:<10} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
-                "ID", "NAME", "TENANT", "STATE", "COUNT", "LIVE", "OK", "FAILED", "LOST", "HOSTS"
-            );
-            for b in rows {
-                println!(
-                    "{:>8} {:<24} {:<12} {:<10} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
-                    b.id,
-                    b.name,
-                    b.tenant,
-                    b.state,
-                    b.count,
-                    b.live,
-                    b.succeeded,
-                    b.failed,
-                    b.lost,
-                    b.hosts
-                );
-            }
+            crate::listing::batches(&rows, *output)?;
         }
         ClientCommand::Scale { id, replicas } => {
             let v = client.scale_service(*id, *replicas).map_err(fail)?;
@@ -347,11 +329,13 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
             state,
             start,
             watch,
+            output,
         } => {
             let args = crate::events_cmd::QueueArgs {
                 tenant: tenant.clone(),
                 state: state.clone(),
                 start: *start,
+                output: *output,
             };
             crate::events_cmd::queue(&client, &args, *watch)?;
         }
@@ -456,23 +440,9 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                 eprintln!("wrote {}", written.join(", "));
             }
         }
-        ClientCommand::Nodes => {
+        ClientCommand::Nodes { output } => {
             let nodes = client.nodes().map_err(fail)?;
-            println!(
-                "{:<28} {:<9} {:>9} {:>12}",
-                "NODE", "STATE", "GPU FREE", "CPU FREE"
-            );
-            for n in nodes {
-                println!(
-                    "{:<28} {:<9} {:>4}/{:<4} {:>6}/{:<6}",
-                    n.name,
-                    n.state,
-                    n.free_gpus,
-                    n.gpus,
-                    n.free_cpu_millis / 1000,
-                    n.cpu_millis / 1000
-                );
-            }
+            crate::listing::nodes(&nodes, *output)?;
         }
         ClientCommand::Drain { node } | ClientCommand::Resume { node } => {
             let views = if matches!(command, ClientCommand::Drain { .. }) {
@@ -518,31 +488,9 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
                 ))
             );
         }
-        ClientCommand::Tokens => {
+        ClientCommand::Tokens { output } => {
             let list = client.tokens().map_err(fail)?;
-            println!(
-                "{:<18} {:<8} {:<24} {:<20} {:<20} {:>8}",
-                "ID", "ROLE", "TENANT/NODES", "ISSUED", "EXPIRES", "REFUSED"
-            );
-            for t in list {
-                let whose = match (&t.tenant, &t.nodes) {
-                    (Some(tenant), _) => tenant.clone(),
-                    (None, Some(nodes)) if nodes == "*" => "* (every node: unbound)".into(),
-                    (None, Some(nodes)) => nodes.clone(),
-                    (None, None) => "-".into(),
-                };
-                println!(
-                    "{:<18} {:<8} {:<24} {:<20} {:<20} {:>8}{}",
-                    t.id,
-                    t.role,
-                    whose,
-                    human_time::date(t.issued_at),
-                    t.expires_at
-                        .map_or_else(|| "never".to_string(), human_time::date),
-                    t.refused_reports,
-                    if t.expired { "  (expired)" } else { "" }
-                );
-            }
+            crate::listing::tokens(&list, *output)?;
         }
         ClientCommand::RevokeToken { id } => {
             client.revoke_token(id).map_err(fail)?;

@@ -165,6 +165,8 @@ pub struct QueueArgs {
     pub state: Option<String>,
     /// With the expected start column.
     pub start: bool,
+    /// Table, wide or JSON.
+    pub output: crate::listing::Output,
 }
 
 /// `stargrid queue`, once or, with `watch`, again after each burst of events (a terminal is
@@ -201,7 +203,6 @@ pub fn queue(client: &Client, args: &QueueArgs, watch: bool) -> Result<()> {
 }
 
 fn print_queue(client: &Client, args: &QueueArgs) -> Result<()> {
-    let now = human_time::now();
     let mut rows = Vec::new();
     let mut after = 0u64;
     loop {
@@ -219,42 +220,5 @@ fn print_queue(client: &Client, args: &QueueArgs) -> Result<()> {
             None => break,
         }
     }
-    // With --start, pending jobs' expected starts come before their reasons.
-    let start_column = |j: &wire::api::JobView| match (args.start, j.expected_start) {
-        (false, _) => String::new(),
-        (true, Some(t)) => format!("{:<36}", human_time::at(t, now)),
-        (true, None) => format!("{:<36}", "-"),
-    };
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}REASON\n",
-        "ID",
-        "NAME",
-        "TENANT",
-        "STATE",
-        "GPUS",
-        "NODES",
-        if args.start {
-            format!("{:<36}", "START")
-        } else {
-            String::new()
-        }
-    ));
-    for j in rows {
-        out.push_str(&format!(
-            "{:>8} {:<24} {:<12} {:<10} {:>6} {:>5}  {}{}\n",
-            j.id,
-            j.name,
-            j.tenant,
-            j.state,
-            j.gpus,
-            j.nodes.len(),
-            start_column(&j),
-            human_time::in_text(j.reason.as_deref().unwrap_or(""), now)
-        ));
-    }
-    let mut stdout = std::io::stdout();
-    stdout.write_all(out.as_bytes())?;
-    stdout.flush()?;
-    Ok(())
+    crate::listing::jobs(&rows, args.output, args.start)
 }

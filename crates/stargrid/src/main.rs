@@ -14,6 +14,7 @@ mod events_cmd;
 mod fleet_cmd;
 mod history_cmd;
 mod human_time;
+mod listing;
 mod logging;
 mod place;
 mod quiet_pipe;

@@ -237,4 +237,23 @@ fn stargrid_events_follows_and_queue_watch_prints_again_on_a_change() {
         "{text}"
     );
     assert!(text.contains("node nvl"), "{text}");
+    // The listing commands' other outputs: the API's objects, and a wide table.
+    let listing = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(args)
+            .env("STARGRID_SERVER", &url)
+            .env("STARGRID_TOKEN", admin_token(&url))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let jobs: Vec<Value> = serde_json::from_str(&listing(&["queue", "-o", "json"])).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["id"], id);
+    assert!(jobs[0]["submitted_time"].as_str().unwrap().ends_with('Z'));
+    let wide = listing(&["queue", "--output", "wide"]);
+    assert!(wide.contains("NODELIST") && wide.contains("nvl"), "{wide}");
+    let nodes: Vec<Value> = serde_json::from_str(&listing(&["nodes", "-o", "json"])).unwrap();
+    assert_eq!(nodes.len(), 40);
 }
