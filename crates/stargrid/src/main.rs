@@ -27,33 +27,82 @@ mod up;
 mod workload_file;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Stargrid: a control plane for frontier-AI compute.
 #[derive(Parser)]
 #[command(name = "stargrid", version, about)]
 struct Cli {
-    /// The server's base URL for the client commands and agents (default
-    /// http://127.0.0.1:7070, or the config file's `server`).
-    #[arg(long, global = true, env = "STARGRID_SERVER")]
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How a command reaches the server: given only to the commands that talk to one (the client
+/// commands and the agent; see [`command`]).
+#[derive(Args, Debug, Default)]
+struct Connection {
+    /// The server's base URL (default http://127.0.0.1:7070, or the config file's `server`).
+    #[arg(long, env = "STARGRID_SERVER")]
     server: Option<String>,
     /// Bearer token for the server (see `<data-dir>/admin.token` and `stargrid token`), or the
     /// config file's `token` / `token_file`.
-    #[arg(long, global = true, env = "STARGRID_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "STARGRID_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// A file holding the bearer token (an agent takes its credential this way only).
-    #[arg(long, global = true, env = "STARGRID_TOKEN_FILE")]
+    #[arg(long, env = "STARGRID_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
     /// The certificate authority (PEM) that signed an https:// server's certificate, or the
     /// config file's `ca`.
-    #[arg(long, global = true, env = "STARGRID_CA")]
+    #[arg(long, env = "STARGRID_CA")]
     ca: Option<std::path::PathBuf>,
     /// A config file with `server` and `token` or `token_file` (default:
     /// ~/.config/stargrid/config.toml when it exists).
-    #[arg(long, global = true, env = "STARGRID_CONFIG")]
+    #[arg(long, env = "STARGRID_CONFIG")]
     config: Option<std::path::PathBuf>,
-    #[command(subcommand)]
-    command: Command,
+}
+
+/// The command line: [`Cli`], with [`Connection`]'s flags on the commands that talk to a
+/// server (and on each of `sandbox`'s), and nowhere else.
+fn command() -> clap::Command {
+    let mut talks: Vec<String> =
+        client::ClientCommand::augment_subcommands(clap::Command::new("c"))
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+    talks.push("agent".into());
+    talks.into_iter().fold(Cli::command(), |cli, name| {
+        cli.mut_subcommand(name, |sub| {
+            if sub.has_subcommands() {
+                let nested: Vec<String> = sub
+                    .get_subcommands()
+                    .map(|c| c.get_name().to_string())
+                    .collect();
+                nested.into_iter().fold(sub, |sub, n| {
+                    sub.mut_subcommand(n, Connection::augment_args)
+                })
+            } else {
+                Connection::augment_args(sub)
+            }
+        })
+    })
+}
+
+/// The connection flags the command line gave the command that talks to a server.
+fn connection(matches: &clap::ArgMatches) -> Result<config::Flags> {
+    let Some((_, mut leaf)) = matches.subcommand() else {
+        return Ok(config::Flags::default());
+    };
+    if let Some((_, nested)) = leaf.subcommand() {
+        leaf = nested;
+    }
+    let c = Connection::from_arg_matches(leaf).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(config::Flags {
+        server: c.server,
+        token: c.token,
+        token_file: c.token_file,
+        ca: c.ca,
+        config: c.config,
+    })
 }
 
 #[derive(Subcommand)]
@@ -96,20 +145,15 @@ enum Command {
 
 fn main() -> Result<()> {
     quiet_pipe::install();
-    match run(Cli::parse()) {
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Err(e) if quiet_pipe::is_broken_pipe(&e) => Ok(()),
         other => other,
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let flags = config::Flags {
-        server: cli.server,
-        token: cli.token,
-        token_file: cli.token_file,
-        ca: cli.ca,
-        config: cli.config,
-    };
+fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(&a),
         Command::Fleet(c) => fleet_cmd::run(c),
@@ -118,9 +162,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Catalogue { check } => cost_view::catalogue_cmd(check.as_deref()),
         Command::Bench(c) => bench::run(&c),
         Command::Server(a) => server_cmd::run(&a),
-        Command::Agent(a) => agent_cmd::run(&config::resolve(flags)?, &a),
+        Command::Agent(a) => agent_cmd::run(&config::resolve(connection(matches)?)?, &a),
         Command::Up(a) => up::run(&a),
-        Command::Client(c) => client::run(&config::resolve(flags)?, &c),
+        Command::Client(c) => client::run(&config::resolve(connection(matches)?)?, &c),
         Command::SandboxInit => agent::init::main().map_err(anyhow::Error::msg),
     }
 }

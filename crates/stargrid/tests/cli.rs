@@ -681,3 +681,38 @@ fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
         );
     }
 }
+
+#[test]
+fn the_client_flags_are_on_the_commands_that_talk_to_a_server_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |args: &[&str]| ok(&stargrid(args, dir.path()));
+    for talks in [
+        &["queue", "--help"][..],
+        &["agent", "--help"],
+        &["sandbox", "exec", "--help"],
+        &["history", "--help"],
+    ] {
+        let text = help(talks);
+        assert!(
+            text.contains("--server") && text.contains("--token") && text.contains("--ca"),
+            "{talks:?}: {text}"
+        );
+    }
+    for local in [
+        &["fleet", "gen", "--help"][..],
+        &["sim", "run", "--help"],
+        &["up", "--help"],
+        &["server", "--help"],
+        &["bench", "engine", "--help"],
+    ] {
+        let text = help(local);
+        assert!(
+            !text.contains("--server <") && !text.contains("--token <"),
+            "{local:?}: {text}"
+        );
+    }
+    // Before a command that does not talk to a server, the flag is refused by name.
+    let out = stargrid(&["fleet", "gen", "--server", "http://x"], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--server'"));
+}
