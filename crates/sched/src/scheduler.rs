@@ -314,6 +314,12 @@ pub struct TenantReport {
     pub dominant_share: f64,
     /// GPU-hours lost to preemption and failures.
     pub lost_gpu_hours: f64,
+    /// Its guaranteed quota.
+    pub quota: ResourceVec,
+    /// Its weight in fair share.
+    pub weight: f64,
+    /// The cohort it lends idle quota to and borrows from.
+    pub cohort: Option<String>,
 }
 
 /// The queue over an [`Engine`].
@@ -555,6 +561,9 @@ impl Scheduler {
                 usage: t.usage,
                 dominant_share: t.usage.dominant_share(&self.fleet_total) / t.spec.weight,
                 lost_gpu_hours: t.lost_gpu_hours,
+                quota: t.spec.quota,
+                weight: t.spec.weight,
+                cohort: t.spec.cohort.clone(),
             })
             .collect()
     }

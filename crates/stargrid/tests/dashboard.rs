@@ -267,6 +267,25 @@ fn every_page_shows_the_live_plane_and_tenants_see_their_own() {
         admin_page.screenshot(page);
     }
 
+    // Each tenant's quota and what it uses beyond it.
+    admin_page.open("tenants");
+    let tenants_row = admin_page
+        .eval("document.querySelector('[data-tenant=\"vision\"]').innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(tenants_row.contains("100"), "{tenants_row}");
+    let listed = get_path(&url, "/v1/tenants");
+    let vision_view = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "vision")
+        .unwrap()
+        .clone();
+    assert_eq!(vision_view["quota_gpus"], 100, "{vision_view}");
+    assert_eq!(vision_view["borrowed_gpus"], 0, "{vision_view}");
+
     // A tenant sees its own work, not another's, in the queue and on the trays.
     let mut speech_page = Browser::new(&binary);
     speech_page.login(&url, &speech, "queue");

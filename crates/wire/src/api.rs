@@ -219,6 +219,19 @@ pub struct TenantView {
     pub dominant_share: f64,
     /// GPU-hours lost to preemption and failures.
     pub lost_gpu_hours: f64,
+    /// GPUs its quota guarantees, of one GPU model (quotas are per model; the largest is
+    /// shown). `None`: no quota binds it.
+    #[serde(default)]
+    pub quota_gpus: Option<u64>,
+    /// GPUs in use beyond its quota, model by model: idle quota borrowed from its cohort.
+    #[serde(default)]
+    pub borrowed_gpus: u64,
+    /// Its weight in fair share.
+    #[serde(default)]
+    pub weight: f64,
+    /// The cohort it lends idle quota to and borrows from.
+    #[serde(default)]
+    pub cohort: Option<String>,
 }
 
 /// Why a request was refused: which field, and the reason.

@@ -355,11 +355,34 @@ impl ControlPlane {
         self.sched
             .tenant_report()
             .into_iter()
-            .map(|t| TenantView {
-                name: t.name,
-                gpus_in_use: t.usage.gpus.iter().sum(),
-                dominant_share: t.dominant_share,
-                lost_gpu_hours: t.lost_gpu_hours,
+            .map(|t| {
+                let in_use = t.usage.gpus.iter().fold(0u64, |a, g| a.saturating_add(*g));
+                // A quota of any model past the unlimited amount does not bind: no number.
+                let quota = (!t
+                    .quota
+                    .gpus
+                    .iter()
+                    .any(|g| *g >= model::ResourceVec::UNLIMITED_AMOUNT))
+                .then(|| t.quota.gpus.iter().copied().max().unwrap_or(0));
+                // Borrowed: what each model's use goes past that model's quota.
+                let borrowed = t
+                    .usage
+                    .gpus
+                    .iter()
+                    .zip(&t.quota.gpus)
+                    .fold(0u64, |a, (used, q)| {
+                        a.saturating_add(used.saturating_sub(*q))
+                    });
+                TenantView {
+                    name: t.name,
+                    gpus_in_use: in_use,
+                    dominant_share: t.dominant_share,
+                    lost_gpu_hours: t.lost_gpu_hours,
+                    quota_gpus: quota,
+                    borrowed_gpus: borrowed,
+                    weight: t.weight,
+                    cohort: t.cohort,
+                }
             })
             .collect()
     }
