@@ -134,27 +134,14 @@ impl Drop for Browser {
 fn every_page_shows_the_live_plane_and_tenants_see_their_own() {
     let Some(binary) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let tenants = dir.path().join("tenants.toml");
-    std::fs::write(
-        &tenants,
-        "[[tenants]]\nname = \"vision\"\ngpus = 100\n\n[[tenants]]\nname = \"speech\"\ngpus = 100\n",
-    )
-    .unwrap();
+    let tenants = two_tenants(dir.path());
     let (_server, url) = start_server_with(
         &dir.path().join("data"),
         &["--tenants", tenants.to_str().unwrap()],
     );
     let admin = admin_token(&url);
-    let issue = |tenant: &str| -> String {
-        let t: Value = post(&format!("{url}/v1/tokens"))
-            .send_json(json!({"role": "tenant", "tenant": tenant}))
-            .unwrap()
-            .into_json()
-            .unwrap();
-        t["token"].as_str().unwrap().to_string()
-    };
-    let vision = issue("vision");
-    let speech = issue("speech");
+    let vision = tenant_token(&url, "vision");
+    let speech = tenant_token(&url, "speech");
     let _agents = start_agent(&url, &dir.path().join("agents"), &["--hollow", "40"]);
     wait_for("40 nodes up", || nodes_up(&url) == 40);
     let submit = |token: &str, body: Value, path: &str| -> u64 {

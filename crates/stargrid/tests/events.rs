@@ -49,26 +49,13 @@ fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 #[test]
 fn the_stream_tells_each_tenant_its_own_work_in_order_and_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let tenants = dir.path().join("tenants.toml");
-    std::fs::write(
-        &tenants,
-        "[[tenants]]\nname = \"vision\"\ngpus = 100\n\n[[tenants]]\nname = \"speech\"\ngpus = 100\n",
-    )
-    .unwrap();
+    let tenants = two_tenants(dir.path());
     let data = dir.path().join("data");
     let tenant_flags = ["--tenants", tenants.to_str().unwrap()];
     let (mut server, url) = start_server_with(&data, &tenant_flags);
     let admin = admin_token(&url);
-    let issue = |tenant: &str| -> String {
-        let t: Value = post(&format!("{url}/v1/tokens"))
-            .send_json(json!({"role": "tenant", "tenant": tenant}))
-            .unwrap()
-            .into_json()
-            .unwrap();
-        t["token"].as_str().unwrap().to_string()
-    };
-    let vision = issue("vision");
-    let speech = issue("speech");
+    let vision = tenant_token(&url, "vision");
+    let speech = tenant_token(&url, "speech");
     let mut agents = start_agent(&url, &dir.path().join("agents"), &["--hollow", "4"]);
     wait_for("four nodes up", || nodes_up(&url) == 4);
     let submit = |tenant: &str, token: &str| -> u64 {
@@ -89,7 +76,16 @@ fn the_stream_tells_each_tenant_its_own_work_in_order_and_resumes_after_a_restar
     });
 
     // The operator sees the nodes come up, then each job pending and then running, in order.
-    let all = events(&url, &admin, "0");
+    // (A job's view can be ahead of the journal for a moment; events wait for durability.)
+    let mut all = Vec::new();
+    wait_for("both jobs' running events", || {
+        all = events(&url, &admin, "0");
+        of_type(&all, "job")
+            .iter()
+            .filter(|e| e["change"]["state"] == "running")
+            .count()
+            == 2
+    });
     let ids: Vec<wire::api::EventId> = all
         .iter()
         .map(|e| e["id"].as_str().unwrap().parse().unwrap())

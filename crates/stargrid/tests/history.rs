@@ -38,12 +38,7 @@ fn cli(url: &str, token: &str, args: &[&str]) -> (bool, String, String) {
 fn finished_work_is_kept_with_its_accounting_through_a_crash_and_a_compaction() {
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
-        let tenants = dir.path().join("tenants.toml");
-        std::fs::write(
-            &tenants,
-            "[[tenants]]\nname = \"vision\"\ngpus = 100\n\n[[tenants]]\nname = \"speech\"\ngpus = 100\n",
-        )
-        .unwrap();
+        let tenants = two_tenants(dir.path());
         let data = dir.path().join("data");
         let mut flags = flags(&backend);
         flags.extend([
@@ -54,16 +49,8 @@ fn finished_work_is_kept_with_its_accounting_through_a_crash_and_a_compaction() 
         ]);
         let (mut server, url) = start_server_with(&data, &flags);
         let admin = admin_token(&url);
-        let issue = |tenant: &str| -> String {
-            let t: Value = post(&format!("{url}/v1/tokens"))
-                .send_json(json!({"role": "tenant", "tenant": tenant}))
-                .unwrap()
-                .into_json()
-                .unwrap();
-            t["token"].as_str().unwrap().to_string()
-        };
-        let vision = issue("vision");
-        let speech = issue("speech");
+        let vision = tenant_token(&url, "vision");
+        let speech = tenant_token(&url, "speech");
         let nodes = ["nvl00000t00", "nvl00000t01"];
         let _agents = start_node_agents(&url, &dir.path().join("agents"), &nodes);
         wait_for("both nodes up", || nodes_up(&url) == 2);
@@ -117,7 +104,12 @@ fn finished_work_is_kept_with_its_accounting_through_a_crash_and_a_compaction() 
                 })
                 .collect()
         };
-        let all = history(&url, &admin, "kind=job");
+        // A job's view can be ahead of the journal for a moment; history rows are durable.
+        let mut all = Vec::new();
+        wait_for("the four jobs' rows", || {
+            all = history(&url, &admin, "kind=job");
+            all.len() == 4
+        });
         assert_eq!(
             states(&all),
             [

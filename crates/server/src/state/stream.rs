@@ -101,43 +101,41 @@ impl ControlPlane {
             Decision::Requeue {
                 job,
                 lost_gpu_hours,
-            } => {
-                if let Some(tenant) = self.workload_tenant(*job) {
-                    out.push(Told::tenant(
-                        tenant,
-                        Change::Requeued {
-                            job: job.0,
-                            tenant: tenant.to_string(),
-                            reason: "preempted or a node failed: queued again".into(),
-                            lost_gpu_hours: *lost_gpu_hours,
-                        },
-                    ));
-                }
-            }
+            } => out.extend(self.requeued(
+                *job,
+                "preempted or a node failed: queued again".into(),
+                *lost_gpu_hours,
+            )),
             Decision::Replace {
                 job,
                 failed,
                 replacement,
                 lost_gpu_hours,
-            } => {
-                if let Some(tenant) = self.workload_tenant(*job) {
-                    out.push(Told::tenant(
-                        tenant,
-                        Change::Requeued {
-                            job: job.0,
-                            tenant: tenant.to_string(),
-                            reason: format!(
-                                "node {} failed: restarted in place with spare {}",
-                                fleet.node(*failed).name,
-                                fleet.node(*replacement).name
-                            ),
-                            lost_gpu_hours: *lost_gpu_hours,
-                        },
-                    ));
-                }
-            }
+            } => out.extend(self.requeued(
+                *job,
+                format!(
+                    "node {} failed: restarted in place with spare {}",
+                    fleet.node(*failed).name,
+                    fleet.node(*replacement).name
+                ),
+                *lost_gpu_hours,
+            )),
             _ => {}
         }
+    }
+
+    /// A job stopped and was queued again, or restarted in place, and why.
+    fn requeued(&self, job: WorkloadId, reason: String, lost_gpu_hours: f64) -> Option<Told> {
+        let tenant = self.workload_tenant(job)?;
+        Some(Told::tenant(
+            tenant,
+            Change::Requeued {
+                job: job.0,
+                tenant: tenant.to_string(),
+                reason,
+                lost_gpu_hours,
+            },
+        ))
     }
 
     /// The tenant of a job, a service's replica or a batch.

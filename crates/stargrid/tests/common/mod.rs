@@ -301,3 +301,25 @@ pub fn spawn_server_on(
     });
     (Proc(child), rx)
 }
+
+/// Writes a tenants file with two tenants, `vision` and `speech`, of 100 GPUs each, into `dir`;
+/// returns its path (for `--tenants`).
+pub fn two_tenants(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tenants.toml");
+    std::fs::write(
+        &path,
+        "[[tenants]]\nname = \"vision\"\ngpus = 100\n\n[[tenants]]\nname = \"speech\"\ngpus = 100\n",
+    )
+    .unwrap();
+    path
+}
+
+/// A new token for `tenant`, issued by the admin of the server at `url`.
+pub fn tenant_token(url: &str, tenant: &str) -> String {
+    let t: Value = post(&format!("{url}/v1/tokens"))
+        .send_json(json!({"role": "tenant", "tenant": tenant}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    t["token"].as_str().unwrap().to_string()
+}
