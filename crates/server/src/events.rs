@@ -3,7 +3,8 @@
 //! Events are made from each record as it is applied (under the state's lock, so in journal
 //! order) and kept in a ring of bounded size; a reader sees only those of durable records, so
 //! nobody hears of a change a crash could undo. An event's id is its record and its place in it
-//! ([`EventId`]), so ids mean the same after a restart (replay tells the latest records again).
+//! ([`EventId`]), so ids mean the same after a restart (replay tells again the records it
+//! replays after the latest snapshot).
 //! A reader asking from an id the ring no longer holds, or from an id this journal never
 //! reached, is told to resync (a [`Change::Resync`] event) instead of silently missing events.
 

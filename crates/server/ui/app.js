@@ -248,7 +248,7 @@ async function tenantsPage() {
     week.set(l.tenant, u);
   }
   return [h('h1', {}, 'Tenants'),
-    table(['tenant', 'cohort', 'quota GPUs#', 'GPUs in use#', 'borrowed#', 'weight#', 'fair share (dominant)#', 'GPU-h lost#', 'finished jobs, 7 d#', 'GPU-h, 7 d#', 'cost, 7 d#'], tenants.map((t) => {
+    table(['tenant', 'cohort', 'quota GPUs#', 'GPUs in use#', 'borrowed#', 'weight#', 'fair share (dominant)#', 'GPU-h lost#', 'ended jobs, 7 d#', 'GPU-h, 7 d#', 'cost, 7 d#'], tenants.map((t) => {
       const u = week.get(t.name) || { gpu_hours: 0, cost_usd: 0, count: 0 };
       return h('tr', { 'data-tenant': t.name }, h('td', {}, t.name), h('td', {}, t.cohort || '-'),
         h('td', { class: 'num' }, t.quota_gpus === null || t.quota_gpus === undefined ? 'unlimited' : num(t.quota_gpus)), h('td', { class: 'num' }, num(t.gpus_in_use)),

@@ -31,22 +31,22 @@ fn follow(
 ) -> Result<()> {
     let mut backoff = Duration::from_millis(250);
     let mut stopped = false;
+    // The last event seen, whatever ends the connection: the next one resumes after it.
+    let mut seen: Option<String> = None;
     loop {
         let result = client.events(&query, |e| {
+            seen = Some(e.id.clone());
             let go_on = each(e);
             stopped = !go_on;
             go_on
         });
+        if let Some(id) = seen.take() {
+            query.after = Some(id);
+        }
         match result {
-            Ok(last) => {
-                if stopped || !query.follow {
-                    return Ok(());
-                }
-                // The server ended the stream (it is stopping): resume after the last event.
-                if let Some(id) = last {
-                    query.after = Some(id);
-                }
-            }
+            Ok(_) if stopped || !query.follow => return Ok(()),
+            // The server ended the stream (it is stopping): resume after the last event.
+            Ok(_) => {}
             Err(ClientError::Unreachable(why)) if query.follow => {
                 eprintln!("stargrid: event stream lost ({why}); reconnecting");
             }

@@ -142,7 +142,8 @@ impl Cursor {
             }
             // Nothing new: wait for the next durable record (the sender lives as long as the
             // server), or for the next check of the token.
-            if let Ok(changed) = tokio::time::timeout(RECHECK, self.durable.changed()).await {
+            let until_check = RECHECK.saturating_sub(self.checked.elapsed());
+            if let Ok(changed) = tokio::time::timeout(until_check, self.durable.changed()).await {
                 changed.ok()?;
             }
         }

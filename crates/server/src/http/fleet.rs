@@ -1,5 +1,6 @@
-//! `/v1/nodes`, `/v1/tenants`, `/v1/cost`: the fleet's nodes (drain and resume by node or
-//! topology path), tenants and their usage, and what the fleet has cost.
+//! `/v1/nodes`, `/v1/tenants`, `/v1/cost`, `/v1/fleet/overview`, `/v1/fleet/domain`: the
+//! fleet's nodes (drain and resume by node or topology path), tenants and their usage, what the
+//! fleet has cost, and the fleet as the dashboard draws it (domains as cells, a domain's trays).
 
 use super::*;
 
@@ -18,7 +19,6 @@ pub(super) async fn list_nodes(State(server): State<Arc<Server>>, headers: Heade
     }
 }
 
-/// Tenants and their usage.
 /// What the fleet has cost since the journal began, by provider, region, tenant, class and
 /// kind of capacity, per day; committed capacity left idle; each commitment's burn-down.
 /// Admin tokens only (it shows every tenant's spend).
@@ -37,6 +37,7 @@ pub(super) async fn cost(State(server): State<Arc<Server>>, headers: HeaderMap) 
     }
 }
 
+/// Tenants: quota, GPUs in use and borrowed, fair share, losses (a tenant token: its own).
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
 pub(super) async fn list_tenants(
     State(server): State<Arc<Server>>,
