@@ -145,12 +145,7 @@ impl ControlPlane {
             id: id.0,
             name: m.name.clone(),
             tenant: self.tenant_name(m.tenant).to_string(),
-            state: if m.deleted_at.is_some() {
-                "deleted"
-            } else {
-                "active"
-            }
-            .into(),
+            state: m.state_name().into(),
             submitted_at: m.created_at,
             started_at: None,
             ended_at: m.deleted_at,

@@ -137,6 +137,17 @@ struct ServiceMeta {
     replace_at: Option<u64>,
 }
 
+impl ServiceMeta {
+    /// The API's name of its state: active, or deleted.
+    fn state_name(&self) -> &'static str {
+        if self.deleted_at.is_some() {
+            "deleted"
+        } else {
+            "active"
+        }
+    }
+}
+
 /// A replica that exits sooner than this after starting counts as crashing.
 const QUICK_EXIT: u64 = 60;
 /// The first wait before replacing a crashing replica; it doubles with each crash in a row.

@@ -216,12 +216,7 @@ impl ControlPlane {
                 service: id.0,
                 name: meta.name.clone(),
                 tenant: tenant.to_string(),
-                state: if meta.deleted_at.is_some() {
-                    "deleted"
-                } else {
-                    "active"
-                }
-                .into(),
+                state: meta.state_name().into(),
                 desired: status.as_ref().map_or(0, |s| s.desired),
                 replicas: status.as_ref().map_or(0, |s| s.running + s.pending),
             },

@@ -109,12 +109,7 @@ impl ControlPlane {
             id: id.0,
             name: meta.name.clone(),
             tenant: self.tenant_name(meta.tenant).to_string(),
-            state: if meta.deleted_at.is_some() {
-                "deleted"
-            } else {
-                "active"
-            }
-            .into(),
+            state: meta.state_name().into(),
             desired: status.as_ref().map_or(0, |s| s.desired),
             running: status.as_ref().map_or(0, |s| s.running),
             pending: status.as_ref().map_or(0, |s| s.pending),
