@@ -1,15 +1,16 @@
 //! Stargrid's node agent.
 //!
-//! Every `interval` the agent reports each of its nodes' tasks to the server
-//! (`POST /v1/agent/heartbeat`) and gets back the full list of tasks the node must run. It then
-//! reconciles: a task in the list that is not running is started; a running task that is not in
-//! the list (cancelled, preempted, requeued after the node was declared down, or from an older
-//! run) is stopped: SIGTERM to its process group, SIGKILL after the grace period. A task never
-//! runs twice: tasks are keyed by (job, run, rank), and a node that comes back after being
-//! declared down finds its old tasks missing from the list and stops them. Between rounds a
-//! thread long-polls `POST /v1/agent/wait`; the nodes it names have new work and are
-//! heartbeated at once. Both speak to the server through [`wire::Client`]: the agent links the
-//! API's types and client, not the server.
+//! Every `interval` the agent reports each of its nodes' tasks to the server and learns what
+//! the node must run ([`beats`]: many nodes to a request, `POST /v1/agent/heartbeats`; a node
+//! whose assignments did not change since the digest it holds is left out of the answer). It
+//! then reconciles: a task the node must run that is not running is started; a running task
+//! that is not in the list (cancelled, preempted, requeued after the node was declared down,
+//! or from an older run) is stopped: SIGTERM to its process group, SIGKILL after the grace
+//! period. A task never runs twice: tasks are keyed by (job, run, rank), and a node that comes
+//! back after being declared down finds its old tasks missing from the list and stops them.
+//! Between rounds a thread long-polls `POST /v1/agent/wait`; the nodes it names have new work
+//! and are heartbeated at once. Both speak to the server through [`wire::Client`]: the agent
+//! links the API's types and client, not the server.
 //!
 //! Sandboxes come as ranges of indices of a batch; each is a task keyed (batch, 0, index), run
 //! in `<work_dir>/<batch>-sandbox-<index>/` with `STARGRID_BATCH_ID` and
@@ -30,6 +31,7 @@
 //! A single-node agent reports the node's GPUs ([`inventory`]: NVML, or declared), and the
 //! server refuses the heartbeats of a node that does not match the fleet.
 
+mod beats;
 pub mod cgroup;
 pub mod egress;
 mod exec;
@@ -51,9 +53,7 @@ pub use task::agent_tag as task_group_tag;
 pub use task::INIT_SUBCOMMAND;
 use task::{hollow_runtime, sandbox_task, spawn, stop, Kind, Running, Task, TaskKey};
 pub use warm::WarmPool;
-use wire::api::{
-    Assignment, Heartbeat, HeartbeatReply, LogChunk, SandboxAssignment, TaskReport, WaitForChanges,
-};
+use wire::api::{Assignment, Heartbeat, LogChunk, SandboxAssignment, TaskReport, WaitForChanges};
 use wire::{Client, ClientError};
 
 /// Errors at the agent's boundary.
@@ -166,6 +166,10 @@ struct NodeTasks {
     last_answer: Instant,
     /// Logs the server asked for in its last answer.
     logs_wanted: Vec<wire::api::LogWanted>,
+    /// The digest of `work`, as the server gave it (`None`: nothing heard yet).
+    known: Option<u64>,
+    /// What the node must run, as last heard.
+    work: wire::api::NodeWork,
     /// The live interactive sandboxes, for execs.
     targets: exec::Targets,
     /// Started interactive sandboxes not yet anyone's.
@@ -222,7 +226,7 @@ impl NodeTasks {
     }
 
     /// Starts what is assigned and not running; stops what runs and is not assigned.
-    fn reconcile(&mut self, config: &AgentConfig, reply: &HeartbeatReply) {
+    fn reconcile(&mut self, config: &AgentConfig, reply: &wire::api::NodeWork) {
         // Each sandbox is a task keyed (batch, 0, index); its assignment is built only when it
         // starts (a host may hold thousands).
         let mut wanted: BTreeMap<TaskKey, Wanted<'_>> = reply
@@ -395,186 +399,6 @@ enum Wanted<'a> {
     Sandbox(&'a SandboxAssignment, u32),
 }
 
-/// One heartbeat of one node: report, then reconcile with the answer. Without an answer for
-/// longer than `fence_after`, the node stops its tasks.
-fn beat(config: &AgentConfig, client: &Client, node: &mut NodeTasks) {
-    beat_once(config, client, node, true);
-}
-
-/// Most of a log sent with one heartbeat.
-const LOG_CHUNK_BYTES: u64 = 64 << 10;
-
-/// What follows `from` in a task's log file, up to a chunk. The task owns its directory, so
-/// the name is opened without following a link (and without blocking on a FIFO), and only a
-/// regular file is read.
-fn read_log(work_dir: &std::path::Path, want: &wire::api::LogWanted) -> Option<LogChunk> {
-    use std::io::{Read, Seek};
-    use std::os::unix::fs::OpenOptionsExt;
-    // A job's task, or (run 0 of a batch) a sandbox: jobs and batches share one sequence of ids.
-    let task = work_dir.join(format!("{}-{}-{}", want.job, want.run, want.rank));
-    let sandbox = work_dir.join(format!("{}-sandbox-{}", want.job, want.rank));
-    let dir = if want.run == 0 && !task.exists() {
-        sandbox
-    } else {
-        task
-    };
-    let path = dir.join("log");
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    f.seek(std::io::SeekFrom::Start(want.from)).ok()?;
-    let mut buf = Vec::new();
-    f.take(LOG_CHUNK_BYTES).read_to_end(&mut buf).ok()?;
-    (!buf.is_empty()).then(|| LogChunk {
-        job: want.job,
-        run: want.run,
-        rank: want.rank,
-        offset: want.from,
-        len: buf.len() as u64,
-        data: String::from_utf8_lossy(&buf).into_owned(),
-    })
-}
-
-fn beat_once(config: &AgentConfig, client: &Client, node: &mut NodeTasks, may_repeat: bool) {
-    let logs: Vec<LogChunk> = node
-        .logs_wanted
-        .iter()
-        .filter_map(|w| read_log(&config.work_dir, w))
-        .collect();
-    let hb = Heartbeat {
-        node: node.name.clone(),
-        inventory: config.inventory.clone(),
-        logs,
-        tasks: node.reports(),
-        templates: config.templates.names(),
-    };
-    match client.heartbeat(&hb) {
-        Ok(reply) => {
-            node.last_answer = Instant::now();
-            node.reconcile(config, &reply);
-            // Someone started reading a log: send it now, not at the next heartbeat.
-            let new_wants = reply.logs_wanted.iter().any(|w| {
-                !node
-                    .logs_wanted
-                    .iter()
-                    .any(|o| o.job == w.job && o.run == w.run && o.rank == w.rank)
-            });
-            node.logs_wanted = reply.logs_wanted;
-            if new_wants && may_repeat {
-                beat_once(config, client, node, false);
-            }
-        }
-        Err(ClientError::Decode(e)) => {
-            tracing::warn!(node = %node.name, "bad heartbeat reply: {e}")
-        }
-        // The server is away: keep running what runs (it comes back with the same intent),
-        // unless it has been away for so long that the node counts as down.
-        Err(e) => {
-            tracing::warn!(node = %node.name, "heartbeat: {}", explain(&e));
-            if node.last_answer.elapsed() > config.fence_after && !node.tasks.is_empty() {
-                tracing::error!(
-                    node = %node.name,
-                    "no answer for {:?}: stopping its tasks",
-                    config.fence_after
-                );
-                node.reconcile(
-                    config,
-                    &HeartbeatReply {
-                        assignments: Vec::new(),
-                        sandboxes: Vec::new(),
-                        logs_wanted: Vec::new(),
-                    },
-                );
-            }
-        }
-    }
-}
-
-/// Heartbeats the nodes the server said have new work (`None`: every node).
-fn beat_changed(
-    config: &AgentConfig,
-    client: &Client,
-    nodes: &mut [NodeTasks],
-    index: &HashMap<String, usize>,
-    changed: Option<Vec<String>>,
-) {
-    match changed {
-        None => {
-            for node in nodes.iter_mut() {
-                beat(config, client, node);
-            }
-        }
-        Some(names) => {
-            for name in names {
-                if let Some(&i) = index.get(&name) {
-                    beat(config, client, &mut nodes[i]);
-                }
-            }
-        }
-    }
-}
-
-/// An HTTP failure in words: a refusal's field and reason, or the transport error.
-fn explain(e: &ClientError) -> String {
-    match e {
-        ClientError::Unreachable(why) => why.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// A thread that long-polls the server for nodes with new assignments and passes them on
-/// (`None`: every node). It ends when the receiver is dropped.
-fn watch_for_changes(
-    config: &AgentConfig,
-    alive: Arc<AtomicBool>,
-    targets: exec::Targets,
-) -> std::sync::mpsc::Receiver<Option<Vec<String>>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    // The server holds a wait up to its timeout: the request may take longer than that.
-    let client = config.client.clone().with_timeout(Duration::from_secs(40));
-    let nodes = config.nodes.clone();
-    // Exec output goes out on the agent's ordinary (shorter) timeout.
-    let exec_client = config.client.clone();
-    let hollow = config.hollow;
-    std::thread::spawn(move || {
-        let mut after = 0;
-        while alive.load(Ordering::Relaxed) {
-            let asked = WaitForChanges {
-                nodes: nodes.clone(),
-                after,
-                timeout_ms: 10_000,
-            };
-            let sent = match client.wait_for_changes(&asked) {
-                Ok(c) => {
-                    after = c.version;
-                    for order in c.execs {
-                        exec::start(exec_client.clone(), targets.clone(), hollow, order);
-                    }
-                    match (c.all, c.changed.is_empty()) {
-                        (true, _) => tx.send(None),
-                        (false, false) => tx.send(Some(c.changed)),
-                        (false, true) => Ok(()),
-                    }
-                }
-                // The server is away or older: heartbeats alone carry on.
-                Err(_) => {
-                    std::thread::sleep(Duration::from_secs(1));
-                    Ok(())
-                }
-            };
-            if sent.is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// Runs the agent until `stop` is set; then stops every task (grace, then kill) and returns.
 pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentError> {
     let work_dir_error = |e: std::io::Error| AgentError::WorkDir {
@@ -599,7 +423,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
     };
     let client = config.client.clone().with_timeout(Duration::from_secs(10));
     let targets = exec::Targets::default();
-    let mut nodes: Vec<NodeTasks> = config
+    let nodes: Vec<NodeTasks> = config
         .nodes
         .iter()
         .map(|n| NodeTasks {
@@ -607,48 +431,21 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
             logs_wanted: Vec::new(),
+            known: None,
+            work: Default::default(),
             targets: targets.clone(),
             pool: Vec::new(),
             next_warm: 0,
         })
         .collect();
-    let index: HashMap<String, usize> = config
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), i))
-        .collect();
     let watching = Arc::new(AtomicBool::new(true));
-    let changes = watch_for_changes(config, watching.clone(), targets);
-    while !stop_flag.load(Ordering::Relaxed) {
-        let next_round = Instant::now() + config.interval;
-        for i in 0..nodes.len() {
-            beat(config, &client, &mut nodes[i]);
-            // A round over many nodes takes a while: new work goes first.
-            while let Ok(changed) = changes.try_recv() {
-                beat_changed(config, &client, &mut nodes, &index, changed);
-            }
-        }
-        // Until the next round, heartbeat at once the nodes the server says have new work.
-        loop {
-            let now = Instant::now();
-            if now >= next_round || stop_flag.load(Ordering::Relaxed) {
-                break;
-            }
-            match changes.recv_timeout(next_round - now) {
-                Ok(changed) => beat_changed(config, &client, &mut nodes, &index, changed),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(next_round.saturating_duration_since(now));
-                    break;
-                }
-            }
-        }
-    }
+    let changes = beats::watch_for_changes(config, watching.clone(), targets);
+    let batches = beats::Batches::new(nodes);
+    batches.run(config, &client, &changes, stop_flag);
     watching.store(false, Ordering::Relaxed);
     // Shutting down: stop every task, within the grace period.
     let deadline = Instant::now() + config.grace + Duration::from_secs(1);
-    for node in nodes.iter_mut() {
+    for node in batches.into_nodes().iter_mut() {
         for warm in node.pool.drain(..) {
             warm.discard();
         }
@@ -697,6 +494,8 @@ mod tests {
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
             logs_wanted: Vec::new(),
+            known: None,
+            work: Default::default(),
             targets: exec::Targets::default(),
             pool: Vec::new(),
             next_warm: 0,
@@ -716,10 +515,9 @@ mod tests {
             cpu_millis: 2000,
             memory_mib: 1024,
         };
-        let reply = HeartbeatReply {
+        let reply = wire::api::NodeWork {
             assignments: vec![task],
             sandboxes: Vec::new(),
-            logs_wanted: Vec::new(),
         };
         node.reconcile(&config, &reply);
         let deadline = Instant::now() + Duration::from_secs(10);

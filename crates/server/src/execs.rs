@@ -156,11 +156,11 @@ impl Execs {
 
     /// The orders waiting for `nodes`, handed over (each once), oldest first, up to
     /// [`ORDERS_BYTES`] of standard input (at least one).
-    pub fn take_orders(&mut self, nodes: &HashSet<&str>) -> Vec<ExecOrder> {
+    pub fn take_orders(&mut self, asked: impl Fn(&str) -> bool) -> Vec<ExecOrder> {
         let ready: Vec<String> = self
             .undelivered
             .keys()
-            .filter(|n| nodes.contains(n.as_str()))
+            .filter(|n| asked(n.as_str()))
             .cloned()
             .collect();
         let mut out = Vec::new();
@@ -356,9 +356,9 @@ mod tests {
         assert!(execs.waiting_for(&n1));
         // Output before the order was handed over is refused.
         assert!(execs.sender(a, "n1", 5, 0).is_none());
-        let taken = execs.take_orders(&n1);
+        let taken = execs.take_orders(|x| n1.contains(x));
         assert_eq!(taken.iter().map(|o| o.id).collect::<Vec<_>>(), vec![a]);
-        assert!(execs.take_orders(&n1).is_empty());
+        assert!(execs.take_orders(|x| n1.contains(x)).is_empty());
         assert!(!execs.waiting_for(&n1));
         assert!(execs
             .untaken(std::time::Instant::now(), TAKE_WITHIN)
@@ -395,9 +395,17 @@ mod tests {
         let (a, _ra) = execs.open(big(0), "t").unwrap();
         let (b, _rb) = execs.open(big(1), "t").unwrap();
         let n: HashSet<&str> = ["n"].into_iter().collect();
-        let first: Vec<u64> = execs.take_orders(&n).iter().map(|o| o.id).collect();
+        let first: Vec<u64> = execs
+            .take_orders(|x| n.contains(x))
+            .iter()
+            .map(|o| o.id)
+            .collect();
         assert_eq!(first, vec![a]);
-        let second: Vec<u64> = execs.take_orders(&n).iter().map(|o| o.id).collect();
+        let second: Vec<u64> = execs
+            .take_orders(|x| n.contains(x))
+            .iter()
+            .map(|o| o.id)
+            .collect();
         assert_eq!(second, vec![b]);
         assert!(!execs.waiting_for(&n));
     }

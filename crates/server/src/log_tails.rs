@@ -193,6 +193,11 @@ impl LogTails {
         self.bytes -= freed;
     }
 
+    /// Whether nobody reads any log now (nothing to ask of agents).
+    pub fn is_idle(&self) -> bool {
+        self.wanted_jobs().next().is_none() && self.wanted_sandboxes().next().is_none()
+    }
+
     /// Jobs someone reads now.
     pub fn wanted_jobs(&self) -> impl Iterator<Item = u64> + '_ {
         self.wanted.keys().filter_map(|i| match i {

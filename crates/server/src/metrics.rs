@@ -173,7 +173,11 @@ impl Metrics {
             Unit::Seconds,
             self.pass_seconds.clone(),
         );
-        r.register("heartbeats", "Heartbeats answered", self.heartbeats.clone());
+        r.register(
+            "heartbeats",
+            "Node heartbeats taken (a request may carry many)",
+            self.heartbeats.clone(),
+        );
         r.register(
             "heartbeats_missed",
             "Nodes declared down because their agent went quiet",

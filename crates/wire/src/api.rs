@@ -4,12 +4,14 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod beats;
 mod egress;
 mod events;
 mod exec;
 mod fleet_view;
 mod history;
 mod template;
+pub use beats::*;
 pub use egress::*;
 pub use events::*;
 pub use exec::*;
@@ -271,6 +273,11 @@ pub struct Heartbeat {
     /// name; at most [`MAX_TEMPLATES`].
     #[serde(default)]
     pub templates: Vec<String>,
+    /// The digest of the assignments the agent holds for this node, from the last answer that
+    /// carried them (`POST /v1/agent/heartbeats` only): while it matches, the node's answer
+    /// is left out. Absent: every assignment is sent.
+    #[serde(default)]
+    pub known: Option<u64>,
 }
 
 /// Which task's log, and from which byte.
@@ -753,8 +760,9 @@ pub struct TokenView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitForChanges {
-    /// The nodes the agent plays (1 to 100,000).
-    #[schema(min_items = 1, max_items = 100_000)]
+    /// The nodes the agent plays (at most 100,000); none: every node the credential reports
+    /// for (an agent that plays many nodes).
+    #[schema(max_items = 100_000)]
     pub nodes: Vec<String>,
     /// The `version` of the previous answer (0 at first).
     #[serde(default)]

@@ -15,9 +15,9 @@
 
 use crate::api::{
     ApiError, BatchList, BatchView, Changes, ExecAck, ExecEvent, ExecOutput, ExecRequest,
-    FileWritten, Heartbeat, HeartbeatReply, IssueToken, JobList, JobView, LogView, NodeView,
-    ScaleService, ServiceList, ServiceView, SubmitJob, SubmitSandboxes, SubmitService, Submitted,
-    TenantView, Token, TokenView, WaitForChanges,
+    FileWritten, Heartbeat, HeartbeatReply, Heartbeats, HeartbeatsReply, IssueToken, JobList,
+    JobView, LogView, NodeView, ScaleService, ServiceList, ServiceView, SubmitJob, SubmitSandboxes,
+    SubmitService, Submitted, TenantView, Token, TokenView, WaitForChanges,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -608,6 +608,12 @@ impl Client {
     /// (`POST /v1/agent/heartbeat`).
     pub fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatReply> {
         self.post_json("agent/heartbeat", heartbeat)
+    }
+
+    /// An agent's heartbeats for several nodes: their tasks in, what changed out
+    /// (`POST /v1/agent/heartbeats`).
+    pub fn heartbeats(&self, heartbeats: &Heartbeats) -> Result<HeartbeatsReply> {
+        self.post_json("agent/heartbeats", heartbeats)
     }
 
     /// Waits until some of the agent's nodes have new assignments, or `timeout_ms` passes

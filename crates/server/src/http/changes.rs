@@ -20,6 +20,9 @@ pub(super) struct ChangeLog {
     dropped_through: u64,
     /// Waiting requests, by the nodes they wait on.
     waiters: HashMap<String, Vec<Arc<tokio::sync::Notify>>>,
+    /// Waiting requests for every node their credential reports for (agents that play many
+    /// nodes): woken by any change, each then looks for its own.
+    broad: Vec<Arc<tokio::sync::Notify>>,
 }
 
 impl ChangeLog {
@@ -28,6 +31,9 @@ impl ChangeLog {
             return;
         }
         self.version += 1;
+        for w in self.broad.drain(..) {
+            w.notify_one();
+        }
         for n in nodes {
             if let Some(waiting) = self.waiters.remove(&n) {
                 for w in waiting {
@@ -44,11 +50,7 @@ impl ChangeLog {
     }
 
     /// The asked-about nodes changed after `after`; `None`: cannot tell (all of them).
-    pub(super) fn since(
-        &self,
-        after: u64,
-        asked: &std::collections::HashSet<&str>,
-    ) -> Option<Vec<String>> {
+    pub(super) fn since(&self, after: u64, asked: impl Fn(&str) -> bool) -> Option<Vec<String>> {
         if after > self.version || after < self.dropped_through {
             return None;
         }
@@ -57,7 +59,7 @@ impl ChangeLog {
             .iter()
             .rev()
             .take_while(|(v, _)| *v > after)
-            .filter(|(_, n)| asked.contains(n.as_str()))
+            .filter(|(_, n)| asked(n))
             .map(|(_, n)| n.clone())
             .collect();
         changed.sort_unstable();
@@ -68,6 +70,9 @@ impl ChangeLog {
     /// Wakes the requests waiting on `node` without a change to its assignments (an exec
     /// order for it came in).
     pub(super) fn wake(&mut self, node: &str) {
+        for w in self.broad.drain(..) {
+            w.notify_one();
+        }
         if let Some(waiting) = self.waiters.remove(node) {
             for w in waiting {
                 w.notify_one();
@@ -75,7 +80,11 @@ impl ChangeLog {
         }
     }
 
+    /// Registers a waiter on `nodes` (none: on every change).
     pub(super) fn register(&mut self, nodes: &[String], waiter: &Arc<tokio::sync::Notify>) {
+        if nodes.is_empty() {
+            self.broad.push(waiter.clone());
+        }
         for n in nodes {
             self.waiters
                 .entry(n.clone())
@@ -85,6 +94,9 @@ impl ChangeLog {
     }
 
     pub(super) fn unregister(&mut self, nodes: &[String], waiter: &Arc<tokio::sync::Notify>) {
+        if nodes.is_empty() {
+            self.broad.retain(|w| !Arc::ptr_eq(w, waiter));
+        }
         for n in nodes {
             if let Some(v) = self.waiters.get_mut(n) {
                 v.retain(|w| !Arc::ptr_eq(w, waiter));
@@ -98,7 +110,9 @@ impl ChangeLog {
 
 /// Waits until some of the agent's nodes have new assignments (or the timeout passes), and
 /// says which: the agent heartbeats those at once, so work starts without waiting for the
-/// next heartbeat.
+/// next heartbeat. An agent that names no node waits on every node its credential reports
+/// for: an agent playing many nodes asks without sending (or the server matching) their names
+/// each time.
 #[utoipa::path(post, path = "/v1/agent/wait", request_body = crate::api::WaitForChanges,
     responses((status = 200, body = crate::api::Changes), (status = 400, body = ApiError)))]
 pub(super) async fn wait_for_changes(
@@ -111,11 +125,11 @@ pub(super) async fn wait_for_changes(
             // The token is checked before the body is read.
             let caller = server.caller(&headers)?;
             let req: crate::api::WaitForChanges = parse_json(&read_body(body).await?)?;
-            if req.nodes.is_empty() || req.nodes.len() > 100_000 {
+            if req.nodes.len() > 100_000 {
                 return Err(Refusal::new(
                     StatusCode::BAD_REQUEST,
                     "nodes",
-                    "must name 1 to 100000 nodes",
+                    "must name at most 100000 nodes",
                 ));
             }
             if req.timeout_ms > MAX_WAIT_MS {
@@ -126,8 +140,13 @@ pub(super) async fn wait_for_changes(
                 ));
             }
             server.reporter(&caller, req.nodes.iter().map(String::as_str))?;
-            let asked: std::collections::HashSet<&str> =
+            let named: std::collections::HashSet<&str> =
                 req.nodes.iter().map(String::as_str).collect();
+            let role = &caller.0;
+            let asked = |n: &str| match named.is_empty() {
+                true => role.may_report_for(n),
+                false => named.contains(n),
+            };
             let waiter = Arc::new(tokio::sync::Notify::new());
             let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms);
             loop {
@@ -135,13 +154,13 @@ pub(super) async fn wait_for_changes(
                     let mut log = server.change_log();
                     // Registered again below if it still waits, so never twice on a node.
                     log.unregister(&req.nodes, &waiter);
-                    let found = log.since(req.after, &asked);
+                    let found = log.since(req.after, asked);
                     log.register(&req.nodes, &waiter);
                     (log.version, found)
                 };
                 // Exec orders are looked for after the waiter is registered: one that comes
                 // later wakes it (the locks are taken one after the other, never nested).
-                let execs = server.execs().take_orders(&asked);
+                let execs = server.execs().take_orders(asked);
                 let timed_out = tokio::time::Instant::now() >= deadline;
                 if timed_out || !execs.is_empty() || found.as_ref().is_none_or(|c| !c.is_empty()) {
                     server.change_log().unregister(&req.nodes, &waiter);
@@ -168,7 +187,8 @@ mod tests {
     #[test]
     pub(super) fn the_change_log_answers_by_node_and_says_when_it_cannot_tell() {
         let mut log = ChangeLog::default();
-        let asked: std::collections::HashSet<&str> = ["a", "b"].into_iter().collect();
+        let set: std::collections::HashSet<&str> = ["a", "b"].into_iter().collect();
+        let asked = |n: &str| set.contains(n);
         assert_eq!(log.since(0, &asked), Some(vec![]));
         log.publish(vec!["a".into(), "c".into()]);
         log.publish(vec!["b".into()]);
@@ -186,6 +206,10 @@ mod tests {
         assert!(!log.waiters.contains_key("b"));
         log.unregister(&["a".into(), "b".into()], &waiter);
         assert!(log.waiters.is_empty());
+        // A broad waiter is woken by any change.
+        log.register(&[], &waiter);
+        log.publish(vec!["c".into()]);
+        assert!(log.broad.is_empty());
         // Old entries are dropped; asking about them gets every node.
         for _ in 0..CHANGE_LOG_LEN {
             log.publish(vec!["c".into()]);

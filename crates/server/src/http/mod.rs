@@ -327,26 +327,47 @@ impl Server {
     }
 
     /// Marks down every node whose agent went quiet for longer than the timeout; the failure
-    /// rules apply to its work. Durable when this returns.
+    /// rules apply to its work. Durable when this returns. The quiet ones are found without
+    /// the state's lock (a scan of when each up node was last heard from), so a fleet of any
+    /// size costs the API nothing here until some node does go quiet.
     pub async fn expire_silent_nodes(&self) {
+        let timeout = self.heartbeat_timeout;
+        let quiet: Vec<String> = self
+            .seen()
+            .iter()
+            .filter(|(_, t)| t.elapsed() > timeout)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if quiet.is_empty() {
+            return;
+        }
         let silent = |p: &ControlPlane, at: u64| {
+            // Asked again under the state's lock: a heartbeat may have come in since.
             let seen = self.seen();
-            Ok(p.up_nodes()
-                .into_iter()
-                .filter(|n| {
-                    seen.get(n)
-                        .is_none_or(|t| t.elapsed() > self.heartbeat_timeout)
-                })
+            Ok(quiet
+                .iter()
+                .filter(|n| seen.get(*n).is_none_or(|t| t.elapsed() > timeout))
+                .filter(|n| p.node_is_up(n) == Some(true))
                 .map(|node| {
                     tracing::warn!(%node, "no heartbeat: node down");
                     // A node that is down offers no template until its agent reports again.
-                    let _ = self.templates().offer(&node, &[]);
+                    let _ = self.templates().offer(node, &[]);
                     self.metrics.missed_heartbeats.inc();
-                    Event::NodeDown { node, at }
+                    Event::NodeDown {
+                        node: node.clone(),
+                        at,
+                    }
                 })
                 .collect())
         };
         let _ = self.commit(silent, OnRefusal::Skip).await;
+        // Down now: heard of again only when its agent reports (which brings it up).
+        let mut seen = self.seen();
+        for node in quiet {
+            if seen.get(&node).is_some_and(|t| t.elapsed() > timeout) {
+                seen.remove(&node);
+            }
+        }
     }
 
     /// How start-up went: records replayed, and the snapshot they followed.
@@ -460,6 +481,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/usage", get(usage))
         .route("/v1/events", get(stream_events))
         .route("/v1/agent/heartbeat", post(heartbeat))
+        .route("/v1/agent/heartbeats", post(heartbeats))
         .route("/v1/agent/wait", post(wait_for_changes))
         .route("/v1/agent/exec", post(exec_output))
         .route("/v1/tokens", post(issue_token).get(list_tokens))

@@ -1,5 +1,6 @@
 //! What each node must run (tasks and sandbox ranges), as agents are told in heartbeat
-//! answers, and where a job's logs are.
+//! answers (in full, or only its digest when the agent holds it already), and where a job's
+//! logs are.
 
 use super::*;
 
@@ -57,39 +58,123 @@ impl ControlPlane {
 
     /// Every task and sandbox node `name` must run now.
     pub fn assignments(&self, name: &str) -> (Vec<Assignment>, Vec<SandboxAssignment>) {
-        let engine = self.sched.engine();
         let (mut tasks, mut sandboxes) = (Vec::new(), Vec::new());
-        let Some(n) = engine.fleet().node_by_name(name) else {
+        let Some(n) = self.sched.engine().fleet().node_by_name(name) else {
             return (tasks, sandboxes);
         };
+        self.each_work_on(n, |work| match work {
+            NodeWork::Task {
+                job,
+                spec,
+                task,
+                rank,
+                world,
+                gpu_mask,
+                stop_by,
+                per_node,
+            } => tasks.push(Assignment {
+                job: job.0,
+                run: spec.restarts,
+                rank,
+                world,
+                tenant: self.tenant_name(spec.spec.tenant).to_string(),
+                tenant_id: Some(spec.spec.tenant.0),
+                command: task.command.clone(),
+                env: self.task_env(task),
+                workdir: task.workdir.clone(),
+                gpus: (0..32).filter(|b| gpu_mask & (1 << b) != 0).collect(),
+                stop_by,
+                cpu_millis: per_node.cpu_millis,
+                memory_mib: per_node.memory_mib,
+            }),
+            NodeWork::Sandboxes {
+                batch,
+                meta,
+                first,
+                count,
+                request,
+            } => sandboxes.push(SandboxAssignment {
+                batch: batch.0,
+                tenant: self.tenant_name(meta.tenant).to_string(),
+                tenant_id: Some(meta.tenant.0),
+                first,
+                count,
+                command: meta.task.command.clone(),
+                env: self.task_env(&meta.task),
+                workdir: meta.task.workdir.clone(),
+                cpu_millis: request.cpu_millis,
+                memory_mib: request.memory_mib,
+                interactive: meta.task.interactive.is_some(),
+                template: meta.task.template.clone(),
+                egress: meta.task.egress.clone(),
+            }),
+        });
+        (tasks, sandboxes)
+    }
+
+    /// A digest of what node `name` must run (`None`: no such node). It changes whenever
+    /// [`assignments`](Self::assignments) would answer differently, and is computed without
+    /// building them: a heartbeat that still holds this digest is answered with nothing.
+    pub fn assignment_digest(&self, name: &str) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let n = self.sched.engine().fleet().node_by_name(name)?;
+        // Fixed keys: the same work gives the same digest after a restart.
+        let mut h = std::hash::DefaultHasher::new();
+        self.each_work_on(n, |work| match work {
+            NodeWork::Task {
+                job,
+                spec,
+                rank,
+                world,
+                gpu_mask,
+                stop_by,
+                per_node,
+                ..
+            } => {
+                (0u8, job.0, spec.restarts, rank, world, gpu_mask, stop_by).hash(&mut h);
+                (per_node.cpu_millis, per_node.memory_mib).hash(&mut h);
+            }
+            NodeWork::Sandboxes {
+                batch,
+                first,
+                count,
+                request,
+                ..
+            } => {
+                (1u8, batch.0, first, count).hash(&mut h);
+                (request.cpu_millis, request.memory_mib).hash(&mut h);
+            }
+        });
+        Some(h.finish())
+    }
+
+    /// Walks what node `n` runs, in the engine's order: each task of a running (or
+    /// preempting) job, and each range of live sandboxes.
+    fn each_work_on(&self, n: NodeId, mut each: impl FnMut(NodeWork<'_>)) {
+        let engine = self.sched.engine();
         for w in engine.workloads_on(n) {
             match engine.allocation(w) {
                 Some(Allocation::Gang {
                     slots, per_node, ..
                 }) => {
-                    let (Some(job), Some(task)) = (self.sched.job(w), self.task_of(w)) else {
+                    let (Some(spec), Some(task)) = (self.sched.job(w), self.task_of(w)) else {
                         continue;
                     };
-                    let stop_by = match job.state {
+                    let stop_by = match spec.state {
                         JobState::Running { .. } => None,
                         JobState::Preempting { deadline, .. } => Some(deadline),
                         _ => continue,
                     };
                     for (rank, slot) in slots.iter().enumerate().filter(|(_, s)| s.node == n) {
-                        tasks.push(Assignment {
-                            job: w.0,
-                            run: job.restarts,
+                        each(NodeWork::Task {
+                            job: JobId(w.0),
+                            spec,
+                            task,
                             rank: rank as u32,
                             world: slots.len() as u32,
-                            tenant: self.tenant_name(job.spec.tenant).to_string(),
-                            tenant_id: Some(job.spec.tenant.0),
-                            command: task.command.clone(),
-                            env: self.task_env(task),
-                            workdir: task.workdir.clone(),
-                            gpus: (0..32).filter(|b| slot.gpu_mask & (1 << b) != 0).collect(),
+                            gpu_mask: slot.gpu_mask,
                             stop_by,
-                            cpu_millis: per_node.cpu_millis,
-                            memory_mib: per_node.memory_mib,
+                            per_node,
                         });
                     }
                 }
@@ -116,20 +201,12 @@ impl ControlPlane {
                             while i < end && is_live(i) {
                                 i += 1;
                             }
-                            sandboxes.push(SandboxAssignment {
-                                batch: w.0,
-                                tenant: self.tenant_name(meta.tenant).to_string(),
-                                tenant_id: Some(meta.tenant.0),
+                            each(NodeWork::Sandboxes {
+                                batch: BatchId(w.0),
+                                meta,
                                 first,
                                 count: i - first,
-                                command: meta.task.command.clone(),
-                                env: self.task_env(&meta.task),
-                                workdir: meta.task.workdir.clone(),
-                                cpu_millis: request.cpu_millis,
-                                memory_mib: request.memory_mib,
-                                interactive: meta.task.interactive.is_some(),
-                                template: meta.task.template.clone(),
-                                egress: meta.task.egress.clone(),
+                                request,
                             });
                         }
                     }
@@ -137,7 +214,6 @@ impl ControlPlane {
                 None => {}
             }
         }
-        (tasks, sandboxes)
     }
 
     /// Whether rank `rank` of job `job`'s current run is placed on node `n`.
@@ -216,4 +292,27 @@ impl ControlPlane {
                 .collect(),
         ))
     }
+}
+
+/// One piece of what a node runs, as [`ControlPlane::each_work_on`] walks it.
+enum NodeWork<'a> {
+    /// A rank of a running (or preempting) job.
+    Task {
+        job: JobId,
+        spec: &'a sched::Job,
+        task: &'a TaskSpec,
+        rank: u32,
+        world: u32,
+        gpu_mask: u32,
+        stop_by: Option<u64>,
+        per_node: &'a model::Resources,
+    },
+    /// A range of live sandboxes of a batch.
+    Sandboxes {
+        batch: BatchId,
+        meta: &'a BatchMeta,
+        first: u32,
+        count: u32,
+        request: &'a model::SandboxRequest,
+    },
 }

@@ -138,6 +138,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
     // A checkpoint, then rank 0 exits 0: the job still runs (rank 1 has not exited).
     let hb = |node: &str, exit: Option<i32>, rank, checkpoint| Heartbeat {
         templates: Vec::new(),
+        known: None,
         node: node.into(),
         inventory: None,
         logs: Vec::new(),
@@ -341,6 +342,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     // Its process exits: the replica is replaced, and the new one is placed by a pass.
     let hb = Heartbeat {
         templates: Vec::new(),
+        known: None,
         node: node.clone(),
         inventory: None,
         logs: Vec::new(),
@@ -381,6 +383,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
         .unwrap();
     let hb = Heartbeat {
         templates: Vec::new(),
+        known: None,
         node: again.0.clone(),
         inventory: None,
         logs: Vec::new(),
@@ -474,6 +477,7 @@ fn sandboxes_run_exit_move_and_replay() {
     let wrong = p.up_nodes().into_iter().find(|n| *n != host0).unwrap();
     let report = |node: &str, index: u32, code: i32| Heartbeat {
         templates: Vec::new(),
+        known: None,
         node: node.into(),
         inventory: None,
         logs: Vec::new(),
