@@ -189,14 +189,14 @@ mod tests {
         let mut log = ChangeLog::default();
         let set: std::collections::HashSet<&str> = ["a", "b"].into_iter().collect();
         let asked = |n: &str| set.contains(n);
-        assert_eq!(log.since(0, &asked), Some(vec![]));
+        assert_eq!(log.since(0, asked), Some(vec![]));
         log.publish(vec!["a".into(), "c".into()]);
         log.publish(vec!["b".into()]);
-        assert_eq!(log.since(0, &asked), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(log.since(1, &asked), Some(vec!["b".into()]));
-        assert_eq!(log.since(2, &asked), Some(vec![]));
+        assert_eq!(log.since(0, asked), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(log.since(1, asked), Some(vec!["b".into()]));
+        assert_eq!(log.since(2, asked), Some(vec![]));
         // A version from before a restart: every node.
-        assert_eq!(log.since(9, &asked), None);
+        assert_eq!(log.since(9, asked), None);
         // A waiter is woken by a change to one of its nodes, and only then.
         let waiter = Arc::new(tokio::sync::Notify::new());
         log.register(&["a".into(), "b".into()], &waiter);
@@ -214,7 +214,7 @@ mod tests {
         for _ in 0..CHANGE_LOG_LEN {
             log.publish(vec!["c".into()]);
         }
-        assert_eq!(log.since(1, &asked), None);
-        assert_eq!(log.since(log.version, &asked), Some(vec![]));
+        assert_eq!(log.since(1, asked), None);
+        assert_eq!(log.since(log.version, asked), Some(vec![]));
     }
 }
