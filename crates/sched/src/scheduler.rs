@@ -64,6 +64,18 @@ struct Brief {
     no_victims_at: Option<VainSearch>,
 }
 
+impl Brief {
+    /// What the job asks of its tenant's quota.
+    fn ask(&self) -> ResourceVec {
+        let mut v = ResourceVec::default();
+        let (n, s) = (u64::from(self.nodes), &self.shape);
+        v.gpus[s.gpu] = n * u64::from(s.gpus_per_node);
+        v.cpu_millis = n * u64::from(s.cpu_millis_per_node);
+        v.memory_mib = n * u64::from(s.memory_mib_per_node);
+        v
+    }
+}
+
 /// A preemption search that found nothing: the job searches again only after something started
 /// or stopped and `retry_at` has passed. Each fruitless search in a row doubles the wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

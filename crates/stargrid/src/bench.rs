@@ -23,6 +23,9 @@ pub enum BenchCommand {
     Sim(SimBenchArgs),
     /// The control plane on loopback: durable submissions per second, submit-to-running latency.
     Live(crate::bench_live::LiveBenchArgs),
+    /// One cell at the fleet's real size: every node up and heartbeating (hollow agents),
+    /// the server's CPU and memory, jobs accepted and submit-to-running latency with a backlog.
+    Scale(crate::bench_scale::ScaleBenchArgs),
     /// Isolated sandboxes started for real on this host: how fast, and what each costs it.
     Sandboxes(crate::bench_sandboxes::SandboxBenchArgs),
     /// The history of finished work at a million jobs: pages with filters and usage sums
@@ -212,6 +215,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Engine(a) => a,
         BenchCommand::Sim(a) => return bench_sim(a),
         BenchCommand::Live(a) => return crate::bench_live::run(a),
+        BenchCommand::Scale(a) => return crate::bench_scale::run(a),
         BenchCommand::Sandboxes(a) => return crate::bench_sandboxes::run(a),
         BenchCommand::History(a) => return crate::bench_history::run(a),
     };

@@ -6,6 +6,7 @@ mod bench;
 mod bench_history;
 mod bench_live;
 mod bench_sandboxes;
+mod bench_scale;
 mod client;
 mod config;
 mod cost_view;

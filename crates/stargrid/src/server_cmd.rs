@@ -20,6 +20,9 @@ pub struct ServerArgs {
     /// postgres://USER:PASSWORD@HOST/DATABASE.
     #[arg(long, env = "STARGRID_STORE")]
     pub store: Option<String>,
+    /// The cell's name, as its capacity summary gives it (`GET /v1/cell`).
+    #[arg(long, default_value = "cell-0")]
+    pub cell: String,
     /// Address to serve the API on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
@@ -246,6 +249,7 @@ pub fn run(a: &ServerArgs) -> Result<()> {
     };
     let config = server::Config {
         store_url,
+        cell: a.cell.clone(),
         fleet_toml,
         tenants,
         idle_pass_interval: 60,

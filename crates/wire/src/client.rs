@@ -484,6 +484,11 @@ impl Client {
         self.get("nodes", &[])
     }
 
+    /// The cell's capacity summary (`GET /v1/cell`).
+    pub fn cell(&self) -> Result<crate::api::CellSummary> {
+        self.get("cell", &[])
+    }
+
     /// Drains a node, or every node under a topology path (`POST /v1/nodes/{name}/drain`);
     /// answers the nodes.
     pub fn drain(&self, name: &str) -> Result<Vec<NodeView>> {

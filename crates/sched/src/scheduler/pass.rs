@@ -7,7 +7,7 @@ use super::{
     Scheduler, ShapeKey, Time,
 };
 use crate::engine::EngineError;
-use model::{NodeId, PriorityClass, TenantId, WorkloadId};
+use model::{NodeId, PriorityClass, ResourceVec, TenantId, WorkloadId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +214,16 @@ impl Scheduler {
         } else {
             self.config.pass_depth
         };
+        // In a pass that does not go all the way, a job its tenant's own quota refuses (a
+        // tenant outside any cohort) is left out without using up the depth: a tenant with a
+        // long backlog over its quota must not hide the rest of the queue until the next full
+        // pass. Its reason is the quota's.
+        let shallow = depth != usize::MAX;
+        let held: Vec<Option<ResourceVec>> = self
+            .tenants
+            .iter()
+            .map(|t| (shallow && t.cohort.is_none()).then(|| t.usage.plus(&t.load.sandbox_usage())))
+            .collect();
         match self.config.order {
             super::QueueOrder::PriorityFairShare => {
                 let mut v = Vec::new();
@@ -226,6 +236,19 @@ impl Scheduler {
                         for (key, brief) in self.ordered.range(lo..=hi) {
                             if v.len() >= depth {
                                 break 'classes;
+                            }
+                            if let Some(held) = &held[t] {
+                                let quota = &self.tenants[t].spec.quota;
+                                if !held.plus(&brief.ask()).fits_in(quota) {
+                                    if let Some(job) = self.jobs.get_mut(&key.3) {
+                                        if let Err(why) =
+                                            admit_with(&self.tenants, &self.cohorts, job)
+                                        {
+                                            job.reason = Some(why);
+                                        }
+                                    }
+                                    continue;
+                                }
                             }
                             v.push((key.3, *brief));
                         }

@@ -1,5 +1,5 @@
-//! `/v1/nodes`, `/v1/tenants`, `/v1/cost`, `/v1/fleet/overview`, `/v1/fleet/domain`: the
-//! fleet's nodes (drain and resume by node or topology path), tenants and their usage, what the
+//! `/v1/nodes`, `/v1/cell`, `/v1/tenants`, `/v1/cost`, `/v1/fleet/overview`,
+//! `/v1/fleet/domain`: the fleet's nodes, the cell's capacity summary (drain and resume by node or topology path), tenants and their usage, what the
 //! fleet has cost, and the fleet as the dashboard draws it (domains as cells, a domain's trays).
 
 use super::*;
@@ -15,6 +15,23 @@ pub(super) async fn list_nodes(State(server): State<Arc<Server>>, headers: Heade
             Json(nodes).into_response()
         }
         Ok(_) => Json(server.plane().nodes()).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// The cell's capacity at a glance: nodes by state, GPUs by model and CPU (free, used,
+/// unavailable), jobs waiting and running. Any token but a metrics one may read it.
+#[utoipa::path(get, path = "/v1/cell", responses((status = 200, body = crate::api::CellSummary)))]
+pub(super) async fn cell_summary(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Response {
+    match server.principal(&headers) {
+        Ok(_) => {
+            let plane = server.plane();
+            let now = plane.stamp(unix_now());
+            Json(plane.cell_summary(&server.cell, now)).into_response()
+        }
         Err(r) => r.into_response(),
     }
 }

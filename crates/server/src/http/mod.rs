@@ -80,6 +80,8 @@ pub struct Server {
     journal: Journal,
     idle_pass_interval: u64,
     heartbeat_timeout: Duration,
+    /// The cell's name.
+    cell: String,
     /// When each node's agent was last heard from (not journaled: after a restart every node
     /// that was up gets a full timeout to check in again).
     last_seen: Mutex<HashMap<String, Instant>>,
@@ -471,6 +473,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/sandboxes/{id}/files", get(read_file).put(write_file))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/fleet/overview", get(fleet_overview))
+        .route("/v1/cell", get(cell_summary))
         .route("/v1/fleet/domain", get(fleet_domain))
         .route("/v1/nodes/{name}/drain", post(drain_node))
         .route("/v1/nodes/{name}/resume", post(resume_node))

@@ -28,6 +28,7 @@ use super::*;
         read_file,
         list_nodes,
         fleet_overview,
+        cell_summary,
         fleet_domain,
         drain_node,
         resume_node,
@@ -48,6 +49,8 @@ use super::*;
     ),
     components(schemas(
         crate::api::StreamEvent,
+        crate::api::CellSummary,
+        crate::api::CapacitySummary,
         crate::api::Change,
         SubmitJob,
         Submitted,

@@ -9,6 +9,8 @@ use super::*;
 pub struct Config {
     /// The journal's URL (see `store::parse_url`).
     pub store_url: String,
+    /// The cell's name, as its capacity summary gives it (`GET /v1/cell`).
+    pub cell: String,
     /// A fleet file's text; `None`: the small default fleet.
     pub fleet_toml: Option<String>,
     /// Tenants; `None`: one tenant, `default`.
@@ -47,6 +49,7 @@ impl Config {
     pub fn new(store_url: String, data_dir: &std::path::Path) -> Config {
         Config {
             store_url,
+            cell: "cell-0".into(),
             fleet_toml: None,
             tenants: None,
             idle_pass_interval: 60,
@@ -277,6 +280,7 @@ impl Server {
             journal,
             idle_pass_interval: config.idle_pass_interval.max(1),
             heartbeat_timeout: config.heartbeat_timeout,
+            cell: config.cell.clone(),
             last_seen: Mutex::new(last_seen),
             wake: tokio::sync::Notify::new(),
             changes: Mutex::new(ChangeLog::default()),

@@ -169,3 +169,33 @@ impl ControlPlane {
         g
     }
 }
+
+impl ControlPlane {
+    /// The cell's capacity summary, from the gauges (one pass over the nodes).
+    pub fn cell_summary(&self, cell: &str, now: u64) -> crate::api::CellSummary {
+        let g = self.gauges(now);
+        let add = |sum: &mut crate::api::CapacitySummary, c: &CapacityCount| {
+            sum.free += c.free;
+            sum.used += c.used;
+            sum.unavailable += c.unavailable;
+        };
+        let mut out = crate::api::CellSummary {
+            cell: cell.to_string(),
+            nodes: g.nodes.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ..Default::default()
+        };
+        for (place, c) in &g.gpus {
+            add(out.gpus.entry(place.model.clone()).or_default(), c);
+        }
+        for c in g.cpu_millis.values() {
+            add(&mut out.cpu_millis, c);
+        }
+        for (group, n) in &g.jobs {
+            match group.state {
+                "pending" => out.jobs_pending += n,
+                _ => out.jobs_running += n,
+            }
+        }
+        out
+    }
+}

@@ -104,3 +104,32 @@ pub struct TrayView {
     /// `other tenant`.
     pub work: Vec<String>,
 }
+
+/// A cell's capacity at a glance (`GET /v1/cell`): what a global queue over several cells, or
+/// an operator, reads to know what the cell holds and has free.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CellSummary {
+    /// The cell's name (`--cell`).
+    pub cell: String,
+    /// Nodes by state: ready, cordoned, draining, down.
+    pub nodes: std::collections::BTreeMap<String, u64>,
+    /// GPUs by model.
+    pub gpus: std::collections::BTreeMap<String, CapacitySummary>,
+    /// CPU millicores of CPU hosts.
+    pub cpu_millis: CapacitySummary,
+    /// Jobs waiting.
+    pub jobs_pending: u64,
+    /// Jobs running.
+    pub jobs_running: u64,
+}
+
+/// One kind of capacity, counted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CapacitySummary {
+    /// Free on nodes that take work.
+    pub free: u64,
+    /// Held by work.
+    pub used: u64,
+    /// Free, but on nodes that take no work (down, draining, cordoned).
+    pub unavailable: u64,
+}

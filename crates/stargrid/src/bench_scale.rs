@@ -1,0 +1,359 @@
+//! `stargrid bench scale`: one cell at the fleet's real size. The server runs as its own
+//! process (`stargrid server`, its SQLite journal in a temporary directory) so that its CPU
+//! and memory are its own; hollow agents in this process play every node of the fleet
+//! (several agents, each beating its nodes in batches from several threads). Measured: how
+//! long until every node is up, the server's CPU in steady state at the chosen heartbeat
+//! period and its resident memory, jobs accepted per second and submit → running latency with
+//! a backlog of queued jobs.
+
+use crate::bench_live::percentile;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wire::api::{IssueToken, SubmitJob};
+use wire::Client;
+
+#[derive(Args)]
+pub struct ScaleBenchArgs {
+    /// GPUs of the fleet, in 4-GPU GB200 trays of NVL72 domains (default: the reference
+    /// fleet's).
+    #[arg(long, default_value_t = 499_968)]
+    pub gpus: u64,
+    /// CPU hosts of the fleet.
+    #[arg(long, default_value_t = 100_000)]
+    pub cpu_hosts: u64,
+    /// Hollow agents sharing the nodes.
+    #[arg(long, default_value_t = 8)]
+    pub agents: usize,
+    /// Milliseconds between a node's heartbeats.
+    #[arg(long, default_value_t = 10_000)]
+    pub interval_ms: u64,
+    /// A node silent for this many seconds is down.
+    #[arg(long, default_value_t = 40)]
+    pub heartbeat_timeout_s: u64,
+    /// Seconds of steady state the server's CPU is measured over.
+    #[arg(long, default_value_t = 30)]
+    pub steady_s: u64,
+    /// Jobs left queued (a tenant with no GPU quota) before the throughput and latency runs.
+    #[arg(long, default_value_t = 100_000)]
+    pub queued: usize,
+    /// Jobs submitted for the throughput figure.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Jobs submitted one at a time for the latency figure.
+    #[arg(long, default_value_t = 300)]
+    pub latency_jobs: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// CPU seconds (user + system) and resident bytes of a process, from `/proc`.
+fn process_usage(pid: u32) -> Result<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after its ')'.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
+    // In USER_HZ ticks: 100 a second on Linux whatever the kernel's own tick rate.
+    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok((cpu, rss_kib * 1024))
+}
+
+/// The server's CPU cores used over `span`, measured now.
+fn cores_over(pid: u32, span: Duration) -> Result<f64> {
+    let (before, _) = process_usage(pid)?;
+    let t = Instant::now();
+    std::thread::sleep(span);
+    let (after, _) = process_usage(pid)?;
+    Ok((after - before) / t.elapsed().as_secs_f64())
+}
+
+fn job(tenant: &str, name: String, secs: &str) -> SubmitJob {
+    SubmitJob {
+        name,
+        tenant: tenant.into(),
+        priority: "research".into(),
+        gpu: "GB200".into(),
+        nodes: 1,
+        gpus_per_node: 4,
+        cpu_millis_per_node: 0,
+        memory_mib_per_node: 0,
+        segment: None,
+        spares: 0,
+        time_limit_s: 600,
+        command: vec!["sleep".into(), secs.into()],
+        env: Default::default(),
+        secret_env: Default::default(),
+        workdir: None,
+        placement: Default::default(),
+    }
+}
+
+/// Submits `count` jobs of `tenant` from `clients` threads; returns jobs accepted per second.
+fn submit_many(url: &str, token: &str, tenant: &str, count: usize, clients: usize) -> Result<f64> {
+    let t0 = Instant::now();
+    let per_client = count.div_ceil(clients.max(1));
+    let threads: Vec<_> = (0..clients.max(1))
+        .map(|c| {
+            let client = Client::new(url, token);
+            let tenant = tenant.to_string();
+            std::thread::spawn(move || -> Result<usize> {
+                for i in 0..per_client {
+                    client.submit_job(&job(&tenant, format!("{tenant}-{c}-{i}"), "2"))?;
+                }
+                Ok(per_client)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in threads {
+        accepted += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client panicked"))??;
+    }
+    Ok(accepted as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// The server as a child process, killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+    admin: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(dir: &Path, a: &ScaleBenchArgs) -> Result<ServerProcess> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let data = dir.join("data");
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--fleet")
+        .arg(dir.join("fleet.toml"))
+        .arg("--tenants")
+        .arg(dir.join("tenants.toml"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--cell", "bench"])
+        .args(["--heartbeat-timeout-s", &a.heartbeat_timeout_s.to_string()])
+        .args(["--max-live-jobs-per-tenant", "1000000"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting the server")?;
+    let mut server = ServerProcess {
+        child,
+        url,
+        admin: String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "the server exited ({status}); see {}",
+                dir.join("server.log").display()
+            );
+        }
+        if let Ok(token) = std::fs::read_to_string(data.join("admin.token")) {
+            if Client::new(&server.url, token.trim()).cell().is_ok() {
+                server.admin = token.trim().to_string();
+                return Ok(server);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the server did not start within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn run(a: &ScaleBenchArgs) -> Result<()> {
+    let dir = tempfile::tempdir().context("making a temporary dir")?;
+    let say = |s: &str| {
+        if !a.json {
+            eprintln!("{s}");
+        }
+    };
+    let catalog = model::InstanceCatalog::builtin();
+    let spec = fleet::generate::GenSpec {
+        gpus: a.gpus,
+        cpu_hosts: a.cpu_hosts,
+        ..fleet::generate::GenSpec::default()
+    };
+    let fleet = fleet::generate::generate(&spec, &catalog).context("generating the fleet")?;
+    std::fs::write(
+        dir.path().join("fleet.toml"),
+        fleet::file::write(&fleet, &catalog),
+    )?;
+    // `backlog` holds no GPU quota: its jobs wait, and stay in every pass's queue.
+    std::fs::write(
+        dir.path().join("tenants.toml"),
+        "[[tenants]]\nname = \"bench\"\ngpus = 1000000\n\n[[tenants]]\nname = \"backlog\"\ngpus = 0\n",
+    )?;
+    let names: Vec<String> = fleet.nodes().iter().map(|n| n.name.to_string()).collect();
+    drop(fleet);
+    say(&format!("{} nodes; starting the server", names.len()));
+    let server = start_server(dir.path(), a)?;
+    let pid = server.child.id();
+    let admin = Client::new(&server.url, &server.admin);
+    // Agents: each a share of the nodes under a credential bound to them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
+    let share = names.len().div_ceil(a.agents.max(1));
+    let mut agents = Vec::new();
+    let t_agents = Instant::now();
+    for (i, nodes) in names.chunks(share).enumerate() {
+        let token = admin.issue_token(&IssueToken {
+            role: "agent".into(),
+            tenant: None,
+            expires_in_s: None,
+            nodes: Some(model::hostlist::compress(nodes)),
+        })?;
+        let config = agent::AgentConfig {
+            client: Client::new(&server.url, &token.token),
+            nodes: nodes.to_vec(),
+            hollow: true,
+            work_dir: dir.path().join(format!("agent-{i}")),
+            interval: Duration::from_millis(a.interval_ms),
+            grace: Duration::from_secs(1),
+            fence_after: Duration::from_secs(a.heartbeat_timeout_s * 2),
+            started: Some(started_tx.clone()),
+            cgroups: None,
+            inventory: None,
+            run_as: agent::RunAs::AgentUser,
+            workdir_root: None,
+            isolation: agent::isolation::Isolation::None,
+            isolate_tasks: false,
+            warm_pools: Vec::new(),
+            templates: Default::default(),
+            egress: Default::default(),
+            init_program: None,
+        };
+        let stop = stop.clone();
+        agents.push(std::thread::spawn(move || agent::run(&config, &stop)));
+    }
+    // Every node up.
+    let up_deadline = Instant::now() + Duration::from_secs(600);
+    let all_up_seconds = loop {
+        let cell = admin.cell()?;
+        if cell.nodes.get("down").copied().unwrap_or(0) == 0 {
+            break t_agents.elapsed().as_secs_f64();
+        }
+        if Instant::now() > up_deadline {
+            bail!("nodes still down after 600 s: {:?}", cell.nodes);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    say(&format!("all up in {all_up_seconds:.1} s; steady state"));
+    // Steady state: a full heartbeat period at least after the last node came up.
+    std::thread::sleep(Duration::from_millis(a.interval_ms));
+    let steady = cores_over(pid, Duration::from_secs(a.steady_s))?;
+    let (_, rss_idle) = process_usage(pid)?;
+    say(&format!("steady {steady:.3} cores; queueing the backlog"));
+    let backlog_per_s = submit_many(&server.url, &server.admin, "backlog", a.queued, a.clients)?;
+    say(&format!(
+        "backlog queued at {backlog_per_s:.0}/s; throughput"
+    ));
+    let (cpu0, _) = process_usage(pid)?;
+    let t_jobs = Instant::now();
+    let accepted_per_s = submit_many(&server.url, &server.admin, "bench", a.jobs, a.clients)?;
+    let (cpu1, _) = process_usage(pid)?;
+    let busy = (cpu1 - cpu0) / t_jobs.elapsed().as_secs_f64();
+    // Let the throughput jobs end before timing single submissions.
+    std::thread::sleep(Duration::from_secs(4));
+    while started_rx.try_recv().is_ok() {}
+    say("latency");
+    let mut latencies_ms = Vec::with_capacity(a.latency_jobs);
+    for i in 0..a.latency_jobs {
+        let t = Instant::now();
+        let s = admin.submit_job(&job("bench", format!("lat-{i}"), "1"))?;
+        if std::env::var_os("STARGRID_BENCH_DEBUG").is_some() {
+            loop {
+                let v = admin.job(s.id)?;
+                if v.state != "pending" {
+                    eprintln!("job {} {} after {:?}", s.id, v.state, t.elapsed());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        loop {
+            let left = Duration::from_secs(30).saturating_sub(t.elapsed());
+            let (job, at) = started_rx
+                .recv_timeout(left)
+                .with_context(|| format!("job {} never started", s.id))?;
+            if job == s.id {
+                latencies_ms.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+    }
+    latencies_ms.sort_by(f64::total_cmp);
+    let cell = admin.cell()?;
+    let steady_loaded = cores_over(pid, Duration::from_secs(a.steady_s.min(10)))?;
+    let (_, rss) = process_usage(pid)?;
+    stop.store(true, Ordering::Relaxed);
+    for t in agents {
+        let _ = t.join();
+    }
+    drop(server);
+    let report = serde_json::json!({
+        "machine": crate::bench::machine(),
+        "nodes": names.len(),
+        "agents": a.agents,
+        "heartbeat_interval_s": a.interval_ms as f64 / 1000.0,
+        "heartbeat_timeout_s": a.heartbeat_timeout_s,
+        "all_up_seconds": all_up_seconds,
+        "server_cpu_cores_steady": steady,
+        "server_cpu_cores_steady_with_backlog": steady_loaded,
+        "server_cpu_cores_accepting": busy,
+        "server_rss_bytes_idle": rss_idle,
+        "server_rss_bytes": rss,
+        "backlog_accepted_per_s": backlog_per_s,
+        "queued_jobs": cell.jobs_pending,
+        "jobs_accepted_per_s": accepted_per_s,
+        "submit_to_running_p50_ms": percentile(&latencies_ms, 0.5),
+        "submit_to_running_p99_ms": percentile(&latencies_ms, 0.99),
+        "frontends": 0,
+        "writer_cpu_cores_without_frontends": steady,
+        "writer_cpu_cores_with_frontends": serde_json::Value::Null,
+        "note": "The server is its own process; the hollow agents and the clients share this machine's cores with it. server_cpu_cores_steady: every node heartbeating, nothing submitted. Jobs accepted: each durable (SQLite, synchronous=FULL) before it is answered, with queued_jobs waiting in the queue. submit_to_running: from the POST until a hollow agent starts the task. Frontends are not built yet: the writer serves every agent.",
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
