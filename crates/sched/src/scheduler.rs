@@ -76,6 +76,17 @@ impl Brief {
     }
 }
 
+/// The lesser of `a` and `b`, resource by resource.
+fn floor_of(a: &ResourceVec, b: &ResourceVec) -> ResourceVec {
+    let mut v = *a;
+    for (x, y) in v.gpus.iter_mut().zip(b.gpus) {
+        *x = (*x).min(y);
+    }
+    v.cpu_millis = v.cpu_millis.min(b.cpu_millis);
+    v.memory_mib = v.memory_mib.min(b.memory_mib);
+    v
+}
+
 /// A preemption search that found nothing: the job searches again only after something started
 /// or stopped and `retry_at` has passed. Each fruitless search in a row doubles the wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,6 +408,11 @@ pub struct Scheduler {
     /// The reservation as the last outcome reported it.
     #[serde(default)]
     journaled_reservation: Option<ReservationRecord>,
+    /// Per tenant, at most what each of its queued jobs asks, resource by resource (a floor:
+    /// it may be lower than the smallest ask after jobs left the queue; a full pass makes it
+    /// exact). A tenant whose quota refuses its floor refuses every queued job of its own.
+    #[serde(skip)]
+    queued_floor: Vec<Option<ResourceVec>>,
 }
 
 impl Scheduler {
@@ -489,6 +505,7 @@ impl Scheduler {
             touched: BTreeSet::new(),
             touched_services: BTreeSet::new(),
             journaled_reservation: None,
+            queued_floor: Vec::new(),
         })
     }
 

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub commit_records: Histogram,
     /// Scheduling passes' duration (the pass itself, under the state's lock).
     pub pass_seconds: Histogram,
+    /// How long the state was held to copy it for a snapshot (every request waits meanwhile).
+    pub snapshot_copy_seconds: Histogram,
     /// Heartbeats answered.
     pub heartbeats: Counter,
     /// Nodes declared down because their agent went quiet.
@@ -72,6 +74,7 @@ impl Default for Metrics {
             commit_seconds: latency_histogram(),
             commit_records: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             pass_seconds: latency_histogram(),
+            snapshot_copy_seconds: latency_histogram(),
             heartbeats: Counter::default(),
             missed_heartbeats: Counter::default(),
         }
@@ -172,6 +175,12 @@ impl Metrics {
             "A scheduling pass's duration",
             Unit::Seconds,
             self.pass_seconds.clone(),
+        );
+        r.register_with_unit(
+            "snapshot_copy_duration",
+            "How long the state was held to copy it for a snapshot",
+            Unit::Seconds,
+            self.snapshot_copy_seconds.clone(),
         );
         r.register(
             "heartbeats",

@@ -40,6 +40,10 @@ pub struct ServerArgs {
     /// loads the latest and replays only what follows it.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// The least seconds between two snapshots (a snapshot copies the state under its lock: a
+    /// short pause of every request, longer the larger the cell).
+    #[arg(long, default_value_t = 30)]
+    pub snapshot_min_interval_s: u64,
     /// Replay the whole journal at start, ignoring snapshots (recovery from a snapshot
     /// suspected bad).
     #[arg(long)]
@@ -256,6 +260,7 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         heartbeat_timeout: std::time::Duration::from_secs(a.heartbeat_timeout_s),
         admin_token_file: admin_token_file.clone(),
         snapshot_every: a.snapshot_every,
+        snapshot_min_interval: std::time::Duration::from_secs(a.snapshot_min_interval_s),
         replay_all: a.replay_all,
         rules,
         limits: a.limits.limits(),

@@ -112,7 +112,7 @@ fn restart_shows_the_same_jobs(store: &[&str], snapshot: bool) {
     let flags: Vec<&str> = store
         .iter()
         .copied()
-        .chain(["--snapshot-every", every])
+        .chain(["--snapshot-every", every, "--snapshot-min-interval-s", "0"])
         .collect();
     let store = flags.as_slice();
     let (mut server, url) = start_server_with(dir.path(), store);

@@ -219,6 +219,17 @@ impl Scheduler {
         // long backlog over its quota must not hide the rest of the queue until the next full
         // pass. Its reason is the quota's.
         let shallow = depth != usize::MAX;
+        if !shallow {
+            // The floors made exact again (what left the queue no longer lowers them).
+            let mut floors: Vec<Option<ResourceVec>> = vec![None; self.tenants.len()];
+            for brief in self.ordered.values() {
+                if let Some(floor) = floors.get_mut(brief.tenant.0 as usize) {
+                    let ask = brief.ask();
+                    *floor = Some(floor.map_or(ask, |f| super::floor_of(&f, &ask)));
+                }
+            }
+            self.queued_floor = floors;
+        }
         let held: Vec<Option<ResourceVec>> = self
             .tenants
             .iter()
@@ -229,6 +240,14 @@ impl Scheduler {
                 let mut v = Vec::new();
                 'classes: for class in 0..4u64 {
                     for &(_, t) in &by_share {
+                        // Every queued job of a tenant its quota refuses at its floor is
+                        // refused: its range is not even walked.
+                        let floor = self.queued_floor.get(t).copied().flatten();
+                        if let (Some(held), Some(floor)) = (&held[t], floor) {
+                            if !held.plus(&floor).fits_in(&self.tenants[t].spec.quota) {
+                                continue;
+                            }
+                        }
                         let (lo, hi) = (
                             (class, t as u64, 0, WorkloadId(0)),
                             (class, t as u64, u64::MAX, WorkloadId(u64::MAX)),

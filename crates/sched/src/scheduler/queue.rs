@@ -110,8 +110,22 @@ impl Scheduler {
             tenant: j.spec.tenant,
             no_victims_at: j.no_victims_at,
         };
+        let tenant = j.spec.tenant.0 as usize;
+        // A job its quota refuses now says so at once (a pass that leaves its tenant out would
+        // not tell it).
+        let refused = admit_with(&self.tenants, &self.cohorts, j).err();
         self.pending.insert((j.seq, id), key);
         self.ordered.insert(key, brief);
+        if self.queued_floor.len() < self.tenants.len() {
+            self.queued_floor.resize(self.tenants.len(), None);
+        }
+        if let Some(floor) = self.queued_floor.get_mut(tenant) {
+            let ask = brief.ask();
+            *floor = Some(floor.map_or(ask, |f| floor_of(&f, &ask)));
+        }
+        if let (Some(why), Some(j)) = (refused, self.jobs.get_mut(&id)) {
+            j.reason = Some(why);
+        }
     }
 
     /// Takes a job out of the queue.

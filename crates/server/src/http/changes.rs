@@ -149,13 +149,18 @@ pub(super) async fn wait_for_changes(
             };
             let waiter = Arc::new(tokio::sync::Notify::new());
             let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms);
+            // What was looked through already: a wake-up looks only at what came after it.
+            let mut cursor = req.after;
             loop {
                 let (version, found) = {
                     let mut log = server.change_log();
                     // Registered again below if it still waits, so never twice on a node.
                     log.unregister(&req.nodes, &waiter);
-                    let found = log.since(req.after, asked);
+                    let found = log.since(cursor, asked);
                     log.register(&req.nodes, &waiter);
+                    if found.as_ref().is_some_and(Vec::is_empty) {
+                        cursor = log.version;
+                    }
                     (log.version, found)
                 };
                 // Exec orders are looked for after the waiter is registered: one that comes

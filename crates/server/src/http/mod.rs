@@ -90,6 +90,10 @@ pub struct Server {
     /// Recent changes to nodes' assignments, for agents waiting on them.
     changes: Mutex<ChangeLog>,
     snapshot_every: u64,
+    /// The least time between two snapshots taken because records piled up.
+    snapshot_min_interval: Duration,
+    /// When the latest snapshot was taken (or the server started).
+    snapshot_taken: Mutex<Instant>,
     /// The record the latest snapshot holds.
     last_snapshot: std::sync::atomic::AtomicU64,
     /// How start-up went, in words.
@@ -334,10 +338,12 @@ impl Server {
     /// size costs the API nothing here until some node does go quiet.
     pub async fn expire_silent_nodes(&self) {
         let timeout = self.heartbeat_timeout;
+        // One reading of the clock for the whole scan.
+        let now = Instant::now();
         let quiet: Vec<String> = self
             .seen()
             .iter()
-            .filter(|(_, t)| t.elapsed() > timeout)
+            .filter(|(_, t)| now.saturating_duration_since(**t) > timeout)
             .map(|(n, _)| n.clone())
             .collect();
         if quiet.is_empty() {
@@ -377,11 +383,18 @@ impl Server {
         &self.replay_summary
     }
 
-    /// Saves a snapshot when enough records were journaled since the last one.
+    /// Saves a snapshot when enough records were journaled since the last one, and the last
+    /// one is old enough: a snapshot copies the whole state under its lock (a pause of every
+    /// request, tens of milliseconds at the reference fleet's size), so a busy cell takes one
+    /// at most every `snapshot_min_interval`, not every few thousand records.
     pub async fn snapshot_if_due(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
         let last = self.last_snapshot.load(Ordering::Relaxed);
-        let due = {
+        let rested = match self.snapshot_taken.lock() {
+            Ok(t) => t.elapsed() >= self.snapshot_min_interval,
+            Err(p) => p.into_inner().elapsed() >= self.snapshot_min_interval,
+        };
+        let due = rested && {
             let p = self.plane();
             self.snapshot_every > 0 && p.seq() >= last.saturating_add(self.snapshot_every)
         };
@@ -397,7 +410,16 @@ impl Server {
     /// records it holds, so it is never durable before them.
     async fn save_snapshot(&self) -> Result<u64, StateError> {
         use std::sync::atomic::Ordering;
+        let started = Instant::now();
         let copy = self.plane().clone();
+        let paused = started.elapsed();
+        self.metrics
+            .snapshot_copy_seconds
+            .observe(paused.as_secs_f64());
+        match self.snapshot_taken.lock() {
+            Ok(mut t) => *t = Instant::now(),
+            Err(p) => *p.into_inner() = Instant::now(),
+        }
         let seq = copy.seq();
         let body = tokio::task::spawn_blocking(move || copy.snapshot())
             .await
@@ -406,7 +428,12 @@ impl Server {
         match self.journal.save_snapshot(seq, body).done().await {
             Ok(()) => {
                 self.last_snapshot.store(seq, Ordering::Relaxed);
-                tracing::info!(seq, bytes, "snapshot saved");
+                tracing::info!(
+                    seq,
+                    bytes,
+                    copy_ms = paused.as_millis() as u64,
+                    "snapshot saved"
+                );
                 Ok(seq)
             }
             Err(e) => fail_stop(e),
@@ -622,11 +649,15 @@ where
             let mut last = 0u64;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = server.wake.notified() => {}
+                // Silence is looked for once a second, not at every wake: its scan is over
+                // every node heard from.
+                let ticked = tokio::select! {
+                    _ = tick.tick() => true,
+                    _ = server.wake.notified() => false,
+                };
+                if ticked {
+                    server.expire_silent_nodes().await;
                 }
-                server.expire_silent_nodes().await;
                 server.expire_sessions().await;
                 server.end_orphaned_execs();
                 server.pass_if_due(&mut last).await;

@@ -24,6 +24,8 @@ pub struct Config {
     /// A snapshot is saved once this many records were journaled after the last one (0:
     /// never); a restart loads it and replays only what follows.
     pub snapshot_every: u64,
+    /// The least time between two snapshots taken because records piled up (0: none).
+    pub snapshot_min_interval: Duration,
     /// Replay the whole journal at start even when a snapshot exists (to recover from a
     /// snapshot suspected bad, or to compare).
     pub replay_all: bool,
@@ -56,6 +58,7 @@ impl Config {
             heartbeat_timeout: Duration::from_secs(10),
             admin_token_file: data_dir.join("admin.token"),
             snapshot_every: 10_000,
+            snapshot_min_interval: Duration::ZERO,
             replay_all: false,
             catalogue: None,
             rules: sched::SchedConfig::default(),
@@ -285,6 +288,8 @@ impl Server {
             wake: tokio::sync::Notify::new(),
             changes: Mutex::new(ChangeLog::default()),
             snapshot_every: config.snapshot_every,
+            snapshot_min_interval: config.snapshot_min_interval,
+            snapshot_taken: Mutex::new(Instant::now()),
             last_snapshot: std::sync::atomic::AtomicU64::new(from_snapshot.unwrap_or(0)),
             replay_summary,
             logs: Mutex::new(LogTails::default()),
