@@ -176,7 +176,7 @@ fn prometheus_scrapes_the_server_and_answers_for_its_series() {
         "stargrid_heartbeats_total",
         "sum(stargrid_gpus{state=\"unavailable\"})",
         "stargrid_journal_commit_duration_seconds_count",
-        "stargrid_http_requests_total{route=\"/v1/agent/heartbeat\"}",
+        "stargrid_http_requests_total{route=\"/v1/agent/heartbeats\"}",
     ] {
         let found = query(series).unwrap_or_else(|| panic!("no {series} in Prometheus"));
         let v: f64 = found[0]["value"][1].as_str().unwrap().parse().unwrap();
