@@ -49,6 +49,10 @@ pub struct ScaleBenchArgs {
     /// Jobs submitted one at a time for the latency figure.
     #[arg(long, default_value_t = 300)]
     pub latency_jobs: usize,
+    /// Jobs in the cell (the backlog topped up) when listings are timed; 0: no listing
+    /// figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub listing_jobs: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -323,6 +327,22 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     let cell = admin.cell()?;
     let steady_loaded = cores_over(pid, Duration::from_secs(a.steady_s.min(10)))?;
     let (_, rss) = process_usage(pid)?;
+    let listing = match a.listing_jobs {
+        0 => serde_json::Value::Null,
+        want => {
+            let have = a.queued + a.jobs + a.latency_jobs;
+            say(&format!("topping up to {want} jobs; listings"));
+            submit_many(
+                &server.url,
+                &server.admin,
+                "backlog",
+                want.saturating_sub(have),
+                a.clients,
+            )?;
+            time_listings(&admin, want as u64)?
+        }
+    };
+    let (_, rss_listed) = process_usage(pid)?;
     stop.store(true, Ordering::Relaxed);
     for t in agents {
         let _ = t.join();
@@ -340,6 +360,9 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         "server_cpu_cores_accepting": busy,
         "server_rss_bytes_idle": rss_idle,
         "server_rss_bytes": rss,
+        "server_rss_bytes_at_listing_jobs": rss_listed,
+        "listing_jobs": a.listing_jobs,
+        "list_jobs_ms": listing,
         "backlog_accepted_per_s": backlog_per_s,
         "queued_jobs": cell.jobs_pending,
         "jobs_accepted_per_s": accepted_per_s,
@@ -356,4 +379,43 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// Pages of `GET /v1/jobs` at `total` jobs: the median of five calls of each, in
+/// milliseconds, by what the page asks for.
+fn time_listings(admin: &Client, total: u64) -> Result<serde_json::Value> {
+    let page =
+        |tenant: Option<&str>, state: Option<&str>, after: Option<u64>| wire::client::JobQuery {
+            tenant: tenant.map(str::to_string),
+            state: state.map(str::to_string),
+            after,
+            limit: Some(100),
+        };
+    let cases = [
+        ("first_page", page(None, None, None)),
+        ("middle_page", page(None, None, Some(total / 2))),
+        ("running", page(None, Some("running"), None)),
+        (
+            "pending_middle",
+            page(None, Some("pending"), Some(total / 2)),
+        ),
+        ("finished", page(None, Some("finished"), None)),
+        ("one_tenant", page(Some("bench"), None, None)),
+        (
+            "one_tenant_pending",
+            page(Some("bench"), Some("pending"), None),
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    for (name, query) in cases {
+        let mut ms = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            admin.jobs(&query)?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        ms.sort_by(f64::total_cmp);
+        out.insert(name.into(), ms[2].into());
+    }
+    Ok(out.into())
 }

@@ -174,6 +174,7 @@ impl ControlPlane {
                 self.sched
                     .submit(id.workload(), spec.clone(), *at)
                     .map_err(refused)?;
+                self.jobs_by_tenant.insert((spec.tenant, *id));
                 self.jobs.insert(
                     *id,
                     JobMeta {

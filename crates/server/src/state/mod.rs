@@ -191,6 +191,8 @@ pub struct ControlPlane {
     sched: Scheduler,
     tenants: Vec<TenantSpec>,
     jobs: BTreeMap<JobId, JobMeta>,
+    /// Every job again, by tenant: a listing of one tenant's jobs walks its own only.
+    jobs_by_tenant: BTreeSet<(TenantId, JobId)>,
     services: BTreeMap<ServiceId, ServiceMeta>,
     batches: BTreeMap<BatchId, BatchMeta>,
     /// The next job or batch id.
@@ -266,6 +268,7 @@ impl ControlPlane {
             sched,
             tenants: tenants.clone(),
             jobs: BTreeMap::new(),
+            jobs_by_tenant: BTreeSet::new(),
             services: BTreeMap::new(),
             batches: BTreeMap::new(),
             next_id: 1,

@@ -150,6 +150,7 @@ impl ControlPlane {
                 .iter()
                 .map(|n| node(&p, n))
                 .collect::<Result<_, _>>()?;
+            p.jobs_by_tenant.insert((TenantId(m.tenant), JobId(m.id)));
             p.jobs.insert(
                 JobId(m.id),
                 JobMeta {

@@ -312,13 +312,55 @@ impl ControlPlane {
         limit: usize,
         viewer: Option<&str>,
     ) -> Vec<JobView> {
-        // Filter on what is cheap; build views (which render pending reasons) for the page only.
-        self.jobs
-            .range(JobId(after.saturating_add(1))..)
-            .map(|(id, _)| *id)
-            .filter(|id| tenant.is_none_or(|t| self.job_tenant(*id) == Some(t)))
-            .filter(|id| state.is_none_or(|s| self.job_state(*id).map(state_name) == Some(s)))
-            .take(limit)
+        let from = JobId(after.saturating_add(1));
+        let tenant_id = match tenant {
+            Some(name) => match self.tenants.iter().position(|t| t.name == name) {
+                Some(i) => Some(TenantId(i as u32)),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let of_tenant =
+            |id: &JobId| tenant_id.is_none_or(|t| self.jobs.get(id).is_some_and(|m| m.tenant == t));
+        let in_state =
+            |id: &JobId| state.is_none_or(|s| self.job_state(*id).map(state_name) == Some(s));
+        // Walk the fewest jobs that can match: live ones for a live state (bounded by the
+        // limits on live work, not by every job ever run), one tenant's for a tenant, else all.
+        // Views (which render pending reasons) are built for the page only.
+        let ids: Vec<JobId> = match state {
+            Some("pending" | "running" | "preempting") => {
+                let mut live: Vec<JobId> = self
+                    .sched
+                    .pending_jobs()
+                    .into_iter()
+                    .chain(self.sched.running_jobs())
+                    .map(|w| JobId(w.0))
+                    .filter(|id| *id >= from && self.jobs.contains_key(id))
+                    .collect();
+                live.sort_unstable();
+                live.into_iter()
+                    .filter(|id| of_tenant(id) && in_state(id))
+                    .take(limit)
+                    .collect()
+            }
+            _ => match tenant_id {
+                Some(t) => self
+                    .jobs_by_tenant
+                    .range((t, from)..=(t, JobId(u64::MAX)))
+                    .map(|(_, id)| *id)
+                    .filter(|id| in_state(id))
+                    .take(limit)
+                    .collect(),
+                None => self
+                    .jobs
+                    .range(from..)
+                    .map(|(id, _)| *id)
+                    .filter(|id| in_state(id))
+                    .take(limit)
+                    .collect(),
+            },
+        };
+        ids.into_iter()
             .filter_map(|id| self.job_view_as(id, viewer))
             .collect()
     }
