@@ -90,6 +90,9 @@ pub struct AgentConfig {
     pub fence_after: Duration,
     /// Told (job or batch id, when) each time a task or sandbox starts; for measurements.
     pub started: Option<std::sync::mpsc::Sender<(u64, Instant)>>,
+    /// Told (job or batch id, when) each time a task or sandbox that is no longer assigned
+    /// has stopped; for tests.
+    pub stopped: Option<std::sync::mpsc::Sender<(u64, Instant)>>,
     /// Where task groups go, when limits can be applied.
     pub cgroups: Option<cgroup::Cgroups>,
     /// What the node has (NVML or declared), reported with every heartbeat; `None`: the fleet
@@ -253,6 +256,9 @@ impl NodeTasks {
             if done {
                 self.tasks.remove(&key);
                 self.targets.remove(&self.name, key);
+                if let Some(tx) = &config.stopped {
+                    let _ = tx.send((key.0, Instant::now()));
+                }
             }
         }
         for (key, want) in wanted {
@@ -478,6 +484,7 @@ mod tests {
             grace: Duration::from_secs(1),
             fence_after: Duration::from_secs(10),
             started: None,
+            stopped: None,
             cgroups: Some(cgroup::Cgroups::detect(root.path()).unwrap()),
             inventory: None,
             run_as: RunAs::AgentUser,

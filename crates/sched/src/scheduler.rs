@@ -557,14 +557,19 @@ impl Scheduler {
         self.pending.len()
     }
 
-    /// Number of running (and preempting) jobs.
-    pub fn running_count(&self) -> usize {
-        self.running.len()
-    }
-
     /// Running (and preempting) jobs, by id.
     pub fn running_jobs(&self) -> Vec<WorkloadId> {
         self.running.iter().copied().collect()
+    }
+
+    /// Running (and preempting) jobs with an id of at least `from`, in id order.
+    pub fn running_from(&self, from: WorkloadId) -> impl Iterator<Item = WorkloadId> + '_ {
+        self.running.range(from..).copied()
+    }
+
+    /// Number of running (and preempting) jobs.
+    pub fn running_count(&self) -> usize {
+        self.running.len()
     }
 
     /// The current reservation: (job, start, nodes held).

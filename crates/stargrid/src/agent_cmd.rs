@@ -118,6 +118,7 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
         grace: Duration::from_secs(a.grace_s),
         fence_after: Duration::from_secs(a.fence_after_s),
         started: None,
+        stopped: None,
         cgroups: None,
         inventory: None,
         run_as: agent::RunAs::AgentUser,

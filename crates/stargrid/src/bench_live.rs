@@ -110,6 +110,7 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
             grace: Duration::from_secs(1),
             fence_after: Duration::from_secs(60),
             started: Some(started_tx),
+            stopped: None,
             cgroups: None,
             inventory: None,
             run_as: agent::RunAs::AgentUser,

@@ -89,6 +89,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         grace: Duration::from_secs(1),
         fence_after: Duration::from_secs(60),
         started: None,
+        stopped: None,
         cgroups: cgroups.clone(),
         inventory: None,
         run_as,
@@ -102,6 +103,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
     };
     let agent = Agent::start(agent::AgentConfig {
         started: Some(started_tx),
+        stopped: None,
         ..base.clone()
     });
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -253,6 +253,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
             grace: Duration::from_secs(1),
             fence_after: Duration::from_secs(a.heartbeat_timeout_s * 2),
             started: Some(started_tx.clone()),
+            stopped: None,
             cgroups: None,
             inventory: None,
             run_as: agent::RunAs::AgentUser,

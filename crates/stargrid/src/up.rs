@@ -247,6 +247,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         grace: Duration::from_secs(5),
         fence_after: Duration::from_secs(10),
         started: None,
+        stopped: None,
         cgroups,
         inventory: None,
         run_as,

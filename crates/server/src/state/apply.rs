@@ -174,7 +174,9 @@ impl ControlPlane {
                 self.sched
                     .submit(id.workload(), spec.clone(), *at)
                     .map_err(refused)?;
-                self.jobs_by_tenant.insert((spec.tenant, *id));
+                if self.jobs_by_tenant.insert((spec.tenant, *id)) {
+                    *self.jobs_per_tenant.entry(spec.tenant).or_default() += 1;
+                }
                 self.jobs.insert(
                     *id,
                     JobMeta {

@@ -193,6 +193,8 @@ pub struct ControlPlane {
     jobs: BTreeMap<JobId, JobMeta>,
     /// Every job again, by tenant: a listing of one tenant's jobs walks its own only.
     jobs_by_tenant: BTreeSet<(TenantId, JobId)>,
+    /// How many jobs each tenant has had (`jobs_by_tenant`'s count per tenant).
+    jobs_per_tenant: HashMap<TenantId, usize>,
     services: BTreeMap<ServiceId, ServiceMeta>,
     batches: BTreeMap<BatchId, BatchMeta>,
     /// The next job or batch id.
@@ -269,6 +271,7 @@ impl ControlPlane {
             tenants: tenants.clone(),
             jobs: BTreeMap::new(),
             jobs_by_tenant: BTreeSet::new(),
+            jobs_per_tenant: HashMap::new(),
             services: BTreeMap::new(),
             batches: BTreeMap::new(),
             next_id: 1,

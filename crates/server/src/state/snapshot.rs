@@ -150,7 +150,9 @@ impl ControlPlane {
                 .iter()
                 .map(|n| node(&p, n))
                 .collect::<Result<_, _>>()?;
-            p.jobs_by_tenant.insert((TenantId(m.tenant), JobId(m.id)));
+            if p.jobs_by_tenant.insert((TenantId(m.tenant), JobId(m.id))) {
+                *p.jobs_per_tenant.entry(TenantId(m.tenant)).or_default() += 1;
+            }
             p.jobs.insert(
                 JobId(m.id),
                 JobMeta {

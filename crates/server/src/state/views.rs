@@ -324,41 +324,45 @@ impl ControlPlane {
             |id: &JobId| tenant_id.is_none_or(|t| self.jobs.get(id).is_some_and(|m| m.tenant == t));
         let in_state =
             |id: &JobId| state.is_none_or(|s| self.job_state(*id).map(state_name) == Some(s));
-        // Walk the fewest jobs that can match: live ones for a live state (bounded by the
-        // limits on live work, not by every job ever run), one tenant's for a tenant, else all.
-        // Views (which render pending reasons) are built for the page only.
+        // Walk the fewest jobs that can match: the running ones (in id order already) for a
+        // running state, the pending ones (sorted first) for pending unless most jobs are
+        // pending, one tenant's for a tenant when it has fewer, else every job. The walk
+        // stops at a page; views (which render pending reasons) are built for the page only.
+        let of_tenant_count = tenant_id.map_or(usize::MAX, |t| {
+            self.jobs_per_tenant.get(&t).copied().unwrap_or(0)
+        });
+        let all = self.jobs.len();
+        let pending = self.sched.pending_count();
+        let page = |ids: &mut dyn Iterator<Item = JobId>| -> Vec<JobId> {
+            ids.filter(|id| of_tenant(id) && in_state(id))
+                .take(limit)
+                .collect()
+        };
         let ids: Vec<JobId> = match state {
-            Some("pending" | "running" | "preempting") => {
+            Some("running" | "preempting") if self.sched.running_count() <= of_tenant_count => {
+                page(&mut self.sched.running_from(from.workload()).map(|w| JobId(w.0)))
+            }
+            Some("pending") if pending <= of_tenant_count && pending * 2 <= all => {
                 let mut live: Vec<JobId> = self
                     .sched
                     .pending_jobs()
                     .into_iter()
-                    .chain(self.sched.running_jobs())
                     .map(|w| JobId(w.0))
-                    .filter(|id| *id >= from && self.jobs.contains_key(id))
+                    .filter(|id| *id >= from)
                     .collect();
                 live.sort_unstable();
-                live.into_iter()
-                    .filter(|id| of_tenant(id) && in_state(id))
-                    .take(limit)
-                    .collect()
+                page(&mut live.into_iter())
             }
-            _ => match tenant_id {
-                Some(t) => self
-                    .jobs_by_tenant
-                    .range((t, from)..=(t, JobId(u64::MAX)))
-                    .map(|(_, id)| *id)
-                    .filter(|id| in_state(id))
-                    .take(limit)
-                    .collect(),
-                None => self
-                    .jobs
-                    .range(from..)
-                    .map(|(id, _)| *id)
-                    .filter(|id| in_state(id))
-                    .take(limit)
-                    .collect(),
-            },
+            _ if tenant_id.is_some() && of_tenant_count < all => {
+                let t = tenant_id.unwrap_or(TenantId(0));
+                page(
+                    &mut self
+                        .jobs_by_tenant
+                        .range((t, from)..=(t, JobId(u64::MAX)))
+                        .map(|(_, id)| *id),
+                )
+            }
+            _ => page(&mut self.jobs.range(from..).map(|(id, _)| *id)),
         };
         ids.into_iter()
             .filter_map(|id| self.job_view_as(id, viewer))
