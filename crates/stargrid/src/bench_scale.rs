@@ -25,7 +25,8 @@ pub struct ScaleBenchArgs {
     /// CPU hosts of the fleet.
     #[arg(long, default_value_t = 100_000)]
     pub cpu_hosts: u64,
-    /// Hollow agents sharing the nodes.
+    /// Hollow agents sharing the nodes: one plays the first zone (behind a relay the outage
+    /// cuts), the others share the rest.
     #[arg(long, default_value_t = 8)]
     pub agents: usize,
     /// Milliseconds between a node's heartbeats.
@@ -49,6 +50,9 @@ pub struct ScaleBenchArgs {
     /// Jobs submitted one at a time for the latency figure.
     #[arg(long, default_value_t = 300)]
     pub latency_jobs: usize,
+    /// Endless jobs placed in the first zone before its agent is cut off (0: no outage).
+    #[arg(long, default_value_t = 2000)]
+    pub outage_jobs: usize,
     /// Jobs in the cell (the backlog topped up) when listings are timed; 0: no listing
     /// figures.
     #[arg(long, default_value_t = 1_000_000)]
@@ -92,7 +96,7 @@ fn cores_over(pid: u32, span: Duration) -> Result<f64> {
     Ok((after - before) / t.elapsed().as_secs_f64())
 }
 
-fn job(tenant: &str, name: String, secs: &str) -> SubmitJob {
+pub(crate) fn job(tenant: &str, name: String, secs: &str) -> SubmitJob {
     SubmitJob {
         name,
         tenant: tenant.into(),
@@ -226,34 +230,86 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         "[[tenants]]\nname = \"bench\"\ngpus = 1000000\n\n[[tenants]]\nname = \"backlog\"\ngpus = 0\n",
     )?;
     let names: Vec<String> = fleet.nodes().iter().map(|n| n.name.to_string()).collect();
+    // The first zone with GPU trays goes silent in the outage; its agent plays it alone.
+    let zone_of = |n: &model::Node| fleet.zone_of(n.parent).map(|z| fleet.topo_path(z));
+    let first_zone = fleet
+        .nodes()
+        .iter()
+        .find(|n| n.capacity.gpus > 0)
+        .and_then(zone_of)
+        .context("the fleet has no GPU tray in a zone")?;
+    let (zone_nodes, rest): (Vec<String>, Vec<String>) = fleet
+        .nodes()
+        .iter()
+        .map(|n| {
+            (
+                zone_of(n).as_deref() == Some(first_zone.as_str()),
+                n.name.to_string(),
+            )
+        })
+        .fold(
+            (Vec::new(), Vec::new()),
+            |(mut z, mut r), (inside, name)| {
+                if inside {
+                    z.push(name)
+                } else {
+                    r.push(name)
+                }
+                (z, r)
+            },
+        );
+    let other_zones: Vec<String> = fleet
+        .topo()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == model::TopoKind::Zone)
+        .map(|(i, _)| fleet.topo_path(model::TopoId(i as u32)))
+        .filter(|p| *p != first_zone)
+        .collect();
     drop(fleet);
     say(&format!("{} nodes; starting the server", names.len()));
     let server = start_server(dir.path(), a)?;
     let pid = server.child.id();
     let admin = Client::new(&server.url, &server.admin);
-    // Agents: each a share of the nodes under a credential bound to them.
+    let relay = crate::bench_outage::Relay::start(
+        server
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .context("the server's address")?,
+    )?;
+    // Agents: the first zone's behind the relay, the rest sharing the other nodes, each
+    // under a credential bound to its nodes. They keep their tasks for long without answers
+    // (as a partitioned node would), so that the outage shows their old runs stopped.
     let stop = Arc::new(AtomicBool::new(false));
     let (started_tx, started_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
-    let share = names.len().div_ceil(a.agents.max(1));
+    let tally = crate::bench_outage::Tally::default();
+    let share = rest.len().div_ceil(a.agents.saturating_sub(1).max(1));
+    let shares = std::iter::once(zone_nodes.as_slice()).chain(rest.chunks(share.max(1)));
     let mut agents = Vec::new();
     let t_agents = Instant::now();
-    for (i, nodes) in names.chunks(share).enumerate() {
+    for (i, nodes) in shares.enumerate() {
         let token = admin.issue_token(&IssueToken {
             role: "agent".into(),
             tenant: None,
             expires_in_s: None,
             nodes: Some(model::hostlist::compress(nodes)),
         })?;
+        let url = match i {
+            0 => format!("http://{}", relay.addr),
+            _ => server.url.clone(),
+        };
+        let (started, stopped) = tally.hooks(i, started_tx.clone());
         let config = agent::AgentConfig {
-            client: Client::new(&server.url, &token.token),
+            client: Client::new(&url, &token.token),
             nodes: nodes.to_vec(),
             hollow: true,
             work_dir: dir.path().join(format!("agent-{i}")),
             interval: Duration::from_millis(a.interval_ms),
             grace: Duration::from_secs(1),
-            fence_after: Duration::from_secs(a.heartbeat_timeout_s * 2),
-            started: Some(started_tx.clone()),
-            stopped: None,
+            fence_after: Duration::from_secs(a.heartbeat_timeout_s * 20),
+            started: Some(started),
+            stopped: Some(stopped),
             cgroups: None,
             inventory: None,
             run_as: agent::RunAs::AgentUser,
@@ -326,6 +382,24 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     }
     latencies_ms.sort_by(f64::total_cmp);
     let cell = admin.cell()?;
+    let outage = match a.outage_jobs {
+        0 => serde_json::Value::Null,
+        jobs => {
+            say("zone outage");
+            crate::bench_outage::run(
+                &admin,
+                &relay,
+                &tally,
+                0,
+                zone_nodes.len(),
+                &other_zones,
+                jobs,
+                a.latency_jobs.min(100),
+                &started_rx,
+                Duration::from_secs(a.heartbeat_timeout_s.max(10)),
+            )?
+        }
+    };
     let steady_loaded = cores_over(pid, Duration::from_secs(a.steady_s.min(10)))?;
     let (_, rss) = process_usage(pid)?;
     let listing = match a.listing_jobs {
@@ -344,6 +418,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         }
     };
     let (_, rss_listed) = process_usage(pid)?;
+    let snapshots = snapshot_pauses(&admin)?;
     stop.store(true, Ordering::Relaxed);
     for t in agents {
         let _ = t.join();
@@ -352,7 +427,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     let report = serde_json::json!({
         "machine": crate::bench::machine(),
         "nodes": names.len(),
-        "agents": a.agents,
+        "agents": a.agents.max(2),
         "heartbeat_interval_s": a.interval_ms as f64 / 1000.0,
         "heartbeat_timeout_s": a.heartbeat_timeout_s,
         "all_up_seconds": all_up_seconds,
@@ -369,6 +444,10 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         "jobs_accepted_per_s": accepted_per_s,
         "submit_to_running_p50_ms": percentile(&latencies_ms, 0.5),
         "submit_to_running_p99_ms": percentile(&latencies_ms, 0.99),
+        "zone_outage": outage,
+        "snapshot_copies": snapshots.0,
+        "snapshot_copy_mean_ms": snapshots.1,
+        "snapshot_copy_max_ms_at_most": snapshots.2,
         "frontends": 0,
         "writer_cpu_cores_without_frontends": steady,
         "writer_cpu_cores_with_frontends": serde_json::Value::Null,
@@ -419,4 +498,38 @@ fn time_listings(admin: &Client, total: u64) -> Result<serde_json::Value> {
         out.insert(name.into(), ms[2].into());
     }
     Ok(out.into())
+}
+
+/// Snapshots taken and how long their copies held the state (every request waits meanwhile),
+/// from the server's `stargrid_snapshot_copy_duration_seconds` histogram: the count, the mean
+/// and the upper bound of the highest bucket reached, in milliseconds.
+fn snapshot_pauses(admin: &Client) -> Result<(u64, f64, f64)> {
+    let text = admin.metrics_text()?;
+    let series = "stargrid_snapshot_copy_duration_seconds";
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let mut count = 0.0;
+    let mut sum = 0.0;
+    let mut max_bound = 0.0;
+    let mut below = 0.0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(&format!("{series}_bucket{{le=\"")) {
+            let bound = rest.split('"').next().and_then(|b| b.parse::<f64>().ok());
+            if let (Some(bound), Some(n)) = (bound, value(line)) {
+                if n > below {
+                    max_bound = bound;
+                    below = n;
+                }
+            }
+        } else if line.starts_with(&format!("{series}_count")) {
+            count = value(line).unwrap_or(0.0);
+        } else if line.starts_with(&format!("{series}_sum")) {
+            sum = value(line).unwrap_or(0.0);
+        }
+    }
+    let mean_ms = if count > 0.0 {
+        sum / count * 1000.0
+    } else {
+        0.0
+    };
+    Ok((count as u64, mean_ms, max_bound * 1000.0))
 }

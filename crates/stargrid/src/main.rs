@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod bench_history;
 mod bench_live;
+mod bench_outage;
 mod bench_sandboxes;
 mod bench_scale;
 mod client;

@@ -124,8 +124,11 @@ pub struct Submitted {
 /// A job as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
-    /// Id.
+    /// Id (unique within its cell).
     pub id: u64,
+    /// The cell that runs it (its server's `--cell`).
+    #[serde(default)]
+    pub cell: String,
     /// Name.
     pub name: String,
     /// Owner.

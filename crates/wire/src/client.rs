@@ -479,9 +479,32 @@ impl Client {
         self.post(&format!("sandboxes/{id}/cancel"))
     }
 
-    /// Every node, with its state and free capacity (`GET /v1/nodes`).
+    /// Every node, with its state and free capacity (`GET /v1/nodes`, page by page).
     pub fn nodes(&self) -> Result<Vec<NodeView>> {
-        self.get("nodes", &[])
+        // A page at a time: a full page may be followed by more.
+        const PAGE: usize = 10_000;
+        let mut all: Vec<NodeView> = Vec::new();
+        loop {
+            let mut q = vec![("limit", PAGE.to_string())];
+            if let Some(last) = all.last() {
+                q.push(("after", last.name.clone()));
+            }
+            let page: Vec<NodeView> = self.get("nodes", &q)?;
+            let full = page.len() == PAGE;
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The metrics in Prometheus' text format (`GET /metrics`; an admin or metrics token).
+    pub fn metrics_text(&self) -> Result<String> {
+        // The one route outside `/v1`.
+        let url = format!("{}/metrics", self.base);
+        accepted(self.http.get(&url).set("Authorization", &self.auth).call())?
+            .into_string()
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// The cell's capacity summary (`GET /v1/cell`).
@@ -665,10 +688,15 @@ fn segment(raw: &str) -> String {
 
 /// The answer's body as `T`, or the error with its kind.
 fn answer<T: DeserializeOwned>(r: std::result::Result<ureq::Response, ureq::Error>) -> Result<T> {
+    accepted(r)?
+        .into_json::<T>()
+        .map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+/// The response of an accepted request, or the refusal or transport failure as an error.
+fn accepted(r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq::Response> {
     match r {
-        Ok(resp) => resp
-            .into_json::<T>()
-            .map_err(|e| ClientError::Decode(e.to_string())),
+        Ok(resp) => Ok(resp),
         Err(ureq::Error::Status(status, resp)) => Err(ClientError::refused(
             status,
             &resp.into_string().unwrap_or_default(),

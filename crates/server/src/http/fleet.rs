@@ -4,18 +4,60 @@
 
 use super::*;
 
-/// Every node, with its state and free capacity.
-#[utoipa::path(get, path = "/v1/nodes", responses((status = 200, body = [NodeView])))]
-pub(super) async fn list_nodes(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    match server.principal(&headers) {
-        // An agent credential sees the nodes it is bound to (a hollow agent picks from them).
-        Ok(role @ Role::Agent { nodes: Some(_) }) => {
-            let mut nodes = server.plane().nodes();
-            nodes.retain(|n| role.may_report_for(&n.name));
-            Json(nodes).into_response()
-        }
-        Ok(_) => Json(server.plane().nodes()).into_response(),
-        Err(r) => r.into_response(),
+/// Which nodes `GET /v1/nodes` lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NodeQuery {
+    /// Only nodes in this state: ready, cordoned, draining, down.
+    state: Option<String>,
+    /// Nodes after this one in fleet order (the last name of the previous page).
+    after: Option<String>,
+    /// Page size, 1..=10000 (default 10000).
+    limit: Option<usize>,
+}
+
+/// Most nodes on one page.
+pub const MAX_NODE_PAGE: usize = 10_000;
+
+/// Nodes in fleet order, with their state and free capacity, a page at a time: a full page
+/// may be followed by more (ask again with `after` = its last name).
+#[utoipa::path(get, path = "/v1/nodes",
+    params(("state" = Option<String>, Query, description = "ready, cordoned, draining or down"),
+        ("after" = Option<String>, Query, description = "the last node of the previous page"),
+        ("limit" = Option<usize>, Query, description = "page size, 1..=10000 (default 10000)")),
+    responses((status = 200, body = [NodeView]), (status = 400, body = ApiError)))]
+pub(super) async fn list_nodes(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    query: Result<Query<NodeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let role = match server.principal(&headers) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, "query", e.body_text()),
+    };
+    let limit = q.limit.unwrap_or(MAX_NODE_PAGE);
+    if limit == 0 || limit > MAX_NODE_PAGE {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            format!("must be 1..={MAX_NODE_PAGE}"),
+        );
+    }
+    // An agent credential sees the nodes it is bound to (a hollow agent picks from them).
+    let visible = |name: &str| match &role {
+        Role::Agent { nodes: Some(_) } => role.may_report_for(name),
+        _ => true,
+    };
+    let page = server
+        .plane()
+        .node_page(q.state.as_deref(), q.after.as_deref(), limit, visible);
+    match page {
+        Ok(nodes) => Json(nodes).into_response(),
+        Err(p) => bad_request(p).into_response(),
     }
 }
 

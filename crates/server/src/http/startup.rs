@@ -266,6 +266,7 @@ impl Server {
         let now = Instant::now();
         let last_seen = plane.up_nodes().into_iter().map(|n| (n, now)).collect();
         // Everything replayed or written so far is durable.
+        plane.set_cell(&config.cell);
         if let Some(path) = &config.secrets_key_file {
             let key = crate::state::SecretKey::load_or_create(path)
                 .map_err(|e| StartError::Secrets(e.to_string()))?;

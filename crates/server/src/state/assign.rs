@@ -13,6 +13,11 @@ impl ControlPlane {
         }
     }
 
+    /// Names the cell, as job views carry it.
+    pub fn set_cell(&mut self, cell: &str) {
+        self.cell = std::sync::Arc::from(cell);
+    }
+
     /// Seals secret environment values from now on (the server's key, kept outside the
     /// journal).
     pub fn set_secret_key(&mut self, key: std::sync::Arc<SecretKey>) {

@@ -222,6 +222,8 @@ pub struct ControlPlane {
     init_at: u64,
     /// The key secret environment values are sealed under (not journaled: it stays outside).
     secret_key: Option<std::sync::Arc<SecretKey>>,
+    /// The cell's name, which job views carry (not journaled: the server's `--cell`).
+    cell: std::sync::Arc<str>,
 }
 
 /// A record as replay applied it.
@@ -286,6 +288,7 @@ impl ControlPlane {
             fleet_toml: fleet_toml.as_str().into(),
             init_at: *at,
             secret_key: None,
+            cell: std::sync::Arc::from("cell-0"),
         })
     }
 

@@ -270,6 +270,7 @@ impl ControlPlane {
         let state_name = state_name(&state);
         Some(JobView {
             id: id.0,
+            cell: self.cell.to_string(),
             name: meta.name.clone(),
             tenant: self
                 .tenants
@@ -371,24 +372,73 @@ impl ControlPlane {
 
     /// Nodes with their state and free GPUs.
     pub fn nodes(&self) -> Vec<NodeView> {
-        let engine = self.sched.engine();
-        engine
-            .fleet()
-            .nodes()
+        let count = self.sched.engine().fleet().nodes().len();
+        (0..count)
+            .map(|i| self.node_view(model::NodeId(i as u32)))
+            .collect()
+    }
+
+    /// A page of nodes in fleet order: those after node `after` (by name), in state `state`,
+    /// that `visible` lets through, at most `limit`. The walk stops at a full page.
+    pub fn node_page(
+        &self,
+        state: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Vec<NodeView>, FieldProblem> {
+        let fleet = self.sched.engine().fleet();
+        let from = match after {
+            None => 0,
+            Some(name) => match fleet.node_by_name(name) {
+                Some(n) => n.0 as usize + 1,
+                None => {
+                    return Err(FieldProblem {
+                        field: "after".into(),
+                        reason: format!("no node '{name}' in the fleet"),
+                    })
+                }
+            },
+        };
+        let wanted = match state {
+            None => None,
+            Some(s) => Some(
+                [
+                    NodeState::Ready,
+                    NodeState::Cordoned,
+                    NodeState::Draining,
+                    NodeState::Down,
+                ]
+                .into_iter()
+                .find(|k| node_state_name(*k) == s)
+                .ok_or_else(|| FieldProblem {
+                    field: "state".into(),
+                    reason: format!("unknown state '{s}' (ready, cordoned, draining, down)"),
+                })?,
+            ),
+        };
+        Ok(fleet.nodes()[from.min(fleet.nodes().len())..]
             .iter()
             .enumerate()
-            .map(|(i, n)| {
-                let (free_mask, free_cpu, _) = engine.node_free(model::NodeId(i as u32));
-                NodeView {
-                    name: n.name.to_string(),
-                    state: format!("{:?}", n.state).to_lowercase(),
-                    gpus: u32::from(n.capacity.gpus),
-                    free_gpus: free_mask.count_ones(),
-                    cpu_millis: n.capacity.cpu_millis,
-                    free_cpu_millis: free_cpu,
-                }
-            })
-            .collect()
+            .filter(|(_, n)| wanted.is_none_or(|w| n.state == w) && visible(&n.name))
+            .take(limit)
+            .map(|(i, _)| self.node_view(model::NodeId((from + i) as u32)))
+            .collect())
+    }
+
+    /// One node as the API shows it.
+    fn node_view(&self, id: model::NodeId) -> NodeView {
+        let engine = self.sched.engine();
+        let n = engine.fleet().node(id);
+        let (free_mask, free_cpu, _) = engine.node_free(id);
+        NodeView {
+            name: n.name.to_string(),
+            state: node_state_name(n.state).into(),
+            gpus: u32::from(n.capacity.gpus),
+            free_gpus: free_mask.count_ones(),
+            cpu_millis: n.capacity.cpu_millis,
+            free_cpu_millis: free_cpu,
+        }
     }
 
     /// Tenants with their usage.
@@ -470,5 +520,15 @@ impl ControlPlane {
             self.now
         ));
         out
+    }
+}
+
+/// A node state's name in the API.
+fn node_state_name(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Ready => "ready",
+        NodeState::Cordoned => "cordoned",
+        NodeState::Draining => "draining",
+        NodeState::Down => "down",
     }
 }

@@ -723,3 +723,45 @@ fn an_interactive_batch_keeps_its_lifetimes_through_replay_and_a_snapshot() {
     assert!(!plain.batch_view(BatchId(1)).unwrap().interactive);
     assert!(plain.live_sessions().is_empty());
 }
+
+#[test]
+fn node_pages_follow_the_fleet_order_and_refuse_what_they_cannot_name() {
+    let (p, _) = up();
+    let all = p.nodes();
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = p.node_page(None, after.as_deref(), 3, |_| true).unwrap();
+        let full = page.len() == 3;
+        after = page.last().map(|v| v.name.clone());
+        paged.extend(page);
+        if !full {
+            break;
+        }
+    }
+    assert_eq!(paged, all);
+    for state in ["ready", "down"] {
+        let expected: Vec<NodeView> = all.iter().filter(|v| v.state == state).cloned().collect();
+        assert_eq!(
+            p.node_page(Some(state), None, 1000, |_| true).unwrap(),
+            expected
+        );
+    }
+    let first = all[0].name.clone();
+    assert_eq!(
+        p.node_page(None, None, 1000, |n| n == first).unwrap(),
+        vec![all[0].clone()]
+    );
+    assert_eq!(
+        p.node_page(Some("asleep"), None, 9, |_| true)
+            .unwrap_err()
+            .field,
+        "state"
+    );
+    assert_eq!(
+        p.node_page(None, Some("nope"), 9, |_| true)
+            .unwrap_err()
+            .field,
+        "after"
+    );
+}
