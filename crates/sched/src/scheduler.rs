@@ -413,6 +413,9 @@ pub struct Scheduler {
     /// exact). A tenant whose quota refuses its floor refuses every queued job of its own.
     #[serde(skip)]
     queued_floor: Vec<Option<ResourceVec>>,
+    /// The last pass stopped at its depth having started work: more may start at once.
+    #[serde(skip)]
+    cut_short: bool,
 }
 
 impl Scheduler {
@@ -506,6 +509,7 @@ impl Scheduler {
             touched_services: BTreeSet::new(),
             journaled_reservation: None,
             queued_floor: Vec::new(),
+            cut_short: false,
         })
     }
 
@@ -628,6 +632,13 @@ impl Scheduler {
     /// The spend ledger (read-only).
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Whether the last pass stopped at its depth (`SchedConfig::pass_depth`) after starting
+    /// work: the jobs behind may start at once, so the caller should pass again now rather
+    /// than wait for news or the next full pass.
+    pub fn more_to_place(&self) -> bool {
+        self.cut_short
     }
 
     /// One scheduling pass at time `now`.

@@ -891,3 +891,41 @@ fn a_backlog_over_its_quota_does_not_hide_other_tenants_jobs_from_a_pass() {
     let why = s.pending_reason(WorkloadId(100 + depth * 2)).unwrap();
     assert!(why.contains("quota"), "{why}");
 }
+
+#[test]
+fn a_pass_cut_short_by_its_depth_says_more_may_start_at_once() {
+    let config = SchedConfig {
+        pass_depth: 4,
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(
+        Engine::new(fleet(SMALL)),
+        vec![tenant("a", 1.0, 10_000, None)],
+        config,
+    )
+    .unwrap();
+    // The first pass looks at everything; later ones at four jobs until the next full one.
+    s.schedule(0);
+    assert!(!s.more_to_place());
+    for i in 0..10 {
+        let spec = JobSpec {
+            tenant: TenantId(0),
+            priority: PriorityClass::Research,
+            gang: gang(1, 4, None),
+            time_limit: 600,
+            placement: Default::default(),
+        };
+        s.submit(WorkloadId(1 + i), spec, 1).unwrap();
+    }
+    let starts = |d: Vec<Decision>| {
+        d.iter()
+            .filter(|d| matches!(d, Decision::Start { .. }))
+            .count()
+    };
+    assert_eq!(starts(s.schedule(1)), 4);
+    assert!(s.more_to_place());
+    assert_eq!(starts(s.schedule(1)), 4);
+    assert!(s.more_to_place());
+    assert_eq!(starts(s.schedule(1)), 2);
+    assert!(!s.more_to_place());
+}

@@ -135,7 +135,8 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<bool
         if t.elapsed() > limit {
             bail!("zone outage: timed out waiting until {what}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Not too often: the cell's summary is a pass over every node.
+        std::thread::sleep(Duration::from_millis(200));
     }
     Ok(t.elapsed().as_secs_f64())
 }

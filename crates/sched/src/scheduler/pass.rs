@@ -136,7 +136,8 @@ impl Scheduler {
         pass.vain.retain(|v| v.until > now);
         self.expire_preemptions(&mut pass);
         self.drop_stale_reservation();
-        for (id, brief) in self.queue_in_order(now) {
+        let (queue, deep) = self.queue_in_order(now);
+        for (id, brief) in queue {
             self.settle_unheld(&mut pass);
             if let Some(head) = pass.blocked_head {
                 if let Some(j) = self.jobs.get_mut(&id) {
@@ -158,6 +159,7 @@ impl Scheduler {
             }
         }
         self.settle_unheld(&mut pass);
+        self.cut_short = deep && pass.out.iter().any(|d| matches!(d, Decision::Start { .. }));
         self.last_failed = std::mem::take(&mut pass.failed);
         self.vain_searches = std::mem::take(&mut pass.vain);
         self.backfill_reservation(&mut pass);
@@ -203,7 +205,9 @@ impl Scheduler {
 
     /// Step 2: the queue in order (priority class, weighted dominant share, submission), as
     /// deep as this pass goes. Tenants are ranked once per pass; jobs sort on integers.
-    fn queue_in_order(&mut self, now: Time) -> Vec<(WorkloadId, Brief)> {
+    /// Also says whether the pass stops at its depth (a shallow pass with as many jobs as it
+    /// may look at).
+    fn queue_in_order(&mut self, now: Time) -> (Vec<(WorkloadId, Brief)>, bool) {
         let mut by_share: Vec<(f64, usize)> = (0..self.tenants.len())
             .map(|t| (self.tenant_share(TenantId(t as u32)), t))
             .collect();
@@ -235,7 +239,7 @@ impl Scheduler {
             .iter()
             .map(|t| (shallow && t.cohort.is_none()).then(|| t.usage.plus(&t.load.sandbox_usage())))
             .collect();
-        match self.config.order {
+        let queue = match self.config.order {
             super::QueueOrder::PriorityFairShare => {
                 let mut v = Vec::new();
                 'classes: for class in 0..4u64 {
@@ -281,7 +285,9 @@ impl Scheduler {
                 .take(depth)
                 .map(|(k, b)| (k.3, *b))
                 .collect(),
-        }
+        };
+        let deep = shallow && queue.len() >= depth;
+        (queue, deep)
     }
 
     /// After the reserved job was tried with its nodes unheld: unless it holds exactly those

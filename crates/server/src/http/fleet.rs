@@ -69,11 +69,7 @@ pub(super) async fn cell_summary(
     headers: HeaderMap,
 ) -> Response {
     match server.principal(&headers) {
-        Ok(_) => {
-            let plane = server.plane();
-            let now = plane.stamp(unix_now());
-            Json(plane.cell_summary(&server.cell, now)).into_response()
-        }
+        Ok(_) => Json(server.plane().cell_summary(&server.cell)).into_response(),
         Err(r) => r.into_response(),
     }
 }

@@ -274,7 +274,7 @@ impl Server {
         let (last, idle) = (*last_pass, self.idle_pass_interval);
         let due = |p: &ControlPlane, at: u64| {
             Ok(
-                if p.dirty() || p.due(at) || at >= last.saturating_add(idle) {
+                if p.dirty() || p.due(at) || p.more_to_place() || at >= last.saturating_add(idle) {
                     vec![Event::Pass { at }]
                 } else {
                     Vec::new()

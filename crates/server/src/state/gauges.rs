@@ -71,8 +71,12 @@ impl ControlPlane {
         let mut g = Gauges::default();
         let engine = self.sched.engine();
         let fleet = engine.fleet();
-        // Places by (pool, zone), named once each.
-        let mut places: HashMap<(u32, Option<u32>), Place> = HashMap::new();
+        // Places by (pool, zone), named once each; counts by place index until the end (a
+        // place's names are not copied per node).
+        let mut places: HashMap<(u32, Option<u32>), usize> = HashMap::new();
+        let mut named: Vec<Place> = Vec::new();
+        let mut gpus: HashMap<usize, CapacityCount> = HashMap::new();
+        let mut cpus: HashMap<usize, CapacityCount> = HashMap::new();
         for (i, n) in fleet.nodes().iter().enumerate() {
             let state = match n.state {
                 model::NodeState::Ready => "ready",
@@ -82,11 +86,11 @@ impl ControlPlane {
             };
             *g.nodes.entry(state).or_default() += 1;
             let zone = fleet.zone_of(n.parent);
-            let place = places
+            let place = *places
                 .entry((n.pool.0, zone.map(|z| z.0)))
                 .or_insert_with(|| {
                     let pool = fleet.pool(n.pool);
-                    Place {
+                    named.push(Place {
                         provider: pool.cloud.clone(),
                         pool: pool.name.clone(),
                         zone: zone.map_or_else(
@@ -98,9 +102,9 @@ impl ControlPlane {
                             .gpu_model
                             .map(|m| m.to_string())
                             .unwrap_or_default(),
-                    }
-                })
-                .clone();
+                    });
+                    named.len() - 1
+                });
             let (free_mask, free_cpu, _) = engine.node_free(model::NodeId(i as u32));
             let open = n.state.schedulable();
             let count = |total: u64, free: u64, c: &mut CapacityCount| {
@@ -111,32 +115,46 @@ impl ControlPlane {
                 }
             };
             if n.capacity.gpus > 0 {
-                let c = g.gpus.entry(place).or_default();
+                let c = gpus.entry(place).or_default();
                 count(
                     u64::from(n.capacity.gpus),
                     u64::from(free_mask.count_ones()),
                     c,
                 );
             } else {
-                let c = g.cpu_millis.entry(place).or_default();
+                let c = cpus.entry(place).or_default();
                 count(u64::from(n.capacity.cpu_millis), u64::from(free_cpu), c);
             }
         }
+        g.gpus = gpus
+            .into_iter()
+            .map(|(i, c)| (named[i].clone(), c))
+            .collect();
+        g.cpu_millis = cpus
+            .into_iter()
+            .map(|(i, c)| (named[i].clone(), c))
+            .collect();
         g.whole_free_domains = engine.whole_free_domains();
         for (state, ids) in [
             ("pending", self.sched.pending_jobs()),
             ("running", self.sched.running_jobs()),
         ] {
+            // Counted by numbers first, named once per group.
+            let mut counts: HashMap<(model::PriorityClass, TenantId), u64> = HashMap::new();
             for id in ids {
-                let Some(job) = self.sched.job(id) else {
-                    continue;
-                };
+                if let Some(job) = self.sched.job(id) {
+                    *counts
+                        .entry((job.spec.priority, job.spec.tenant))
+                        .or_default() += 1;
+                }
+            }
+            for ((class, tenant), n) in counts {
                 let group = JobGroup {
                     state,
-                    class: job.spec.priority.to_string(),
-                    tenant: self.tenant_name(job.spec.tenant).to_string(),
+                    class: class.to_string(),
+                    tenant: self.tenant_name(tenant).to_string(),
                 };
-                *g.jobs.entry(group).or_default() += 1;
+                *g.jobs.entry(group).or_default() += n;
             }
         }
         for (id, meta) in &self.batches {
@@ -171,31 +189,60 @@ impl ControlPlane {
 }
 
 impl ControlPlane {
-    /// The cell's capacity summary, from the gauges (one pass over the nodes).
-    pub fn cell_summary(&self, cell: &str, now: u64) -> crate::api::CellSummary {
-        let g = self.gauges(now);
-        let add = |sum: &mut crate::api::CapacitySummary, c: &CapacityCount| {
-            sum.free += c.free;
-            sum.used += c.used;
-            sum.unavailable += c.unavailable;
-        };
-        let mut out = crate::api::CellSummary {
-            cell: cell.to_string(),
-            nodes: g.nodes.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            ..Default::default()
-        };
-        for (place, c) in &g.gpus {
-            add(out.gpus.entry(place.model.clone()).or_default(), c);
-        }
-        for c in g.cpu_millis.values() {
-            add(&mut out.cpu_millis, c);
-        }
-        for (group, n) in &g.jobs {
-            match group.state {
-                "pending" => out.jobs_pending += n,
-                _ => out.jobs_running += n,
+    /// The cell's capacity summary: one pass over the nodes (nothing per job), so that a
+    /// global queue or a dashboard may ask often.
+    pub fn cell_summary(&self, cell: &str) -> crate::api::CellSummary {
+        let engine = self.sched.engine();
+        let fleet = engine.fleet();
+        let mut nodes = [0u64; 4];
+        let mut gpus: BTreeMap<model::GpuModel, CapacityCount> = BTreeMap::new();
+        let mut cpu = CapacityCount::default();
+        for (i, n) in fleet.nodes().iter().enumerate() {
+            nodes[match n.state {
+                model::NodeState::Ready => 0,
+                model::NodeState::Cordoned => 1,
+                model::NodeState::Draining => 2,
+                model::NodeState::Down => 3,
+            }] += 1;
+            let (free_mask, free_cpu, _) = engine.node_free(model::NodeId(i as u32));
+            let (total, free, c) = match n.capacity.gpu_model {
+                Some(m) if n.capacity.gpus > 0 => (
+                    u64::from(n.capacity.gpus),
+                    u64::from(free_mask.count_ones()),
+                    gpus.entry(m).or_default(),
+                ),
+                _ => (
+                    u64::from(n.capacity.cpu_millis),
+                    u64::from(free_cpu),
+                    &mut cpu,
+                ),
+            };
+            c.used += total.saturating_sub(free);
+            match n.state.schedulable() {
+                true => c.free += free,
+                false => c.unavailable += free,
             }
         }
-        out
+        let summary = |c: &CapacityCount| crate::api::CapacitySummary {
+            free: c.free,
+            used: c.used,
+            unavailable: c.unavailable,
+        };
+        crate::api::CellSummary {
+            cell: cell.to_string(),
+            nodes: ["ready", "cordoned", "draining", "down"]
+                .into_iter()
+                .zip(nodes)
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.to_string(), n))
+                .collect(),
+            gpus: gpus
+                .iter()
+                .map(|(m, c)| (m.to_string(), summary(c)))
+                .collect(),
+            cpu_millis: summary(&cpu),
+            jobs_pending: self.sched.pending_count() as u64,
+            jobs_running: self.sched.running_count() as u64,
+        }
     }
 }

@@ -424,6 +424,12 @@ impl ControlPlane {
         self.dirty
     }
 
+    /// Whether the last pass stopped at its depth after starting work: another may start
+    /// more at once (never set on replay, which decides nothing).
+    pub fn more_to_place(&self) -> bool {
+        self.sched.more_to_place()
+    }
+
     /// The time of the last applied event.
     pub fn now(&self) -> u64 {
         self.now
