@@ -120,6 +120,34 @@ pub struct AgentConfig {
     pub init_program: Option<PathBuf>,
 }
 
+impl AgentConfig {
+    /// A hollow agent for `nodes` (runs no processes; see the module documentation): a
+    /// heartbeat a second, a second's grace, fencing after a minute, no hooks.
+    pub fn hollow(client: Client, nodes: Vec<String>, work_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            client,
+            nodes,
+            hollow: true,
+            work_dir,
+            interval: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+            fence_after: Duration::from_secs(60),
+            started: None,
+            stopped: None,
+            cgroups: None,
+            inventory: None,
+            run_as: RunAs::AgentUser,
+            workdir_root: None,
+            isolation: isolation::Isolation::None,
+            isolate_tasks: false,
+            warm_pools: Vec::new(),
+            templates: Default::default(),
+            egress: Default::default(),
+            init_program: None,
+        }
+    }
+}
+
 /// Who tasks run as.
 #[derive(Clone, Debug, Default)]
 pub enum RunAs {

@@ -7,27 +7,9 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::Request;
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use common::call;
+use serde_json::json;
 use std::time::Duration;
-use tower::ServiceExt;
-
-async fn call(app: &axum::Router, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let request = Request::post(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_never_tells_an_agent_of_a_placement_that_is_not_durable() {

@@ -7,26 +7,8 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::Request;
-use http_body_util::BodyExt;
+use common::call;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-async fn call(app: &axum::Router, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let request = Request::post(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 /// The answers by node name.
 fn by_node(reply: &Value) -> std::collections::BTreeMap<String, Value> {

@@ -102,25 +102,12 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     let (started_tx, started_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
     let agent = {
         let config = agent::AgentConfig {
-            client: Client::new(&url, &agent_token.token),
-            nodes: names,
-            hollow: true,
-            work_dir: dir.path().join("agent"),
-            interval: Duration::from_secs(1),
-            grace: Duration::from_secs(1),
-            fence_after: Duration::from_secs(60),
             started: Some(started_tx),
-            stopped: None,
-            cgroups: None,
-            inventory: None,
-            run_as: agent::RunAs::AgentUser,
-            workdir_root: None,
-            isolation: agent::isolation::Isolation::None,
-            isolate_tasks: false,
-            warm_pools: Vec::new(),
-            templates: Default::default(),
-            egress: Default::default(),
-            init_program: None,
+            ..agent::AgentConfig::hollow(
+                Client::new(&url, &agent_token.token),
+                names,
+                dir.path().join("agent"),
+            )
         };
         let stop = agent_stop.clone();
         std::thread::spawn(move || agent::run(&config, &stop))

@@ -301,25 +301,15 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         };
         let (started, stopped) = tally.hooks(i, started_tx.clone());
         let config = agent::AgentConfig {
-            client: Client::new(&url, &token.token),
-            nodes: nodes.to_vec(),
-            hollow: true,
-            work_dir: dir.path().join(format!("agent-{i}")),
             interval: Duration::from_millis(a.interval_ms),
-            grace: Duration::from_secs(1),
             fence_after: Duration::from_secs(a.heartbeat_timeout_s * 20),
             started: Some(started),
             stopped: Some(stopped),
-            cgroups: None,
-            inventory: None,
-            run_as: agent::RunAs::AgentUser,
-            workdir_root: None,
-            isolation: agent::isolation::Isolation::None,
-            isolate_tasks: false,
-            warm_pools: Vec::new(),
-            templates: Default::default(),
-            egress: Default::default(),
-            init_program: None,
+            ..agent::AgentConfig::hollow(
+                Client::new(&url, &token.token),
+                nodes.to_vec(),
+                dir.path().join(format!("agent-{i}")),
+            )
         };
         let stop = stop.clone();
         agents.push(std::thread::spawn(move || agent::run(&config, &stop)));

@@ -1,6 +1,6 @@
 //! What the server's integration tests share: a server started in-process on a SQLite journal
 //! in a directory, with no passes or expiry of its own (the tests drive them), and its first
-//! admin token.
+//! admin token; a JSON POST through the router.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -26,4 +26,28 @@ pub async fn start_server(dir: &Path) -> (Arc<server::Server>, String) {
         .trim()
         .to_string();
     (srv, token)
+}
+
+/// POSTs `body` as JSON to `path` with `token`; the status and the answer's JSON (null when
+/// it is not JSON).
+pub async fn call(
+    app: &axum::Router,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::post(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
