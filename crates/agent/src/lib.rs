@@ -504,25 +504,14 @@ mod tests {
         std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
         let work = tempfile::tempdir().unwrap();
         let config = AgentConfig {
-            client: Client::new("http://127.0.0.1:9", ""),
-            nodes: vec!["n0".into()],
             hollow: false,
-            work_dir: work.path().to_path_buf(),
-            interval: Duration::from_secs(1),
-            grace: Duration::from_secs(1),
             fence_after: Duration::from_secs(10),
-            started: None,
-            stopped: None,
             cgroups: Some(cgroup::Cgroups::detect(root.path()).unwrap()),
-            inventory: None,
-            run_as: RunAs::AgentUser,
-            workdir_root: None,
-            isolation: isolation::Isolation::None,
-            isolate_tasks: false,
-            warm_pools: Vec::new(),
-            templates: Default::default(),
-            egress: Default::default(),
-            init_program: None,
+            ..AgentConfig::hollow(
+                Client::new("http://127.0.0.1:9", ""),
+                vec!["n0".into()],
+                work.path().to_path_buf(),
+            )
         };
         let mut node = NodeTasks {
             name: "n0".into(),

@@ -123,27 +123,8 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Throughput: clients submit as fast as the server acknowledges (each durable).
-    let t0 = Instant::now();
-    let per_client = a.jobs.div_ceil(a.clients.max(1));
-    let clients: Vec<_> = (0..a.clients.max(1))
-        .map(|c| {
-            // A connection pool per client thread, as separate clients would have.
-            let client = Client::new(&url, &admin);
-            std::thread::spawn(move || -> Result<usize> {
-                for i in 0..per_client {
-                    client.submit_job(&job(format!("t{c}-{i}"), "0.5"))?;
-                }
-                Ok(per_client)
-            })
-        })
-        .collect();
-    let mut accepted = 0;
-    for c in clients {
-        accepted += c
-            .join()
-            .map_err(|_| anyhow::anyhow!("a client panicked"))??;
-    }
-    let accepted_per_s = accepted as f64 / t0.elapsed().as_secs_f64();
+    let (accepted, accepted_per_s) =
+        crate::bench_scale::submit_many(&url, &admin, "default", a.jobs, a.clients, "0.5")?;
     // Sandboxes: clients place batches as fast as the server acknowledges them (each durable).
     let batches = a.sandboxes.div_ceil(a.sandbox_batch.max(1) as usize);
     let per_client = batches.div_ceil(a.clients.max(1));

@@ -117,17 +117,25 @@ pub(crate) fn job(tenant: &str, name: String, secs: &str) -> SubmitJob {
     }
 }
 
-/// Submits `count` jobs of `tenant` from `clients` threads; returns jobs accepted per second.
-fn submit_many(url: &str, token: &str, tenant: &str, count: usize, clients: usize) -> Result<f64> {
+/// Submits `count` jobs of `tenant` (each `sleep secs`) from `clients` threads, each with its
+/// own connections; returns the jobs accepted and how many a second.
+pub(crate) fn submit_many(
+    url: &str,
+    token: &str,
+    tenant: &str,
+    count: usize,
+    clients: usize,
+    secs: &str,
+) -> Result<(usize, f64)> {
     let t0 = Instant::now();
     let per_client = count.div_ceil(clients.max(1));
     let threads: Vec<_> = (0..clients.max(1))
         .map(|c| {
             let client = Client::new(url, token);
-            let tenant = tenant.to_string();
+            let (tenant, secs) = (tenant.to_string(), secs.to_string());
             std::thread::spawn(move || -> Result<usize> {
                 for i in 0..per_client {
-                    client.submit_job(&job(&tenant, format!("{tenant}-{c}-{i}"), "2"))?;
+                    client.submit_job(&job(&tenant, format!("{tenant}-{c}-{i}"), &secs))?;
                 }
                 Ok(per_client)
             })
@@ -139,7 +147,7 @@ fn submit_many(url: &str, token: &str, tenant: &str, count: usize, clients: usiz
             .join()
             .map_err(|_| anyhow::anyhow!("a client panicked"))??;
     }
-    Ok(accepted as f64 / t0.elapsed().as_secs_f64())
+    Ok((accepted, accepted as f64 / t0.elapsed().as_secs_f64()))
 }
 
 /// The server as a child process, killed when dropped.
@@ -332,13 +340,22 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     let steady = cores_over(pid, Duration::from_secs(a.steady_s))?;
     let (_, rss_idle) = process_usage(pid)?;
     say(&format!("steady {steady:.3} cores; queueing the backlog"));
-    let backlog_per_s = submit_many(&server.url, &server.admin, "backlog", a.queued, a.clients)?;
+    let backlog_per_s = submit_many(
+        &server.url,
+        &server.admin,
+        "backlog",
+        a.queued,
+        a.clients,
+        "2",
+    )?
+    .1;
     say(&format!(
         "backlog queued at {backlog_per_s:.0}/s; throughput"
     ));
     let (cpu0, _) = process_usage(pid)?;
     let t_jobs = Instant::now();
-    let accepted_per_s = submit_many(&server.url, &server.admin, "bench", a.jobs, a.clients)?;
+    let accepted_per_s =
+        submit_many(&server.url, &server.admin, "bench", a.jobs, a.clients, "2")?.1;
     let (cpu1, _) = process_usage(pid)?;
     let busy = (cpu1 - cpu0) / t_jobs.elapsed().as_secs_f64();
     // Let the throughput jobs end before timing single submissions.
@@ -403,6 +420,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
                 "backlog",
                 want.saturating_sub(have),
                 a.clients,
+                "2",
             )?;
             time_listings(&admin, want as u64)?
         }
