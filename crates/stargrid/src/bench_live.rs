@@ -8,7 +8,7 @@ use clap::Args;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wire::api::{IssueToken, SubmitJob, SubmitSandboxes};
+use wire::api::{IssueToken, SubmitSandboxes};
 use wire::Client;
 
 #[derive(Args)]
@@ -37,27 +37,6 @@ pub struct LiveBenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-fn job(name: String, secs: &str) -> SubmitJob {
-    SubmitJob {
-        name,
-        tenant: "default".into(),
-        priority: "research".into(),
-        gpu: "GB200".into(),
-        nodes: 1,
-        gpus_per_node: 4,
-        cpu_millis_per_node: 0,
-        memory_mib_per_node: 0,
-        segment: None,
-        spares: 0,
-        time_limit_s: 60,
-        command: vec!["sleep".into(), secs.into()],
-        env: Default::default(),
-        secret_env: Default::default(),
-        workdir: None,
-        placement: Default::default(),
-    }
 }
 
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -173,7 +152,11 @@ pub fn run(a: &LiveBenchArgs) -> Result<()> {
     let mut placed_ms = Vec::with_capacity(a.latency_jobs);
     for i in 0..a.latency_jobs {
         let t = Instant::now();
-        let s = client.submit_job(&job(format!("lat-{i}"), "0.2"))?;
+        let s = client.submit_job(&crate::bench_scale::job(
+            "default",
+            format!("lat-{i}"),
+            "0.2",
+        ))?;
         // Running: the agent started its task (the hollow agent's start, in this process).
         loop {
             let left = Duration::from_secs(30).saturating_sub(t.elapsed());
