@@ -5,44 +5,13 @@
 
 mod common;
 
-use common::{fleet, gang, Shape};
+use common::{fleet, gang, tenant, Shape, SMALL};
 use expect_test::{expect, Expect};
 use model::{
-    GpuModel, JobSpec, PriorityClass, ResourceVec, ServiceSpec, SpreadLevel, SpreadRule, TenantId,
-    TenantSpec, WorkloadId,
+    JobSpec, PriorityClass, ServiceSpec, SpreadLevel, SpreadRule, TenantId, TenantSpec, WorkloadId,
 };
 use sched::{Decision, Engine, SchedConfig, Scheduler, Scope};
 use std::fmt::Write as _;
-
-/// 1 zone, 2 spines × 2 blocks × 2 domains of 4 trays (4 GPUs): 32 trays, 128 GPUs.
-const SMALL: Shape = Shape {
-    zones: 1,
-    spines: 2,
-    blocks: 2,
-    domains: 2,
-    trays: 4,
-    gpus: 4,
-    cpu_hosts: 0,
-};
-
-fn quota(gpus: u64) -> ResourceVec {
-    let mut q = ResourceVec {
-        cpu_millis: model::ResourceVec::UNLIMITED_AMOUNT,
-        memory_mib: model::ResourceVec::UNLIMITED_AMOUNT,
-        ..ResourceVec::default()
-    };
-    q.gpus[GpuModel::Gb200.index()] = gpus;
-    q
-}
-
-fn tenant(name: &str, weight: f64, gpus: u64, cohort: Option<&str>) -> TenantSpec {
-    TenantSpec {
-        name: name.into(),
-        weight,
-        cohort: cohort.map(str::to_string),
-        quota: quota(gpus),
-    }
-}
 
 fn prio(s: &str) -> PriorityClass {
     match s {
@@ -846,86 +815,4 @@ fn policies_order_and_block_as_named() {
     assert_eq!(started("stargrid"), vec![3, 4]);
     assert_eq!(started("slurm"), vec![3, 4]);
     assert_eq!(started("sjf"), vec![3, 4]);
-}
-
-#[test]
-fn a_backlog_over_its_quota_does_not_hide_other_tenants_jobs_from_a_pass() {
-    // Tenant 0 holds no GPU quota and queues more jobs than one pass looks at; tenant 1's job,
-    // submitted after them, starts in the next pass (not the next full one).
-    let mut s = Scheduler::new(
-        Engine::new(fleet(SMALL)),
-        vec![
-            tenant("backlog", 1.0, 0, None),
-            tenant("b", 1.0, 10_000, None),
-        ],
-        SchedConfig::default(),
-    )
-    .unwrap();
-    let spec = |tenant: u32| JobSpec {
-        tenant: TenantId(tenant),
-        priority: PriorityClass::Research,
-        gang: gang(1, 4, None),
-        time_limit: 600,
-        placement: Default::default(),
-    };
-    // Tenant b runs something, so the backlog's tenant ranks first by fair share.
-    s.submit(WorkloadId(1), spec(1), 0).unwrap();
-    s.schedule(0);
-    let depth = SchedConfig::default().pass_depth as u64;
-    for i in 0..depth * 3 {
-        s.submit(WorkloadId(100 + i), spec(0), 1).unwrap();
-    }
-    // The first pass after start-up is a full one; this one goes only as deep as configured.
-    s.schedule(1);
-    s.submit(WorkloadId(2), spec(1), 2).unwrap();
-    let started: Vec<WorkloadId> = s
-        .schedule(2)
-        .into_iter()
-        .filter_map(|d| match d {
-            Decision::Start { job, .. } => Some(job),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(started, vec![WorkloadId(2)]);
-    // The backlog's jobs wait for their quota, and say so.
-    let why = s.pending_reason(WorkloadId(100 + depth * 2)).unwrap();
-    assert!(why.contains("quota"), "{why}");
-}
-
-#[test]
-fn a_pass_cut_short_by_its_depth_says_more_may_start_at_once() {
-    let config = SchedConfig {
-        pass_depth: 4,
-        ..SchedConfig::default()
-    };
-    let mut s = Scheduler::new(
-        Engine::new(fleet(SMALL)),
-        vec![tenant("a", 1.0, 10_000, None)],
-        config,
-    )
-    .unwrap();
-    // The first pass looks at everything; later ones at four jobs until the next full one.
-    s.schedule(0);
-    assert!(!s.more_to_place());
-    for i in 0..10 {
-        let spec = JobSpec {
-            tenant: TenantId(0),
-            priority: PriorityClass::Research,
-            gang: gang(1, 4, None),
-            time_limit: 600,
-            placement: Default::default(),
-        };
-        s.submit(WorkloadId(1 + i), spec, 1).unwrap();
-    }
-    let starts = |d: Vec<Decision>| {
-        d.iter()
-            .filter(|d| matches!(d, Decision::Start { .. }))
-            .count()
-    };
-    assert_eq!(starts(s.schedule(1)), 4);
-    assert!(s.more_to_place());
-    assert_eq!(starts(s.schedule(1)), 4);
-    assert!(s.more_to_place());
-    assert_eq!(starts(s.schedule(1)), 2);
-    assert!(!s.more_to_place());
 }

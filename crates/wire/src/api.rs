@@ -255,34 +255,6 @@ pub struct ApiError {
     pub error: FieldProblem,
 }
 
-/// An agent announcing the node it runs on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    /// The node's name in the fleet.
-    #[schema(min_length = 1, max_length = 253)]
-    pub node: String,
-    /// What runs there now, and what ended since the last heartbeat.
-    #[serde(default)]
-    pub tasks: Vec<TaskReport>,
-    /// The node's GPUs as its agent finds them (NVML) or declares them; checked against the
-    /// fleet. Absent: the fleet is trusted.
-    #[serde(default)]
-    pub inventory: Option<Inventory>,
-    /// Pieces of task logs the server asked for.
-    #[serde(default)]
-    pub logs: Vec<LogChunk>,
-    /// The sandbox templates (root file systems) the node offers besides the host's own, by
-    /// name; at most [`MAX_TEMPLATES`].
-    #[serde(default)]
-    pub templates: Vec<String>,
-    /// The digest of the assignments the agent holds for this node, from the last answer that
-    /// carried them (`POST /v1/agent/heartbeats` only): while it matches, the node's answer
-    /// is left out. Absent: every assignment is sent.
-    #[serde(default)]
-    pub known: Option<u64>,
-}
-
 /// Which task's log, and from which byte.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -343,27 +315,6 @@ pub struct Inventory {
     pub gpu_model: Option<String>,
     /// nvml or declared.
     pub source: String,
-}
-
-/// One task as its agent sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TaskReport {
-    /// The job.
-    pub job: u64,
-    /// Which run of the job (its restarts so far).
-    pub run: u32,
-    /// The task's rank in the gang.
-    pub rank: u32,
-    /// Exit code, once it exited.
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// The kernel killed it for going past its memory limit.
-    #[serde(default)]
-    pub oom_killed: bool,
-    /// Unix seconds of the task's last checkpoint, if it wrote one.
-    #[serde(default)]
-    pub checkpoint_at: Option<u64>,
 }
 
 /// A task the node must run.
@@ -440,21 +391,6 @@ pub struct SandboxAssignment {
     /// ([`EgressRule`]s, as text); empty: nowhere.
     #[serde(default)]
     pub egress: Vec<String>,
-}
-
-/// The server's answer to a heartbeat: every task and sandbox the node must run now. Anything
-/// else running there is stale and must be stopped.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct HeartbeatReply {
-    /// Tasks to run (already running ones included).
-    pub assignments: Vec<Assignment>,
-    /// Sandboxes to run, as ranges of indices. A sandbox is reported as a task with
-    /// `job` = its batch, `run` = 0 and `rank` = its index, once it exits.
-    #[serde(default)]
-    pub sandboxes: Vec<SandboxAssignment>,
-    /// Logs someone is reading: send what follows `from` with the next heartbeat.
-    #[serde(default)]
-    pub logs_wanted: Vec<LogWanted>,
 }
 
 /// An inference service to create: identical replicas kept between bounds.

@@ -1,11 +1,12 @@
-//! Test fleets and a tiny scenario language shared by the engine's tests.
+//! Test fleets, tenants and a tiny scenario language shared by the engine's and the queue's
+//! tests.
 
 #![allow(dead_code)]
 
 use model::fleet::Location;
 use model::{
-    CapacityPool, Fleet, FleetBuilder, GangRequest, GpuModel, NodeState, PricingKind, Resources,
-    SandboxRequest, WorkloadId,
+    CapacityPool, Fleet, FleetBuilder, GangRequest, GpuModel, NodeState, PricingKind, ResourceVec,
+    Resources, SandboxRequest, TenantSpec, WorkloadId,
 };
 use sched::{Engine, EngineError, Scope};
 use std::fmt::Write as _;
@@ -216,4 +217,34 @@ pub fn run_script(engine: &mut Engine, script: &str) -> String {
         let _ = writeln!(out, "{line}\n  => {text}");
     }
     out
+}
+
+/// 1 zone, 2 spines × 2 blocks × 2 domains of 4 trays (4 GPUs): 32 trays, 128 GPUs.
+pub const SMALL: Shape = Shape {
+    zones: 1,
+    spines: 2,
+    blocks: 2,
+    domains: 2,
+    trays: 4,
+    gpus: 4,
+    cpu_hosts: 0,
+};
+
+pub fn quota(gpus: u64) -> ResourceVec {
+    let mut q = ResourceVec {
+        cpu_millis: model::ResourceVec::UNLIMITED_AMOUNT,
+        memory_mib: model::ResourceVec::UNLIMITED_AMOUNT,
+        ..ResourceVec::default()
+    };
+    q.gpus[GpuModel::Gb200.index()] = gpus;
+    q
+}
+
+pub fn tenant(name: &str, weight: f64, gpus: u64, cohort: Option<&str>) -> TenantSpec {
+    TenantSpec {
+        name: name.into(),
+        weight,
+        cohort: cohort.map(str::to_string),
+        quota: quota(gpus),
+    }
 }

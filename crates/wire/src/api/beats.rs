@@ -1,13 +1,78 @@
-//! Heartbeats of many nodes in one request (`POST /v1/agent/heartbeats`): an agent that plays
-//! many nodes, or fans in many agents, reports them together and hears back only what changed.
+//! Heartbeats: one node's (`POST /v1/agent/heartbeat`, what it reports and the whole answer),
+//! and many nodes' in one request (`POST /v1/agent/heartbeats`): an agent that plays many
+//! nodes, or fans in many agents, reports them together and hears back only what changed.
 //!
 //! Each node's answer carries a digest of its assignments. The agent sends it back as
-//! [`Heartbeat::known`](super::Heartbeat::known); while it still matches, the node is left out
+//! [`Heartbeat::known`]; while it still matches, the node is left out
 //! of the answer, so a quiet node costs a few bytes each way however much it runs.
 
-use super::{Assignment, FieldProblem, Heartbeat, LogWanted, SandboxAssignment};
+use super::{Assignment, FieldProblem, Inventory, LogChunk, LogWanted, SandboxAssignment};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// An agent announcing the node it runs on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The node's name in the fleet.
+    #[schema(min_length = 1, max_length = 253)]
+    pub node: String,
+    /// What runs there now, and what ended since the last heartbeat.
+    #[serde(default)]
+    pub tasks: Vec<TaskReport>,
+    /// The node's GPUs as its agent finds them (NVML) or declares them; checked against the
+    /// fleet. Absent: the fleet is trusted.
+    #[serde(default)]
+    pub inventory: Option<Inventory>,
+    /// Pieces of task logs the server asked for.
+    #[serde(default)]
+    pub logs: Vec<LogChunk>,
+    /// The sandbox templates (root file systems) the node offers besides the host's own, by
+    /// name; at most [`MAX_TEMPLATES`](super::MAX_TEMPLATES).
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// The digest of the assignments the agent holds for this node, from the last answer that
+    /// carried them (`POST /v1/agent/heartbeats` only): while it matches, the node's answer
+    /// is left out. Absent: every assignment is sent.
+    #[serde(default)]
+    pub known: Option<u64>,
+}
+
+/// One task as its agent sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskReport {
+    /// The job.
+    pub job: u64,
+    /// Which run of the job (its restarts so far).
+    pub run: u32,
+    /// The task's rank in the gang.
+    pub rank: u32,
+    /// Exit code, once it exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// The kernel killed it for going past its memory limit.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// Unix seconds of the task's last checkpoint, if it wrote one.
+    #[serde(default)]
+    pub checkpoint_at: Option<u64>,
+}
+
+/// The server's answer to a heartbeat: every task and sandbox the node must run now. Anything
+/// else running there is stale and must be stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatReply {
+    /// Tasks to run (already running ones included).
+    pub assignments: Vec<Assignment>,
+    /// Sandboxes to run, as ranges of indices. A sandbox is reported as a task with
+    /// `job` = its batch, `run` = 0 and `rank` = its index, once it exits.
+    #[serde(default)]
+    pub sandboxes: Vec<SandboxAssignment>,
+    /// Logs someone is reading: send what follows `from` with the next heartbeat.
+    #[serde(default)]
+    pub logs_wanted: Vec<LogWanted>,
+}
 
 /// The most nodes one request may report.
 pub const MAX_BEATS: usize = 2000;
