@@ -71,7 +71,7 @@ fn beat_once(config: &AgentConfig, client: &Client, nodes: &mut [&mut NodeTasks]
             end += 1;
         }
         let batch = &mut nodes[start..end];
-        match client.heartbeats(&Heartbeats { beats }) {
+        match client.heartbeats(&Heartbeats { beats, alive: None }) {
             Ok(reply) => {
                 let mut answers: HashMap<String, wire::api::NodeAnswer> = reply
                     .nodes

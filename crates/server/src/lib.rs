@@ -35,4 +35,7 @@ pub mod state;
 pub mod templates;
 pub mod tls;
 
-pub use http::{router, serve, serve_tls, token_hash, ApiDoc, Config, Server, StartError};
+pub use http::{
+    router, serve, serve_frontend, serve_tls, token_hash, ApiDoc, Config, FrontendConfig, Server,
+    StartError,
+};

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub heartbeats: Counter,
     /// Nodes declared down because their agent went quiet.
     pub missed_heartbeats: Counter,
+    /// At a frontend: heartbeats passed on to the writer in full.
+    pub heartbeats_passed_on: Counter,
+    /// At a frontend: lists of live nodes sent to the writer.
+    pub alive_lists: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -77,6 +81,8 @@ impl Default for Metrics {
             snapshot_copy_seconds: latency_histogram(),
             heartbeats: Counter::default(),
             missed_heartbeats: Counter::default(),
+            heartbeats_passed_on: Counter::default(),
+            alive_lists: Counter::default(),
         }
     }
 }
@@ -145,8 +151,8 @@ fn capacity(
 
 impl Metrics {
     /// Every series, in OpenMetrics text: those measured, then `state` counted, then the
-    /// journal writer's `groups` and `records`.
-    pub fn render(&self, state: &Gauges, writer: &store::WriterStats) -> String {
+    /// journal writer's `groups` and `records` (on the cell's writer; a frontend has none).
+    pub fn render(&self, state: &Gauges, writer: Option<&store::WriterStats>) -> String {
         let mut r = Registry::with_prefix("stargrid");
         r.register(
             "http_requests",
@@ -192,21 +198,33 @@ impl Metrics {
             "Nodes declared down because their agent went quiet",
             self.missed_heartbeats.clone(),
         );
+        r.register(
+            "frontend_heartbeats_passed_on",
+            "At a frontend: heartbeats passed on to the writer in full",
+            self.heartbeats_passed_on.clone(),
+        );
+        r.register(
+            "frontend_alive_lists",
+            "At a frontend: lists of live nodes sent to the writer",
+            self.alive_lists.clone(),
+        );
         let counted = |n: &AtomicU64| {
             let c: Counter = Counter::default();
             c.inc_by(n.load(std::sync::atomic::Ordering::Relaxed));
             c
         };
-        r.register(
-            "journal_transactions",
-            "Transactions the journal's writer committed (group commits)",
-            counted(&writer.groups),
-        );
-        r.register(
-            "journal_records",
-            "Records the journal's writer committed",
-            counted(&writer.records),
-        );
+        if let Some(writer) = writer {
+            r.register(
+                "journal_transactions",
+                "Transactions the journal's writer committed (group commits)",
+                counted(&writer.groups),
+            );
+            r.register(
+                "journal_records",
+                "Records the journal's writer committed",
+                counted(&writer.records),
+            );
+        }
         let nodes = Family::<StateLabel, Gauge>::default();
         for (state, n) in &state.nodes {
             nodes

@@ -23,6 +23,16 @@ pub enum OfferError {
 }
 
 impl TemplateOffers {
+    /// Whether `node` offers exactly `names` now (in any order).
+    pub fn offers_exactly(&self, node: &str, names: &[String]) -> bool {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        self.by_node
+            .get(node)
+            .map_or(names.is_empty(), |old| *old == names)
+    }
+
     /// Records that `node` offers `names` now (its previous report is replaced). Costs
     /// nothing when the report is unchanged.
     pub fn offer(&mut self, node: &str, names: &[String]) -> Result<(), OfferError> {

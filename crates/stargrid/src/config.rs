@@ -130,16 +130,25 @@ impl Settings {
     /// user can read. A token on the command line shows in `/proc/<pid>/cmdline` to every user
     /// of the node, and one in the environment is inherited by whatever the agent starts.
     pub fn agent_credential(&self) -> Result<&str> {
+        self.credential_from_file("an agent")
+    }
+
+    /// The token, when it was read from a file only this user can read (what a long-running
+    /// process that holds a credential takes: an agent, a frontend); `who` names it in errors.
+    pub fn credential_from_file(&self, who: &str) -> Result<&str> {
         match &self.token_source {
             TokenSource::File(path) => {
                 check_private(path)?;
                 Ok(&self.token)
             }
             TokenSource::Inline | TokenSource::ConfigFile => bail!(
-                "an agent reads its credential from a file only its user can read \
+                "{who} reads its credential from a file only its user can read \
                  (--token-file, STARGRID_TOKEN_FILE or the config file's token_file): a token \
                  on the command line is visible to every user of the node"
             ),
+            TokenSource::None if who != "an agent" => {
+                bail!("{who} needs a credential: --token-file FILE (an admin token)")
+            }
             TokenSource::None => bail!(
                 "an agent needs a credential: --token-file FILE (from `stargrid token --role \
                  agent --nodes ...`)"

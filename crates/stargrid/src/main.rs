@@ -14,6 +14,7 @@ mod cost_view;
 mod demo;
 mod events_cmd;
 mod fleet_cmd;
+mod frontend_cmd;
 mod history_cmd;
 mod human_time;
 mod listing;
@@ -72,6 +73,7 @@ fn command() -> clap::Command {
             .map(|c| c.get_name().to_string())
             .collect();
     talks.push("agent".into());
+    talks.push("frontend".into());
     talks.into_iter().fold(Cli::command(), |cli, name| {
         cli.mut_subcommand(name, |sub| {
             if sub.has_subcommands() {
@@ -135,6 +137,9 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run a node agent: heartbeats, runs the tasks the server assigns.
     Agent(agent_cmd::AgentArgs),
+    /// Run a frontend of a cell's writer (`--server`, an admin token): reads and agents
+    /// answered here, changes passed on to the writer.
+    Frontend(frontend_cmd::FrontendArgs),
     /// A local control plane in one command: server, agents for every node, a demo mix.
     Up(up::UpArgs),
     #[command(flatten)]
@@ -165,6 +170,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Bench(c) => bench::run(&c),
         Command::Server(a) => server_cmd::run(&a),
         Command::Agent(a) => agent_cmd::run(&config::resolve(connection(matches)?)?, &a),
+        Command::Frontend(a) => frontend_cmd::run(&config::resolve(connection(matches)?)?, &a),
         Command::Up(a) => up::run(&a),
         Command::Client(c) => client::run(&config::resolve(connection(matches)?)?, &c),
         Command::SandboxInit => agent::init::main().map_err(anyhow::Error::msg),

@@ -235,6 +235,19 @@ impl Client {
         &self.base
     }
 
+    /// An agent for answers that stream: no limit on the whole request, `read_timeout`
+    /// between reads.
+    fn stream_agent(&self, read_timeout: Duration) -> ureq::Agent {
+        let builder = ureq::AgentBuilder::new()
+            .timeout_connect(self.timeout)
+            .timeout_read(read_timeout);
+        match &self.tls {
+            Some(config) => builder.tls_config(config.clone()),
+            None => builder,
+        }
+        .build()
+    }
+
     /// The URL of `path` under `/v1`: the one place URLs are made.
     fn url(&self, path: &str) -> String {
         format!("{}/v1/{path}", self.base)
@@ -590,14 +603,7 @@ impl Client {
         query: &EventQuery,
         mut each: impl FnMut(crate::api::StreamEvent) -> bool,
     ) -> Result<Option<String>> {
-        let builder = ureq::AgentBuilder::new()
-            .timeout_connect(self.timeout)
-            .timeout_read(Duration::from_secs(60));
-        let http = match &self.tls {
-            Some(config) => builder.tls_config(config.clone()),
-            None => builder,
-        }
-        .build();
+        let http = self.stream_agent(Duration::from_secs(60));
         let mut req = http
             .get(&self.url("events"))
             .set("Authorization", &self.auth)
@@ -704,6 +710,9 @@ fn accepted(r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq:
         Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable(t.to_string())),
     }
 }
+
+mod upstream;
+pub use upstream::{Forward, Forwarded};
 
 #[cfg(test)]
 mod tests;

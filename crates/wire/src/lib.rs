@@ -5,12 +5,14 @@
 //! - [`client`]: a typed blocking client, one method per endpoint, that turns the server's
 //!   refusals into [`client::ClientError::Refused`] with the field and the reason.
 //! - [`sse`]: Server-Sent Events read off a byte stream (the event stream).
+//! - [`replica`]: what a frontend follows its writer with (a snapshot, then records).
 //!
 //! This crate is an API boundary: a change to a type here is a change to the wire format that
 //! old agents and clients see.
 
 pub mod api;
 pub mod client;
+pub mod replica;
 pub mod sse;
 
 pub use client::{Client, ClientError};

@@ -4,7 +4,7 @@
 //! same path, kept for agents of older builds. A node's first heartbeat brings it up.
 
 use super::*;
-use crate::api::{Heartbeats, HeartbeatsReply, NodeAnswer, NodeWork, MAX_BEATS};
+use crate::api::{Heartbeats, HeartbeatsReply, NodeAnswer, NodeWork, MAX_ALIVE, MAX_BEATS};
 
 /// Heartbeats of many nodes: their tasks in, what changed out (nodes with nothing new are
 /// left out). The credential must be bound to every node named; a node the state refuses
@@ -23,11 +23,11 @@ pub(super) async fn heartbeats(
             // The token is checked before the body is read, its binding to the nodes after.
             let caller = server.caller(&headers)?;
             let req: Heartbeats = parse_json(&read_body(body).await?)?;
-            if req.beats.is_empty() || req.beats.len() > MAX_BEATS {
+            if req.beats.len() > MAX_BEATS || (req.beats.is_empty() && req.alive.is_none()) {
                 return Err(Refusal::new(
                     StatusCode::BAD_REQUEST,
                     "beats",
-                    format!("must hold 1 to {MAX_BEATS} heartbeats"),
+                    format!("must hold 1 to {MAX_BEATS} heartbeats (or none, with `alive`)"),
                 ));
             }
             let mut named = std::collections::HashSet::with_capacity(req.beats.len());
@@ -38,8 +38,40 @@ pub(super) async fn heartbeats(
                     format!("node '{}' is named twice", twice.node),
                 ));
             }
-            let nodes = beat(&server, &caller, req.beats).await?;
-            Ok(Json(HeartbeatsReply { nodes }).into_response())
+            let fans_in = caller.0.may_report_for_every_node();
+            if let Some(alive) = &req.alive {
+                if server.journal().is_none() {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "alive",
+                        "a frontend takes heartbeats of agents, not lists of live nodes",
+                    ));
+                }
+                if !fans_in {
+                    return Err(Refusal::new(
+                        StatusCode::FORBIDDEN,
+                        "alive",
+                        "only a credential that reports for every node sends `alive`",
+                    ));
+                }
+                note_alive(&server, alive)?;
+            }
+            let (nodes, seq) = if req.beats.is_empty() {
+                (Vec::new(), server.plane().seq())
+            } else {
+                beat(&server, &caller, req.beats).await?
+            };
+            let logs_on = if fans_in {
+                server.nodes_with_logs_wanted()
+            } else {
+                Vec::new()
+            };
+            Ok(Json(HeartbeatsReply {
+                nodes,
+                seq,
+                logs_on,
+            })
+            .into_response())
         }
         .await,
     )
@@ -60,7 +92,7 @@ pub(super) async fn heartbeat(
             let mut hb: Heartbeat = parse_json(&read_body(body).await?)?;
             // Every assignment, always: this form has no digest.
             hb.known = None;
-            let answer = beat(&server, &caller, vec![hb]).await?.pop();
+            let answer = beat(&server, &caller, vec![hb]).await?.0.pop();
             let Some(answer) = answer else {
                 return Err(Refusal::new(StatusCode::BAD_REQUEST, "node", "no answer"));
             };
@@ -79,13 +111,46 @@ pub(super) async fn heartbeat(
     )
 }
 
+/// Marks the nodes of a frontend's `alive` expression as heard from now: nodes that are up, by
+/// name (a name that is no node, or a node that is down, is passed over: a down node comes up
+/// only through a heartbeat of its own).
+fn note_alive(server: &Server, alive: &str) -> Result<(), Refusal> {
+    let names = model::hostlist::expand(alive)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "alive", e.reason))?;
+    if names.len() > MAX_ALIVE {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "alive",
+            format!("names {} nodes; at most {MAX_ALIVE}", names.len()),
+        ));
+    }
+    let up: Vec<String> = {
+        let p = server.plane();
+        names
+            .into_iter()
+            .filter(|n| p.node_is_up(n) == Some(true))
+            .collect()
+    };
+    server.metrics.heartbeats.inc_by(up.len() as u64);
+    let now = Instant::now();
+    let mut seen = server.seen();
+    for node in up {
+        seen.insert(node, now);
+    }
+    Ok(())
+}
+
 /// The one path of every heartbeat: reports applied in one commit, liveness noted, log chunks
 /// taken, and the answers of the nodes with news, sent once the state they tell of is durable.
-async fn beat(
+/// Returns the answers and the record they were read at.
+pub(super) async fn beat(
     server: &Arc<Server>,
     caller: &(Role, String),
     beats: Vec<Heartbeat>,
-) -> Result<Vec<NodeAnswer>, Refusal> {
+) -> Result<(Vec<NodeAnswer>, u64), Refusal> {
+    if let Backing::Writer(up) = &server.backing {
+        return frontend::beat_through_writer(server, up, caller, beats).await;
+    }
     server.reporter(caller, beats.iter().map(|b| b.node.as_str()))?;
     server.metrics.heartbeats.inc_by(beats.len() as u64);
     // Why each node's heartbeat was refused, by its place in `beats`.
@@ -149,28 +214,33 @@ async fn beat(
                 });
                 continue;
             }
-            let digest = p.assignment_digest(&hb.node).unwrap_or(0);
-            let work = (hb.known != Some(digest)).then(|| {
-                let (assignments, sandboxes) = p.assignments(&hb.node);
-                NodeWork {
-                    assignments,
-                    sandboxes,
-                }
-            });
-            answers.push(NodeAnswer {
-                node: hb.node.clone(),
-                digest,
-                work,
-                logs_wanted: Vec::new(),
-                refused: None,
-            });
+            answers.push(answer_for(&p, hb));
         }
         p.seq()
     };
     server.durable_through(read_at).await;
     take_logs(server, beats, &mut answers);
     answers.retain(|a| a.work.is_some() || a.refused.is_some() || !a.logs_wanted.is_empty());
-    Ok(answers)
+    Ok((answers, read_at))
+}
+
+/// What node `hb.node` must run, as a digest, and in full when the agent's digest is stale.
+pub(super) fn answer_for(p: &ControlPlane, hb: &Heartbeat) -> NodeAnswer {
+    let digest = p.assignment_digest(&hb.node).unwrap_or(0);
+    let work = (hb.known != Some(digest)).then(|| {
+        let (assignments, sandboxes) = p.assignments(&hb.node);
+        NodeWork {
+            assignments,
+            sandboxes,
+        }
+    });
+    NodeAnswer {
+        node: hb.node.clone(),
+        digest,
+        work,
+        logs_wanted: Vec::new(),
+        refused: None,
+    }
 }
 
 /// Takes the log chunks the beats carry (those of tasks their nodes run) and fills in the logs

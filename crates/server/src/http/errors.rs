@@ -19,6 +19,11 @@ impl Refusal {
         }
     }
 
+    /// Why, in words.
+    pub(super) fn reason(&self) -> &str {
+        &self.reason
+    }
+
     pub(super) fn forbidden(reason: impl Into<String>) -> Refusal {
         Refusal::new(StatusCode::FORBIDDEN, "authorization", reason)
     }

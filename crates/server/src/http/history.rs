@@ -109,11 +109,14 @@ async fn read_store<T: Send + 'static>(
         .await
         .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "", e.to_string()))?;
     let reader = server.clone();
-    tokio::task::spawn_blocking(move || read(&reader.journal))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "", e))
+    tokio::task::spawn_blocking(move || match reader.journal() {
+        Some(journal) => read(journal),
+        None => Err(store::StoreError::Closed),
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()))
+    .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "", e))
 }
 
 fn hours(seconds: Option<u64>) -> Option<f64> {

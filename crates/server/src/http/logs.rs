@@ -187,3 +187,35 @@ pub(super) async fn job_logs(
         Ok(Json(view).into_response())
     })())
 }
+
+impl Server {
+    /// The nodes whose task or sandbox logs someone reads now (what a frontend must forward
+    /// in full); as many as the jobs read have ranks, never the fleet.
+    pub(super) fn nodes_with_logs_wanted(&self) -> Vec<String> {
+        let (jobs, sandboxes): (Vec<u64>, Vec<(u64, u32)>) = {
+            let mut logs = self.logs();
+            logs.expire(Instant::now());
+            (
+                logs.wanted_jobs().collect(),
+                logs.wanted_sandboxes().collect(),
+            )
+        };
+        if jobs.is_empty() && sandboxes.is_empty() {
+            return Vec::new();
+        }
+        let p = self.plane();
+        let mut nodes: Vec<String> = jobs
+            .into_iter()
+            .filter_map(|job| p.log_nodes(JobId(job)))
+            .flat_map(|(_, nodes)| nodes)
+            .chain(
+                sandboxes
+                    .into_iter()
+                    .filter_map(|(batch, index)| p.sandbox_host(BatchId(batch), index)),
+            )
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+}

@@ -13,7 +13,9 @@ pub(super) async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMa
         return r.into_response();
     }
     let gauges = server.plane().gauges(unix_now());
-    let text = server.metrics.render(&gauges, server.journal.stats());
+    let text = server
+        .metrics
+        .render(&gauges, server.journal().map(|j| j.stats()));
     (
         [(
             axum::http::header::CONTENT_TYPE,

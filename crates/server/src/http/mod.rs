@@ -37,11 +37,13 @@ mod errors;
 mod events;
 mod execs;
 mod fleet;
+mod frontend;
 mod history;
 mod jobs;
 mod logs;
 mod metrics;
 mod openapi;
+mod replica;
 mod sandboxes;
 mod services;
 mod startup;
@@ -56,11 +58,13 @@ use errors::*;
 use events::*;
 use execs::*;
 use fleet::*;
+pub use frontend::{serve_frontend, FrontendConfig};
 use history::*;
 use jobs::*;
 use logs::*;
 pub use openapi::ApiDoc;
 use openapi::*;
+use replica::*;
 use sandboxes::*;
 use services::*;
 pub use startup::{Config, StartError};
@@ -77,7 +81,8 @@ pub struct Server {
     /// The last journal record known durable: what agents may be told of (the state in memory
     /// can be ahead of it while a commit is in flight).
     durable: tokio::sync::watch::Sender<u64>,
-    journal: Journal,
+    /// The journal (the cell's writer) or the writer followed (a frontend).
+    backing: Backing,
     idle_pass_interval: u64,
     heartbeat_timeout: Duration,
     /// The cell's name.
@@ -124,6 +129,14 @@ pub struct Server {
     plain_loopback: std::sync::atomic::AtomicBool,
 }
 
+/// Where a server's state comes from and where its changes go.
+enum Backing {
+    /// The cell's one writer: the journal is its own.
+    Journal(Journal),
+    /// A frontend: the state is followed from the writer, and changes are passed on to it.
+    Writer(frontend::Upstream),
+}
+
 /// What to do with an event of a commit that the state refuses.
 #[derive(Clone, Copy, Debug)]
 enum OnRefusal {
@@ -168,6 +181,9 @@ impl Server {
         make: impl FnOnce(&ControlPlane, u64) -> Result<Vec<Event>, Refusal>,
         on_refusal: OnRefusal,
     ) -> Result<Committed, Refusal> {
+        let Some(journal) = self.journal() else {
+            return Err(frontend::does_not_write());
+        };
         let mut refusal = None;
         let (pending, events, changed, news) = {
             let mut p = self.plane();
@@ -214,7 +230,7 @@ impl Server {
             let news = p.dirty();
             self.metrics.commit_records.observe(records.len() as f64);
             (
-                self.journal.append_with_history(records, history),
+                journal.append_with_history(records, history),
                 applied,
                 changed,
                 news,
@@ -425,7 +441,10 @@ impl Server {
             .await
             .map_err(|e| StateError::Snapshot(e.to_string()))??;
         let bytes = body.len();
-        match self.journal.save_snapshot(seq, body).done().await {
+        let Some(journal) = self.journal() else {
+            return Err(StateError::Snapshot("a frontend keeps no snapshot".into()));
+        };
+        match journal.save_snapshot(seq, body).done().await {
             Ok(()) => {
                 self.last_snapshot.store(seq, Ordering::Relaxed);
                 tracing::info!(
@@ -448,16 +467,20 @@ impl Server {
         // Store reads block (PostgreSQL's client runs its own runtime): off the async threads.
         let first = {
             let server = self.clone();
-            tokio::task::spawn_blocking(move || server.journal.first_seq().unwrap_or(0))
-                .await
-                .unwrap_or(0)
+            tokio::task::spawn_blocking(move || {
+                server.journal().map_or(0, |j| j.first_seq().unwrap_or(0))
+            })
+            .await
+            .unwrap_or(0)
         };
         let seq = self.save_snapshot().await?;
         let summaries: Vec<store::HistoryRow> =
             self.plane().summaries().iter().map(|s| s.row()).collect();
         let count = summaries.len();
-        if let Err(e) = self.journal.compact(seq, summaries).done().await {
-            fail_stop(e);
+        if let Some(journal) = self.journal() {
+            if let Err(e) = journal.compact(seq, summaries).done().await {
+                fail_stop(e);
+            }
         }
         tracing::info!(seq, "journal compacted");
         Ok(crate::api::Compacted {
@@ -474,7 +497,17 @@ impl Server {
 
     /// Stops the journal writer after it committed what it holds.
     pub fn close(&self) {
-        self.journal.close();
+        if let Some(journal) = self.journal() {
+            journal.close();
+        }
+    }
+
+    /// The journal, on the cell's writer (`None` on a frontend).
+    fn journal(&self) -> Option<&Journal> {
+        match &self.backing {
+            Backing::Journal(j) => Some(j),
+            Backing::Writer(_) => None,
+        }
     }
 }
 
@@ -516,6 +549,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/agent/exec", post(exec_output))
         .route("/v1/tokens", post(issue_token).get(list_tokens))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/v1/replica/snapshot", get(replica_snapshot))
+        .route("/v1/replica/records", get(replica_records))
         .route("/metrics", get(metrics::metrics))
         .route("/ui", get(|| async { ui_redirect() }))
         .route("/ui/", get(ui::index))
@@ -532,6 +567,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            frontend::route_to_writer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             server.clone(),
             ui::cookie_auth,

@@ -88,6 +88,9 @@ pub enum StartError {
     /// The journal does not replay.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A frontend's writer cannot be reached or followed.
+    #[error("the writer: {0}")]
+    Writer(String),
     /// The first admin token cannot be made or saved.
     #[error("admin token {path}: {reason}")]
     Token {
@@ -265,45 +268,84 @@ impl Server {
         }
         let now = Instant::now();
         let last_seen = plane.up_nodes().into_iter().map(|n| (n, now)).collect();
-        // Everything replayed or written so far is durable.
         plane.set_cell(&config.cell);
         if let Some(path) = &config.secrets_key_file {
             let key = crate::state::SecretKey::load_or_create(path)
                 .map_err(|e| StartError::Secrets(e.to_string()))?;
             plane.set_secret_key(Arc::new(key));
         }
-        let (durable, _) = tokio::sync::watch::channel(plane.seq());
         // Every live interactive sandbox's idle clock starts now (it is not journaled).
         let mut sessions = crate::sessions::SessionClocks::default();
         for (id, expires_at, idle) in plane.live_sessions() {
             sessions.start(id.0, expires_at, idle, Instant::now());
         }
-        Ok(Arc::new(Server {
-            durable,
-            plane: Mutex::new(plane),
-            journal,
-            idle_pass_interval: config.idle_pass_interval.max(1),
+        let settings = Settings {
+            idle_pass_interval: config.idle_pass_interval,
             heartbeat_timeout: config.heartbeat_timeout,
             cell: config.cell.clone(),
-            last_seen: Mutex::new(last_seen),
-            wake: tokio::sync::Notify::new(),
-            changes: Mutex::new(ChangeLog::default()),
             snapshot_every: config.snapshot_every,
             snapshot_min_interval: config.snapshot_min_interval,
-            snapshot_taken: Mutex::new(Instant::now()),
-            last_snapshot: std::sync::atomic::AtomicU64::new(from_snapshot.unwrap_or(0)),
+            last_snapshot: from_snapshot.unwrap_or(0),
             replay_summary,
+            limits: config.limits.clone(),
+            last_seen,
+            sessions,
+            events,
+        };
+        // Everything replayed or written so far is durable.
+        Ok(Arc::new(Server::assemble(
+            plane,
+            Backing::Journal(journal),
+            settings,
+        )))
+    }
+
+    /// A server of `plane` (durable through its record) over `backing`.
+    pub(super) fn assemble(plane: ControlPlane, backing: Backing, settings: Settings) -> Server {
+        let (durable, _) = tokio::sync::watch::channel(plane.seq());
+        Server {
+            durable,
+            plane: Mutex::new(plane),
+            backing,
+            idle_pass_interval: settings.idle_pass_interval.max(1),
+            heartbeat_timeout: settings.heartbeat_timeout,
+            cell: settings.cell,
+            last_seen: Mutex::new(settings.last_seen),
+            wake: tokio::sync::Notify::new(),
+            changes: Mutex::new(ChangeLog::default()),
+            snapshot_every: settings.snapshot_every,
+            snapshot_min_interval: settings.snapshot_min_interval,
+            snapshot_taken: Mutex::new(Instant::now()),
+            last_snapshot: std::sync::atomic::AtomicU64::new(settings.last_snapshot),
+            replay_summary: settings.replay_summary,
             logs: Mutex::new(LogTails::default()),
             refused_reports: Mutex::new(HashMap::new()),
-            limits: config.limits.clone(),
+            limits: settings.limits,
             execs: Mutex::new(crate::execs::Execs::new(crate::execs::ExecLimits::default())),
-            sessions: Mutex::new(sessions),
+            sessions: Mutex::new(settings.sessions),
             templates: Mutex::new(Default::default()),
             metrics: Default::default(),
-            events: Mutex::new(events),
+            events: Mutex::new(settings.events),
             event_streams: Default::default(),
             ui_sessions: Default::default(),
             plain_loopback: Default::default(),
-        }))
+        }
     }
+}
+
+/// What a server runs with besides its state and backing.
+pub(super) struct Settings {
+    pub(super) idle_pass_interval: u64,
+    pub(super) heartbeat_timeout: Duration,
+    pub(super) cell: String,
+    pub(super) snapshot_every: u64,
+    pub(super) snapshot_min_interval: Duration,
+    /// The record the latest snapshot holds (0: none).
+    pub(super) last_snapshot: u64,
+    pub(super) replay_summary: String,
+    pub(super) limits: crate::state::Limits,
+    /// Nodes heard from, and when.
+    pub(super) last_seen: HashMap<String, Instant>,
+    pub(super) sessions: crate::sessions::SessionClocks,
+    pub(super) events: crate::events::EventLog,
 }

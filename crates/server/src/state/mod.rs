@@ -339,51 +339,73 @@ impl ControlPlane {
                 }
             }
             Some(p) => {
-                let at = |err: StateError| StateError::Sequence {
-                    record: seq,
-                    reason: format!("does not apply: {err}"),
-                };
-                let event = match &stored {
-                    Stored::Inputs(e) => e,
-                    Stored::V1(r) => &r.event,
-                };
-                if matches!(event, Event::Init { .. }) {
-                    return Err(StateError::Sequence {
-                        record: seq,
-                        reason: "a second Init".into(),
-                    });
-                }
-                if seq != p.seq + 1 {
-                    return Err(StateError::Sequence {
-                        record: seq,
-                        reason: format!("expected record {} next", p.seq + 1),
-                    });
-                }
-                let replayed = match stored {
-                    Stored::Inputs(e) => Replayed {
-                        record: p.apply(&e).map_err(at)?,
-                        decided: true,
-                    },
-                    Stored::V1(r) => {
-                        let record = crate::journal::Codec::new(p.sched.engine().fleet())
-                            .load(r)
-                            .map_err(|e| StateError::Sequence {
-                                record: seq,
-                                reason: e.to_string(),
-                            })?;
-                        p.apply_recorded(&record).map_err(at)?;
-                        Replayed {
-                            record,
-                            decided: false,
-                        }
-                    }
-                };
+                let replayed = p.replay_next(seq, stored)?;
                 // Agents hear of changes made while the server runs, not of history.
                 p.changed.clear();
                 replayed
             }
         };
         Ok(record)
+    }
+
+    /// Applies record `seq`, the next after the state's, restored as recorded (a version-0
+    /// record is decided with this build's rules, and said to be).
+    fn replay_next(&mut self, seq: u64, stored: Stored) -> Result<Replayed, StateError> {
+        let at = |err: StateError| StateError::Sequence {
+            record: seq,
+            reason: format!("does not apply: {err}"),
+        };
+        let event = match &stored {
+            Stored::Inputs(e) => e,
+            Stored::V1(r) => &r.event,
+        };
+        if matches!(event, Event::Init { .. }) {
+            return Err(StateError::Sequence {
+                record: seq,
+                reason: "a second Init".into(),
+            });
+        }
+        if seq != self.seq + 1 {
+            return Err(StateError::Sequence {
+                record: seq,
+                reason: format!("expected record {} next", self.seq + 1),
+            });
+        }
+        let replayed = match stored {
+            Stored::Inputs(e) => Replayed {
+                record: self.apply(&e).map_err(at)?,
+                decided: true,
+            },
+            Stored::V1(r) => {
+                let record = crate::journal::Codec::new(self.sched.engine().fleet())
+                    .load(r)
+                    .map_err(|e| StateError::Sequence {
+                        record: seq,
+                        reason: e.to_string(),
+                    })?;
+                self.apply_recorded(&record).map_err(at)?;
+                Replayed {
+                    record,
+                    decided: false,
+                }
+            }
+        };
+        Ok(replayed)
+    }
+
+    /// Applies the writer's next durable record to a frontend's copy of the state, as a
+    /// restart's replay would (restored, never decided), keeping the nodes it changed for the
+    /// agents waiting on them. Only records of the current format are followed (the writer
+    /// upgrades older ones when it starts).
+    pub fn follow(&mut self, seq: u64, stored: Stored) -> Result<Record, StateError> {
+        if matches!(stored, Stored::Inputs(_)) {
+            return Err(StateError::Sequence {
+                record: seq,
+                reason: "a record of format 0 is not followed: restart the writer to upgrade it"
+                    .into(),
+            });
+        }
+        Ok(self.replay_next(seq, stored)?.record)
     }
 
     /// The bytes of a record, in the journal's current format.

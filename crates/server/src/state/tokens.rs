@@ -150,6 +150,12 @@ impl Role {
             Role::Tenant { .. } | Role::Metrics => false,
         }
     }
+
+    /// Whether this role reports for any node at all, as a frontend fanning agents in does:
+    /// admins and unbound agent tokens.
+    pub fn may_report_for_every_node(&self) -> bool {
+        matches!(self, Role::Admin | Role::Agent { nodes: None })
+    }
 }
 
 impl ControlPlane {

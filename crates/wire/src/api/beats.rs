@@ -81,10 +81,21 @@ pub const MAX_BEATS: usize = 2000;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeats {
-    /// One heartbeat per node (1 to 2,000, each node once).
-    #[schema(min_items = 1, max_items = 2000)]
+    /// One heartbeat per node (at most 2,000, each node once; at least one unless `alive`
+    /// is given).
+    #[schema(max_items = 2000)]
     pub beats: Vec<Heartbeat>,
+    /// More nodes heard from with nothing to report, as a hostlist expression
+    /// (`tray-[0000-4095],cpu-0007`; at most [`MAX_ALIVE`] names): what a frontend sends for
+    /// the nodes whose agents it heard and whose heartbeats changed nothing. Only a credential
+    /// that may report for every node may send it; names that are no node are passed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1048576)]
+    pub alive: Option<String>,
 }
+
+/// The most node names one `alive` expression may stand for.
+pub const MAX_ALIVE: usize = 1_000_000;
 
 /// The answer to [`Heartbeats`]: the nodes with news. A node left out keeps the assignments
 /// it holds and has no log wanted.
@@ -93,6 +104,14 @@ pub struct HeartbeatsReply {
     /// The nodes whose assignments changed (or were not known), that have logs wanted, or
     /// whose heartbeat was refused.
     pub nodes: Vec<NodeAnswer>,
+    /// The journal record the answers were read at (durable): a frontend answers its agents
+    /// from its copy of the state once that copy holds this record.
+    #[serde(default)]
+    pub seq: u64,
+    /// Nodes whose logs someone is reading now (only to a credential that may report for
+    /// every node, such as a frontend's): their heartbeats must reach the server in full.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs_on: Vec<String>,
 }
 
 /// One node's news.

@@ -1,0 +1,96 @@
+//! Requests a frontend passes on to the writer as they came: the method, the path and query,
+//! the caller's credential and the body (up to the API's limit) go out; the status, the
+//! content type and the body come back, streamed as the writer sends it (an exec's lines).
+
+use super::*;
+
+/// How long a passed-on answer may go without a byte (an exec's command may be silent).
+const READ_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The headers passed on.
+const PASSED_ON: [&str; 4] = ["authorization", "content-type", "accept", "last-event-id"];
+
+/// Passes `request` on to the writer and its answer back.
+pub(in crate::http) async fn pass_to_writer(
+    up: &Upstream,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            return problem(StatusCode::PAYLOAD_TOO_LARGE, "body", e.to_string());
+        }
+    };
+    let method = parts.method.as_str().to_string();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+    let headers: Vec<(String, String)> = PASSED_ON
+        .iter()
+        .filter_map(|name| {
+            let value = parts.headers.get(*name)?.to_str().ok()?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect();
+    let client = up.client.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    // One blocking thread per request in flight: it sends, then reads the answer as it comes.
+    tokio::task::spawn_blocking(move || {
+        let forward = wire::client::Forward {
+            method: &method,
+            path_and_query: &path_and_query,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.clone()))
+                .collect(),
+            body: &body,
+        };
+        let answer = client.forward(&forward, READ_TIMEOUT);
+        let mut answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = head_tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = head_tx.send(Ok((answer.status, answer.content_type.take())));
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match std::io::Read::read(&mut answer.body, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        // The caller went away: stop reading.
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let (status, content_type) = match head_rx.await {
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => return writer_refusal(e).into_response(),
+        Err(_) => return does_not_write().into_response(),
+    };
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let mut response = Response::new(axum::body::Body::from_stream(stream));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if let Some(ct) = content_type.and_then(|c| axum::http::HeaderValue::from_str(&c).ok()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, ct);
+    }
+    response
+}

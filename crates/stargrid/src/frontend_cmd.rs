@@ -1,0 +1,73 @@
+//! `stargrid frontend`: a frontend of a cell's writer (`--server`, with an admin token): it
+//! follows the writer's state, answers reads and agents' heartbeats from its copy, and passes
+//! every change on to the writer. Any number of them can stand behind one address.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct FrontendArgs {
+    /// Log lines as text, or as one JSON object each (the level from `RUST_LOG`, default
+    /// info).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    pub listen: String,
+    /// How often the writer hears which nodes were heard from, in milliseconds (keep it well
+    /// under the writer's heartbeat timeout).
+    #[arg(long, default_value_t = 2000)]
+    pub alive_every_ms: u64,
+    /// The writer's secrets key file (the same file; agents here get their tasks' secret
+    /// environment from it). Without it, tasks with secrets are refused to agents here.
+    #[arg(long)]
+    pub secrets_key: Option<PathBuf>,
+    /// Serve the API over TLS with this certificate chain (PEM, leaf first).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+pub fn run(settings: &crate::config::Settings, a: &FrontendArgs) -> Result<()> {
+    crate::logging::init(a.log_format);
+    crate::server_cmd::check_plain_http(&a.listen, a.tls_cert.is_some(), a.insecure)?;
+    if a.alive_every_ms == 0 {
+        anyhow::bail!("--alive-every-ms: must be at least 1");
+    }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let config = server::FrontendConfig {
+        writer: settings.client(settings.credential_from_file("a frontend")?)?,
+        secrets_key_file: a.secrets_key.clone(),
+        alive_every: std::time::Duration::from_millis(a.alive_every_ms),
+    };
+    let srv = server::Server::follow_writer(&config).context("starting the frontend")?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        println!(
+            "stargrid frontend on {}://{addr} ({})",
+            if tls.is_some() { "https" } else { "http" },
+            srv.replay_summary()
+        );
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        server::serve_frontend(srv, listener, tls, shutdown)
+            .await
+            .context("serving the API")
+    })
+}
