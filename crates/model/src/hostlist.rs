@@ -37,6 +37,13 @@ enum Piece<'a> {
 
 /// Expands a hostlist expression into names, in the written order.
 pub fn expand(expr: &str) -> Result<Vec<String>, HostlistError> {
+    expand_at_most(expr, MAX_EXPANDED)
+}
+
+/// Expands a hostlist expression into at most `limit` names (refused, before they are made,
+/// when it stands for more).
+pub fn expand_at_most(expr: &str, limit: usize) -> Result<Vec<String>, HostlistError> {
+    let limit = limit.min(MAX_EXPANDED);
     let mut out = Vec::new();
     let trimmed = expr.trim();
     if trimmed.is_empty() {
@@ -46,17 +53,14 @@ pub fn expand(expr: &str) -> Result<Vec<String>, HostlistError> {
         if item.is_empty() {
             return Err(err(expr, "empty name between commas"));
         }
-        let pieces = parse_item(item).map_err(|r| err(expr, r))?;
+        let pieces = parse_item(item, limit).map_err(|r| err(expr, r))?;
         let mut names = vec![String::new()];
         for piece in &pieces {
             match piece {
                 Piece::Literal(s) => names.iter_mut().for_each(|n| n.push_str(s)),
                 Piece::Numbers(nums) => {
-                    if names.len().saturating_mul(nums.len()) + out.len() > MAX_EXPANDED {
-                        return Err(err(
-                            expr,
-                            format!("expands to more than {MAX_EXPANDED} names"),
-                        ));
+                    if names.len().saturating_mul(nums.len()) + out.len() > limit {
+                        return Err(err(expr, format!("expands to more than {limit} names")));
                     }
                     names = names
                         .iter()
@@ -66,11 +70,8 @@ pub fn expand(expr: &str) -> Result<Vec<String>, HostlistError> {
             }
         }
         out.extend(names);
-        if out.len() > MAX_EXPANDED {
-            return Err(err(
-                expr,
-                format!("expands to more than {MAX_EXPANDED} names"),
-            ));
+        if out.len() > limit {
+            return Err(err(expr, format!("expands to more than {limit} names")));
         }
     }
     Ok(out)
@@ -111,7 +112,7 @@ fn split_top_level(s: &str) -> Result<Vec<&str>, String> {
     Ok(items)
 }
 
-fn parse_item(item: &str) -> Result<Vec<Piece<'_>>, String> {
+fn parse_item(item: &str, limit: usize) -> Result<Vec<Piece<'_>>, String> {
     let mut pieces = Vec::new();
     let mut rest = item;
     while let Some(open) = rest.find('[') {
@@ -122,7 +123,7 @@ fn parse_item(item: &str) -> Result<Vec<Piece<'_>>, String> {
             .find(']')
             .map(|c| open + c)
             .ok_or("'[' is never closed")?;
-        pieces.push(Piece::Numbers(parse_set(&rest[open + 1..close])?));
+        pieces.push(Piece::Numbers(parse_set(&rest[open + 1..close], limit)?));
         rest = &rest[close + 1..];
     }
     if !rest.is_empty() {
@@ -131,7 +132,7 @@ fn parse_item(item: &str) -> Result<Vec<Piece<'_>>, String> {
     Ok(pieces)
 }
 
-fn parse_set(set: &str) -> Result<Vec<String>, String> {
+fn parse_set(set: &str, limit: usize) -> Result<Vec<String>, String> {
     if set.trim().is_empty() {
         return Err("empty brackets".into());
     }
@@ -152,8 +153,8 @@ fn parse_set(set: &str) -> Result<Vec<String>, String> {
         if b < a {
             return Err(format!("range '{part}' runs backwards"));
         }
-        if (b - a) as usize + nums.len() >= MAX_EXPANDED {
-            return Err(format!("range '{part}' is larger than {MAX_EXPANDED}"));
+        if (b - a) as usize + nums.len() >= limit {
+            return Err(format!("range '{part}' is larger than {limit}"));
         }
         let width = if lo.len() > 1 && lo.starts_with('0') {
             lo.len()
@@ -267,6 +268,14 @@ pub fn compress<S: AsRef<str>>(names: &[S]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_limit_refuses_larger_expressions_before_making_their_names() {
+        assert_eq!(expand_at_most("n[0-9]", 10).unwrap().len(), 10);
+        assert!(expand_at_most("n[0-10]", 10).is_err());
+        assert!(expand_at_most("a[0-9],b[0-9]", 15).is_err());
+        assert!(expand_at_most("n[0-99999999999]", 1000).is_err());
+    }
 
     #[test]
     fn expands_slurm_examples() {

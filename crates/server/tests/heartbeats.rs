@@ -129,3 +129,103 @@ async fn a_batch_of_heartbeats_is_answered_with_only_what_changed() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_live_nodes_keeps_them_up_and_is_for_fan_in_credentials_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = server::Config {
+        idle_pass_interval: 3600,
+        heartbeat_timeout: std::time::Duration::from_millis(600),
+        snapshot_every: 0,
+        ..server::Config::new(
+            format!("sqlite:{}", dir.path().join("journal.db").display()),
+            dir.path(),
+        )
+    };
+    let srv = tokio::task::spawn_blocking(move || server::Server::start(&config))
+        .await
+        .unwrap()
+        .unwrap();
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let token = token.trim();
+    let app = server::router(srv.clone());
+    let (a, b) = ("nvl00000t00", "nvl00000t01");
+    let (status, reply) = call(
+        &app,
+        token,
+        "/v1/agent/heartbeats",
+        json!({"beats": [{"node": a}, {"node": b}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["seq"].as_u64().unwrap() > 0, "{reply}");
+    // Only `a` is said to be alive (with names that are no node, passed over), past the
+    // timeout: `b` goes down, `a` stays up.
+    for _ in 0..4 {
+        let (status, reply) = call(
+            &app,
+            token,
+            "/v1/agent/heartbeats",
+            json!({"beats": [], "alive": format!("{a},nope[0-3]")}),
+        )
+        .await;
+        assert_eq!(
+            (status, reply["nodes"].clone()),
+            (200, json!([])),
+            "{reply}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    srv.expire_silent_nodes().await;
+    let nodes: Vec<Value> = {
+        let (_, reply) = common::get(&app, token, "/v1/nodes").await;
+        reply.as_array().unwrap().clone()
+    };
+    let state = |n: &str| {
+        nodes
+            .iter()
+            .find(|v| v["name"] == n)
+            .map(|v| v["state"].clone())
+            .unwrap()
+    };
+    assert_eq!((state(a), state(b)), (json!("ready"), json!("down")));
+
+    // An agent bound to its nodes cannot vouch for others; a list is bounded; a request must
+    // carry something.
+    let (_, agent) = call(
+        &app,
+        token,
+        "/v1/tokens",
+        json!({"role": "agent", "nodes": a}),
+    )
+    .await;
+    let agent = agent["token"].as_str().unwrap();
+    let (status, reply) = call(
+        &app,
+        agent,
+        "/v1/agent/heartbeats",
+        json!({"beats": [], "alive": a}),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"]["field"].clone()),
+        (403, json!("alive"))
+    );
+    let (status, reply) = call(
+        &app,
+        token,
+        "/v1/agent/heartbeats",
+        json!({"beats": [], "alive": "n[0-2000000]"}),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"]["field"].clone()),
+        (400, json!("alive")),
+        "{reply}"
+    );
+    let (status, reply) = call(&app, token, "/v1/agent/heartbeats", json!({"beats": []})).await;
+    assert_eq!(
+        (status, reply["error"]["field"].clone()),
+        (400, json!("beats"))
+    );
+}

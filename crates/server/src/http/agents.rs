@@ -115,15 +115,8 @@ pub(super) async fn heartbeat(
 /// name (a name that is no node, or a node that is down, is passed over: a down node comes up
 /// only through a heartbeat of its own).
 fn note_alive(server: &Server, alive: &str) -> Result<(), Refusal> {
-    let names = model::hostlist::expand(alive)
+    let names = model::hostlist::expand_at_most(alive, MAX_ALIVE)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "alive", e.reason))?;
-    if names.len() > MAX_ALIVE {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "alive",
-            format!("names {} nodes; at most {MAX_ALIVE}", names.len()),
-        ));
-    }
     let up: Vec<String> = {
         let p = server.plane();
         names
