@@ -57,13 +57,17 @@ pub struct ScaleBenchArgs {
     /// figures.
     #[arg(long, default_value_t = 1_000_000)]
     pub listing_jobs: usize,
+    /// Frontends the agents move behind for the last phase (0: none), with the writer's CPU
+    /// measured again there.
+    #[arg(long, default_value_t = 2)]
+    pub frontends: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
 }
 
 /// CPU seconds (user + system) and resident bytes of a process, from `/proc`.
-fn process_usage(pid: u32) -> Result<(f64, u64)> {
+pub(crate) fn process_usage(pid: u32) -> Result<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start after its ')'.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -295,6 +299,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     let share = rest.len().div_ceil(a.agents.saturating_sub(1).max(1));
     let shares = std::iter::once(zone_nodes.as_slice()).chain(rest.chunks(share.max(1)));
     let mut agents = Vec::new();
+    let mut credentials = Vec::new();
     let t_agents = Instant::now();
     for (i, nodes) in shares.enumerate() {
         let token = admin.issue_token(&IssueToken {
@@ -303,6 +308,10 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
             expires_in_s: None,
             nodes: Some(model::hostlist::compress(nodes)),
         })?;
+        credentials.push(crate::bench_frontends::Share {
+            nodes: nodes.to_vec(),
+            token: token.token.clone(),
+        });
         let url = match i {
             0 => format!("http://{}", relay.addr),
             _ => server.url.clone(),
@@ -409,6 +418,32 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     };
     let steady_loaded = cores_over(pid, Duration::from_secs(a.steady_s.min(10)))?;
     let (_, rss) = process_usage(pid)?;
+    // The same agents behind frontends: the direct ones stop first (their nodes stay up: a
+    // new agent beats them well inside the timeout).
+    let behind = Arc::new(AtomicBool::new(false));
+    let (frontends, _frontends_alive, agents) = match a.frontends {
+        0 => (serde_json::Value::Null, Vec::new(), agents),
+        n => {
+            say(&format!("moving the agents behind {n} frontends"));
+            stop.store(true, Ordering::Relaxed);
+            for t in agents {
+                let _ = t.join();
+            }
+            let phase = crate::bench_frontends::Phase {
+                dir: dir.path(),
+                writer: &admin,
+                writer_pid: pid,
+                admin_token: &server.admin,
+                frontends: n,
+                interval: Duration::from_millis(a.interval_ms),
+                fence_after: Duration::from_secs(a.heartbeat_timeout_s * 20),
+                steady: Duration::from_secs(a.steady_s),
+                latency_jobs: a.latency_jobs.min(100),
+            };
+            let moved = crate::bench_frontends::run(&phase, &credentials, &tally, &behind)?;
+            (moved.report, moved.frontends, moved.agents)
+        }
+    };
     let listing = match a.listing_jobs {
         0 => serde_json::Value::Null,
         want => {
@@ -428,6 +463,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     let (_, rss_listed) = process_usage(pid)?;
     let snapshots = snapshot_pauses(&admin)?;
     stop.store(true, Ordering::Relaxed);
+    behind.store(true, Ordering::Relaxed);
     for t in agents {
         let _ = t.join();
     }
@@ -456,10 +492,11 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         "snapshot_copies": snapshots.0,
         "snapshot_copy_mean_ms": snapshots.1,
         "snapshot_copy_max_ms_at_most": snapshots.2,
-        "frontends": 0,
+        "frontends": a.frontends,
         "writer_cpu_cores_without_frontends": steady,
-        "writer_cpu_cores_with_frontends": serde_json::Value::Null,
-        "note": "The server is its own process; the hollow agents and the clients share this machine's cores with it. server_cpu_cores_steady: every node heartbeating, nothing submitted. Jobs accepted: each durable (SQLite, synchronous=FULL) before it is answered, with queued_jobs waiting in the queue. submit_to_running: from the POST until a hollow agent starts the task. Frontends are not built yet: the writer serves every agent.",
+        "writer_cpu_cores_with_frontends": frontends["writer_cpu_cores_with_frontends"],
+        "with_frontends": frontends,
+        "note": "The server is its own process; the hollow agents and the clients share this machine's cores with it. server_cpu_cores_steady: every node heartbeating, nothing submitted. Jobs accepted: each durable (SQLite, synchronous=FULL) before it is answered, with queued_jobs waiting in the queue. submit_to_running: from the POST until a hollow agent starts the task. with_frontends: the same agents moved behind that many frontends (each its own process, following the writer), the writer's and the frontends' CPU over the same span; its submit_to_running has the client and the agents behind frontends.",
     });
     if a.json {
         println!("{report}");

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod bench;
+mod bench_frontends;
 mod bench_history;
 mod bench_live;
 mod bench_outage;

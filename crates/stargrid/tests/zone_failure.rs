@@ -3,6 +3,7 @@
 //! from the server by a relay (its tasks keep running); the cell marks the zone's nodes down,
 //! runs their work in the other zones and keeps starting new work at once; when the relay is
 //! healed, the zone's nodes come back and its agent stops the old runs, so no job runs twice.
+//! Then the agents move behind two frontends without a node going down.
 
 #![allow(clippy::unwrap_used)]
 
@@ -49,4 +50,17 @@ fn a_silent_zone_is_marked_down_its_work_moves_and_nothing_runs_twice_when_it_re
     assert!(figure("old_runs_stopped_s") < 15.0, "{outage}");
     assert_eq!(figure("running_after"), 10.0, "{outage}");
     assert_eq!(report["nodes"], 144);
+    // Then the same agents behind two frontends: no node went down in the move, and work
+    // submitted through a frontend reaches agents behind frontends.
+    let moved = &report["with_frontends"];
+    assert_eq!(moved["frontends"], 2, "{moved}");
+    assert_eq!(moved["nodes_down_after_move"], 0, "{moved}");
+    assert!(
+        moved["submit_to_running_p99_ms"].as_f64().unwrap() < 1000.0,
+        "{moved}"
+    );
+    assert!(
+        moved["writer_cpu_cores_with_frontends"].as_f64().is_some(),
+        "{moved}"
+    );
 }

@@ -1,0 +1,231 @@
+//! `stargrid bench scale`'s frontend phase: the same cell with its agents moved behind
+//! frontends (`stargrid frontend` processes, each following the writer), measured side by
+//! side with the phase before it: the writer's CPU in steady state, the frontends' CPU and
+//! memory, how long a frontend takes to load the writer's state, and submit → running with
+//! both the client and the agent behind frontends.
+
+use crate::bench_live::percentile;
+use crate::bench_scale::{job, process_usage};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wire::Client;
+
+/// A frontend as a child process, killed when dropped.
+pub(crate) struct FrontendProcess {
+    child: std::process::Child,
+    pub(crate) url: String,
+}
+
+impl Drop for FrontendProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the agents of the phase before were given: the nodes of each and its credential.
+pub(crate) struct Share {
+    pub(crate) nodes: Vec<String>,
+    pub(crate) token: String,
+}
+
+/// What the phase needs of the run around it.
+pub(crate) struct Phase<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) writer: &'a Client,
+    pub(crate) writer_pid: u32,
+    pub(crate) admin_token: &'a str,
+    pub(crate) frontends: usize,
+    pub(crate) interval: Duration,
+    pub(crate) fence_after: Duration,
+    pub(crate) steady: Duration,
+    pub(crate) latency_jobs: usize,
+}
+
+/// Agents running behind the frontends (stopped by `stop`).
+pub(crate) struct Moved {
+    pub(crate) report: serde_json::Value,
+    pub(crate) frontends: Vec<FrontendProcess>,
+    pub(crate) agents: Vec<std::thread::JoinHandle<Result<(), agent::AgentError>>>,
+}
+
+/// Starts the frontends, moves every share's agent behind one of them (the agents of the phase
+/// before must have stopped), waits until each node was heard through a frontend, and
+/// measures.
+pub(crate) fn run(
+    p: &Phase<'_>,
+    shares: &[Share],
+    tally: &crate::bench_outage::Tally,
+    stop: &Arc<AtomicBool>,
+) -> Result<Moved> {
+    let credential = p.dir.join("frontend.token");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&credential)?;
+        f.write_all(p.admin_token.as_bytes())?;
+    }
+    let t_load = Instant::now();
+    let mut frontends = Vec::new();
+    for i in 0..p.frontends {
+        frontends.push(start_frontend(p, &credential, i)?);
+    }
+    let load_s = t_load.elapsed().as_secs_f64();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
+    let mut agents = Vec::new();
+    for (i, share) in shares.iter().enumerate() {
+        let url = &frontends[i % frontends.len()].url;
+        let (started, stopped) = tally.hooks(i, started_tx.clone());
+        let config = agent::AgentConfig {
+            interval: p.interval,
+            fence_after: p.fence_after,
+            started: Some(started),
+            stopped: Some(stopped),
+            ..agent::AgentConfig::hollow(
+                Client::new(url, &share.token),
+                share.nodes.clone(),
+                p.dir.join(format!("agent-behind-{i}")),
+            )
+        };
+        let stop = stop.clone();
+        agents.push(std::thread::spawn(move || agent::run(&config, &stop)));
+    }
+    // Every node heard through a frontend at least once, then a full period more.
+    let nodes: usize = shares.iter().map(|s| s.nodes.len()).sum();
+    let t_moved = Instant::now();
+    loop {
+        let heard: f64 = frontends
+            .iter()
+            .map(|f| heartbeats_taken(&Client::new(&f.url, p.admin_token)))
+            .sum();
+        if heard >= nodes as f64 {
+            break;
+        }
+        if t_moved.elapsed() > Duration::from_secs(600) {
+            bail!("only {heard} of {nodes} nodes heard through the frontends after 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let moved_s = t_moved.elapsed().as_secs_f64();
+    std::thread::sleep(p.interval);
+    let cell = p.writer.cell()?;
+    let down = cell.nodes.get("down").copied().unwrap_or(0);
+    // Writer and frontends side by side, over the same span.
+    let mut pids = vec![p.writer_pid];
+    pids.extend(frontends.iter().map(|f| f.child.id()));
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|pid| process_usage(*pid).map(|u| u.0))
+        .collect::<Result<_>>()?;
+    let t = Instant::now();
+    std::thread::sleep(p.steady);
+    let mut cores = Vec::new();
+    let mut rss = Vec::new();
+    for (pid, b) in pids.iter().zip(before) {
+        let (after, resident) = process_usage(*pid)?;
+        cores.push((after - b) / t.elapsed().as_secs_f64());
+        rss.push(resident);
+    }
+    let writer_cores = cores.remove(0);
+    rss.remove(0);
+    let latencies = latency_through(&frontends[0].url, p, &started_rx)?;
+    Ok(Moved {
+        report: serde_json::json!({
+            "frontends": frontends.len(),
+            "frontend_load_s": load_s,
+            "agents_moved_s": moved_s,
+            "nodes_down_after_move": down,
+            "writer_cpu_cores_with_frontends": writer_cores,
+            "frontend_cpu_cores": cores,
+            "frontend_rss_bytes": rss,
+            "submit_to_running_p50_ms": percentile(&latencies, 0.5),
+            "submit_to_running_p99_ms": percentile(&latencies, 0.99),
+        }),
+        frontends,
+        agents,
+    })
+}
+
+fn start_frontend(p: &Phase<'_>, credential: &Path, i: usize) -> Result<FrontendProcess> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::fs::File::create(p.dir.join(format!("frontend-{i}.log")))?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("frontend")
+        .args(["--server", p.writer.base_url()])
+        .arg("--token-file")
+        .arg(credential)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting a frontend")?;
+    let mut frontend = FrontendProcess {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(status) = frontend.child.try_wait()? {
+            bail!("frontend {i} exited ({status}); see frontend-{i}.log");
+        }
+        if Client::new(&frontend.url, p.admin_token).cell().is_ok() {
+            return Ok(frontend);
+        }
+        if Instant::now() > deadline {
+            bail!("frontend {i} did not start within 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Heartbeats a frontend took so far.
+fn heartbeats_taken(frontend: &Client) -> f64 {
+    frontend
+        .metrics_text()
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("stargrid_heartbeats_total "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Submit → running in milliseconds, the client through `frontend` and the agents behind the
+/// frontends.
+fn latency_through(
+    frontend: &str,
+    p: &Phase<'_>,
+    started: &Receiver<(u64, Instant)>,
+) -> Result<Vec<f64>> {
+    let client = Client::new(frontend, p.admin_token);
+    let mut latencies = Vec::with_capacity(p.latency_jobs);
+    for i in 0..p.latency_jobs {
+        let t = Instant::now();
+        let s = client.submit_job(&job("bench", format!("front-lat-{i}"), "1"))?;
+        loop {
+            let left = Duration::from_secs(30).saturating_sub(t.elapsed());
+            let (id, at) = started
+                .recv_timeout(left)
+                .with_context(|| format!("job {} never started", s.id))?;
+            if id == s.id {
+                latencies.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(latencies)
+}
