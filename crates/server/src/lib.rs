@@ -14,7 +14,9 @@
 //!   the agents that run them (bounded, never journaled); `sessions`: when interactive
 //!   sandboxes time out or idle out; `templates`: which sandbox templates the nodes offer.
 //! - `http`: start-up (snapshot, replay, upgrade, first admin token), the one commit path,
-//!   routes per resource, auth, the agents' long poll, log relay, OpenAPI.
+//!   routes per resource, auth, the agents' long poll, log relay, OpenAPI; the replica feed
+//!   and the frontend mode (a copy that follows the writer, agents fanned in, changes passed
+//!   on).
 //! - `tls`: the API over TLS (rustls): certificates from PEM, handshakes off the accept loop.
 //! - `metrics`: `/metrics` for Prometheus, measured as things happen and counted from the
 //!   state at each scrape.
