@@ -115,6 +115,9 @@ fn split_top_level(s: &str) -> Result<Vec<&str>, String> {
 fn parse_item(item: &str, limit: usize) -> Result<Vec<Piece<'_>>, String> {
     let mut pieces = Vec::new();
     let mut rest = item;
+    // Names the sets so far make together: each set is counted before its numbers are made,
+    // against what the limit leaves.
+    let mut product = 1usize;
     while let Some(open) = rest.find('[') {
         if open > 0 {
             pieces.push(Piece::Literal(&rest[..open]));
@@ -123,7 +126,9 @@ fn parse_item(item: &str, limit: usize) -> Result<Vec<Piece<'_>>, String> {
             .find(']')
             .map(|c| open + c)
             .ok_or("'[' is never closed")?;
-        pieces.push(Piece::Numbers(parse_set(&rest[open + 1..close], limit)?));
+        let nums = parse_set(&rest[open + 1..close], limit / product)?;
+        product = product.saturating_mul(nums.len().max(1));
+        pieces.push(Piece::Numbers(nums));
         rest = &rest[close + 1..];
     }
     if !rest.is_empty() {
@@ -132,11 +137,13 @@ fn parse_item(item: &str, limit: usize) -> Result<Vec<Piece<'_>>, String> {
     Ok(pieces)
 }
 
+/// The numbers of a bracketed set, refused when there would be more than `limit`.
 fn parse_set(set: &str, limit: usize) -> Result<Vec<String>, String> {
     if set.trim().is_empty() {
         return Err("empty brackets".into());
     }
     let mut nums = Vec::new();
+    let mut count = 0usize;
     for part in set.split(',') {
         let part = part.trim();
         let (lo, hi) = match part.split_once('-') {
@@ -153,8 +160,9 @@ fn parse_set(set: &str, limit: usize) -> Result<Vec<String>, String> {
         if b < a {
             return Err(format!("range '{part}' runs backwards"));
         }
-        if (b - a) as usize + nums.len() >= limit {
-            return Err(format!("range '{part}' is larger than {limit}"));
+        count = count.saturating_add(((b - a) as usize).saturating_add(1));
+        if count > limit {
+            return Err(format!("'{set}' makes more than {limit} names"));
         }
         let width = if lo.len() > 1 && lo.starts_with('0') {
             lo.len()
@@ -275,6 +283,10 @@ mod tests {
         assert!(expand_at_most("n[0-10]", 10).is_err());
         assert!(expand_at_most("a[0-9],b[0-9]", 15).is_err());
         assert!(expand_at_most("n[0-99999999999]", 1000).is_err());
+        // Each set counts against what the sets before it leave, before any name is made.
+        assert_eq!(expand_at_most("r[0-9]n[0-9]", 100).unwrap().len(), 100);
+        assert!(expand_at_most("r[0-9]n[0-10]", 100).is_err());
+        assert!(expand_at_most("a[0-999999][0-999999][0-999999]", 1_000_000).is_err());
     }
 
     #[test]
@@ -301,7 +313,7 @@ mod tests {
             ("tux[]", "empty brackets"),
             ("", "empty"),
             ("a,,b", "empty name"),
-            ("n[0-99999999999]", "larger"),
+            ("n[0-99999999999]", "more than"),
         ] {
             let e = expand(bad).unwrap_err();
             assert!(e.to_string().contains(why), "{bad}: {e}");

@@ -4,7 +4,8 @@
 //! address. Heartbeats are fanned in (the writer hears far fewer requests than the agents
 //! send), reads come from the frontends' copies, writes reach the writer; one frontend is
 //! killed with work running and more submitted: no node goes down, every accepted job runs
-//! once and ends, and a new frontend catches up with the writer.
+//! once and ends, and a new frontend catches up with the writer. Without the writer, a
+//! frontend stops answering heartbeats (its agents fence) and still answers reads.
 
 #![allow(clippy::unwrap_used)]
 

@@ -168,6 +168,9 @@ pub struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     http: ureq::Agent,
+    /// For requests passed on whose answers stream ([`Client::forward`]): its own pool, no
+    /// limit on the whole request.
+    stream: ureq::Agent,
 }
 
 impl std::fmt::Debug for Client {
@@ -189,6 +192,7 @@ impl Client {
             tls: None,
             timeout: DEFAULT_TIMEOUT,
             http: agent(DEFAULT_TIMEOUT, None),
+            stream: stream_agent(DEFAULT_TIMEOUT, None),
         }
     }
 
@@ -197,6 +201,7 @@ impl Client {
     pub fn with_timeout(self, timeout: Duration) -> Client {
         Client {
             http: agent(timeout, self.tls.clone()),
+            stream: stream_agent(timeout, self.tls.clone()),
             timeout,
             ..self
         }
@@ -225,6 +230,7 @@ impl Client {
         let tls = Some(Arc::new(config));
         Ok(Client {
             http: agent(self.timeout, tls.clone()),
+            stream: stream_agent(self.timeout, tls.clone()),
             tls,
             ..self
         })
@@ -233,19 +239,6 @@ impl Client {
     /// The server's base URL, without a trailing '/'.
     pub fn base_url(&self) -> &str {
         &self.base
-    }
-
-    /// An agent for answers that stream: no limit on the whole request, `read_timeout`
-    /// between reads.
-    fn stream_agent(&self, read_timeout: Duration) -> ureq::Agent {
-        let builder = ureq::AgentBuilder::new()
-            .timeout_connect(self.timeout)
-            .timeout_read(read_timeout);
-        match &self.tls {
-            Some(config) => builder.tls_config(config.clone()),
-            None => builder,
-        }
-        .build()
     }
 
     /// The URL of `path` under `/v1`: the one place URLs are made.
@@ -603,7 +596,7 @@ impl Client {
         query: &EventQuery,
         mut each: impl FnMut(crate::api::StreamEvent) -> bool,
     ) -> Result<Option<String>> {
-        let http = self.stream_agent(Duration::from_secs(60));
+        let http = reader_agent(self.timeout, Duration::from_secs(60), self.tls.clone());
         let mut req = http
             .get(&self.url("events"))
             .set("Authorization", &self.auth)
@@ -660,6 +653,30 @@ impl Client {
     pub fn exec_output(&self, output: &ExecOutput) -> Result<ExecAck> {
         self.post_json("agent/exec", output)
     }
+}
+
+/// How long a passed-on answer may go without a byte (an exec's command may be silent).
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An agent for answers that stream: connecting within `timeout`, then no limit on the whole
+/// request, `read_timeout` between reads.
+fn reader_agent(
+    timeout: Duration,
+    read_timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> ureq::Agent {
+    let builder = ureq::AgentBuilder::new()
+        .timeout_connect(timeout)
+        .timeout_read(read_timeout);
+    match tls {
+        Some(config) => builder.tls_config(config),
+        None => builder,
+    }
+    .build()
+}
+
+fn stream_agent(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {
+    reader_agent(timeout, STREAM_READ_TIMEOUT, tls)
 }
 
 fn agent(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {

@@ -26,11 +26,14 @@ pub(super) struct ChangeLog {
 }
 
 impl ChangeLog {
-    pub(super) fn publish(&mut self, nodes: Vec<String>) {
+    /// Publishes a change to `nodes` under a new version, at least `at_least`: the record
+    /// that made it (0: a change no record made), so that frontends following the same
+    /// records number their changes alike and an agent's cursor means the same at each.
+    pub(super) fn publish(&mut self, at_least: u64, nodes: Vec<String>) {
         if nodes.is_empty() {
             return;
         }
-        self.version += 1;
+        self.version = (self.version + 1).max(at_least);
         for w in self.broad.drain(..) {
             w.notify_one();
         }
@@ -45,6 +48,22 @@ impl ChangeLog {
         while self.log.len() > CHANGE_LOG_LEN {
             if let Some((v, _)) = self.log.pop_front() {
                 self.dropped_through = v;
+            }
+        }
+    }
+
+    /// Forgets every change up to version `through` (a frontend's copy loaded anew: what
+    /// changed in between is unknown) and wakes every waiter, whose next look is told so.
+    pub(super) fn forget_through(&mut self, through: u64) {
+        self.version = self.version.max(through);
+        self.dropped_through = self.version;
+        self.log.clear();
+        for w in self.broad.drain(..) {
+            w.notify_one();
+        }
+        for (_, waiting) in self.waiters.drain() {
+            for w in waiting {
+                w.notify_one();
             }
         }
     }
@@ -195,8 +214,8 @@ mod tests {
         let set: std::collections::HashSet<&str> = ["a", "b"].into_iter().collect();
         let asked = |n: &str| set.contains(n);
         assert_eq!(log.since(0, asked), Some(vec![]));
-        log.publish(vec!["a".into(), "c".into()]);
-        log.publish(vec!["b".into()]);
+        log.publish(0, vec!["a".into(), "c".into()]);
+        log.publish(0, vec!["b".into()]);
         assert_eq!(log.since(0, asked), Some(vec!["a".into(), "b".into()]));
         assert_eq!(log.since(1, asked), Some(vec!["b".into()]));
         assert_eq!(log.since(2, asked), Some(vec![]));
@@ -205,21 +224,29 @@ mod tests {
         // A waiter is woken by a change to one of its nodes, and only then.
         let waiter = Arc::new(tokio::sync::Notify::new());
         log.register(&["a".into(), "b".into()], &waiter);
-        log.publish(vec!["c".into()]);
+        log.publish(0, vec!["c".into()]);
         assert_eq!(log.waiters.len(), 2);
-        log.publish(vec!["b".into()]);
+        log.publish(0, vec!["b".into()]);
         assert!(!log.waiters.contains_key("b"));
         log.unregister(&["a".into(), "b".into()], &waiter);
         assert!(log.waiters.is_empty());
         // A broad waiter is woken by any change.
         log.register(&[], &waiter);
-        log.publish(vec!["c".into()]);
+        log.publish(0, vec!["c".into()]);
         assert!(log.broad.is_empty());
         // Old entries are dropped; asking about them gets every node.
         for _ in 0..CHANGE_LOG_LEN {
-            log.publish(vec!["c".into()]);
+            log.publish(0, vec!["c".into()]);
         }
         assert_eq!(log.since(1, asked), None);
         assert_eq!(log.since(log.version, asked), Some(vec![]));
+        // Versions follow the records that made the changes; a copy loaded anew cannot tell.
+        let v = log.version;
+        log.publish(v + 10, vec!["a".into()]);
+        assert_eq!(log.version, v + 10);
+        assert_eq!(log.since(v, asked), Some(vec!["a".into()]));
+        log.forget_through(v + 20);
+        assert_eq!(log.since(v + 10, asked), None);
+        assert_eq!(log.since(v + 20, asked), Some(vec![]));
     }
 }

@@ -97,7 +97,7 @@ pub(super) async fn sandbox_logs(
             let newly = server.logs().want_sandbox(id, index, now);
             if newly {
                 // Wake its host's agent: it heartbeats, hears what is wanted, and sends it.
-                server.change_log().publish(vec![host]);
+                server.change_log().publish(0, vec![host]);
             }
         } else if server.logs().next_of(&task) == 0 {
             return Err(Refusal::new(
@@ -171,7 +171,7 @@ pub(super) async fn job_logs(
         let newly = server.logs().want(id, Instant::now());
         if newly {
             // Wake the job's agents: they heartbeat, hear what is wanted, and send it.
-            server.change_log().publish(nodes);
+            server.change_log().publish(0, nodes);
         }
         let tail = server
             .logs()

@@ -255,7 +255,7 @@ impl Server {
             *d = (*d).max(last);
             newer
         });
-        self.change_log().publish(changed);
+        self.change_log().publish(last, changed);
         match refusal {
             Some(r) => Err(r),
             None => Ok(Committed {

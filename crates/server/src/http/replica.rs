@@ -19,7 +19,10 @@ pub(super) struct RecordsQuery {
     wait_ms: u64,
 }
 
-/// The state now, in the snapshot format, once the record it holds is durable.
+/// The state in the snapshot format: the journal's latest snapshot (no pause: the frontend
+/// then follows the records after it), or, when the journal has none yet, a copy of the state
+/// now (taken under the lock as a snapshot's copy is, encoded outside it) once the record it
+/// holds is durable.
 pub(super) async fn replica_snapshot(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
@@ -30,12 +33,29 @@ pub(super) async fn replica_snapshot(
             let Some(_) = server.journal() else {
                 return Err(not_the_writer());
             };
-            let (seq, body) = {
-                let p = server.plane();
-                (
-                    p.seq(),
-                    p.snapshot().map_err(|e| Refusal::from_state(e, ""))?,
-                )
+            let reader = server.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || reader.journal().map(|j| j.latest_snapshot()))
+                    .await
+                    .map_err(|e| {
+                        Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "", e.to_string())
+                    })?
+                    .transpose()
+                    .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "", e.to_string()))?
+                    .flatten();
+            let (seq, body) = match saved {
+                Some(saved) => saved,
+                None => {
+                    let copy = server.plane().clone();
+                    let seq = copy.seq();
+                    let body = tokio::task::spawn_blocking(move || copy.snapshot())
+                        .await
+                        .map_err(|e| {
+                            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "", e.to_string())
+                        })?
+                        .map_err(|e| Refusal::from_state(e, ""))?;
+                    (seq, body)
+                }
             };
             server.durable_through(seq).await;
             let cell = axum::http::HeaderValue::from_str(&server.cell)
@@ -77,6 +97,16 @@ pub(super) async fn replica_records(
             };
             let wait = Duration::from_millis(q.wait_ms.min(changes::MAX_WAIT_MS));
             let mut durable = server.durable.subscribe();
+            let last = *durable.borrow();
+            if q.after > last {
+                // A journal that ends before what the frontend holds is not the one it
+                // followed (restored from a backup, or another cell's).
+                return Err(Refusal::new(
+                    StatusCode::GONE,
+                    "after",
+                    format!("the journal ends at record {last}: load the snapshot again"),
+                ));
+            }
             let _ = tokio::time::timeout(wait, durable.wait_for(|d| *d > q.after)).await;
             let reader = server.clone();
             let after = q.after;
@@ -89,7 +119,10 @@ pub(super) async fn replica_records(
             .await
             .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "", e.to_string()))?
             .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "", e.to_string()))?;
-            if records.first().is_some_and(|r| r.seq != after + 1) {
+            if records
+                .first()
+                .is_some_and(|r| Some(r.seq) != after.checked_add(1))
+            {
                 return Err(Refusal::new(
                     StatusCode::GONE,
                     "after",

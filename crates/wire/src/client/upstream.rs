@@ -80,12 +80,11 @@ impl Client {
 
     /// Passes `request` on to the server as it came, with the caller's own credential (not
     /// this client's token). Any status comes back as an answer; only a server that cannot
-    /// be reached is an error. The body is read as it arrives, with `read_timeout` between
-    /// reads.
-    pub fn forward(&self, request: &Forward<'_>, read_timeout: Duration) -> Result<Forwarded> {
-        let http = self.stream_agent(read_timeout);
+    /// be reached is an error. The body is read as it arrives (up to ten minutes between
+    /// reads), over connections kept for such requests.
+    pub fn forward(&self, request: &Forward<'_>) -> Result<Forwarded> {
         let url = format!("{}{}", self.base, request.path_and_query);
-        let mut req = http.request(request.method, &url);
+        let mut req = self.stream.request(request.method, &url);
         for (name, value) in &request.headers {
             req = req.set(name, value);
         }

@@ -26,6 +26,13 @@ pub(in crate::http) async fn beat_through_writer(
     beats: Vec<Heartbeat>,
 ) -> Result<(Vec<NodeAnswer>, u64), Refusal> {
     server.reporter(caller, beats.iter().map(|b| b.node.as_str()))?;
+    if !up.writer_reached_lately() {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "",
+            "this frontend cannot reach the cell's writer",
+        ));
+    }
     server.metrics.heartbeats.inc_by(beats.len() as u64);
     let mut refused: Vec<Option<FieldProblem>> = vec![None; beats.len()];
     let mut pass_on = vec![false; beats.len()];
@@ -39,7 +46,14 @@ pub(in crate::http) async fn beat_through_writer(
             match p.heartbeat_events(hb, at) {
                 Err(problem) => refused[i] = Some(problem),
                 Ok(events) => {
-                    pass_on[i] = !events.is_empty()
+                    // An agent that holds other work than the copy's was told by a copy
+                    // further on (another frontend, or the writer): the writer answers, and
+                    // this copy catches up before it does.
+                    let stale = hb
+                        .known
+                        .is_some_and(|k| Some(k) != p.assignment_digest(&hb.node));
+                    pass_on[i] = stale
+                        || !events.is_empty()
                         || !hb.logs.is_empty()
                         || logs_on.contains(&hb.node)
                         || !seen.contains_key(&hb.node)
@@ -103,7 +117,16 @@ pub(in crate::http) async fn beat_through_writer(
         }
     }
     // The copy must hold what the writer answered at before it answers.
-    let _ = tokio::time::timeout(CATCH_UP, server.durable_through(writer_at)).await;
+    if tokio::time::timeout(CATCH_UP, server.durable_through(writer_at))
+        .await
+        .is_err()
+    {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "",
+            format!("this frontend's copy has not reached record {writer_at} yet"),
+        ));
+    }
     let (mut answers, read_at) = {
         let p = server.plane();
         let answers: Vec<NodeAnswer> = beats
@@ -132,7 +155,8 @@ pub(in crate::http) async fn beat_through_writer(
 }
 
 /// Tells the writer which nodes were heard from since it was last told (with nothing else to
-/// pass on), in compact lists; hears which nodes' logs are being read.
+/// pass on), in compact lists, and hears which nodes' logs are being read. Names the writer
+/// did not take are told again next time.
 pub(super) async fn tell_alive(server: &Arc<Server>) {
     let Backing::Writer(up) = &server.backing else {
         return;
@@ -140,10 +164,9 @@ pub(super) async fn tell_alive(server: &Arc<Server>) {
     let mut names: Vec<String> = up.alive().drain().collect();
     names.sort_unstable();
     if names.is_empty() {
-        // Still ask which logs are wanted, with an empty list of nobody.
         return;
     }
-    for chunk in names.chunks(ALIVE_PER_REQUEST) {
+    for (i, chunk) in names.chunks(ALIVE_PER_REQUEST).enumerate() {
         let alive = model::hostlist::compress(chunk);
         if let Err(e) = up
             .send(Heartbeats {
@@ -153,6 +176,8 @@ pub(super) async fn tell_alive(server: &Arc<Server>) {
             .await
         {
             tracing::warn!("telling the writer which nodes are alive: {}", e.reason());
+            up.alive()
+                .extend(names.into_iter().skip(i * ALIVE_PER_REQUEST));
             return;
         }
         server.metrics.alive_lists.inc();

@@ -70,6 +70,7 @@ pub(super) fn follow(server: &Arc<Server>) {
         match client.replica_records(after, WAIT) {
             Ok(records) => {
                 unreachable_since = None;
+                up.reached_now();
                 if let Err(e) = apply(server, records) {
                     tracing::warn!("{e}: loading the writer's snapshot again");
                     reload(server, up);
@@ -114,7 +115,7 @@ fn apply(server: &Server, records: Vec<wire::replica::ReplicaRecord>) -> Result<
         *d = (*d).max(last);
         newer
     });
-    server.change_log().publish(changed);
+    server.change_log().publish(last, changed);
     Ok(())
 }
 
@@ -126,6 +127,10 @@ fn reload(server: &Server, up: &Upstream) {
                 let seq = plane.seq();
                 *server.plane() = plane;
                 server.durable.send_replace(seq);
+                // What happened in between is not known: readers of the event stream resync,
+                // and agents waiting on changes look at every node.
+                *server.event_log() = crate::events::EventLog::new(crate::events::KEPT_EVENTS, seq);
+                server.change_log().forget_through(seq);
                 return;
             }
             Err(e) => {

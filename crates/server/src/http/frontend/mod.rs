@@ -50,6 +50,10 @@ pub(super) struct Upstream {
     logs_on: Mutex<HashSet<String>>,
     alive_every: Duration,
     secret_key: Option<Arc<crate::state::SecretKey>>,
+    /// Requests being passed on (each holds a thread while its answer streams).
+    passing_on: Arc<tokio::sync::Semaphore>,
+    /// When the writer last answered this frontend (a send, a list of live nodes, records).
+    reached: Mutex<Instant>,
 }
 
 impl Upstream {
@@ -58,6 +62,25 @@ impl Upstream {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    /// Notes that the writer answered.
+    fn reached_now(&self) {
+        match self.reached.lock() {
+            Ok(mut t) => *t = Instant::now(),
+            Err(p) => *p.into_inner() = Instant::now(),
+        }
+    }
+
+    /// Whether the writer answered lately: an agent's heartbeat is answered only then, so
+    /// that an agent cut off from the writer through its frontend fences itself as one cut
+    /// off directly would (within two lists of live nodes more).
+    fn writer_reached_lately(&self) -> bool {
+        let at = match self.reached.lock() {
+            Ok(t) => *t,
+            Err(p) => *p.into_inner(),
+        };
+        at.elapsed() <= self.alive_every * 2 + Duration::from_secs(1)
     }
 
     fn logs_on(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -74,6 +97,7 @@ impl Upstream {
             .await
             .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "", e.to_string()))?
             .map_err(writer_refusal)?;
+        self.reached_now();
         *self.logs_on() = reply.logs_on.iter().cloned().collect();
         Ok(reply)
     }
@@ -145,7 +169,7 @@ pub(super) async fn route_to_writer(
 ) -> Response {
     match &server.backing {
         Backing::Writer(up) if for_the_writer(request.method(), request.uri().path()) => {
-            pass_to_writer(up, request).await
+            pass_to_writer(&server, up, request).await
         }
         _ => next.run(request).await,
     }
@@ -174,6 +198,8 @@ impl Server {
             logs_on: Default::default(),
             alive_every: config.alive_every,
             secret_key,
+            passing_on: Arc::new(tokio::sync::Semaphore::new(proxy::MAX_PASSED_ON)),
+            reached: Mutex::new(Instant::now()),
         };
         let (plane, cell) = follow::load(&up)?;
         let seq = plane.seq();

@@ -4,17 +4,30 @@
 
 use super::*;
 
-/// How long a passed-on answer may go without a byte (an exec's command may be silent).
-const READ_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most requests passed on at once.
+pub(super) const MAX_PASSED_ON: usize = 256;
 
 /// The headers passed on.
 const PASSED_ON: [&str; 4] = ["authorization", "content-type", "accept", "last-event-id"];
 
-/// Passes `request` on to the writer and its answer back.
+/// Passes `request` on to the writer and its answer back, once its token is one the copy
+/// knows (an unknown caller costs the writer nothing) and while fewer than
+/// [`MAX_PASSED_ON`] requests are in flight (each holds a thread while its answer streams).
 pub(in crate::http) async fn pass_to_writer(
+    server: &Server,
     up: &Upstream,
     request: axum::extract::Request,
 ) -> Response {
+    if let Err(refusal) = server.caller(request.headers()) {
+        return refusal.into_response();
+    }
+    let Ok(permit) = up.passing_on.clone().try_acquire_owned() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "",
+            format!("{MAX_PASSED_ON} requests are being passed on to the writer: try again"),
+        );
+    };
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -39,6 +52,7 @@ pub(in crate::http) async fn pass_to_writer(
     let (head_tx, head_rx) = tokio::sync::oneshot::channel();
     // One blocking thread per request in flight: it sends, then reads the answer as it comes.
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let forward = wire::client::Forward {
             method: &method,
             path_and_query: &path_and_query,
@@ -48,7 +62,7 @@ pub(in crate::http) async fn pass_to_writer(
                 .collect(),
             body: &body,
         };
-        let answer = client.forward(&forward, READ_TIMEOUT);
+        let answer = client.forward(&forward);
         let mut answer = match answer {
             Ok(a) => a,
             Err(e) => {
