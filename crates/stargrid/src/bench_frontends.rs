@@ -1,8 +1,9 @@
 //! `stargrid bench scale`'s frontend phase: the same cell with its agents moved behind
 //! frontends (`stargrid frontend` processes, each following the writer), measured side by
 //! side with the phase before it: the writer's CPU in steady state, the frontends' CPU and
-//! memory, how long a frontend takes to load the writer's state, and submit → running with
-//! both the client and the agent behind frontends.
+//! memory, how long the frontends take to load the writer's state, and submit → running with
+//! both the client and the agent behind frontends. Also the bench's hollow agents, started
+//! for each phase.
 
 use crate::bench_live::percentile;
 use crate::bench_scale::{job, process_usage};
@@ -18,6 +19,8 @@ use wire::Client;
 pub(crate) struct FrontendProcess {
     child: std::process::Child,
     pub(crate) url: String,
+    /// Seconds from the first frontend's start until this one answered.
+    load_s: f64,
 }
 
 impl Drop for FrontendProcess {
@@ -41,27 +44,53 @@ pub(crate) struct Phase<'a> {
     pub(crate) admin_token: &'a str,
     pub(crate) frontends: usize,
     pub(crate) interval: Duration,
-    pub(crate) fence_after: Duration,
     pub(crate) steady: Duration,
     pub(crate) latency_jobs: usize,
 }
 
-/// Agents running behind the frontends (stopped by `stop`).
-pub(crate) struct Moved {
-    pub(crate) report: serde_json::Value,
-    pub(crate) frontends: Vec<FrontendProcess>,
-    pub(crate) agents: Vec<std::thread::JoinHandle<Result<(), agent::AgentError>>>,
+/// How the bench's hollow agents run.
+pub(crate) struct AgentSettings<'a> {
+    pub(crate) interval: Duration,
+    pub(crate) fence_after: Duration,
+    pub(crate) dir: &'a Path,
+    /// Names their work directories apart from other starts' (`agent-TAG-I`).
+    pub(crate) tag: &'a str,
 }
 
-/// Starts the frontends, moves every share's agent behind one of them (the agents of the phase
-/// before must have stopped), waits until each node was heard through a frontend, and
-/// measures.
-pub(crate) fn run(
-    p: &Phase<'_>,
+/// One hollow agent per share, agent `i` reporting to `url_of(i)`, its starts told to
+/// `started` (through `tally`), until `stop`.
+pub(crate) fn start_agents(
     shares: &[Share],
+    url_of: &dyn Fn(usize) -> String,
+    settings: &AgentSettings<'_>,
     tally: &crate::bench_outage::Tally,
+    started: &std::sync::mpsc::Sender<(u64, Instant)>,
     stop: &Arc<AtomicBool>,
-) -> Result<Moved> {
+) -> Vec<std::thread::JoinHandle<Result<(), agent::AgentError>>> {
+    shares
+        .iter()
+        .enumerate()
+        .map(|(i, share)| {
+            let (started, stopped) = tally.hooks(i, started.clone());
+            let config = agent::AgentConfig {
+                interval: settings.interval,
+                fence_after: settings.fence_after,
+                started: Some(started),
+                stopped: Some(stopped),
+                ..agent::AgentConfig::hollow(
+                    Client::new(&url_of(i), &share.token),
+                    share.nodes.clone(),
+                    settings.dir.join(format!("agent-{}-{i}", settings.tag)),
+                )
+            };
+            let stop = stop.clone();
+            std::thread::spawn(move || agent::run(&config, &stop))
+        })
+        .collect()
+}
+
+/// Starts the phase's frontends, each once it answers (with how long they took in all).
+pub(crate) fn start_frontends(p: &Phase<'_>) -> Result<Vec<FrontendProcess>> {
     let credential = p.dir.join("frontend.token");
     {
         use std::io::Write;
@@ -74,32 +103,25 @@ pub(crate) fn run(
             .open(&credential)?;
         f.write_all(p.admin_token.as_bytes())?;
     }
-    let t_load = Instant::now();
+    let started = Instant::now();
     let mut frontends = Vec::new();
     for i in 0..p.frontends {
-        frontends.push(start_frontend(p, &credential, i)?);
+        let mut f = start_frontend(p, &credential, i)?;
+        f.load_s = started.elapsed().as_secs_f64();
+        frontends.push(f);
     }
-    let load_s = t_load.elapsed().as_secs_f64();
-    let (started_tx, started_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
-    let mut agents = Vec::new();
-    for (i, share) in shares.iter().enumerate() {
-        let url = &frontends[i % frontends.len()].url;
-        let (started, stopped) = tally.hooks(i, started_tx.clone());
-        let config = agent::AgentConfig {
-            interval: p.interval,
-            fence_after: p.fence_after,
-            started: Some(started),
-            stopped: Some(stopped),
-            ..agent::AgentConfig::hollow(
-                Client::new(url, &share.token),
-                share.nodes.clone(),
-                p.dir.join(format!("agent-behind-{i}")),
-            )
-        };
-        let stop = stop.clone();
-        agents.push(std::thread::spawn(move || agent::run(&config, &stop)));
-    }
-    // Every node heard through a frontend at least once, then a full period more.
+    Ok(frontends)
+}
+
+/// With the agents started behind `frontends`: waits until every node was heard through a
+/// frontend, then measures the writer and the frontends side by side, and submit → running
+/// through them.
+pub(crate) fn measure(
+    p: &Phase<'_>,
+    shares: &[Share],
+    frontends: &[FrontendProcess],
+    started_rx: &Receiver<(u64, Instant)>,
+) -> Result<serde_json::Value> {
     let nodes: usize = shares.iter().map(|s| s.nodes.len()).sum();
     let t_moved = Instant::now();
     loop {
@@ -137,22 +159,18 @@ pub(crate) fn run(
     }
     let writer_cores = cores.remove(0);
     rss.remove(0);
-    let latencies = latency_through(&frontends[0].url, p, &started_rx)?;
-    Ok(Moved {
-        report: serde_json::json!({
-            "frontends": frontends.len(),
-            "frontend_load_s": load_s,
-            "agents_moved_s": moved_s,
-            "nodes_down_after_move": down,
-            "writer_cpu_cores_with_frontends": writer_cores,
-            "frontend_cpu_cores": cores,
-            "frontend_rss_bytes": rss,
-            "submit_to_running_p50_ms": percentile(&latencies, 0.5),
-            "submit_to_running_p99_ms": percentile(&latencies, 0.99),
-        }),
-        frontends,
-        agents,
-    })
+    let latencies = latency_through(&frontends[0].url, p, started_rx)?;
+    Ok(serde_json::json!({
+        "frontends": frontends.len(),
+        "frontend_load_s": frontends.last().map(|f| f.load_s),
+        "agents_moved_s": moved_s,
+        "nodes_down_after_move": down,
+        "writer_cpu_cores_with_frontends": writer_cores,
+        "frontend_cpu_cores": cores,
+        "frontend_rss_bytes": rss,
+        "submit_to_running_p50_ms": percentile(&latencies, 0.5),
+        "submit_to_running_p99_ms": percentile(&latencies, 0.99),
+    }))
 }
 
 fn start_frontend(p: &Phase<'_>, credential: &Path, i: usize) -> Result<FrontendProcess> {
@@ -174,6 +192,7 @@ fn start_frontend(p: &Phase<'_>, credential: &Path, i: usize) -> Result<Frontend
     let mut frontend = FrontendProcess {
         child,
         url: format!("http://127.0.0.1:{port}"),
+        load_s: 0.0,
     };
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {

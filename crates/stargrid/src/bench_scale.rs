@@ -298,10 +298,9 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     let tally = crate::bench_outage::Tally::default();
     let share = rest.len().div_ceil(a.agents.saturating_sub(1).max(1));
     let shares = std::iter::once(zone_nodes.as_slice()).chain(rest.chunks(share.max(1)));
-    let mut agents = Vec::new();
     let mut credentials = Vec::new();
     let t_agents = Instant::now();
-    for (i, nodes) in shares.enumerate() {
+    for nodes in shares {
         let token = admin.issue_token(&IssueToken {
             role: "agent".into(),
             tenant: None,
@@ -310,27 +309,32 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         })?;
         credentials.push(crate::bench_frontends::Share {
             nodes: nodes.to_vec(),
-            token: token.token.clone(),
+            token: token.token,
         });
-        let url = match i {
-            0 => format!("http://{}", relay.addr),
-            _ => server.url.clone(),
-        };
-        let (started, stopped) = tally.hooks(i, started_tx.clone());
-        let config = agent::AgentConfig {
-            interval: Duration::from_millis(a.interval_ms),
-            fence_after: Duration::from_secs(a.heartbeat_timeout_s * 20),
-            started: Some(started),
-            stopped: Some(stopped),
-            ..agent::AgentConfig::hollow(
-                Client::new(&url, &token.token),
-                nodes.to_vec(),
-                dir.path().join(format!("agent-{i}")),
-            )
-        };
-        let stop = stop.clone();
-        agents.push(std::thread::spawn(move || agent::run(&config, &stop)));
     }
+    let agents_for = |url_of: &dyn Fn(usize) -> String,
+                      tag: &str,
+                      stop: &Arc<AtomicBool>,
+                      started_tx: &std::sync::mpsc::Sender<(u64, Instant)>| {
+        crate::bench_frontends::start_agents(
+            &credentials,
+            url_of,
+            &crate::bench_frontends::AgentSettings {
+                interval: Duration::from_millis(a.interval_ms),
+                fence_after: Duration::from_secs(a.heartbeat_timeout_s * 20),
+                dir: dir.path(),
+                tag,
+            },
+            &tally,
+            started_tx,
+            stop,
+        )
+    };
+    let direct = |i: usize| match i {
+        0 => format!("http://{}", relay.addr),
+        _ => server.url.clone(),
+    };
+    let agents = agents_for(&direct, "direct", &stop, &started_tx);
     // Every node up.
     let up_deadline = Instant::now() + Duration::from_secs(600);
     let all_up_seconds = loop {
@@ -420,9 +424,8 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     let (_, rss) = process_usage(pid)?;
     // The same agents behind frontends: the direct ones stop first (their nodes stay up: a
     // new agent beats them well inside the timeout).
-    let behind = Arc::new(AtomicBool::new(false));
-    let (frontends, _frontends_alive, agents) = match a.frontends {
-        0 => (serde_json::Value::Null, Vec::new(), agents),
+    let (frontends, last_stop, agents) = match a.frontends {
+        0 => (serde_json::Value::Null, stop.clone(), agents),
         n => {
             say(&format!("moving the agents behind {n} frontends"));
             stop.store(true, Ordering::Relaxed);
@@ -436,12 +439,30 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
                 admin_token: &server.admin,
                 frontends: n,
                 interval: Duration::from_millis(a.interval_ms),
-                fence_after: Duration::from_secs(a.heartbeat_timeout_s * 20),
                 steady: Duration::from_secs(a.steady_s),
                 latency_jobs: a.latency_jobs.min(100),
             };
-            let moved = crate::bench_frontends::run(&phase, &credentials, &tally, &behind)?;
-            (moved.report, moved.frontends, moved.agents)
+            let behind = Arc::new(AtomicBool::new(false));
+            let (front_tx, front_rx) = std::sync::mpsc::channel();
+            let (frontends, moved) = {
+                let urls = crate::bench_frontends::start_frontends(&phase)?;
+                let behind_urls = |i: usize| urls[i % urls.len()].url.clone();
+                let agents = agents_for(&behind_urls, "behind", &behind, &front_tx);
+                let report =
+                    crate::bench_frontends::measure(&phase, &credentials, &urls, &front_rx);
+                behind.store(true, Ordering::Relaxed);
+                for t in agents {
+                    let _ = t.join();
+                }
+                (urls, report?)
+            };
+            drop(frontends);
+            // Back to the writer for the rest, as in the runs before frontends: three copies
+            // of a million jobs do not fit this machine beside each other.
+            say("agents back on the writer");
+            let again = Arc::new(AtomicBool::new(false));
+            let agents = agents_for(&|_| server.url.clone(), "again", &again, &started_tx);
+            (moved, again, agents)
         }
     };
     let listing = match a.listing_jobs {
@@ -462,8 +483,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     };
     let (_, rss_listed) = process_usage(pid)?;
     let snapshots = snapshot_pauses(&admin)?;
-    stop.store(true, Ordering::Relaxed);
-    behind.store(true, Ordering::Relaxed);
+    last_stop.store(true, Ordering::Relaxed);
     for t in agents {
         let _ = t.join();
     }

@@ -207,6 +207,32 @@ fn agents_and_clients_behind_two_frontends_lose_nothing_when_one_is_killed() {
         })
     });
 
+    // An interactive sandbox's command reaches the agent behind a frontend (relayed by the
+    // writer to the frontend its node's heartbeats come through) and its end comes back to
+    // the client: the hollow agent runs no process and says so.
+    let batch: Value = post(&format!("{cell}/v1/sandboxes"))
+        .send_json(
+            json!({"name": "box", "tenant": "default", "count": 1, "cpu_millis": 500,
+            "memory_mib": 256, "interactive": true}),
+        )
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let batch = batch["id"].as_u64().unwrap();
+    wait_for("the sandbox running", || {
+        get_path(&writer, &format!("/v1/sandboxes/{batch}"))["live"] == 1
+    });
+    let answer = post(&format!("{cell}/v1/sandboxes/{batch}/exec"))
+        .send_json(json!({"command": ["true"]}))
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let end: Value = serde_json::from_str(answer.lines().last().unwrap()).unwrap();
+    assert!(
+        end["error"].as_str().is_some_and(|e| e.contains("hollow")),
+        "{answer}"
+    );
+
     // Frontend A dies with work running; submissions go on through the balancer.
     front_a.kill();
     let t_killed = Instant::now();

@@ -166,6 +166,12 @@ pub(super) async fn wait_for_changes(
                 true => role.may_report_for(n),
                 false => named.contains(n),
             };
+            // At a frontend: the nodes named are waited on here (their exec orders are
+            // relayed here while this lasts).
+            let _waiting = match &server.backing {
+                Backing::Writer(up) => Some(up.waiting_on(&req.nodes)),
+                Backing::Journal(_) => None,
+            };
             let waiter = Arc::new(tokio::sync::Notify::new());
             let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms);
             // What was looked through already: a wake-up looks only at what came after it.
@@ -184,7 +190,10 @@ pub(super) async fn wait_for_changes(
                 };
                 // Exec orders are looked for after the waiter is registered: one that comes
                 // later wakes it (the locks are taken one after the other, never nested).
-                let execs = server.execs().take_orders(asked);
+                let mut execs = server.execs().take_orders(asked);
+                if let Backing::Writer(up) = &server.backing {
+                    execs.extend(up.take_relayed(asked));
+                }
                 let timed_out = tokio::time::Instant::now() >= deadline;
                 if timed_out || !execs.is_empty() || found.as_ref().is_none_or(|c| !c.is_empty()) {
                     server.change_log().unregister(&req.nodes, &waiter);

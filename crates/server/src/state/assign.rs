@@ -259,6 +259,20 @@ impl ControlPlane {
             .then(|| self.sched.engine().fleet().node(node).name.to_string())
     }
 
+    /// Whether node `name` hosts a sandbox of a live interactive batch (commands may be sent
+    /// to it).
+    pub fn hosts_interactive_sandbox(&self, name: &str) -> bool {
+        let engine = self.sched.engine();
+        let Some(node) = engine.fleet().node_by_name(name) else {
+            return false;
+        };
+        engine.workloads_on(node).into_iter().any(|w| {
+            self.batches
+                .get(&BatchId(w.0))
+                .is_some_and(|m| m.ended_at.is_none() && m.task.interactive.is_some())
+        })
+    }
+
     /// Whether sandbox `index` of `batch` runs on node `name` (its log lives there).
     pub fn sandbox_runs_on(&self, batch: BatchId, index: u32, name: &str) -> bool {
         self.sched

@@ -62,8 +62,7 @@ pub(super) fn follow(server: &Arc<Server>) {
         .with_timeout(WAIT + Duration::from_secs(30));
     let mut unreachable_since: Option<Instant> = None;
     loop {
-        // A frontend no longer served holds the last reference besides this one.
-        if Arc::strong_count(server) <= 1 {
+        if up.stopped.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let after = server.plane().seq();

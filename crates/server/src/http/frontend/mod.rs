@@ -13,7 +13,8 @@
 //!   from the copy's changes.
 //! - Every other request is passed on to the writer as it came, with its caller's credential
 //!   (`proxy.rs`): submissions, cancels, drains, tokens, logs, the history, interactive
-//!   sandboxes' commands.
+//!   sandboxes' commands. Those commands reach agents here through the frontend's own long
+//!   poll at the writer (`relay.rs`).
 
 use super::*;
 use std::collections::HashSet;
@@ -21,6 +22,7 @@ use std::collections::HashSet;
 mod fanin;
 mod follow;
 mod proxy;
+mod relay;
 
 pub(super) use fanin::beat_through_writer;
 pub(super) use proxy::pass_to_writer;
@@ -54,6 +56,13 @@ pub(super) struct Upstream {
     passing_on: Arc<tokio::sync::Semaphore>,
     /// When the writer last answered this frontend (a send, a list of live nodes, records).
     reached: Mutex<Instant>,
+    /// Exec orders the writer relayed for agents here, by node, until their agents' long
+    /// polls take them.
+    relayed: Mutex<HashMap<String, Vec<relay::Relayed>>>,
+    /// The nodes whose agents' long polls wait here now, and how many wait on each.
+    waiting: Arc<Mutex<HashMap<String, u32>>>,
+    /// Set once the frontend stops serving: its threads end.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Upstream {
@@ -200,6 +209,9 @@ impl Server {
             secret_key,
             passing_on: Arc::new(tokio::sync::Semaphore::new(proxy::MAX_PASSED_ON)),
             reached: Mutex::new(Instant::now()),
+            relayed: Default::default(),
+            waiting: Default::default(),
+            stopped: Default::default(),
         };
         let (plane, cell) = follow::load(&up)?;
         let seq = plane.seq();
@@ -244,6 +256,13 @@ pub async fn serve_frontend(
             .spawn(move || follow::follow(&server))?
     };
     drop(follower);
+    let relay = {
+        let server = server.clone();
+        std::thread::Builder::new()
+            .name("relay-execs".into())
+            .spawn(move || relay::relay(&server))?
+    };
+    drop(relay);
     let alive = {
         let server = server.clone();
         tokio::spawn(async move {
@@ -276,5 +295,6 @@ pub async fn serve_frontend(
         }
     };
     alive.abort();
+    up.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
     result
 }
