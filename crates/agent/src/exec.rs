@@ -244,7 +244,9 @@ fn post(client: &Client, order: &ExecOrder, chunks: Vec<ExecChunk>, end: Option<
     for attempt in 0..3 {
         match client.exec_output(&out) {
             Ok(ack) => return ack.wanted,
-            Err(wire::ClientError::Refused { .. }) => return false,
+            // A server (or frontend) too busy for now is asked again; any other refusal
+            // means the exec is not wanted.
+            Err(wire::ClientError::Refused { status, .. }) if status < 500 => return false,
             Err(_) => std::thread::sleep(Duration::from_millis(100 << attempt)),
         }
     }

@@ -51,7 +51,7 @@ pub(in crate::http) async fn beat_through_writer(
                     // this copy catches up before it does.
                     let stale = hb
                         .known
-                        .is_some_and(|k| Some(k) != p.assignment_digest(&hb.node));
+                        .is_some_and(|k| k != p.assignment_digest(&hb.node).unwrap_or(0));
                     pass_on[i] = stale
                         || !events.is_empty()
                         || !hb.logs.is_empty()
@@ -116,31 +116,28 @@ pub(in crate::http) async fn beat_through_writer(
             }
         }
     }
-    // The copy must hold what the writer answered at before it answers.
-    if tokio::time::timeout(CATCH_UP, server.durable_through(writer_at))
+    // The copy must hold what the writer answered at before it answers for the beats passed
+    // on; if it falls behind, those are left out of the answer (no news: their agents keep
+    // what they hold and ask again) and the others are answered.
+    let caught_up = tokio::time::timeout(CATCH_UP, server.durable_through(writer_at))
         .await
-        .is_err()
-    {
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "",
-            format!("this frontend's copy has not reached record {writer_at} yet"),
-        ));
-    }
+        .is_ok();
     let (mut answers, read_at) = {
         let p = server.plane();
         let answers: Vec<NodeAnswer> = beats
             .iter()
             .zip(refused)
-            .map(|(hb, refusal)| match refusal {
-                Some(problem) => NodeAnswer {
+            .zip(&pass_on)
+            .filter_map(|((hb, refusal), passed)| match refusal {
+                Some(problem) => Some(NodeAnswer {
                     node: hb.node.clone(),
                     digest: 0,
                     work: None,
                     logs_wanted: Vec::new(),
                     refused: Some(problem),
-                },
-                None => agents::answer_for(&p, hb),
+                }),
+                None if *passed && !caught_up => None,
+                None => Some(agents::answer_for(&p, hb)),
             })
             .collect();
         (answers, p.seq())

@@ -7,8 +7,8 @@
 
 use super::*;
 
-/// How long one ask for records waits at the writer.
-const WAIT: Duration = Duration::from_secs(25);
+/// The longest one ask for records waits at the writer.
+const MAX_WAIT: Duration = Duration::from_secs(25);
 
 /// The writer's state now, as a copy this frontend can follow (with the cell's name).
 pub(super) fn load(up: &Upstream) -> Result<(ControlPlane, String), StartError> {
@@ -42,6 +42,7 @@ pub(super) fn catch_up(server: &Server) -> Result<(), StartError> {
             .client
             .replica_records(after, Duration::ZERO)
             .map_err(|e| StartError::Writer(e.to_string()))?;
+        up.reached_now();
         if records.is_empty() {
             return Ok(());
         }
@@ -56,17 +57,20 @@ pub(super) fn follow(server: &Arc<Server>) {
     let Backing::Writer(up) = &server.backing else {
         return;
     };
+    // Asked at least as often as the writer is told which nodes are alive: an answer, even
+    // an empty one, is what tells the frontend the writer is there (see `fanin.rs`).
+    let wait = up.alive_every.clamp(Duration::from_millis(100), MAX_WAIT);
     let client = up
         .client
         .clone()
-        .with_timeout(WAIT + Duration::from_secs(30));
+        .with_timeout(wait + Duration::from_secs(30));
     let mut unreachable_since: Option<Instant> = None;
     loop {
         if up.stopped.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let after = server.plane().seq();
-        match client.replica_records(after, WAIT) {
+        match client.replica_records(after, wait) {
             Ok(records) => {
                 unreachable_since = None;
                 up.reached_now();
@@ -130,6 +134,7 @@ fn reload(server: &Server, up: &Upstream) {
                 // and agents waiting on changes look at every node.
                 *server.event_log() = crate::events::EventLog::new(crate::events::KEPT_EVENTS, seq);
                 server.change_log().forget_through(seq);
+                up.reached_now();
                 return;
             }
             Err(e) => {

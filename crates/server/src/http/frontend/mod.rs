@@ -249,6 +249,14 @@ pub async fn serve_frontend(
         return Err(std::io::Error::other("not a frontend"));
     };
     let alive_every = up.alive_every;
+    // However serving ends, the frontend's threads end with it.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _stop = StopOnDrop(&up.stopped);
     let follower = {
         let server = server.clone();
         std::thread::Builder::new()
@@ -295,6 +303,5 @@ pub async fn serve_frontend(
         }
     };
     alive.abort();
-    up.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
     result
 }

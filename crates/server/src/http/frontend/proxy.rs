@@ -21,12 +21,23 @@ pub(in crate::http) async fn pass_to_writer(
     if let Err(refusal) = server.caller(request.headers()) {
         return refusal.into_response();
     }
-    let Ok(permit) = up.passing_on.clone().try_acquire_owned() else {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "",
-            format!("{MAX_PASSED_ON} requests are being passed on to the writer: try again"),
-        );
+    // Agents' posts (an exec's output) are not counted: a busy frontend must not cut the
+    // commands whose readers hold the permits.
+    let permit = if request.uri().path().starts_with("/v1/agent/") {
+        None
+    } else {
+        match up.passing_on.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                return problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "",
+                    format!(
+                        "{MAX_PASSED_ON} requests are being passed on to the writer: try again"
+                    ),
+                )
+            }
+        }
     };
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {

@@ -3,15 +3,20 @@
 //! every second anew, naming the nodes that host a live interactive sandbox and whose agents'
 //! long polls wait at this frontend now (an agent's heartbeats and long poll may reach
 //! different frontends behind a balancer: the long poll is where the order must go). An order
-//! it gets is held until that agent's long poll takes it (or [`crate::execs::TAKE_WITHIN`]
-//! passes, and the writer ends the exec). The agent's output goes to the writer like every
-//! other change.
+//! it gets is held until that agent's long poll takes it, for 20 s at most (the writer ends an
+//! exec whose order no agent took in [`crate::execs::TAKE_WITHIN`]). The agent's output goes to
+//! the writer like every other change.
 
 use super::*;
 use crate::api::ExecOrder;
 
 /// How long one long poll waits at the writer before the nodes it names are looked at again.
 const WAIT_MS: u64 = 1_000;
+
+/// How long an order is held for its agent: well inside the writer's
+/// [`crate::execs::TAKE_WITHIN`], whose clock started when it handed the order here, so that
+/// no agent starts a command the writer already gave up.
+const HOLD: Duration = Duration::from_secs(20);
 
 /// An order waiting for its agent, and when it came.
 pub(super) struct Relayed {
@@ -71,7 +76,7 @@ impl Upstream {
             return Vec::new();
         }
         relayed.retain(|_, orders| {
-            orders.retain(|o| o.at.elapsed() <= crate::execs::TAKE_WITHIN);
+            orders.retain(|o| o.at.elapsed() <= HOLD);
             !orders.is_empty()
         });
         let nodes: Vec<String> = relayed.keys().filter(|n| asked(n)).cloned().collect();
