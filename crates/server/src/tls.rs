@@ -77,8 +77,11 @@ pub enum TlsError {
     Config(String),
 }
 
+/// The TLS settings a server is served with (rustls's).
+pub use rustls::ServerConfig;
+
 /// The server's TLS settings: the certificate chain (leaf first) and its private key, both PEM.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let pem = |path: &Path, reason: String| TlsError::Pem {
         path: path.display().to_string(),
         reason,

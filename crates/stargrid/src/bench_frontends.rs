@@ -159,7 +159,8 @@ pub(crate) fn measure(
     }
     let writer_cores = cores.remove(0);
     rss.remove(0);
-    let latencies = latency_through(&frontends[0].url, p, started_rx)?;
+    let through = Client::new(&frontends[0].url, p.admin_token);
+    let latencies = submit_to_running_ms(&through, "front-lat", p.latency_jobs, started_rx)?;
     Ok(serde_json::json!({
         "frontends": frontends.len(),
         "frontend_load_s": frontends.last().map(|f| f.load_s),
@@ -222,18 +223,18 @@ fn heartbeats_taken(frontend: &Client) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Submit → running in milliseconds, the client through `frontend` and the agents behind the
-/// frontends.
-fn latency_through(
-    frontend: &str,
-    p: &Phase<'_>,
+/// Submit → running in milliseconds of `count` one-node jobs submitted one at a time through
+/// `client` (named `PREFIX-I`), each until an agent's hook says it started, sorted.
+pub(crate) fn submit_to_running_ms(
+    client: &Client,
+    prefix: &str,
+    count: usize,
     started: &Receiver<(u64, Instant)>,
 ) -> Result<Vec<f64>> {
-    let client = Client::new(frontend, p.admin_token);
-    let mut latencies = Vec::with_capacity(p.latency_jobs);
-    for i in 0..p.latency_jobs {
+    let mut latencies = Vec::with_capacity(count);
+    for i in 0..count {
         let t = Instant::now();
-        let s = client.submit_job(&job("bench", format!("front-lat-{i}"), "1"))?;
+        let s = client.submit_job(&job("bench", format!("{prefix}-{i}"), "1"))?;
         loop {
             let left = Duration::from_secs(30).saturating_sub(t.elapsed());
             let (id, at) = started

@@ -375,32 +375,8 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
     std::thread::sleep(Duration::from_secs(4));
     while started_rx.try_recv().is_ok() {}
     say("latency");
-    let mut latencies_ms = Vec::with_capacity(a.latency_jobs);
-    for i in 0..a.latency_jobs {
-        let t = Instant::now();
-        let s = admin.submit_job(&job("bench", format!("lat-{i}"), "1"))?;
-        if std::env::var_os("STARGRID_BENCH_DEBUG").is_some() {
-            loop {
-                let v = admin.job(s.id)?;
-                if v.state != "pending" {
-                    eprintln!("job {} {} after {:?}", s.id, v.state, t.elapsed());
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        loop {
-            let left = Duration::from_secs(30).saturating_sub(t.elapsed());
-            let (job, at) = started_rx
-                .recv_timeout(left)
-                .with_context(|| format!("job {} never started", s.id))?;
-            if job == s.id {
-                latencies_ms.push(at.duration_since(t).as_secs_f64() * 1000.0);
-                break;
-            }
-        }
-    }
-    latencies_ms.sort_by(f64::total_cmp);
+    let latencies_ms =
+        crate::bench_frontends::submit_to_running_ms(&admin, "lat", a.latency_jobs, &started_rx)?;
     let cell = admin.cell()?;
     let outage = match a.outage_jobs {
         0 => serde_json::Value::Null,

@@ -50,24 +50,8 @@ pub fn run(settings: &crate::config::Settings, a: &FrontendArgs) -> Result<()> {
         alive_every: std::time::Duration::from_millis(a.alive_every_ms),
     };
     let srv = server::Server::follow_writer(&config).context("starting the frontend")?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
-            .await
-            .with_context(|| format!("listening on {}", a.listen))?;
-        let addr = listener
-            .local_addr()
-            .context("reading the listening address")?;
-        println!(
-            "stargrid frontend on {}://{addr} ({})",
-            if tls.is_some() { "https" } else { "http" },
-            srv.replay_summary()
-        );
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        server::serve_frontend(srv, listener, tls, shutdown)
-            .await
-            .context("serving the API")
+    let said = format!("({})", srv.replay_summary());
+    crate::server_cmd::serve_until_ctrl_c(srv, &a.listen, tls, |at| {
+        format!("stargrid frontend on {at} {said}")
     })
 }

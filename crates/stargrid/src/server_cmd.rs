@@ -277,26 +277,41 @@ pub fn run(a: &ServerArgs) -> Result<()> {
     };
     // Replay happens before the runtime starts: it blocks on the journal.
     let srv = server::Server::start(&config).context("starting the server")?;
+    let said = format!(
+        "(journal {}; {})",
+        store::display_url(&config.store_url),
+        srv.replay_summary()
+    );
+    serve_until_ctrl_c(srv, &a.listen, tls, |at| {
+        format!("stargrid server on {at} {said}")
+    })
+}
+
+/// Serves `srv` (the cell's writer or a frontend) on `listen`, over TLS when `tls` is given,
+/// until Ctrl-C; prints `said` of its address (`http://127.0.0.1:7070`) once it listens.
+pub fn serve_until_ctrl_c(
+    srv: std::sync::Arc<server::Server>,
+    listen: &str,
+    tls: Option<std::sync::Arc<server::tls::ServerConfig>>,
+    said: impl FnOnce(&str) -> String,
+) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("listening on {}", a.listen))?;
+            .with_context(|| format!("listening on {listen}"))?;
         let addr = listener
             .local_addr()
             .context("reading the listening address")?;
-        println!(
-            "stargrid server on {}://{addr} (journal {}; {})",
-            if tls.is_some() { "https" } else { "http" },
-            store::display_url(&config.store_url),
-            srv.replay_summary()
-        );
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("{}", said(&format!("{scheme}://{addr}")));
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        match tls {
-            Some(tls) => server::serve_tls(srv, listener, tls, shutdown).await,
-            None => server::serve(srv, listener, shutdown).await,
+        match (srv.is_frontend(), tls) {
+            (true, tls) => server::serve_frontend(srv, listener, tls, shutdown).await,
+            (false, Some(tls)) => server::serve_tls(srv, listener, tls, shutdown).await,
+            (false, None) => server::serve(srv, listener, shutdown).await,
         }
         .context("serving the API")
     })

@@ -91,32 +91,26 @@ fn start_frontend(writer: &str, dir: &std::path::Path) -> (Proc, SocketAddr) {
     (Proc(child), addr)
 }
 
-/// A counter's value in a scrape (summed over its labels).
-fn counter(url: &str, name: &str) -> f64 {
+/// A counter's value in a scrape, summed over the series whose line holds `labels`.
+fn counter_with(url: &str, name: &str, labels: &str) -> f64 {
     let text = get(&format!("{url}/metrics"))
         .call()
         .unwrap()
         .into_string()
         .unwrap();
     text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
+fn counter(url: &str, name: &str) -> f64 {
+    counter_with(url, name, "")
+}
+
 /// Requests the writer answered on the heartbeat routes.
 fn writer_heartbeat_requests(url: &str) -> f64 {
-    let text = get(&format!("{url}/metrics"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("stargrid_http_requests_total") && l.contains("/v1/agent/heartbeat")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    counter_with(url, "stargrid_http_requests_total", "/v1/agent/heartbeat")
 }
 
 /// Submits a `sleep 2` job through `url`, as a fresh client would; its id once accepted.

@@ -641,7 +641,8 @@ async fn refuse_large_bodies(
     next.run(request).await
 }
 
-/// Serves `router` on `listener` and runs passes every second until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves, and on the cell's writer runs
+/// passes every second.
 pub async fn serve(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
@@ -682,7 +683,8 @@ async fn serve_on<L: axum::serve::Listener>(
 where
     L::Addr: std::fmt::Debug,
 {
-    let passes = {
+    // The writer's clock: passes, silence, sessions, snapshots (a frontend runs none).
+    let passes = server.journal().is_some().then(|| {
         let server = server.clone();
         tokio::spawn(async move {
             let mut last = 0u64;
@@ -703,11 +705,13 @@ where
                 server.snapshot_if_due().await;
             }
         })
-    };
+    });
     let result = axum::serve(listener, router(server.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
-    passes.abort();
+    if let Some(passes) = passes {
+        passes.abort();
+    }
     server.close();
     result
 }

@@ -185,6 +185,11 @@ pub(super) async fn route_to_writer(
 }
 
 impl Server {
+    /// Whether this server is a frontend (see [`serve_frontend`]) rather than a cell's writer.
+    pub fn is_frontend(&self) -> bool {
+        matches!(self.backing, Backing::Writer(_))
+    }
+
     /// A frontend of `config.writer`: its state loaded and caught up. Blocks: call it outside
     /// the async runtime (or in `spawn_blocking`).
     pub fn follow_writer(config: &FrontendConfig) -> Result<Arc<Server>, StartError> {
@@ -282,25 +287,8 @@ pub async fn serve_frontend(
         })
     };
     let result = match tls {
-        Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls)?;
-            axum::serve(listener, router(server.clone()))
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            use axum::serve::ListenerExt;
-            let loopback = listener.local_addr()?.ip().is_loopback();
-            server
-                .plain_loopback
-                .store(loopback, std::sync::atomic::Ordering::Relaxed);
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router(server.clone()))
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+        Some(tls) => super::serve_tls(server.clone(), listener, tls, shutdown).await,
+        None => super::serve(server.clone(), listener, shutdown).await,
     };
     alive.abort();
     result
