@@ -23,27 +23,16 @@ pub struct FrontendArgs {
     /// environment from it). Without it, tasks with secrets are refused to agents here.
     #[arg(long)]
     pub secrets_key: Option<PathBuf>,
-    /// Serve the API over TLS with this certificate chain (PEM, leaf first).
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Serve plain HTTP on an address other than loopback.
-    #[arg(long)]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub tls: crate::server_cmd::TlsArgs,
 }
 
 pub fn run(settings: &crate::config::Settings, a: &FrontendArgs) -> Result<()> {
     crate::logging::init(a.log_format);
-    crate::server_cmd::check_plain_http(&a.listen, a.tls_cert.is_some(), a.insecure)?;
     if a.alive_every_ms == 0 {
         anyhow::bail!("--alive-every-ms: must be at least 1");
     }
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
-        _ => None,
-    };
+    let tls = a.tls.settings(&a.listen)?;
     let config = server::FrontendConfig {
         writer: settings.client(settings.credential_from_file("a frontend")?)?,
         secrets_key_file: a.secrets_key.clone(),

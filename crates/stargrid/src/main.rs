@@ -82,14 +82,30 @@ fn command() -> clap::Command {
                     .get_subcommands()
                     .map(|c| c.get_name().to_string())
                     .collect();
-                nested.into_iter().fold(sub, |sub, n| {
-                    sub.mut_subcommand(n, Connection::augment_args)
-                })
+                nested
+                    .into_iter()
+                    .fold(sub, |sub, n| sub.mut_subcommand(n, with_connection))
             } else {
-                Connection::augment_args(sub)
+                with_connection(sub)
             }
         })
     })
+}
+
+/// `sub` with [`Connection`]'s flags, keeping its own description (the flags' struct would
+/// otherwise lend it its doc comment).
+fn with_connection(sub: clap::Command) -> clap::Command {
+    let about = sub.get_about().cloned();
+    let long_about = sub.get_long_about().cloned();
+    let sub = Connection::augment_args(sub);
+    let sub = match about {
+        Some(a) => sub.about(a),
+        None => sub,
+    };
+    match long_about {
+        Some(a) => sub.long_about(a),
+        None => sub,
+    }
 }
 
 /// The connection flags the command line gave the command that talks to a server.

@@ -26,6 +26,8 @@ pub struct ServerArgs {
     /// Address to serve the API on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Fleet file for a new journal (default: two NVL72 domains and four CPU hosts). An
     /// existing journal keeps the fleet it started with.
     #[arg(long)]
@@ -57,6 +59,18 @@ pub struct ServerArgs {
     /// sjf, las. What the journal already decided stands.
     #[arg(long, default_value = "stargrid")]
     pub policy: String,
+    /// The key file secret environment values are sealed under (default:
+    /// `<data-dir>/secrets.key`, made 0600 at first start). With a PostgreSQL journal, keep it
+    /// on the server hosts (never in the database) and give every standby the same file.
+    #[arg(long)]
+    pub secrets_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// How the API is served: over TLS, or plain HTTP (on loopback unless said otherwise).
+#[derive(Args)]
+pub struct TlsArgs {
     /// Serve the API over TLS with this certificate chain (PEM, leaf first).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -67,13 +81,20 @@ pub struct ServerArgs {
     /// network in clear: only behind a TLS-terminating proxy on the same host).
     #[arg(long)]
     pub insecure: bool,
-    /// The key file secret environment values are sealed under (default:
-    /// `<data-dir>/secrets.key`, made 0600 at first start). With a PostgreSQL journal, keep it
-    /// on the server hosts (never in the database) and give every standby the same file.
-    #[arg(long)]
-    pub secrets_key: Option<PathBuf>,
-    #[command(flatten)]
-    pub limits: LimitArgs,
+}
+
+impl TlsArgs {
+    /// The TLS settings for serving on `listen`, or none for plain HTTP where that is allowed.
+    pub fn settings(
+        &self,
+        listen: &str,
+    ) -> Result<Option<std::sync::Arc<server::tls::ServerConfig>>> {
+        check_plain_http(listen, self.tls_cert.is_some(), self.insecure)?;
+        Ok(match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
+            _ => None,
+        })
+    }
 }
 
 /// What one request and one tenant may ask for (refused at submission, naming the limit).
@@ -219,11 +240,7 @@ fn read_tenants(path: &PathBuf) -> Result<Vec<model::TenantSpec>> {
 
 pub fn run(a: &ServerArgs) -> Result<()> {
     crate::logging::init(a.log_format);
-    check_plain_http(&a.listen, a.tls_cert.is_some(), a.insecure)?;
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
-        _ => None,
-    };
+    let tls = a.tls.settings(&a.listen)?;
     private_dir(&a.data_dir)?;
     let admin_token_file = a.data_dir.join("admin.token");
     let store_url = match &a.store {
