@@ -15,13 +15,8 @@ use proptest::prelude::*;
 use sched::{Decision, Engine, JobState, SchedConfig, Scheduler, Scope};
 
 const SHAPE: Shape = Shape {
-    zones: 1,
-    spines: 2,
-    blocks: 2,
-    domains: 2,
-    trays: 4,
-    gpus: 4,
     cpu_hosts: 3,
+    ..common::SMALL
 };
 
 fn tenants() -> Vec<TenantSpec> {

@@ -10,13 +10,8 @@ use expect_test::{expect, Expect};
 use sched::Engine;
 
 const SMALL: Shape = Shape {
-    zones: 1,
-    spines: 2,
-    blocks: 2,
-    domains: 2,
-    trays: 4,
-    gpus: 4,
     cpu_hosts: 4,
+    ..common::SMALL
 };
 
 fn check(shape: Shape, script: &str, expect: Expect) {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod queue_script;
+
 use model::fleet::Location;
 use model::{
     CapacityPool, Fleet, FleetBuilder, GangRequest, GpuModel, NodeState, PricingKind, ResourceVec,
