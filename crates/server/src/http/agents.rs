@@ -198,13 +198,7 @@ pub(super) async fn beat(
         let p = server.plane();
         for (hb, refusal) in beats.iter().zip(refused.iter_mut()) {
             if let Some(problem) = refusal.take() {
-                answers.push(NodeAnswer {
-                    node: hb.node.clone(),
-                    digest: 0,
-                    work: None,
-                    logs_wanted: Vec::new(),
-                    refused: Some(problem),
-                });
+                answers.push(refused_answer(&hb.node, problem));
                 continue;
             }
             answers.push(answer_for(&p, hb));
@@ -215,6 +209,17 @@ pub(super) async fn beat(
     take_logs(server, beats, &mut answers);
     answers.retain(|a| a.work.is_some() || a.refused.is_some() || !a.logs_wanted.is_empty());
     Ok((answers, read_at))
+}
+
+/// The answer of a node whose heartbeat was refused.
+pub(super) fn refused_answer(node: &str, problem: FieldProblem) -> NodeAnswer {
+    NodeAnswer {
+        node: node.to_string(),
+        digest: 0,
+        work: None,
+        logs_wanted: Vec::new(),
+        refused: Some(problem),
+    }
 }
 
 /// What node `hb.node` must run, as a digest, and in full when the agent's digest is stale.

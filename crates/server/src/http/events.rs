@@ -84,10 +84,7 @@ impl Drop for StreamSlot {
 
 impl Server {
     fn stream_counts(&self) -> std::sync::MutexGuard<'_, StreamCounts> {
-        match self.event_streams.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.event_streams)
     }
 }
 

@@ -91,17 +91,11 @@ impl OpenExec {
 
 impl Server {
     pub(super) fn execs(&self) -> std::sync::MutexGuard<'_, crate::execs::Execs> {
-        match self.execs.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.execs)
     }
 
     pub(super) fn sessions(&self) -> std::sync::MutexGuard<'_, SessionClocks> {
-        match self.sessions.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.sessions)
     }
 
     /// Opens an exec in sandbox `index` of interactive batch `batch` for `role`: refused when

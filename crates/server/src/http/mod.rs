@@ -162,6 +162,15 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `mutex` locked: memory that a panicking holder left is still taken (what it guards here is
+/// kept consistent under each lock, or is a cache a restart forgets).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 /// The journal could not commit what memory already holds: stop, and let a restart replay.
 fn fail_stop(e: store::StoreError) -> ! {
     tracing::error!("journal commit failed, stopping: {e}");
@@ -307,45 +316,27 @@ impl Server {
     }
 
     fn logs(&self) -> std::sync::MutexGuard<'_, LogTails> {
-        match self.logs.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.logs)
     }
 
     fn event_log(&self) -> std::sync::MutexGuard<'_, crate::events::EventLog> {
-        match self.events.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.events)
     }
 
     fn change_log(&self) -> std::sync::MutexGuard<'_, ChangeLog> {
-        match self.changes.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.changes)
     }
 
     fn refused_reports(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        match self.refused_reports.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.refused_reports)
     }
 
     fn templates(&self) -> std::sync::MutexGuard<'_, crate::templates::TemplateOffers> {
-        match self.templates.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.templates)
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        match self.last_seen.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.last_seen)
     }
 
     /// Marks down every node whose agent went quiet for longer than the timeout; the failure

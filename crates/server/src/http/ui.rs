@@ -128,10 +128,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 impl Server {
     fn dashboard_sessions(&self) -> std::sync::MutexGuard<'_, DashboardSessions> {
-        match self.ui_sessions.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.ui_sessions)
     }
 
     /// The session cookie's name and attributes here: `Secure` and `__Host-` but on plain

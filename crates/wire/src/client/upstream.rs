@@ -13,8 +13,8 @@ pub struct Forward<'a> {
     pub method: &'a str,
     /// The path and query, from the first `/`.
     pub path_and_query: &'a str,
-    /// The headers passed on (the client's `Authorization`, `Content-Type`, `Accept`).
-    pub headers: Vec<(&'a str, String)>,
+    /// The headers passed on, by name (the client's `Authorization`, `Content-Type`, ...).
+    pub headers: &'a [(String, String)],
     /// The body (empty: none).
     pub body: &'a [u8],
 }
@@ -85,7 +85,7 @@ impl Client {
     pub fn forward(&self, request: &Forward<'_>) -> Result<Forwarded> {
         let url = format!("{}{}", self.base, request.path_and_query);
         let mut req = self.stream.request(request.method, &url);
-        for (name, value) in &request.headers {
+        for (name, value) in request.headers {
             req = req.set(name, value);
         }
         let sent = if request.body.is_empty() {

@@ -129,13 +129,7 @@ pub(in crate::http) async fn beat_through_writer(
             .zip(refused)
             .zip(&pass_on)
             .filter_map(|((hb, refusal), passed)| match refusal {
-                Some(problem) => Some(NodeAnswer {
-                    node: hb.node.clone(),
-                    digest: 0,
-                    work: None,
-                    logs_wanted: Vec::new(),
-                    refused: Some(problem),
-                }),
+                Some(problem) => Some(agents::refused_answer(&hb.node, problem)),
                 None if *passed && !caught_up => None,
                 None => Some(agents::answer_for(&p, hb)),
             })

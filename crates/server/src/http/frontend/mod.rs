@@ -67,36 +67,23 @@ pub(super) struct Upstream {
 
 impl Upstream {
     fn alive(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        match self.alive.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.alive)
     }
 
     /// Notes that the writer answered.
     fn reached_now(&self) {
-        match self.reached.lock() {
-            Ok(mut t) => *t = Instant::now(),
-            Err(p) => *p.into_inner() = Instant::now(),
-        }
+        *lock(&self.reached) = Instant::now();
     }
 
     /// Whether the writer answered lately: an agent's heartbeat is answered only then, so
     /// that an agent cut off from the writer through its frontend fences itself as one cut
     /// off directly would (within two lists of live nodes more).
     fn writer_reached_lately(&self) -> bool {
-        let at = match self.reached.lock() {
-            Ok(t) => *t,
-            Err(p) => *p.into_inner(),
-        };
-        at.elapsed() <= self.alive_every * 2 + Duration::from_secs(1)
+        lock(&self.reached).elapsed() <= self.alive_every * 2 + Duration::from_secs(1)
     }
 
     fn logs_on(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        match self.logs_on.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.logs_on)
     }
 
     /// Heartbeats (or a list of live nodes) to the writer, off the async threads.

@@ -67,10 +67,7 @@ pub(in crate::http) async fn pass_to_writer(
         let forward = wire::client::Forward {
             method: &method,
             path_and_query: &path_and_query,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.clone()))
-                .collect(),
+            headers: &headers,
             body: &body,
         };
         let answer = client.forward(&forward);

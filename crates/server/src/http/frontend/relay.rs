@@ -32,10 +32,7 @@ pub(in crate::http) struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let mut waiting = match self.waiting.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut waiting = lock(&self.waiting);
         for n in &self.nodes {
             if let Some(count) = waiting.get_mut(n) {
                 *count -= 1;
@@ -52,10 +49,7 @@ impl Upstream {
     /// long poll that names none, an agent playing many nodes, is not relayed orders: such
     /// agents are hollow and run no command).
     pub(in crate::http) fn waiting_on(&self, nodes: &[String]) -> Waiting {
-        let mut waiting = match self.waiting.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut waiting = lock(&self.waiting);
         for n in nodes {
             *waiting.entry(n.clone()).or_default() += 1;
         }
@@ -68,10 +62,7 @@ impl Upstream {
     /// The orders waiting for the nodes `asked` covers, handed over (each once); orders no
     /// agent took in time are dropped.
     pub(in crate::http) fn take_relayed(&self, asked: impl Fn(&str) -> bool) -> Vec<ExecOrder> {
-        let mut relayed = match self.relayed.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut relayed = lock(&self.relayed);
         if relayed.is_empty() {
             return Vec::new();
         }
@@ -89,10 +80,7 @@ impl Upstream {
     }
 
     fn hold(&self, orders: Vec<ExecOrder>) {
-        let mut relayed = match self.relayed.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut relayed = lock(&self.relayed);
         let now = Instant::now();
         for order in orders {
             relayed
@@ -104,10 +92,7 @@ impl Upstream {
 
     /// The nodes waited on here that host a live interactive sandbox (as the copy has it).
     fn relayed_nodes(&self, server: &Server) -> Vec<String> {
-        let waiting: Vec<String> = match self.waiting.lock() {
-            Ok(g) => g.keys().cloned().collect(),
-            Err(p) => p.into_inner().keys().cloned().collect(),
-        };
+        let waiting: Vec<String> = lock(&self.waiting).keys().cloned().collect();
         if waiting.is_empty() {
             return Vec::new();
         }
