@@ -87,7 +87,10 @@ impl Upstream {
     }
 
     /// Heartbeats (or a list of live nodes) to the writer, off the async threads.
-    async fn send(&self, beats: crate::api::Heartbeats) -> Result<HeartbeatsReplyOf, Refusal> {
+    async fn send(
+        &self,
+        beats: crate::api::Heartbeats,
+    ) -> Result<crate::api::HeartbeatsReply, Refusal> {
         let client = self.client.clone();
         let reply = tokio::task::spawn_blocking(move || client.heartbeats(&beats))
             .await
@@ -98,8 +101,6 @@ impl Upstream {
         Ok(reply)
     }
 }
-
-type HeartbeatsReplyOf = crate::api::HeartbeatsReply;
 
 /// The writer's refusal as this server's, or 503 when the writer cannot be reached.
 fn writer_refusal(e: wire::ClientError) -> Refusal {
