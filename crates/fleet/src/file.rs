@@ -30,7 +30,7 @@
 use crate::{line_of, SourceError};
 use model::fleet::Location;
 use model::hostlist;
-use model::{CapacityPool, Fleet, FleetBuilder, InstanceCatalog, InstanceType, NodeState};
+use model::{CapacityPool, Fleet, FleetBuilder, InstanceCatalog, InstanceType, NodeId, NodeState};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -199,23 +199,39 @@ pub fn parse(file: &str, text: &str, mut catalog: InstanceCatalog) -> Result<Fle
 /// Writes a fleet as a fleet file: one group per run of nodes that share place, pool and
 /// state. Instance types not in `catalog`, or differing from it, are written out too.
 pub fn write(fleet: &Fleet, catalog: &InstanceCatalog) -> String {
-    let mut out = FleetFile::default();
+    let out = FleetFile {
+        instance_types: instance_types(fleet, catalog),
+        pools: fleet.pools().to_vec(),
+        groups: groups(fleet, |_| true),
+    };
+    to_text(&out, fleet.nodes().len())
+}
+
+/// A fleet file's text, headed by its node count.
+pub fn to_text(file: &FleetFile, nodes: usize) -> String {
+    let body = toml::to_string(file).unwrap_or_else(|e| format!("# cannot serialise fleet: {e}\n"));
+    format!("# Stargrid fleet file: {nodes} nodes\n{body}")
+}
+
+/// Reads a fleet file's tables as written, without building the fleet (see [`parse`] for
+/// that and its checks).
+pub fn read(file: &str, text: &str) -> Result<FleetFile, SourceError> {
+    toml::from_str(text).map_err(|e| toml_error(file, text, &e))
+}
+
+/// The instance types of `fleet`'s pools that `catalog` lacks or knows otherwise.
+pub fn instance_types(fleet: &Fleet, catalog: &InstanceCatalog) -> Vec<InstanceType> {
+    let mut out: Vec<InstanceType> = Vec::new();
     for (i, pool) in fleet.pools().iter().enumerate() {
-        out.pools.push(pool.clone());
         let Some(node) = fleet.nodes().iter().find(|n| n.pool.0 as usize == i) else {
             continue;
         };
         let known = catalog
             .get(&pool.instance_type)
             .is_some_and(|t| t.resources() == node.capacity);
-        if !known
-            && !out
-                .instance_types
-                .iter()
-                .any(|t| t.name == pool.instance_type)
-        {
+        if !known && !out.iter().any(|t| t.name == pool.instance_type) {
             let c = node.capacity;
-            out.instance_types.push(InstanceType {
+            out.push(InstanceType {
                 name: pool.instance_type.clone(),
                 gpu_model: c.gpu_model,
                 gpus: c.gpus,
@@ -226,12 +242,24 @@ pub fn write(fleet: &Fleet, catalog: &InstanceCatalog) -> String {
             });
         }
     }
+    out
+}
+
+/// The groups that declare the nodes `keep` accepts: one per run of nodes that share place,
+/// pool and state.
+pub fn groups(fleet: &Fleet, keep: impl Fn(NodeId) -> bool) -> Vec<Group> {
+    let mut out = Vec::new();
     let nodes = fleet.nodes();
     let mut start = 0;
     while start < nodes.len() {
+        if !keep(NodeId(start as u32)) {
+            start += 1;
+            continue;
+        }
         let first = &nodes[start];
         let mut end = start + 1;
         while end < nodes.len()
+            && keep(NodeId(end as u32))
             && nodes[end].parent == first.parent
             && nodes[end].pool == first.pool
             && nodes[end].state == first.state
@@ -246,7 +274,7 @@ pub fn write(fleet: &Fleet, catalog: &InstanceCatalog) -> String {
             .map(|z| fleet.topo_node(z).name.to_string())
             .unwrap_or_default();
         let names: Vec<&str> = nodes[start..end].iter().map(|n| &*n.name).collect();
-        out.groups.push(Group {
+        out.push(Group {
             pool: fleet.pool(first.pool).name.clone(),
             zone,
             network: fleet
@@ -260,8 +288,7 @@ pub fn write(fleet: &Fleet, catalog: &InstanceCatalog) -> String {
         });
         start = end;
     }
-    let body = toml::to_string(&out).unwrap_or_else(|e| format!("# cannot serialise fleet: {e}\n"));
-    format!("# Stargrid fleet file: {} nodes\n{body}", nodes.len())
+    out
 }
 
 #[cfg(test)]

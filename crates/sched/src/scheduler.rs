@@ -623,6 +623,12 @@ impl Scheduler {
             .set_delivered(self.engine.fleet(), node, delivered, now);
     }
 
+    /// Brings the books' delivered capacity to the fleet's nodes from `now` (after the fleet
+    /// changed under a loaded state).
+    pub fn refit_books(&mut self, now: Time) {
+        self.ledger.refit(self.engine.fleet(), now);
+    }
+
     /// Opens the spend books at `at` (committed capacity is paid for from then) unless they
     /// are open already; otherwise they open at the first start, stop or delivery.
     pub fn open_books(&mut self, at: Time) {

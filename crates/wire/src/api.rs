@@ -8,6 +8,7 @@ mod beats;
 mod egress;
 mod events;
 mod exec;
+mod fleet_change;
 mod fleet_view;
 mod history;
 mod template;
@@ -15,6 +16,7 @@ pub use beats::*;
 pub use egress::*;
 pub use events::*;
 pub use exec::*;
+pub use fleet_change::*;
 pub use fleet_view::*;
 pub use history::*;
 pub use template::*;
@@ -211,6 +213,9 @@ pub struct NodeView {
     pub cpu_millis: u32,
     /// CPU millicores free.
     pub free_cpu_millis: u32,
+    /// Removed from the fleet by a fleet change: drained, it leaves once its work ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 /// A tenant and what it uses.

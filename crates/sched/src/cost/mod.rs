@@ -332,6 +332,27 @@ impl Ledger {
         cap.set(next, now, origin, period);
     }
 
+    /// Brings each pool's delivered capacity to what `fleet` holds from `now` (after the fleet
+    /// changed: nodes joined or left; what was delivered before stays as it was).
+    pub fn refit(&mut self, fleet: &Fleet, now: Time) {
+        let origin = self.open(now);
+        let mut units = vec![0u64; self.pools.len()];
+        for (i, n) in fleet.nodes().iter().enumerate() {
+            let u = node_units(n.capacity.gpus, n.capacity.cpu_millis);
+            let pool = &mut self.pools[n.pool.0 as usize];
+            pool.units_per_node = pool.units_per_node.max(u);
+            if !self.undelivered.contains(&NodeId(i as u32)) {
+                units[n.pool.0 as usize] += u;
+            }
+        }
+        let period = self.period;
+        for (pool, u) in self.pools.iter_mut().zip(units) {
+            if pool.capacity.units != u {
+                pool.capacity.set(u, now, origin, period);
+            }
+        }
+    }
+
     /// What each live workload holds, per pool (for invariant checks and views).
     pub fn held(&self, id: WorkloadId) -> Option<&(Owner, Vec<(PoolId, u64)>)> {
         self.held.get(&id)

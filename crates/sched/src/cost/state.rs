@@ -54,6 +54,10 @@ pub struct LedgerState {
     pub held: Vec<HeldState>,
     /// Nodes not delivered yet.
     pub undelivered: Vec<NodeId>,
+    /// Units in one node of each pool, by pool index (a pool whose nodes all left the fleet
+    /// keeps its price per unit); empty: from the fleet's nodes.
+    #[serde(default)]
+    pub units_per_node: Vec<u64>,
 }
 
 impl From<&Meter> for MeterState {
@@ -108,6 +112,7 @@ impl Ledger {
                 .collect(),
             held,
             undelivered,
+            units_per_node: self.pools.iter().map(|p| p.units_per_node).collect(),
         }
     }
 
@@ -136,6 +141,9 @@ impl Ledger {
         self.origin = s.origin;
         for (p, m) in self.pools.iter_mut().zip(&s.capacity) {
             p.capacity = m.into();
+        }
+        for (p, u) in self.pools.iter_mut().zip(&s.units_per_node) {
+            p.units_per_node = p.units_per_node.max(*u);
         }
         self.accounts = s
             .accounts

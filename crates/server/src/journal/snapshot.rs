@@ -48,6 +48,10 @@ pub struct SnapshotV1 {
     pub batches: Vec<BatchMetaV1>,
     /// The queue.
     pub queue: QueueV1,
+    /// Nodes removed by a fleet change that still hold work: drained, they leave once empty
+    /// (absent from snapshots of builds before fleet changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaving: Vec<String>,
 }
 
 /// A node that is up, and its state.
@@ -273,6 +277,10 @@ pub struct LedgerV1 {
     pub held: Vec<HeldV1>,
     /// Nodes not delivered yet.
     pub undelivered: Vec<String>,
+    /// The units one node of each pool holds (a pool whose nodes all left keeps its price per
+    /// unit; absent from snapshots of builds before fleet changes, whose pools all had nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units_per_node: Vec<PoolUnitsV1>,
 }
 
 /// The bytes of a snapshot.
@@ -389,6 +397,15 @@ impl Codec<'_> {
                     })
                     .collect(),
                 undelivered: l.undelivered.iter().map(|n| self.name(*n)).collect(),
+                units_per_node: l
+                    .units_per_node
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| PoolUnitsV1 {
+                        pool: self.pool_name(model::PoolId(i as u32)),
+                        units: *u,
+                    })
+                    .collect(),
             },
             tenant_lost_gpu_hours: q.tenant_lost_gpu_hours.clone(),
         }
@@ -405,6 +422,10 @@ impl Codec<'_> {
         let mut capacity = vec![MeterState::default(); self.fleet.pools().len()];
         for p in &l.capacity {
             capacity[self.pool(&p.pool)?.0 as usize] = (&p.meter).into();
+        }
+        let mut units_per_node = vec![0; self.fleet.pools().len()];
+        for u in &l.units_per_node {
+            units_per_node[self.pool(&u.pool)?.0 as usize] = u.units;
         }
         Ok(sched::QueueState {
             jobs: q
@@ -448,6 +469,7 @@ impl Codec<'_> {
                     })
                     .collect::<Result<_, DecodeError>>()?,
                 undelivered: self.nodes_back(&l.undelivered)?,
+                units_per_node,
             },
             tenant_lost_gpu_hours: q.tenant_lost_gpu_hours.clone(),
         })

@@ -386,7 +386,7 @@ impl ControlPlane {
                 if self.sched.engine().fleet().node(n).state != NodeState::Down {
                     return Err(StateError::Conflict(format!("node {node} is already up")));
                 }
-                let state = if self.drained.contains(&n) {
+                let state = if self.drained.contains(&n) || self.is_leaving(n) {
                     NodeState::Draining
                 } else {
                     NodeState::Ready
@@ -420,11 +420,24 @@ impl ControlPlane {
                 };
                 for n in changed {
                     // A node without its agent stays down; it comes back drained or ready.
-                    if self.sched.engine().fleet().node(n).state != NodeState::Down {
+                    // A leaving node stays drained.
+                    if self.sched.engine().fleet().node(n).state != NodeState::Down
+                        && !self.is_leaving(n)
+                    {
                         self.sched.set_state(Scope::Node(n), state);
                     }
                 }
                 self.dirty = true;
+                Vec::new()
+            }
+            Event::FleetApply { fleet_toml, at } => {
+                let plan = self.plan_fleet(fleet_toml)?;
+                self.apply_fleet_plan(plan, *at)?;
+                Vec::new()
+            }
+            Event::NodesLeft { nodes, at } => {
+                let plan = self.plan_departure(nodes)?;
+                self.apply_fleet_plan(plan, *at)?;
                 Vec::new()
             }
             Event::NodeDown { node, at } => {
@@ -585,6 +598,7 @@ impl ControlPlane {
                     if let Some(m) = self.jobs.get_mut(&JobId(job.0)) {
                         m.ran_on = slots.iter().map(|s| s.node).collect();
                     }
+                    self.departed_ran_on.remove(&JobId(job.0));
                     self.run_started(JobId(job.0), at);
                 }
                 Decision::SandboxesMoved { batch, count, .. } => {

@@ -302,14 +302,7 @@ impl ControlPlane {
     /// The latest run of job `id` and the nodes of its ranks.
     pub fn log_nodes(&self, id: JobId) -> Option<(u32, Vec<String>)> {
         let meta = self.jobs.get(&id)?;
-        let fleet = self.sched.engine().fleet();
-        Some((
-            meta.restarts,
-            meta.ran_on
-                .iter()
-                .map(|n| fleet.node(*n).name.to_string())
-                .collect(),
-        ))
+        Some((meta.restarts, self.ran_on_names(id, meta)))
     }
 }
 

@@ -201,6 +201,22 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// An operator applied a fleet file: the nodes, domains, network nodes and pools it adds
+    /// join; removed nodes that hold nothing leave at once, the others are drained and leave
+    /// once empty ([`Event::NodesLeft`]).
+    FleetApply {
+        /// The whole fleet as it should be, in the TOML fleet-file format.
+        fleet_toml: String,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// Removed nodes whose work ended left the fleet.
+    NodesLeft {
+        /// The nodes, as a host list.
+        nodes: String,
+        /// Unix seconds.
+        at: u64,
+    },
     /// Sandboxes of a batch exited: (index, exit code).
     SandboxesExited {
         /// The batch.
@@ -235,6 +251,8 @@ impl Event {
             Event::SandboxBatch { .. } => "sandbox_batch",
             Event::NodeDrain { .. } => "node_drain",
             Event::SandboxesExited { .. } => "sandboxes_exited",
+            Event::FleetApply { .. } => "fleet_apply",
+            Event::NodesLeft { .. } => "nodes_left",
         }
     }
 
@@ -256,7 +274,9 @@ impl Event {
             | Event::ServiceDelete { at, .. }
             | Event::SandboxBatch { at, .. }
             | Event::NodeDrain { at, .. }
-            | Event::SandboxesExited { at, .. } => *at,
+            | Event::SandboxesExited { at, .. }
+            | Event::FleetApply { at, .. }
+            | Event::NodesLeft { at, .. } => *at,
         }
     }
 }

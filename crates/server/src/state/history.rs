@@ -104,11 +104,7 @@ impl ControlPlane {
             exit_code: m.exit_code,
             restarts: m.restarts,
             size: m.gpus,
-            nodes: m
-                .ran_on
-                .iter()
-                .map(|n| fleet.node(*n).name.to_string())
-                .collect(),
+            nodes: self.ran_on_names(id, m),
             gpu_seconds: Some(gpu_seconds),
             lost_gpu_seconds: Some(m.lost_gpu_seconds),
             cost_micro_usd: Some(cost),

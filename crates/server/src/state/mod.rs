@@ -12,6 +12,7 @@
 //! - `event`: the inputs; `tokens`: tokens and roles; `bootstrap`: the default fleet and tenant;
 //! - `admission`: requests checked into events, refusals naming the field;
 //! - `apply`: applying events live or from the journal, and the nodes each change touched;
+//! - `fleet_change`: fleet files applied while the cell runs, removed nodes leaving once empty;
 //! - `assign`: what each node runs; `views`: what the API shows, fingerprints for tests;
 //! - `stream`: what each record tells the event stream.
 
@@ -34,6 +35,7 @@ mod apply;
 mod assign;
 mod bootstrap;
 mod event;
+mod fleet_change;
 mod fleet_view;
 pub mod gauges;
 mod history;
@@ -72,6 +74,14 @@ pub enum StateError {
     /// The fleet text in `Init` does not parse.
     #[error("fleet in the journal: {0}")]
     Fleet(String),
+    /// A fleet file applied to the running cell does not parse or does not fit it.
+    #[error("{field}: {reason}")]
+    BadFleet {
+        /// The file's field (`fleet_toml`, or the table and key within it).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The queue refused the change (its error keeps its kind and field).
     #[error(transparent)]
     Queue(#[from] sched::SchedError),
@@ -212,6 +222,13 @@ pub struct ControlPlane {
     changed: Vec<NodeId>,
     /// Nodes an operator drained (they stay drained when their agent comes back).
     drained: BTreeSet<NodeId>,
+    /// Nodes a fleet change removed while they held work: drained, they leave once empty.
+    leaving: BTreeSet<NodeId>,
+    /// Ended jobs that ran on nodes which have left the fleet since: their nodes by rank.
+    departed_ran_on: HashMap<JobId, Vec<Box<str>>>,
+    /// What the last fleet change did (for its answer and the event stream; not journaled,
+    /// the record's event holds the change).
+    last_fleet_change: Option<crate::api::FleetChange>,
     /// Commitments the spend is measured against (from `Init`).
     commitments: Vec<model::commitment::Commitment>,
     /// The record being replayed, while one is.
@@ -284,6 +301,9 @@ impl ControlPlane {
             placed: HashMap::new(),
             changed: Vec::new(),
             drained: BTreeSet::new(),
+            leaving: BTreeSet::new(),
+            departed_ran_on: HashMap::new(),
+            last_fleet_change: None,
             replaying: None,
             fleet_toml: fleet_toml.as_str().into(),
             init_at: *at,

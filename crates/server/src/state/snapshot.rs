@@ -13,9 +13,14 @@ use crate::journal::Codec;
 impl ControlPlane {
     /// The whole state as bytes, for the journal's snapshot table.
     pub fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        format::encode(&self.snapshot_value()).map_err(StateError::Snapshot)
+    }
+
+    /// The whole state in the snapshot format's types.
+    pub(super) fn snapshot_value(&self) -> SnapshotV1 {
         let fleet = self.sched.engine().fleet();
         let name = |n: &NodeId| fleet.node(*n).name.to_string();
-        let s = SnapshotV1 {
+        SnapshotV1 {
             v: SNAPSHOT_FORMAT,
             seq: self.seq,
             init: Event::Init {
@@ -64,7 +69,7 @@ impl ControlPlane {
                     done_ranks: m.done_ranks.clone(),
                     checkpoint_at: m.checkpoint_at,
                     restarts: m.restarts,
-                    ran_on: m.ran_on.iter().map(name).collect(),
+                    ran_on: self.ran_on_names(*id, m),
                     started_at: m.started_at,
                     run_since: m.run_since,
                     gpu_seconds: m.gpu_seconds,
@@ -108,16 +113,21 @@ impl ControlPlane {
                 })
                 .collect(),
             queue: Codec::new(fleet).store_queue(&self.sched.state()),
-        };
-        format::encode(&s).map_err(StateError::Snapshot)
+            leaving: self.leaving.iter().map(name).collect(),
+        }
     }
 
     /// The state a snapshot holds. A snapshot of another format, or one whose state does not
     /// hold together (its invariants are checked), is refused: the caller replays the whole
     /// journal instead.
     pub fn from_snapshot(bytes: &[u8]) -> Result<ControlPlane, StateError> {
+        let s = format::decode(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
+        ControlPlane::from_snapshot_value(s)
+    }
+
+    /// The state a snapshot's value holds (see [`Self::from_snapshot`]).
+    pub(super) fn from_snapshot_value(s: SnapshotV1) -> Result<ControlPlane, StateError> {
         let bad = |e: String| StateError::Snapshot(e);
-        let s = format::decode(bytes).map_err(|e| bad(e.to_string()))?;
         let mut p = ControlPlane::new(&s.init)?;
         let node = |p: &ControlPlane, name: &str| {
             p.sched
@@ -134,6 +144,10 @@ impl ControlPlane {
             let id = node(&p, d)?;
             p.drained.insert(id);
         }
+        for d in &s.leaving {
+            let id = node(&p, d)?;
+            p.leaving.insert(id);
+        }
         for t in s.tokens {
             p.tokens.insert(
                 t.hash,
@@ -145,11 +159,16 @@ impl ControlPlane {
             );
         }
         for m in s.jobs {
-            let ran_on = m
-                .ran_on
-                .iter()
-                .map(|n| node(&p, n))
-                .collect::<Result<_, _>>()?;
+            // A job that ran on nodes which have left the fleet since keeps their names.
+            let fleet = p.sched.engine().fleet();
+            let ran_on = match m.ran_on.iter().map(|n| fleet.node_by_name(n)).collect() {
+                Some(ids) => ids,
+                None => {
+                    let names = m.ran_on.iter().map(|n| n.as_str().into()).collect();
+                    p.departed_ran_on.insert(JobId(m.id), names);
+                    Vec::new()
+                }
+            };
             if p.jobs_by_tenant.insert((TenantId(m.tenant), JobId(m.id))) {
                 *p.jobs_per_tenant.entry(TenantId(m.tenant)).or_default() += 1;
             }

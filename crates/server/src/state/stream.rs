@@ -50,6 +50,10 @@ impl ControlPlane {
     }
 
     fn told_nodes(&self, event: &Event, out: &mut Vec<Told>) {
+        if matches!(event, Event::FleetApply { .. } | Event::NodesLeft { .. }) {
+            self.told_fleet_change(out);
+            return;
+        }
         let (node, reason) = match event {
             Event::NodeUp { node, .. } => (node, "its agent reported"),
             Event::NodeDown { node, .. } => (node, "its agent went silent or reported it failed"),
@@ -77,6 +81,37 @@ impl ControlPlane {
             state,
             reason: reason.into(),
         }));
+    }
+
+    /// A fleet change: one event for each kind of change, its nodes as a host list.
+    fn told_fleet_change(&self, out: &mut Vec<Told>) {
+        let Some(c) = self.last_fleet_change() else {
+            return;
+        };
+        let kinds = [
+            (
+                &c.added,
+                "down",
+                "joined the fleet: takes work once its agent reports",
+            ),
+            (
+                &c.leaving,
+                "draining",
+                "removed from the fleet: leaves once its work ends",
+            ),
+            (&c.removed, "gone", "left the fleet"),
+            (&c.moved, "moved", "moved in the topology"),
+            (&c.kept, "ready", "named again by the fleet: stays"),
+        ];
+        for (set, state, reason) in kinds {
+            if set.count > 0 {
+                out.push(Told::everyone(Change::Node {
+                    node: set.names.clone(),
+                    state: state.into(),
+                    reason: reason.into(),
+                }));
+            }
+        }
     }
 
     fn told_decision(&self, decision: &Decision, out: &mut Vec<Told>) {

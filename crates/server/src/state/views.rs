@@ -438,6 +438,7 @@ impl ControlPlane {
             free_gpus: free_mask.count_ones(),
             cpu_millis: n.capacity.cpu_millis,
             free_cpu_millis: free_cpu,
+            leaving: self.is_leaving(id),
         }
     }
 
@@ -511,6 +512,15 @@ impl ControlPlane {
         for name in self.up_nodes() {
             out.push_str(&format!("\n{name}: {:?}", self.assignments(&name)));
         }
+        let fleet = self.sched.engine().fleet();
+        out.push_str(&format!(
+            "\nfleet {} nodes, leaving {:?}",
+            fleet.nodes().len(),
+            self.leaving
+                .iter()
+                .map(|n| &fleet.node(*n).name)
+                .collect::<Vec<_>>()
+        ));
         out.push_str(&format!(
             "\nusage {:?} reservation {:?} next {} {} now {}",
             self.sched.engine().gpu_usage(),

@@ -680,6 +680,7 @@ fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
     assert_eq!(state(&p, &names[1]), "ready");
 }
 
+mod fleet_change;
 mod replay;
 
 #[test]
