@@ -81,13 +81,15 @@ fn beat_once(config: &AgentConfig, client: &Client, nodes: &mut [&mut NodeTasks]
                 for (i, node) in batch.iter_mut().enumerate() {
                     let answer = answers.remove(&node.name);
                     if let Some(problem) = answer.as_ref().and_then(|a| a.refused.as_ref()) {
-                        tracing::warn!(
-                            node = %node.name,
-                            "heartbeat refused: {}: {}", problem.field, problem.reason
-                        );
+                        let said = format!("{}: {}", problem.field, problem.reason);
+                        if node.refused.as_deref() != Some(said.as_str()) {
+                            tracing::warn!(node = %node.name, "heartbeat refused: {said}");
+                            node.refused = Some(said);
+                        }
                         node.fence_if_unanswered(config);
                         continue;
                     }
+                    node.refused = None;
                     node.last_answer = Instant::now();
                     let (work, wanted) = match answer {
                         Some(a) => (a.work.map(|w| (a.digest, w)), a.logs_wanted),

@@ -207,6 +207,9 @@ struct NodeTasks {
     pool: Vec<warm::Warm>,
     /// The next pooled sandbox's number.
     next_warm: u64,
+    /// Why the server refused this node's last heartbeat, once logged (a node removed from
+    /// the fleet is refused every round: said once, not every second).
+    refused: Option<String>,
 }
 
 impl NodeTasks {
@@ -464,6 +467,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
             name: n.clone(),
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
+            refused: None,
             logs_wanted: Vec::new(),
             known: None,
             work: Default::default(),
@@ -517,6 +521,7 @@ mod tests {
             name: "n0".into(),
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
+            refused: None,
             logs_wanted: Vec::new(),
             known: None,
             work: Default::default(),

@@ -142,6 +142,10 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> SourceError {
     SourceError::new(file, line, "toml", e.message().to_string())
 }
 
+/// The most nodes one fleet file declares (the reference fleet has 224,992): a file is read
+/// whole into memory, and a server takes files from operators.
+pub const MAX_FILE_NODES: usize = 2_000_000;
+
 /// Parses a fleet file. `catalog` starts as the built-in table (or a user's) and is extended
 /// by the file's own `[[instance_types]]`.
 pub fn parse(file: &str, text: &str, mut catalog: InstanceCatalog) -> Result<Fleet, SourceError> {
@@ -181,7 +185,13 @@ pub fn parse(file: &str, text: &str, mut catalog: InstanceCatalog) -> Result<Fle
             .get(itype)
             .map(InstanceType::resources)
             .ok_or_else(|| at("pool", format!("unknown instance type '{itype}'")))?;
-        let names = hostlist::expand(&g.nodes).map_err(|e| at("nodes", e.to_string()))?;
+        let room = MAX_FILE_NODES - b.node_count();
+        let names = hostlist::expand_at_most(&g.nodes, room).map_err(|e| {
+            at(
+                "nodes",
+                format!("{e} (a fleet file declares at most {MAX_FILE_NODES} nodes)"),
+            )
+        })?;
         let location = Location {
             zone: g.zone,
             network: g.network,

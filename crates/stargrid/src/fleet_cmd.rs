@@ -17,6 +17,16 @@ pub enum FleetCommand {
     Export(ExportArgs),
     /// Print a fleet's totals.
     Show(ShowArgs),
+    /// Apply a fleet file to a running server: nodes, domains and pools it adds join; nodes
+    /// it lacks leave (at once when empty, else drained until their work ends).
+    Apply(crate::fleet_apply::ApplyArgs),
+    /// Print a running server's fleet file (what was applied last, with nodes still leaving).
+    Current(crate::fleet_apply::CurrentArgs),
+}
+
+impl FleetCommand {
+    /// Whether the command talks to a server (and takes the connection flags).
+    pub const TALKING: [&'static str; 2] = ["apply", "current"];
 }
 
 #[derive(Args)]
@@ -187,8 +197,14 @@ pub fn load_fleet(path: &Path, catalog: InstanceCatalog) -> Result<Fleet> {
     )?)
 }
 
-pub fn run(cmd: FleetCommand) -> Result<()> {
+/// Runs a fleet command; `settings` resolves the connection of those that talk to a server.
+pub fn run(
+    cmd: FleetCommand,
+    settings: impl FnOnce() -> Result<crate::config::Settings>,
+) -> Result<()> {
     match cmd {
+        FleetCommand::Apply(a) => crate::fleet_apply::apply(&settings()?, &a),
+        FleetCommand::Current(a) => crate::fleet_apply::current(&settings()?, &a),
         FleetCommand::Gen(a) => {
             let cat = InstanceCatalog::builtin();
             let f = generate(&a.spec()?, &cat).context("generating the fleet")?;

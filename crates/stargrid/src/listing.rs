@@ -229,7 +229,7 @@ pub fn nodes(rows: &[NodeView], output: Output) -> Result<()> {
     );
     for n in rows {
         out.push_str(&format!(
-            "{:<28} {:<9} {:>4}/{:<4} {:>6}/{:<6}{}\n",
+            "{:<28} {:<9} {:>4}/{:<4} {:>6}/{:<6}{}{}\n",
             n.name,
             n.state,
             n.free_gpus,
@@ -240,7 +240,9 @@ pub fn nodes(rows: &[NodeView], output: Output) -> Result<()> {
                 format!("   {}/{}", n.free_cpu_millis, n.cpu_millis)
             } else {
                 String::new()
-            }
+            },
+            // Removed from the fleet by a fleet change, it leaves once its work ends.
+            if n.leaving { "  leaving" } else { "" }
         ));
     }
     emit(&out)

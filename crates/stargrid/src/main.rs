@@ -14,6 +14,7 @@ mod config;
 mod cost_view;
 mod demo;
 mod events_cmd;
+mod fleet_apply;
 mod fleet_cmd;
 mod frontend_cmd;
 mod history_cmd;
@@ -75,7 +76,12 @@ fn command() -> clap::Command {
             .collect();
     talks.push("agent".into());
     talks.push("frontend".into());
-    talks.into_iter().fold(Cli::command(), |cli, name| {
+    let cli = Cli::command().mut_subcommand("fleet", |fleet| {
+        fleet_cmd::FleetCommand::TALKING
+            .into_iter()
+            .fold(fleet, |fleet, n| fleet.mut_subcommand(n, with_connection))
+    });
+    talks.into_iter().fold(cli, |cli, name| {
         cli.mut_subcommand(name, |sub| {
             if sub.has_subcommands() {
                 let nested: Vec<String> = sub
@@ -180,7 +186,7 @@ fn main() -> Result<()> {
 fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(&a),
-        Command::Fleet(c) => fleet_cmd::run(c),
+        Command::Fleet(c) => fleet_cmd::run(c, || config::resolve(connection(matches)?)),
         Command::Place(a) => place::run(&a),
         Command::Sim(c) => sim_cmd::run(&c),
         Command::Catalogue { check } => cost_view::catalogue_cmd(check.as_deref()),

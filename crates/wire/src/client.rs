@@ -513,6 +513,35 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// Applies a fleet file to the running cell, or with `dry_run` says what it would change
+    /// (`POST /v1/fleet/apply`; admin only).
+    pub fn apply_fleet(&self, ask: &crate::api::ApplyFleet) -> Result<crate::api::FleetChange> {
+        self.post_json("fleet/apply", ask)
+    }
+
+    /// The cell's fleet file now (`GET /v1/fleet/file`; admin only).
+    pub fn fleet_file(&self) -> Result<String> {
+        use std::io::Read;
+        let limit = crate::api::MAX_FLEET_FILE_BYTES;
+        let resp = accepted(
+            self.http
+                .get(&self.url("fleet/file"))
+                .set("Authorization", &self.auth)
+                .call(),
+        )?;
+        let mut text = String::new();
+        resp.into_reader()
+            .take(limit as u64 + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if text.len() > limit {
+            return Err(ClientError::Decode(format!(
+                "the fleet file is larger than {limit} bytes"
+            )));
+        }
+        Ok(text)
+    }
+
     /// The cell's capacity summary (`GET /v1/cell`).
     pub fn cell(&self) -> Result<crate::api::CellSummary> {
         self.get("cell", &[])

@@ -50,6 +50,9 @@ impl Refusal {
             StateError::Queue(Queue::Invalid { field, reason }) => {
                 Refusal::new(StatusCode::BAD_REQUEST, field, reason)
             }
+            StateError::BadFleet { field, reason } => {
+                Refusal::new(StatusCode::BAD_REQUEST, &field, reason)
+            }
             StateError::Queue(Queue::NoRoom { field, reason }) => {
                 Refusal::new(StatusCode::CONFLICT, field, reason)
             }

@@ -37,6 +37,7 @@ mod errors;
 mod events;
 mod execs;
 mod fleet;
+mod fleet_change;
 mod frontend;
 mod history;
 mod jobs;
@@ -72,6 +73,9 @@ use tokens::*;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// How long leaving nodes that emptied wait for the others before they leave the fleet.
+const DEPARTURE_BATCH: Duration = Duration::from_secs(30);
 /// Most jobs on one page.
 pub const MAX_PAGE: usize = 1000;
 
@@ -105,6 +109,8 @@ pub struct Server {
     replay_summary: String,
     /// Task logs being read.
     logs: Mutex<LogTails>,
+    /// When leaving nodes were first seen empty (they leave together, see `departures_due`).
+    departures_seen: Mutex<Option<Instant>>,
     /// Reports refused because the credential is not bound to the node, by token id (not
     /// journaled; bounded by the tokens issued).
     refused_reports: Mutex<HashMap<String, u64>>,
@@ -298,13 +304,16 @@ impl Server {
     pub async fn pass_if_due(&self, last_pass: &mut u64) -> bool {
         let (last, idle) = (*last_pass, self.idle_pass_interval);
         let due = |p: &ControlPlane, at: u64| {
-            Ok(
-                if p.dirty() || p.due(at) || p.more_to_place() || at >= last.saturating_add(idle) {
-                    vec![Event::Pass { at }]
-                } else {
-                    Vec::new()
-                },
-            )
+            let mut events = self.departures_due(p, at);
+            if !events.is_empty()
+                || p.dirty()
+                || p.due(at)
+                || p.more_to_place()
+                || at >= last.saturating_add(idle)
+            {
+                events.push(Event::Pass { at });
+            }
+            Ok(events)
         };
         match self.commit(due, OnRefusal::Skip).await {
             Ok(Committed { events, .. }) if !events.is_empty() => {
@@ -313,6 +322,26 @@ impl Server {
             }
             _ => false,
         }
+    }
+
+    /// Leaving nodes that emptied leave the fleet: all of them as soon as every leaving node is
+    /// empty, else those empty for [`DEPARTURE_BATCH`] (each departure rebuilds the state, so
+    /// nodes emptying one by one leave together).
+    fn departures_due(&self, p: &ControlPlane, at: u64) -> Vec<Event> {
+        let mut since = lock(&self.departures_seen);
+        let Some(ready) = p.nodes_ready_to_leave() else {
+            *since = None;
+            return Vec::new();
+        };
+        let first_seen = *since.get_or_insert_with(Instant::now);
+        if !ready.all && first_seen.elapsed() < DEPARTURE_BATCH {
+            return Vec::new();
+        }
+        *since = None;
+        vec![Event::NodesLeft {
+            nodes: ready.nodes,
+            at,
+        }]
     }
 
     fn logs(&self) -> std::sync::MutexGuard<'_, LogTails> {
@@ -526,6 +555,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/fleet/overview", get(fleet_overview))
         .route("/v1/cell", get(cell_summary))
         .route("/v1/fleet/domain", get(fleet_domain))
+        .route(fleet_change::APPLY_PATH, post(fleet_change::apply_fleet))
+        .route("/v1/fleet/file", get(fleet_change::fleet_file))
         .route("/v1/nodes/{name}/drain", post(drain_node))
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/tenants", get(list_tenants))
@@ -622,6 +653,12 @@ async fn refuse_large_bodies(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    if request.uri().path() == fleet_change::APPLY_PATH {
+        if declared.is_some_and(|n| n > crate::api::MAX_FLEET_FILE_BYTES as u64) {
+            return fleet_change::fleet_file_too_large().into_response();
+        }
+        return next.run(request).await;
+    }
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return problem(
             StatusCode::PAYLOAD_TOO_LARGE,

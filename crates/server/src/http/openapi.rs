@@ -32,6 +32,8 @@ use super::*;
         fleet_domain,
         drain_node,
         resume_node,
+        fleet_change::apply_fleet,
+        fleet_change::fleet_file,
         list_tenants,
         cost,
         compact_journal,
@@ -50,6 +52,9 @@ use super::*;
     components(schemas(
         crate::api::StreamEvent,
         crate::api::CellSummary,
+        crate::api::ApplyFleet,
+        crate::api::FleetChange,
+        crate::api::NodeSet,
         crate::api::CapacitySummary,
         crate::api::Change,
         SubmitJob,

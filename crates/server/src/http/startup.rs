@@ -319,6 +319,7 @@ impl Server {
             last_snapshot: std::sync::atomic::AtomicU64::new(settings.last_snapshot),
             replay_summary: settings.replay_summary,
             logs: Mutex::new(LogTails::default()),
+            departures_seen: Mutex::new(None),
             refused_reports: Mutex::new(HashMap::new()),
             limits: settings.limits,
             execs: Mutex::new(crate::execs::Execs::new(crate::execs::ExecLimits::default())),

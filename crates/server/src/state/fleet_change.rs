@@ -38,6 +38,15 @@ impl FleetPlan {
     }
 }
 
+/// Leaving nodes that are empty now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyToLeave {
+    /// Their names, as a host list.
+    pub nodes: String,
+    /// They are every leaving node.
+    pub all: bool,
+}
+
 fn node_set(names: &[&str]) -> NodeSet {
     NodeSet {
         count: names.len() as u64,
@@ -216,9 +225,9 @@ impl ControlPlane {
         fleet::file::parse("fleet_toml", &text, InstanceCatalog::builtin()).map_err(bad_file)
     }
 
-    /// The leaving nodes that hold nothing now (they may leave the fleet), as a host list;
-    /// `None` when there are none. Its work grows with the leaving nodes only.
-    pub fn nodes_ready_to_leave(&self) -> Option<String> {
+    /// The leaving nodes that hold nothing now (they may leave the fleet); `None` when there
+    /// are none. Its work grows with the leaving nodes only.
+    pub fn nodes_ready_to_leave(&self) -> Option<ReadyToLeave> {
         let engine = self.sched.engine();
         let fleet = engine.fleet();
         let ready: Vec<&str> = self
@@ -227,7 +236,10 @@ impl ControlPlane {
             .filter(|n| !engine.is_held(**n) && engine.workloads_on(**n).is_empty())
             .map(|n| &*fleet.node(*n).name)
             .collect();
-        (!ready.is_empty()).then(|| model::hostlist::compress(&ready))
+        (!ready.is_empty()).then(|| ReadyToLeave {
+            all: ready.len() == self.leaving.len(),
+            nodes: model::hostlist::compress(&ready),
+        })
     }
 
     /// Applies a checked plan: the state is rebuilt over the new fleet.

@@ -50,6 +50,7 @@ pub use admission::check_command;
 use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
 pub use event::{BatchId, Event, Interactive, JobId, ServiceId, TaskSpec};
+pub use fleet_change::{FleetPlan, ReadyToLeave};
 pub use fleet_view::MAX_DETAIL_NODES;
 pub use limits::{LimitHit, Limits};
 pub use secrets::{SecretError, SecretKey};

@@ -40,7 +40,12 @@ pub(in crate::http) async fn pass_to_writer(
         }
     };
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let limit = if parts.uri.path() == super::super::fleet_change::APPLY_PATH {
+        crate::api::MAX_FLEET_FILE_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => {
             return problem(StatusCode::PAYLOAD_TOO_LARGE, "body", e.to_string());
