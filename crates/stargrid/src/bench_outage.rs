@@ -129,11 +129,16 @@ impl Tally {
     }
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<f64> {
+/// Seconds until `done`, asked every 200 ms; an error after `limit`.
+pub(crate) fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<f64> {
     let t = Instant::now();
     while !done()? {
         if t.elapsed() > limit {
-            bail!("zone outage: timed out waiting until {what}");
+            bail!("timed out after {limit:?} waiting until {what}");
         }
         // Not too often: the cell's summary is a pass over every node.
         std::thread::sleep(Duration::from_millis(200));

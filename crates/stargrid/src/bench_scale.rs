@@ -61,6 +61,13 @@ pub struct ScaleBenchArgs {
     /// measured again there.
     #[arg(long, default_value_t = 2)]
     pub frontends: usize,
+    /// GPU trays of a new region applied to the running cell while jobs run (whole NVL72
+    /// domains), before the first zone is removed (0: no fleet change).
+    #[arg(long, default_value_t = 10_008)]
+    pub fleet_trays: usize,
+    /// Endless jobs running when the fleet changes, and as many run on the new trays.
+    #[arg(long, default_value_t = 1000)]
+    pub fleet_jobs: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -270,6 +277,11 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
                 (z, r)
             },
         );
+    let zone_trays = fleet
+        .nodes()
+        .iter()
+        .filter(|n| n.capacity.gpus > 0 && zone_of(n).as_deref() == Some(first_zone.as_str()))
+        .count();
     let other_zones: Vec<String> = fleet
         .topo()
         .iter()
@@ -441,6 +453,29 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
             (moved, again, agents)
         }
     };
+    let fleet_change = match a.fleet_trays {
+        0 => serde_json::Value::Null,
+        trays => {
+            say(&format!(
+                "a region of {trays} trays joins; the first zone leaves"
+            ));
+            let zone = first_zone.rsplit('/').next().unwrap_or(&first_zone);
+            crate::bench_fleet::run(&crate::bench_fleet::Phase {
+                dir: dir.path(),
+                admin: &admin,
+                url: &server.url,
+                tally: &tally,
+                zone_agent: 0,
+                zone,
+                zone_trays,
+                other_zones: &other_zones,
+                trays,
+                jobs: a.fleet_jobs,
+                interval: Duration::from_millis(a.interval_ms),
+                limit: Duration::from_secs(a.heartbeat_timeout_s.max(10) * 30),
+            })?
+        }
+    };
     let listing = match a.listing_jobs {
         0 => serde_json::Value::Null,
         want => {
@@ -492,6 +527,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
         "writer_cpu_cores_without_frontends": steady,
         "writer_cpu_cores_with_frontends": frontends["writer_cpu_cores_with_frontends"],
         "with_frontends": frontends,
+        "fleet_change": fleet_change,
         "note": "The server is its own process; the hollow agents and the clients share this machine's cores with it. server_cpu_cores_steady: every node heartbeating, nothing submitted. Jobs accepted: each durable (SQLite, synchronous=FULL) before it is answered, with queued_jobs waiting in the queue. submit_to_running: from the POST until a hollow agent starts the task. with_frontends: the same agents moved behind that many frontends (each its own process, following the writer), the writer's and the frontends' CPU over the same span; its submit_to_running has the client and the agents behind frontends.",
     });
     if a.json {

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod bench;
+mod bench_fleet;
 mod bench_frontends;
 mod bench_history;
 mod bench_live;

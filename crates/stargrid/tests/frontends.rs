@@ -65,32 +65,6 @@ fn pump(a: TcpStream, b: TcpStream) {
     one_way(b, a2);
 }
 
-/// A frontend of `writer`, with the admin credential in `dir`; its process and address.
-fn start_frontend(writer: &str, dir: &std::path::Path) -> (Proc, SocketAddr) {
-    let credential = token_file(dir, &admin_token(writer));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(["frontend", "--server", writer, "--listen", "127.0.0.1:0"])
-        .args(["--alive-every-ms", "1000"])
-        .env("STARGRID_TOKEN_FILE", credential)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .parse()
-        .unwrap();
-    (Proc(child), addr)
-}
-
 /// A counter's value in a scrape, summed over the series whose line holds `labels`.
 fn counter_with(url: &str, name: &str, labels: &str) -> f64 {
     let text = get(&format!("{url}/metrics"))

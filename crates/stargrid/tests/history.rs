@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::process::Command;
 
 fn status(r: Result<ureq::Response, ureq::Error>) -> u16 {
     match r {
@@ -17,21 +16,6 @@ fn status(r: Result<ureq::Response, ureq::Error>) -> u16 {
         Err(ureq::Error::Status(code, _)) => code,
         Err(e) => panic!("{e}"),
     }
-}
-
-fn cli(url: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(args)
-        .env("STARGRID_SERVER", url)
-        .env("STARGRID_TOKEN", token)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 #[test]

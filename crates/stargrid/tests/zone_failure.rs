@@ -23,6 +23,8 @@ fn a_silent_zone_is_marked_down_its_work_moves_and_nothing_runs_twice_when_it_re
             "10",
             "--listing-jobs",
             "0",
+            "--fleet-trays",
+            "0",
         ])
         .output()
         .unwrap();

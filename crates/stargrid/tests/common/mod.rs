@@ -323,3 +323,45 @@ pub fn tenant_token(url: &str, tenant: &str) -> String {
         .unwrap();
     t["token"].as_str().unwrap().to_string()
 }
+
+/// A frontend of `writer`, with the admin credential in `dir`; its process and address.
+pub fn start_frontend(writer: &str, dir: &std::path::Path) -> (Proc, std::net::SocketAddr) {
+    let credential = token_file(dir, &admin_token(writer));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["frontend", "--server", writer, "--listen", "127.0.0.1:0"])
+        .args(["--alive-every-ms", "1000"])
+        .env("STARGRID_TOKEN_FILE", credential)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .parse()
+        .unwrap();
+    (Proc(child), addr)
+}
+
+/// Runs the CLI against the server `url` with `token`: (success, stdout, stderr).
+pub fn cli(url: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(args)
+        .env("STARGRID_SERVER", url)
+        .env("STARGRID_TOKEN", token)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
