@@ -80,6 +80,46 @@ pub struct AgentArgs {
     /// `10.20.0.0/16`); repeat for each. Without it, egress reaches public addresses only.
     #[arg(long, value_name = "CIDR")]
     pub egress_allow_net: Vec<ipnet::IpNet>,
+    /// Register the node (`--node`, which the fleet need not declare) into this pool of the
+    /// cell first, with what the agent finds on it, under the cell's registration rule
+    /// (`stargrid fleet allow`); it joins once approved.
+    #[arg(long, requires = "node", requires = "register_zone")]
+    pub register_pool: Option<String>,
+    /// The registered node's availability zone.
+    #[arg(long, requires = "register_pool")]
+    pub register_zone: Option<String>,
+    /// The registered node's network nodes, top first (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "register_pool")]
+    pub register_network: Vec<String>,
+    /// The registered node's NVLink domain.
+    #[arg(long, requires = "register_pool")]
+    pub register_domain: Option<String>,
+}
+
+/// Registers `node` as `a`'s `--register-*` flags say, with `inventory` (none found: no
+/// GPUs); says where the registration stands.
+fn register(
+    client: &wire::Client,
+    a: &AgentArgs,
+    node: &str,
+    inventory: Option<&wire::api::Inventory>,
+) -> Result<String> {
+    let (Some(pool), Some(zone)) = (&a.register_pool, &a.register_zone) else {
+        return Ok(String::new());
+    };
+    let registered = client
+        .register_node(&wire::api::RegisterNode {
+            node: node.to_string(),
+            pool: pool.clone(),
+            zone: zone.clone(),
+            network: a.register_network.clone(),
+            domain: a.register_domain.clone(),
+            inventory: inventory
+                .cloned()
+                .unwrap_or_else(|| agent::inventory::declared(0, None)),
+        })
+        .with_context(|| format!("registering {node} into pool {pool}"))?;
+    Ok(format!("; registered into {pool}: {}", registered.state))
 }
 
 /// The most pooled sandboxes one node keeps, over all templates.
@@ -173,6 +213,9 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
             Err(why) => (None, format!("; GPUs as the fleet declares them ({why})")),
         },
     };
+    let first = config.nodes.first().map_or("", String::as_str);
+    let registered = register(&config.client, a, first, inventory.as_ref())?;
+    let found = format!("{found}{registered}");
     let (run_as, users) = if config.hollow {
         (agent::RunAs::AgentUser, String::new())
     } else if a.tasks_as_agent_user {

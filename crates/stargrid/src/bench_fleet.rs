@@ -31,7 +31,9 @@ pub(crate) struct Phase<'a> {
     pub(crate) zone: &'a str,
     /// GPU trays in the first zone.
     pub(crate) zone_trays: usize,
-    /// The first zone's path, drained while the phase's first jobs are placed elsewhere.
+    /// The first zone's path, drained while the phase's other jobs are placed elsewhere.
+    pub(crate) zone_path: &'a str,
+    /// The other zones' paths, drained while the phase's first jobs are placed in the first.
     pub(crate) other_zones: &'a [String],
     /// Trays the new region brings (whole domains of 18).
     pub(crate) trays: usize,
@@ -92,11 +94,13 @@ pub(crate) fn run(p: &Phase<'_>) -> Result<serde_json::Value> {
     for path in p.other_zones {
         admin.resume(path)?;
     }
+    admin.drain(p.zone_path)?;
     let elsewhere = endless(admin, "fleet-rest", p.jobs - in_zone.len(), None)?;
     let running_before = in_zone.len() + elsewhere.len();
     wait_until("the jobs run", p.limit, || {
         Ok(admin.cell()?.jobs_running as usize >= running_before)
     })?;
+    admin.resume(p.zone_path)?;
 
     // A region joins.
     let before = node_total(admin)?;

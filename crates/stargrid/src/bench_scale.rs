@@ -468,6 +468,7 @@ pub fn run(a: &ScaleBenchArgs) -> Result<()> {
                 zone_agent: 0,
                 zone,
                 zone_trays,
+                zone_path: &first_zone,
                 other_zones: &other_zones,
                 trays,
                 jobs: a.fleet_jobs,

@@ -1,12 +1,14 @@
 //! `stargrid fleet apply FILE` and `stargrid fleet current`: a running cell's fleet changed
-//! and read back. The file is checked here first (errors name its lines), then applied by
+//! and read back; `fleet allow`, `registrations` and `approve`: nodes their agents register. The file is checked here first (errors name its lines), then applied by
 //! the server, which answers what changed: nodes added, removed at once, leaving once their
 //! work ends, moved in the topology.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use wire::api::{ApplyFleet, FleetChange, NodeSet};
+use wire::api::{
+    ApplyFleet, FleetChange, NodeSet, RegistrationRuleSpec, RegistrationsView, SetRegistrationRule,
+};
 
 #[derive(Args)]
 pub struct ApplyArgs {
@@ -26,6 +28,98 @@ pub struct CurrentArgs {
     /// Output file (default: standard output).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct AllowArgs {
+    /// The names agents may register, as a host list (`gpu-new-[0000-0999]`).
+    #[arg(long, required_unless_present = "off")]
+    pub nodes: Option<String>,
+    /// The pools of the cell they may join (comma-separated).
+    #[arg(long, value_delimiter = ',', required_unless_present = "off")]
+    pub pools: Vec<String>,
+    /// They join without an approval (in batches, every 2 s).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Stop registrations (those waiting are dropped).
+    #[arg(long, conflicts_with_all = ["nodes", "pools", "auto_approve"])]
+    pub off: bool,
+}
+
+#[derive(Args)]
+pub struct RegistrationsArgs {
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ApproveArgs {
+    /// The waiting nodes to approve, as a host list.
+    pub nodes: String,
+}
+
+/// Sets or stops the registration rule.
+pub fn allow(settings: &crate::config::Settings, a: &AllowArgs) -> Result<()> {
+    let rule = match &a.nodes {
+        Some(nodes) if !a.off => Some(RegistrationRuleSpec {
+            nodes: nodes.clone(),
+            pools: a.pools.clone(),
+            auto_approve: a.auto_approve,
+        }),
+        _ => None,
+    };
+    let view = client(settings)?.set_registration_rule(&SetRegistrationRule { rule })?;
+    print!("{}", describe_registrations(&view));
+    Ok(())
+}
+
+/// Prints the rule and the registrations waiting.
+pub fn registrations(settings: &crate::config::Settings, a: &RegistrationsArgs) -> Result<()> {
+    let view = client(settings)?.registrations()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", describe_registrations(&view));
+    }
+    Ok(())
+}
+
+/// Approves waiting registrations.
+pub fn approve(settings: &crate::config::Settings, a: &ApproveArgs) -> Result<()> {
+    let change = client(settings)?.approve_registrations(&a.nodes)?;
+    print!("{}", describe(&change));
+    Ok(())
+}
+
+fn describe_registrations(v: &RegistrationsView) -> String {
+    let mut out = match &v.rule {
+        None => "registrations: off\n".to_string(),
+        Some(r) => format!(
+            "registrations: {} into {}{}\n",
+            r.nodes,
+            r.pools.join(", "),
+            if r.auto_approve {
+                " (approved at once)"
+            } else {
+                " (each approved by an admin: `stargrid fleet approve`)"
+            }
+        ),
+    };
+    for w in &v.waiting {
+        out.push_str(&format!(
+            "  waiting  {:<28} {:<24} {}/{}{}\n",
+            w.node,
+            w.pool,
+            w.zone,
+            w.network.join("/"),
+            w.domain
+                .as_deref()
+                .map(|d| format!("/{d}"))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 /// Applies `a.file` to the server `settings` name.

@@ -22,11 +22,19 @@ pub enum FleetCommand {
     Apply(crate::fleet_apply::ApplyArgs),
     /// Print a running server's fleet file (what was applied last, with nodes still leaving).
     Current(crate::fleet_apply::CurrentArgs),
+    /// Let agents register nodes the fleet file does not declare: the names and pools they may
+    /// use, and whether they join without an approval (`--off` stops it).
+    Allow(crate::fleet_apply::AllowArgs),
+    /// The registration rule and the nodes waiting for approval.
+    Registrations(crate::fleet_apply::RegistrationsArgs),
+    /// Approve waiting registrations (a host list): their nodes join the fleet.
+    Approve(crate::fleet_apply::ApproveArgs),
 }
 
 impl FleetCommand {
     /// Whether the command talks to a server (and takes the connection flags).
-    pub const TALKING: [&'static str; 2] = ["apply", "current"];
+    pub const TALKING: [&'static str; 5] =
+        ["apply", "current", "allow", "registrations", "approve"];
 }
 
 #[derive(Args)]
@@ -205,6 +213,9 @@ pub fn run(
     match cmd {
         FleetCommand::Apply(a) => crate::fleet_apply::apply(&settings()?, &a),
         FleetCommand::Current(a) => crate::fleet_apply::current(&settings()?, &a),
+        FleetCommand::Allow(a) => crate::fleet_apply::allow(&settings()?, &a),
+        FleetCommand::Registrations(a) => crate::fleet_apply::registrations(&settings()?, &a),
+        FleetCommand::Approve(a) => crate::fleet_apply::approve(&settings()?, &a),
         FleetCommand::Gen(a) => {
             let cat = InstanceCatalog::builtin();
             let f = generate(&a.spec()?, &cat).context("generating the fleet")?;

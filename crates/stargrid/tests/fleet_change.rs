@@ -253,3 +253,112 @@ fn a_new_region_joins_while_a_thousand_jobs_run_then_a_zone_leaves() {
         assert!(figure(k) >= 0.0, "{k}: {change}");
     }
 }
+
+#[test]
+fn an_agent_registers_its_node_under_the_rule_and_it_takes_work_once_it_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = start_server(&dir.path().join("data"));
+    let admin = admin_token(&url);
+    let credential: Value = post(&format!("{url}/v1/tokens"))
+        .send_json(json!({"role": "agent", "nodes": "reg-cpu-[0-1]"}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let credential = credential["token"].as_str().unwrap().to_string();
+    let register = [
+        "--node",
+        "reg-cpu-0",
+        "--register-pool",
+        "aws-us-east-1-z1-cpu",
+        "--register-zone",
+        "us-east-1-z1",
+        "--register-network",
+        "cpusp0,rack9",
+        "--no-cgroups",
+        "--tasks-as-agent-user",
+        "--isolation",
+        "none",
+    ];
+    // Without a rule the agent is refused, and says why.
+    let work = dir.path().join("agent");
+    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["agent", "--server", &url, "--work-dir"])
+        .arg(&work)
+        .args(register)
+        .env("STARGRID_TOKEN_FILE", token_file(dir.path(), &credential))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("takes no registrations"), "{said}");
+
+    // An admin allows the names, into the CPU pool, approved at once.
+    let (ok, out, err) = cli(
+        &url,
+        &admin,
+        &[
+            "fleet",
+            "allow",
+            "--nodes",
+            "reg-cpu-[0-1]",
+            "--pools",
+            "aws-us-east-1-z1-cpu",
+            "--auto-approve",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("reg-cpu-[0-1] into aws-us-east-1-z1-cpu (approved at once)"),
+        "{out}"
+    );
+    // A credential that does not report for a name cannot register it.
+    let other: Value = post(&format!("{url}/v1/tokens"))
+        .send_json(json!({"role": "agent", "nodes": "nvl00000t00"}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let (code, _) = status(
+        ureq::post(&format!("{url}/v1/agent/register"))
+            .set(
+                "Authorization",
+                &format!("Bearer {}", other["token"].as_str().unwrap()),
+            )
+            .send_json(json!({"node": "reg-cpu-1", "pool": "aws-us-east-1-z1-cpu",
+                "zone": "us-east-1-z1", "inventory": {"gpus": 0, "source": "declared"}})),
+    );
+    assert_eq!(code, 403);
+
+    // The agent registers; the node joins within a batch and comes up.
+    let (_agent, said) = start_agent_saying(&url, &work, &credential, &register, &[]);
+    assert!(
+        said.contains("registered into aws-us-east-1-z1-cpu"),
+        "{said}"
+    );
+    wait_for("the registered node to come up", || {
+        nodes(&url)
+            .iter()
+            .any(|n| n["name"] == "reg-cpu-0" && n["state"] == "ready")
+    });
+    let (ok, file, _) = cli(&url, &admin, &["fleet", "current"]);
+    assert!(ok);
+    assert!(file.contains("reg-cpu-0"), "{file}");
+    // It takes work at once: the only CPU host up runs a sandbox batch.
+    let submitted: Value = post(&format!("{url}/v1/sandboxes"))
+        .send_json(
+            json!({"name": "on-registered", "tenant": "default", "count": 2,
+            "cpu_millis": 250, "memory_mib": 64, "command": ["true"]}),
+        )
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let id = submitted["id"].as_u64().unwrap();
+    wait_for("the sandboxes to end", || {
+        let b = get_path(&url, &format!("/v1/sandboxes/{id}"));
+        b["succeeded"] == 2
+    });
+    let (ok, registrations, _) = cli(&url, &admin, &["fleet", "registrations"]);
+    assert!(ok);
+    assert!(!registrations.contains("waiting"), "{registrations}");
+    let (ok, _, _) = cli(&url, &admin, &["fleet", "allow", "--off"]);
+    assert!(ok);
+}

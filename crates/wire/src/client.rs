@@ -519,6 +519,41 @@ impl Client {
         self.post_json("fleet/apply", ask)
     }
 
+    /// The registration rule and the registrations waiting (`GET /v1/fleet/registrations`;
+    /// admin only).
+    pub fn registrations(&self) -> Result<crate::api::RegistrationsView> {
+        self.get("fleet/registrations", &[])
+    }
+
+    /// Sets or stops the registration rule (`PUT /v1/fleet/registrations`; admin only).
+    pub fn set_registration_rule(
+        &self,
+        rule: &crate::api::SetRegistrationRule,
+    ) -> Result<crate::api::RegistrationsView> {
+        answer(
+            self.http
+                .put(&self.url("fleet/registrations"))
+                .set("Authorization", &self.auth)
+                .send_json(rule),
+        )
+    }
+
+    /// Approves waiting registrations: their nodes join the fleet
+    /// (`POST /v1/fleet/registrations/approve`; admin only).
+    pub fn approve_registrations(&self, nodes: &str) -> Result<crate::api::FleetChange> {
+        self.post_json(
+            "fleet/registrations/approve",
+            &crate::api::ApproveNodes {
+                nodes: nodes.to_string(),
+            },
+        )
+    }
+
+    /// Registers a node under the cell's rule (`POST /v1/agent/register`).
+    pub fn register_node(&self, node: &crate::api::RegisterNode) -> Result<crate::api::Registered> {
+        self.post_json("agent/register", node)
+    }
+
     /// The cell's fleet file now (`GET /v1/fleet/file`; admin only).
     pub fn fleet_file(&self) -> Result<String> {
         use std::io::Read;

@@ -1,10 +1,14 @@
 //! `POST /v1/fleet/apply` and `GET /v1/fleet/file`: the cell's fleet changed while it runs
-//! (admin only), and the fleet file it has now. A fleet file is larger than any other request
+//! (admin only), and the fleet file it has now; `/v1/fleet/registrations` (admin: the rule for
+//! nodes their agents register, those waiting, approvals) and `POST /v1/agent/register`. A fleet file is larger than any other request
 //! (the reference fleet's is about 1.4 MB), so this route reads up to
 //! [`MAX_FLEET_FILE_BYTES`], once the token was checked.
 
 use super::*;
-use crate::api::{ApplyFleet, FleetChange, MAX_FLEET_FILE_BYTES};
+use crate::api::{
+    ApplyFleet, ApproveNodes, FleetChange, RegisterNode, Registered, RegistrationsView,
+    SetRegistrationRule, MAX_FLEET_FILE_BYTES,
+};
 
 /// The route whose bodies may be as large as a fleet file.
 pub(super) const APPLY_PATH: &str = "/v1/fleet/apply";
@@ -80,4 +84,140 @@ pub(super) fn fleet_file_too_large() -> Refusal {
         "body",
         format!("a fleet file is limited to {MAX_FLEET_FILE_BYTES} bytes"),
     )
+}
+
+/// The rule for nodes their agents register, and the registrations waiting (admin only).
+#[utoipa::path(get, path = "/v1/fleet/registrations",
+    responses((status = 200, body = RegistrationsView), (status = 403, body = ApiError)))]
+pub(super) async fn registrations(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Response {
+    match server.principal(&headers) {
+        Ok(Role::Admin) => Json(server.plane().registration_view()).into_response(),
+        Ok(_) => Refusal::forbidden("only an admin token reads registrations").into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// Set the rule for nodes their agents register (admin only): the names they may register,
+/// the pools they may join, and whether they join without an approval; `null` stops
+/// registrations and drops those waiting.
+#[utoipa::path(put, path = "/v1/fleet/registrations", request_body = SetRegistrationRule,
+    responses((status = 200, body = RegistrationsView), (status = 400, body = ApiError),
+        (status = 409, body = ApiError)))]
+pub(super) async fn set_registration_rule(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    respond(
+        async {
+            admin_only(&server, &headers, "sets the registration rule")?;
+            let ask: SetRegistrationRule = parse_json(&read_body(body).await?)?;
+            server
+                .commit(
+                    |p, at| {
+                        Ok(vec![p
+                            .registration_rule_event(ask.rule.as_ref(), at)
+                            .map_err(bad_request)?])
+                    },
+                    OnRefusal::Answer("rule"),
+                )
+                .await?;
+            Ok(Json(server.plane().registration_view()).into_response())
+        }
+        .await,
+    )
+}
+
+/// Approve waiting registrations (admin only): their nodes join the fleet in one change.
+#[utoipa::path(post, path = "/v1/fleet/registrations/approve", request_body = ApproveNodes,
+    responses((status = 200, body = FleetChange), (status = 404, body = ApiError),
+        (status = 409, body = ApiError)))]
+pub(super) async fn approve_registrations(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    respond(
+        async {
+            admin_only(&server, &headers, "approves registrations")?;
+            let ask: ApproveNodes = parse_json(&read_body(body).await?)?;
+            let nodes = ask.nodes;
+            server
+                .commit(
+                    |_, at| Ok(vec![Event::RegistrationsApproved { nodes, at }]),
+                    OnRefusal::Answer("nodes"),
+                )
+                .await?;
+            let change = server.plane().last_fleet_change().cloned();
+            Ok(Json(change.unwrap_or_default()).into_response())
+        }
+        .await,
+    )
+}
+
+/// Register a node (an agent credential that may report for it, or an admin): it waits for
+/// approval under the cell's rule, then joins the fleet, and its agent's heartbeats bring it
+/// up. Checked against the rule and the pool's instance type; registering again while it
+/// waits is not news.
+#[utoipa::path(post, path = "/v1/agent/register", request_body = RegisterNode,
+    responses((status = 200, body = Registered), (status = 400, body = ApiError),
+        (status = 403, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn register_node(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    respond(
+        async {
+            let role = server.principal(&headers)?;
+            let ask: RegisterNode = parse_json(&read_body(body).await?)?;
+            let allowed = match &role {
+                Role::Admin => true,
+                Role::Agent { .. } => role.may_report_for(&ask.node),
+                _ => false,
+            };
+            if !allowed {
+                return Err(Refusal::forbidden(format!(
+                    "this credential does not report for node '{}'",
+                    ask.node
+                )));
+            }
+            let joined = |p: &ControlPlane| p.node_is_up(&ask.node).is_some();
+            server
+                .commit(
+                    |p, at| {
+                        if joined(p) {
+                            return Ok(Vec::new());
+                        }
+                        Ok(p.register_event(&ask, at)
+                            .map_err(bad_request)?
+                            .into_iter()
+                            .collect())
+                    },
+                    OnRefusal::Answer("node"),
+                )
+                .await?;
+            let state = if joined(&server.plane()) {
+                "joined"
+            } else {
+                "waiting"
+            };
+            Ok(Json(Registered {
+                node: ask.node,
+                state: state.into(),
+            })
+            .into_response())
+        }
+        .await,
+    )
+}
+
+fn admin_only(server: &Server, headers: &HeaderMap, what: &str) -> Result<(), Refusal> {
+    match server.principal(headers)? {
+        Role::Admin => Ok(()),
+        _ => Err(Refusal::forbidden(format!("only an admin token {what}"))),
+    }
 }

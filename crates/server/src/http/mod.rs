@@ -76,6 +76,9 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// How long leaving nodes that emptied wait for the others before they leave the fleet.
 const DEPARTURE_BATCH: Duration = Duration::from_secs(30);
+
+/// How long registrations a rule approves wait for others to join with them.
+const APPROVAL_BATCH: Duration = Duration::from_secs(2);
 /// Most jobs on one page.
 pub const MAX_PAGE: usize = 1000;
 
@@ -111,6 +114,8 @@ pub struct Server {
     logs: Mutex<LogTails>,
     /// When leaving nodes were first seen empty (they leave together, see `departures_due`).
     departures_seen: Mutex<Option<Instant>>,
+    /// When registrations a rule approves were first seen waiting (see `approvals_due`).
+    approvals_seen: Mutex<Option<Instant>>,
     /// Reports refused because the credential is not bound to the node, by token id (not
     /// journaled; bounded by the tokens issued).
     refused_reports: Mutex<HashMap<String, u64>>,
@@ -305,6 +310,7 @@ impl Server {
         let (last, idle) = (*last_pass, self.idle_pass_interval);
         let due = |p: &ControlPlane, at: u64| {
             let mut events = self.departures_due(p, at);
+            events.extend(self.approvals_due(p, at));
             if !events.is_empty()
                 || p.dirty()
                 || p.due(at)
@@ -342,6 +348,25 @@ impl Server {
             nodes: ready.nodes,
             at,
         }]
+    }
+
+    /// Registrations a rule approves at once join in batches: those waiting for
+    /// [`APPROVAL_BATCH`] since the first of them (each approval rebuilds the state).
+    fn approvals_due(&self, p: &ControlPlane, at: u64) -> Vec<Event> {
+        let mut since = lock(&self.approvals_seen);
+        let waiting = p
+            .registrations_waiting()
+            .filter(|_| p.registrations_auto_approved());
+        let Some(nodes) = waiting else {
+            *since = None;
+            return Vec::new();
+        };
+        let first_seen = *since.get_or_insert_with(Instant::now);
+        if first_seen.elapsed() < APPROVAL_BATCH {
+            return Vec::new();
+        }
+        *since = None;
+        vec![Event::RegistrationsApproved { nodes, at }]
     }
 
     fn logs(&self) -> std::sync::MutexGuard<'_, LogTails> {
@@ -557,6 +582,15 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/fleet/domain", get(fleet_domain))
         .route(fleet_change::APPLY_PATH, post(fleet_change::apply_fleet))
         .route("/v1/fleet/file", get(fleet_change::fleet_file))
+        .route(
+            "/v1/fleet/registrations",
+            get(fleet_change::registrations).put(fleet_change::set_registration_rule),
+        )
+        .route(
+            "/v1/fleet/registrations/approve",
+            post(fleet_change::approve_registrations),
+        )
+        .route("/v1/agent/register", post(fleet_change::register_node))
         .route("/v1/nodes/{name}/drain", post(drain_node))
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/tenants", get(list_tenants))

@@ -320,6 +320,7 @@ impl Server {
             replay_summary: settings.replay_summary,
             logs: Mutex::new(LogTails::default()),
             departures_seen: Mutex::new(None),
+            approvals_seen: Mutex::new(None),
             refused_reports: Mutex::new(HashMap::new()),
             limits: settings.limits,
             execs: Mutex::new(crate::execs::Execs::new(crate::execs::ExecLimits::default())),

@@ -52,6 +52,12 @@ pub struct SnapshotV1 {
     /// (absent from snapshots of builds before fleet changes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leaving: Vec<String>,
+    /// The rule for nodes their agents register (absent: none, as in builds before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_rule: Option<crate::state::RegistrationRule>,
+    /// Registrations waiting for approval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registrations: Vec<crate::state::NodeRegistration>,
 }
 
 /// A node that is up, and its state.

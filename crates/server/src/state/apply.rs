@@ -440,6 +440,19 @@ impl ControlPlane {
                 self.apply_fleet_plan(plan, *at)?;
                 Vec::new()
             }
+            Event::RegistrationRule { rule, .. } => {
+                self.set_registration_rule(rule.clone());
+                Vec::new()
+            }
+            Event::NodeRegistered { registration, .. } => {
+                self.add_registration(registration)?;
+                Vec::new()
+            }
+            Event::RegistrationsApproved { nodes, at } => {
+                let plan = self.plan_approval(nodes)?;
+                self.apply_fleet_plan(plan, *at)?;
+                Vec::new()
+            }
             Event::NodeDown { node, at } => {
                 let n = self.node(node)?;
                 if self.sched.engine().fleet().node(n).state == NodeState::Down {

@@ -217,6 +217,28 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// An admin set (or with `None` stopped) the rule for nodes their agents register.
+    RegistrationRule {
+        /// The rule.
+        rule: Option<super::registration::RegistrationRule>,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// An agent asked to bring a node; it waits for approval.
+    NodeRegistered {
+        /// The node, its place and pool.
+        registration: super::registration::NodeRegistration,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// Registrations were approved (by an admin, or by a rule that approves at once): their
+    /// nodes join the fleet.
+    RegistrationsApproved {
+        /// The nodes, as a host list.
+        nodes: String,
+        /// Unix seconds.
+        at: u64,
+    },
     /// Sandboxes of a batch exited: (index, exit code).
     SandboxesExited {
         /// The batch.
@@ -253,6 +275,9 @@ impl Event {
             Event::SandboxesExited { .. } => "sandboxes_exited",
             Event::FleetApply { .. } => "fleet_apply",
             Event::NodesLeft { .. } => "nodes_left",
+            Event::RegistrationRule { .. } => "registration_rule",
+            Event::NodeRegistered { .. } => "node_registered",
+            Event::RegistrationsApproved { .. } => "registrations_approved",
         }
     }
 
@@ -276,7 +301,10 @@ impl Event {
             | Event::NodeDrain { at, .. }
             | Event::SandboxesExited { at, .. }
             | Event::FleetApply { at, .. }
-            | Event::NodesLeft { at, .. } => *at,
+            | Event::NodesLeft { at, .. }
+            | Event::RegistrationRule { at, .. }
+            | Event::NodeRegistered { at, .. }
+            | Event::RegistrationsApproved { at, .. } => *at,
         }
     }
 }

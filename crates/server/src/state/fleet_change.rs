@@ -71,6 +71,14 @@ impl ControlPlane {
     pub fn plan_fleet(&self, text: &str) -> Result<FleetPlan, StateError> {
         let target =
             fleet::file::parse("fleet_toml", text, InstanceCatalog::builtin()).map_err(bad_file)?;
+        if target.nodes().is_empty() {
+            return Err(StateError::BadFleet {
+                field: "fleet_toml.groups".into(),
+                reason: "the file declares no node: a cell keeps at least one (drain nodes to \
+                         stop work on them)"
+                    .into(),
+            });
+        }
         let target_file = fleet::file::read("fleet_toml", text).map_err(bad_file)?;
         let current = self.sched.engine().fleet();
         let current_file = fleet::file::read("journal", &self.fleet_toml)
@@ -218,6 +226,57 @@ impl ControlPlane {
         })
     }
 
+    /// The plan for `groups` (nodes new to the cell) to join the fleet as it is.
+    pub(super) fn plan_additions(
+        &self,
+        groups: Vec<fleet::file::Group>,
+    ) -> Result<FleetPlan, StateError> {
+        let current = self.sched.engine().fleet();
+        let mut effective = fleet::file::read("journal", &self.fleet_toml)
+            .map_err(|e| StateError::Fleet(e.to_string()))?;
+        let mut nodes = current.nodes().len();
+        for g in &groups {
+            nodes += model::hostlist::expand(&g.nodes)
+                .map_err(|e| StateError::Conflict(format!("nodes '{}': {e}", g.nodes)))?
+                .len();
+        }
+        effective.groups.extend(groups);
+        let after = self.check_fleet_file(&effective, nodes)?;
+        let added: Vec<&str> = after
+            .nodes()
+            .iter()
+            .filter(|n| current.node_by_name(&n.name).is_none())
+            .map(|n| &*n.name)
+            .collect();
+        let change = FleetChange {
+            nodes_before: current.nodes().len() as u64,
+            nodes_after: nodes as u64,
+            domains_before: current.domains().len() as u64,
+            domains_after: after.domains().len() as u64,
+            added: node_set(&added),
+            leaving: node_set(
+                &self
+                    .leaving
+                    .iter()
+                    .map(|n| &*current.node(*n).name)
+                    .collect::<Vec<_>>(),
+            ),
+            ..FleetChange::default()
+        };
+        Ok(FleetPlan {
+            effective,
+            nodes,
+            leaving: self
+                .leaving
+                .iter()
+                .map(|n| current.node(*n).name.to_string())
+                .collect(),
+            departed: HashSet::new(),
+            kept: Vec::new(),
+            change,
+        })
+    }
+
     /// Parses a fleet file the cell would have (a merge of a file and the leaving nodes can
     /// still be refused, e.g. a domain of two accelerators).
     fn check_fleet_file(&self, file: &FleetFile, nodes: usize) -> Result<Fleet, StateError> {
@@ -242,8 +301,28 @@ impl ControlPlane {
         })
     }
 
-    /// Applies a checked plan: the state is rebuilt over the new fleet.
+    /// Applies a checked plan: the state is rebuilt over the new fleet (unless no node, pool
+    /// or place changes: a rebuild at the reference fleet's size takes seconds).
     pub(super) fn apply_fleet_plan(&mut self, plan: FleetPlan, at: u64) -> Result<(), StateError> {
+        let c = &plan.change;
+        let same_leaving = {
+            let fleet = self.sched.engine().fleet();
+            plan.leaving.len() == self.leaving.len()
+                && plan.leaving.iter().all(|n| {
+                    fleet
+                        .node_by_name(n)
+                        .is_some_and(|id| self.leaving.contains(&id))
+                })
+        };
+        if c.added.count + c.removed.count + c.moved.count + c.kept.count == 0
+            && c.pools_added.is_empty()
+            && same_leaving
+        {
+            let mut change = plan.change;
+            change.applied = true;
+            self.last_fleet_change = Some(change);
+            return Ok(());
+        }
         let mut s = self.snapshot_value();
         let text = fleet::file::to_text(&plan.effective, plan.nodes);
         if let Event::Init { fleet_toml, .. } = &mut s.init {
@@ -293,6 +372,7 @@ impl ControlPlane {
                 p.sched.set_state(Scope::Node(n), NodeState::Ready);
             }
         }
+        p.registrations_joined();
         p.sched.refit_books(at);
         p.sched.check_invariants().map_err(StateError::Conflict)?;
         p.dirty = true;

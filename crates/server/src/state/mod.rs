@@ -13,6 +13,7 @@
 //! - `admission`: requests checked into events, refusals naming the field;
 //! - `apply`: applying events live or from the journal, and the nodes each change touched;
 //! - `fleet_change`: fleet files applied while the cell runs, removed nodes leaving once empty;
+//!   `registration`: nodes their agents register under an admin's rule;
 //! - `assign`: what each node runs; `views`: what the API shows, fingerprints for tests;
 //! - `stream`: what each record tells the event stream.
 
@@ -40,6 +41,7 @@ mod fleet_view;
 pub mod gauges;
 mod history;
 mod limits;
+mod registration;
 pub mod secrets;
 mod snapshot;
 mod stream;
@@ -53,6 +55,7 @@ pub use event::{BatchId, Event, Interactive, JobId, ServiceId, TaskSpec};
 pub use fleet_change::{FleetPlan, ReadyToLeave};
 pub use fleet_view::MAX_DETAIL_NODES;
 pub use limits::{LimitHit, Limits};
+pub use registration::{NodeRegistration, RegistrationRule};
 pub use secrets::{SecretError, SecretKey};
 pub use tokens::{
     token_id, NodeScope, Role, ScopeError, TokenProblem, TokenRecord, MAX_SCOPE_EXPR,
@@ -227,6 +230,10 @@ pub struct ControlPlane {
     leaving: BTreeSet<NodeId>,
     /// Ended jobs that ran on nodes which have left the fleet since: their nodes by rank.
     departed_ran_on: HashMap<JobId, Vec<Box<str>>>,
+    /// The rule for nodes their agents register (`None`: the cell takes none).
+    registration_rule: Option<registration::RegistrationRule>,
+    /// Registrations waiting for approval, by node name (bounded by the rule's names).
+    registrations: BTreeMap<String, registration::NodeRegistration>,
     /// What the last fleet change did (for its answer and the event stream; not journaled,
     /// the record's event holds the change).
     last_fleet_change: Option<crate::api::FleetChange>,
@@ -305,6 +312,8 @@ impl ControlPlane {
             leaving: BTreeSet::new(),
             departed_ran_on: HashMap::new(),
             last_fleet_change: None,
+            registration_rule: None,
+            registrations: BTreeMap::new(),
             replaying: None,
             fleet_toml: fleet_toml.as_str().into(),
             init_at: *at,

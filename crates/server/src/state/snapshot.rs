@@ -114,6 +114,8 @@ impl ControlPlane {
                 .collect(),
             queue: Codec::new(fleet).store_queue(&self.sched.state()),
             leaving: self.leaving.iter().map(name).collect(),
+            registration_rule: self.registration_rule.clone(),
+            registrations: self.registrations.values().cloned().collect(),
         }
     }
 
@@ -148,6 +150,12 @@ impl ControlPlane {
             let id = node(&p, d)?;
             p.leaving.insert(id);
         }
+        p.registration_rule = s.registration_rule.clone();
+        p.registrations = s
+            .registrations
+            .iter()
+            .map(|r| (r.node.clone(), r.clone()))
+            .collect();
         for t in s.tokens {
             p.tokens.insert(
                 t.hash,

@@ -50,9 +50,22 @@ impl ControlPlane {
     }
 
     fn told_nodes(&self, event: &Event, out: &mut Vec<Told>) {
-        if matches!(event, Event::FleetApply { .. } | Event::NodesLeft { .. }) {
-            self.told_fleet_change(out);
-            return;
+        match event {
+            Event::FleetApply { .. }
+            | Event::NodesLeft { .. }
+            | Event::RegistrationsApproved { .. } => {
+                self.told_fleet_change(out);
+                return;
+            }
+            Event::NodeRegistered { registration, .. } => {
+                out.push(Told::everyone(Change::Node {
+                    node: registration.node.clone(),
+                    state: "registered".into(),
+                    reason: "its agent registered it: it joins once approved".into(),
+                }));
+                return;
+            }
+            _ => {}
         }
         let (node, reason) = match event {
             Event::NodeUp { node, .. } => (node, "its agent reported"),

@@ -514,8 +514,10 @@ impl ControlPlane {
         }
         let fleet = self.sched.engine().fleet();
         out.push_str(&format!(
-            "\nfleet {} nodes, leaving {:?}",
+            "\nfleet {} nodes, registrations {:?} {:?}, leaving {:?}",
             fleet.nodes().len(),
+            self.registration_rule,
+            self.registrations.keys().collect::<Vec<_>>(),
             self.leaving
                 .iter()
                 .map(|n| &fleet.node(*n).name)

@@ -1,5 +1,6 @@
 //! A fleet changed while the cell runs (`POST /v1/fleet/apply`, `GET /v1/fleet/file`): the
-//! fleet file an operator applies, and what applying it changes.
+//! fleet file an operator applies, and what applying it changes; nodes their agents register
+//! under an admin's rule (`/v1/fleet/registrations`, `POST /v1/agent/register`).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -53,4 +54,87 @@ pub struct FleetChange {
     pub kept: NodeSet,
     /// Pools new to the cell.
     pub pools_added: Vec<String>,
+}
+
+/// An admin's rule for nodes their agents register (`PUT /v1/fleet/registrations`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationRuleSpec {
+    /// The names agents may register, as a host list (e.g. `gpu-new-[0000-0999]`).
+    pub nodes: String,
+    /// The pools of the cell they may join.
+    pub pools: Vec<String>,
+    /// They join without an admin's approval (the server approves them in batches).
+    #[serde(default)]
+    pub auto_approve: bool,
+}
+
+/// Sets or stops the registration rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRegistrationRule {
+    /// The rule; `null` stops registrations and drops those waiting.
+    pub rule: Option<RegistrationRuleSpec>,
+}
+
+/// A node its agent asks to bring into the fleet (`POST /v1/agent/register`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterNode {
+    /// The node's name.
+    pub node: String,
+    /// The pool it joins (its provider, region, instance type and price).
+    pub pool: String,
+    /// Its availability zone.
+    pub zone: String,
+    /// Its network nodes, top first.
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// Its NVLink domain, if it is part of a multi-node one.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// What its agent found on it (checked against the pool's instance type).
+    pub inventory: crate::api::Inventory,
+}
+
+/// Where a registration stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Registered {
+    /// The node.
+    pub node: String,
+    /// `waiting` (for an approval) or `joined` (in the fleet: its agent's heartbeats bring it
+    /// up).
+    pub state: String,
+}
+
+/// A registration waiting for approval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WaitingNode {
+    /// The node.
+    pub node: String,
+    /// Its pool.
+    pub pool: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its network nodes.
+    pub network: Vec<String>,
+    /// Its NVLink domain.
+    pub domain: Option<String>,
+}
+
+/// The registration rule and the registrations waiting (`GET /v1/fleet/registrations`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationsView {
+    /// The rule; `None`: the cell takes no registrations.
+    pub rule: Option<RegistrationRuleSpec>,
+    /// Registrations waiting for approval, by name.
+    pub waiting: Vec<WaitingNode>,
+}
+
+/// Registrations an admin approves (`POST /v1/fleet/registrations/approve`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveNodes {
+    /// The waiting nodes to approve, as a host list.
+    pub nodes: String,
 }

@@ -295,3 +295,145 @@ fn fleet_files_that_do_not_fit_the_cell_are_refused_by_field() {
     // Nothing refused changed the state.
     assert_eq!(p.job_view(JobId(1)).unwrap().nodes, running_on);
 }
+
+fn registration(
+    node: &str,
+    pool: &str,
+    gpus: u32,
+    domain: Option<&str>,
+) -> crate::api::RegisterNode {
+    crate::api::RegisterNode {
+        node: node.into(),
+        pool: pool.into(),
+        zone: "us-east-1-z1".into(),
+        network: vec!["sp0".into(), "agg0".into(), "blk9".into()],
+        domain: domain.map(str::to_string),
+        inventory: crate::api::Inventory {
+            gpus,
+            gpu_model: (gpus > 0).then(|| "GB200".to_string()),
+            source: "declared".into(),
+        },
+    }
+}
+
+#[test]
+fn agents_register_nodes_under_the_rule_and_they_join_once_approved() {
+    let (mut p, mut journal) = up();
+    let gb = "aws-us-east-1-z1-gb200";
+    let tray = |i: u32| registration(&format!("reg-t{i:02}"), gb, 4, Some("nvl-reg0"));
+    // No rule: refused.
+    assert_eq!(p.register_event(&tray(0), 100).unwrap_err().field, "node");
+    // A rule names the cell's pools only.
+    let mut spec = crate::api::RegistrationRuleSpec {
+        nodes: "reg-t[00-17]".into(),
+        pools: vec!["no-such-pool".into()],
+        auto_approve: false,
+    };
+    assert_eq!(
+        p.registration_rule_event(Some(&spec), 100)
+            .unwrap_err()
+            .field,
+        "rule.pools[0]"
+    );
+    spec.pools = vec![gb.into()];
+    let e = p.registration_rule_event(Some(&spec), 100).unwrap();
+    commit(&mut p, &mut journal, e);
+    // Refusals by field: a name outside the rule, a pool outside it, what the agent found.
+    let refused = |p: &ControlPlane, r: &crate::api::RegisterNode| {
+        p.register_event(r, 101).unwrap_err().field
+    };
+    assert_eq!(
+        refused(&p, &registration("other-t00", gb, 4, Some("nvl-reg0"))),
+        "node"
+    );
+    assert_eq!(
+        refused(
+            &p,
+            &registration("reg-t00", "aws-us-east-1-z1-cpu", 0, None)
+        ),
+        "pool"
+    );
+    assert_eq!(
+        refused(&p, &registration("reg-t00", gb, 8, Some("nvl-reg0"))),
+        "inventory.gpus"
+    );
+    let mut h100 = tray(0);
+    h100.inventory.gpu_model = Some("H100".into());
+    assert_eq!(refused(&p, &h100), "inventory.gpu_model");
+    let mut bad_zone = tray(0);
+    bad_zone.zone = "a/b".into();
+    assert_eq!(refused(&p, &bad_zone), "zone");
+    // Registered: it waits; registering again is not news.
+    for i in 0..18 {
+        let e = p.register_event(&tray(i), 102).unwrap().unwrap();
+        let r = commit(&mut p, &mut journal, e);
+        assert!(!p.told(&r).is_empty());
+    }
+    assert_eq!(p.register_event(&tray(3), 103).unwrap(), None);
+    assert_eq!(p.registration_view().waiting.len(), 18);
+    assert_eq!(p.registrations_waiting().unwrap(), "reg-t[00-17]");
+    assert_eq!(p.nodes().len(), 40);
+    // An admin approves: one domain of 18 trays joins, down until their agents report.
+    let r = commit(
+        &mut p,
+        &mut journal,
+        Event::RegistrationsApproved {
+            nodes: "reg-t[00-17]".into(),
+            at: 104,
+        },
+    );
+    assert!(!p.told(&r).is_empty());
+    assert_eq!(p.last_fleet_change().unwrap().added.names, "reg-t[00-17]");
+    assert_eq!(p.nodes().len(), 58);
+    assert!(p.registration_view().waiting.is_empty());
+    assert!(p.fleet_file().contains("nvl-reg0"));
+    assert_eq!(refused(&p, &tray(0)), "node");
+    for i in 0..18 {
+        let node = format!("reg-t{i:02}");
+        commit(&mut p, &mut journal, Event::NodeUp { node, at: 105 });
+    }
+    let e = p.submit_event(&req("on-new", 18), 106).unwrap();
+    commit(&mut p, &mut journal, e);
+    let e = p.submit_event(&req("more", 18), 106).unwrap();
+    commit(&mut p, &mut journal, e);
+    let e = p.submit_event(&req("and-more", 18), 106).unwrap();
+    commit(&mut p, &mut journal, e);
+    commit(&mut p, &mut journal, Event::Pass { at: 107 });
+    let on_new = (1..=3).any(|j| {
+        p.job_view(JobId(j))
+            .unwrap()
+            .nodes
+            .iter()
+            .any(|n| n.starts_with("reg-t"))
+    });
+    assert!(on_new, "no job runs on the registered trays");
+    // Stopping registrations drops those waiting.
+    spec.nodes = "late-t[00-01]".into();
+    let e = p.registration_rule_event(Some(&spec), 108).unwrap();
+    commit(&mut p, &mut journal, e);
+    let e = p
+        .register_event(&registration("late-t00", gb, 4, None), 109)
+        .unwrap()
+        .unwrap();
+    commit(&mut p, &mut journal, e);
+    let e = p.registration_rule_event(None, 110).unwrap();
+    commit(&mut p, &mut journal, e);
+    assert!(p.registration_view().waiting.is_empty());
+    assert!(p.registration_view().rule.is_none());
+
+    assert_replays_to(&p, journal.clone());
+    for cut in 1..=journal.len() {
+        let head = ControlPlane::replay(numbered(&journal).take(cut))
+            .unwrap()
+            .unwrap();
+        let mut plane = Some(ControlPlane::from_snapshot(&head.snapshot().unwrap()).unwrap());
+        for (seq, e) in numbered(&journal).skip(cut) {
+            ControlPlane::replay_one(&mut plane, seq, e).unwrap();
+        }
+        assert_eq!(
+            plane.unwrap().fingerprint(),
+            p.fingerprint(),
+            "snapshot at {cut}"
+        );
+    }
+}
