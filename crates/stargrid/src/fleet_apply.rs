@@ -38,11 +38,14 @@ pub struct AllowArgs {
     /// The pools of the cell they may join (comma-separated).
     #[arg(long, value_delimiter = ',', required_unless_present = "off")]
     pub pools: Vec<String>,
-    /// They join without an approval (in batches, every 2 s).
+    /// The zones they may join (comma-separated; default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub zones: Vec<String>,
+    /// They join without an approval (in batches, 5 s after the first waits).
     #[arg(long)]
     pub auto_approve: bool,
     /// Stop registrations (those waiting are dropped).
-    #[arg(long, conflicts_with_all = ["nodes", "pools", "auto_approve"])]
+    #[arg(long, conflicts_with_all = ["nodes", "pools", "zones", "auto_approve"])]
     pub off: bool,
 }
 
@@ -55,7 +58,7 @@ pub struct RegistrationsArgs {
 
 #[derive(Args)]
 pub struct ApproveArgs {
-    /// The waiting nodes to approve, as a host list.
+    /// The waiting nodes, as a host list.
     pub nodes: String,
 }
 
@@ -65,6 +68,7 @@ pub fn allow(settings: &crate::config::Settings, a: &AllowArgs) -> Result<()> {
         Some(nodes) if !a.off => Some(RegistrationRuleSpec {
             nodes: nodes.clone(),
             pools: a.pools.clone(),
+            zones: a.zones.clone(),
             auto_approve: a.auto_approve,
         }),
         _ => None,
@@ -92,13 +96,25 @@ pub fn approve(settings: &crate::config::Settings, a: &ApproveArgs) -> Result<()
     Ok(())
 }
 
+/// Rejects waiting registrations.
+pub fn reject(settings: &crate::config::Settings, a: &ApproveArgs) -> Result<()> {
+    let view = client(settings)?.reject_registrations(&a.nodes)?;
+    print!("{}", describe_registrations(&view));
+    Ok(())
+}
+
 fn describe_registrations(v: &RegistrationsView) -> String {
     let mut out = match &v.rule {
         None => "registrations: off\n".to_string(),
         Some(r) => format!(
-            "registrations: {} into {}{}\n",
+            "registrations: {} into {}{}{}\n",
             r.nodes,
             r.pools.join(", "),
+            if r.zones.is_empty() {
+                String::new()
+            } else {
+                format!(" in zones {}", r.zones.join(", "))
+            },
             if r.auto_approve {
                 " (approved at once)"
             } else {

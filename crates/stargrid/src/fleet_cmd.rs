@@ -29,12 +29,20 @@ pub enum FleetCommand {
     Registrations(crate::fleet_apply::RegistrationsArgs),
     /// Approve waiting registrations (a host list): their nodes join the fleet.
     Approve(crate::fleet_apply::ApproveArgs),
+    /// Reject waiting registrations (a host list): they are dropped.
+    Reject(crate::fleet_apply::ApproveArgs),
 }
 
 impl FleetCommand {
     /// Whether the command talks to a server (and takes the connection flags).
-    pub const TALKING: [&'static str; 5] =
-        ["apply", "current", "allow", "registrations", "approve"];
+    pub const TALKING: [&'static str; 6] = [
+        "apply",
+        "current",
+        "allow",
+        "registrations",
+        "approve",
+        "reject",
+    ];
 }
 
 #[derive(Args)]
@@ -216,6 +224,7 @@ pub fn run(
         FleetCommand::Allow(a) => crate::fleet_apply::allow(&settings()?, &a),
         FleetCommand::Registrations(a) => crate::fleet_apply::registrations(&settings()?, &a),
         FleetCommand::Approve(a) => crate::fleet_apply::approve(&settings()?, &a),
+        FleetCommand::Reject(a) => crate::fleet_apply::reject(&settings()?, &a),
         FleetCommand::Gen(a) => {
             let cat = InstanceCatalog::builtin();
             let f = generate(&a.spec()?, &cat).context("generating the fleet")?;

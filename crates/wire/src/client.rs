@@ -549,6 +549,17 @@ impl Client {
         )
     }
 
+    /// Drops waiting registrations (`POST /v1/fleet/registrations/reject`; admin only);
+    /// answers those still waiting.
+    pub fn reject_registrations(&self, nodes: &str) -> Result<crate::api::RegistrationsView> {
+        self.post_json(
+            "fleet/registrations/reject",
+            &crate::api::ApproveNodes {
+                nodes: nodes.to_string(),
+            },
+        )
+    }
+
     /// Registers a node under the cell's rule (`POST /v1/agent/register`).
     pub fn register_node(&self, node: &crate::api::RegisterNode) -> Result<crate::api::Registered> {
         self.post_json("agent/register", node)

@@ -43,15 +43,15 @@ pub(super) async fn apply_fleet(
                 return Ok(Json(plan.change().clone()).into_response());
             }
             let fleet_toml = ask.fleet_toml;
-            server
+            let committed = server
                 .commit(
                     |_, at| Ok(vec![Event::FleetApply { fleet_toml, at }]),
                     OnRefusal::Answer("fleet_toml"),
                 )
                 .await?;
-            let change = server.plane().last_fleet_change().cloned();
+            let change = server.fleet_change_at(committed.first_seq)?;
             tracing::info!(?change, "fleet changed");
-            Ok(Json(change.unwrap_or_default()).into_response())
+            Ok(Json(change).into_response())
         }
         .await,
     )
@@ -145,14 +145,39 @@ pub(super) async fn approve_registrations(
             admin_only(&server, &headers, "approves registrations")?;
             let ask: ApproveNodes = parse_json(&read_body(body).await?)?;
             let nodes = ask.nodes;
-            server
+            let committed = server
                 .commit(
                     |_, at| Ok(vec![Event::RegistrationsApproved { nodes, at }]),
                     OnRefusal::Answer("nodes"),
                 )
                 .await?;
-            let change = server.plane().last_fleet_change().cloned();
-            Ok(Json(change.unwrap_or_default()).into_response())
+            Ok(Json(server.fleet_change_at(committed.first_seq)?).into_response())
+        }
+        .await,
+    )
+}
+
+/// Drop waiting registrations (admin only); answers the rule and those still waiting.
+#[utoipa::path(post, path = "/v1/fleet/registrations/reject", request_body = ApproveNodes,
+    responses((status = 200, body = RegistrationsView), (status = 404, body = ApiError),
+        (status = 409, body = ApiError)))]
+pub(super) async fn reject_registrations(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    respond(
+        async {
+            admin_only(&server, &headers, "rejects registrations")?;
+            let ask: ApproveNodes = parse_json(&read_body(body).await?)?;
+            let nodes = ask.nodes;
+            server
+                .commit(
+                    |_, at| Ok(vec![Event::RegistrationsRejected { nodes, at }]),
+                    OnRefusal::Answer("nodes"),
+                )
+                .await?;
+            Ok(Json(server.plane().registration_view()).into_response())
         }
         .await,
     )
@@ -213,6 +238,20 @@ pub(super) async fn register_node(
         }
         .await,
     )
+}
+
+impl Server {
+    /// What the fleet change of record `seq` did (a change is answered after its record is
+    /// durable; by then a departure or another change may have followed it).
+    fn fleet_change_at(&self, seq: u64) -> Result<FleetChange, Refusal> {
+        self.plane().fleet_change_at(seq).cloned().ok_or_else(|| {
+            Refusal::new(
+                StatusCode::CONFLICT,
+                "fleet_toml",
+                format!("record {seq} was applied, and more fleet changes followed it at once: read the fleet with `fleet current`"),
+            )
+        })
+    }
 }
 
 fn admin_only(server: &Server, headers: &HeaderMap, what: &str) -> Result<(), Refusal> {

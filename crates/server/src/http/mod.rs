@@ -78,7 +78,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 const DEPARTURE_BATCH: Duration = Duration::from_secs(30);
 
 /// How long registrations a rule approves wait for others to join with them.
-const APPROVAL_BATCH: Duration = Duration::from_secs(2);
+const APPROVAL_BATCH: Duration = Duration::from_secs(5);
 /// Most jobs on one page.
 pub const MAX_PAGE: usize = 1000;
 
@@ -355,8 +355,9 @@ impl Server {
     fn approvals_due(&self, p: &ControlPlane, at: u64) -> Vec<Event> {
         let mut since = lock(&self.approvals_seen);
         let waiting = p
-            .registrations_waiting()
-            .filter(|_| p.registrations_auto_approved());
+            .registrations_auto_approved()
+            .then(|| p.registrations_waiting())
+            .flatten();
         let Some(nodes) = waiting else {
             *since = None;
             return Vec::new();
@@ -589,6 +590,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .route(
             "/v1/fleet/registrations/approve",
             post(fleet_change::approve_registrations),
+        )
+        .route(
+            "/v1/fleet/registrations/reject",
+            post(fleet_change::reject_registrations),
         )
         .route("/v1/agent/register", post(fleet_change::register_node))
         .route("/v1/nodes/{name}/drain", post(drain_node))

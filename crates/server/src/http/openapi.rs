@@ -37,6 +37,7 @@ use super::*;
         fleet_change::registrations,
         fleet_change::set_registration_rule,
         fleet_change::approve_registrations,
+        fleet_change::reject_registrations,
         fleet_change::register_node,
         list_tenants,
         cost,

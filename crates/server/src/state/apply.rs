@@ -453,6 +453,10 @@ impl ControlPlane {
                 self.apply_fleet_plan(plan, *at)?;
                 Vec::new()
             }
+            Event::RegistrationsRejected { nodes, .. } => {
+                self.reject_registrations(nodes)?;
+                Vec::new()
+            }
             Event::NodeDown { node, at } => {
                 let n = self.node(node)?;
                 if self.sched.engine().fleet().node(n).state == NodeState::Down {

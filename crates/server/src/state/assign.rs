@@ -285,16 +285,14 @@ impl ControlPlane {
     /// The tasks of job `id` on node `name` whose logs live there: (run, rank) of its latest
     /// run.
     pub fn log_tasks_on(&self, id: JobId, name: &str) -> Vec<(u32, u32)> {
-        let (Some(meta), Some(node)) = (
-            self.jobs.get(&id),
-            self.sched.engine().fleet().node_by_name(name),
-        ) else {
+        let Some(meta) = self.jobs.get(&id) else {
             return Vec::new();
         };
-        meta.ran_on
+        // By name: a job some of whose nodes left the fleet keeps its logs on the others.
+        self.ran_on_names(id, meta)
             .iter()
             .enumerate()
-            .filter(|(_, n)| **n == node)
+            .filter(|(_, n)| *n == name)
             .map(|(rank, _)| (meta.restarts, rank as u32))
             .collect()
     }

@@ -239,6 +239,13 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// Waiting registrations were dropped by an admin.
+    RegistrationsRejected {
+        /// The nodes, as a host list.
+        nodes: String,
+        /// Unix seconds.
+        at: u64,
+    },
     /// Sandboxes of a batch exited: (index, exit code).
     SandboxesExited {
         /// The batch.
@@ -278,6 +285,7 @@ impl Event {
             Event::RegistrationRule { .. } => "registration_rule",
             Event::NodeRegistered { .. } => "node_registered",
             Event::RegistrationsApproved { .. } => "registrations_approved",
+            Event::RegistrationsRejected { .. } => "registrations_rejected",
         }
     }
 
@@ -304,7 +312,8 @@ impl Event {
             | Event::NodesLeft { at, .. }
             | Event::RegistrationRule { at, .. }
             | Event::NodeRegistered { at, .. }
-            | Event::RegistrationsApproved { at, .. } => *at,
+            | Event::RegistrationsApproved { at, .. }
+            | Event::RegistrationsRejected { at, .. } => *at,
         }
     }
 }

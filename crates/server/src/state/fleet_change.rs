@@ -320,7 +320,8 @@ impl ControlPlane {
         {
             let mut change = plan.change;
             change.applied = true;
-            self.last_fleet_change = Some(change);
+            self.fleet_toml = fleet::file::to_text(&plan.effective, plan.nodes).into();
+            self.note_fleet_change(change);
             return Ok(());
         }
         let mut s = self.snapshot_value();
@@ -332,6 +333,18 @@ impl ControlPlane {
         s.nodes.retain(|n| !gone(&n.node));
         s.drained.retain(|n| !gone(n));
         s.queue.ledger.undelivered.retain(|n| !gone(n));
+        // A backfill reservation on nodes that leave is advice the next pass works out again.
+        if let Some(r) = &s.queue.outcome.reservation {
+            if r.nodes.iter().any(|n| gone(n)) {
+                s.queue.outcome.reservation = Some(crate::journal::ReservationV1 {
+                    job: None,
+                    start: 0,
+                    nodes: Vec::new(),
+                    priority: None,
+                    computed_at: 0,
+                });
+            }
+        }
         s.leaving = plan.leaving;
         let changed: Vec<String> = {
             let fleet = self.sched.engine().fleet();
@@ -378,9 +391,19 @@ impl ControlPlane {
         p.dirty = true;
         let mut change = plan.change;
         change.applied = true;
-        p.last_fleet_change = Some(change);
+        p.fleet_changes = std::mem::take(&mut self.fleet_changes);
         *self = p;
+        self.note_fleet_change(change);
         Ok(())
+    }
+
+    /// Keeps what the fleet change being applied (the next record) did, with the latest few.
+    fn note_fleet_change(&mut self, change: FleetChange) {
+        const KEPT: usize = 8;
+        if self.fleet_changes.len() == KEPT {
+            self.fleet_changes.pop_front();
+        }
+        self.fleet_changes.push_back((self.seq + 1, change));
     }
 
     /// The plan for leaving nodes that are empty now (`nodes`, a host list) to leave.
@@ -442,7 +465,15 @@ impl ControlPlane {
 
     /// What the last fleet change did.
     pub fn last_fleet_change(&self) -> Option<&FleetChange> {
-        self.last_fleet_change.as_ref()
+        self.fleet_changes.back().map(|(_, c)| c)
+    }
+
+    /// What the fleet change of record `seq` did, if it is among the latest few.
+    pub fn fleet_change_at(&self, seq: u64) -> Option<&FleetChange> {
+        self.fleet_changes
+            .iter()
+            .find(|(at, _)| *at == seq)
+            .map(|(_, c)| c)
     }
 
     /// The cell's fleet file now (removed nodes still leaving included).

@@ -234,9 +234,9 @@ pub struct ControlPlane {
     registration_rule: Option<registration::RegistrationRule>,
     /// Registrations waiting for approval, by node name (bounded by the rule's names).
     registrations: BTreeMap<String, registration::NodeRegistration>,
-    /// What the last fleet change did (for its answer and the event stream; not journaled,
-    /// the record's event holds the change).
-    last_fleet_change: Option<crate::api::FleetChange>,
+    /// What the latest fleet changes did, by the record that made each (for their answers and
+    /// the event stream; not journaled, the records' events hold the changes).
+    fleet_changes: std::collections::VecDeque<(u64, crate::api::FleetChange)>,
     /// Commitments the spend is measured against (from `Init`).
     commitments: Vec<model::commitment::Commitment>,
     /// The record being replayed, while one is.
@@ -311,7 +311,7 @@ impl ControlPlane {
             drained: BTreeSet::new(),
             leaving: BTreeSet::new(),
             departed_ran_on: HashMap::new(),
-            last_fleet_change: None,
+            fleet_changes: Default::default(),
             registration_rule: None,
             registrations: BTreeMap::new(),
             replaying: None,

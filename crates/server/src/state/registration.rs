@@ -4,7 +4,8 @@
 //! checked against the rule and the pool's instance type; the node waits until an admin
 //! approves it, or the server does for a rule that approves at once. Approved nodes join in
 //! one fleet change ([`Event::RegistrationsApproved`]), as if an operator had added them to
-//! the fleet file.
+//! the fleet file, or are dropped ([`Event::RegistrationsRejected`]). A registered node brings
+//! a new NVLink domain or none: trays join an existing domain through a fleet file.
 
 use super::fleet_change::FleetPlan;
 use super::*;
@@ -17,9 +18,40 @@ pub struct RegistrationRule {
     pub nodes: NodeScope,
     /// The pools they may join.
     pub pools: Vec<String>,
+    /// The zones they may join (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
     /// They join without an admin's approval (in batches).
     #[serde(default)]
     pub auto_approve: bool,
+}
+
+impl RegistrationRule {
+    /// Why the rule does not allow `r`, naming the field; `None`: it does.
+    fn refuses(&self, r: &NodeRegistration) -> Option<FieldProblem> {
+        if !self.nodes.covers(&r.node) {
+            return Some(field(
+                "node",
+                format!(
+                    "'{}' is not among the names the registration rule allows",
+                    r.node
+                ),
+            ));
+        }
+        if !self.pools.contains(&r.pool) {
+            return Some(field(
+                "pool",
+                format!("the registration rule allows pools {:?} only", self.pools),
+            ));
+        }
+        if !self.zones.is_empty() && !self.zones.contains(&r.zone) {
+            return Some(field(
+                "zone",
+                format!("the registration rule allows zones {:?} only", self.zones),
+            ));
+        }
+        None
+    }
 }
 
 /// A node its agent asked to bring: its name, its place and what it found.
@@ -71,10 +103,15 @@ impl ControlPlane {
                 ));
             }
         }
+        for (i, z) in spec.zones.iter().enumerate() {
+            model::fleet::check_name("zone", z)
+                .map_err(|e| field(&format!("rule.zones[{i}]"), e.to_string()))?;
+        }
         Ok(Event::RegistrationRule {
             rule: Some(RegistrationRule {
                 nodes,
                 pools: spec.pools.clone(),
+                zones: spec.zones.clone(),
                 auto_approve: spec.auto_approve,
             }),
             at,
@@ -109,25 +146,20 @@ impl ControlPlane {
         if let Some(d) = &req.domain {
             model::fleet::check_name("domain", d).map_err(|e| field("domain", e.to_string()))?;
         }
-        if !rule.nodes.covers(&req.node) {
-            return Err(field(
-                "node",
-                format!(
-                    "'{}' is not among the names the registration rule allows",
-                    req.node
-                ),
-            ));
+        let registration = NodeRegistration {
+            node: req.node.clone(),
+            pool: req.pool.clone(),
+            zone: req.zone.clone(),
+            network: req.network.clone(),
+            domain: req.domain.clone(),
+        };
+        if let Some(problem) = rule.refuses(&registration) {
+            return Err(problem);
         }
         if fleet.node_by_name(&req.node).is_some() {
             return Err(field(
                 "node",
                 format!("'{}' is in the fleet already", req.node),
-            ));
-        }
-        if !rule.pools.contains(&req.pool) {
-            return Err(field(
-                "pool",
-                format!("the registration rule allows pools {:?} only", rule.pools),
             ));
         }
         let pool = fleet
@@ -174,13 +206,6 @@ impl ControlPlane {
                 "a node without GPUs is in no NVLink domain",
             ));
         }
-        let registration = NodeRegistration {
-            node: req.node.clone(),
-            pool: req.pool.clone(),
-            zone: req.zone.clone(),
-            network: req.network.clone(),
-            domain: req.domain.clone(),
-        };
         match self.registrations.get(&req.node) {
             Some(waiting) if *waiting == registration => return Ok(None),
             Some(_) => {
@@ -194,29 +219,36 @@ impl ControlPlane {
             }
             None => {}
         }
-        // The whole fleet with it is checked when it joins; a domain of another model is
-        // refused now, so that a batch of approvals does not fail on it.
+        // A registered node brings a new NVLink domain (or none): trays join an existing one
+        // through a fleet file. Nodes waiting for the same new domain must be alike, so that
+        // a batch of approvals never fails on them.
         if let Some(d) = &req.domain {
-            let path = format!(
-                "{}/{}/{}/{}{}{d}",
-                fleet.pool(model::PoolId(pool as u32)).cloud,
-                fleet.pool(model::PoolId(pool as u32)).region,
-                req.zone,
-                req.network.join("/"),
-                if req.network.is_empty() { "" } else { "/" }
-            );
-            if let Some(t) = fleet.find_topo(&path) {
-                let first = fleet.topo_node(t).nodes.start;
-                let theirs = fleet
-                    .nodes()
-                    .get(first as usize)
-                    .map(|n| n.capacity.gpu_model);
-                if theirs.is_some_and(|m| m != capacity.gpu_model) {
-                    return Err(field(
-                        "domain",
-                        format!("{path} holds GPUs of another model"),
-                    ));
-                }
+            let p = fleet.pool(model::PoolId(pool as u32));
+            let mut path = vec![p.cloud.as_str(), p.region.as_str(), req.zone.as_str()];
+            path.extend(req.network.iter().map(String::as_str));
+            path.push(d);
+            if fleet.find_topo(&path.join("/")).is_some() {
+                return Err(field(
+                    "domain",
+                    format!(
+                        "{} is in the fleet already: a registered node brings a new domain",
+                        path.join("/")
+                    ),
+                ));
+            }
+            let unlike = self.registrations.values().any(|w| {
+                w.domain.as_deref() == Some(d.as_str())
+                    && (w.zone != req.zone || w.network != req.network || {
+                        let theirs = fleet.pools().iter().position(|p| p.name == w.pool);
+                        theirs.and_then(|i| self.pool_capacity(model::PoolId(i as u32)))
+                            != Some(capacity)
+                    })
+            });
+            if unlike {
+                return Err(field(
+                    "domain",
+                    format!("nodes waiting for domain '{d}' are of another kind or place"),
+                ));
             }
         }
         Ok(Some(Event::NodeRegistered { registration, at }))
@@ -256,6 +288,7 @@ impl ControlPlane {
                 .map(|r| RegistrationRuleSpec {
                     nodes: r.nodes.expr().to_string(),
                     pools: r.pools.clone(),
+                    zones: r.zones.clone(),
                     auto_approve: r.auto_approve,
                 }),
             waiting: self
@@ -272,12 +305,29 @@ impl ControlPlane {
         }
     }
 
-    /// Applies a rule: `None` stops registrations and drops those waiting.
+    /// Applies a rule: the registrations waiting that it does not allow are dropped (all of
+    /// them for `None`, which stops registrations).
     pub(super) fn set_registration_rule(&mut self, rule: Option<RegistrationRule>) {
-        if rule.is_none() {
-            self.registrations.clear();
+        match &rule {
+            None => self.registrations.clear(),
+            Some(r) => self.registrations.retain(|_, w| r.refuses(w).is_none()),
         }
         self.registration_rule = rule;
+    }
+
+    /// Drops waiting registrations (`nodes`, a host list of them).
+    pub(super) fn reject_registrations(&mut self, nodes: &str) -> Result<(), StateError> {
+        let names = model::hostlist::expand_at_most(nodes, self.registrations.len().max(1))
+            .map_err(|e| StateError::Conflict(format!("nodes '{nodes}': {e}")))?;
+        if let Some(name) = names.iter().find(|n| !self.registrations.contains_key(*n)) {
+            return Err(StateError::NotFound(format!(
+                "no registration of '{name}' waits"
+            )));
+        }
+        for name in &names {
+            self.registrations.remove(name);
+        }
+        Ok(())
     }
 
     /// Keeps a registration until it is approved.

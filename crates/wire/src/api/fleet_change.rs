@@ -64,6 +64,9 @@ pub struct RegistrationRuleSpec {
     pub nodes: String,
     /// The pools of the cell they may join.
     pub pools: Vec<String>,
+    /// The zones they may join (empty: any).
+    #[serde(default)]
+    pub zones: Vec<String>,
     /// They join without an admin's approval (the server approves them in batches).
     #[serde(default)]
     pub auto_approve: bool,
@@ -131,10 +134,11 @@ pub struct RegistrationsView {
     pub waiting: Vec<WaitingNode>,
 }
 
-/// Registrations an admin approves (`POST /v1/fleet/registrations/approve`).
+/// Registrations an admin approves or rejects (`POST /v1/fleet/registrations/approve`,
+/// `…/reject`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveNodes {
-    /// The waiting nodes to approve, as a host list.
+    /// The waiting nodes, as a host list.
     pub nodes: String,
 }

@@ -18,9 +18,10 @@ pub(in crate::http) async fn pass_to_writer(
     up: &Upstream,
     request: axum::extract::Request,
 ) -> Response {
-    if let Err(refusal) = server.caller(request.headers()) {
-        return refusal.into_response();
-    }
+    let role = match server.caller(request.headers()) {
+        Ok((role, _)) => role,
+        Err(refusal) => return refusal.into_response(),
+    };
     // Agents' posts (an exec's output) are not counted: a busy frontend must not cut the
     // commands whose readers hold the permits.
     let permit = if request.uri().path().starts_with("/v1/agent/") {
@@ -40,7 +41,9 @@ pub(in crate::http) async fn pass_to_writer(
         }
     };
     let (parts, body) = request.into_parts();
-    let limit = if parts.uri.path() == super::super::fleet_change::APPLY_PATH {
+    // Only an admin's fleet file may be larger than any other request.
+    let fleet_file = parts.uri.path() == super::super::fleet_change::APPLY_PATH;
+    let limit = if fleet_file && matches!(role, Role::Admin) {
         crate::api::MAX_FLEET_FILE_BYTES
     } else {
         MAX_BODY_BYTES

@@ -327,6 +327,7 @@ fn agents_register_nodes_under_the_rule_and_they_join_once_approved() {
     let mut spec = crate::api::RegistrationRuleSpec {
         nodes: "reg-t[00-17]".into(),
         pools: vec!["no-such-pool".into()],
+        zones: Vec::new(),
         auto_approve: false,
     };
     assert_eq!(
@@ -363,6 +364,13 @@ fn agents_register_nodes_under_the_rule_and_they_join_once_approved() {
     let mut bad_zone = tray(0);
     bad_zone.zone = "a/b".into();
     assert_eq!(refused(&p, &bad_zone), "zone");
+    // A registered node brings a new domain: an existing one is refused.
+    let mut existing = tray(0);
+    (existing.network, existing.domain) = (
+        vec!["sp0".into(), "agg0".into(), "blk0".into()],
+        Some("nvl00000".into()),
+    );
+    assert_eq!(refused(&p, &existing), "domain");
     // Registered: it waits; registering again is not news.
     for i in 0..18 {
         let e = p.register_event(&tray(i), 102).unwrap().unwrap();
@@ -407,6 +415,38 @@ fn agents_register_nodes_under_the_rule_and_they_join_once_approved() {
             .any(|n| n.starts_with("reg-t"))
     });
     assert!(on_new, "no job runs on the registered trays");
+    // A rule of other names drops the registrations it does not allow; an admin rejects
+    // others.
+    spec.nodes = "late-t[00-03]".into();
+    let e = p.registration_rule_event(Some(&spec), 107).unwrap();
+    commit(&mut p, &mut journal, e);
+    for i in 0..2 {
+        let e = p
+            .register_event(&registration(&format!("late-t{i:02}"), gb, 4, None), 107)
+            .unwrap()
+            .unwrap();
+        commit(&mut p, &mut journal, e);
+    }
+    commit(
+        &mut p,
+        &mut journal,
+        Event::RegistrationsRejected {
+            nodes: "late-t01".into(),
+            at: 107,
+        },
+    );
+    assert_eq!(p.registrations_waiting().unwrap(), "late-t00");
+    assert!(p
+        .apply(&Event::RegistrationsRejected {
+            nodes: "late-t01".into(),
+            at: 107
+        })
+        .is_err());
+    spec.zones = vec!["us-west-2-z1".into()];
+    let e = p.registration_rule_event(Some(&spec), 107).unwrap();
+    commit(&mut p, &mut journal, e);
+    assert_eq!(p.registrations_waiting(), None);
+    spec.zones.clear();
     // Stopping registrations drops those waiting.
     spec.nodes = "late-t[00-01]".into();
     let e = p.registration_rule_event(Some(&spec), 108).unwrap();
