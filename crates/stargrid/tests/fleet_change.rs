@@ -13,22 +13,7 @@ use serde_json::{json, Value};
 use std::process::Command;
 
 /// A new region's pool and one NVL72 domain of 18 trays, as fleet-file tables.
-const EU_REGION: &str = r#"
-[[pools]]
-name = "aws-eu-west-1-gb200"
-cloud = "aws"
-region = "eu-west-1"
-instance_type = "p6e-gb200.36xlarge"
-pricing = "committed"
-price_per_hour = 55.0
-
-[[groups]]
-pool = "aws-eu-west-1-gb200"
-zone = "eu-west-1-z1"
-network = ["sp0", "agg0", "blk0"]
-domain = "nvl-eu0"
-nodes = "eu0-t[00-17]"
-"#;
+const EU_REGION: &str = include_str!("../../server/src/state/tests/eu_region.toml");
 
 fn nodes(url: &str) -> Vec<Value> {
     let v: Value = get(&format!("{url}/v1/nodes"))

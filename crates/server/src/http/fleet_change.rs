@@ -142,16 +142,9 @@ pub(super) async fn approve_registrations(
 ) -> Response {
     respond(
         async {
-            admin_only(&server, &headers, "approves registrations")?;
-            let ask: ApproveNodes = parse_json(&read_body(body).await?)?;
-            let nodes = ask.nodes;
-            let committed = server
-                .commit(
-                    |_, at| Ok(vec![Event::RegistrationsApproved { nodes, at }]),
-                    OnRefusal::Answer("nodes"),
-                )
-                .await?;
-            Ok(Json(server.fleet_change_at(committed.first_seq)?).into_response())
+            let make = |nodes, at| Event::RegistrationsApproved { nodes, at };
+            let seq = settle(&server, &headers, body, "approves registrations", make).await?;
+            Ok(Json(server.fleet_change_at(seq)?).into_response())
         }
         .await,
     )
@@ -168,19 +161,32 @@ pub(super) async fn reject_registrations(
 ) -> Response {
     respond(
         async {
-            admin_only(&server, &headers, "rejects registrations")?;
-            let ask: ApproveNodes = parse_json(&read_body(body).await?)?;
-            let nodes = ask.nodes;
-            server
-                .commit(
-                    |_, at| Ok(vec![Event::RegistrationsRejected { nodes, at }]),
-                    OnRefusal::Answer("nodes"),
-                )
-                .await?;
+            let make = |nodes, at| Event::RegistrationsRejected { nodes, at };
+            settle(&server, &headers, body, "rejects registrations", make).await?;
             Ok(Json(server.plane().registration_view()).into_response())
         }
         .await,
     )
+}
+
+/// An admin's approval or rejection of waiting registrations (`ApproveNodes` in the body),
+/// committed as `make` says; the record's number.
+async fn settle(
+    server: &Server,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    what: &str,
+    make: impl FnOnce(String, u64) -> Event,
+) -> Result<u64, Refusal> {
+    admin_only(server, headers, what)?;
+    let ask: ApproveNodes = parse_json(&read_body(body).await?)?;
+    let committed = server
+        .commit(
+            |_, at| Ok(vec![make(ask.nodes, at)]),
+            OnRefusal::Answer("nodes"),
+        )
+        .await?;
+    Ok(committed.first_seq)
 }
 
 /// Register a node (an agent credential that may report for it, or an admin): it waits for

@@ -3,29 +3,37 @@
 
 use super::*;
 
-/// A new region's pool and one NVL72 domain of 18 trays, as fleet-file tables.
-const EU_REGION: &str = r#"
-[[pools]]
-name = "aws-eu-west-1-gb200"
-cloud = "aws"
-region = "eu-west-1"
-instance_type = "p6e-gb200.36xlarge"
-pricing = "committed"
-price_per_hour = 55.0
-
-[[groups]]
-pool = "aws-eu-west-1-gb200"
-zone = "eu-west-1-z1"
-network = ["sp0", "agg0", "blk0"]
-domain = "nvl-eu0"
-nodes = "eu0-t[00-17]"
-"#;
+/// A new region's pool and one NVL72 domain of 18 trays, as fleet-file tables (shared with
+/// the end-to-end tests).
+const EU_REGION: &str = include_str!("eu_region.toml");
 
 /// The default fleet's text without the groups of `zone`.
 fn without_zone(text: &str, zone: &str) -> String {
     let mut file = fleet::file::read("test", text).unwrap();
     file.groups.retain(|g| g.zone != zone);
     fleet::file::to_text(&file, 0)
+}
+
+/// Replaying `journal`, and loading a snapshot cut after each of its records then replaying
+/// the rest, give `p`'s state and spend.
+fn assert_every_snapshot_gives(p: &ControlPlane, journal: &[Vec<u8>]) {
+    assert_replays_to(p, journal.to_vec());
+    for cut in 1..=journal.len() {
+        let head = ControlPlane::replay(numbered(journal).take(cut))
+            .unwrap()
+            .unwrap();
+        let mut plane = Some(ControlPlane::from_snapshot(&head.snapshot().unwrap()).unwrap());
+        for (seq, e) in numbered(journal).skip(cut) {
+            ControlPlane::replay_one(&mut plane, seq, e).unwrap();
+        }
+        let again = plane.unwrap();
+        assert_eq!(again.fingerprint(), p.fingerprint(), "snapshot at {cut}");
+        assert_eq!(
+            again.sched.spend(200),
+            p.sched.spend(200),
+            "snapshot at {cut}"
+        );
+    }
 }
 
 /// Applies `e` and adds its record to `journal`.
@@ -206,24 +214,8 @@ fn a_region_joins_while_jobs_run_then_a_zone_leaves_once_its_work_ends() {
         spend.lines
     );
 
-    // Replay, and a snapshot after every record, give the same state.
-    assert_replays_to(&p, journal.clone());
-    for cut in 1..=journal.len() {
-        let head = ControlPlane::replay(numbered(&journal).take(cut))
-            .unwrap()
-            .unwrap();
-        let mut plane = Some(ControlPlane::from_snapshot(&head.snapshot().unwrap()).unwrap());
-        for (seq, e) in numbered(&journal).skip(cut) {
-            ControlPlane::replay_one(&mut plane, seq, e).unwrap();
-        }
-        let again = plane.unwrap();
-        assert_eq!(again.fingerprint(), p.fingerprint(), "snapshot at {cut}");
-        assert_eq!(
-            again.sched.spend(200),
-            p.sched.spend(200),
-            "snapshot at {cut}"
-        );
-    }
+    // Replay, and a snapshot after every record, give the same state and spend.
+    assert_every_snapshot_gives(&p, &journal);
 }
 
 #[test]
@@ -461,19 +453,5 @@ fn agents_register_nodes_under_the_rule_and_they_join_once_approved() {
     assert!(p.registration_view().waiting.is_empty());
     assert!(p.registration_view().rule.is_none());
 
-    assert_replays_to(&p, journal.clone());
-    for cut in 1..=journal.len() {
-        let head = ControlPlane::replay(numbered(&journal).take(cut))
-            .unwrap()
-            .unwrap();
-        let mut plane = Some(ControlPlane::from_snapshot(&head.snapshot().unwrap()).unwrap());
-        for (seq, e) in numbered(&journal).skip(cut) {
-            ControlPlane::replay_one(&mut plane, seq, e).unwrap();
-        }
-        assert_eq!(
-            plane.unwrap().fingerprint(),
-            p.fingerprint(),
-            "snapshot at {cut}"
-        );
-    }
+    assert_every_snapshot_gives(&p, &journal);
 }
