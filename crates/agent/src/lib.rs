@@ -34,6 +34,7 @@
 mod beats;
 pub mod cgroup;
 pub mod egress;
+mod endpoint;
 mod exec;
 pub mod init;
 pub mod inventory;
@@ -53,7 +54,9 @@ pub use task::agent_tag as task_group_tag;
 pub use task::INIT_SUBCOMMAND;
 use task::{hollow_runtime, sandbox_task, spawn, stop, Kind, Running, Task, TaskKey};
 pub use warm::WarmPool;
-use wire::api::{Assignment, Heartbeat, LogChunk, SandboxAssignment, TaskReport, WaitForChanges};
+use wire::api::{
+    Assignment, Heartbeat, LogChunk, SandboxAssignment, TaskEndpoint, TaskReport, WaitForChanges,
+};
 use wire::{Client, ClientError};
 
 /// Errors at the agent's boundary.
@@ -118,6 +121,8 @@ pub struct AgentConfig {
     /// ([`init::main`]; the agent's own executable); `None`: interactive sandboxes cannot
     /// start here.
     pub init_program: Option<PathBuf>,
+    /// The address service replicas on this node are reached at (their endpoints name it).
+    pub advertise_address: String,
 }
 
 impl AgentConfig {
@@ -144,6 +149,7 @@ impl AgentConfig {
             templates: Default::default(),
             egress: Default::default(),
             init_program: None,
+            advertise_address: "127.0.0.1".into(),
         }
     }
 }
@@ -207,6 +213,8 @@ struct NodeTasks {
     pool: Vec<warm::Warm>,
     /// The next pooled sandbox's number.
     next_warm: u64,
+    /// Service replicas' endpoints, by task.
+    endpoints: BTreeMap<TaskKey, endpoint::Endpoint>,
     /// Why the server refused this node's last heartbeat, once logged (a node removed from
     /// the fleet is refused every round: said once, not every second).
     refused: Option<String>,
@@ -214,7 +222,7 @@ struct NodeTasks {
 
 impl NodeTasks {
     /// What the heartbeat reports: exits noticed now, checkpoint times.
-    fn reports(&mut self) -> Vec<TaskReport> {
+    fn reports(&mut self, advertise: &str) -> Vec<TaskReport> {
         let mut out = Vec::new();
         for (&(job, run, rank), t) in self.tasks.iter_mut() {
             let mut checkpoint_at = None;
@@ -247,6 +255,14 @@ impl NodeTasks {
             if t.sandbox && t.exit_code.is_none() {
                 continue;
             }
+            let endpoint = match (self.endpoints.get_mut(&(job, run, rank)), t.exit_code) {
+                (Some(e), None) => Some(TaskEndpoint {
+                    address: advertise.to_string(),
+                    port: e.port,
+                    ready: e.probe(),
+                }),
+                _ => None,
+            };
             out.push(TaskReport {
                 job,
                 run,
@@ -254,8 +270,11 @@ impl NodeTasks {
                 exit_code: t.exit_code,
                 oom_killed: t.oom_killed,
                 checkpoint_at,
+                endpoint,
             });
         }
+        let tasks = &self.tasks;
+        self.endpoints.retain(|k, _| tasks.contains_key(k));
         out
     }
 
@@ -296,7 +315,7 @@ impl NodeTasks {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let (a, kind, template, egress) = match want {
+            let (mut a, kind, template, egress) = match want {
                 Wanted::Task(a) => (a.clone(), Kind::Task, None, &[][..]),
                 Wanted::Sandbox(s, i) if s.interactive => (
                     sandbox_task(s, i),
@@ -312,6 +331,23 @@ impl NodeTasks {
                 ),
             };
             let sandbox = kind != Kind::Task;
+            // A service's replica gets a port of its own, and its endpoint is probed.
+            let serving = match (a.serves, endpoint::free_port()) {
+                (false, _) => None,
+                (true, Ok(port)) => {
+                    a.env.insert("PORT".into(), port.to_string());
+                    a.env.insert("STARGRID_PORT".into(), port.to_string());
+                    Some(endpoint::Endpoint {
+                        port,
+                        ready_path: a.ready_path.clone(),
+                        ready: config.hollow,
+                    })
+                }
+                (true, Err(e)) => {
+                    tracing::warn!(node = %self.name, job = a.job, "no free port: {e}");
+                    None
+                }
+            };
             let task = if kind == Kind::Interactive
                 && !config.hollow
                 && self.pool.iter().any(|w| w.template() == template)
@@ -356,6 +392,9 @@ impl NodeTasks {
                 self.targets.insert(&self.name, key, target.clone());
             }
             self.tasks.insert(key, task);
+            if let Some(e) = serving {
+                self.endpoints.insert(key, e);
+            }
             if let Some(tx) = &config.started {
                 let _ = tx.send((a.job, Instant::now()));
             }
@@ -468,6 +507,7 @@ pub fn run(config: &AgentConfig, stop_flag: &AtomicBool) -> Result<(), AgentErro
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
             refused: None,
+            endpoints: BTreeMap::new(),
             logs_wanted: Vec::new(),
             known: None,
             work: Default::default(),
@@ -522,6 +562,7 @@ mod tests {
             tasks: BTreeMap::new(),
             last_answer: Instant::now(),
             refused: None,
+            endpoints: BTreeMap::new(),
             logs_wanted: Vec::new(),
             known: None,
             work: Default::default(),
@@ -543,6 +584,8 @@ mod tests {
             stop_by: None,
             cpu_millis: 2000,
             memory_mib: 1024,
+            serves: false,
+            ready_path: None,
         };
         let reply = wire::api::NodeWork {
             assignments: vec![task],
@@ -550,11 +593,11 @@ mod tests {
         };
         node.reconcile(&config, &reply);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while node.reports()[0].exit_code.is_none() {
+        while node.reports("127.0.0.1")[0].exit_code.is_none() {
             assert!(Instant::now() < deadline, "the task did not end");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(node.reports()[0].exit_code, Some(0));
+        assert_eq!(node.reports("127.0.0.1")[0].exit_code, Some(0));
         // The group is named after the agent (its work dir), the node and the task.
         let group = std::fs::read_dir(root.path().join("stargrid"))
             .unwrap()

@@ -100,6 +100,8 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         stop_by: None,
         cpu_millis: s.cpu_millis,
         memory_mib: s.memory_mib,
+        serves: false,
+        ready_path: None,
     }
 }
 

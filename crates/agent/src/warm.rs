@@ -57,6 +57,8 @@ pub(crate) fn start(
         stop_by: None,
         cpu_millis: POOL_CPU_MILLIS,
         memory_mib: POOL_MEMORY_MIB,
+        serves: false,
+        ready_path: None,
     };
     let task = spawn_as(config, node, &a, Kind::Interactive, template, &name, user)?;
     Ok(Warm {

@@ -80,6 +80,10 @@ pub struct AgentArgs {
     /// `10.20.0.0/16`); repeat for each. Without it, egress reaches public addresses only.
     #[arg(long, value_name = "CIDR")]
     pub egress_allow_net: Vec<ipnet::IpNet>,
+    /// The address this node's service replicas are reached at (their endpoints name it; a
+    /// request gateway sends to it).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub advertise_address: String,
     /// Register the node (`--node`, which the fleet need not declare) into this pool of the
     /// cell first, with what the agent finds on it, under the cell's registration rule
     /// (`stargrid fleet allow`); it joins once approved.
@@ -172,6 +176,7 @@ pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
             settings.server.as_str(),
         )),
         init_program: std::env::current_exe().ok(),
+        advertise_address: a.advertise_address.clone(),
     };
     let warm_total: u32 = a
         .warm_pool

@@ -100,6 +100,7 @@ pub fn run(a: &SandboxBenchArgs) -> Result<()> {
         templates: Default::default(),
         egress: Default::default(),
         init_program: std::env::current_exe().ok(),
+        advertise_address: "127.0.0.1".into(),
     };
     let agent = Agent::start(agent::AgentConfig {
         started: Some(started_tx),

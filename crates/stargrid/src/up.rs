@@ -107,6 +107,7 @@ fn demo_service() -> SubmitService {
         workdir: None,
         placement: Default::default(),
         min_providers: Default::default(),
+        ready_path: None,
     }
 }
 
@@ -258,6 +259,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
         templates: Default::default(),
         egress: Arc::new(agent::egress::Scope::for_node(Vec::new(), &url)),
         init_program: std::env::current_exe().ok(),
+        advertise_address: "127.0.0.1".into(),
     };
     let agent_stop = Arc::new(AtomicBool::new(false));
     let agents = {

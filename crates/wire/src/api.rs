@@ -356,6 +356,27 @@ pub struct Assignment {
     /// Memory the task was given, MiB (its cgroup's limit; 0: no limit).
     #[serde(default)]
     pub memory_mib: u32,
+    /// A service's replica: the agent gives it a port (`PORT` and `STARGRID_PORT` in its
+    /// environment) and reports it with its readiness.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub serves: bool,
+    /// The HTTP path that answers 2xx once the replica is ready (`None`: ready once its port
+    /// takes connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_path: Option<String>,
+}
+
+/// A ready replica of a service: where to send it requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceEndpoint {
+    /// The replica's job.
+    pub replica: u64,
+    /// The node of its rank 0.
+    pub node: String,
+    /// The address the node is reached at.
+    pub address: String,
+    /// The port its agent gave it.
+    pub port: u16,
 }
 
 /// Consecutive sandboxes of one batch that a node must run: one process per index.
@@ -456,6 +477,11 @@ pub struct SubmitService {
     /// Its replicas span at least this many providers (0 or 1: no rule).
     #[serde(default)]
     pub min_providers: u32,
+    /// The HTTP path that answers 2xx once a replica is ready to serve (its agent probes it on
+    /// the replica's port); without it, a replica is ready once its port takes connections.
+    #[serde(default)]
+    #[schema(pattern = r"^/", max_length = 256)]
+    pub ready_path: Option<String>,
 }
 
 /// A spread rule.

@@ -569,6 +569,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/jobs/{id}/logs", get(job_logs))
         .route("/v1/services", post(create_service).get(list_services))
         .route("/v1/services/{id}", get(get_service))
+        .route("/v1/services/{id}/endpoints", get(service_endpoints))
         .route("/v1/services/{id}/scale", post(scale_service))
         .route("/v1/services/{id}/delete", post(delete_service))
         .route("/v1/sandboxes", post(submit_sandboxes).get(list_batches))

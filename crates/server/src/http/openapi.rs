@@ -16,6 +16,7 @@ use super::*;
         create_service,
         list_services,
         get_service,
+        service_endpoints,
         scale_service,
         delete_service,
         submit_sandboxes,
@@ -57,6 +58,8 @@ use super::*;
     components(schemas(
         crate::api::StreamEvent,
         crate::api::CellSummary,
+        crate::api::ServiceEndpoint,
+        crate::api::TaskEndpoint,
         crate::api::ApplyFleet,
         crate::api::FleetChange,
         crate::api::NodeSet,

@@ -91,6 +91,27 @@ pub(super) async fn get_service(
     })())
 }
 
+/// A service's ready replicas: where to send it requests (its tenant's and admin tokens; a
+/// gateway's too).
+#[utoipa::path(get, path = "/v1/services/{id}/endpoints", params(("id" = u64, Path, description = "service id")),
+    responses((status = 200, body = [crate::api::ServiceEndpoint]), (status = 404, body = ApiError)))]
+pub(super) async fn service_endpoints(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    respond((|| {
+        let (role, id) = server.caller_and_id(&headers, &raw)?;
+        let p = server.plane();
+        Ok(match p.service_view_as(ServiceId(id), viewer(&role)) {
+            Some(v) if may_touch(&role, &v.tenant) => {
+                Json(p.service_endpoints(ServiceId(id))).into_response()
+            }
+            _ => no_such("service", id),
+        })
+    })())
+}
+
 /// A service's owner check, then `make`'s event, applied and durable; answers the service.
 pub(super) async fn change_service(
     server: Arc<Server>,

@@ -58,6 +58,9 @@ pub struct SnapshotV1 {
     /// Registrations waiting for approval.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registrations: Vec<crate::state::NodeRegistration>,
+    /// Service replicas' endpoints, by replica job (absent from builds before endpoints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<(u64, crate::state::ReplicaEndpoint)>,
 }
 
 /// A node that is up, and its state.

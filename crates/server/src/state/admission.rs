@@ -120,6 +120,7 @@ impl ControlPlane {
             interactive: None,
             template: None,
             egress: Vec::new(),
+            ready_path: None,
         })
     }
 
@@ -197,6 +198,9 @@ impl ControlPlane {
                         at: c.min(at).max(self.now),
                     });
                 }
+            }
+            if let (Some(e), None) = (&t.endpoint, t.exit_code) {
+                events.extend(self.endpoint_event(job, t.run, t.rank, &hb.node, e, at));
             }
             if let Some(code) = t.exit_code {
                 events.push(Event::TaskExited {
@@ -389,12 +393,16 @@ impl ControlPlane {
     /// Turns a request into a `ServiceCreate` event, checking every field; changes nothing.
     pub fn service_event(&self, req: &SubmitService, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
-        let task = self.task_spec(
+        let mut task = self.task_spec(
             &req.command,
             &req.env,
             &req.secret_env,
             req.workdir.as_ref(),
         )?;
+        if let Some(path) = &req.ready_path {
+            endpoints::check_ready_path(path)?;
+            task.ready_path = Some(path.clone());
+        }
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;

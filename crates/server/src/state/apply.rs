@@ -453,6 +453,10 @@ impl ControlPlane {
                 self.apply_fleet_plan(plan, *at)?;
                 Vec::new()
             }
+            Event::ReplicaEndpoint { job, endpoint, .. } => {
+                self.set_endpoint(*job, endpoint)?;
+                Vec::new()
+            }
             Event::RegistrationsRejected { nodes, .. } => {
                 self.reject_registrations(nodes)?;
                 Vec::new()

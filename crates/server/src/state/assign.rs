@@ -91,6 +91,8 @@ impl ControlPlane {
                 stop_by,
                 cpu_millis: per_node.cpu_millis,
                 memory_mib: per_node.memory_mib,
+                serves: job.workload().as_replica().is_some(),
+                ready_path: task.ready_path.clone(),
             }),
             NodeWork::Sandboxes {
                 batch,

@@ -246,6 +246,15 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// A service replica's endpoint changed: its port, or whether it is ready.
+    ReplicaEndpoint {
+        /// The replica's job.
+        job: JobId,
+        /// Where it listens, for which run, and whether it is ready.
+        endpoint: super::endpoints::ReplicaEndpoint,
+        /// Unix seconds.
+        at: u64,
+    },
     /// Sandboxes of a batch exited: (index, exit code).
     SandboxesExited {
         /// The batch.
@@ -286,6 +295,7 @@ impl Event {
             Event::NodeRegistered { .. } => "node_registered",
             Event::RegistrationsApproved { .. } => "registrations_approved",
             Event::RegistrationsRejected { .. } => "registrations_rejected",
+            Event::ReplicaEndpoint { .. } => "replica_endpoint",
         }
     }
 
@@ -313,7 +323,8 @@ impl Event {
             | Event::RegistrationRule { at, .. }
             | Event::NodeRegistered { at, .. }
             | Event::RegistrationsApproved { at, .. }
-            | Event::RegistrationsRejected { at, .. } => *at,
+            | Event::RegistrationsRejected { at, .. }
+            | Event::ReplicaEndpoint { at, .. } => *at,
         }
     }
 }
@@ -337,6 +348,9 @@ pub struct TaskSpec {
     /// host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// A service's readiness path (HTTP GET answered 2xx once a replica is ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_path: Option<String>,
     /// An interactive batch's egress allow-list, each rule as it reads back
     /// ([`wire::api::EgressRule`]); empty: no network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

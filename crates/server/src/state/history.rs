@@ -18,6 +18,7 @@ impl ControlPlane {
 
     /// The run of `job` in progress (if any) ended at `at`: its GPU-seconds and cost count.
     pub(super) fn run_ended(&mut self, job: JobId, at: u64) {
+        self.endpoint_gone(job);
         let fleet = self.sched.engine().fleet();
         let Some(m) = self.jobs.get_mut(&job) else {
             return;

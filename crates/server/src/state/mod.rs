@@ -14,7 +14,8 @@
 //! - `apply`: applying events live or from the journal, and the nodes each change touched;
 //! - `fleet_change`: fleet files applied while the cell runs, removed nodes leaving once empty;
 //!   `registration`: nodes their agents register under an admin's rule;
-//! - `assign`: what each node runs; `views`: what the API shows, fingerprints for tests;
+//! - `assign`: what each node runs; `endpoints`: where service replicas listen;
+//! - `views`: what the API shows, fingerprints for tests;
 //! - `stream`: what each record tells the event stream.
 
 use crate::api::{
@@ -35,6 +36,7 @@ mod admission;
 mod apply;
 mod assign;
 mod bootstrap;
+mod endpoints;
 mod event;
 mod fleet_change;
 mod fleet_view;
@@ -51,6 +53,7 @@ mod views;
 pub use admission::check_command;
 use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
+pub use endpoints::ReplicaEndpoint;
 pub use event::{BatchId, Event, Interactive, JobId, ServiceId, TaskSpec};
 pub use fleet_change::{FleetPlan, ReadyToLeave};
 pub use fleet_view::MAX_DETAIL_NODES;
@@ -230,6 +233,8 @@ pub struct ControlPlane {
     leaving: BTreeSet<NodeId>,
     /// Ended jobs that ran on nodes which have left the fleet since: their nodes by rank.
     departed_ran_on: HashMap<JobId, Vec<Box<str>>>,
+    /// Service replicas' endpoints, by replica job (rank 0's, as its agent reported it).
+    endpoints: BTreeMap<JobId, endpoints::ReplicaEndpoint>,
     /// The rule for nodes their agents register (`None`: the cell takes none).
     registration_rule: Option<registration::RegistrationRule>,
     /// Registrations waiting for approval, by node name (bounded by the rule's names).
@@ -314,6 +319,7 @@ impl ControlPlane {
             fleet_changes: Default::default(),
             registration_rule: None,
             registrations: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
             replaying: None,
             fleet_toml: fleet_toml.as_str().into(),
             init_at: *at,

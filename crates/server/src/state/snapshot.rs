@@ -116,6 +116,11 @@ impl ControlPlane {
             leaving: self.leaving.iter().map(name).collect(),
             registration_rule: self.registration_rule.clone(),
             registrations: self.registrations.values().cloned().collect(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|(j, e)| (j.0, e.clone()))
+                .collect(),
         }
     }
 
@@ -151,6 +156,11 @@ impl ControlPlane {
             p.leaving.insert(id);
         }
         p.registration_rule = s.registration_rule.clone();
+        p.endpoints = s
+            .endpoints
+            .iter()
+            .map(|(j, e)| (JobId(*j), e.clone()))
+            .collect();
         p.registrations = s
             .registrations
             .iter()

@@ -57,6 +57,11 @@ impl ControlPlane {
                 self.told_fleet_change(out);
                 return;
             }
+            Event::ReplicaEndpoint { job, .. } => {
+                let service = job.workload().as_replica().map(|(s, _)| ServiceId(s));
+                out.extend(service.and_then(|s| self.told_service(s)));
+                return;
+            }
             Event::NodeRegistered { registration, .. } => {
                 out.push(Told::everyone(Change::Node {
                     node: registration.node.clone(),

@@ -57,6 +57,20 @@ pub struct TaskReport {
     /// Unix seconds of the task's last checkpoint, if it wrote one.
     #[serde(default)]
     pub checkpoint_at: Option<u64>,
+    /// A service replica's endpoint, as its agent gave and probed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<TaskEndpoint>,
+}
+
+/// Where a service replica listens, and whether it is ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskEndpoint {
+    /// The address the node is reached at (the agent's `--advertise-address`).
+    pub address: String,
+    /// The port the agent gave the replica.
+    pub port: u16,
+    /// Its readiness probe passed (and, without one, its port takes connections).
+    pub ready: bool,
 }
 
 /// The server's answer to a heartbeat: every task and sandbox the node must run now. Anything

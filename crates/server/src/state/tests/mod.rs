@@ -149,6 +149,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
             exit_code: exit,
             oom_killed: false,
             checkpoint_at: checkpoint,
+            endpoint: None,
         }],
     };
     let ev = p
@@ -282,6 +283,7 @@ fn service(replicas: u32) -> SubmitService {
         workdir: None,
         placement: Default::default(),
         min_providers: Default::default(),
+        ready_path: None,
     }
 }
 
@@ -313,6 +315,7 @@ fn exit_report(job: u64, run: u32, rank: u32, code: i32) -> crate::api::TaskRepo
         exit_code: Some(code),
         oom_killed: false,
         checkpoint_at: None,
+        endpoint: None,
     }
 }
 
@@ -680,6 +683,7 @@ fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
     assert_eq!(state(&p, &names[1]), "ready");
 }
 
+mod endpoints;
 mod fleet_change;
 mod replay;
 

@@ -1,0 +1,107 @@
+//! Service replicas' endpoints on a node: the agent gives each replica a free port (`PORT`
+//! and `STARGRID_PORT` in its environment) and probes it until it is ready, through its
+//! service's readiness path (an HTTP GET answered 2xx) or, without one, its port taking
+//! connections. Each heartbeat reports the endpoint and its readiness.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// How long one probe waits to connect and for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// One replica's endpoint on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// The port the replica was given.
+    pub(crate) port: u16,
+    /// Its service's readiness path.
+    pub(crate) ready_path: Option<String>,
+    /// A probe passed (it is not probed again).
+    pub(crate) ready: bool,
+}
+
+/// A port no process on this host listens on now (the kernel's choice; the replica binds it
+/// next).
+pub(crate) fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+impl Endpoint {
+    /// Probes the replica once if it is not ready yet; whether it is ready.
+    pub(crate) fn probe(&mut self) -> bool {
+        if !self.ready {
+            self.ready = probe(self.port, self.ready_path.as_deref());
+        }
+        self.ready
+    }
+}
+
+/// Whether the replica on `port` answers: a 2xx to `GET path`, or a connection without a path.
+fn probe(port: u16, path: Option<&str>) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) else {
+        return false;
+    };
+    let Some(path) = path else {
+        return true;
+    };
+    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
+    let ask = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(ask.as_bytes()).is_err() {
+        return false;
+    }
+    // The status line is all it takes: "HTTP/1.x 2xx".
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match stream.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..got]);
+    line.starts_with("HTTP/1.") && line.as_bytes().get(9) == Some(&b'2')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-shot HTTP server answering `status` on a free port.
+    fn serve(status: &'static str) -> u16 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in listener.incoming().take(4) {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(format!("HTTP/1.0 {status}\r\n\r\n").as_bytes());
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_replica_is_ready_once_its_path_answers_2xx_or_its_port_takes_connections() {
+        let ok = serve("200 OK");
+        assert!(probe(ok, Some("/ready")));
+        assert!(probe(ok, None));
+        let starting = serve("503 Service Unavailable");
+        assert!(!probe(starting, Some("/ready")));
+        // Nothing listens on a port just freed.
+        let closed = free_port().unwrap();
+        assert!(!probe(closed, None));
+        let mut e = Endpoint {
+            port: ok,
+            ready_path: Some("/".into()),
+            ready: false,
+        };
+        assert!(e.probe());
+        assert!(e.ready);
+    }
+}

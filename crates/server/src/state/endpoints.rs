@@ -1,0 +1,112 @@
+//! Where service replicas listen. A replica's agent gives it a port and probes it (its
+//! service's `ready_path`, or its port taking connections); a change in what a replica's rank
+//! 0 reports is journaled ([`Event::ReplicaEndpoint`]), and the service's ready replicas are
+//! its endpoints (`GET /v1/services/{id}/endpoints`). A run that ends takes its endpoint with
+//! it.
+
+use super::*;
+use crate::api::{ServiceEndpoint, TaskEndpoint};
+
+/// A replica's endpoint as its agent last reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaEndpoint {
+    /// The run it belongs to.
+    pub run: u32,
+    /// The node of its rank 0.
+    pub node: String,
+    /// The address the node is reached at.
+    pub address: String,
+    /// The port.
+    pub port: u16,
+    /// Its probe passed.
+    pub ready: bool,
+}
+
+/// The longest readiness path a service may give.
+pub const MAX_READY_PATH: usize = 256;
+
+/// Checks a service's readiness path: absolute, printable, short.
+pub(super) fn check_ready_path(path: &str) -> Result<(), FieldProblem> {
+    let bad = |reason: &str| FieldProblem {
+        field: "ready_path".into(),
+        reason: reason.into(),
+    };
+    if !path.starts_with('/') {
+        return Err(bad("must start with '/'"));
+    }
+    if path.len() > MAX_READY_PATH {
+        return Err(bad("longer than 256 bytes"));
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("printable ASCII only, no spaces"));
+    }
+    Ok(())
+}
+
+impl ControlPlane {
+    /// The event a replica's report brings, if its endpoint changed (rank 0 of a live
+    /// replica's current run only; the caller checked the run and the node).
+    pub(super) fn endpoint_event(
+        &self,
+        job: JobId,
+        run: u32,
+        rank: u32,
+        node: &str,
+        reported: &TaskEndpoint,
+        at: u64,
+    ) -> Option<Event> {
+        if rank != 0 || job.workload().as_replica().is_none() {
+            return None;
+        }
+        let now = ReplicaEndpoint {
+            run,
+            node: node.to_string(),
+            address: reported.address.clone(),
+            port: reported.port,
+            ready: reported.ready,
+        };
+        if self.endpoints.get(&job) == Some(&now) {
+            return None;
+        }
+        let valid = !now.address.is_empty() && now.address.len() <= 253 && now.port != 0;
+        valid.then(|| Event::ReplicaEndpoint {
+            job,
+            endpoint: now,
+            at,
+        })
+    }
+
+    /// Keeps a replica's endpoint (refused for a replica that is not running that run).
+    pub(super) fn set_endpoint(
+        &mut self,
+        job: JobId,
+        e: &ReplicaEndpoint,
+    ) -> Result<(), StateError> {
+        self.current_world(job, e.run)?;
+        self.endpoints.insert(job, e.clone());
+        Ok(())
+    }
+
+    /// Forgets the endpoint of a replica whose run ended.
+    pub(super) fn endpoint_gone(&mut self, job: JobId) {
+        self.endpoints.remove(&job);
+    }
+
+    /// The ready endpoints of service `id`'s replicas, in replica order.
+    pub fn service_endpoints(&self, id: ServiceId) -> Vec<ServiceEndpoint> {
+        self.sched
+            .service_replicas(id.0)
+            .into_iter()
+            .filter_map(|w| {
+                let e = self.endpoints.get(&JobId(w.0))?;
+                let running = self.current_world(JobId(w.0), e.run).is_ok();
+                (running && e.ready).then(|| ServiceEndpoint {
+                    replica: w.0,
+                    node: e.node.clone(),
+                    address: e.address.clone(),
+                    port: e.port,
+                })
+            })
+            .collect()
+    }
+}
