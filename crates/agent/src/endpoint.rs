@@ -1,11 +1,16 @@
 //! Service replicas' endpoints on a node: the agent gives each replica a free port (`PORT`
 //! and `STARGRID_PORT` in its environment) and probes it until it is ready, through its
 //! service's readiness path (an HTTP GET answered 2xx) or, without one, its port taking
-//! connections. Each heartbeat reports the endpoint and its readiness.
+//! connections. Each heartbeat reports the endpoint and its readiness. Once ready, a replica
+//! with a liveness path is probed each round; [`MAX_LIVENESS_FAILURES`] failures in a row and
+//! the agent stops it (its exit is reported, and the service replaces it).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
+
+/// Liveness probes that fail in a row before the replica is stopped.
+pub(crate) const MAX_LIVENESS_FAILURES: u32 = 3;
 
 /// How long one probe waits to connect and for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
@@ -17,8 +22,12 @@ pub(crate) struct Endpoint {
     pub(crate) port: u16,
     /// Its service's readiness path.
     pub(crate) ready_path: Option<String>,
-    /// A probe passed (it is not probed again).
+    /// A probe passed (it is not probed for readiness again).
     pub(crate) ready: bool,
+    /// Its service's liveness path.
+    pub(crate) live_path: Option<String>,
+    /// Liveness probes failed in a row.
+    pub(crate) failures: u32,
 }
 
 /// A port no process on this host listens on now (the kernel's choice; the replica binds it
@@ -36,6 +45,20 @@ impl Endpoint {
             self.ready = probe(self.port, self.ready_path.as_deref());
         }
         self.ready
+    }
+
+    /// Probes a ready replica's liveness once (a hollow one, `hollow`, is always alive);
+    /// whether it failed [`MAX_LIVENESS_FAILURES`] times in a row.
+    pub(crate) fn dead(&mut self, hollow: bool) -> bool {
+        let (true, Some(path), false) = (self.ready, &self.live_path, hollow) else {
+            return false;
+        };
+        if probe(self.port, Some(path)) {
+            self.failures = 0;
+        } else {
+            self.failures += 1;
+        }
+        self.failures >= MAX_LIVENESS_FAILURES
     }
 }
 
@@ -100,8 +123,21 @@ mod tests {
             port: ok,
             ready_path: Some("/".into()),
             ready: false,
+            live_path: None,
+            failures: 0,
         };
         assert!(e.probe());
         assert!(e.ready);
+        // Alive while its liveness path answers; dead after three failures in a row.
+        let mut e = Endpoint {
+            port: closed,
+            ready_path: None,
+            ready: true,
+            live_path: Some("/alive".into()),
+            failures: 0,
+        };
+        assert!(!e.dead(false) && !e.dead(false));
+        assert!(e.dead(false));
+        assert!(!e.dead(true), "a hollow replica is never probed");
     }
 }

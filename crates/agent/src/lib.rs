@@ -222,7 +222,7 @@ struct NodeTasks {
 
 impl NodeTasks {
     /// What the heartbeat reports: exits noticed now, checkpoint times.
-    fn reports(&mut self, advertise: &str) -> Vec<TaskReport> {
+    fn reports(&mut self, advertise: &str, grace: Duration, hollow: bool) -> Vec<TaskReport> {
         let mut out = Vec::new();
         for (&(job, run, rank), t) in self.tasks.iter_mut() {
             let mut checkpoint_at = None;
@@ -256,11 +256,22 @@ impl NodeTasks {
                 continue;
             }
             let endpoint = match (self.endpoints.get_mut(&(job, run, rank)), t.exit_code) {
-                (Some(e), None) => Some(TaskEndpoint {
-                    address: advertise.to_string(),
-                    port: e.port,
-                    ready: e.probe(),
-                }),
+                (Some(e), None) => {
+                    let ready = e.probe();
+                    if e.dead(hollow) {
+                        // Stopped (SIGTERM, then SIGKILL after the grace): its exit is
+                        // reported, and its service replaces it.
+                        if e.failures == endpoint::MAX_LIVENESS_FAILURES {
+                            tracing::warn!(node = %self.name, job, "liveness probe failed: stopping the replica");
+                        }
+                        stop(t, grace);
+                    }
+                    Some(TaskEndpoint {
+                        address: advertise.to_string(),
+                        port: e.port,
+                        ready,
+                    })
+                }
                 _ => None,
             };
             out.push(TaskReport {
@@ -341,6 +352,8 @@ impl NodeTasks {
                         port,
                         ready_path: a.ready_path.clone(),
                         ready: config.hollow,
+                        live_path: a.live_path.clone(),
+                        failures: 0,
                     })
                 }
                 (true, Err(e)) => {
@@ -586,6 +599,7 @@ mod tests {
             memory_mib: 1024,
             serves: false,
             ready_path: None,
+            live_path: None,
         };
         let reply = wire::api::NodeWork {
             assignments: vec![task],
@@ -593,11 +607,17 @@ mod tests {
         };
         node.reconcile(&config, &reply);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while node.reports("127.0.0.1")[0].exit_code.is_none() {
+        while node.reports("127.0.0.1", Duration::from_secs(1), false)[0]
+            .exit_code
+            .is_none()
+        {
             assert!(Instant::now() < deadline, "the task did not end");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(node.reports("127.0.0.1")[0].exit_code, Some(0));
+        assert_eq!(
+            node.reports("127.0.0.1", Duration::from_secs(1), false)[0].exit_code,
+            Some(0)
+        );
         // The group is named after the agent (its work dir), the node and the task.
         let group = std::fs::read_dir(root.path().join("stargrid"))
             .unwrap()

@@ -102,6 +102,7 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         memory_mib: s.memory_mib,
         serves: false,
         ready_path: None,
+        live_path: None,
     }
 }
 

@@ -59,6 +59,7 @@ pub(crate) fn start(
         memory_mib: POOL_MEMORY_MIB,
         serves: false,
         ready_path: None,
+        live_path: None,
     };
     let task = spawn_as(config, node, &a, Kind::Interactive, template, &name, user)?;
     Ok(Warm {

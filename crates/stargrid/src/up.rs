@@ -108,6 +108,7 @@ fn demo_service() -> SubmitService {
         placement: Default::default(),
         min_providers: Default::default(),
         ready_path: None,
+        live_path: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Service replicas' endpoints end to end: a real agent gives a replica (a real HTTP server)
 //! its port, probes its readiness path, and the server lists it once ready; a deleted
-//! service lists none.
+//! service lists none; a replica whose liveness path stops answering is stopped and replaced.
 
 #![allow(clippy::unwrap_used)]
 
@@ -59,6 +59,8 @@ fn a_replica_gets_a_port_and_is_listed_once_its_readiness_path_answers() {
         .call()
         .unwrap();
     assert_eq!(own.status(), 200);
+    // The service's view counts it ready.
+    assert_eq!(get_path(&url, &format!("/v1/services/{id}"))["ready"], 1);
     // Deleted: no endpoint is left.
     post(&format!("{url}/v1/services/{id}/delete"))
         .call()
@@ -66,4 +68,61 @@ fn a_replica_gets_a_port_and_is_listed_once_its_readiness_path_answers() {
     wait_for("the endpoint to go", || {
         endpoints().as_array().is_some_and(|a| a.is_empty())
     });
+}
+
+#[test]
+fn a_replica_whose_liveness_path_fails_is_stopped_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = start_server(&dir.path().join("data"));
+    let work = dir.path().join("agent");
+    let _agent = start_agent(
+        &url,
+        &work,
+        &[
+            "--node",
+            "nvl00000t00",
+            "--fake-gpus",
+            "4",
+            "--gpu-model",
+            "GB200",
+            "--grace-s",
+            "1",
+        ],
+    );
+    wait_for("the node to come up", || nodes_up(&url) == 1);
+    // It serves its directory: `/alive` answers while the file is there.
+    let created: Value = post(&format!("{url}/v1/services"))
+        .send_json(json!({
+            "name": "web", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
+            "gpus_per_node": 4, "min_replicas": 1, "ready_path": "/", "live_path": "/alive",
+            "command": ["sh", "-c",
+                "cd \"$HOME\" && touch alive && exec python3 -m http.server \"$PORT\" --bind 127.0.0.1"],
+        }))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let id = created["id"].as_u64().unwrap();
+    let service = || get_path(&url, &format!("/v1/services/{id}"));
+    wait_for("the replica to be ready", || service()["ready"] == 1);
+    // The file goes: the liveness path answers 404, and after three probes the agent stops
+    // the replica; the service replaces it.
+    let alive = find(&work, "alive").expect("the replica's file");
+    std::fs::remove_file(&alive).unwrap();
+    wait_for("the replica to be replaced", || service()["replaced"] == 1);
+}
+
+/// The first file named `name` under `dir`.
+fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+        if path.is_dir() {
+            if let Some(found) = find(&path, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
 }

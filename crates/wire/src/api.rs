@@ -364,6 +364,10 @@ pub struct Assignment {
     /// takes connections).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_path: Option<String>,
+    /// The HTTP path that answers 2xx while the replica is alive: once it is ready, three
+    /// failures in a row and its agent stops it (it is replaced under the crash back-off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_path: Option<String>,
 }
 
 /// A ready replica of a service: where to send it requests.
@@ -482,6 +486,11 @@ pub struct SubmitService {
     #[serde(default)]
     #[schema(pattern = r"^/", max_length = 256)]
     pub ready_path: Option<String>,
+    /// The HTTP path that answers 2xx while a replica is alive: once it is ready, three failed
+    /// probes in a row and its agent stops it, and it is replaced under the crash back-off.
+    #[serde(default)]
+    #[schema(pattern = r"^/", max_length = 256)]
+    pub live_path: Option<String>,
 }
 
 /// A spread rule.
@@ -528,6 +537,9 @@ pub struct ServiceView {
     pub running: u32,
     /// Replicas waiting to be placed.
     pub pending: u32,
+    /// Running replicas whose endpoint is ready (see `GET /v1/services/{id}/endpoints`).
+    #[serde(default)]
+    pub ready: u32,
     /// Fewest and most replicas.
     pub min_replicas: u32,
     /// Most replicas.

@@ -121,6 +121,7 @@ impl ControlPlane {
             template: None,
             egress: Vec::new(),
             ready_path: None,
+            live_path: None,
         })
     }
 
@@ -400,8 +401,12 @@ impl ControlPlane {
             req.workdir.as_ref(),
         )?;
         if let Some(path) = &req.ready_path {
-            endpoints::check_ready_path(path)?;
+            endpoints::check_probe_path("ready_path", path)?;
             task.ready_path = Some(path.clone());
+        }
+        if let Some(path) = &req.live_path {
+            endpoints::check_probe_path("live_path", path)?;
+            task.live_path = Some(path.clone());
         }
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;

@@ -93,6 +93,7 @@ impl ControlPlane {
                 memory_mib: per_node.memory_mib,
                 serves: job.workload().as_replica().is_some(),
                 ready_path: task.ready_path.clone(),
+                live_path: task.live_path.clone(),
             }),
             NodeWork::Sandboxes {
                 batch,

@@ -22,19 +22,19 @@ pub struct ReplicaEndpoint {
     pub ready: bool,
 }
 
-/// The longest readiness path a service may give.
-pub const MAX_READY_PATH: usize = 256;
+/// The longest probe path a service may give.
+pub const MAX_PROBE_PATH: usize = 256;
 
-/// Checks a service's readiness path: absolute, printable, short.
-pub(super) fn check_ready_path(path: &str) -> Result<(), FieldProblem> {
+/// Checks a service's readiness or liveness path (`field`): absolute, printable, short.
+pub(super) fn check_probe_path(field: &str, path: &str) -> Result<(), FieldProblem> {
     let bad = |reason: &str| FieldProblem {
-        field: "ready_path".into(),
+        field: field.into(),
         reason: reason.into(),
     };
     if !path.starts_with('/') {
         return Err(bad("must start with '/'"));
     }
-    if path.len() > MAX_READY_PATH {
+    if path.len() > MAX_PROBE_PATH {
         return Err(bad("longer than 256 bytes"));
     }
     if !path.bytes().all(|b| b.is_ascii_graphic()) {
@@ -90,6 +90,11 @@ impl ControlPlane {
     /// Forgets the endpoint of a replica whose run ended.
     pub(super) fn endpoint_gone(&mut self, job: JobId) {
         self.endpoints.remove(&job);
+    }
+
+    /// How many of service `id`'s replicas are running with a ready endpoint.
+    pub(super) fn ready_replicas(&self, id: ServiceId) -> u32 {
+        self.service_endpoints(id).len() as u32
     }
 
     /// The ready endpoints of service `id`'s replicas, in replica order.

@@ -351,6 +351,9 @@ pub struct TaskSpec {
     /// A service's readiness path (HTTP GET answered 2xx once a replica is ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_path: Option<String>,
+    /// A service's liveness path (HTTP GET answered 2xx while a replica is alive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_path: Option<String>,
     /// An interactive batch's egress allow-list, each rule as it reads back
     /// ([`wire::api::EgressRule`]); empty: no network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

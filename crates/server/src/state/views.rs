@@ -113,6 +113,7 @@ impl ControlPlane {
             desired: status.as_ref().map_or(0, |s| s.desired),
             running: status.as_ref().map_or(0, |s| s.running),
             pending: status.as_ref().map_or(0, |s| s.pending),
+            ready: self.ready_replicas(id),
             min_replicas: meta.spec.min_replicas,
             max_replicas: meta.spec.max_replicas,
             gpus_per_replica: meta.spec.replica.total_gpus(),

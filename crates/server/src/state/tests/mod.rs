@@ -284,6 +284,7 @@ fn service(replicas: u32) -> SubmitService {
         placement: Default::default(),
         min_providers: Default::default(),
         ready_path: None,
+        live_path: None,
     }
 }
 
