@@ -42,6 +42,14 @@ pub enum ClientCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = crate::listing::Output::Table)]
         output: crate::listing::Output,
     },
+    /// A service's ready replicas: where to send it requests.
+    Endpoints {
+        /// The service.
+        id: u64,
+        /// table or json (the API's objects).
+        #[arg(long, short = 'o', value_enum, default_value_t = crate::listing::Output::Table)]
+        output: crate::listing::Output,
+    },
     /// Sandbox batches as a table.
     Sandboxes {
         /// Only this tenant's.
@@ -293,6 +301,10 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
         ClientCommand::Services { tenant, output } => {
             let services = client.services(tenant.as_deref()).map_err(fail)?;
             crate::listing::services(&services, *output)?;
+        }
+        ClientCommand::Endpoints { id, output } => {
+            let endpoints = client.service_endpoints(*id).map_err(fail)?;
+            crate::listing::endpoints(&endpoints, *output)?;
         }
         ClientCommand::Sandboxes { tenant, output } => {
             let mut rows = Vec::new();

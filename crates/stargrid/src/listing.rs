@@ -108,13 +108,14 @@ pub fn services(rows: &[ServiceView], output: Output) -> Result<()> {
     let now = human_time::now();
     let wide = output == Output::Wide;
     let mut out = format!(
-        "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>7} {:>8}  {}REASON\n",
+        "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>5} {:>7} {:>8}  {}REASON\n",
         "ID",
         "NAME",
         "TENANT",
         "STATE",
         "DESIRED",
         "RUNNING",
+        "READY",
         "PENDING",
         "REPLACED",
         if wide {
@@ -139,17 +140,33 @@ pub fn services(rows: &[ServiceView], output: Output) -> Result<()> {
             String::new()
         };
         out.push_str(&format!(
-            "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>7} {:>8}  {}{}\n",
+            "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>5} {:>7} {:>8}  {}{}\n",
             v.id,
             v.name,
             v.tenant,
             v.state,
             v.desired,
             v.running,
+            v.ready,
             v.pending,
             v.replaced,
             extra,
             human_time::in_text(v.reason.as_deref().unwrap_or(""), now)
+        ));
+    }
+    emit(&out)
+}
+
+/// A service's ready replicas (`stargrid endpoints`).
+pub fn endpoints(rows: &[wire::api::ServiceEndpoint], output: Output) -> Result<()> {
+    if output == Output::Json {
+        return json(rows);
+    }
+    let mut out = format!("{:>20} {:<28} {}\n", "REPLICA", "NODE", "ENDPOINT");
+    for e in rows {
+        out.push_str(&format!(
+            "{:>20} {:<28} {}:{}\n",
+            e.replica, e.node, e.address, e.port
         ));
     }
     emit(&out)

@@ -59,8 +59,15 @@ fn a_replica_gets_a_port_and_is_listed_once_its_readiness_path_answers() {
         .call()
         .unwrap();
     assert_eq!(own.status(), 200);
-    // The service's view counts it ready.
+    // The service's view counts it ready; the CLI lists it.
     assert_eq!(get_path(&url, &format!("/v1/services/{id}"))["ready"], 1);
+    let admin = admin_token(&url);
+    let (ok, listed, err) = cli(&url, &admin, &["endpoints", &id.to_string()]);
+    assert!(ok, "{err}");
+    assert!(listed.contains(&format!("127.0.0.1:{port}")), "{listed}");
+    let (ok, table, _) = cli(&url, &admin, &["services"]);
+    assert!(ok);
+    assert!(table.contains("READY"), "{table}");
     // Deleted: no endpoint is left.
     post(&format!("{url}/v1/services/{id}/delete"))
         .call()

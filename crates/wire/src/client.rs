@@ -285,6 +285,11 @@ impl Client {
         self.post_json("services", service)
     }
 
+    /// A service's ready replicas (`GET /v1/services/{id}/endpoints`).
+    pub fn service_endpoints(&self, id: u64) -> Result<Vec<crate::api::ServiceEndpoint>> {
+        self.get(&format!("services/{id}/endpoints"), &[])
+    }
+
     /// Places a batch of sandboxes, all or none (`POST /v1/sandboxes`).
     pub fn submit_sandboxes(&self, batch: &SubmitSandboxes) -> Result<Submitted> {
         self.post_json("sandboxes", batch)
