@@ -9,37 +9,70 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
+/// A server and one GB200 tray's real agent (4 declared GPUs) on loopback.
+struct Cell {
+    url: String,
+    work: std::path::PathBuf,
+    _server: Proc,
+    _agent: Proc,
+}
+
+impl Cell {
+    fn start(dir: &std::path::Path) -> Cell {
+        let (server, url) = start_server(&dir.join("data"));
+        let work = dir.join("agent");
+        let agent = start_agent(
+            &url,
+            &work,
+            &[
+                "--node",
+                "nvl00000t00",
+                "--fake-gpus",
+                "4",
+                "--gpu-model",
+                "GB200",
+                "--grace-s",
+                "1",
+            ],
+        );
+        wait_for("the node to come up", || nodes_up(&url) == 1);
+        Cell {
+            url,
+            work,
+            _server: server,
+            _agent: agent,
+        }
+    }
+
+    /// Creates a one-replica service running `script` under `sh -c`, with `probes` (its
+    /// `ready_path` and `live_path`); its id.
+    fn serve(&self, probes: Value, script: &str) -> u64 {
+        let mut spec = json!({
+            "name": "web", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
+            "gpus_per_node": 4, "min_replicas": 1, "command": ["sh", "-c", script],
+        });
+        for (k, v) in probes.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let created: Value = post(&format!("{}/v1/services", self.url))
+            .send_json(spec)
+            .unwrap()
+            .into_json()
+            .unwrap();
+        created["id"].as_u64().unwrap()
+    }
+}
+
 #[test]
 fn a_replica_gets_a_port_and_is_listed_once_its_readiness_path_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = start_server(&dir.path().join("data"));
-    let _agent = start_agent(
-        &url,
-        &dir.path().join("agent"),
-        &[
-            "--node",
-            "nvl00000t00",
-            "--fake-gpus",
-            "4",
-            "--gpu-model",
-            "GB200",
-            "--grace-s",
-            "1",
-        ],
-    );
-    wait_for("the node to come up", || nodes_up(&url) == 1);
+    let cell = Cell::start(dir.path());
+    let url = cell.url.clone();
     // The replica serves HTTP on the port its agent gave it, after a second of "loading".
-    let created: Value = post(&format!("{url}/v1/services"))
-        .send_json(json!({
-            "name": "web", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
-            "gpus_per_node": 4, "min_replicas": 1, "ready_path": "/",
-            "command": ["sh", "-c",
-                "sleep 1; exec python3 -m http.server \"$PORT\" --bind 127.0.0.1"],
-        }))
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let id = created["id"].as_u64().unwrap();
+    let id = cell.serve(
+        json!({"ready_path": "/"}),
+        "sleep 1; exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+    );
     let endpoints = || get_path(&url, &format!("/v1/services/{id}/endpoints"));
     wait_for("the replica to be ready", || {
         endpoints().as_array().is_some_and(|a| a.len() == 1)
@@ -80,40 +113,18 @@ fn a_replica_gets_a_port_and_is_listed_once_its_readiness_path_answers() {
 #[test]
 fn a_replica_whose_liveness_path_fails_is_stopped_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = start_server(&dir.path().join("data"));
-    let work = dir.path().join("agent");
-    let _agent = start_agent(
-        &url,
-        &work,
-        &[
-            "--node",
-            "nvl00000t00",
-            "--fake-gpus",
-            "4",
-            "--gpu-model",
-            "GB200",
-            "--grace-s",
-            "1",
-        ],
-    );
-    wait_for("the node to come up", || nodes_up(&url) == 1);
+    let cell = Cell::start(dir.path());
+    let url = cell.url.clone();
     // It serves its directory: `/alive` answers while the file is there.
-    let created: Value = post(&format!("{url}/v1/services"))
-        .send_json(json!({
-            "name": "web", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
-            "gpus_per_node": 4, "min_replicas": 1, "ready_path": "/", "live_path": "/alive",
-            "command": ["sh", "-c",
-                "cd \"$HOME\" && touch alive && exec python3 -m http.server \"$PORT\" --bind 127.0.0.1"],
-        }))
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let id = created["id"].as_u64().unwrap();
+    let id = cell.serve(
+        json!({"ready_path": "/", "live_path": "/alive"}),
+        "cd \"$HOME\" && touch alive && exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+    );
     let service = || get_path(&url, &format!("/v1/services/{id}"));
     wait_for("the replica to be ready", || service()["ready"] == 1);
     // The file goes: the liveness path answers 404, and after three probes the agent stops
     // the replica; the service replaces it.
-    let alive = find(&work, "alive").expect("the replica's file");
+    let alive = find(&cell.work, "alive").expect("the replica's file");
     std::fs::remove_file(&alive).unwrap();
     wait_for("the replica to be replaced", || service()["replaced"] == 1);
 }
