@@ -105,6 +105,15 @@ impl Server {
         }
     }
 
+    /// Refuses every caller but an admin; `what` ends the refusal's reason ("only an admin
+    /// token …").
+    pub(super) fn admin(&self, headers: &HeaderMap, what: &str) -> Result<(), Refusal> {
+        match self.principal(headers)? {
+            Role::Admin => Ok(()),
+            _ => Err(Refusal::forbidden(format!("only an admin token {what}"))),
+        }
+    }
+
     /// Whether the request may read `/metrics`: an admin or a metrics token.
     pub(super) fn scraper(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         match self.token_role(headers)?.0 {

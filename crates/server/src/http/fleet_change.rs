@@ -27,10 +27,7 @@ pub(super) async fn apply_fleet(
 ) -> Response {
     respond(
         async {
-            match server.principal(&headers)? {
-                Role::Admin => {}
-                _ => return Err(Refusal::forbidden("only an admin token changes the fleet")),
-            }
+            server.admin(&headers, "changes the fleet")?;
             let body = axum::body::to_bytes(body, MAX_FLEET_FILE_BYTES)
                 .await
                 .map_err(|_| fleet_file_too_large())?;
@@ -63,12 +60,8 @@ pub(super) async fn apply_fleet(
     responses((status = 200, body = String, content_type = "application/toml"),
         (status = 403, body = ApiError)))]
 pub(super) async fn fleet_file(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    match server.principal(&headers) {
-        Ok(Role::Admin) => {}
-        Ok(_) => {
-            return Refusal::forbidden("only an admin token reads the fleet file").into_response()
-        }
-        Err(r) => return r.into_response(),
+    if let Err(r) = server.admin(&headers, "reads the fleet file") {
+        return r.into_response();
     }
     let text = server.plane().fleet_file().to_string();
     (
@@ -93,9 +86,8 @@ pub(super) async fn registrations(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Response {
-    match server.principal(&headers) {
-        Ok(Role::Admin) => Json(server.plane().registration_view()).into_response(),
-        Ok(_) => Refusal::forbidden("only an admin token reads registrations").into_response(),
+    match server.admin(&headers, "reads registrations") {
+        Ok(()) => Json(server.plane().registration_view()).into_response(),
         Err(r) => r.into_response(),
     }
 }
@@ -113,7 +105,7 @@ pub(super) async fn set_registration_rule(
 ) -> Response {
     respond(
         async {
-            admin_only(&server, &headers, "sets the registration rule")?;
+            server.admin(&headers, "sets the registration rule")?;
             let ask: SetRegistrationRule = parse_json(&read_body(body).await?)?;
             server
                 .commit(
@@ -178,7 +170,7 @@ async fn settle(
     what: &str,
     make: impl FnOnce(String, u64) -> Event,
 ) -> Result<u64, Refusal> {
-    admin_only(server, headers, what)?;
+    server.admin(headers, what)?;
     let ask: ApproveNodes = parse_json(&read_body(body).await?)?;
     let committed = server
         .commit(
@@ -257,12 +249,5 @@ impl Server {
                 format!("record {seq} was applied, and more fleet changes followed it at once: read the fleet with `fleet current`"),
             )
         })
-    }
-}
-
-fn admin_only(server: &Server, headers: &HeaderMap, what: &str) -> Result<(), Refusal> {
-    match server.principal(headers)? {
-        Role::Admin => Ok(()),
-        _ => Err(Refusal::forbidden(format!("only an admin token {what}"))),
     }
 }

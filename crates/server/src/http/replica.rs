@@ -29,7 +29,7 @@ pub(super) async fn replica_snapshot(
 ) -> Response {
     respond(
         async {
-            admin_only(&server, &headers)?;
+            server.admin(&headers, "(a frontend's) follows the writer")?;
             let Some(_) = server.journal() else {
                 return Err(not_the_writer());
             };
@@ -89,7 +89,7 @@ pub(super) async fn replica_records(
 ) -> Response {
     respond(
         async {
-            admin_only(&server, &headers)?;
+            server.admin(&headers, "(a frontend's) follows the writer")?;
             let Query(q) =
                 query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "query", e.body_text()))?;
             let Some(_) = server.journal() else {
@@ -155,15 +155,6 @@ pub(super) async fn replica_records(
         }
         .await,
     )
-}
-
-fn admin_only(server: &Server, headers: &HeaderMap) -> Result<(), Refusal> {
-    match server.principal(headers)? {
-        Role::Admin => Ok(()),
-        _ => Err(Refusal::forbidden(
-            "only an admin token (a frontend's) follows the writer",
-        )),
-    }
 }
 
 fn not_the_writer() -> Refusal {
