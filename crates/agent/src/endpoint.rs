@@ -1,9 +1,12 @@
 //! Service replicas' endpoints on a node: the agent gives each replica a free port (`PORT`
 //! and `STARGRID_PORT` in its environment) and probes it until it is ready, through its
 //! service's readiness path (an HTTP GET answered 2xx) or, without one, its port taking
-//! connections. Each heartbeat reports the endpoint and its readiness. Once ready, a replica
-//! with a liveness path is probed each round; [`MAX_LIVENESS_FAILURES`] failures in a row and
-//! the agent stops it (its exit is reported, and the service replaces it).
+//! connections. Readiness is probed every round, before and after a replica is first ready:
+//! [`MAX_READINESS_FAILURES`] failures in a row and it is reported not ready (gateways take it
+//! out of rotation) until a probe passes again. Each heartbeat reports the endpoint and its
+//! readiness. Once ready, a replica with a liveness path is probed each round;
+//! [`MAX_LIVENESS_FAILURES`] failures in a row and the agent stops it (its exit is reported,
+//! and the service replaces it).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -11,6 +14,10 @@ use std::time::Duration;
 
 /// Liveness probes that fail in a row before the replica is stopped.
 pub(crate) const MAX_LIVENESS_FAILURES: u32 = 3;
+
+/// Readiness probes of a ready replica that fail in a row before it is reported not ready
+/// (one slow answer does not take it out of rotation).
+pub(crate) const MAX_READINESS_FAILURES: u32 = 2;
 
 /// How long one probe waits to connect and for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
@@ -22,8 +29,10 @@ pub(crate) struct Endpoint {
     pub(crate) port: u16,
     /// Its service's readiness path.
     pub(crate) ready_path: Option<String>,
-    /// A probe passed (it is not probed for readiness again).
+    /// Its last probes passed (see [`MAX_READINESS_FAILURES`]).
     pub(crate) ready: bool,
+    /// Readiness probes failed in a row while it was ready.
+    pub(crate) not_ready: u32,
     /// Its service's liveness path.
     pub(crate) live_path: Option<String>,
     /// Liveness probes failed in a row.
@@ -39,10 +48,17 @@ pub(crate) fn free_port() -> std::io::Result<u16> {
 }
 
 impl Endpoint {
-    /// Probes the replica once if it is not ready yet; whether it is ready.
+    /// Probes the replica's readiness once; whether it is ready now.
     pub(crate) fn probe(&mut self) -> bool {
-        if !self.ready {
-            self.ready = probe(self.port, self.ready_path.as_deref());
+        if probe(self.port, self.ready_path.as_deref()) {
+            self.ready = true;
+            self.not_ready = 0;
+        } else if self.ready {
+            self.not_ready += 1;
+            if self.not_ready >= MAX_READINESS_FAILURES {
+                self.ready = false;
+                self.not_ready = 0;
+            }
         }
         self.ready
     }
@@ -99,7 +115,7 @@ mod tests {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
-            for s in listener.incoming().take(4) {
+            for s in listener.incoming().take(8) {
                 let mut s = s.unwrap();
                 let mut buf = [0u8; 512];
                 let _ = s.read(&mut buf);
@@ -123,16 +139,32 @@ mod tests {
             port: ok,
             ready_path: Some("/".into()),
             ready: false,
+            not_ready: 0,
             live_path: None,
             failures: 0,
         };
         assert!(e.probe());
         assert!(e.ready);
+        // A ready replica that stops answering leaves rotation after two failed probes, and
+        // comes back with the next probe that passes.
+        let mut e = Endpoint {
+            port: closed,
+            ready_path: None,
+            ready: true,
+            not_ready: 0,
+            live_path: None,
+            failures: 0,
+        };
+        assert!(e.probe(), "one failed probe is not enough");
+        assert!(!e.probe());
+        e.port = ok;
+        assert!(e.probe());
         // Alive while its liveness path answers; dead after three failures in a row.
         let mut e = Endpoint {
             port: closed,
             ready_path: None,
             ready: true,
+            not_ready: 0,
             live_path: Some("/alive".into()),
             failures: 0,
         };

@@ -257,7 +257,8 @@ impl NodeTasks {
             }
             let endpoint = match (self.endpoints.get_mut(&(job, run, rank)), t.exit_code) {
                 (Some(e), None) => {
-                    let ready = e.probe();
+                    // A hollow replica runs nothing to probe: it is ready from the start.
+                    let ready = hollow || e.probe();
                     if e.dead(hollow) {
                         // Stopped (SIGTERM, then SIGKILL after the grace): its exit is
                         // reported, and its service replaces it.
@@ -352,6 +353,7 @@ impl NodeTasks {
                         port,
                         ready_path: a.ready_path.clone(),
                         ready: config.hollow,
+                        not_ready: 0,
                         live_path: a.live_path.clone(),
                         failures: 0,
                     })

@@ -30,6 +30,7 @@ pub mod events;
 pub mod execs;
 pub mod http;
 pub mod journal;
+pub mod live_load;
 pub mod log_tails;
 pub mod metrics;
 pub mod sessions;

@@ -121,8 +121,9 @@ pub fn line(e: &StreamEvent) -> String {
             state,
             desired,
             replicas,
+            ready,
         } => format!(
-            "service {service} {name} ({tenant}): {state}, {desired} replicas wanted, {replicas} placed or queued"
+            "service {service} {name} ({tenant}): {state}, {desired} replicas wanted, {replicas} placed or queued, {ready} ready"
         ),
         Change::Node {
             node,

@@ -109,6 +109,7 @@ fn demo_service() -> SubmitService {
         min_providers: Default::default(),
         ready_path: None,
         live_path: None,
+        autoscale: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod exec;
 mod fleet_change;
 mod fleet_view;
+mod gateway;
 mod history;
 mod template;
 pub use beats::*;
@@ -18,6 +19,7 @@ pub use events::*;
 pub use exec::*;
 pub use fleet_change::*;
 pub use fleet_view::*;
+pub use gateway::*;
 pub use history::*;
 pub use template::*;
 
@@ -491,6 +493,10 @@ pub struct SubmitService {
     #[serde(default)]
     #[schema(pattern = r"^/", max_length = 256)]
     pub live_path: Option<String>,
+    /// Scale on the load its gateways report, between `min_replicas` and `max_replicas`
+    /// (absent: only `stargrid scale` changes the count).
+    #[serde(default)]
+    pub autoscale: Option<AutoscaleSpec>,
 }
 
 /// A spread rule.

@@ -39,6 +39,7 @@ mod execs;
 mod fleet;
 mod fleet_change;
 mod frontend;
+mod gateway;
 mod history;
 mod jobs;
 mod logs;
@@ -135,6 +136,8 @@ pub struct Server {
     event_streams: Mutex<events::StreamCounts>,
     /// Dashboard sessions (not journaled: a restart logs everyone out).
     ui_sessions: Mutex<ui::DashboardSessions>,
+    /// The load gateways report, and the autoscalers it feeds (not journaled).
+    live_load: Mutex<crate::live_load::LiveLoad>,
     /// Served over plain HTTP on a loopback address (the dashboard's cookie is then not
     /// `Secure`, which browsers would not send back over HTTP).
     plain_loopback: std::sync::atomic::AtomicBool,
@@ -311,6 +314,7 @@ impl Server {
         let due = |p: &ControlPlane, at: u64| {
             let mut events = self.departures_due(p, at);
             events.extend(self.approvals_due(p, at));
+            events.extend(self.scalings_due(p, at));
             if !events.is_empty()
                 || p.dirty()
                 || p.due(at)
@@ -572,6 +576,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/services/{id}/endpoints", get(service_endpoints))
         .route("/v1/services/{id}/scale", post(scale_service))
         .route("/v1/services/{id}/delete", post(delete_service))
+        .route("/v1/gateway/routes", get(gateway::routes))
+        .route("/v1/gateway/load", post(gateway::report_load))
         .route("/v1/sandboxes", post(submit_sandboxes).get(list_batches))
         .route("/v1/sandboxes/{id}", get(get_batch))
         .route("/v1/sandboxes/{id}/cancel", post(cancel_batch))

@@ -328,6 +328,7 @@ impl Server {
             templates: Mutex::new(Default::default()),
             metrics: Default::default(),
             events: Mutex::new(settings.events),
+            live_load: Mutex::new(Default::default()),
             event_streams: Default::default(),
             ui_sessions: Default::default(),
             plain_loopback: Default::default(),

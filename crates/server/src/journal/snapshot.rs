@@ -156,6 +156,9 @@ pub struct ServiceMetaV1 {
     pub quick_exits: u32,
     /// The next replacement waits until then.
     pub replace_at: Option<u64>,
+    /// How it scales on its gateways' load (absent in snapshots from before autoscaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<crate::state::AutoscaleTargets>,
 }
 
 /// A sandbox batch as the API shows it.

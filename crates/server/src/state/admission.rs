@@ -394,6 +394,21 @@ impl ControlPlane {
     /// Turns a request into a `ServiceCreate` event, checking every field; changes nothing.
     pub fn service_event(&self, req: &SubmitService, at: u64) -> Result<Event, FieldProblem> {
         check_name(&req.name)?;
+        let tenant = self.tenant_id(&req.tenant)?;
+        // Gateways route by tenant and name: one active service per name in a tenant.
+        if self
+            .services
+            .values()
+            .any(|m| m.tenant == tenant && m.deleted_at.is_none() && m.name == req.name)
+        {
+            return Err(bad(
+                "name",
+                format!(
+                    "tenant '{}' already has an active service named '{}'",
+                    req.tenant, req.name
+                ),
+            ));
+        }
         let mut task = self.task_spec(
             &req.command,
             &req.env,
@@ -408,7 +423,6 @@ impl ControlPlane {
             endpoints::check_probe_path("live_path", path)?;
             task.live_path = Some(path.clone());
         }
-        let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
         let spread = match &req.spread {
@@ -460,11 +474,17 @@ impl ControlPlane {
         if self.next_service >= sched::MAX_SERVICES {
             return Err(bad("", "this control plane holds no more services".into()));
         }
+        let autoscale = req
+            .autoscale
+            .as_ref()
+            .map(AutoscaleTargets::from_request)
+            .transpose()?;
         Ok(Event::ServiceCreate {
             id: ServiceId(self.next_service),
             name: req.name.clone(),
             spec,
             task,
+            autoscale,
             at,
         })
     }

@@ -228,6 +228,7 @@ impl ControlPlane {
                 name,
                 spec,
                 task,
+                autoscale,
                 at,
             } => {
                 self.decide(|s| s.create_service(id.0, spec.clone(), *at))?;
@@ -243,9 +244,11 @@ impl ControlPlane {
                         replaced: 0,
                         quick_exits: 0,
                         replace_at: None,
+                        autoscale: autoscale.clone(),
                     },
                 );
                 self.next_service = self.next_service.max(id.0 + 1);
+                self.routes_changed();
                 self.dirty = true;
                 Vec::new()
             }
@@ -256,6 +259,7 @@ impl ControlPlane {
                     m.replace_at = None;
                 }
                 self.decide(|s| s.scale_service(id.0, *replicas, *at).map(|_| ()))?;
+                self.routes_changed();
                 self.dirty = true;
                 Vec::new()
             }
@@ -265,6 +269,7 @@ impl ControlPlane {
                 if let Some(m) = self.services.get_mut(id) {
                     m.deleted_at = Some(*at);
                 }
+                self.routes_changed();
                 self.dirty = true;
                 Vec::new()
             }

@@ -84,12 +84,15 @@ impl ControlPlane {
     ) -> Result<(), StateError> {
         self.current_world(job, e.run)?;
         self.endpoints.insert(job, e.clone());
+        self.routes_changed();
         Ok(())
     }
 
     /// Forgets the endpoint of a replica whose run ended.
     pub(super) fn endpoint_gone(&mut self, job: JobId) {
-        self.endpoints.remove(&job);
+        if self.endpoints.remove(&job).is_some() {
+            self.routes_changed();
+        }
     }
 
     /// How many of service `id`'s replicas are running with a ready endpoint.

@@ -154,6 +154,9 @@ pub enum Event {
         spec: ServiceSpec,
         /// What each replica node runs.
         task: TaskSpec,
+        /// How it scales on its gateways' load (absent: by hand only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        autoscale: Option<AutoscaleTargets>,
         /// Unix seconds.
         at: u64,
     },

@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 mod admission;
 mod apply;
 mod assign;
+mod autoscale;
 mod bootstrap;
 mod endpoints;
 mod event;
@@ -51,6 +52,7 @@ mod tokens;
 mod views;
 
 pub use admission::check_command;
+pub use autoscale::{AutoscaleTargets, Autoscaled};
 use bootstrap::*;
 pub use bootstrap::{default_fleet_toml, default_tenants, price_fleet};
 pub use endpoints::ReplicaEndpoint;
@@ -152,6 +154,8 @@ struct ServiceMeta {
     quick_exits: u32,
     /// While replicas crash as they start, the next replacement waits until then.
     replace_at: Option<u64>,
+    /// How it scales on its gateways' load.
+    autoscale: Option<AutoscaleTargets>,
 }
 
 impl ServiceMeta {
@@ -235,6 +239,9 @@ pub struct ControlPlane {
     departed_ran_on: HashMap<JobId, Vec<Box<str>>>,
     /// Service replicas' endpoints, by replica job (rank 0's, as its agent reported it).
     endpoints: BTreeMap<JobId, endpoints::ReplicaEndpoint>,
+    /// The record that last changed a service or an endpoint: the version of the routes
+    /// gateways follow (not journaled: rebuilt by replay; a snapshot's seq after a restore).
+    routes_seq: u64,
     /// The rule for nodes their agents register (`None`: the cell takes none).
     registration_rule: Option<registration::RegistrationRule>,
     /// Registrations waiting for approval, by node name (bounded by the rule's names).
@@ -320,6 +327,7 @@ impl ControlPlane {
             registration_rule: None,
             registrations: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            routes_seq: 0,
             replaying: None,
             fleet_toml: fleet_toml.as_str().into(),
             init_at: *at,

@@ -91,6 +91,7 @@ impl ControlPlane {
                     replaced: m.replaced,
                     quick_exits: m.quick_exits,
                     replace_at: m.replace_at,
+                    autoscale: m.autoscale.clone(),
                 })
                 .collect(),
             batches: self
@@ -161,6 +162,7 @@ impl ControlPlane {
             .iter()
             .map(|(j, e)| (JobId(*j), e.clone()))
             .collect();
+        p.routes_seq = s.seq;
         p.registrations = s
             .registrations
             .iter()
@@ -226,6 +228,7 @@ impl ControlPlane {
                     replaced: m.replaced,
                     quick_exits: m.quick_exits,
                     replace_at: m.replace_at,
+                    autoscale: m.autoscale,
                 },
             );
         }

@@ -272,6 +272,7 @@ impl ControlPlane {
                 state: meta.state_name().into(),
                 desired: status.as_ref().map_or(0, |s| s.desired),
                 replicas: status.as_ref().map_or(0, |s| s.running + s.pending),
+                ready: self.ready_replicas(id),
             },
         ))
     }

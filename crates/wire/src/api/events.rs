@@ -135,6 +135,9 @@ pub enum Change {
         desired: u32,
         /// Replica jobs it has (running or pending).
         replicas: u32,
+        /// Running replicas whose endpoint is ready (absent in events from older servers).
+        #[serde(default)]
+        ready: u32,
     },
     /// A node came up, went down, or was drained or resumed.
     Node {

@@ -285,6 +285,7 @@ fn service(replicas: u32) -> SubmitService {
         min_providers: Default::default(),
         ready_path: None,
         live_path: None,
+        autoscale: None,
     }
 }
 

@@ -1,0 +1,132 @@
+//! `/v1/gateway`: what request gateways (`stargrid gateway`) need from the control plane. A
+//! gateway long-polls the routes (each active service it may reach and its ready replicas)
+//! and reports the load it carries each second; the writer's clock turns that load into
+//! scalings of autoscaled services ([`Server::scalings_due`]). Admin tokens see every service,
+//! a tenant's token its own.
+
+use super::*;
+use crate::api::{GatewayLoad, RoutesQuery};
+
+/// How long a routes request waits for a change before answering what is.
+const ROUTES_WAIT: Duration = Duration::from_secs(20);
+
+/// The largest load report.
+const MAX_LOAD_BYTES: usize = 4 << 20;
+
+fn gateway_role(server: &Server, headers: &HeaderMap) -> Result<Role, Refusal> {
+    let role = server.principal(headers)?;
+    match role {
+        Role::Admin | Role::Tenant { .. } => Ok(role),
+        Role::Agent { .. } | Role::Metrics => Err(Refusal::forbidden(
+            "a gateway needs an admin or a tenant token",
+        )),
+    }
+}
+
+/// The services a gateway may route to, with their ready replicas. With `after`, waits (up to
+/// about 20 s) until the routes' version differs from it.
+#[utoipa::path(get, path = "/v1/gateway/routes", params(RoutesQuery),
+    responses((status = 200, body = crate::api::GatewayRoutes), (status = 403, body = ApiError)))]
+pub(super) async fn routes(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    query: Result<Query<RoutesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    respond(
+        async {
+            let role = gateway_role(&server, &headers)?;
+            let Query(q) =
+                query.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "after", e.body_text()))?;
+            let deadline = tokio::time::Instant::now() + ROUTES_WAIT;
+            let mut durable = server.durable.subscribe();
+            loop {
+                {
+                    let p = server.plane();
+                    if q.after == 0 || p.routes_version() != q.after {
+                        return Ok(Json(p.gateway_routes(viewer(&role))).into_response());
+                    }
+                }
+                if !matches!(
+                    tokio::time::timeout_at(deadline, durable.changed()).await,
+                    Ok(Ok(()))
+                ) {
+                    let p = server.plane();
+                    return Ok(Json(p.gateway_routes(viewer(&role))).into_response());
+                }
+            }
+        }
+        .await,
+    )
+}
+
+/// A gateway's load, per service, over its last second: it drives the services' autoscaling.
+/// Kept in memory; each gateway's latest report counts for 10 s.
+#[utoipa::path(post, path = "/v1/gateway/load", request_body = GatewayLoad,
+    responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn report_load(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    respond(
+        async {
+            let role = gateway_role(&server, &headers)?;
+            let body = axum::body::to_bytes(body, MAX_LOAD_BYTES)
+                .await
+                .map_err(|_| {
+                    Refusal::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body",
+                        format!("a load report is limited to {MAX_LOAD_BYTES} bytes"),
+                    )
+                })?;
+            let load: GatewayLoad = parse_json(&body)?;
+            load.check()
+                .map_err(|(field, reason)| Refusal::new(StatusCode::BAD_REQUEST, &field, reason))?;
+            {
+                let p = server.plane();
+                for (i, s) in load.services.iter().enumerate() {
+                    match p.service_tenant(ServiceId(s.service)) {
+                        Some(t) if may_touch(&role, t) => {}
+                        _ => {
+                            return Err(Refusal::new(
+                                StatusCode::NOT_FOUND,
+                                &format!("services[{i}].service"),
+                                format!("no service {}", s.service),
+                            ))
+                        }
+                    }
+                }
+            }
+            lock(&server.live_load)
+                .report(&load.gateway, load.services, Instant::now())
+                .map_err(|e| {
+                    Refusal::new(StatusCode::TOO_MANY_REQUESTS, "gateway", e.to_string())
+                })?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+impl Server {
+    /// The scalings autoscaled services' load asks for now, as events.
+    pub(super) fn scalings_due(&self, p: &ControlPlane, at: u64) -> Vec<Event> {
+        let services = p.autoscaled();
+        if services.is_empty() {
+            return Vec::new();
+        }
+        lock(&self.live_load)
+            .scalings(&services, at, Instant::now())
+            .into_iter()
+            .map(|(id, replicas)| {
+                tracing::info!(service = id, replicas, "autoscaled");
+                Event::ServiceScale {
+                    id: ServiceId(id),
+                    replicas,
+                    at,
+                }
+            })
+            .collect()
+    }
+}
