@@ -734,6 +734,7 @@ fn accepted(r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq:
 }
 
 mod fleet;
+mod gateway;
 mod upstream;
 pub use upstream::{Forward, Forwarded};
 
