@@ -31,15 +31,6 @@ use wire::api::{GatewayLoad, MAX_LOAD_SERVICES};
 /// How often load is reported.
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// A gateway's settings.
-#[derive(Clone, Debug)]
-pub struct GatewayConfig {
-    /// Its name in load reports.
-    pub name: String,
-    /// How requests are proxied.
-    pub proxy: ProxyConfig,
-}
-
 /// Follows the server's routes into `routes` for ever, on a thread of its own (the client is
 /// blocking): each answer replaces the table; while the server is unreachable the last table
 /// stays in use.
@@ -104,10 +95,10 @@ pub fn report_load(client: wire::client::Client, routes: Arc<Routes>, name: Stri
 pub async fn serve(
     listener: tokio::net::TcpListener,
     routes: Arc<Routes>,
-    config: GatewayConfig,
+    config: ProxyConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let proxy = Arc::new(Proxy::new(routes, config.proxy));
+    let proxy = Arc::new(Proxy::new(routes, config));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

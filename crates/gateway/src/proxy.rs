@@ -123,7 +123,10 @@ impl Proxy {
         let body = match Limited::new(body, self.config.max_body).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return if e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     answer(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         &format!(
@@ -132,7 +135,10 @@ impl Proxy {
                         ),
                     )
                 } else {
-                    answer(StatusCode::BAD_REQUEST, "the request body could not be read")
+                    answer(
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read",
+                    )
                 };
             }
         };

@@ -172,12 +172,7 @@ impl Routes {
     /// The replica of `service` a request goes to: not one of `tried`, not benched (unless
     /// all are), by affinity `key` when given and that replica is not overloaded, else the
     /// fewest in flight. `None`: no replica left to try.
-    pub fn pick(
-        &self,
-        service: &Service,
-        key: Option<u64>,
-        tried: &[u64],
-    ) -> Option<Arc<Replica>> {
+    pub fn pick(&self, service: &Service, key: Option<u64>, tried: &[u64]) -> Option<Arc<Replica>> {
         let now = self.now_ms();
         let candidates: Vec<&Arc<Replica>> = service
             .replicas
@@ -203,10 +198,7 @@ fn pick_from<'a>(pool: &[&'a Arc<Replica>], key: Option<u64>) -> Option<&'a Arc<
     let Some(key) = key else {
         return Some(least);
     };
-    let chosen = pool
-        .iter()
-        .copied()
-        .max_by_key(|r| rendezvous(key, r.id))?;
+    let chosen = pool.iter().copied().max_by_key(|r| rendezvous(key, r.id))?;
     // Bounded load: affinity yields once its replica carries well over the least busy one.
     let least_load = least.inflight.load(Ordering::Relaxed);
     let load = chosen.inflight.load(Ordering::Relaxed);

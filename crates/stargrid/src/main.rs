@@ -18,9 +18,11 @@ mod events_cmd;
 mod fleet_apply;
 mod fleet_cmd;
 mod frontend_cmd;
+mod gateway_cmd;
 mod history_cmd;
 mod human_time;
 mod listing;
+mod load_cmd;
 mod logging;
 mod place;
 mod quiet_pipe;
@@ -29,6 +31,7 @@ mod sbatch;
 mod scenario;
 mod server_cmd;
 mod sim_cmd;
+mod standin;
 mod up;
 mod workload_file;
 
@@ -77,6 +80,7 @@ fn command() -> clap::Command {
             .collect();
     talks.push("agent".into());
     talks.push("frontend".into());
+    talks.push("gateway".into());
     let cli = Cli::command().mut_subcommand("fleet", |fleet| {
         fleet_cmd::FleetCommand::TALKING
             .into_iter()
@@ -164,6 +168,16 @@ enum Command {
     /// Run a frontend of a cell's writer (`--server`, an admin token): reads and agents
     /// answered here, changes passed on to the writer.
     Frontend(frontend_cmd::FrontendArgs),
+    /// Run a request gateway for the cell's inference services: `/{tenant}/{service}/…` to
+    /// their ready replicas, balanced on in-flight requests; reports their load for
+    /// autoscaling.
+    Gateway(gateway_cmd::GatewayArgs),
+    /// Send requests to a URL from a closed loop of clients (optionally ramped) and say how
+    /// they went.
+    Load(load_cmd::LoadArgs),
+    /// A stand-in model server for demos and tests: streams tokens with a delay on `$PORT`.
+    #[command(name = "model-standin")]
+    ModelStandin(standin::StandinArgs),
     /// A local control plane in one command: server, agents for every node, a demo mix.
     Up(up::UpArgs),
     #[command(flatten)]
@@ -195,6 +209,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Server(a) => server_cmd::run(&a),
         Command::Agent(a) => agent_cmd::run(&config::resolve(connection(matches)?)?, &a),
         Command::Frontend(a) => frontend_cmd::run(&config::resolve(connection(matches)?)?, &a),
+        Command::Gateway(a) => gateway_cmd::run(&config::resolve(connection(matches)?)?, &a),
+        Command::Load(a) => load_cmd::run(&a),
+        Command::ModelStandin(a) => standin::run(&a),
         Command::Up(a) => up::run(&a),
         Command::Client(c) => client::run(&config::resolve(connection(matches)?)?, &c),
         Command::SandboxInit => agent::init::main().map_err(anyhow::Error::msg),

@@ -1,0 +1,251 @@
+//! Live inference end to end: a server, real agents on two trays, replicas of the model
+//! stand-in (`stargrid model-standin`, streaming tokens), a `stargrid gateway` in front and
+//! `stargrid load` driving it. Traffic ramps 10×, the service scales up on its gateway's load
+//! and back down once traffic drops; no request fails through the scale-up or the
+//! scale-down; a replica stopped under load drains, and one killed outright costs at most the
+//! requests it was serving.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+
+/// A server, two trays' real agents, and a gateway.
+struct Cell {
+    url: String,
+    gateway: String,
+    _server: Proc,
+    _agents: Vec<Proc>,
+    _gateway: Proc,
+}
+
+impl Cell {
+    fn start(dir: &std::path::Path) -> Cell {
+        let (server, url) = start_server(&dir.join("data"));
+        let agents = ["nvl00000t00", "nvl00000t01"]
+            .iter()
+            .map(|n| {
+                start_agent(
+                    &url,
+                    &dir.join(n),
+                    // Long enough for a stopped replica to drain (1.5 s) and finish.
+                    &[
+                        "--node",
+                        n,
+                        "--fake-gpus",
+                        "4",
+                        "--gpu-model",
+                        "GB200",
+                        "--grace-s",
+                        "5",
+                    ],
+                )
+            })
+            .collect();
+        wait_for("the nodes to come up", || nodes_up(&url) == 2);
+        let (gateway, address) = start_gateway(&url);
+        Cell {
+            url,
+            gateway: format!("http://{address}"),
+            _server: server,
+            _agents: agents,
+            _gateway: gateway,
+        }
+    }
+
+    /// A service of one-GPU replicas of the stand-in (10 tokens, 20 ms apart), scaling on
+    /// 2 requests in flight per replica; its id.
+    fn chat(&self, min: u32, max: u32) -> u64 {
+        let spec = json!({
+            "name": "chat", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
+            "gpus_per_node": 1, "min_replicas": min, "max_replicas": max,
+            "command": [env!("CARGO_BIN_EXE_stargrid"), "model-standin", "--tokens", "10",
+                        "--token-delay-ms", "20"],
+            "ready_path": "/ready",
+            "autoscale": {"target_inflight_per_replica": 2, "scale_up_window_s": 0,
+                          "scale_down_window_s": 4},
+        });
+        let created: Value = post(&format!("{}/v1/services", self.url))
+            .send_json(spec)
+            .unwrap()
+            .into_json()
+            .unwrap();
+        created["id"].as_u64().unwrap()
+    }
+
+    fn service(&self, id: u64) -> Value {
+        get_path(&self.url, &format!("/v1/services/{id}"))
+    }
+}
+
+/// `stargrid gateway` on a free port with the admin token; its process and address.
+fn start_gateway(url: &str) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args(["gateway", "--server", url, "--listen", "127.0.0.1:0"])
+        .env("STARGRID_TOKEN", admin_token(url))
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let address = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .and_then(|w| w.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (Proc(child), address)
+}
+
+/// `stargrid load` against `url` in the background: its JSON report when it ends.
+fn load(url: &str, args: &[&str]) -> std::thread::JoinHandle<Value> {
+    let (url, args): (String, Vec<String>) = (
+        url.to_string(),
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    std::thread::spawn(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .arg("load")
+            .arg(&url)
+            .args(&args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    })
+}
+
+/// Waits up to `secs` for `check`.
+fn wait_long(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+#[test]
+fn replicas_follow_traffic_up_and_down_and_no_request_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = Cell::start(dir.path());
+    let id = cell.chat(1, 6);
+    wait_long(30, "the first replica to be ready", || {
+        cell.service(id)["ready"] == 1
+    });
+    let target = format!("{}/default/chat/v1/completions", cell.gateway);
+    // An unknown service is refused by name; a path without one too.
+    let missing = ureq::get(&format!("{}/default/nothing/", cell.gateway)).call();
+    assert!(matches!(missing, Err(ureq::Error::Status(404, _))));
+
+    // Traffic ramps 10×: 2 clients to 20 (each request takes about 200 ms).
+    let ramp = load(
+        &target,
+        &[
+            "--concurrency",
+            "2",
+            "--ramp-to",
+            "20",
+            "--duration-s",
+            "12",
+        ],
+    );
+    let mut most = 0;
+    wait_long(20, "the service to scale up", || {
+        let v = cell.service(id);
+        most = most.max(v["ready"].as_u64().unwrap());
+        most >= 5
+    });
+    let ramp = ramp.join().unwrap();
+    assert_eq!(ramp["failed"], 0, "{ramp}");
+    assert!(ramp["replicas_seen"].as_u64().unwrap() >= 5, "{ramp}");
+
+    // Traffic drops to one client: the service scales back down to one replica, within the
+    // 4 s window, while requests go on, and none fails.
+    let low = load(&target, &["--concurrency", "1", "--duration-s", "14"]);
+    wait_long(14, "the service to scale down", || {
+        cell.service(id)["desired"] == 1
+    });
+    let low = low.join().unwrap();
+    assert_eq!(low["failed"], 0, "{low}");
+    assert!(low["ok"].as_u64().unwrap() > 20, "{low}");
+    let v = cell.service(id);
+    assert_eq!(
+        (v["desired"].as_u64(), v["ready"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_stopped_replica_drains_and_a_killed_one_costs_only_its_own_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = Cell::start(dir.path());
+    // Three replicas, scaled by hand only (the autoscaler would react to the kill).
+    let spec = json!({
+        "name": "steady", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
+        "gpus_per_node": 1, "min_replicas": 3,
+        "command": [env!("CARGO_BIN_EXE_stargrid"), "model-standin", "--tokens", "10",
+                    "--token-delay-ms", "20"],
+        "ready_path": "/ready",
+    });
+    let created: Value = post(&format!("{}/v1/services", cell.url))
+        .send_json(spec)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let id = created["id"].as_u64().unwrap();
+    wait_long(30, "three ready replicas", || {
+        cell.service(id)["ready"] == 3
+    });
+    let target = format!("{}/default/steady/", cell.gateway);
+    let replica_pids = || -> Vec<u32> {
+        let out = Command::new("pgrep")
+            .args(["-f", "model-standin --tokens 10 --token-delay-ms 20"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+
+    // A replica told to stop (SIGTERM, as its agent stops it) finishes what it has while
+    // the gateway moves on: nothing fails.
+    let steady = load(&target, &["--concurrency", "6", "--duration-s", "6"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pids = replica_pids();
+    assert!(!pids.is_empty(), "no replica process found");
+    signal(pids[0], "-TERM");
+    let steady = steady.join().unwrap();
+    assert_eq!(steady["failed"], 0, "{steady}");
+    wait_long(30, "the stopped replica to be replaced", || {
+        cell.service(id)["ready"] == 3
+    });
+
+    // One killed outright cuts the answers it was streaming, and only those: at most its
+    // share of the clients' requests fail; the next ones go to the others.
+    let killed = load(&target, &["--concurrency", "6", "--duration-s", "6"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pids = replica_pids();
+    signal(pids[0], "-KILL");
+    let killed = killed.join().unwrap();
+    let failed = killed["failed"].as_u64().unwrap();
+    assert!(failed <= 6, "{killed}");
+    assert!(killed["ok"].as_u64().unwrap() > 50, "{killed}");
+}
