@@ -117,6 +117,11 @@ pub fn run(a: &StandinArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind((a.address.as_str(), port))
             .await
             .with_context(|| format!("listening on {}:{port}", a.address))?;
+        let node = std::env::var("STARGRID_NODE").unwrap_or_default();
+        println!(
+            "model stand-in serving on {}:{port} (replica {} on node {node})",
+            a.address, standin.replica
+        );
         if a.warmup_ms > 0 {
             let s = standin.clone();
             let warmup = Duration::from_millis(a.warmup_ms);

@@ -37,6 +37,9 @@ pub struct UpArgs {
     /// out of the data dir; `<data-dir>/tasks` otherwise).
     #[arg(long)]
     pub tasks_dir: Option<PathBuf>,
+    /// Address of the request gateway in front of the demo service.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub gateway_listen: String,
 }
 
 /// The demo mix: a two-node training run that checkpoints, a 16-tray training run (one NVL72
@@ -79,8 +82,10 @@ fn demo_jobs() -> Vec<SubmitJob> {
     ]
 }
 
-/// The demo's inference service: two one-tray replicas, at most one per NVLink domain.
-fn demo_service() -> SubmitService {
+/// The demo's inference service: one-tray replicas of the model stand-in (`program`), two to
+/// start with, at most two per NVLink domain, scaling up to four on 4 requests in flight per
+/// replica.
+fn demo_service(program: &std::path::Path) -> SubmitService {
     SubmitService {
         name: "chat".into(),
         tenant: "default".into(),
@@ -94,23 +99,52 @@ fn demo_service() -> SubmitService {
         max_replicas: Some(4),
         spread: Some(SpreadSpec {
             level: "domain".into(),
-            max_per: 1,
+            max_per: 2,
         }),
         command: vec![
-            "sh".into(),
-            "-c".into(),
-            "echo serving on $STARGRID_NODE GPUs $CUDA_VISIBLE_DEVICES; while true; do sleep 1; done"
-                .into(),
+            program.display().to_string(),
+            "model-standin".into(),
+            "--tokens".into(),
+            "16".into(),
+            "--token-delay-ms".into(),
+            "30".into(),
         ],
         env: BTreeMap::new(),
         secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
         min_providers: Default::default(),
-        ready_path: None,
-        live_path: None,
-        autoscale: None,
+        ready_path: Some("/ready".into()),
+        live_path: Some("/health".into()),
+        autoscale: Some(wire::api::AutoscaleSpec {
+            target_inflight_per_replica: Some(4),
+            target_p95_ms: None,
+            scale_up_window_s: 0,
+            scale_down_window_s: 30,
+        }),
     }
+}
+
+/// The program the demo's replicas run: this one, or, run as root (tasks then run as their
+/// tenant's user, who may not reach this binary's directory), a copy in a directory anyone may
+/// read, removed at exit.
+fn standin_program() -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let exe = std::env::current_exe().context("finding this program")?;
+    if !agent::users::is_root() {
+        return Ok((exe, None));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("stargrid-up-bin-")
+        .tempdir()
+        .context("making a directory for the replicas' program")?;
+    let copy = dir.path().join("stargrid");
+    std::fs::copy(&exe, &copy).context("copying this program for the replicas")?;
+    for (path, mode) in [(dir.path(), 0o755), (copy.as_path(), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} readable", path.display()))?;
+    }
+    Ok((copy, Some(dir)))
 }
 
 /// The demo's sandbox batch: short agent sandboxes on the CPU hosts.
@@ -268,8 +302,27 @@ pub fn run(a: &UpArgs) -> Result<()> {
         let (config, stop) = (agent_config.clone(), agent_stop.clone());
         std::thread::spawn(move || agent::run(&config, &stop))
     };
+    // The demo service's gateway, on the same runtime: it follows the routes as any would.
+    let gateway_listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&a.gateway_listen))
+        .with_context(|| format!("listening on {} for the gateway", a.gateway_listen))?;
+    let gateway_url = format!(
+        "http://{}",
+        gateway_listener
+            .local_addr()
+            .context("reading the gateway's address")?
+    );
+    let routes = Arc::new(gateway::table::Routes::default());
+    gateway::follow_routes(client.clone(), routes.clone());
+    gateway::report_load(client.clone(), routes.clone(), "up".into());
+    runtime.spawn(gateway::serve(
+        gateway_listener,
+        routes,
+        gateway::proxy::ProxyConfig::default(),
+        std::future::pending(),
+    ));
     println!(
-        "stargrid up: server on {url} (journal {store_url}), agents for {} nodes; {limits}; {users}",
+        "stargrid up: server on {url} (journal {store_url}), agents for {} nodes, gateway on {gateway_url}; {limits}; {users}",
         nodes.len()
     );
     // The link carries the admin token in its fragment, which browsers never send to a server;
@@ -297,7 +350,8 @@ pub fn run(a: &UpArgs) -> Result<()> {
         .services(None)
         .map_err(crate::client::fail)
         .context("listing services")?;
-    let demo_name = demo_service().name;
+    let (program, _program_dir) = standin_program()?;
+    let demo_name = demo_service(&program).name;
     for old in services
         .iter()
         .filter(|v| v.name == demo_name && v.state == "active")
@@ -316,11 +370,17 @@ pub fn run(a: &UpArgs) -> Result<()> {
             println!("  submitted {} as job {id}", job.name);
             demo_ids.push(id);
         }
-        let service = demo_service();
+        let service = demo_service(&program);
         let id = submitted(client.submit_service(&service), "the service")?;
         println!(
-            "  created service {} as service {id} ({} replicas, one per NVLink domain)",
-            service.name, service.min_replicas
+            "  created service {} as service {id} ({} replicas of a stand-in model server, autoscaled up to {})",
+            service.name,
+            service.min_replicas,
+            service.max_replicas.unwrap_or(service.min_replicas)
+        );
+        println!(
+            "  it answers at {gateway_url}/default/{}/ ; load it: stargrid load {gateway_url}/default/{}/v1/completions --concurrency 32 --duration-s 60",
+            service.name, service.name
         );
         service_id = Some(id);
         let batch = demo_sandboxes();
@@ -355,7 +415,10 @@ pub fn run(a: &UpArgs) -> Result<()> {
             .map(|j| format!("{} {}", j.name, j.state))
             .collect();
         if let Some(v) = &service {
-            table.push(format!("{} {}/{} replicas", v.name, v.running, v.desired));
+            table.push(format!(
+                "{} {}/{} replicas ready",
+                v.name, v.ready, v.desired
+            ));
         }
         if let Some(b) = &batch {
             table.push(format!(
@@ -369,7 +432,7 @@ pub fn run(a: &UpArgs) -> Result<()> {
             last_table = table;
         }
         let ended = |s: &str| s == "finished" || s == "cancelled";
-        let service_up = service_id.is_none() || service.is_some_and(|v| v.running == v.desired);
+        let service_up = service_id.is_none() || service.is_some_and(|v| v.ready == v.desired);
         let batch_done = batch_id.is_none() || batch.is_some_and(|b| b.state != "running");
         if a.exit_when_done
             && service_up

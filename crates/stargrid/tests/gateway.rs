@@ -17,13 +17,16 @@ use std::process::{Command, Stdio};
 struct Cell {
     url: String,
     gateway: String,
+    /// The stargrid program replicas run (a copy their tenant's user may run).
+    program: String,
     _server: Proc,
-    _agents: Vec<Proc>,
+    agents: Vec<Proc>,
     _gateway: Proc,
 }
 
 impl Cell {
     fn start(dir: &std::path::Path) -> Cell {
+        let program = shared_program(dir);
         let (server, url) = start_server(&dir.join("data"));
         let agents = ["nvl00000t00", "nvl00000t01"]
             .iter()
@@ -50,8 +53,9 @@ impl Cell {
         Cell {
             url,
             gateway: format!("http://{address}"),
+            program,
             _server: server,
-            _agents: agents,
+            agents: agents,
             _gateway: gateway,
         }
     }
@@ -62,7 +66,7 @@ impl Cell {
         let spec = json!({
             "name": "chat", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
             "gpus_per_node": 1, "min_replicas": min, "max_replicas": max,
-            "command": [env!("CARGO_BIN_EXE_stargrid"), "model-standin", "--tokens", "10",
+            "command": [self.program, "model-standin", "--tokens", "10",
                         "--token-delay-ms", "20"],
             "ready_path": "/ready",
             "autoscale": {"target_inflight_per_replica": 2, "scale_up_window_s": 0,
@@ -79,6 +83,39 @@ impl Cell {
     fn service(&self, id: u64) -> Value {
         get_path(&self.url, &format!("/v1/services/{id}"))
     }
+}
+
+impl Drop for Cell {
+    /// The agents stop their replicas on the way out (killed, they would leave them running).
+    fn drop(&mut self) {
+        for a in &self.agents {
+            let _ = Command::new("kill")
+                .args(["-INT", &a.id().to_string()])
+                .status();
+        }
+        for a in &mut self.agents {
+            for _ in 0..100 {
+                if !matches!(a.0.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A copy of the stargrid program under `dir` that anyone may run: run as root, an agent runs
+/// tasks as their tenant's user, who may not reach the build's directory.
+fn shared_program(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let copy = bin.join("stargrid");
+    std::fs::copy(env!("CARGO_BIN_EXE_stargrid"), &copy).unwrap();
+    for p in [dir, bin.as_path(), copy.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    copy.display().to_string()
 }
 
 /// `stargrid gateway` on a free port with the admin token; its process and address.
@@ -200,8 +237,8 @@ fn a_stopped_replica_drains_and_a_killed_one_costs_only_its_own_requests() {
     let spec = json!({
         "name": "steady", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
         "gpus_per_node": 1, "min_replicas": 3,
-        "command": [env!("CARGO_BIN_EXE_stargrid"), "model-standin", "--tokens", "10",
-                    "--token-delay-ms", "20"],
+        "command": [cell.program, "model-standin", "--tokens", "10",
+                    "--token-delay-ms", "21"],
         "ready_path": "/ready",
     });
     let created: Value = post(&format!("{}/v1/services", cell.url))
@@ -216,7 +253,7 @@ fn a_stopped_replica_drains_and_a_killed_one_costs_only_its_own_requests() {
     let target = format!("{}/default/steady/", cell.gateway);
     let replica_pids = || -> Vec<u32> {
         let out = Command::new("pgrep")
-            .args(["-f", "model-standin --tokens 10 --token-delay-ms 20"])
+            .args(["-f", "model-standin --tokens 10 --token-delay-ms 21"])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
@@ -248,4 +285,93 @@ fn a_stopped_replica_drains_and_a_killed_one_costs_only_its_own_requests() {
     let failed = killed["failed"].as_u64().unwrap();
     assert!(failed <= 6, "{killed}");
     assert!(killed["ok"].as_u64().unwrap() > 50, "{killed}");
+}
+
+#[test]
+fn up_serves_its_demo_service_through_its_gateway_and_scales_it_on_load() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let data = dir.path().join("up");
+    let mut up = Proc(
+        Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--gateway-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--tasks-dir")
+            .arg(dir.path().join("tasks"))
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(up.0.stdout.take().unwrap()).lines();
+    let mut said = String::new();
+    let (mut server, mut load_line) = (None, None);
+    while load_line.is_none() {
+        let line = lines.next().expect("up ended early").unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if server.is_none() {
+            server = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(str::to_string);
+        }
+        if let Some((_, command)) = line.split_once("load it: ") {
+            load_line = Some(command.to_string());
+        }
+    }
+    // Keep reading what it prints, so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let server = server.unwrap();
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let service = |field: &str| -> u64 {
+        ureq::get(&format!("{server}/v1/services/1"))
+            .set("Authorization", &format!("Bearer {}", token.trim()))
+            .call()
+            .unwrap()
+            .into_json::<Value>()
+            .unwrap()[field]
+            .as_u64()
+            .unwrap()
+    };
+    wait_long(60, "the demo service's replicas to be ready", || {
+        service("ready") == 2
+    });
+    // The printed command, run as printed (shorter): the service scales to its most.
+    let command = load_line.unwrap();
+    let mut words = command.split_whitespace();
+    assert_eq!(
+        (words.next(), words.next()),
+        (Some("stargrid"), Some("load")),
+        "{said}"
+    );
+    let url = words.next().unwrap().to_string();
+    let report = load(&url, &["--concurrency", "32", "--duration-s", "12"]);
+    wait_long(30, "the demo service to scale up", || service("ready") == 4);
+    let report = report.join().unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["replicas_seen"].as_u64().unwrap() >= 3, "{report}");
+    // Ctrl-C: everything stops, the replicas with it.
+    let _ = Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .status();
+    for _ in 0..300 {
+        if !matches!(up.0.try_wait(), Ok(None)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(up.0.try_wait().unwrap().is_some(), "up did not stop");
 }

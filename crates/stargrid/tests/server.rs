@@ -116,6 +116,8 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
             "--exit-when-done",
             "--listen",
             "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir.path().join("up"))
@@ -184,7 +186,9 @@ fn up_runs_the_demo_mix_to_the_end_with_real_processes() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter_map(|p| std::fs::read_to_string(p.join("log")).ok())
-        .filter(|l| l.starts_with("serving on nvl"))
+        .filter(|l| {
+            l.starts_with("model stand-in serving on 127.0.0.1:") && l.contains("on node nvl")
+        })
         .count();
     assert!(serving >= 2, "{serving} replica processes");
 }
