@@ -55,7 +55,7 @@ impl Cell {
             gateway: format!("http://{address}"),
             program,
             _server: server,
-            agents: agents,
+            agents,
             _gateway: gateway,
         }
     }
