@@ -31,6 +31,9 @@ pub enum BenchCommand {
     /// The history of finished work at a million jobs: pages with filters and usage sums
     /// through the API.
     History(crate::bench_history::HistoryBenchArgs),
+    /// The request gateway on loopback: requests a second and the latency it adds against
+    /// calling a replica directly, and an autoscaled replica's time to serving.
+    Gateway(crate::bench_gateway::GatewayBenchArgs),
 }
 
 #[derive(Args)]
@@ -218,6 +221,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Scale(a) => return crate::bench_scale::run(a),
         BenchCommand::Sandboxes(a) => return crate::bench_sandboxes::run(a),
         BenchCommand::History(a) => return crate::bench_history::run(a),
+        BenchCommand::Gateway(a) => return crate::bench_gateway::run(a),
     };
     let quiet = a.json;
     let t0 = Instant::now();

@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod bench_fleet;
 mod bench_frontends;
+mod bench_gateway;
 mod bench_history;
 mod bench_live;
 mod bench_outage;

@@ -375,3 +375,57 @@ fn up_serves_its_demo_service_through_its_gateway_and_scales_it_on_load() {
     }
     assert!(up.0.try_wait().unwrap().is_some(), "up did not stop");
 }
+
+#[test]
+fn the_gateway_bench_reports_its_figures_with_no_request_failed() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "bench",
+            "gateway",
+            "--seconds",
+            "1",
+            "--clients",
+            "8",
+            "--json",
+        ])
+        .args(["--nginx", "/nonexistent/nginx-is-optional"])
+        .output()
+        .unwrap();
+    // The nginx named does not exist: the bench says so rather than measure without it.
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nginx-is-optional"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+        .args([
+            "bench",
+            "gateway",
+            "--seconds",
+            "1",
+            "--clients",
+            "8",
+            "--json",
+        ])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(figures["failed_requests"], 0, "{figures}");
+    for key in [
+        "gateway_requests_per_s",
+        "direct_requests_per_s",
+        "scale_up_to_serving_s",
+    ] {
+        assert!(figures[key].as_f64().unwrap() > 0.0, "{key}: {figures}");
+    }
+    for key in ["gateway_added_p50_ms", "gateway_added_p99_ms"] {
+        assert!(figures[key].is_f64(), "{key}: {figures}");
+    }
+}
