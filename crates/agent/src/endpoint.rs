@@ -6,7 +6,9 @@
 //! out of rotation) until a probe passes again. Each heartbeat reports the endpoint and its
 //! readiness. Once ready, a replica with a liveness path is probed each round;
 //! [`MAX_LIVENESS_FAILURES`] failures in a row and the agent stops it (its exit is reported,
-//! and the service replaces it).
+//! and the service replaces it). A round's probes run side by side, each within
+//! [`PROBE_TIMEOUT`] all told, so a slow replica delays neither the others nor the heartbeat
+//! much.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -19,8 +21,8 @@ pub(crate) const MAX_LIVENESS_FAILURES: u32 = 3;
 /// (one slow answer does not take it out of rotation).
 pub(crate) const MAX_READINESS_FAILURES: u32 = 2;
 
-/// How long one probe waits to connect and for an answer.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long one probe may take, connection and answer together.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One replica's endpoint on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub(crate) struct Endpoint {
     pub(crate) ready: bool,
     /// Readiness probes failed in a row while it was ready.
     pub(crate) not_ready: u32,
+    /// It was ready once: its liveness is probed from then on.
+    pub(crate) has_been_ready: bool,
     /// Its service's liveness path.
     pub(crate) live_path: Option<String>,
     /// Liveness probes failed in a row.
@@ -63,23 +67,29 @@ impl Endpoint {
         self.ready
     }
 
-    /// Probes a ready replica's liveness once (a hollow one, `hollow`, is always alive);
-    /// whether it failed [`MAX_LIVENESS_FAILURES`] times in a row.
-    pub(crate) fn dead(&mut self, hollow: bool) -> bool {
-        let (true, Some(path), false) = (self.ready, &self.live_path, hollow) else {
-            return false;
-        };
-        if probe(self.port, Some(path)) {
-            self.failures = 0;
-        } else {
-            self.failures += 1;
+    /// One round's probes: readiness, then liveness once it has been ready (a replica that
+    /// stops answering is out of rotation first, then stopped).
+    pub(crate) fn check(&mut self) {
+        self.probe();
+        self.has_been_ready |= self.ready;
+        if let (true, Some(path)) = (self.has_been_ready, &self.live_path) {
+            if probe(self.port, Some(path)) {
+                self.failures = 0;
+            } else {
+                self.failures += 1;
+            }
         }
+    }
+
+    /// Whether its liveness probe failed [`MAX_LIVENESS_FAILURES`] times in a row.
+    pub(crate) fn dead(&self) -> bool {
         self.failures >= MAX_LIVENESS_FAILURES
     }
 }
 
 /// Whether the replica on `port` answers: a 2xx to `GET path`, or a connection without a path.
 fn probe(port: u16, path: Option<&str>) -> bool {
+    let deadline = std::time::Instant::now() + PROBE_TIMEOUT;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) else {
         return false;
@@ -87,8 +97,8 @@ fn probe(port: u16, path: Option<&str>) -> bool {
     let Some(path) = path else {
         return true;
     };
-    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let _ = stream.set_write_timeout(Some(left().max(Duration::from_millis(1))));
     let ask = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(ask.as_bytes()).is_err() {
         return false;
@@ -97,6 +107,10 @@ fn probe(port: u16, path: Option<&str>) -> bool {
     let mut head = [0u8; 16];
     let mut got = 0;
     while got < head.len() {
+        // The whole answer within the deadline, however slowly its bytes trickle.
+        if left().is_zero() || stream.set_read_timeout(Some(left())).is_err() {
+            break;
+        }
         match stream.read(&mut head[got..]) {
             Ok(0) | Err(_) => break,
             Ok(n) => got += n,
@@ -140,6 +154,7 @@ mod tests {
             ready_path: Some("/".into()),
             ready: false,
             not_ready: 0,
+            has_been_ready: false,
             live_path: None,
             failures: 0,
         };
@@ -152,6 +167,7 @@ mod tests {
             ready_path: None,
             ready: true,
             not_ready: 0,
+            has_been_ready: false,
             live_path: None,
             failures: 0,
         };
@@ -165,11 +181,14 @@ mod tests {
             ready_path: None,
             ready: true,
             not_ready: 0,
+            has_been_ready: false,
             live_path: Some("/alive".into()),
             failures: 0,
         };
-        assert!(!e.dead(false) && !e.dead(false));
-        assert!(e.dead(false));
-        assert!(!e.dead(true), "a hollow replica is never probed");
+        e.check();
+        e.check();
+        assert!(!e.dead());
+        e.check();
+        assert!(e.dead());
     }
 }

@@ -224,6 +224,18 @@ impl NodeTasks {
     /// What the heartbeat reports: exits noticed now, checkpoint times.
     fn reports(&mut self, advertise: &str, grace: Duration, hollow: bool) -> Vec<TaskReport> {
         let mut out = Vec::new();
+        // Replicas are probed side by side (a hollow one runs nothing to probe: it is ready
+        // from the start).
+        if !hollow {
+            let tasks = &self.tasks;
+            std::thread::scope(|scope| {
+                for (key, e) in self.endpoints.iter_mut() {
+                    if tasks.get(key).is_some_and(|t| t.exit_code.is_none()) {
+                        scope.spawn(move || e.check());
+                    }
+                }
+            });
+        }
         for (&(job, run, rank), t) in self.tasks.iter_mut() {
             let mut checkpoint_at = None;
             match &mut t.running {
@@ -257,9 +269,8 @@ impl NodeTasks {
             }
             let endpoint = match (self.endpoints.get_mut(&(job, run, rank)), t.exit_code) {
                 (Some(e), None) => {
-                    // A hollow replica runs nothing to probe: it is ready from the start.
-                    let ready = hollow || e.probe();
-                    if e.dead(hollow) {
+                    let ready = e.ready;
+                    if e.dead() {
                         // Stopped (SIGTERM, then SIGKILL after the grace): its exit is
                         // reported, and its service replaces it.
                         if e.failures == endpoint::MAX_LIVENESS_FAILURES {
@@ -354,6 +365,7 @@ impl NodeTasks {
                         ready_path: a.ready_path.clone(),
                         ready: config.hollow,
                         not_ready: 0,
+                        has_been_ready: false,
                         live_path: a.live_path.clone(),
                         failures: 0,
                     })

@@ -120,7 +120,11 @@ pub async fn serve(
                 let proxy = proxy.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
             });
+            // A client has 30 s to send its headers; idle keep-alive connections are the
+            // client's to close.
             if let Err(e) = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

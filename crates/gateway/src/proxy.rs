@@ -41,6 +41,13 @@ pub struct ProxyConfig {
     pub prefix_affinity_bytes: usize,
     /// How long a request waits for a ready replica when its service has none.
     pub hold_timeout: Duration,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
+    /// How long a replica may take to start answering (a streamed answer may then take as
+    /// long as it streams).
+    pub answer_timeout: Duration,
+    /// Most requests in flight through the gateway (held ones too); more are answered 503.
+    pub max_inflight: usize,
     /// Retry requests that are not idempotent (POST, PATCH) on another replica after a
     /// failure past the connection (inference requests have no side effects). Requests
     /// whose connection failed are always retried: nothing reached the replica.
@@ -54,6 +61,9 @@ impl Default for ProxyConfig {
             affinity_header: None,
             prefix_affinity_bytes: 0,
             hold_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            answer_timeout: Duration::from_secs(300),
+            max_inflight: 10_000,
             retry_unsafe: false,
         }
     }
@@ -63,6 +73,8 @@ impl Default for ProxyConfig {
 pub struct Proxy {
     routes: Arc<Routes>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// One permit per request in flight ([`ProxyConfig::max_inflight`]).
+    slots: Arc<tokio::sync::Semaphore>,
     config: ProxyConfig,
 }
 
@@ -91,6 +103,7 @@ impl Proxy {
         Proxy {
             routes,
             client,
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_inflight)),
             config,
         }
     }
@@ -101,69 +114,78 @@ impl Proxy {
         if path == "/healthz" {
             return answer(StatusCode::OK, "ok");
         }
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "the gateway carries its most requests ({}) now",
+                    self.config.max_inflight
+                ),
+            );
+        };
         let Some(target) = Target::parse(path, req.uri().query()) else {
             return answer(
                 StatusCode::NOT_FOUND,
                 "the path must name a service: /{tenant}/{service}/…",
             );
         };
-        let table = self.routes.now();
-        let Some(service) = table.service(&target.tenant, &target.service).cloned() else {
-            return answer(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "no service '{}' of tenant '{}' here",
-                    target.service, target.tenant
-                ),
-            );
-        };
-        drop(table);
-        let counted = Counted::start(service.stats.clone());
+        if let Err(refusal) = self.lookup(&target) {
+            return refusal;
+        }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.config.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return if e
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    answer(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!(
-                            "a request body is limited to {} bytes",
-                            self.config.max_body
-                        ),
-                    )
-                } else {
-                    answer(
-                        StatusCode::BAD_REQUEST,
-                        "the request body could not be read",
-                    )
-                };
+        let read = Limited::new(body, self.config.max_body).collect();
+        let body = match tokio::time::timeout(self.config.body_timeout, read).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "a request body is limited to {} bytes",
+                        self.config.max_body
+                    ),
+                )
             }
+            Ok(Err(_)) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
+            }
+            Err(_) => {
+                return answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the request body did not arrive within {} s",
+                        self.config.body_timeout.as_secs()
+                    ),
+                )
+            }
+        };
+        // Counted in flight from here: a slow upload is not load on the service.
+        let mut counted = match self.lookup(&target) {
+            Ok(service) => Counted::start(service.stats.clone()),
+            Err(refusal) => return refusal,
         };
         let key = self.affinity(&parts.headers, &body);
         let retry_any = self.config.retry_unsafe || is_idempotent(&parts.method);
-        let mut service = service;
         let mut tried: Vec<u64> = Vec::new();
         let mut last_error = String::new();
         while tried.len() < MAX_ATTEMPTS {
+            // The routes as they are now: a replica that left since is not tried.
+            let service = match self.lookup(&target) {
+                Ok(s) => s,
+                Err(refusal) => return refusal,
+            };
             let replica = match self.routes.pick(&service, key, &tried) {
                 Some(r) => r,
                 None if tried.is_empty() => match self.hold(&target).await {
-                    Some(s) => {
-                        service = s;
-                        continue;
-                    }
-                    None => {
-                        return answer(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            &format!(
-                                "service '{}' has no ready replica (waited {} s)",
-                                target.service,
-                                self.config.hold_timeout.as_secs()
-                            ),
-                        )
+                    Ok(()) => continue,
+                    Err(refusal) => {
+                        counted.unrecorded();
+                        return refusal;
                     }
                 },
                 None => break,
@@ -171,17 +193,20 @@ impl Proxy {
             tried.push(replica.id);
             let upstream = upstream_request(&parts, &target, &replica, peer, body.clone());
             let sent = Sent::start(replica.clone());
-            match self.client.request(upstream).await {
-                Ok(resp) => {
+            let asked =
+                tokio::time::timeout(self.config.answer_timeout, self.client.request(upstream));
+            match asked.await {
+                Ok(Ok(resp)) => {
                     let (parts, incoming) = resp.into_parts();
                     let body = Tracked {
                         inner: incoming,
                         _sent: sent,
                         _counted: counted,
+                        _slot: slot,
                     };
                     return Response::from_parts(parts, body.boxed_unsync());
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     let connect = e.is_connect();
                     if connect {
                         self.routes.bench(&replica);
@@ -192,12 +217,47 @@ impl Proxy {
                         break;
                     }
                 }
+                Err(_) => {
+                    last_error = format!(
+                        "replica {}: no answer within {} s",
+                        replica.id,
+                        self.config.answer_timeout.as_secs()
+                    );
+                    if !retry_any {
+                        break;
+                    }
+                }
             }
         }
         answer(
             StatusCode::BAD_GATEWAY,
             &format!("no replica answered ({last_error})"),
         )
+    }
+
+    /// The service `target` names, as the routes have it now, or the answer that says why
+    /// there is none.
+    #[allow(clippy::result_large_err)]
+    fn lookup(&self, target: &Target) -> Result<Arc<Service>, Response<GatewayBody>> {
+        let table = self.routes.now();
+        if !table.loaded() {
+            return Err(answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway has not had the server's routes yet",
+            ));
+        }
+        table
+            .service(&target.tenant, &target.service)
+            .cloned()
+            .ok_or_else(|| {
+                answer(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "no service '{}' of tenant '{}' here",
+                        target.service, target.tenant
+                    ),
+                )
+            })
     }
 
     /// The affinity key of a request: its affinity header's value, else its body's prefix.
@@ -211,21 +271,27 @@ impl Proxy {
         (n > 0).then(|| key_of(&body[..n]))
     }
 
-    /// Waits for `target` to have a ready replica; the service as it is then.
-    async fn hold(&self, target: &Target) -> Option<Arc<Service>> {
+    /// Waits for `target` to have a ready replica, or says why it has none.
+    #[allow(clippy::result_large_err)]
+    async fn hold(&self, target: &Target) -> Result<(), Response<GatewayBody>> {
         let mut changed = self.routes.watch();
         let deadline = tokio::time::Instant::now() + self.config.hold_timeout;
         loop {
-            let now = self.routes.now();
-            match now.service(&target.tenant, &target.service) {
-                Some(s) if !s.replicas.is_empty() => return Some(s.clone()),
-                Some(_) => {}
-                None => return None,
+            if !self.lookup(target)?.replicas.is_empty() {
+                return Ok(());
             }
-            drop(now);
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return None,
+            if !matches!(
+                tokio::time::timeout_at(deadline, changed.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return Err(answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "service '{}' had no ready replica within {} s",
+                        target.service,
+                        self.config.hold_timeout.as_secs()
+                    ),
+                ));
             }
         }
     }
@@ -328,10 +394,12 @@ fn answer(status: StatusCode, text: &str) -> Response<GatewayBody> {
     r
 }
 
-/// A request counted in flight for its service, from arrival until its response ends.
+/// A request counted in flight for its service, from its body's arrival until its response
+/// ends; its latency is recorded then, unless it was never sent.
 struct Counted {
     stats: Arc<ServiceStats>,
     since: Instant,
+    record: bool,
 }
 
 impl Counted {
@@ -340,14 +408,22 @@ impl Counted {
         Counted {
             stats,
             since: Instant::now(),
+            record: true,
         }
+    }
+
+    /// It ends without a latency (it waited for a replica that never came).
+    fn unrecorded(&mut self) {
+        self.record = false;
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         self.stats.inflight.fetch_sub(1, Ordering::Relaxed);
-        self.stats.ended(self.since.elapsed());
+        if self.record {
+            self.stats.ended(self.since.elapsed());
+        }
     }
 }
 
@@ -372,6 +448,7 @@ struct Tracked {
     inner: Incoming,
     _sent: Sent,
     _counted: Counted,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Body for Tracked {

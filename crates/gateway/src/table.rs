@@ -73,6 +73,12 @@ pub struct Table {
 }
 
 impl Table {
+    /// Whether the server's routes arrived (a table from the server has a version of 1 or
+    /// more).
+    pub fn loaded(&self) -> bool {
+        self.version > 0
+    }
+
     /// The service `name` of `tenant`.
     pub fn service(&self, tenant: &str, name: &str) -> Option<&Arc<Service>> {
         self.by_name.get(tenant)?.get(name)
@@ -124,16 +130,23 @@ impl Routes {
         let mut by_name: HashMap<String, HashMap<String, Arc<Service>>> = HashMap::new();
         for s in &routes.services {
             let before = old.service(&s.tenant, &s.name).filter(|b| b.id == s.id);
+            let kept: HashMap<(u64, &str), &Arc<Replica>> = before
+                .map(|b| {
+                    b.replicas
+                        .iter()
+                        .map(|r| ((r.id, r.authority.as_str()), r))
+                        .collect()
+                })
+                .unwrap_or_default();
             let replicas = s
                 .endpoints
                 .iter()
                 .map(|e| {
-                    let kept = before.and_then(|b| {
-                        b.replicas.iter().find(|r| {
-                            r.id == e.replica && r.authority == authority(&e.address, e.port)
-                        })
-                    });
-                    kept.cloned().unwrap_or_else(|| Arc::new(Replica::new(e)))
+                    let at = authority(&e.address, e.port);
+                    match kept.get(&(e.replica, at.as_str())) {
+                        Some(r) => Arc::clone(r),
+                        None => Arc::new(Replica::new(e)),
+                    }
                 })
                 .collect();
             let stats = before.map_or_else(Default::default, |b| b.stats.clone());

@@ -1,7 +1,8 @@
 //! The load gateways report for services (`POST /v1/gateway/load`), kept in memory only: each
-//! gateway's latest report per service, forgotten after [`REPORT_TTL`]. The writer's clock
-//! feeds the sum into each autoscaled service's `sched::autoscale::Autoscaler` once a second;
-//! a change of the count it wants is journaled like an operator's scaling.
+//! gateway's latest report per service (at most [`MAX_GATEWAYS_PER_SERVICE`] gateways a
+//! service: reports from more are left out), forgotten after [`REPORT_TTL`]. The writer's
+//! clock feeds the sum into each autoscaled service's `sched::autoscale::Autoscaler` once a
+//! second; a change of the count it wants is journaled like an operator's scaling.
 
 use crate::api::ServiceLoad;
 use crate::state::Autoscaled;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 /// A report older than this no longer counts (its gateway stopped, or lost the server).
 pub const REPORT_TTL: Duration = Duration::from_secs(10);
 
-/// Most gateways counted for one service: reports from more are refused.
+/// Most gateways counted for one service: reports from more are left out.
 pub const MAX_GATEWAYS_PER_SERVICE: usize = 256;
 
 /// One gateway's latest report for one service.
@@ -29,36 +30,35 @@ pub struct LiveLoad {
     reports: HashMap<u64, HashMap<String, Report>>,
     /// By service id: the policy's recent recommendations, and the second it last observed.
     scalers: HashMap<u64, (Autoscaler, u64)>,
-}
-
-/// A report refused: too many gateways for one service.
-#[derive(Debug, thiserror::Error)]
-#[error("service {service} already has reports from {MAX_GATEWAYS_PER_SERVICE} gateways")]
-pub struct TooManyGateways {
-    /// The service.
-    pub service: u64,
+    /// The second the autoscaled services were last looked at.
+    last_look: u64,
 }
 
 impl LiveLoad {
     /// Keeps `gateway`'s report for each of its services (checked and authorised by the
-    /// caller).
-    pub fn report(
-        &mut self,
-        gateway: &str,
-        services: Vec<ServiceLoad>,
-        now: Instant,
-    ) -> Result<(), TooManyGateways> {
-        self.forget_stale(now);
+    /// caller); the services left out because they have reports from
+    /// [`MAX_GATEWAYS_PER_SERVICE`] other gateways already.
+    pub fn report(&mut self, gateway: &str, services: Vec<ServiceLoad>, now: Instant) -> Vec<u64> {
+        let mut left_out = Vec::new();
         for load in services {
             let by_gateway = self.reports.entry(load.service).or_default();
             if !by_gateway.contains_key(gateway) && by_gateway.len() >= MAX_GATEWAYS_PER_SERVICE {
-                return Err(TooManyGateways {
-                    service: load.service,
-                });
+                left_out.push(load.service);
+                continue;
             }
             by_gateway.insert(gateway.to_string(), Report { load, at: now });
         }
-        Ok(())
+        left_out
+    }
+
+    /// Whether the autoscaled services are due a look at second `at` (once a second: the
+    /// pass loop wakes far more often).
+    pub fn due(&mut self, at: u64) -> bool {
+        if self.last_look == at {
+            return false;
+        }
+        self.last_look = at;
+        true
     }
 
     fn forget_stale(&mut self, now: Instant) {
@@ -94,8 +94,8 @@ impl LiveLoad {
     /// second; one that no gateway reports is left as it is.
     pub fn scalings(&mut self, services: &[Autoscaled], at: u64, now: Instant) -> Vec<(u64, u32)> {
         self.forget_stale(now);
-        self.scalers
-            .retain(|id, _| services.iter().any(|s| s.id.0 == *id));
+        let live: std::collections::HashSet<u64> = services.iter().map(|s| s.id.0).collect();
+        self.scalers.retain(|id, _| live.contains(id));
         let mut out = Vec::new();
         for s in services {
             let Some(load) = self.load(s.id.0, now) else {
@@ -155,15 +155,15 @@ mod tests {
         let t0 = Instant::now();
         // No report: nothing to go by.
         assert!(live.scalings(&[autoscaled(1)], 100, t0).is_empty());
-        live.report("a", vec![load(1, 10)], t0).unwrap();
-        live.report("b", vec![load(1, 10)], t0).unwrap();
+        live.report("a", vec![load(1, 10)], t0);
+        live.report("b", vec![load(1, 10)], t0);
         assert_eq!(live.load(1, t0).unwrap().inflight, 20.0);
         assert_eq!(live.scalings(&[autoscaled(1)], 100, t0), vec![(1, 5)]);
         // Observed once a second only.
         assert!(live.scalings(&[autoscaled(1)], 100, t0).is_empty());
         // Load drops: the count holds for the down window, then follows.
-        live.report("a", vec![load(1, 0)], t0).unwrap();
-        live.report("b", vec![load(1, 0)], t0).unwrap();
+        live.report("a", vec![load(1, 0)], t0);
+        live.report("b", vec![load(1, 0)], t0);
         assert!(live.scalings(&[autoscaled(5)], 101, t0).is_empty());
         assert!(live.scalings(&[autoscaled(5)], 103, t0).is_empty());
         assert_eq!(live.scalings(&[autoscaled(5)], 104, t0), vec![(1, 1)]);
@@ -178,11 +178,20 @@ mod tests {
         let mut live = LiveLoad::default();
         let now = Instant::now();
         for g in 0..MAX_GATEWAYS_PER_SERVICE {
-            live.report(&format!("g{g}"), vec![load(7, 1)], now)
-                .unwrap();
+            assert!(live
+                .report(&format!("g{g}"), vec![load(7, 1)], now)
+                .is_empty());
         }
-        assert!(live.report("one-more", vec![load(7, 1)], now).is_err());
+        // One gateway too many is left out for that service, not for the others it reports.
+        assert_eq!(
+            live.report("one-more", vec![load(7, 1), load(8, 1)], now),
+            vec![7]
+        );
+        assert_eq!(live.load(8, now).unwrap().inflight, 1.0);
         // A gateway already counted still reports.
-        live.report("g0", vec![load(7, 2)], now).unwrap();
+        assert!(live.report("g0", vec![load(7, 2)], now).is_empty());
+        assert_eq!(live.load(7, now).unwrap().inflight, 257.0);
+        // Once a second.
+        assert!(live.due(5) && !live.due(5) && live.due(6));
     }
 }

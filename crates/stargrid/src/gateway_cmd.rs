@@ -1,7 +1,9 @@
 //! `stargrid gateway`: the request gateway for the cell's inference services, in a process
 //! of its own. It follows the server's routes (`--server`, with an admin token for every
 //! tenant's services or a tenant's token for its own), proxies `/{tenant}/{service}/…` to
-//! ready replicas, and reports the load it carries each second.
+//! ready replicas, and reports the load it carries each second. It does not authenticate its
+//! clients: whoever reaches its address reaches the services its token may see, so it listens
+//! on loopback unless told otherwise and belongs behind the operator's own front door.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -26,6 +28,15 @@ pub struct GatewayArgs {
     /// Seconds a request waits for a ready replica when its service has none.
     #[arg(long, default_value_t = 30)]
     pub hold_timeout_s: u64,
+    /// Seconds a request's body may take to arrive.
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout_s: u64,
+    /// Seconds a replica may take to start answering.
+    #[arg(long, default_value_t = 300)]
+    pub answer_timeout_s: u64,
+    /// Most requests in flight through this gateway (held ones too); more are answered 503.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_inflight: usize,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub max_body: usize,
@@ -63,6 +74,9 @@ pub fn run(settings: &crate::config::Settings, a: &GatewayArgs) -> Result<()> {
             affinity_header,
             prefix_affinity_bytes: a.prefix_affinity_bytes,
             hold_timeout: Duration::from_secs(a.hold_timeout_s),
+            body_timeout: Duration::from_secs(a.body_timeout_s),
+            answer_timeout: Duration::from_secs(a.answer_timeout_s),
+            max_inflight: a.max_inflight.max(1),
             retry_unsafe: a.retry_unsafe,
         };
         let shutdown = async {

@@ -2,8 +2,9 @@
 //! It listens on `$PORT` (as a service replica is given), answers `GET /ready` once warmed
 //! up, and answers every other request by streaming `--tokens` tokens, one each
 //! `--token-delay-ms`, naming the replica that served it (`x-replica`, from
-//! `$STARGRID_JOB_ID`). On SIGTERM it goes on serving for `--drain-ms` (while gateways take it
-//! out of rotation), then stops taking connections and finishes what it has.
+//! `$STARGRID_JOB_ID`). On SIGTERM its `/ready` answers 503, and it goes on serving for
+//! `--drain-ms` (requests already routed to it still arrive), then stops taking connections and
+//! finishes what it has.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -46,6 +47,8 @@ struct Standin {
     args: StandinArgs,
     replica: String,
     ready: AtomicBool,
+    /// SIGTERM came: not ready any more, though still serving for a while.
+    stopping: AtomicBool,
 }
 
 impl Standin {
@@ -62,7 +65,9 @@ impl Standin {
             r
         };
         if req.uri().path() == "/ready" {
-            return Ok(if self.ready.load(Ordering::Relaxed) {
+            let ready =
+                self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed);
+            return Ok(if ready {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "warming up\n")
@@ -107,6 +112,7 @@ pub fn run(a: &StandinArgs) -> Result<()> {
         args: a.clone(),
         replica: std::env::var("STARGRID_JOB_ID").unwrap_or_else(|_| format!("port-{port}")),
         ready: AtomicBool::new(a.warmup_ms == 0),
+        stopping: AtomicBool::new(false),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -134,6 +140,7 @@ pub fn run(a: &StandinArgs) -> Result<()> {
             .context("waiting for SIGTERM")?;
         let stop = async {
             term.recv().await;
+            standin.stopping.store(true, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(a.drain_ms)).await;
         };
         tokio::pin!(stop);

@@ -429,3 +429,45 @@ fn the_gateway_bench_reports_its_figures_with_no_request_failed() {
         assert!(figures[key].is_f64(), "{key}: {figures}");
     }
 }
+
+#[test]
+fn a_service_scaled_to_zero_wakes_on_its_first_request_and_sleeps_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = Cell::start(dir.path());
+    let spec = json!({
+        "name": "sleepy", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
+        "gpus_per_node": 1, "min_replicas": 0, "max_replicas": 2,
+        "command": [cell.program, "model-standin", "--tokens", "2", "--token-delay-ms", "22"],
+        "ready_path": "/ready",
+        "autoscale": {"target_inflight_per_replica": 4, "scale_down_window_s": 2},
+    });
+    let created: Value = post(&format!("{}/v1/services", cell.url))
+        .send_json(spec)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let id = created["id"].as_u64().unwrap();
+    assert_eq!(cell.service(id)["desired"], 0);
+    let target = format!("{}/default/sleepy/v1/completions", cell.gateway);
+    // The gateway knows the service (an unknown one is refused at once, a known one held).
+    wait_long(10, "the gateway to route the service", || {
+        !matches!(
+            ureq::get(&format!("{}/default/sleepy-not/", cell.gateway)).call(),
+            Err(ureq::Error::Status(503, _))
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The first request is held while the autoscaler wakes a replica, then answered by it.
+    let answer = ureq::post(&target)
+        .timeout(std::time::Duration::from_secs(30))
+        .send_string("{\"prompt\": \"wake up\"}")
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.into_string().unwrap().contains("token 1"));
+    assert_eq!(cell.service(id)["desired"], 1);
+    // Idle for the 2 s window: back to zero.
+    wait_long(20, "the service to sleep again", || {
+        let v = cell.service(id);
+        v["desired"] == 0 && v["ready"] == 0
+    });
+}

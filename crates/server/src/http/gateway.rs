@@ -40,18 +40,24 @@ pub(super) async fn routes(
             let deadline = tokio::time::Instant::now() + ROUTES_WAIT;
             let mut durable = server.durable.subscribe();
             loop {
-                {
+                // Only what is durable is told: the state can be ahead of the journal.
+                let durable_seq = *durable.borrow_and_update();
+                let routes = {
                     let p = server.plane();
-                    if q.after == 0 || p.routes_version() != q.after {
-                        return Ok(Json(p.gateway_routes(viewer(&role))).into_response());
-                    }
+                    let version = p.routes_version();
+                    let new = q.after == 0 || version != q.after;
+                    (new && version <= durable_seq).then(|| p.gateway_routes(viewer(&role)))
+                };
+                if let Some(routes) = routes {
+                    // Serialised off the state's lock.
+                    return Ok(Json(routes).into_response());
                 }
                 if !matches!(
                     tokio::time::timeout_at(deadline, durable.changed()).await,
                     Ok(Ok(()))
                 ) {
-                    let p = server.plane();
-                    return Ok(Json(p.gateway_routes(viewer(&role))).into_response());
+                    let routes = server.plane().gateway_routes(viewer(&role));
+                    return Ok(Json(routes).into_response());
                 }
             }
         }
@@ -98,11 +104,11 @@ pub(super) async fn report_load(
                     }
                 }
             }
-            lock(&server.live_load)
-                .report(&load.gateway, load.services, Instant::now())
-                .map_err(|e| {
-                    Refusal::new(StatusCode::TOO_MANY_REQUESTS, "gateway", e.to_string())
-                })?;
+            let left_out =
+                lock(&server.live_load).report(&load.gateway, load.services, Instant::now());
+            if !left_out.is_empty() {
+                tracing::warn!(gateway = %load.gateway, ?left_out, "load left out: too many gateways report these services");
+            }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         .await,
@@ -112,18 +118,22 @@ pub(super) async fn report_load(
 impl Server {
     /// The scalings autoscaled services' load asks for now, as events.
     pub(super) fn scalings_due(&self, p: &ControlPlane, at: u64) -> Vec<Event> {
+        let mut live = lock(&self.live_load);
+        if !live.due(at) {
+            return Vec::new();
+        }
         let services = p.autoscaled();
         if services.is_empty() {
             return Vec::new();
         }
-        lock(&self.live_load)
-            .scalings(&services, at, Instant::now())
+        live.scalings(&services, at, Instant::now())
             .into_iter()
             .map(|(id, replicas)| {
                 tracing::info!(service = id, replicas, "autoscaled");
                 Event::ServiceScale {
                     id: ServiceId(id),
                     replicas,
+                    autoscaled: true,
                     at,
                 }
             })

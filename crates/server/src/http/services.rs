@@ -177,6 +177,7 @@ pub(super) async fn scale_service(
         Err(r) => return r.into_response(),
     };
     change_service(server, headers, raw, |id, at| Event::ServiceScale {
+        autoscaled: false,
         id: ServiceId(id),
         replicas: req.replicas,
         at,

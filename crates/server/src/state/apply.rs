@@ -114,6 +114,10 @@ impl ControlPlane {
         if let Some(s) = service {
             touched.extend(self.sched.service_replicas(s));
         }
+        // A replica started, preempted or requeued may change what gateways route to.
+        if touched.iter().any(|w| w.as_replica().is_some()) {
+            self.routes_changed();
+        }
         self.note_changes(touched);
         // Every applied event is the next journal record.
         self.seq += 1;
@@ -252,13 +256,20 @@ impl ControlPlane {
                 self.dirty = true;
                 Vec::new()
             }
-            Event::ServiceScale { id, replicas, at } => {
+            Event::ServiceScale {
+                id,
+                replicas,
+                autoscaled,
+                at,
+            } => {
                 self.live_service(*id)?;
-                // An operator's scaling acts now, whatever a crashing replica's wait.
-                if let Some(m) = self.services.get_mut(id) {
+                // An operator's scaling acts now, whatever a crashing replica's wait (the
+                // autoscaler's waits: load must not spin a crashing image).
+                if let Some(m) = self.services.get_mut(id).filter(|_| !autoscaled) {
                     m.replace_at = None;
                 }
                 self.decide(|s| s.scale_service(id.0, *replicas, *at).map(|_| ()))?;
+                self.forget_stopped_endpoints(*id);
                 self.routes_changed();
                 self.dirty = true;
                 Vec::new()
@@ -266,6 +277,7 @@ impl ControlPlane {
             Event::ServiceDelete { id, at } => {
                 self.live_service(*id)?;
                 self.decide(|s| s.delete_service(id.0, *at).map(|_| ()))?;
+                self.forget_stopped_endpoints(*id);
                 if let Some(m) = self.services.get_mut(id) {
                     m.deleted_at = Some(*at);
                 }

@@ -102,9 +102,10 @@ impl ControlPlane {
             .collect()
     }
 
-    /// The journal record that last changed what gateways route by.
+    /// The journal record that last changed what gateways route by (1 at least: a gateway
+    /// asks with 0 for an answer at once).
     pub fn routes_version(&self) -> u64 {
-        self.routes_seq
+        self.routes_seq.max(1)
     }
 
     /// Notes that the routes change with the record being applied.
@@ -128,7 +129,7 @@ impl ControlPlane {
             })
             .collect();
         GatewayRoutes {
-            version: self.routes_seq,
+            version: self.routes_version(),
             services,
         }
     }

@@ -95,6 +95,22 @@ impl ControlPlane {
         }
     }
 
+    /// Forgets the endpoints of service `id`'s replicas that a scaling or a deletion stopped
+    /// (their runs end without an exit report).
+    pub(super) fn forget_stopped_endpoints(&mut self, id: ServiceId) {
+        let first = JobId(WorkloadId::replica(id.0, 0).0);
+        let last = JobId(WorkloadId::replica(id.0, 0xFFFF_FFFF).0);
+        let stopped: Vec<JobId> = self
+            .endpoints
+            .range(first..=last)
+            .filter(|(job, e)| self.current_world(**job, e.run).is_err())
+            .map(|(job, _)| *job)
+            .collect();
+        for job in stopped {
+            self.endpoints.remove(&job);
+        }
+    }
+
     /// How many of service `id`'s replicas are running with a ready endpoint.
     pub(super) fn ready_replicas(&self, id: ServiceId) -> u32 {
         self.service_endpoints(id).len() as u32
@@ -107,7 +123,10 @@ impl ControlPlane {
             .into_iter()
             .filter_map(|w| {
                 let e = self.endpoints.get(&JobId(w.0))?;
-                let running = self.current_world(JobId(w.0), e.run).is_ok();
+                // A replica being preempted is stopping: no new requests.
+                let running = self.sched.job(w).is_some_and(|j| {
+                    j.restarts == e.run && matches!(j.state, JobState::Running { .. })
+                });
                 (running && e.ready).then(|| ServiceEndpoint {
                     replica: w.0,
                     node: e.node.clone(),

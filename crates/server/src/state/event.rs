@@ -166,6 +166,10 @@ pub enum Event {
         id: ServiceId,
         /// Replicas wanted (clamped to its bounds).
         replicas: u32,
+        /// Decided by the autoscaler on its gateways' load (an operator's scaling cuts a
+        /// crashing replica's back-off short; the autoscaler's does not).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        autoscaled: bool,
         /// Unix seconds.
         at: u64,
     },

@@ -53,7 +53,7 @@ pub struct GatewayLoad {
     /// The gateway's name (each gateway's latest report counts; several gateways add up).
     #[schema(max_length = 128)]
     pub gateway: String,
-    /// One entry per service it carried traffic for, or holds requests for.
+    /// One entry per service it routes to (idle ones too: their load is zero).
     pub services: Vec<ServiceLoad>,
 }
 

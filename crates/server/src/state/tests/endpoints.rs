@@ -186,6 +186,7 @@ fn autoscale_targets_are_checked_by_field_and_kept_through_replay_and_a_snapshot
     // the service leaves them and its name is free again.
     let v = p.routes_version();
     p.apply(&Event::ServiceScale {
+        autoscaled: false,
         id: ServiceId(1),
         replicas: 3,
         at: 102,

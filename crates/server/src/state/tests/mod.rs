@@ -411,6 +411,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     apply(
         &mut p,
         Event::ServiceScale {
+            autoscaled: false,
             id: ServiceId(1),
             replicas: 3,
             at: 150,
@@ -427,6 +428,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     apply(
         &mut p,
         Event::ServiceScale {
+            autoscaled: false,
             id: ServiceId(1),
             replicas: 99,
             at: 160,
@@ -444,6 +446,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     assert_eq!((v.state.as_str(), v.running, v.pending), ("deleted", 0, 0));
     assert!(p
         .apply(&Event::ServiceScale {
+            autoscaled: false,
             id: ServiceId(1),
             replicas: 2,
             at: 171

@@ -168,6 +168,7 @@ fn upgrade_scenario() -> (ControlPlane, Vec<Vec<u8>>) {
     apply(
         &mut p,
         Event::ServiceScale {
+            autoscaled: false,
             id: ServiceId(1),
             replicas: 3,
             at: 406,
