@@ -89,6 +89,20 @@ impl LiveLoad {
         })
     }
 
+    /// Service `id`'s requests in flight, requests a second and worst p95 latency in seconds
+    /// over all gateways reporting it.
+    pub fn figures(&self, id: u64, now: Instant) -> Option<(f64, f64, Option<f64>)> {
+        let load = self.load(id, now)?;
+        let rate = self.reports.get(&id).map_or(0.0, |by_gateway| {
+            by_gateway
+                .values()
+                .filter(|r| now.duration_since(r.at) < REPORT_TTL)
+                .map(|r| r.load.requests_per_s)
+                .sum()
+        });
+        Some((load.inflight, rate, load.p95_ms.map(|ms| ms / 1000.0)))
+    }
+
     /// The replica counts the autoscaled `services` want now (at `at`, Unix seconds), where
     /// they differ from what each wants already. Each service is observed at most once a
     /// second; one that no gateway reports is left as it is.

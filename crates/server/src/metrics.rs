@@ -121,6 +121,12 @@ struct ReplicaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpendLabels {
     provider: String,
     pricing: String,
@@ -286,17 +292,52 @@ impl Metrics {
             ended,
         );
         let replicas = Family::<ReplicaLabels, Gauge>::default();
-        for (service, tenant, counts) in &state.replicas {
-            for (kind, n) in ["desired", "running", "pending"].iter().zip(counts) {
+        type FloatGauge =
+            prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
+        let inflight = Family::<ServiceLabels, FloatGauge>::default();
+        let rate = Family::<ServiceLabels, FloatGauge>::default();
+        let p95 = Family::<ServiceLabels, FloatGauge>::default();
+        for s in &state.replicas {
+            for (kind, n) in ["desired", "running", "pending", "ready"]
+                .iter()
+                .zip(&s.counts)
+            {
                 let labels = ReplicaLabels {
-                    service: service.clone(),
-                    tenant: tenant.clone(),
+                    service: s.name.clone(),
+                    tenant: s.tenant.clone(),
                     state: (*kind).into(),
                 };
                 replicas.get_or_create(&labels).set(*n as i64);
             }
+            if let Some((now, per_s, latency)) = s.load {
+                let labels = ServiceLabels {
+                    service: s.name.clone(),
+                    tenant: s.tenant.clone(),
+                };
+                inflight.get_or_create(&labels).set(now);
+                rate.get_or_create(&labels).set(per_s);
+                if let Some(l) = latency {
+                    p95.get_or_create(&labels).set(l);
+                }
+            }
         }
         r.register("service_replicas", "Live services' replicas", replicas);
+        r.register(
+            "service_inflight_requests",
+            "Requests in flight through the services' gateways",
+            inflight,
+        );
+        r.register(
+            "service_requests_per_second",
+            "Requests a second through the services' gateways",
+            rate,
+        );
+        r.register_with_unit(
+            "service_latency_p95",
+            "The worst gateway's p95 latency over its last second",
+            Unit::Seconds,
+            p95,
+        );
         let spend = Family::<
             SpendLabels,
             prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,

@@ -110,4 +110,24 @@ async fn routes_wait_for_a_change_and_load_scales_an_autoscaled_service() {
     srv.pass_if_due(&mut last).await;
     let (_, service) = get(&app, &admin, &format!("/v1/services/{id}")).await;
     assert_eq!(service["desired"], 4, "{service}");
+    // Prometheus sees the load and the replicas ready.
+    let scrape = {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let request = axum::http::Request::get("/metrics")
+            .header("authorization", format!("Bearer {admin}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    for line in [
+        r#"stargrid_service_inflight_requests{service="chat",tenant="default"} 40.0"#,
+        r#"stargrid_service_requests_per_second{service="chat",tenant="default"} 90.0"#,
+        r#"stargrid_service_latency_p95_seconds{service="chat",tenant="default"} 0.0125"#,
+        r#"stargrid_service_replicas{service="chat",tenant="default",state="ready"} 0"#,
+    ] {
+        assert!(scrape.contains(line), "{line} not in:\n{scrape}");
+    }
 }

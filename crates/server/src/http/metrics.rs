@@ -12,7 +12,14 @@ pub(super) async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMa
     if let Err(r) = server.scraper(&headers) {
         return r.into_response();
     }
-    let gauges = server.plane().gauges(unix_now());
+    let mut gauges = server.plane().gauges(unix_now());
+    {
+        let live = lock(&server.live_load);
+        let now = Instant::now();
+        for s in &mut gauges.replicas {
+            s.load = live.figures(s.id, now);
+        }
+    }
     let text = server
         .metrics
         .render(&gauges, server.journal().map(|j| j.stats()));

@@ -57,12 +57,28 @@ pub struct Gauges {
     pub sandboxes_live: u64,
     /// Sandboxes that ended, by how: succeeded, failed, oom_killed (of the failed), lost.
     pub sandboxes_ended: BTreeMap<&'static str, u64>,
-    /// Each live service's desired, running and pending replicas, by service name and tenant.
-    pub replicas: Vec<(String, String, [u64; 3])>,
+    /// Each live service's replicas.
+    pub replicas: Vec<ServiceGauge>,
     /// Spend so far in USD by provider and pricing (committed, on-demand, spot).
     pub spend_usd: BTreeMap<(String, String), f64>,
     /// Committed capacity paid for and not used, USD.
     pub idle_committed_usd: f64,
+}
+
+/// A live service's replica counts (and, filled in by the server, its gateways' load).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceGauge {
+    /// The service's id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Replicas wanted, running, pending and ready.
+    pub counts: [u64; 4],
+    /// Requests in flight, requests a second and p95 latency in seconds through its gateways
+    /// (`None` while no gateway reports it).
+    pub load: Option<(f64, f64, Option<f64>)>,
 }
 
 impl ControlPlane {
@@ -172,8 +188,13 @@ impl ControlPlane {
         }
         for id in self.services.keys() {
             if let Some(v) = self.service_view(*id).filter(|v| v.state != "deleted") {
-                let counts = [v.desired, v.running, v.pending].map(u64::from);
-                g.replicas.push((v.name, v.tenant, counts));
+                g.replicas.push(ServiceGauge {
+                    id: id.0,
+                    counts: [v.desired, v.running, v.pending, v.ready].map(u64::from),
+                    name: v.name,
+                    tenant: v.tenant,
+                    load: None,
+                });
             }
         }
         let spend = self.sched.spend(now);
