@@ -110,6 +110,11 @@ async fn routes_wait_for_a_change_and_load_scales_an_autoscaled_service() {
     srv.pass_if_due(&mut last).await;
     let (_, service) = get(&app, &admin, &format!("/v1/services/{id}")).await;
     assert_eq!(service["desired"], 4, "{service}");
+    // The service's view shows the load (and a listing too).
+    assert_eq!(service["load"]["inflight"], 40.0, "{service}");
+    assert_eq!(service["load"]["requests_per_s"], 90.0, "{service}");
+    let (_, list) = get(&app, &tenant, "/v1/services").await;
+    assert_eq!(list["services"][0]["load"]["p95_ms"], 12.5, "{list}");
     // Prometheus sees the load and the replicas ready.
     let scrape = {
         use http_body_util::BodyExt;

@@ -108,7 +108,7 @@ pub fn services(rows: &[ServiceView], output: Output) -> Result<()> {
     let now = human_time::now();
     let wide = output == Output::Wide;
     let mut out = format!(
-        "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>5} {:>7} {:>8}  {}REASON\n",
+        "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>5} {:>7} {:>8} {:<22}  {}REASON\n",
         "ID",
         "NAME",
         "TENANT",
@@ -118,6 +118,7 @@ pub fn services(rows: &[ServiceView], output: Output) -> Result<()> {
         "READY",
         "PENDING",
         "REPLACED",
+        "LOAD",
         if wide {
             format!(
                 "{:>5} {:>5} {:>6} {:<21} ",
@@ -139,8 +140,13 @@ pub fn services(rows: &[ServiceView], output: Output) -> Result<()> {
         } else {
             String::new()
         };
+        // In flight and answered a second, as the gateways report them.
+        let load = v.load.as_ref().map_or_else(
+            || "-".to_string(),
+            |l| format!("{:.0} in flight, {:.0}/s", l.inflight, l.requests_per_s),
+        );
         out.push_str(&format!(
-            "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>5} {:>7} {:>8}  {}{}\n",
+            "{:>6} {:<24} {:<12} {:<8} {:>7} {:>7} {:>5} {:>7} {:>8} {:<22}  {}{}\n",
             v.id,
             v.name,
             v.tenant,
@@ -150,6 +156,7 @@ pub fn services(rows: &[ServiceView], output: Output) -> Result<()> {
             v.ready,
             v.pending,
             v.replaced,
+            load,
             extra,
             human_time::in_text(v.reason.as_deref().unwrap_or(""), now)
         ));

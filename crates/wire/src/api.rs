@@ -560,6 +560,21 @@ pub struct ServiceView {
     pub replaced: u32,
     /// When it was created (Unix seconds).
     pub created_at: u64,
+    /// The load its gateways report now (absent while none does; kept in the server's memory
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<ServiceLoadView>,
+}
+
+/// A service's load through its gateways, summed over them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceLoadView {
+    /// Requests in flight (sent to a replica, or held waiting for one).
+    pub inflight: f64,
+    /// Requests a second over the gateways' last second.
+    pub requests_per_s: f64,
+    /// The worst gateway's p95 latency over its last second, in milliseconds.
+    pub p95_ms: Option<f64>,
 }
 
 /// A batch of CPU sandboxes to place now (all or none).

@@ -116,6 +116,21 @@ pub(super) async fn report_load(
 }
 
 impl Server {
+    /// Fills in the services' load as their gateways report it.
+    pub(super) fn with_load(&self, services: &mut [crate::api::ServiceView]) {
+        let live = lock(&self.live_load);
+        let now = Instant::now();
+        for v in services {
+            v.load = live
+                .figures(v.id, now)
+                .map(|(inflight, requests_per_s, p95)| crate::api::ServiceLoadView {
+                    inflight,
+                    requests_per_s,
+                    p95_ms: p95.map(|s| s * 1000.0),
+                });
+        }
+    }
+
     /// The scalings autoscaled services' load asks for now, as events.
     pub(super) fn scalings_due(&self, p: &ControlPlane, at: u64) -> Vec<Event> {
         let mut live = lock(&self.live_load);

@@ -63,6 +63,7 @@ use super::*;
         crate::api::ServiceEndpoint,
         crate::api::GatewayRoutes,
         crate::api::ServiceRoute,
+        crate::api::ServiceLoadView,
         crate::api::GatewayLoad,
         crate::api::ServiceLoad,
         crate::api::AutoscaleSpec,

@@ -59,6 +59,7 @@ pub(super) async fn list_services(
         );
         let more = services.len() > limit;
         services.truncate(limit);
+        server.with_load(&mut services);
         let next_after = if more {
             services.last().map(|s| s.id)
         } else {
@@ -84,7 +85,10 @@ pub(super) async fn get_service(
         let (role, id) = server.caller_and_id(&headers, &raw)?;
         Ok(
             match server.plane().service_view_as(ServiceId(id), viewer(&role)) {
-                Some(v) if may_touch(&role, &v.tenant) => Json(v).into_response(),
+                Some(mut v) if may_touch(&role, &v.tenant) => {
+                    server.with_load(std::slice::from_mut(&mut v));
+                    Json(v).into_response()
+                }
                 _ => no_such("service", id),
             },
         )

@@ -127,6 +127,7 @@ impl ControlPlane {
             },
             replaced: meta.replaced,
             created_at: meta.created_at,
+            load: None,
         })
     }
 
