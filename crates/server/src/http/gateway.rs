@@ -123,11 +123,13 @@ impl Server {
         for v in services {
             v.load = live
                 .figures(v.id, now)
-                .map(|(inflight, requests_per_s, p95)| crate::api::ServiceLoadView {
-                    inflight,
-                    requests_per_s,
-                    p95_ms: p95.map(|s| s * 1000.0),
-                });
+                .map(
+                    |(inflight, requests_per_s, p95)| crate::api::ServiceLoadView {
+                        inflight,
+                        requests_per_s,
+                        p95_ms: p95.map(|s| s * 1000.0),
+                    },
+                );
         }
     }
 
