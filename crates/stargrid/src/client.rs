@@ -196,6 +196,9 @@ pub enum ClientCommand {
     /// Interactive sandboxes: create, exec, cp, ls, end.
     #[command(subcommand)]
     Sandbox(crate::sandbox_cmd::SandboxCommand),
+    /// Rolling updates of an inference service: start, status, undo.
+    #[command(subcommand)]
+    Rollout(crate::rollout_cmd::RolloutCommand),
 }
 
 /// A client error as the commands print it: a refusal as `refused (CODE): field: reason`; a
@@ -218,6 +221,7 @@ pub fn run(settings: &crate::config::Settings, command: &ClientCommand) -> Resul
     let now = human_time::now();
     match command {
         ClientCommand::Sandbox(c) => crate::sandbox_cmd::run(&client, c)?,
+        ClientCommand::Rollout(c) => crate::rollout_cmd::run(&client, c)?,
         ClientCommand::Submit { file } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;

@@ -27,6 +27,7 @@ mod load_cmd;
 mod logging;
 mod place;
 mod quiet_pipe;
+mod rollout_cmd;
 mod sandbox_cmd;
 mod sbatch;
 mod scenario;

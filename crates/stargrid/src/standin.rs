@@ -37,6 +37,9 @@ pub struct StandinArgs {
     /// Milliseconds before `/ready` answers 200 (loading the model).
     #[arg(long, default_value_t = 0)]
     pub warmup_ms: u64,
+    /// A label each answer carries in `x-label` (a version, say).
+    #[arg(long)]
+    pub label: Option<String>,
     /// After SIGTERM, milliseconds it goes on serving before it stops taking connections.
     #[arg(long, default_value_t = 1500)]
     pub drain_ms: u64,
@@ -95,6 +98,9 @@ impl Standin {
         let mut r = Response::new(body);
         if let Ok(v) = self.replica.parse() {
             r.headers_mut().insert("x-replica", v);
+        }
+        if let Some(Ok(v)) = self.args.label.as_deref().map(str::parse) {
+            r.headers_mut().insert("x-label", v);
         }
         Ok(r)
     }

@@ -12,6 +12,7 @@ mod fleet_change;
 mod fleet_view;
 mod gateway;
 mod history;
+mod rollout;
 mod template;
 pub use beats::*;
 pub use egress::*;
@@ -21,6 +22,7 @@ pub use fleet_change::*;
 pub use fleet_view::*;
 pub use gateway::*;
 pub use history::*;
+pub use rollout::*;
 pub use template::*;
 
 /// A training job to queue.

@@ -735,6 +735,7 @@ fn accepted(r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq:
 
 mod fleet;
 mod gateway;
+mod rollout;
 mod upstream;
 pub use upstream::{Forward, Forwarded};
 

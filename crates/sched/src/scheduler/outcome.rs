@@ -194,6 +194,9 @@ pub enum ServiceRecord {
         spec: ServiceSpec,
         /// Replicas wanted.
         desired: u32,
+        /// Replicas kept above `desired` by a rolling update.
+        #[serde(default)]
+        surge: u32,
         /// Its replica jobs, oldest first.
         replicas: Vec<WorkloadId>,
         /// Index of its next new replica.
@@ -331,6 +334,7 @@ impl Scheduler {
                 id,
                 spec: s.spec.clone(),
                 desired: s.desired,
+                surge: s.surge,
                 replicas: s.replicas.clone(),
                 next: s.next,
             },

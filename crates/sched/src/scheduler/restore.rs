@@ -151,6 +151,7 @@ impl Scheduler {
                 id,
                 spec,
                 desired,
+                surge,
                 replicas,
                 next,
             } => {
@@ -159,7 +160,7 @@ impl Scheduler {
                     .services
                     .entry(*id)
                     .or_insert_with(|| ServiceState::new(spec.clone()));
-                s.set_replicas(*desired, replicas.clone(), *next);
+                s.set_replicas(*desired, *surge, replicas.clone(), *next);
             }
             ServiceRecord::Deleted { id } => {
                 self.services.remove(id);

@@ -21,6 +21,9 @@ pub(crate) struct ServiceState {
     pub(crate) desired: u32,
     pub(crate) replicas: Vec<WorkloadId>,
     pub(crate) next: u64,
+    /// Replicas kept above `desired` while a rolling update brings up new ones (0 otherwise).
+    #[serde(default)]
+    pub(crate) surge: u32,
     /// Running replicas per provider (cloud topology node): kept as replicas start and stop,
     /// so that the provider-span rule costs no walk over the replicas.
     #[serde(default)]
@@ -35,14 +38,22 @@ impl ServiceState {
             spec,
             replicas: Vec::new(),
             next: 0,
+            surge: 0,
             clouds: BTreeMap::new(),
         }
     }
 
     /// Sets the replica bookkeeping a journal recorded (the per-provider counts follow the
     /// replicas as they start and stop).
-    pub(crate) fn set_replicas(&mut self, desired: u32, replicas: Vec<WorkloadId>, next: u64) {
+    pub(crate) fn set_replicas(
+        &mut self,
+        desired: u32,
+        surge: u32,
+        replicas: Vec<WorkloadId>,
+        next: u64,
+    ) {
         self.desired = desired;
+        self.surge = surge;
         self.replicas = replicas;
         self.next = next;
     }
@@ -82,6 +93,8 @@ pub struct ServiceStatus {
     pub running: u32,
     /// Replicas waiting to be placed.
     pub pending: u32,
+    /// Replicas kept above `desired` by a rolling update.
+    pub surge: u32,
 }
 
 impl Scheduler {
@@ -141,6 +154,59 @@ impl Scheduler {
         })
     }
 
+    /// Sets the replicas a rolling update keeps above the desired count (the caller bounds
+    /// it); says the running replicas a smaller surge stopped (the newest).
+    pub fn set_service_surge(
+        &mut self,
+        id: u64,
+        surge: u32,
+        now: Time,
+    ) -> Result<Vec<WorkloadId>, SchedError> {
+        let s = self.services.get_mut(&id).ok_or(SchedError::Invalid {
+            field: "service",
+            reason: format!("no service {id}"),
+        })?;
+        s.surge = surge;
+        let stopped = self.reconcile_service(id, now);
+        self.touch_service(id);
+        Ok(stopped)
+    }
+
+    /// Stops the named replicas of a service (a rolling update retiring old ones); new
+    /// replicas take their places, up to the desired count and its surge. Says the running
+    /// replicas it stopped. A name that is not one of the service's replicas is refused and
+    /// nothing is stopped.
+    pub fn retire_replicas(
+        &mut self,
+        id: u64,
+        retire: &[WorkloadId],
+        now: Time,
+    ) -> Result<Vec<WorkloadId>, SchedError> {
+        let s = self.services.get(&id).ok_or(SchedError::Invalid {
+            field: "service",
+            reason: format!("no service {id}"),
+        })?;
+        if let Some(r) = retire.iter().find(|r| !s.replicas.contains(r)) {
+            return Err(SchedError::Invalid {
+                field: "retire",
+                reason: format!("{r} is not a replica of service {id}"),
+            });
+        }
+        let mut stopped = Vec::new();
+        for r in retire {
+            let was_running = self.running.contains(r);
+            if self.cancel(*r, now).is_ok() && was_running {
+                stopped.push(*r);
+            }
+        }
+        if let Some(s) = self.services.get_mut(&id) {
+            s.replicas.retain(|r| !retire.contains(r));
+        }
+        stopped.extend(self.reconcile_service(id, now));
+        self.touch_service(id);
+        Ok(stopped)
+    }
+
     /// Removes a service and all its replicas; returns the running replicas it stopped.
     pub fn delete_service(&mut self, id: u64, now: Time) -> Result<Vec<WorkloadId>, SchedError> {
         let s = self.services.remove(&id).ok_or(SchedError::Invalid {
@@ -173,6 +239,7 @@ impl Scheduler {
             desired: s.desired,
             running,
             pending,
+            surge: s.surge,
         })
     }
 
@@ -205,7 +272,7 @@ impl Scheduler {
             .copied()
             .filter(|r| alive(self.jobs.get(r).map(|j| &j.state)))
             .collect();
-        let desired = s.desired as usize;
+        let desired = (s.desired + s.surge) as usize;
         let spec = s.spec.clone();
         let mut next = s.next;
         let mut keep = live.clone();

@@ -46,6 +46,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod replica;
+mod rollouts;
 mod sandboxes;
 mod services;
 mod startup;
@@ -136,6 +137,8 @@ pub struct Server {
     event_streams: Mutex<events::StreamCounts>,
     /// Dashboard sessions (not journaled: a restart logs everyone out).
     ui_sessions: Mutex<ui::DashboardSessions>,
+    /// The second rolling updates were last looked at (they step at most once a second).
+    rollouts_looked: Mutex<u64>,
     /// The load gateways report, and the autoscalers it feeds (not journaled).
     live_load: Mutex<crate::live_load::LiveLoad>,
     /// Served over plain HTTP on a loopback address (the dashboard's cookie is then not
@@ -315,6 +318,7 @@ impl Server {
             let mut events = self.departures_due(p, at);
             events.extend(self.approvals_due(p, at));
             events.extend(self.scalings_due(p, at));
+            events.extend(self.rollouts_due(p, at));
             if !events.is_empty()
                 || p.dirty()
                 || p.due(at)
@@ -576,6 +580,14 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/services/{id}/endpoints", get(service_endpoints))
         .route("/v1/services/{id}/scale", post(scale_service))
         .route("/v1/services/{id}/delete", post(delete_service))
+        .route(
+            "/v1/services/{id}/rollout",
+            post(rollouts::start_rollout).get(rollouts::rollout_status),
+        )
+        .route(
+            "/v1/services/{id}/rollout/undo",
+            post(rollouts::undo_rollout),
+        )
         .route("/v1/gateway/routes", get(gateway::routes))
         .route("/v1/gateway/load", post(gateway::report_load))
         .route("/v1/sandboxes", post(submit_sandboxes).get(list_batches))

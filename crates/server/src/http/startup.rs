@@ -329,6 +329,7 @@ impl Server {
             metrics: Default::default(),
             events: Mutex::new(settings.events),
             live_load: Mutex::new(Default::default()),
+            rollouts_looked: Mutex::new(0),
             event_streams: Default::default(),
             ui_sessions: Default::default(),
             plain_loopback: Default::default(),

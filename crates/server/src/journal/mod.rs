@@ -336,6 +336,10 @@ pub struct ServiceV1 {
     /// Replicas wanted.
     #[serde(default)]
     pub desired: u32,
+    /// Replicas kept above `desired` by a rolling update (absent in records from before
+    /// rolling updates: 0).
+    #[serde(default, skip_serializing_if = "zero")]
+    pub surge: u32,
     /// Replica jobs, oldest first.
     #[serde(default)]
     pub replicas: Vec<u64>,
@@ -362,4 +366,8 @@ pub struct ReservationV1 {
     /// When it was worked out.
     #[serde(default)]
     pub computed_at: u64,
+}
+
+fn zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -61,6 +61,10 @@ pub struct SnapshotV1 {
     /// Service replicas' endpoints, by replica job (absent from builds before endpoints).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<(u64, crate::state::ReplicaEndpoint)>,
+    /// The revision each live replica started with (absent from builds before rolling
+    /// updates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_revisions: Vec<(u64, u32)>,
 }
 
 /// A node that is up, and its state.
@@ -159,6 +163,32 @@ pub struct ServiceMetaV1 {
     /// How it scales on its gateways' load (absent in snapshots from before autoscaling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<crate::state::AutoscaleTargets>,
+    /// The revision its new replicas run (absent from builds before rolling updates: 0).
+    #[serde(default)]
+    pub revision: u32,
+    /// That revision's label (before rolling updates: "1").
+    #[serde(default = "first_version")]
+    pub version: String,
+    /// The next revision's number.
+    #[serde(default = "one")]
+    pub next_revision: u32,
+    /// The version before the last finished update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<crate::state::Revision>,
+    /// A rolling update under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::state::Rollout>,
+    /// Why the last update was rolled back, once that finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
+}
+
+fn first_version() -> String {
+    "1".into()
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A sandbox batch as the API shows it.

@@ -81,7 +81,9 @@ impl ControlPlane {
 
     pub(super) fn apply_noting_changes(&mut self, e: &Event) -> Result<Vec<Decision>, StateError> {
         let service = match e {
-            Event::ServiceScale { id, .. } | Event::ServiceDelete { id, .. } => Some(id.0),
+            Event::ServiceScale { id, .. }
+            | Event::ServiceDelete { id, .. }
+            | Event::RolloutStep { id, .. } => Some(id.0),
             Event::TaskExited { job, .. } => job.workload().as_replica().map(|(s, _)| s),
             _ => None,
         };
@@ -114,9 +116,15 @@ impl ControlPlane {
         if let Some(s) = service {
             touched.extend(self.sched.service_replicas(s));
         }
-        // A replica started, preempted or requeued may change what gateways route to.
+        // A replica started, preempted or requeued may change what gateways route to; one
+        // that starts for the first time runs its service's target revision.
         if touched.iter().any(|w| w.as_replica().is_some()) {
             self.routes_changed();
+        }
+        for d in &decisions {
+            if let Decision::Start { job, .. } = d {
+                self.note_replica_revision(*job);
+            }
         }
         self.note_changes(touched);
         // Every applied event is the next journal record.
@@ -249,6 +257,12 @@ impl ControlPlane {
                         quick_exits: 0,
                         replace_at: None,
                         autoscale: autoscale.clone(),
+                        revision: 0,
+                        version: "1".into(),
+                        next_revision: 1,
+                        previous: None,
+                        rollout: None,
+                        rolled_back: None,
                     },
                 );
                 self.next_service = self.next_service.max(id.0 + 1);
@@ -271,6 +285,36 @@ impl ControlPlane {
                 self.decide(|s| s.scale_service(id.0, *replicas, *at).map(|_| ()))?;
                 self.forget_stopped_endpoints(*id);
                 self.routes_changed();
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::ServiceRollout {
+                id,
+                version,
+                task,
+                max_surge,
+                max_unavailable,
+                progress_deadline_s,
+                at,
+            } => {
+                let limits = (*max_surge, *max_unavailable, *progress_deadline_s);
+                self.start_rollout(*id, version, task, limits, *at)?;
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::RolloutStep {
+                id,
+                surge,
+                retire,
+                done,
+                at,
+            } => {
+                self.rollout_step(*id, *surge, retire, *done, *at)?;
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::RolloutUndo { id, reason, at } => {
+                self.undo_rollout(*id, reason, *at)?;
                 self.dirty = true;
                 Vec::new()
             }

@@ -8,7 +8,10 @@ impl ControlPlane {
     /// What a workload's tasks run: a job's own task, or its service's for a replica.
     pub(super) fn task_of(&self, w: WorkloadId) -> Option<&TaskSpec> {
         match w.as_replica() {
-            Some((service, _)) => self.services.get(&ServiceId(service)).map(|m| &m.task),
+            Some((service, _)) => self
+                .services
+                .get(&ServiceId(service))
+                .map(|m| self.replica_task(w, m)),
             None => self.jobs.get(&JobId(w.0)).map(|m| &m.task),
         }
     }

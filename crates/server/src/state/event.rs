@@ -173,6 +173,45 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// A new version of a service rolls over its replicas (see `state::rollout`).
+    ServiceRollout {
+        /// The service.
+        id: ServiceId,
+        /// The new version's label.
+        version: String,
+        /// What its replicas run.
+        task: TaskSpec,
+        /// Replicas above the desired count while new ones come up.
+        max_surge: u32,
+        /// Ready replicas it may take below the desired count.
+        max_unavailable: u32,
+        /// Seconds new replicas have to become ready after each step.
+        progress_deadline_s: u32,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A rolling update's step: the surge set, old replicas retired, or the update done.
+    RolloutStep {
+        /// The service.
+        id: ServiceId,
+        /// Replicas kept above the desired count.
+        surge: u32,
+        /// Old replicas stopped.
+        retire: Vec<JobId>,
+        /// No old replica is left: the update is over.
+        done: bool,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A rolling update rolled back (or, once done, the previous version restored).
+    RolloutUndo {
+        /// The service.
+        id: ServiceId,
+        /// Why.
+        reason: String,
+        /// Unix seconds.
+        at: u64,
+    },
     /// A service was deleted with all its replicas.
     ServiceDelete {
         /// The service.
@@ -292,6 +331,9 @@ impl Event {
             Event::TokenRevoked { .. } => "token_revoked",
             Event::ServiceCreate { .. } => "service_create",
             Event::ServiceScale { .. } => "service_scale",
+            Event::ServiceRollout { .. } => "service_rollout",
+            Event::RolloutStep { .. } => "rollout_step",
+            Event::RolloutUndo { .. } => "rollout_undo",
             Event::ServiceDelete { .. } => "service_delete",
             Event::SandboxBatch { .. } => "sandbox_batch",
             Event::NodeDrain { .. } => "node_drain",
@@ -321,6 +363,9 @@ impl Event {
             | Event::TokenRevoked { at, .. }
             | Event::ServiceCreate { at, .. }
             | Event::ServiceScale { at, .. }
+            | Event::ServiceRollout { at, .. }
+            | Event::RolloutStep { at, .. }
+            | Event::RolloutUndo { at, .. }
             | Event::ServiceDelete { at, .. }
             | Event::SandboxBatch { at, .. }
             | Event::NodeDrain { at, .. }

@@ -45,6 +45,7 @@ pub mod gauges;
 mod history;
 mod limits;
 mod registration;
+mod rollout;
 pub mod secrets;
 mod snapshot;
 mod stream;
@@ -61,6 +62,7 @@ pub use fleet_change::{FleetPlan, ReadyToLeave};
 pub use fleet_view::MAX_DETAIL_NODES;
 pub use limits::{LimitHit, Limits};
 pub use registration::{NodeRegistration, RegistrationRule};
+pub use rollout::{Revision, Rollout};
 pub use secrets::{SecretError, SecretKey};
 pub use tokens::{
     token_id, NodeScope, Role, ScopeError, TokenProblem, TokenRecord, MAX_SCOPE_EXPR,
@@ -156,6 +158,16 @@ struct ServiceMeta {
     replace_at: Option<u64>,
     /// How it scales on its gateways' load.
     autoscale: Option<AutoscaleTargets>,
+    /// The revision its new replicas run (`task`), its label, and the next number.
+    revision: u32,
+    version: String,
+    next_revision: u32,
+    /// The version before the last update that finished (what an undo goes back to).
+    previous: Option<rollout::Revision>,
+    /// A rolling update under way.
+    rollout: Option<rollout::Rollout>,
+    /// Why the last update was rolled back, once that rollback finished.
+    rolled_back: Option<String>,
 }
 
 impl ServiceMeta {
@@ -239,6 +251,8 @@ pub struct ControlPlane {
     departed_ran_on: HashMap<JobId, Vec<Box<str>>>,
     /// Service replicas' endpoints, by replica job (rank 0's, as its agent reported it).
     endpoints: BTreeMap<JobId, endpoints::ReplicaEndpoint>,
+    /// The revision each live replica started with (service replicas only).
+    replica_revisions: BTreeMap<JobId, u32>,
     /// The record that last changed a service or an endpoint: the version of the routes
     /// gateways follow (not journaled: rebuilt by replay; a snapshot's seq after a restore).
     routes_seq: u64,
@@ -328,6 +342,7 @@ impl ControlPlane {
             registrations: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             routes_seq: 0,
+            replica_revisions: BTreeMap::new(),
             replaying: None,
             fleet_toml: fleet_toml.as_str().into(),
             init_at: *at,

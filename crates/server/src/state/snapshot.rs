@@ -92,6 +92,12 @@ impl ControlPlane {
                     quick_exits: m.quick_exits,
                     replace_at: m.replace_at,
                     autoscale: m.autoscale.clone(),
+                    revision: m.revision,
+                    version: m.version.clone(),
+                    next_revision: m.next_revision,
+                    previous: m.previous.clone(),
+                    rollout: m.rollout.clone(),
+                    rolled_back: m.rolled_back.clone(),
                 })
                 .collect(),
             batches: self
@@ -121,6 +127,11 @@ impl ControlPlane {
                 .endpoints
                 .iter()
                 .map(|(j, e)| (j.0, e.clone()))
+                .collect(),
+            replica_revisions: self
+                .replica_revisions
+                .iter()
+                .map(|(j, r)| (j.0, *r))
                 .collect(),
         }
     }
@@ -163,6 +174,11 @@ impl ControlPlane {
             .map(|(j, e)| (JobId(*j), e.clone()))
             .collect();
         p.routes_seq = s.seq;
+        p.replica_revisions = s
+            .replica_revisions
+            .iter()
+            .map(|(j, r)| (JobId(*j), *r))
+            .collect();
         p.registrations = s
             .registrations
             .iter()
@@ -229,6 +245,12 @@ impl ControlPlane {
                     quick_exits: m.quick_exits,
                     replace_at: m.replace_at,
                     autoscale: m.autoscale,
+                    revision: m.revision,
+                    version: m.version,
+                    next_revision: m.next_revision,
+                    previous: m.previous,
+                    rollout: m.rollout,
+                    rolled_back: m.rolled_back,
                 },
             );
         }

@@ -5,6 +5,7 @@
 
 pub mod hostile;
 pub mod sandboxes;
+pub mod serving;
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
