@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn report(a: &crate::api::Assignment, port: u16, ready: bool) -> crate::api::TaskReport {
+pub(super) fn report(a: &crate::api::Assignment, port: u16, ready: bool) -> crate::api::TaskReport {
     crate::api::TaskReport {
         job: a.job,
         run: a.run,
@@ -19,7 +19,7 @@ fn report(a: &crate::api::Assignment, port: u16, ready: bool) -> crate::api::Tas
     }
 }
 
-fn beat(node: &str, tasks: Vec<crate::api::TaskReport>) -> Heartbeat {
+pub(super) fn beat(node: &str, tasks: Vec<crate::api::TaskReport>) -> Heartbeat {
     Heartbeat {
         templates: Vec::new(),
         known: None,

@@ -691,6 +691,7 @@ fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
 mod endpoints;
 mod fleet_change;
 mod replay;
+mod rollout;
 
 #[test]
 fn an_interactive_batch_keeps_its_lifetimes_through_replay_and_a_snapshot() {
