@@ -34,7 +34,7 @@ fn services_spread_scale_and_replace_replicas() {
               start svc7-r0 on 2 nodes: z0s0b0d0t[0-1]
               start svc7-r1 on 2 nodes: z0s0b0d1t[0-1]
             status 7
-              ServiceStatus { desired: 2, running: 2, pending: 0 } []
+              ServiceStatus { desired: 2, running: 2, pending: 0, surge: 0 } []
             scale 7 10
                 desired 10, stopped []
             pass 10
@@ -45,19 +45,19 @@ fn services_spread_scale_and_replace_replicas() {
               start svc7-r6 on 2 nodes: z0s1b1d0t[0-1]
               start svc7-r7 on 2 nodes: z0s1b1d1t[0-1]
             status 7
-              ServiceStatus { desired: 10, running: 8, pending: 2 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
+              ServiceStatus { desired: 10, running: 8, pending: 2, surge: 0 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
             fail z0s0b0d0t0 20
               requeue svc7-r0 (lost 0.04 GPU-h)
             pass 20
               start svc7-r0 on 2 nodes: z0s0b0d0t[1-2]
             status 7
-              ServiceStatus { desired: 10, running: 8, pending: 2 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
+              ServiceStatus { desired: 10, running: 8, pending: 2, surge: 0 } ["spread rule: at most 1 replicas of service 7 per NVLink domain; 8 NVLink domains with room already hold that many", "a job of the same shape (svc7-r8) could not be placed in this pass"]
             scale 7 3
                 desired 3, stopped [svc7-r7 svc7-r6 svc7-r5 svc7-r4 svc7-r3]
             pass 30
               -
             status 7
-              ServiceStatus { desired: 3, running: 3, pending: 0 } []
+              ServiceStatus { desired: 3, running: 3, pending: 0, surge: 0 } []
             scale 7 100
                 desired 20, stopped []
         "#]],
@@ -87,7 +87,7 @@ fn replicas_preempt_lower_classes_but_not_each_other() {
               requeue w1 (lost 39.82 GPU-h)
               start svc1-r0 on 4 nodes: z0s0b0d0t[0-3]
             status 1
-              ServiceStatus { desired: 1, running: 1, pending: 0 } []
+              ServiceStatus { desired: 1, running: 1, pending: 0, surge: 0 } []
         "#]],
     );
 }

@@ -72,19 +72,20 @@ fn sandboxes_run_in_their_templates_root_and_not_the_hosts() {
         &["--template", &template, "--warm-pool", "tiny=1"],
     );
     assert!(said.contains("templates tiny"), "{said}");
-    // A template no node offers is refused by name, with the ones offered.
-    let refused = s
-        .post(
+    // A template no node offers is refused by name, with the ones offered (a node's offer
+    // is taken once its heartbeat's record is durable, just after the node is up).
+    let refusal = || {
+        s.post(
             "/v1/sandboxes",
             json!({"name": "b", "tenant": "default", "count": 1, "cpu_millis": 100,
                    "memory_mib": 64, "interactive": true, "template": "python"}),
         )
-        .unwrap_err();
+        .unwrap_err()
+    };
+    wait_for("the host's offer", || refusal().1.contains("offered: tiny"));
+    let refused = refusal();
     assert_eq!(refused.0, 400, "{refused:?}");
-    assert!(
-        refused.1.contains("template") && refused.1.contains("offered: tiny"),
-        "{refused:?}"
-    );
+    assert!(refused.1.contains("template"), "{refused:?}");
     wait_for("the template's pool to fill", || pooled(&work) == 1);
     let (code, said, err) = cli(
         &s,
