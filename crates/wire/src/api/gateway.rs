@@ -111,6 +111,17 @@ impl GatewayLoad {
     }
 }
 
+/// A service's load through its gateways, summed over them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceLoadView {
+    /// Requests in flight (sent to a replica, or held waiting for one).
+    pub inflight: f64,
+    /// Requests a second over the gateways' last second.
+    pub requests_per_s: f64,
+    /// The worst gateway's p95 latency over its last second, in milliseconds.
+    pub p95_ms: Option<f64>,
+}
+
 /// How a service scales itself on the load its gateways report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
