@@ -24,6 +24,8 @@ pub struct Replica {
     pub id: u64,
     /// `address:port`.
     pub authority: String,
+    /// It runs a rolling update's canary (see [`Service::canary_percent`]).
+    pub canary: bool,
     /// Requests sent to it and not finished.
     pub inflight: AtomicU32,
     /// Until when it is passed over, in milliseconds since the table's epoch (0: not).
@@ -35,6 +37,7 @@ impl Replica {
         Replica {
             id: e.replica,
             authority: authority(&e.address, e.port),
+            canary: e.canary,
             inflight: AtomicU32::new(0),
             benched_until_ms: AtomicU64::new(0),
         }
@@ -61,6 +64,11 @@ pub struct Service {
     pub replicas: Vec<Arc<Replica>>,
     /// Its load through this gateway (kept across versions).
     pub stats: Arc<ServiceStats>,
+    /// While a rolling update's canary holds: the share of requests, per cent, its canary
+    /// replicas get (the others get the rest).
+    pub canary_percent: Option<u32>,
+    /// Requests picked for so far (the canary split is by count, not by chance).
+    picked: AtomicU64,
 }
 
 /// The table, swapped whole on each new version.
@@ -130,11 +138,11 @@ impl Routes {
         let mut by_name: HashMap<String, HashMap<String, Arc<Service>>> = HashMap::new();
         for s in &routes.services {
             let before = old.service(&s.tenant, &s.name).filter(|b| b.id == s.id);
-            let kept: HashMap<(u64, &str), &Arc<Replica>> = before
+            let kept: HashMap<(u64, &str, bool), &Arc<Replica>> = before
                 .map(|b| {
                     b.replicas
                         .iter()
-                        .map(|r| ((r.id, r.authority.as_str()), r))
+                        .map(|r| ((r.id, r.authority.as_str(), r.canary), r))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -143,7 +151,7 @@ impl Routes {
                 .iter()
                 .map(|e| {
                     let at = authority(&e.address, e.port);
-                    match kept.get(&(e.replica, at.as_str())) {
+                    match kept.get(&(e.replica, at.as_str(), e.canary)) {
                         Some(r) => Arc::clone(r),
                         None => Arc::new(Replica::new(e)),
                     }
@@ -157,6 +165,8 @@ impl Routes {
                     desired: s.desired,
                     replicas,
                     stats,
+                    canary_percent: s.canary_percent,
+                    picked: AtomicU64::new(0),
                 }),
             );
         }
@@ -197,7 +207,20 @@ impl Routes {
             .copied()
             .filter(|r| r.benched_until_ms.load(Ordering::Relaxed) <= now)
             .collect();
-        let pool = if awake.is_empty() { candidates } else { awake };
+        let mut pool = if awake.is_empty() { candidates } else { awake };
+        // A canary's share: every hundred requests, `percent` go to its replicas.
+        if let Some(percent) = service.canary_percent {
+            let to_canary =
+                service.picked.fetch_add(1, Ordering::Relaxed) % 100 < u64::from(percent);
+            let side: Vec<&Arc<Replica>> = pool
+                .iter()
+                .copied()
+                .filter(|r| r.canary == to_canary)
+                .collect();
+            if !side.is_empty() {
+                pool = side;
+            }
+        }
         pick_from(&pool, key).cloned()
     }
 }
@@ -266,10 +289,29 @@ mod tests {
                         node: format!("n{r}"),
                         address: "127.0.0.1".into(),
                         port: 9000 + *r as u16,
+                        canary: false,
                     })
                     .collect(),
+                canary_percent: None,
             }],
         }
+    }
+
+    #[test]
+    fn a_canary_gets_its_share_of_requests() {
+        let r = Routes::default();
+        let mut with_canary = routes(1, &[1, 2, 3]);
+        with_canary.services[0].endpoints[2].canary = true;
+        with_canary.services[0].canary_percent = Some(20);
+        r.update(&with_canary);
+        let t = r.now();
+        let s = t.service("t", "chat").unwrap();
+        let to_canary = (0..1000)
+            .filter(|_| r.pick(s, None, &[]).unwrap().id == 3)
+            .count();
+        assert_eq!(to_canary, 200);
+        // A retry of a canary request may go to the others.
+        assert!(r.pick(s, None, &[3]).is_some());
     }
 
     #[test]

@@ -63,8 +63,10 @@ fn routes(version: u64, ports: &[u16]) -> GatewayRoutes {
                     node: "n".into(),
                     address: "127.0.0.1".into(),
                     port: *p,
+                    canary: false,
                 })
                 .collect(),
+            canary_percent: None,
         }],
     }
 }

@@ -130,8 +130,10 @@ fn route(name: &str, ports: &[u16]) -> ServiceRoute {
                 node: "local".into(),
                 address: "127.0.0.1".into(),
                 port: *p,
+                canary: false,
             })
             .collect(),
+        canary_percent: None,
     }
 }
 

@@ -29,6 +29,15 @@ pub enum RolloutCommand {
         /// Seconds new replicas have to become ready before the update rolls back.
         #[arg(long, default_value_t = 120)]
         progress_deadline_s: u32,
+        /// Start with one new replica taking this share of the traffic (per cent) until
+        /// `rollout promote`.
+        #[arg(long)]
+        canary_percent: Option<u32>,
+    },
+    /// Promote a canary: the update goes on over every replica.
+    Promote {
+        /// Service id.
+        id: u64,
     },
     /// Where a service's rolling update stands.
     Status {
@@ -55,6 +64,7 @@ pub fn run(client: &wire::Client, c: &RolloutCommand) -> Result<()> {
             max_surge,
             max_unavailable,
             progress_deadline_s,
+            canary_percent,
         } => {
             let env = if env.is_empty() {
                 None
@@ -77,12 +87,16 @@ pub fn run(client: &wire::Client, c: &RolloutCommand) -> Result<()> {
                 max_surge: *max_surge,
                 max_unavailable: *max_unavailable,
                 progress_deadline_s: *progress_deadline_s,
+                canary_percent: *canary_percent,
             };
             client
                 .start_rollout(*id, &ask)
                 .map_err(crate::client::fail)?
         }
         RolloutCommand::Status { id } => client.rollout(*id).map_err(crate::client::fail)?,
+        RolloutCommand::Promote { id } => {
+            client.promote_rollout(*id).map_err(crate::client::fail)?
+        }
         RolloutCommand::Undo { id, reason } => client
             .undo_rollout(*id, reason.clone())
             .map_err(crate::client::fail)?,
@@ -100,6 +114,9 @@ fn print(v: &RolloutView) {
         "service {}: {} to version {}{from}: {} old replicas, {} new ({} ready), surge {}",
         v.service, v.state, v.version, v.old_replicas, v.new_replicas, v.new_ready, v.surge
     );
+    if let Some(p) = v.canary_percent {
+        println!("  the new version is a canary: {p}% of the traffic, until `rollout promote`");
+    }
     if let Some(r) = &v.reason {
         println!("  rolled back: {r}");
     }

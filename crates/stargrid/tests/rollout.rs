@@ -115,3 +115,71 @@ fn a_new_version_rolls_over_under_load_and_a_bad_one_rolls_back() {
         "{v}"
     );
 }
+
+#[test]
+fn a_canary_takes_its_share_of_traffic_until_promoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = Cell::start(dir.path());
+    let standin = |version: &str| {
+        format!(
+            "{} model-standin --tokens 1 --token-delay-ms 24 --label {version}",
+            cell.program
+        )
+    };
+    let spec = json!({
+        "name": "can", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
+        "gpus_per_node": 1, "min_replicas": 2, "max_replicas": 3,
+        "command": standin("v1").split(' ').collect::<Vec<_>>(),
+        "ready_path": "/ready",
+    });
+    let created: Value = post(&format!("{}/v1/services", cell.url))
+        .send_json(spec)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let id = created["id"].as_u64().unwrap().to_string();
+    wait_long(30, "two ready replicas", || {
+        cell.service(id.parse().unwrap())["ready"] == 2
+    });
+    let target = format!("{}/default/can/", cell.gateway);
+    let admin = admin_token(&cell.url);
+    let rollout = |args: &[&str]| {
+        let (ok, out, err) = cli(&cell.url, &admin, &[&["rollout"], args].concat());
+        assert!(ok, "{err}");
+        out
+    };
+    // Promoting without a canary is refused.
+    let (ok, _, err) = cli(&cell.url, &admin, &["rollout", "promote", &id]);
+    assert!(!ok && err.contains("409"), "{err}");
+    let said = rollout(&[
+        "start",
+        &id,
+        "--version",
+        "v2",
+        "--command",
+        &standin("v2"),
+        "--canary-percent",
+        "25",
+    ]);
+    assert!(said.contains("canary to version v2"), "{said}");
+    wait_long(30, "the canary to serve", || {
+        (0..8).any(|_| label(&target) == "v2")
+    });
+    let status = rollout(&["status", &id]);
+    assert!(
+        status.contains("2 old replicas, 1 new (1 ready)"),
+        "{status}"
+    );
+    assert!(status.contains("25% of the traffic"), "{status}");
+    // A quarter of the requests reach the canary; nothing old is retired meanwhile.
+    let to_canary = (0..200).filter(|_| label(&target) == "v2").count();
+    assert!((40..=60).contains(&to_canary), "{to_canary} of 200");
+    // Promoted, the update goes on over every replica.
+    rollout(&["promote", &id]);
+    wait_long(60, "the update to finish", || {
+        rollout(&["status", &id]).contains("done to version v2")
+    });
+    for _ in 0..6 {
+        assert_eq!(label(&target), "v2");
+    }
+}

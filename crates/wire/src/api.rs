@@ -385,6 +385,10 @@ pub struct ServiceEndpoint {
     pub address: String,
     /// The port its agent gave it.
     pub port: u16,
+    /// It runs the new version of a rolling update that is a canary (see
+    /// [`ServiceRoute::canary_percent`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary: bool,
 }
 
 /// Consecutive sandboxes of one batch that a node must run: one process per index.

@@ -588,6 +588,10 @@ pub fn router(server: Arc<Server>) -> Router {
             "/v1/services/{id}/rollout/undo",
             post(rollouts::undo_rollout),
         )
+        .route(
+            "/v1/services/{id}/rollout/promote",
+            post(rollouts::promote_rollout),
+        )
         .route("/v1/gateway/routes", get(gateway::routes))
         .route("/v1/gateway/load", post(gateway::report_load))
         .route("/v1/sandboxes", post(submit_sandboxes).get(list_batches))

@@ -21,6 +21,7 @@ use super::*;
         super::rollouts::start_rollout,
         super::rollouts::rollout_status,
         super::rollouts::undo_rollout,
+        super::rollouts::promote_rollout,
         super::gateway::report_load,
         scale_service,
         delete_service,

@@ -70,6 +70,24 @@ pub(super) async fn undo_rollout(
     .await
 }
 
+/// Promote a rolling update's canary: the update goes on over every replica.
+#[utoipa::path(post, path = "/v1/services/{id}/rollout/promote",
+    params(("id" = u64, Path, description = "service id")),
+    responses((status = 200, body = RolloutView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn promote_rollout(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    change_rollout(server, headers, raw, |_, id, at| {
+        Ok(Event::RolloutPromote {
+            id: ServiceId(id),
+            at,
+        })
+    })
+    .await
+}
+
 /// Where a service's rolling update stands.
 #[utoipa::path(get, path = "/v1/services/{id}/rollout", params(("id" = u64, Path, description = "service id")),
     responses((status = 200, body = RolloutView), (status = 404, body = ApiError)))]

@@ -295,10 +295,11 @@ impl ControlPlane {
                 max_surge,
                 max_unavailable,
                 progress_deadline_s,
+                canary_percent,
                 at,
             } => {
                 let limits = (*max_surge, *max_unavailable, *progress_deadline_s);
-                self.start_rollout(*id, version, task, limits, *at)?;
+                self.start_rollout(*id, version, task, limits, *canary_percent, *at)?;
                 self.dirty = true;
                 Vec::new()
             }
@@ -310,6 +311,12 @@ impl ControlPlane {
                 at,
             } => {
                 self.rollout_step(*id, *surge, retire, *done, *at)?;
+                self.dirty = true;
+                Vec::new()
+            }
+            Event::RolloutPromote { id, .. } => {
+                self.promote_rollout(*id)?;
+                self.routes_changed();
                 self.dirty = true;
                 Vec::new()
             }

@@ -126,6 +126,7 @@ impl ControlPlane {
                 tenant: self.tenant_name(m.tenant).to_string(),
                 desired: self.sched.service_status(id.0).map_or(0, |s| s.desired),
                 endpoints: self.service_endpoints(*id),
+                canary_percent: self.canary_share(*id),
             })
             .collect();
         GatewayRoutes {

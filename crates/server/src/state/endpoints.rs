@@ -132,6 +132,7 @@ impl ControlPlane {
                     node: e.node.clone(),
                     address: e.address.clone(),
                     port: e.port,
+                    canary: self.is_canary(id, w),
                 })
             })
             .collect()

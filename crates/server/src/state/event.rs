@@ -187,6 +187,16 @@ pub enum Event {
         max_unavailable: u32,
         /// Seconds new replicas have to become ready after each step.
         progress_deadline_s: u32,
+        /// A canary first: one new replica with this share of the traffic until promoted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary_percent: Option<u32>,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A rolling update's canary is promoted: the update goes on over every replica.
+    RolloutPromote {
+        /// The service.
+        id: ServiceId,
         /// Unix seconds.
         at: u64,
     },
@@ -334,6 +344,7 @@ impl Event {
             Event::ServiceRollout { .. } => "service_rollout",
             Event::RolloutStep { .. } => "rollout_step",
             Event::RolloutUndo { .. } => "rollout_undo",
+            Event::RolloutPromote { .. } => "rollout_promote",
             Event::ServiceDelete { .. } => "service_delete",
             Event::SandboxBatch { .. } => "sandbox_batch",
             Event::NodeDrain { .. } => "node_drain",
@@ -366,6 +377,7 @@ impl Event {
             | Event::ServiceRollout { at, .. }
             | Event::RolloutStep { at, .. }
             | Event::RolloutUndo { at, .. }
+            | Event::RolloutPromote { at, .. }
             | Event::ServiceDelete { at, .. }
             | Event::SandboxBatch { at, .. }
             | Event::NodeDrain { at, .. }

@@ -40,6 +40,20 @@ pub struct Rollout {
     pub progress_at: u64,
     /// Rolled back, and why.
     pub rolled_back: Option<String>,
+    /// A canary first: the share of traffic, per cent, its one new replica gets.
+    #[serde(default)]
+    pub canary_percent: Option<u32>,
+    /// The canary was promoted: the update goes on.
+    #[serde(default)]
+    pub promoted: bool,
+}
+
+impl Rollout {
+    /// The share of traffic the new version's replicas get now, while a canary holds.
+    pub fn canary(&self) -> Option<u32> {
+        self.canary_percent
+            .filter(|_| !self.promoted && self.rolled_back.is_none())
+    }
 }
 
 /// Replica crashes in a row (as they start) that roll an update back.
@@ -91,6 +105,9 @@ impl ControlPlane {
         if !(10..=3600).contains(&req.progress_deadline_s) {
             return Err(bad("progress_deadline_s", "10 to 3600 seconds".into()));
         }
+        if req.canary_percent.is_some_and(|p| !(1..=99).contains(&p)) {
+            return Err(bad("canary_percent", "1 to 99 per cent".into()));
+        }
         let command = req.command.as_ref().unwrap_or(&m.task.command);
         let env = req.env.as_ref().unwrap_or(&m.task.env);
         check_task(command, env, &BTreeMap::new(), m.task.workdir.as_ref())?;
@@ -106,6 +123,7 @@ impl ControlPlane {
             max_surge: req.max_surge,
             max_unavailable: req.max_unavailable,
             progress_deadline_s: req.progress_deadline_s,
+            canary_percent: req.canary_percent,
             at,
         })
     }
@@ -117,6 +135,7 @@ impl ControlPlane {
         version: &str,
         task: &TaskSpec,
         limits: (u32, u32, u32),
+        canary_percent: Option<u32>,
         at: u64,
     ) -> Result<(), StateError> {
         self.live_service(id)?;
@@ -150,8 +169,29 @@ impl ControlPlane {
             started_at: at,
             progress_at: at,
             rolled_back: None,
+            canary_percent,
+            promoted: false,
         });
         Ok(())
+    }
+
+    /// Promotes a rolling update's canary.
+    pub(super) fn promote_rollout(&mut self, id: ServiceId) -> Result<(), StateError> {
+        self.live_service(id)?;
+        match self
+            .services
+            .get_mut(&id)
+            .and_then(|m| m.rollout.as_mut())
+            .filter(|r| r.canary().is_some())
+        {
+            Some(r) => {
+                r.promoted = true;
+                Ok(())
+            }
+            None => Err(StateError::Conflict(
+                "the service has no canary to promote".into(),
+            )),
+        }
     }
 
     /// Rolls an update back (or, once done, goes back to the previous version): the version
@@ -209,6 +249,8 @@ impl ControlPlane {
             started_at: at,
             progress_at: at,
             rolled_back: Some(reason.to_string()),
+            canary_percent: None,
+            promoted: false,
         });
         Ok(())
     }
@@ -283,6 +325,21 @@ impl ControlPlane {
         }
     }
 
+    /// The share of traffic service `id`'s canary gets now, if it has one.
+    pub(super) fn canary_share(&self, id: ServiceId) -> Option<u32> {
+        self.services.get(&id)?.rollout.as_ref()?.canary()
+    }
+
+    /// Whether replica `job` of service `id` is its canary (runs the new version while a
+    /// canary holds).
+    pub(super) fn is_canary(&self, id: ServiceId, job: WorkloadId) -> bool {
+        self.canary_share(id).is_some()
+            && self
+                .services
+                .get(&id)
+                .is_some_and(|m| self.replica_is_new(job, m))
+    }
+
     fn replica_is_new(&self, job: WorkloadId, m: &ServiceMeta) -> bool {
         self.replica_revisions
             .get(&JobId(job.0))
@@ -341,6 +398,19 @@ impl ControlPlane {
                     continue;
                 }
             }
+            if r.canary().is_some() {
+                // One new replica takes its share; nothing is retired until the promotion.
+                if status.surge != 1 {
+                    out.push(Event::RolloutStep {
+                        id: *id,
+                        surge: 1,
+                        retire: Vec::new(),
+                        done: false,
+                        at,
+                    });
+                }
+                continue;
+            }
             let surge = r.max_surge.min(old.len() as u32);
             let available = replicas.iter().filter(|w| ready.contains(&w.0)).count() as u32;
             let floor = status.desired.saturating_sub(r.max_unavailable);
@@ -381,6 +451,7 @@ impl ControlPlane {
             replicas.iter().partition(|w| self.replica_is_new(**w, m));
         let state = match (&m.rollout, &m.previous) {
             (Some(r), _) if r.rolled_back.is_some() => "rolling-back",
+            (Some(r), _) if r.canary().is_some() => "canary",
             (Some(_), _) => "rolling",
             (None, _) if m.rolled_back.is_some() => "rolled-back",
             (None, Some(_)) => "done",
@@ -403,6 +474,7 @@ impl ControlPlane {
                 Some(r) => r.rolled_back.clone(),
                 None => m.rolled_back.clone(),
             },
+            canary_percent: m.rollout.as_ref().and_then(Rollout::canary),
         })
     }
 }

@@ -44,6 +44,10 @@ pub struct ServiceRoute {
     pub desired: u32,
     /// Its ready replicas, in replica order.
     pub endpoints: Vec<ServiceEndpoint>,
+    /// While a rolling update's new version is a canary: the share of requests, per cent,
+    /// its replicas (`canary` endpoints) get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_percent: Option<u32>,
 }
 
 /// What a gateway measured over its last reporting period (`POST /v1/gateway/load`).

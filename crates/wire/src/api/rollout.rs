@@ -31,6 +31,10 @@ pub struct StartRollout {
     /// last step, before it is rolled back (default 120).
     #[serde(default = "default_deadline")]
     pub progress_deadline_s: u32,
+    /// Start with a canary: one new replica, given this share of the traffic (1 to 99 per
+    /// cent) by the gateways, and nothing retired until `promote`.
+    #[serde(default)]
+    pub canary_percent: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -46,7 +50,7 @@ fn default_deadline() -> u32 {
 pub struct RolloutView {
     /// The service.
     pub service: u64,
-    /// none (never updated), rolling, rolling-back, done or rolled-back.
+    /// none (never updated), canary, rolling, rolling-back, done or rolled-back.
     pub state: String,
     /// The version replicas are moving to (or run, when done).
     pub version: String,
@@ -64,6 +68,9 @@ pub struct RolloutView {
     pub started_at: Option<u64>,
     /// Why it was rolled back.
     pub reason: Option<String>,
+    /// The share of traffic the new version gets while it is a canary, per cent.
+    #[serde(default)]
+    pub canary_percent: Option<u32>,
 }
 
 /// Goes back to the previous version (`POST /v1/services/{id}/rollout/undo`).

@@ -14,6 +14,11 @@ impl Client {
         self.get(&format!("services/{id}/rollout"), &[])
     }
 
+    /// Promotes a rolling update's canary (`POST /v1/services/{id}/rollout/promote`).
+    pub fn promote_rollout(&self, id: u64) -> Result<RolloutView> {
+        self.post(&format!("services/{id}/rollout/promote"))
+    }
+
     /// Goes back to the version before (`POST /v1/services/{id}/rollout/undo`).
     pub fn undo_rollout(&self, id: u64, reason: Option<String>) -> Result<RolloutView> {
         self.post_json(

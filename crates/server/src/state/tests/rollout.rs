@@ -85,6 +85,7 @@ fn a_version_rolls_over_every_replica_and_back() {
         max_surge: surge,
         max_unavailable: unavailable,
         progress_deadline_s: 60,
+        canary_percent: None,
     };
     let refused = |a: StartRollout| p.rollout_event(ServiceId(1), &a, 110).unwrap_err().field;
     assert_eq!(refused(ask("1", 1, 0)), "version");
