@@ -4,6 +4,8 @@
 //! while getting no new ones. Picking a replica: the one with the fewest requests in flight, or
 //! with an affinity key the replica that key hashes to (rendezvous hashing, so a replica
 //! leaving moves only its own keys) unless that one carries more than twice the least busy one's load (plus 4).
+//! While a rolling update's canary holds, `canary_percent` of every hundred requests go to
+//! its replicas and the rest to the others.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
