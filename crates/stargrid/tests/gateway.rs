@@ -71,19 +71,10 @@ fn a_stopped_replica_drains_and_a_killed_one_costs_only_its_own_requests() {
     let dir = tempfile::tempdir().unwrap();
     let cell = Cell::start(dir.path());
     // Three replicas, scaled by hand only (the autoscaler would react to the kill).
-    let spec = json!({
-        "name": "steady", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
-        "gpus_per_node": 1, "min_replicas": 3,
-        "command": [cell.program, "model-standin", "--tokens", "10",
-                    "--token-delay-ms", "21"],
-        "ready_path": "/ready",
-    });
-    let created: Value = post(&format!("{}/v1/services", cell.url))
-        .send_json(spec)
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let id = created["id"].as_u64().unwrap();
+    let id = cell.standin_service(
+        &cell.standin("--tokens 10 --token-delay-ms 21"),
+        json!({"name": "steady", "min_replicas": 3}),
+    );
     wait_long(30, "three ready replicas", || {
         cell.service(id)["ready"] == 3
     });
@@ -271,19 +262,11 @@ fn the_gateway_bench_reports_its_figures_with_no_request_failed() {
 fn a_service_scaled_to_zero_wakes_on_its_first_request_and_sleeps_again() {
     let dir = tempfile::tempdir().unwrap();
     let cell = Cell::start(dir.path());
-    let spec = json!({
-        "name": "sleepy", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
-        "gpus_per_node": 1, "min_replicas": 0, "max_replicas": 2,
-        "command": [cell.program, "model-standin", "--tokens", "2", "--token-delay-ms", "22"],
-        "ready_path": "/ready",
-        "autoscale": {"target_inflight_per_replica": 4, "scale_down_window_s": 2},
-    });
-    let created: Value = post(&format!("{}/v1/services", cell.url))
-        .send_json(spec)
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let id = created["id"].as_u64().unwrap();
+    let id = cell.standin_service(
+        &cell.standin("--tokens 2 --token-delay-ms 22"),
+        json!({"name": "sleepy", "min_replicas": 0, "max_replicas": 2,
+               "autoscale": {"target_inflight_per_replica": 4, "scale_down_window_s": 2}}),
+    );
     assert_eq!(cell.service(id)["desired"], 0);
     let target = format!("{}/default/sleepy/v1/completions", cell.gateway);
     // The gateway knows the service (an unknown one is refused at once, a known one held).

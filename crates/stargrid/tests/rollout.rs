@@ -9,7 +9,7 @@ mod common;
 
 use common::serving::*;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The replica's version as a request through the gateway finds it.
 fn label(target: &str) -> String {
@@ -25,23 +25,14 @@ fn a_new_version_rolls_over_under_load_and_a_bad_one_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let cell = Cell::start(dir.path());
     let standin = |version: &str| {
-        format!(
-            "{} model-standin --tokens 10 --token-delay-ms 23 --label {version}",
-            cell.program
-        )
+        cell.standin(&format!(
+            "--tokens 10 --token-delay-ms 23 --label {version}"
+        ))
     };
-    let spec = json!({
-        "name": "roll", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
-        "gpus_per_node": 1, "min_replicas": 3, "max_replicas": 4,
-        "command": standin("v1").split(' ').collect::<Vec<_>>(),
-        "ready_path": "/ready",
-    });
-    let created: Value = post(&format!("{}/v1/services", cell.url))
-        .send_json(spec)
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let id = created["id"].as_u64().unwrap();
+    let id = cell.standin_service(
+        &standin("v1"),
+        json!({"name": "roll", "min_replicas": 3, "max_replicas": 4}),
+    );
     wait_long(30, "three ready replicas", || {
         cell.service(id)["ready"] == 3
     });
@@ -120,24 +111,14 @@ fn a_new_version_rolls_over_under_load_and_a_bad_one_rolls_back() {
 fn a_canary_takes_its_share_of_traffic_until_promoted() {
     let dir = tempfile::tempdir().unwrap();
     let cell = Cell::start(dir.path());
-    let standin = |version: &str| {
-        format!(
-            "{} model-standin --tokens 1 --token-delay-ms 24 --label {version}",
-            cell.program
+    let standin =
+        |version: &str| cell.standin(&format!("--tokens 1 --token-delay-ms 24 --label {version}"));
+    let id = cell
+        .standin_service(
+            &standin("v1"),
+            json!({"name": "can", "min_replicas": 2, "max_replicas": 3}),
         )
-    };
-    let spec = json!({
-        "name": "can", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
-        "gpus_per_node": 1, "min_replicas": 2, "max_replicas": 3,
-        "command": standin("v1").split(' ').collect::<Vec<_>>(),
-        "ready_path": "/ready",
-    });
-    let created: Value = post(&format!("{}/v1/services", cell.url))
-        .send_json(spec)
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let id = created["id"].as_u64().unwrap().to_string();
+        .to_string();
     wait_long(30, "two ready replicas", || {
         cell.service(id.parse().unwrap())["ready"] == 2
     });

@@ -57,15 +57,36 @@ impl Cell {
     /// A service of one-GPU replicas of the stand-in (10 tokens, 20 ms apart), scaling on
     /// 2 requests in flight per replica; its id.
     pub fn chat(&self, min: u32, max: u32) -> u64 {
-        let spec = json!({
-            "name": "chat", "tenant": "default", "gpu": "GB200", "nodes_per_replica": 1,
-            "gpus_per_node": 1, "min_replicas": min, "max_replicas": max,
-            "command": [self.program, "model-standin", "--tokens", "10",
-                        "--token-delay-ms", "20"],
-            "ready_path": "/ready",
-            "autoscale": {"target_inflight_per_replica": 2, "scale_up_window_s": 0,
-                          "scale_down_window_s": 4},
-        });
+        self.standin_service(
+            &self.standin("--tokens 10 --token-delay-ms 20"),
+            json!({"name": "chat", "min_replicas": min, "max_replicas": max,
+                   "autoscale": {"target_inflight_per_replica": 2, "scale_up_window_s": 0,
+                                 "scale_down_window_s": 4}}),
+        )
+    }
+
+    /// The stand-in's command line with `args` (a copy of the program replicas may run).
+    pub fn standin(&self, args: &str) -> String {
+        format!("{} model-standin {args}", self.program)
+    }
+
+    /// Creates a service of one-GPU replicas running `command` (split on spaces), ready once
+    /// `/ready` answers, with `spec`'s other fields (name, bounds, autoscale); its id.
+    pub fn standin_service(&self, command: &str, mut spec: Value) -> u64 {
+        let fields = spec.as_object_mut().unwrap();
+        for (k, v) in [
+            ("tenant", json!("default")),
+            ("gpu", json!("GB200")),
+            ("nodes_per_replica", json!(1)),
+            ("gpus_per_node", json!(1)),
+            ("ready_path", json!("/ready")),
+        ] {
+            fields.entry(k).or_insert(v);
+        }
+        fields.insert(
+            "command".into(),
+            json!(command.split(' ').collect::<Vec<_>>()),
+        );
         let created: Value = post(&format!("{}/v1/services", self.url))
             .send_json(spec)
             .unwrap()
