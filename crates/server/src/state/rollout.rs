@@ -207,25 +207,33 @@ impl ControlPlane {
         let Some(m) = self.services.get_mut(&id) else {
             return Ok(());
         };
-        let back = match (m.rollout.take(), m.previous.take()) {
+        // Refused before anything changes: a refused event leaves the state as it was.
+        match (&m.rollout, &m.previous) {
             (Some(r), _) if r.rolled_back.is_some() => {
-                m.rollout = Some(r);
                 return Err(StateError::Conflict(
                     "the update is being rolled back already".into(),
-                ));
+                ))
             }
-            (Some(r), _) => (
-                r.from,
-                r.max_surge,
-                r.max_unavailable,
-                r.progress_deadline_s,
-            ),
-            (None, Some(p)) => (p, 1, 0, 120),
             (None, None) => {
                 return Err(StateError::Conflict(
                     "the service has no earlier version to go back to".into(),
                 ))
             }
+            _ => {}
+        }
+        let back = match (m.rollout.take(), m.previous.take()) {
+            (Some(r), previous) => {
+                // An earlier finished version stays what a later undo goes back to.
+                m.previous = previous;
+                (
+                    r.from,
+                    r.max_surge,
+                    r.max_unavailable,
+                    r.progress_deadline_s,
+                )
+            }
+            (None, Some(p)) => (p, 1, 0, 120),
+            (None, None) => return Ok(()),
         };
         let (to, max_surge, max_unavailable, progress_deadline_s) = back;
         for r in replicas {
@@ -266,6 +274,14 @@ impl ControlPlane {
     ) -> Result<(), StateError> {
         self.live_service(id)?;
         let retire: Vec<WorkloadId> = retire.iter().map(|j| j.workload()).collect();
+        // Checked before anything changes (the queue would refuse it after the surge).
+        let replicas = self.sched.service_replicas(id.0);
+        if let Some(r) = retire.iter().find(|r| !replicas.contains(r)) {
+            return Err(StateError::Conflict(format!(
+                "{r} is not a replica of service {}",
+                id.0
+            )));
+        }
         self.decide(|s| s.set_service_surge(id.0, surge, at).map(|_| ()))?;
         if !retire.is_empty() {
             self.decide(|s| s.retire_replicas(id.0, &retire, at).map(|_| ()))?;

@@ -136,6 +136,16 @@ fn a_version_rolls_over_every_replica_and_back() {
         .unwrap();
     journal.push(p.encode(&r));
     assert_eq!(p.rollout_view(ServiceId(1)).unwrap().state, "rolling-back");
+    // Undone again while rolling back: refused, and nothing changes.
+    let before = p.snapshot().unwrap();
+    assert!(p
+        .apply(&Event::RolloutUndo {
+            id: ServiceId(1),
+            reason: "twice".into(),
+            at,
+        })
+        .is_err());
+    assert_eq!(p.snapshot().unwrap(), before);
     settle(&mut p, &mut journal, at + 1);
     let view = p.rollout_view(ServiceId(1)).unwrap();
     assert_eq!(
