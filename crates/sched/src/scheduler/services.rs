@@ -154,31 +154,15 @@ impl Scheduler {
         })
     }
 
-    /// Sets the replicas a rolling update keeps above the desired count (the caller bounds
-    /// it); says the running replicas a smaller surge stopped (the newest).
-    pub fn set_service_surge(
+    /// A rolling update's step: stops the named replicas of a service (old ones; a name
+    /// whose replica already ended is only forgotten), sets the surge, and reconciles once, so
+    /// new replicas take the retired ones' places up to the desired count and its surge. Says
+    /// the running replicas it stopped. A name that is not one of the service's replicas is
+    /// refused before anything changes.
+    pub fn step_service(
         &mut self,
         id: u64,
         surge: u32,
-        now: Time,
-    ) -> Result<Vec<WorkloadId>, SchedError> {
-        let s = self.services.get_mut(&id).ok_or(SchedError::Invalid {
-            field: "service",
-            reason: format!("no service {id}"),
-        })?;
-        s.surge = surge;
-        let stopped = self.reconcile_service(id, now);
-        self.touch_service(id);
-        Ok(stopped)
-    }
-
-    /// Stops the named replicas of a service (a rolling update retiring old ones); new
-    /// replicas take their places, up to the desired count and its surge. Says the running
-    /// replicas it stopped. A name that is not one of the service's replicas is refused and
-    /// nothing is stopped.
-    pub fn retire_replicas(
-        &mut self,
-        id: u64,
         retire: &[WorkloadId],
         now: Time,
     ) -> Result<Vec<WorkloadId>, SchedError> {
@@ -201,6 +185,7 @@ impl Scheduler {
         }
         if let Some(s) = self.services.get_mut(&id) {
             s.replicas.retain(|r| !retire.contains(r));
+            s.surge = surge;
         }
         stopped.extend(self.reconcile_service(id, now));
         self.touch_service(id);

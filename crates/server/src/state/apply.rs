@@ -300,6 +300,7 @@ impl ControlPlane {
             } => {
                 let limits = (*max_surge, *max_unavailable, *progress_deadline_s);
                 self.start_rollout(*id, version, task, limits, *canary_percent, *at)?;
+                self.routes_changed();
                 self.dirty = true;
                 Vec::new()
             }
@@ -322,6 +323,7 @@ impl ControlPlane {
             }
             Event::RolloutUndo { id, reason, at } => {
                 self.undo_rollout(*id, reason, *at)?;
+                self.routes_changed();
                 self.dirty = true;
                 Vec::new()
             }
@@ -564,16 +566,18 @@ impl ControlPlane {
                         }
                         _ => *at,
                     };
+                    let new_version = self.runs_new_version(ServiceId(service), *job);
                     self.decide(|s| s.finish(job.workload(), *at))?;
                     let Some(m) = self.services.get_mut(&ServiceId(service)) else {
                         return Err(StateError::NotFound(format!("no service {service}")));
                     };
                     m.replaced += 1;
-                    m.quick_exits = if at.saturating_sub(since) < QUICK_EXIT {
-                        m.quick_exits + 1
-                    } else {
-                        0
-                    };
+                    let quick = at.saturating_sub(since) < QUICK_EXIT;
+                    m.quick_exits = if quick { m.quick_exits + 1 } else { 0 };
+                    // An update rolls back on its own version's crashes, not the old one's.
+                    if let Some(r) = m.rollout.as_mut().filter(|_| new_version) {
+                        r.new_quick_exits = if quick { r.new_quick_exits + 1 } else { 0 };
+                    }
                     let wait = backoff(m.quick_exits);
                     if wait == 0 {
                         m.replace_at = None;

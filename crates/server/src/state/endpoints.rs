@@ -95,8 +95,9 @@ impl ControlPlane {
         }
     }
 
-    /// Forgets the endpoints of service `id`'s replicas that a scaling or a deletion stopped
-    /// (their runs end without an exit report).
+    /// Forgets the endpoints of service `id`'s replicas that a scaling, a deletion or a
+    /// rolling update's step stopped (their runs end without an exit report), and the
+    /// revisions of replicas gone.
     pub(super) fn forget_stopped_endpoints(&mut self, id: ServiceId) {
         let first = JobId(WorkloadId::replica(id.0, 0).0);
         let last = JobId(WorkloadId::replica(id.0, 0xFFFF_FFFF).0);
@@ -108,6 +109,22 @@ impl ControlPlane {
             .collect();
         for job in stopped {
             self.endpoints.remove(&job);
+        }
+        // And the revisions of replicas the queue no longer has.
+        let live: BTreeSet<u64> = self
+            .sched
+            .service_replicas(id.0)
+            .iter()
+            .map(|w| w.0)
+            .collect();
+        let gone: Vec<JobId> = self
+            .replica_revisions
+            .range(first..=last)
+            .filter(|(j, _)| !live.contains(&j.0))
+            .map(|(j, _)| *j)
+            .collect();
+        for j in gone {
+            self.replica_revisions.remove(&j);
         }
     }
 

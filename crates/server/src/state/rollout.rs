@@ -46,6 +46,9 @@ pub struct Rollout {
     /// The canary was promoted: the update goes on.
     #[serde(default)]
     pub promoted: bool,
+    /// Replicas of the new version that exited as they started, in a row.
+    #[serde(default)]
+    pub new_quick_exits: u32,
 }
 
 impl Rollout {
@@ -143,6 +146,13 @@ impl ControlPlane {
         let Some(m) = self.services.get_mut(&id) else {
             return Ok(());
         };
+        // What admission checked, checked again: a journal's event must hold on its own.
+        let (max_surge, max_unavailable, _) = limits;
+        if m.rollout.is_some() || (max_surge == 0 && max_unavailable == 0) {
+            return Err(StateError::Conflict(
+                "a rolling update is under way, or could not move".into(),
+            ));
+        }
         let from = Revision {
             number: m.revision,
             version: m.version.clone(),
@@ -171,6 +181,7 @@ impl ControlPlane {
             rolled_back: None,
             canary_percent,
             promoted: false,
+            new_quick_exits: 0,
         });
         Ok(())
     }
@@ -186,6 +197,8 @@ impl ControlPlane {
         {
             Some(r) => {
                 r.promoted = true;
+                // The deadline counts from the promotion, not from the canary's start.
+                r.progress_at = r.progress_at.max(self.now);
                 Ok(())
             }
             None => Err(StateError::Conflict(
@@ -259,6 +272,7 @@ impl ControlPlane {
             rolled_back: Some(reason.to_string()),
             canary_percent: None,
             promoted: false,
+            new_quick_exits: 0,
         });
         Ok(())
     }
@@ -274,36 +288,9 @@ impl ControlPlane {
     ) -> Result<(), StateError> {
         self.live_service(id)?;
         let retire: Vec<WorkloadId> = retire.iter().map(|j| j.workload()).collect();
-        // Checked before anything changes (the queue would refuse it after the surge).
-        let replicas = self.sched.service_replicas(id.0);
-        if let Some(r) = retire.iter().find(|r| !replicas.contains(r)) {
-            return Err(StateError::Conflict(format!(
-                "{r} is not a replica of service {}",
-                id.0
-            )));
-        }
-        self.decide(|s| s.set_service_surge(id.0, surge, at).map(|_| ()))?;
-        if !retire.is_empty() {
-            self.decide(|s| s.retire_replicas(id.0, &retire, at).map(|_| ()))?;
-        }
+        // One step of the queue's, refused before it changes anything.
+        self.decide(|s| s.step_service(id.0, surge, &retire, at).map(|_| ()))?;
         self.forget_stopped_endpoints(id);
-        let live: BTreeSet<u64> = self
-            .sched
-            .service_replicas(id.0)
-            .iter()
-            .map(|w| w.0)
-            .collect();
-        let first = JobId(WorkloadId::replica(id.0, 0).0);
-        let last = JobId(WorkloadId::replica(id.0, 0xFFFF_FFFF).0);
-        let gone: Vec<JobId> = self
-            .replica_revisions
-            .range(first..=last)
-            .filter(|(j, _)| !live.contains(&j.0))
-            .map(|(j, _)| *j)
-            .collect();
-        for j in gone {
-            self.replica_revisions.remove(&j);
-        }
         if let Some(m) = self.services.get_mut(&id) {
             if done {
                 if let Some(r) = m.rollout.take() {
@@ -318,15 +305,41 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// A replica that starts for the first time runs its service's target revision.
+    /// A replica that starts for the first time runs its service's target revision, but
+    /// while a canary holds only one does: the others (scale-ups, replacements) run the old.
     pub(super) fn note_replica_revision(&mut self, job: WorkloadId) {
-        if let Some((service, _)) = job.as_replica() {
-            if let Some(m) = self.services.get(&ServiceId(service)) {
-                self.replica_revisions
-                    .entry(JobId(job.0))
-                    .or_insert(m.revision);
-            }
+        let Some((service, _)) = job.as_replica() else {
+            return;
+        };
+        let Some(m) = self.services.get(&ServiceId(service)) else {
+            return;
+        };
+        if self.replica_revisions.contains_key(&JobId(job.0)) {
+            return;
         }
+        let revision = match m.rollout.as_ref().filter(|r| r.canary().is_some()) {
+            Some(r) => {
+                let has_canary = self.sched.service_replicas(service).iter().any(|w| {
+                    *w != job && self.replica_revisions.get(&JobId(w.0)) == Some(&m.revision)
+                });
+                if has_canary {
+                    r.from.number
+                } else {
+                    m.revision
+                }
+            }
+            None => m.revision,
+        };
+        self.replica_revisions.insert(JobId(job.0), revision);
+    }
+
+    /// Whether replica `job` of service `id` runs the version being rolled out (its exits are
+    /// what roll an update back).
+    pub(super) fn runs_new_version(&self, id: ServiceId, job: JobId) -> bool {
+        self.services
+            .get(&id)
+            .filter(|m| m.rollout.is_some())
+            .is_some_and(|m| self.replica_is_new(job.workload(), m))
     }
 
     /// The task replica `job` of service `m` runs: its revision's.
@@ -393,12 +406,12 @@ impl ControlPlane {
             if r.rolled_back.is_none() {
                 let late = at > r.progress_at + u64::from(r.progress_deadline_s);
                 let new_not_ready = new.iter().any(|w| !ready.contains(&w.0));
-                let crashing = m.quick_exits >= CRASHES_TO_ROLL_BACK;
+                let crashing = r.new_quick_exits >= CRASHES_TO_ROLL_BACK;
                 if crashing || (late && new_not_ready) {
                     let reason = if crashing {
                         format!(
                             "{} new replicas in a row exited as they started",
-                            m.quick_exits
+                            r.new_quick_exits
                         )
                     } else {
                         format!(
@@ -427,7 +440,19 @@ impl ControlPlane {
                 }
                 continue;
             }
-            let surge = r.max_surge.min(old.len() as u32);
+            // The surge stays until no old replica is left; one that shrinks (a promoted canary
+            // with none) does so in a step of its own, so that what it cancels is counted.
+            let surge = r.max_surge;
+            if surge < status.surge {
+                out.push(Event::RolloutStep {
+                    id: *id,
+                    surge,
+                    retire: Vec::new(),
+                    done: false,
+                    at,
+                });
+                continue;
+            }
             let available = replicas.iter().filter(|w| ready.contains(&w.0)).count() as u32;
             let floor = status.desired.saturating_sub(r.max_unavailable);
             let mut may_take = available.saturating_sub(floor);

@@ -162,3 +162,91 @@ fn a_version_rolls_over_every_replica_and_back() {
     );
     assert_replays_to(&p, journal);
 }
+
+#[test]
+fn a_canary_stays_one_replica_while_the_service_scales_until_promoted() {
+    let (mut p, mut journal) = up();
+    let mut spec = service(2);
+    spec.spread = None;
+    spec.command = vec!["serve".into(), "v1".into()];
+    let e = p.service_event(&spec, 100).unwrap();
+    let r = p.apply(&e).unwrap();
+    journal.push(p.encode(&r));
+    for t in 101..104 {
+        let r = p.apply(&Event::Pass { at: t }).unwrap();
+        journal.push(p.encode(&r));
+        all_ready(&mut p, &mut journal, t);
+    }
+    let ask = StartRollout {
+        version: "v2".into(),
+        command: Some(vec!["serve".into(), "v2".into()]),
+        env: None,
+        max_surge: 1,
+        max_unavailable: 0,
+        progress_deadline_s: 60,
+        canary_percent: Some(10),
+    };
+    let e = p.rollout_event(ServiceId(1), &ask, 110).unwrap();
+    let r = p.apply(&e).unwrap();
+    journal.push(p.encode(&r));
+    let step = |p: &mut ControlPlane, journal: &mut Vec<Vec<u8>>, at: u64| {
+        for e in p.rollout_events(at).into_iter().chain([Event::Pass { at }]) {
+            let r = p.apply(&e).unwrap();
+            journal.push(p.encode(&r));
+        }
+        all_ready(p, journal, at);
+    };
+    for t in 111..115 {
+        step(&mut p, &mut journal, t);
+    }
+    let count = |p: &ControlPlane, v: &str| {
+        commands(p)
+            .iter()
+            .filter(|c| c.get(1).map(String::as_str) == Some(v))
+            .count()
+    };
+    let view = p.rollout_view(ServiceId(1)).unwrap();
+    assert_eq!(
+        (view.state.as_str(), view.canary_percent),
+        ("canary", Some(10))
+    );
+    assert_eq!((count(&p, "v1"), count(&p, "v2")), (2, 1));
+    // The routes mark the canary's endpoint and carry its share.
+    let routes = p.gateway_routes(None);
+    assert_eq!(routes.services[0].canary_percent, Some(10));
+    assert_eq!(
+        routes.services[0]
+            .endpoints
+            .iter()
+            .filter(|e| e.canary)
+            .count(),
+        1
+    );
+    // The autoscaler adds a replica: it runs the old version; the canary stays one.
+    let r = p
+        .apply(&Event::ServiceScale {
+            id: ServiceId(1),
+            replicas: 3,
+            autoscaled: true,
+            at: 115,
+        })
+        .unwrap();
+    journal.push(p.encode(&r));
+    for t in 116..119 {
+        step(&mut p, &mut journal, t);
+    }
+    assert_eq!((count(&p, "v1"), count(&p, "v2")), (3, 1));
+    assert_eq!(p.rollout_view(ServiceId(1)).unwrap().state, "canary");
+    // Promoted: the update goes on to every replica.
+    let r = p
+        .apply(&Event::RolloutPromote {
+            id: ServiceId(1),
+            at: 119,
+        })
+        .unwrap();
+    journal.push(p.encode(&r));
+    settle(&mut p, &mut journal, 120);
+    assert_eq!(p.rollout_view(ServiceId(1)).unwrap().state, "done");
+    assert_eq!((count(&p, "v1"), count(&p, "v2")), (0, 3));
+    assert_replays_to(&p, journal);
+}
