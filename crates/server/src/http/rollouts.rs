@@ -1,6 +1,7 @@
 //! `/v1/services/{id}/rollout`: rolling updates of a service (start one, see where it stands,
-//! undo it). The steps between are the writer's: [`Server::rollouts_due`], in the pass loop,
-//! commits what `ControlPlane::rollout_events` says.
+//! promote its canary, undo it), through `services::change_service`. The steps between are
+//! the writer's: [`Server::rollouts_due`], in the pass loop, commits what
+//! `ControlPlane::rollout_events` says.
 
 use super::*;
 use crate::api::{RolloutView, StartRollout, UndoRollout};
@@ -23,10 +24,16 @@ pub(super) async fn start_rollout(
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
-    change_rollout(server, headers, raw, move |p, id, at| {
-        p.rollout_event(ServiceId(id), &req, at)
-            .map_err(bad_request)
-    })
+    change_service(
+        server,
+        headers,
+        raw,
+        move |p, id, at| {
+            p.rollout_event(ServiceId(id), &req, at)
+                .map_err(bad_request)
+        },
+        rollout_answer,
+    )
     .await
 }
 
@@ -60,13 +67,19 @@ pub(super) async fn undo_rollout(
         .chars()
         .take(256)
         .collect::<String>();
-    change_rollout(server, headers, raw, move |_, id, at| {
-        Ok(Event::RolloutUndo {
-            id: ServiceId(id),
-            reason,
-            at,
-        })
-    })
+    change_service(
+        server,
+        headers,
+        raw,
+        move |_, id, at| {
+            Ok(Event::RolloutUndo {
+                id: ServiceId(id),
+                reason,
+                at,
+            })
+        },
+        rollout_answer,
+    )
     .await
 }
 
@@ -79,12 +92,18 @@ pub(super) async fn promote_rollout(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Response {
-    change_rollout(server, headers, raw, |_, id, at| {
-        Ok(Event::RolloutPromote {
-            id: ServiceId(id),
-            at,
-        })
-    })
+    change_service(
+        server,
+        headers,
+        raw,
+        |_, id, at| {
+            Ok(Event::RolloutPromote {
+                id: ServiceId(id),
+                at,
+            })
+        },
+        rollout_answer,
+    )
     .await
 }
 
@@ -109,39 +128,10 @@ pub(super) async fn rollout_status(
     })())
 }
 
-/// The owner check, then `make`'s event, applied and durable; answers the rollout's view.
-async fn change_rollout(
-    server: Arc<Server>,
-    headers: HeaderMap,
-    raw: String,
-    make: impl FnOnce(&ControlPlane, u64, u64) -> Result<Event, Refusal>,
-) -> Response {
-    respond(
-        async {
-            let (role, id) = server.caller_and_id(&headers, &raw)?;
-            if matches!(role, Role::Agent { .. }) {
-                return Err(Refusal::forbidden("an agent token cannot change services"));
-            }
-            server
-                .commit(
-                    |p, at| match p.service_tenant(ServiceId(id)) {
-                        Some(t) if may_touch(&role, t) => Ok(vec![make(p, id, at)?]),
-                        _ => Err(Refusal::new(
-                            StatusCode::NOT_FOUND,
-                            "id",
-                            format!("no service {id}"),
-                        )),
-                    },
-                    OnRefusal::Answer("id"),
-                )
-                .await?;
-            Ok(match server.plane().rollout_view(ServiceId(id)) {
-                Some(v) => Json(v).into_response(),
-                None => no_such("service", id),
-            })
-        }
-        .await,
-    )
+/// The rolling update's view (`change_service`'s answer for rollout changes).
+fn rollout_answer(p: &ControlPlane, id: u64, _: &Role) -> Option<Response> {
+    p.rollout_view(ServiceId(id))
+        .map(|v| Json(v).into_response())
 }
 
 impl Server {

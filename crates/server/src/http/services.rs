@@ -116,12 +116,14 @@ pub(super) async fn service_endpoints(
     })())
 }
 
-/// A service's owner check, then `make`'s event, applied and durable; answers the service.
+/// A service's owner check, then `make`'s event (from the state, the service's id and the
+/// time), applied and durable; answers what `view` makes of the service then.
 pub(super) async fn change_service(
     server: Arc<Server>,
     headers: HeaderMap,
     raw: String,
-    make: impl FnOnce(u64, u64) -> Event,
+    make: impl FnOnce(&ControlPlane, u64, u64) -> Result<Event, Refusal>,
+    view: impl FnOnce(&ControlPlane, u64, &Role) -> Option<Response>,
 ) -> Response {
     respond(
         async {
@@ -133,7 +135,7 @@ pub(super) async fn change_service(
                 .commit(
                     |p, at| match p.service_tenant(ServiceId(id)) {
                         Some(t) if may_touch(&role, t) => {
-                            let event = make(id, at);
+                            let event = make(p, id, at)?;
                             p.check_limits(&server.limits, &event)
                                 .map_err(Refusal::from_limit)?;
                             Ok(vec![event])
@@ -147,15 +149,17 @@ pub(super) async fn change_service(
                     OnRefusal::Answer("id"),
                 )
                 .await?;
-            Ok(
-                match server.plane().service_view_as(ServiceId(id), viewer(&role)) {
-                    Some(v) => Json(v).into_response(),
-                    None => no_such("service", id),
-                },
-            )
+            let answer = view(&server.plane(), id, &role);
+            Ok(answer.unwrap_or_else(|| no_such("service", id)))
         }
         .await,
     )
+}
+
+/// The service as its caller sees it (`change_service`'s answer for scalings and deletions).
+fn service_answer(p: &ControlPlane, id: u64, role: &Role) -> Option<Response> {
+    p.service_view_as(ServiceId(id), viewer(role))
+        .map(|v| Json(v).into_response())
 }
 
 /// Set a service's desired replica count (clamped to its bounds).
@@ -180,13 +184,15 @@ pub(super) async fn scale_service(
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
-    change_service(server, headers, raw, |id, at| Event::ServiceScale {
-        autoscaled: false,
-        id: ServiceId(id),
-        replicas: req.replicas,
-        at,
-    })
-    .await
+    let make = |_: &ControlPlane, id, at| {
+        Ok(Event::ServiceScale {
+            autoscaled: false,
+            id: ServiceId(id),
+            replicas: req.replicas,
+            at,
+        })
+    };
+    change_service(server, headers, raw, make, service_answer).await
 }
 
 /// Delete a service: its replicas stop.
@@ -197,9 +203,11 @@ pub(super) async fn delete_service(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Response {
-    change_service(server, headers, raw, |id, at| Event::ServiceDelete {
-        id: ServiceId(id),
-        at,
-    })
-    .await
+    let make = |_: &ControlPlane, id, at| {
+        Ok(Event::ServiceDelete {
+            id: ServiceId(id),
+            at,
+        })
+    };
+    change_service(server, headers, raw, make, service_answer).await
 }

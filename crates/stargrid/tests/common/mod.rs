@@ -65,7 +65,7 @@ pub fn start_server_saying(data: &Path, extra: &[&str]) -> (Proc, String, String
 }
 
 /// Starts `command` (its stdout piped) and reads the first line it prints.
-fn spawn_saying(command: &mut Command) -> (Proc, String) {
+pub fn spawn_saying(command: &mut Command) -> (Proc, String) {
     let mut child = command
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())

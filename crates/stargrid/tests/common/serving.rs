@@ -5,7 +5,7 @@
 
 use super::*;
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// A server, two trays' real agents, and a gateway.
 pub struct Cell {
@@ -135,26 +135,18 @@ pub fn shared_program(dir: &std::path::Path) -> String {
 
 /// `stargrid gateway` on a free port with the admin token; its process and address.
 pub fn start_gateway(url: &str) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
-        .args(["gateway", "--server", url, "--listen", "127.0.0.1:0"])
-        .env("STARGRID_TOKEN", admin_token(url))
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (gateway, line) = spawn_saying(
+        Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(["gateway", "--server", url, "--listen", "127.0.0.1:0"])
+            .env("STARGRID_TOKEN", admin_token(url)),
+    );
     let address = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("http://"))
         .and_then(|w| w.split('/').next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    (Proc(child), address)
+    (gateway, address)
 }
 
 /// `stargrid load` against `url` in the background: its JSON report when it ends.
