@@ -26,4 +26,4 @@ pub use tenancy::{
     JobSpec, PriorityClass, ResourceKind, ResourceVec, ServiceSpec, SpreadLevel, SpreadRule,
     TenantId, TenantSpec,
 };
-pub use workload::{FieldError, GangRequest, SandboxRequest, WorkloadClass, WorkloadId};
+pub use workload::{FieldError, GangPart, GangRequest, SandboxRequest, WorkloadClass, WorkloadId};

@@ -84,10 +84,8 @@ impl ResourceVec {
     /// What a gang uses.
     pub fn of_gang(g: &GangRequest) -> ResourceVec {
         let mut v = ResourceVec::default();
-        let n = u64::from(g.nodes);
-        v.gpus[g.gpu.index()] = n * u64::from(g.gpus_per_node);
-        v.cpu_millis = n * u64::from(g.cpu_millis_per_node);
-        v.memory_mib = n * u64::from(g.memory_mib_per_node);
+        v.gpus[g.gpu.index()] = g.total_gpus();
+        (v.cpu_millis, v.memory_mib) = g.total_cpu_memory();
         v
     }
 

@@ -74,6 +74,36 @@ pub struct GangRequest {
     /// by a spare of its domain without moving the rest of the gang.
     #[serde(default)]
     pub spares: u32,
+    /// A unit of several roles (e.g. a prefill/decode replica): the gang's nodes in part
+    /// order, each part with its own per-node ask, placed together inside one NVLink domain
+    /// (or under one network node when no domain holds it). Empty: every node asks the same.
+    /// With parts, `nodes` is their sum and the per-node fields are the largest part's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<GangPart>,
+}
+
+/// One part of a unit gang: `nodes` nodes of one shape, cut into workers of `segment` nodes
+/// that each lie inside one NVLink domain.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GangPart {
+    /// Nodes of this part.
+    pub nodes: u32,
+    /// GPUs on each of them.
+    pub gpus_per_node: u8,
+    /// CPU millicores on each.
+    #[serde(default)]
+    pub cpu_millis_per_node: u32,
+    /// Memory on each, MiB.
+    #[serde(default)]
+    pub memory_mib_per_node: u32,
+    /// Nodes of one worker, kept inside one NVLink domain (1: each node on its own).
+    #[serde(default = "one")]
+    pub segment: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A request field that is out of range.
@@ -114,12 +144,137 @@ impl GangRequest {
         if self.segment == Some(0) {
             return Err(field_error("segment", "must be at least 1 node"));
         }
+        self.validate_parts()
+    }
+
+    /// Most parts one unit gang may have.
+    pub const MAX_PARTS: usize = 16;
+
+    /// A unit gang of `parts`, its envelope (`nodes`, largest per-node ask) filled in.
+    pub fn unit(class: WorkloadClass, gpu: GpuModel, parts: Vec<GangPart>) -> GangRequest {
+        GangRequest {
+            class,
+            gpu,
+            nodes: parts.iter().fold(0u32, |n, p| n.saturating_add(p.nodes)),
+            gpus_per_node: parts.iter().map(|p| p.gpus_per_node).max().unwrap_or(0),
+            cpu_millis_per_node: parts
+                .iter()
+                .map(|p| p.cpu_millis_per_node)
+                .max()
+                .unwrap_or(0),
+            memory_mib_per_node: parts
+                .iter()
+                .map(|p| p.memory_mib_per_node)
+                .max()
+                .unwrap_or(0),
+            segment: None,
+            spares: 0,
+            parts,
+        }
+    }
+
+    fn validate_parts(&self) -> Result<(), FieldError> {
+        if self.parts.is_empty() {
+            return Ok(());
+        }
+        if self.parts.len() > Self::MAX_PARTS {
+            return Err(field_error(
+                "parts",
+                format!("at most {} parts", Self::MAX_PARTS),
+            ));
+        }
+        for p in &self.parts {
+            if p.nodes == 0 {
+                return Err(field_error("parts.nodes", "must be at least 1"));
+            }
+            if p.gpus_per_node == 0 || p.gpus_per_node > crate::Resources::MAX_GPUS {
+                return Err(field_error("parts.gpus_per_node", "must be 1..=32"));
+            }
+            if p.segment == 0 || p.nodes % p.segment != 0 {
+                return Err(field_error(
+                    "parts.segment",
+                    format!("must be at least 1 and divide the part's {} nodes", p.nodes),
+                ));
+            }
+        }
+        if self.spares != 0 || self.segment.is_some() {
+            return Err(field_error(
+                "parts",
+                "a unit gang has no spares and no gang-wide segment (each part has its own)",
+            ));
+        }
+        let envelope = GangRequest::unit(self.class, self.gpu, self.parts.clone());
+        if (self.nodes, self.gpus_per_node) != (envelope.nodes, envelope.gpus_per_node)
+            || self.cpu_millis_per_node != envelope.cpu_millis_per_node
+            || self.memory_mib_per_node != envelope.memory_mib_per_node
+        {
+            return Err(field_error(
+                "parts",
+                "nodes must be the parts' sum and the per-node fields their largest",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether this is a unit of several parts.
+    pub fn is_unit(&self) -> bool {
+        !self.parts.is_empty()
+    }
+
+    /// The per-node ask of each node in order (`nodes` of them); the parts' asks for a unit.
+    pub fn node_asks(&self) -> impl Iterator<Item = crate::Resources> + '_ {
+        let uniform = (!self.is_unit()).then_some(crate::Resources {
+            gpu_model: Some(self.gpu),
+            gpus: self.gpus_per_node,
+            cpu_millis: self.cpu_millis_per_node,
+            memory_mib: self.memory_mib_per_node,
+            disk_gib: 0,
+        });
+        let uniform = uniform
+            .into_iter()
+            .flat_map(move |r| std::iter::repeat_n(r, self.nodes as usize));
+        let parts = self.parts.iter().flat_map(move |p| {
+            std::iter::repeat_n(
+                crate::Resources {
+                    gpu_model: Some(self.gpu),
+                    gpus: p.gpus_per_node,
+                    cpu_millis: p.cpu_millis_per_node,
+                    memory_mib: p.memory_mib_per_node,
+                    disk_gib: 0,
+                },
+                p.nodes as usize,
+            )
+        });
+        uniform.chain(parts)
     }
 
     /// Total accelerators asked for.
     pub fn total_gpus(&self) -> u64 {
+        if self.is_unit() {
+            return self
+                .parts
+                .iter()
+                .map(|p| u64::from(p.nodes) * u64::from(p.gpus_per_node))
+                .sum();
+        }
         u64::from(self.nodes) * u64::from(self.gpus_per_node)
+    }
+
+    /// Total CPU millicores and memory (MiB) asked for.
+    pub fn total_cpu_memory(&self) -> (u64, u64) {
+        if self.is_unit() {
+            return self.parts.iter().fold((0, 0), |(c, m), p| {
+                (
+                    c + u64::from(p.nodes) * u64::from(p.cpu_millis_per_node),
+                    m + u64::from(p.nodes) * u64::from(p.memory_mib_per_node),
+                )
+            });
+        }
+        let n = u64::from(self.nodes);
+        (
+            n * u64::from(self.cpu_millis_per_node),
+            n * u64::from(self.memory_mib_per_node),
+        )
     }
 }
 

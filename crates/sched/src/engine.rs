@@ -14,6 +14,21 @@ use std::collections::BTreeSet;
 /// Virtual or wall time in seconds, always given by the caller.
 pub type Time = u64;
 
+/// The per-node ask of each of a gang's slots, spares after them: the parts' asks for a unit
+/// (which has no spares), else `per_node` for every slot.
+pub(crate) fn slot_asks<'a>(
+    request: &'a GangRequest,
+    per_node: &'a Resources,
+) -> impl Iterator<Item = Resources> + 'a {
+    let uniform = (!request.is_unit()).then_some(*per_node);
+    request
+        .is_unit()
+        .then(|| request.node_asks())
+        .into_iter()
+        .flatten()
+        .chain(uniform.into_iter().flat_map(std::iter::repeat))
+}
+
 /// Marks "no domain" in per-node domain indexes.
 pub(crate) const NO_DOMAIN: u32 = u32::MAX;
 
@@ -563,18 +578,22 @@ impl Engine {
         &mut self,
         id: WorkloadId,
         slots: &[NodeSlot],
+        request: &GangRequest,
         per_node: &Resources,
         take: bool,
     ) {
         let mut touched = Vec::new();
-        for s in slots {
+        for (s, per_node) in slots.iter().zip(slot_asks(request, per_node)) {
             let n = s.node.0 as usize;
             let f = &mut self.free[n];
             if take {
                 f.gpu_mask &= !s.gpu_mask;
                 f.cpu_millis -= per_node.cpu_millis;
                 f.memory_mib -= per_node.memory_mib;
-                self.node_work[n].push(id);
+                // Workers of one unit may share a node: the workload is listed once.
+                if !self.node_work[n].contains(&id) {
+                    self.node_work[n].push(id);
+                }
             } else {
                 f.gpu_mask |= s.gpu_mask;
                 f.cpu_millis += per_node.cpu_millis;
@@ -646,22 +665,38 @@ impl Engine {
         };
         match &alloc {
             Allocation::Gang {
+                request,
                 slots,
                 spares,
                 per_node,
                 ..
             } => {
-                for s in slots.iter().chain(spares) {
-                    let f = &self.free[s.node.0 as usize];
-                    if f.gpu_mask & s.gpu_mask != s.gpu_mask
-                        || f.cpu_millis < per_node.cpu_millis
-                        || f.memory_mib < per_node.memory_mib
-                    {
+                // What each node must still have free, summed over the slots on it.
+                let mut need: FxHashMap<NodeId, Free> = FxHashMap::default();
+                for (s, ask) in slots.iter().chain(spares).zip(slot_asks(request, per_node)) {
+                    let e = need.entry(s.node).or_insert(Free {
+                        gpu_mask: 0,
+                        cpu_millis: 0,
+                        memory_mib: 0,
+                    });
+                    if e.gpu_mask & s.gpu_mask != 0 {
                         return Err(busy(self.fleet.node(s.node).name.to_string()));
+                    }
+                    e.gpu_mask |= s.gpu_mask;
+                    e.cpu_millis = e.cpu_millis.saturating_add(ask.cpu_millis);
+                    e.memory_mib = e.memory_mib.saturating_add(ask.memory_mib);
+                }
+                for (node, want) in &need {
+                    let f = &self.free[node.0 as usize];
+                    if f.gpu_mask & want.gpu_mask != want.gpu_mask
+                        || f.cpu_millis < want.cpu_millis
+                        || f.memory_mib < want.memory_mib
+                    {
+                        return Err(busy(self.fleet.node(*node).name.to_string()));
                     }
                 }
                 let all: Vec<NodeSlot> = slots.iter().chain(spares).copied().collect();
-                self.charge_slots(id, &all, per_node, true);
+                self.charge_slots(id, &all, request, per_node, true);
             }
             Allocation::Sandboxes {
                 request,
@@ -830,13 +865,14 @@ impl Engine {
             .ok_or(EngineError::UnknownWorkload(id))?;
         match &alloc {
             Allocation::Gang {
+                request,
                 slots,
                 spares,
                 per_node,
                 ..
             } => {
                 let all: Vec<NodeSlot> = slots.iter().chain(spares).copied().collect();
-                self.charge_slots(id, &all, per_node, false);
+                self.charge_slots(id, &all, request, per_node, false);
             }
             Allocation::Sandboxes {
                 request,
@@ -937,9 +973,9 @@ impl Engine {
                             request.nodes
                         ));
                     }
-                    for s in slots.iter().chain(spares) {
+                    for (s, ask) in slots.iter().chain(spares).zip(slot_asks(request, per_node)) {
                         let n = s.node.0 as usize;
-                        if s.gpu_mask.count_ones() != u32::from(request.gpus_per_node) {
+                        if s.gpu_mask.count_ones() != u32::from(ask.gpus) {
                             return Err(format!("{id}: wrong device count on {}", nodes[n].name));
                         }
                         if used_gpu[n] & s.gpu_mask != 0 {
@@ -949,8 +985,8 @@ impl Engine {
                             return Err(format!("{id}: wrong GPU model on {}", nodes[n].name));
                         }
                         used_gpu[n] |= s.gpu_mask;
-                        used_cpu[n] += u64::from(per_node.cpu_millis);
-                        used_mem[n] += u64::from(per_node.memory_mib);
+                        used_cpu[n] += u64::from(ask.cpu_millis);
+                        used_mem[n] += u64::from(ask.memory_mib);
                     }
                 }
                 Allocation::Sandboxes {

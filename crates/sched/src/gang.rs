@@ -133,6 +133,9 @@ impl Engine {
         allowed: &dyn Fn(TopoId) -> bool,
     ) -> Result<GangPlacement, Unplaceable> {
         debug_assert!(self.deferred.is_none(), "planning on unsettled domains");
+        if request.is_unit() {
+            return self.plan_unit_in(request, allowed);
+        }
         let shape = self.shape(request)?;
         let ask = Self::per_node_ask(request);
         let biggest = self
@@ -408,7 +411,7 @@ impl Engine {
         Ok(merged)
     }
 
-    fn within_zone(&self, kind: TopoKind) -> bool {
+    pub(crate) fn within_zone(&self, kind: TopoKind) -> bool {
         matches!(
             kind,
             TopoKind::Zone | TopoKind::Network { .. } | TopoKind::Domain
@@ -586,7 +589,7 @@ impl Engine {
             .chain(&placement.spares)
             .copied()
             .collect();
-        self.charge_slots(id, &all, &per_node, true);
+        self.charge_slots(id, &all, request, &per_node, true);
         self.allocations.insert(
             id,
             Allocation::Gang {
@@ -635,7 +638,7 @@ impl Engine {
     }
 
     /// The lowest topology node whose subtree holds every one of `domains`.
-    fn common_ancestor(&self, domains: &[u32]) -> TopoId {
+    pub(crate) fn common_ancestor(&self, domains: &[u32]) -> TopoId {
         let (Some(&lo), Some(&hi)) = (domains.iter().min(), domains.iter().max()) else {
             return TopoId(0);
         };
@@ -678,7 +681,7 @@ impl Engine {
 }
 
 /// The `count` lowest set bits of `mask`.
-fn lowest_bits(mut mask: u32, count: u8) -> u32 {
+pub(crate) fn lowest_bits(mut mask: u32, count: u8) -> u32 {
     let mut out = 0;
     for _ in 0..count {
         let bit = mask & mask.wrapping_neg();

@@ -26,6 +26,7 @@ mod engine;
 mod gang;
 mod sandbox;
 mod scheduler;
+mod unit;
 
 pub use engine::{
     Allocation, Engine, EngineError, NodeSlot, Scope, StateChange, Time, Unplaceable,

@@ -62,12 +62,49 @@ struct Brief {
     priority: PriorityClass,
     tenant: TenantId,
     no_victims_at: Option<VainSearch>,
+    /// A unit's totals (its nodes' asks differ, so the shape's per-node ask does not give them).
+    #[serde(default)]
+    unit: Option<UnitAsk>,
+}
+
+/// What a unit gang asks in all.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct UnitAsk {
+    gpus: u64,
+    cpu_millis: u64,
+    memory_mib: u64,
 }
 
 impl Brief {
+    fn of(spec: &JobSpec, no_victims_at: Option<VainSearch>) -> Brief {
+        let g = &spec.gang;
+        Brief {
+            shape: shape_of(spec),
+            nodes: g.nodes,
+            time_limit: spec.time_limit,
+            priority: spec.priority,
+            tenant: spec.tenant,
+            no_victims_at,
+            unit: g.is_unit().then(|| {
+                let (cpu_millis, memory_mib) = g.total_cpu_memory();
+                UnitAsk {
+                    gpus: g.total_gpus(),
+                    cpu_millis,
+                    memory_mib,
+                }
+            }),
+        }
+    }
+
     /// What the job asks of its tenant's quota.
     fn ask(&self) -> ResourceVec {
         let mut v = ResourceVec::default();
+        if let Some(u) = self.unit {
+            v.gpus[self.shape.gpu] = u.gpus;
+            v.cpu_millis = u.cpu_millis;
+            v.memory_mib = u.memory_mib;
+            return v;
+        }
         let (n, s) = (u64::from(self.nodes), &self.shape);
         v.gpus[s.gpu] = n * u64::from(s.gpus_per_node);
         v.cpu_millis = n * u64::from(s.cpu_millis_per_node);
@@ -737,12 +774,14 @@ pub(crate) struct ShapeKey {
 /// the smaller first.
 fn shape_of(spec: &JobSpec) -> ShapeKey {
     let g = &spec.gang;
-    let rule = if spec.placement == model::PlacementRule::default() {
+    // Units are told apart by their parts, as placement rules are.
+    let rule = if spec.placement == model::PlacementRule::default() && !g.is_unit() {
         0
     } else {
         use std::hash::{Hash, Hasher};
         let mut h = rustc_hash::FxHasher::default();
         spec.placement.hash(&mut h);
+        g.parts.hash(&mut h);
         h.finish() | 1
     };
     ShapeKey {

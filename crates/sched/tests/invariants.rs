@@ -7,7 +7,9 @@
 mod common;
 
 use common::{fleet, gang, Shape};
-use model::{NodeId, NodeState, SandboxRequest, TopoId, WorkloadId};
+use model::{
+    GangPart, GangRequest, GpuModel, NodeId, NodeState, SandboxRequest, TopoId, WorkloadId,
+};
 use proptest::prelude::*;
 use sched::{Allocation, Engine, EngineError, Scope};
 
@@ -26,6 +28,10 @@ enum Op {
         gpn: u8,
         segment: Option<u32>,
         spares: u32,
+    },
+    /// A unit gang: (workers, nodes per worker, GPUs per node, CPU per node) per part.
+    Unit {
+        parts: Vec<(u32, u32, u8, u32)>,
     },
     FailAndReplace {
         pick: usize,
@@ -58,6 +64,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1u32..40, 1u8..=5, proptest::option::of(1u32..8), 0u32..3)
             .prop_map(|(nodes, gpn, segment, spares)| Op::Gang { nodes, gpn, segment, spares }),
+        2 => proptest::collection::vec((1u32..4, 1u32..3, 1u8..=4, 0u32..3000), 1..4)
+            .prop_map(|parts| Op::Unit { parts }),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(pick, slot)| Op::FailAndReplace { pick, slot }),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(pick, run)| Op::FailAndRelocate { pick, run }),
         2 => (1u32..200, 1u32..4000, 1u32..9000)
@@ -277,6 +285,66 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
                     assert!(!u.reason.is_empty());
                     assert_eq!(snapshot(e), before, "failed gang changed state");
                     format!("gang no {}", u.reason)
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        Op::Unit { parts } => {
+            let id = WorkloadId(*next);
+            *next += 1;
+            let req = GangRequest::unit(
+                Default::default(),
+                GpuModel::Gb200,
+                parts
+                    .iter()
+                    .map(|&(workers, seg, gpus, cpu)| GangPart {
+                        nodes: workers * seg,
+                        gpus_per_node: gpus,
+                        cpu_millis_per_node: cpu,
+                        memory_mib_per_node: 0,
+                        segment: seg,
+                    })
+                    .collect(),
+            );
+            req.validate().unwrap();
+            let before = snapshot(e);
+            match e.place_gang(id, &req, 7) {
+                Ok(p) => {
+                    // Whole, in part order; each worker's nodes distinct and in one domain;
+                    // everything in one domain or under one network node, never across zones.
+                    assert_eq!(p.slots.len() as u32, req.nodes);
+                    let f = e.fleet();
+                    let mut at = 0;
+                    for part in &req.parts {
+                        for w in p.slots[at..at + part.nodes as usize].chunks(part.segment as usize)
+                        {
+                            for s in w {
+                                assert_eq!(s.gpu_mask.count_ones(), u32::from(part.gpus_per_node));
+                                assert_eq!(
+                                    f.domain_of(s.node),
+                                    f.domain_of(w[0].node),
+                                    "a worker spans domains"
+                                );
+                            }
+                            let mut ns: Vec<u32> = w.iter().map(|s| s.node.0).collect();
+                            ns.sort_unstable();
+                            ns.dedup();
+                            assert_eq!(ns.len(), w.len(), "a worker's nodes repeat");
+                        }
+                        at += part.nodes as usize;
+                    }
+                    let zone = |n: NodeId| f.node(n).name.chars().take(2).collect::<String>();
+                    assert!(
+                        p.slots
+                            .iter()
+                            .all(|s| zone(s.node) == zone(p.slots[0].node)),
+                        "a unit spans zones"
+                    );
+                    format!("unit ok {:?}", p.slots)
+                }
+                Err(EngineError::Unplaceable(u)) => {
+                    assert_eq!(snapshot(e), before, "failed unit changed state");
+                    format!("unit no {}", u.reason)
                 }
                 Err(other) => panic!("unexpected {other}"),
             }

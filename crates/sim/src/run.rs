@@ -157,6 +157,7 @@ pub fn gang_for(gpus: u32, model: GpuModel, per_node: u8) -> GangRequest {
         memory_mib_per_node: 0,
         segment: None,
         spares: 0,
+        parts: Vec::new(),
     }
 }
 

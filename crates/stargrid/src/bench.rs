@@ -128,6 +128,7 @@ fn gang(gpus: u32, per_node: u8, class: WorkloadClass) -> GangRequest {
         memory_mib_per_node: 64 * 1024 * u32::from(per_node),
         segment: None,
         spares: 0,
+        parts: Vec::new(),
     }
 }
 

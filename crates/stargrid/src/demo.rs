@@ -31,6 +31,7 @@ fn gang(class: WorkloadClass, gpus: u32, segment: Option<u32>) -> GangRequest {
         memory_mib_per_node: 256 * 1024,
         segment,
         spares: 0,
+        parts: Vec::new(),
     }
 }
 

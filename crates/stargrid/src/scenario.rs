@@ -157,6 +157,7 @@ fn gang(gpu: GpuModel, nodes: u32, gpus_per_node: u8) -> GangRequest {
         memory_mib_per_node: 0,
         segment: None,
         spares: 0,
+        parts: Vec::new(),
     }
 }
 

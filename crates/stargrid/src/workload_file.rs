@@ -108,6 +108,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Entry>> {
                     memory_mib_per_node: w.memory_mib_per_node.unwrap_or(0),
                     segment: w.segment,
                     spares: w.spares.unwrap_or(0),
+                    parts: Vec::new(),
                 };
                 req.validate().map_err(|e| err(e.field, e.reason))?;
                 Entry::Gang(w.name, req)

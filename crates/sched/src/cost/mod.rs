@@ -655,15 +655,10 @@ pub fn node_units(gpus: u8, cpu_millis: u32) -> u64 {
 pub fn allocation_units(fleet: &Fleet, alloc: Option<&Allocation>) -> Vec<(PoolId, u64)> {
     let mut map: FxHashMap<PoolId, u64> = FxHashMap::default();
     match alloc {
-        Some(Allocation::Gang {
-            request,
-            slots,
-            spares,
-            ..
-        }) => {
+        Some(Allocation::Gang { slots, spares, .. }) => {
             for s in slots.iter().chain(spares) {
                 *map.entry(fleet.node(s.node).pool).or_default() +=
-                    u64::from(request.gpus_per_node);
+                    u64::from(s.gpu_mask.count_ones());
             }
         }
         Some(Allocation::Sandboxes {

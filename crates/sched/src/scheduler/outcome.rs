@@ -191,7 +191,7 @@ pub enum ServiceRecord {
         /// The service.
         id: u64,
         /// Its spec (replica shape, bounds, spread).
-        spec: ServiceSpec,
+        spec: Box<ServiceSpec>,
         /// Replicas wanted.
         desired: u32,
         /// Replicas kept above `desired` by a rolling update.
@@ -332,7 +332,7 @@ impl Scheduler {
         match self.services.get(&id) {
             Some(s) => ServiceRecord::Live {
                 id,
-                spec: s.spec.clone(),
+                spec: Box::new(s.spec.clone()),
                 desired: s.desired,
                 surge: s.surge,
                 replicas: s.replicas.clone(),

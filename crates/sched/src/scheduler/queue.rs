@@ -101,15 +101,7 @@ impl Scheduler {
             return;
         };
         let key = self.queue_key(j);
-        let g = &j.spec.gang;
-        let brief = Brief {
-            shape: shape_of(&j.spec),
-            nodes: g.nodes,
-            time_limit: j.spec.time_limit,
-            priority: j.spec.priority,
-            tenant: j.spec.tenant,
-            no_victims_at: j.no_victims_at,
-        };
+        let brief = Brief::of(&j.spec, j.no_victims_at);
         let tenant = j.spec.tenant.0 as usize;
         // A job its quota refuses now says so at once (a pass that leaves its tenant out would
         // not tell it).

@@ -159,7 +159,7 @@ impl Scheduler {
                 let s = self
                     .services
                     .entry(*id)
-                    .or_insert_with(|| ServiceState::new(spec.clone()));
+                    .or_insert_with(|| ServiceState::new((**spec).clone()));
                 s.set_replicas(*desired, *surge, replicas.clone(), *next);
             }
             ServiceRecord::Deleted { id } => {
@@ -399,28 +399,41 @@ fn check_gang(
         ));
     }
     let nodes = engine.fleet().nodes();
-    let mut seen = rustc_hash::FxHashSet::default();
-    for s in g.slots.iter().chain(&g.spares) {
+    // Devices taken so far on each node: only a unit's workers may share a node, on
+    // different devices.
+    let mut seen: rustc_hash::FxHashMap<model::NodeId, u32> = rustc_hash::FxHashMap::default();
+    for (s, gpus) in g.slots.iter().chain(&g.spares).zip(
+        request
+            .node_asks()
+            .map(|a| a.gpus)
+            .chain(std::iter::repeat(request.gpus_per_node)),
+    ) {
         let Some(node) = nodes.get(s.node.0 as usize) else {
             return Err(restore_error(
                 id,
                 format!("node #{} is not in the fleet", s.node.0),
             ));
         };
-        if !seen.insert(s.node) {
-            return Err(restore_error(
-                id,
-                format!("node {} is named twice", node.name),
-            ));
+        match seen.get_mut(&s.node) {
+            Some(mask) if request.is_unit() && *mask & s.gpu_mask == 0 => *mask |= s.gpu_mask,
+            Some(_) => {
+                return Err(restore_error(
+                    id,
+                    format!("node {} is named twice", node.name),
+                ))
+            }
+            None => {
+                seen.insert(s.node, s.gpu_mask);
+            }
         }
         let devices = u32::from(node.capacity.gpus);
         let inside = devices >= 32 || s.gpu_mask >> devices == 0;
-        if s.gpu_mask.count_ones() != u32::from(request.gpus_per_node) || !inside {
+        if s.gpu_mask.count_ones() != u32::from(gpus) || !inside {
             return Err(restore_error(
                 id,
                 format!(
                     "devices {:#x} on {} for {} GPUs per node",
-                    s.gpu_mask, node.name, request.gpus_per_node
+                    s.gpu_mask, node.name, gpus
                 ),
             ));
         }

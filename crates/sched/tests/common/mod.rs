@@ -110,6 +110,7 @@ pub fn gang(nodes: u32, gpus_per_node: u8, segment: Option<u32>) -> GangRequest 
         memory_mib_per_node: 0,
         segment,
         spares: 0,
+        parts: Vec::new(),
     }
 }
 

@@ -194,7 +194,7 @@ impl<'a> Codec<'a> {
                         next,
                     } => ServiceV1 {
                         id: *id,
-                        spec: Some(spec.clone()),
+                        spec: Some((**spec).clone()),
                         desired: *desired,
                         surge: *surge,
                         replicas: replicas.iter().map(|r| r.0).collect(),
@@ -237,7 +237,7 @@ impl<'a> Codec<'a> {
             .map(|s| match &s.spec {
                 Some(spec) => ServiceRecord::Live {
                     id: s.id,
-                    spec: spec.clone(),
+                    spec: Box::new(spec.clone()),
                     desired: s.desired,
                     surge: s.surge,
                     replicas: s.replicas.iter().map(|r| W(*r)).collect(),
