@@ -67,6 +67,7 @@ fn beat_once(config: &AgentConfig, client: &Client, nodes: &mut [&mut NodeTasks]
                 tasks: node.reports(&config.advertise_address, config.grace, config.hollow),
                 templates: config.templates.names(),
                 known: node.known,
+                address: Some(config.advertise_address.clone()),
             });
             end += 1;
         }

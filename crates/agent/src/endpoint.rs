@@ -51,6 +51,11 @@ pub(crate) fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Whether nothing on this host listens on `port` now (the task given it binds it next).
+pub(crate) fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+}
+
 impl Endpoint {
     /// Probes the replica's readiness once; whether it is ready now.
     pub(crate) fn probe(&mut self) -> bool {

@@ -354,22 +354,31 @@ impl NodeTasks {
                 ),
             };
             let sandbox = kind != Kind::Task;
-            // A service's replica gets a port of its own, and its endpoint is probed.
-            let serving = match (a.serves, endpoint::free_port()) {
+            // A service's replica gets a port of its own (the server's choice for a unit's
+            // node, whose peers know it), and its endpoint is probed.
+            let port = match a.port {
+                Some(p) => endpoint::port_is_free(p)
+                    .then_some(p)
+                    .ok_or_else(|| std::io::Error::other(format!("port {p} is taken"))),
+                None if a.serves => endpoint::free_port(),
+                None => Err(std::io::Error::other("no port wanted")),
+            };
+            let taken = a.port.is_some() && port.is_err();
+            if let Ok(p) = &port {
+                a.env.insert("PORT".into(), p.to_string());
+                a.env.insert("STARGRID_PORT".into(), p.to_string());
+            }
+            let serving = match (a.serves, port) {
                 (false, _) => None,
-                (true, Ok(port)) => {
-                    a.env.insert("PORT".into(), port.to_string());
-                    a.env.insert("STARGRID_PORT".into(), port.to_string());
-                    Some(endpoint::Endpoint {
-                        port,
-                        ready_path: a.ready_path.clone(),
-                        ready: config.hollow,
-                        not_ready: 0,
-                        has_been_ready: false,
-                        live_path: a.live_path.clone(),
-                        failures: 0,
-                    })
-                }
+                (true, Ok(port)) => Some(endpoint::Endpoint {
+                    port,
+                    ready_path: a.ready_path.clone(),
+                    ready: config.hollow,
+                    not_ready: 0,
+                    has_been_ready: false,
+                    live_path: a.live_path.clone(),
+                    failures: 0,
+                }),
                 (true, Err(e)) => {
                     tracing::warn!(node = %self.name, job = a.job, "no free port: {e}");
                     None
@@ -380,6 +389,18 @@ impl NodeTasks {
                 && self.pool.iter().any(|w| w.template() == template)
             {
                 self.claim_warm(config, &a, template)
+            } else if taken {
+                tracing::warn!(node = %self.name, job = a.job, rank = a.rank, "cannot start: its port is taken");
+                // Reported as a failed task: its replica is replaced on a new run, with new
+                // ports.
+                Task {
+                    running: Running::Hollow { ends_at: None },
+                    exit_code: Some(127),
+                    oom_killed: false,
+                    sandbox,
+                    exec_target: None,
+                    egress: None,
+                }
             } else if config.hollow {
                 Task {
                     running: Running::Hollow {
@@ -614,6 +635,7 @@ mod tests {
             serves: false,
             ready_path: None,
             live_path: None,
+            port: None,
         };
         let reply = wire::api::NodeWork {
             assignments: vec![task],

@@ -103,6 +103,7 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         serves: false,
         ready_path: None,
         live_path: None,
+        port: None,
     }
 }
 

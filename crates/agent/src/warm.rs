@@ -60,6 +60,7 @@ pub(crate) fn start(
         serves: false,
         ready_path: None,
         live_path: None,
+        port: None,
     };
     let task = spawn_as(config, node, &a, Kind::Interactive, template, &name, user)?;
     Ok(Warm {

@@ -122,6 +122,7 @@ fn demo_service(program: &std::path::Path) -> SubmitService {
             scale_up_window_s: 0,
             scale_down_window_s: 30,
         }),
+        roles: Vec::new(),
     }
 }
 

@@ -12,6 +12,7 @@ mod fleet_change;
 mod fleet_view;
 mod gateway;
 mod history;
+mod roles;
 mod rollout;
 mod template;
 pub use beats::*;
@@ -22,6 +23,7 @@ pub use fleet_change::*;
 pub use fleet_view::*;
 pub use gateway::*;
 pub use history::*;
+pub use roles::*;
 pub use rollout::*;
 pub use template::*;
 
@@ -372,6 +374,12 @@ pub struct Assignment {
     /// failures in a row and its agent stops it (it is replaced under the crash back-off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_path: Option<String>,
+    /// The port the task listens on, chosen by the server (a node of a unit service, whose
+    /// peers learn it before it starts): `PORT` and `STARGRID_PORT` in its environment. The
+    /// agent refuses to start the task when the port is taken. Absent: a replica gets a free
+    /// port from its agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// A ready replica of a service: where to send it requests.
@@ -452,7 +460,8 @@ pub struct SubmitService {
     /// Nodes per replica (all in one NVLink domain when they fit one).
     #[serde(default = "one")]
     pub nodes_per_replica: u32,
-    /// GPUs on each node of a replica.
+    /// GPUs on each node of a replica (0 with `roles`, which give their own).
+    #[serde(default)]
     pub gpus_per_node: u8,
     /// CPU millicores on each node.
     #[serde(default)]
@@ -503,6 +512,14 @@ pub struct SubmitService {
     /// (absent: only `stargrid scale` changes the count).
     #[serde(default)]
     pub autoscale: Option<AutoscaleSpec>,
+    /// A replica made of several roles (at most 16), placed together inside one NVLink
+    /// domain (else under one network node) and scaled together. The first role's first node
+    /// is the replica's endpoint (its readiness and liveness are probed); every node learns
+    /// its role and its peers' addresses from its environment. With roles, the shape fields
+    /// above and `command` stay unset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 16)]
+    pub roles: Vec<ServiceRole>,
 }
 
 /// A spread rule.
@@ -558,6 +575,9 @@ pub struct ServiceView {
     pub max_replicas: u32,
     /// GPUs per replica.
     pub gpus_per_replica: u64,
+    /// The roles of each replica, for a unit service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<ServiceRole>,
     /// Each running replica's nodes.
     pub replicas: Vec<Vec<String>>,
     /// Why replicas wait, when some do (the oldest pending replica's reason).

@@ -112,6 +112,7 @@ use super::*;
         crate::api::Inventory,
         crate::api::Changes,
         SubmitService,
+        crate::api::ServiceRole,
         crate::api::SpreadSpec,
         ScaleService,
         ServiceView,

@@ -74,6 +74,9 @@ pub struct NodeStateV1 {
     pub node: String,
     /// ready, draining, cordoned...
     pub state: NodeState,
+    /// The address its agent advertised (absent from builds before unit services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// An issued token.

@@ -122,6 +122,7 @@ impl ControlPlane {
             egress: Vec::new(),
             ready_path: None,
             live_path: None,
+            roles: Vec::new(),
         })
     }
 
@@ -154,9 +155,21 @@ impl ControlPlane {
             reason: format!("no node '{}' in the fleet", hb.node),
         })?;
         let mut events = Vec::new();
+        if let Some(a) = &hb.address {
+            if !roles::is_address(a) {
+                return Err(bad(
+                    "address",
+                    format!(
+                        "a host name or IP address of at most {} bytes",
+                        roles::MAX_ADDRESS
+                    ),
+                ));
+            }
+        }
         if !up {
             events.push(Event::NodeUp {
                 node: hb.node.clone(),
+                address: hb.address.clone(),
                 at,
             });
         }
@@ -444,10 +457,12 @@ impl ControlPlane {
                 max_per: r.max_per,
             }),
         };
-        let spec = ServiceSpec {
-            tenant,
-            priority,
-            replica: GangRequest {
+        let replica = match self.unit_roles(req, gpu)? {
+            Some((unit, roles)) => {
+                task.roles = roles;
+                unit
+            }
+            None => GangRequest {
                 class: WorkloadClass::InferenceReplica,
                 gpu,
                 nodes: req.nodes_per_replica,
@@ -458,6 +473,11 @@ impl ControlPlane {
                 spares: 0,
                 parts: Vec::new(),
             },
+        };
+        let spec = ServiceSpec {
+            tenant,
+            priority,
+            replica,
             min_replicas: req.min_replicas,
             max_replicas: req.max_replicas.unwrap_or(req.min_replicas),
             spread,

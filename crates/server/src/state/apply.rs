@@ -451,10 +451,13 @@ impl ControlPlane {
                 self.account(&decisions, *at);
                 decisions
             }
-            Event::NodeUp { node, .. } => {
+            Event::NodeUp { node, address, .. } => {
                 let n = self.node(node)?;
                 if self.sched.engine().fleet().node(n).state != NodeState::Down {
                     return Err(StateError::Conflict(format!("node {node} is already up")));
+                }
+                if let Some(a) = address {
+                    self.set_node_address(node, a);
                 }
                 let state = if self.drained.contains(&n) || self.is_leaving(n) {
                     NodeState::Draining

@@ -80,24 +80,48 @@ impl ControlPlane {
                 gpu_mask,
                 stop_by,
                 per_node,
-            } => tasks.push(Assignment {
-                job: job.0,
-                run: spec.restarts,
-                rank,
-                world,
-                tenant: self.tenant_name(spec.spec.tenant).to_string(),
-                tenant_id: Some(spec.spec.tenant.0),
-                command: task.command.clone(),
-                env: self.task_env(task),
-                workdir: task.workdir.clone(),
-                gpus: (0..32).filter(|b| gpu_mask & (1 << b) != 0).collect(),
-                stop_by,
-                cpu_millis: per_node.cpu_millis,
-                memory_mib: per_node.memory_mib,
-                serves: job.workload().as_replica().is_some(),
-                ready_path: task.ready_path.clone(),
-                live_path: task.live_path.clone(),
-            }),
+                slots,
+            } => {
+                let replica = job.workload().as_replica();
+                // A unit replica's node runs its role, on the port its peers know; only the
+                // first node serves.
+                let unit = replica
+                    .and_then(|(s, _)| self.services.get(&ServiceId(s)))
+                    .and_then(|m| self.unit_rank(job, spec.restarts, rank, slots, &m.spec, task));
+                let mut env = self.task_env(task);
+                let (command, port, serves) = match unit {
+                    Some(u) => {
+                        env.extend(u.env);
+                        (u.command, Some(u.port), rank == 0)
+                    }
+                    None => (task.command.clone(), None, replica.is_some()),
+                };
+                let cpu_memory = model::GangRequest::node_asks(&spec.spec.gang)
+                    .nth(rank as usize)
+                    .filter(|_| spec.spec.gang.is_unit())
+                    .map_or((per_node.cpu_millis, per_node.memory_mib), |a| {
+                        (a.cpu_millis, a.memory_mib)
+                    });
+                tasks.push(Assignment {
+                    job: job.0,
+                    run: spec.restarts,
+                    rank,
+                    world,
+                    tenant: self.tenant_name(spec.spec.tenant).to_string(),
+                    tenant_id: Some(spec.spec.tenant.0),
+                    command,
+                    env,
+                    workdir: task.workdir.clone(),
+                    gpus: (0..32).filter(|b| gpu_mask & (1 << b) != 0).collect(),
+                    stop_by,
+                    cpu_millis: cpu_memory.0,
+                    memory_mib: cpu_memory.1,
+                    serves,
+                    ready_path: task.ready_path.clone(),
+                    live_path: task.live_path.clone(),
+                    port,
+                })
+            }
             NodeWork::Sandboxes {
                 batch,
                 meta,
@@ -186,6 +210,7 @@ impl ControlPlane {
                             gpu_mask: slot.gpu_mask,
                             stop_by,
                             per_node,
+                            slots,
                         });
                     }
                 }
@@ -322,6 +347,8 @@ enum NodeWork<'a> {
         gpu_mask: u32,
         stop_by: Option<u64>,
         per_node: &'a model::Resources,
+        /// Every node of its gang, in rank order.
+        slots: &'a [sched::NodeSlot],
     },
     /// A range of live sandboxes of a batch.
     Sandboxes {

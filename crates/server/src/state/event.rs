@@ -77,6 +77,9 @@ pub enum Event {
     NodeUp {
         /// The node.
         node: String,
+        /// The address its agent advertised (absent from records before unit services).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
         /// Unix seconds.
         at: u64,
     },
@@ -422,6 +425,10 @@ pub struct TaskSpec {
     /// ([`wire::api::EgressRule`]); empty: no network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// A unit service's roles, in the order of its replica's parts: each node runs its role's
+    /// command (`command` above stays empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<super::RoleTask>,
 }
 
 /// How long an interactive sandbox lives.

@@ -45,6 +45,7 @@ pub mod gauges;
 mod history;
 mod limits;
 mod registration;
+mod roles;
 mod rollout;
 pub mod secrets;
 mod snapshot;
@@ -62,6 +63,7 @@ pub use fleet_change::{FleetPlan, ReadyToLeave};
 pub use fleet_view::MAX_DETAIL_NODES;
 pub use limits::{LimitHit, Limits};
 pub use registration::{NodeRegistration, RegistrationRule};
+pub use roles::RoleTask;
 pub use rollout::{Revision, Rollout};
 pub use secrets::{SecretError, SecretKey};
 pub use tokens::{
@@ -275,6 +277,9 @@ pub struct ControlPlane {
     secret_key: Option<std::sync::Arc<SecretKey>>,
     /// The cell's name, which job views carry (not journaled: the server's `--cell`).
     cell: std::sync::Arc<str>,
+    /// The address each node's agent advertised when it last came up, by node name: unit
+    /// replicas' peers learn it from their environment.
+    node_addresses: HashMap<Box<str>, Box<str>>,
 }
 
 /// A record as replay applied it.
@@ -348,6 +353,7 @@ impl ControlPlane {
             init_at: *at,
             secret_key: None,
             cell: std::sync::Arc::from("cell-0"),
+            node_addresses: HashMap::new(),
         })
     }
 

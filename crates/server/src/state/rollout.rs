@@ -111,6 +111,12 @@ impl ControlPlane {
         if req.canary_percent.is_some_and(|p| !(1..=99).contains(&p)) {
             return Err(bad("canary_percent", "1 to 99 per cent".into()));
         }
+        if req.command.is_some() && !m.task.roles.is_empty() {
+            return Err(bad(
+                "command",
+                "a service with roles runs its roles' commands; roll out env or a version".into(),
+            ));
+        }
         let command = req.command.as_ref().unwrap_or(&m.task.command);
         let env = req.env.as_ref().unwrap_or(&m.task.env);
         check_task(command, env, &BTreeMap::new(), m.task.workdir.as_ref())?;

@@ -40,6 +40,7 @@ impl ControlPlane {
                 .map(|n| NodeStateV1 {
                     node: n.name.to_string(),
                     state: n.state,
+                    address: self.node_addresses.get(&*n.name).map(|a| a.to_string()),
                 })
                 .collect(),
             drained: self.drained.iter().map(name).collect(),
@@ -158,6 +159,9 @@ impl ControlPlane {
         for n in &s.nodes {
             let id = node(&p, &n.node)?;
             p.sched.set_state(Scope::Node(id), n.state);
+            if let Some(a) = &n.address {
+                p.set_node_address(&n.node, a);
+            }
         }
         for d in &s.drained {
             let id = node(&p, d)?;

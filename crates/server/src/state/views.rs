@@ -117,6 +117,23 @@ impl ControlPlane {
             min_replicas: meta.spec.min_replicas,
             max_replicas: meta.spec.max_replicas,
             gpus_per_replica: meta.spec.replica.total_gpus(),
+            roles: meta
+                .spec
+                .replica
+                .parts
+                .iter()
+                .zip(&meta.task.roles)
+                .map(|(p, r)| crate::api::ServiceRole {
+                    name: r.name.clone(),
+                    workers: p.nodes / p.segment.max(1),
+                    nodes_per_worker: p.segment,
+                    gpus_per_node: p.gpus_per_node,
+                    cpu_millis_per_node: p.cpu_millis_per_node,
+                    memory_mib_per_node: p.memory_mib_per_node,
+                    command: r.command.clone(),
+                    env: r.env.clone(),
+                })
+                .collect(),
             replicas,
             reason: match meta.replace_at {
                 Some(t) if meta.deleted_at.is_none() => Some(format!(

@@ -36,6 +36,11 @@ pub struct Heartbeat {
     /// is left out. Absent: every assignment is sent.
     #[serde(default)]
     pub known: Option<u64>,
+    /// The address the node is reached at (the agent's `--advertise-address`): peers of a
+    /// unit service's replica learn it from their environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 253)]
+    pub address: Option<String>,
 }
 
 /// One task as its agent sees it.

@@ -21,6 +21,7 @@ pub(super) fn report(a: &crate::api::Assignment, port: u16, ready: bool) -> crat
 
 pub(super) fn beat(node: &str, tasks: Vec<crate::api::TaskReport>) -> Heartbeat {
     Heartbeat {
+        address: None,
         templates: Vec::new(),
         known: None,
         node: node.into(),

@@ -85,7 +85,15 @@ fn a_region_joins_while_jobs_run_then_a_zone_leaves_once_its_work_ends() {
     assert_eq!(p.job_view(JobId(3)).unwrap().state, "pending");
     for t in 0..18 {
         let node = format!("eu0-t{t:02}");
-        commit(&mut p, &mut journal, Event::NodeUp { node, at: 113 });
+        commit(
+            &mut p,
+            &mut journal,
+            Event::NodeUp {
+                address: None,
+                node,
+                at: 113,
+            },
+        );
     }
     commit(&mut p, &mut journal, Event::Pass { at: 114 });
     let third = p.job_view(JobId(3)).unwrap();
@@ -390,7 +398,15 @@ fn agents_register_nodes_under_the_rule_and_they_join_once_approved() {
     assert_eq!(refused(&p, &tray(0)), "node");
     for i in 0..18 {
         let node = format!("reg-t{i:02}");
-        commit(&mut p, &mut journal, Event::NodeUp { node, at: 105 });
+        commit(
+            &mut p,
+            &mut journal,
+            Event::NodeUp {
+                address: None,
+                node,
+                at: 105,
+            },
+        );
     }
     let e = p.submit_event(&req("on-new", 18), 106).unwrap();
     commit(&mut p, &mut journal, e);

@@ -73,6 +73,7 @@ fn up() -> (ControlPlane, Vec<Vec<u8>>) {
         .collect::<Vec<_>>()
     {
         let e = Event::NodeUp {
+            address: None,
             node: name,
             at: 100,
         };
@@ -137,6 +138,7 @@ fn tasks_report_exits_and_checkpoints_and_a_dead_node_requeues() {
     assert_eq!(a[0].gpus, vec![0, 1, 2, 3]);
     // A checkpoint, then rank 0 exits 0: the job still runs (rank 1 has not exited).
     let hb = |node: &str, exit: Option<i32>, rank, checkpoint| Heartbeat {
+        address: None,
         templates: Vec::new(),
         known: None,
         node: node.into(),
@@ -286,6 +288,7 @@ fn service(replicas: u32) -> SubmitService {
         ready_path: None,
         live_path: None,
         autoscale: None,
+        roles: Vec::new(),
     }
 }
 
@@ -346,6 +349,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
     assert_eq!(tasks[0].command, vec!["serve".to_string()]);
     // Its process exits: the replica is replaced, and the new one is placed by a pass.
     let hb = Heartbeat {
+        address: None,
         templates: Vec::new(),
         known: None,
         node: node.clone(),
@@ -387,6 +391,7 @@ fn services_keep_their_replicas_spread_and_replace_exited_ones() {
         })
         .unwrap();
     let hb = Heartbeat {
+        address: None,
         templates: Vec::new(),
         known: None,
         node: again.0.clone(),
@@ -484,6 +489,7 @@ fn sandboxes_run_exit_move_and_replay() {
     let host0 = host_of[&0].clone();
     let wrong = p.up_nodes().into_iter().find(|n| *n != host0).unwrap();
     let report = |node: &str, index: u32, code: i32| Heartbeat {
+        address: None,
         templates: Vec::new(),
         known: None,
         node: node.into(),
@@ -660,6 +666,7 @@ fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
             at: 101,
         },
         Event::NodeUp {
+            address: None,
             node: names[1].clone(),
             at: 102,
         },
@@ -692,6 +699,7 @@ mod endpoints;
 mod fleet_change;
 mod replay;
 mod rollout;
+mod units;
 
 #[test]
 fn an_interactive_batch_keeps_its_lifetimes_through_replay_and_a_snapshot() {
