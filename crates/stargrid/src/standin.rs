@@ -5,6 +5,10 @@
 //! `$STARGRID_JOB_ID`). On SIGTERM its `/ready` answers 503, and it goes on serving for
 //! `--drain-ms` (requests already routed to it still arrive), then stops taking connections and
 //! finishes what it has.
+//!
+//! As the front of a prefill/decode unit (`--decode-from STARGRID_DECODE_ADDRS`), it streams
+//! each answer from its decode workers in turn (naming the one in `x-decoded-by`), and is
+//! ready only once every one of them is.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -16,7 +20,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +47,17 @@ pub struct StandinArgs {
     /// After SIGTERM, milliseconds it goes on serving before it stops taking connections.
     #[arg(long, default_value_t = 1500)]
     pub drain_ms: u64,
+    /// An environment variable listing decode workers as `host:port,…` (a unit's
+    /// `STARGRID_<ROLE>_ADDRS`): answers are streamed from them in turn.
+    #[arg(long)]
+    pub decode_from: Option<String>,
 }
+
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<Bytes>,
+>;
 
 /// The stand-in's answers.
 struct Standin {
@@ -52,24 +66,29 @@ struct Standin {
     ready: AtomicBool,
     /// SIGTERM came: not ready any more, though still serving for a while.
     stopping: AtomicBool,
+    /// Decode workers answers are streamed from (none: it answers itself).
+    decoders: Vec<String>,
+    /// Every decode worker answered its `/ready` at the last look.
+    decoders_ready: AtomicBool,
+    /// The next decode worker to use.
+    next: AtomicUsize,
+    client: Client,
 }
 
 impl Standin {
     async fn answer(
         self: Arc<Self>,
         req: Request<hyper::body::Incoming>,
-    ) -> Result<Response<http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>>, Infallible>
-    {
+    ) -> Result<Response<Body>, Infallible> {
         let text = |status: StatusCode, s: &'static str| {
-            let mut r = Response::new(
-                http_body_util::Full::new(Bytes::from_static(s.as_bytes())).boxed_unsync(),
-            );
+            let mut r = Response::new(full(Bytes::from_static(s.as_bytes())));
             *r.status_mut() = status;
             r
         };
         if req.uri().path() == "/ready" {
-            let ready =
-                self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed);
+            let ready = self.ready.load(Ordering::Relaxed)
+                && !self.stopping.load(Ordering::Relaxed)
+                && self.decoders_ready.load(Ordering::Relaxed);
             return Ok(if ready {
                 text(StatusCode::OK, "ready\n")
             } else {
@@ -81,9 +100,12 @@ impl Standin {
         }
         // The prompt is read, as a model server would, though the answer does not use it.
         let _ = req.into_body().collect().await;
+        if !self.decoders.is_empty() {
+            return Ok(self.decoded().await);
+        }
         let (tokens, delay) = (self.args.tokens, self.args.token_delay_ms);
         let body = if tokens == 0 {
-            http_body_util::Full::new(Bytes::from_static(b"ok\n")).boxed_unsync()
+            full(Bytes::from_static(b"ok\n"))
         } else {
             let stream = futures_util::stream::unfold(0u32, move |i| async move {
                 if i >= tokens {
@@ -91,7 +113,7 @@ impl Standin {
                 }
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 let token = Bytes::from(format!("token {i}\n"));
-                Some((Ok::<_, Infallible>(Frame::data(token)), i + 1))
+                Some((Ok::<_, hyper::Error>(Frame::data(token)), i + 1))
             });
             StreamBody::new(stream).boxed_unsync()
         };
@@ -104,6 +126,72 @@ impl Standin {
         }
         Ok(r)
     }
+
+    /// An answer streamed from the next decode worker (502 when it cannot be reached).
+    async fn decoded(&self) -> Response<Body> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.decoders.len();
+        let peer = &self.decoders[i];
+        let asked = match format!("http://{peer}/generate").parse::<hyper::Uri>() {
+            Ok(uri) => self.client.get(uri).await.ok(),
+            Err(_) => None,
+        };
+        let mut r = match asked {
+            Some(answer) => Response::new(answer.into_body().boxed_unsync()),
+            None => {
+                let mut r = Response::new(full(Bytes::from(format!(
+                    "decode worker {peer} did not answer\n"
+                ))));
+                *r.status_mut() = StatusCode::BAD_GATEWAY;
+                r
+            }
+        };
+        if let Ok(v) = peer.parse() {
+            r.headers_mut().insert("x-decoded-by", v);
+        }
+        if let Ok(v) = self.replica.parse() {
+            r.headers_mut().insert("x-replica", v);
+        }
+        r
+    }
+
+    /// Looks at each decode worker's `/ready` every 200 ms.
+    async fn watch_decoders(self: Arc<Self>) {
+        loop {
+            let mut all = true;
+            for peer in &self.decoders {
+                let ok = match format!("http://{peer}/ready").parse::<hyper::Uri>() {
+                    Ok(uri) => tokio::time::timeout(Duration::from_secs(1), self.client.get(uri))
+                        .await
+                        .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success())),
+                    Err(_) => false,
+                };
+                all &= ok;
+            }
+            self.decoders_ready.store(all, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    http_body_util::Full::new(bytes)
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+/// The decode workers `--decode-from`'s variable lists.
+fn decoders(var: Option<&str>) -> Result<Vec<String>> {
+    let Some(var) = var else {
+        return Ok(Vec::new());
+    };
+    let list = std::env::var(var).with_context(|| format!("--decode-from: ${var} is not set"))?;
+    let peers: Vec<String> = list
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(!peers.is_empty(), "--decode-from: ${var} lists no worker");
+    Ok(peers)
 }
 
 pub fn run(a: &StandinArgs) -> Result<()> {
@@ -114,18 +202,28 @@ pub fn run(a: &StandinArgs) -> Result<()> {
             .parse()
             .context("$PORT: not a port number")?,
     };
-    let standin = Arc::new(Standin {
-        args: a.clone(),
-        replica: std::env::var("STARGRID_JOB_ID").unwrap_or_else(|_| format!("port-{port}")),
-        ready: AtomicBool::new(a.warmup_ms == 0),
-        stopping: AtomicBool::new(false),
-    });
+    let decoders = decoders(a.decode_from.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let _entered = runtime.enter();
+    let standin = Arc::new(Standin {
+        args: a.clone(),
+        replica: std::env::var("STARGRID_JOB_ID").unwrap_or_else(|_| format!("port-{port}")),
+        ready: AtomicBool::new(a.warmup_ms == 0),
+        stopping: AtomicBool::new(false),
+        decoders_ready: AtomicBool::new(decoders.is_empty()),
+        decoders,
+        next: AtomicUsize::new(0),
+        client: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http(),
+    });
     runtime.block_on(async move {
+        if !standin.decoders.is_empty() {
+            tokio::spawn(standin.clone().watch_decoders());
+        }
         let listener = tokio::net::TcpListener::bind((a.address.as_str(), port))
             .await
             .with_context(|| format!("listening on {}:{port}", a.address))?;

@@ -157,7 +157,11 @@ fn each_node_of_a_unit_runs_its_role_with_its_peers_addresses() {
     let v = p.service_view(ServiceId(1)).unwrap();
     assert_eq!((v.desired, v.running), (2, 2), "{v:?}");
     let stopping = kept.values().filter(|a| a.stop_by.is_some()).count();
-    assert_eq!((kept.len() - stopping, stopping % 4), (8, 0), "whole units stop");
+    assert_eq!(
+        (kept.len() - stopping, stopping % 4),
+        (8, 0),
+        "whole units stop"
+    );
     // A rollout may change env or the version, not a command (those are the roles').
     let bad = crate::api::StartRollout {
         version: "v2".into(),
