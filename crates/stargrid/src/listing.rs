@@ -121,8 +121,8 @@ pub fn services(rows: &[ServiceView], output: Output) -> Result<()> {
         "LOAD",
         if wide {
             format!(
-                "{:>5} {:>5} {:>6} {:<21} ",
-                "MIN", "MAX", "GPUS/R", "CREATED"
+                "{:>5} {:>5} {:>6} {:<21} {:<28} ",
+                "MIN", "MAX", "GPUS/R", "CREATED", "ROLES"
             )
         } else {
             String::new()
@@ -130,12 +130,29 @@ pub fn services(rows: &[ServiceView], output: Output) -> Result<()> {
     );
     for v in rows {
         let extra = if wide {
+            // Each role: workers × nodes per worker × GPUs per node.
+            let roles: Vec<String> = v
+                .roles
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}×{}×{}",
+                        r.name, r.workers, r.nodes_per_worker, r.gpus_per_node
+                    )
+                })
+                .collect();
+            let roles = if roles.is_empty() {
+                "-".to_string()
+            } else {
+                roles.join(", ")
+            };
             format!(
-                "{:>5} {:>5} {:>6} {:<21} ",
+                "{:>5} {:>5} {:>6} {:<21} {:<28} ",
                 v.min_replicas,
                 v.max_replicas,
                 v.gpus_per_replica,
-                human_time::date(v.created_at)
+                human_time::date(v.created_at),
+                roles
             )
         } else {
             String::new()

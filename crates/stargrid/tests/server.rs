@@ -257,6 +257,27 @@ fn the_client_commands_submit_the_example_job_and_show_the_queue() {
     assert!(ok && out.contains("spread rule"), "{out}");
     let (ok, out) = cli(&["delete-service", "1"]);
     assert!(ok && out.contains("service 1 is deleted"), "{out}");
+    // The example prefill/decode service: one unit of three workers, its roles listed.
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/prefill-decode.toml"
+    );
+    let (ok, out) = cli(&["submit", example]);
+    assert!(ok && out.contains("created service 2"), "{out}");
+    wait_for("the unit running", || {
+        get_path(&url, "/v1/services/2")["running"] == 1
+    });
+    assert_eq!(
+        get_path(&url, "/v1/services/2")["replicas"][0]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let (ok, out) = cli(&["services", "-o", "wide"]);
+    assert!(ok && out.contains("prefill 1×1×2, decode 2×1×1"), "{out}");
+    let (ok, out) = cli(&["delete-service", "2"]);
+    assert!(ok && out.contains("service 2 is deleted"), "{out}");
     // The example batch: placed at once, listed, cancelled (hollow sandboxes run until stopped).
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/sandboxes.toml");
     let (ok, out) = cli(&["submit", example]);
