@@ -143,6 +143,29 @@ struct ServiceRun {
     gpus_per_replica: u64,
 }
 
+/// The gang a replica of trace service `v` becomes: a unit of its roles (each worker on whole
+/// nodes, like a job), or one gang of its GPUs.
+pub fn replica_gang(v: &crate::trace::TraceService, model: GpuModel, per_node: u8) -> GangRequest {
+    if v.roles.is_empty() {
+        return gang_for(v.gpus_per_replica, model, per_node);
+    }
+    let parts = v
+        .roles
+        .iter()
+        .map(|r| {
+            let worker = gang_for(r.gpus, model, per_node);
+            model::GangPart {
+                nodes: worker.nodes * r.workers,
+                gpus_per_node: worker.gpus_per_node,
+                cpu_millis_per_node: 0,
+                memory_mib_per_node: 0,
+                segment: worker.nodes,
+            }
+        })
+        .collect();
+    GangRequest::unit(model::WorkloadClass::InferenceReplica, model, parts)
+}
+
 /// The gang a trace job becomes on a fleet whose nodes carry `per_node` GPUs of `model`.
 pub fn gang_for(gpus: u32, model: GpuModel, per_node: u8) -> GangRequest {
     let per_node = u32::from(per_node.max(1));
@@ -402,7 +425,7 @@ impl<'a> Sim<'a> {
                 }),
                 live: false,
                 desired: 0,
-                gpus_per_replica: gang_for(v.gpus_per_replica, model, per_node).total_gpus(),
+                gpus_per_replica: replica_gang(v, model, per_node).total_gpus(),
             })
             .collect();
         Ok(Sim {
@@ -692,7 +715,7 @@ impl<'a> Sim<'a> {
                 let spec = ServiceSpec {
                     tenant: self.tenant_ids[&v.tenant],
                     priority: v.priority,
-                    replica: gang_for(v.gpus_per_replica, self.model, self.per_node),
+                    replica: replica_gang(v, self.model, self.per_node),
                     min_replicas: v.min_replicas,
                     max_replicas: v.max_replicas,
                     spread: v.spread,

@@ -103,6 +103,7 @@ pub fn generate(spec: &SynthSpec) -> Trace {
             tenant: format!("inference-{}", k % 4),
             priority: PriorityClass::ProductionInference,
             gpus_per_replica: replica_gpus,
+            roles: Vec::new(),
             min_replicas: 1,
             max_replicas,
             inflight_per_replica: inflight,

@@ -29,7 +29,11 @@
 //!   inflight], ...]}` (piecewise linear, flat after the last point). `end` is optional (the
 //!   service then lives until the rest of the trace is done); `priority` defaults to
 //!   `production-inference`; `spread` is an optional rule (`level`: `domain`, `zone`,
-//!   `region` or `cloud`; `max_per` replicas in one).
+//!   `region` or `cloud`; `max_per` replicas in one). A replica may be a prefill/decode unit:
+//!   `"roles": [{"name": "prefill", "workers": 1, "gpus": 8}, {"name": "decode", "workers":
+//!   2, "gpus": 4}]` (`gpus` per worker; each worker on whole nodes of the fleet's model, in
+//!   one NVLink domain); the unit is placed whole, inside one domain or under one network
+//!   node, and `gpus_per_replica` is then the roles' total (it may be left out).
 //! - **sandboxes** (a batch on CPU hosts): `count` sandboxes of `cpu_millis` and `memory_mib`
 //!   each, living for a time drawn from `lifetime`: `{"fixed": s}`, `{"exp": {"mean": s}}` or
 //!   `{"lognormal": {"median": s, "sigma": x}}`; placed as soon as there is room (what does
@@ -160,8 +164,12 @@ pub struct TraceService {
     /// Priority of its replicas.
     #[serde(default = "inference")]
     pub priority: PriorityClass,
-    /// GPUs of one replica.
+    /// GPUs of one replica (the roles' total when it has roles).
+    #[serde(default)]
     pub gpus_per_replica: u32,
+    /// The roles of a prefill/decode unit (empty: one gang of `gpus_per_replica`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<TraceRole>,
     /// Fewest replicas.
     pub min_replicas: u32,
     /// Most replicas.
@@ -182,6 +190,50 @@ pub struct TraceService {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// One role of a unit replica in a trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRole {
+    /// Its name.
+    pub name: String,
+    /// Workers of this role in each replica.
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// GPUs of one worker.
+    pub gpus: u32,
+}
+
+/// A unit's GPUs over its roles, or the field that is wrong and why.
+fn roles_total(roles: &[TraceRole]) -> Result<u32, (String, String)> {
+    let bad = |field: &str, reason: String| (field.to_string(), reason);
+    if roles.len() > model::GangRequest::MAX_PARTS {
+        return Err(bad(
+            "roles",
+            format!("at most {} roles", model::GangRequest::MAX_PARTS),
+        ));
+    }
+    let mut total = 0u64;
+    for (i, r) in roles.iter().enumerate() {
+        if r.name.is_empty() || roles[..i].iter().any(|o| o.name == r.name) {
+            return Err(bad(
+                "roles",
+                format!("role {}: names must be given and differ", i + 1),
+            ));
+        }
+        if !(1..=256).contains(&r.workers) || !(1..=100_000).contains(&r.gpus) {
+            return Err(bad(
+                "roles",
+                format!("role '{}': workers 1..=256 and gpus 1..=100000", r.name),
+            ));
+        }
+        total += u64::from(r.workers) * u64::from(r.gpus);
+    }
+    u32::try_from(total)
+        .ok()
+        .filter(|t| *t <= 100_000)
+        .ok_or_else(|| bad("roles", "more than 100000 GPUs per replica".into()))
 }
 
 /// How long a sandbox lives.
@@ -520,7 +572,17 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
             }))
         }
         "service" => {
-            let v: TraceService = serde_path_to_error::deserialize(value).map_err(shape)?;
+            let mut v: TraceService = serde_path_to_error::deserialize(value).map_err(shape)?;
+            if !v.roles.is_empty() {
+                let total = roles_total(&v.roles)?;
+                if v.gpus_per_replica != 0 && v.gpus_per_replica != total {
+                    return Err(bad(
+                        "gpus_per_replica",
+                        &format!("must be the roles' total ({total}) or left out"),
+                    ));
+                }
+                v.gpus_per_replica = total;
+            }
             if v.gpus_per_replica == 0 || v.gpus_per_replica > 100_000 {
                 return Err(bad("gpus_per_replica", "must be 1..=100000"));
             }
@@ -724,6 +786,29 @@ mod tests {
         assert_eq!(t.sandboxes[0].max_retries, 1);
         let back = read_jsonl("m.jsonl", &write_jsonl(&t), false).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn a_service_of_roles_parses_round_trips_and_is_checked() {
+        let row = r#"{"kind": "service", "id": 2, "submit": 0, "tenant": "chat", "min_replicas": 1, "max_replicas": 4, "inflight_per_replica": 10, "load": {"points": [[0, 5]]}, "roles": [{"name": "prefill", "gpus": 8}, {"name": "decode", "workers": 2, "gpus": 4}]}"#;
+        let t = read_jsonl("r.jsonl", row, false).unwrap();
+        let v = &t.services[0];
+        assert_eq!((v.gpus_per_replica, v.roles[1].workers), (16, 2));
+        assert_eq!(read_jsonl("r.jsonl", &write_jsonl(&t), false).unwrap(), t);
+        for (text, field) in [
+            (
+                row.replace(r#""submit": 0,"#, r#""submit": 0, "gpus_per_replica": 8,"#),
+                "gpus_per_replica",
+            ),
+            (
+                row.replace(r#""name": "decode""#, r#""name": "prefill""#),
+                "roles",
+            ),
+            (row.replace(r#""workers": 2"#, r#""workers": 0"#), "roles"),
+        ] {
+            let e = read_jsonl("r.jsonl", &text, false).unwrap_err();
+            assert_eq!((e.line, e.column.as_str()), (1, field), "{text}");
+        }
     }
 
     #[test]

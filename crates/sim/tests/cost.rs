@@ -139,6 +139,7 @@ fn service(id: u64, replicas: u32, spread_max: u32) -> TraceService {
         tenant: "chat".into(),
         priority: PriorityClass::ProductionInference,
         gpus_per_replica: 8,
+        roles: Vec::new(),
         min_replicas: replicas,
         max_replicas: replicas,
         inflight_per_replica: 1.0,

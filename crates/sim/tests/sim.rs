@@ -350,6 +350,7 @@ fn service(id: u64, load: LoadCurve, max: u32) -> TraceService {
         tenant: "chat".into(),
         priority: model::PriorityClass::ProductionInference,
         gpus_per_replica: 8,
+        roles: Vec::new(),
         min_replicas: 1,
         max_replicas: max,
         inflight_per_replica: 10.0,
@@ -413,6 +414,54 @@ fn services_follow_their_load_and_preempt_research() {
         "{}",
         r.service_shortfall
     );
+}
+
+#[test]
+fn prefill_decode_units_follow_their_load_whole() {
+    // 8 H100 hosts of 8 GPUs; each replica is one prefill worker of 8 GPUs and two decode
+    // workers of 4: 16 GPUs on at least two hosts, placed whole. The load wants 1 unit at
+    // night and 4 at its peak (the whole fleet).
+    let mut v = service(
+        1,
+        LoadCurve::Daily {
+            base: 10.0,
+            peak: 40.0,
+            peak_hour: 12.0,
+        },
+        4,
+    );
+    v.gpus_per_replica = 16;
+    v.roles = vec![
+        sim::trace::TraceRole {
+            name: "prefill".into(),
+            workers: 1,
+            gpus: 8,
+        },
+        sim::trace::TraceRole {
+            name: "decode".into(),
+            workers: 2,
+            gpus: 4,
+        },
+    ];
+    let gang = sim::run::replica_gang(&v, model::GpuModel::H100, 8);
+    assert_eq!(
+        (gang.nodes, gang.total_gpus(), gang.parts.len()),
+        (3, 16, 2)
+    );
+    let trace = Trace {
+        services: vec![v],
+        ..Trace::default()
+    };
+    let r = sim::simulate(
+        hosts_fleet(64, 0).unwrap(),
+        &trace,
+        &config("stargrid"),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.services, 1);
+    assert!(r.replica_starts >= 4, "{}", r.replica_starts);
+    assert!(r.service_shortfall < 0.05, "{}", r.service_shortfall);
 }
 
 #[test]
