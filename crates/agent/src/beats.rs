@@ -64,7 +64,7 @@ fn beat_once(config: &AgentConfig, client: &Client, nodes: &mut [&mut NodeTasks]
                 node: node.name.clone(),
                 inventory: config.inventory.clone(),
                 logs,
-                tasks: node.reports(&config.advertise_address, config.grace, config.hollow),
+                tasks: node.reports(config),
                 templates: config.templates.names(),
                 known: node.known,
                 address: Some(config.advertise_address.clone()),

@@ -6,7 +6,8 @@
 //! out of rotation) until a probe passes again. Each heartbeat reports the endpoint and its
 //! readiness. Once ready, a replica with a liveness path is probed each round;
 //! [`MAX_LIVENESS_FAILURES`] failures in a row and the agent stops it (its exit is reported,
-//! and the service replaces it). A round's probes run side by side, each within
+//! and the service replaces it). A probe may be a command instead (exit 0 passes), run as the
+//! replica's task runs (see `probe`). A round's probes run side by side, each within
 //! [`PROBE_TIMEOUT`] all told, so a slow replica delays neither the others nor the heartbeat
 //! much.
 
@@ -24,23 +25,50 @@ pub(crate) const MAX_READINESS_FAILURES: u32 = 2;
 /// How long one probe may take, connection and answer together.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How a replica is probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Its port takes connections.
+    Port,
+    /// `GET path` on its port answers 2xx.
+    Http(String),
+    /// The command exits 0 within [`PROBE_TIMEOUT`], run as the replica's task runs.
+    Command(Vec<String>),
+}
+
+impl Probe {
+    /// The probe an assignment's path and command give (the command over the path).
+    pub(crate) fn of(path: Option<&String>, command: Option<&Vec<String>>) -> Option<Probe> {
+        match (command, path) {
+            (Some(c), _) => Some(Probe::Command(c.clone())),
+            (None, Some(p)) => Some(Probe::Http(p.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Runs a command probe for a replica: whether it passed.
+pub(crate) type CommandRunner<'a> = dyn Fn(&[String]) -> bool + Sync + 'a;
+
 /// One replica's endpoint on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Endpoint {
     /// The port the replica was given.
     pub(crate) port: u16,
-    /// Its service's readiness path.
-    pub(crate) ready_path: Option<String>,
+    /// Its service's readiness probe.
+    pub(crate) ready_probe: Probe,
     /// Its last probes passed (see [`MAX_READINESS_FAILURES`]).
     pub(crate) ready: bool,
     /// Readiness probes failed in a row while it was ready.
     pub(crate) not_ready: u32,
     /// It was ready once: its liveness is probed from then on.
     pub(crate) has_been_ready: bool,
-    /// Its service's liveness path.
-    pub(crate) live_path: Option<String>,
+    /// Its service's liveness probe, if any.
+    pub(crate) live_probe: Option<Probe>,
     /// Liveness probes failed in a row.
     pub(crate) failures: u32,
+    /// What command probes run as: the replica's task (`None`: it has none).
+    pub(crate) probe_as: Option<Box<wire::api::Assignment>>,
 }
 
 /// A port no process on this host listens on now (the kernel's choice; the replica binds it
@@ -57,9 +85,18 @@ pub(crate) fn port_is_free(port: u16) -> bool {
 }
 
 impl Endpoint {
+    /// Runs one probe of this replica.
+    fn passes(&self, p: &Probe, run: &CommandRunner<'_>) -> bool {
+        match p {
+            Probe::Port => probe(self.port, None),
+            Probe::Http(path) => probe(self.port, Some(path)),
+            Probe::Command(c) => run(c),
+        }
+    }
+
     /// Probes the replica's readiness once; whether it is ready now.
-    pub(crate) fn probe(&mut self) -> bool {
-        if probe(self.port, self.ready_path.as_deref()) {
+    pub(crate) fn probe(&mut self, run: &CommandRunner<'_>) -> bool {
+        if self.passes(&self.ready_probe, run) {
             self.ready = true;
             self.not_ready = 0;
         } else if self.ready {
@@ -74,11 +111,11 @@ impl Endpoint {
 
     /// One round's probes: readiness, then liveness once it has been ready (a replica that
     /// stops answering is out of rotation first, then stopped).
-    pub(crate) fn check(&mut self) {
-        self.probe();
+    pub(crate) fn check(&mut self, run: &CommandRunner<'_>) {
+        self.probe(run);
         self.has_been_ready |= self.ready;
-        if let (true, Some(path)) = (self.has_been_ready, &self.live_path) {
-            if probe(self.port, Some(path)) {
+        if let (true, Some(live)) = (self.has_been_ready, &self.live_probe) {
+            if self.passes(live, run) {
                 self.failures = 0;
             } else {
                 self.failures += 1;
@@ -144,6 +181,39 @@ mod tests {
         port
     }
 
+    fn no_command(_: &[String]) -> bool {
+        unreachable!("no command probe here")
+    }
+
+    #[test]
+    fn a_command_probe_passes_on_exit_0_as_the_runner_says() {
+        let mut e = Endpoint {
+            port: 1,
+            ready_probe: Probe::Command(vec!["ready".into()]),
+            ready: false,
+            not_ready: 0,
+            has_been_ready: false,
+            live_probe: Some(Probe::Command(vec!["alive".into()])),
+            failures: 0,
+            probe_as: None,
+        };
+        let runs = std::sync::Mutex::new(Vec::new());
+        let run = |c: &[String]| {
+            runs.lock().unwrap().push(c[0].clone());
+            c[0] == "ready"
+        };
+        e.check(&run);
+        assert!(e.ready && e.has_been_ready);
+        e.check(&run);
+        e.check(&run);
+        assert!(e.dead());
+        assert_eq!(runs.lock().unwrap().len(), 6);
+        assert_eq!(
+            Probe::of(Some(&"/r".into()), Some(&vec!["c".into()])),
+            Some(Probe::Command(vec!["c".into()]))
+        );
+    }
+
     #[test]
     fn a_replica_is_ready_once_its_path_answers_2xx_or_its_port_takes_connections() {
         let ok = serve("200 OK");
@@ -156,44 +226,47 @@ mod tests {
         assert!(!probe(closed, None));
         let mut e = Endpoint {
             port: ok,
-            ready_path: Some("/".into()),
+            ready_probe: Probe::Http("/".into()),
             ready: false,
             not_ready: 0,
             has_been_ready: false,
-            live_path: None,
+            live_probe: None,
             failures: 0,
+            probe_as: None,
         };
-        assert!(e.probe());
+        assert!(e.probe(&no_command));
         assert!(e.ready);
         // A ready replica that stops answering leaves rotation after two failed probes, and
         // comes back with the next probe that passes.
         let mut e = Endpoint {
             port: closed,
-            ready_path: None,
+            ready_probe: Probe::Port,
             ready: true,
             not_ready: 0,
             has_been_ready: false,
-            live_path: None,
+            live_probe: None,
             failures: 0,
+            probe_as: None,
         };
-        assert!(e.probe(), "one failed probe is not enough");
-        assert!(!e.probe());
+        assert!(e.probe(&no_command), "one failed probe is not enough");
+        assert!(!e.probe(&no_command));
         e.port = ok;
-        assert!(e.probe());
+        assert!(e.probe(&no_command));
         // Alive while its liveness path answers; dead after three failures in a row.
         let mut e = Endpoint {
             port: closed,
-            ready_path: None,
+            ready_probe: Probe::Port,
             ready: true,
             not_ready: 0,
             has_been_ready: false,
-            live_path: Some("/alive".into()),
+            live_probe: Some(Probe::Http("/alive".into())),
             failures: 0,
+            probe_as: None,
         };
-        e.check();
-        e.check();
+        e.check(&no_command);
+        e.check(&no_command);
         assert!(!e.dead());
-        e.check();
+        e.check(&no_command);
         assert!(e.dead());
     }
 }

@@ -39,6 +39,7 @@ mod exec;
 pub mod init;
 pub mod inventory;
 pub mod isolation;
+mod probe;
 pub mod seccomp;
 mod task;
 pub mod template;
@@ -222,16 +223,26 @@ struct NodeTasks {
 
 impl NodeTasks {
     /// What the heartbeat reports: exits noticed now, checkpoint times.
-    fn reports(&mut self, advertise: &str, grace: Duration, hollow: bool) -> Vec<TaskReport> {
+    fn reports(&mut self, config: &AgentConfig) -> Vec<TaskReport> {
+        let (advertise, grace) = (config.advertise_address.as_str(), config.grace);
         let mut out = Vec::new();
         // Replicas are probed side by side (a hollow one runs nothing to probe: it is ready
         // from the start).
-        if !hollow {
+        if !config.hollow {
             let tasks = &self.tasks;
+            let node = self.name.as_str();
             std::thread::scope(|scope| {
                 for (key, e) in self.endpoints.iter_mut() {
                     if tasks.get(key).is_some_and(|t| t.exit_code.is_none()) {
-                        scope.spawn(move || e.check());
+                        scope.spawn(move || {
+                            let probe_as = e.probe_as.clone();
+                            let run = |command: &[String]| {
+                                probe_as
+                                    .as_ref()
+                                    .is_some_and(|a| probe::run(config, node, a, command))
+                            };
+                            e.check(&run)
+                        });
                     }
                 }
             });
@@ -372,12 +383,19 @@ impl NodeTasks {
                 (false, _) => None,
                 (true, Ok(port)) => Some(endpoint::Endpoint {
                     port,
-                    ready_path: a.ready_path.clone(),
+                    ready_probe: endpoint::Probe::of(
+                        a.ready_path.as_ref(),
+                        a.ready_command.as_ref(),
+                    )
+                    .unwrap_or(endpoint::Probe::Port),
                     ready: config.hollow,
                     not_ready: 0,
                     has_been_ready: false,
-                    live_path: a.live_path.clone(),
+                    live_probe: endpoint::Probe::of(a.live_path.as_ref(), a.live_command.as_ref()),
                     failures: 0,
+                    // Command probes run as the task does (its user, environment, isolation).
+                    probe_as: (a.ready_command.is_some() || a.live_command.is_some())
+                        .then(|| Box::new(a.clone())),
                 }),
                 (true, Err(e)) => {
                     tracing::warn!(node = %self.name, job = a.job, "no free port: {e}");
@@ -635,6 +653,8 @@ mod tests {
             serves: false,
             ready_path: None,
             live_path: None,
+            ready_command: None,
+            live_command: None,
             port: None,
         };
         let reply = wire::api::NodeWork {
@@ -643,17 +663,11 @@ mod tests {
         };
         node.reconcile(&config, &reply);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while node.reports("127.0.0.1", Duration::from_secs(1), false)[0]
-            .exit_code
-            .is_none()
-        {
+        while node.reports(&config)[0].exit_code.is_none() {
             assert!(Instant::now() < deadline, "the task did not end");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(
-            node.reports("127.0.0.1", Duration::from_secs(1), false)[0].exit_code,
-            Some(0)
-        );
+        assert_eq!(node.reports(&config)[0].exit_code, Some(0));
         // The group is named after the agent (its work dir), the node and the task.
         let group = std::fs::read_dir(root.path().join("stargrid"))
             .unwrap()

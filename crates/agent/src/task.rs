@@ -103,6 +103,8 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         serves: false,
         ready_path: None,
         live_path: None,
+        ready_command: None,
+        live_command: None,
         port: None,
     }
 }
@@ -154,14 +156,29 @@ pub(crate) fn spawn(
     } else {
         format!("{}-{}-{}", a.job, a.run, a.rank)
     };
-    let user = match &config.run_as {
+    spawn_as(
+        config,
+        node,
+        a,
+        kind,
+        template,
+        &name,
+        task_user(config, a)?,
+    )
+}
+
+/// The user task `a` runs as (`None`: the agent's own).
+pub(crate) fn task_user<'a>(
+    config: &'a AgentConfig,
+    a: &Assignment,
+) -> Result<Option<(users::TaskUser, &'a std::sync::Arc<users::TaskUsers>)>, String> {
+    Ok(match &config.run_as {
         RunAs::AgentUser => None,
         RunAs::TenantUsers(users) => Some((
             users.user_of(a.tenant_id).map_err(|e| e.to_string())?,
             users,
         )),
-    };
-    spawn_as(config, node, a, kind, template, &name, user)
+    })
 }
 
 /// The directory of sandbox `a` (its batch and index) in the work dir.

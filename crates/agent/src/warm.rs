@@ -60,6 +60,8 @@ pub(crate) fn start(
         serves: false,
         ready_path: None,
         live_path: None,
+        ready_command: None,
+        live_command: None,
         port: None,
     };
     let task = spawn_as(config, node, &a, Kind::Interactive, template, &name, user)?;

@@ -3,11 +3,14 @@
 //!
 //! A unit goes inside one NVLink domain when one holds it (cheapest tier first, then the
 //! fullest domain that does: best fit). Otherwise it goes under the lowest network node that
-//! holds it, each worker (a part's `segment` of nodes) inside one domain. Parts are fitted
-//! largest per-node ask first, each worker into the fullest domain, and onto the fullest nodes,
-//! that take it. Several workers of one unit may share a node when its devices allow (two
-//! decode workers on one 8-GPU host). The search looks at a bounded number of candidates, so
-//! its cost does not grow with the fleet beyond one walk over the model's domains.
+//! holds it in the cheapest cost tiers, each worker (a part's `segment` of nodes) inside one
+//! domain. Parts are fitted largest per-node ask first, each worker into the first domain that
+//! takes it (the cheapest, then the fullest, first) and onto its fullest nodes. Several
+//! workers of one unit may share a node when its devices allow (two decode workers on one
+//! 8-GPU host). The search tries a bounded number of domains and network nodes, each fit
+//! looks at a bounded number of domains, and a failed worker ends a try: beyond one walk over
+//! the model's domains and the topology (as a multi-domain gang's), its cost does not grow
+//! with the fleet.
 
 use crate::engine::{index_of, Engine, Free, NodeSlot, Unplaceable};
 use crate::gang::{lowest_bits, GangPlacement, Quality};
@@ -18,6 +21,8 @@ use rustc_hash::FxHashMap;
 const DOMAIN_TRIES: usize = 64;
 /// Network nodes tried.
 const NETWORK_TRIES: usize = 16;
+/// Domains one network node's fit looks at (the cheapest and fullest first).
+const DOMAINS_PER_CANDIDATE: usize = 512;
 
 /// One worker to place: `nodes` nodes of one ask, in one domain.
 #[derive(Clone, Copy)]
@@ -42,13 +47,16 @@ impl Engine {
             )));
         }
         let workers = workers_of(request);
-        let largest = self.model_domains[m]
-            .iter()
-            .map(|&d| self.domains[d as usize].capacity)
-            .max_by_key(|c| c.gpus)
-            .unwrap_or_default();
+        // The node shapes of the model (few: domains are homogeneous).
+        let mut shapes: Vec<Resources> = Vec::new();
+        for &d in &self.model_domains[m] {
+            let c = self.domains[d as usize].capacity;
+            if !shapes.contains(&c) {
+                shapes.push(c);
+            }
+        }
         for w in &workers {
-            if !largest.holds(&w.ask) {
+            if !shapes.iter().any(|c| c.holds(&w.ask)) {
                 return Err(Unplaceable::new(format!(
                     "part {} asks {} GPUs, {} CPU millicores and {} MiB per node; no {} node is that large",
                     w.part + 1,
@@ -74,7 +82,8 @@ impl Engine {
         self.plan_unit_under_network(request, &workers, total, allowed)
     }
 
-    /// The unit under the lowest network node whose domains hold it.
+    /// The unit under the lowest network node whose domains hold it, in its cheapest cost
+    /// tiers.
     fn plan_unit_under_network(
         &self,
         request: &GangRequest,
@@ -83,41 +92,56 @@ impl Engine {
         allowed: &dyn Fn(TopoId) -> bool,
     ) -> Result<GangPlacement, Unplaceable> {
         let topo = self.fleet.topo();
-        let smallest = workers
-            .iter()
-            .map(|w| w.ask)
-            .min_by_key(|a| (a.gpus, a.cpu_millis, a.memory_mib))
-            .unwrap_or_default();
-        let mut room = vec![0u32; topo.len()];
-        let mut useful: Vec<u32> = Vec::new();
-        for &d in &self.model_domains[request.gpu.index()] {
+        let m = request.gpu.index();
+        let tiers = usize::from(self.model_tiers[m]).max(1);
+        let smallest = workers.iter().map(|w| w.ask.gpus).min().unwrap_or_default();
+        // Free GPUs per (topology node, cost tier), over the domains that could help.
+        let mut room = vec![0u32; topo.len() * tiers];
+        let mut useful: Vec<(u8, u32, u32)> = Vec::new();
+        for &d in &self.model_domains[m] {
             let ds = &self.domains[d as usize];
-            if ds.free_gpus < u32::from(smallest.gpus) || !allowed(ds.topo) {
+            if ds.free_gpus < u32::from(smallest) || !allowed(ds.topo) {
                 continue;
             }
-            useful.push(d);
+            let tier = ds.tier.min(tiers as u8 - 1);
+            useful.push((tier, ds.free_gpus, d));
             for &t in self.domain_chain[d as usize].iter() {
-                room[t as usize] = room[t as usize].saturating_add(ds.free_gpus);
+                let r = &mut room[t as usize * tiers + usize::from(tier)];
+                *r = r.saturating_add(ds.free_gpus);
             }
         }
-        // Lowest first, then the least room that holds the unit (best fit).
-        let mut candidates: Vec<(u8, u32, usize)> = (0..topo.len())
-            .filter(|&t| room[t] >= total && self.within_zone(topo[t].kind))
-            .map(|t| (self.topo_height[t], room[t], t))
-            .collect();
+        // Network nodes only (one domain was tried already): the lowest first, then the
+        // cheapest tiers that hold the unit, then the least room (best fit).
+        let mut candidates: Vec<(u8, u8, u32, usize)> = Vec::new();
+        for t in 0..topo.len() {
+            if self.topo_height[t] == 0 || !self.within_zone(topo[t].kind) {
+                continue;
+            }
+            let mut sum = 0u32;
+            for k in 0..tiers {
+                sum = sum.saturating_add(room[t * tiers + k]);
+                if sum >= total {
+                    candidates.push((self.topo_height[t], k as u8, sum, t));
+                    break;
+                }
+            }
+        }
         candidates.sort_unstable();
-        for &(_, _, t) in candidates.iter().take(NETWORK_TRIES) {
+        useful.sort_unstable();
+        for &(_, max_tier, _, t) in candidates.iter().take(NETWORK_TRIES) {
             let range = topo[t].domains.clone();
+            // The cheapest, then the fullest, domains first; a bounded number of them.
             let inside: Vec<u32> = useful
                 .iter()
-                .copied()
-                .filter(|d| range.contains(d))
+                .filter(|(tier, _, d)| *tier <= max_tier && range.contains(d))
+                .map(|&(_, _, d)| d)
+                .take(DOMAINS_PER_CANDIDATE)
                 .collect();
             if let Some(slots) = self.fit_workers(request, workers, &inside) {
                 return Ok(self.unit_placement(request, slots));
             }
         }
-        let best = candidates.first().map(|&(_, r, t)| (r, t));
+        let best = candidates.first().map(|&(_, _, r, t)| (r, t));
         let mut u = Unplaceable::new(if !self.explain {
             String::new()
         } else {
@@ -179,22 +203,16 @@ impl Engine {
                 v.sort_by_key(|&n| (free_of(taken, n).gpus(), n));
                 v
             };
-            let mut best: Option<(u32, Vec<u32>)> = None;
-            for &d in domains {
+            // The first domain that takes it, in the order given (cheapest, fullest first).
+            let need = w.nodes.saturating_mul(u32::from(w.ask.gpus));
+            let fit = domains.iter().find_map(|&d| {
                 let ds = &self.domains[d as usize];
-                if ds.node_count() < w.nodes || !ds.capacity.holds(&w.ask) {
-                    continue;
+                if ds.node_count() < w.nodes || ds.free_gpus < need || !ds.capacity.holds(&w.ask) {
+                    return None;
                 }
                 let fit = nodes_in(d, &taken);
-                if fit.len() < w.nodes as usize {
-                    continue;
-                }
-                let room: u32 = fit.iter().map(|&n| free_of(&taken, n).gpus()).sum();
-                if best.as_ref().is_none_or(|(r, _)| room < *r) {
-                    best = Some((room, fit));
-                }
-            }
-            let (_, fit) = best?;
+                (fit.len() >= w.nodes as usize).then_some(fit)
+            })?;
             for &n in fit.iter().take(w.nodes as usize) {
                 let mut f = free_of(&taken, n);
                 let mask = lowest_bits(f.gpu_mask, w.ask.gpus);

@@ -130,6 +130,13 @@ fn register(
 const MAX_WARM: u32 = 1000;
 
 pub fn run(settings: &crate::config::Settings, a: &AgentArgs) -> Result<()> {
+    if !wire::api::is_node_address(&a.advertise_address) {
+        bail!(
+            "--advertise-address '{}': a host name or IP address (no port), at most {} bytes",
+            a.advertise_address,
+            wire::api::MAX_NODE_ADDRESS
+        );
+    }
     crate::logging::init(a.log_format);
     let server = settings.server.as_str();
     let client = settings.client(settings.agent_credential()?)?;

@@ -116,6 +116,8 @@ fn demo_service(program: &std::path::Path) -> SubmitService {
         min_providers: Default::default(),
         ready_path: Some("/ready".into()),
         live_path: Some("/health".into()),
+        ready_command: None,
+        live_command: None,
         autoscale: Some(wire::api::AutoscaleSpec {
             target_inflight_per_replica: Some(4),
             target_p95_ms: None,

@@ -1,8 +1,9 @@
-//! Prefill/decode units live: a service whose replica is one prefill worker and two decode
+//! Prefill/decode units and command probes live: a service whose replica is one prefill worker and two decode
 //! workers, on real agents. The prefill front (`model-standin --decode-from
 //! STARGRID_DECODE_ADDRS`) streams each answer from its decode workers, reached at the
 //! addresses and ports its environment names; requests through the gateway are answered by
-//! both; scaling adds and removes whole units.
+//! both; scaling adds and removes whole units. A replica's readiness and liveness commands
+//! gate its traffic and restart it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -85,5 +86,70 @@ fn a_prefill_front_streams_from_the_decode_workers_its_env_names() {
     wait_long(20, "one unit again", || {
         let v = cell.service(id);
         v["running"] == 1 && v["ready"] == 1
+    });
+}
+
+#[test]
+fn command_probes_gate_readiness_and_restart_a_replica_that_fails_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = Cell::start(dir.path());
+    let (die, loaded) = (dir.path().join("die"), dir.path().join("loaded"));
+    // Ready once its port listens (read from /proc, as a probe of a server that speaks no
+    // HTTP would) and a `loaded` file exists; alive while no `die` file exists. Both run as
+    // the replica's user.
+    let listening = format!(
+        r#"grep -qi ":$(printf %04X $PORT) 00000000:0000 0A" /proc/net/tcp && test -e {}"#,
+        loaded.display()
+    );
+    let alive = format!("test ! -e {}", die.display());
+    let spec = json!({
+        "name": "probed", "tenant": "default", "gpu": "GB200", "gpus_per_node": 1,
+        "min_replicas": 1,
+        "command": cell.standin("--tokens 2 --warmup-ms 1500").split(' ').collect::<Vec<_>>(),
+        "ready_command": ["sh", "-c", listening],
+        "live_command": ["sh", "-c", alive],
+    });
+    // A probe given both ways is refused by name.
+    let mut both = spec.clone();
+    both["ready_path"] = json!("/ready");
+    match post(&format!("{}/v1/services", cell.url)).send_json(both) {
+        Err(ureq::Error::Status(400, r)) => {
+            let body: Value = r.into_json().unwrap();
+            assert_eq!(body["error"]["field"], "ready_command", "{body}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let created: Value = post(&format!("{}/v1/services", cell.url))
+        .send_json(spec)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let id = created["id"].as_u64().unwrap();
+    wait_long(30, "the replica to run", || {
+        cell.service(id)["running"] == 1
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        cell.service(id)["ready"],
+        0,
+        "not ready while its command fails"
+    );
+    std::fs::write(&loaded, "").unwrap();
+    wait_long(30, "the replica to be ready", || {
+        cell.service(id)["ready"] == 1
+    });
+    let r = ureq::get(&format!("{}/default/probed/", cell.gateway))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Its liveness command fails: three in a row and it is stopped and replaced.
+    std::fs::write(&die, "").unwrap();
+    wait_long(30, "the replica to be replaced", || {
+        cell.service(id)["replaced"].as_u64().unwrap() >= 1
+    });
+    std::fs::remove_file(&die).unwrap();
+    wait_long(60, "a replacement to be ready", || {
+        let v = cell.service(id);
+        v["ready"] == 1 && v["running"] == 1
     });
 }

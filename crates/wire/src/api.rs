@@ -374,6 +374,13 @@ pub struct Assignment {
     /// failures in a row and its agent stops it (it is replaced under the crash back-off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_path: Option<String>,
+    /// A command whose exit 0 within a second says the replica is ready (over `ready_path`),
+    /// run as the task's user with its environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_command: Option<Vec<String>>,
+    /// A command whose exit 0 within a second says the replica is alive (over `live_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_command: Option<Vec<String>>,
     /// The port the task listens on, chosen by the server (a node of a unit service, whose
     /// peers learn it before it starts): `PORT` and `STARGRID_PORT` in its environment. The
     /// agent refuses to start the task when the port is taken. Absent: a replica gets a free
@@ -508,6 +515,17 @@ pub struct SubmitService {
     #[serde(default)]
     #[schema(pattern = r"^/", max_length = 256)]
     pub live_path: Option<String>,
+    /// A command whose exit 0 says a replica is ready (in place of `ready_path`): run on the
+    /// replica's node as its tenant's user, with its environment (`PORT` included), within
+    /// 1 s; for servers that do not speak HTTP.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub ready_command: Option<Vec<String>>,
+    /// A command whose exit 0 says a replica is alive (in place of `live_path`), run as
+    /// `ready_command` is.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub live_command: Option<Vec<String>>,
     /// Scale on the load its gateways report, between `min_replicas` and `max_replicas`
     /// (absent: only `stargrid scale` changes the count).
     #[serde(default)]

@@ -398,6 +398,14 @@ fn check_gang(
             ),
         ));
     }
+    if request.is_unit()
+        && (!g.spares.is_empty() || request.node_asks().count() != request.nodes as usize)
+    {
+        return Err(restore_error(
+            id,
+            "a unit gang with spares, or whose parts do not add up to its nodes",
+        ));
+    }
     let nodes = engine.fleet().nodes();
     // Devices taken so far on each node: only a unit's workers may share a node, on
     // different devices.

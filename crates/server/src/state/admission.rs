@@ -122,6 +122,8 @@ impl ControlPlane {
             egress: Vec::new(),
             ready_path: None,
             live_path: None,
+            ready_command: None,
+            live_command: None,
             roles: Vec::new(),
         })
     }
@@ -156,12 +158,12 @@ impl ControlPlane {
         })?;
         let mut events = Vec::new();
         if let Some(a) = &hb.address {
-            if !roles::is_address(a) {
+            if !crate::api::is_node_address(a) {
                 return Err(bad(
                     "address",
                     format!(
                         "a host name or IP address of at most {} bytes",
-                        roles::MAX_ADDRESS
+                        crate::api::MAX_NODE_ADDRESS
                     ),
                 ));
             }
@@ -172,6 +174,19 @@ impl ControlPlane {
                 address: hb.address.clone(),
                 at,
             });
+        } else if let Some(a) = &hb.address {
+            // An agent back with another address before its node was found down.
+            if self
+                .node_addresses
+                .get(hb.node.as_str())
+                .is_none_or(|k| **k != **a)
+            {
+                events.push(Event::NodeAddress {
+                    node: hb.node.clone(),
+                    address: a.clone(),
+                    at,
+                });
+            }
         }
         let node = self.node(&hb.node).map_err(|e| FieldProblem {
             field: "node".into(),
@@ -436,6 +451,25 @@ impl ControlPlane {
         if let Some(path) = &req.live_path {
             endpoints::check_probe_path("live_path", path)?;
             task.live_path = Some(path.clone());
+        }
+        for (field, command, path, set) in [
+            (
+                "ready_command",
+                &req.ready_command,
+                &req.ready_path,
+                &mut task.ready_command,
+            ),
+            (
+                "live_command",
+                &req.live_command,
+                &req.live_path,
+                &mut task.live_command,
+            ),
+        ] {
+            if let Some(c) = command {
+                endpoints::check_probe_command(field, c, path.is_some())?;
+                *set = Some(c.clone());
+            }
         }
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;

@@ -451,6 +451,11 @@ impl ControlPlane {
                 self.account(&decisions, *at);
                 decisions
             }
+            Event::NodeAddress { node, address, .. } => {
+                self.node(node)?;
+                self.set_node_address(node, address);
+                Vec::new()
+            }
             Event::NodeUp { node, address, .. } => {
                 let n = self.node(node)?;
                 if self.sched.engine().fleet().node(n).state != NodeState::Down {

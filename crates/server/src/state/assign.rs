@@ -119,6 +119,8 @@ impl ControlPlane {
                     serves,
                     ready_path: task.ready_path.clone(),
                     live_path: task.live_path.clone(),
+                    ready_command: task.ready_command.clone(),
+                    live_command: task.live_command.clone(),
                     port,
                 })
             }

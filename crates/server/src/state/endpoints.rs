@@ -43,6 +43,41 @@ pub(super) fn check_probe_path(field: &str, path: &str) -> Result<(), FieldProbl
     Ok(())
 }
 
+/// Most words a probe command may have.
+pub const MAX_PROBE_WORDS: usize = 64;
+/// Most bytes a probe command may have, over its words.
+pub const MAX_PROBE_COMMAND: usize = 4096;
+
+/// Checks a service's readiness or liveness command (`field`): a program, short, no NUL, and
+/// not given with the path of the same probe (`with_path`).
+pub(super) fn check_probe_command(
+    field: &str,
+    command: &[String],
+    with_path: bool,
+) -> Result<(), FieldProblem> {
+    let bad = |reason: String| FieldProblem {
+        field: field.into(),
+        reason,
+    };
+    if with_path {
+        let path = field.replace("_command", "_path");
+        return Err(bad(format!("give {field} or {path}, not both")));
+    }
+    if command.first().is_none_or(String::is_empty) {
+        return Err(bad("needs a program".into()));
+    }
+    let bytes: usize = command.iter().map(String::len).sum();
+    if command.len() > MAX_PROBE_WORDS || bytes > MAX_PROBE_COMMAND {
+        return Err(bad(format!(
+            "at most {MAX_PROBE_WORDS} words and {MAX_PROBE_COMMAND} bytes"
+        )));
+    }
+    if command.iter().any(|w| w.contains('\0')) {
+        return Err(bad("a word holds a NUL byte".into()));
+    }
+    Ok(())
+}
+
 impl ControlPlane {
     /// The event a replica's report brings, if its endpoint changed (rank 0 of a live
     /// replica's current run only; the caller checked the run and the node).

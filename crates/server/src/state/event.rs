@@ -83,6 +83,16 @@ pub enum Event {
         /// Unix seconds.
         at: u64,
     },
+    /// A node's agent advertises another address while its node is up (unit replicas placed
+    /// from now on name the new one; running ones keep what they started with).
+    NodeAddress {
+        /// The node.
+        node: String,
+        /// Its address.
+        address: String,
+        /// Unix seconds.
+        at: u64,
+    },
     /// A node's agent stopped heartbeating: the node is down and its work follows the failure
     /// rules (spares, requeue from the last checkpoint).
     NodeDown {
@@ -337,6 +347,7 @@ impl Event {
             Event::Cancel { .. } => "cancel",
             Event::Pass { .. } => "pass",
             Event::NodeUp { .. } => "node_up",
+            Event::NodeAddress { .. } => "node_address",
             Event::NodeDown { .. } => "node_down",
             Event::TaskExited { .. } => "task_exited",
             Event::Checkpoint { .. } => "checkpoint",
@@ -370,6 +381,7 @@ impl Event {
             | Event::Cancel { at, .. }
             | Event::Pass { at }
             | Event::NodeUp { at, .. }
+            | Event::NodeAddress { at, .. }
             | Event::NodeDown { at, .. }
             | Event::TaskExited { at, .. }
             | Event::Checkpoint { at, .. }
@@ -421,6 +433,12 @@ pub struct TaskSpec {
     /// A service's liveness path (HTTP GET answered 2xx while a replica is alive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_path: Option<String>,
+    /// A service's readiness command (exit 0 once a replica is ready; over `ready_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_command: Option<Vec<String>>,
+    /// A service's liveness command (exit 0 while a replica is alive; over `live_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_command: Option<Vec<String>>,
     /// An interactive batch's egress allow-list, each rule as it reads back
     /// ([`wire::api::EgressRule`]); empty: no network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -43,17 +43,6 @@ pub(super) struct RankTask {
 /// up), so that no outgoing connection holds one.
 const UNIT_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// Longest node address kept.
-pub(super) const MAX_ADDRESS: usize = 253;
-
-/// Whether `address` may name a node: a host name or an IP address, printable, short.
-pub(super) fn is_address(address: &str) -> bool {
-    (1..=MAX_ADDRESS).contains(&address.len())
-        && address
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
-}
-
 impl ControlPlane {
     /// The unit gang and role tasks a request's roles describe (`None`: it has none). The
     /// shape fields and command of the request must then be unset.
@@ -143,7 +132,7 @@ impl ControlPlane {
             let fleet = self.sched.engine().fleet();
             let name = &fleet.node(node).name;
             let host = self.node_addresses.get(&**name).map_or(&**name, |a| &**a);
-            format!("{host}:{}", ports[i])
+            host_port(host, ports[i])
         };
         let mut env = task.env.clone();
         let mut start = 0usize;
@@ -207,6 +196,12 @@ fn check_role(role: &ServiceRole, field: &dyn Fn(&str) -> String) -> Result<(), 
             "1 to 32 lower-case letters, digits or '_', starting with a letter".into(),
         ));
     }
+    if role.name == "worker" {
+        return Err(bad(
+            &field("name"),
+            "'worker' is taken (STARGRID_WORKER_ADDRS names a node's own worker)".into(),
+        ));
+    }
     if !(1..=MAX_UNIT_NODES).contains(&role.workers) {
         return Err(bad(&field("workers"), format!("1 to {MAX_UNIT_NODES}")));
     }
@@ -225,14 +220,13 @@ fn check_role(role: &ServiceRole, field: &dyn Fn(&str) -> String) -> Result<(), 
 /// The port of each rank of unit replica `job`'s run `run`: spread over [`UNIT_PORTS`] by a
 /// fixed hash (a new run moves them), never the same twice on one node within the unit.
 fn unit_ports(job: JobId, run: u32, slots: &[NodeSlot]) -> Vec<u16> {
-    use std::hash::{Hash, Hasher};
     let span = UNIT_PORTS.end - UNIT_PORTS.start;
     let mut out: Vec<u16> = Vec::with_capacity(slots.len());
     for (rank, slot) in slots.iter().enumerate() {
-        // Fixed keys: every server computes the same ports after a restart.
-        let mut h = std::hash::DefaultHasher::new();
-        (job.0, run, rank as u32).hash(&mut h);
-        let mut port = UNIT_PORTS.start + (h.finish() % u64::from(span)) as u16;
+        // A fixed mix (not the standard hasher, which may change between builds): every
+        // server computes the same ports, after a restart or an upgrade.
+        let key = job.0 ^ (u64::from(run) << 40) ^ (rank as u64).rotate_left(20);
+        let mut port = UNIT_PORTS.start + (splitmix64(key) % u64::from(span)) as u16;
         while slots[..rank]
             .iter()
             .zip(&out)
@@ -243,6 +237,23 @@ fn unit_ports(job: JobId, run: u32, slots: &[NodeSlot]) -> Vec<u16> {
         out.push(port);
     }
     out
+}
+
+/// SplitMix64's finaliser: a fixed, well-spread mix of `x`.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `host:port`, an IPv6 address in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +284,7 @@ mod tests {
 
     #[test]
     fn addresses_are_host_names_or_ip_addresses() {
+        use crate::api::is_node_address as is_address;
         assert!(is_address("10.0.0.7"));
         assert!(is_address("node-3.cluster.local"));
         assert!(is_address("[fe80::1]"));
@@ -280,5 +292,9 @@ mod tests {
         assert!(!is_address("a b"));
         assert!(!is_address("x\n"));
         assert!(!is_address(&"a".repeat(254)));
+        assert_eq!(host_port("fe80::1", 80), "[fe80::1]:80");
+        assert_eq!(host_port("10.0.0.1", 80), "10.0.0.1:80");
+        // Fixed across builds: a known value.
+        assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
     }
 }

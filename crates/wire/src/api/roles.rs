@@ -45,6 +45,18 @@ fn one() -> u32 {
     1
 }
 
+/// Longest node address an agent may advertise.
+pub const MAX_NODE_ADDRESS: usize = 253;
+
+/// Whether `address` may name a node (an agent's `--advertise-address`): a host name or an
+/// IP address, at most [`MAX_NODE_ADDRESS`] bytes.
+pub fn is_node_address(address: &str) -> bool {
+    (1..=MAX_NODE_ADDRESS).contains(&address.len())
+        && address
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+}
+
 /// Whether `name` is a valid role name.
 pub fn is_role_name(name: &str) -> bool {
     let b = name.as_bytes();

@@ -287,6 +287,8 @@ fn service(replicas: u32) -> SubmitService {
         min_providers: Default::default(),
         ready_path: None,
         live_path: None,
+        ready_command: None,
+        live_command: None,
         autoscale: None,
         roles: Vec::new(),
     }

@@ -216,3 +216,28 @@ fn bad_roles_name_the_field() {
     hb.address = Some("bad address".into());
     assert_eq!(p.heartbeat_events(&hb, 100).unwrap_err().field, "address");
 }
+
+#[test]
+fn a_new_address_while_up_is_journaled_and_kept_through_a_snapshot() {
+    let (mut p, mut journal) = up_with_addresses();
+    let node = p.up_nodes()[0].clone();
+    let mut hb = super::endpoints::beat(&node, Vec::new());
+    hb.address = Some("10.0.0.0".into());
+    // The address it came up with: nothing new.
+    assert!(p.heartbeat_events(&hb, 101).unwrap().is_empty());
+    hb.address = Some("node-a.example".into());
+    let events = p.heartbeat_events(&hb, 102).unwrap();
+    assert!(
+        matches!(&events[..], [Event::NodeAddress { address, .. }] if address == "node-a.example"),
+        "{events:?}"
+    );
+    for e in events {
+        let r = p.apply(&e).unwrap();
+        journal.push(p.encode(&r));
+    }
+    assert!(p.heartbeat_events(&hb, 103).unwrap().is_empty());
+    let again = ControlPlane::replay(numbered(&journal)).unwrap().unwrap();
+    assert_eq!(again.heartbeat_events(&hb, 104).unwrap(), Vec::new());
+    let loaded = ControlPlane::from_snapshot(&p.snapshot().unwrap()).unwrap();
+    assert_eq!(loaded.heartbeat_events(&hb, 104).unwrap(), Vec::new());
+}
