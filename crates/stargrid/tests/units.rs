@@ -1,5 +1,5 @@
-//! Prefill/decode units and command probes live: a service whose replica is one prefill worker and two decode
-//! workers, on real agents. The prefill front (`model-standin --decode-from
+//! Prefill/decode units and command probes live: a service whose replica is one prefill
+//! worker and two decode workers, on real agents. The prefill front (`model-standin --decode-from
 //! STARGRID_DECODE_ADDRS`) streams each answer from its decode workers, reached at the
 //! addresses and ports its environment names; requests through the gateway are answered by
 //! both; scaling adds and removes whole units. A replica's readiness and liveness commands
