@@ -409,16 +409,8 @@ impl NodeTasks {
                 self.claim_warm(config, &a, template)
             } else if taken {
                 tracing::warn!(node = %self.name, job = a.job, rank = a.rank, "cannot start: its port is taken");
-                // Reported as a failed task: its replica is replaced on a new run, with new
-                // ports.
-                Task {
-                    running: Running::Hollow { ends_at: None },
-                    exit_code: Some(127),
-                    oom_killed: false,
-                    sandbox,
-                    exec_target: None,
-                    egress: None,
-                }
+                // Its replica is replaced on a new run, with new ports.
+                Task::failed_to_start(sandbox)
             } else if config.hollow {
                 Task {
                     running: Running::Hollow {
@@ -438,15 +430,7 @@ impl NodeTasks {
                             node = %self.name, job = a.job, rank = a.rank,
                             "cannot start: {reason}"
                         );
-                        // Reported as a failed task: the job ends with code 127.
-                        Task {
-                            running: Running::Hollow { ends_at: None },
-                            exit_code: Some(127),
-                            oom_killed: false,
-                            sandbox,
-                            exec_target: None,
-                            egress: None,
-                        }
+                        Task::failed_to_start(sandbox)
                     }
                 }
             };

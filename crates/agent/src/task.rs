@@ -45,6 +45,14 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    /// A task that could not start, reported as failed: its job ends with code 127.
+    pub(crate) fn failed_to_start(sandbox: bool) -> Task {
+        let mut t = Task::none();
+        t.exit_code = Some(127);
+        t.sandbox = sandbox;
+        t
+    }
+
     /// A task that runs nothing (what is left where a task was moved out).
     pub(crate) fn none() -> Task {
         Task {

@@ -27,6 +27,30 @@ pub struct Quality {
     pub score: f64,
 }
 
+impl Quality {
+    /// The quality of spanning `domains_spanned` domains (at best `min_domains`) and
+    /// `levels` = (levels spanned, fewest possible) under `common_ancestor`.
+    pub(crate) fn new(
+        domains_spanned: u32,
+        min_domains: u32,
+        levels: (u8, u8),
+        common_ancestor: String,
+    ) -> Quality {
+        let (levels_spanned, min_levels) = levels;
+        let score = f64::from(min_domains.min(domains_spanned))
+            / f64::from(domains_spanned.max(1))
+            / (1.0 + f64::from(levels_spanned.saturating_sub(min_levels)));
+        Quality {
+            domains_spanned,
+            min_domains,
+            levels_spanned,
+            min_levels,
+            common_ancestor,
+            score,
+        }
+    }
+}
+
 /// A placed gang: one slot per node, in segment order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GangPlacement {
@@ -623,18 +647,12 @@ impl Engine {
         let lca = self.common_ancestor(&used);
         let levels = self.topo_height[lca.0 as usize];
         let min_levels = self.min_levels(request, shape);
-        let domains_spanned = segments.len() as u32;
-        let score = f64::from(min_domains.min(domains_spanned))
-            / f64::from(domains_spanned.max(1))
-            / (1.0 + f64::from(levels.saturating_sub(min_levels)));
-        Quality {
-            domains_spanned,
+        Quality::new(
+            segments.len() as u32,
             min_domains,
-            levels_spanned: levels,
-            min_levels,
-            common_ancestor: self.path(lca),
-            score,
-        }
+            (levels, min_levels),
+            self.path(lca),
+        )
     }
 
     /// The lowest topology node whose subtree holds every one of `domains`.

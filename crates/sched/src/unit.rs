@@ -245,21 +245,15 @@ impl Engine {
             * u64::from(self.model_node_gpus[m].unwrap_or(request.gpus_per_node));
         let min_domains = request.total_gpus().div_ceil(domain_gpus.max(1)).max(1) as u32;
         let min_levels = u8::from(min_domains > 1);
-        let domains_spanned = used.len() as u32;
-        let score = f64::from(min_domains.min(domains_spanned))
-            / f64::from(domains_spanned.max(1))
-            / (1.0 + f64::from(levels.saturating_sub(min_levels)));
         GangPlacement {
             slots,
             spares: Vec::new(),
-            quality: Quality {
-                domains_spanned,
+            quality: Quality::new(
+                used.len() as u32,
                 min_domains,
-                levels_spanned: levels,
-                min_levels,
-                common_ancestor: self.path(lca),
-                score,
-            },
+                (levels, min_levels),
+                self.path(lca),
+            ),
         }
     }
 }
