@@ -48,7 +48,7 @@ pub enum WorkloadClass {
 }
 
 /// A gang: `nodes` nodes, each with the same per-node ask, placed whole or not at all.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GangRequest {
     /// Training job or inference replica.

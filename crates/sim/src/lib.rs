@@ -8,6 +8,7 @@
 
 pub mod cost;
 pub mod faults;
+pub mod fit;
 pub mod fleets;
 pub mod report;
 pub mod rng;

@@ -147,6 +147,13 @@ pub struct Report {
     pub policy: String,
     /// Jobs in the trace.
     pub jobs: u64,
+    /// Jobs that finished (`jobs` = `finished` + `unfinished`).
+    pub finished: u64,
+    /// Jobs that never finished: the run ended when only work that could never start was
+    /// left (capacity that never came back, or a rule no node meets).
+    pub unfinished: u64,
+    /// Sandboxes that never ran to their end for the same reason.
+    pub sandboxes_unfinished: u64,
     /// Job completion time (finish − submit), seconds.
     pub jct: Stats,
     /// Queueing delay (first start − submit), seconds.
@@ -233,6 +240,9 @@ impl Report {
         Report {
             policy: policy.to_string(),
             jobs: per_job.len() as u64,
+            finished: per_job.len() as u64,
+            unfinished: 0,
+            sandboxes_unfinished: 0,
             jct: jct_stats,
             queueing: Stats::of(&mut queueing),
             makespan,

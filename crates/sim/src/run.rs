@@ -9,6 +9,7 @@
 //! a node's first reason comes or its last one goes.
 
 use crate::faults::{ChangeKind, FaultPlan, ResolvedPlan};
+use crate::fit::Shapes;
 use crate::report::{Report, Sample, Tally};
 use crate::rng::Rng;
 use crate::speed::SpeedModel;
@@ -115,6 +116,17 @@ enum Event {
     Sample,
 }
 
+impl Event {
+    /// Whether the event queues its own next one for ever (samples, random failures and
+    /// repairs, a service's autoscaler): such events alone do not keep a run going.
+    fn recurs(&self) -> bool {
+        matches!(
+            self,
+            Event::Sample | Event::Fail(_) | Event::Repair(_) | Event::Autoscale(_)
+        )
+    }
+}
+
 /// Per-job state of the simulation.
 #[derive(Clone, Debug, Default)]
 struct JobRun {
@@ -141,47 +153,6 @@ struct ServiceRun {
     live: bool,
     desired: u32,
     gpus_per_replica: u64,
-}
-
-/// The gang a replica of trace service `v` becomes: a unit of its roles (each worker on whole
-/// nodes, like a job), or one gang of its GPUs.
-pub fn replica_gang(v: &crate::trace::TraceService, model: GpuModel, per_node: u8) -> GangRequest {
-    if v.roles.is_empty() {
-        return gang_for(v.gpus_per_replica, model, per_node);
-    }
-    let parts = v
-        .roles
-        .iter()
-        .map(|r| {
-            let worker = gang_for(r.gpus, model, per_node);
-            model::GangPart {
-                nodes: worker.nodes * r.workers,
-                gpus_per_node: worker.gpus_per_node,
-                cpu_millis_per_node: 0,
-                memory_mib_per_node: 0,
-                segment: worker.nodes,
-            }
-        })
-        .collect();
-    GangRequest::unit(model::WorkloadClass::InferenceReplica, model, parts)
-}
-
-/// The gang a trace job becomes on a fleet whose nodes carry `per_node` GPUs of `model`.
-pub fn gang_for(gpus: u32, model: GpuModel, per_node: u8) -> GangRequest {
-    let per_node = u32::from(per_node.max(1));
-    let nodes = gpus.div_ceil(per_node).max(1);
-    let gpn = gpus.div_ceil(nodes).clamp(1, per_node) as u8;
-    GangRequest {
-        class: Default::default(),
-        gpu: model,
-        nodes,
-        gpus_per_node: gpn,
-        cpu_millis_per_node: 0,
-        memory_mib_per_node: 0,
-        segment: None,
-        spares: 0,
-        parts: Vec::new(),
-    }
 }
 
 /// Height above the domains of each topology node (domain = 0).
@@ -270,8 +241,8 @@ struct Sim<'a> {
     heap: BinaryHeap<Reverse<(Time, Event)>>,
     fault_rng: Rng,
     life_rng: Rng,
-    model: GpuModel,
-    per_node: u8,
+    /// The run's GPU model and node sizes: the gangs trace work becomes.
+    shapes: Shapes,
     heights: Vec<u8>,
     domain_gpus: u64,
     tenant_ids: BTreeMap<String, TenantId>,
@@ -300,6 +271,10 @@ struct Sim<'a> {
     cpu_room_changed: bool,
     // Nodes.
     down: Vec<u8>,
+    /// A random failure holds the node down, and its repair is queued.
+    repairing: Vec<bool>,
+    /// Events queued that do not recur (see [`Event::recurs`]).
+    finite_queued: u64,
     drained: Vec<u8>,
     gpus_up: u64,
     cpu_up: u64,
@@ -324,13 +299,14 @@ impl<'a> Sim<'a> {
         config: &'a SimConfig,
         plan: ResolvedPlan,
     ) -> Result<Sim<'a>, String> {
-        // The fleet's GPU model and GPUs per node (a trace is one kind of gang).
-        let (model, per_node) = match fleet.nodes().iter().find(|n| n.capacity.gpus > 0) {
-            Some(n) => (
-                n.capacity.gpu_model.ok_or("GPU node without a model")?,
-                n.capacity.gpus,
-            ),
-            None if trace.jobs.is_empty() && trace.services.is_empty() => (GpuModel::H100, 8),
+        // The fleet's GPU model and node sizes: the gangs trace work becomes (every job and
+        // service could fit, see `fit::check`).
+        let shapes = match Shapes::of(&fleet) {
+            Some(s) => s,
+            None if trace.jobs.is_empty() && trace.services.is_empty() => Shapes {
+                model: GpuModel::H100,
+                sizes: vec![8],
+            },
             None => return Err("the trace has GPU work but the fleet has no GPU nodes".into()),
         };
         if let Some(b) = trace.sandboxes.first() {
@@ -367,7 +343,13 @@ impl<'a> Sim<'a> {
         let domain_gpus = fleet
             .domains()
             .iter()
-            .map(|d| fleet.topo_node(*d).nodes.len() as u64 * u64::from(per_node))
+            .map(|d| {
+                let t = fleet.topo_node(*d);
+                t.nodes
+                    .clone()
+                    .map(|n| u64::from(fleet.node(model::NodeId(n)).capacity.gpus))
+                    .sum::<u64>()
+            })
             .max()
             .unwrap_or(0);
         // Tenants from the trace, equal weights, quotas that never bind (traces have none).
@@ -425,7 +407,7 @@ impl<'a> Sim<'a> {
                 }),
                 live: false,
                 desired: 0,
-                gpus_per_replica: replica_gang(v, model, per_node).total_gpus(),
+                gpus_per_replica: shapes.replica_gang(v).total_gpus(),
             })
             .collect();
         Ok(Sim {
@@ -436,8 +418,7 @@ impl<'a> Sim<'a> {
             heap: BinaryHeap::new(),
             fault_rng: Rng::new(config.seed),
             life_rng: Rng::new(config.seed ^ 0x5A4D_B0C5),
-            model,
-            per_node,
+            shapes,
             heights,
             domain_gpus,
             pending_gpus: vec![0; tenant_ids.len()],
@@ -469,6 +450,8 @@ impl<'a> Sim<'a> {
             busy_cpu: 0,
             cpu_room_changed: false,
             down: vec![0; node_count],
+            repairing: vec![false; node_count],
+            finite_queued: 0,
             drained: vec![0; node_count],
             gpus_up,
             cpu_up,
@@ -486,7 +469,65 @@ impl<'a> Sim<'a> {
     }
 
     fn push(&mut self, t: Time, e: Event) {
+        if !e.recurs() {
+            self.finite_queued += 1;
+        }
         self.heap.push(Reverse((t, e)));
+    }
+
+    /// Takes the next event off the heap.
+    fn pop(&mut self) -> Option<(Time, Event)> {
+        let Reverse((t, e)) = self.heap.pop()?;
+        if !e.recurs() {
+            self.finite_queued -= 1;
+        }
+        Some((t, e))
+    }
+
+    /// Whether the work left can never start: nothing runs or will arrive (no event is queued
+    /// but those that recur for ever), and no pending job fits the fleet as it will stay (only
+    /// nodes that random failures took down come back). Looked at only when no event but
+    /// recurring ones is queued, at a sample.
+    fn only_the_impossible_left(&self) -> bool {
+        if self.finite_queued > 0 {
+            return false;
+        }
+        if self.config.faults.random.is_none() {
+            // Nothing will change any more: the last pass started all that could start.
+            return true;
+        }
+        // The fleet as it is, with the nodes random failures hold down repaired (what runs
+        // now, replicas of services without an end, stays).
+        let mut engine = self.s.engine().clone();
+        for (n, &down) in self.down.iter().enumerate() {
+            if down > 0 && down == u8::from(self.repairing[n]) && self.drained[n] == 0 {
+                engine.set_state(
+                    sched::Scope::Node(NodeId(n as u32)),
+                    model::NodeState::Ready,
+                );
+            }
+        }
+        let mut tried = rustc_hash::FxHashSet::default();
+        let fits = self.s.pending_jobs().into_iter().any(|w| {
+            let gang = match w.as_replica() {
+                Some((k, _)) => self.shapes.replica_gang(&self.trace.services[k as usize]),
+                None => self.gang(w.0 as usize),
+            };
+            tried.insert(gang.clone()) && engine.plan_gang(&gang).is_ok()
+        });
+        // Waiting sandboxes start once a CPU host that is only down for a repair is back.
+        let sandboxes_can_start = !self.backlog.is_empty()
+            && self
+                .s
+                .engine()
+                .fleet()
+                .nodes()
+                .iter()
+                .enumerate()
+                .any(|(n, node)| {
+                    node.capacity.gpus == 0 && self.down[n] <= u8::from(self.repairing[n])
+                });
+        !fits && !sandboxes_can_start
     }
 
     fn units_total(&self) -> u64 {
@@ -502,7 +543,7 @@ impl<'a> Sim<'a> {
     }
 
     fn gang(&self, i: usize) -> GangRequest {
-        gang_for(self.trace.jobs[i].gpus, self.model, self.per_node)
+        self.shapes.job_gang(&self.trace.jobs[i])
     }
 
     fn run(&mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
@@ -525,9 +566,9 @@ impl<'a> Sim<'a> {
                 self.push(at, Event::Fail(n));
             }
         }
-        for (i, (c, _)) in self.plan.changes.iter().enumerate() {
-            self.heap
-                .push(Reverse((c.at, Event::ChangeBegins(i as u32))));
+        let changes: Vec<Time> = self.plan.changes.iter().map(|(c, _)| c.at).collect();
+        for (i, at) in changes.into_iter().enumerate() {
+            self.push(at, Event::ChangeBegins(i as u32));
         }
         // Committed capacity is paid for from the start of the run.
         self.s.open_books(0);
@@ -551,18 +592,25 @@ impl<'a> Sim<'a> {
         }
         self.push(0, Event::Sample);
         let total = self.units_total();
-        while let Some(Reverse((now, first))) = self.heap.pop() {
+        while let Some((now, first)) = self.pop() {
             if self.all_done() {
+                break;
+            }
+            if matches!(first, Event::Sample) && self.only_the_impossible_left() {
+                // What is left can never start: the run ends, and the report counts it.
+                self.advance(now);
+                self.sample(now);
                 break;
             }
             self.advance(now);
             let mut events = vec![first];
-            while let Some(Reverse((t, e))) = self.heap.peek().copied() {
+            while let Some(Reverse((t, _))) = self.heap.peek().copied() {
                 if t != now {
                     break;
                 }
-                self.heap.pop();
-                events.push(e);
+                if let Some((_, e)) = self.pop() {
+                    events.push(e);
+                }
             }
             let mut changed = false;
             for e in events {
@@ -590,14 +638,6 @@ impl<'a> Sim<'a> {
             if self.config.check_invariants {
                 self.check(now)?;
             }
-        }
-        if !self.all_done() {
-            let jobs_left = self.trace.jobs.len() as u64 - self.jobs_done;
-            let sandboxes_left = self.sandboxes_total - self.sandboxes_ended;
-            return Err(format!(
-                "{jobs_left} jobs and {sandboxes_left} sandboxes never finished (some ask for more \
-                 than the fleet can ever give, or its capacity never came back)"
-            ));
         }
         Ok(())
     }
@@ -715,7 +755,7 @@ impl<'a> Sim<'a> {
                 let spec = ServiceSpec {
                     tenant: self.tenant_ids[&v.tenant],
                     priority: v.priority,
-                    replica: replica_gang(v, self.model, self.per_node),
+                    replica: self.shapes.replica_gang(v),
                     min_replicas: v.min_replicas,
                     max_replicas: v.max_replicas,
                     spread: v.spread,
@@ -764,10 +804,12 @@ impl<'a> Sim<'a> {
                 self.tally.failures += 1;
                 self.take_down(n..n + 1, now, out);
                 if let Some(f) = &self.config.faults.random {
+                    self.repairing[n as usize] = true;
                     self.push(now + f.repair, Event::Repair(n));
                 }
             }
             Event::Repair(n) => {
+                self.repairing[n as usize] = false;
                 self.bring_up(n..n + 1);
                 if let Some(f) = &self.config.faults.random {
                     let next = now + f.repair.max(1) + self.fault_rng.exp(f.node_mtbf) as Time;
@@ -1287,19 +1329,20 @@ impl<'a> Sim<'a> {
             .iter()
             .map(|t| t.lost_gpu_hours)
             .sum();
+        // Finished jobs only: one that never finished has no completion time.
         let per_job: Vec<(Time, Time, Time, String, u64)> = self
             .trace
             .jobs
             .iter()
             .zip(&self.runs)
-            .map(|(j, r)| {
-                (
+            .filter_map(|(j, r)| {
+                Some((
                     j.submit,
                     r.first_start.unwrap_or(j.submit),
-                    r.finished.unwrap_or(j.submit),
+                    r.finished?,
                     j.tenant.clone(),
                     u64::from(j.gpus) * j.duration,
-                )
+                ))
             })
             .collect();
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
@@ -1323,6 +1366,10 @@ impl<'a> Sim<'a> {
             self.config.epoch,
         );
         report.failovers = self.failovers.clone();
+        report.jobs = self.trace.jobs.len() as u64;
+        report.finished = self.jobs_done;
+        report.unfinished = report.jobs - self.jobs_done;
+        report.sandboxes_unfinished = self.sandboxes_total - self.sandboxes_ended;
         report
     }
 }

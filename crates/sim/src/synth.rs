@@ -144,6 +144,7 @@ pub fn generate(spec: &SynthSpec) -> Trace {
         }
     }
     Trace {
+        lines: Default::default(),
         jobs,
         services,
         sandboxes,
@@ -215,6 +216,8 @@ pub fn generate_jobs(spec: &SynthSpec) -> Vec<TraceJob> {
                 None
             };
             TraceJob {
+                gpus_per_node: None,
+                nodes: None,
                 id: i as u64 + 1,
                 submit,
                 duration,

@@ -55,6 +55,10 @@ pub struct TraceJob {
     pub duration: Time,
     /// GPUs asked for.
     pub gpus: u32,
+    /// GPUs on each node, when the trace says (else the whole-host rule, see `fit`).
+    pub gpus_per_node: Option<u8>,
+    /// Nodes, when the trace says.
+    pub nodes: Option<u32>,
     /// Owner.
     pub tenant: String,
     /// Priority class.
@@ -319,6 +323,35 @@ pub struct Trace {
     pub sandboxes: Vec<TraceSandboxes>,
     /// Rows skipped as bad (only with `skip_bad`).
     pub skipped: usize,
+    /// Where each row came from, for messages (empty for a trace made in memory).
+    pub lines: RowLines,
+}
+
+/// The file and line of each row of a trace, in the order of its lists.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RowLines {
+    /// The file.
+    pub file: String,
+    /// Line of each job.
+    pub jobs: Vec<usize>,
+    /// Line of each service.
+    pub services: Vec<usize>,
+    /// Line of each sandbox batch.
+    pub sandboxes: Vec<usize>,
+}
+
+/// Sorts `rows` by `key` and `lines` the same way.
+fn sort_with_lines<T, K: Ord>(rows: &mut Vec<T>, lines: &mut Vec<usize>, key: impl Fn(&T) -> K) {
+    if lines.len() != rows.len() {
+        rows.sort_by_key(key);
+        return;
+    }
+    let mut pairs: Vec<(T, usize)> = rows.drain(..).zip(lines.drain(..)).collect();
+    pairs.sort_by_key(|(r, _)| key(r));
+    for (r, l) in pairs {
+        rows.push(r);
+        lines.push(l);
+    }
 }
 
 /// A bad row, named by line and column.
@@ -451,6 +484,8 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
                     submit: 0,
                     duration,
                     gpus,
+                    gpus_per_node: None,
+                    nodes: None,
                     tenant,
                     priority: PriorityClass::Research,
                     time_limit: limit_from(duration),
@@ -470,6 +505,12 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
     }
     rows.sort_by_key(|(ts, i, _)| (*ts, *i));
     let start = rows.first().map_or(0, |r| r.0);
+    // Row `i` (0-based, after the header) is on line `i + 2`.
+    let lines = RowLines {
+        file: file.to_string(),
+        jobs: rows.iter().map(|(_, i, _)| i + 2).collect(),
+        ..RowLines::default()
+    };
     let jobs = rows
         .into_iter()
         .map(|(ts, _, mut j)| {
@@ -480,6 +521,7 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
     Ok(Trace {
         jobs,
         skipped,
+        lines,
         ..Trace::default()
     })
 }
@@ -491,6 +533,8 @@ struct JsonJob {
     submit: Time,
     duration: Time,
     gpus: u32,
+    gpus_per_node: Option<u8>,
+    nodes: Option<u32>,
     tenant: String,
     #[serde(default)]
     priority: PriorityClass,
@@ -555,12 +599,30 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
             if j.checkpoint_interval == Some(0) {
                 return Err(bad("checkpoint_interval", "must be at least 1 second"));
             }
+            if let Some(g) = j.gpus_per_node {
+                if g == 0 || !j.gpus.is_multiple_of(u32::from(g)) {
+                    return Err(bad("gpus_per_node", "must be at least 1 and divide gpus"));
+                }
+            }
+            if let Some(n) = j.nodes {
+                if n == 0 || !j.gpus.is_multiple_of(n) {
+                    return Err(bad("nodes", "must be at least 1 and divide gpus"));
+                }
+                if j.gpus_per_node.is_some_and(|g| u32::from(g) * n != j.gpus) {
+                    return Err(bad("nodes", "times gpus_per_node must be gpus"));
+                }
+                if j.gpus / n > u32::from(model::Resources::MAX_GPUS) {
+                    return Err(bad("nodes", "leaves more than 32 GPUs per node"));
+                }
+            }
             tenant_ok(&j.tenant)?;
             Ok(Row::Job(TraceJob {
                 id: j.id,
                 submit: j.submit,
                 duration: j.duration,
                 gpus: j.gpus,
+                gpus_per_node: j.gpus_per_node,
+                nodes: j.nodes,
                 tenant: j.tenant,
                 priority: j.priority,
                 time_limit: j
@@ -646,9 +708,18 @@ pub fn read_jsonl(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trace
             }
         });
         match parsed {
-            Ok(Row::Job(j)) => trace.jobs.push(j),
-            Ok(Row::Service(v)) => trace.services.push(v),
-            Ok(Row::Sandboxes(b)) => trace.sandboxes.push(b),
+            Ok(Row::Job(j)) => {
+                trace.jobs.push(j);
+                trace.lines.jobs.push(line);
+            }
+            Ok(Row::Service(v)) => {
+                trace.services.push(v);
+                trace.lines.services.push(line);
+            }
+            Ok(Row::Sandboxes(b)) => {
+                trace.sandboxes.push(b);
+                trace.lines.sandboxes.push(line);
+            }
             Err(_) if skip_bad => trace.skipped += 1,
             Err((column, reason)) => {
                 return Err(TraceError {
@@ -660,9 +731,15 @@ pub fn read_jsonl(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trace
             }
         }
     }
-    trace.jobs.sort_by_key(|j| (j.submit, j.id));
-    trace.services.sort_by_key(|v| (v.submit, v.id));
-    trace.sandboxes.sort_by_key(|b| (b.submit, b.id));
+    let lines = &mut trace.lines;
+    lines.file = file.to_string();
+    sort_with_lines(&mut trace.jobs, &mut lines.jobs, |j| (j.submit, j.id));
+    sort_with_lines(&mut trace.services, &mut lines.services, |v| {
+        (v.submit, v.id)
+    });
+    sort_with_lines(&mut trace.sandboxes, &mut lines.sandboxes, |b| {
+        (b.submit, b.id)
+    });
     Ok(trace)
 }
 
@@ -672,6 +749,7 @@ pub fn write_jsonl(trace: &Trace) -> String {
     for j in &trace.jobs {
         let v = serde_json::json!({
             "id": j.id, "submit": j.submit, "duration": j.duration, "gpus": j.gpus,
+            "gpus_per_node": j.gpus_per_node, "nodes": j.nodes,
             "tenant": j.tenant, "priority": j.priority, "time_limit": j.time_limit,
             "checkpoint_interval": j.checkpoint_interval,
         });

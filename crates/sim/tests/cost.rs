@@ -59,6 +59,8 @@ fn fleet(pools: &[(&str, PricingKind, f64, u32)]) -> Fleet {
 
 fn job(id: u64, submit: u64, duration: u64, gpus: u32, priority: PriorityClass) -> TraceJob {
     TraceJob {
+        gpus_per_node: None,
+        nodes: None,
         id,
         submit,
         duration,

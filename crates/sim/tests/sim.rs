@@ -34,6 +34,8 @@ fn random_faults(node_mtbf: f64, repair: u64) -> FaultPlan {
 
 fn job(id: u64, submit: u64, duration: u64, gpus: u32, limit: u64) -> TraceJob {
     TraceJob {
+        gpus_per_node: None,
+        nodes: None,
         id,
         submit,
         duration,
@@ -443,7 +445,11 @@ fn prefill_decode_units_follow_their_load_whole() {
             gpus: 4,
         },
     ];
-    let gang = sim::run::replica_gang(&v, model::GpuModel::H100, 8);
+    let shapes = sim::fit::Shapes {
+        model: model::GpuModel::H100,
+        sizes: vec![8],
+    };
+    let gang = shapes.replica_gang(&v);
     assert_eq!(
         (gang.nodes, gang.total_gpus(), gang.parts.len()),
         (3, 16, 2)

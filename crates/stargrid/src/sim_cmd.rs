@@ -266,6 +266,9 @@ pub fn load(input: &Input) -> Result<Loaded> {
             .min()
             .unwrap_or(DEFAULT_EPOCH),
     };
+    // Work that could never fit the fleet, even empty, is refused (or skipped) now, by line.
+    let mut trace = trace;
+    sim::fit::check(&mut trace, &fleet, input.skip_bad)?;
     Ok(Loaded {
         trace,
         fleet,
@@ -338,6 +341,14 @@ pub fn run_one(loaded: &Loaded, input: &Input, policy: &str, quiet: bool) -> Res
     })
     .map_err(|e| anyhow::anyhow!("simulating {policy}: {e}"))?;
     pb.finish_and_clear();
+    if report.unfinished + report.sandboxes_unfinished > 0 {
+        eprintln!(
+            "{policy}: {} of {} jobs and {} sandboxes never finished: the run ended when only \
+             work that could never start was left (capacity that never came back, or a \
+             placement rule no node meets)",
+            report.unfinished, report.jobs, report.sandboxes_unfinished
+        );
+    }
     Ok(report)
 }
 
