@@ -716,3 +716,86 @@ fn the_client_flags_are_on_the_commands_that_talk_to_a_server_only() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--server'"));
 }
+
+#[test]
+fn printing_commands_end_quietly_when_their_reader_stops_early() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    ok(&stargrid(
+        &["fleet", "gen", "--gpus", "4608", "-o", "f.toml"],
+        dir.path(),
+    ));
+    // As `… | head -1`: one line read, then the pipe closed under a long output.
+    for args in [
+        vec!["fleet", "gen", "--gpus", "46080"],
+        vec!["fleet", "show", "f.toml"],
+        vec!["catalogue"],
+        vec!["sim", "trace", "--jobs", "20000"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stargrid"))
+            .args(&args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{args:?} printed nothing");
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_simulation_with_a_job_that_can_never_fit_returns_at_once_naming_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.toml"),
+        "[[pools]]\nname = \"p\"\ncloud = \"onprem\"\nregion = \"r\"\n\
+         instance_type = \"p5.48xlarge\"\npricing = \"committed\"\nprice_per_hour = 1.0\n\n\
+         [[groups]]\npool = \"p\"\nzone = \"z\"\nnetwork = [\"s0\"]\nnodes = \"h[0-1]\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tiny.jsonl"),
+        "{\"id\": 1, \"submit\": 0, \"duration\": 3600, \"gpus\": 8, \"tenant\": \"a\"}\n\
+         {\"id\": 2, \"submit\": 0, \"duration\": 3600, \"gpus\": 24, \"tenant\": \"a\"}\n",
+    )
+    .unwrap();
+    let args = [
+        "sim",
+        "run",
+        "--trace",
+        "tiny.jsonl",
+        "--fleet",
+        "fleet.toml",
+        "--policy",
+        "fifo",
+        "--no-what-if",
+        "--no-plots",
+        "--out",
+        "out",
+    ];
+    let out = stargrid(&args, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("tiny.jsonl:2: column 'gpus': job 2 can never run on this fleet"),
+        "{err}"
+    );
+    // Skipped and counted, the rest runs.
+    let mut skip = args.to_vec();
+    skip.extend(["--skip-bad", "--json"]);
+    let out = stargrid(&skip, dir.path());
+    let report = json(&out);
+    assert_eq!(
+        (report["jobs"].as_u64(), report["unfinished"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(1 bad rows skipped)"));
+}
