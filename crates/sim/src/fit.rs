@@ -1,13 +1,13 @@
 //! What shape trace work takes on a fleet, and whether it could ever fit it.
 //!
-//! A trace job asks for `gpus`, with optional `gpus_per_node` or `nodes`. Without them the
-//! whole-host rule gives its shape, from the node sizes of the run's GPU model (never from
-//! the order of groups in the fleet file):
+//! A trace job asks for `gpus`, with optional `gpus_per_node` or `nodes`, on its `gpu` model or
+//! the run's default one. Without a shape the whole-host rule gives it, from the node sizes of
+//! that model (never from the order of groups in the fleet file):
 //! - a job no larger than the largest node is one node;
 //! - else, with a node size that divides it, the largest such size, on whole nodes;
 //! - else as few of the largest nodes as hold it, the GPUs spread evenly (rounded up).
 //!
-//! The run's GPU model is the fleet's model with the most GPUs (ties: the model order).
+//! The run's default model is the fleet's model with the most GPUs (ties: the model order).
 //!
 //! [`check`] refuses, before a run, a job, service or sandbox batch that could not fit the
 //! whole fleet even empty (naming its file and line), or skips and counts it.
@@ -16,13 +16,15 @@ use crate::trace::{Trace, TraceError, TraceJob, TraceService};
 use model::{Fleet, GangRequest, GpuModel};
 use sched::Engine;
 
-/// The run's GPU model and its node sizes.
+/// The fleet's accelerator models and their node sizes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shapes {
-    /// The model trace work runs on.
+    /// The model trace work that names none runs on.
     pub model: GpuModel,
-    /// GPUs per node of that model's nodes, distinct, largest first.
+    /// GPUs per node of the default model's nodes, distinct, largest first.
     pub sizes: Vec<u8>,
+    /// The same for every model, by [`GpuModel::index`] (empty: the fleet has none).
+    pub by_model: Vec<Vec<u8>>,
 }
 
 impl Shapes {
@@ -43,25 +45,54 @@ impl Shapes {
         if gpus == 0 {
             return None;
         }
+        let mut by_model: Vec<Vec<u8>> = vec![Vec::new(); GpuModel::ALL.len()];
+        for n in fleet.nodes() {
+            if let Some(m) = n.capacity.gpu_model.filter(|_| n.capacity.gpus > 0) {
+                by_model[m.index()].push(n.capacity.gpus);
+            }
+        }
+        for sizes in &mut by_model {
+            sizes.sort_unstable_by(|a, b| b.cmp(a));
+            sizes.dedup();
+        }
         let model = GpuModel::ALL[best];
-        let mut sizes: Vec<u8> = fleet
-            .nodes()
-            .iter()
-            .filter(|n| n.capacity.gpu_model == Some(model) && n.capacity.gpus > 0)
-            .map(|n| n.capacity.gpus)
-            .collect();
-        sizes.sort_unstable_by(|a, b| b.cmp(a));
-        sizes.dedup();
-        Some(Shapes { model, sizes })
+        Some(Shapes {
+            model,
+            sizes: by_model[model.index()].clone(),
+            by_model,
+        })
     }
 
-    /// The gang `gpus` GPUs become under the whole-host rule.
+    /// A fleet's shapes made by hand: one model of these node sizes.
+    pub fn single(model: GpuModel, sizes: Vec<u8>) -> Shapes {
+        let mut by_model = vec![Vec::new(); GpuModel::ALL.len()];
+        by_model[model.index()] = sizes.clone();
+        Shapes {
+            model,
+            sizes,
+            by_model,
+        }
+    }
+
+    /// The node sizes of `model` (largest first; empty when the fleet has none).
+    fn sizes_of(&self, model: GpuModel) -> &[u8] {
+        self.by_model
+            .get(model.index())
+            .map_or(&self.sizes[..], |s| &s[..])
+    }
+
+    /// The gang `gpus` GPUs of the default model become under the whole-host rule.
     pub fn whole_hosts(&self, gpus: u32) -> GangRequest {
-        let largest = u32::from(self.sizes.first().copied().unwrap_or(1).max(1));
+        self.whole_hosts_of(self.model, gpus)
+    }
+
+    /// The gang `gpus` GPUs of `model` become under the whole-host rule.
+    pub fn whole_hosts_of(&self, model: GpuModel, gpus: u32) -> GangRequest {
+        let sizes = self.sizes_of(model);
+        let largest = u32::from(sizes.first().copied().unwrap_or(1).max(1));
         let (nodes, per_node) = if gpus <= largest {
             (1, gpus)
-        } else if let Some(s) = self
-            .sizes
+        } else if let Some(s) = sizes
             .iter()
             .map(|&s| u32::from(s))
             .find(|&s| s > 0 && gpus.is_multiple_of(s))
@@ -71,29 +102,31 @@ impl Shapes {
             let nodes = gpus.div_ceil(largest);
             (nodes, gpus.div_ceil(nodes))
         };
-        gang(self.model, nodes, per_node)
+        gang(model, nodes, per_node)
     }
 
     /// The gang trace job `j` becomes: its own shape, or the whole-host rule's.
     pub fn job_gang(&self, j: &TraceJob) -> GangRequest {
+        let model = j.gpu.unwrap_or(self.model);
         match (j.gpus_per_node, j.nodes) {
-            (Some(g), _) => gang(self.model, j.gpus / u32::from(g.max(1)), u32::from(g)),
-            (None, Some(n)) => gang(self.model, n, j.gpus / n.max(1)),
-            (None, None) => self.whole_hosts(j.gpus),
+            (Some(g), _) => gang(model, j.gpus / u32::from(g.max(1)), u32::from(g)),
+            (None, Some(n)) => gang(model, n, j.gpus / n.max(1)),
+            (None, None) => self.whole_hosts_of(model, j.gpus),
         }
     }
 
     /// The gang a replica of trace service `v` becomes: a unit of its roles (each worker on
     /// whole hosts, as a job), or one gang of its GPUs.
     pub fn replica_gang(&self, v: &TraceService) -> GangRequest {
+        let model = v.gpu.unwrap_or(self.model);
         if v.roles.is_empty() {
-            return self.whole_hosts(v.gpus_per_replica);
+            return self.whole_hosts_of(model, v.gpus_per_replica);
         }
         let parts = v
             .roles
             .iter()
             .map(|r| {
-                let worker = self.whole_hosts(r.gpus);
+                let worker = self.whole_hosts_of(model, r.gpus);
                 model::GangPart {
                     nodes: worker.nodes * r.workers,
                     gpus_per_node: worker.gpus_per_node,
@@ -103,7 +136,7 @@ impl Shapes {
                 }
             })
             .collect();
-        GangRequest::unit(model::WorkloadClass::InferenceReplica, self.model, parts)
+        GangRequest::unit(model::WorkloadClass::InferenceReplica, model, parts)
     }
 }
 

@@ -35,6 +35,23 @@ pub struct Tally {
     pub progress_reported: u64,
 }
 
+/// One accelerator model's part of a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelUse {
+    /// The model.
+    pub model: String,
+    /// Its GPUs in the fleet.
+    pub gpus: u64,
+    /// Busy share of its GPU-seconds over the run (jobs and replicas).
+    pub gpu_utilization: f64,
+    /// Trace jobs that run on it.
+    pub jobs: u64,
+    /// ... of which finished.
+    pub finished: u64,
+    /// Mean wait of its jobs that started (first start − submit), seconds.
+    pub wait_mean_s: f64,
+}
+
 /// The fleet at one instant.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Sample {
@@ -154,6 +171,8 @@ pub struct Report {
     pub unfinished: u64,
     /// Sandboxes that never ran to their end for the same reason.
     pub sandboxes_unfinished: u64,
+    /// Use and waits per accelerator model of the fleet (or asked for by the trace).
+    pub by_model: Vec<ModelUse>,
     /// Job completion time (finish − submit), seconds.
     pub jct: Stats,
     /// Queueing delay (first start − submit), seconds.
@@ -243,6 +262,7 @@ impl Report {
             finished: per_job.len() as u64,
             unfinished: 0,
             sandboxes_unfinished: 0,
+            by_model: Vec::new(),
             jct: jct_stats,
             queueing: Stats::of(&mut queueing),
             makespan,

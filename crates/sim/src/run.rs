@@ -279,6 +279,9 @@ struct Sim<'a> {
     gpus_up: u64,
     cpu_up: u64,
     busy_gpus: u64,
+    /// Busy GPUs per model, and their integral (by [`GpuModel::index`]).
+    busy_by_model: Vec<u64>,
+    busy_model_seconds: Vec<f64>,
     // Metrics.
     tally: Tally,
     samples: Vec<Sample>,
@@ -303,10 +306,9 @@ impl<'a> Sim<'a> {
         // service could fit, see `fit::check`).
         let shapes = match Shapes::of(&fleet) {
             Some(s) => s,
-            None if trace.jobs.is_empty() && trace.services.is_empty() => Shapes {
-                model: GpuModel::H100,
-                sizes: vec![8],
-            },
+            None if trace.jobs.is_empty() && trace.services.is_empty() => {
+                Shapes::single(GpuModel::H100, vec![8])
+            }
             None => return Err("the trace has GPU work but the fleet has no GPU nodes".into()),
         };
         if let Some(b) = trace.sandboxes.first() {
@@ -456,6 +458,8 @@ impl<'a> Sim<'a> {
             gpus_up,
             cpu_up,
             busy_gpus: 0,
+            busy_by_model: vec![0; GpuModel::ALL.len()],
+            busy_model_seconds: vec![0.0; GpuModel::ALL.len()],
             tally: Tally::default(),
             samples: Vec::new(),
             busy_gpu_seconds: 0.0,
@@ -702,10 +706,34 @@ impl<'a> Sim<'a> {
         });
     }
 
+    /// The model workload `w` (a job, or a service's replica) runs on.
+    fn model_of(&self, w: WorkloadId) -> GpuModel {
+        let asked = match w.as_replica() {
+            Some((k, _)) => self.trace.services.get(k as usize).and_then(|v| v.gpu),
+            None => self.trace.jobs.get(w.0 as usize).and_then(|j| j.gpu),
+        };
+        asked.unwrap_or(self.shapes.model)
+    }
+
+    /// Counts `gpus` of workload `w` busy (`on`) or free again.
+    fn count_busy(&mut self, w: WorkloadId, gpus: u64, on: bool) {
+        let m = self.model_of(w).index();
+        if on {
+            self.busy_gpus += gpus;
+            self.busy_by_model[m] += gpus;
+        } else {
+            self.busy_gpus -= gpus;
+            self.busy_by_model[m] -= gpus;
+        }
+    }
+
     /// Integrates busy and in-service capacity up to `now`.
     fn advance(&mut self, now: Time) {
         let dt = (now - self.last_t) as f64;
         self.busy_gpu_seconds += dt * self.busy_gpus as f64;
+        for (seconds, busy) in self.busy_model_seconds.iter_mut().zip(&self.busy_by_model) {
+            *seconds += dt * *busy as f64;
+        }
         self.up_gpu_seconds += dt * self.gpus_up as f64;
         self.busy_cpu_seconds += dt * self.busy_cpu as f64;
         self.up_cpu_seconds += dt * self.cpu_up as f64;
@@ -742,7 +770,8 @@ impl<'a> Sim<'a> {
                 self.s
                     .finish(WorkloadId(u64::from(i)), now)
                     .map_err(|e| e.to_string())?;
-                self.busy_gpus -= self.gang(i as usize).total_gpus();
+                let gpus = self.gang(i as usize).total_gpus();
+                self.count_busy(WorkloadId(u64::from(i)), gpus, false);
                 let r = &mut self.runs[i as usize];
                 r.finished = Some(now);
                 r.started = None;
@@ -890,7 +919,7 @@ impl<'a> Sim<'a> {
     fn forget_replicas(&mut self, stopped: &[WorkloadId]) {
         for id in stopped {
             if let Some(g) = self.running_replicas.remove(id) {
-                self.busy_gpus -= g;
+                self.count_busy(*id, g, false);
             }
         }
     }
@@ -1119,7 +1148,7 @@ impl<'a> Sim<'a> {
                 if job.as_replica().is_some() {
                     let gpus = self.s.job(job).map_or(0, |j| j.spec.gang.total_gpus());
                     self.running_replicas.insert(job, gpus);
-                    self.busy_gpus += gpus;
+                    self.count_busy(job, gpus, true);
                     self.tally.replica_starts += 1;
                     return;
                 }
@@ -1137,7 +1166,7 @@ impl<'a> Sim<'a> {
                 let epoch = r.epoch;
                 self.push(end, Event::Finish(i as u32, epoch));
                 self.tally.starts += 1;
-                self.busy_gpus += gpus;
+                self.count_busy(job, gpus, true);
                 if u64::from(self.trace.jobs[i].gpus) <= self.domain_gpus {
                     self.tally.small_gangs += 1;
                     self.tally.small_in_one_domain += u64::from(ndomains <= 1);
@@ -1149,7 +1178,7 @@ impl<'a> Sim<'a> {
                 if job.as_replica().is_some() {
                     if !in_place {
                         if let Some(g) = self.running_replicas.remove(&job) {
-                            self.busy_gpus -= g;
+                            self.count_busy(job, g, false);
                         }
                     }
                     self.tally.restarts += 1;
@@ -1181,7 +1210,7 @@ impl<'a> Sim<'a> {
                 } else {
                     r.started = None;
                     if was_running {
-                        self.busy_gpus -= gpus;
+                        self.count_busy(job, gpus, false);
                     }
                 }
             }
@@ -1370,6 +1399,53 @@ impl<'a> Sim<'a> {
         report.finished = self.jobs_done;
         report.unfinished = report.jobs - self.jobs_done;
         report.sandboxes_unfinished = self.sandboxes_total - self.sandboxes_ended;
+        report.by_model = self.by_model();
         report
+    }
+
+    /// Each model's use and waits (models with GPUs in the fleet or jobs in the trace).
+    fn by_model(&self) -> Vec<crate::report::ModelUse> {
+        let n = GpuModel::ALL.len();
+        let mut gpus = vec![0u64; n];
+        for node in self.s.engine().fleet().nodes() {
+            if let Some(m) = node.capacity.gpu_model {
+                gpus[m.index()] += u64::from(node.capacity.gpus);
+            }
+        }
+        let (mut jobs, mut finished, mut waited, mut started) =
+            (vec![0u64; n], vec![0u64; n], vec![0f64; n], vec![0u64; n]);
+        for (i, (j, r)) in self.trace.jobs.iter().zip(&self.runs).enumerate() {
+            let m = self.model_of(WorkloadId(i as u64)).index();
+            jobs[m] += 1;
+            finished[m] += u64::from(r.finished.is_some());
+            if let Some(s) = r.first_start {
+                started[m] += 1;
+                waited[m] += s.saturating_sub(j.submit) as f64;
+            }
+        }
+        let span = self.last_t.max(1) as f64;
+        GpuModel::ALL
+            .iter()
+            .filter(|m| gpus[m.index()] > 0 || jobs[m.index()] > 0)
+            .map(|m| {
+                let k = m.index();
+                crate::report::ModelUse {
+                    model: m.name().to_string(),
+                    gpus: gpus[k],
+                    gpu_utilization: if gpus[k] > 0 {
+                        self.busy_model_seconds[k] / (gpus[k] as f64 * span)
+                    } else {
+                        0.0
+                    },
+                    jobs: jobs[k],
+                    finished: finished[k],
+                    wait_mean_s: if started[k] > 0 {
+                        waited[k] / started[k] as f64
+                    } else {
+                        0.0
+                    },
+                }
+            })
+            .collect()
     }
 }

@@ -97,6 +97,7 @@ pub fn generate(spec: &SynthSpec) -> Trace {
         let peak = peak_replicas_each * inflight;
         let max_replicas = (peak_replicas_each * 1.2).ceil() as u32;
         services.push(TraceService {
+            gpu: None,
             id: next_id,
             submit: 0,
             end: Some(spec.horizon.max(1)),
@@ -216,6 +217,7 @@ pub fn generate_jobs(spec: &SynthSpec) -> Vec<TraceJob> {
                 None
             };
             TraceJob {
+                gpu: None,
                 gpus_per_node: None,
                 nodes: None,
                 id: i as u64 + 1,

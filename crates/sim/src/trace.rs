@@ -57,6 +57,8 @@ pub struct TraceJob {
     pub gpus: u32,
     /// GPUs on each node, when the trace says (else the whole-host rule, see `fit`).
     pub gpus_per_node: Option<u8>,
+    /// The accelerator model it runs on (`None`: the run's default model, see `fit`).
+    pub gpu: Option<model::GpuModel>,
     /// Nodes, when the trace says.
     pub nodes: Option<u32>,
     /// Owner.
@@ -171,6 +173,9 @@ pub struct TraceService {
     /// GPUs of one replica (the roles' total when it has roles).
     #[serde(default)]
     pub gpus_per_replica: u32,
+    /// The accelerator model its replicas run on (absent: the run's default model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<model::GpuModel>,
     /// The roles of a prefill/decode unit (empty: one gang of `gpus_per_replica`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<TraceRole>,
@@ -429,6 +434,8 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
         col("num_gpus")?,
         col("cluster")?,
     );
+    // An optional column names each job's accelerator model.
+    let c_model = col("gpu_model").ok();
     let mut rows: Vec<(i64, usize, TraceJob)> = Vec::new();
     let mut skipped = 0;
     for (i, rec) in rdr.records().enumerate() {
@@ -477,9 +484,18 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
                 return Err(err(line, "cluster", "is empty".into()));
             }
             let duration = (dur.ceil() as Time).max(1);
+            let gpu = match c_model.map(|c| get(c, "gpu_model")).transpose()? {
+                Some(m) if !m.trim().is_empty() => Some(
+                    m.trim()
+                        .parse::<model::GpuModel>()
+                        .map_err(|e| err(line, "gpu_model", e.to_string()))?,
+                ),
+                _ => None,
+            };
             Ok((
                 ts,
                 TraceJob {
+                    gpu,
                     id: (i + 1) as u64,
                     submit: 0,
                     duration,
@@ -535,6 +551,7 @@ struct JsonJob {
     gpus: u32,
     gpus_per_node: Option<u8>,
     nodes: Option<u32>,
+    gpu: Option<model::GpuModel>,
     tenant: String,
     #[serde(default)]
     priority: PriorityClass,
@@ -623,6 +640,7 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
                 gpus: j.gpus,
                 gpus_per_node: j.gpus_per_node,
                 nodes: j.nodes,
+                gpu: j.gpu,
                 tenant: j.tenant,
                 priority: j.priority,
                 time_limit: j
@@ -749,7 +767,7 @@ pub fn write_jsonl(trace: &Trace) -> String {
     for j in &trace.jobs {
         let v = serde_json::json!({
             "id": j.id, "submit": j.submit, "duration": j.duration, "gpus": j.gpus,
-            "gpus_per_node": j.gpus_per_node, "nodes": j.nodes,
+            "gpus_per_node": j.gpus_per_node, "nodes": j.nodes, "gpu": j.gpu,
             "tenant": j.tenant, "priority": j.priority, "time_limit": j.time_limit,
             "checkpoint_interval": j.checkpoint_interval,
         });

@@ -59,6 +59,7 @@ fn fleet(pools: &[(&str, PricingKind, f64, u32)]) -> Fleet {
 
 fn job(id: u64, submit: u64, duration: u64, gpus: u32, priority: PriorityClass) -> TraceJob {
     TraceJob {
+        gpu: None,
         gpus_per_node: None,
         nodes: None,
         id,
@@ -135,6 +136,7 @@ fn commitment_total() -> f64 {
 
 fn service(id: u64, replicas: u32, spread_max: u32) -> TraceService {
     TraceService {
+        gpu: None,
         id,
         submit: 0,
         end: Some(6 * 3600),

@@ -34,6 +34,7 @@ fn random_faults(node_mtbf: f64, repair: u64) -> FaultPlan {
 
 fn job(id: u64, submit: u64, duration: u64, gpus: u32, limit: u64) -> TraceJob {
     TraceJob {
+        gpu: None,
         gpus_per_node: None,
         nodes: None,
         id,
@@ -346,6 +347,7 @@ fn sandboxes_wait_for_room_and_latency_is_exact() {
 
 fn service(id: u64, load: LoadCurve, max: u32) -> TraceService {
     TraceService {
+        gpu: None,
         id,
         submit: 0,
         end: Some(3 * 86_400),
@@ -445,10 +447,7 @@ fn prefill_decode_units_follow_their_load_whole() {
             gpus: 4,
         },
     ];
-    let shapes = sim::fit::Shapes {
-        model: model::GpuModel::H100,
-        sizes: vec![8],
-    };
+    let shapes = sim::fit::Shapes::single(model::GpuModel::H100, vec![8]);
     let gang = shapes.replica_gang(&v);
     assert_eq!(
         (gang.nodes, gang.total_gpus(), gang.parts.len()),

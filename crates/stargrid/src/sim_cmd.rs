@@ -495,7 +495,44 @@ pub fn table(reports: &[Report]) -> String {
     out
 }
 
+/// Each model's use and waits, when the run had more than one.
+fn by_model(r: &Report) -> String {
+    if r.by_model.len() < 2 {
+        return String::new();
+    }
+    let mut out = String::from("by model:\n");
+    for m in &r.by_model {
+        out.push_str(&format!(
+            "  {:<10} {:>8} GPUs  {:>5.1}% busy  {:>7} jobs ({} finished)  wait mean {:.2} h\n",
+            m.model,
+            m.gpus,
+            m.gpu_utilization * 100.0,
+            m.jobs,
+            m.finished,
+            m.wait_mean_s / 3600.0
+        ));
+    }
+    out
+}
+
 fn announce(loaded: &Loaded) {
+    // A model no work asks for sits idle: say so before the run.
+    if let Some(shapes) = sim::fit::Shapes::of(&loaded.fleet) {
+        let t = &loaded.trace;
+        for m in model::GpuModel::ALL {
+            let sizes = &shapes.by_model[m.index()];
+            let asked = m == shapes.model
+                || t.jobs.iter().any(|j| j.gpu == Some(m))
+                || t.services.iter().any(|v| v.gpu == Some(m));
+            if !sizes.is_empty() && !asked {
+                eprintln!(
+                    "note: no work asks for the fleet's {m} GPUs; work that names no model runs \
+                     on {} (the model with the most GPUs), so they stay idle",
+                    shapes.model
+                );
+            }
+        }
+    }
     let t = &loaded.trace;
     let summary = loaded.fleet.summary();
     eprintln!(
@@ -528,6 +565,7 @@ pub fn run(cmd: &SimCommand) -> Result<()> {
                 println!("{}", report.to_json());
             } else {
                 print!("{}", table(std::slice::from_ref(&report)));
+                print!("{}", by_model(&report));
                 let days = report.samples.last().map_or(0.0, |s| s.t as f64 / 86_400.0);
                 print!(
                     "{}",

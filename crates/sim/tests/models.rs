@@ -1,0 +1,95 @@
+//! Several accelerator models in one fleet and one run: each job runs on the model it names,
+//! or on the run's default one (the model with the most GPUs); the report breaks use and
+//! waits down by model; a model no node has is refused at load.
+
+#![allow(clippy::unwrap_used)]
+
+use model::fleet::Location;
+use model::{CapacityPool, FleetBuilder, GpuModel, NodeState, PricingKind, Resources};
+use sim::faults::FaultPlan;
+use sim::fit::{check, Shapes};
+use sim::trace::read_jsonl;
+use sim::SimConfig;
+
+/// Three 8-GPU H100 hosts and two 8-GPU H200 hosts under one spine.
+fn two_models() -> model::Fleet {
+    let mut b = FleetBuilder::new();
+    let pool = b
+        .add_pool(CapacityPool {
+            name: "p".into(),
+            cloud: "onprem".into(),
+            region: "site".into(),
+            instance_type: "p5.48xlarge".into(),
+            pricing: PricingKind::Committed,
+            price_per_hour: 0.0,
+        })
+        .unwrap();
+    let loc = Location {
+        zone: "z".into(),
+        network: vec!["sp0".into()],
+        domain: None,
+    };
+    for (name, model, count) in [("h200-", GpuModel::H200, 2), ("h100-", GpuModel::H100, 3)] {
+        let res = Resources {
+            gpu_model: Some(model),
+            gpus: 8,
+            cpu_millis: 96_000,
+            memory_mib: 1 << 20,
+            disk_gib: 0,
+        };
+        for i in 0..count {
+            b.add_node(&format!("{name}{i}"), pool, &loc, res, NodeState::Ready)
+                .unwrap();
+        }
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn a_two_model_trace_uses_both_models() {
+    let mut text = String::new();
+    for i in 0..6 {
+        // Even ids name H200; odd ones name nothing (the default: H100, with more GPUs).
+        let gpu = if i % 2 == 0 { r#", "gpu": "H200""# } else { "" };
+        text.push_str(&format!(
+            "{{\"id\": {i}, \"submit\": 0, \"duration\": 3600, \"gpus\": 8, \"tenant\": \"a\"{gpu}}}\n"
+        ));
+    }
+    let fleet = two_models();
+    assert_eq!(Shapes::of(&fleet).unwrap().model, GpuModel::H100);
+    let mut t = read_jsonl("two.jsonl", &text, false).unwrap();
+    check(&mut t, &fleet, false).unwrap();
+    let cfg = SimConfig {
+        policy: "stargrid".into(),
+        sched: sched::SchedConfig::policy("stargrid").unwrap(),
+        check_invariants: true,
+        faults: FaultPlan::default(),
+        ..SimConfig::default()
+    };
+    let r = sim::simulate(fleet, &t, &cfg, &mut |_, _| {}).unwrap();
+    assert_eq!(r.finished, 6);
+    let by: Vec<(&str, u64, u64, u64)> = r
+        .by_model
+        .iter()
+        .map(|m| (m.model.as_str(), m.gpus, m.jobs, m.finished))
+        .collect();
+    assert_eq!(by, [("H200", 16, 3, 3), ("H100", 24, 3, 3)]);
+    // Three 8-GPU jobs on two H200 hosts: one waits an hour; the H100 jobs start at once.
+    let h200 = &r.by_model[0];
+    assert!((h200.wait_mean_s - 1200.0).abs() < 1.0, "{h200:?}");
+    assert_eq!(r.by_model[1].wait_mean_s, 0.0);
+    assert!(r.by_model.iter().all(|m| m.gpu_utilization > 0.0));
+}
+
+#[test]
+fn a_model_the_fleet_lacks_or_does_not_know_is_refused_by_line() {
+    let fleet = two_models();
+    let text =
+        r#"{"id": 1, "submit": 0, "duration": 60, "gpus": 8, "tenant": "a", "gpu": "GB200"}"#;
+    let mut t = read_jsonl("m.jsonl", text, false).unwrap();
+    let e = check(&mut t, &fleet, false).unwrap_err();
+    assert_eq!((e.line, e.column.as_str()), (1, "gpus"));
+    assert!(e.reason.contains("no GB200 nodes"), "{e}");
+    let e = read_jsonl("m.jsonl", &text.replace("GB200", "Z80"), false).unwrap_err();
+    assert_eq!((e.line, e.column.as_str()), (1, "gpu"));
+}
