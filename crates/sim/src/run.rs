@@ -1157,8 +1157,9 @@ impl<'a> Sim<'a> {
                 self.pending_gpus[self.tenant_of_job[i]] -= gpus;
                 let (levels, ndomains) =
                     levels_spanned(self.s.engine().fleet(), &self.heights, &slots);
+                let model_speed = self.config.speed.model_factor(self.model_of(job));
                 let r = &mut self.runs[i];
-                r.rate = self.config.speed.factor(levels);
+                r.rate = self.config.speed.factor(levels) * model_speed;
                 r.started = Some(now);
                 r.first_start.get_or_insert(now);
                 r.epoch += 1;

@@ -93,3 +93,20 @@ fn a_model_the_fleet_lacks_or_does_not_know_is_refused_by_line() {
     let e = read_jsonl("m.jsonl", &text.replace("GB200", "Z80"), false).unwrap_err();
     assert_eq!((e.line, e.column.as_str()), (1, "gpu"));
 }
+
+#[test]
+fn a_slower_model_runs_its_jobs_longer() {
+    let text = r#"{"id": 1, "submit": 0, "duration": 3600, "gpus": 8, "tenant": "a", "gpu": "H200"}
+{"id": 2, "submit": 0, "duration": 3600, "gpus": 8, "tenant": "a"}
+"#;
+    let t = read_jsonl("s.jsonl", text, false).unwrap();
+    let mut cfg = SimConfig {
+        policy: "stargrid".into(),
+        sched: sched::SchedConfig::policy("stargrid").unwrap(),
+        ..SimConfig::default()
+    };
+    cfg.speed.models = vec![(GpuModel::H200, 0.5)];
+    let r = sim::simulate(two_models(), &t, &cfg, &mut |_, _| {}).unwrap();
+    // On H200 at half speed: twice the hour; on H100: the hour.
+    assert_eq!(r.jct_sorted, [3600.0, 7200.0]);
+}

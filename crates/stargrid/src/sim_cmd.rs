@@ -42,6 +42,10 @@ pub struct Input {
     /// Skip bad rows (counted in the output) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
+    /// A model's speed against full speed, e.g. `H100=0.5` (a job there takes twice as long);
+    /// repeat for each. Models not named run at full speed.
+    #[arg(long, value_name = "MODEL=FACTOR")]
+    pub model_speed: Vec<String>,
     /// Instead of a trace: this many synthetic frontier jobs over `--days`.
     #[arg(long, conflicts_with = "trace")]
     pub synthetic: Option<usize>,
@@ -311,6 +315,22 @@ fn config(input: &Input, loaded: &Loaded, policy: &str) -> Result<SimConfig> {
         }
         None => {}
     }
+    let mut speed = sim::speed::SpeedModel::default();
+    for entry in &input.model_speed {
+        let bad =
+            || anyhow::anyhow!("--model-speed '{entry}': expected MODEL=FACTOR, FACTOR in (0, 1]");
+        let (name, factor) = entry.split_once('=').ok_or_else(bad)?;
+        let m: model::GpuModel = name
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--model-speed '{entry}': {e}"))?;
+        let f: f64 = factor.trim().parse().map_err(|_| bad())?;
+        if !(f.is_finite() && f > 0.0 && f <= 1.0) {
+            return Err(bad());
+        }
+        speed.models.retain(|(k, _)| *k != m);
+        speed.models.push((m, f));
+    }
     Ok(SimConfig {
         policy: policy.to_string(),
         sched,
@@ -318,6 +338,7 @@ fn config(input: &Input, loaded: &Loaded, policy: &str) -> Result<SimConfig> {
         seed: input.seed,
         commitments: loaded.commitments.clone(),
         epoch: loaded.epoch,
+        speed,
         ..SimConfig::default()
     })
 }
