@@ -227,21 +227,29 @@ pub fn check(trace: &mut Trace, fleet: &Fleet, skip_bad: bool) -> Result<(), Tra
         &mut trace.skipped,
     );
 
-    let biggest = fleet
-        .nodes()
-        .iter()
-        .filter(|n| n.capacity.gpus == 0)
-        .map(|n| (n.capacity.cpu_millis, n.capacity.memory_mib))
-        .max();
+    let hosts: Vec<(u32, u32)> = {
+        let mut v: Vec<(u32, u32)> = fleet
+            .nodes()
+            .iter()
+            .filter(|n| n.capacity.gpus == 0)
+            .map(|n| (n.capacity.cpu_millis, n.capacity.memory_mib))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
     let mut keep = Vec::with_capacity(trace.sandboxes.len());
     for (i, b) in trace.sandboxes.iter().enumerate() {
-        let reason = match biggest {
-            None => Some("the fleet has no CPU hosts".to_string()),
-            Some((c, m)) if b.cpu_millis > c || b.memory_mib > m => Some(format!(
-                "one sandbox asks {} millicores and {} MiB; the largest CPU host has {c} and {m}",
+        let holds = |&(c, m): &(u32, u32)| b.cpu_millis <= c && b.memory_mib <= m;
+        let reason = if hosts.is_empty() {
+            Some("the fleet has no CPU hosts".to_string())
+        } else if !hosts.iter().any(holds) {
+            Some(format!(
+                "one sandbox asks {} millicores and {} MiB; no CPU host has both",
                 b.cpu_millis, b.memory_mib
-            )),
-            Some(_) => None,
+            ))
+        } else {
+            None
         };
         match reason {
             None => keep.push(true),

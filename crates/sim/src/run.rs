@@ -116,6 +116,10 @@ enum Event {
     Sample,
 }
 
+/// How long a run goes on with nothing queued but recurring events, and pending work that
+/// might still fit, before it ends with that work unfinished: 30 days.
+const STALL_LIMIT: Time = 30 * 86_400;
+
 impl Event {
     /// Whether the event queues its own next one for ever (samples, random failures and
     /// repairs, a service's autoscaler): such events alone do not keep a run going.
@@ -275,6 +279,9 @@ struct Sim<'a> {
     repairing: Vec<bool>,
     /// Events queued that do not recur (see [`Event::recurs`]).
     finite_queued: u64,
+    /// The progress count (starts and ends) at the last sample that saw it change, and when
+    /// (see [`Sim::only_the_impossible_left`]).
+    stalled_since: Option<(u64, Time)>,
     drained: Vec<u8>,
     gpus_up: u64,
     cpu_up: u64,
@@ -454,6 +461,7 @@ impl<'a> Sim<'a> {
             down: vec![0; node_count],
             repairing: vec![false; node_count],
             finite_queued: 0,
+            stalled_since: None,
             drained: vec![0; node_count],
             gpus_up,
             cpu_up,
@@ -488,21 +496,64 @@ impl<'a> Sim<'a> {
         Some((t, e))
     }
 
-    /// Whether the work left can never start: nothing runs or will arrive (no event is queued
-    /// but those that recur for ever), and no pending job fits the fleet as it will stay (only
-    /// nodes that random failures took down come back). Looked at only when no event but
-    /// recurring ones is queued, at a sample.
-    fn only_the_impossible_left(&self) -> bool {
+    /// Whether the run is to end with work left that can never start, looked at at samples.
+    /// With no job or sandbox running and nothing started or ended for [`STALL_LIMIT`], it
+    /// ends (a placement rule no node meets, a service's load that never falls, reservations
+    /// that keep moving). Else, once no event is queued but those that recur for ever
+    /// (nothing runs, nothing more arrives): without random failures or a service that may
+    /// still shrink, nothing will change, and it ends; otherwise it ends when no pending work
+    /// fits the fleet as it could become (the nodes random failures hold down repaired, holds
+    /// lifted).
+    fn only_the_impossible_left(&mut self, now: Time) -> bool {
+        // Anything started or ended since the last look is progress.
+        let progress = self.tally.starts
+            + self.tally.replica_starts
+            + self.units_done()
+            + self.sandboxes_ended
+            + self.backlog.len() as u64;
+        if self.stalled_since.is_none_or(|(p, _)| p != progress) {
+            self.stalled_since = Some((progress, now));
+        }
+        let since = self.stalled_since.map_or(now, |(_, t)| t);
+        let replica_gpus: u64 = self.running_replicas.values().sum();
+        let nothing_runs = self.busy_gpus == replica_gpus && self.busy_cpu == 0;
+        if nothing_runs && now.saturating_sub(since) >= STALL_LIMIT {
+            return true;
+        }
         if self.finite_queued > 0 {
             return false;
         }
-        if self.config.faults.random.is_none() {
-            // Nothing will change any more: the last pass started all that could start.
+        if self.s.more_to_place() {
+            // The last pass stopped at its depth: one more looks further.
+            self.push(now + 1, Event::Wake);
+            return false;
+        }
+        let shrinking = self
+            .services
+            .iter()
+            .zip(&self.trace.services)
+            .any(|(run, v)| run.live && v.end.is_none() && run.desired > v.min_replicas);
+        if self.config.faults.random.is_none() && !shrinking {
             return true;
         }
-        // The fleet as it is, with the nodes random failures hold down repaired (what runs
-        // now, replicas of services without an end, stays).
+        if shrinking {
+            return false;
+        }
+        // The fleet as it could become: the nodes random failures hold down repaired, holds
+        // lifted (what runs now, replicas of services without an end, stays).
         let mut engine = self.s.engine().clone();
+        let nodes = engine.fleet().nodes().len();
+        let all: Vec<NodeId> = (0..nodes as u32)
+            .map(NodeId)
+            .filter(|n| engine.is_held(*n))
+            .collect();
+        // Holds stack (a node held twice needs two lifts); a few are ever stacked.
+        for _ in 0..64 {
+            if !all.iter().any(|n| engine.is_held(*n)) {
+                break;
+            }
+            engine.unhold(&all);
+        }
         for (n, &down) in self.down.iter().enumerate() {
             if down > 0 && down == u8::from(self.repairing[n]) && self.drained[n] == 0 {
                 engine.set_state(
@@ -519,18 +570,21 @@ impl<'a> Sim<'a> {
             };
             tried.insert(gang.clone()) && engine.plan_gang(&gang).is_ok()
         });
-        // Waiting sandboxes start once a CPU host that is only down for a repair is back.
-        let sandboxes_can_start = !self.backlog.is_empty()
-            && self
-                .s
-                .engine()
-                .fleet()
-                .nodes()
-                .iter()
-                .enumerate()
-                .any(|(n, node)| {
-                    node.capacity.gpus == 0 && self.down[n] <= u8::from(self.repairing[n])
-                });
+        // Waiting sandboxes start once a CPU host that holds the first of them, and is only
+        // down for a repair, is back.
+        let front = self
+            .backlog
+            .front()
+            .map(|&(b, _)| &self.trace.sandboxes[b as usize]);
+        let sandboxes_can_start = front.is_some_and(|b| {
+            engine.fleet().nodes().iter().enumerate().any(|(n, node)| {
+                node.capacity.gpus == 0
+                    && node.capacity.cpu_millis >= b.cpu_millis
+                    && node.capacity.memory_mib >= b.memory_mib
+                    && self.drained[n] == 0
+                    && self.down[n] <= u8::from(self.repairing[n])
+            })
+        });
         !fits && !sandboxes_can_start
     }
 
@@ -600,12 +654,6 @@ impl<'a> Sim<'a> {
             if self.all_done() {
                 break;
             }
-            if matches!(first, Event::Sample) && self.only_the_impossible_left() {
-                // What is left can never start: the run ends, and the report counts it.
-                self.advance(now);
-                self.sample(now);
-                break;
-            }
             self.advance(now);
             let mut events = vec![first];
             while let Some(Reverse((t, _))) = self.heap.peek().copied() {
@@ -615,6 +663,16 @@ impl<'a> Sim<'a> {
                 if let Some((_, e)) = self.pop() {
                     events.push(e);
                 }
+            }
+            // At a sample with nothing but recurring events at the same instant, the run may
+            // be over.
+            if events.contains(&Event::Sample)
+                && events.iter().all(Event::recurs)
+                && self.only_the_impossible_left(now)
+            {
+                // What is left can never start: the run ends, and the report counts it.
+                self.sample(now);
+                break;
             }
             let mut changed = false;
             for e in events {

@@ -332,8 +332,10 @@ pub struct Trace {
     pub lines: RowLines,
 }
 
-/// The file and line of each row of a trace, in the order of its lists.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The file and line of each row of a trace, in the order of its lists. Where rows came from
+/// is not part of what a trace holds: any two are equal (a trace written and read back is the
+/// same trace).
+#[derive(Clone, Debug, Default)]
 pub struct RowLines {
     /// The file.
     pub file: String,
@@ -343,6 +345,12 @@ pub struct RowLines {
     pub services: Vec<usize>,
     /// Line of each sandbox batch.
     pub sandboxes: Vec<usize>,
+}
+
+impl PartialEq for RowLines {
+    fn eq(&self, _: &RowLines) -> bool {
+        true
+    }
 }
 
 /// Sorts `rows` by `key` and `lines` the same way.
@@ -437,9 +445,16 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
     // An optional column names each job's accelerator model.
     let c_model = col("gpu_model").ok();
     let mut rows: Vec<(i64, usize, TraceJob)> = Vec::new();
+    let mut row_lines: Vec<usize> = Vec::new();
     let mut skipped = 0;
     for (i, rec) in rdr.records().enumerate() {
-        let line = i + 2;
+        // The reader knows the line a record starts on (blank lines and quoted line breaks
+        // included).
+        let line = rec
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(i + 2, |p| p.line() as usize);
         let parsed = (|| -> Result<(i64, TraceJob), TraceError> {
             let rec = rec.map_err(|e| err(line, "row", e.to_string()))?;
             let get =
@@ -511,7 +526,10 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
             ))
         })();
         match parsed {
-            Ok((ts, job)) => rows.push((ts, i, job)),
+            Ok((ts, job)) => {
+                rows.push((ts, row_lines.len(), job));
+                row_lines.push(line);
+            }
             Err(e) if skip_bad => {
                 let _ = e;
                 skipped += 1;
@@ -521,10 +539,9 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
     }
     rows.sort_by_key(|(ts, i, _)| (*ts, *i));
     let start = rows.first().map_or(0, |r| r.0);
-    // Row `i` (0-based, after the header) is on line `i + 2`.
     let lines = RowLines {
         file: file.to_string(),
-        jobs: rows.iter().map(|(_, i, _)| i + 2).collect(),
+        jobs: rows.iter().map(|(_, k, _)| row_lines[*k]).collect(),
         ..RowLines::default()
     };
     let jobs = rows
@@ -617,8 +634,9 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
                 return Err(bad("checkpoint_interval", "must be at least 1 second"));
             }
             if let Some(g) = j.gpus_per_node {
-                if g == 0 || !j.gpus.is_multiple_of(u32::from(g)) {
-                    return Err(bad("gpus_per_node", "must be at least 1 and divide gpus"));
+                if g == 0 || g > model::Resources::MAX_GPUS || !j.gpus.is_multiple_of(u32::from(g))
+                {
+                    return Err(bad("gpus_per_node", "must be 1..=32 and divide gpus"));
                 }
             }
             if let Some(n) = j.nodes {

@@ -214,3 +214,26 @@ fn a_jobs_shape_is_the_same_whatever_the_order_of_the_fleets_groups() {
     let e = read_jsonl("shapes.jsonl", &bad, false).unwrap_err();
     assert_eq!((e.line, e.column.as_str()), (4, "gpus_per_node"));
 }
+
+#[test]
+fn a_job_waiting_on_a_service_without_an_end_ends_the_run_after_the_stall_limit() {
+    // Two 8-GPU hosts; a service without an end keeps two 8-GPU replicas (its load never
+    // falls) above its minimum of one; a 16-GPU job waits for a scale-down that never comes.
+    let text = r#"{"kind": "service", "id": 1, "submit": 0, "tenant": "chat", "gpus_per_replica": 8, "min_replicas": 1, "max_replicas": 2, "inflight_per_replica": 10, "load": {"points": [[0, 20]]}}
+{"id": 2, "submit": 100, "duration": 3600, "gpus": 16, "tenant": "a", "priority": "research"}
+{"id": 3, "submit": 100, "duration": 60, "gpus": 8, "tenant": "b", "priority": "research"}
+"#;
+    let t = read_jsonl("svc.jsonl", text, false).unwrap();
+    let r = sim::simulate(
+        hosts_fleet(16, 0).unwrap(),
+        &t,
+        &config("fifo", FaultPlan::default()),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.jobs, r.finished + r.unfinished);
+    assert!(r.unfinished >= 1, "{} unfinished", r.unfinished);
+    // It ended within the stall limit (30 days) after the last change, not never.
+    let last = r.samples.last().unwrap().t;
+    assert!(last <= 31 * 86_400, "ended at {last}");
+}
