@@ -279,6 +279,8 @@ struct Sim<'a> {
     repairing: Vec<bool>,
     /// Events queued that do not recur (see [`Event::recurs`]).
     finite_queued: u64,
+    /// Of those, the queue's wake-ups (a pass due).
+    wakes_queued: u64,
     /// The progress count (starts and ends) at the last sample that saw it change, and when
     /// (see [`Sim::only_the_impossible_left`]).
     stalled_since: Option<(u64, Time)>,
@@ -461,6 +463,7 @@ impl<'a> Sim<'a> {
             down: vec![0; node_count],
             repairing: vec![false; node_count],
             finite_queued: 0,
+            wakes_queued: 0,
             stalled_since: None,
             drained: vec![0; node_count],
             gpus_up,
@@ -484,6 +487,9 @@ impl<'a> Sim<'a> {
         if !e.recurs() {
             self.finite_queued += 1;
         }
+        if e == Event::Wake {
+            self.wakes_queued += 1;
+        }
         self.heap.push(Reverse((t, e)));
     }
 
@@ -493,13 +499,17 @@ impl<'a> Sim<'a> {
         if !e.recurs() {
             self.finite_queued -= 1;
         }
+        if e == Event::Wake {
+            self.wakes_queued -= 1;
+        }
         Some((t, e))
     }
 
     /// Whether the run is to end with work left that can never start, looked at at samples.
-    /// With no job or sandbox running and nothing started or ended for [`STALL_LIMIT`], it
-    /// ends (a placement rule no node meets, a service's load that never falls, reservations
-    /// that keep moving). Else, once no event is queued but those that recur for ever
+    /// With work waiting, no job or sandbox running, nothing queued to arrive or change (but
+    /// the queue's wake-ups), and nothing started or ended for [`STALL_LIMIT`], it ends (a
+    /// placement rule no node meets, a service's load that never falls, reservations that keep
+    /// moving). Else, once no event is queued but those that recur for ever
     /// (nothing runs, nothing more arrives): without random failures or a service that may
     /// still shrink, nothing will change, and it ends; otherwise it ends when no pending work
     /// fits the fleet as it could become (the nodes random failures hold down repaired, holds
@@ -515,9 +525,13 @@ impl<'a> Sim<'a> {
             self.stalled_since = Some((progress, now));
         }
         let since = self.stalled_since.map_or(now, |(_, t)| t);
+        // Stuck: work waits, nothing but replicas runs, and nothing will arrive or change
+        // (the only other events queued are the queue's own wake-ups).
         let replica_gpus: u64 = self.running_replicas.values().sum();
         let nothing_runs = self.busy_gpus == replica_gpus && self.busy_cpu == 0;
-        if nothing_runs && now.saturating_sub(since) >= STALL_LIMIT {
+        let waiting = self.s.pending_count() > 0 || !self.backlog.is_empty();
+        let nothing_comes = self.finite_queued == self.wakes_queued;
+        if waiting && nothing_runs && nothing_comes && now.saturating_sub(since) >= STALL_LIMIT {
             return true;
         }
         if self.finite_queued > 0 {

@@ -237,3 +237,25 @@ fn a_job_waiting_on_a_service_without_an_end_ends_the_run_after_the_stall_limit(
     let last = r.samples.last().unwrap().t;
     assert!(last <= 31 * 86_400, "ended at {last}");
 }
+
+#[test]
+fn a_long_quiet_gap_before_the_next_arrival_does_not_end_the_run() {
+    // A service without an end holds both hosts' GPUs for ever; a job arrives 60 days later
+    // and can never start, so the run ends then, with the job counted: the 60 quiet days
+    // before it did not end the run early (it is counted unfinished, not dropped).
+    let text = r#"{"kind": "service", "id": 1, "submit": 0, "tenant": "chat", "gpus_per_replica": 8, "min_replicas": 2, "max_replicas": 2, "inflight_per_replica": 10, "load": {"points": [[0, 20]]}}
+{"id": 2, "submit": 0, "duration": 60, "gpus": 8, "tenant": "a", "priority": "preemptible"}
+{"id": 3, "submit": 5184000, "duration": 60, "gpus": 8, "tenant": "a"}
+"#;
+    let t = read_jsonl("gap.jsonl", text, false).unwrap();
+    let r = sim::simulate(
+        hosts_fleet(16, 0).unwrap(),
+        &t,
+        &config("stargrid", FaultPlan::default()),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!((r.jobs, r.unfinished), (2, 2));
+    let last = r.samples.last().unwrap().t;
+    assert!(last >= 5_184_000, "ended at {last}, before job 3 arrived");
+}
