@@ -8,6 +8,9 @@
 //! or not yet delivered): the loop counts the reasons per node and tells the queue only when
 //! a node's first reason comes or its last one goes.
 
+mod ending;
+mod measure;
+
 use crate::faults::{ChangeKind, FaultPlan, ResolvedPlan};
 use crate::fit::Shapes;
 use crate::report::{Report, Sample, Tally};
@@ -114,21 +117,6 @@ enum Event {
     Wake,
     /// Take a sample.
     Sample,
-}
-
-/// How long a run goes on with nothing queued but recurring events, and pending work that
-/// might still fit, before it ends with that work unfinished: 30 days.
-const STALL_LIMIT: Time = 30 * 86_400;
-
-impl Event {
-    /// Whether the event queues its own next one for ever (samples, random failures and
-    /// repairs, a service's autoscaler): such events alone do not keep a run going.
-    fn recurs(&self) -> bool {
-        matches!(
-            self,
-            Event::Sample | Event::Fail(_) | Event::Repair(_) | Event::Autoscale(_)
-        )
-    }
 }
 
 /// Per-job state of the simulation.
@@ -321,16 +309,19 @@ impl<'a> Sim<'a> {
             None => return Err("the trace has GPU work but the fleet has no GPU nodes".into()),
         };
         if let Some(b) = trace.sandboxes.first() {
-            let biggest = fleet
+            let hosts: Vec<(u32, u32)> = fleet
                 .nodes()
                 .iter()
                 .filter(|n| n.capacity.gpus == 0)
                 .map(|n| (n.capacity.cpu_millis, n.capacity.memory_mib))
-                .max();
+                .collect();
+            // Host by host: one with less CPU may have the memory another lacks.
             let fits = |b: &crate::trace::TraceSandboxes| {
-                biggest.is_some_and(|(c, m)| b.cpu_millis <= c && b.memory_mib <= m)
+                hosts
+                    .iter()
+                    .any(|&(c, m)| b.cpu_millis <= c && b.memory_mib <= m)
             };
-            if biggest.is_none() {
+            if hosts.is_empty() {
                 return Err(format!(
                     "sandboxes {}: the fleet has no CPU hosts to run them",
                     b.id
@@ -481,125 +472,6 @@ impl<'a> Sim<'a> {
             failing_now: Vec::new(),
             failovers: Vec::new(),
         })
-    }
-
-    fn push(&mut self, t: Time, e: Event) {
-        if !e.recurs() {
-            self.finite_queued += 1;
-        }
-        if e == Event::Wake {
-            self.wakes_queued += 1;
-        }
-        self.heap.push(Reverse((t, e)));
-    }
-
-    /// Takes the next event off the heap.
-    fn pop(&mut self) -> Option<(Time, Event)> {
-        let Reverse((t, e)) = self.heap.pop()?;
-        if !e.recurs() {
-            self.finite_queued -= 1;
-        }
-        if e == Event::Wake {
-            self.wakes_queued -= 1;
-        }
-        Some((t, e))
-    }
-
-    /// Whether the run is to end with work left that can never start, looked at at samples.
-    /// With work waiting, no job or sandbox running, nothing queued to arrive or change (but
-    /// the queue's wake-ups), and nothing started or ended for [`STALL_LIMIT`], it ends (a
-    /// placement rule no node meets, a service's load that never falls, reservations that keep
-    /// moving). Else, once no event is queued but those that recur for ever
-    /// (nothing runs, nothing more arrives): without random failures or a service that may
-    /// still shrink, nothing will change, and it ends; otherwise it ends when no pending work
-    /// fits the fleet as it could become (the nodes random failures hold down repaired, holds
-    /// lifted).
-    fn only_the_impossible_left(&mut self, now: Time) -> bool {
-        // Anything started or ended since the last look is progress.
-        let progress = self.tally.starts
-            + self.tally.replica_starts
-            + self.units_done()
-            + self.sandboxes_ended
-            + self.backlog.len() as u64;
-        if self.stalled_since.is_none_or(|(p, _)| p != progress) {
-            self.stalled_since = Some((progress, now));
-        }
-        let since = self.stalled_since.map_or(now, |(_, t)| t);
-        // Stuck: work waits, nothing but replicas runs, and nothing will arrive or change
-        // (the only other events queued are the queue's own wake-ups).
-        let replica_gpus: u64 = self.running_replicas.values().sum();
-        let nothing_runs = self.busy_gpus == replica_gpus && self.busy_cpu == 0;
-        let waiting = self.s.pending_count() > 0 || !self.backlog.is_empty();
-        let nothing_comes = self.finite_queued == self.wakes_queued;
-        if waiting && nothing_runs && nothing_comes && now.saturating_sub(since) >= STALL_LIMIT {
-            return true;
-        }
-        if self.finite_queued > 0 {
-            return false;
-        }
-        if self.s.more_to_place() {
-            // The last pass stopped at its depth: one more looks further.
-            self.push(now + 1, Event::Wake);
-            return false;
-        }
-        let shrinking = self
-            .services
-            .iter()
-            .zip(&self.trace.services)
-            .any(|(run, v)| run.live && v.end.is_none() && run.desired > v.min_replicas);
-        if self.config.faults.random.is_none() && !shrinking {
-            return true;
-        }
-        if shrinking {
-            return false;
-        }
-        // The fleet as it could become: the nodes random failures hold down repaired, holds
-        // lifted (what runs now, replicas of services without an end, stays).
-        let mut engine = self.s.engine().clone();
-        let nodes = engine.fleet().nodes().len();
-        let all: Vec<NodeId> = (0..nodes as u32)
-            .map(NodeId)
-            .filter(|n| engine.is_held(*n))
-            .collect();
-        // Holds stack (a node held twice needs two lifts); a few are ever stacked.
-        for _ in 0..64 {
-            if !all.iter().any(|n| engine.is_held(*n)) {
-                break;
-            }
-            engine.unhold(&all);
-        }
-        for (n, &down) in self.down.iter().enumerate() {
-            if down > 0 && down == u8::from(self.repairing[n]) && self.drained[n] == 0 {
-                engine.set_state(
-                    sched::Scope::Node(NodeId(n as u32)),
-                    model::NodeState::Ready,
-                );
-            }
-        }
-        let mut tried = rustc_hash::FxHashSet::default();
-        let fits = self.s.pending_jobs().into_iter().any(|w| {
-            let gang = match w.as_replica() {
-                Some((k, _)) => self.shapes.replica_gang(&self.trace.services[k as usize]),
-                None => self.gang(w.0 as usize),
-            };
-            tried.insert(gang.clone()) && engine.plan_gang(&gang).is_ok()
-        });
-        // Waiting sandboxes start once a CPU host that holds the first of them, and is only
-        // down for a repair, is back.
-        let front = self
-            .backlog
-            .front()
-            .map(|&(b, _)| &self.trace.sandboxes[b as usize]);
-        let sandboxes_can_start = front.is_some_and(|b| {
-            engine.fleet().nodes().iter().enumerate().any(|(n, node)| {
-                node.capacity.gpus == 0
-                    && node.capacity.cpu_millis >= b.cpu_millis
-                    && node.capacity.memory_mib >= b.memory_mib
-                    && self.drained[n] == 0
-                    && self.down[n] <= u8::from(self.repairing[n])
-            })
-        });
-        !fits && !sandboxes_can_start
     }
 
     fn units_total(&self) -> u64 {
@@ -776,27 +648,6 @@ impl<'a> Sim<'a> {
             },
             not_replaced,
         });
-    }
-
-    /// The model workload `w` (a job, or a service's replica) runs on.
-    fn model_of(&self, w: WorkloadId) -> GpuModel {
-        let asked = match w.as_replica() {
-            Some((k, _)) => self.trace.services.get(k as usize).and_then(|v| v.gpu),
-            None => self.trace.jobs.get(w.0 as usize).and_then(|j| j.gpu),
-        };
-        asked.unwrap_or(self.shapes.model)
-    }
-
-    /// Counts `gpus` of workload `w` busy (`on`) or free again.
-    fn count_busy(&mut self, w: WorkloadId, gpus: u64, on: bool) {
-        let m = self.model_of(w).index();
-        if on {
-            self.busy_gpus += gpus;
-            self.busy_by_model[m] += gpus;
-        } else {
-            self.busy_gpus -= gpus;
-            self.busy_by_model[m] -= gpus;
-        }
     }
 
     /// Integrates busy and in-service capacity up to `now`.
@@ -1422,103 +1273,5 @@ impl<'a> Sim<'a> {
             }
         }
         Ok(())
-    }
-
-    fn report(&self) -> Report {
-        let lost: f64 = self
-            .s
-            .tenant_report()
-            .iter()
-            .map(|t| t.lost_gpu_hours)
-            .sum();
-        // Finished jobs only: one that never finished has no completion time.
-        let per_job: Vec<(Time, Time, Time, String, u64)> = self
-            .trace
-            .jobs
-            .iter()
-            .zip(&self.runs)
-            .filter_map(|(j, r)| {
-                Some((
-                    j.submit,
-                    r.first_start.unwrap_or(j.submit),
-                    r.finished?,
-                    j.tenant.clone(),
-                    u64::from(j.gpus) * j.duration,
-                ))
-            })
-            .collect();
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-        let mut report = Report::build(
-            &self.config.policy,
-            &per_job,
-            &self.tally,
-            self.samples.clone(),
-            ratio(self.busy_gpu_seconds, self.up_gpu_seconds),
-            lost,
-        );
-        report.cpu_utilization = ratio(self.busy_cpu_seconds, self.up_cpu_seconds);
-        report.sandboxes = self.sandboxes_total;
-        report.sandbox_start_latency =
-            (!self.latency.is_empty()).then(|| crate::report::Stats::weighted(&self.latency));
-        report.services = self.trace.services.len() as u64;
-        report.service_shortfall = ratio(self.replica_seconds_short, self.replica_seconds_wanted);
-        report.cost = crate::cost::summarise(
-            &self.s.spend(self.last_t),
-            &self.config.commitments,
-            self.config.epoch,
-        );
-        report.failovers = self.failovers.clone();
-        report.jobs = self.trace.jobs.len() as u64;
-        report.finished = self.jobs_done;
-        report.unfinished = report.jobs - self.jobs_done;
-        report.sandboxes_unfinished = self.sandboxes_total - self.sandboxes_ended;
-        report.by_model = self.by_model();
-        report
-    }
-
-    /// Each model's use and waits (models with GPUs in the fleet or jobs in the trace).
-    fn by_model(&self) -> Vec<crate::report::ModelUse> {
-        let n = GpuModel::ALL.len();
-        let mut gpus = vec![0u64; n];
-        for node in self.s.engine().fleet().nodes() {
-            if let Some(m) = node.capacity.gpu_model {
-                gpus[m.index()] += u64::from(node.capacity.gpus);
-            }
-        }
-        let (mut jobs, mut finished, mut waited, mut started) =
-            (vec![0u64; n], vec![0u64; n], vec![0f64; n], vec![0u64; n]);
-        for (i, (j, r)) in self.trace.jobs.iter().zip(&self.runs).enumerate() {
-            let m = self.model_of(WorkloadId(i as u64)).index();
-            jobs[m] += 1;
-            finished[m] += u64::from(r.finished.is_some());
-            if let Some(s) = r.first_start {
-                started[m] += 1;
-                waited[m] += s.saturating_sub(j.submit) as f64;
-            }
-        }
-        let span = self.last_t.max(1) as f64;
-        GpuModel::ALL
-            .iter()
-            .filter(|m| gpus[m.index()] > 0 || jobs[m.index()] > 0)
-            .map(|m| {
-                let k = m.index();
-                crate::report::ModelUse {
-                    model: m.name().to_string(),
-                    gpus: gpus[k],
-                    gpu_utilization: if gpus[k] > 0 {
-                        self.busy_model_seconds[k] / (gpus[k] as f64 * span)
-                    } else {
-                        0.0
-                    },
-                    jobs: jobs[k],
-                    finished: finished[k],
-                    wait_mean_s: if started[k] > 0 {
-                        waited[k] / started[k] as f64
-                    } else {
-                        0.0
-                    },
-                }
-            })
-            .collect()
     }
 }
