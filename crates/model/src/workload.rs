@@ -80,6 +80,14 @@ pub struct GangRequest {
     /// With parts, `nodes` is their sum and the per-node fields are the largest part's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<GangPart>,
+    /// A share of one GPU in thousandths (1–999): the request then asks one node and one
+    /// device, and several shares pack onto one device. 0: whole devices.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpu_milli: u16,
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 /// One part of a unit gang: `nodes` nodes of one shape, cut into workers of `segment` nodes
@@ -144,6 +152,7 @@ impl GangRequest {
         if self.segment == Some(0) {
             return Err(field_error("segment", "must be at least 1 node"));
         }
+        self.validate_share()?;
         self.validate_parts()
     }
 
@@ -170,6 +179,7 @@ impl GangRequest {
             segment: None,
             spares: 0,
             parts,
+            gpu_milli: 0,
         }
     }
 
@@ -214,6 +224,47 @@ impl GangRequest {
             ));
         }
         Ok(())
+    }
+
+    /// Most thousandths one GPU share may ask (a whole device is asked as `gpus_per_node`).
+    pub const MAX_SHARE_MILLI: u16 = 999;
+
+    fn validate_share(&self) -> Result<(), FieldError> {
+        if self.gpu_milli == 0 {
+            return Ok(());
+        }
+        if self.gpu_milli > Self::MAX_SHARE_MILLI {
+            return Err(field_error(
+                "gpu_milli",
+                "must be 1..=999 (thousandths of one GPU); ask whole GPUs with gpus_per_node",
+            ));
+        }
+        if self.nodes != 1 || self.gpus_per_node != 1 {
+            return Err(field_error(
+                "gpu_milli",
+                "a GPU share asks one node and one GPU (nodes = 1, gpus_per_node = 1)",
+            ));
+        }
+        if self.spares != 0 || self.is_unit() || self.segment.is_some_and(|s| s != 1) {
+            return Err(field_error(
+                "gpu_milli",
+                "a GPU share has no spares, parts or segment",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this asks a share of one GPU rather than whole devices.
+    pub fn is_share(&self) -> bool {
+        self.gpu_milli != 0
+    }
+
+    /// GPUs asked for in thousandths: a share's `gpu_milli`, else 1,000 per device.
+    pub fn total_gpu_milli(&self) -> u64 {
+        if self.is_share() {
+            return u64::from(self.gpu_milli);
+        }
+        self.total_gpus() * 1000
     }
 
     /// Whether this is a unit of several parts.

@@ -3,6 +3,7 @@
 
 use crate::gang::GangPlacement;
 use crate::sandbox::{SandboxPlacement, SandboxRun};
+use crate::share::{NodeScore, SharedDevice, DEVICE_MILLI};
 use model::{
     Fleet, GangRequest, GpuModel, NodeId, NodeState, PricingKind, Resources, SandboxRequest,
     TopoId, TopoKind, WorkloadId,
@@ -278,6 +279,16 @@ pub struct Engine {
     /// probes): domains whose counters and index entries are not brought up to date until
     /// [`Engine::settle`]. Many probe steps touch a domain and undo it again.
     pub(crate) deferred: Option<Vec<u32>>,
+    /// Devices partly taken by GPU shares, per node (only nodes that have some).
+    #[serde(default)]
+    pub(crate) shared: FxHashMap<u32, Vec<SharedDevice>>,
+    /// Per GPU model: (room in thousandths, node, device) of every partly used device with
+    /// room left, so the tightest device that fits a share is a range query.
+    #[serde(default)]
+    pub(crate) share_room: Vec<BTreeSet<(u16, u32, u8)>>,
+    /// How single-node work chooses its node and device.
+    #[serde(default)]
+    pub(crate) node_score: NodeScore,
 }
 
 impl Engine {
@@ -369,6 +380,9 @@ impl Engine {
             holds: vec![0; nodes.len()],
             explain: true,
             deferred: None,
+            shared: FxHashMap::default(),
+            share_room: vec![BTreeSet::new(); models],
+            node_score: NodeScore::BestFit,
             free,
             node_domain,
             domains,
@@ -585,9 +599,13 @@ impl Engine {
         let mut touched = Vec::new();
         for (s, per_node) in slots.iter().zip(slot_asks(request, per_node)) {
             let n = s.node.0 as usize;
+            if request.is_share() {
+                self.charge_share(s.node.0, s.gpu_mask, request.gpu_milli, take);
+            }
+            let devices = if request.is_share() { 0 } else { s.gpu_mask };
             let f = &mut self.free[n];
             if take {
-                f.gpu_mask &= !s.gpu_mask;
+                f.gpu_mask &= !devices;
                 f.cpu_millis -= per_node.cpu_millis;
                 f.memory_mib -= per_node.memory_mib;
                 // Workers of one unit may share a node: the workload is listed once.
@@ -595,7 +613,7 @@ impl Engine {
                     self.node_work[n].push(id);
                 }
             } else {
-                f.gpu_mask |= s.gpu_mask;
+                f.gpu_mask |= devices;
                 f.cpu_millis += per_node.cpu_millis;
                 f.memory_mib += per_node.memory_mib;
                 self.node_work[n].retain(|w| *w != id);
@@ -679,10 +697,19 @@ impl Engine {
                         cpu_millis: 0,
                         memory_mib: 0,
                     });
-                    if e.gpu_mask & s.gpu_mask != 0 {
+                    if request.is_share() {
+                        // A share needs its device free or partly used with room for it.
+                        let device = s.gpu_mask.trailing_zeros() as u8;
+                        if s.gpu_mask.count_ones() != 1
+                            || self.device_room(s.node.0, device) < request.gpu_milli
+                        {
+                            return Err(busy(self.fleet.node(s.node).name.to_string()));
+                        }
+                    } else if e.gpu_mask & s.gpu_mask != 0 {
                         return Err(busy(self.fleet.node(s.node).name.to_string()));
+                    } else {
+                        e.gpu_mask |= s.gpu_mask;
                     }
-                    e.gpu_mask |= s.gpu_mask;
                     e.cpu_millis = e.cpu_millis.saturating_add(ask.cpu_millis);
                     e.memory_mib = e.memory_mib.saturating_add(ask.memory_mib);
                 }
@@ -948,6 +975,8 @@ impl Engine {
         let mut used_gpu = vec![0u32; nodes.len()];
         let mut used_cpu = vec![0u64; nodes.len()];
         let mut used_mem = vec![0u64; nodes.len()];
+        // (node, device) → thousandths taken by shares.
+        let mut share_sums: std::collections::BTreeMap<(u32, u8), u32> = Default::default();
         let mut ids: Vec<_> = self.allocations.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -978,13 +1007,18 @@ impl Engine {
                         if s.gpu_mask.count_ones() != u32::from(ask.gpus) {
                             return Err(format!("{id}: wrong device count on {}", nodes[n].name));
                         }
-                        if used_gpu[n] & s.gpu_mask != 0 {
-                            return Err(format!("{id}: device on {} given twice", nodes[n].name));
-                        }
                         if nodes[n].capacity.gpu_model != Some(request.gpu) {
                             return Err(format!("{id}: wrong GPU model on {}", nodes[n].name));
                         }
-                        used_gpu[n] |= s.gpu_mask;
+                        if request.is_share() {
+                            let key = (n as u32, s.gpu_mask.trailing_zeros() as u8);
+                            *share_sums.entry(key).or_default() += u32::from(request.gpu_milli);
+                        } else if used_gpu[n] & s.gpu_mask != 0 {
+                            return Err(format!("{id}: device on {} given twice", nodes[n].name));
+                        }
+                        if !request.is_share() {
+                            used_gpu[n] |= s.gpu_mask;
+                        }
                         used_cpu[n] += u64::from(ask.cpu_millis);
                         used_mem[n] += u64::from(ask.memory_mib);
                     }
@@ -1026,6 +1060,7 @@ impl Engine {
                 }
             }
         }
+        self.check_shares(&share_sums, &mut used_gpu)?;
         // node → workloads agrees with what the allocations hold.
         let mut expect_work: Vec<Vec<WorkloadId>> = vec![Vec::new(); nodes.len()];
         for (id, alloc) in &self.allocations {
@@ -1111,6 +1146,57 @@ impl Engine {
         let idx_len: usize = self.by_free_gpus.iter().map(BTreeSet::len).sum();
         if idx_len != self.domains.len() {
             return Err("free-GPU index has stale entries".into());
+        }
+        Ok(())
+    }
+
+    /// Shared devices: no device both shared and wholly taken, none over 1000 thousandths, and
+    /// the per-device sums and the room index exactly as the shares say. Marks shared devices
+    /// as taken in `used_gpu`.
+    fn check_shares(
+        &self,
+        sums: &std::collections::BTreeMap<(u32, u8), u32>,
+        used_gpu: &mut [u32],
+    ) -> Result<(), String> {
+        let nodes = self.fleet.nodes();
+        let mut have: Vec<(u32, u8, u16)> = self
+            .shared
+            .iter()
+            .flat_map(|(n, list)| list.iter().map(|s| (*n, s.device, s.used_milli)))
+            .collect();
+        have.sort_unstable();
+        let want: Vec<(u32, u8, u16)> = sums
+            .iter()
+            .map(|(&(n, d), &m)| (n, d, m.min(u32::from(u16::MAX)) as u16))
+            .collect();
+        for &(n, d, m) in &want {
+            let name = &nodes[n as usize].name;
+            if m > DEVICE_MILLI {
+                return Err(format!(
+                    "{name}: device {d} shared beyond one GPU ({m}/1000)"
+                ));
+            }
+            if used_gpu[n as usize] >> d & 1 == 1 {
+                return Err(format!("{name}: device {d} both shared and wholly taken"));
+            }
+            used_gpu[n as usize] |= 1 << d;
+        }
+        if have != want {
+            return Err(format!("shared devices {have:?} but shares say {want:?}"));
+        }
+        let mut index: Vec<(u16, u32, u8)> = self
+            .share_room
+            .iter()
+            .flat_map(|set| set.iter().copied())
+            .collect();
+        index.sort_unstable_by_key(|&(r, n, d)| (n, d, r));
+        let expect: Vec<(u16, u32, u8)> = want
+            .iter()
+            .filter(|&&(_, _, m)| m < DEVICE_MILLI)
+            .map(|&(n, d, m)| (DEVICE_MILLI - m, n, d))
+            .collect();
+        if index != expect {
+            return Err("share room index out of date".into());
         }
         Ok(())
     }

@@ -160,6 +160,9 @@ impl Engine {
         if request.is_unit() {
             return self.plan_unit_in(request, allowed);
         }
+        if self.single_node_scored(request) {
+            return self.plan_single(request, allowed);
+        }
         let shape = self.shape(request)?;
         let ask = Self::per_node_ask(request);
         let biggest = self

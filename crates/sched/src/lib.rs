@@ -26,6 +26,7 @@ mod engine;
 mod gang;
 mod sandbox;
 mod scheduler;
+mod share;
 mod unit;
 
 pub use engine::{
@@ -39,3 +40,4 @@ pub use scheduler::{
     RestoreError, Scaled, SchedConfig, SchedError, Scheduler, ServiceRecord, ServiceStatus,
     TenantLoad, TenantReport, MAX_SERVICES, REPLICA_IDS,
 };
+pub use share::{MixShape, NodeScore, SharedDevice, DEVICE_MILLI, MAX_SCORED_NODES};

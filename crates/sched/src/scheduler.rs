@@ -768,6 +768,9 @@ pub(crate) struct ShapeKey {
     segment: Option<u32>,
     /// A fingerprint of the placement rule (0: no rule).
     rule: u64,
+    /// Thousandths of one GPU for a share (0: whole devices).
+    #[serde(default)]
+    gpu_milli: u16,
 }
 
 /// The shape of a job: jobs of one shape (and one placement rule) fail and succeed together,
@@ -791,6 +794,7 @@ fn shape_of(spec: &JobSpec) -> ShapeKey {
         memory_mib_per_node: g.memory_mib_per_node,
         segment: g.segment,
         rule,
+        gpu_milli: g.gpu_milli,
     }
 }
 

@@ -11,7 +11,7 @@ use model::{
     GangPart, GangRequest, GpuModel, NodeId, NodeState, SandboxRequest, TopoId, WorkloadId,
 };
 use proptest::prelude::*;
-use sched::{Allocation, Engine, EngineError, Scope};
+use sched::{Allocation, Engine, EngineError, MixShape, NodeScore, Scope, SharedDevice};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -28,6 +28,16 @@ enum Op {
         gpn: u8,
         segment: Option<u32>,
         spares: u32,
+    },
+    /// A share of one GPU, with CPU.
+    Share {
+        milli: u16,
+        cpu: u32,
+    },
+    /// How single-node work is scored from now on (0 best fit, 1 fragmentation, 2 packing,
+    /// 3 dot product, 4 random).
+    Score {
+        pick: u8,
     },
     /// A unit gang: (workers, nodes per worker, GPUs per node, CPU per node) per part.
     Unit {
@@ -79,6 +89,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u32>(), 1u32..10, any::<bool>())
             .prop_map(|(first, len, lift)| Op::Hold { first, len, lift }),
         1 => any::<usize>().prop_map(|pick| Op::ReleaseAndReinstate { pick }),
+        3 => (1u16..1000, 0u32..50_000).prop_map(|(milli, cpu)| Op::Share { milli, cpu }),
+        1 => (0u8..5).prop_map(|pick| Op::Score { pick }),
     ]
 }
 
@@ -106,11 +118,38 @@ fn shape() -> impl Strategy<Value = Shape> {
 }
 
 /// Everything observable about capacity: free resources of every node and live ids.
-fn snapshot(e: &Engine) -> (Vec<(u32, u32, u32)>, usize) {
-    let free = (0..e.fleet().nodes().len() as u32)
-        .map(|n| e.node_free(NodeId(n)))
+type Snapshot = (Vec<(u32, u32, u32)>, Vec<Vec<SharedDevice>>, usize);
+
+fn snapshot(e: &Engine) -> Snapshot {
+    let nodes = 0..e.fleet().nodes().len() as u32;
+    let free = nodes.clone().map(|n| e.node_free(NodeId(n))).collect();
+    let shared = nodes
+        .map(|n| e.shared_devices(NodeId(n)).to_vec())
         .collect();
-    (free, e.live_workloads())
+    (free, shared, e.live_workloads())
+}
+
+fn score(pick: u8) -> NodeScore {
+    let shape = |gpus, gpu_milli, cpu_millis, weight| MixShape {
+        gpu: GpuModel::Gb200,
+        gpus,
+        gpu_milli,
+        cpu_millis,
+        memory_mib: 0,
+        weight,
+    };
+    match pick {
+        0 => NodeScore::BestFit,
+        1 => NodeScore::Fragmentation(vec![
+            shape(0, 300, 1000, 2.0),
+            shape(0, 700, 0, 1.0),
+            shape(1, 0, 8000, 1.0),
+            shape(4, 0, 0, 0.5),
+        ]),
+        2 => NodeScore::Packing,
+        3 => NodeScore::DotProduct,
+        _ => NodeScore::Random { seed: 7 },
+    }
 }
 
 fn live_ids(e: &Engine, next: u64) -> Vec<WorkloadId> {
@@ -285,6 +324,40 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
                     assert!(!u.reason.is_empty());
                     assert_eq!(snapshot(e), before, "failed gang changed state");
                     format!("gang no {}", u.reason)
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        Op::Score { pick } => {
+            e.set_node_score(score(*pick));
+            format!("score {pick}")
+        }
+        Op::Share { milli, cpu } => {
+            let id = WorkloadId(*next);
+            *next += 1;
+            let mut req = gang(1, 1, None);
+            req.gpu_milli = *milli;
+            req.cpu_millis_per_node = *cpu;
+            req.validate().unwrap();
+            let before = snapshot(e);
+            match e.place_gang(id, &req, 7) {
+                Ok(p) => {
+                    assert_eq!(p.slots.len(), 1);
+                    let s = p.slots[0];
+                    assert_eq!(s.gpu_mask.count_ones(), 1, "a share takes one device");
+                    let device = s.gpu_mask.trailing_zeros() as u8;
+                    let on = e.shared_devices(s.node);
+                    assert!(
+                        on.iter()
+                            .any(|d| d.device == device && d.used_milli >= *milli),
+                        "the share's device is not marked shared"
+                    );
+                    format!("share ok {:?}", p.slots)
+                }
+                Err(EngineError::Unplaceable(u)) => {
+                    assert!(!u.reason.is_empty());
+                    assert_eq!(snapshot(e), before, "failed share changed state");
+                    format!("share no {}", u.reason)
                 }
                 Err(other) => panic!("unexpected {other}"),
             }

@@ -151,6 +151,7 @@ fn gang(model: GpuModel, nodes: u32, per_node: u32) -> GangRequest {
         segment: None,
         spares: 0,
         parts: Vec::new(),
+        gpu_milli: 0,
     }
 }
 

@@ -129,6 +129,7 @@ fn gang(gpus: u32, per_node: u8, class: WorkloadClass) -> GangRequest {
         segment: None,
         spares: 0,
         parts: Vec::new(),
+        gpu_milli: 0,
     }
 }
 

@@ -32,6 +32,7 @@ fn gang(class: WorkloadClass, gpus: u32, segment: Option<u32>) -> GangRequest {
         segment,
         spares: 0,
         parts: Vec::new(),
+        gpu_milli: 0,
     }
 }
 

@@ -158,6 +158,7 @@ fn gang(gpu: GpuModel, nodes: u32, gpus_per_node: u8) -> GangRequest {
         segment: None,
         spares: 0,
         parts: Vec::new(),
+        gpu_milli: 0,
     }
 }
 

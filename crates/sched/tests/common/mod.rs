@@ -111,6 +111,7 @@ pub fn gang(nodes: u32, gpus_per_node: u8, segment: Option<u32>) -> GangRequest 
         segment,
         spares: 0,
         parts: Vec::new(),
+        gpu_milli: 0,
     }
 }
 

@@ -316,6 +316,7 @@ impl ControlPlane {
                 segment: req.segment,
                 spares: req.spares,
                 parts: Vec::new(),
+                gpu_milli: 0,
             },
             time_limit: req.time_limit_s,
             placement: (&req.placement).into(),
@@ -506,6 +507,7 @@ impl ControlPlane {
                 segment: None,
                 spares: 0,
                 parts: Vec::new(),
+                gpu_milli: 0,
             },
         };
         let spec = ServiceSpec {

@@ -1,0 +1,191 @@
+//! GPU shares (`gpu_milli`): several pack onto one device with exact per-device accounting,
+//! a device is whole again when its last share leaves, and single-node work chosen by a node
+//! score (the fragmentation gradient keeps capacity usable where best fit does not).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{fleet, gang, Shape};
+use model::{GangRequest, GpuModel, NodeId, WorkloadId};
+use sched::{Engine, EngineError, MixShape, NodeScore, SharedDevice};
+
+/// `hosts` single-host domains of `gpus` devices (144 CPUs each).
+fn hosts(hosts: u32, gpus: u8) -> Engine {
+    Engine::new(fleet(Shape {
+        zones: 1,
+        spines: 1,
+        blocks: 1,
+        domains: hosts,
+        trays: 1,
+        gpus,
+        cpu_hosts: 0,
+    }))
+}
+
+fn share(milli: u16, cpu: u32) -> GangRequest {
+    let mut g = gang(1, 1, None);
+    g.gpu_milli = milli;
+    g.cpu_millis_per_node = cpu;
+    g
+}
+
+fn place(e: &mut Engine, id: u64, req: &GangRequest) -> (NodeId, u8) {
+    let p = e.place_gang(WorkloadId(id), req, 0).unwrap();
+    e.check_invariants().unwrap();
+    let s = p.slots[0];
+    (s.node, s.gpu_mask.trailing_zeros() as u8)
+}
+
+#[test]
+fn shares_pack_onto_one_device_and_leave_it_whole() {
+    let mut e = hosts(1, 8);
+    let a = place(&mut e, 1, &share(300, 0));
+    let b = place(&mut e, 2, &share(300, 0));
+    let c = place(&mut e, 3, &share(300, 0));
+    assert_eq!((a, b), (a, c), "three 0.3 shares share one device");
+    assert_eq!(
+        e.shared_devices(a.0),
+        &[SharedDevice {
+            device: a.1,
+            used_milli: 900
+        }]
+    );
+    // 0.2 does not fit the 0.1 left: a second device.
+    let d = place(&mut e, 4, &share(200, 0));
+    assert_ne!(d.1, a.1);
+    // 0.1 fits the first device exactly (best fit: the tightest room).
+    assert_eq!(place(&mut e, 5, &share(100, 0)), a);
+    // Seven whole devices are not free now: two are shared.
+    assert_eq!(e.node_free(a.0).0.count_ones(), 6);
+    assert!(e.place_gang(WorkloadId(9), &gang(1, 7, None), 0).is_err());
+    for id in [1, 2, 3, 5] {
+        e.release(WorkloadId(id)).unwrap();
+        e.check_invariants().unwrap();
+    }
+    assert_eq!(
+        e.node_free(a.0).0.count_ones(),
+        7,
+        "the device is whole again"
+    );
+    e.release(WorkloadId(4)).unwrap();
+    assert!(e.shared_devices(a.0).is_empty());
+    e.place_gang(WorkloadId(9), &gang(1, 8, None), 0).unwrap();
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn usage_counts_thousandths() {
+    let mut e = hosts(2, 4);
+    assert_eq!(e.gpu_milli_usage(), (8000, 8000));
+    place(&mut e, 1, &share(250, 0));
+    place(&mut e, 2, &gang(1, 2, None));
+    assert_eq!(e.gpu_milli_usage(), (8000, 8000 - 250 - 2000));
+}
+
+#[test]
+fn a_share_needs_the_cpu_too() {
+    let mut e = hosts(2, 8);
+    let a = place(&mut e, 1, &share(500, 140_000));
+    // Room on a's device but not the CPU: the next share goes to the other host.
+    let b = place(&mut e, 2, &share(400, 10_000));
+    assert_ne!(a.0, b.0);
+}
+
+#[test]
+fn reinstating_a_share_needs_its_room_back() {
+    let mut e = hosts(1, 1);
+    place(&mut e, 1, &share(600, 0));
+    let alloc = e.release(WorkloadId(1)).unwrap();
+    place(&mut e, 2, &share(500, 0));
+    let err = e.reinstate(WorkloadId(1), alloc.clone()).unwrap_err();
+    assert!(matches!(err, EngineError::BadRelease { .. }), "{err}");
+    e.check_invariants().unwrap();
+    e.release(WorkloadId(2)).unwrap();
+    e.reinstate(WorkloadId(1), alloc).unwrap();
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn bad_shares_are_refused_by_field() {
+    for (milli, nodes, gpus) in [(1000, 1, 1), (500, 2, 1), (500, 1, 2)] {
+        let mut g = gang(nodes, gpus, None);
+        g.gpu_milli = milli;
+        let err = g.validate().unwrap_err();
+        assert_eq!(err.field, "gpu_milli", "{err}");
+    }
+    let mut g = share(500, 0);
+    g.spares = 1;
+    assert_eq!(g.validate().unwrap_err().field, "gpu_milli");
+}
+
+#[test]
+fn no_room_for_a_share_is_explained() {
+    let mut e = hosts(1, 1);
+    place(&mut e, 1, &share(800, 0));
+    let err = e.place_gang(WorkloadId(2), &share(300, 0), 0).unwrap_err();
+    let EngineError::Unplaceable(u) = err else {
+        panic!("{err}")
+    };
+    assert!(
+        u.reason.contains("300/1000 of one GB200 GPU"),
+        "{}",
+        u.reason
+    );
+    e.check_invariants().unwrap();
+}
+
+/// Two 3-GPU hosts; a CPU-heavy job (1 GPU, 134 of 144 CPUs) sits on the first. Work of
+/// 1 GPU and 4 CPUs is what arrives. A job of 1 GPU and 7 CPUs: best fit takes the fuller
+/// first host and strands its last GPU (3 CPUs left); the fragmentation gradient sees that
+/// and takes the other host.
+#[test]
+fn the_fragmentation_gradient_keeps_gpus_usable_where_best_fit_strands_them() {
+    let mix = vec![MixShape {
+        gpu: GpuModel::Gb200,
+        gpus: 1,
+        gpu_milli: 0,
+        cpu_millis: 4_000,
+        memory_mib: 0,
+        weight: 1.0,
+    }];
+    let ask = |cpu| {
+        let mut g = gang(1, 1, None);
+        g.cpu_millis_per_node = cpu;
+        g
+    };
+    let run = |score: NodeScore| {
+        let mut e = hosts(2, 3);
+        let hog = place(&mut e, 1, &ask(134_000)).0;
+        e.set_node_score(score);
+        let chosen = place(&mut e, 2, &ask(7_000)).0;
+        (hog, chosen)
+    };
+    let (hog, fit) = run(NodeScore::BestFit);
+    assert_eq!(fit, hog, "best fit packs onto the fuller host");
+    let (hog, fgd) = run(NodeScore::Fragmentation(mix));
+    assert_ne!(fgd, hog, "the gradient spares the host it would strand");
+}
+
+#[test]
+fn every_score_places_whole_and_shared_work_on_open_nodes_only() {
+    for score in [
+        NodeScore::BestFit,
+        NodeScore::Packing,
+        NodeScore::DotProduct,
+        NodeScore::Random { seed: 3 },
+        NodeScore::Fragmentation(Vec::new()),
+    ] {
+        let mut e = hosts(3, 4);
+        e.set_node_score(score.clone());
+        e.hold(&[NodeId(0), NodeId(2)]);
+        for id in 0..8 {
+            let (n, _) = place(&mut e, id, &share(500, 0));
+            assert_eq!(n, NodeId(1), "{score:?}");
+        }
+        assert!(e.place_gang(WorkloadId(99), &share(500, 0), 0).is_err());
+        e.unhold(&[NodeId(0), NodeId(2)]);
+        let (n, _) = place(&mut e, 100, &gang(1, 3, None));
+        assert_ne!(n, NodeId(1), "{score:?}");
+    }
+}
