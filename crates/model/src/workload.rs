@@ -143,8 +143,15 @@ impl GangRequest {
                 format!("must be 1..={}", Self::MAX_NODES),
             ));
         }
-        if self.gpus_per_node == 0 || self.gpus_per_node > crate::Resources::MAX_GPUS {
+        if self.gpus_per_node > crate::Resources::MAX_GPUS {
             return Err(field_error("gpus_per_node", "must be 1..=32"));
+        }
+        if self.gpus_per_node == 0 && !self.is_cpu_only() {
+            return Err(field_error(
+                "gpus_per_node",
+                "must be 1..=32 (0 only for CPU work on one GPU host: nodes = 1, \
+                 cpu_millis_per_node above 0, no share, parts or spares)",
+            ));
         }
         if self.spares > 4096 {
             return Err(field_error("spares", "at most 4096"));
@@ -252,6 +259,17 @@ impl GangRequest {
             ));
         }
         Ok(())
+    }
+
+    /// Whether this is CPU work on one GPU host (no devices): it runs beside GPU work, as in
+    /// shared clusters, and takes CPU and memory only.
+    pub fn is_cpu_only(&self) -> bool {
+        self.gpus_per_node == 0
+            && self.nodes == 1
+            && self.cpu_millis_per_node > 0
+            && self.gpu_milli == 0
+            && self.spares == 0
+            && self.parts.is_empty()
     }
 
     /// Whether this asks a share of one GPU rather than whole devices.

@@ -7,11 +7,14 @@
 //! range query. A shared device is not free in its node's device mask, so whole-device
 //! placement never sees it; it is whole again when its last share leaves.
 //!
-//! Work on one node (a share, or one node of whole devices) may be placed under a node score
-//! ([`NodeScore`]) instead of the engine's default best fit: the fragmentation gradient of
-//! Weng et al. (USENIX ATC '23) against the mix of shapes that arrive, and the baselines the
-//! static fragmentation experiment compares it with. A scored placement looks at no more than
-//! [`MAX_SCORED_NODES`] nodes, cheapest cost tier first and fullest domains first.
+//! CPU work may run on one GPU host beside GPU work (`gpus_per_node` 0, `is_cpu_only`).
+//!
+//! Work on one node (a share, CPU work, or one node of whole devices) may be placed under a
+//! node score ([`NodeScore`]) instead of the engine's default best fit: the fragmentation
+//! gradient of Weng et al. (USENIX ATC '23) against the mix of shapes that arrive, and the
+//! baselines the static fragmentation experiment compares it with. A scored placement looks
+//! at no more than [`MAX_SCORED_NODES`] nodes, cheapest cost tier first, fullest domains
+//! first.
 
 use crate::engine::{index_of, Engine, Unplaceable};
 use crate::gang::{GangPlacement, Quality};
@@ -110,6 +113,9 @@ impl NodeView {
         if shape.cpu_millis > self.cpu_millis || shape.memory_mib > self.memory_mib {
             return all;
         }
+        if shape.gpus == 0 && shape.gpu_milli == 0 {
+            return 0; // CPU work that fits uses no device, so leaves none stranded
+        }
         let need = if shape.gpu_milli > 0 {
             shape.gpu_milli
         } else {
@@ -191,7 +197,9 @@ impl Engine {
         !request.is_unit()
             && request.nodes == 1
             && request.spares == 0
-            && (request.is_share() || !matches!(self.node_score, NodeScore::BestFit))
+            && (request.is_share()
+                || request.is_cpu_only()
+                || !matches!(self.node_score, NodeScore::BestFit))
     }
 
     fn node_view(&self, n: u32) -> NodeView {
@@ -276,7 +284,7 @@ impl Engine {
         request: &GangRequest,
         allowed: &dyn Fn(TopoId) -> bool,
     ) -> Result<GangPlacement, Unplaceable> {
-        if matches!(self.node_score, NodeScore::BestFit) {
+        if request.is_share() && matches!(self.node_score, NodeScore::BestFit) {
             return self.plan_share_best_fit(request, allowed);
         }
         let m = request.gpu.index();
@@ -356,7 +364,11 @@ impl Engine {
             .map(|(mask, milli)| {
                 let after = view.after(mask, milli, cpu, mem);
                 let score = match &self.node_score {
-                    NodeScore::BestFit => f64::from(after.free_milli()),
+                    // Only CPU work comes here under best fit: the host whose GPUs are
+                    // fullest (its CPU is idle beside them), then the least CPU left.
+                    NodeScore::BestFit => {
+                        f64::from(after.free_milli()) * 1e7 + f64::from(after.cpu_millis)
+                    }
                     NodeScore::Fragmentation(mix) => {
                         after.fragmentation(mix, request.gpu) - view.fragmentation(mix, request.gpu)
                     }
@@ -442,6 +454,8 @@ impl Engine {
         }
         let what = if request.is_share() {
             format!("{}/1000 of one {} GPU", request.gpu_milli, request.gpu)
+        } else if request.is_cpu_only() {
+            format!("CPU on one {} host", request.gpu)
         } else {
             format!("{} {} GPUs on one node", request.gpus_per_node, request.gpu)
         };

@@ -89,7 +89,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u32>(), 1u32..10, any::<bool>())
             .prop_map(|(first, len, lift)| Op::Hold { first, len, lift }),
         1 => any::<usize>().prop_map(|pick| Op::ReleaseAndReinstate { pick }),
-        3 => (1u16..1000, 0u32..50_000).prop_map(|(milli, cpu)| Op::Share { milli, cpu }),
+        3 => (0u16..1000, 0u32..50_000).prop_map(|(milli, cpu)| Op::Share { milli, cpu }),
         1 => (0u8..5).prop_map(|pick| Op::Score { pick }),
     ]
 }
@@ -335,15 +335,20 @@ fn apply(e: &mut Engine, op: &Op, next: &mut u64) -> String {
         Op::Share { milli, cpu } => {
             let id = WorkloadId(*next);
             *next += 1;
-            let mut req = gang(1, 1, None);
+            // Milli 0: CPU work on a GPU host (with at least some CPU).
+            let mut req = gang(1, u8::from(*milli > 0), None);
             req.gpu_milli = *milli;
-            req.cpu_millis_per_node = *cpu;
+            req.cpu_millis_per_node = (*cpu).max(u32::from(*milli == 0));
             req.validate().unwrap();
             let before = snapshot(e);
             match e.place_gang(id, &req, 7) {
                 Ok(p) => {
                     assert_eq!(p.slots.len(), 1);
                     let s = p.slots[0];
+                    if req.is_cpu_only() {
+                        assert_eq!(s.gpu_mask, 0, "CPU work takes no device");
+                        return format!("cpu ok {:?}", p.slots);
+                    }
                     assert_eq!(s.gpu_mask.count_ones(), 1, "a share takes one device");
                     let device = s.gpu_mask.trailing_zeros() as u8;
                     let on = e.shared_devices(s.node);

@@ -189,3 +189,27 @@ fn every_score_places_whole_and_shared_work_on_open_nodes_only() {
         assert_ne!(n, NodeId(1), "{score:?}");
     }
 }
+
+#[test]
+fn cpu_work_runs_beside_gpu_work_on_a_gpu_host() {
+    let mut e = hosts(2, 4);
+    // A host whose GPUs are all taken is the best place for CPU work: its CPU is idle.
+    let full = place(&mut e, 1, &gang(1, 4, None)).0;
+    let mut cpu = gang(1, 0, None);
+    cpu.cpu_millis_per_node = 100_000;
+    cpu.validate().unwrap();
+    let (n, _) = place(&mut e, 2, &cpu);
+    assert_eq!(n, full);
+    let Some(sched::Allocation::Gang { slots, .. }) = e.allocation(WorkloadId(2)) else {
+        panic!("placed")
+    };
+    assert_eq!(slots[0].gpu_mask, 0, "CPU work takes no device");
+    // Not without CPU, and not on two nodes.
+    cpu.cpu_millis_per_node = 0;
+    assert_eq!(cpu.validate().unwrap_err().field, "gpus_per_node");
+    let mut two = gang(2, 0, None);
+    two.cpu_millis_per_node = 1000;
+    assert_eq!(two.validate().unwrap_err().field, "gpus_per_node");
+    e.release(WorkloadId(2)).unwrap();
+    e.check_invariants().unwrap();
+}
