@@ -84,6 +84,10 @@ pub struct GangRequest {
     /// device, and several shares pack onto one device. 0: whole devices.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gpu_milli: u16,
+    /// Other models it may run on, in order of preference after `gpu` (at most
+    /// [`GangRequest::MAX_MODELS`]). Placed work records the model it got in `gpu`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<GpuModel>,
 }
 
 fn is_zero(v: &u16) -> bool {
@@ -160,6 +164,20 @@ impl GangRequest {
             return Err(field_error("segment", "must be at least 1 node"));
         }
         self.validate_share()?;
+        if self.models.len() > Self::MAX_MODELS {
+            return Err(field_error(
+                "models",
+                format!("at most {} other models", Self::MAX_MODELS),
+            ));
+        }
+        if self.models.contains(&self.gpu)
+            || (1..self.models.len()).any(|i| self.models[..i].contains(&self.models[i]))
+        {
+            return Err(field_error("models", "each model at most once"));
+        }
+        if self.is_unit() && !self.models.is_empty() {
+            return Err(field_error("models", "a unit gang runs on one model"));
+        }
         self.validate_parts()
     }
 
@@ -187,6 +205,7 @@ impl GangRequest {
             spares: 0,
             parts,
             gpu_milli: 0,
+            models: Vec::new(),
         }
     }
 
@@ -231,6 +250,35 @@ impl GangRequest {
             ));
         }
         Ok(())
+    }
+
+    /// Most other models a request may accept.
+    pub const MAX_MODELS: usize = 8;
+
+    /// Every model it may run on, `gpu` first.
+    pub fn acceptable_models(&self) -> impl Iterator<Item = GpuModel> + '_ {
+        std::iter::once(self.gpu).chain(self.models.iter().copied())
+    }
+
+    /// The same request on `model` alone.
+    pub fn on_model(&self, model: GpuModel) -> GangRequest {
+        GangRequest {
+            gpu: model,
+            models: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The request as it runs on `model`, one of its acceptable models: `model` first, the
+    /// others (the old first among them) still acceptable, e.g. after a requeue.
+    pub fn placed_on(&self, model: GpuModel) -> GangRequest {
+        let mut g = self.clone();
+        if g.gpu != model && g.models.contains(&model) {
+            g.models.retain(|m| *m != model);
+            g.models.insert(0, g.gpu);
+            g.gpu = model;
+        }
+        g
     }
 
     /// Most thousandths one GPU share may ask (a whole device is asked as `gpus_per_node`).

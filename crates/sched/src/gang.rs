@@ -163,6 +163,19 @@ impl Engine {
         if self.single_node_scored(request) {
             return self.plan_single(request, allowed);
         }
+        if !request.models.is_empty() {
+            // Each acceptable model in order of preference; the first that holds it wins.
+            let mut first_err = None;
+            for model in request.acceptable_models() {
+                match self.plan_gang_in(&request.on_model(model), allowed) {
+                    Ok(p) => return Ok(p),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            return Err(first_err.unwrap_or_else(|| Unplaceable::new("no model to try")));
+        }
         let shape = self.shape(request)?;
         let ask = Self::per_node_ask(request);
         let biggest = self
@@ -609,6 +622,15 @@ impl Engine {
         placement: &GangPlacement,
         now: Time,
     ) {
+        // Work that accepts several models records the one it got.
+        let placed_model = placement
+            .slots
+            .first()
+            .and_then(|s| self.fleet.nodes()[s.node.0 as usize].capacity.gpu_model);
+        let request = &match placed_model {
+            Some(m) if !request.models.is_empty() => request.placed_on(m),
+            _ => request.clone(),
+        };
         let per_node = Self::per_node_ask(request);
         let all: Vec<NodeSlot> = placement
             .slots

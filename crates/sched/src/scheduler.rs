@@ -778,15 +778,18 @@ pub(crate) struct ShapeKey {
 fn shape_of(spec: &JobSpec) -> ShapeKey {
     let g = &spec.gang;
     // Units are told apart by their parts, as placement rules are.
-    let rule = if spec.placement == model::PlacementRule::default() && !g.is_unit() {
-        0
-    } else {
-        use std::hash::{Hash, Hasher};
-        let mut h = rustc_hash::FxHasher::default();
-        spec.placement.hash(&mut h);
-        g.parts.hash(&mut h);
-        h.finish() | 1
-    };
+    let rule =
+        if spec.placement == model::PlacementRule::default() && !g.is_unit() && g.models.is_empty()
+        {
+            0
+        } else {
+            use std::hash::{Hash, Hasher};
+            let mut h = rustc_hash::FxHasher::default();
+            spec.placement.hash(&mut h);
+            g.parts.hash(&mut h);
+            g.models.hash(&mut h);
+            h.finish() | 1
+        };
     ShapeKey {
         gpu: g.gpu.index(),
         gpus_per_node: g.gpus_per_node,

@@ -287,8 +287,11 @@ impl Engine {
         if request.is_share() && matches!(self.node_score, NodeScore::BestFit) {
             return self.plan_share_best_fit(request, allowed);
         }
-        let m = request.gpu.index();
-        if self.model_domains[m].is_empty() {
+        let models: Vec<GpuModel> = request
+            .acceptable_models()
+            .filter(|m| !self.model_domains[m.index()].is_empty())
+            .collect();
+        if models.is_empty() {
             return Err(Unplaceable::new(format!(
                 "the fleet has no {} nodes",
                 request.gpu
@@ -300,24 +303,33 @@ impl Engine {
             u32::from(request.gpus_per_node)
         };
         let mut looked = 0usize;
-        for tier in 0..self.model_tiers[m] {
+        let tiers = models
+            .iter()
+            .map(|m| self.model_tiers[m.index()])
+            .max()
+            .unwrap_or(0);
+        // Cheapest tier first over every acceptable model; the best score in it wins.
+        for tier in 0..tiers {
             let mut best: Option<(f64, u32, u32)> = None;
-            for &(_, d) in self.by_free_gpus[index_of(request.gpu, tier)].range((need, 0)..) {
-                let ds = &self.domains[d as usize];
-                if !allowed(ds.topo) {
-                    continue;
-                }
-                for n in ds.first_node..ds.end_node {
-                    if looked >= MAX_SCORED_NODES {
-                        break;
-                    }
-                    if !self.open(n) {
+            for &model in models.iter().filter(|m| tier < self.model_tiers[m.index()]) {
+                let ask = request.on_model(model);
+                for &(_, d) in self.by_free_gpus[index_of(model, tier)].range((need, 0)..) {
+                    let ds = &self.domains[d as usize];
+                    if !allowed(ds.topo) {
                         continue;
                     }
-                    looked += 1;
-                    for (score, mask) in self.choices(n, request) {
-                        if best.is_none_or(|(b, _, _)| score < b) {
-                            best = Some((score, n, mask));
+                    for n in ds.first_node..ds.end_node {
+                        if looked >= MAX_SCORED_NODES {
+                            break;
+                        }
+                        if !self.open(n) {
+                            continue;
+                        }
+                        looked += 1;
+                        for (score, mask) in self.choices(n, &ask) {
+                            if best.is_none_or(|(b, _, _)| score < b) {
+                                best = Some((score, n, mask));
+                            }
                         }
                     }
                 }
@@ -414,19 +426,26 @@ impl Engine {
         allowed: &dyn Fn(TopoId) -> bool,
     ) -> Result<GangPlacement, Unplaceable> {
         let milli = request.gpu_milli;
-        let found = self.share_room[request.gpu.index()]
-            .range((milli, 0, 0)..)
-            .take(MAX_SHARE_TRIES)
-            .find(|&&(_, n, _)| {
-                let f = &self.free[n as usize];
-                let d = self.node_domain[n as usize];
-                self.open(n)
-                    && f.cpu_millis >= request.cpu_millis_per_node
-                    && f.memory_mib >= request.memory_mib_per_node
-                    && d != crate::engine::NO_DOMAIN
-                    && allowed(self.domains[d as usize].topo)
-            });
-        if let Some(&(_, n, device)) = found {
+        // The tightest partly used device over every acceptable model.
+        let found = request
+            .acceptable_models()
+            .filter_map(|model| {
+                self.share_room[model.index()]
+                    .range((milli, 0, 0)..)
+                    .take(MAX_SHARE_TRIES)
+                    .find(|&&(_, n, _)| {
+                        let f = &self.free[n as usize];
+                        let d = self.node_domain[n as usize];
+                        self.open(n)
+                            && f.cpu_millis >= request.cpu_millis_per_node
+                            && f.memory_mib >= request.memory_mib_per_node
+                            && d != crate::engine::NO_DOMAIN
+                            && allowed(self.domains[d as usize].topo)
+                    })
+                    .copied()
+            })
+            .min();
+        if let Some((_, n, device)) = found {
             return Ok(self.single_placement(n, 1 << device));
         }
         let mut whole = request.clone();

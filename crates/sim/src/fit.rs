@@ -152,6 +152,7 @@ fn gang(model: GpuModel, nodes: u32, per_node: u32) -> GangRequest {
         spares: 0,
         parts: Vec::new(),
         gpu_milli: 0,
+        models: Vec::new(),
     }
 }
 

@@ -130,6 +130,7 @@ fn gang(gpus: u32, per_node: u8, class: WorkloadClass) -> GangRequest {
         spares: 0,
         parts: Vec::new(),
         gpu_milli: 0,
+        models: Vec::new(),
     }
 }
 

@@ -33,6 +33,7 @@ fn gang(class: WorkloadClass, gpus: u32, segment: Option<u32>) -> GangRequest {
         spares: 0,
         parts: Vec::new(),
         gpu_milli: 0,
+        models: Vec::new(),
     }
 }
 

@@ -159,6 +159,7 @@ fn gang(gpu: GpuModel, nodes: u32, gpus_per_node: u8) -> GangRequest {
         spares: 0,
         parts: Vec::new(),
         gpu_milli: 0,
+        models: Vec::new(),
     }
 }
 

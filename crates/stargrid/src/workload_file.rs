@@ -110,6 +110,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Entry>> {
                     spares: w.spares.unwrap_or(0),
                     parts: Vec::new(),
                     gpu_milli: 0,
+                    models: Vec::new(),
                 };
                 req.validate().map_err(|e| err(e.field, e.reason))?;
                 Entry::Gang(w.name, req)

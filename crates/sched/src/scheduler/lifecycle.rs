@@ -135,6 +135,15 @@ impl Scheduler {
         Some(job)
     }
 
+    /// Work that accepts several models runs on the one it got: from now on its spec names
+    /// that model first (the others stay acceptable), so usage, quotas, indexes and a restore
+    /// all follow the model it holds.
+    pub(super) fn settle_model(&mut self, id: WorkloadId, placed: model::GpuModel) {
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.spec.gang = j.spec.gang.placed_on(placed);
+        }
+    }
+
     /// Adds (`true`) or takes away a running gang's usage from its tenant and cohort.
     pub(super) fn add_usage(&mut self, tenant: usize, usage: &ResourceVec, add: bool) {
         let Some(t) = self.tenants.get_mut(tenant) else {
@@ -315,6 +324,14 @@ impl Scheduler {
                 }
                 _ => e,
             })?;
+        let placed = placement
+            .slots
+            .first()
+            .and_then(|s| self.engine.fleet().node(s.node).capacity.gpu_model);
+        if let Some(m) = placed {
+            self.settle_model(id, m);
+        }
+        let gang = self.jobs.get(&id).map_or(gang, |j| j.spec.gang.clone());
         let usage = ResourceVec::of_gang(&gang);
         self.add_usage(tenant, &usage, true);
         self.touch(id);

@@ -339,6 +339,18 @@ impl Scheduler {
         let Some(job) = self.jobs.get(&id) else {
             return Err(restore_error(id, "no such job"));
         };
+        // Work of several models restores on the model its record's nodes carry.
+        let recorded = g
+            .slots
+            .first()
+            .and_then(|s| self.engine.fleet().nodes().get(s.node.0 as usize))
+            .and_then(|n| n.capacity.gpu_model);
+        if let Some(m) = recorded.filter(|_| !job.spec.gang.models.is_empty()) {
+            self.settle_model(id, m);
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return Err(restore_error(id, "no such job"));
+        };
         let request = job.spec.gang.clone();
         check_gang(&self.engine, id, &request, g)?;
         let usage = model::ResourceVec::of_gang(&request);
@@ -433,6 +445,12 @@ fn check_gang(
             None => {
                 seen.insert(s.node, s.gpu_mask);
             }
+        }
+        if node.capacity.gpu_model != Some(request.gpu) {
+            return Err(restore_error(
+                id,
+                format!("node {} does not carry {}", node.name, request.gpu),
+            ));
         }
         let devices = u32::from(node.capacity.gpus);
         let inside = devices >= 32 || s.gpu_mask >> devices == 0;

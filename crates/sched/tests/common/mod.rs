@@ -112,6 +112,7 @@ pub fn gang(nodes: u32, gpus_per_node: u8, segment: Option<u32>) -> GangRequest 
         spares: 0,
         parts: Vec::new(),
         gpu_milli: 0,
+        models: Vec::new(),
     }
 }
 

@@ -317,6 +317,7 @@ impl ControlPlane {
                 spares: req.spares,
                 parts: Vec::new(),
                 gpu_milli: 0,
+                models: Vec::new(),
             },
             time_limit: req.time_limit_s,
             placement: (&req.placement).into(),
@@ -508,6 +509,7 @@ impl ControlPlane {
                 spares: 0,
                 parts: Vec::new(),
                 gpu_milli: 0,
+                models: Vec::new(),
             },
         };
         let spec = ServiceSpec {

@@ -1,0 +1,156 @@
+//! Work that accepts several GPU models: the engine tries them in order of preference (or
+//! scores every acceptable node, for single-node work), the queue charges the model it got,
+//! and a restore puts it back on that model.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use model::fleet::Location;
+use model::{
+    CapacityPool, Fleet, FleetBuilder, GangRequest, GpuModel, JobSpec, NodeState, PricingKind,
+    PriorityClass, ResourceVec, Resources, TenantId, TenantSpec, WorkloadId,
+};
+use sched::{Allocation, Engine, NodeScore, SchedConfig, Scheduler};
+
+/// Two 8-GPU H100 hosts, then two 8-GPU H200 hosts.
+fn two_models() -> Fleet {
+    let mut b = FleetBuilder::new();
+    for (i, model) in [GpuModel::H100, GpuModel::H200].into_iter().enumerate() {
+        let pool = b
+            .add_pool(CapacityPool {
+                name: format!("p{i}"),
+                cloud: "onprem".into(),
+                region: "site".into(),
+                instance_type: "custom".into(),
+                pricing: PricingKind::Committed,
+                price_per_hour: 0.0,
+            })
+            .unwrap();
+        let cap = Resources {
+            gpu_model: Some(model),
+            gpus: 8,
+            cpu_millis: 96_000,
+            memory_mib: 1 << 20,
+            disk_gib: 0,
+        };
+        for h in 0..2 {
+            let loc = Location {
+                zone: "z".into(),
+                network: vec![format!("rack{i}")],
+                domain: None,
+            };
+            b.add_node(&format!("{model}-{h}"), pool, &loc, cap, NodeState::Ready)
+                .unwrap();
+        }
+    }
+    b.build().unwrap()
+}
+
+fn job(model: GpuModel, others: &[GpuModel], nodes: u32) -> GangRequest {
+    let mut g = common::gang(nodes, 8, None);
+    g.gpu = model;
+    g.models = others.to_vec();
+    g
+}
+
+fn model_of(e: &Engine, id: u64) -> GpuModel {
+    let Some(Allocation::Gang { request, slots, .. }) = e.allocation(WorkloadId(id)) else {
+        panic!("w{id} is not placed")
+    };
+    let on = e.fleet().node(slots[0].node).capacity.gpu_model.unwrap();
+    assert_eq!(request.gpu, on, "the allocation records the model it got");
+    on
+}
+
+#[test]
+fn the_engine_takes_the_first_acceptable_model_with_room() {
+    let mut e = Engine::new(two_models());
+    e.place_gang(WorkloadId(1), &job(GpuModel::H100, &[], 2), 0)
+        .unwrap();
+    // H100 is full: the job that also takes H200 goes there; one that does not waits.
+    assert!(e
+        .place_gang(WorkloadId(2), &job(GpuModel::H100, &[], 1), 0)
+        .is_err());
+    e.place_gang(WorkloadId(3), &job(GpuModel::H100, &[GpuModel::H200], 1), 0)
+        .unwrap();
+    assert_eq!(model_of(&e, 3), GpuModel::H200);
+    e.check_invariants().unwrap();
+    // Scored single-node work looks at every acceptable model at once.
+    e.set_node_score(NodeScore::Packing);
+    let mut share = job(GpuModel::H100, &[GpuModel::H200], 1);
+    share.gpus_per_node = 1;
+    share.gpu_milli = 400;
+    e.place_gang(WorkloadId(4), &share, 0).unwrap();
+    assert_eq!(model_of(&e, 4), GpuModel::H200);
+    e.check_invariants().unwrap();
+    let alloc = e.release(WorkloadId(3)).unwrap();
+    e.reinstate(WorkloadId(3), alloc).unwrap();
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn bad_model_lists_are_refused_by_field() {
+    let twice = job(GpuModel::H100, &[GpuModel::H200, GpuModel::H200], 1);
+    assert_eq!(twice.validate().unwrap_err().field, "models");
+    let itself = job(GpuModel::H100, &[GpuModel::H100], 1);
+    assert_eq!(itself.validate().unwrap_err().field, "models");
+    let many = job(GpuModel::H100, &[GpuModel::H200; 9], 1);
+    assert_eq!(many.validate().unwrap_err().field, "models");
+}
+
+#[test]
+fn the_queue_charges_the_model_a_job_got_and_restores_it_there() {
+    let quota = ResourceVec::UNLIMITED;
+    let tenants = vec![TenantSpec {
+        name: "t".into(),
+        weight: 1.0,
+        cohort: None,
+        quota,
+    }];
+    let mut s = Scheduler::new(
+        Engine::new(two_models()),
+        tenants.clone(),
+        SchedConfig::default(),
+    )
+    .unwrap();
+    let spec = |gang| JobSpec {
+        tenant: TenantId(0),
+        priority: PriorityClass::Research,
+        gang,
+        time_limit: 3600,
+        placement: Default::default(),
+    };
+    s.submit(WorkloadId(1), spec(job(GpuModel::H100, &[], 2)), 0)
+        .unwrap();
+    s.submit(
+        WorkloadId(2),
+        spec(job(GpuModel::H100, &[GpuModel::H200], 1)),
+        0,
+    )
+    .unwrap();
+    s.schedule(0);
+    s.check_invariants().unwrap();
+    assert_eq!(model_of(s.engine(), 2), GpuModel::H200);
+    let usage = &s.tenant_report()[0].usage;
+    assert_eq!(usage.gpus[GpuModel::H100.index()], 16);
+    assert_eq!(usage.gpus[GpuModel::H200.index()], 8);
+    let job2 = &s.job(WorkloadId(2)).unwrap().spec.gang;
+    assert_eq!(
+        (job2.gpu, job2.models.clone()),
+        (GpuModel::H200, vec![GpuModel::H100]),
+        "still accepts the other model"
+    );
+    // A new queue over the same fleet takes the state back: job 2 on H200 again.
+    let state = s.state();
+    let mut again =
+        Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    again.load_state(&state, 1).unwrap();
+    again.check_invariants().unwrap();
+    assert_eq!(model_of(again.engine(), 2), GpuModel::H200);
+    assert_eq!(again.tenant_report()[0].usage, *usage);
+    // When it ends, the H200 usage goes.
+    s.finish(WorkloadId(2), 10).unwrap();
+    s.check_invariants().unwrap();
+    assert_eq!(s.tenant_report()[0].usage.gpus[GpuModel::H200.index()], 0);
+}
