@@ -772,7 +772,12 @@ impl Engine {
             open += 1;
             let f = &self.free[n as usize];
             free_gpus += f.gpus();
-            whole += u32::from(f.gpu_mask == full);
+            // Wholly free: no work at all (CPU work may sit beside free devices).
+            whole += u32::from(
+                f.gpu_mask == full
+                    && f.cpu_millis == ds.capacity.cpu_millis
+                    && f.memory_mib == ds.capacity.memory_mib,
+            );
         }
         let ds = &mut self.domains[d as usize];
         ds.free_gpus = free_gpus;
@@ -848,6 +853,12 @@ impl Engine {
     ) -> Result<GangPlacement, EngineError> {
         self.ensure_new(id)?;
         let placement = self.plan_gang_in(request, allowed)?;
+        // A plan short of nodes is a bug in a planner; it must never reach the state.
+        let want = request.nodes as usize + request.spares as usize;
+        if placement.slots.len() + placement.spares.len() != want {
+            debug_assert!(false, "plan of {} slots for {want}", placement.slots.len());
+            return Err(Unplaceable::new("internal: the plan is short of nodes").into());
+        }
         self.commit_gang(id, request, &placement, now);
         Ok(placement)
     }

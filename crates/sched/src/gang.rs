@@ -104,7 +104,7 @@ impl Engine {
             return 0;
         }
         if ask.gpus == ds.capacity.gpus {
-            // A node with all devices free has no allocation at all (every gang takes devices).
+            // A wholly free node has no work at all, so it holds any ask its capacity holds.
             return ds.whole_free;
         }
         if ds.free_gpus < u32::from(ask.gpus) {

@@ -67,6 +67,13 @@ pub enum NodeScore {
     /// Fragmentation gradient descent: the choice that least increases the node's expected
     /// fragmented GPU capacity for the mix of shapes that arrive. Ties go to the fullest.
     Fragmentation(Vec<MixShape>),
+    /// Packing first, then the gradient: a share goes to a partly used device, other work to
+    /// a node whose GPUs are already in use, when one fits; among those (or among empty
+    /// nodes, when none does) the node with the fewest wholly free devices, and among equals
+    /// the least increase of expected fragmented capacity for the mix. Empty nodes stay empty
+    /// for the largest shapes as long as possible; the nodes in use fill without stranding
+    /// capacity.
+    PackedGradient(Vec<MixShape>),
     /// GPU packing: partly used devices first, then nodes with devices in use, then the node
     /// with the fewest free devices.
     Packing,
@@ -371,6 +378,13 @@ impl Engine {
             }
         }
         let capacity = self.fleet.nodes()[n as usize].capacity;
+        let before = match &self.node_score {
+            NodeScore::Fragmentation(mix) | NodeScore::PackedGradient(mix) => {
+                view.fragmentation(mix, request.gpu)
+            }
+            _ => 0.0,
+        };
+        let node_used = view.free_milli() < u32::from(view.devices) * u32::from(DEVICE_MILLI);
         masks
             .into_iter()
             .map(|(mask, milli)| {
@@ -381,16 +395,31 @@ impl Engine {
                     NodeScore::BestFit => {
                         f64::from(after.free_milli()) * 1e7 + f64::from(after.cpu_millis)
                     }
-                    NodeScore::Fragmentation(mix) => {
-                        after.fragmentation(mix, request.gpu) - view.fragmentation(mix, request.gpu)
+                    NodeScore::Fragmentation(mix) => after.fragmentation(mix, request.gpu) - before,
+                    NodeScore::PackedGradient(mix) => {
+                        let device_used = devices
+                            .iter()
+                            .enumerate()
+                            .any(|(d, &f)| mask >> d & 1 == 1 && f < DEVICE_MILLI);
+                        let class = if device_used {
+                            0.0
+                        } else if node_used {
+                            1.0
+                        } else {
+                            2.0
+                        };
+                        // Gradients are at most 32,000 thousandths times the mix's weights;
+                        // the class is worth more than any of them.
+                        class * 1e15
+                            + f64::from(view.whole_free()) * 1e12
+                            + after.fragmentation(mix, request.gpu)
+                            - before
                     }
                     NodeScore::Packing => {
                         let device_used = devices
                             .iter()
                             .enumerate()
                             .any(|(d, &f)| mask >> d & 1 == 1 && f < DEVICE_MILLI);
-                        let node_used =
-                            view.free_milli() < u32::from(view.devices) * u32::from(DEVICE_MILLI);
                         f64::from(u32::from(!device_used)) * 1e6
                             + f64::from(u32::from(!node_used)) * 1e3
                             + f64::from(view.whole_free())

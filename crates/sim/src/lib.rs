@@ -10,6 +10,7 @@ pub mod cost;
 pub mod faults;
 pub mod fit;
 pub mod fleets;
+pub mod frag;
 pub mod report;
 pub mod rng;
 pub mod run;

@@ -33,6 +33,7 @@ mod sbatch;
 mod scenario;
 mod server_cmd;
 mod sim_cmd;
+mod sim_frag;
 mod standin;
 mod up;
 mod workload_file;

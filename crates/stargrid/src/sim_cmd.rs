@@ -1,4 +1,4 @@
-//! `stargrid sim run|compare|trace`: replay a trace (Philly CSV, Stargrid JSONL, or synthetic)
+//! `stargrid sim run|compare|trace` (and `frag`, in `sim_frag.rs`): replay a trace (Philly CSV, Stargrid JSONL, or synthetic)
 //! through the real queue and engine in virtual time; reports as JSON, CSV and PNG plots.
 
 use crate::fleet_cmd::{catalog, load_fleet};
@@ -21,6 +21,9 @@ pub enum SimCommand {
     Compare(CompareArgs),
     /// Write a synthetic frontier trace in Stargrid's JSONL format.
     Trace(TraceArgs),
+    /// The static fragmentation experiment: pods arrive until they ask for 130% of the GPUs,
+    /// none ends; the GPU capacity each placement policy has allocated at the first failure.
+    Frag(crate::sim_frag::FragArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -609,6 +612,7 @@ pub fn run(cmd: &SimCommand) -> Result<()> {
             println!("wrote {}", written.join(", "));
             Ok(())
         }
+        SimCommand::Frag(a) => crate::sim_frag::run(a),
         SimCommand::Trace(a) => {
             let spec = SynthSpec {
                 jobs: a.jobs,
