@@ -640,6 +640,8 @@ mod tests {
             ready_command: None,
             live_command: None,
             port: None,
+            gpu_milli: 0,
+            mig_profile: None,
         };
         let reply = wire::api::NodeWork {
             assignments: vec![task],

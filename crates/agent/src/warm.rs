@@ -63,6 +63,8 @@ pub(crate) fn start(
         ready_command: None,
         live_command: None,
         port: None,
+        gpu_milli: 0,
+        mig_profile: None,
     };
     let task = spawn_as(config, node, &a, Kind::Interactive, template, &name, user)?;
     Ok(Warm {

@@ -50,6 +50,26 @@ impl GpuModel {
         }
     }
 
+    /// The smallest MIG profile of this model that holds `milli` thousandths of one GPU, for
+    /// models with MIG (seven compute slices; memory in GB as NVIDIA names the profiles).
+    pub fn mig_profile(self, milli: u16) -> Option<&'static str> {
+        let names: [&'static str; 5] = match self {
+            GpuModel::H100 => ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"],
+            GpuModel::H200 => ["1g.18gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"],
+            GpuModel::B200 => ["1g.23gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"],
+            _ => return None,
+        };
+        // Compute slices of seven: the profile of the fewest slices that covers the share.
+        let slices = (u32::from(milli) * 7).div_ceil(1000).max(1);
+        Some(match slices {
+            1 => names[0],
+            2 => names[1],
+            3 => names[2],
+            4 => names[3],
+            _ => names[4],
+        })
+    }
+
     /// Stable small index of the model, for arrays indexed by model.
     pub fn index(self) -> usize {
         self as usize
@@ -116,5 +136,22 @@ impl Resources {
             && self.cpu_millis >= ask.cpu_millis
             && self.memory_mib >= ask.memory_mib
             && self.disk_gib >= ask.disk_gib
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GpuModel;
+
+    #[test]
+    fn a_share_names_the_smallest_mig_profile_that_holds_it() {
+        let h100 = |m| GpuModel::H100.mig_profile(m);
+        assert_eq!(h100(1), Some("1g.10gb"));
+        assert_eq!(h100(142), Some("1g.10gb"));
+        assert_eq!(h100(143), Some("2g.20gb"));
+        assert_eq!(h100(500), Some("4g.40gb"));
+        assert_eq!(h100(999), Some("7g.80gb"));
+        assert_eq!(GpuModel::H200.mig_profile(300), Some("3g.71gb"));
+        assert_eq!(GpuModel::Trainium2.mig_profile(300), None);
     }
 }

@@ -125,6 +125,8 @@ pub(crate) fn job(tenant: &str, name: String, secs: &str) -> SubmitJob {
         secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
+        gpu_milli: 0,
+        models: Vec::new(),
     }
 }
 

@@ -329,6 +329,8 @@ pub fn parse(text: &str, default_tenant: &str) -> Result<Script, SbatchError> {
             secret_env: Default::default(),
             workdir: None,
             placement: Default::default(),
+            gpu_milli: 0,
+            models: Vec::new(),
         }
     };
     let jobs = match array {

@@ -63,6 +63,8 @@ fn demo_jobs() -> Vec<SubmitJob> {
         secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
+        gpu_milli: 0,
+        models: Vec::new(),
     };
     let train = "for step in 1 2 3 4 5 6 7 8 9 10; do \
                  echo \"rank $STARGRID_RANK/$STARGRID_WORLD_SIZE step $step on GPUs $CUDA_VISIBLE_DEVICES\"; \

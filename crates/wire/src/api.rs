@@ -45,10 +45,21 @@ pub struct SubmitJob {
     #[serde(default = "gb200")]
     #[schema(pattern = r"^[A-Za-z0-9]{1,16}$")]
     pub gpu: String,
+    /// Other GPU models the job may run on, in order of preference after `gpu` (at most 8);
+    /// `["any"]`: any model of the fleet. It runs on one model; its view names it.
+    #[serde(default)]
+    #[schema(max_items = 8)]
+    pub models: Vec<String>,
     /// Nodes in the gang.
     pub nodes: u32,
-    /// GPUs on each node.
+    /// GPUs on each node; 0 for CPU work on one GPU host (with `cpu_millis_per_node`).
     pub gpus_per_node: u8,
+    /// A share of one GPU in thousandths (1–999; 0: whole GPUs): the job runs on part of one
+    /// device, beside other shares (`nodes` and `gpus_per_node` 1). Its task sees the device
+    /// in `CUDA_VISIBLE_DEVICES` and the share in `STARGRID_GPU_SHARE`.
+    #[serde(default)]
+    #[schema(maximum = 999)]
+    pub gpu_milli: u16,
     /// CPU millicores on each node.
     #[serde(default)]
     pub cpu_millis_per_node: u32,
@@ -149,6 +160,12 @@ pub struct JobView {
     pub submitted_at: u64,
     /// GPUs it asks for.
     pub gpus: u64,
+    /// The GPU model it runs on (while pending: the first it accepts).
+    #[serde(default)]
+    pub gpu: String,
+    /// A share of one GPU in thousandths (absent: whole GPUs).
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
+    pub gpu_milli: u16,
     /// Nodes it runs on.
     pub nodes: Vec<String>,
     /// Why it is not running, while pending.
@@ -387,6 +404,18 @@ pub struct Assignment {
     /// port from its agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// A share of its one device in thousandths (0: whole devices): `STARGRID_GPU_SHARE` in
+    /// the task's environment.
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
+    pub gpu_milli: u16,
+    /// The MIG profile that holds the share on this node's GPU model, where the model has
+    /// MIG (`STARGRID_MIG_PROFILE`), e.g. `2g.20gb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mig_profile: Option<String>,
+}
+
+fn is_zero_u16(v: &u16) -> bool {
+    *v == 0
 }
 
 /// A ready replica of a service: where to send it requests.

@@ -103,6 +103,9 @@ pub struct JobMetaV1 {
     pub tenant: u32,
     /// GPUs it asked for.
     pub gpus: u64,
+    /// A share of one GPU in thousandths (absent from older snapshots and for whole GPUs).
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
+    pub gpu_milli: u16,
     /// When it was submitted.
     pub submitted_at: u64,
     /// What its nodes run.
@@ -522,5 +525,9 @@ impl Codec<'_> {
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u16(n: &u16) -> bool {
     *n == 0
 }

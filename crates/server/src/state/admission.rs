@@ -303,6 +303,7 @@ impl ControlPlane {
         let tenant = self.tenant_id(&req.tenant)?;
         let priority = parse_priority(&req.priority)?;
         let gpu: GpuModel = req.gpu.parse().map_err(|e| bad("gpu", format!("{e}")))?;
+        let models = self.other_models(gpu, &req.models)?;
         let spec = JobSpec {
             tenant,
             priority,
@@ -316,8 +317,8 @@ impl ControlPlane {
                 segment: req.segment,
                 spares: req.spares,
                 parts: Vec::new(),
-                gpu_milli: 0,
-                models: Vec::new(),
+                gpu_milli: req.gpu_milli,
+                models,
             },
             time_limit: req.time_limit_s,
             placement: (&req.placement).into(),
@@ -341,6 +342,35 @@ impl ControlPlane {
         })
     }
 
+    /// The other models a job accepts: names in order, or `["any"]` for every model of the
+    /// fleet but `gpu` (most GPUs first).
+    fn other_models(&self, gpu: GpuModel, names: &[String]) -> Result<Vec<GpuModel>, FieldProblem> {
+        if names.len() > GangRequest::MAX_MODELS {
+            return Err(bad(
+                "models",
+                format!("at most {} models", GangRequest::MAX_MODELS),
+            ));
+        }
+        if names.len() == 1 && names[0].eq_ignore_ascii_case("any") {
+            let total = self.sched.fleet_total();
+            let mut all: Vec<GpuModel> = GpuModel::ALL
+                .into_iter()
+                .filter(|m| *m != gpu && total.gpus[m.index()] > 0)
+                .collect();
+            all.sort_by_key(|m| std::cmp::Reverse(total.gpus[m.index()]));
+            all.truncate(GangRequest::MAX_MODELS);
+            return Ok(all);
+        }
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.parse::<GpuModel>()
+                    .map_err(|e| bad(&format!("models[{i}]"), format!("{e} (or [\"any\"])")))
+            })
+            .collect()
+    }
+
     /// Work that even the whole fleet could never hold is refused at once, not queued forever:
     /// `copies` gangs like `gang` need more GPUs of its model than the fleet has.
     pub(super) fn check_fits_fleet(
@@ -349,7 +379,13 @@ impl ControlPlane {
         gang: &GangRequest,
         copies: u32,
     ) -> Result<(), FieldProblem> {
-        let have = self.sched.fleet_total().gpus[gang.gpu.index()];
+        // The model of the acceptable ones with the most GPUs.
+        let total = self.sched.fleet_total();
+        let have = gang
+            .acceptable_models()
+            .map(|m| total.gpus[m.index()])
+            .max()
+            .unwrap_or(0);
         let want = gang.total_gpus().saturating_mul(u64::from(copies));
         if want > have {
             return Err(bad(

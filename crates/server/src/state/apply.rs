@@ -195,6 +195,7 @@ impl ControlPlane {
                         name: name.clone(),
                         tenant: spec.tenant,
                         gpus: spec.gang.total_gpus(),
+                        gpu_milli: spec.gang.gpu_milli,
                         submitted_at: *at,
                         task: task.clone(),
                         ended_at: None,

@@ -122,6 +122,17 @@ impl ControlPlane {
                     ready_command: task.ready_command.clone(),
                     live_command: task.live_command.clone(),
                     port,
+                    gpu_milli: spec.spec.gang.gpu_milli,
+                    mig_profile: self
+                        .sched
+                        .engine()
+                        .fleet()
+                        .node(n)
+                        .capacity
+                        .gpu_model
+                        .filter(|_| spec.spec.gang.is_share())
+                        .and_then(|m| m.mig_profile(spec.spec.gang.gpu_milli))
+                        .map(str::to_string),
                 })
             }
             NodeWork::Sandboxes {

@@ -117,6 +117,8 @@ struct JobMeta {
     name: String,
     tenant: TenantId,
     gpus: u64,
+    /// A share of one GPU in thousandths (0: whole GPUs).
+    gpu_milli: u16,
     submitted_at: u64,
     task: TaskSpec,
     /// When it ended.

@@ -299,6 +299,18 @@ impl ControlPlane {
             since,
             submitted_at: meta.submitted_at,
             gpus: meta.gpus,
+            // The queue's record while it holds the job, else the nodes it last ran on.
+            gpu: self
+                .sched
+                .job(wid)
+                .map(|j| j.spec.gang.gpu)
+                .or_else(|| {
+                    meta.ran_on
+                        .first()
+                        .and_then(|n| self.sched.engine().fleet().node(*n).capacity.gpu_model)
+                })
+                .map_or_else(String::new, |m| m.to_string()),
+            gpu_milli: meta.gpu_milli,
             restarts: meta.restarts,
             exit_code: meta.exit_code,
             exit_reason: meta.oom_killed.then(|| "oom_killed".to_string()),

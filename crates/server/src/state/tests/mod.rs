@@ -31,6 +31,8 @@ fn req(name: &str, nodes: u32) -> SubmitJob {
         secret_env: Default::default(),
         workdir: None,
         placement: Default::default(),
+        gpu_milli: 0,
+        models: Vec::new(),
     }
 }
 
