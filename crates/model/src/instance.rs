@@ -117,6 +117,16 @@ impl InstanceCatalog {
                 7_600,
                 44.7,
             ),
+            // Earlier NVIDIA generations and inference GPUs.
+            builtin("p4d.24xlarge", Some(A100), 8, 96, 1_152, 8_000, 21.96),
+            builtin("p3dn.24xlarge", Some(V100), 8, 96, 768, 1_800, 31.2),
+            builtin("g4dn.12xlarge", Some(T4), 4, 48, 192, 900, 3.9),
+            builtin("g5.48xlarge", Some(A10), 8, 192, 768, 7_600, 16.3),
+            builtin("g6.48xlarge", Some(L4), 8, 192, 768, 7_600, 13.4),
+            // AMD and TPU hosts.
+            builtin("ND_MI300X_v5", Some(Mi300x), 8, 96, 1_850, 28_000, 48.0),
+            builtin("ct5p-hightpu-4t", Some(TpuV5p), 4, 208, 448, 0, 16.8),
+            builtin("ct6e-standard-8t", Some(TpuV6e), 8, 180, 1_440, 0, 21.6),
             // Other clouds' GB200 trays (4 GPUs each, NVL72 racks).
             builtin("a4x-highgpu-4g", Some(Gb200), 4, 140, 884, 12_000, 58.0),
             builtin("ND_GB200_v6", Some(Gb200), 4, 128, 900, 16_000, 59.0),
@@ -208,12 +218,20 @@ mod tests {
             "p5.48xlarge",
             "p5en.48xlarge",
             "trn2.48xlarge",
+            "p4d.24xlarge",
+            "g6.48xlarge",
+            "ND_MI300X_v5",
+            "ct5p-hightpu-4t",
         ] {
             let t = c.get(name).unwrap_or_else(|| panic!("missing {name}"));
             assert!(t.gpus > 0 && t.gpu_model.is_some(), "{name}");
         }
         assert_eq!(c.get("p6e-gb200.36xlarge").map(|t| t.gpus), Some(4));
-        assert!(c.get("p4d.24xlarge").is_none());
+        assert!(c.get("p2.xlarge").is_none());
+        // Every model has a built-in host type.
+        for m in GpuModel::ALL {
+            assert!(c.iter().any(|t| t.gpu_model == Some(m)), "{m}");
+        }
     }
 
     #[test]

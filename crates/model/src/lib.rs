@@ -21,7 +21,7 @@ pub use fleet::{
     TopoId, TopoKind, TopoNode,
 };
 pub use instance::{InstanceCatalog, InstanceType};
-pub use resources::{GpuModel, Resources};
+pub use resources::{AcceleratorKind, GpuModel, Resources};
 pub use tenancy::{
     JobSpec, PriorityClass, ResourceKind, ResourceVec, ServiceSpec, SpreadLevel, SpreadRule,
     TenantId, TenantSpec,

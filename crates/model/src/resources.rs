@@ -25,18 +25,75 @@ pub enum GpuModel {
     /// AWS Trainium2 (16 per trn2 host).
     #[serde(rename = "Trainium2")]
     Trainium2,
+    /// NVIDIA A100 80 GB (HGX, 8 per host).
+    #[serde(rename = "A100")]
+    A100,
+    /// NVIDIA V100 32 GB (8 per host).
+    #[serde(rename = "V100")]
+    V100,
+    /// NVIDIA T4 (inference; 1 to 8 per host).
+    #[serde(rename = "T4")]
+    T4,
+    /// NVIDIA A10 / A10G (inference; 1 to 8 per host).
+    #[serde(rename = "A10")]
+    A10,
+    /// NVIDIA L4 (inference; 1 to 8 per host).
+    #[serde(rename = "L4")]
+    L4,
+    /// AMD Instinct MI300X (8 per host).
+    #[serde(rename = "MI300X")]
+    Mi300x,
+    /// Google TPU v5p chips (4 per host, in pods).
+    #[serde(rename = "TPUv5p")]
+    TpuV5p,
+    /// Google TPU v6e (Trillium) chips (4 or 8 per host).
+    #[serde(rename = "TPUv6e")]
+    TpuV6e,
+}
+
+/// What kind of accelerator a model is: tasks see their devices under the kind's own
+/// runtime, and a TPU is never counted as a GPU of another model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AcceleratorKind {
+    /// NVIDIA GPUs (CUDA).
+    NvidiaGpu,
+    /// AMD GPUs (ROCm).
+    AmdGpu,
+    /// AWS Trainium (Neuron).
+    Trainium,
+    /// Google TPUs.
+    Tpu,
 }
 
 impl GpuModel {
     /// Every model, in a fixed order (used for per-model indexes).
-    pub const ALL: [GpuModel; 6] = [
+    pub const ALL: [GpuModel; 14] = [
         GpuModel::Gb200,
         GpuModel::Gb300,
         GpuModel::B200,
         GpuModel::H200,
         GpuModel::H100,
         GpuModel::Trainium2,
+        GpuModel::A100,
+        GpuModel::V100,
+        GpuModel::T4,
+        GpuModel::A10,
+        GpuModel::L4,
+        GpuModel::Mi300x,
+        GpuModel::TpuV5p,
+        GpuModel::TpuV6e,
     ];
+
+    /// The kind of accelerator.
+    pub fn kind(self) -> AcceleratorKind {
+        match self {
+            GpuModel::Trainium2 => AcceleratorKind::Trainium,
+            GpuModel::Mi300x => AcceleratorKind::AmdGpu,
+            GpuModel::TpuV5p | GpuModel::TpuV6e => AcceleratorKind::Tpu,
+            _ => AcceleratorKind::NvidiaGpu,
+        }
+    }
 
     /// Device memory of one accelerator, in GiB.
     pub fn memory_gib(self) -> u32 {
@@ -47,6 +104,14 @@ impl GpuModel {
             GpuModel::H200 => 141,
             GpuModel::H100 => 80,
             GpuModel::Trainium2 => 96,
+            GpuModel::A100 => 80,
+            GpuModel::V100 => 32,
+            GpuModel::T4 => 16,
+            GpuModel::A10 => 24,
+            GpuModel::L4 => 24,
+            GpuModel::Mi300x => 192,
+            GpuModel::TpuV5p => 95,
+            GpuModel::TpuV6e => 32,
         }
     }
 
@@ -54,7 +119,9 @@ impl GpuModel {
     /// models with MIG (seven compute slices; memory in GB as NVIDIA names the profiles).
     pub fn mig_profile(self, milli: u16) -> Option<&'static str> {
         let names: [&'static str; 5] = match self {
-            GpuModel::H100 => ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"],
+            GpuModel::H100 | GpuModel::A100 => {
+                ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"]
+            }
             GpuModel::H200 => ["1g.18gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"],
             GpuModel::B200 => ["1g.23gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"],
             _ => return None,
@@ -84,6 +151,14 @@ impl GpuModel {
             GpuModel::H200 => "H200",
             GpuModel::H100 => "H100",
             GpuModel::Trainium2 => "Trainium2",
+            GpuModel::A100 => "A100",
+            GpuModel::V100 => "V100",
+            GpuModel::T4 => "T4",
+            GpuModel::A10 => "A10",
+            GpuModel::L4 => "L4",
+            GpuModel::Mi300x => "MI300X",
+            GpuModel::TpuV5p => "TPUv5p",
+            GpuModel::TpuV6e => "TPUv6e",
         }
     }
 }
@@ -96,8 +171,13 @@ impl fmt::Display for GpuModel {
 
 /// Error for an accelerator model name that is not known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown GPU model '{0}' (known: GB200, GB300, B200, H200, H100, Trainium2)")]
+#[error("unknown GPU model '{0}' (known: {known})", known = known_models())]
 pub struct UnknownGpuModel(pub String);
+
+fn known_models() -> String {
+    let names: Vec<&str> = GpuModel::ALL.iter().map(|m| m.name()).collect();
+    names.join(", ")
+}
 
 impl FromStr for GpuModel {
     type Err = UnknownGpuModel;

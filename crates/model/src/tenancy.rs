@@ -61,7 +61,10 @@ impl fmt::Display for ResourceKind {
 /// An amount of every quota'd resource: GPUs per model, CPU and memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ResourceVec {
-    /// GPUs per model, indexed by [`GpuModel::index`].
+    /// GPUs per model, indexed by [`GpuModel::index`]. Written as a list in model order;
+    /// a shorter list (written before later models existed) reads with each later model
+    /// at the largest amount the list has: tenants' quotas were set alike for every model.
+    #[serde(deserialize_with = "gpus_of_any_length")]
     pub gpus: [u64; GpuModel::ALL.len()],
     /// CPU millicores.
     pub cpu_millis: u64,
@@ -309,5 +312,45 @@ impl ServiceSpec {
             });
         }
         Ok(())
+    }
+}
+
+/// Reads a per-model list of at most [`GpuModel::ALL`]'s length (see [`ResourceVec::gpus`]).
+fn gpus_of_any_length<'de, D>(d: D) -> Result<[u64; GpuModel::ALL.len()], D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let list = Vec::<u64>::deserialize(d)?;
+    if list.len() > GpuModel::ALL.len() {
+        return Err(serde::de::Error::invalid_length(
+            list.len(),
+            &"at most one amount per known GPU model",
+        ));
+    }
+    let fill = list.iter().copied().max().unwrap_or(0);
+    let mut out = [fill; GpuModel::ALL.len()];
+    out[..list.len()].copy_from_slice(&list);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod model_list_tests {
+    use super::*;
+
+    #[test]
+    fn a_quota_written_before_later_models_existed_reads_them_alike() {
+        // Six models, as journals of the first format wrote them.
+        let old = r#"{"gpus":[8,8,8,8,8,8],"cpu_millis":1000,"memory_mib":2048}"#;
+        let v: ResourceVec = serde_json::from_str(old).unwrap();
+        assert!(v.gpus.iter().all(|g| *g == 8), "{v:?}");
+        assert_eq!((v.cpu_millis, v.memory_mib), (1000, 2048));
+        // What is read is written back whole, and reads the same.
+        let again: ResourceVec = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(again, v);
+        let too_long = format!(
+            r#"{{"gpus":{:?},"cpu_millis":0,"memory_mib":0}}"#,
+            vec![1u64; 40]
+        );
+        assert!(serde_json::from_str::<ResourceVec>(&too_long).is_err());
     }
 }

@@ -373,9 +373,9 @@ struct Group {
 /// A synthetic heterogeneous GPU cluster shaped like the production cluster of the paper, as
 /// its public node list describes it: 1,213 GPU nodes and 6,212 GPUs in fifteen host shapes
 /// (8-GPU hosts with 96 CPUs hold 71% of the GPUs; many 2-GPU hosts, a few 1- and 4-GPU
-/// hosts; CPUs per GPU from 4 to 128). The paper's models are older and partly undisclosed;
-/// here each group carries a model of this project's list, which changes nothing for work
-/// that takes any model.
+/// hosts; CPUs per GPU from 4 to 128). Models as there where this project knows them (T4,
+/// V100 — its 16 and 32 GB kinds and the P100s stand as V100 — and A10); the undisclosed
+/// G2 and G3 stand as A100 and H100. The mix takes any model, so the names change nothing.
 pub fn reference_fleet() -> Result<Fleet, model::FleetError> {
     let group = |hosts, model, gpus, cpus, memory_gib| Group {
         hosts,
@@ -385,21 +385,21 @@ pub fn reference_fleet() -> Result<Fleet, model::FleetError> {
         memory_gib,
     };
     let groups = [
-        group(549, GpuModel::H100, 8, 96, 384),
-        group(387, GpuModel::B200, 2, 104, 512),
-        group(107, GpuModel::H200, 2, 16, 120),
-        group(39, GpuModel::Gb300, 8, 128, 768),
-        group(28, GpuModel::H200, 4, 32, 128),
-        group(22, GpuModel::H200, 2, 64, 256),
-        group(21, GpuModel::H200, 8, 96, 768),
-        group(19, GpuModel::H200, 1, 8, 32),
-        group(17, GpuModel::B200, 4, 96, 384),
-        group(9, GpuModel::H200, 4, 48, 368),
-        group(7, GpuModel::H200, 8, 64, 256),
-        group(3, GpuModel::H200, 1, 8, 60),
-        group(2, GpuModel::H200, 2, 8, 60),
-        group(2, GpuModel::Gb200, 1, 128, 1024),
-        group(1, GpuModel::H200, 8, 82, 336),
+        group(549, GpuModel::A100, 8, 96, 384),
+        group(387, GpuModel::T4, 2, 104, 512),
+        group(107, GpuModel::V100, 2, 16, 120),
+        group(39, GpuModel::H100, 8, 128, 768),
+        group(28, GpuModel::V100, 4, 32, 128),
+        group(22, GpuModel::V100, 2, 64, 256),
+        group(21, GpuModel::V100, 8, 96, 768),
+        group(19, GpuModel::V100, 1, 8, 32),
+        group(17, GpuModel::T4, 4, 96, 384),
+        group(9, GpuModel::V100, 4, 48, 368),
+        group(7, GpuModel::V100, 8, 64, 256),
+        group(3, GpuModel::V100, 1, 8, 60),
+        group(2, GpuModel::V100, 2, 8, 60),
+        group(2, GpuModel::A10, 1, 128, 1024),
+        group(1, GpuModel::V100, 8, 82, 336),
     ];
     let mut b = FleetBuilder::new();
     let mut host = 0u32;
