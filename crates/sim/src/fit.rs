@@ -105,14 +105,38 @@ impl Shapes {
         gang(model, nodes, per_node)
     }
 
-    /// The gang trace job `j` becomes: its own shape, or the whole-host rule's.
+    /// The gang trace job `j` becomes: a share of one GPU, CPU work on one GPU host, or its
+    /// own shape or the whole-host rule's; with its CPU and memory per node and the other
+    /// models it accepts that the fleet has.
     pub fn job_gang(&self, j: &TraceJob) -> GangRequest {
         let model = j.gpu.unwrap_or(self.model);
-        match (j.gpus_per_node, j.nodes) {
-            (Some(g), _) => gang(model, j.gpus / u32::from(g.max(1)), u32::from(g)),
-            (None, Some(n)) => gang(model, n, j.gpus / n.max(1)),
-            (None, None) => self.whole_hosts_of(model, j.gpus),
-        }
+        let mut g = if j.gpu_milli > 0 || j.gpus == 0 {
+            let mut one = gang(model, 1, 1);
+            one.gpus_per_node = u8::from(j.gpus > 0);
+            one.gpu_milli = j.gpu_milli;
+            one
+        } else {
+            match (j.gpus_per_node, j.nodes) {
+                (Some(g), _) => gang(model, j.gpus / u32::from(g.max(1)), u32::from(g)),
+                (None, Some(n)) => gang(model, n, j.gpus / n.max(1)),
+                (None, None) => self.whole_hosts_of(model, j.gpus),
+            }
+        };
+        g.cpu_millis_per_node = j.cpu_millis;
+        g.memory_mib_per_node = j.memory_mib;
+        g.models = j
+            .models
+            .iter()
+            .copied()
+            .filter(|m| *m != model && !self.sizes_of_exact(*m).is_empty())
+            .take(GangRequest::MAX_MODELS)
+            .collect();
+        g
+    }
+
+    /// The node sizes of `model` in this fleet (empty: none).
+    fn sizes_of_exact(&self, model: GpuModel) -> &[u8] {
+        self.by_model.get(model.index()).map_or(&[], |s| &s[..])
     }
 
     /// The gang a replica of trace service `v` becomes: a unit of its roles (each worker on

@@ -130,6 +130,8 @@ struct JobRun {
     rate: f64,
     first_start: Option<Time>,
     finished: Option<Time>,
+    /// The model its latest run got (work of several models).
+    on_model: Option<GpuModel>,
 }
 
 /// A placed part of a sandbox batch.
@@ -275,9 +277,12 @@ struct Sim<'a> {
     drained: Vec<u8>,
     gpus_up: u64,
     cpu_up: u64,
+    /// Busy GPU capacity in thousandths (a share counts its part of a device).
     busy_gpus: u64,
-    /// Busy GPUs per model, and their integral (by [`GpuModel::index`]).
+    /// The same per model, and their integral (by [`GpuModel::index`]).
     busy_by_model: Vec<u64>,
+    /// The model each busy workload holds.
+    busy_on: FxHashMap<WorkloadId, GpuModel>,
     busy_model_seconds: Vec<f64>,
     // Metrics.
     tally: Tally,
@@ -461,6 +466,7 @@ impl<'a> Sim<'a> {
             cpu_up,
             busy_gpus: 0,
             busy_by_model: vec![0; GpuModel::ALL.len()],
+            busy_on: FxHashMap::default(),
             busy_model_seconds: vec![0.0; GpuModel::ALL.len()],
             tally: Tally::default(),
             samples: Vec::new(),
@@ -680,7 +686,7 @@ impl<'a> Sim<'a> {
                     time_limit: j.time_limit.clamp(1, JobSpec::MAX_TIME_LIMIT),
                     placement: j.placement.as_deref().cloned().unwrap_or_default(),
                 };
-                self.pending_gpus[self.tenant_of_job[i as usize]] += spec.gang.total_gpus();
+                self.pending_gpus[self.tenant_of_job[i as usize]] += spec.gang.total_gpu_milli();
                 self.s
                     .submit(WorkloadId(u64::from(i)), spec, now)
                     .map_err(|e| format!("job {}: {e}", j.id))?;
@@ -693,7 +699,7 @@ impl<'a> Sim<'a> {
                 self.s
                     .finish(WorkloadId(u64::from(i)), now)
                     .map_err(|e| e.to_string())?;
-                let gpus = self.gang(i as usize).total_gpus();
+                let gpus = self.gang(i as usize).total_gpu_milli();
                 self.count_busy(WorkloadId(u64::from(i)), gpus, false);
                 let r = &mut self.runs[i as usize];
                 r.finished = Some(now);
@@ -1069,15 +1075,16 @@ impl<'a> Sim<'a> {
         match d {
             Decision::Start { job, slots } => {
                 if job.as_replica().is_some() {
-                    let gpus = self.s.job(job).map_or(0, |j| j.spec.gang.total_gpus());
+                    let gpus = self.s.job(job).map_or(0, |j| j.spec.gang.total_gpu_milli());
                     self.running_replicas.insert(job, gpus);
                     self.count_busy(job, gpus, true);
                     self.tally.replica_starts += 1;
                     return;
                 }
                 let i = job.0 as usize;
-                let gpus = self.gang(i).total_gpus();
+                let gpus = self.gang(i).total_gpu_milli();
                 self.pending_gpus[self.tenant_of_job[i]] -= gpus;
+                self.runs[i].on_model = self.s.job(job).map(|j| j.spec.gang.gpu);
                 let (levels, ndomains) =
                     levels_spanned(self.s.engine().fleet(), &self.heights, &slots);
                 let model_speed = self.config.speed.model_factor(self.model_of(job));
@@ -1109,7 +1116,7 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 let i = job.0 as usize;
-                let gpus = self.gang(i).total_gpus();
+                let gpus = self.gang(i).total_gpu_milli();
                 if !in_place {
                     self.pending_gpus[self.tenant_of_job[i]] += gpus;
                 }
@@ -1155,9 +1162,10 @@ impl<'a> Sim<'a> {
     fn sample(&mut self, now: Time) {
         // What each tenant holds and asks for, in GPUs.
         let report = self.s.tenant_report();
+        // Thousandths of GPUs, as the demand (quotas count a share as a whole GPU).
         let held: Vec<f64> = report
             .iter()
-            .map(|t| t.usage.gpus.iter().sum::<u64>() as f64)
+            .map(|t| t.usage.gpus.iter().sum::<u64>() as f64 * 1000.0)
             .collect();
         let mut demand: Vec<f64> = held
             .iter()
@@ -1167,13 +1175,14 @@ impl<'a> Sim<'a> {
         for (k, v) in self.trace.services.iter().enumerate() {
             if let Some(st) = self.s.service_status(k as u64) {
                 let t = self.tenant_ids[&v.tenant].0 as usize;
-                demand[t] += f64::from(st.pending) * self.services[k].gpus_per_replica as f64;
+                demand[t] +=
+                    f64::from(st.pending) * self.services[k].gpus_per_replica as f64 * 1000.0;
             }
         }
         let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
         self.samples.push(Sample {
             t: now,
-            gpu_util: ratio(self.busy_gpus, self.gpus_up),
+            gpu_util: ratio(self.busy_gpus, self.gpus_up * 1000),
             cpu_util: ratio(self.busy_cpu, self.cpu_up),
             gpus_up: self.gpus_up,
             queue_len: self.s.pending_count() as u64,
@@ -1192,18 +1201,19 @@ impl<'a> Sim<'a> {
     fn check(&self, now: Time) -> Result<(), String> {
         let s = &self.s;
         s.check_invariants().map_err(|v| format!("t={now}: {v}"))?;
-        let (_, free) = s.engine().gpu_usage();
+        // In thousandths of GPUs: shares hold part of a device.
+        let (_, free) = s.engine().gpu_milli_usage();
         let running_gpus: u64 = s
             .running_jobs()
             .iter()
-            .map(|id| s.job(*id).map_or(0, |j| j.spec.gang.total_gpus()))
+            .map(|id| s.job(*id).map_or(0, |j| j.spec.gang.total_gpu_milli()))
             .sum();
         let fleet = s.engine().fleet();
         let ready_gpus: u64 = fleet
             .nodes()
             .iter()
             .filter(|n| n.state == NodeState::Ready)
-            .map(|n| u64::from(n.capacity.gpus))
+            .map(|n| u64::from(n.capacity.gpus) * 1000)
             .sum();
         let up_gpus: u64 = fleet
             .nodes()

@@ -235,6 +235,10 @@ pub fn generate_jobs(spec: &SynthSpec) -> Vec<TraceJob> {
                         ..PlacementRule::default()
                     })
                 }),
+                gpu_milli: 0,
+                models: Box::default(),
+                cpu_millis: 0,
+                memory_mib: 0,
             }
         })
         .collect();

@@ -59,6 +59,15 @@ pub struct TraceJob {
     pub gpus_per_node: Option<u8>,
     /// The accelerator model it runs on (`None`: the run's default model, see `fit`).
     pub gpu: Option<model::GpuModel>,
+    /// Other models it accepts, in order after its own (`"any"`: every model; those the
+    /// fleet lacks are dropped when it runs).
+    pub models: Box<[model::GpuModel]>,
+    /// A share of one GPU in thousandths (1–999, with `gpus` 1); 0: whole GPUs.
+    pub gpu_milli: u16,
+    /// CPU millicores on each node (0: none reserved). With `gpus` 0: CPU work on a GPU host.
+    pub cpu_millis: u32,
+    /// Memory on each node, MiB (0: none reserved).
+    pub memory_mib: u32,
     /// Nodes, when the trace says.
     pub nodes: Option<u32>,
     /// Owner.
@@ -522,6 +531,10 @@ pub fn read_philly(file: &str, text: &str, skip_bad: bool) -> Result<Trace, Trac
                     time_limit: limit_from(duration),
                     checkpoint_interval: None,
                     placement: None,
+                    gpu_milli: 0,
+                    models: Box::default(),
+                    cpu_millis: 0,
+                    memory_mib: 0,
                 },
             ))
         })();
@@ -569,6 +582,14 @@ struct JsonJob {
     gpus_per_node: Option<u8>,
     nodes: Option<u32>,
     gpu: Option<model::GpuModel>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    gpu_milli: u16,
+    #[serde(default)]
+    cpu_millis: u32,
+    #[serde(default)]
+    memory_mib: u32,
     tenant: String,
     #[serde(default)]
     priority: PriorityClass,
@@ -576,6 +597,24 @@ struct JsonJob {
     checkpoint_interval: Option<Time>,
     #[serde(default)]
     placement: PlacementRule,
+}
+
+/// A job's other models: names in order, or `["any"]` for every model.
+fn parse_models(names: &[String]) -> Result<Box<[model::GpuModel]>, (String, String)> {
+    if names.len() == 1 && names[0].eq_ignore_ascii_case("any") {
+        return Ok(model::GpuModel::ALL.into());
+    }
+    if names.len() > model::GangRequest::MAX_MODELS {
+        return Err(("models".into(), "at most 8 models, or [\"any\"]".into()));
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            n.parse::<model::GpuModel>()
+                .map_err(|e| (format!("models[{i}]"), e.to_string()))
+        })
+        .collect()
 }
 
 fn inference() -> PriorityClass {
@@ -627,9 +666,24 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
             if j.duration == 0 {
                 return Err(bad("duration", "must be at least 1 second"));
             }
-            if j.gpus == 0 || j.gpus > 1_000_000 {
-                return Err(bad("gpus", "must be 1..=1000000"));
+            if j.gpus > 1_000_000 || (j.gpus == 0 && j.cpu_millis == 0) {
+                return Err(bad(
+                    "gpus",
+                    "must be 1..=1000000 (0 only for CPU work on a GPU host, with cpu_millis)",
+                ));
             }
+            if j.gpu_milli > 999 || (j.gpu_milli > 0 && j.gpus != 1) {
+                return Err(bad(
+                    "gpu_milli",
+                    "must be 1..=999 thousandths of one GPU, with gpus 1",
+                ));
+            }
+            if (j.gpu_milli > 0 || j.gpus == 0)
+                && (j.gpus_per_node.is_some_and(|g| g > 1) || j.nodes.is_some_and(|n| n > 1))
+            {
+                return Err(bad("nodes", "a share or CPU work runs on one node"));
+            }
+            let models = parse_models(&j.models).map_err(|(f, r)| bad(&f, &r))?;
             if j.checkpoint_interval == Some(0) {
                 return Err(bad("checkpoint_interval", "must be at least 1 second"));
             }
@@ -659,6 +713,10 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
                 gpus_per_node: j.gpus_per_node,
                 nodes: j.nodes,
                 gpu: j.gpu,
+                models,
+                gpu_milli: j.gpu_milli,
+                cpu_millis: j.cpu_millis,
+                memory_mib: j.memory_mib,
                 tenant: j.tenant,
                 priority: j.priority,
                 time_limit: j
@@ -790,6 +848,23 @@ pub fn write_jsonl(trace: &Trace) -> String {
             "checkpoint_interval": j.checkpoint_interval,
         });
         let mut v = v;
+        if let Some(o) = v.as_object_mut() {
+            if j.models.len() == model::GpuModel::ALL.len() {
+                o.insert("models".into(), serde_json::json!(["any"]));
+            } else if !j.models.is_empty() {
+                let names: Vec<&str> = j.models.iter().map(|m| m.name()).collect();
+                o.insert("models".into(), serde_json::json!(names));
+            }
+            for (key, value) in [
+                ("gpu_milli", u32::from(j.gpu_milli)),
+                ("cpu_millis", j.cpu_millis),
+                ("memory_mib", j.memory_mib),
+            ] {
+                if value > 0 {
+                    o.insert(key.into(), value.into());
+                }
+            }
+        }
         if let Some(rule) = &j.placement {
             if let Some(o) = v.as_object_mut() {
                 o.insert(

@@ -71,6 +71,10 @@ fn job(id: u64, submit: u64, duration: u64, gpus: u32, priority: PriorityClass) 
         time_limit: duration * 2,
         checkpoint_interval: Some(600),
         placement: None,
+        memory_mib: 0,
+        gpu_milli: 0,
+        models: Box::default(),
+        cpu_millis: 0,
     }
 }
 

@@ -46,6 +46,10 @@ fn job(id: u64, submit: u64, duration: u64, gpus: u32, limit: u64) -> TraceJob {
         time_limit: limit,
         checkpoint_interval: None,
         placement: None,
+        memory_mib: 0,
+        gpu_milli: 0,
+        models: Box::default(),
+        cpu_millis: 0,
     }
 }
 

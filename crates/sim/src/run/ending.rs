@@ -64,8 +64,9 @@ impl Sim<'_> {
         let since = self.stalled_since.map_or(now, |(_, t)| t);
         // Stuck: work waits, nothing but replicas runs, and nothing will arrive or change
         // (the only other events queued are the queue's own wake-ups).
-        let replica_gpus: u64 = self.running_replicas.values().sum();
-        let nothing_runs = self.busy_gpus == replica_gpus && self.busy_cpu == 0;
+        // (CPU work on GPU hosts holds no GPU: count running jobs, not busy GPUs.)
+        let nothing_runs =
+            self.s.running_count() == self.running_replicas.len() && self.busy_cpu == 0;
         let waiting = self.s.pending_count() > 0 || !self.backlog.is_empty();
         let nothing_comes = self.finite_queued == self.wakes_queued;
         if waiting && nothing_runs && nothing_comes && now.saturating_sub(since) >= STALL_LIMIT {

@@ -13,15 +13,21 @@ impl Sim<'_> {
         asked.unwrap_or(self.shapes.model)
     }
 
-    /// Counts `gpus` of workload `w` busy (`on`) or free again.
-    pub(super) fn count_busy(&mut self, w: WorkloadId, gpus: u64, on: bool) {
-        let m = self.model_of(w).index();
+    /// Counts `milli` thousandths of GPUs of workload `w` busy (`on`) or free again, on the
+    /// model it got (work of several models: the queue's record when it starts).
+    pub(super) fn count_busy(&mut self, w: WorkloadId, milli: u64, on: bool) {
         if on {
-            self.busy_gpus += gpus;
-            self.busy_by_model[m] += gpus;
+            let model = self
+                .s
+                .job(w)
+                .map_or_else(|| self.model_of(w), |j| j.spec.gang.gpu);
+            self.busy_on.insert(w, model);
+            self.busy_gpus += milli;
+            self.busy_by_model[model.index()] += milli;
         } else {
-            self.busy_gpus -= gpus;
-            self.busy_by_model[m] -= gpus;
+            let model = self.busy_on.remove(&w).unwrap_or_else(|| self.model_of(w));
+            self.busy_gpus -= milli;
+            self.busy_by_model[model.index()] -= milli;
         }
     }
 
@@ -54,7 +60,7 @@ impl Sim<'_> {
             &per_job,
             &self.tally,
             self.samples.clone(),
-            ratio(self.busy_gpu_seconds, self.up_gpu_seconds),
+            ratio(self.busy_gpu_seconds, self.up_gpu_seconds * 1000.0),
             lost,
         );
         report.cpu_utilization = ratio(self.busy_cpu_seconds, self.up_cpu_seconds);
@@ -89,7 +95,10 @@ impl Sim<'_> {
         let (mut jobs, mut finished, mut waited, mut started) =
             (vec![0u64; n], vec![0u64; n], vec![0f64; n], vec![0u64; n]);
         for (i, (j, r)) in self.trace.jobs.iter().zip(&self.runs).enumerate() {
-            let m = self.model_of(WorkloadId(i as u64)).index();
+            let m = r
+                .on_model
+                .unwrap_or_else(|| self.model_of(WorkloadId(i as u64)))
+                .index();
             jobs[m] += 1;
             finished[m] += u64::from(r.finished.is_some());
             if let Some(s) = r.first_start {
@@ -107,7 +116,7 @@ impl Sim<'_> {
                     model: m.name().to_string(),
                     gpus: gpus[k],
                     gpu_utilization: if gpus[k] > 0 {
-                        self.busy_model_seconds[k] / (gpus[k] as f64 * span)
+                        self.busy_model_seconds[k] / (gpus[k] as f64 * 1000.0 * span)
                     } else {
                         0.0
                     },
