@@ -287,13 +287,13 @@ mod tests {
         let cat = InstanceCatalog::builtin();
         let opts = AwsImport::default();
         let e = import(
-            &pages(&[&PAGE1.replace("p5.48xlarge", "p4d.24xlarge")]),
+            &pages(&[&PAGE1.replace("p5.48xlarge", "p2.xlarge")]),
             &cat,
             &opts,
         )
         .unwrap_err();
         assert_eq!(e.field, "Instances[2] (i-0003).InstanceType");
-        assert!(e.reason.contains("unknown instance type 'p4d.24xlarge'"));
+        assert!(e.reason.contains("unknown instance type 'p2.xlarge'"));
         let e = import(
             &pages(&[&PAGE1.replace("\"nn-a\", \"nn-b\", \"nn-c1\"", "\"nn-a\", \"nn-b\"")]),
             &cat,

@@ -36,8 +36,8 @@ pub use gang::{GangPlacement, Quality};
 pub use sandbox::{SandboxPlacement, SandboxRun};
 pub use scheduler::{
     BatchRecord, Decision, GangSlots, HeldFor, Job, JobRecord, JobState, LiveBatch, LiveJob,
-    Outcome, QueueOrder, QueueState, QueuedJob, Reason, ReservationChange, ReservationRecord,
-    RestoreError, Scaled, SchedConfig, SchedError, Scheduler, ServiceRecord, ServiceStatus,
-    TenantLoad, TenantReport, MAX_SERVICES, REPLICA_IDS,
+    NodeScoring, Outcome, QueueOrder, QueueState, QueuedJob, Reason, ReservationChange,
+    ReservationRecord, RestoreError, Scaled, SchedConfig, SchedError, Scheduler, ServiceRecord,
+    ServiceStatus, TenantLoad, TenantReport, MAX_MIX_SHAPES, MAX_SERVICES, REPLICA_IDS,
 };
 pub use share::{MixShape, NodeScore, SharedDevice, DEVICE_MILLI, MAX_SCORED_NODES};

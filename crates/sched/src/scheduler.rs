@@ -21,6 +21,7 @@ mod config;
 mod decision;
 mod invariants;
 mod lifecycle;
+mod mix;
 mod outcome;
 mod pass;
 mod preempt;
@@ -37,6 +38,7 @@ pub use outcome::{
 
 pub use config::{QueueOrder, SchedConfig};
 pub use decision::{Decision, SchedError};
+pub use mix::{NodeScoring, MAX_MIX_SHAPES};
 pub use services::{Scaled, ServiceStatus, MAX_SERVICES};
 
 use model::{
@@ -453,6 +455,10 @@ pub struct Scheduler {
     /// The last pass stopped at its depth having started work: more may start at once.
     #[serde(skip)]
     cut_short: bool,
+    /// Single-node shapes of the live jobs (what a gradient node score weighs); rebuilt from
+    /// the jobs as they are queued again on load.
+    #[serde(skip)]
+    mix: mix::ShapeMix,
 }
 
 impl Scheduler {
@@ -547,6 +553,7 @@ impl Scheduler {
             journaled_reservation: None,
             queued_floor: Vec::new(),
             cut_short: false,
+            mix: mix::ShapeMix::default(),
         })
     }
 
@@ -686,6 +693,9 @@ impl Scheduler {
 
     /// One scheduling pass at time `now`.
     pub fn schedule(&mut self, now: Time) -> Vec<Decision> {
+        if let Some(score) = self.mix.refresh(self.config.node_scoring) {
+            self.engine.set_node_score(score);
+        }
         // Explanations are worked out when asked for, not for every job of every pass.
         self.engine.set_explanations(false);
         let out = self.pass(now);

@@ -213,3 +213,59 @@ fn cpu_work_runs_beside_gpu_work_on_a_gpu_host() {
     e.release(WorkloadId(2)).unwrap();
     e.check_invariants().unwrap();
 }
+
+#[test]
+fn the_queue_hands_the_engine_the_mix_of_the_jobs_it_holds() {
+    use model::{JobSpec, PriorityClass, TenantId};
+    use sched::{NodeScoring, SchedConfig, Scheduler};
+    let config = SchedConfig {
+        node_scoring: NodeScoring::PackedGradient,
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(
+        hosts(2, 4),
+        vec![common::tenant("t", 1.0, 1000, None)],
+        config,
+    )
+    .unwrap();
+    let spec = |gang| JobSpec {
+        tenant: TenantId(0),
+        priority: PriorityClass::Research,
+        gang,
+        time_limit: 3600,
+        placement: Default::default(),
+    };
+    for id in 0..3 {
+        s.submit(WorkloadId(id), spec(share(500, 1000)), 0).unwrap();
+    }
+    s.submit(WorkloadId(9), spec(gang(1, 2, None)), 0).unwrap();
+    s.schedule(0);
+    s.check_invariants().unwrap();
+    let NodeScore::PackedGradient(mix) = s.engine().node_score() else {
+        panic!("{:?}", s.engine().node_score())
+    };
+    // Two shapes: three half-GPU shares (weight 3 × 0.5) and one 2-GPU job (1 × 2).
+    let weights: Vec<(u8, u16, f64)> = mix
+        .iter()
+        .map(|m| (m.gpus, m.gpu_milli, m.weight))
+        .collect();
+    assert_eq!(weights, [(0, 500, 1.5), (2, 0, 2.0)]);
+    // Two shares pack onto one device, the third onto another.
+    let devices: std::collections::BTreeSet<(u32, u32)> = (0..3)
+        .map(|id| match s.engine().allocation(WorkloadId(id)) {
+            Some(sched::Allocation::Gang { slots, .. }) => (slots[0].node.0, slots[0].gpu_mask),
+            _ => panic!("w{id} runs"),
+        })
+        .collect();
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    // When they end, the mix follows.
+    for id in 0..3 {
+        s.finish(WorkloadId(id), 10).unwrap();
+    }
+    s.schedule(10);
+    s.check_invariants().unwrap();
+    let NodeScore::PackedGradient(mix) = s.engine().node_score() else {
+        panic!()
+    };
+    assert_eq!(mix.len(), 1);
+}

@@ -59,6 +59,11 @@ pub struct ServerArgs {
     /// sjf, las. What the journal already decided stands.
     #[arg(long, default_value = "stargrid")]
     pub policy: String,
+    /// How single-node work (GPU shares, CPU work, one node of whole GPUs) chooses its node:
+    /// best-fit (the default), packing, dot-product, fragmentation (the gradient over the
+    /// shapes of the jobs the queue holds) or packed-gradient (Stargrid's).
+    #[arg(long, default_value = "best-fit")]
+    pub node_score: String,
     /// The key file secret environment values are sealed under (default:
     /// `<data-dir>/secrets.key`, made 0600 at first start). With a PostgreSQL journal, keep it
     /// on the server hosts (never in the database) and give every standby the same file.
@@ -262,12 +267,13 @@ pub fn run(a: &ServerArgs) -> Result<()> {
         None => None,
     };
     let tenants = a.tenants.as_ref().map(read_tenants).transpose()?;
-    let Some(rules) = sched::SchedConfig::policy(&a.policy) else {
+    let Some(mut rules) = sched::SchedConfig::policy(&a.policy) else {
         bail!(
             "--policy: unknown policy '{}' (stargrid, fifo, first-fit, slurm, sjf, las)",
             a.policy
         );
     };
+    rules.node_scoring = node_scoring(&a.node_score)?;
     let config = server::Config {
         store_url,
         cell: a.cell.clone(),
@@ -331,6 +337,16 @@ pub fn serve_until_ctrl_c(
             (false, None) => server::serve(srv, listener, shutdown).await,
         }
         .context("serving the API")
+    })
+}
+
+/// The node score named on the command line.
+pub fn node_scoring(name: &str) -> Result<sched::NodeScoring> {
+    sched::NodeScoring::parse(name).with_context(|| {
+        format!(
+            "--node-score: unknown score '{name}' (known: {})",
+            sched::NodeScoring::NAMES.join(", ")
+        )
     })
 }
 

@@ -83,6 +83,10 @@ pub struct Input {
     /// Hours a failed node stays down.
     #[arg(long, default_value_t = 4.0)]
     pub repair_hours: f64,
+    /// How single-node work (GPU shares, CPU work, one node of whole GPUs) chooses its node:
+    /// best-fit, packing, dot-product, fragmentation or packed-gradient.
+    #[arg(long, default_value = "best-fit")]
+    pub node_score: String,
     /// Seed (faults and synthetic traces).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -289,12 +293,13 @@ pub fn load(input: &Input) -> Result<Loaded> {
 const DEFAULT_EPOCH: u64 = 1_798_761_600;
 
 fn config(input: &Input, loaded: &Loaded, policy: &str) -> Result<SimConfig> {
-    let sched = SchedConfig::policy(policy).with_context(|| {
+    let mut sched = SchedConfig::policy(policy).with_context(|| {
         format!(
             "--policy: unknown policy '{policy}' (known: {})",
             SchedConfig::POLICIES.join(", ")
         )
     })?;
+    sched.node_scoring = crate::server_cmd::node_scoring(&input.node_score)?;
     let mut faults = match &input.faults {
         Some(path) => {
             let name = path.display().to_string();

@@ -1,4 +1,5 @@
-//! `stargrid sim frag` as a user runs it: the table, the JSON keys, a bad policy named.
+//! `stargrid sim frag` as a user runs it (the table, the JSON keys, a bad policy named), and a
+//! simulation run under a node score.
 
 #![allow(clippy::unwrap_used)]
 
@@ -54,4 +55,53 @@ fn an_unknown_policy_is_named() {
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("unknown policy 'tetris'"), "{err}");
+}
+
+#[test]
+fn a_run_takes_a_node_score_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.jsonl");
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                r#"{{"id": {i}, "submit": {i}, "duration": 600, "gpus": 1, "gpu_milli": 300, "cpu_millis": 2000, "tenant": "a"}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&trace, lines.join("\n")).unwrap();
+    let out_dir = dir.path().join("out");
+    let args = |score: &str| {
+        vec![
+            "sim".to_string(),
+            "run".into(),
+            "--trace".into(),
+            trace.display().to_string(),
+            "--gpus".into(),
+            "72".into(),
+            "--cpu-hosts".into(),
+            "0".into(),
+            "--no-what-if".into(),
+            "--no-plots".into(),
+            "--json".into(),
+            "--out".into(),
+            out_dir.display().to_string(),
+            "--node-score".into(),
+            score.into(),
+        ]
+    };
+    let run = |score: &str| {
+        let a = args(score);
+        stargrid(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run("packed-gradient");
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["finished"], 12, "{v}");
+    let out = run("tetris");
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--node-score: unknown score 'tetris'"),
+        "{err}"
+    );
 }

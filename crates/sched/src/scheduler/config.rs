@@ -39,6 +39,9 @@ pub struct SchedConfig {
     pub pass_depth: usize,
     /// A pass is full (considers every pending job) at least this often, in seconds.
     pub full_pass_interval: Time,
+    /// How single-node work (shares, CPU work, one node of whole GPUs) chooses its node.
+    #[serde(default)]
+    pub node_scoring: NodeScoring,
 }
 
 /// Orders the queue can use (the policies users know, for comparison in the simulator).
@@ -78,6 +81,7 @@ impl Default for SchedConfig {
             preemption_retry_max: 960,
             pass_depth: 500,
             full_pass_interval: 300,
+            node_scoring: NodeScoring::BestFit,
         }
     }
 }

@@ -12,6 +12,9 @@ impl Scheduler {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.engine.check_invariants()?;
         self.ledger.check(&self.engine)?;
+        if !self.mix.same_as(&self.jobs) {
+            return Err("the mix of single-node shapes disagrees with the jobs".into());
+        }
         for id in self.running.iter().chain(self.batches.keys()) {
             let want = allocation_units(self.engine.fleet(), self.engine.allocation(*id));
             let have = self

@@ -132,6 +132,7 @@ impl Scheduler {
         if let Some(t) = self.tenants.get_mut(job.spec.tenant.0 as usize) {
             t.load.live_jobs -= 1;
         }
+        self.mix.count(&job.spec.gang, false);
         Some(job)
     }
 
@@ -140,7 +141,12 @@ impl Scheduler {
     /// all follow the model it holds.
     pub(super) fn settle_model(&mut self, id: WorkloadId, placed: model::GpuModel) {
         if let Some(j) = self.jobs.get_mut(&id) {
-            j.spec.gang = j.spec.gang.placed_on(placed);
+            let placed = j.spec.gang.placed_on(placed);
+            if placed.gpu != j.spec.gang.gpu {
+                self.mix.count(&j.spec.gang, false);
+                self.mix.count(&placed, true);
+                j.spec.gang = placed;
+            }
         }
     }
 

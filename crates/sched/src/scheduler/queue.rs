@@ -52,6 +52,7 @@ impl Scheduler {
         if let Some(t) = self.tenants.get_mut(spec.tenant.0 as usize) {
             t.load.live_jobs += 1;
         }
+        self.mix.count(&spec.gang, true);
         self.jobs.insert(
             id,
             Job {
