@@ -62,8 +62,9 @@ impl fmt::Display for ResourceKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ResourceVec {
     /// GPUs per model, indexed by [`GpuModel::index`]. Written as a list in model order;
-    /// a shorter list (written before later models existed) reads with each later model
-    /// at the largest amount the list has: tenants' quotas were set alike for every model.
+    /// a shorter list (written before later models existed) reads each later model at the
+    /// amount the list gives every model when it gives them all the same (a quota set alike
+    /// for every model, or none), else at 0 (a quota set model by model never covered it).
     #[serde(deserialize_with = "gpus_of_any_length")]
     pub gpus: [u64; GpuModel::ALL.len()],
     /// CPU millicores.
@@ -327,7 +328,10 @@ where
             &"at most one amount per known GPU model",
         ));
     }
-    let fill = list.iter().copied().max().unwrap_or(0);
+    let fill = match list.split_first() {
+        Some((first, rest)) if rest.iter().all(|v| v == first) => *first,
+        _ => 0,
+    };
     let mut out = [fill; GpuModel::ALL.len()];
     out[..list.len()].copy_from_slice(&list);
     Ok(out)
@@ -347,6 +351,11 @@ mod model_list_tests {
         // What is read is written back whole, and reads the same.
         let again: ResourceVec = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
         assert_eq!(again, v);
+        // A quota set model by model does not cover later models.
+        let h100_only = r#"{"gpus":[0,0,0,0,64,0],"cpu_millis":0,"memory_mib":0}"#;
+        let v: ResourceVec = serde_json::from_str(h100_only).unwrap();
+        assert_eq!(v.gpus[GpuModel::H100.index()], 64);
+        assert_eq!(v.gpus[GpuModel::A100.index()], 0);
         let too_long = format!(
             r#"{{"gpus":{:?},"cpu_millis":0,"memory_mib":0}}"#,
             vec![1u64; 40]

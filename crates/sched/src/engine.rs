@@ -853,6 +853,18 @@ impl Engine {
     ) -> Result<GangPlacement, EngineError> {
         self.ensure_new(id)?;
         let placement = self.plan_gang_in(request, allowed)?;
+        self.commit_planned(id, request, placement, now)
+    }
+
+    /// Takes what a plan of `request` (made on this very state) names, for workload `id`.
+    pub(crate) fn commit_planned(
+        &mut self,
+        id: WorkloadId,
+        request: &GangRequest,
+        placement: GangPlacement,
+        now: Time,
+    ) -> Result<GangPlacement, EngineError> {
+        self.ensure_new(id)?;
         // A plan short of nodes is a bug in a planner; it must never reach the state.
         let want = request.nodes as usize + request.spares as usize;
         if placement.slots.len() + placement.spares.len() != want {

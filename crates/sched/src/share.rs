@@ -455,25 +455,22 @@ impl Engine {
         allowed: &dyn Fn(TopoId) -> bool,
     ) -> Result<GangPlacement, Unplaceable> {
         let milli = request.gpu_milli;
-        // The tightest partly used device over every acceptable model.
-        let found = request
-            .acceptable_models()
-            .filter_map(|model| {
-                self.share_room[model.index()]
-                    .range((milli, 0, 0)..)
-                    .take(MAX_SHARE_TRIES)
-                    .find(|&&(_, n, _)| {
-                        let f = &self.free[n as usize];
-                        let d = self.node_domain[n as usize];
-                        self.open(n)
-                            && f.cpu_millis >= request.cpu_millis_per_node
-                            && f.memory_mib >= request.memory_mib_per_node
-                            && d != crate::engine::NO_DOMAIN
-                            && allowed(self.domains[d as usize].topo)
-                    })
-                    .copied()
-            })
-            .min();
+        // The tightest partly used device of the first acceptable model that has one.
+        let found = request.acceptable_models().find_map(|model| {
+            self.share_room[model.index()]
+                .range((milli, 0, 0)..)
+                .take(MAX_SHARE_TRIES)
+                .find(|&&(_, n, _)| {
+                    let f = &self.free[n as usize];
+                    let d = self.node_domain[n as usize];
+                    self.open(n)
+                        && f.cpu_millis >= request.cpu_millis_per_node
+                        && f.memory_mib >= request.memory_mib_per_node
+                        && d != crate::engine::NO_DOMAIN
+                        && allowed(self.domains[d as usize].topo)
+                })
+                .copied()
+        });
         if let Some((_, n, device)) = found {
             return Ok(self.single_placement(n, 1 << device));
         }

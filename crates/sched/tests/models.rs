@@ -154,3 +154,45 @@ fn the_queue_charges_the_model_a_job_got_and_restores_it_there() {
     s.check_invariants().unwrap();
     assert_eq!(s.tenant_report()[0].usage.gpus[GpuModel::H200.index()], 0);
 }
+
+#[test]
+fn another_model_is_taken_only_where_the_quota_admits_it() {
+    // Tenant 0 may use 8 H100 GPUs and no H200; tenant 1 has no limits.
+    let mut quota = ResourceVec::UNLIMITED;
+    quota.gpus[GpuModel::H100.index()] = 8;
+    quota.gpus[GpuModel::H200.index()] = 0;
+    let tenant = |name: &str, quota| TenantSpec {
+        name: name.into(),
+        weight: 1.0,
+        cohort: None,
+        quota,
+    };
+    let tenants = vec![tenant("t", quota), tenant("other", ResourceVec::UNLIMITED)];
+    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let spec = |t: u32, gang| JobSpec {
+        tenant: TenantId(t),
+        priority: PriorityClass::Research,
+        gang,
+        time_limit: 3600,
+        placement: Default::default(),
+    };
+    // The other tenant fills the H100 hosts; tenant 0's job is admitted on H100 (its quota
+    // there is free) and also accepts H200, where its quota is 0: it must wait.
+    s.submit(WorkloadId(1), spec(1, job(GpuModel::H100, &[], 2)), 0)
+        .unwrap();
+    s.schedule(0);
+    s.submit(
+        WorkloadId(2),
+        spec(0, job(GpuModel::H100, &[GpuModel::H200], 1)),
+        1,
+    )
+    .unwrap();
+    s.schedule(1);
+    s.check_invariants().unwrap();
+    assert!(s.engine().allocation(WorkloadId(1)).is_some());
+    assert!(
+        s.engine().allocation(WorkloadId(2)).is_none(),
+        "ran on a model its quota does not cover"
+    );
+    assert_eq!(s.tenant_report()[0].usage.gpus[GpuModel::H200.index()], 0);
+}

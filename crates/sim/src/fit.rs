@@ -128,7 +128,9 @@ impl Shapes {
             .models
             .iter()
             .copied()
-            .filter(|m| *m != model && !self.sizes_of_exact(*m).is_empty())
+            .filter(|m| {
+                *m != model && m.kind() == model.kind() && !self.sizes_of_exact(*m).is_empty()
+            })
             .take(GangRequest::MAX_MODELS)
             .collect();
         g

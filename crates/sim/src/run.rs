@@ -1087,7 +1087,8 @@ impl<'a> Sim<'a> {
                 self.runs[i].on_model = self.s.job(job).map(|j| j.spec.gang.gpu);
                 let (levels, ndomains) =
                     levels_spanned(self.s.engine().fleet(), &self.heights, &slots);
-                let model_speed = self.config.speed.model_factor(self.model_of(job));
+                let on = self.runs[i].on_model.unwrap_or_else(|| self.model_of(job));
+                let model_speed = self.config.speed.model_factor(on);
                 let r = &mut self.runs[i];
                 r.rate = self.config.speed.factor(levels) * model_speed;
                 r.started = Some(now);

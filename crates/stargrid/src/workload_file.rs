@@ -172,10 +172,10 @@ memory_mib = 2048
             e.to_string(),
             "w.toml:6: workloads[0].nodes: must be 1..=1000000"
         );
-        let e = parse("w.toml", &SAMPLE.replace("GB200", "A100")).unwrap_err();
+        let e = parse("w.toml", &SAMPLE.replace("GB200", "P100")).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("w.toml:5: workloads[0].gpu: unknown GPU model 'A100'"),
+                .starts_with("w.toml:5: workloads[0].gpu: unknown GPU model 'P100'"),
             "{e}"
         );
         let e = parse("w.toml", &SAMPLE.replace("count = 10\n", "")).unwrap_err();

@@ -315,9 +315,35 @@ impl Scheduler {
         let gang = job.spec.gang.clone();
         let tenant = job.spec.tenant.0 as usize;
         let spread = self.spread_filter(id);
-        let placement = self
-            .engine
-            .place_gang_in(id, &gang, now, &|t| spread.allows(t))
+        // Work of several models goes only where its tenant's quota (or its cohort's) admits
+        // it: the queue admitted it on its first model.
+        let admitted: Option<Vec<model::GpuModel>> = (!gang.models.is_empty()).then(|| {
+            gang.acceptable_models()
+                .filter(|m| {
+                    let mut on = job.clone();
+                    on.spec.gang = gang.on_model(*m);
+                    admit_with(&self.tenants, &self.cohorts, &on).is_ok()
+                })
+                .collect()
+        });
+        let fleet = self.engine.fleet();
+        let model_of = |t: TopoId| {
+            let first = fleet.topo_node(t).nodes.start;
+            fleet
+                .nodes()
+                .get(first as usize)
+                .and_then(|n| n.capacity.gpu_model)
+        };
+        let allowed = |t: TopoId| {
+            spread.allows(t)
+                && admitted
+                    .as_ref()
+                    .is_none_or(|ok| model_of(t).is_some_and(|m| ok.contains(&m)))
+        };
+        let plan = self.engine.plan_gang_in(&gang, &allowed);
+        let placement = plan
+            .map_err(EngineError::from)
+            .and_then(|p| self.engine.commit_planned(id, &gang, p, now))
             .map_err(|e| match e {
                 // Name the spread rule when it is what stands in the way.
                 EngineError::Unplaceable(_) if spread.restricts() => {
@@ -334,8 +360,13 @@ impl Scheduler {
             .slots
             .first()
             .and_then(|s| self.engine.fleet().node(s.node).capacity.gpu_model);
-        if let Some(m) = placed {
+        let mut borrowed = borrowed;
+        if let Some(m) = placed.filter(|m| *m != gang.gpu) {
             self.settle_model(id, m);
+            // Borrowed or not, on the model it got.
+            if let Some(j) = self.jobs.get(&id) {
+                borrowed = admit_with(&self.tenants, &self.cohorts, j).unwrap_or(borrowed);
+            }
         }
         let gang = self.jobs.get(&id).map_or(gang, |j| j.spec.gang.clone());
         let usage = ResourceVec::of_gang(&gang);

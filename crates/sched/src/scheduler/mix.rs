@@ -8,7 +8,7 @@ use crate::share::{MixShape, NodeScore};
 use model::GpuModel;
 
 /// Most shapes a mix hands the engine (a gradient costs per shape and node).
-pub const MAX_MIX_SHAPES: usize = 256;
+pub const MAX_MIX_SHAPES: usize = 32;
 
 /// How single-node work chooses its node (see [`NodeScore`]); the gradients weigh the shapes
 /// of the single-node jobs the queue holds.

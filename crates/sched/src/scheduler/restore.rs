@@ -400,6 +400,12 @@ fn check_gang(
     request: &model::GangRequest,
     g: &GangSlots,
 ) -> Result<(), RestoreError> {
+    if g.spares.len() > request.spares as usize {
+        return Err(restore_error(
+            id,
+            format!("{} spares for {} asked", g.spares.len(), request.spares),
+        ));
+    }
     if g.slots.len() != request.nodes as usize {
         return Err(restore_error(
             id,

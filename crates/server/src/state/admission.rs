@@ -343,7 +343,7 @@ impl ControlPlane {
     }
 
     /// The other models a job accepts: names in order, or `["any"]` for every model of the
-    /// fleet but `gpu` (most GPUs first).
+    /// fleet of `gpu`'s kind (a CUDA job never lands on a TPU), but `gpu`, most GPUs first.
     fn other_models(&self, gpu: GpuModel, names: &[String]) -> Result<Vec<GpuModel>, FieldProblem> {
         if names.len() > GangRequest::MAX_MODELS {
             return Err(bad(
@@ -355,7 +355,7 @@ impl ControlPlane {
             let total = self.sched.fleet_total();
             let mut all: Vec<GpuModel> = GpuModel::ALL
                 .into_iter()
-                .filter(|m| *m != gpu && total.gpus[m.index()] > 0)
+                .filter(|m| *m != gpu && m.kind() == gpu.kind() && total.gpus[m.index()] > 0)
                 .collect();
             all.sort_by_key(|m| std::cmp::Reverse(total.gpus[m.index()]));
             all.truncate(GangRequest::MAX_MODELS);
@@ -387,6 +387,9 @@ impl ControlPlane {
             .max()
             .unwrap_or(0);
         let want = gang.total_gpus().saturating_mul(u64::from(copies));
+        if have == 0 {
+            return Err(bad(field, format!("the fleet has no {} nodes", gang.gpu)));
+        }
         if want > have {
             return Err(bad(
                 field,
