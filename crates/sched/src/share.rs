@@ -13,13 +13,15 @@
 //! node score ([`NodeScore`]) instead of the engine's default best fit: the fragmentation
 //! gradient of Weng et al. (USENIX ATC '23) against the mix of shapes that arrive, and the
 //! baselines the static fragmentation experiment compares it with. A scored placement looks
-//! at no more than [`MAX_SCORED_NODES`] nodes, cheapest cost tier first, fullest domains
-//! first.
+//! at no more than [`MAX_SCORED_NODES`] nodes, cheapest cost tier first: for a share, the
+//! nodes of partly used devices with room (tightest first), then domains with a free device;
+//! for other work, the domains with the devices it asks, fullest first.
 
-use crate::engine::{index_of, Engine, Unplaceable};
+use crate::engine::{index_of, Engine, Unplaceable, NO_DOMAIN};
 use crate::gang::{GangPlacement, Quality};
 use crate::NodeSlot;
 use model::{GangRequest, GpuModel, NodeId, TopoId};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
 /// Thousandths in one device.
@@ -304,12 +306,15 @@ impl Engine {
                 request.gpu
             )));
         }
+        // Shares look at partly used devices with room first (tightest first), then at
+        // domains with a free device; other work at domains with the devices it asks.
         let need = if request.is_share() {
-            0
+            1
         } else {
             u32::from(request.gpus_per_node)
         };
         let mut looked = 0usize;
+        let mut seen: FxHashSet<u32> = FxHashSet::default();
         let tiers = models
             .iter()
             .map(|m| self.model_tiers[m.index()])
@@ -318,9 +323,39 @@ impl Engine {
         // Cheapest tier first over every acceptable model; the best score in it wins.
         for tier in 0..tiers {
             let mut best: Option<(f64, u32, u32)> = None;
+            let mut consider = |n: u32, ask: &GangRequest, looked: &mut usize| {
+                if !self.open(n) || !seen.insert(n) {
+                    return;
+                }
+                *looked += 1;
+                for (score, mask) in self.choices(n, ask) {
+                    if best.is_none_or(|(b, _, _)| score < b) {
+                        best = Some((score, n, mask));
+                    }
+                }
+            };
             for &model in models.iter().filter(|m| tier < self.model_tiers[m.index()]) {
                 let ask = request.on_model(model);
+                let shared = self.share_room[model.index()]
+                    .range((request.gpu_milli.max(1), 0, 0)..)
+                    .filter(|_| request.is_share())
+                    .take(4 * MAX_SCORED_NODES);
+                for &(_, n, _) in shared {
+                    let d = self.node_domain[n as usize];
+                    if looked >= MAX_SCORED_NODES {
+                        break;
+                    }
+                    if d != NO_DOMAIN
+                        && self.domains[d as usize].tier == tier
+                        && allowed(self.domains[d as usize].topo)
+                    {
+                        consider(n, &ask, &mut looked);
+                    }
+                }
                 for &(_, d) in self.by_free_gpus[index_of(model, tier)].range((need, 0)..) {
+                    if looked >= MAX_SCORED_NODES {
+                        break;
+                    }
                     let ds = &self.domains[d as usize];
                     if !allowed(ds.topo) {
                         continue;
@@ -329,15 +364,7 @@ impl Engine {
                         if looked >= MAX_SCORED_NODES {
                             break;
                         }
-                        if !self.open(n) {
-                            continue;
-                        }
-                        looked += 1;
-                        for (score, mask) in self.choices(n, &ask) {
-                            if best.is_none_or(|(b, _, _)| score < b) {
-                                best = Some((score, n, mask));
-                            }
-                        }
+                        consider(n, &ask, &mut looked);
                     }
                 }
             }
