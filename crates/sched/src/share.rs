@@ -282,6 +282,57 @@ impl Engine {
         }
     }
 
+    /// Shared devices: no device both shared and wholly taken, none over 1000 thousandths, and
+    /// the per-device sums and the room index exactly as the shares say. Marks shared devices
+    /// as taken in `used_gpu`.
+    pub(crate) fn check_shares(
+        &self,
+        sums: &std::collections::BTreeMap<(u32, u8), u32>,
+        used_gpu: &mut [u32],
+    ) -> Result<(), String> {
+        let nodes = self.fleet.nodes();
+        let mut have: Vec<(u32, u8, u16)> = self
+            .shared
+            .iter()
+            .flat_map(|(n, list)| list.iter().map(|s| (*n, s.device, s.used_milli)))
+            .collect();
+        have.sort_unstable();
+        let want: Vec<(u32, u8, u16)> = sums
+            .iter()
+            .map(|(&(n, d), &m)| (n, d, m.min(u32::from(u16::MAX)) as u16))
+            .collect();
+        for &(n, d, m) in &want {
+            let name = &nodes[n as usize].name;
+            if m > DEVICE_MILLI {
+                return Err(format!(
+                    "{name}: device {d} shared beyond one GPU ({m}/1000)"
+                ));
+            }
+            if used_gpu[n as usize] >> d & 1 == 1 {
+                return Err(format!("{name}: device {d} both shared and wholly taken"));
+            }
+            used_gpu[n as usize] |= 1 << d;
+        }
+        if have != want {
+            return Err(format!("shared devices {have:?} but shares say {want:?}"));
+        }
+        let mut index: Vec<(u16, u32, u8)> = self
+            .share_room
+            .iter()
+            .flat_map(|set| set.iter().copied())
+            .collect();
+        index.sort_unstable_by_key(|&(r, n, d)| (n, d, r));
+        let expect: Vec<(u16, u32, u8)> = want
+            .iter()
+            .filter(|&&(_, _, m)| m < DEVICE_MILLI)
+            .map(|&(n, d, m)| (DEVICE_MILLI - m, n, d))
+            .collect();
+        if index != expect {
+            return Err("share room index out of date".into());
+        }
+        Ok(())
+    }
+
     /// Room left on device `device` of node `n` for a share: 1000 when wholly free.
     pub(crate) fn device_room(&self, n: u32, device: u8) -> u16 {
         self.node_view(n).free[usize::from(device.min(31))]
