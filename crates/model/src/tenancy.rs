@@ -48,6 +48,18 @@ pub enum ResourceKind {
     MemoryMib,
 }
 
+impl ResourceKind {
+    /// An amount of this resource as the queue counts it, for people: GPUs from thousandths
+    /// (`2.5`, `16`), the rest as they are.
+    pub fn amount(&self, v: u64) -> String {
+        match self {
+            ResourceKind::Gpus(_) if v.is_multiple_of(1000) => (v / 1000).to_string(),
+            ResourceKind::Gpus(_) => format!("{}", v as f64 / 1000.0),
+            _ => v.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ResourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -85,11 +97,38 @@ impl ResourceVec {
         memory_mib: Self::UNLIMITED_AMOUNT,
     };
 
-    /// What a gang uses.
+    /// What a gang uses, its GPUs in thousandths (a share counts its part of a device; the
+    /// queue keeps usage and quotas in thousandths, see [`ResourceVec::gpus_in_milli`]).
     pub fn of_gang(g: &GangRequest) -> ResourceVec {
         let mut v = ResourceVec::default();
-        v.gpus[g.gpu.index()] = g.total_gpus();
+        v.gpus[g.gpu.index()] = g.total_gpu_milli();
         (v.cpu_millis, v.memory_mib) = g.total_cpu_memory();
+        v
+    }
+
+    /// The same amount with its GPUs in thousandths (an amount that never binds stays so).
+    pub fn gpus_in_milli(&self) -> ResourceVec {
+        let mut v = *self;
+        for g in v.gpus.iter_mut() {
+            *g = if *g >= Self::UNLIMITED_AMOUNT / 1000 {
+                Self::UNLIMITED_AMOUNT
+            } else {
+                *g * 1000
+            };
+        }
+        v
+    }
+
+    /// The same amount with its GPUs in whole GPUs, from thousandths (rounded up).
+    pub fn gpus_in_whole(&self) -> ResourceVec {
+        let mut v = *self;
+        for g in v.gpus.iter_mut() {
+            *g = if *g >= Self::UNLIMITED_AMOUNT {
+                Self::UNLIMITED_AMOUNT
+            } else {
+                g.div_ceil(1000)
+            };
+        }
         v
     }
 

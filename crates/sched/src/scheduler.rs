@@ -98,17 +98,21 @@ impl Brief {
         }
     }
 
-    /// What the job asks of its tenant's quota.
+    /// What the job asks of its tenant's quota (GPUs in thousandths).
     fn ask(&self) -> ResourceVec {
         let mut v = ResourceVec::default();
         if let Some(u) = self.unit {
-            v.gpus[self.shape.gpu] = u.gpus;
+            v.gpus[self.shape.gpu] = u.gpus * 1000;
             v.cpu_millis = u.cpu_millis;
             v.memory_mib = u.memory_mib;
             return v;
         }
         let (n, s) = (u64::from(self.nodes), &self.shape);
-        v.gpus[s.gpu] = n * u64::from(s.gpus_per_node);
+        v.gpus[s.gpu] = if s.gpu_milli > 0 {
+            u64::from(s.gpu_milli)
+        } else {
+            n * u64::from(s.gpus_per_node) * 1000
+        };
         v.cpu_millis = n * u64::from(s.cpu_millis_per_node);
         v.memory_mib = n * u64::from(s.memory_mib_per_node);
         v
@@ -278,6 +282,9 @@ pub enum Reason {
 #[derive(Clone, Serialize, Deserialize)]
 struct TenantState {
     spec: TenantSpec,
+    /// Its quota with GPUs in thousandths, as the usage.
+    quota: ResourceVec,
+    /// What its running jobs hold, GPUs in thousandths.
     usage: ResourceVec,
     lost_gpu_hours: f64,
     /// Index into `Scheduler::cohorts`.
@@ -370,8 +377,10 @@ struct Announced {
 pub struct TenantReport {
     /// Name.
     pub name: String,
-    /// Resources its running jobs hold.
+    /// Resources its running jobs hold (GPUs rounded up to whole ones per model).
     pub usage: ResourceVec,
+    /// GPUs its running jobs hold, in thousandths, every model together.
+    pub gpu_milli_in_use: u64,
     /// Weighted dominant share (usage / fleet total / weight).
     pub dominant_share: f64,
     /// GPU-hours lost to preemption and failures.
@@ -494,7 +503,7 @@ impl Scheduler {
         let mut fleet_total = ResourceVec::default();
         for n in engine.fleet().nodes() {
             if let Some(m) = n.capacity.gpu_model {
-                fleet_total.gpus[m.index()] += u64::from(n.capacity.gpus);
+                fleet_total.gpus[m.index()] += u64::from(n.capacity.gpus) * 1000;
             }
             fleet_total.cpu_millis += u64::from(n.capacity.cpu_millis);
             fleet_total.memory_mib += u64::from(n.capacity.memory_mib);
@@ -509,7 +518,9 @@ impl Scheduler {
                     quota: tenants
                         .iter()
                         .filter(|t| t.cohort.as_ref() == Some(name))
-                        .fold(ResourceVec::default(), |acc, t| acc.plus(&t.quota)),
+                        .fold(ResourceVec::default(), |acc, t| {
+                            acc.plus(&t.quota.gpus_in_milli())
+                        }),
                     usage: ResourceVec::default(),
                 })
                 .collect(),
@@ -520,6 +531,7 @@ impl Scheduler {
                         .cohort
                         .as_ref()
                         .and_then(|c| cohorts.iter().position(|x| x == c)),
+                    quota: spec.quota.gpus_in_milli(),
                     spec,
                     usage: ResourceVec::default(),
                     lost_gpu_hours: 0.0,
@@ -558,8 +570,8 @@ impl Scheduler {
     }
 
     /// What the whole fleet has, every node counted (up or not).
-    pub fn fleet_total(&self) -> &ResourceVec {
-        &self.fleet_total
+    pub fn fleet_total(&self) -> ResourceVec {
+        self.fleet_total.gpus_in_whole()
     }
 
     /// The rules in force.
@@ -640,7 +652,8 @@ impl Scheduler {
             .iter()
             .map(|t| TenantReport {
                 name: t.spec.name.clone(),
-                usage: t.usage,
+                usage: t.usage.gpus_in_whole(),
+                gpu_milli_in_use: t.usage.gpus.iter().sum(),
                 dominant_share: t.usage.dominant_share(&self.fleet_total) / t.spec.weight,
                 lost_gpu_hours: t.lost_gpu_hours,
                 quota: t.spec.quota,
@@ -817,7 +830,7 @@ fn admit_with(tenants: &[TenantState], cohorts: &[CohortState], job: &Job) -> Re
     let t = &tenants[job.spec.tenant.0 as usize];
     // Sandboxes count against the tenant's own quota too.
     let after = t.usage.plus(&ask).plus(&t.load.sandbox_usage());
-    if after.fits_in(&t.spec.quota) {
+    if after.fits_in(&t.quota) {
         return Ok(false);
     }
     let shortfall = |v: &ResourceVec, limit: &ResourceVec, cohort: bool| {
@@ -833,7 +846,7 @@ fn admit_with(tenants: &[TenantState], cohorts: &[CohortState], job: &Job) -> Re
     };
     // Idle quota of the cohort: the sum of members' quotas minus the sum of their usage.
     let Some(sums) = t.cohort.map(|c| &cohorts[c]) else {
-        return Err(shortfall(&after, &t.spec.quota, false));
+        return Err(shortfall(&after, &t.quota, false));
     };
     let quota = sums.quota;
     let cohort_after = sums.usage.plus(&ask);

@@ -269,3 +269,40 @@ fn the_queue_hands_the_engine_the_mix_of_the_jobs_it_holds() {
     };
     assert_eq!(mix.len(), 1);
 }
+
+#[test]
+fn quotas_count_shares_in_thousandths() {
+    use model::{JobSpec, PriorityClass, TenantId};
+    use sched::{SchedConfig, Scheduler};
+    // A tenant with one GPU of quota: four quarter shares run, a fifth waits.
+    let mut s = Scheduler::new(
+        hosts(2, 4),
+        vec![common::tenant("t", 1.0, 1, None)],
+        SchedConfig::default(),
+    )
+    .unwrap();
+    let spec = |gang| JobSpec {
+        tenant: TenantId(0),
+        priority: PriorityClass::Research,
+        gang,
+        time_limit: 3600,
+        placement: Default::default(),
+    };
+    for id in 0..5 {
+        s.submit(WorkloadId(id), spec(share(250, 0)), 0).unwrap();
+    }
+    s.schedule(0);
+    s.check_invariants().unwrap();
+    let running = (0..5)
+        .filter(|id| s.engine().allocation(WorkloadId(*id)).is_some())
+        .count();
+    assert_eq!(running, 4);
+    let report = &s.tenant_report()[0];
+    assert_eq!(report.gpu_milli_in_use, 1000);
+    assert_eq!(report.usage.gpus[GpuModel::Gb200.index()], 1);
+    let why = s.pending_reason_for(WorkloadId(4), None).unwrap();
+    assert!(
+        why.contains("would use 1.25 GB200 GPUs, quota is 1"),
+        "{why}"
+    );
+}

@@ -1163,11 +1163,8 @@ impl<'a> Sim<'a> {
     fn sample(&mut self, now: Time) {
         // What each tenant holds and asks for, in GPUs.
         let report = self.s.tenant_report();
-        // Thousandths of GPUs, as the demand (quotas count a share as a whole GPU).
-        let held: Vec<f64> = report
-            .iter()
-            .map(|t| t.usage.gpus.iter().sum::<u64>() as f64 * 1000.0)
-            .collect();
+        // Thousandths of GPUs, as the demand.
+        let held: Vec<f64> = report.iter().map(|t| t.gpu_milli_in_use as f64).collect();
         let mut demand: Vec<f64> = held
             .iter()
             .zip(&self.pending_gpus)

@@ -118,7 +118,7 @@ impl Scheduler {
                     t.spec.name, t.usage, usage[i]
                 ));
             }
-            if !own[i].fits_in(&t.spec.quota) {
+            if !own[i].fits_in(&t.quota) {
                 return Err(format!(
                     "tenant {}: own-quota work exceeds its quota",
                     t.spec.name

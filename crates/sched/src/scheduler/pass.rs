@@ -248,7 +248,7 @@ impl Scheduler {
                         // refused: its range is not even walked.
                         let floor = self.queued_floor.get(t).copied().flatten();
                         if let (Some(held), Some(floor)) = (&held[t], floor) {
-                            if !held.plus(&floor).fits_in(&self.tenants[t].spec.quota) {
+                            if !held.plus(&floor).fits_in(&self.tenants[t].quota) {
                                 continue;
                             }
                         }
@@ -261,7 +261,7 @@ impl Scheduler {
                                 break 'classes;
                             }
                             if let Some(held) = &held[t] {
-                                let quota = &self.tenants[t].spec.quota;
+                                let quota = &self.tenants[t].quota;
                                 if !held.plus(&brief.ask()).fits_in(quota) {
                                     if let Some(job) = self.jobs.get_mut(&key.3) {
                                         if let Err(why) =

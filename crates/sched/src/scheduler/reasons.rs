@@ -44,13 +44,17 @@ impl Scheduler {
             Reason::NotConsidered => "not yet considered by a scheduling pass".into(),
             Reason::Requeued => "requeued; waiting for the next pass".into(),
             Reason::Quota { what, want, have, cohort: false } => format!(
-                "tenant '{}' quota: would use {want} {what}, quota is {have} (no cohort to borrow from)",
-                tenant.spec.name
+                "tenant '{}' quota: would use {} {what}, quota is {} (no cohort to borrow from)",
+                tenant.spec.name,
+                what.amount(*want),
+                what.amount(*have)
             ),
             Reason::Quota { what, want, have, cohort: true } => format!(
-                "tenant '{}' quota: cohort '{}' would use {want} {what}, its quotas total {have}",
+                "tenant '{}' quota: cohort '{}' would use {} {what}, its quotas total {}",
                 tenant.spec.name,
-                tenant.spec.cohort.as_deref().unwrap_or("?")
+                tenant.spec.cohort.as_deref().unwrap_or("?"),
+                what.amount(*want),
+                what.amount(*have)
             ),
             Reason::Unplaceable { text, held_for } => {
                 let text = match text {

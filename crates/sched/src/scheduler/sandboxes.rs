@@ -98,13 +98,15 @@ impl Scheduler {
             ..ResourceVec::default()
         };
         let after = ts.usage.plus(&ts.load.sandbox_usage()).plus(&ask);
-        match after.first_excess(&ts.spec.quota) {
+        match after.first_excess(&ts.quota) {
             None => Ok(()),
             Some((what, want, have)) => Err(SchedError::NoRoom {
                 field: "count",
                 reason: format!(
-                    "tenant '{}' would hold {want} {what} with this batch; its quota is {have}",
-                    ts.spec.name
+                    "tenant '{}' would hold {} {what} with this batch; its quota is {}",
+                    ts.spec.name,
+                    what.amount(want),
+                    what.amount(have)
                 ),
             }),
         }
