@@ -369,3 +369,51 @@ fn a_store_of_an_older_build_gets_the_history_of_its_finished_work_at_start() {
         "migrated once"
     );
 }
+
+/// What the fixture's work cost, as the build that wrote it reported (GPU pools metered in
+/// whole GPUs then): the snapshot and the replayed journal both still say so.
+const V1_SPEND: &str = include_str!("fixtures/v1/spend.json");
+
+#[test]
+fn the_spend_of_the_v1_fixture_is_what_it_was_when_written() {
+    let want: serde_json::Value = serde_json::from_str(V1_SPEND).unwrap();
+    let from_snapshot = ControlPlane::from_snapshot(V1_SNAPSHOT).unwrap();
+    let replayed = ControlPlane::replay(records(V1_JOURNAL)).unwrap().unwrap();
+    for (what, p) in [("snapshot", &from_snapshot), ("journal", &replayed)] {
+        // A day past the last record, so that idle and held capacity both accrue after it.
+        let at = p.now() + 86_400;
+        let got = serde_json::to_value(p.spend(at)).unwrap();
+        assert_close(&got, &want, what, "$");
+    }
+}
+
+/// `got` equals `want`, numbers to a millionth of their size.
+fn assert_close(got: &serde_json::Value, want: &serde_json::Value, what: &str, path: &str) {
+    use serde_json::Value;
+    match (got, want) {
+        (Value::Number(g), Value::Number(w)) => {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{what}: {path} is {g}, was {w}"
+            );
+        }
+        (Value::Array(g), Value::Array(w)) => {
+            assert_eq!(g.len(), w.len(), "{what}: {path} has {} items", g.len());
+            for (i, (g, w)) in g.iter().zip(w).enumerate() {
+                assert_close(g, w, what, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Object(g), Value::Object(w)) => {
+            assert_eq!(
+                g.keys().collect::<Vec<_>>(),
+                w.keys().collect::<Vec<_>>(),
+                "{what}: {path}"
+            );
+            for (k, w) in w {
+                assert_close(&g[k], w, what, &format!("{path}.{k}"));
+            }
+        }
+        _ => assert_eq!(got, want, "{what}: {path}"),
+    }
+}
