@@ -208,6 +208,11 @@ impl Job {
         self.spec.gang.total_gpus()
     }
 
+    /// GPU-seconds `seconds` of running amount to: its GPUs, or its share of one.
+    fn gpu_seconds(&self, seconds: u64) -> u64 {
+        seconds.saturating_mul(self.spec.gang.total_gpu_milli()) / 1000
+    }
+
     fn running_since(&self) -> Option<Time> {
         match self.state {
             JobState::Running { since } | JobState::Preempting { since, .. } => Some(since),
@@ -221,7 +226,7 @@ impl Job {
             return 0.0;
         };
         let from = self.last_checkpoint.map_or(since, |c| c.max(since));
-        now.saturating_sub(from) as f64 * self.gpus() as f64 / 3600.0
+        self.gpu_seconds(now.saturating_sub(from)) as f64 / 3600.0
     }
 }
 

@@ -306,3 +306,74 @@ fn quotas_count_shares_in_thousandths() {
         "{why}"
     );
 }
+
+#[test]
+fn a_share_pays_for_its_share_and_loses_only_its_share() {
+    use model::{JobSpec, PriorityClass, TenantId};
+    use sched::cost::SpendClass;
+    use sched::{Decision, SchedConfig, Scheduler, Scope};
+    // Two 4-GPU hosts at 1 USD an hour each: a GPU-hour is 0.25 USD.
+    let mut s = Scheduler::new(
+        hosts(2, 4),
+        vec![common::tenant("t", 1.0, 1000, None)],
+        SchedConfig::default(),
+    )
+    .unwrap();
+    let spec = |gang| JobSpec {
+        tenant: TenantId(0),
+        priority: PriorityClass::Research,
+        gang,
+        time_limit: 7200,
+        placement: Default::default(),
+    };
+    s.submit(WorkloadId(1), spec(share(250, 0)), 0).unwrap();
+    s.submit(WorkloadId(2), spec(gang(1, 1, None)), 0).unwrap();
+    // CPU work on a GPU host: half the host's CPU is worth half its GPUs.
+    let mut cpu = gang(1, 0, None);
+    cpu.cpu_millis_per_node = 72_000;
+    s.submit(WorkloadId(3), spec(cpu), 0).unwrap();
+    s.schedule(0);
+    s.check_invariants().unwrap();
+    for id in 1..=3 {
+        assert!(
+            s.engine().allocation(WorkloadId(id)).is_some(),
+            "w{id} runs"
+        );
+    }
+    let training = |s: &Scheduler, at| -> f64 {
+        s.spend(at)
+            .lines
+            .iter()
+            .filter(|l| l.class == Some(SpendClass::Training))
+            .map(|l| l.usd)
+            .sum()
+    };
+    // An hour: a quarter GPU, one GPU and two GPUs' worth of CPU.
+    let want = 0.25 * (0.25 + 1.0 + 2.0);
+    assert!(
+        (training(&s, 3600) - want).abs() < 1e-9,
+        "{}",
+        training(&s, 3600)
+    );
+    // The whole fleet is committed: what no work held is idle, and all of it adds up.
+    let total = s.spend(3600).total_usd();
+    assert!((total - 2.0).abs() < 1e-9, "{total}");
+    // The share's host fails after an hour: an hour of a quarter GPU is lost.
+    let Some(sched::Allocation::Gang { slots, .. }) = s.engine().allocation(WorkloadId(1)) else {
+        panic!("placed")
+    };
+    let node = slots[0].node;
+    let lost: f64 = s
+        .fail(Scope::Node(node), 3600)
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Requeue {
+                job: WorkloadId(1),
+                lost_gpu_hours,
+            } => Some(*lost_gpu_hours),
+            _ => None,
+        })
+        .sum();
+    assert!((lost - 0.25).abs() < 1e-9, "{lost}");
+    s.check_invariants().unwrap();
+}

@@ -1,7 +1,7 @@
 //! Spend accrual: what the capacity the queue hands out costs, to whom, over time.
 //!
-//! The ledger counts *units* (GPUs on GPU nodes, CPU millicores on CPU hosts) held per
-//! capacity pool and owner, and integrates them over time in integer unit-seconds, so that the
+//! The ledger counts *units* (thousandths of a GPU on GPU nodes, so that a share of a device
+//! pays its share; CPU millicores on CPU hosts) held per capacity pool and owner, and integrates them over time in integer unit-seconds, so that the
 //! accounting is exact however often work starts and stops; money appears only when a report
 //! multiplies unit-seconds by a pool's price. Committed capacity is paid for whether used or
 //! not: its spend is the delivered capacity's unit-seconds, of which what no workload held is
@@ -641,13 +641,33 @@ pub fn summarise(report: &SpendReport, commitments: &[Commitment], epoch: u64) -
     }
 }
 
-/// Units a node of this shape counts: its GPUs, or its millicores when it has none.
+/// Ledger units in one GPU: GPU pools are metered in thousandths of a device.
+pub const UNITS_PER_GPU: u64 = 1000;
+
+/// Units a node of this shape counts: its GPUs in thousandths, or its millicores when it has
+/// no GPU.
 pub fn node_units(gpus: u8, cpu_millis: u32) -> u64 {
     if gpus > 0 {
-        u64::from(gpus)
+        u64::from(gpus) * UNITS_PER_GPU
     } else {
         u64::from(cpu_millis)
     }
+}
+
+/// Units that work holding `gpu_milli` thousandths of a GPU and `cpu_millis` on `node`
+/// counts, in the node's units. On a GPU node work pays for its GPUs; work that holds none
+/// there (CPU work on a GPU host) pays for the GPUs its share of the node's CPU is worth,
+/// rounded up. On a CPU host work pays for its millicores.
+pub fn held_units(node: &model::Node, gpu_milli: u64, cpu_millis: u64) -> u64 {
+    let whole = node_units(node.capacity.gpus, node.capacity.cpu_millis);
+    if node.capacity.gpus == 0 {
+        return cpu_millis.min(whole);
+    }
+    if gpu_milli > 0 {
+        return gpu_milli.min(whole);
+    }
+    let node_cpu = u64::from(node.capacity.cpu_millis).max(1);
+    (cpu_millis.saturating_mul(whole).div_ceil(node_cpu)).min(whole)
 }
 
 /// Units an allocation holds per pool, sorted by pool (gangs: their slots and spares;
@@ -655,10 +675,21 @@ pub fn node_units(gpus: u8, cpu_millis: u32) -> u64 {
 pub fn allocation_units(fleet: &Fleet, alloc: Option<&Allocation>) -> Vec<(PoolId, u64)> {
     let mut map: FxHashMap<PoolId, u64> = FxHashMap::default();
     match alloc {
-        Some(Allocation::Gang { slots, spares, .. }) => {
+        Some(Allocation::Gang {
+            request,
+            slots,
+            spares,
+            per_node,
+            ..
+        }) => {
             for s in slots.iter().chain(spares) {
-                *map.entry(fleet.node(s.node).pool).or_default() +=
-                    u64::from(s.gpu_mask.count_ones());
+                let node = fleet.node(s.node);
+                let gpu_milli = match request.gpu_milli {
+                    0 => u64::from(s.gpu_mask.count_ones()) * UNITS_PER_GPU,
+                    share => u64::from(share),
+                };
+                *map.entry(node.pool).or_default() +=
+                    held_units(node, gpu_milli, u64::from(per_node.cpu_millis));
             }
         }
         Some(Allocation::Sandboxes {
@@ -672,8 +703,9 @@ pub fn allocation_units(fleet: &Fleet, alloc: Option<&Allocation>) -> Vec<(PoolI
                     .filter(|i| live[*i as usize / 64] >> (i % 64) & 1 == 1)
                     .count() as u64;
                 if n > 0 {
-                    *map.entry(fleet.node(r.node).pool).or_default() +=
-                        n * u64::from(request.cpu_millis);
+                    let node = fleet.node(r.node);
+                    *map.entry(node.pool).or_default() +=
+                        held_units(node, 0, n * u64::from(request.cpu_millis));
                 }
             }
         }

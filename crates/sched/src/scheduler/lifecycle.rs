@@ -103,9 +103,9 @@ impl Scheduler {
         let usage = ResourceVec::of_gang(&job.spec.gang);
         let tenant = job.spec.tenant.0 as usize;
         let class = job.spec.priority as usize;
-        let served = job.running_since().map_or(0, |since| {
-            now.saturating_sub(since).saturating_mul(job.gpus())
-        });
+        let served = job
+            .running_since()
+            .map_or(0, |since| job.gpu_seconds(now.saturating_sub(since)));
         if let Some(j) = self.jobs.get_mut(&id) {
             j.attained_gpu_seconds = j.attained_gpu_seconds.saturating_add(served);
         }
@@ -254,11 +254,10 @@ impl Scheduler {
             let lost = job.unsaved_gpu_hours(now);
             job.lost_gpu_hours += lost;
             job.restarts += 1;
-            let gpus = job.gpus();
-            if let JobState::Running { since } = &mut job.state {
-                let served = now.saturating_sub(*since).saturating_mul(gpus);
+            if let JobState::Running { since } = job.state {
+                let served = job.gpu_seconds(now.saturating_sub(since));
                 job.attained_gpu_seconds = job.attained_gpu_seconds.saturating_add(served);
-                *since = now; // restarted in place from its last checkpoint
+                job.state = JobState::Running { since: now }; // restarted from its checkpoint
             }
             let tenant = job.spec.tenant.0 as usize;
             self.index_end(id, true);

@@ -77,7 +77,7 @@ impl Scheduler {
                     } => {
                         let served = v.attained_gpu_seconds.saturating_add(
                             v.running_since()
-                                .map_or(0, |s| now.saturating_sub(s).saturating_mul(v.gpus())),
+                                .map_or(0, |s| v.gpu_seconds(now.saturating_sub(s))),
                         );
                         v.spec.priority == job.spec.priority
                             && job.attained_gpu_seconds < t

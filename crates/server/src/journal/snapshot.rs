@@ -106,6 +106,10 @@ pub struct JobMetaV1 {
     /// A share of one GPU in thousandths (absent from older snapshots and for whole GPUs).
     #[serde(default, skip_serializing_if = "is_zero_u16")]
     pub gpu_milli: u16,
+    /// CPU each of its nodes holds, millicores (absent from older snapshots: 0, which prices
+    /// only CPU work on GPU hosts differently).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cpu_millis: u32,
     /// When it was submitted.
     pub submitted_at: u64,
     /// What its nodes run.
@@ -329,6 +333,11 @@ pub struct LedgerV1 {
     /// unit; absent from snapshots of builds before fleet changes, whose pools all had nodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units_per_node: Vec<PoolUnitsV1>,
+    /// GPU pools are metered in thousandths of a GPU. Absent (false) in snapshots of builds
+    /// before GPU shares, which metered them in whole GPUs: those read every GPU pool's
+    /// figures ×1000, so what was spent stays what it was.
+    #[serde(default)]
+    pub gpu_milli: bool,
 }
 
 /// The bytes of a snapshot.
@@ -454,6 +463,7 @@ impl Codec<'_> {
                         units: *u,
                     })
                     .collect(),
+                gpu_milli: true,
             },
             tenant_lost_gpu_hours: q.tenant_lost_gpu_hours.clone(),
         }
@@ -475,6 +485,42 @@ impl Codec<'_> {
         for u in &l.units_per_node {
             units_per_node[self.pool(&u.pool)?.0 as usize] = u.units;
         }
+        let mut ledger = LedgerState {
+            period: l.period,
+            origin: l.origin,
+            capacity,
+            accounts: l
+                .accounts
+                .iter()
+                .map(|a| {
+                    Ok(AccountState {
+                        pool: self.pool(&a.pool)?,
+                        owner: owner(a.tenant, a.class),
+                        meter: (&a.meter).into(),
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?,
+            held: l
+                .held
+                .iter()
+                .map(|h| {
+                    Ok(HeldState {
+                        workload: WorkloadId(h.workload),
+                        owner: owner(h.tenant, h.class),
+                        units: h
+                            .units
+                            .iter()
+                            .map(|u| Ok((self.pool(&u.pool)?, u.units)))
+                            .collect::<Result<_, DecodeError>>()?,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?,
+            undelivered: self.nodes_back(&l.undelivered)?,
+            units_per_node,
+        };
+        if !l.gpu_milli {
+            upgrade_whole_gpus(self.fleet, &mut ledger);
+        }
         Ok(sched::QueueState {
             jobs: q
                 .jobs
@@ -486,41 +532,62 @@ impl Codec<'_> {
                 })
                 .collect(),
             outcome: self.outcome_back(&q.outcome)?,
-            ledger: LedgerState {
-                period: l.period,
-                origin: l.origin,
-                capacity,
-                accounts: l
-                    .accounts
-                    .iter()
-                    .map(|a| {
-                        Ok(AccountState {
-                            pool: self.pool(&a.pool)?,
-                            owner: owner(a.tenant, a.class),
-                            meter: (&a.meter).into(),
-                        })
-                    })
-                    .collect::<Result<_, DecodeError>>()?,
-                held: l
-                    .held
-                    .iter()
-                    .map(|h| {
-                        Ok(HeldState {
-                            workload: WorkloadId(h.workload),
-                            owner: owner(h.tenant, h.class),
-                            units: h
-                                .units
-                                .iter()
-                                .map(|u| Ok((self.pool(&u.pool)?, u.units)))
-                                .collect::<Result<_, DecodeError>>()?,
-                        })
-                    })
-                    .collect::<Result<_, DecodeError>>()?,
-                undelivered: self.nodes_back(&l.undelivered)?,
-                units_per_node,
-            },
+            ledger,
             tenant_lost_gpu_hours: q.tenant_lost_gpu_hours.clone(),
         })
+    }
+}
+
+/// Brings a ledger metered in whole GPUs (snapshots of builds before GPU shares) to
+/// thousandths of a GPU: every figure of a GPU pool ×1000. A GPU pool is one whose nodes carry
+/// GPUs; a pool with no node left in the fleet is one whose node counted under 256 units (a
+/// node holds at most 255 GPUs, and no CPU host has under a quarter of a core).
+fn upgrade_whole_gpus(fleet: &model::Fleet, l: &mut LedgerState) {
+    use sched::cost::UNITS_PER_GPU;
+    let mut gpu_pool: Vec<bool> = l
+        .units_per_node
+        .iter()
+        .map(|u| (1..256).contains(u))
+        .collect();
+    gpu_pool.resize(fleet.pools().len(), false);
+    let mut has_nodes = vec![false; fleet.pools().len()];
+    for n in fleet.nodes() {
+        let p = n.pool.0 as usize;
+        if !has_nodes[p] {
+            has_nodes[p] = true;
+            gpu_pool[p] = false;
+        }
+        gpu_pool[p] |= n.capacity.gpus > 0;
+    }
+    let scale = |m: &mut MeterState| {
+        m.units = m.units.saturating_mul(UNITS_PER_GPU);
+        m.total = m.total.saturating_mul(u128::from(UNITS_PER_GPU));
+        for p in &mut m.by_period {
+            *p = p.saturating_mul(u128::from(UNITS_PER_GPU));
+        }
+    };
+    let is_gpu = |p: model::PoolId| gpu_pool.get(p.0 as usize).copied().unwrap_or(false);
+    for (i, m) in l.capacity.iter_mut().enumerate() {
+        if is_gpu(model::PoolId(i as u32)) {
+            scale(m);
+        }
+    }
+    for a in &mut l.accounts {
+        if is_gpu(a.pool) {
+            scale(&mut a.meter);
+        }
+    }
+    for h in &mut l.held {
+        for (p, u) in &mut h.units {
+            if is_gpu(*p) {
+                *u = u.saturating_mul(UNITS_PER_GPU);
+            }
+        }
+    }
+    for (i, u) in l.units_per_node.iter_mut().enumerate() {
+        if is_gpu(model::PoolId(i as u32)) {
+            *u = u.saturating_mul(UNITS_PER_GPU);
+        }
     }
 }
 

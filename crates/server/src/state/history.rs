@@ -78,7 +78,7 @@ impl ControlPlane {
         jobs.chain(batches).chain(services).collect()
     }
 
-    fn job_summary(&self, id: JobId) -> Option<SummaryV2> {
+    pub(super) fn job_summary(&self, id: JobId) -> Option<SummaryV2> {
         let m = self.jobs.get(&id)?;
         let fleet = self.sched.engine().fleet();
         let state = match (self.job_state(id), m.exit_code) {
@@ -158,17 +158,25 @@ impl ControlPlane {
 }
 
 /// GPU-seconds and cost (millionths of a USD) of `seconds` of a run of `m` on its `ran_on`
-/// nodes: each node is paid for the share of its GPUs the job held (all of a node without
-/// GPUs), at its pool's price.
+/// nodes: each node is paid, at its pool's price, for the part of it the job held as the
+/// spend ledger counts it ([`sched::cost::held_units`]): its GPUs or its share of one, or on
+/// a node without GPUs all of it.
 fn run_cost(fleet: &Fleet, m: &JobMeta, seconds: u64) -> (u64, u64) {
-    let gpu_seconds = m.gpus.saturating_mul(seconds);
-    let per_node_gpus = m.gpus / m.ran_on.len().max(1) as u64;
+    use sched::cost::{held_units, node_units, UNITS_PER_GPU};
+    let gpu_milli = match m.gpu_milli {
+        0 => m.gpus.saturating_mul(UNITS_PER_GPU),
+        share => u64::from(share),
+    };
+    let gpu_seconds = gpu_milli.saturating_mul(seconds) / UNITS_PER_GPU;
+    let per_node_milli = gpu_milli / m.ran_on.len().max(1) as u64;
     let mut usd = 0.0;
     for n in &m.ran_on {
         let node = fleet.node(*n);
-        let share = match node.capacity.gpus {
-            0 => 1.0,
-            g => (per_node_gpus as f64 / f64::from(g)).min(1.0),
+        let share = if node.capacity.gpus == 0 {
+            1.0
+        } else {
+            let whole = node_units(node.capacity.gpus, node.capacity.cpu_millis);
+            held_units(node, per_node_milli, u64::from(m.cpu_millis)) as f64 / whole as f64
         };
         usd += fleet.pool(node.pool).price_per_hour * share * seconds as f64 / 3600.0;
     }

@@ -699,6 +699,7 @@ fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
     assert_eq!(state(&p, &names[1]), "ready");
 }
 
+mod accounting;
 mod endpoints;
 mod fleet_change;
 mod replay;
