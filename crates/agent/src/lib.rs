@@ -33,6 +33,7 @@
 
 mod beats;
 pub mod cgroup;
+mod devices;
 pub mod egress;
 mod endpoint;
 mod exec;
@@ -642,6 +643,7 @@ mod tests {
             port: None,
             gpu_milli: 0,
             mig_profile: None,
+            gpu_model: None,
         };
         let reply = wire::api::NodeWork {
             assignments: vec![task],

@@ -116,6 +116,7 @@ pub(crate) fn sandbox_task(s: &SandboxAssignment, index: u32) -> Assignment {
         port: None,
         gpu_milli: 0,
         mig_profile: None,
+        gpu_model: None,
     }
 }
 
@@ -406,7 +407,6 @@ pub(crate) fn task_env(
     a: &Assignment,
     view: &std::path::Path,
 ) -> BTreeMap<String, String> {
-    let gpus: Vec<String> = a.gpus.iter().map(|g| g.to_string()).collect();
     let mut env = BTreeMap::from([
         ("PATH".to_string(), TASK_PATH.to_string()),
         ("HOME".to_string(), view.display().to_string()),
@@ -422,28 +422,10 @@ pub(crate) fn task_env(
             "STARGRID_CHECKPOINT_FILE",
             view.join("checkpoint").display().to_string(),
         ),
-        ("CUDA_VISIBLE_DEVICES", gpus.join(",")),
     ] {
         env.insert(name.to_string(), value);
     }
-    // A share of one device: how much of it is the task's, and the MIG profile that holds it.
-    if (1..1000).contains(&a.gpu_milli) {
-        env.insert(
-            "STARGRID_GPU_SHARE".to_string(),
-            format!("0.{:03}", a.gpu_milli),
-        );
-        env.insert(
-            "STARGRID_GPU_SHARE_MILLI".to_string(),
-            a.gpu_milli.to_string(),
-        );
-        let profile = a
-            .mig_profile
-            .as_deref()
-            .filter(|p| p.len() <= 32 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
-        if let Some(p) = profile {
-            env.insert("STARGRID_MIG_PROFILE".to_string(), p.to_string());
-        }
-    }
+    env.extend(crate::devices::device_env(a));
     env
 }
 
@@ -518,50 +500,5 @@ pub(crate) fn stop(t: &mut Task, grace: Duration) -> bool {
                 Some(_) => false,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod share_env_tests {
-    use super::*;
-
-    fn assignment(gpu_milli: u16, mig_profile: Option<&str>) -> Assignment {
-        let mut a = sandbox_task(
-            &wire::api::SandboxAssignment {
-                batch: 1,
-                tenant: "t".into(),
-                tenant_id: None,
-                first: 0,
-                count: 1,
-                cpu_millis: 100,
-                memory_mib: 64,
-                command: Vec::new(),
-                env: Default::default(),
-                template: None,
-                egress: Vec::new(),
-                interactive: false,
-                workdir: None,
-            },
-            0,
-        );
-        a.gpus = vec![3];
-        a.gpu_milli = gpu_milli;
-        a.mig_profile = mig_profile.map(str::to_string);
-        a
-    }
-
-    #[test]
-    fn a_share_is_in_the_environment_and_a_bad_profile_is_not() {
-        let view = std::path::Path::new("/tmp/x");
-        let env = task_env("n", &assignment(250, Some("2g.20gb")), view);
-        assert_eq!(env["CUDA_VISIBLE_DEVICES"], "3");
-        assert_eq!(env["STARGRID_GPU_SHARE"], "0.250");
-        assert_eq!(env["STARGRID_GPU_SHARE_MILLI"], "250");
-        assert_eq!(env["STARGRID_MIG_PROFILE"], "2g.20gb");
-        let env = task_env("n", &assignment(250, Some("$(rm -rf /)")), view);
-        assert!(!env.contains_key("STARGRID_MIG_PROFILE"));
-        let env = task_env("n", &assignment(0, Some("2g.20gb")), view);
-        assert!(!env.contains_key("STARGRID_GPU_SHARE"));
-        assert!(!env.contains_key("STARGRID_MIG_PROFILE"));
     }
 }

@@ -65,6 +65,7 @@ pub(crate) fn start(
         port: None,
         gpu_milli: 0,
         mig_profile: None,
+        gpu_model: None,
     };
     let task = spawn_as(config, node, &a, Kind::Interactive, template, &name, user)?;
     Ok(Warm {

@@ -1,7 +1,8 @@
 //! GPU shares live: jobs asking for part of one GPU (`gpu_milli`) pack onto one device of a
 //! real agent's node; each task sees that device in `CUDA_VISIBLE_DEVICES` and its share in
 //! `STARGRID_GPU_SHARE`; whole-GPU work does not get the shared device; bad shares are refused
-//! by field.
+//! by field. AMD and Trainium hosts joined to the fleet name their tasks' devices in their own
+//! runtimes' variables.
 
 #![allow(clippy::unwrap_used)]
 
@@ -121,4 +122,94 @@ fn bad_shares_and_model_lists_are_refused_by_field() {
         base(json!({"gpus_per_node": 0, "cpu_millis_per_node": 2000})),
     )
     .unwrap();
+}
+
+/// An AMD host and a Trainium host, as fleet-file tables.
+const OTHER_KINDS: &str = r#"
+[[pools]]
+name = "azure-mi300x"
+cloud = "azure"
+region = "eastus"
+instance_type = "ND_MI300X_v5"
+pricing = "on-demand"
+price_per_hour = 48.0
+
+[[pools]]
+name = "aws-trn2"
+cloud = "aws"
+region = "us-east-2"
+instance_type = "trn2.48xlarge"
+pricing = "on-demand"
+price_per_hour = 40.0
+
+[[groups]]
+pool = "azure-mi300x"
+zone = "eastus-1"
+network = ["sp0"]
+nodes = "amd0"
+
+[[groups]]
+pool = "aws-trn2"
+zone = "us-east-2a"
+network = ["sp0"]
+nodes = "trn0"
+"#;
+
+#[test]
+fn each_accelerator_kind_sees_its_devices_in_its_runtimes_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("data"));
+    let current = ureq::get(&format!("{}/v1/fleet/file", s.url))
+        .set("Authorization", &format!("Bearer {}", s.token))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    s.post(
+        "/v1/fleet/apply",
+        json!({"fleet_toml": format!("{current}{OTHER_KINDS}")}),
+    )
+    .unwrap();
+    let mut agents = Vec::new();
+    for node in ["amd0", "trn0"] {
+        let work = dir.path().join(node);
+        agents.push(common::start_agent_saying(
+            &s.url,
+            &work,
+            &s.token,
+            &["--node", node, "--grace-s", "1"],
+            &[],
+        ));
+    }
+    wait_for("both nodes up", || common::nodes_up(&s.url) == 2);
+    let job = |name: &str, gpu: &str, gpus: u32| {
+        let r: Value = s
+            .post(
+                "/v1/jobs",
+                json!({"name": name, "tenant": "default", "gpu": gpu, "nodes": 1,
+                       "gpus_per_node": gpus, "time_limit_s": 600,
+                       "command": ["sh", "-c",
+                                   "env > $STARGRID_CHECKPOINT_FILE.env; sleep 30"]}),
+            )
+            .unwrap();
+        r["id"].as_u64().unwrap()
+    };
+    let amd = task_env(&dir.path().join("amd0"), job("rocm", "MI300X", 2));
+    let devices = var(&amd, "ROCR_VISIBLE_DEVICES").unwrap();
+    assert_eq!(devices.split(',').count(), 2, "{amd}");
+    assert_eq!(var(&amd, "STARGRID_DEVICES"), Some(devices));
+    assert_eq!(
+        var(&amd, "CUDA_VISIBLE_DEVICES"),
+        None,
+        "HIP would read it too"
+    );
+    let trn = task_env(&dir.path().join("trn0"), job("neuron", "Trainium2", 1));
+    let device: u32 = var(&trn, "STARGRID_DEVICES").unwrap().parse().unwrap();
+    // Four logical NeuronCores to a Trainium2 device.
+    assert_eq!(
+        var(&trn, "NEURON_RT_VISIBLE_CORES"),
+        Some(format!("{}-{}", device * 4, device * 4 + 3).as_str()),
+        "{trn}"
+    );
+    assert_eq!(var(&trn, "CUDA_VISIBLE_DEVICES"), None);
 }

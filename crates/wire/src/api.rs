@@ -412,6 +412,11 @@ pub struct Assignment {
     /// MIG (`STARGRID_MIG_PROFILE`), e.g. `2g.20gb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mig_profile: Option<String>,
+    /// The node's accelerator model by name (`H100`, `MI300X`, `Trainium2`, `TPUv5p`...):
+    /// the agent names the task's devices in that kind's runtime's variable. Absent (CPU
+    /// hosts, servers before models were sent) or unknown: `CUDA_VISIBLE_DEVICES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_model: Option<String>,
 }
 
 fn is_zero_u16(v: &u16) -> bool {

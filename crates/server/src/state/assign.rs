@@ -102,6 +102,7 @@ impl ControlPlane {
                     .map_or((per_node.cpu_millis, per_node.memory_mib), |a| {
                         (a.cpu_millis, a.memory_mib)
                     });
+                let node_model = self.sched.engine().fleet().node(n).capacity.gpu_model;
                 tasks.push(Assignment {
                     job: job.0,
                     run: spec.restarts,
@@ -123,16 +124,11 @@ impl ControlPlane {
                     live_command: task.live_command.clone(),
                     port,
                     gpu_milli: spec.spec.gang.gpu_milli,
-                    mig_profile: self
-                        .sched
-                        .engine()
-                        .fleet()
-                        .node(n)
-                        .capacity
-                        .gpu_model
+                    mig_profile: node_model
                         .filter(|_| spec.spec.gang.is_share())
                         .and_then(|m| m.mig_profile(spec.spec.gang.gpu_milli))
                         .map(str::to_string),
+                    gpu_model: node_model.map(|m| m.name().to_string()),
                 })
             }
             NodeWork::Sandboxes {
