@@ -124,16 +124,21 @@ impl Shapes {
         };
         g.cpu_millis_per_node = j.cpu_millis;
         g.memory_mib_per_node = j.memory_mib;
-        g.models = j
-            .models
+        g.models = self.other_models(model, &j.models);
+        g
+    }
+
+    /// Of `models`, those other than `model` of its kind that the fleet has, at most
+    /// [`GangRequest::MAX_MODELS`], in order.
+    fn other_models(&self, model: GpuModel, models: &[GpuModel]) -> Vec<GpuModel> {
+        models
             .iter()
             .copied()
             .filter(|m| {
                 *m != model && m.kind() == model.kind() && !self.sizes_of_exact(*m).is_empty()
             })
             .take(GangRequest::MAX_MODELS)
-            .collect();
-        g
+            .collect()
     }
 
     /// The node sizes of `model` in this fleet (empty: none).
@@ -142,11 +147,13 @@ impl Shapes {
     }
 
     /// The gang a replica of trace service `v` becomes: a unit of its roles (each worker on
-    /// whole hosts, as a job), or one gang of its GPUs.
+    /// whole hosts, as a job), or one gang of its GPUs on its model or the others it accepts.
     pub fn replica_gang(&self, v: &TraceService) -> GangRequest {
         let model = v.gpu.unwrap_or(self.model);
         if v.roles.is_empty() {
-            return self.whole_hosts_of(model, v.gpus_per_replica);
+            let mut g = self.whole_hosts_of(model, v.gpus_per_replica);
+            g.models = self.other_models(model, &v.models);
+            return g;
         }
         let parts = v
             .roles

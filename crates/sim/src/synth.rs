@@ -117,6 +117,7 @@ pub fn generate(spec: &SynthSpec) -> Trace {
             placement: PlacementRule::default(),
             // Production inference survives the loss of a provider.
             min_providers: if max_replicas >= 2 { 2 } else { 0 },
+            models: Box::default(),
         });
         next_id += 1;
     }

@@ -33,7 +33,9 @@
 //!   `"roles": [{"name": "prefill", "workers": 1, "gpus": 8}, {"name": "decode", "workers":
 //!   2, "gpus": 4}]` (`gpus` per worker; each worker on whole nodes of the fleet's model, in
 //!   one NVLink domain); the unit is placed whole, inside one domain or under one network
-//!   node, and `gpus_per_replica` is then the roles' total (it may be left out).
+//!   node, and `gpus_per_replica` is then the roles' total (it may be left out). `gpu` and
+//!   `models` name the replicas' model and the others they accept, as for jobs (not with
+//!   `roles`); each replica runs on one model.
 //! - **sandboxes** (a batch on CPU hosts): `count` sandboxes of `cpu_millis` and `memory_mib`
 //!   each, living for a time drawn from `lifetime`: `{"fixed": s}`, `{"exp": {"mean": s}}` or
 //!   `{"lognormal": {"median": s, "sigma": x}}`; placed as soon as there is room (what does
@@ -185,6 +187,14 @@ pub struct TraceService {
     /// The accelerator model its replicas run on (absent: the run's default model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<model::GpuModel>,
+    /// Other models its replicas accept, in order after its own (`["any"]`: every model;
+    /// those the fleet lacks are dropped when it runs). Not with `roles`.
+    #[serde(
+        default,
+        with = "models::names",
+        skip_serializing_if = "<[model::GpuModel]>::is_empty"
+    )]
+    pub models: Box<[model::GpuModel]>,
     /// The roles of a prefill/decode unit (empty: one gang of `gpus_per_replica`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<TraceRole>,
@@ -599,24 +609,6 @@ struct JsonJob {
     placement: PlacementRule,
 }
 
-/// A job's other models: names in order, or `["any"]` for every model.
-fn parse_models(names: &[String]) -> Result<Box<[model::GpuModel]>, (String, String)> {
-    if names.len() == 1 && names[0].eq_ignore_ascii_case("any") {
-        return Ok(model::GpuModel::ALL.into());
-    }
-    if names.len() > model::GangRequest::MAX_MODELS {
-        return Err(("models".into(), "at most 8 models, or [\"any\"]".into()));
-    }
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            n.parse::<model::GpuModel>()
-                .map_err(|e| (format!("models[{i}]"), e.to_string()))
-        })
-        .collect()
-}
-
 fn inference() -> PriorityClass {
     PriorityClass::ProductionInference
 }
@@ -683,7 +675,7 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
             {
                 return Err(bad("nodes", "a share or CPU work runs on one node"));
             }
-            let models = parse_models(&j.models).map_err(|(f, r)| bad(&f, &r))?;
+            let models = models::parse(&j.models).map_err(|(f, r)| bad(&f, &r))?;
             if j.checkpoint_interval == Some(0) {
                 return Err(bad("checkpoint_interval", "must be at least 1 second"));
             }
@@ -729,6 +721,9 @@ fn parse_row(raw: &str) -> Result<Row, (String, String)> {
         }
         "service" => {
             let mut v: TraceService = serde_path_to_error::deserialize(value).map_err(shape)?;
+            if !v.roles.is_empty() && !v.models.is_empty() {
+                return Err(bad("models", "a unit service runs on one model"));
+            }
             if !v.roles.is_empty() {
                 let total = roles_total(&v.roles)?;
                 if v.gpus_per_replica != 0 && v.gpus_per_replica != total {
@@ -849,11 +844,8 @@ pub fn write_jsonl(trace: &Trace) -> String {
         });
         let mut v = v;
         if let Some(o) = v.as_object_mut() {
-            if j.models.len() == model::GpuModel::ALL.len() {
-                o.insert("models".into(), serde_json::json!(["any"]));
-            } else if !j.models.is_empty() {
-                let names: Vec<&str> = j.models.iter().map(|m| m.name()).collect();
-                o.insert("models".into(), serde_json::json!(names));
+            if !j.models.is_empty() {
+                o.insert("models".into(), models::to_json(&j.models));
             }
             for (key, value) in [
                 ("gpu_milli", u32::from(j.gpu_milli)),
@@ -892,5 +884,6 @@ pub fn write_jsonl(trace: &Trace) -> String {
     out
 }
 
+mod models;
 #[cfg(test)]
 mod tests;

@@ -158,6 +158,7 @@ fn service(id: u64, replicas: u32, spread_max: u32) -> TraceService {
         }),
         placement: PlacementRule::default(),
         min_providers: Default::default(),
+        models: Box::default(),
     }
 }
 

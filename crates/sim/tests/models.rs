@@ -110,3 +110,47 @@ fn a_slower_model_runs_its_jobs_longer() {
     // On H200 at half speed: twice the hour; on H100: the hour.
     assert_eq!(r.jct_sorted, [3600.0, 7200.0]);
 }
+
+#[test]
+fn a_service_that_accepts_another_model_runs_replicas_on_both() {
+    // Four 8-GPU replicas: the two H200 hosts hold two, the H100 hosts the rest.
+    let line = |models: &str| {
+        format!(
+            r#"{{"kind": "service", "id": 1, "submit": 0, "end": 3600, "tenant": "chat", "gpu": "H200"{models}, "gpus_per_replica": 8, "min_replicas": 4, "max_replicas": 4, "inflight_per_replica": 10, "load": {{"points": [[0, 40]]}}}}"#
+        )
+    };
+    let run = |text: &str| {
+        let fleet = two_models();
+        let mut t = read_jsonl("svc.jsonl", text, false).unwrap();
+        check(&mut t, &fleet, false).unwrap();
+        let cfg = SimConfig {
+            policy: "stargrid".into(),
+            sched: sched::SchedConfig::policy("stargrid").unwrap(),
+            check_invariants: true,
+            faults: FaultPlan::default(),
+            ..SimConfig::default()
+        };
+        let r = sim::simulate(fleet, &t, &cfg, &mut |_, _| {}).unwrap();
+        r.by_model
+            .iter()
+            .map(|m| (m.model.clone(), m.gpu_utilization))
+            .collect::<Vec<_>>()
+    };
+    let both = run(&line(r#", "models": ["H100"]"#));
+    assert!(both.iter().all(|(_, u)| *u > 0.0), "{both:?}");
+    // Without the list, the H100 hosts stay idle.
+    let one = run(&line(""));
+    let h100 = one.iter().find(|(m, _)| m == "H100").unwrap();
+    assert_eq!(h100.1, 0.0, "{one:?}");
+    // The list survives writing the trace out and reading it back; roles refuse it.
+    let t = read_jsonl("svc.jsonl", &line(r#", "models": ["any"]"#), false).unwrap();
+    assert_eq!(t.services[0].models.len(), GpuModel::ALL.len());
+    let again = read_jsonl("again.jsonl", &sim::trace::write_jsonl(&t), false).unwrap();
+    assert_eq!(again.services, t.services);
+    let unit = line(r#", "models": ["H100"], "roles": [{"name": "p", "gpus": 8, "workers": 1}]"#)
+        .replace(r#""gpus_per_replica": 8, "#, "");
+    let e = read_jsonl("unit.jsonl", &unit, false).unwrap_err();
+    assert_eq!((e.line, e.column.as_str()), (1, "models"), "{e}");
+    let e = read_jsonl("bad.jsonl", &line(r#", "models": ["Z80"]"#), false).unwrap_err();
+    assert!(e.to_string().contains("Z80"), "{e}");
+}

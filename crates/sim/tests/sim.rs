@@ -366,6 +366,7 @@ fn service(id: u64, load: LoadCurve, max: u32) -> TraceService {
         spread: None,
         placement: model::PlacementRule::default(),
         min_providers: Default::default(),
+        models: Box::default(),
     }
 }
 

@@ -127,6 +127,7 @@ fn demo_service(program: &std::path::Path) -> SubmitService {
             scale_down_window_s: 30,
         }),
         roles: Vec::new(),
+        models: Vec::new(),
     }
 }
 

@@ -498,6 +498,12 @@ pub struct SubmitService {
     #[serde(default = "gb200")]
     #[schema(pattern = r"^[A-Za-z0-9]{1,16}$")]
     pub gpu: String,
+    /// Other GPU models its replicas may run on, in order of preference after `gpu` (at
+    /// most 8); `["any"]`: any model of the fleet of `gpu`'s kind. Each replica runs on one
+    /// model; replicas of one service may run on different ones. Not with `roles`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 8)]
+    pub models: Vec<String>,
     /// Nodes per replica (all in one NVLink domain when they fit one).
     #[serde(default = "one")]
     pub nodes_per_replica: u32,
@@ -632,6 +638,15 @@ pub struct ServiceView {
     pub roles: Vec<ServiceRole>,
     /// Each running replica's nodes.
     pub replicas: Vec<Vec<String>>,
+    /// The GPU model its replicas ask for first.
+    #[serde(default)]
+    pub gpu: String,
+    /// Other models its replicas may run on, in order of preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// The model each running replica got, in the order of `replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_models: Vec<String>,
     /// Why replicas wait, when some do (the oldest pending replica's reason).
     pub reason: Option<String>,
     /// Replicas replaced after their process exited.

@@ -532,7 +532,11 @@ impl ControlPlane {
                 max_per: r.max_per,
             }),
         };
+        let models = self.other_models(gpu, &req.models)?;
         let replica = match self.unit_roles(req, gpu)? {
+            Some(_) if !models.is_empty() => {
+                return Err(bad("models", "a unit service runs on one model".into()));
+            }
             Some((unit, roles)) => {
                 task.roles = roles;
                 unit
@@ -548,7 +552,7 @@ impl ControlPlane {
                 spares: 0,
                 parts: Vec::new(),
                 gpu_milli: 0,
-                models: Vec::new(),
+                models,
             },
         };
         let spec = ServiceSpec {

@@ -86,11 +86,16 @@ impl ControlPlane {
         let status = self.sched.service_status(id.0);
         let engine = self.sched.engine();
         let mut replicas = Vec::new();
+        let mut replica_models = Vec::new();
         let mut reason = None;
         for r in self.sched.service_replicas(id.0) {
-            match self.sched.job(r).map(|j| &j.state) {
+            let job = self.sched.job(r);
+            match job.map(|j| &j.state) {
                 Some(JobState::Running { .. } | JobState::Preempting { .. }) => {
                     if let Some(Allocation::Gang { slots, .. }) = engine.allocation(r) {
+                        if let Some(j) = job {
+                            replica_models.push(j.spec.gang.gpu.name().to_string());
+                        }
                         replicas.push(
                             slots
                                 .iter()
@@ -135,6 +140,15 @@ impl ControlPlane {
                 })
                 .collect(),
             replicas,
+            gpu: meta.spec.replica.gpu.name().to_string(),
+            models: meta
+                .spec
+                .replica
+                .models
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect(),
+            replica_models,
             reason: match meta.replace_at {
                 Some(t) if meta.deleted_at.is_none() => Some(format!(
                     "{} replicas in a row exited within {QUICK_EXIT} s of starting: the next replacement waits until t={t}",

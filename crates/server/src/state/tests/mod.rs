@@ -293,6 +293,7 @@ fn service(replicas: u32) -> SubmitService {
         live_command: None,
         autoscale: None,
         roles: Vec::new(),
+        models: Vec::new(),
     }
 }
 
@@ -702,6 +703,7 @@ fn a_drained_node_takes_no_new_work_even_after_its_agent_returns() {
 mod accounting;
 mod endpoints;
 mod fleet_change;
+mod models;
 mod replay;
 mod rollout;
 mod units;
