@@ -831,8 +831,38 @@ fn shape_of(spec: &JobSpec) -> ShapeKey {
 
 /// Quota check against a tenant table: Ok(borrowed?) or the reason it is refused.
 fn admit_with(tenants: &[TenantState], cohorts: &[CohortState], job: &Job) -> Result<bool, Reason> {
-    let ask = ResourceVec::of_gang(&job.spec.gang);
-    let t = &tenants[job.spec.tenant.0 as usize];
+    let first = admit_on(tenants, cohorts, job.spec.tenant, &job.spec.gang);
+    if first.is_ok() || job.spec.gang.models.is_empty() {
+        return first;
+    }
+    // Work that accepts other models is admitted when one of them has room in the quota
+    // (`try_start` then places it only on such models); the reason given is its first's.
+    job.spec
+        .gang
+        .models
+        .iter()
+        .find_map(|m| {
+            admit_on(
+                tenants,
+                cohorts,
+                job.spec.tenant,
+                &job.spec.gang.on_model(*m),
+            )
+            .ok()
+        })
+        .map_or(first, Ok)
+}
+
+/// Whether `gang`, on its first model, fits `tenant`'s quota (`Ok(false)`) or its cohort's
+/// idle quota (`Ok(true)`: borrowed), or why not.
+fn admit_on(
+    tenants: &[TenantState],
+    cohorts: &[CohortState],
+    tenant: TenantId,
+    gang: &GangRequest,
+) -> Result<bool, Reason> {
+    let ask = ResourceVec::of_gang(gang);
+    let t = &tenants[tenant.0 as usize];
     // Sandboxes count against the tenant's own quota too.
     let after = t.usage.plus(&ask).plus(&t.load.sandbox_usage());
     if after.fits_in(&t.quota) {

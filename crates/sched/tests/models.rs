@@ -196,3 +196,111 @@ fn another_model_is_taken_only_where_the_quota_admits_it() {
     );
     assert_eq!(s.tenant_report()[0].usage.gpus[GpuModel::H200.index()], 0);
 }
+
+fn spec_of(tenant: u32, priority: PriorityClass, gang: GangRequest) -> JobSpec {
+    JobSpec {
+        tenant: TenantId(tenant),
+        priority,
+        gang,
+        time_limit: 100_000,
+        placement: Default::default(),
+    }
+}
+
+#[test]
+fn a_job_its_first_models_quota_refuses_runs_on_another_it_accepts() {
+    // No H100 quota, 8 H200 GPUs of it.
+    let mut quota = ResourceVec::UNLIMITED;
+    quota.gpus[GpuModel::H100.index()] = 0;
+    quota.gpus[GpuModel::H200.index()] = 8;
+    let tenants = vec![TenantSpec {
+        name: "t".into(),
+        weight: 1.0,
+        cohort: None,
+        quota,
+    }];
+    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let research = PriorityClass::Research;
+    s.submit(
+        WorkloadId(1),
+        spec_of(0, research, job(GpuModel::H100, &[GpuModel::H200], 1)),
+        0,
+    )
+    .unwrap();
+    // Only H100, which its quota refuses: it waits, and says so.
+    s.submit(
+        WorkloadId(2),
+        spec_of(0, research, job(GpuModel::H100, &[], 1)),
+        0,
+    )
+    .unwrap();
+    s.schedule(0);
+    s.check_invariants().unwrap();
+    assert_eq!(model_of(s.engine(), 1), GpuModel::H200);
+    assert!(s.engine().allocation(WorkloadId(2)).is_none());
+    let why = s.pending_reason_for(WorkloadId(2), None).unwrap();
+    assert!(why.contains("quota"), "{why}");
+    // The H200 quota is now used up: a second such job waits, with its first model's reason.
+    s.submit(
+        WorkloadId(3),
+        spec_of(0, research, job(GpuModel::H100, &[GpuModel::H200], 1)),
+        1,
+    )
+    .unwrap();
+    s.schedule(1);
+    s.check_invariants().unwrap();
+    assert!(s.engine().allocation(WorkloadId(3)).is_none());
+}
+
+#[test]
+fn preemption_looks_at_every_model_the_job_accepts() {
+    let tenants = vec![TenantSpec {
+        name: "t".into(),
+        weight: 1.0,
+        cohort: None,
+        quota: ResourceVec::UNLIMITED,
+    }];
+    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    // Serving holds the H100 hosts (no research job may preempt it); preemptible work the
+    // H200 hosts.
+    let serving = spec_of(
+        0,
+        PriorityClass::ProductionInference,
+        job(GpuModel::H100, &[], 2),
+    );
+    s.submit(WorkloadId(1), serving, 0).unwrap();
+    let spot = spec_of(0, PriorityClass::Preemptible, job(GpuModel::H200, &[], 1));
+    s.submit(WorkloadId(2), spot.clone(), 0).unwrap();
+    s.submit(WorkloadId(3), spot, 0).unwrap();
+    s.schedule(0);
+    s.check_invariants().unwrap();
+    for id in 1..=3 {
+        assert!(
+            s.engine().allocation(WorkloadId(id)).is_some(),
+            "w{id} runs"
+        );
+    }
+    // A research job that asks for H100 first and takes H200 too preempts on H200.
+    let research = spec_of(
+        0,
+        PriorityClass::Research,
+        job(GpuModel::H100, &[GpuModel::H200], 1),
+    );
+    s.submit(WorkloadId(4), research, 10_000).unwrap();
+    let decisions = s.schedule(10_000);
+    s.check_invariants().unwrap();
+    let preempted: Vec<WorkloadId> = decisions
+        .iter()
+        .filter_map(|d| match d {
+            sched::Decision::Preempt { job, by, .. } if *by == WorkloadId(4) => Some(*job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(preempted.len(), 1, "{decisions:?}");
+    assert!([WorkloadId(2), WorkloadId(3)].contains(&preempted[0]));
+    // Its victim stops; it starts on the H200 host it freed.
+    s.finish(preempted[0], 10_010).unwrap();
+    s.schedule(10_011);
+    s.check_invariants().unwrap();
+    assert_eq!(model_of(s.engine(), 4), GpuModel::H200);
+}

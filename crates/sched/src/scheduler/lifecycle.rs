@@ -315,13 +315,17 @@ impl Scheduler {
         let tenant = job.spec.tenant.0 as usize;
         let spread = self.spread_filter(id);
         // Work of several models goes only where its tenant's quota (or its cohort's) admits
-        // it: the queue admitted it on its first model.
+        // it: the queue admitted it on one of them.
         let admitted: Option<Vec<model::GpuModel>> = (!gang.models.is_empty()).then(|| {
             gang.acceptable_models()
                 .filter(|m| {
-                    let mut on = job.clone();
-                    on.spec.gang = gang.on_model(*m);
-                    admit_with(&self.tenants, &self.cohorts, &on).is_ok()
+                    admit_on(
+                        &self.tenants,
+                        &self.cohorts,
+                        job.spec.tenant,
+                        &gang.on_model(*m),
+                    )
+                    .is_ok()
                 })
                 .collect()
         });
@@ -364,7 +368,8 @@ impl Scheduler {
             self.settle_model(id, m);
             // Borrowed or not, on the model it got.
             if let Some(j) = self.jobs.get(&id) {
-                borrowed = admit_with(&self.tenants, &self.cohorts, j).unwrap_or(borrowed);
+                borrowed = admit_on(&self.tenants, &self.cohorts, j.spec.tenant, &j.spec.gang)
+                    .unwrap_or(borrowed);
             }
         }
         let gang = self.jobs.get(&id).map_or(gang, |j| j.spec.gang.clone());

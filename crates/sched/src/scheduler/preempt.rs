@@ -37,10 +37,12 @@ impl Scheduler {
         }
     }
 
-    /// Running jobs `job` may preempt, cheapest first, and the GPUs they hold together.
+    /// Running jobs on `model` that `job` may preempt, cheapest first, and the GPUs they hold
+    /// together.
     pub(super) fn victims_for(
         &self,
         job: &Job,
+        model: model::GpuModel,
         within_own_quota: bool,
         now: Time,
     ) -> (Vec<WorkloadId>, u64) {
@@ -61,7 +63,7 @@ impl Scheduler {
             .flatten()
             .filter_map(|id| self.jobs.get(id))
             .filter(|v| matches!(v.state, JobState::Running { .. }))
-            .filter(|v| v.spec.gang.gpu == job.spec.gang.gpu)
+            .filter(|v| v.spec.gang.gpu == model)
             .filter(|v| {
                 let lower = v.spec.priority < job.spec.priority;
                 let reclaim = within_own_quota
@@ -177,7 +179,8 @@ impl Scheduler {
         result
     }
 
-    /// Tries to make room for `id` by preemption. Returns the decisions, or None.
+    /// Tries to make room for `id` by preemption: on its first model, then on each other model
+    /// it accepts that its quota admits it on. Returns the decisions, or None.
     pub(super) fn try_preempt(
         &mut self,
         id: WorkloadId,
@@ -185,19 +188,34 @@ impl Scheduler {
         now: Time,
     ) -> Option<Vec<Decision>> {
         let job = self.jobs.get(&id)?;
-        let gang = job.spec.gang.clone();
-        let (order, releasable) = self.victims_for(job, within_own_quota, now);
-        if order.is_empty() {
-            return None;
-        }
-        // Even every victim gone would not free enough GPUs: no need to try.
-        let free = self.engine.open_free_gpus[gang.gpu.index()];
-        if free + releasable < gang.total_gpus() {
-            return None;
-        }
+        let first = job.spec.gang.gpu;
+        let candidates: Vec<GangRequest> = job
+            .spec
+            .gang
+            .acceptable_models()
+            .map(|m| {
+                // Probed on that model alone: the victims free nodes of it.
+                let mut only = job.spec.gang.on_model(m);
+                only.models.clear();
+                only
+            })
+            .filter(|g| {
+                g.gpu == first || admit_on(&self.tenants, &self.cohorts, job.spec.tenant, g).is_ok()
+            })
+            .collect();
         let spread = self.spread_filter(id);
-        // Never preempt for a gang that would still not fit.
-        let (k, slots) = self.shortest_release_prefix(&order, &gang, &spread)?;
+        let (order, k, slots) = candidates.iter().find_map(|gang| {
+            let job = self.jobs.get(&id)?;
+            let (order, releasable) = self.victims_for(job, gang.gpu, within_own_quota, now);
+            // Even every victim gone would not free enough GPUs: no need to try.
+            let free = self.engine.open_free_gpus[gang.gpu.index()];
+            if order.is_empty() || free + releasable < gang.total_gpus() {
+                return None;
+            }
+            // Never preempt for a gang that would still not fit.
+            let (k, slots) = self.shortest_release_prefix(&order, gang, &spread)?;
+            Some((order, k, slots))
+        })?;
         let plan_nodes: FxHashSet<NodeId> = slots.iter().map(|s| s.node).collect();
         let victims: Vec<WorkloadId> = order[..k]
             .iter()
