@@ -3,8 +3,12 @@
 //! variable too, which HIP reads as well and would filter the devices a second time),
 //! `NEURON_RT_VISIBLE_CORES` on Trainium (the devices' logical NeuronCores), and
 //! `TPU_VISIBLE_CHIPS` on TPUs (with the chip bounds of a one-process slice when the work is
-//! one node's: a multi-host slice keeps the bounds its runtime works out). Every kind also gets `STARGRID_DEVICES`, the device indices alone, and a share of
-//! one device its size (`STARGRID_GPU_SHARE`) and the MIG profile that holds it.
+//! one node's: a multi-host slice keeps the bounds its runtime works out). Every kind also
+//! gets `STARGRID_DEVICES`, the device indices alone, and a share of one device its size
+//! (`STARGRID_GPU_SHARE`) and the MIG profile that holds it. A share of an NVIDIA GPU also
+//! gets the limits an MPS server enforces on its clients where the node runs one
+//! (`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`, and `CUDA_MPS_PINNED_DEVICE_MEM_LIMIT` for its share
+//! of the model's memory); the agent does not start that server.
 //!
 //! The model comes from the server by name; a name this build does not know (a newer server)
 //! is taken as an NVIDIA GPU, as assignments from servers before models were sent are.
@@ -106,6 +110,15 @@ pub(crate) fn device_env(a: &Assignment) -> BTreeMap<String, String> {
         if let Some(p) = profile {
             set("STARGRID_MIG_PROFILE", p.to_string());
         }
+        if kind == AcceleratorKind::NvidiaGpu {
+            let percent = u32::from(a.gpu_milli).div_ceil(10).clamp(1, 100);
+            set("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", percent.to_string());
+            if let Some(m) = model {
+                // The task sees its one device as device 0.
+                let mib = u64::from(m.memory_gib()) * 1024 * u64::from(a.gpu_milli) / 1000;
+                set("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", format!("0={mib}M"));
+            }
+        }
     }
     env
 }
@@ -177,10 +190,15 @@ mod tests {
         assert_eq!(env["STARGRID_GPU_SHARE"], "0.250");
         assert_eq!(env["STARGRID_GPU_SHARE_MILLI"], "250");
         assert_eq!(env["STARGRID_MIG_PROFILE"], "2g.20gb");
+        // A quarter of an 80 GB H100 under MPS.
+        assert_eq!(env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"], "25");
+        assert_eq!(env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"], "0=20480M");
+        assert_eq!(share(1, None)["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"], "1");
         assert!(!share(250, Some("$(rm -rf /)")).contains_key("STARGRID_MIG_PROFILE"));
         let whole = share(0, Some("2g.20gb"));
         assert!(!whole.contains_key("STARGRID_GPU_SHARE"));
         assert!(!whole.contains_key("STARGRID_MIG_PROFILE"));
+        assert!(!whole.contains_key("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"));
     }
 
     #[test]
