@@ -304,3 +304,42 @@ fn preemption_looks_at_every_model_the_job_accepts() {
     s.check_invariants().unwrap();
     assert_eq!(model_of(s.engine(), 4), GpuModel::H200);
 }
+
+#[test]
+fn a_reservation_takes_the_model_that_frees_room_first() {
+    let tenants = vec![TenantSpec {
+        name: "t".into(),
+        weight: 1.0,
+        cohort: None,
+        quota: ResourceVec::UNLIMITED,
+    }];
+    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let research = PriorityClass::Research;
+    // The H100 hosts are held until t=10000, the H200 hosts until t=1000.
+    let mut long = spec_of(0, research, job(GpuModel::H100, &[], 2));
+    long.time_limit = 10_000;
+    let mut short = spec_of(0, research, job(GpuModel::H200, &[], 2));
+    short.time_limit = 1_000;
+    s.submit(WorkloadId(1), long, 0).unwrap();
+    s.submit(WorkloadId(2), short, 0).unwrap();
+    s.schedule(0);
+    // Two hosts of H100 first, or of H200: the H200 hosts free first.
+    s.submit(
+        WorkloadId(3),
+        spec_of(0, research, job(GpuModel::H100, &[GpuModel::H200], 2)),
+        1,
+    )
+    .unwrap();
+    let decisions = s.schedule(1);
+    s.check_invariants().unwrap();
+    let start = decisions.iter().find_map(|d| match d {
+        sched::Decision::Reserve { job, start, .. } if *job == WorkloadId(3) => Some(*start),
+        _ => None,
+    });
+    assert_eq!(start, Some(1_000), "{decisions:?}");
+    // When they free, it starts there.
+    s.finish(WorkloadId(2), 900).unwrap();
+    s.schedule(900);
+    s.check_invariants().unwrap();
+    assert_eq!(model_of(s.engine(), 3), GpuModel::H200);
+}

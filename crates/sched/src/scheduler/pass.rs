@@ -572,7 +572,10 @@ impl Scheduler {
             pass.forget_failures();
         }
         let spread = self.spread_filter(id);
-        let Some((start, slots)) = self.earliest_start(g, &spread, pass.now) else {
+        let tenant = self.jobs.get(&id).map(|j| j.spec.tenant);
+        let Some((start, slots)) =
+            tenant.and_then(|t| self.earliest_start(t, g, &spread, pass.now))
+        else {
             return false;
         };
         let mut nodes: Vec<NodeId> = slots.iter().map(|s| s.node).collect();

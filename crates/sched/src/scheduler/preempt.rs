@@ -188,21 +188,7 @@ impl Scheduler {
         now: Time,
     ) -> Option<Vec<Decision>> {
         let job = self.jobs.get(&id)?;
-        let first = job.spec.gang.gpu;
-        let candidates: Vec<GangRequest> = job
-            .spec
-            .gang
-            .acceptable_models()
-            .map(|m| {
-                // Probed on that model alone: the victims free nodes of it.
-                let mut only = job.spec.gang.on_model(m);
-                only.models.clear();
-                only
-            })
-            .filter(|g| {
-                g.gpu == first || admit_on(&self.tenants, &self.cohorts, job.spec.tenant, g).is_ok()
-            })
-            .collect();
+        let candidates = self.each_model(job.spec.tenant, &job.spec.gang);
         let spread = self.spread_filter(id);
         let (order, k, slots) = candidates.iter().find_map(|gang| {
             let job = self.jobs.get(&id)?;
@@ -267,19 +253,44 @@ impl Scheduler {
         Some(out)
     }
 
-    /// Earliest start of `gang` from running jobs' time limits, and the nodes it would get.
+    /// `gang` on each model it accepts, alone (a probe frees nodes of that model only): its
+    /// first model, then each other one `tenant`'s quota admits it on.
+    fn each_model(&self, tenant: TenantId, gang: &GangRequest) -> Vec<GangRequest> {
+        gang.acceptable_models()
+            .map(|m| {
+                let mut only = gang.on_model(m);
+                only.models.clear();
+                only
+            })
+            .filter(|g| {
+                g.gpu == gang.gpu || admit_on(&self.tenants, &self.cohorts, tenant, g).is_ok()
+            })
+            .collect()
+    }
+
+    /// Earliest start of `gang` (of `tenant`) from running jobs' time limits, on whichever
+    /// model it accepts frees room first, and the nodes it would get.
     pub(super) fn earliest_start(
         &mut self,
+        tenant: TenantId,
         gang: &GangRequest,
         spread: &SpreadFilter,
         now: Time,
     ) -> Option<(Time, Vec<NodeSlot>)> {
-        let order: Vec<(Time, WorkloadId)> = self.running_ends[gang.gpu.index()]
-            .iter()
-            .map(|&(end, id)| (end.max(now), id))
-            .collect();
-        let ids: Vec<WorkloadId> = order.iter().map(|o| o.1).collect();
-        let (k, slots) = self.shortest_release_prefix(&ids, gang, spread)?;
-        Some((order[k - 1].0, slots))
+        let mut best: Option<(Time, Vec<NodeSlot>)> = None;
+        for only in self.each_model(tenant, gang) {
+            let order: Vec<(Time, WorkloadId)> = self.running_ends[only.gpu.index()]
+                .iter()
+                .map(|&(end, id)| (end.max(now), id))
+                .collect();
+            let ids: Vec<WorkloadId> = order.iter().map(|o| o.1).collect();
+            if let Some((k, slots)) = self.shortest_release_prefix(&ids, &only, spread) {
+                let start = order[k - 1].0;
+                if best.as_ref().is_none_or(|b| start < b.0) {
+                    best = Some((start, slots));
+                }
+            }
+        }
+        best
     }
 }
