@@ -328,7 +328,7 @@ fn a_share_pays_for_its_share_and_loses_only_its_share() {
     };
     s.submit(WorkloadId(1), spec(share(250, 0)), 0).unwrap();
     s.submit(WorkloadId(2), spec(gang(1, 1, None)), 0).unwrap();
-    // CPU work on a GPU host: half the host's CPU is worth half its GPUs.
+    // CPU work on a GPU host uses CPU the devices' work left: it is charged nothing.
     let mut cpu = gang(1, 0, None);
     cpu.cpu_millis_per_node = 72_000;
     s.submit(WorkloadId(3), spec(cpu), 0).unwrap();
@@ -348,8 +348,8 @@ fn a_share_pays_for_its_share_and_loses_only_its_share() {
             .map(|l| l.usd)
             .sum()
     };
-    // An hour: a quarter GPU, one GPU and two GPUs' worth of CPU.
-    let want = 0.25 * (0.25 + 1.0 + 2.0);
+    // An hour: a quarter GPU and one GPU.
+    let want = 0.25 * (0.25 + 1.0);
     assert!(
         (training(&s, 3600) - want).abs() < 1e-9,
         "{}",

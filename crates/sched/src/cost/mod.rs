@@ -102,7 +102,7 @@ impl Meter {
 struct PoolCost {
     pricing: PricingKind,
     price_per_hour: f64,
-    /// Units in one node (GPUs, or millicores on a CPU host).
+    /// Units in one node (thousandths of a GPU, or millicores on a CPU host).
     units_per_node: u64,
     /// Delivered units (committed pools are paid for these).
     capacity: Meter,
@@ -655,19 +655,16 @@ pub fn node_units(gpus: u8, cpu_millis: u32) -> u64 {
 }
 
 /// Units that work holding `gpu_milli` thousandths of a GPU and `cpu_millis` on `node`
-/// counts, in the node's units. On a GPU node work pays for its GPUs; work that holds none
-/// there (CPU work on a GPU host) pays for the GPUs its share of the node's CPU is worth,
-/// rounded up. On a CPU host work pays for its millicores.
+/// counts, in the node's units: on a GPU node its GPUs (a GPU host's price is its devices';
+/// CPU work there uses CPU the devices' work left, and counts nothing, so that what a host's
+/// work is charged never passes what the host costs); on a CPU host its millicores.
 pub fn held_units(node: &model::Node, gpu_milli: u64, cpu_millis: u64) -> u64 {
     let whole = node_units(node.capacity.gpus, node.capacity.cpu_millis);
     if node.capacity.gpus == 0 {
-        return cpu_millis.min(whole);
+        cpu_millis.min(whole)
+    } else {
+        gpu_milli.min(whole)
     }
-    if gpu_milli > 0 {
-        return gpu_milli.min(whole);
-    }
-    let node_cpu = u64::from(node.capacity.cpu_millis).max(1);
-    (cpu_millis.saturating_mul(whole).div_ceil(node_cpu)).min(whole)
 }
 
 /// Units an allocation holds per pool, sorted by pool (gangs: their slots and spares;

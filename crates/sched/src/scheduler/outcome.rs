@@ -427,7 +427,8 @@ impl Scheduler {
     }
 
     /// Takes over a state from [`Scheduler::state`] on a queue just made over the same fleet
-    /// (nodes' states set): queues the jobs, restores every workload, takes the ledger. Checks
+    /// (nodes' states set): queues the jobs, restores every workload, takes the ledger (and
+    /// charges a live workload it counts otherwise as this build counts it, from `now`). Checks
     /// nothing of what it is given beyond what [`Scheduler::restore`] checks: the caller runs
     /// `check_invariants` and refuses the state if they fail.
     pub fn load_state(&mut self, s: &QueueState, now: Time) -> Result<(), RestoreError> {
@@ -439,6 +440,29 @@ impl Scheduler {
         self.ledger
             .set_state(self.engine.fleet(), &s.ledger)
             .map_err(|e| restore_error("the ledger", e))?;
+        // A ledger an older build kept may count a live workload otherwise than this build
+        // does (a share as its whole device): from `now` on it counts as this build does;
+        // what it was charged before stays.
+        let mut live: Vec<WorkloadId> = self
+            .running
+            .iter()
+            .chain(self.batches.keys())
+            .copied()
+            .collect();
+        live.sort_unstable();
+        for id in live {
+            let want =
+                crate::cost::allocation_units(self.engine.fleet(), self.engine.allocation(id));
+            let mut have = self
+                .ledger
+                .held(id)
+                .map(|h| h.1.clone())
+                .unwrap_or_default();
+            have.sort_unstable();
+            if have != want {
+                self.charge(id, now);
+            }
+        }
         if s.tenant_lost_gpu_hours.len() != self.tenants.len() {
             return Err(restore_error(
                 "the tenants",

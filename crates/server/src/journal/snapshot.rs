@@ -6,6 +6,14 @@
 //! workload (in the records' own vocabulary), the spend ledger's meters by pool name. Nodes are
 //! named, never numbered by a build's fleet order. It is CBOR, version first; a snapshot of
 //! another version is not read (the journal is replayed instead, which gives the same state).
+//!
+//! Versions (one shape, [`SnapshotV1`]):
+//! - **1**: the spend ledger meters GPU pools in whole GPUs (a share of a device counted as
+//!   the device). Read with every GPU pool's figures ×1000, so what was spent stays what it
+//!   was; each live workload is then charged as this build counts it from the snapshot's time
+//!   on ([`sched::Scheduler::load_state`]). Replaying the journal instead re-prices the shares
+//!   that ran before by their thousandths.
+//! - **2**: GPU pools metered in thousandths of a GPU.
 
 use super::{Codec, DecodeError, OutcomeV1};
 use crate::state::{Event, Role, TaskSpec};
@@ -14,13 +22,13 @@ use sched::cost::{AccountState, HeldState, LedgerState, MeterState, Owner, Spend
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-/// The snapshot version this build writes and reads.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The snapshot version this build writes (it reads this one and version 1).
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
-/// A snapshot of version 1.
+/// A snapshot of version 1 or 2 (the same shape; see the module documentation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotV1 {
-    /// Always 1.
+    /// Its version, as the bytes' first value says.
     pub v: u32,
     /// The record it is the state after.
     pub seq: u64,
@@ -106,10 +114,6 @@ pub struct JobMetaV1 {
     /// A share of one GPU in thousandths (absent from older snapshots and for whole GPUs).
     #[serde(default, skip_serializing_if = "is_zero_u16")]
     pub gpu_milli: u16,
-    /// CPU each of its nodes holds, millicores (absent from older snapshots: 0, which prices
-    /// only CPU work on GPU hosts differently).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cpu_millis: u32,
     /// When it was submitted.
     pub submitted_at: u64,
     /// What its nodes run.
@@ -333,11 +337,6 @@ pub struct LedgerV1 {
     /// unit; absent from snapshots of builds before fleet changes, whose pools all had nodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units_per_node: Vec<PoolUnitsV1>,
-    /// GPU pools are metered in thousandths of a GPU. Absent (false) in snapshots of builds
-    /// before GPU shares, which metered them in whole GPUs: those read every GPU pool's
-    /// figures ×1000, so what was spent stays what it was.
-    #[serde(default)]
-    pub gpu_milli: bool,
 }
 
 /// The bytes of a snapshot.
@@ -347,17 +346,24 @@ pub fn encode(s: &SnapshotV1) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Reads a snapshot's bytes; another version is refused by name.
+/// Reads a snapshot's bytes; another version is refused by name, and so is a body whose
+/// version disagrees with the bytes' first value.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotV1, DecodeError> {
     let (format, _): (u32, ciborium::Value) =
         ciborium::from_reader(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    if format != SNAPSHOT_FORMAT {
+    if !(1..=SNAPSHOT_FORMAT).contains(&format) {
         return Err(DecodeError::Malformed(format!(
-            "snapshot format {format}; this build reads format {SNAPSHOT_FORMAT}"
+            "snapshot format {format}; this build reads formats 1 to {SNAPSHOT_FORMAT}"
         )));
     }
     let (_, s): (u32, SnapshotV1) =
         ciborium::from_reader(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if s.v != format {
+        return Err(DecodeError::Malformed(format!(
+            "snapshot format {format} holds a body of version {}",
+            s.v
+        )));
+    }
     Ok(s)
 }
 
@@ -463,14 +469,13 @@ impl Codec<'_> {
                         units: *u,
                     })
                     .collect(),
-                gpu_milli: true,
             },
             tenant_lost_gpu_hours: q.tenant_lost_gpu_hours.clone(),
         }
     }
 
-    /// The queue's state from its stored form.
-    pub fn load_queue(&self, q: &QueueV1) -> Result<sched::QueueState, DecodeError> {
+    /// The queue's state from its stored form, of snapshot version `format`.
+    pub fn load_queue(&self, q: &QueueV1, format: u32) -> Result<sched::QueueState, DecodeError> {
         use model::{TenantId, WorkloadId};
         let owner = |tenant: Option<u32>, class: SpendClass| Owner {
             tenant: tenant.map(TenantId),
@@ -518,7 +523,7 @@ impl Codec<'_> {
             undelivered: self.nodes_back(&l.undelivered)?,
             units_per_node,
         };
-        if !l.gpu_milli {
+        if format < 2 {
             upgrade_whole_gpus(self.fleet, &mut ledger);
         }
         Ok(sched::QueueState {
@@ -538,8 +543,7 @@ impl Codec<'_> {
     }
 }
 
-/// Brings a ledger metered in whole GPUs (snapshots of builds before GPU shares) to
-/// thousandths of a GPU: every figure of a GPU pool ×1000. A GPU pool is one whose nodes carry
+/// Brings a ledger metered in whole GPUs (snapshot version 1) to thousandths of a GPU: every figure of a GPU pool ×1000. A GPU pool is one whose nodes carry
 /// GPUs; a pool with no node left in the fleet is one whose node counted under 256 units (a
 /// node holds at most 255 GPUs, and no CPU host has under a quarter of a core).
 fn upgrade_whole_gpus(fleet: &model::Fleet, l: &mut LedgerState) {

@@ -196,7 +196,6 @@ impl ControlPlane {
                         tenant: spec.tenant,
                         gpus: spec.gang.total_gpus(),
                         gpu_milli: spec.gang.gpu_milli,
-                        cpu_millis: spec.gang.cpu_millis_per_node,
                         submitted_at: *at,
                         task: task.clone(),
                         ended_at: None,

@@ -176,7 +176,7 @@ fn run_cost(fleet: &Fleet, m: &JobMeta, seconds: u64) -> (u64, u64) {
             1.0
         } else {
             let whole = node_units(node.capacity.gpus, node.capacity.cpu_millis);
-            held_units(node, per_node_milli, u64::from(m.cpu_millis)) as f64 / whole as f64
+            held_units(node, per_node_milli, 0) as f64 / whole as f64
         };
         usd += fleet.pool(node.pool).price_per_hour * share * seconds as f64 / 3600.0;
     }

@@ -119,8 +119,6 @@ struct JobMeta {
     gpus: u64,
     /// A share of one GPU in thousandths (0: whole GPUs).
     gpu_milli: u16,
-    /// CPU each of its nodes holds, millicores (prices CPU work on GPU hosts).
-    cpu_millis: u32,
     submitted_at: u64,
     task: TaskSpec,
     /// When it ended.

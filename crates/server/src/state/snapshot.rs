@@ -63,7 +63,6 @@ impl ControlPlane {
                     tenant: m.tenant.0,
                     gpus: m.gpus,
                     gpu_milli: m.gpu_milli,
-                    cpu_millis: m.cpu_millis,
                     submitted_at: m.submitted_at,
                     task: m.task.clone(),
                     ended_at: m.ended_at,
@@ -221,7 +220,6 @@ impl ControlPlane {
                     tenant: TenantId(m.tenant),
                     gpus: m.gpus,
                     gpu_milli: m.gpu_milli,
-                    cpu_millis: m.cpu_millis,
                     submitted_at: m.submitted_at,
                     task: m.task,
                     ended_at: m.ended_at,
@@ -282,7 +280,7 @@ impl ControlPlane {
             );
         }
         let queue = Codec::new(p.sched.engine().fleet())
-            .load_queue(&s.queue)
+            .load_queue(&s.queue, s.v)
             .map_err(|e| bad(e.to_string()))?;
         p.sched
             .load_state(&queue, s.now)
