@@ -67,6 +67,10 @@ struct Brief {
     /// A unit's totals (its nodes' asks differ, so the shape's per-node ask does not give them).
     #[serde(default)]
     unit: Option<UnitAsk>,
+    /// It accepts other models: which one's quota it will use is not known before it is
+    /// placed, so its ask counts no GPUs of any (a shallow pass does not leave it out).
+    #[serde(default)]
+    other_models: bool,
 }
 
 /// What a unit gang asks in all.
@@ -95,6 +99,7 @@ impl Brief {
                     memory_mib,
                 }
             }),
+            other_models: !g.models.is_empty(),
         }
     }
 
@@ -108,7 +113,9 @@ impl Brief {
             return v;
         }
         let (n, s) = (u64::from(self.nodes), &self.shape);
-        v.gpus[s.gpu] = if s.gpu_milli > 0 {
+        v.gpus[s.gpu] = if self.other_models {
+            0
+        } else if s.gpu_milli > 0 {
             u64::from(s.gpu_milli)
         } else {
             n * u64::from(s.gpus_per_node) * 1000

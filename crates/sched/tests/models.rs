@@ -343,3 +343,83 @@ fn a_reservation_takes_the_model_that_frees_room_first() {
     s.check_invariants().unwrap();
     assert_eq!(model_of(s.engine(), 3), GpuModel::H200);
 }
+
+#[test]
+fn no_victim_is_taken_on_a_model_the_quota_refuses() {
+    // Tenant 0 has no H100 quota and 16 H200 GPUs of it; tenant 1 has no limits.
+    let mut quota = ResourceVec::UNLIMITED;
+    quota.gpus[GpuModel::H100.index()] = 0;
+    quota.gpus[GpuModel::H200.index()] = 16;
+    let tenant = |name: &str, quota| TenantSpec {
+        name: name.into(),
+        weight: 1.0,
+        cohort: None,
+        quota,
+    };
+    let tenants = vec![tenant("t", quota), tenant("other", ResourceVec::UNLIMITED)];
+    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    // Preemptible work of the other tenant on the H100 hosts; its research work on H200.
+    let spot = spec_of(1, PriorityClass::Preemptible, job(GpuModel::H100, &[], 2));
+    s.submit(WorkloadId(1), spot, 0).unwrap();
+    let busy = spec_of(1, PriorityClass::Research, job(GpuModel::H200, &[], 2));
+    s.submit(WorkloadId(2), busy, 0).unwrap();
+    s.schedule(0);
+    // Tenant 0's research job asks H100 first, which its quota refuses, and takes H200: the
+    // preemptible H100 work must not be stopped for it (it could never start there).
+    let research = spec_of(
+        0,
+        PriorityClass::Research,
+        job(GpuModel::H100, &[GpuModel::H200], 1),
+    );
+    s.submit(WorkloadId(3), research, 10_000).unwrap();
+    let decisions = s.schedule(10_000);
+    s.check_invariants().unwrap();
+    assert!(
+        !decisions
+            .iter()
+            .any(|d| matches!(d, sched::Decision::Preempt { .. })),
+        "{decisions:?}"
+    );
+    // Nor is the one reservation held on H100 nodes for it.
+    for d in &decisions {
+        if let sched::Decision::Reserve { job, .. } = d {
+            assert_eq!(*job, WorkloadId(3));
+        }
+    }
+    let held = s.reservation().map(|r| r.2.to_vec()).unwrap_or_default();
+    for n in held {
+        assert_eq!(
+            s.engine().fleet().node(n).capacity.gpu_model,
+            Some(GpuModel::H200)
+        );
+    }
+}
+
+#[test]
+fn a_shallow_pass_does_not_leave_out_a_job_its_first_models_quota_refuses() {
+    let mut quota = ResourceVec::UNLIMITED;
+    quota.gpus[GpuModel::H100.index()] = 0;
+    quota.gpus[GpuModel::H200.index()] = 16;
+    let tenants = vec![TenantSpec {
+        name: "t".into(),
+        weight: 1.0,
+        cohort: None,
+        quota,
+    }];
+    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    // The first pass after start-up goes all the way; the next ones only as deep as set.
+    s.schedule(0);
+    s.submit(
+        WorkloadId(1),
+        spec_of(
+            0,
+            PriorityClass::Research,
+            job(GpuModel::H100, &[GpuModel::H200], 1),
+        ),
+        1,
+    )
+    .unwrap();
+    s.schedule(1);
+    s.check_invariants().unwrap();
+    assert_eq!(model_of(s.engine(), 1), GpuModel::H200);
+}

@@ -486,7 +486,9 @@ impl Scheduler {
             .spec
             .cohort
             .as_ref();
-        let monotone = Self::monotone_search(&self.config.order, !borrowed, cohort);
+        // (Work of several models may be within its own quota on one and borrow on another.)
+        let monotone =
+            Self::monotone_search(&self.config.order, !borrowed, cohort) && g.models.is_empty();
         let like_vain = monotone && previous.is_none() && pass.vain_like(priority, &shape, g.nodes);
         if self.config.preemption
             && pass.searches < self.config.preemption_searches_per_pass
@@ -494,7 +496,7 @@ impl Scheduler {
             && !like_vain
         {
             pass.searches += 1;
-            if let Some(decisions) = self.try_preempt(id, !borrowed, pass.now) {
+            if let Some(decisions) = self.try_preempt(id, pass.now) {
                 pass.out.extend(decisions);
                 return;
             }

@@ -179,20 +179,16 @@ impl Scheduler {
         result
     }
 
-    /// Tries to make room for `id` by preemption: on its first model, then on each other model
-    /// it accepts that its quota admits it on. Returns the decisions, or None.
-    pub(super) fn try_preempt(
-        &mut self,
-        id: WorkloadId,
-        within_own_quota: bool,
-        now: Time,
-    ) -> Option<Vec<Decision>> {
+    /// Tries to make room for `id` by preemption, on each model it accepts that its quota
+    /// admits it on, in order (on each, a cohort reclaim only where it is within its own
+    /// quota). Returns the decisions, or None.
+    pub(super) fn try_preempt(&mut self, id: WorkloadId, now: Time) -> Option<Vec<Decision>> {
         let job = self.jobs.get(&id)?;
         let candidates = self.each_model(job.spec.tenant, &job.spec.gang);
         let spread = self.spread_filter(id);
-        let (order, k, slots) = candidates.iter().find_map(|gang| {
+        let (order, k, slots) = candidates.iter().find_map(|(gang, within_own_quota)| {
             let job = self.jobs.get(&id)?;
-            let (order, releasable) = self.victims_for(job, gang.gpu, within_own_quota, now);
+            let (order, releasable) = self.victims_for(job, gang.gpu, *within_own_quota, now);
             // Even every victim gone would not free enough GPUs: no need to try.
             let free = self.engine.open_free_gpus[gang.gpu.index()];
             if order.is_empty() || free + releasable < gang.total_gpus() {
@@ -253,17 +249,16 @@ impl Scheduler {
         Some(out)
     }
 
-    /// `gang` on each model it accepts, alone (a probe frees nodes of that model only): its
-    /// first model, then each other one `tenant`'s quota admits it on.
-    fn each_model(&self, tenant: TenantId, gang: &GangRequest) -> Vec<GangRequest> {
+    /// `gang` on each model it accepts that `tenant`'s quota (or its cohort's) admits it on,
+    /// in order, alone (a probe frees nodes of that model only), and whether it is within the
+    /// tenant's own quota there.
+    fn each_model(&self, tenant: TenantId, gang: &GangRequest) -> Vec<(GangRequest, bool)> {
         gang.acceptable_models()
-            .map(|m| {
+            .filter_map(|m| {
                 let mut only = gang.on_model(m);
                 only.models.clear();
-                only
-            })
-            .filter(|g| {
-                g.gpu == gang.gpu || admit_on(&self.tenants, &self.cohorts, tenant, g).is_ok()
+                let borrowed = admit_on(&self.tenants, &self.cohorts, tenant, &only).ok()?;
+                Some((only, !borrowed))
             })
             .collect()
     }
@@ -278,7 +273,7 @@ impl Scheduler {
         now: Time,
     ) -> Option<(Time, Vec<NodeSlot>)> {
         let mut best: Option<(Time, Vec<NodeSlot>)> = None;
-        for only in self.each_model(tenant, gang) {
+        for (only, _) in self.each_model(tenant, gang) {
             let order: Vec<(Time, WorkloadId)> = self.running_ends[only.gpu.index()]
                 .iter()
                 .map(|&(end, id)| (end.max(now), id))
