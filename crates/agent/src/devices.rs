@@ -83,10 +83,15 @@ pub(crate) fn device_env(a: &Assignment) -> BTreeMap<String, String> {
         AcceleratorKind::AmdGpu => set("ROCR_VISIBLE_DEVICES", list(&a.gpus)),
         AcceleratorKind::Trainium => {
             let per = model.map_or(1, neuron_cores_per_device);
+            // (A device index no node has, from a damaged assignment, names no core.)
             let cores: Vec<u32> = a
                 .gpus
                 .iter()
-                .flat_map(|d| (d * per)..(d * per + per))
+                .filter_map(|d| {
+                    let first = d.checked_mul(per)?;
+                    Some(first..first.checked_add(per)?)
+                })
+                .flatten()
                 .collect();
             set("NEURON_RT_VISIBLE_CORES", ranges(&cores));
         }
@@ -152,6 +157,8 @@ mod tests {
         let env = device_env(&on(Some("Trainium2"), &[1, 2, 5]));
         assert_eq!(env["NEURON_RT_VISIBLE_CORES"], "4-11,20-23");
         assert!(!env.contains_key("CUDA_VISIBLE_DEVICES"));
+        let env = device_env(&on(Some("Trainium2"), &[u32::MAX, 1]));
+        assert_eq!(env["NEURON_RT_VISIBLE_CORES"], "4-7");
         let env = device_env(&on(Some("TPUv5p"), &[2, 3]));
         assert_eq!(env["TPU_VISIBLE_CHIPS"], "2,3");
         assert_eq!(env["TPU_CHIPS_PER_PROCESS_BOUNDS"], "1,2,1");

@@ -128,17 +128,21 @@ impl Shapes {
         g
     }
 
-    /// Of `models`, those other than `model` of its kind that the fleet has, at most
-    /// [`GangRequest::MAX_MODELS`], in order.
+    /// Of `models`, those other than `model` of its kind that the fleet has, each once, at
+    /// most [`GangRequest::MAX_MODELS`], in order.
     fn other_models(&self, model: GpuModel, models: &[GpuModel]) -> Vec<GpuModel> {
-        models
-            .iter()
-            .copied()
-            .filter(|m| {
-                *m != model && m.kind() == model.kind() && !self.sizes_of_exact(*m).is_empty()
-            })
-            .take(GangRequest::MAX_MODELS)
-            .collect()
+        let mut out: Vec<GpuModel> = Vec::new();
+        for m in models {
+            if *m != model
+                && m.kind() == model.kind()
+                && !self.sizes_of_exact(*m).is_empty()
+                && !out.contains(m)
+                && out.len() < GangRequest::MAX_MODELS
+            {
+                out.push(*m);
+            }
+        }
+        out
     }
 
     /// The node sizes of `model` in this fleet (empty: none).

@@ -154,3 +154,21 @@ fn a_service_that_accepts_another_model_runs_replicas_on_both() {
     let e = read_jsonl("bad.jsonl", &line(r#", "models": ["Z80"]"#), false).unwrap_err();
     assert!(e.to_string().contains("Z80"), "{e}");
 }
+
+#[test]
+fn a_model_named_twice_runs_as_named_once() {
+    let text = r#"{"id": 1, "submit": 0, "duration": 60, "gpus": 8, "tenant": "a", "gpu": "H200", "models": ["H100", "H100"]}
+{"kind": "service", "id": 2, "submit": 0, "end": 60, "tenant": "chat", "gpu": "H200", "models": ["H100", "H100"], "gpus_per_replica": 8, "min_replicas": 1, "max_replicas": 1, "inflight_per_replica": 10, "load": {"points": [[0, 5]]}}
+"#;
+    let fleet = two_models();
+    let mut t = read_jsonl("twice.jsonl", text, false).unwrap();
+    check(&mut t, &fleet, false).unwrap();
+    let cfg = SimConfig {
+        policy: "stargrid".into(),
+        sched: sched::SchedConfig::policy("stargrid").unwrap(),
+        check_invariants: true,
+        ..SimConfig::default()
+    };
+    let r = sim::simulate(fleet, &t, &cfg, &mut |_, _| {}).unwrap();
+    assert_eq!(r.finished, 1);
+}

@@ -372,34 +372,47 @@ impl ControlPlane {
     }
 
     /// Work that even the whole fleet could never hold is refused at once, not queued forever:
-    /// `copies` gangs like `gang` need more GPUs of its model than the fleet has.
+    /// `copies` gangs like `gang` (each on one of the models it accepts) need more GPUs than
+    /// the fleet's models hold whole copies of.
     pub(super) fn check_fits_fleet(
         &self,
         field: &str,
         gang: &GangRequest,
         copies: u32,
     ) -> Result<(), FieldProblem> {
-        // The model of the acceptable ones with the most GPUs.
         let total = self.sched.fleet_total();
-        let have = gang
+        let have: u64 = gang
             .acceptable_models()
             .map(|m| total.gpus[m.index()])
-            .max()
-            .unwrap_or(0);
-        let want = gang.total_gpus().saturating_mul(u64::from(copies));
+            .sum();
         if have == 0 {
             return Err(bad(field, format!("the fleet has no {} nodes", gang.gpu)));
         }
-        if want > have {
-            return Err(bad(
-                field,
+        // Each copy runs on one model: a model holds as many copies as its GPUs divide into.
+        let per_copy = gang.total_gpus().max(1);
+        let fit: u64 = gang
+            .acceptable_models()
+            .map(|m| total.gpus[m.index()] / per_copy)
+            .sum();
+        if u64::from(copies) <= fit {
+            return Ok(());
+        }
+        let want = per_copy.saturating_mul(u64::from(copies));
+        Err(bad(
+            field,
+            if gang.models.is_empty() {
                 format!(
                     "{want} {} GPUs asked for; the whole fleet has {have}",
                     gang.gpu
-                ),
-            ));
-        }
-        Ok(())
+                )
+            } else {
+                format!(
+                    "{want} GPUs asked for, {per_copy} on one model each time; the fleet's {} \
+                     GPUs of the models it accepts hold {fit} such",
+                    have
+                )
+            },
+        ))
     }
 
     /// A placement rule may name only providers and regions the fleet has (a typo would leave

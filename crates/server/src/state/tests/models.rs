@@ -106,6 +106,22 @@ fn replicas_run_on_the_next_model_once_the_first_is_full() {
 #[test]
 fn service_model_lists_are_refused_by_field() {
     let (p, _) = two_models_up();
+    // 8 GB200 GPUs and 16 H100 GPUs: six 4-GPU replicas fit across both models, not seven,
+    // and not six on GB200 alone.
+    let many = |replicas: u32, models: Vec<String>| SubmitService {
+        models,
+        spread: None,
+        max_replicas: Some(replicas),
+        ..service(1)
+    };
+    p.service_event(&many(6, vec!["H100".into()]), 100).unwrap();
+    let e = p
+        .service_event(&many(7, vec!["H100".into()]), 100)
+        .unwrap_err();
+    assert_eq!(e.field, "max_replicas", "{e:?}");
+    assert!(e.reason.contains("hold 6 such"), "{e:?}");
+    let e = p.service_event(&many(6, Vec::new()), 100).unwrap_err();
+    assert!(e.reason.contains("the whole fleet has 8"), "{e:?}");
     let refused = |svc: SubmitService, field: &str| {
         let e = p.service_event(&svc, 100).unwrap_err();
         assert_eq!(e.field, field, "{e:?}");
