@@ -808,8 +808,8 @@ pub(crate) struct ShapeKey {
     gpu_milli: u16,
 }
 
-/// The shape of a job: jobs of one shape (and one placement rule) fail and succeed together,
-/// the smaller first.
+/// The shape of a job: jobs of one shape (and one placement rule; and one tenant, for work of
+/// several models) fail and succeed together, the smaller first.
 fn shape_of(spec: &JobSpec) -> ShapeKey {
     let g = &spec.gang;
     // Units are told apart by their parts, as placement rules are.
@@ -823,6 +823,11 @@ fn shape_of(spec: &JobSpec) -> ShapeKey {
             spec.placement.hash(&mut h);
             g.parts.hash(&mut h);
             g.models.hash(&mut h);
+            // Work of several models is placed only on those its tenant's quota admits: one
+            // tenant's failure says nothing of another's.
+            if !g.models.is_empty() {
+                spec.tenant.hash(&mut h);
+            }
             h.finish() | 1
         };
     ShapeKey {

@@ -423,3 +423,38 @@ fn a_shallow_pass_does_not_leave_out_a_job_its_first_models_quota_refuses() {
     s.check_invariants().unwrap();
     assert_eq!(model_of(s.engine(), 1), GpuModel::H200);
 }
+
+#[test]
+fn one_tenants_failure_does_not_hold_back_anothers_job_of_the_same_shape() {
+    // Tenant 0 may use H200 only, which is full; tenant 1 may use both, and H100 has room.
+    let mut quota = ResourceVec::UNLIMITED;
+    quota.gpus[GpuModel::H100.index()] = 0;
+    quota.gpus[GpuModel::H200.index()] = 16;
+    let tenant = |name: &str, quota| TenantSpec {
+        name: name.into(),
+        weight: 1.0,
+        cohort: None,
+        quota,
+    };
+    let tenants = vec![tenant("t", quota), tenant("other", ResourceVec::UNLIMITED)];
+    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let research = PriorityClass::Research;
+    s.submit(
+        WorkloadId(1),
+        spec_of(1, research, job(GpuModel::H200, &[], 2)),
+        0,
+    )
+    .unwrap();
+    s.schedule(0);
+    let either = || job(GpuModel::H100, &[GpuModel::H200], 1);
+    // Tenant 0 holds nothing, so it goes first, and fails; tenant 1's job of the same shape
+    // still starts on H100.
+    s.submit(WorkloadId(2), spec_of(0, research, either()), 1)
+        .unwrap();
+    s.submit(WorkloadId(3), spec_of(1, research, either()), 1)
+        .unwrap();
+    s.schedule(1);
+    s.check_invariants().unwrap();
+    assert!(s.engine().allocation(WorkloadId(2)).is_none());
+    assert_eq!(model_of(s.engine(), 3), GpuModel::H100);
+}

@@ -62,7 +62,7 @@ pub struct TraceJob {
     /// The accelerator model it runs on (`None`: the run's default model, see `fit`).
     pub gpu: Option<model::GpuModel>,
     /// Other models it accepts, in order after its own (`"any"`: every model; those the
-    /// fleet lacks are dropped when it runs).
+    /// fleet lacks, of another kind, or named twice are dropped when it runs).
     pub models: Box<[model::GpuModel]>,
     /// A share of one GPU in thousandths (1–999, with `gpus` 1); 0: whole GPUs.
     pub gpu_milli: u16,

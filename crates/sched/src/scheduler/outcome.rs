@@ -427,8 +427,7 @@ impl Scheduler {
     }
 
     /// Takes over a state from [`Scheduler::state`] on a queue just made over the same fleet
-    /// (nodes' states set): queues the jobs, restores every workload, takes the ledger (and
-    /// charges a live workload it counts otherwise as this build counts it, from `now`). Checks
+    /// (nodes' states set): queues the jobs, restores every workload, takes the ledger. Checks
     /// nothing of what it is given beyond what [`Scheduler::restore`] checks: the caller runs
     /// `check_invariants` and refuses the state if they fail.
     pub fn load_state(&mut self, s: &QueueState, now: Time) -> Result<(), RestoreError> {
@@ -440,9 +439,24 @@ impl Scheduler {
         self.ledger
             .set_state(self.engine.fleet(), &s.ledger)
             .map_err(|e| restore_error("the ledger", e))?;
-        // A ledger an older build kept may count a live workload otherwise than this build
-        // does (a share as its whole device): from `now` on it counts as this build does;
-        // what it was charged before stays.
+        if s.tenant_lost_gpu_hours.len() != self.tenants.len() {
+            return Err(restore_error(
+                "the tenants",
+                "lost GPU-hours of another tenant count",
+            ));
+        }
+        for (t, lost) in self.tenants.iter_mut().zip(&s.tenant_lost_gpu_hours) {
+            t.lost_gpu_hours = *lost;
+        }
+        Ok(())
+    }
+
+    /// Charges each live workload that the ledger counts otherwise than this build does as
+    /// this build counts it, from `now` on; what it was charged before stays. For a ledger
+    /// an older build kept (one that counted a share of a GPU as the whole device): a state
+    /// of this build's own has nothing to change, and one that does is refused by
+    /// `check_invariants` instead.
+    pub fn recharge_live(&mut self, now: Time) {
         let mut live: Vec<WorkloadId> = self
             .running
             .iter()
@@ -463,15 +477,5 @@ impl Scheduler {
                 self.charge(id, now);
             }
         }
-        if s.tenant_lost_gpu_hours.len() != self.tenants.len() {
-            return Err(restore_error(
-                "the tenants",
-                "lost GPU-hours of another tenant count",
-            ));
-        }
-        for (t, lost) in self.tenants.iter_mut().zip(&s.tenant_lost_gpu_hours) {
-            t.lost_gpu_hours = *lost;
-        }
-        Ok(())
     }
 }

@@ -5,13 +5,14 @@
 //! up and drained, and the queue as [`QueueV1`]: the jobs it queued, an outcome of every
 //! workload (in the records' own vocabulary), the spend ledger's meters by pool name. Nodes are
 //! named, never numbered by a build's fleet order. It is CBOR, version first; a snapshot of
-//! another version is not read (the journal is replayed instead, which gives the same state).
+//! a version this build does not read is skipped (the journal is replayed instead, which gives
+//! the same state).
 //!
 //! Versions (one shape, [`SnapshotV1`]):
 //! - **1**: the spend ledger meters GPU pools in whole GPUs (a share of a device counted as
 //!   the device). Read with every GPU pool's figures ×1000, so what was spent stays what it
 //!   was; each live workload is then charged as this build counts it from the snapshot's time
-//!   on ([`sched::Scheduler::load_state`]). Replaying the journal instead re-prices the shares
+//!   on ([`sched::Scheduler::recharge_live`]). Replaying the journal instead re-prices the shares
 //!   that ran before by their thousandths.
 //! - **2**: GPU pools metered in thousandths of a GPU.
 

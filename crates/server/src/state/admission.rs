@@ -365,8 +365,17 @@ impl ControlPlane {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                n.parse::<GpuModel>()
-                    .map_err(|e| bad(&format!("models[{i}]"), format!("{e} (or [\"any\"])")))
+                let field = format!("models[{i}]");
+                let m = n
+                    .parse::<GpuModel>()
+                    .map_err(|e| bad(&field, format!("{e} (or [\"any\"])")))?;
+                if m.kind() != gpu.kind() {
+                    return Err(bad(
+                        &field,
+                        format!("{m} is not an accelerator of {gpu}'s kind: work built for one kind does not run on another"),
+                    ));
+                }
+                Ok(m)
             })
             .collect()
     }
@@ -388,8 +397,12 @@ impl ControlPlane {
         if have == 0 {
             return Err(bad(field, format!("the fleet has no {} nodes", gang.gpu)));
         }
+        // CPU work on GPU hosts: the hosts are there.
+        if gang.total_gpus() == 0 {
+            return Ok(());
+        }
         // Each copy runs on one model: a model holds as many copies as its GPUs divide into.
-        let per_copy = gang.total_gpus().max(1);
+        let per_copy = gang.total_gpus();
         let fit: u64 = gang
             .acceptable_models()
             .map(|m| total.gpus[m.index()] / per_copy)

@@ -285,6 +285,11 @@ impl ControlPlane {
         p.sched
             .load_state(&queue, s.now)
             .map_err(|e| bad(e.to_string()))?;
+        // Format 1 counted a share of a GPU as the whole device: live work is charged as this
+        // build counts it from the snapshot's time on.
+        if s.v < 2 {
+            p.sched.recharge_live(s.now);
+        }
         p.sched.check_invariants().map_err(bad)?;
         // A snapshot of a build before jobs' accounting: a running job's counts from what the
         // queue kept of it (its current run's start, its GPU-seconds and losses so far).

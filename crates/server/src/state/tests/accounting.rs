@@ -146,6 +146,15 @@ fn a_version_1_snapshot_with_a_running_share_loads_and_charges_the_share_from_th
     };
     assert!(training(&a) > 0.0);
     assert!((training(&a) - training(&b)).abs() < 1e-6, "{a:?} {b:?}");
+    // A snapshot of this build's format that charges the share otherwise is damaged: refused.
+    let mut damaged = p.snapshot_value();
+    for h in &mut damaged.queue.ledger.held {
+        for u in &mut h.units {
+            u.units += 1;
+        }
+    }
+    let bytes = crate::journal::snapshot::encode(&damaged).unwrap();
+    assert!(ControlPlane::from_snapshot(&bytes).is_err());
     // A body whose version disagrees with the bytes' first value is refused.
     let mut bytes = Vec::new();
     ciborium::into_writer(

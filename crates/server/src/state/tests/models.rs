@@ -103,6 +103,21 @@ fn replicas_run_on_the_next_model_once_the_first_is_full() {
     assert_eq!(loaded.fingerprint(), p.fingerprint());
 }
 
+fn refused_models(p: &ControlPlane, models: Vec<String>, field: &str) {
+    let svc = SubmitService {
+        models: models.clone(),
+        ..service(1)
+    };
+    let e = p.service_event(&svc, 100).unwrap_err();
+    assert_eq!(e.field, field, "{e:?}");
+    let job = SubmitJob {
+        models,
+        ..req("j", 1)
+    };
+    let e = p.submit_event(&job, 100).unwrap_err();
+    assert_eq!(e.field, field, "{e:?}");
+}
+
 #[test]
 fn service_model_lists_are_refused_by_field() {
     let (p, _) = two_models_up();
@@ -122,6 +137,15 @@ fn service_model_lists_are_refused_by_field() {
     assert!(e.reason.contains("hold 6 such"), "{e:?}");
     let e = p.service_event(&many(6, Vec::new()), 100).unwrap_err();
     assert!(e.reason.contains("the whole fleet has 8"), "{e:?}");
+    // CPU work on GPU hosts needs no GPUs: any number of replicas may be asked for.
+    let cpu = SubmitService {
+        gpus_per_node: 0,
+        cpu_millis_per_node: 1000,
+        ..many(50, Vec::new())
+    };
+    p.service_event(&cpu, 100).unwrap();
+    // A model of another kind is refused: CUDA work does not run on a TPU.
+    refused_models(&p, vec!["TPUv5p".into()], "models[0]");
     let refused = |svc: SubmitService, field: &str| {
         let e = p.service_event(&svc, 100).unwrap_err();
         assert_eq!(e.field, field, "{e:?}");
