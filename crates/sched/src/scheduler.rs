@@ -67,10 +67,10 @@ struct Brief {
     /// A unit's totals (its nodes' asks differ, so the shape's per-node ask does not give them).
     #[serde(default)]
     unit: Option<UnitAsk>,
-    /// It accepts other models: which one's quota it will use is not known before it is
-    /// placed, so its ask counts no GPUs of any (a shallow pass does not leave it out).
+    /// The other models it accepts, a bit per model index (0: none): a shallow pass leaves it
+    /// out only when its quota refuses it on every one.
     #[serde(default)]
-    other_models: bool,
+    other_models: u32,
 }
 
 /// What a unit gang asks in all.
@@ -99,23 +99,44 @@ impl Brief {
                     memory_mib,
                 }
             }),
-            other_models: !g.models.is_empty(),
+            other_models: g.models.iter().fold(0, |m, g| m | 1 << g.index()),
         }
     }
 
-    /// What the job asks of its tenant's quota (GPUs in thousandths).
+    /// What the job asks of its tenant's quota on its first model (GPUs in thousandths).
     fn ask(&self) -> ResourceVec {
+        self.ask_on(self.shape.gpu)
+    }
+
+    /// The least it asks of each resource, whichever model it gets: what its tenant's queued
+    /// jobs ask at the least (a floor) counts it so.
+    fn least_ask(&self) -> ResourceVec {
+        let mut v = self.ask();
+        if self.other_models != 0 {
+            v.gpus[self.shape.gpu] = 0;
+        }
+        v
+    }
+
+    /// Whether `held` and the job fit `quota` on one of the models it accepts.
+    fn fits(&self, held: &ResourceVec, quota: &ResourceVec) -> bool {
+        held.plus(&self.ask()).fits_in(quota)
+            || (0..model::GpuModel::ALL.len())
+                .filter(|m| self.other_models >> m & 1 == 1)
+                .any(|m| held.plus(&self.ask_on(m)).fits_in(quota))
+    }
+
+    /// What the job asks of its tenant's quota on the model of index `model`.
+    fn ask_on(&self, model: usize) -> ResourceVec {
         let mut v = ResourceVec::default();
         if let Some(u) = self.unit {
-            v.gpus[self.shape.gpu] = u.gpus * 1000;
+            v.gpus[model] = u.gpus * 1000;
             v.cpu_millis = u.cpu_millis;
             v.memory_mib = u.memory_mib;
             return v;
         }
         let (n, s) = (u64::from(self.nodes), &self.shape);
-        v.gpus[s.gpu] = if self.other_models {
-            0
-        } else if s.gpu_milli > 0 {
+        v.gpus[model] = if s.gpu_milli > 0 {
             u64::from(s.gpu_milli)
         } else {
             n * u64::from(s.gpus_per_node) * 1000

@@ -458,3 +458,43 @@ fn one_tenants_failure_does_not_hold_back_anothers_job_of_the_same_shape() {
     assert!(s.engine().allocation(WorkloadId(2)).is_none());
     assert_eq!(model_of(s.engine(), 3), GpuModel::H100);
 }
+
+#[test]
+fn a_backlog_over_quota_on_every_model_it_accepts_does_not_use_up_a_shallow_pass() {
+    let mut none = ResourceVec::UNLIMITED;
+    none.gpus[GpuModel::H100.index()] = 0;
+    none.gpus[GpuModel::H200.index()] = 0;
+    let tenant = |name: &str, quota| TenantSpec {
+        name: name.into(),
+        weight: 1.0,
+        cohort: None,
+        quota,
+    };
+    let tenants = vec![tenant("backlog", none), tenant("b", ResourceVec::UNLIMITED)];
+    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let research = PriorityClass::Research;
+    // Tenant b runs something, so the backlog's tenant ranks first by fair share.
+    s.submit(
+        WorkloadId(1),
+        spec_of(1, research, job(GpuModel::H100, &[], 1)),
+        0,
+    )
+    .unwrap();
+    s.schedule(0);
+    let depth = SchedConfig::default().pass_depth as u64;
+    for i in 0..depth * 3 {
+        let either = job(GpuModel::H100, &[GpuModel::H200], 1);
+        s.submit(WorkloadId(100 + i), spec_of(0, research, either), 1)
+            .unwrap();
+    }
+    s.schedule(1);
+    s.submit(
+        WorkloadId(2),
+        spec_of(1, research, job(GpuModel::H200, &[], 1)),
+        2,
+    )
+    .unwrap();
+    s.schedule(2);
+    s.check_invariants().unwrap();
+    assert_eq!(model_of(s.engine(), 2), GpuModel::H200);
+}

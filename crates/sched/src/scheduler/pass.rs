@@ -228,7 +228,7 @@ impl Scheduler {
             let mut floors: Vec<Option<ResourceVec>> = vec![None; self.tenants.len()];
             for brief in self.ordered.values() {
                 if let Some(floor) = floors.get_mut(brief.tenant.0 as usize) {
-                    let ask = brief.ask();
+                    let ask = brief.least_ask();
                     *floor = Some(floor.map_or(ask, |f| super::floor_of(&f, &ask)));
                 }
             }
@@ -262,7 +262,7 @@ impl Scheduler {
                             }
                             if let Some(held) = &held[t] {
                                 let quota = &self.tenants[t].quota;
-                                if !held.plus(&brief.ask()).fits_in(quota) {
+                                if !brief.fits(held, quota) {
                                     if let Some(job) = self.jobs.get_mut(&key.3) {
                                         if let Err(why) =
                                             admit_with(&self.tenants, &self.cohorts, job)

@@ -113,7 +113,7 @@ impl Scheduler {
             self.queued_floor.resize(self.tenants.len(), None);
         }
         if let Some(floor) = self.queued_floor.get_mut(tenant) {
-            let ask = brief.ask();
+            let ask = brief.least_ask();
             *floor = Some(floor.map_or(ask, |f| floor_of(&f, &ask)));
         }
         if let (Some(why), Some(j)) = (refused, self.jobs.get_mut(&id)) {
