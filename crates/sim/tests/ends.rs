@@ -5,8 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use model::fleet::Location;
-use model::{CapacityPool, FleetBuilder, NodeState, PricingKind, Resources};
+mod common;
+
+use common::Hosts;
 use sim::faults::FaultPlan;
 use sim::fit::{check, Shapes};
 use sim::fleets::hosts_fleet;
@@ -128,46 +129,16 @@ fn random_failures_besides_do_not_keep_such_a_run_going() {
 
 /// Eight 1-GPU hosts and two 8-GPU hosts (all H100), the small group first or last.
 fn mixed_hosts(small_first: bool) -> model::Fleet {
-    let mut b = FleetBuilder::new();
-    let pool = b
-        .add_pool(CapacityPool {
-            name: "p".into(),
-            cloud: "onprem".into(),
-            region: "site".into(),
-            instance_type: "p5.48xlarge".into(),
-            pricing: PricingKind::Committed,
-            price_per_hour: 0.0,
-        })
-        .unwrap();
-    let host = |gpus: u8| Resources {
-        gpu_model: Some(model::GpuModel::H100),
-        gpus,
-        cpu_millis: 96_000,
-        memory_mib: 1 << 20,
-        disk_gib: 0,
+    let small = Hosts {
+        gpus: 1,
+        ..Hosts::eight("small", model::GpuModel::H100, 8)
     };
-    let loc = Location {
-        zone: "z".into(),
-        network: vec!["sp0".into()],
-        domain: None,
-    };
-    let mut groups: Vec<(&str, u8, u32)> = vec![("small", 1, 8), ("big", 8, 2)];
-    if !small_first {
-        groups.reverse();
-    }
-    for (name, gpus, count) in groups {
-        for i in 0..count {
-            b.add_node(
-                &format!("{name}{i}"),
-                pool,
-                &loc,
-                host(gpus),
-                NodeState::Ready,
-            )
-            .unwrap();
-        }
-    }
-    b.build().unwrap()
+    let big = Hosts::eight("big", model::GpuModel::H100, 2);
+    common::hosts(&if small_first {
+        [small, big]
+    } else {
+        [big, small]
+    })
 }
 
 #[test]

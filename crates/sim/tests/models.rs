@@ -4,45 +4,21 @@
 
 #![allow(clippy::unwrap_used)]
 
-use model::fleet::Location;
-use model::{CapacityPool, FleetBuilder, GpuModel, NodeState, PricingKind, Resources};
+mod common;
+
+use common::Hosts;
+use model::GpuModel;
 use sim::faults::FaultPlan;
 use sim::fit::{check, Shapes};
 use sim::trace::read_jsonl;
 use sim::SimConfig;
 
-/// Three 8-GPU H100 hosts and two 8-GPU H200 hosts under one spine.
+/// Two 8-GPU H200 hosts, then three 8-GPU H100 hosts under one spine.
 fn two_models() -> model::Fleet {
-    let mut b = FleetBuilder::new();
-    let pool = b
-        .add_pool(CapacityPool {
-            name: "p".into(),
-            cloud: "onprem".into(),
-            region: "site".into(),
-            instance_type: "p5.48xlarge".into(),
-            pricing: PricingKind::Committed,
-            price_per_hour: 0.0,
-        })
-        .unwrap();
-    let loc = Location {
-        zone: "z".into(),
-        network: vec!["sp0".into()],
-        domain: None,
-    };
-    for (name, model, count) in [("h200-", GpuModel::H200, 2), ("h100-", GpuModel::H100, 3)] {
-        let res = Resources {
-            gpu_model: Some(model),
-            gpus: 8,
-            cpu_millis: 96_000,
-            memory_mib: 1 << 20,
-            disk_gib: 0,
-        };
-        for i in 0..count {
-            b.add_node(&format!("{name}{i}"), pool, &loc, res, NodeState::Ready)
-                .unwrap();
-        }
-    }
-    b.build().unwrap()
+    common::hosts(&[
+        Hosts::eight("h200-", GpuModel::H200, 2),
+        Hosts::eight("h100-", GpuModel::H100, 3),
+    ])
 }
 
 #[test]

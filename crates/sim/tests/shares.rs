@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use model::fleet::Location;
-use model::{CapacityPool, FleetBuilder, GpuModel, NodeState, PricingKind, Resources};
+mod common;
+
+use common::Hosts;
+use model::GpuModel;
 use sim::faults::FaultPlan;
 use sim::fit::check;
 use sim::trace::{read_jsonl, write_jsonl};
@@ -14,34 +16,20 @@ use sim::{Report, SimConfig};
 
 /// `hosts` of (model, GPUs) with 16 CPUs and 64 GiB each, under one spine.
 fn fleet(hosts: &[(GpuModel, u8)]) -> model::Fleet {
-    let mut b = FleetBuilder::new();
-    let pool = b
-        .add_pool(CapacityPool {
-            name: "p".into(),
-            cloud: "onprem".into(),
-            region: "site".into(),
-            instance_type: "custom".into(),
-            pricing: PricingKind::Committed,
-            price_per_hour: 0.0,
-        })
-        .unwrap();
-    let loc = Location {
-        zone: "z".into(),
-        network: vec!["sp0".into()],
-        domain: None,
-    };
-    for (i, (model, gpus)) in hosts.iter().enumerate() {
-        let res = Resources {
-            gpu_model: Some(*model),
+    const NAMES: [&str; 8] = ["h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7"];
+    let groups: Vec<Hosts> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, (model, gpus))| Hosts {
+            prefix: NAMES[i],
+            model: *model,
             gpus: *gpus,
             cpu_millis: 16_000,
             memory_mib: 64 * 1024,
-            disk_gib: 0,
-        };
-        b.add_node(&format!("h{i}"), pool, &loc, res, NodeState::Ready)
-            .unwrap();
-    }
-    b.build().unwrap()
+            count: 1,
+        })
+        .collect();
+    common::hosts(&groups)
 }
 
 fn run(fleet: model::Fleet, text: &str) -> Report {
