@@ -47,6 +47,29 @@ fn two_models() -> Fleet {
     b.build().unwrap()
 }
 
+/// No limit but `h100` H100 GPUs and `h200` H200 GPUs.
+fn gpus_quota(h100: u64, h200: u64) -> ResourceVec {
+    let mut quota = ResourceVec::UNLIMITED;
+    quota.gpus[GpuModel::H100.index()] = h100;
+    quota.gpus[GpuModel::H200.index()] = h200;
+    quota
+}
+
+/// A queue over the two-model fleet with a tenant of each quota, in order.
+fn queue(quotas: &[ResourceVec]) -> Scheduler {
+    let tenants = quotas
+        .iter()
+        .enumerate()
+        .map(|(i, quota)| TenantSpec {
+            name: format!("t{i}"),
+            weight: 1.0,
+            cohort: None,
+            quota: *quota,
+        })
+        .collect();
+    Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap()
+}
+
 fn job(model: GpuModel, others: &[GpuModel], nodes: u32) -> GangRequest {
     let mut g = common::gang(nodes, 8, None);
     g.gpu = model;
@@ -158,17 +181,7 @@ fn the_queue_charges_the_model_a_job_got_and_restores_it_there() {
 #[test]
 fn another_model_is_taken_only_where_the_quota_admits_it() {
     // Tenant 0 may use 8 H100 GPUs and no H200; tenant 1 has no limits.
-    let mut quota = ResourceVec::UNLIMITED;
-    quota.gpus[GpuModel::H100.index()] = 8;
-    quota.gpus[GpuModel::H200.index()] = 0;
-    let tenant = |name: &str, quota| TenantSpec {
-        name: name.into(),
-        weight: 1.0,
-        cohort: None,
-        quota,
-    };
-    let tenants = vec![tenant("t", quota), tenant("other", ResourceVec::UNLIMITED)];
-    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let mut s = queue(&[gpus_quota(8, 0), ResourceVec::UNLIMITED]);
     let spec = |t: u32, gang| JobSpec {
         tenant: TenantId(t),
         priority: PriorityClass::Research,
@@ -210,16 +223,7 @@ fn spec_of(tenant: u32, priority: PriorityClass, gang: GangRequest) -> JobSpec {
 #[test]
 fn a_job_its_first_models_quota_refuses_runs_on_another_it_accepts() {
     // No H100 quota, 8 H200 GPUs of it.
-    let mut quota = ResourceVec::UNLIMITED;
-    quota.gpus[GpuModel::H100.index()] = 0;
-    quota.gpus[GpuModel::H200.index()] = 8;
-    let tenants = vec![TenantSpec {
-        name: "t".into(),
-        weight: 1.0,
-        cohort: None,
-        quota,
-    }];
-    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let mut s = queue(&[gpus_quota(0, 8)]);
     let research = PriorityClass::Research;
     s.submit(
         WorkloadId(1),
@@ -254,13 +258,7 @@ fn a_job_its_first_models_quota_refuses_runs_on_another_it_accepts() {
 
 #[test]
 fn preemption_looks_at_every_model_the_job_accepts() {
-    let tenants = vec![TenantSpec {
-        name: "t".into(),
-        weight: 1.0,
-        cohort: None,
-        quota: ResourceVec::UNLIMITED,
-    }];
-    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let mut s = queue(&[ResourceVec::UNLIMITED]);
     // Serving holds the H100 hosts (no research job may preempt it); preemptible work the
     // H200 hosts.
     let serving = spec_of(
@@ -307,13 +305,7 @@ fn preemption_looks_at_every_model_the_job_accepts() {
 
 #[test]
 fn a_reservation_takes_the_model_that_frees_room_first() {
-    let tenants = vec![TenantSpec {
-        name: "t".into(),
-        weight: 1.0,
-        cohort: None,
-        quota: ResourceVec::UNLIMITED,
-    }];
-    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let mut s = queue(&[ResourceVec::UNLIMITED]);
     let research = PriorityClass::Research;
     // The H100 hosts are held until t=10000, the H200 hosts until t=1000.
     let mut long = spec_of(0, research, job(GpuModel::H100, &[], 2));
@@ -347,17 +339,7 @@ fn a_reservation_takes_the_model_that_frees_room_first() {
 #[test]
 fn no_victim_is_taken_on_a_model_the_quota_refuses() {
     // Tenant 0 has no H100 quota and 16 H200 GPUs of it; tenant 1 has no limits.
-    let mut quota = ResourceVec::UNLIMITED;
-    quota.gpus[GpuModel::H100.index()] = 0;
-    quota.gpus[GpuModel::H200.index()] = 16;
-    let tenant = |name: &str, quota| TenantSpec {
-        name: name.into(),
-        weight: 1.0,
-        cohort: None,
-        quota,
-    };
-    let tenants = vec![tenant("t", quota), tenant("other", ResourceVec::UNLIMITED)];
-    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let mut s = queue(&[gpus_quota(0, 16), ResourceVec::UNLIMITED]);
     // Preemptible work of the other tenant on the H100 hosts; its research work on H200.
     let spot = spec_of(1, PriorityClass::Preemptible, job(GpuModel::H100, &[], 2));
     s.submit(WorkloadId(1), spot, 0).unwrap();
@@ -397,16 +379,7 @@ fn no_victim_is_taken_on_a_model_the_quota_refuses() {
 
 #[test]
 fn a_shallow_pass_does_not_leave_out_a_job_its_first_models_quota_refuses() {
-    let mut quota = ResourceVec::UNLIMITED;
-    quota.gpus[GpuModel::H100.index()] = 0;
-    quota.gpus[GpuModel::H200.index()] = 16;
-    let tenants = vec![TenantSpec {
-        name: "t".into(),
-        weight: 1.0,
-        cohort: None,
-        quota,
-    }];
-    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let mut s = queue(&[gpus_quota(0, 16)]);
     // The first pass after start-up goes all the way; the next ones only as deep as set.
     s.schedule(0);
     s.submit(
@@ -427,17 +400,7 @@ fn a_shallow_pass_does_not_leave_out_a_job_its_first_models_quota_refuses() {
 #[test]
 fn one_tenants_failure_does_not_hold_back_anothers_job_of_the_same_shape() {
     // Tenant 0 may use H200 only, which is full; tenant 1 may use both, and H100 has room.
-    let mut quota = ResourceVec::UNLIMITED;
-    quota.gpus[GpuModel::H100.index()] = 0;
-    quota.gpus[GpuModel::H200.index()] = 16;
-    let tenant = |name: &str, quota| TenantSpec {
-        name: name.into(),
-        weight: 1.0,
-        cohort: None,
-        quota,
-    };
-    let tenants = vec![tenant("t", quota), tenant("other", ResourceVec::UNLIMITED)];
-    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let mut s = queue(&[gpus_quota(0, 16), ResourceVec::UNLIMITED]);
     let research = PriorityClass::Research;
     s.submit(
         WorkloadId(1),
@@ -461,17 +424,7 @@ fn one_tenants_failure_does_not_hold_back_anothers_job_of_the_same_shape() {
 
 #[test]
 fn a_backlog_over_quota_on_every_model_it_accepts_does_not_use_up_a_shallow_pass() {
-    let mut none = ResourceVec::UNLIMITED;
-    none.gpus[GpuModel::H100.index()] = 0;
-    none.gpus[GpuModel::H200.index()] = 0;
-    let tenant = |name: &str, quota| TenantSpec {
-        name: name.into(),
-        weight: 1.0,
-        cohort: None,
-        quota,
-    };
-    let tenants = vec![tenant("backlog", none), tenant("b", ResourceVec::UNLIMITED)];
-    let mut s = Scheduler::new(Engine::new(two_models()), tenants, SchedConfig::default()).unwrap();
+    let mut s = queue(&[gpus_quota(0, 0), ResourceVec::UNLIMITED]);
     let research = PriorityClass::Research;
     // Tenant b runs something, so the backlog's tenant ranks first by fair share.
     s.submit(

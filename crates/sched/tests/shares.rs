@@ -23,6 +23,27 @@ fn hosts(hosts: u32, gpus: u8) -> Engine {
     }))
 }
 
+/// A research job of tenant 0.
+fn research(gang: GangRequest, time_limit: u64) -> model::JobSpec {
+    model::JobSpec {
+        tenant: model::TenantId(0),
+        priority: model::PriorityClass::Research,
+        gang,
+        time_limit,
+        placement: Default::default(),
+    }
+}
+
+/// A queue over two 4-GPU hosts with one tenant of `gpus` GPUs of quota.
+fn queue(gpus: u64, config: sched::SchedConfig) -> sched::Scheduler {
+    sched::Scheduler::new(
+        hosts(2, 4),
+        vec![common::tenant("t", 1.0, gpus, None)],
+        config,
+    )
+    .unwrap()
+}
+
 fn share(milli: u16, cpu: u32) -> GangRequest {
     let mut g = gang(1, 1, None);
     g.gpu_milli = milli;
@@ -216,25 +237,13 @@ fn cpu_work_runs_beside_gpu_work_on_a_gpu_host() {
 
 #[test]
 fn the_queue_hands_the_engine_the_mix_of_the_jobs_it_holds() {
-    use model::{JobSpec, PriorityClass, TenantId};
-    use sched::{NodeScoring, SchedConfig, Scheduler};
+    use sched::{NodeScoring, SchedConfig};
     let config = SchedConfig {
         node_scoring: NodeScoring::PackedGradient,
         ..SchedConfig::default()
     };
-    let mut s = Scheduler::new(
-        hosts(2, 4),
-        vec![common::tenant("t", 1.0, 1000, None)],
-        config,
-    )
-    .unwrap();
-    let spec = |gang| JobSpec {
-        tenant: TenantId(0),
-        priority: PriorityClass::Research,
-        gang,
-        time_limit: 3600,
-        placement: Default::default(),
-    };
+    let mut s = queue(1000, config);
+    let spec = |gang| research(gang, 3600);
     for id in 0..3 {
         s.submit(WorkloadId(id), spec(share(500, 1000)), 0).unwrap();
     }
@@ -272,22 +281,10 @@ fn the_queue_hands_the_engine_the_mix_of_the_jobs_it_holds() {
 
 #[test]
 fn quotas_count_shares_in_thousandths() {
-    use model::{JobSpec, PriorityClass, TenantId};
-    use sched::{SchedConfig, Scheduler};
+    use sched::SchedConfig;
     // A tenant with one GPU of quota: four quarter shares run, a fifth waits.
-    let mut s = Scheduler::new(
-        hosts(2, 4),
-        vec![common::tenant("t", 1.0, 1, None)],
-        SchedConfig::default(),
-    )
-    .unwrap();
-    let spec = |gang| JobSpec {
-        tenant: TenantId(0),
-        priority: PriorityClass::Research,
-        gang,
-        time_limit: 3600,
-        placement: Default::default(),
-    };
+    let mut s = queue(1, SchedConfig::default());
+    let spec = |gang| research(gang, 3600);
     for id in 0..5 {
         s.submit(WorkloadId(id), spec(share(250, 0)), 0).unwrap();
     }
@@ -309,23 +306,11 @@ fn quotas_count_shares_in_thousandths() {
 
 #[test]
 fn a_share_pays_for_its_share_and_loses_only_its_share() {
-    use model::{JobSpec, PriorityClass, TenantId};
     use sched::cost::SpendClass;
     use sched::{Decision, SchedConfig, Scheduler, Scope};
     // Two 4-GPU hosts at 1 USD an hour each: a GPU-hour is 0.25 USD.
-    let mut s = Scheduler::new(
-        hosts(2, 4),
-        vec![common::tenant("t", 1.0, 1000, None)],
-        SchedConfig::default(),
-    )
-    .unwrap();
-    let spec = |gang| JobSpec {
-        tenant: TenantId(0),
-        priority: PriorityClass::Research,
-        gang,
-        time_limit: 7200,
-        placement: Default::default(),
-    };
+    let mut s = queue(1000, SchedConfig::default());
+    let spec = |gang| research(gang, 7200);
     s.submit(WorkloadId(1), spec(share(250, 0)), 0).unwrap();
     s.submit(WorkloadId(2), spec(gang(1, 1, None)), 0).unwrap();
     // CPU work on a GPU host uses CPU the devices' work left: it is charged nothing.

@@ -8,7 +8,6 @@ mod common;
 
 use common::Hosts;
 use model::GpuModel;
-use sim::faults::FaultPlan;
 use sim::fit::{check, Shapes};
 use sim::trace::read_jsonl;
 use sim::SimConfig;
@@ -19,6 +18,16 @@ fn two_models() -> model::Fleet {
         Hosts::eight("h200-", GpuModel::H200, 2),
         Hosts::eight("h100-", GpuModel::H100, 3),
     ])
+}
+
+/// Stargrid's policy, every invariant checked as the run goes.
+fn checked() -> SimConfig {
+    SimConfig {
+        policy: "stargrid".into(),
+        sched: sched::SchedConfig::policy("stargrid").unwrap(),
+        check_invariants: true,
+        ..SimConfig::default()
+    }
 }
 
 #[test]
@@ -35,13 +44,7 @@ fn a_two_model_trace_uses_both_models() {
     assert_eq!(Shapes::of(&fleet).unwrap().model, GpuModel::H100);
     let mut t = read_jsonl("two.jsonl", &text, false).unwrap();
     check(&mut t, &fleet, false).unwrap();
-    let cfg = SimConfig {
-        policy: "stargrid".into(),
-        sched: sched::SchedConfig::policy("stargrid").unwrap(),
-        check_invariants: true,
-        faults: FaultPlan::default(),
-        ..SimConfig::default()
-    };
+    let cfg = checked();
     let r = sim::simulate(fleet, &t, &cfg, &mut |_, _| {}).unwrap();
     assert_eq!(r.finished, 6);
     let by: Vec<(&str, u64, u64, u64)> = r
@@ -76,11 +79,7 @@ fn a_slower_model_runs_its_jobs_longer() {
 {"id": 2, "submit": 0, "duration": 3600, "gpus": 8, "tenant": "a"}
 "#;
     let t = read_jsonl("s.jsonl", text, false).unwrap();
-    let mut cfg = SimConfig {
-        policy: "stargrid".into(),
-        sched: sched::SchedConfig::policy("stargrid").unwrap(),
-        ..SimConfig::default()
-    };
+    let mut cfg = checked();
     cfg.speed.models = vec![(GpuModel::H200, 0.5)];
     let r = sim::simulate(two_models(), &t, &cfg, &mut |_, _| {}).unwrap();
     // On H200 at half speed: twice the hour; on H100: the hour.
@@ -99,13 +98,7 @@ fn a_service_that_accepts_another_model_runs_replicas_on_both() {
         let fleet = two_models();
         let mut t = read_jsonl("svc.jsonl", text, false).unwrap();
         check(&mut t, &fleet, false).unwrap();
-        let cfg = SimConfig {
-            policy: "stargrid".into(),
-            sched: sched::SchedConfig::policy("stargrid").unwrap(),
-            check_invariants: true,
-            faults: FaultPlan::default(),
-            ..SimConfig::default()
-        };
+        let cfg = checked();
         let r = sim::simulate(fleet, &t, &cfg, &mut |_, _| {}).unwrap();
         r.by_model
             .iter()
@@ -139,12 +132,7 @@ fn a_model_named_twice_runs_as_named_once() {
     let fleet = two_models();
     let mut t = read_jsonl("twice.jsonl", text, false).unwrap();
     check(&mut t, &fleet, false).unwrap();
-    let cfg = SimConfig {
-        policy: "stargrid".into(),
-        sched: sched::SchedConfig::policy("stargrid").unwrap(),
-        check_invariants: true,
-        ..SimConfig::default()
-    };
+    let cfg = checked();
     let r = sim::simulate(fleet, &t, &cfg, &mut |_, _| {}).unwrap();
     assert_eq!(r.finished, 1);
 }
