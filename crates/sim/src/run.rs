@@ -14,6 +14,9 @@ mod measure;
 mod nodes;
 mod sandboxes;
 
+pub use measure::{fair_deviation, max_min_fair};
+use measure::{heights, levels_spanned};
+
 use crate::faults::{ChangeKind, FaultPlan, ResolvedPlan};
 use crate::fit::Shapes;
 use crate::report::{Report, Sample, Tally};
@@ -150,69 +153,6 @@ struct ServiceRun {
     live: bool,
     desired: u32,
     gpus_per_replica: u64,
-}
-
-/// Height above the domains of each topology node (domain = 0).
-fn heights(fleet: &Fleet) -> Vec<u8> {
-    let topo = fleet.topo();
-    let mut h = vec![0u8; topo.len()];
-    for i in (1..topo.len()).rev() {
-        if let Some(p) = topo[i].parent {
-            let v = h[i].saturating_add(1);
-            h[p.0 as usize] = h[p.0 as usize].max(v);
-        }
-    }
-    h
-}
-
-/// Levels spanned by a placement: height of the lowest element holding all its domains.
-fn levels_spanned(fleet: &Fleet, heights: &[u8], slots: &[NodeSlot]) -> (u8, usize) {
-    let mut domains: Vec<TopoId> = slots
-        .iter()
-        .filter_map(|s| fleet.domain_of(s.node))
-        .collect();
-    domains.sort_unstable();
-    domains.dedup();
-    let (Some(lo), Some(hi)) = (domains.first(), domains.last()) else {
-        return (0, 0);
-    };
-    let hi_idx = fleet.domains().binary_search(hi).unwrap_or(0) as u32;
-    let lca = fleet
-        .ancestors(*lo)
-        .find(|a| fleet.topo_node(*a).domains.contains(&hi_idx))
-        .unwrap_or(TopoId(0));
-    (heights[lca.0 as usize], domains.len())
-}
-
-/// Max-min fair shares (equal weights) of `capacity` among tenants asking for `demand`.
-pub fn max_min_fair(capacity: f64, demand: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..demand.len()).collect();
-    order.sort_by(|a, b| demand[*a].total_cmp(&demand[*b]));
-    let mut fair = vec![0.0; demand.len()];
-    let mut left = capacity.max(0.0);
-    for (k, &i) in order.iter().enumerate() {
-        let share = left / (order.len() - k) as f64;
-        fair[i] = demand[i].max(0.0).min(share);
-        left -= fair[i];
-    }
-    fair
-}
-
-/// How far the busy GPUs are from a max-min fair split of them among the tenants, given what
-/// each asks for (running plus waiting): half the sum of the absolute differences over the
-/// busy GPUs (0: every tenant holds exactly its fair share; 1: nothing is where it should
-/// be). Unequal demand alone is not unfair, and neither is a queue that waits for room.
-pub fn fair_deviation(held: &[f64], demand: &[f64]) -> f64 {
-    let fair = max_min_fair(held.iter().sum(), demand);
-    let total: f64 = fair.iter().sum();
-    if total <= 0.0 {
-        return 0.0;
-    }
-    held.iter()
-        .zip(&fair)
-        .map(|(h, f)| (h - f).abs())
-        .sum::<f64>()
-        / (2.0 * total)
 }
 
 /// Runs `trace` on `fleet` under `config`; `progress(done, total)` is called now and then
@@ -597,66 +537,6 @@ impl<'a> Sim<'a> {
             }
         }
         Ok(())
-    }
-
-    /// What the scopes that failed at `now` displaced, and which of it the same instant's
-    /// pass started elsewhere.
-    fn record_failover(&mut self, now: Time, decisions: &[Decision]) {
-        let scopes = std::mem::take(&mut self.failing_now);
-        let displaced: Vec<WorkloadId> = decisions
-            .iter()
-            .filter_map(|d| match d {
-                Decision::Requeue { job, .. } => Some(*job),
-                _ => None,
-            })
-            .collect();
-        let started: Vec<WorkloadId> = decisions
-            .iter()
-            .filter_map(|d| match d {
-                Decision::Start { job, .. } if displaced.contains(job) => Some(*job),
-                _ => None,
-            })
-            .collect();
-        let is_replica = |w: &WorkloadId| w.as_replica().is_some();
-        let first_training = started.iter().position(|w| !is_replica(w));
-        let last_replica = started.iter().rposition(is_replica);
-        let mut groups: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
-        for w in displaced.iter().filter(|w| !started.contains(w)) {
-            let reason = match self.s.pending_root_reason(*w) {
-                Some(r) => r,
-                None if w.as_replica().is_some() => {
-                    "no longer wanted (its service scaled down at that instant)".into()
-                }
-                None => "ended at that instant".into(),
-            };
-            let g = groups.entry(reason).or_default();
-            g.0 += 1;
-            if g.1.len() < 3 {
-                g.1.push(w.to_string());
-            }
-        }
-        let mut not_replaced: Vec<crate::cost::NotReplaced> = groups
-            .into_iter()
-            .map(|(reason, (count, examples))| crate::cost::NotReplaced {
-                reason,
-                count,
-                examples,
-            })
-            .collect();
-        not_replaced.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
-        self.failovers.push(crate::cost::Failover {
-            scope: scopes.join(", "),
-            at: now,
-            replicas_displaced: displaced.iter().filter(|w| is_replica(w)).count() as u64,
-            replicas_replaced: started.iter().filter(|w| is_replica(w)).count() as u64,
-            jobs_displaced: displaced.iter().filter(|w| !is_replica(w)).count() as u64,
-            jobs_replaced: started.iter().filter(|w| !is_replica(w)).count() as u64,
-            in_priority_order: match (first_training, last_replica) {
-                (Some(t), Some(r)) => r < t,
-                _ => true,
-            },
-            not_replaced,
-        });
     }
 
     /// Integrates busy and in-service capacity up to `now`.
