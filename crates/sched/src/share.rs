@@ -375,7 +375,8 @@ impl Engine {
         for tier in 0..tiers {
             let mut best: Option<(f64, u32, u32)> = None;
             let mut consider = |n: u32, ask: &GangRequest, looked: &mut usize| {
-                if !self.open(n) || !seen.insert(n) {
+                // Only a share can come to a node twice (its index, then its domain).
+                if !self.open(n) || (request.is_share() && !seen.insert(n)) {
                     return;
                 }
                 *looked += 1;
@@ -387,10 +388,14 @@ impl Engine {
             };
             for &model in models.iter().filter(|m| tier < self.model_tiers[m.index()]) {
                 let ask = request.on_model(model);
+                // (Other work reads none of the index.)
                 let shared = self.share_room[model.index()]
                     .range((request.gpu_milli.max(1), 0, 0)..)
-                    .filter(|_| request.is_share())
-                    .take(4 * MAX_SCORED_NODES);
+                    .take(if request.is_share() {
+                        4 * MAX_SCORED_NODES
+                    } else {
+                        0
+                    });
                 for &(_, n, _) in shared {
                     let d = self.node_domain[n as usize];
                     if looked >= MAX_SCORED_NODES {

@@ -138,6 +138,8 @@ struct JobRun {
     finished: Option<Time>,
     /// The model its latest run got (work of several models).
     on_model: Option<GpuModel>,
+    /// The thousandths of GPUs it holds while it runs.
+    gpu_milli: u64,
 }
 
 /// A placed part of a sandbox batch.
@@ -360,6 +362,15 @@ impl<'a> Sim<'a> {
                 gpus_per_replica: shapes.replica_gang(v).total_gpus(),
             })
             .collect();
+        let runs = trace
+            .jobs
+            .iter()
+            .map(|j| JobRun {
+                remaining: j.duration as f64,
+                gpu_milli: shapes.job_gang(j).total_gpu_milli(),
+                ..JobRun::default()
+            })
+            .collect();
         Ok(Sim {
             trace,
             config,
@@ -374,14 +385,7 @@ impl<'a> Sim<'a> {
             pending_gpus: vec![0; tenant_ids.len()],
             tenant_ids,
             tenant_of_job,
-            runs: trace
-                .jobs
-                .iter()
-                .map(|j| JobRun {
-                    remaining: j.duration as f64,
-                    ..JobRun::default()
-                })
-                .collect(),
+            runs,
             jobs_done: 0,
             services,
             running_replicas: FxHashMap::default(),
@@ -582,7 +586,7 @@ impl<'a> Sim<'a> {
                 self.s
                     .finish(WorkloadId(u64::from(i)), now)
                     .map_err(|e| e.to_string())?;
-                let gpus = self.gang(i as usize).total_gpu_milli();
+                let gpus = self.runs[i as usize].gpu_milli;
                 self.count_busy(WorkloadId(u64::from(i)), gpus, false);
                 let r = &mut self.runs[i as usize];
                 r.finished = Some(now);
@@ -765,7 +769,7 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 let i = job.0 as usize;
-                let gpus = self.gang(i).total_gpu_milli();
+                let gpus = self.runs[i].gpu_milli;
                 self.pending_gpus[self.tenant_of_job[i]] -= gpus;
                 self.runs[i].on_model = self.s.job(job).map(|j| j.spec.gang.gpu);
                 let (levels, ndomains) =
@@ -800,7 +804,7 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 let i = job.0 as usize;
-                let gpus = self.gang(i).total_gpu_milli();
+                let gpus = self.runs[i].gpu_milli;
                 if !in_place {
                     self.pending_gpus[self.tenant_of_job[i]] += gpus;
                 }

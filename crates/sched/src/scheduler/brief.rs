@@ -164,7 +164,8 @@ pub(super) fn admit_with(
     cohorts: &[CohortState],
     job: &Job,
 ) -> Result<bool, Reason> {
-    let first = admit_on(tenants, cohorts, job.spec.tenant, &job.spec.gang);
+    let gang = &job.spec.gang;
+    let first = admit_on(tenants, cohorts, job.spec.tenant, gang, gang.gpu);
     if first.is_ok() || job.spec.gang.models.is_empty() {
         return first;
     }
@@ -174,27 +175,23 @@ pub(super) fn admit_with(
         .gang
         .models
         .iter()
-        .find_map(|m| {
-            admit_on(
-                tenants,
-                cohorts,
-                job.spec.tenant,
-                &job.spec.gang.on_model(*m),
-            )
-            .ok()
-        })
+        .find_map(|m| admit_on(tenants, cohorts, job.spec.tenant, gang, *m).ok())
         .map_or(first, Ok)
 }
 
-/// Whether `gang`, on its first model, fits `tenant`'s quota (`Ok(false)`) or its cohort's
-/// idle quota (`Ok(true)`: borrowed), or why not.
+/// Whether `gang`, run on `model` (its own or one it accepts), fits `tenant`'s quota
+/// (`Ok(false)`) or its cohort's idle quota (`Ok(true)`: borrowed), or why not.
 pub(super) fn admit_on(
     tenants: &[TenantState],
     cohorts: &[CohortState],
     tenant: TenantId,
     gang: &GangRequest,
+    model: model::GpuModel,
 ) -> Result<bool, Reason> {
-    let ask = ResourceVec::of_gang(gang);
+    let mut ask = ResourceVec::of_gang(gang);
+    if model != gang.gpu {
+        ask.gpus.swap(gang.gpu.index(), model.index());
+    }
     let t = &tenants[tenant.0 as usize];
     // Sandboxes count against the tenant's own quota too.
     let after = t.usage.plus(&ask).plus(&t.load.sandbox_usage());

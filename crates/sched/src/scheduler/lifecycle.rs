@@ -319,13 +319,7 @@ impl Scheduler {
         let admitted: Option<Vec<model::GpuModel>> = (!gang.models.is_empty()).then(|| {
             gang.acceptable_models()
                 .filter(|m| {
-                    admit_on(
-                        &self.tenants,
-                        &self.cohorts,
-                        job.spec.tenant,
-                        &gang.on_model(*m),
-                    )
-                    .is_ok()
+                    admit_on(&self.tenants, &self.cohorts, job.spec.tenant, &gang, *m).is_ok()
                 })
                 .collect()
         });
@@ -368,8 +362,14 @@ impl Scheduler {
             self.settle_model(id, m);
             // Borrowed or not, on the model it got.
             if let Some(j) = self.jobs.get(&id) {
-                borrowed = admit_on(&self.tenants, &self.cohorts, j.spec.tenant, &j.spec.gang)
-                    .unwrap_or(borrowed);
+                borrowed = admit_on(
+                    &self.tenants,
+                    &self.cohorts,
+                    j.spec.tenant,
+                    &j.spec.gang,
+                    j.spec.gang.gpu,
+                )
+                .unwrap_or(borrowed);
             }
         }
         let gang = self.jobs.get(&id).map_or(gang, |j| j.spec.gang.clone());

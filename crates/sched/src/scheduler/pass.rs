@@ -3,8 +3,8 @@
 //! strict-FIFO head) and its steps, in the order the module doc of `scheduler` gives them.
 
 use super::{
-    admit_with, searched_recently, shape_of, Brief, Decision, JobState, Reason, Reservation,
-    Scheduler, ShapeKey, Time,
+    admit_on, admit_with, searched_recently, shape_of, Brief, Decision, JobState, Reason,
+    Reservation, Scheduler, ShapeKey, Time,
 };
 use crate::engine::EngineError;
 use model::{NodeId, PriorityClass, ResourceVec, TenantId, WorkloadId};
@@ -263,9 +263,12 @@ impl Scheduler {
                             if let Some(held) = &held[t] {
                                 let quota = &self.tenants[t].quota;
                                 if !brief.fits(held, quota) {
+                                    // Refused on every model it accepts: the reason is its
+                                    // first model's.
                                     if let Some(job) = self.jobs.get_mut(&key.3) {
+                                        let (tenant, g) = (job.spec.tenant, &job.spec.gang);
                                         if let Err(why) =
-                                            admit_with(&self.tenants, &self.cohorts, job)
+                                            admit_on(&self.tenants, &self.cohorts, tenant, g, g.gpu)
                                         {
                                             job.reason = Some(why);
                                         }

@@ -255,9 +255,9 @@ impl Scheduler {
     fn each_model(&self, tenant: TenantId, gang: &GangRequest) -> Vec<(GangRequest, bool)> {
         gang.acceptable_models()
             .filter_map(|m| {
+                let borrowed = admit_on(&self.tenants, &self.cohorts, tenant, gang, m).ok()?;
                 let mut only = gang.on_model(m);
                 only.models.clear();
-                let borrowed = admit_on(&self.tenants, &self.cohorts, tenant, &only).ok()?;
                 Some((only, !borrowed))
             })
             .collect()
