@@ -65,10 +65,12 @@ fn shares_pack_onto_one_device_and_each_task_sees_its_share() {
     assert_eq!(view["gpu"], "GB200", "{view}");
     assert_eq!(view["state"], "running", "{view}");
 
-    // The tray's 4 GPUs: two are shared, so a 3-GPU job waits and a 2-GPU job runs.
+    // The tray's 4 GPUs: two are shared, so a 3-GPU job waits, holding the tray from when the
+    // shares reach their time limits, and a 2-GPU job that ends before then backfills. (With
+    // the shares' limit it could end a second after the reservation, and rightly wait.)
     let whole = |name: &str, gpus: u32| {
         json!({"name": name, "tenant": "default", "nodes": 1, "gpus_per_node": gpus,
-               "time_limit_s": 600,
+               "time_limit_s": 300,
                "command": ["sh", "-c", "env > $STARGRID_CHECKPOINT_FILE.env; sleep 30"]})
     };
     let three: Value = s.post("/v1/jobs", whole("three", 3)).unwrap();
