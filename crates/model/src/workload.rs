@@ -327,10 +327,7 @@ impl GangRequest {
 
     /// GPUs asked for in thousandths: a share's `gpu_milli`, else 1,000 per device.
     pub fn total_gpu_milli(&self) -> u64 {
-        if self.is_share() {
-            return u64::from(self.gpu_milli);
-        }
-        self.total_gpus() * 1000
+        gpu_thousandths(self.total_gpus(), self.gpu_milli)
     }
 
     /// Whether this is a unit of several parts.
@@ -426,5 +423,14 @@ impl SandboxRequest {
             return Err(field_error("memory_mib", "must be at least 1"));
         }
         Ok(())
+    }
+}
+
+/// Thousandths of a GPU that work holds: its share's `gpu_milli` where it has one (a share is
+/// one device), else 1,000 for each of its `whole_gpus`.
+pub fn gpu_thousandths(whole_gpus: u64, gpu_milli: u16) -> u64 {
+    match gpu_milli {
+        0 => whole_gpus.saturating_mul(1000),
+        share => u64::from(share),
     }
 }

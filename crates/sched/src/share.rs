@@ -59,6 +59,20 @@ pub struct MixShape {
     pub weight: f64,
 }
 
+impl MixShape {
+    /// This shape weighted by the GPU capacity one such job takes (a share its fraction), as
+    /// the packed gradient weighs the mix; at least a tenth, so CPU work still counts.
+    pub fn weighted_by_demand(mut self) -> MixShape {
+        let gpus = if self.gpu_milli > 0 {
+            f64::from(self.gpu_milli) / 1000.0
+        } else {
+            f64::from(self.gpus)
+        };
+        self.weight *= gpus.max(0.1);
+        self
+    }
+}
+
 /// How single-node work chooses its node and device.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub enum NodeScore {

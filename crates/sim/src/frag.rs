@@ -105,18 +105,20 @@ impl Policy {
                     };
                     // Work of several models counts towards each (its weight split evenly).
                     let share = k.weight / models.len().max(1) as f64;
-                    let demand = if by_demand {
-                        (k.gpu_demand_milli() as f64 / 1000.0).max(0.1)
-                    } else {
-                        1.0
-                    };
-                    models.into_iter().map(move |gpu| MixShape {
-                        gpu,
-                        gpus: k.gpus,
-                        gpu_milli: k.gpu_milli,
-                        cpu_millis: k.cpu_millis,
-                        memory_mib: k.memory_mib,
-                        weight: share * demand,
+                    models.into_iter().map(move |gpu| {
+                        let shape = MixShape {
+                            gpu,
+                            gpus: k.gpus,
+                            gpu_milli: k.gpu_milli,
+                            cpu_millis: k.cpu_millis,
+                            memory_mib: k.memory_mib,
+                            weight: share,
+                        };
+                        if by_demand {
+                            shape.weighted_by_demand()
+                        } else {
+                            shape
+                        }
                     })
                 })
                 .collect()

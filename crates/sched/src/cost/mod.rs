@@ -681,10 +681,10 @@ pub fn allocation_units(fleet: &Fleet, alloc: Option<&Allocation>) -> Vec<(PoolI
         }) => {
             for s in slots.iter().chain(spares) {
                 let node = fleet.node(s.node);
-                let gpu_milli = match request.gpu_milli {
-                    0 => u64::from(s.gpu_mask.count_ones()) * UNITS_PER_GPU,
-                    share => u64::from(share),
-                };
+                let gpu_milli = model::workload::gpu_thousandths(
+                    u64::from(s.gpu_mask.count_ones()),
+                    request.gpu_milli,
+                );
                 *map.entry(node.pool).or_default() +=
                     held_units(node, gpu_milli, u64::from(per_node.cpu_millis));
             }

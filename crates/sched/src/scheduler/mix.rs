@@ -125,18 +125,18 @@ impl ShapeMix {
         top.into_iter()
             .take(MAX_MIX_SHAPES)
             .map(|(k, &n)| {
-                let gpus = if k.gpu_milli > 0 {
-                    f64::from(k.gpu_milli) / 1000.0
-                } else {
-                    f64::from(k.gpus)
-                };
-                MixShape {
+                let shape = MixShape {
                     gpu: k.model,
                     gpus: if k.gpu_milli > 0 { 0 } else { k.gpus },
                     gpu_milli: k.gpu_milli,
                     cpu_millis: k.cpu_millis,
                     memory_mib: k.memory_mib,
-                    weight: n as f64 * if by_demand { gpus.max(0.1) } else { 1.0 },
+                    weight: n as f64,
+                };
+                if by_demand {
+                    shape.weighted_by_demand()
+                } else {
+                    shape
                 }
             })
             .collect()

@@ -163,10 +163,7 @@ impl ControlPlane {
 /// a node without GPUs all of it.
 fn run_cost(fleet: &Fleet, m: &JobMeta, seconds: u64) -> (u64, u64) {
     use sched::cost::{held_units, node_units, UNITS_PER_GPU};
-    let gpu_milli = match m.gpu_milli {
-        0 => m.gpus.saturating_mul(UNITS_PER_GPU),
-        share => u64::from(share),
-    };
+    let gpu_milli = model::workload::gpu_thousandths(m.gpus, m.gpu_milli);
     let gpu_seconds = gpu_milli.saturating_mul(seconds) / UNITS_PER_GPU;
     let per_node_milli = gpu_milli / m.ran_on.len().max(1) as u64;
     let mut usd = 0.0;

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod hostile;
+pub mod offline;
 pub mod sandboxes;
 pub mod serving;
 
