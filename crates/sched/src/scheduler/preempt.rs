@@ -274,16 +274,16 @@ impl Scheduler {
     ) -> Option<(Time, Vec<NodeSlot>)> {
         let mut best: Option<(Time, Vec<NodeSlot>)> = None;
         for (only, _) in self.each_model(tenant, gang) {
+            // Only ends before the best start so far could give a better one.
+            let before = best.as_ref().map_or(Time::MAX, |b| b.0);
             let order: Vec<(Time, WorkloadId)> = self.running_ends[only.gpu.index()]
                 .iter()
                 .map(|&(end, id)| (end.max(now), id))
+                .take_while(|&(end, _)| end < before)
                 .collect();
             let ids: Vec<WorkloadId> = order.iter().map(|o| o.1).collect();
             if let Some((k, slots)) = self.shortest_release_prefix(&ids, &only, spread) {
-                let start = order[k - 1].0;
-                if best.as_ref().is_none_or(|b| start < b.0) {
-                    best = Some((start, slots));
-                }
+                best = Some((order[k - 1].0, slots));
             }
         }
         best
