@@ -3,6 +3,7 @@
 //! realistic mix (gangs, inference replicas, partial-tray jobs, sandbox batches), overshot and
 //! then partly released so that its holes are what the engine's own policy leaves behind.
 
+use crate::bench_queue::{bench_queue, ModelMix};
 use crate::fleet_cmd::GenArgs;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -71,7 +72,7 @@ pub struct EngineArgs {
 }
 
 /// SplitMix64: a small seeded generator for the benchmark's workload mix.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -82,11 +83,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 
-    fn pick<'a, T>(&mut self, weighted: &'a [(u32, T)]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, weighted: &'a [(u32, T)]) -> &'a T {
         let total: u32 = weighted.iter().map(|(w, _)| *w).sum();
         let mut r = self.below(u64::from(total)) as u32;
         for (w, t) in weighted {
@@ -100,7 +101,7 @@ impl Rng {
 }
 
 /// (weight, GPUs, GPUs per node, class): the fill mix.
-const MIX: [(u32, (u32, u8, WorkloadClass)); 15] = [
+pub(crate) const MIX: [(u32, (u32, u8, WorkloadClass)); 15] = [
     (300, (8, 4, WorkloadClass::InferenceReplica)),
     (50, (72, 4, WorkloadClass::InferenceReplica)),
     (30, (1, 1, WorkloadClass::Training)),
@@ -118,7 +119,7 @@ const MIX: [(u32, (u32, u8, WorkloadClass)); 15] = [
     (3, (4608, 4, WorkloadClass::Training)),
 ];
 
-fn gang(gpus: u32, per_node: u8, class: WorkloadClass) -> GangRequest {
+pub(crate) fn gang(gpus: u32, per_node: u8, class: WorkloadClass) -> GangRequest {
     GangRequest {
         class,
         gpu: GpuModel::Gb200,
@@ -204,7 +205,7 @@ pub(crate) fn machine() -> String {
     format!("{cpu}, {cores} cores")
 }
 
-fn bar(len: u64, msg: &'static str, quiet: bool) -> ProgressBar {
+pub(crate) fn bar(len: u64, msg: &'static str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
@@ -399,7 +400,8 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         .filter(|n| n.capacity.gpus == 0)
         .count();
     drop(e);
-    let queue = bench_queue(a, quiet)?;
+    let queue = bench_queue(a, quiet, ModelMix::OneModel)?;
+    let models = crate::bench_queue::two_models(a, quiet)?;
 
     let out: Value = json!({
         "machine": machine(),
@@ -426,6 +428,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         "queue_full_pass_ms": queue.full_pass_ms,
         "queue": queue.details,
         "spine_failure_requeue_ms": queue.failure_ms,
+        "queue_models": models,
     });
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -433,158 +436,6 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
-}
-
-struct QueueFigures {
-    pass_ms: f64,
-    first_pass_ms: f64,
-    full_pass_ms: f64,
-    failure_ms: f64,
-    details: Value,
-}
-
-/// The queue on the same reference fleet: filled to the target through the scheduler, then
-/// 100,000 more jobs queued; a pass is timed after 1% of running jobs end, five times.
-fn bench_queue(a: &EngineArgs, quiet: bool) -> Result<QueueFigures> {
-    use model::{JobSpec, PriorityClass, ResourceVec, TenantId, TenantSpec};
-    use sched::{SchedConfig, Scheduler, Scope};
-    let fleet =
-        generate(&a.fleet.spec()?, &InstanceCatalog::builtin()).context("generating the fleet")?;
-    let total_gpus: u64 = fleet
-        .nodes()
-        .iter()
-        .map(|n| u64::from(n.capacity.gpus))
-        .sum();
-    let tenants: Vec<TenantSpec> = (0..20)
-        .map(|i| {
-            let mut quota = ResourceVec {
-                cpu_millis: u64::MAX / 64,
-                memory_mib: u64::MAX / 64,
-                ..ResourceVec::default()
-            };
-            quota.gpus[GpuModel::Gb200.index()] = total_gpus / 10;
-            TenantSpec {
-                name: format!("team{i:02}"),
-                weight: f64::from(1 + i % 3),
-                cohort: Some(format!("org{}", i / 5)),
-                quota,
-            }
-        })
-        .collect();
-    let mut s = Scheduler::new(Engine::new(fleet), tenants, SchedConfig::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut rng = Rng(a.seed ^ 0x5EED);
-    let mut next = 0u64;
-    let mut submit = |s: &mut Scheduler, rng: &mut Rng, now: u64| {
-        let (gpus, per_node, class) = *rng.pick(&MIX);
-        let priority = match class {
-            WorkloadClass::InferenceReplica => PriorityClass::ProductionInference,
-            WorkloadClass::Training => *rng.pick(&[
-                (1, PriorityClass::Preemptible),
-                (3, PriorityClass::Research),
-                (2, PriorityClass::Training),
-            ]),
-        };
-        next += 1;
-        let spec = JobSpec {
-            tenant: TenantId(rng.below(20) as u32),
-            priority,
-            gang: gang(gpus, per_node, class),
-            time_limit: 3600 * (1 + rng.below(48)),
-            placement: Default::default(),
-        };
-        let _ = s.submit(WorkloadId(next), spec, now);
-    };
-    // Fill to the target through the queue itself.
-    let target = (total_gpus as f64 * a.fill) as u64;
-    let mut now = 0u64;
-    let pb = bar(target, "filling through queue", quiet);
-    loop {
-        for _ in 0..500 {
-            submit(&mut s, &mut rng, now);
-        }
-        now += 60;
-        s.schedule(now);
-        let (_, free) = s.engine().gpu_usage();
-        let used = total_gpus - free;
-        pb.set_position(used.min(target));
-        if used >= target || now > 60 * 10_000 {
-            break;
-        }
-    }
-    pb.finish_and_clear();
-    // 100,000 more jobs wait in the queue.
-    for _ in 0..100_000 {
-        submit(&mut s, &mut rng, now);
-    }
-    now += 60;
-    let start = Instant::now();
-    s.schedule(now);
-    let first_pass_ms = start.elapsed().as_secs_f64() * 1e3;
-    let mut passes = Vec::new();
-    for _ in 0..5 {
-        let running = s.running_jobs();
-        for _ in 0..running.len() / 100 {
-            let id = running[rng.below(running.len() as u64) as usize];
-            let _ = s.finish(id, now);
-        }
-        now += 60;
-        let start = Instant::now();
-        s.schedule(now);
-        passes.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    // A full pass (every pending job considered): one is due every `full_pass_interval`.
-    for _ in 0..s.running_jobs().len() / 100 {
-        let running = s.running_jobs();
-        let id = running[rng.below(running.len() as u64) as usize];
-        let _ = s.finish(id, now);
-    }
-    now += sched::SchedConfig::default().full_pass_interval;
-    let start = Instant::now();
-    s.schedule(now);
-    let full_pass_ms = start.elapsed().as_secs_f64() * 1e3;
-    passes.sort_by(f64::total_cmp);
-    let pending = s.pending_jobs().len();
-    let running = s.running_jobs().len();
-    // A failure of network nodes holding at least 1% of the GPUs.
-    let fleet = s.engine().fleet();
-    let mut doomed = Vec::new();
-    let mut doomed_gpus = 0u64;
-    for (i, t) in fleet.topo().iter().enumerate() {
-        if t.kind == (model::TopoKind::Network { level: 1 }) && !t.domains.is_empty() {
-            doomed.push(model::TopoId(i as u32));
-            doomed_gpus += fleet.nodes()[t.nodes.start as usize..t.nodes.end as usize]
-                .iter()
-                .map(|n| u64::from(n.capacity.gpus))
-                .sum::<u64>();
-            if doomed_gpus * 100 >= total_gpus {
-                break;
-            }
-        }
-    }
-    let start = Instant::now();
-    let mut requeued = 0;
-    for t in &doomed {
-        requeued += s.fail(Scope::Subtree(*t), now).len();
-    }
-    let failure_ms = start.elapsed().as_secs_f64() * 1e3;
-    let start = Instant::now();
-    s.schedule(now + 1);
-    let after_failure_pass_ms = start.elapsed().as_secs_f64() * 1e3;
-    Ok(QueueFigures {
-        pass_ms: passes[passes.len() / 2],
-        first_pass_ms,
-        full_pass_ms,
-        failure_ms,
-        details: json!({
-            "pending_after": pending,
-            "running": running,
-            "pass_ms_all": passes,
-            "failed_gpus": doomed_gpus,
-            "jobs_requeued": requeued,
-            "pass_after_failure_ms": after_failure_pass_ms,
-        }),
-    })
 }
 
 /// `stargrid bench sim`.

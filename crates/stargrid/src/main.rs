@@ -9,6 +9,7 @@ mod bench_gateway;
 mod bench_history;
 mod bench_live;
 mod bench_outage;
+mod bench_queue;
 mod bench_sandboxes;
 mod bench_scale;
 mod client;

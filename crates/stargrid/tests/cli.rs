@@ -258,6 +258,16 @@ fn bench_engine_prints_every_key() {
     );
     assert!(b["peak_rss_bytes"].as_u64().unwrap() > 0);
     assert!(b["sandbox_placements_per_s"].as_f64().is_some());
+    // The same queue on two models: the first provider's trays are GB300.
+    let m = &b["queue_models"];
+    assert!(m["gpus_by_model"]["GB300"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["gpus_by_model"]["GB200"].as_u64().unwrap() > 0, "{m}");
+    for run in ["each_on_one", "half_accept_both"] {
+        assert!(m[run]["pass_ms"].as_f64().is_some(), "{m}");
+        assert!(m[run]["full_pass_ms"].as_f64().is_some(), "{m}");
+        assert!(m[run]["running"].as_u64().unwrap() > 0, "{m}");
+        assert!(m[run]["gpu_in_use"].as_f64().unwrap() > 0.0, "{m}");
+    }
 }
 
 #[test]
