@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fleet, gang, tenant, SMALL};
+use common::{fleet, gang, tenant, Shape, SMALL};
 use expect_test::expect;
 use model::{JobSpec, PriorityClass, TenantId, WorkloadId};
 use sched::{Decision, Engine, SchedConfig, Scheduler};
@@ -170,6 +170,61 @@ fn preemption_evicts_cheapest_whole_gangs_after_grace() {
               -
         "#]],
     );
+}
+
+#[test]
+fn preemption_keeps_running_a_cheap_victim_whose_room_is_not_needed() {
+    // One 4-GPU tray: a 1-GPU job (the cheapest victim) and a 3-GPU job. A 3-GPU job of a
+    // higher class needs only the 3-GPU job gone, though the cheapest-first prefix takes both.
+    let one_tray = Shape {
+        zones: 1,
+        spines: 1,
+        blocks: 1,
+        domains: 1,
+        trays: 1,
+        gpus: 4,
+        cpu_hosts: 0,
+    };
+    let mut s = Scheduler::new(
+        Engine::new(fleet(one_tray)),
+        vec![tenant("a", 1.0, 1000, None)],
+        SchedConfig::default(),
+    )
+    .unwrap();
+    let job = |gpus: u8, priority| JobSpec {
+        tenant: TenantId(0),
+        priority,
+        gang: gang(1, gpus, None),
+        time_limit: 100_000,
+        placement: Default::default(),
+    };
+    s.submit(WorkloadId(1), job(1, PriorityClass::Research), 0)
+        .unwrap();
+    s.submit(WorkloadId(2), job(3, PriorityClass::Research), 0)
+        .unwrap();
+    assert_eq!(s.schedule(0).len(), 2);
+    s.submit(WorkloadId(3), job(3, PriorityClass::Training), 1000)
+        .unwrap();
+    let preempted: Vec<WorkloadId> = s
+        .schedule(1000)
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Preempt { job, .. } => Some(*job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(preempted, vec![WorkloadId(2)]);
+    s.check_invariants().unwrap();
+    // When the victim has stopped, the job starts beside the job that kept running.
+    let later = s.schedule(1000 + SchedConfig::default().grace_period);
+    assert!(
+        later
+            .iter()
+            .any(|d| matches!(d, Decision::Start { job, .. } if *job == WorkloadId(3))),
+        "{later:?}"
+    );
+    assert!(s.running_jobs().contains(&WorkloadId(1)));
+    s.check_invariants().unwrap();
 }
 
 #[test]

@@ -1,9 +1,13 @@
 //! Preemption and reservations' lookahead: which running jobs a job may preempt (cheapest
 //! first), the shortest prefix of them whose release makes it fit (probed on the engine and
-//! put back exactly), the victims told to stop, and a job's earliest start from the running
-//! jobs' time limits.
+//! put back exactly), those of them the plan needs (a victim whose room the gang does not
+//! need once dearer ones are gone keeps running), the victims told to stop, and a job's
+//! earliest start from the running jobs' time limits.
 
 use super::*;
+
+/// Most victims one preemption tries to keep running (each try is one plan of the gang).
+const MAX_VICTIMS_PUT_BACK: usize = 16;
 
 impl Scheduler {
     /// Records a fruitless preemption search on the job and beside its place in the queue.
@@ -186,7 +190,7 @@ impl Scheduler {
         let job = self.jobs.get(&id)?;
         let candidates = self.each_model(job.spec.tenant, &job.spec.gang);
         let spread = self.spread_filter(id);
-        let (order, k, slots) = candidates.iter().find_map(|(gang, within_own_quota)| {
+        let (victims, slots) = candidates.iter().find_map(|(gang, within_own_quota)| {
             let job = self.jobs.get(&id)?;
             let (order, releasable) = self.victims_for(job, gang.gpu, *within_own_quota, now);
             // Even every victim gone would not free enough GPUs: no need to try.
@@ -196,19 +200,10 @@ impl Scheduler {
             }
             // Never preempt for a gang that would still not fit.
             let (k, slots) = self.shortest_release_prefix(&order, gang, &spread)?;
-            Some((order, k, slots))
+            let victims = self.on_nodes(&order[..k], &slots);
+            Some(self.needed_victims(victims, slots, gang, &spread))
         })?;
         let plan_nodes: FxHashSet<NodeId> = slots.iter().map(|s| s.node).collect();
-        let victims: Vec<WorkloadId> = order[..k]
-            .iter()
-            .copied()
-            .filter(|v| match self.engine.allocation(*v) {
-                Some(Allocation::Gang { slots, .. }) => {
-                    slots.iter().any(|s| plan_nodes.contains(&s.node))
-                }
-                _ => false,
-            })
-            .collect();
         let deadline = now + self.config.grace_period;
         let mut out = Vec::new();
         self.touch(id);
@@ -247,6 +242,94 @@ impl Scheduler {
             j.reason = Some(Reason::WaitingForPreemption { until: deadline });
         }
         Some(out)
+    }
+
+    /// The jobs of `ids` that hold a piece of a node of `slots`: a victim elsewhere frees
+    /// nothing the plan uses.
+    fn on_nodes(&self, ids: &[WorkloadId], slots: &[NodeSlot]) -> Vec<WorkloadId> {
+        let plan_nodes: FxHashSet<NodeId> = slots.iter().map(|s| s.node).collect();
+        ids.iter()
+            .copied()
+            .filter(|v| match self.engine.allocation(*v) {
+                Some(Allocation::Gang { slots, .. }) => {
+                    slots.iter().any(|s| plan_nodes.contains(&s.node))
+                }
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// The victims (cheapest first) that `gang` needs gone, and the nodes it gets then. The
+    /// shortest prefix can hold a cheap victim whose room the plan does not need once a dearer
+    /// one is gone: each victim, dearest first (at most [`MAX_VICTIMS_PUT_BACK`]), is put back
+    /// and kept running when the gang still fits without it. The engine is left as it was.
+    fn needed_victims(
+        &mut self,
+        victims: Vec<WorkloadId>,
+        slots: Vec<NodeSlot>,
+        gang: &GangRequest,
+        spread: &SpreadFilter,
+    ) -> (Vec<WorkloadId>, Vec<NodeSlot>) {
+        if victims.len() < 2 {
+            return (victims, slots);
+        }
+        let plan = |engine: &mut Engine| {
+            engine.settle();
+            engine
+                .plan_gang_in(gang, &|t| spread.allows(t))
+                .ok()
+                .map(|p| p.slots)
+        };
+        self.engine.defer_reindex();
+        let mut released: Vec<(WorkloadId, Allocation)> = Vec::new();
+        for &v in &victims {
+            match self.engine.release(v) {
+                Ok(a) => released.push((v, a)),
+                Err(_) => break,
+            }
+        }
+        let mut best = (released.len() == victims.len())
+            .then(|| plan(&mut self.engine))
+            .flatten();
+        let mut kept: FxHashSet<WorkloadId> = FxHashSet::default();
+        if best.is_some() {
+            for i in (0..released.len()).rev().take(MAX_VICTIMS_PUT_BACK) {
+                let (v, a) = released[i].clone();
+                self.engine.defer_reindex();
+                // Exact: it was released a moment ago and nothing was placed since.
+                if self.engine.reinstate(v, a).is_err() {
+                    continue;
+                }
+                match plan(&mut self.engine) {
+                    Some(fits) => {
+                        kept.insert(v);
+                        best = Some(fits);
+                    }
+                    None => {
+                        self.engine.defer_reindex();
+                        if let Ok(a) = self.engine.release(v) {
+                            released[i].1 = a;
+                        }
+                    }
+                }
+            }
+        }
+        self.engine.defer_reindex();
+        for (v, a) in released {
+            if !kept.contains(&v) {
+                let _ = self.engine.reinstate(v, a);
+            }
+        }
+        self.engine.settle();
+        match best {
+            Some(fewer) => {
+                let needed: Vec<WorkloadId> =
+                    victims.into_iter().filter(|v| !kept.contains(v)).collect();
+                let needed = self.on_nodes(&needed, &fewer);
+                (needed, fewer)
+            }
+            None => (victims, slots),
+        }
     }
 
     /// `gang` on each model it accepts that `tenant`'s quota (or its cohort's) admits it on,
