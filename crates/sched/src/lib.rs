@@ -35,8 +35,8 @@ pub use engine::{
 pub use gang::{GangPlacement, Quality};
 pub use sandbox::{SandboxPlacement, SandboxRun};
 pub use scheduler::{
-    BatchRecord, Decision, GangSlots, HeldFor, Job, JobRecord, JobState, LiveBatch, LiveJob,
-    NodeScoring, Outcome, QueueOrder, QueueState, QueuedJob, Reason, ReservationChange,
+    BatchRecord, Decision, DecisionRules, GangSlots, HeldFor, Job, JobRecord, JobState, LiveBatch,
+    LiveJob, NodeScoring, Outcome, QueueOrder, QueueState, QueuedJob, Reason, ReservationChange,
     ReservationRecord, RestoreError, Scaled, SchedConfig, SchedError, Scheduler, ServiceRecord,
     ServiceStatus, TenantLoad, TenantReport, MAX_MIX_SHAPES, MAX_SERVICES, REPLICA_IDS,
 };

@@ -39,7 +39,7 @@ pub use outcome::{
 
 pub(crate) use brief::ShapeKey;
 use brief::{admit_on, admit_with, floor_of, shape_of, Brief};
-pub use config::{QueueOrder, SchedConfig};
+pub use config::{DecisionRules, QueueOrder, SchedConfig};
 pub use decision::{Decision, SchedError};
 pub use mix::{NodeScoring, MAX_MIX_SHAPES};
 pub use services::{Scaled, ServiceStatus, MAX_SERVICES};
@@ -400,6 +400,9 @@ pub struct Scheduler {
     /// the jobs as they are queued again on load.
     #[serde(skip)]
     mix: mix::ShapeMix,
+    /// Whose rules decide: this build's, or a format-0 journal's while it is replayed.
+    #[serde(skip)]
+    rules: DecisionRules,
 }
 
 impl Scheduler {
@@ -498,6 +501,7 @@ impl Scheduler {
             queued_floor: Vec::new(),
             cut_short: false,
             mix: mix::ShapeMix::default(),
+            rules: DecisionRules::Current,
         })
     }
 
@@ -509,6 +513,12 @@ impl Scheduler {
     /// The rules in force.
     pub fn config(&self) -> &SchedConfig {
         &self.config
+    }
+
+    /// Decides by `rules` from now on: a format-0 journal's records (inputs alone) are decided
+    /// again when they are replayed, and must come out as they did when they were written.
+    pub fn decide_by(&mut self, rules: DecisionRules) {
+        self.rules = rules;
     }
 
     /// Changes the rules from now on (a new build's defaults, an operator's choice): what was

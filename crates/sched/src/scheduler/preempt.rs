@@ -270,7 +270,7 @@ impl Scheduler {
         gang: &GangRequest,
         spread: &SpreadFilter,
     ) -> (Vec<WorkloadId>, Vec<NodeSlot>) {
-        if victims.len() < 2 {
+        if victims.len() < 2 || self.rules == DecisionRules::Format0 {
             return (victims, slots);
         }
         let plan = |engine: &mut Engine| {

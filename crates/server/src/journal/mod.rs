@@ -10,8 +10,9 @@
 //!
 //! Versions:
 //! - **0**, written before decisions were journaled: a bare event, no `v`. Such a journal holds
-//!   only inputs; [`crate::state::ControlPlane::migrate`] replays it once with this build's rules
-//!   to recover the decisions and the server rewrites it as version 1.
+//!   only inputs; [`crate::state::ControlPlane::replay_one`] replays it once, deciding by the rules
+//!   of the builds that wrote it (`sched::DecisionRules::Format0`), to recover the decisions,
+//!   and the server rewrites it as version 1.
 //! - **1**: the record above.
 
 mod codec;

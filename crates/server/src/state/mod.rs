@@ -416,7 +416,7 @@ impl ControlPlane {
     }
 
     /// Applies record `seq`, the next after the state's, restored as recorded (a version-0
-    /// record is decided with this build's rules, and said to be).
+    /// record is decided again, by the rules of the builds that wrote them, and said to be).
     fn replay_next(&mut self, seq: u64, stored: Stored) -> Result<Replayed, StateError> {
         let at = |err: StateError| StateError::Sequence {
             record: seq,
@@ -439,10 +439,16 @@ impl ControlPlane {
             });
         }
         let replayed = match stored {
-            Stored::Inputs(e) => Replayed {
-                record: self.apply(&e).map_err(at)?,
-                decided: true,
-            },
+            Stored::Inputs(e) => {
+                // Decided again, by the rules of the builds that wrote such records.
+                self.sched.decide_by(sched::DecisionRules::Format0);
+                let applied = self.apply(&e);
+                self.sched.decide_by(sched::DecisionRules::Current);
+                Replayed {
+                    record: applied.map_err(at)?,
+                    decided: true,
+                }
+            }
             Stored::V1(r) => {
                 let record = crate::journal::Codec::new(self.sched.engine().fleet())
                     .load(r)
