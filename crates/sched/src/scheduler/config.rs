@@ -64,16 +64,16 @@ pub enum QueueOrder {
     },
 }
 
-/// Which build's rules the queue decides by. Journals since format 1 record each decision, so
-/// a rule that changes never changes what they replay into; a format-0 journal holds inputs
-/// alone, and is decided again by the rules of the builds that wrote such journals.
+/// Which rules the queue decides by. Journals since format 1 record each decision, so a rule
+/// that changes never changes what they replay into; a format-0 journal holds inputs alone, and
+/// is decided again by this build's rules except where a rule is switched back here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DecisionRules {
     /// This build's.
     #[default]
     Current,
-    /// Those of the builds that wrote format-0 journals: every victim of the shortest
-    /// cheapest-first prefix is preempted, none put back.
+    /// This build's, except that every victim of the shortest cheapest-first prefix is
+    /// preempted, none put back, as the builds that wrote format-0 journals did.
     Format0,
 }
 

@@ -323,9 +323,15 @@ impl Scheduler {
         self.engine.settle();
         match best {
             Some(fewer) => {
-                let needed: Vec<WorkloadId> =
-                    victims.into_iter().filter(|v| !kept.contains(v)).collect();
+                let needed: Vec<WorkloadId> = victims
+                    .iter()
+                    .copied()
+                    .filter(|v| !kept.contains(v))
+                    .collect();
                 let needed = self.on_nodes(&needed, &fewer);
+                if needed.is_empty() {
+                    return (victims, slots);
+                }
                 (needed, fewer)
             }
             None => (victims, slots),

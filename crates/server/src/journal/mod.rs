@@ -10,8 +10,8 @@
 //!
 //! Versions:
 //! - **0**, written before decisions were journaled: a bare event, no `v`. Such a journal holds
-//!   only inputs; [`crate::state::ControlPlane::replay_one`] replays it once, deciding by the rules
-//!   of the builds that wrote it (`sched::DecisionRules::Format0`), to recover the decisions,
+//!   only inputs; [`crate::state::ControlPlane::replay_one`] replays it once, deciding by this
+//!   build's rules with preemption as those builds did it (`sched::DecisionRules::Format0`), to recover the decisions,
 //!   and the server rewrites it as version 1.
 //! - **1**: the record above.
 

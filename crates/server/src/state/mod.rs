@@ -416,7 +416,8 @@ impl ControlPlane {
     }
 
     /// Applies record `seq`, the next after the state's, restored as recorded (a version-0
-    /// record is decided again, by the rules of the builds that wrote them, and said to be).
+    /// record is decided again, by this build's rules with preemption as format-0 builds did it,
+    /// and said to be).
     fn replay_next(&mut self, seq: u64, stored: Stored) -> Result<Replayed, StateError> {
         let at = |err: StateError| StateError::Sequence {
             record: seq,
